@@ -1,0 +1,1 @@
+"""Launch: package, upload once, build once, run, forward and sync a notebook."""

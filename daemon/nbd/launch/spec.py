@@ -1,0 +1,247 @@
+"""What a launch asks for: the notebook's name, its spec and its Notebook manifest.
+
+Pure functions only: the directory name, the optional `notebook.yaml` (already read into text) and
+the command-line overrides go in; a validated spec and the Notebook object to apply come out. The
+orchestrator does the I/O. Keeping this pure lets every rule (DNS-safe names, which layer wins, what
+a bad file says) be tested by table.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from nbd.errors import InvalidArgument
+
+API_GROUP = "nbd.dev"
+API_VERSION = "v1alpha1"
+KIND = "Notebook"
+PLURAL = "notebooks"
+NOTEBOOK_LABEL = "nbd.dev/notebook"
+DEFAULT_WORKDIR = "/content"
+DEFAULT_PORT = 8888
+
+_DNS_LABEL_MAX = 63
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
+_SPEC_KEYS = {"image", "resources", "env", "command", "workdir", "port"}
+_RESOURCE_KEYS = {"gpu", "cpu", "memory"}
+_GPU_KEYS = {"count", "type"}
+
+
+class NotebookFileError(InvalidArgument):
+    """notebook.yaml (or the -f file) is not a valid Notebook spec."""
+
+    default_reason = "InvalidNotebookFile"
+
+
+def notebook_name_for(directory_name: str) -> str:
+    """Make a DNS-1123 label from a directory's name ("My Project_2" -> "my-project-2").
+
+    The result is non-empty, at most 63 characters, lowercase alphanumerics and '-', and starts and
+    ends with an alphanumeric, which is what Kubernetes accepts as an object name.
+    """
+    name = re.sub(r"[^a-z0-9-]+", "-", directory_name.strip().lower())
+    name = re.sub(r"-{2,}", "-", name).strip("-")
+    name = name[:_DNS_LABEL_MAX].strip("-")
+    return name or "notebook"
+
+
+def validate_name(name: str) -> str:
+    """Check an explicit notebook name; return it unchanged or raise a clear error."""
+    if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", name):
+        raise InvalidArgument(
+            f"invalid notebook name {name!r}: use at most 63 lowercase letters, digits and '-', "
+            "starting and ending with a letter or digit"
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class SpecOverrides:
+    """Values given on the command line; None/empty means "not given"."""
+
+    image: str = ""
+    gpu_count: int | None = None
+    gpu_type: str = ""
+    cpu: str = ""
+    memory: str = ""
+    env: dict[str, str] = field(default_factory=dict)
+    command: tuple[str, ...] = ()
+    workdir: str = ""
+    port: int | None = None
+
+
+def parse_notebook_file(text: str, source: str) -> dict[str, Any]:
+    """Parse a notebook.yaml into a Notebook spec dict.
+
+    The file may be a bare spec (`resources:`, `env:`, ...) or a whole Notebook manifest
+    (`apiVersion: nbd.dev/v1alpha1`, `kind: Notebook`, `spec:`); either way the spec is returned,
+    validated, with env normalised to a list of {name, value}.
+    """
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise NotebookFileError(f"{source} is not valid YAML: {_one_line(str(e))}") from e
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict):
+        raise NotebookFileError(f"{source} must be a mapping of Notebook spec fields, not {type(doc).__name__}")
+    if "kind" in doc or "apiVersion" in doc:
+        if doc.get("kind") != KIND or doc.get("apiVersion") != f"{API_GROUP}/{API_VERSION}":
+            raise NotebookFileError(
+                f"{source} describes {doc.get('apiVersion')}/{doc.get('kind')}; "
+                f"expected apiVersion {API_GROUP}/{API_VERSION} and kind {KIND}, or a bare spec"
+            )
+        spec = doc.get("spec") or {}
+        if not isinstance(spec, dict):
+            raise NotebookFileError(f"{source}: spec must be a mapping")
+    else:
+        spec = doc
+    return _validate_spec(spec, source)
+
+
+def _validate_spec(spec: dict[str, Any], source: str) -> dict[str, Any]:
+    unknown = sorted(set(spec) - _SPEC_KEYS)
+    if unknown:
+        raise NotebookFileError(
+            f"{source}: unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(_SPEC_KEYS))}"
+        )
+    out: dict[str, Any] = {}
+    if "image" in spec and spec["image"] is not None:
+        out["image"] = _string(spec["image"], f"{source}: image")
+    if "workdir" in spec and spec["workdir"] is not None:
+        workdir = _string(spec["workdir"], f"{source}: workdir")
+        if not workdir.startswith("/"):
+            raise NotebookFileError(f"{source}: workdir must be an absolute path, got {workdir!r}")
+        out["workdir"] = workdir
+    if "port" in spec and spec["port"] is not None:
+        out["port"] = _port(spec["port"], f"{source}: port")
+    if "command" in spec and spec["command"] is not None:
+        command = spec["command"]
+        if isinstance(command, str):
+            command = ["sh", "-c", command]
+        if not isinstance(command, list) or not all(isinstance(c, str) for c in command) or not command:
+            raise NotebookFileError(f"{source}: command must be a non-empty list of strings (or one string)")
+        out["command"] = list(command)
+    if "env" in spec and spec["env"] is not None:
+        out["env"] = _env(spec["env"], source)
+    if "resources" in spec and spec["resources"] is not None:
+        out["resources"] = _resources(spec["resources"], source)
+    return out
+
+
+def _resources(value: Any, source: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise NotebookFileError(f"{source}: resources must be a mapping with gpu, cpu, memory")
+    unknown = sorted(set(value) - _RESOURCE_KEYS)
+    if unknown:
+        raise NotebookFileError(f"{source}: unknown resources field(s) {', '.join(unknown)}; allowed: cpu, gpu, memory")
+    out: dict[str, Any] = {}
+    for key in ("cpu", "memory"):
+        if value.get(key) is not None:
+            out[key] = str(value[key])
+    gpu = value.get("gpu")
+    if gpu is not None:
+        if isinstance(gpu, int) and not isinstance(gpu, bool):
+            gpu = {"count": gpu}
+        if not isinstance(gpu, dict) or set(gpu) - _GPU_KEYS:
+            raise NotebookFileError(f"{source}: resources.gpu must be a number or a mapping with count and type")
+        g: dict[str, Any] = {}
+        if gpu.get("count") is not None:
+            g["count"] = _count(gpu["count"], f"{source}: resources.gpu.count")
+        if gpu.get("type"):
+            g["type"] = _string(gpu["type"], f"{source}: resources.gpu.type")
+        out["gpu"] = g
+    return out
+
+
+def _env(value: Any, source: str) -> list[dict[str, str]]:
+    pairs: list[tuple[Any, Any]]
+    if isinstance(value, dict):
+        pairs = list(value.items())
+    elif isinstance(value, list):
+        pairs = []
+        for item in value:
+            if not isinstance(item, dict) or "name" not in item:
+                raise NotebookFileError(f"{source}: env entries must be {{name: ..., value: ...}}")
+            pairs.append((item["name"], item.get("value", "")))
+    else:
+        raise NotebookFileError(f"{source}: env must be a mapping or a list of {{name, value}}")
+    out = []
+    for name, val in pairs:
+        if not isinstance(name, str) or not _ENV_NAME.match(name):
+            raise NotebookFileError(f"{source}: invalid environment variable name {name!r}")
+        out.append({"name": name, "value": "" if val is None else str(val)})
+    return out
+
+
+def merge_spec(file_spec: dict[str, Any], overrides: SpecOverrides) -> dict[str, Any]:
+    """Layer command-line overrides over the file's spec (flags win, env merges by name)."""
+    spec: dict[str, Any] = {k: v for k, v in file_spec.items()}
+    if overrides.image:
+        spec["image"] = overrides.image
+    if overrides.workdir:
+        if not overrides.workdir.startswith("/"):
+            raise InvalidArgument(f"workdir must be an absolute path, got {overrides.workdir!r}")
+        spec["workdir"] = overrides.workdir
+    if overrides.port is not None:
+        spec["port"] = _port(overrides.port, "port")
+    if overrides.command:
+        spec["command"] = list(overrides.command)
+    resources = dict(spec.get("resources") or {})
+    if overrides.cpu:
+        resources["cpu"] = overrides.cpu
+    if overrides.memory:
+        resources["memory"] = overrides.memory
+    if overrides.gpu_count is not None or overrides.gpu_type:
+        gpu = dict(resources.get("gpu") or {})
+        if overrides.gpu_count is not None:
+            gpu["count"] = _count(overrides.gpu_count, "--gpus")
+        if overrides.gpu_type:
+            gpu["type"] = overrides.gpu_type
+        resources["gpu"] = gpu
+    if resources:
+        spec["resources"] = resources
+    if overrides.env:
+        env = {e["name"]: e["value"] for e in spec.get("env") or []}
+        for name, value in overrides.env.items():
+            if not _ENV_NAME.match(name):
+                raise InvalidArgument(f"invalid environment variable name {name!r}")
+            env[name] = value
+        spec["env"] = [{"name": k, "value": v} for k, v in env.items()]
+    return spec
+
+
+def notebook_manifest(name: str, namespace: str, spec: dict[str, Any], *, directory: str = "") -> dict[str, Any]:
+    """The Notebook object the daemon applies (server-side apply) for a launch."""
+    metadata: dict[str, Any] = {"name": name, "namespace": namespace, "labels": {"app.kubernetes.io/managed-by": "nbd"}}
+    if directory:
+        metadata["annotations"] = {"nbd.dev/local-directory": directory}
+    full = dict(spec)
+    full["suspend"] = False
+    return {"apiVersion": f"{API_GROUP}/{API_VERSION}", "kind": KIND, "metadata": metadata, "spec": full}
+
+
+def _string(value: Any, what: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise NotebookFileError(f"{what} must be a non-empty string")
+    return value
+
+
+def _port(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+        raise NotebookFileError(f"{what} must be a port number between 1 and 65535, got {value!r}")
+    return value
+
+
+def _count(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise NotebookFileError(f"{what} must be a whole number ≥ 0, got {value!r}")
+    return value
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
