@@ -1,0 +1,8 @@
+"""The one place nbd's version is written; the daemon reports it and clients compare against it.
+
+Kept equal to `[project] version` in pyproject.toml (tests/client checks this).
+"""
+
+__version__ = "0.1.0"
+# The local API's version, as named in the proto package (nbdapi.v1).
+API_VERSION = "v1"

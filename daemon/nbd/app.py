@@ -1,0 +1,166 @@
+"""The daemon's wiring: one `App` holds the registry, the event bus, the capabilities and the pool.
+
+It is what a capability receives in `install(app)`: everything a capability needs from the daemon
+is here, and nothing here knows about gRPC. `nbd.server` serves an App; tests can build one without
+a server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import functools
+import importlib
+import importlib.util
+import logging
+import pkgutil
+from collections.abc import Awaitable, Callable, Iterable
+from datetime import datetime
+from typing import ParamSpec, TypeVar
+
+from nbd.bus import EventBus
+from nbd.capabilities import Capabilities
+from nbd.events import SessionEvent
+from nbd.registry import SessionRegistry
+from nbd.session import utcnow
+from nbd.store import SessionStore
+from nbdclient.paths import DaemonPaths
+
+__all__ = ["App", "Hook", "discover_capability_modules", "install_capabilities"]
+
+log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+Hook = Callable[["App"], Awaitable[None]]
+
+# Bounded: blocking work (kubernetes calls, file I/O) queues here instead of spawning threads
+# without limit.
+DEFAULT_WORKERS = 16
+
+
+class App:
+    """The running daemon, as capabilities see it.
+
+    Attributes:
+        paths: The daemon's socket, state dir, log and lock files.
+        version: The version the daemon reports.
+        started: When the daemon started (UTC).
+        registry: The sessions (see `nbd.registry.SessionRegistry`).
+        bus: Session events; publish through the registry, subscribe through `registry.subscribe`.
+        capabilities: The optional launch / logs / sync implementations.
+        executor: The bounded pool that `run_blocking` uses (also the loop's default executor,
+            so `asyncio.to_thread` is bounded too once the daemon runs).
+    """
+
+    def __init__(self, paths: DaemonPaths, version: str, *, workers: int = DEFAULT_WORKERS) -> None:
+        self.paths = paths
+        self.version = version
+        self.started: datetime = utcnow()
+        self.executor = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nbd-worker")
+        self.bus: EventBus[SessionEvent] = EventBus()
+        self.registry = SessionRegistry(SessionStore(paths.sessions_dir), self.bus, self._run_blocking_thunk)
+        self.capabilities = Capabilities()
+        self._start_hooks: list[tuple[str, Hook]] = []
+        self._stop_hooks: list[tuple[str, Hook]] = []
+        self._background: set[asyncio.Task[None]] = set()
+        self.shutdown_requested = asyncio.Event()
+        self.shutdown_grace: float | None = None
+
+    # --- blocking work ---------------------------------------------------------------------------
+
+    async def run_blocking(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+        """Runs a blocking call in the bounded pool without blocking the event loop."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, functools.partial(fn, *args, **kwargs))
+
+    async def _run_blocking_thunk(self, fn: Callable[[], R]) -> R:
+        return await self.run_blocking(fn)
+
+    # --- hooks -----------------------------------------------------------------------------------
+
+    def on_start(self, hook: Hook, *, name: str | None = None) -> None:
+        """Runs `hook(app)` once the sessions are loaded and the server listens (e.g. to resume
+        persisted sessions). Hooks run concurrently as background tasks; a failing hook is logged
+        and never stops the daemon."""
+        self._start_hooks.append((name or getattr(hook, "__qualname__", "hook"), hook))
+
+    def on_stop(self, hook: Hook, *, name: str | None = None) -> None:
+        """Runs `hook(app)` at shutdown after the server stopped accepting calls (close forwards,
+        flush syncs); stop hooks run in reverse order of registration, each one awaited."""
+        self._stop_hooks.append((name or getattr(hook, "__qualname__", "hook"), hook))
+
+    async def run_start_hooks(self) -> None:
+        for name, hook in self._start_hooks:
+            self.spawn(self._guarded(name, hook), name=f"start:{name}")
+
+    async def run_stop_hooks(self) -> None:
+        for name, hook in reversed(self._stop_hooks):
+            await self._guarded(name, hook)
+
+    async def _guarded(self, name: str, hook: Hook) -> None:
+        try:
+            await hook(self)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("hook %s failed", name)
+
+    def spawn(self, coro: Awaitable[None], *, name: str) -> asyncio.Task[None]:
+        """Runs a background task the daemon keeps a reference to and cancels at shutdown."""
+
+        async def run() -> None:
+            await coro
+
+        task = asyncio.get_running_loop().create_task(run(), name=name)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
+    async def cancel_background(self) -> None:
+        tasks = list(self._background)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # --- life ------------------------------------------------------------------------------------
+
+    def request_shutdown(self, grace: float | None = None) -> None:
+        """Asks the daemon to stop gracefully (Shutdown RPC, SIGTERM, SIGINT)."""
+        self.shutdown_grace = grace
+        self.shutdown_requested.set()
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+def discover_capability_modules() -> list[str]:
+    """Names of the `nbd.<subpackage>.capability` modules present, sorted."""
+    import nbd
+
+    found = []
+    for info in pkgutil.iter_modules(nbd.__path__):
+        if info.ispkg and importlib.util.find_spec(f"nbd.{info.name}.capability") is not None:
+            found.append(info.name)
+    return sorted(found)
+
+
+def install_capabilities(app: App, names: Iterable[str] | None = None) -> list[str]:
+    """Imports `nbd.<name>.capability` and calls its `install(app)` for each name (default: all
+    discovered). A capability that fails is logged and recorded in `app.capabilities.problems`,
+    so its RPCs say why they are unavailable; the daemon still starts. Returns the installed names."""
+    installed = []
+    for name in discover_capability_modules() if names is None else names:
+        module_name = f"nbd.{name}.capability"
+        try:
+            module = importlib.import_module(module_name)
+            install = getattr(module, "install")
+            install(app)
+        except Exception as e:
+            log.exception("capability %s failed to install", name)
+            app.capabilities.problems[name] = f"{type(e).__name__}: {e}"
+            continue
+        installed.append(name)
+        log.info("installed capability %s", name)
+    return installed

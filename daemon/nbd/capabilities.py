@@ -1,0 +1,147 @@
+"""The daemon's extension point: what launch, logs and sync must offer to plug into the API.
+
+The servicers answer Get/List/Events/Version/Shutdown themselves. Launch, Stop, Logs and Sync are
+delegated to optional capabilities registered on `App.capabilities`; until one is registered, its
+RPCs answer UNIMPLEMENTED naming what is missing. A capability is installed by a module
+`nbd.<subpackage>.capability` exposing `install(app: nbd.app.App) -> None`, found at daemon start
+(see `nbd.app.install_capabilities`); `install` sets the fields below and may add start hooks
+(`app.on_start`, e.g. to resume persisted sessions) and stop hooks (`app.on_stop`).
+
+Every type here is proto-free; the servicers convert at the edge.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import AsyncIterator
+from typing import Protocol, runtime_checkable
+
+from nbd.errors import Unimplemented
+from nbd.events import LaunchEvent, LogLine
+from nbd.session import NotebookSpec, Session, SyncStatus
+
+__all__ = [
+    "Capabilities",
+    "LaunchRequest",
+    "Launcher",
+    "LogReader",
+    "LogSource",
+    "LogsQuery",
+    "SyncAction",
+    "SyncControl",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class LaunchRequest:
+    """What a client asked to launch (nbdapi.v1.LaunchRequest without protobuf).
+
+    `directory` is absolute; `kubeconfig` is the client's `--kubeconfig` or `$KUBECONFIG` ("" means
+    the daemon's default); `spec` holds only the overrides the client gave.
+    """
+
+    directory: str
+    name: str = ""
+    namespace: str = ""
+    context: str = ""
+    kubeconfig: str = ""
+    notebook_file: str = ""
+    spec: NotebookSpec = dataclasses.field(default_factory=NotebookSpec)
+    local_port: int = 0
+    no_sync: bool = False
+    attach: bool = False
+
+
+class LogSource(enum.Enum):
+    UNSPECIFIED = 0
+    NOTEBOOK = 1
+    BUILD = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class LogsQuery:
+    source: LogSource = LogSource.NOTEBOOK
+    follow: bool = False
+    # Last N lines; 0 means all.
+    tail_lines: int = 0
+    container: str = ""
+
+
+class SyncAction(enum.Enum):
+    STATUS = 1
+    PAUSE = 2
+    RESUME = 3
+    FLUSH = 4
+
+
+@runtime_checkable
+class Launcher(Protocol):
+    """Launches and stops notebooks (the launch capability)."""
+
+    def launch(self, request: LaunchRequest) -> AsyncIterator[LaunchEvent]:
+        """Streams the launch's events; ends after a `Ready` or `Failure` payload.
+
+        Raise `NbdError` for a request that cannot start at all. If the client goes away the
+        iterator is closed (`aclose`), which raises GeneratorExit/CancelledError inside it.
+        """
+        ...
+
+    async def stop(self, session: Session, *, delete: bool) -> Session:
+        """Suspends (or deletes) the session's notebook and returns the session after the change."""
+        ...
+
+
+@runtime_checkable
+class LogReader(Protocol):
+    """Streams a session's build or notebook log (the logs capability)."""
+
+    def logs(self, session: Session, query: LogsQuery) -> AsyncIterator[LogLine]: ...
+
+
+@runtime_checkable
+class SyncControl(Protocol):
+    """Pauses, resumes, flushes and reports a session's two-way sync (the sync capability)."""
+
+    async def sync(self, session: Session, action: SyncAction) -> SyncStatus: ...
+
+
+@dataclasses.dataclass
+class Capabilities:
+    """The optional parts of the daemon. `problems` says why a capability failed to install."""
+
+    launcher: Launcher | None = None
+    logs: LogReader | None = None
+    sync: SyncControl | None = None
+    problems: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    def _missing(self, what: str, capability: str) -> Unimplemented:
+        why = self.problems.get(capability)
+        if why:
+            detail = f"the {capability} capability failed to load ({why}); see the daemon log"
+        elif self.problems:
+            failed = "; ".join(f"{name}: {problem}" for name, problem in sorted(self.problems.items()))
+            detail = f"the {capability} capability is not installed (capabilities that failed to load: {failed})"
+        else:
+            detail = f"the {capability} capability is not installed"
+        return Unimplemented(f"{what} is not available in this daemon build: {detail}", reason="CapabilityMissing")
+
+    def require_launcher(self) -> Launcher:
+        if self.launcher is None:
+            raise self._missing("launch", "launch")
+        return self.launcher
+
+    def require_stopper(self) -> Launcher:
+        if self.launcher is None:
+            raise self._missing("stop", "launch")
+        return self.launcher
+
+    def require_logs(self) -> LogReader:
+        if self.logs is None:
+            raise self._missing("logs", "logs")
+        return self.logs
+
+    def require_sync(self) -> SyncControl:
+        if self.sync is None:
+            raise self._missing("sync", "sync")
+        return self.sync
