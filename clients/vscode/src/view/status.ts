@@ -1,0 +1,93 @@
+/**
+ * The status bar's text, tooltip and severity for the workspace's notebook session.
+ *
+ * Why this module exists: the editor layer only copies these strings into its status bar item, so
+ * what a user sees for every phase, sync state and conflict count is decided and tested here.
+ * Text may hold VS Code codicons (`$(name)`); the severity picks the item's background.
+ */
+
+import type { Session } from "../client/types";
+import { forwardWord, phaseWord, plural, redactUrl, syncWord } from "./format";
+
+export type Severity = "normal" | "warning" | "error";
+
+export interface StatusView {
+  text: string;
+  tooltip: string;
+  severity: Severity;
+}
+
+const PHASE_ICONS: Record<string, string> = {
+  PHASE_PACKAGING: "$(package)",
+  PHASE_UPLOADING: "$(cloud-upload)",
+  PHASE_BUILDING: "$(tools)",
+  PHASE_STARTING: "$(loading~spin)",
+  PHASE_READY: "$(notebook)",
+  PHASE_FAILED: "$(error)",
+  PHASE_STOPPED: "$(debug-stop)",
+  PHASE_STOPPING: "$(loading~spin)",
+};
+
+/** The view when the daemon cannot be reached. */
+export function disconnectedStatus(message: string): StatusView {
+  return { text: "$(debug-disconnect) nbd", tooltip: `nbd: ${message}`, severity: "warning" };
+}
+
+/** The view when the daemon answers but no session belongs to the workspace. */
+export function idleStatus(): StatusView {
+  return { text: "$(notebook) nbd", tooltip: "nbd: no notebook for this workspace; run “nbd: Launch workspace as notebook”.", severity: "normal" };
+}
+
+/** The view of one session: phase, then sync state, conflicts highlighted. */
+export function sessionStatus(session: Session): StatusView {
+  const phase = phaseWord(session.phase);
+  const icon = PHASE_ICONS[session.phase] ?? "$(notebook)";
+  const parts = [`${icon} ${session.name}: ${phase}`];
+  const sync = session.sync;
+  const conflicts = sync?.conflicts.length ?? 0;
+  const problems = sync?.problems.length ?? 0;
+  const syncState = sync?.state ?? "SYNC_STATE_UNSPECIFIED";
+  const syncShown = sync !== null && syncState !== "SYNC_STATE_UNSPECIFIED" && syncState !== "SYNC_STATE_DISABLED";
+  if (syncShown) {
+    parts.push(`$(sync) ${syncWord(syncState)}`);
+  }
+  if (conflicts > 0) {
+    parts.push(`$(warning) ${plural(conflicts, "conflict")}`);
+  }
+  if (problems > 0) {
+    parts.push(`$(info) ${plural(problems, "problem")}`);
+  }
+
+  let severity: Severity = "normal";
+  if (conflicts > 0 || problems > 0 || syncState === "SYNC_STATE_PAUSED" || session.forward?.state === "FORWARD_STATE_ERROR") {
+    severity = "warning";
+  }
+  if (session.phase === "PHASE_FAILED" || syncState === "SYNC_STATE_ERROR" || syncState === "SYNC_STATE_HALTED") {
+    severity = "error";
+  }
+
+  const lines = [`nbd: ${session.ref !== "" ? session.ref : session.name} — ${phase}`];
+  if (session.message !== "") {
+    lines.push(session.message);
+  }
+  if (session.url !== "") {
+    lines.push(`URL: ${redactUrl(session.url)}`);
+  }
+  if (session.forward !== null && session.forward.state !== "FORWARD_STATE_UNSPECIFIED") {
+    const forward = session.forward;
+    const detail = forward.message !== "" ? ` (${forward.message})` : "";
+    lines.push(`Forward 127.0.0.1:${forward.localPort} → ${forward.remotePort}: ${forwardWord(forward.state)}${detail}`);
+  }
+  if (sync !== null && syncState !== "SYNC_STATE_UNSPECIFIED") {
+    const detail = sync.message !== "" ? ` (${sync.message})` : "";
+    lines.push(`Sync: ${syncWord(syncState)}${detail}`);
+  }
+  for (const conflict of sync?.conflicts ?? []) {
+    const kept = conflict.copyPath !== "" ? `; other version kept as ${conflict.copyPath}` : "";
+    lines.push(`Conflict: ${conflict.path}${kept}`);
+  }
+  for (const problem of sync?.problems ?? []) {
+    lines.push(`Problem: ${problem.path}: ${problem.message}`);
+  }
+  return { text: parts.join("  "), tooltip: lines.join("\n"), severity };
+}

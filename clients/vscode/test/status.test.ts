@@ -1,0 +1,103 @@
+import { strict as assert } from "node:assert";
+import { test } from "node:test";
+import { disconnectedStatus, idleStatus, sessionStatus, type Severity } from "../src/view/status";
+import { session, syncStatus } from "./fixtures";
+
+const conflict = { path: "a.py", copyPath: "a.conflict-remote-1.py", message: "", time: null };
+const problem = { path: "big.bin", message: "permission denied", time: null };
+
+const CASES: Array<{ name: string; s: ReturnType<typeof session>; text: string; severity: Severity }> = [
+  { name: "ready, no sync", s: session(), text: "$(notebook) hello: Ready", severity: "normal" },
+  {
+    name: "ready, watching",
+    s: session({ sync: syncStatus() }),
+    text: "$(notebook) hello: Ready  $(sync) watching",
+    severity: "normal",
+  },
+  {
+    name: "sync disabled is not shown",
+    s: session({ sync: syncStatus({ state: "SYNC_STATE_DISABLED" }) }),
+    text: "$(notebook) hello: Ready",
+    severity: "normal",
+  },
+  { name: "building", s: session({ phase: "PHASE_BUILDING" }), text: "$(tools) hello: Building", severity: "normal" },
+  { name: "failed", s: session({ phase: "PHASE_FAILED" }), text: "$(error) hello: Failed", severity: "error" },
+  {
+    name: "one conflict is highlighted",
+    s: session({ sync: syncStatus({ conflicts: [conflict] }) }),
+    text: "$(notebook) hello: Ready  $(sync) watching  $(warning) 1 conflict",
+    severity: "warning",
+  },
+  {
+    name: "two conflicts and a problem",
+    s: session({ sync: syncStatus({ conflicts: [conflict, conflict], problems: [problem] }) }),
+    text: "$(notebook) hello: Ready  $(sync) watching  $(warning) 2 conflicts  $(info) 1 problem",
+    severity: "warning",
+  },
+  {
+    name: "paused sync warns",
+    s: session({ sync: syncStatus({ state: "SYNC_STATE_PAUSED" }) }),
+    text: "$(notebook) hello: Ready  $(sync) paused",
+    severity: "warning",
+  },
+  {
+    name: "halted sync is an error, even with conflicts",
+    s: session({ sync: syncStatus({ state: "SYNC_STATE_HALTED", conflicts: [conflict] }) }),
+    text: "$(notebook) hello: Ready  $(sync) halted  $(warning) 1 conflict",
+    severity: "error",
+  },
+  {
+    name: "an unknown phase from a newer daemon",
+    s: session({ phase: "PHASE_HIBERNATING" as never }),
+    text: "$(notebook) hello: Hibernating",
+    severity: "normal",
+  },
+];
+
+for (const row of CASES) {
+  test(`sessionStatus: ${row.name}`, () => {
+    const view = sessionStatus(row.s);
+    assert.equal(view.text, row.text);
+    assert.equal(view.severity, row.severity);
+  });
+}
+
+test("sessionStatus tooltip: message, redacted URL, forward, sync, conflicts and problems", () => {
+  const view = sessionStatus(
+    session({
+      message: "Notebook is ready.",
+      url: "http://127.0.0.1:8890/?token=s3cret",
+      forward: {
+        state: "FORWARD_STATE_WAITING_FOR_POD",
+        localPort: 8890,
+        remotePort: 8888,
+        pod: "",
+        message: "pod restarting",
+        openConnections: 0,
+        lastProbe: null,
+      },
+      sync: syncStatus({ message: "3 files", conflicts: [conflict], problems: [problem] }),
+    }),
+  );
+  assert.equal(
+    view.tooltip,
+    [
+      "nbd: hello — Ready",
+      "Notebook is ready.",
+      "URL: http://127.0.0.1:8890/?token=…",
+      "Forward 127.0.0.1:8890 → 8888: waiting for the pod (pod restarting)",
+      "Sync: watching (3 files)",
+      "Conflict: a.py; other version kept as a.conflict-remote-1.py",
+      "Problem: big.bin: permission denied",
+    ].join("\n"),
+  );
+  assert.ok(!view.tooltip.includes("s3cret"));
+});
+
+test("disconnected and idle views", () => {
+  const down = disconnectedStatus("The nbd daemon does not answer on /x.sock.");
+  assert.equal(down.severity, "warning");
+  assert.equal(down.tooltip, "nbd: The nbd daemon does not answer on /x.sock.");
+  assert.equal(idleStatus().severity, "normal");
+  assert.match(idleStatus().tooltip, /Launch workspace as notebook/);
+});
