@@ -1,0 +1,116 @@
+"""The controller's one configuration, read from environment variables.
+
+In the cluster every variable comes from one ConfigMap (`nbd-config`, loaded with `envFrom`), so an
+admin edits a single object to change the bucket, the registry or the builder. Parsing is pure: it
+takes a mapping, so tests pass dicts and never touch `os.environ`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+__all__ = ["Config", "ConfigError", "BUILDERS", "MAX_UPLOAD_URL_TTL"]
+
+# The longest a signed PUT URL may live: a leaked URL is useful to nobody for long.
+MAX_UPLOAD_URL_TTL = 900
+BUILDERS = ("buildkit", "kaniko")
+
+DEFAULT_BUILDKIT_IMAGE = "moby/buildkit:v0.23.2-rootless"
+# Kaniko was archived upstream in 2025; this is a maintained fork's image. Override as needed.
+DEFAULT_KANIKO_IMAGE = "ghcr.io/osscontainertools/kaniko:latest"
+# The init container only needs python3 (stdlib) to fetch, check and unpack the context.
+DEFAULT_UTILITY_IMAGE = "python:3.12-alpine"
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing or malformed; the message names the variable to fix."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    """Everything an admin can configure. Field docs name the environment variable."""
+
+    bucket: str  # NBD_BUCKET: the bucket holding build contexts.
+    prefix: str = "contexts"  # NBD_PREFIX: objects are <prefix>/<md5>.tar.gz.
+    registry: str  # NBD_REGISTRY: images are pushed to <registry>/nbd/<namespace>-context:<md5>.
+    builder: str = "buildkit"  # NBD_BUILDER: buildkit | kaniko.
+    buildkit_image: str = DEFAULT_BUILDKIT_IMAGE  # NBD_BUILDKIT_IMAGE
+    kaniko_image: str = DEFAULT_KANIKO_IMAGE  # NBD_KANIKO_IMAGE
+    utility_image: str = DEFAULT_UTILITY_IMAGE  # NBD_UTILITY_IMAGE
+    insecure_registry: bool = False  # NBD_INSECURE_REGISTRY: push over plain HTTP.
+    namespaces: tuple[str, ...] = ()  # NBD_NAMESPACES: comma-separated; empty = all namespaces.
+    gpu_label_key: str = "nvidia.com/gpu.product"  # NBD_GPU_LABEL_KEY: node label for gpu.type.
+    gpu_resource: str = "nvidia.com/gpu"  # NBD_GPU_RESOURCE
+    upload_url_ttl: int = MAX_UPLOAD_URL_TTL  # NBD_UPLOAD_URL_TTL seconds (<= 900).
+    download_url_ttl: int = 3600  # NBD_DOWNLOAD_URL_TTL seconds, for the build's fetch.
+    signing_key_file: str | None = None  # NBD_SIGNING_KEY_FILE, else GOOGLE_APPLICATION_CREDENTIALS.
+    signing_service_account: str | None = None  # NBD_SIGNING_SERVICE_ACCOUNT: IAM signBlob signer.
+    concurrency: int = 4  # NBD_CONCURRENCY: Notebooks reconciled at once.
+    resync_seconds: float = 300.0  # NBD_RESYNC_SECONDS: every Notebook is revisited this often.
+
+    @property
+    def builder_image(self) -> str:
+        return self.buildkit_image if self.builder == "buildkit" else self.kaniko_image
+
+    @staticmethod
+    def from_env(env: Mapping[str, str]) -> Config:
+        """Builds a Config from NBD_* variables; raises ConfigError naming the bad variable."""
+
+        def get(name: str) -> str | None:
+            value = env.get(name, "").strip()
+            return value or None
+
+        def require(name: str) -> str:
+            value = get(name)
+            if value is None:
+                raise ConfigError(f"{name} is not set: put it in the nbd-config ConfigMap")
+            return value
+
+        def integer(name: str, default: int, lo: int, hi: int) -> int:
+            raw = get(name)
+            if raw is None:
+                return default
+            try:
+                value = int(raw)
+            except ValueError:
+                raise ConfigError(f"{name}={raw!r} is not an integer") from None
+            if not lo <= value <= hi:
+                raise ConfigError(f"{name}={value} is out of range [{lo}, {hi}]")
+            return value
+
+        builder = get("NBD_BUILDER") or "buildkit"
+        if builder not in BUILDERS:
+            raise ConfigError(f"NBD_BUILDER={builder!r}: choose one of {', '.join(BUILDERS)}")
+        bucket = require("NBD_BUCKET")
+        if not re.fullmatch(r"[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]", bucket):
+            raise ConfigError(f"NBD_BUCKET={bucket!r} is not a valid bucket name")
+        registry = require("NBD_REGISTRY").rstrip("/")
+        prefix = (get("NBD_PREFIX") or "contexts").strip("/")
+        namespaces = tuple(n.strip() for n in (get("NBD_NAMESPACES") or "").split(",") if n.strip())
+        insecure = (get("NBD_INSECURE_REGISTRY") or "false").lower() in ("1", "true", "yes")
+        resync_raw = get("NBD_RESYNC_SECONDS")
+        try:
+            resync = float(resync_raw) if resync_raw else 300.0
+        except ValueError:
+            raise ConfigError(f"NBD_RESYNC_SECONDS={resync_raw!r} is not a number") from None
+        return Config(
+            bucket=bucket,
+            prefix=prefix,
+            registry=registry,
+            builder=builder,
+            buildkit_image=get("NBD_BUILDKIT_IMAGE") or DEFAULT_BUILDKIT_IMAGE,
+            kaniko_image=get("NBD_KANIKO_IMAGE") or DEFAULT_KANIKO_IMAGE,
+            utility_image=get("NBD_UTILITY_IMAGE") or DEFAULT_UTILITY_IMAGE,
+            insecure_registry=insecure,
+            namespaces=namespaces,
+            gpu_label_key=get("NBD_GPU_LABEL_KEY") or "nvidia.com/gpu.product",
+            gpu_resource=get("NBD_GPU_RESOURCE") or "nvidia.com/gpu",
+            upload_url_ttl=integer("NBD_UPLOAD_URL_TTL", MAX_UPLOAD_URL_TTL, 60, MAX_UPLOAD_URL_TTL),
+            download_url_ttl=integer("NBD_DOWNLOAD_URL_TTL", 3600, 60, 7 * 24 * 3600),
+            signing_key_file=get("NBD_SIGNING_KEY_FILE") or get("GOOGLE_APPLICATION_CREDENTIALS"),
+            signing_service_account=get("NBD_SIGNING_SERVICE_ACCOUNT"),
+            concurrency=integer("NBD_CONCURRENCY", 4, 1, 256),
+            resync_seconds=resync,
+        )

@@ -1,0 +1,221 @@
+"""The Notebook CustomResourceDefinition, built as data.
+
+`cluster/manifests/crd.yaml` is generated from `notebook_crd()` (`python -m nbd_controller.crd`) and a
+test fails when the committed file drifts, so the schema has one source.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from .naming import GROUP, KIND, PLURAL, VERSION
+
+__all__ = ["notebook_crd", "PHASES", "CONDITION_TYPES"]
+
+PHASES = ("Pending", "Uploading", "Building", "Starting", "Ready", "Suspended", "Failed")
+CONDITION_TYPES = ("Uploaded", "Built", "Ready")
+
+_MD5_PATTERN = "^[0-9a-f]{32}$"
+_ENV_NAME_PATTERN = "^[A-Za-z_][A-Za-z0-9_]*$"
+_QUANTITY: dict[str, Any] = {
+    "x-kubernetes-int-or-string": True,
+    "anyOf": [{"type": "integer"}, {"type": "string"}],
+}
+
+
+def _spec_schema() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "description": "What the notebook runs. Set either image (prebuilt) or build.upload.",
+        "properties": {
+            "image": {
+                "type": "string",
+                "minLength": 1,
+                "description": "A prebuilt image: no upload and no build happen.",
+            },
+            "build": {
+                "type": "object",
+                "description": "Build the image from an uploaded context (a tar.gz with a Dockerfile).",
+                "properties": {
+                    "upload": {
+                        "type": "object",
+                        "required": ["md5", "requestID"],
+                        "properties": {
+                            "md5": {
+                                "type": "string",
+                                "pattern": _MD5_PATTERN,
+                                "description": "MD5 of the context tar.gz, 32 lowercase hex digits.",
+                            },
+                            "requestID": {
+                                "type": "string",
+                                "minLength": 1,
+                                "maxLength": 128,
+                                "description": "Changes whenever a new signed upload URL is wanted.",
+                            },
+                        },
+                    },
+                    "uploaded": {
+                        "type": "string",
+                        "maxLength": 128,
+                        "description": (
+                            "Set by the uploader to upload.requestID once its PUT succeeded: the "
+                            "controller then verifies the stored object and builds it."
+                        ),
+                    },
+                },
+            },
+            "resources": {
+                "type": "object",
+                "properties": {
+                    "gpu": {
+                        "type": "object",
+                        "properties": {
+                            "count": {"type": "integer", "minimum": 0, "maximum": 64, "default": 1},
+                            "type": {
+                                "type": "string",
+                                "maxLength": 63,
+                                "description": "GPU product; becomes a node selector.",
+                            },
+                        },
+                    },
+                    "cpu": dict(_QUANTITY),
+                    "memory": dict(_QUANTITY),
+                },
+            },
+            "env": {
+                "type": "array",
+                "x-kubernetes-list-type": "map",
+                "x-kubernetes-list-map-keys": ["name"],
+                "items": {
+                    "type": "object",
+                    "required": ["name"],
+                    "properties": {
+                        "name": {"type": "string", "pattern": _ENV_NAME_PATTERN, "maxLength": 256},
+                        "value": {"type": "string", "default": ""},
+                    },
+                },
+            },
+            "command": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "Replaces the default Jupyter server command.",
+            },
+            "workdir": {"type": "string", "pattern": "^/", "default": "/content"},
+            "port": {"type": "integer", "minimum": 1, "maximum": 65535, "default": 8888},
+            "suspend": {"type": "boolean", "default": False},
+        },
+    }
+
+
+def _status_schema() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {
+            "phase": {"type": "string", "enum": list(PHASES)},
+            "observedGeneration": {"type": "integer", "format": "int64"},
+            "upload": {
+                "type": "object",
+                "properties": {
+                    "requestID": {"type": "string"},
+                    "signedURL": {"type": "string"},
+                    "expiresAt": {"type": "string", "format": "date-time"},
+                    "storedMD5": {"type": "string"},
+                },
+            },
+            "build": {
+                "type": "object",
+                "properties": {
+                    "md5": {"type": "string"},
+                    "image": {"type": "string"},
+                    "job": {"type": "string"},
+                },
+            },
+            "image": {"type": "string", "description": "The image the notebook Pod runs."},
+            "pod": {"type": "string"},
+            "tokenSecret": {"type": "string"},
+            "conditions": {
+                "type": "array",
+                "x-kubernetes-list-type": "map",
+                "x-kubernetes-list-map-keys": ["type"],
+                "items": {
+                    "type": "object",
+                    "required": ["type", "status", "lastTransitionTime", "reason", "message"],
+                    "properties": {
+                        "type": {"type": "string", "maxLength": 316},
+                        "status": {"type": "string", "enum": ["True", "False", "Unknown"]},
+                        "observedGeneration": {"type": "integer", "format": "int64", "minimum": 0},
+                        "lastTransitionTime": {"type": "string", "format": "date-time"},
+                        "reason": {"type": "string", "maxLength": 1024},
+                        "message": {"type": "string", "maxLength": 32768},
+                    },
+                },
+            },
+        },
+    }
+
+
+def notebook_crd() -> dict[str, Any]:
+    """The CRD object for `kubectl apply`."""
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{PLURAL}.{GROUP}"},
+        "spec": {
+            "group": GROUP,
+            "scope": "Namespaced",
+            "names": {
+                "kind": KIND,
+                "listKind": f"{KIND}List",
+                "plural": PLURAL,
+                "singular": "notebook",
+                "shortNames": ["nb"],
+                "categories": ["nbd"],
+            },
+            "versions": [
+                {
+                    "name": VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": [
+                        {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+                        {"name": "GPU", "type": "integer", "jsonPath": ".spec.resources.gpu.count"},
+                        {"name": "GPU-Type", "type": "string", "jsonPath": ".spec.resources.gpu.type",
+                         "priority": 1},
+                        {"name": "Pod", "type": "string", "jsonPath": ".status.pod"},
+                        {"name": "Image", "type": "string", "jsonPath": ".status.image", "priority": 1},
+                        {"name": "Suspended", "type": "boolean", "jsonPath": ".spec.suspend",
+                         "priority": 1},
+                        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+                    ],
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "description": "A Jupyter notebook run from an uploaded directory or an image.",
+                            "required": ["spec"],
+                            "properties": {
+                                "apiVersion": {"type": "string"},
+                                "kind": {"type": "string"},
+                                "metadata": {"type": "object"},
+                                "spec": _spec_schema(),
+                                "status": _status_schema(),
+                            },
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
+def main() -> None:
+    """Prints the CRD as YAML (how cluster/manifests/crd.yaml is generated)."""
+    import yaml
+
+    sys.stdout.write("# Generated by `python -m nbd_controller.crd`: edit cluster/nbd_controller/crd.py.\n")
+    sys.stdout.write(yaml.safe_dump(notebook_crd(), sort_keys=False, width=110))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,347 @@
+"""What to do about one Notebook, decided from what was observed: no I/O.
+
+`decide(config, observed)` returns a `Plan`: the actions that move the cluster toward the
+Notebook's spec and the status that describes where it stands. The reconciler gathers `Observed`
+and executes the plan; every action is idempotent (create-if-absent, delete-if-present), so running
+a plan twice, or a plan made from slightly stale observations, is harmless. The order of the
+pipeline is upload → verify → build → record → pod, and a later step never starts before the
+earlier one's outcome is known: in particular a build only starts after the stored object's MD5 was
+seen to equal the spec's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from .conditions import get_condition, rfc3339, set_condition
+from .config import Config
+from .manifests import ANNOTATION_SPEC_HASH, notebook_pod
+from .naming import build_job_name, image_ref, object_name, pod_name, token_secret_name
+
+__all__ = [
+    "Observed", "Plan", "decide", "job_outcome",
+    "IssueUploadURL", "DeleteObject", "CreateBuildJob", "RecordBuild", "CreateTokenSecret",
+    "CreatePod", "DeletePod", "Action",
+]
+
+# While waiting for an upload, the store is looked at this often even if no one marks it done.
+UPLOAD_POLL_SECONDS = 5.0
+# A URL is re-signed when less than this is left of it: an uploader must have time to use it.
+URL_RENEW_MARGIN = timedelta(seconds=60)
+
+
+@dataclass(frozen=True)
+class IssueUploadURL:
+    md5: str
+    request_id: str
+
+
+@dataclass(frozen=True)
+class DeleteObject:
+    md5: str
+
+
+@dataclass(frozen=True)
+class CreateBuildJob:
+    md5: str
+    image: str
+
+
+@dataclass(frozen=True)
+class RecordBuild:
+    md5: str
+    image: str
+
+
+@dataclass(frozen=True)
+class CreateTokenSecret:
+    name: str
+
+
+@dataclass(frozen=True)
+class CreatePod:
+    manifest: dict[str, Any] = field(hash=False, compare=True)
+
+
+@dataclass(frozen=True)
+class DeletePod:
+    name: str
+
+
+Action = IssueUploadURL | DeleteObject | CreateBuildJob | RecordBuild | CreateTokenSecret | CreatePod | DeletePod
+
+
+@dataclass(frozen=True, kw_only=True)
+class Observed:
+    """What the reconciler saw of one Notebook and its dependents.
+
+    `stored_md5` is the MD5 of `<prefix>/<md5>.tar.gz` in the store (None: absent); it is only
+    looked at when the context is neither built nor being built. `build_log_tail` is only fetched
+    for a failed build Job whose failure is not yet reported.
+    """
+
+    notebook: dict[str, Any]
+    now: datetime
+    built_image: str | None = None
+    stored_md5: str | None = None
+    job: dict[str, Any] | None = None
+    build_log_tail: str | None = None
+    secret_exists: bool = False
+    pod: dict[str, Any] | None = None
+
+
+@dataclass
+class Plan:
+    actions: list[Action]
+    status: dict[str, Any]
+    requeue_after: float | None = None
+
+
+def job_outcome(job: dict[str, Any]) -> str:
+    """'succeeded', 'failed' or 'running'."""
+    status = job.get("status") or {}
+    for condition in status.get("conditions") or []:
+        if condition.get("status") == "True":
+            if condition.get("type") == "Complete":
+                return "succeeded"
+            if condition.get("type") == "Failed":
+                return "failed"
+    if status.get("succeeded"):
+        return "succeeded"
+    if status.get("failed"):
+        return "failed"
+    return "running"
+
+
+def _parse_time(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+class _Builder:
+    """Accumulates conditions, actions and status fields during one decision."""
+
+    def __init__(self, observed: Observed) -> None:
+        self.observed = observed
+        notebook = observed.notebook
+        self.generation = int(notebook["metadata"].get("generation") or 0)
+        old = notebook.get("status") or {}
+        self.old = old
+        self.conditions: list[dict[str, Any]] = list(old.get("conditions") or [])
+        self.actions: list[Action] = []
+        self.status: dict[str, Any] = {}
+        self.requeue: float | None = None
+
+    def condition(self, type_: str, ok: bool, reason: str, message: str) -> None:
+        self.conditions = set_condition(
+            self.conditions, type_, ok, reason, message, generation=self.generation, now=self.observed.now
+        )
+
+    def requeue_in(self, seconds: float) -> None:
+        self.requeue = seconds if self.requeue is None else min(self.requeue, seconds)
+
+    def finish(self, phase: str) -> Plan:
+        status = {"phase": phase, "observedGeneration": self.generation, **self.status}
+        status["conditions"] = self.conditions
+        return Plan(self.actions, status, self.requeue)
+
+
+def _resolve_image(config: Config, b: _Builder) -> tuple[str | None, str | None]:
+    """Runs the upload/build pipeline; returns (image, phase-if-not-ready-for-a-pod)."""
+    observed = b.observed
+    notebook = observed.notebook
+    spec = notebook["spec"]
+    namespace = notebook["metadata"]["namespace"]
+    if spec.get("image"):
+        b.condition("Uploaded", True, "NotNeeded", "spec.image is set: nothing to upload.")
+        b.condition("Built", True, "PrebuiltImage", f"Using the prebuilt image {spec['image']}.")
+        return str(spec["image"]), None
+    upload = (spec.get("build") or {}).get("upload")
+    if not upload:
+        message = "Set spec.image (a prebuilt image) or spec.build.upload (an uploaded context)."
+        b.condition("Uploaded", False, "InvalidSpec", message)
+        b.condition("Built", False, "InvalidSpec", message)
+        return None, "Failed"
+    md5 = str(upload["md5"])
+    request_id = str(upload["requestID"])
+    image = observed.built_image or image_ref(config.registry, namespace, md5)
+    job_name = build_job_name(md5)
+    b.status["build"] = {"md5": md5, "image": image}
+    stored = {"requestID": request_id, "storedMD5": md5}
+
+    if observed.built_image:
+        b.status["upload"] = stored
+        b.condition("Uploaded", True, "AlreadyBuilt", f"Context {md5} was built before: nothing to upload.")
+        b.condition("Built", True, "AlreadyBuilt", f"Context {md5} was built before as {image}.")
+        return image, None
+
+    if observed.job is not None:
+        b.status["upload"] = stored
+        b.status["build"]["job"] = job_name
+        b.condition("Uploaded", True, "Stored", f"Context {md5} is stored and its MD5 verified.")
+        outcome = job_outcome(observed.job)
+        if outcome == "succeeded":
+            b.actions.append(RecordBuild(md5, image))
+            b.condition("Built", True, "Built", f"Built and pushed {image} in Job {job_name}.")
+            return image, None
+        if outcome == "failed":
+            previous = get_condition(b.conditions, "Built")
+            if observed.build_log_tail is not None:
+                tail = observed.build_log_tail.strip()
+                message = f"The build in Job {job_name} failed. Last lines of its log:\n{tail}"
+            elif previous is not None and previous.get("reason") == "BuildFailed":
+                message = str(previous.get("message"))
+            else:
+                message = f"The build in Job {job_name} failed; see its log (nbctl logs --build)."
+            message += "\nFix the Dockerfile or context and launch again (a new context gets a new build)."
+            b.condition("Built", False, "BuildFailed", message)
+            return None, "Failed"
+        b.condition("Built", False, "Building", f"Building {image} in Job {job_name}.")
+        return None, "Building"
+
+    # Not built and not being built: the stored object decides.
+    key = object_name(config.prefix, md5)
+    if observed.stored_md5 == md5:
+        b.status["upload"] = stored
+        b.status["build"]["job"] = job_name
+        b.condition("Uploaded", True, "Stored", f"Context {md5} is stored and its MD5 verified.")
+        b.condition("Built", False, "Building", f"Building {image} in Job {job_name}.")
+        b.actions.append(CreateBuildJob(md5, image))
+        return None, "Building"
+
+    previous_upload = b.old.get("upload") or {}
+    uploaded_cond = get_condition(b.conditions, "Uploaded")
+    same_request = previous_upload.get("requestID") == request_id
+    b.condition("Built", False, "WaitingForUpload", f"The build starts once context {md5} is uploaded.")
+    if observed.stored_md5 is not None:
+        # Never build content other than what the spec names: drop it, and wait for a new request.
+        b.actions.append(DeleteObject(md5))
+        b.status["upload"] = {"requestID": request_id}
+        b.condition(
+            "Uploaded", False, "MD5Mismatch",
+            f"The uploaded context has MD5 {observed.stored_md5} but spec.build.upload.md5 is {md5}; "
+            f"it was deleted and nothing was built. Upload again with a new spec.build.upload.requestID.",
+        )
+        return None, "Failed"
+    if same_request and uploaded_cond is not None and uploaded_cond.get("reason") == "MD5Mismatch":
+        b.status["upload"] = {"requestID": request_id}
+        return None, "Failed"
+    if (spec.get("build") or {}).get("uploaded") == request_id:
+        b.status["upload"] = {"requestID": request_id}
+        b.condition(
+            "Uploaded", False, "UploadMissing",
+            f"spec.build.uploaded says request {request_id} was uploaded, but no object {key} is "
+            f"stored. Upload again with a new spec.build.upload.requestID.",
+        )
+        return None, "Failed"
+    expires = _parse_time(previous_upload.get("expiresAt"))
+    if same_request and previous_upload.get("signedURL") and expires and expires - URL_RENEW_MARGIN > observed.now:
+        b.status["upload"] = {
+            "requestID": request_id,
+            "signedURL": previous_upload["signedURL"],
+            "expiresAt": previous_upload["expiresAt"],
+        }
+        until = rfc3339(expires)
+    else:
+        # The executor fills signedURL and expiresAt in after signing.
+        b.actions.append(IssueUploadURL(md5, request_id))
+        b.status["upload"] = {"requestID": request_id}
+        until = "its expiry"
+    b.condition(
+        "Uploaded", False, "AwaitingUpload",
+        f"Waiting for context {md5} to be PUT to status.upload.signedURL (valid until {until}).",
+    )
+    b.requeue_in(UPLOAD_POLL_SECONDS)
+    return None, "Uploading"
+
+
+def _pod_state(pod: dict[str, Any], port: int) -> tuple[bool, str, str]:
+    """(ready, reason, message) of a live notebook Pod, in terms a user can act on."""
+    status = pod.get("status") or {}
+    conditions = {c.get("type"): c for c in status.get("conditions") or []}
+    scheduled = conditions.get("PodScheduled")
+    if scheduled is not None and scheduled.get("status") == "False":
+        reason = str(scheduled.get("reason") or "Unschedulable")
+        message = str(scheduled.get("message") or "The scheduler found no node for the pod.")
+        return False, reason, f"{message} (ask for fewer GPUs or another spec.resources.gpu.type)"
+    ready = conditions.get("Ready")
+    if ready is not None and ready.get("status") == "True":
+        return True, "PodReady", f"Jupyter answers on port {port}."
+    for container in status.get("containerStatuses") or []:
+        waiting = (container.get("state") or {}).get("waiting")
+        if waiting and waiting.get("reason") not in (None, "ContainerCreating", "PodInitializing"):
+            return False, str(waiting["reason"]), str(waiting.get("message") or waiting["reason"])
+        terminated = (container.get("state") or {}).get("terminated")
+        if terminated:
+            return False, "ContainerExited", (
+                f"The notebook container exited with code {terminated.get('exitCode')}: "
+                f"{terminated.get('message') or terminated.get('reason') or 'see its log'}."
+            )
+    if status.get("phase") == "Running":
+        return False, "ContainersNotReady", f"Waiting for Jupyter to answer on port {port}."
+    return False, "Starting", "Waiting for the notebook pod to start."
+
+
+def decide(config: Config, observed: Observed) -> Plan:
+    """The plan for one Notebook (see the module docstring)."""
+    b = _Builder(observed)
+    notebook = observed.notebook
+    name = notebook["metadata"]["name"]
+    spec = notebook["spec"]
+    port = int(spec.get("port", 8888))
+    if len(name) > 63:
+        message = "A Notebook name must be at most 63 characters (it is used as a label value)."
+        b.condition("Ready", False, "InvalidName", message)
+        return b.finish("Failed")
+
+    image, phase = _resolve_image(config, b)
+    pod = observed.pod
+    live_pod = pod is not None and not (pod.get("metadata") or {}).get("deletionTimestamp")
+    if image is None:
+        # A new context replaces the running notebook only once it is built: until then no pod,
+        # so that Ready never describes a pod running the old content.
+        if live_pod:
+            b.actions.append(DeletePod(pod_name(name)))
+        reason = {"Failed": "NotBuilt", "Building": "WaitingForBuild"}.get(phase or "", "WaitingForUpload")
+        b.condition("Ready", False, reason, "The notebook starts once its image is built.")
+        return b.finish(phase or "Pending")
+
+    b.status["image"] = image
+    b.status["tokenSecret"] = token_secret_name(name)
+    if not observed.secret_exists:
+        b.actions.append(CreateTokenSecret(token_secret_name(name)))
+    if spec.get("suspend"):
+        if live_pod:
+            b.actions.append(DeletePod(pod_name(name)))
+        b.condition("Ready", False, "Suspended", "spec.suspend is true: set it to false to start the notebook.")
+        return b.finish("Suspended")
+
+    desired = notebook_pod(config, notebook, image)
+    b.status["pod"] = desired["metadata"]["name"]
+    if pod is None:
+        b.actions.append(CreatePod(desired))
+        b.condition("Ready", False, "Starting", "Creating the notebook pod.")
+        return b.finish("Starting")
+    if not live_pod:
+        b.condition("Ready", False, "Restarting", "Waiting for the previous notebook pod to go away.")
+        b.requeue_in(1.0)
+        return b.finish("Starting")
+    annotations = (pod.get("metadata") or {}).get("annotations") or {}
+    if annotations.get(ANNOTATION_SPEC_HASH) != desired["metadata"]["annotations"][ANNOTATION_SPEC_HASH]:
+        b.actions.append(DeletePod(desired["metadata"]["name"]))
+        b.condition("Ready", False, "Restarting", "The notebook spec changed: replacing the pod.")
+        b.requeue_in(1.0)
+        return b.finish("Starting")
+    if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+        b.actions.append(DeletePod(desired["metadata"]["name"]))
+        b.condition("Ready", False, "PodFailed", "The notebook pod stopped; it is being recreated.")
+        return b.finish("Starting")
+    ready, reason, message = _pod_state(pod, port)
+    b.condition("Ready", ready, reason, message)
+    return b.finish("Ready" if ready else "Starting")

@@ -1,0 +1,161 @@
+# mypy: disable-error-code="no-untyped-call"
+"""The controller's Kubernetes calls, as plain dicts, blocking (run them in a thread).
+
+A thin layer over the `kubernetes` client: reads return camelCase dicts (or None on 404), creates
+tolerate 409 (the object already exists: someone, maybe our previous incarnation, made it),
+deletes tolerate 404. Nothing here decides anything.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from .naming import (
+    BUILDS_CONFIGMAP, GROUP, LABEL_COMPONENT, LABEL_CONTEXT_MD5, LABEL_MANAGED_BY, MANAGED_BY, PLURAL,
+    VERSION,
+)
+
+__all__ = ["Kube"]
+
+log = logging.getLogger(__name__)
+
+
+class Kube:
+    def __init__(self, api_client: client.ApiClient) -> None:
+        self.api_client = api_client
+        self.core = client.CoreV1Api(api_client)
+        self.batch = client.BatchV1Api(api_client)
+        self.custom = client.CustomObjectsApi(api_client)
+
+    def to_dict(self, obj: Any) -> dict[str, Any]:
+        out: dict[str, Any] = self.api_client.sanitize_for_serialization(obj)
+        return out
+
+    def _get(self, fn: Any, *args: Any) -> dict[str, Any] | None:
+        try:
+            return self.to_dict(fn(*args))
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+
+    # Notebooks.
+    def get_notebook(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            out: Any = self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+            return dict(out)
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+
+    def patch_notebook_status(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
+        try:
+            self.custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, namespace, PLURAL, name, {"status": patch}
+            )
+        except ApiException as e:
+            if e.status != 404:
+                raise
+
+    # Build record.
+    def get_builds(self, namespace: str) -> dict[str, str]:
+        cm = self._get(self.core.read_namespaced_config_map, BUILDS_CONFIGMAP, namespace)
+        return dict((cm or {}).get("data") or {})
+
+    def record_build(self, namespace: str, md5: str, image: str) -> None:
+        patch: Any = {"data": {md5: image}}
+        created: Any = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": BUILDS_CONFIGMAP,
+                "labels": {LABEL_MANAGED_BY: MANAGED_BY},
+                "annotations": {"nbd.dev/about": "context MD5 -> image built from it"},
+            },
+            "data": {md5: image},
+        }
+        for _ in range(3):
+            try:
+                self.core.patch_namespaced_config_map(BUILDS_CONFIGMAP, namespace, patch)
+                return
+            except ApiException as e:
+                if e.status != 404:
+                    raise
+            try:
+                self.core.create_namespaced_config_map(namespace, created)
+                return
+            except ApiException as e:
+                if e.status != 409:
+                    raise
+        raise RuntimeError(f"could not record the build of {md5} in ConfigMap {BUILDS_CONFIGMAP}")
+
+    # Jobs.
+    def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self._get(self.batch.read_namespaced_job, name, namespace)
+
+    def create(self, manifest: dict[str, Any]) -> bool:
+        """Creates a Pod, Secret or Job; False when it already existed."""
+        namespace = manifest["metadata"]["namespace"]
+        kind = manifest["kind"]
+        body: Any = manifest
+        try:
+            if kind == "Pod":
+                self.core.create_namespaced_pod(namespace, body)
+            elif kind == "Secret":
+                self.core.create_namespaced_secret(namespace, body)
+            elif kind == "Job":
+                self.batch.create_namespaced_job(namespace, body)
+            else:
+                raise ValueError(f"cannot create a {kind}")
+        except ApiException as e:
+            if e.status == 409:
+                return False
+            raise
+        return True
+
+    def build_log_tail(self, namespace: str, md5: str, lines: int = 20) -> str | None:
+        """The last lines of the failed container's log of the build of `md5`."""
+        selector = f"{LABEL_COMPONENT}=build,{LABEL_CONTEXT_MD5}={md5}"
+        pods = self.core.list_namespaced_pod(namespace, label_selector=selector).items
+        if not pods:
+            return None
+        pod = self.to_dict(pods[-1])
+        status = pod.get("status") or {}
+        container = "build"
+        for init in status.get("initContainerStatuses") or []:
+            terminated = (init.get("state") or {}).get("terminated") or {}
+            if terminated and terminated.get("exitCode", 0) != 0:
+                container = init["name"]
+        try:
+            text: str = self.core.read_namespaced_pod_log(
+                pod["metadata"]["name"], namespace, container=container, tail_lines=lines
+            )
+        except ApiException as e:
+            log.warning("reading the build log of %s failed: %s", md5, e.reason)
+            return None
+        return text
+
+    # Secrets and pods.
+    def secret_exists(self, namespace: str, name: str) -> bool:
+        try:
+            self.core.read_namespaced_secret(name, namespace)
+        except ApiException as e:
+            if e.status == 404:
+                return False
+            raise
+        return True
+
+    def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self._get(self.core.read_namespaced_pod, name, namespace)
+
+    def delete_pod(self, namespace: str, name: str) -> None:
+        try:
+            self.core.delete_namespaced_pod(name, namespace)
+        except ApiException as e:
+            if e.status != 404:
+                raise

@@ -1,0 +1,164 @@
+# mypy: disable-error-code="no-untyped-call"
+"""`nbd-controller`: wires the configuration, the store, the watches, the work queue and the
+reconciler together, and runs until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from .config import Config, ConfigError
+from .naming import GROUP, LABEL_CONTEXT_MD5, LABEL_MANAGED_BY, LABEL_NOTEBOOK, MANAGED_BY, PLURAL, VERSION
+
+__all__ = ["main", "run"]
+
+log = logging.getLogger("nbd_controller")
+
+Key = tuple[str, str]
+
+
+def _api_client(kubeconfig: str | None) -> Any:
+    from kubernetes import client, config
+
+    if kubeconfig or not os.environ.get("KUBERNETES_SERVICE_HOST"):
+        config.load_kube_config(config_file=kubeconfig)
+    else:
+        config.load_incluster_config()
+    return client.ApiClient()
+
+
+async def run(cfg: Config, kubeconfig: str | None = None) -> None:
+    from .kube import Kube
+    from .reconciler import Reconciler
+    from .storage import make_store
+    from .watching import Watcher
+    from .workqueue import WorkQueue
+
+    loop = asyncio.get_running_loop()
+    executor = ThreadPoolExecutor(max_workers=cfg.concurrency * 3 + 4, thread_name_prefix="kube")
+    store = make_store(cfg)
+    kube = Kube(_api_client(kubeconfig))
+    reconciler = Reconciler(cfg, kube, store, executor)
+    # Notebooks waiting on a shared build Job are found through this index: (namespace, md5) -> names.
+    by_md5: dict[tuple[str, str], set[str]] = {}
+    md5_of: dict[Key, str] = {}
+    known: set[Key] = set()
+
+    async def handle(key: Key) -> float | None:
+        return await reconciler.reconcile(*key)
+
+    queue: WorkQueue[Key] = WorkQueue(handle, concurrency=cfg.concurrency)
+
+    def on_notebook(kind: str, obj: dict[str, Any]) -> None:
+        meta = obj.get("metadata") or {}
+        key = (meta.get("namespace", ""), meta.get("name", ""))
+        old = md5_of.pop(key, None)
+        if old is not None:
+            by_md5.get((key[0], old), set()).discard(key[1])
+        upload = ((obj.get("spec") or {}).get("build") or {}).get("upload") or {}
+        if kind != "DELETED" and upload.get("md5"):
+            md5_of[key] = upload["md5"]
+            by_md5.setdefault((key[0], upload["md5"]), set()).add(key[1])
+        if kind == "DELETED":
+            known.discard(key)
+        else:
+            known.add(key)
+            queue.add(key)
+
+    def on_owned(kind: str, obj: dict[str, Any]) -> None:
+        meta = obj.get("metadata") or {}
+        namespace = meta.get("namespace", "")
+        labels = meta.get("labels") or {}
+        if labels.get(LABEL_NOTEBOOK):
+            queue.add((namespace, labels[LABEL_NOTEBOOK]))
+        md5 = labels.get(LABEL_CONTEXT_MD5)
+        if md5:
+            for name in by_md5.get((namespace, md5), set()):
+                queue.add((namespace, name))
+
+    from kubernetes import client
+
+    custom = client.CustomObjectsApi(kube.api_client)
+    selector = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
+    watchers: list[Watcher] = []
+    scopes: list[str | None] = list(cfg.namespaces) or [None]
+    for namespace in scopes:
+        if namespace is None:
+            specs: list[tuple[str, Any, tuple[Any, ...], dict[str, Any], Any]] = [
+                ("notebooks", custom.list_cluster_custom_object, (GROUP, VERSION, PLURAL), {}, on_notebook),
+                ("pods", kube.core.list_pod_for_all_namespaces, (), {"label_selector": selector}, on_owned),
+                ("jobs", kube.batch.list_job_for_all_namespaces, (), {"label_selector": selector}, on_owned),
+            ]
+        else:
+            specs = [
+                (f"notebooks/{namespace}", custom.list_namespaced_custom_object,
+                 (GROUP, VERSION, namespace, PLURAL), {}, on_notebook),
+                (f"pods/{namespace}", kube.core.list_namespaced_pod, (namespace,),
+                 {"label_selector": selector}, on_owned),
+                (f"jobs/{namespace}", kube.batch.list_namespaced_job, (namespace,),
+                 {"label_selector": selector}, on_owned),
+            ]
+        for name, fn, args, kwargs, callback in specs:
+            watchers.append(Watcher(name, fn, args, kwargs, callback, loop, kube.to_dict))
+
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    queue.start()
+    for watcher in watchers:
+        watcher.start()
+    log.info(
+        "nbd-controller started: bucket %s, prefix %s, registry %s, builder %s, namespaces %s",
+        cfg.bucket, cfg.prefix, cfg.registry, cfg.builder, ",".join(cfg.namespaces) or "all",
+    )
+
+    async def resync() -> None:
+        # Watches relist every few minutes anyway; this also revisits keys a lost event would miss.
+        while True:
+            await asyncio.sleep(cfg.resync_seconds)
+            for key in list(known):
+                queue.add(key)
+
+    resync_task = asyncio.create_task(resync())
+    await stop.wait()
+    log.info("nbd-controller stopping")
+    resync_task.cancel()
+    for watcher in watchers:
+        watcher.stop()
+    await queue.stop()
+    executor.shutdown(wait=False, cancel_futures=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="nbd-controller", description=__doc__)
+    parser.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, else KUBECONFIG)")
+    parser.add_argument("--log-level", default=os.environ.get("NBD_LOG_LEVEL", "INFO"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # The kubernetes client logs request URLs at DEBUG; signed URLs never reach our log lines.
+    logging.getLogger("urllib3").setLevel(logging.WARNING)
+    try:
+        cfg = Config.from_env(os.environ)
+    except ConfigError as e:
+        print(f"nbd-controller: {e}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(run(cfg, args.kubeconfig))
+    except ConfigError as e:
+        print(f"nbd-controller: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,282 @@
+"""Pure builders of the objects the controller creates: the token Secret, the build Job, the notebook
+Pod. Data in, dicts out (kubespawner's `make_pod` style), tested by dict equality.
+
+Invariants: every object carries the `nbd.dev/*` labels and an ownerReference to the Notebook that
+asked for it, so deleting the Notebook removes it by cascade; names come from `naming`, never from
+randomness, so a restarted controller finds what was already created.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from .config import Config
+from .naming import (
+    API_VERSION, KIND, LABEL_COMPONENT, LABEL_CONTEXT_MD5, LABEL_MANAGED_BY, LABEL_NOTEBOOK,
+    MANAGED_BY, TOKEN_KEY, build_job_name, pod_name, token_secret_name,
+)
+
+__all__ = [
+    "owner_reference", "token_secret", "build_job", "notebook_pod", "pod_spec_hash",
+    "jupyter_command", "fetch_script", "ANNOTATION_SPEC_HASH", "WORKSPACE",
+]
+
+ANNOTATION_SPEC_HASH = "nbd.dev/spec-hash"
+WORKSPACE = "/workspace"
+NOTEBOOK_CONTAINER = "notebook"
+FETCH_CONTAINER = "fetch"
+BUILD_CONTAINER = "build"
+
+
+@cache
+def fetch_script() -> str:
+    """The source of `nbd_controller.fetch`, run in the init container as `python3 -c`."""
+    return resources.files("nbd_controller").joinpath("fetch.py").read_text()
+
+
+def owner_reference(notebook: dict[str, Any]) -> dict[str, Any]:
+    meta = notebook["metadata"]
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _labels(notebook_name: str, component: str) -> dict[str, str]:
+    return {
+        LABEL_NOTEBOOK: notebook_name,
+        LABEL_COMPONENT: component,
+        LABEL_MANAGED_BY: MANAGED_BY,
+    }
+
+
+def token_secret(notebook: dict[str, Any], token: str) -> dict[str, Any]:
+    """The Secret with the Jupyter token under key `token`."""
+    name = notebook["metadata"]["name"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": token_secret_name(name),
+            "namespace": notebook["metadata"]["namespace"],
+            "labels": _labels(name, "notebook"),
+            "ownerReferences": [owner_reference(notebook)],
+        },
+        "type": "Opaque",
+        "data": {TOKEN_KEY: base64.b64encode(token.encode()).decode()},
+    }
+
+
+def _builder_container(config: Config, image: str) -> dict[str, Any]:
+    mounts = [{"name": "workspace", "mountPath": WORKSPACE}]
+    if config.builder == "kaniko":
+        args = [
+            f"--context=dir://{WORKSPACE}",
+            f"--dockerfile={WORKSPACE}/Dockerfile",
+            f"--destination={image}",
+            "--cache=false",
+        ]
+        if config.insecure_registry:
+            args.append("--insecure")
+        return {
+            "name": BUILD_CONTAINER,
+            "image": config.kaniko_image,
+            "args": args,
+            "volumeMounts": mounts,
+        }
+    output = f"type=image,name={image},push=true"
+    if config.insecure_registry:
+        output += ",registry.insecure=true"
+    return {
+        "name": BUILD_CONTAINER,
+        "image": config.buildkit_image,
+        "command": ["buildctl-daemonless.sh"],
+        "args": [
+            "build",
+            "--frontend", "dockerfile.v0",
+            "--local", f"context={WORKSPACE}",
+            "--local", f"dockerfile={WORKSPACE}",
+            "--output", output,
+        ],
+        # Rootless BuildKit inside an unprivileged pod: no process sandbox, unconfined profiles
+        # (as in BuildKit's examples/kubernetes/job.rootless.yaml).
+        "env": [{"name": "BUILDKITD_FLAGS", "value": "--oci-worker-no-process-sandbox"}],
+        "securityContext": {
+            "runAsUser": 1000,
+            "runAsGroup": 1000,
+            "seccompProfile": {"type": "Unconfined"},
+            "appArmorProfile": {"type": "Unconfined"},
+        },
+        "volumeMounts": mounts + [{"name": "buildkitd", "mountPath": "/home/user/.local/share/buildkit"}],
+    }
+
+
+def build_job(
+    config: Config, notebook: dict[str, Any], md5: str, image: str, context_url: str
+) -> dict[str, Any]:
+    """The Job building context `md5` into `image`.
+
+    Its init container fetches the context through `context_url` (a signed GET URL), checks the MD5
+    and unpacks it into the shared emptyDir; the builder then builds and pushes. backoffLimit is 0: a
+    build of fixed content fails the same way twice, and the first failure's log is what the user needs.
+    """
+    name = notebook["metadata"]["name"]
+    labels = {**_labels(name, "build"), LABEL_CONTEXT_MD5: md5}
+    volumes: list[dict[str, Any]] = [{"name": "workspace", "emptyDir": {}}]
+    if config.builder == "buildkit":
+        volumes.append({"name": "buildkitd", "emptyDir": {}})
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": build_job_name(md5),
+            "namespace": notebook["metadata"]["namespace"],
+            "labels": labels,
+            "annotations": {"nbd.dev/image": image},
+            "ownerReferences": [owner_reference(notebook)],
+        },
+        "spec": {
+            "backoffLimit": 0,
+            "activeDeadlineSeconds": 3600,
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,
+                    "initContainers": [
+                        {
+                            "name": FETCH_CONTAINER,
+                            "image": config.utility_image,
+                            "command": ["python3", "-c", fetch_script()],
+                            "env": [
+                                {"name": "NBD_CONTEXT_URL", "value": context_url},
+                                {"name": "NBD_CONTEXT_MD5", "value": md5},
+                                {"name": "NBD_WORKSPACE", "value": WORKSPACE},
+                            ],
+                            "volumeMounts": [{"name": "workspace", "mountPath": WORKSPACE}],
+                        }
+                    ],
+                    "containers": [_builder_container(config, image)],
+                    "volumes": volumes,
+                },
+            },
+        },
+    }
+
+
+def jupyter_command(port: int, workdir: str) -> list[str]:
+    """The default command: a Jupyter server on the pod's port. The token comes from the
+    JUPYTER_TOKEN environment variable (read by jupyter_server), so it never shows in `ps`."""
+    return [
+        "jupyter", "server",
+        "--ip=0.0.0.0",
+        f"--port={port}",
+        "--ServerApp.port_retries=0",
+        "--allow-root",
+        "--no-browser",
+        f"--ServerApp.root_dir={workdir}",
+    ]
+
+
+def _resources(config: Config, spec: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """Container resources and the node selector from spec.resources."""
+    wanted = spec.get("resources") or {}
+    requests: dict[str, str] = {}
+    limits: dict[str, str] = {}
+    for key in ("cpu", "memory"):
+        if wanted.get(key) not in (None, ""):
+            requests[key] = str(wanted[key])
+            limits[key] = str(wanted[key])
+    selector: dict[str, str] = {}
+    gpu = wanted.get("gpu") or {}
+    count = int(gpu.get("count", 1)) if gpu else 0
+    if count > 0:
+        limits[config.gpu_resource] = str(count)
+        if gpu.get("type"):
+            selector[config.gpu_label_key] = str(gpu["type"])
+    out: dict[str, Any] = {}
+    if requests:
+        out["requests"] = requests
+    if limits:
+        out["limits"] = limits
+    return out, selector
+
+
+def _env(notebook: dict[str, Any]) -> list[dict[str, Any]]:
+    name = notebook["metadata"]["name"]
+    env: list[dict[str, Any]] = [
+        {
+            "name": "JUPYTER_TOKEN",
+            "valueFrom": {"secretKeyRef": {"name": token_secret_name(name), "key": TOKEN_KEY}},
+        },
+        {"name": "NBD_NOTEBOOK", "value": name},
+    ]
+    reserved = {"JUPYTER_TOKEN", "NBD_NOTEBOOK"}
+    for item in notebook["spec"].get("env") or []:
+        if item["name"] not in reserved:
+            env.append({"name": item["name"], "value": str(item.get("value", ""))})
+    return env
+
+
+def pod_spec_hash(pod: dict[str, Any]) -> str:
+    """A digest of what the controller wants of the Pod; a Pod whose annotation differs is replaced."""
+    wanted = {"metadata": {"labels": pod["metadata"]["labels"]}, "spec": pod["spec"]}
+    return hashlib.sha256(json.dumps(wanted, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def notebook_pod(config: Config, notebook: dict[str, Any], image: str) -> dict[str, Any]:
+    """The notebook Pod running `image`."""
+    meta = notebook["metadata"]
+    spec = notebook["spec"]
+    name = meta["name"]
+    port = int(spec.get("port", 8888))
+    workdir = str(spec.get("workdir") or "/content")
+    resources_, selector = _resources(config, spec)
+    container: dict[str, Any] = {
+        "name": NOTEBOOK_CONTAINER,
+        "image": image,
+        "command": list(spec["command"]) if spec.get("command") else jupyter_command(port, workdir),
+        "workingDir": workdir,
+        "env": _env(notebook),
+        "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}],
+        "readinessProbe": {
+            "httpGet": {"path": "/api", "port": port},
+            "periodSeconds": 2,
+            "timeoutSeconds": 2,
+            "failureThreshold": 3,
+        },
+    }
+    if resources_:
+        container["resources"] = resources_
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Always",
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "containers": [container],
+    }
+    if selector:
+        pod_spec["nodeSelector"] = selector
+    pod: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": pod_name(name),
+            "namespace": meta["namespace"],
+            "labels": _labels(name, "notebook"),
+            "annotations": {},
+            "ownerReferences": [owner_reference(notebook)],
+        },
+        "spec": pod_spec,
+    }
+    pod["metadata"]["annotations"][ANNOTATION_SPEC_HASH] = pod_spec_hash(pod)
+    return pod

@@ -1,0 +1,77 @@
+"""Deterministic names and labels of everything the controller creates.
+
+Names derive only from the Notebook's name and the context MD5, so a controller restarted at any
+point finds what it (or its predecessor) already created instead of creating it twice: every create
+is "create if absent" and a 409 means "already there".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+__all__ = [
+    "GROUP", "VERSION", "KIND", "PLURAL", "API_VERSION",
+    "LABEL_NOTEBOOK", "LABEL_COMPONENT", "LABEL_CONTEXT_MD5", "LABEL_MANAGED_BY",
+    "TOKEN_KEY", "BUILDS_CONFIGMAP", "MD5_RE",
+    "pod_name", "token_secret_name", "build_job_name", "image_ref", "object_name",
+]
+
+GROUP = "nbd.dev"
+VERSION = "v1alpha1"
+KIND = "Notebook"
+PLURAL = "notebooks"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+# The daemon finds the notebook pod (port-forward, exec) by this label: its value is the Notebook name.
+LABEL_NOTEBOOK = "nbd.dev/notebook"
+# "notebook" on the notebook Pod and token Secret, "build" on build Jobs and their pods.
+LABEL_COMPONENT = "nbd.dev/component"
+# On build Jobs and their pods: the context MD5 being built.
+LABEL_CONTEXT_MD5 = "nbd.dev/context-md5"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+MANAGED_BY = "nbd-controller"
+
+# The key of the Jupyter token in the token Secret.
+TOKEN_KEY = "token"
+# Per namespace, the record of built contexts: data[<md5>] = <image reference>. It outlives Jobs and
+# Notebooks, so a context is never built twice in a namespace.
+BUILDS_CONFIGMAP = "nbd-builds"
+
+MD5_RE = re.compile(r"^[0-9a-f]{32}$")
+_DNS_LABEL_MAX = 63
+
+
+def _bounded(base: str, suffix: str) -> str:
+    """`base + suffix`, shortened with a stable hash when it would pass 63 characters."""
+    name = base + suffix
+    if len(name) <= _DNS_LABEL_MAX:
+        return name
+    digest = hashlib.sha256(base.encode()).hexdigest()[:8]
+    keep = _DNS_LABEL_MAX - len(suffix) - len(digest) - 1
+    return f"{base[:keep].rstrip('-.')}-{digest}{suffix}"
+
+
+def pod_name(notebook: str) -> str:
+    """The notebook Pod: one per Notebook, recreated under the same name after a suspend."""
+    return _bounded(notebook, "-notebook")
+
+
+def token_secret_name(notebook: str) -> str:
+    """The Secret holding the Jupyter token (key `token`), owned by the Notebook."""
+    return _bounded(notebook, "-token")
+
+
+def build_job_name(md5: str) -> str:
+    """The build Job of a context: one per (namespace, MD5), shared by Notebooks with that MD5."""
+    return f"nbd-build-{md5}"
+
+
+def image_ref(registry: str, namespace: str, md5: str) -> str:
+    """The image built from a context. Tagged by the MD5, so equal contexts share one image."""
+    return f"{registry}/nbd/{namespace}-context:{md5}"
+
+
+def object_name(prefix: str, md5: str) -> str:
+    """The object holding an uploaded context."""
+    return f"{prefix}/{md5}.tar.gz" if prefix else f"{md5}.tar.gz"

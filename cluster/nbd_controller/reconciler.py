@@ -1,0 +1,135 @@
+"""One reconcile of one Notebook: observe, decide (pure), act, report.
+
+Every step is safe to repeat: creates are create-if-absent, deletes delete-if-present, the status is
+written only when it changed. A controller killed between any two steps finds, next time, the
+objects the previous run made (deterministic names) and carries on from there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import secrets
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta, timezone
+from typing import Any, TypeVar
+
+from .conditions import get_condition, rfc3339
+from .config import Config
+from .decisions import (
+    CreateBuildJob, CreatePod, CreateTokenSecret, DeleteObject, DeletePod, IssueUploadURL, Observed,
+    Plan, RecordBuild, job_outcome, decide,
+)
+from .kube import Kube
+from .manifests import build_job, token_secret
+from .naming import build_job_name, token_secret_name, pod_name
+from .patching import merge_patch
+from .storage import CONTENT_TYPE, ObjectStore
+
+__all__ = ["Reconciler"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class Reconciler:
+    def __init__(self, config: Config, kube: Kube, store: ObjectStore, executor: ThreadPoolExecutor) -> None:
+        self.config = config
+        self.kube = kube
+        self.store = store
+        self.executor = executor
+
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, functools.partial(fn, *args))
+
+    async def observe(self, notebook: dict[str, Any]) -> Observed:
+        meta = notebook["metadata"]
+        namespace, name = meta["namespace"], meta["name"]
+        spec = notebook.get("spec") or {}
+        upload = (spec.get("build") or {}).get("upload") if not spec.get("image") else None
+        built_image = stored_md5 = log_tail = None
+        job = None
+        if upload:
+            md5 = str(upload["md5"])
+            built_image = (await self._call(self.kube.get_builds, namespace)).get(md5)
+            if built_image is None:
+                job = await self._call(self.kube.get_job, namespace, build_job_name(md5))
+                if job is None:
+                    stored_md5 = await self._call(self.store.stat, md5)
+                elif job_outcome(job) == "failed":
+                    built = get_condition((notebook.get("status") or {}).get("conditions") or [], "Built")
+                    if built is None or built.get("reason") != "BuildFailed":
+                        log_tail = await self._call(self.kube.build_log_tail, namespace, md5)
+        secret_exists, pod = await asyncio.gather(
+            self._call(self.kube.secret_exists, namespace, token_secret_name(name)),
+            self._call(self.kube.get_pod, namespace, pod_name(name)),
+        )
+        return Observed(
+            notebook=notebook,
+            now=datetime.now(timezone.utc),
+            built_image=built_image,
+            stored_md5=stored_md5,
+            job=job,
+            build_log_tail=log_tail,
+            secret_exists=secret_exists,
+            pod=pod,
+        )
+
+    async def act(self, notebook: dict[str, Any], plan: Plan) -> None:
+        meta = notebook["metadata"]
+        namespace, name = meta["namespace"], meta["name"]
+        for action in plan.actions:
+            match action:
+                case IssueUploadURL(md5=md5, request_id=request_id):
+                    ttl = timedelta(seconds=self.config.upload_url_ttl)
+                    expires = datetime.now(timezone.utc) + ttl
+                    url = await self._call(self.store.signed_put_url, md5, CONTENT_TYPE, ttl)
+                    plan.status["upload"] = {
+                        "requestID": request_id,
+                        "signedURL": url,
+                        "expiresAt": rfc3339(expires),
+                    }
+                    log.info("%s/%s: signed an upload URL for %s (request %s)", namespace, name, md5, request_id)
+                case DeleteObject(md5=md5):
+                    log.warning("%s/%s: stored context does not match MD5 %s; deleting it", namespace, name, md5)
+                    await self._call(self.store.delete, md5)
+                case CreateBuildJob(md5=md5, image=image):
+                    url = await self._call(
+                        self.store.signed_get_url, md5, timedelta(seconds=self.config.download_url_ttl)
+                    )
+                    created = await self._call(
+                        self.kube.create, build_job(self.config, notebook, md5, image, url)
+                    )
+                    log.info("%s/%s: build Job %s %s", namespace, name, build_job_name(md5),
+                             "created" if created else "already exists")
+                case RecordBuild(md5=md5, image=image):
+                    await self._call(self.kube.record_build, namespace, md5, image)
+                    log.info("%s: recorded the build of %s as %s", namespace, md5, image)
+                case CreateTokenSecret():
+                    await self._call(self.kube.create, token_secret(notebook, secrets.token_urlsafe(32)))
+                case CreatePod(manifest=manifest):
+                    created = await self._call(self.kube.create, manifest)
+                    log.info("%s/%s: pod %s %s", namespace, name, manifest["metadata"]["name"],
+                             "created" if created else "already exists")
+                case DeletePod(name=pod):
+                    await self._call(self.kube.delete_pod, namespace, pod)
+                    log.info("%s/%s: deleted pod %s", namespace, name, pod)
+
+    async def reconcile(self, namespace: str, name: str) -> float | None:
+        """Drives one Notebook a step toward its spec; returns when to look again (None: on change)."""
+        notebook = await self._call(self.kube.get_notebook, namespace, name)
+        if notebook is None or notebook["metadata"].get("deletionTimestamp"):
+            # Owner references make the garbage collector remove what it owned.
+            return None
+        notebook.setdefault("spec", {})
+        observed = await self.observe(notebook)
+        plan = decide(self.config, observed)
+        await self.act(notebook, plan)
+        old = notebook.get("status") or {}
+        patch = merge_patch(old, plan.status)
+        if patch:
+            await self._call(self.kube.patch_notebook_status, namespace, name, patch)
+        return plan.requeue_after
