@@ -53,7 +53,23 @@ export function tempDir(prefix = "nbdvs-"): { path: string; remove(): void } {
 export interface DaemonOptions {
   /** Extra environment (KUBECONFIG for launches, ...). */
   env?: NodeJS.ProcessEnv;
+  /** Extra arguments (`--capabilities none`, ...). */
+  args?: string[];
+  /** Prepares the state dir before the daemon starts (persisted sessions to load). */
+  seed?: (stateDir: string) => void;
   startTimeoutMs?: number;
+}
+
+/**
+ * Writes a persisted session the way the daemon's store does (`<state dir>/sessions/*.json`,
+ * `{"format": 1, "session": {...}}`, enum values by their names without the proto prefix), so a
+ * daemon started on that state dir serves it.
+ */
+export function seedSession(stateDir: string, session: Record<string, unknown>): void {
+  const dir = path.join(stateDir, "sessions");
+  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const key = `${String(session.context)}/${String(session.namespace)}/${String(session.name)}`;
+  fs.writeFileSync(path.join(dir, `${encodeURIComponent(key)}.json`), JSON.stringify({ format: 1, session }, null, 2));
 }
 
 export class Daemon {
@@ -63,7 +79,7 @@ export class Daemon {
     readonly dir: string,
     readonly socket: string,
     readonly logFile: string,
-    private readonly child: ChildProcess,
+    readonly child: ChildProcess,
   ) {
     this.exited = new Promise((resolve) => child.on("exit", (code) => resolve(code)));
   }
@@ -71,10 +87,11 @@ export class Daemon {
   /** Starts `nbd` on DIR/nbd.sock with DIR as its state dir and waits until it is healthy. */
   static async start(bin: string, options: DaemonOptions = {}): Promise<Daemon> {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), "nbdvs-"));
+    options.seed?.(dir);
     const socket = path.join(dir, "nbd.sock");
     const logFile = path.join(dir, "test-daemon.out");
     const out = fs.openSync(logFile, "w");
-    const child = spawn(bin, ["--socket", socket, "--state-dir", dir], {
+    const child = spawn(bin, ["--socket", socket, "--state-dir", dir, ...(options.args ?? [])], {
       env: { ...process.env, ...options.env, NBD_SOCKET: socket, NBD_STATE_DIR: dir },
       stdio: ["ignore", out, out],
     });

@@ -13,12 +13,13 @@ test("SessionStore folds snapshots, updates and removals", () => {
   const store = new SessionStore();
   assert.ok(store.apply(ev("SESSION_EVENT_KIND_SNAPSHOT", session({ ref: "a", name: "a", directory: "/p/a" }))));
   assert.ok(store.apply(ev("SESSION_EVENT_KIND_ADDED", session({ ref: "b", name: "b", directory: "/p/b" }))));
-  assert.ok(store.apply(ev("SESSION_EVENT_KIND_UPDATED", session({ ref: "a", name: "a", directory: "/p/a", phase: "PHASE_FAILED" }))));
-  assert.deepEqual(store.all().map((s) => [s.ref, s.phase]), [["a", "PHASE_FAILED"], ["b", "PHASE_READY"]]);
-  assert.equal(store.forDirectory("/p/a/")?.ref, "a");
+  // The ref changed (another "a" appeared elsewhere): still the same session.
+  assert.ok(store.apply(ev("SESSION_EVENT_KIND_UPDATED", session({ ref: "default/a", name: "a", directory: "/p/a", phase: "PHASE_FAILED" }))));
+  assert.deepEqual(store.all().map((s) => [s.ref, s.phase]), [["default/a", "PHASE_FAILED"], ["b", "PHASE_READY"]]);
+  assert.equal(store.forDirectory("/p/a/")?.ref, "default/a");
   assert.equal(store.forDirectory("/p/c"), undefined);
-  assert.ok(store.apply(ev("SESSION_EVENT_KIND_REMOVED", session({ ref: "a" }))));
-  assert.ok(!store.apply(ev("SESSION_EVENT_KIND_REMOVED", session({ ref: "a" }))));
+  assert.ok(store.apply(ev("SESSION_EVENT_KIND_REMOVED", session({ ref: "a", name: "a" }))));
+  assert.ok(!store.apply(ev("SESSION_EVENT_KIND_REMOVED", session({ ref: "a", name: "a" }))));
   assert.ok(!store.apply({ time: null, kind: "SESSION_EVENT_KIND_UPDATED", session: null }));
   assert.deepEqual(store.all().map((s) => s.ref), ["b"]);
   store.clear();
@@ -27,8 +28,8 @@ test("SessionStore folds snapshots, updates and removals", () => {
 
 test("SessionStore prefers a live session of the directory over a stopped one", () => {
   const store = new SessionStore();
-  store.apply(ev("SESSION_EVENT_KIND_SNAPSHOT", session({ ref: "ctx1/ns/a", directory: "/p/a", phase: "PHASE_STOPPED" })));
-  store.apply(ev("SESSION_EVENT_KIND_SNAPSHOT", session({ ref: "ctx2/ns/a", directory: "/p/a", phase: "PHASE_READY" })));
+  store.apply(ev("SESSION_EVENT_KIND_SNAPSHOT", session({ ref: "ctx1/ns/a", context: "ctx1", directory: "/p/a", phase: "PHASE_STOPPED" })));
+  store.apply(ev("SESSION_EVENT_KIND_SNAPSHOT", session({ ref: "ctx2/ns/a", context: "ctx2", directory: "/p/a", phase: "PHASE_READY" })));
   assert.equal(store.forDirectory("/p/a")?.ref, "ctx2/ns/a");
 });
 

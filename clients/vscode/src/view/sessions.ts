@@ -9,9 +9,12 @@
 import * as path from "node:path";
 import type { Session, SessionEvent } from "../client/types";
 
-/** The key of a session: its reference, else namespace/name. */
+/**
+ * The identity of a session: CONTEXT/NAMESPACE/NAME. Not its `ref`, which the daemon shortens to
+ * the least that is unambiguous and so changes when another session of the same name appears.
+ */
 export function sessionKey(session: Session): string {
-  return session.ref !== "" ? session.ref : `${session.context}/${session.namespace}/${session.name}`;
+  return `${session.context}/${session.namespace}/${session.name}`;
 }
 
 export class SessionStore {
