@@ -1,0 +1,992 @@
+"""The sync agent: one stdlib-only file that runs in the pod and serves one directory tree.
+
+The daemon sends this file into the pod through `exec` (see `BOOTSTRAP`), caches it there by its
+hash, and talks to it over stdin/stdout with length-prefixed binary frames; logs go to stderr only.
+The daemon also imports this module for its own side (`Tree`, `IgnoreRules`), so both sides scan,
+ignore, validate and write with the same code.
+
+Constraints, because it runs in any image: Python >= 3.8 syntax and library only, no third-party
+import, no dependency on the rest of nbd. It is one file by necessity, which is why it is longer
+than our other modules.
+
+Frame: `>II` (header length, body length), a UTF-8 JSON header, then the body bytes.
+Requests carry an integer `id`; every request gets exactly one final reply with the same `id` and
+`ok` true/false (false with `error`); a `read` also streams `{"id", "chunk": true, "z": 0|1}`
+frames before its reply. Unsolicited `{"op": "changed", "paths": [...]}` or `{"op": "changed",
+"all": true}` frames report watched changes.
+
+Invariants the agent keeps whatever the daemon asks:
+- every path is relative, normalised, without NUL, inside the root, and no parent component is a
+  symlink (checked with lstat at the time of the operation): nothing is ever written through a link;
+- a write lands through a temp file `.nbd-tmp-*` in the same directory, fsync, rename; it is
+  refused when the target's current state is not the one the daemon expects;
+- a delete is refused when the target is not what the daemon expects; directories are only ever
+  removed when empty.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import re
+import stat
+import struct
+import sys
+import threading
+import time
+import zlib
+from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
+
+PROTOCOL_VERSION = 1
+TEMP_PREFIX = ".nbd-tmp-"
+CHUNK = 1 << 20
+HEADER = struct.Struct(">II")
+RULE_FILES = (".nbdignore", ".gitignore")
+DEFAULT_IGNORES = (
+    ".git/",
+    ".ipynb_checkpoints/",
+    "__pycache__/",
+    ".venv/",
+    "node_modules/",
+    ".DS_Store",
+    TEMP_PREFIX + "*",
+)
+
+# Wire form of an entry: [path, kind, size, executable, digest, target].
+WireEntry = List[Any]
+
+
+class Refused(Exception):
+    """An operation the agent will not perform; the message says why (sent back to the daemon)."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Frames
+
+
+def encode_frame(header: Dict[str, Any], body: bytes = b"") -> bytes:
+    h = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    return HEADER.pack(len(h), len(body)) + h + body
+
+
+class FrameDecoder:
+    """Incremental decoder: feed bytes, get complete (header, body) frames."""
+
+    def __init__(self) -> None:
+        self.buf = bytearray()
+
+    def feed(self, data: bytes) -> List[Tuple[Dict[str, Any], bytes]]:
+        self.buf += data
+        out = []
+        while len(self.buf) >= HEADER.size:
+            hl, bl = HEADER.unpack_from(self.buf, 0)
+            total = HEADER.size + hl + bl
+            if len(self.buf) < total:
+                break
+            header = json.loads(bytes(self.buf[HEADER.size:HEADER.size + hl]).decode("utf-8"))
+            body = bytes(self.buf[HEADER.size + hl:total])
+            del self.buf[:total]
+            out.append((header, body))
+        return out
+
+
+def _read_exact(fd: int, n: int) -> bytes:
+    parts = []
+    while n > 0:
+        chunk = os.read(fd, min(n, 1 << 20))
+        if not chunk:
+            raise EOFError
+        parts.append(chunk)
+        n -= len(chunk)
+    return b"".join(parts)
+
+
+def read_frame(fd: int) -> Tuple[Dict[str, Any], bytes]:
+    hl, bl = HEADER.unpack(_read_exact(fd, HEADER.size))
+    header = json.loads(_read_exact(fd, hl).decode("utf-8"))
+    body = _read_exact(fd, bl) if bl else b""
+    return header, body
+
+
+# ----------------------------------------------------------------------------------------------
+# Paths and ignore rules
+
+
+def check_path(path: Any) -> List[str]:
+    """The components of a valid relative path, or Refused."""
+    if not isinstance(path, str) or not path:
+        raise Refused("empty path")
+    if "\x00" in path:
+        raise Refused("path contains a NUL byte")
+    if path.startswith("/"):
+        raise Refused("absolute path refused: %r" % path)
+    parts = path.split("/")
+    for part in parts:
+        if part in ("", ".", ".."):
+            raise Refused("path is not normalised: %r" % path)
+    return parts
+
+
+def _glob_to_regex(glob: str) -> str:
+    """Translate one gitignore glob (without leading/trailing slash handling) to a regex."""
+    out = []
+    i, n = 0, len(glob)
+    while i < n:
+        c = glob[i]
+        if c == "*":
+            if glob[i:i + 3] == "**/":
+                out.append("(?:.*/)?")
+                i += 3
+                continue
+            if glob[i:i + 2] == "**":
+                out.append(".*")
+                i += 2
+                continue
+            out.append("[^/]*")
+        elif c == "?":
+            out.append("[^/]")
+        elif c == "[":
+            j = glob.find("]", i + 2)
+            if j < 0:
+                out.append(re.escape(c))
+            else:
+                inner = glob[i + 1:j]
+                if inner.startswith("!"):
+                    inner = "^" + inner[1:]
+                out.append("[" + inner.replace("\\", "\\\\") + "]")
+                i = j
+        elif c == "\\" and i + 1 < n:
+            i += 1
+            out.append(re.escape(glob[i]))
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return "".join(out)
+
+
+class IgnoreRules:
+    """gitignore-style rules: defaults plus `.nbdignore` / `.gitignore` files found in the tree.
+
+    Each rule applies below the directory of the file that holds it; the last matching rule wins;
+    `!` negates; a trailing `/` matches directories only; a pattern with a `/` before its end is
+    anchored to its file's directory. As in git, nothing below an ignored directory is considered.
+    """
+
+    def __init__(self) -> None:
+        # (base dir, compiled regex, negated, dir_only)
+        self.rules: List[Tuple[str, Any, bool, bool]] = []
+        self.sources: Dict[str, str] = {}
+        self.add_lines("", DEFAULT_IGNORES)
+
+    def add_file(self, rel_path: str, text: str) -> None:
+        self.sources[rel_path] = text
+        base = rel_path.rsplit("/", 1)[0] if "/" in rel_path else ""
+        self.add_lines(base, text.splitlines())
+
+    def add_lines(self, base: str, lines: Any) -> None:
+        for raw in lines:
+            line = raw.rstrip("\n\r")
+            if not line.strip() or line.startswith("#"):
+                continue
+            line = line.rstrip(" ") if not line.endswith("\\ ") else line
+            negated = line.startswith("!")
+            if negated:
+                line = line[1:]
+            if line.startswith("\\"):
+                line = line[1:]
+            dir_only = line.endswith("/")
+            line = line.rstrip("/")
+            if not line:
+                continue
+            anchored = "/" in line
+            line = line.lstrip("/")
+            body = _glob_to_regex(line)
+            regex = ("^" if anchored else "^(?:.*/)?") + body + "$"
+            self.rules.append((base, re.compile(regex, re.S), negated, dir_only))
+
+    def ignored(self, path: str, is_dir: bool) -> bool:
+        """Whether `path` itself matches (its parents are the walker's business)."""
+        result = False
+        for base, regex, negated, dir_only in self.rules:
+            if dir_only and not is_dir:
+                continue
+            if base:
+                if not path.startswith(base + "/"):
+                    continue
+                rel = path[len(base) + 1:]
+            else:
+                rel = path
+            if regex.match(rel):
+                result = not negated
+        return result
+
+    def ignored_path(self, path: str, is_dir: bool) -> bool:
+        """Whether `path` or any of its parent directories is ignored."""
+        parts = path.split("/")
+        for i in range(1, len(parts)):
+            if self.ignored("/".join(parts[:i]), True):
+                return True
+        return self.ignored(path, is_dir)
+
+
+# ----------------------------------------------------------------------------------------------
+# The tree
+
+
+def _digest_file(path: str) -> str:
+    h = hashlib.sha256()
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    try:
+        while True:
+            b = os.read(fd, CHUNK)
+            if not b:
+                break
+            h.update(b)
+    finally:
+        os.close(fd)
+    return h.hexdigest()
+
+
+def _is_exec(mode: int) -> bool:
+    return bool(mode & 0o100)
+
+
+class Tree:
+    """One synchronised directory: scanning, reading and guarded writing below `root`."""
+
+    def __init__(self, root: str, max_file_size: int = 0) -> None:
+        self.root = os.path.abspath(root)
+        self.max_file_size = max_file_size
+        # path -> (size, mtime_ns, inode, digest): a file whose stat key is unchanged is not re-read.
+        self.cache: Dict[str, Tuple[int, int, int, str]] = {}
+        self.rules = IgnoreRules()
+        self.writes: Dict[int, Any] = {}
+        umask = os.umask(0o022)
+        os.umask(umask)
+        self.umask = umask
+
+    # -- paths
+
+    def abspath(self, rel: str) -> str:
+        """The absolute path for `rel`, after checking that no parent component is a symlink or a
+        non-directory (lstat at call time)."""
+        parts = check_path(rel)
+        cur = self.root
+        for part in parts[:-1]:
+            cur = os.path.join(cur, part)
+            try:
+                st = os.lstat(cur)
+            except FileNotFoundError:
+                raise Refused("parent directory %r does not exist" % cur[len(self.root) + 1:])
+            if stat.S_ISLNK(st.st_mode):
+                raise Refused("refusing to go through the symbolic link %r" % cur[len(self.root) + 1:])
+            if not stat.S_ISDIR(st.st_mode):
+                raise Refused("%r is not a directory" % cur[len(self.root) + 1:])
+        return os.path.join(cur, parts[-1])
+
+    # -- scanning
+
+    def entry_of(self, rel: str, full: str, st: os.stat_result, problems: List[List[str]]) -> Optional[WireEntry]:
+        mode = st.st_mode
+        if stat.S_ISDIR(mode):
+            return [rel, "dir", 0, False, "", ""]
+        if stat.S_ISLNK(mode):
+            try:
+                return [rel, "symlink", 0, False, "", os.readlink(full)]
+            except OSError as e:
+                problems.append([rel, "cannot read symbolic link: %s" % e.strerror])
+                return None
+        if stat.S_ISREG(mode):
+            if self.max_file_size and st.st_size > self.max_file_size:
+                problems.append([rel, "file of %d bytes is above the sync size limit of %d bytes; not synced"
+                                 % (st.st_size, self.max_file_size)])
+                return None
+            key = (st.st_size, st.st_mtime_ns, st.st_ino)
+            cached = self.cache.get(rel)
+            if cached is not None and cached[:3] == key:
+                digest = cached[3]
+            else:
+                try:
+                    digest = _digest_file(full)
+                except OSError as e:
+                    problems.append([rel, "cannot read file: %s" % (e.strerror or e)])
+                    return None
+                self.cache[rel] = key + (digest,)
+            return [rel, "file", st.st_size, _is_exec(mode), digest, ""]
+        problems.append([rel, "not a regular file, directory or symbolic link; not synced"])
+        return None
+
+    def scan(self, paths: Optional[List[str]] = None) -> Dict[str, Any]:
+        """Scan the whole tree, or only the subtrees at `paths` (absent ones are reported absent).
+
+        Returns {"entries": [...], "absent": [...], "problems": [[path, message]], "rules": {path:
+        text}}. Ignored paths are pruned with the rules known so far (rule files are read as the
+        walk meets them, like git).
+        """
+        entries: List[WireEntry] = []
+        problems: List[List[str]] = []
+        absent: List[str] = []
+        if paths is None:
+            self.rules = IgnoreRules()
+            self._walk("", entries, problems)
+            live = set(e[0] for e in entries)
+            for k in list(self.cache):
+                if k not in live:
+                    del self.cache[k]
+        else:
+            for rel in sorted(set(paths)):
+                try:
+                    full = self.abspath(rel)
+                    st = os.lstat(full)
+                except (Refused, FileNotFoundError, NotADirectoryError):
+                    absent.append(rel)
+                    continue
+                except OSError as e:
+                    problems.append([rel, "cannot stat: %s" % e.strerror])
+                    continue
+                is_dir = stat.S_ISDIR(st.st_mode)
+                if self.rules.ignored_path(rel, is_dir):
+                    absent.append(rel)
+                    continue
+                we = self.entry_of(rel, full, st, problems)
+                if we is None:
+                    absent.append(rel)
+                    continue
+                entries.append(we)
+                if is_dir:
+                    self._walk(rel, entries, problems)
+        return {"entries": entries, "absent": absent, "problems": problems, "rules": dict(self.rules.sources)}
+
+    def _walk(self, top: str, entries: List[WireEntry], problems: List[List[str]]) -> None:
+        stack = [top]
+        while stack:
+            rel_dir = stack.pop()
+            full_dir = os.path.join(self.root, rel_dir) if rel_dir else self.root
+            try:
+                with os.scandir(full_dir) as it:
+                    items = sorted(it, key=lambda d: d.name)
+            except OSError as e:
+                problems.append([rel_dir or ".", "cannot list directory: %s" % e.strerror])
+                continue
+            for d in items:
+                if d.name in RULE_FILES:
+                    rel = rel_dir + "/" + d.name if rel_dir else d.name
+                    if rel not in self.rules.sources:
+                        try:
+                            if d.is_file(follow_symlinks=False):
+                                with open(d.path, "r", encoding="utf-8", errors="replace") as f:
+                                    self.rules.add_file(rel, f.read())
+                        except OSError:
+                            pass
+            subdirs: List[str] = []
+            for d in items:
+                if d.name.startswith(TEMP_PREFIX):
+                    continue
+                rel = rel_dir + "/" + d.name if rel_dir else d.name
+                try:
+                    st = d.stat(follow_symlinks=False)
+                except OSError as e:
+                    problems.append([rel, "cannot stat: %s" % e.strerror])
+                    continue
+                is_dir = stat.S_ISDIR(st.st_mode)
+                if self.rules.ignored(rel, is_dir):
+                    continue
+                we = self.entry_of(rel, d.path, st, problems)
+                if we is None:
+                    continue
+                entries.append(we)
+                if is_dir:
+                    subdirs.append(rel)
+            stack.extend(reversed(subdirs))
+
+    def clean_temp_files(self) -> int:
+        """Remove `.nbd-tmp-*` files left by an interrupted write anywhere in the tree."""
+        n = 0
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            for name in filenames:
+                if name.startswith(TEMP_PREFIX):
+                    try:
+                        os.unlink(os.path.join(dirpath, name))
+                        n += 1
+                    except OSError:
+                        pass
+            dirnames[:] = [d for d in dirnames if d not in (".git", "node_modules", ".venv")]
+        return n
+
+    # -- state checks
+
+    def current(self, rel: str) -> Optional[WireEntry]:
+        full = self.abspath(rel)
+        try:
+            st = os.lstat(full)
+        except FileNotFoundError:
+            return None
+        problems: List[List[str]] = []
+        saved, self.max_file_size = self.max_file_size, 0
+        try:
+            e = self.entry_of(rel, full, st, problems)
+        finally:
+            self.max_file_size = saved
+        if e is None:
+            raise Refused(problems[0][1] if problems else "cannot inspect %r" % rel)
+        return e
+
+    def expect(self, rel: str, expected: Optional[WireEntry]) -> Optional[WireEntry]:
+        """Refuse unless `rel` currently holds `expected` ([kind, digest, executable, target] or
+        None for absent); return the current entry."""
+        cur = self.current(rel)
+        if expected is None:
+            if cur is not None:
+                raise Refused("%s appeared since the last scan" % rel)
+            return None
+        if cur is None:
+            raise Refused("%s disappeared since the last scan" % rel)
+        kind, digest, executable, target = expected
+        if cur[1] != kind or (kind == "file" and cur[4] != digest) or (kind == "symlink" and cur[5] != target):
+            raise Refused("%s changed since the last scan" % rel)
+        return cur
+
+    # -- reading
+
+    def read_chunks(self, rel: str, digest: str) -> Iterator[bytes]:
+        """Yield the file's bytes; raise Refused at the end if they do not hash to `digest`."""
+        full = self.abspath(rel)
+        h = hashlib.sha256()
+        fd = os.open(full, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise Refused("%s is not a regular file" % rel)
+            while True:
+                b = os.read(fd, CHUNK)
+                if not b:
+                    break
+                h.update(b)
+                yield b
+        finally:
+            os.close(fd)
+        if digest and h.hexdigest() != digest:
+            raise Refused("%s changed while it was read" % rel)
+
+    # -- writing
+
+    def _file_mode(self, executable: bool, old_mode: Optional[int]) -> int:
+        base = (old_mode & 0o7777) if old_mode is not None else (0o666 & ~self.umask)
+        if executable:
+            return base | ((base & 0o444) >> 2) | 0o100
+        return base & ~0o111
+
+    def write_begin(self, handle: int, rel: str, expected: Optional[WireEntry], executable: bool, digest: str) -> None:
+        self.expect(rel, expected)
+        full = self.abspath(rel)
+        d, name = os.path.split(full)
+        tmp = os.path.join(d, "%s%d-%d-%s" % (TEMP_PREFIX, os.getpid(), handle, name[:80]))
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        self.writes[handle] = [fd, tmp, rel, expected, executable, digest, hashlib.sha256(), 0]
+
+    def write_chunk(self, handle: int, data: bytes) -> None:
+        w = self.writes.get(handle)
+        if w is None:
+            raise Refused("unknown write handle")
+        view = memoryview(data)
+        while view:
+            n = os.write(w[0], view)
+            view = view[n:]
+        w[6].update(data)
+        w[7] += len(data)
+
+    def write_abort(self, handle: int) -> None:
+        w = self.writes.pop(handle, None)
+        if w is not None:
+            try:
+                os.close(w[0])
+            except OSError:
+                pass
+            try:
+                os.unlink(w[1])
+            except OSError:
+                pass
+
+    def write_end(self, handle: int, fsync: bool = True) -> WireEntry:
+        w = self.writes.get(handle)
+        if w is None:
+            raise Refused("unknown write handle")
+        fd, tmp, rel, expected, executable, digest, h, size = w
+        try:
+            if digest and h.hexdigest() != digest:
+                raise Refused("%s: received content does not match its digest" % rel)
+            cur = self.expect(rel, expected)
+            old_mode = None
+            if cur is not None and cur[1] == "file":
+                old_mode = os.lstat(self.abspath(rel)).st_mode
+            os.fchmod(fd, self._file_mode(executable, old_mode))
+            if fsync:
+                os.fsync(fd)
+            os.close(fd)
+            w[0] = -1
+            full = self.abspath(rel)
+            if cur is not None and cur[1] == "dir":
+                raise Refused("%s is a directory" % rel)
+            os.replace(tmp, full)
+            st = os.lstat(full)
+            self.cache[rel] = (st.st_size, st.st_mtime_ns, st.st_ino, h.hexdigest())
+            return [rel, "file", st.st_size, _is_exec(st.st_mode), h.hexdigest(), ""]
+        finally:
+            self.writes.pop(handle, None)
+            if w[0] != -1:
+                try:
+                    os.close(w[0])
+                except OSError:
+                    pass
+            if os.path.lexists(tmp):
+                try:
+                    os.unlink(tmp)
+                except OSError:
+                    pass
+
+    def put(self, handle: int, rel: str, expected: Optional[WireEntry], executable: bool, digest: str,
+            data: bytes, fsync: bool = True) -> WireEntry:
+        self.write_begin(handle, rel, expected, executable, digest)
+        try:
+            self.write_chunk(handle, data)
+        except BaseException:
+            self.write_abort(handle)
+            raise
+        return self.write_end(handle, fsync)
+
+    def chmod(self, rel: str, expected: WireEntry, executable: bool) -> WireEntry:
+        self.expect(rel, expected)
+        full = self.abspath(rel)
+        st = os.lstat(full)
+        os.chmod(full, self._file_mode(executable, st.st_mode))
+        cur = self.current(rel)
+        assert cur is not None
+        return cur
+
+    def mkdir(self, rel: str) -> WireEntry:
+        full = self.abspath(rel)
+        try:
+            os.mkdir(full)
+        except FileExistsError:
+            st = os.lstat(full)
+            if not stat.S_ISDIR(st.st_mode):
+                raise Refused("%s exists and is not a directory" % rel)
+        return [rel, "dir", 0, False, "", ""]
+
+    def symlink(self, handle: int, rel: str, expected: Optional[WireEntry], target: str) -> WireEntry:
+        self.expect(rel, expected)
+        full = self.abspath(rel)
+        d, name = os.path.split(full)
+        tmp = os.path.join(d, "%s%d-%d-%s" % (TEMP_PREFIX, os.getpid(), handle, name[:80]))
+        os.symlink(target, tmp)
+        try:
+            cur = self.expect(rel, expected)
+            if cur is not None and cur[1] == "dir":
+                raise Refused("%s is a directory" % rel)
+            os.replace(tmp, full)
+        finally:
+            if os.path.lexists(tmp):
+                os.unlink(tmp)
+        return [rel, "symlink", 0, False, "", target]
+
+    def delete(self, rel: str, expected: WireEntry) -> None:
+        cur = self.expect(rel, expected)
+        full = self.abspath(rel)
+        if cur is not None and cur[1] == "dir":
+            try:
+                os.rmdir(full)
+            except OSError as e:
+                if e.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise Refused("%s is not empty (it holds files not synced); not removed" % rel)
+                raise
+        else:
+            os.unlink(full)
+        self.cache.pop(rel, None)
+
+    def run_op(self, h: Dict[str, Any]) -> Optional[WireEntry]:
+        """One metadata operation given as a dict (the same form on the wire and locally)."""
+        op = h.get("op")
+        if op == "mkdir":
+            return self.mkdir(h["path"])
+        if op == "symlink":
+            return self.symlink(int(h.get("handle", 0)), h["path"], h.get("expected"), h["target"])
+        if op == "chmod":
+            return self.chmod(h["path"], h["expected"], bool(h["executable"]))
+        if op == "delete":
+            self.delete(h["path"], h["expected"])
+            return None
+        if op == "move":
+            self.move(h["path"], h["dest"], h["expected"])
+            return None
+        raise Refused("unknown operation %r" % (op,))
+
+    def move(self, rel: str, dest: str, expected: WireEntry) -> None:
+        self.expect(rel, expected)
+        src, dst = self.abspath(rel), self.abspath(dest)
+        if os.path.lexists(dst):
+            raise Refused("%s already exists" % dest)
+        os.rename(src, dst)
+
+
+# ----------------------------------------------------------------------------------------------
+# Watching
+
+
+IN_MODIFY = 0x2
+IN_ATTRIB = 0x4
+IN_CLOSE_WRITE = 0x8
+IN_MOVED_FROM = 0x40
+IN_MOVED_TO = 0x80
+IN_CREATE = 0x100
+IN_DELETE = 0x200
+IN_DELETE_SELF = 0x400
+IN_Q_OVERFLOW = 0x4000
+IN_IGNORED = 0x8000
+IN_ISDIR = 0x40000000
+IN_ONLYDIR = 0x01000000
+IN_DONT_FOLLOW = 0x02000000
+WATCH_MASK = (IN_MODIFY | IN_ATTRIB | IN_CLOSE_WRITE | IN_MOVED_FROM | IN_MOVED_TO | IN_CREATE
+              | IN_DELETE | IN_DELETE_SELF | IN_ONLYDIR | IN_DONT_FOLLOW)
+
+
+class Watcher(object):
+    """Recursive inotify (through ctypes) or, where inotify is unavailable, polling.
+
+    Calls `report(paths)` with changed relative paths, or `report(None)` meaning "rescan
+    everything", after `quiet` seconds without a new event (at most `max_delay` after the first).
+    """
+
+    def __init__(self, tree: Tree, report: Callable[[Optional[List[str]]], None],
+                 quiet: float = 0.01, max_delay: float = 0.05, poll_interval: float = 1.0) -> None:
+        self.tree = tree
+        self.report = report
+        self.quiet = quiet
+        self.max_delay = max_delay
+        self.poll_interval = poll_interval
+        self.fd = -1
+        self.wd_to_path: Dict[int, str] = {}
+        self.path_to_wd: Dict[str, int] = {}
+        self.libc: Any = None
+        self.mode = "none"
+
+    def start(self) -> str:
+        try:
+            import ctypes
+            import ctypes.util
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+            fd = libc.inotify_init1(0o2000000)  # IN_CLOEXEC
+            if fd < 0:
+                raise OSError(ctypes.get_errno(), "inotify_init1")
+            self.libc, self.fd = libc, fd
+            self.mode = "inotify"
+            self.add_tree("")
+            t = threading.Thread(target=self._run_inotify, name="inotify", daemon=True)
+        except Exception as e:  # no inotify: fall back to polling
+            sys.stderr.write("nbd-agent: inotify unavailable (%s); polling\n" % e)
+            self.mode = "poll"
+            t = threading.Thread(target=self._run_poll, name="poll", daemon=True)
+        t.start()
+        return self.mode
+
+    def add_watch(self, rel: str) -> None:
+        full = os.path.join(self.tree.root, rel) if rel else self.tree.root
+        wd = self.libc.inotify_add_watch(self.fd, full.encode("utf-8", "surrogateescape"), WATCH_MASK)
+        if wd >= 0:
+            old = self.wd_to_path.get(wd)
+            if old is not None:
+                self.path_to_wd.pop(old, None)
+            self.wd_to_path[wd] = rel
+            self.path_to_wd[rel] = wd
+
+    def add_tree(self, top: str) -> None:
+        stack = [top]
+        while stack:
+            rel = stack.pop()
+            self.add_watch(rel)
+            full = os.path.join(self.tree.root, rel) if rel else self.tree.root
+            try:
+                with os.scandir(full) as it:
+                    for d in it:
+                        if d.is_dir(follow_symlinks=False):
+                            child = rel + "/" + d.name if rel else d.name
+                            if not self.tree.rules.ignored(child, True):
+                                stack.append(child)
+            except OSError:
+                pass
+
+    def drop_tree(self, top: str) -> None:
+        for rel in [p for p in self.path_to_wd if p == top or p.startswith(top + "/")]:
+            wd = self.path_to_wd.pop(rel)
+            self.wd_to_path.pop(wd, None)
+            self.libc.inotify_rm_watch(self.fd, wd)
+
+    def _run_inotify(self) -> None:
+        import select
+        pending: Set[str] = set()
+        rescan_all = False
+        first = 0.0
+        while True:
+            timeout = None
+            if pending or rescan_all:
+                timeout = max(0.0, min(self.quiet, first + self.max_delay - time.monotonic()))
+            r, _, _ = select.select([self.fd], [], [], timeout)
+            if not r:
+                if rescan_all:
+                    self.report(None)
+                else:
+                    self.report(sorted(pending))
+                pending.clear()
+                rescan_all = False
+                continue
+            data = os.read(self.fd, 1 << 16)
+            if not pending and not rescan_all:
+                first = time.monotonic()
+            off = 0
+            while off + 16 <= len(data):
+                wd, mask, _cookie, length = struct.unpack_from("iIII", data, off)
+                name = data[off + 16:off + 16 + length].rstrip(b"\x00").decode("utf-8", "surrogateescape")
+                off += 16 + length
+                if mask & IN_Q_OVERFLOW:
+                    rescan_all = True
+                    continue
+                base = self.wd_to_path.get(wd)
+                if base is None or mask & IN_IGNORED:
+                    continue
+                if not name:
+                    continue
+                if name.startswith(TEMP_PREFIX):
+                    continue
+                rel = base + "/" + name if base else name
+                if self.tree.rules.ignored_path(rel, bool(mask & IN_ISDIR)):
+                    continue
+                pending.add(rel)
+                if mask & IN_ISDIR:
+                    if mask & (IN_CREATE | IN_MOVED_TO):
+                        self.add_tree(rel)
+                    elif mask & IN_MOVED_FROM:
+                        self.drop_tree(rel)
+
+    def _signature(self) -> Dict[str, Tuple[int, int, int]]:
+        sig = {}
+        for dirpath, dirnames, filenames in os.walk(self.tree.root):
+            rel_dir = os.path.relpath(dirpath, self.tree.root)
+            rel_dir = "" if rel_dir == "." else rel_dir
+            keep = []
+            for d in dirnames:
+                rel = rel_dir + "/" + d if rel_dir else d
+                if not self.tree.rules.ignored(rel, True):
+                    keep.append(d)
+            dirnames[:] = keep
+            for name in filenames + dirnames:
+                rel = rel_dir + "/" + name if rel_dir else name
+                try:
+                    st = os.lstat(os.path.join(dirpath, name))
+                    sig[rel] = (st.st_size, st.st_mtime_ns, st.st_mode)
+                except OSError:
+                    pass
+        return sig
+
+    def _run_poll(self) -> None:
+        before = self._signature()
+        while True:
+            time.sleep(self.poll_interval)
+            now = self._signature()
+            if now != before:
+                changed = [p for p in set(now) | set(before) if now.get(p) != before.get(p)]
+                self.report(sorted(changed))
+                before = now
+
+
+# ----------------------------------------------------------------------------------------------
+# The server loop
+
+
+class Server(object):
+    def __init__(self, root: str, out_fd: int = 1, in_fd: int = 0) -> None:
+        self.tree = Tree(root)
+        self.out_fd = out_fd
+        self.in_fd = in_fd
+        self.lock = threading.Lock()
+        self.watcher: Optional[Watcher] = None
+        self.begin_errors: Dict[int, str] = {}
+
+    def send(self, header: Dict[str, Any], body: bytes = b"") -> None:
+        data = encode_frame(header, body)
+        with self.lock:
+            view = memoryview(data)
+            while view:
+                n = os.write(self.out_fd, view)
+                view = view[n:]
+
+    def on_change(self, paths: Optional[List[str]]) -> None:
+        if paths is None:
+            self.send({"op": "changed", "all": True})
+        elif paths:
+            self.send({"op": "changed", "paths": paths})
+
+    def serve(self) -> None:
+        self.send({"op": "hello", "version": PROTOCOL_VERSION, "pid": os.getpid(),
+                   "python": sys.version.split()[0], "root": self.tree.root})
+        while True:
+            try:
+                header, body = read_frame(self.in_fd)
+            except EOFError:
+                return
+            rid = header.get("id", 0)
+            try:
+                reply = self.handle(header, body)
+                if reply is not None:
+                    reply_header, reply_body = reply
+                    reply_header["id"] = rid
+                    reply_header["ok"] = True
+                    self.send(reply_header, reply_body)
+            except (Refused, OSError) as e:
+                msg = str(e) if isinstance(e, Refused) else "%s: %s" % (header.get("path", ""), e.strerror or e)
+                self.send({"id": rid, "ok": False, "error": msg, "refused": isinstance(e, Refused)})
+            except Exception as e:  # a bug must not kill the session: report and go on
+                self.send({"id": rid, "ok": False, "error": "agent error: %r" % (e,)})
+
+    def handle(self, h: Dict[str, Any], body: bytes) -> Optional[Tuple[Dict[str, Any], bytes]]:
+        op = h.get("op")
+        t = self.tree
+        if op == "configure":
+            t.max_file_size = int(h.get("max_file_size", 0))
+            cleaned = t.clean_temp_files() if h.get("clean") else 0
+            return {"cleaned": cleaned}, b""
+        if op == "scan":
+            res = t.scan(h.get("paths"))
+            return {"z": 1}, zlib.compress(json.dumps(res, separators=(",", ":")).encode("utf-8"), 1)
+        if op == "watch":
+            if self.watcher is None:
+                self.watcher = Watcher(t, self.on_change, float(h.get("quiet", 0.01)), float(h.get("max_delay", 0.05)))
+                mode = self.watcher.start()
+            else:
+                mode = self.watcher.mode
+            return {"mode": mode}, b""
+        if op == "read":
+            rid = h.get("id", 0)
+            compress = bool(h.get("compress", True))
+            for chunk in t.read_chunks(h["path"], h.get("digest", "")):
+                z = 0
+                if compress:
+                    packed = zlib.compress(chunk, 1)
+                    if len(packed) < len(chunk) * 0.9:
+                        chunk, z = packed, 1
+                    else:
+                        compress = False
+                self.send({"id": rid, "chunk": True, "z": z}, chunk)
+            return {}, b""
+        if op == "read_many":
+            # Small files in one reply: body is the concatenation, sizes in the header.
+            sizes, errors, parts = [], [], []
+            for path, digest in h["files"]:
+                try:
+                    data = b"".join(t.read_chunks(path, digest))
+                    parts.append(data)
+                    sizes.append(len(data))
+                    errors.append("")
+                except (Refused, OSError) as e:
+                    sizes.append(0)
+                    errors.append(str(e) if isinstance(e, Refused) else "%s: %s" % (path, e.strerror or e))
+            blob = b"".join(parts)
+            packed = zlib.compress(blob, 1)
+            if len(packed) < len(blob) * 0.9:
+                return {"sizes": sizes, "errors": errors, "z": 1}, packed
+            return {"sizes": sizes, "errors": errors, "z": 0}, blob
+        if op == "put_many":
+            data = zlib.decompress(body) if h.get("z") else body
+            results: List[Any] = []
+            off = 0
+            for i, item in enumerate(h["files"]):
+                path, expected, executable, digest, size = item
+                chunk = data[off:off + size]
+                off += size
+                try:
+                    results.append(t.put(-(i + 1), path, expected, executable, digest, chunk, bool(h.get("fsync", True))))
+                except (Refused, OSError) as e:
+                    results.append(str(e) if isinstance(e, Refused) else "%s: %s" % (path, e.strerror or e))
+            return {"results": results}, b""
+        if op == "write_begin":
+            # No reply: a refusal is remembered and reported by the matching write_end.
+            try:
+                t.write_begin(int(h["handle"]), h["path"], h.get("expected"), bool(h.get("executable")),
+                              h.get("digest", ""))
+            except (Refused, OSError) as e:
+                self.begin_errors[int(h["handle"])] = str(e)
+            return None
+        if op == "write_chunk":
+            handle = int(h["handle"])
+            if handle in t.writes:
+                t.write_chunk(handle, zlib.decompress(body) if h.get("z") else body)
+            return None
+        if op == "write_end":
+            handle = int(h["handle"])
+            begin_error = self.begin_errors.pop(handle, None)
+            if handle not in t.writes:
+                raise Refused(begin_error or "%s: write was refused" % h.get("path", ""))
+            if h.get("abort"):
+                t.write_abort(handle)
+                return {}, b""
+            return {"entry": t.write_end(handle, bool(h.get("fsync", True)))}, b""
+        if op == "batch":
+            # Metadata operations in order; each gets [true, entry|null] or [false, error].
+            out: List[Any] = []
+            for item in h["ops"]:
+                try:
+                    out.append([True, t.run_op(item)])
+                except (Refused, OSError) as e:
+                    out.append([False, str(e) if isinstance(e, Refused) else "%s: %s" % (item.get("path", ""), e.strerror or e)])
+            return {"results": out}, b""
+        if op == "ping":
+            return {}, b""
+        raise Refused("unknown operation %r" % (op,))
+
+
+def main(argv: List[str]) -> int:
+    if len(argv) < 2:
+        sys.stderr.write("usage: agent.py ROOT\n")
+        return 2
+    root = argv[1]
+    if not os.path.isdir(root):
+        sys.stderr.write("nbd-agent: %s is not a directory\n" % root)
+        return 2
+    server = Server(root)
+    server.serve()
+    return 0
+
+
+# The bootstrap runs as `python3 -c BOOTSTRAP HASH SIZE ROOT CACHE_DIR`: it runs the cached agent,
+# or asks for it with a line "NBD-AGENT-SEND" and reads exactly SIZE bytes from stdin first.
+BOOTSTRAP = r"""
+import hashlib,os,sys
+h,n,root,cache=sys.argv[1],int(sys.argv[2]),sys.argv[3],sys.argv[4]
+p=os.path.join(cache,'.nbd-agent-%s.py'%h)
+src=None
+try:
+    with open(p,'rb') as f: src=f.read()
+    if hashlib.sha256(src).hexdigest()!=h: src=None
+except OSError: pass
+if src is None:
+    os.write(1,b'NBD-AGENT-SEND\n')
+    parts=[];got=0
+    while got<n:
+        c=os.read(0,n-got)
+        if not c: sys.exit(3)
+        parts.append(c);got+=len(c)
+    src=b''.join(parts)
+    if hashlib.sha256(src).hexdigest()!=h:
+        sys.stderr.write('nbd-agent: corrupted transfer\n');sys.exit(4)
+    try:
+        t=p+'.%d'%os.getpid()
+        with open(t,'wb') as f: f.write(src)
+        os.replace(t,p)
+    except OSError: pass
+os.write(1,b'NBD-AGENT-READY\n')
+sys.argv=[p,root]
+exec(compile(src,p,'exec'),{'__name__':'__main__','__file__':p})
+"""
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,208 @@
+"""The local side of a sync: the user's directory, watched with watchdog.
+
+File-system work reuses the agent's `Tree` (so both sides scan, ignore, validate and write with
+the same code) and runs in worker threads; the event loop only coordinates. watchdog's observer
+is given an explicit `event_filter` without open/close-nowrite events: with the default mask a
+tree of a few thousand directories overflows the inotify queue forever and no event is delivered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from watchdog.events import (
+    DirCreatedEvent,
+    DirDeletedEvent,
+    DirModifiedEvent,
+    DirMovedEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
+from watchdog.observers import Observer
+
+from nbd.sync import agent
+from nbd.sync.endpoint import ChangeCallback, PutItem, ScanResult, SyncRefused, entry_from_wire, expected_wire, scan_from_wire
+from nbd.sync.snapshot import Entry
+
+__all__ = ["LocalEndpoint"]
+
+EVENT_FILTER = [
+    FileCreatedEvent,
+    FileModifiedEvent,
+    FileDeletedEvent,
+    FileMovedEvent,
+    FileClosedEvent,
+    DirCreatedEvent,
+    DirDeletedEvent,
+    DirMovedEvent,
+    DirModifiedEvent,
+]
+
+
+def _refusal(e: BaseException, path: str) -> SyncRefused:
+    if isinstance(e, agent.Refused):
+        return SyncRefused(str(e))
+    if isinstance(e, OSError):
+        return SyncRefused(f"{path}: {e.strerror or e}")
+    return SyncRefused(f"{path}: {e!r}")
+
+
+class _Handler(FileSystemEventHandler):
+    def __init__(self, endpoint: LocalEndpoint) -> None:
+        self.endpoint = endpoint
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        paths = [event.src_path]
+        dest = getattr(event, "dest_path", "")
+        if dest:
+            paths.append(dest)
+        rels = []
+        for p in paths:
+            rel = self.endpoint.relative(p if isinstance(p, str) else os.fsdecode(p))
+            if rel is None:
+                continue
+            if isinstance(event, DirModifiedEvent) and not dest:
+                continue  # a directory's mtime changes with its children, which report themselves
+            rels.append(rel)
+        if rels:
+            self.endpoint.notify(rels)
+
+
+class LocalEndpoint:
+    """The local directory as an `Endpoint`."""
+
+    name = "local"
+
+    def __init__(self, root: str, *, max_file_size: int = 0, fsync: bool = True) -> None:
+        self.root = os.path.abspath(root)
+        self.tree = agent.Tree(self.root, max_file_size)
+        self.fsync = fsync
+        self._observer: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._on_change: ChangeCallback | None = None
+        self._handles = 0
+
+    def relative(self, path: str) -> str | None:
+        """The relative path of a watched absolute path, or None when it is not synchronised."""
+        if path == self.root or not path.startswith(self.root + os.sep):
+            return None
+        rel = path[len(self.root) + 1:].replace(os.sep, "/")
+        name = rel.rsplit("/", 1)[-1]
+        if name.startswith(agent.TEMP_PREFIX):
+            return None
+        if self.tree.rules.ignored_path(rel, False) and self.tree.rules.ignored_path(rel, True):
+            return None
+        return rel
+
+    def notify(self, rels: list[str]) -> None:
+        loop, cb = self._loop, self._on_change
+        if loop is not None and cb is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(cb, rels)
+
+    async def start(self, on_change: ChangeCallback) -> None:
+        if not os.path.isdir(self.root):
+            raise SyncRefused(f"the local directory {self.root} does not exist; create it or launch from another one")
+        await asyncio.to_thread(self.tree.clean_temp_files)
+        self._loop = asyncio.get_running_loop()
+        self._on_change = on_change
+        observer = Observer()
+        observer.schedule(_Handler(self), self.root, recursive=True, event_filter=EVENT_FILTER)
+        await asyncio.to_thread(observer.start)
+        self._observer = observer
+
+    async def close(self) -> None:
+        observer, self._observer = self._observer, None
+        self._on_change = None
+        if observer is not None:
+            observer.stop()
+            await asyncio.to_thread(observer.join, 5)
+
+    async def scan(self, paths: list[str] | None = None) -> ScanResult:
+        res = await asyncio.to_thread(self.tree.scan, paths)
+        return scan_from_wire(res, time.time())
+
+    async def read(self, path: str, digest: str) -> AsyncIterator[bytes]:
+        try:
+            it = self.tree.read_chunks(path, digest)
+            while True:
+                chunk = await asyncio.to_thread(next, it, None)
+                if chunk is None:
+                    return
+                yield chunk
+        except (agent.Refused, OSError) as e:
+            raise _refusal(e, path) from e
+
+    def _read_all(self, files: list[tuple[str, str]]) -> list[bytes | str]:
+        out: list[bytes | str] = []
+        for path, digest in files:
+            try:
+                out.append(b"".join(self.tree.read_chunks(path, digest)))
+            except (agent.Refused, OSError) as e:
+                out.append(str(_refusal(e, path)))
+        return out
+
+    async def read_many(self, files: list[tuple[str, str]]) -> list[bytes | str]:
+        return await asyncio.to_thread(self._read_all, files)
+
+    def _handle(self) -> int:
+        self._handles += 1
+        return self._handles
+
+    async def write(self, path: str, expected: Entry | None, new: Entry, chunks: AsyncIterator[bytes]) -> Entry:
+        handle = self._handle()
+        try:
+            await asyncio.to_thread(
+                self.tree.write_begin, handle, path, expected_wire(expected), new.executable, new.digest
+            )
+        except (agent.Refused, OSError) as e:
+            raise _refusal(e, path) from e
+        try:
+            async for chunk in chunks:
+                await asyncio.to_thread(self.tree.write_chunk, handle, chunk)
+            w = await asyncio.to_thread(self.tree.write_end, handle, self.fsync)
+        except BaseException as e:
+            await asyncio.to_thread(self.tree.write_abort, handle)
+            if isinstance(e, (agent.Refused, OSError)):
+                raise _refusal(e, path) from e
+            raise
+        return entry_from_wire(w)[1]
+
+    def _put_all(self, items: list[PutItem], base: int) -> list[Entry | str]:
+        out: list[Entry | str] = []
+        for i, item in enumerate(items):
+            try:
+                w = self.tree.put(
+                    base + i, item.path, expected_wire(item.expected), item.new.executable, item.new.digest,
+                    item.data, self.fsync,
+                )
+                out.append(entry_from_wire(w)[1])
+            except (agent.Refused, OSError) as e:
+                out.append(str(_refusal(e, item.path)))
+        return out
+
+    async def put_many(self, items: list[PutItem]) -> list[Entry | str]:
+        base = self._handles + 1
+        self._handles += len(items)
+        return await asyncio.to_thread(self._put_all, items, base)
+
+    def _run_ops(self, ops: list[dict[str, Any]]) -> list[Entry | None | str]:
+        out: list[Entry | None | str] = []
+        for op in ops:
+            try:
+                w = self.tree.run_op(op)
+                out.append(None if w is None else entry_from_wire(w)[1])
+            except (agent.Refused, OSError) as e:
+                out.append(str(_refusal(e, str(op.get("path", "")))))
+        return out
+
+    async def ops(self, ops: list[dict[str, Any]]) -> list[Entry | None | str]:
+        return await asyncio.to_thread(self._run_ops, ops)

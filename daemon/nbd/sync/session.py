@@ -1,0 +1,524 @@
+"""One two-way sync session: the loop that keeps a local directory and the pod's /content equal.
+
+The session owns two endpoints (local, remote), the ancestor (the last state both agreed on,
+persisted atomically after every cycle) and a state machine the daemon exposes through its `Sync`
+RPC. A cycle is scan → filter → reconcile → apply → settle → persist. After the first full scans,
+cycles are driven by change notifications from both sides (debounced and coalesced), rescanning
+only the paths that changed; a flush forces full rescans until a cycle finds nothing to do.
+
+A lost agent stream (exec dropped, pod replaced) is not an error of the session: it reconnects
+with backoff, rescans both sides fully and converges; the ancestor is what makes that free of
+spurious conflicts. Per-path failures become `Problem`s; only the delete guard halts the session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import enum
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from nbd.errors import DeadlineExceeded, FailedPrecondition, NbdError
+from nbd.sync import agent
+from nbd.sync.endpoint import Endpoint, ScanResult
+from nbd.sync.local import LocalEndpoint
+from nbd.sync.reconcile import Change, DeleteGuard, Plan, reconcile, settle
+from nbd.sync.remote import AgentLost, RemoteEndpoint, TransportFactory
+from nbd.sync.snapshot import Conflict, Entry, Problem, Snapshot, is_under, symlink_escapes, without
+from nbd.sync.transition import apply_plan
+
+__all__ = [
+    "SyncSession",
+    "SyncOptions",
+    "SyncState",
+    "SyncStatusData",
+    "SyncEvent",
+    "StateChanged",
+    "ChangeApplied",
+    "ConflictFound",
+    "ProblemFound",
+]
+
+log = logging.getLogger(__name__)
+
+STATE_VERSION = 1
+MAX_CONFLICTS = 200
+
+
+class SyncState(enum.IntEnum):
+    """Mirrors nbdapi.v1.SyncState one to one."""
+
+    UNSPECIFIED = 0
+    DISABLED = 1
+    CONNECTING = 2
+    SCANNING = 3
+    SYNCING = 4
+    WATCHING = 5
+    PAUSED = 6
+    HALTED = 7
+    ERROR = 8
+
+
+@dataclass(frozen=True)
+class SyncOptions:
+    """Tuning of one session; the defaults suit a notebook directory."""
+
+    remote_root: str = "/content"
+    max_file_size: int = 1 << 30
+    debounce: float = 0.01
+    max_debounce: float = 0.25
+    delete_guard: DeleteGuard = DeleteGuard()
+    full_rescan_interval: float = 600.0
+    reconnect_min: float = 0.25
+    reconnect_max: float = 30.0
+    fsync: bool = True
+    agent_cache_dir: str = "/tmp"
+    python: str = "python3"
+
+
+@dataclass
+class SyncStatusData:
+    """A proto-free mirror of nbdapi.v1.SyncStatus (times are epoch seconds, 0 when unset)."""
+
+    state: SyncState = SyncState.UNSPECIFIED
+    message: str = ""
+    files: int = 0
+    cycles: int = 0
+    bytes_to_remote: int = 0
+    bytes_to_local: int = 0
+    files_to_remote: int = 0
+    files_to_local: int = 0
+    last_cycle: float = 0.0
+    conflicts: list[Conflict] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    local_root: str = ""
+    remote_root: str = ""
+
+
+@dataclass(frozen=True)
+class StateChanged:
+    state: SyncState
+    message: str
+
+
+@dataclass(frozen=True)
+class ChangeApplied:
+    """`direction` is "to_local" or "to_remote"; `action` is create, modify or delete."""
+
+    direction: str
+    path: str
+    action: str
+    bytes: int
+
+
+@dataclass(frozen=True)
+class ConflictFound:
+    conflict: Conflict
+
+
+@dataclass(frozen=True)
+class ProblemFound:
+    problem: Problem
+
+
+SyncEvent = StateChanged | ChangeApplied | ConflictFound | ProblemFound
+
+
+def _stamp(now: float) -> str:
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
+
+
+def _entry_to_json(e: Entry) -> list[Any]:
+    return [e.kind, e.digest, e.size, e.executable, e.target]
+
+
+def _entry_from_json(v: list[Any]) -> Entry:
+    return Entry(v[0], v[1], int(v[2]), bool(v[3]), v[4])
+
+
+def load_ancestor(path: str) -> tuple[Snapshot, list[Conflict]]:
+    """The persisted ancestor (empty when there is none yet)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+    except FileNotFoundError:
+        return {}, []
+    except (OSError, ValueError) as e:
+        raise FailedPrecondition(
+            f"the sync state file {path} is unreadable ({e}); move it away to start the sync afresh"
+        ) from e
+    if doc.get("version") != STATE_VERSION:
+        return {}, []
+    ancestor = {p: _entry_from_json(v) for p, v in doc.get("ancestor", {}).items()}
+    conflicts = [Conflict(c["path"], c["copy_path"], c["message"], c["time"]) for c in doc.get("conflicts", [])]
+    return ancestor, conflicts
+
+
+def save_ancestor(path: str, ancestor: Snapshot, conflicts: list[Conflict]) -> None:
+    """Write the state atomically: a crash leaves either the old or the new file, never a mix."""
+    doc = {
+        "version": STATE_VERSION,
+        "ancestor": {p: _entry_to_json(e) for p, e in ancestor.items()},
+        "conflicts": [dataclasses.asdict(c) for c in conflicts],
+    }
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(doc, f, separators=(",", ":"))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class _Side:
+    """What the session knows of one side: its snapshot, its scan problems, its pending changes."""
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        self.endpoint = endpoint
+        self.snapshot: Snapshot = {}
+        self.problems: dict[str, Problem] = {}
+        self.rules: dict[str, str] = {}
+        self.pending: set[str] | None = set()  # None: rescan everything
+        self.scanned = False
+
+    def mark(self, paths: list[str] | None) -> None:
+        if paths is None or not self.scanned:
+            self.pending = None
+        elif self.pending is not None:
+            self.pending.update(paths)
+
+    @property
+    def dirty(self) -> bool:
+        return self.pending is None or bool(self.pending)
+
+    async def rescan(self) -> None:
+        pending, self.pending = self.pending, set()
+        if pending is not None and any(p.rsplit("/", 1)[-1] in agent.RULE_FILES for p in pending):
+            pending = None  # ignore rules changed: everything may be in or out now
+        if pending is None:
+            res = await self.endpoint.scan(None)
+            self.snapshot = res.entries
+            self.problems = {p.path: p for p in res.problems}
+            self.rules = res.rules
+            self.scanned = True
+            return
+        if not pending:
+            return
+        # Rescan the smallest covering set of paths (a parent's subtree covers its children).
+        roots: list[str] = []
+        for p in sorted(pending):
+            if not roots or not is_under(p, roots[-1]):
+                roots.append(p)
+        res = await self.endpoint.scan(roots)
+        self.apply_partial(roots, res)
+
+    def apply_partial(self, roots: list[str], res: ScanResult) -> None:
+        self.snapshot = without(self.snapshot, roots)
+        self.snapshot.update(res.entries)
+        for path in list(self.problems):
+            if any(is_under(path, r) for r in roots):
+                del self.problems[path]
+        for p in res.problems:
+            self.problems[p.path] = p
+        self.rules = res.rules
+
+
+class SyncSession:
+    """Keep `local_root` and the remote root served by the agent in sync, both ways.
+
+    Args:
+        local_root: The local directory.
+        transport_factory: Starts the agent (argv → `AgentTransport`), e.g. an exec into the pod.
+        state_path: Where the ancestor is persisted (JSON, replaced atomically).
+        options: Tuning; see `SyncOptions`.
+        on_event: Called on the event loop with each `SyncEvent`; must not block.
+    """
+
+    def __init__(
+        self,
+        local_root: str,
+        transport_factory: TransportFactory,
+        state_path: str,
+        options: SyncOptions | None = None,
+        on_event: Callable[[SyncEvent], None] | None = None,
+    ) -> None:
+        self.options = options or SyncOptions()
+        self.local_root = os.path.abspath(local_root)
+        self.state_path = state_path
+        self.on_event = on_event or (lambda event: None)
+        o = self.options
+        self.local = _Side(LocalEndpoint(self.local_root, max_file_size=o.max_file_size, fsync=o.fsync))
+        self.remote_endpoint = RemoteEndpoint(
+            transport_factory, o.remote_root, max_file_size=o.max_file_size, cache_dir=o.agent_cache_dir,
+            python=o.python, fsync=o.fsync,
+        )
+        self.remote = _Side(self.remote_endpoint)
+        self.ancestor: Snapshot = {}
+        self._status = SyncStatusData(state=SyncState.DISABLED, local_root=self.local_root, remote_root=o.remote_root)
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._resumed = asyncio.Event()
+        self._paused = False
+        self._force = False
+        self._flushes: list[asyncio.Future[None]] = []
+        self._problems: dict[str, Problem] = {}
+        self._last_full = 0.0
+        self._started_local = False
+        self._scan_problems: dict[str, Problem] = {}
+
+    # -- public API
+
+    async def start(self) -> None:
+        """Load the ancestor and start the session's task (returns at once)."""
+        if self._task is not None:
+            return
+        self.ancestor, conflicts = await asyncio.to_thread(load_ancestor, self.state_path)
+        self._status.conflicts = conflicts
+        self._set_state(SyncState.CONNECTING, "starting")
+        self._task = asyncio.create_task(self._run(), name=f"sync {self.local_root}")
+
+    async def stop(self) -> None:
+        """Stop the task and both endpoints; the ancestor stays on disk for a later start."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.remote_endpoint.close()
+        await self.local.endpoint.close()
+        self._started_local = False
+        for f in self._flushes:
+            if not f.done():
+                f.set_exception(FailedPrecondition("the sync session stopped"))
+        self._flushes.clear()
+        self._set_state(SyncState.DISABLED, "stopped")
+
+    def pause(self) -> None:
+        """Stop applying changes (watching and connection go on) until `resume`."""
+        self._paused = True
+        self._resumed.clear()
+        self._set_state(SyncState.PAUSED, "paused")
+
+    def resume(self, force: bool = False) -> None:
+        """Resume after a pause or a halt; `force` lets the next cycle pass the delete guard."""
+        self._paused = False
+        self._force = force
+        self.local.mark(None)
+        self.remote.mark(None)
+        self._resumed.set()
+        self._wake.set()
+
+    async def flush(self, timeout: float | None = 30.0) -> SyncStatusData:
+        """Rescan both sides fully and return once a cycle finds nothing left to do.
+
+        Raises:
+            DeadlineExceeded: not converged within `timeout`.
+            FailedPrecondition: the session is paused, halted or stopped.
+        """
+        if self._task is None:
+            raise FailedPrecondition("the sync session is not running; start it first")
+        if self._paused or self._status.state == SyncState.HALTED:
+            raise FailedPrecondition(f"the sync session is {self._status.state.name.lower()}: {self._status.message}")
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._flushes.append(fut)
+        self.local.mark(None)
+        self.remote.mark(None)
+        self._wake.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(fut), timeout)
+        except asyncio.TimeoutError as e:
+            raise DeadlineExceeded(
+                f"the sync did not settle within {timeout:g}s ({self._status.state.name.lower()}: "
+                f"{self._status.message}); try again or check `nbctl sync status`"
+            ) from e
+        return self.status()
+
+    def status(self) -> SyncStatusData:
+        s = dataclasses.replace(self._status)
+        s.conflicts = list(self._status.conflicts)
+        s.problems = sorted(self._problems.values(), key=lambda p: p.path)
+        s.files = sum(1 for e in self.ancestor.values() if not e.is_dir)
+        return s
+
+    # -- internals
+
+    def _set_state(self, state: SyncState, message: str) -> None:
+        if self._status.state != state or self._status.message != message:
+            self._status.state = state
+            self._status.message = message
+            self.on_event(StateChanged(state, message))
+
+    def _on_local_change(self, paths: list[str] | None) -> None:
+        self.local.mark(paths)
+        self._wake.set()
+
+    def _on_remote_change(self, paths: list[str] | None) -> None:
+        self.remote.mark(paths)
+        self._wake.set()
+
+    async def _run(self) -> None:
+        delay = self.options.reconnect_min
+        while True:
+            try:
+                if not self._started_local:
+                    await self.local.endpoint.start(self._on_local_change)
+                    self._started_local = True
+                self._set_state(SyncState.CONNECTING, "starting the sync agent in the pod")
+                await self.remote_endpoint.close()
+                await self.remote_endpoint.start(self._on_remote_change)
+                self.local.mark(None)
+                self.remote.mark(None)
+                delay = self.options.reconnect_min
+                await self._loop()
+            except asyncio.CancelledError:
+                raise
+            except AgentLost as e:
+                self._set_state(SyncState.CONNECTING, f"reconnecting: {e}")
+            except NbdError as e:
+                self._set_state(SyncState.ERROR, f"{e}; retrying in {delay:.0f}s")
+            except Exception as e:  # keep the session alive; the log has the traceback
+                log.exception("sync session failed")
+                self._set_state(SyncState.ERROR, f"internal error: {e!r}; retrying in {delay:.0f}s")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.options.reconnect_max)
+
+    async def _loop(self) -> None:
+        while True:
+            if self._paused:
+                await self._resumed.wait()
+            if self.options.full_rescan_interval and time.monotonic() - self._last_full > self.options.full_rescan_interval:
+                self.local.mark(None)
+                self.remote.mark(None)
+            if self.local.dirty or self.remote.dirty:
+                await self._cycle()
+                continue
+            if self._status.state not in (SyncState.HALTED, SyncState.PAUSED):
+                self._set_state(SyncState.WATCHING, "watching both sides")
+            self._settle_flushes()
+            self._wake.clear()
+            timeout = self.options.full_rescan_interval or None
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            await self._debounce()
+
+    async def _debounce(self) -> None:
+        """Let a burst of events (an editor's temp-file-and-rename save) finish first."""
+        start = time.monotonic()
+        while time.monotonic() - start < self.options.max_debounce:
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.options.debounce)
+            except asyncio.TimeoutError:
+                return
+
+    def _settle_flushes(self) -> None:
+        for f in self._flushes:
+            if not f.done():
+                f.set_result(None)
+        self._flushes.clear()
+
+    def _filtered(self) -> tuple[Snapshot, Snapshot, Snapshot, set[str]]:
+        """The three trees without what must not be synced: paths either side ignores, paths a
+        scan could not read (too large, unreadable), symbolic links leading outside the root."""
+        excluded: set[str] = set(self.local.problems) | set(self.remote.problems)
+        problems: dict[str, Problem] = {}
+        for side in (self.local, self.remote):
+            for p in side.problems.values():
+                problems[p.path] = p
+        now = time.time()
+        for side in (self.local, self.remote):
+            for path, e in side.snapshot.items():
+                if e.kind == "symlink" and symlink_escapes(path, e.target):
+                    excluded.add(path)
+                    problems[path] = Problem(
+                        path, f"symbolic link to {e.target!r} leads outside the synced directory; not synced", now
+                    )
+        L, R, A = self.local.snapshot, self.remote.snapshot, self.ancestor
+        if self.local.rules != self.remote.rules:
+            lr, rr = agent.IgnoreRules(), agent.IgnoreRules()
+            for k, v in self.local.rules.items():
+                lr.add_file(k, v)
+            for k, v in self.remote.rules.items():
+                rr.add_file(k, v)
+            for snap in (L, R):
+                for path, e in snap.items():
+                    if lr.ignored(path, e.is_dir) or rr.ignored(path, e.is_dir):
+                        excluded.add(path)
+        self._scan_problems = problems
+        if excluded:
+            L, R, A = without(L, excluded), without(R, excluded), without(A, excluded)
+        return A, L, R, excluded
+
+    async def _cycle(self) -> None:
+        full = self.local.pending is None or self.remote.pending is None
+        if full:
+            self._set_state(SyncState.SCANNING, "scanning both sides")
+        await asyncio.gather(self.local.rescan(), self.remote.rescan())
+        if full and self.local.pending == set() and self.remote.pending == set():
+            self._last_full = time.monotonic()
+        if self._paused:
+            return
+        A, L, R, excluded = self._filtered()
+        now = time.time()
+        guard = None if self._force else self.options.delete_guard
+        plan = reconcile(A, L, R, stamp=_stamp(now), guard=guard)
+        if plan.halt_reason:
+            self._set_state(SyncState.HALTED, plan.halt_reason)
+            self._paused = True
+            self._resumed.clear()
+            return
+        self._force = False
+        self._status.cycles += 1
+        problems = dict(self._scan_problems)
+        if not plan.empty:
+            self._set_state(SyncState.SYNCING, self._describe(plan))
+            applied = await apply_plan(plan, self.local.endpoint, self.remote.endpoint,
+                                       self.local.snapshot, self.remote.snapshot, self._report_change)
+            for p in applied.problems:
+                problems[p.path] = p
+            for c in plan.conflicts:
+                c = dataclasses.replace(c, time=now)
+                self._status.conflicts = (self._status.conflicts + [c])[-MAX_CONFLICTS:]
+                self.on_event(ConflictFound(c))
+            A, L, R, excluded = self._filtered()
+            problems.update(self._scan_problems)
+            for p in applied.problems:
+                problems[p.path] = p
+        old_ancestor = self.ancestor
+        new_ancestor = settle(A, L, R)
+        if excluded:  # paths left out of this cycle keep their agreed state
+            for path, e in old_ancestor.items():
+                if path not in A:
+                    new_ancestor[path] = e
+        self.ancestor = new_ancestor
+        if new_ancestor != old_ancestor or not plan.empty:
+            await asyncio.to_thread(save_ancestor, self.state_path, new_ancestor, self._status.conflicts)
+        for path, p in problems.items():
+            if path not in self._problems:
+                self.on_event(ProblemFound(p))
+        self._problems = problems
+        self._status.last_cycle = now
+
+    def _describe(self, plan: Plan) -> str:
+        n_local, n_remote = len(plan.to_local), len(plan.to_remote)
+        if plan.refilled:
+            return f"refilling the {plan.refilled} side ({n_local + n_remote} changes)"
+        return f"applying {n_remote} change(s) to the pod and {n_local} locally"
+
+    def _report_change(self, direction: str, change: Change, nbytes: int) -> None:
+        if change.new is not None and change.new.is_dir:
+            pass
+        elif direction == "to_local":
+            self._status.files_to_local += 1
+            self._status.bytes_to_local += nbytes
+        else:
+            self._status.files_to_remote += 1
+            self._status.bytes_to_remote += nbytes
+        self.on_event(ChangeApplied(direction, change.path, change.action, nbytes))

@@ -1,0 +1,172 @@
+"""What one side of a sync looks like at one instant, as plain data.
+
+A `Snapshot` maps a relative path ("a/b.txt", "/"-separated, never empty, never starting with "/")
+to an `Entry`. The root itself is not in a snapshot: it always exists as a directory on both sides.
+Entries compare by content identity only (kind, digest, size, executable bit, link target); the
+scanner's cache keys (mtime, inode) never reach this module, so two scans of unchanged content are
+equal. This module does no I/O and is shared by the reconciler, the session and the tests.
+"""
+
+from __future__ import annotations
+
+import bisect
+import posixpath
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+__all__ = [
+    "Entry",
+    "Kind",
+    "Snapshot",
+    "Problem",
+    "Conflict",
+    "PathIndex",
+    "check_path",
+    "symlink_escapes",
+    "without",
+    "is_under",
+    "parent_of",
+    "depth_of",
+]
+
+Kind = Literal["file", "dir", "symlink"]
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One node's content identity.
+
+    Invariants: a "file" has a hex digest (sha256 of its bytes) and a size; a "symlink" has a
+    target; a "dir" has neither. Equality is content equality.
+    """
+
+    kind: Kind
+    digest: str = ""
+    size: int = 0
+    executable: bool = False
+    target: str = ""
+
+    @property
+    def is_dir(self) -> bool:
+        return self.kind == "dir"
+
+
+DIR = Entry("dir")
+
+Snapshot = dict[str, Entry]
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """A path that could not be synchronised this cycle; the cycle went on without it."""
+
+    path: str
+    message: str
+    time: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Conflict:
+    """Both sides changed `path` differently: the local version kept the name, the remote one
+    was kept as `copy_path` on both sides."""
+
+    path: str
+    copy_path: str
+    message: str
+    time: float = 0.0
+
+
+def check_path(path: str) -> str | None:
+    """Return why `path` is not an acceptable relative sync path, or None when it is.
+
+    Acceptable: non-empty, relative, "/"-separated, normalised (no "", "." or ".." component),
+    no NUL byte. This is the daemon-side twin of the agent's validation: both refuse the same set.
+    """
+    if not isinstance(path, str) or not path:
+        return "empty path"
+    if "\x00" in path:
+        return "path contains a NUL byte"
+    if path.startswith("/"):
+        return "absolute path"
+    for part in path.split("/"):
+        if part in ("", ".", ".."):
+            return "path is not normalised (empty, '.' or '..' component)"
+    return None
+
+
+def symlink_escapes(path: str, target: str) -> bool:
+    """True when the symlink at `path` pointing to `target` leads outside the root (lexically)."""
+    if not target or target.startswith("/") or "\x00" in target:
+        return True
+    joined = posixpath.normpath(posixpath.join(posixpath.dirname(path), target))
+    return joined == ".." or joined.startswith("../")
+
+
+def parent_of(path: str) -> str:
+    """The parent's relative path; "" for a top-level entry."""
+    i = path.rfind("/")
+    return "" if i < 0 else path[:i]
+
+
+def depth_of(path: str) -> int:
+    return path.count("/")
+
+
+def is_under(path: str, prefix: str) -> bool:
+    """True when `path` is `prefix` or inside it."""
+    return path == prefix or path.startswith(prefix + "/")
+
+
+def without(snapshot: Mapping[str, Entry], roots: Iterable[str]) -> Snapshot:
+    """A copy of `snapshot` without `roots` and everything under them."""
+    roots = set(roots)
+    if not roots:
+        return dict(snapshot)
+    out: Snapshot = {}
+    for path, entry in snapshot.items():
+        cut = False
+        probe = path
+        while True:
+            if probe in roots:
+                cut = True
+                break
+            i = probe.rfind("/")
+            if i < 0:
+                break
+            probe = probe[:i]
+        if not cut:
+            out[path] = entry
+    return out
+
+
+class PathIndex:
+    """Sorted keys of a snapshot for subtree range queries.
+
+    Sorting puts every descendant of "a" between "a/" and "a0" ('0' follows '/'), whatever other
+    names like "a-b" or "a.txt" sort next to it.
+    """
+
+    def __init__(self, snapshot: Mapping[str, Entry]) -> None:
+        self.snapshot = snapshot
+        self.keys = sorted(snapshot)
+
+    def descendants(self, path: str) -> Iterator[str]:
+        """Paths strictly under `path` ("" is the root), in sorted order."""
+        if path == "":
+            yield from self.keys
+            return
+        lo = bisect.bisect_left(self.keys, path + "/")
+        hi = bisect.bisect_left(self.keys, path + "0")
+        yield from self.keys[lo:hi]
+
+    def subtree(self, path: str) -> dict[str, Entry]:
+        """`path` itself (when present) and its descendants."""
+        out: dict[str, Entry] = {}
+        entry = self.snapshot.get(path)
+        if entry is not None:
+            out[path] = entry
+            if entry.is_dir:
+                for key in self.descendants(path):
+                    out[key] = self.snapshot[key]
+        return out
