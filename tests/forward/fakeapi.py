@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,6 +63,9 @@ class FakeApi:
     _streams: set[web.WebSocketResponse] = field(default_factory=set)
     runner: web.AppRunner | None = None
     url: str = ""
+    exec_protocols: tuple[str, ...] = ("v5.channel.k8s.io", "v4.channel.k8s.io")
+    ssl_context: ssl.SSLContext | None = None
+    client_cert_required: bool = False
 
     # -- control -----------------------------------------------------------------------------
 
@@ -89,6 +93,12 @@ class FakeApi:
         self.fail_until = asyncio.get_running_loop().time() + seconds
         self.fail_body = body
 
+    def expire_watches(self) -> None:
+        """Send every watcher a 410 Expired ERROR event (the client must re-list)."""
+        for q in self._watchers:
+            q.put_nowait({"type": "ERROR", "object": {"kind": "Status", "code": 410, "reason": "Expired",
+                                                      "message": "too old resource version"}})
+
     async def drop_streams(self) -> None:
         for ws in list(self._streams):
             await ws.close()
@@ -101,27 +111,38 @@ class FakeApi:
         app = web.Application(middlewares=[self._middleware])
         app.router.add_get("/api/v1/namespaces/{ns}/pods", self._pods)
         app.router.add_get("/api/v1/namespaces/{ns}/pods/{name}/portforward", self._portforward)
+        app.router.add_get("/api/v1/namespaces/{ns}/pods/{name}/exec", self._exec)
         self.runner = web.AppRunner(app)
         await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        site = web.TCPSite(self.runner, "127.0.0.1", 0, ssl_context=self.ssl_context)
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{port}"
+        scheme = "https" if self.ssl_context else "http"
+        self.url = f"{scheme}://127.0.0.1:{port}"
 
     async def stop(self) -> None:
         await self.drop_streams()
         if self.runner is not None:
             await self.runner.cleanup()
 
-    def kubeconfig(self, directory: Path, token: str | None = None) -> Path:
+    def kubeconfig(
+        self,
+        directory: Path,
+        token: str | None = None,
+        *,
+        cluster_extra: dict[str, Any] | None = None,
+        user: dict[str, Any] | None = None,
+    ) -> Path:
         path = directory / "kubeconfig"
-        user: dict[str, Any] = {"token": token if token is not None else (self.token or "none")}
+        if user is None:
+            user = {"token": token if token is not None else (self.token or "none")}
+        cluster: dict[str, Any] = {"server": self.url, **(cluster_extra or {})}
         path.write_text(
             json.dumps(
                 {
                     "apiVersion": "v1",
                     "kind": "Config",
-                    "clusters": [{"name": "fake", "cluster": {"server": self.url}}],
+                    "clusters": [{"name": "fake", "cluster": cluster}],
                     "users": [{"name": "me", "user": user}],
                     "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "me", "namespace": NS}}],
                     "current-context": "fake",
@@ -132,7 +153,11 @@ class FakeApi:
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        if self.token is not None and request.headers.get("Authorization") != f"Bearer {self.token}":
+        if self.client_cert_required:
+            peer = request.transport.get_extra_info("peercert") if request.transport else None
+            if not peer:
+                return _status(401, "Unauthorized", "Unauthorized")
+        elif self.token is not None and request.headers.get("Authorization") != f"Bearer {self.token}":
             return _status(401, "Unauthorized", "Unauthorized")
         if self.fail_status and asyncio.get_running_loop().time() < self.fail_until:
             return _status(self.fail_status, "ServiceUnavailable", self.fail_body or "injected failure")
@@ -172,6 +197,9 @@ class FakeApi:
         finally:
             self._watchers.remove(q)
         return resp
+
+    async def _exec(self, request: web.Request) -> web.StreamResponse:
+        return await _exec_handler(self, request)
 
     async def _portforward(self, request: web.Request) -> web.StreamResponse:
         self.portforward_requests += 1
@@ -225,6 +253,52 @@ class FakeApi:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             writer.close()
+
+
+async def _exec_handler(api: FakeApi, request: web.Request) -> web.StreamResponse:
+    """Run the command as a local process and speak the exec channel protocol (v5 or v4)."""
+    if request.match_info["name"] not in api.pods:
+        return _status(404, "NotFound", f'pods "{request.match_info["name"]}" not found', name=request.match_info["name"])
+    command = request.query.getall("command")
+    ws = web.WebSocketResponse(protocols=api.exec_protocols, max_msg_size=0)
+    await ws.prepare(request)
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        )
+    except OSError as e:
+        await ws.send_bytes(b"\x03" + json.dumps({"metadata": {}, "status": "Failure", "reason": "InternalError",
+                                                   "message": f"cannot run {command[0]}: {e}"}).encode())
+        await ws.close()
+        return ws
+    assert proc.stdin and proc.stdout and proc.stderr
+
+    async def pump_in() -> None:
+        async for msg in ws:
+            data = msg.data if msg.type is aiohttp.WSMsgType.BINARY else msg.data.encode()
+            if data[:1] == b"\x00":
+                proc.stdin.write(data[1:])  # type: ignore[union-attr]
+                await proc.stdin.drain()  # type: ignore[union-attr]
+            elif data == b"\xff\x00":
+                proc.stdin.close()  # type: ignore[union-attr]
+
+    async def pump_out(stream: asyncio.StreamReader, channel: bytes) -> None:
+        while data := await stream.read(65536):
+            await ws.send_bytes(channel + data)
+
+    feeder = asyncio.create_task(pump_in())
+    await asyncio.gather(pump_out(proc.stdout, b"\x01"), pump_out(proc.stderr, b"\x02"))
+    code = await proc.wait()
+    if code == 0:
+        status: dict[str, Any] = {"metadata": {}, "status": "Success"}
+    else:
+        status = {"metadata": {}, "status": "Failure", "reason": "NonZeroExitCode",
+                  "message": f"command terminated with non-zero exit code: {code}",
+                  "details": {"causes": [{"reason": "ExitCode", "message": str(code)}]}}
+    await ws.send_bytes(b"\x03" + json.dumps(status).encode())
+    feeder.cancel()
+    await ws.close()
+    return ws
 
 
 def _status(code: int, reason: str, message: str, name: str | None = None) -> web.Response:

@@ -152,21 +152,25 @@ def error_from_status(
 
 
 def _is_tls_failure(exc: BaseException) -> ssl.SSLError | None:
+    """The ssl.SSLError somewhere in exc's chain (urllib3/aiohttp wrap it in various ways)."""
     seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
+    queue: list[BaseException] = [exc]
+    while queue:
+        current = queue.pop(0)
+        if id(current) in seen:
+            continue
         seen.add(id(current))
         if isinstance(current, ssl.SSLError):
             return current
-        inner = getattr(current, "reason", None)
-        if isinstance(inner, BaseException):
-            current = inner
-            continue
-        inner = getattr(current, "os_error", None) or getattr(current, "certificate_error", None)
-        if isinstance(inner, BaseException):
-            current = inner
-            continue
-        current = current.__cause__ or current.__context__
+        linked: list[object] = [
+            getattr(current, "reason", None),
+            getattr(current, "os_error", None),
+            getattr(current, "certificate_error", None),
+            current.__cause__,
+            current.__context__,
+            *current.args,
+        ]
+        queue.extend(x for x in linked if isinstance(x, BaseException))
     return None
 
 
