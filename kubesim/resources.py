@@ -1,0 +1,509 @@
+"""The catalogue of resources kubesim serves: built-in kinds plus whatever CRDs define.
+
+`ResourceInfo` is everything the store, the router, discovery, OpenAPI and the table printer need
+to know about one resource (names, scope, verbs, subresources, printer columns). `Registry` holds
+them and is mutated when CRDs are created or deleted; discovery reads it on every request so a new
+CRD is served at once.
+
+Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "KindKey",
+    "PrinterColumn",
+    "ResourceInfo",
+    "Registry",
+    "builtin_resources",
+    "ALL_VERBS",
+]
+
+# (group, version, resource), e.g. ("", "v1", "pods"), ("batch", "v1", "jobs").
+KindKey = tuple[str, str, str]
+
+ALL_VERBS = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
+
+
+@dataclass(frozen=True)
+class PrinterColumn:
+    """One column of `kubectl get` output; `json_path` is a CRD-style JSONPath (`.spec.x`)."""
+
+    name: str
+    json_path: str
+    type: str = "string"
+    description: str = ""
+    priority: int = 0
+    format: str = ""
+
+
+@dataclass
+class ResourceInfo:
+    """One servable resource in one version.
+
+    Invariant: (group, resource) names the storage; every version of a resource shares the same
+    objects (kubesim does no schema conversion between versions, only rewrites `apiVersion`).
+    """
+
+    group: str
+    version: str
+    resource: str  # plural, lower case
+    kind: str
+    namespaced: bool
+    singular: str = ""
+    short_names: list[str] = field(default_factory=list)
+    categories: list[str] = field(default_factory=list)
+    verbs: list[str] = field(default_factory=lambda: list(ALL_VERBS))
+    # subresource name -> verbs; "status" and "scale" are handled by the router itself,
+    # others ("log", "exec", "portforward") by handlers registered with the API server.
+    subresources: dict[str, list[str]] = field(default_factory=dict)
+    printer_columns: list[PrinterColumn] = field(default_factory=list)
+    # For custom resources: the CRD's openAPIV3Schema of this version (None = no validation).
+    schema: dict[str, Any] | None = None
+    served: bool = True
+    storage_version: bool = True
+    crd_name: str | None = None
+
+    @property
+    def key(self) -> KindKey:
+        return (self.group, self.version, self.resource)
+
+    @property
+    def group_resource(self) -> tuple[str, str]:
+        return (self.group, self.resource)
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    @property
+    def list_kind(self) -> str:
+        return self.kind + "List"
+
+    @property
+    def has_status(self) -> bool:
+        return "status" in self.subresources
+
+    @property
+    def is_custom(self) -> bool:
+        return self.crd_name is not None
+
+    def qualified(self) -> str:
+        """`pods`, `jobs.batch`: the name used in error messages."""
+        return f"{self.resource}.{self.group}" if self.group else self.resource
+
+
+class Registry:
+    """All resources currently served, keyed by (group, version, resource)."""
+
+    def __init__(self, infos: list[ResourceInfo] | None = None) -> None:
+        self._infos: dict[KindKey, ResourceInfo] = {}
+        for info in infos if infos is not None else builtin_resources():
+            self.add(info)
+
+    def add(self, info: ResourceInfo) -> None:
+        self._infos[info.key] = info
+
+    def remove_crd(self, crd_name: str) -> None:
+        for key in [k for k, i in self._infos.items() if i.crd_name == crd_name]:
+            del self._infos[key]
+
+    def get(self, key: KindKey) -> ResourceInfo | None:
+        return self._infos.get(key)
+
+    def all(self) -> list[ResourceInfo]:
+        return list(self._infos.values())
+
+    def by_kind(self, group: str, version: str, kind: str) -> ResourceInfo | None:
+        for info in self._infos.values():
+            if info.group == group and info.version == version and info.kind == kind:
+                return info
+        return None
+
+    def by_api_version_kind(self, api_version: str, kind: str) -> ResourceInfo | None:
+        group, _, version = api_version.rpartition("/")
+        return self.by_kind(group, version, kind)
+
+    def any_version(self, group: str, resource: str) -> ResourceInfo | None:
+        """Some served version of (group, resource): the storage version when there is one."""
+        found = [i for i in self._infos.values() if i.group == group and i.resource == resource]
+        found.sort(key=lambda i: not i.storage_version)
+        return found[0] if found else None
+
+    def groups(self) -> dict[str, list[str]]:
+        """group -> versions, preferred (storage) version first."""
+        out: dict[str, list[str]] = {}
+        for info in self._infos.values():
+            versions = out.setdefault(info.group, [])
+            if info.version not in versions:
+                if info.storage_version:
+                    versions.insert(0, info.version)
+                else:
+                    versions.append(info.version)
+        return out
+
+    def in_group_version(self, group: str, version: str) -> list[ResourceInfo]:
+        return [i for i in self._infos.values() if i.group == group and i.version == version]
+
+    def copy(self) -> "Registry":
+        return Registry([copy.copy(i) for i in self._infos.values()])
+
+
+def _cols(*cols: tuple[str, str] | tuple[str, str, str]) -> list[PrinterColumn]:
+    out = []
+    for c in cols:
+        out.append(PrinterColumn(c[0], c[1], c[2] if len(c) > 2 else "string"))  # type: ignore[misc]
+    return out
+
+
+def builtin_resources() -> list[ResourceInfo]:
+    """The built-in kinds kubesim serves (fresh objects each call)."""
+    st = {"status": ["get", "patch", "update"]}
+    ro = ["get", "list", "watch"]
+    return [
+        ResourceInfo("", "v1", "namespaces", "Namespace", False, "namespace", ["ns"],
+                     verbs=["create", "delete", "get", "list", "patch", "update", "watch"], subresources=dict(st)),
+        ResourceInfo("", "v1", "pods", "Pod", True, "pod", ["po"], ["all"], subresources=dict(st)),
+        ResourceInfo("", "v1", "secrets", "Secret", True, "secret"),
+        ResourceInfo("", "v1", "configmaps", "ConfigMap", True, "configmap", ["cm"]),
+        ResourceInfo("", "v1", "events", "Event", True, "event", ["ev"]),
+        ResourceInfo("", "v1", "services", "Service", True, "service", ["svc"], ["all"], subresources=dict(st)),
+        ResourceInfo("", "v1", "nodes", "Node", False, "node", ["no"], subresources=dict(st)),
+        ResourceInfo("", "v1", "serviceaccounts", "ServiceAccount", True, "serviceaccount", ["sa"]),
+        ResourceInfo("", "v1", "persistentvolumeclaims", "PersistentVolumeClaim", True,
+                     "persistentvolumeclaim", ["pvc"], subresources=dict(st)),
+        ResourceInfo("", "v1", "endpoints", "Endpoints", True, "endpoints", ["ep"]),
+        ResourceInfo("", "v1", "resourcequotas", "ResourceQuota", True, "resourcequota", ["quota"],
+                     subresources=dict(st)),
+        ResourceInfo("", "v1", "limitranges", "LimitRange", True, "limitrange", ["limits"]),
+        ResourceInfo("batch", "v1", "jobs", "Job", True, "job", [], ["all"], subresources=dict(st)),
+        ResourceInfo("batch", "v1", "cronjobs", "CronJob", True, "cronjob", ["cj"], ["all"], subresources=dict(st)),
+        ResourceInfo("apps", "v1", "deployments", "Deployment", True, "deployment", ["deploy"], ["all"],
+                     subresources={"status": ["get", "patch", "update"], "scale": ["get", "patch", "update"]}),
+        ResourceInfo("apps", "v1", "replicasets", "ReplicaSet", True, "replicaset", ["rs"], ["all"],
+                     subresources=dict(st)),
+        ResourceInfo("apps", "v1", "statefulsets", "StatefulSet", True, "statefulset", ["sts"], ["all"],
+                     subresources=dict(st)),
+        ResourceInfo("apps", "v1", "daemonsets", "DaemonSet", True, "daemonset", ["ds"], ["all"],
+                     subresources=dict(st)),
+        ResourceInfo("events.k8s.io", "v1", "events", "Event", True, "event", ["ev"]),
+        ResourceInfo("rbac.authorization.k8s.io", "v1", "roles", "Role", True, "role"),
+        ResourceInfo("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding", True, "rolebinding"),
+        ResourceInfo("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", False, "clusterrole"),
+        ResourceInfo("rbac.authorization.k8s.io", "v1", "clusterrolebindings", "ClusterRoleBinding", False,
+                     "clusterrolebinding"),
+        ResourceInfo("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", False,
+                     "customresourcedefinition", ["crd", "crds"], ["api-extensions"], subresources=dict(st)),
+        ResourceInfo("coordination.k8s.io", "v1", "leases", "Lease", True, "lease"),
+        ResourceInfo("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget", True, "poddisruptionbudget",
+                     ["pdb"], subresources=dict(st)),
+        ResourceInfo("networking.k8s.io", "v1", "ingresses", "Ingress", True, "ingress", ["ing"],
+                     subresources=dict(st)),
+        ResourceInfo("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy", True, "networkpolicy",
+                     ["netpol"]),
+        ResourceInfo("scheduling.k8s.io", "v1", "priorityclasses", "PriorityClass", False, "priorityclass", ["pc"]),
+        ResourceInfo("storage.k8s.io", "v1", "storageclasses", "StorageClass", False, "storageclass", ["sc"]),
+        ResourceInfo("authorization.k8s.io", "v1", "selfsubjectaccessreviews", "SelfSubjectAccessReview", False,
+                     "selfsubjectaccessreview", verbs=["create"]),
+        ResourceInfo("authorization.k8s.io", "v1", "selfsubjectrulesreviews", "SelfSubjectRulesReview", True,
+                     "selfsubjectrulesreview", verbs=["create"]),
+    ]
+
+
+# ---------------------------------------------------------------------- defaulting (per kind)
+
+_service_ip_counter = [10]
+
+
+def _default_pod_spec(spec: dict[str, Any]) -> None:
+    spec.setdefault("restartPolicy", "Always")
+    spec.setdefault("terminationGracePeriodSeconds", 30)
+    spec.setdefault("dnsPolicy", "ClusterFirst")
+    spec.setdefault("schedulerName", "default-scheduler")
+    spec.setdefault("securityContext", {})
+    if "serviceAccountName" in spec or "serviceAccount" not in spec:
+        spec.setdefault("serviceAccountName", "default")
+    spec["serviceAccount"] = spec["serviceAccountName"]
+    for c in (spec.get("containers") or []) + (spec.get("initContainers") or []):
+        if not isinstance(c, dict):
+            continue
+        image = str(c.get("image", ""))
+        tag = image.rsplit("/", 1)[-1]
+        latest = "@" not in image and (":" not in tag or tag.endswith(":latest"))
+        c.setdefault("imagePullPolicy", "Always" if latest else "IfNotPresent")
+        c.setdefault("terminationMessagePath", "/dev/termination-log")
+        c.setdefault("terminationMessagePolicy", "File")
+        c.setdefault("resources", {})
+        for p in c.get("ports") or []:
+            if isinstance(p, dict):
+                p.setdefault("protocol", "TCP")
+
+
+def _qos_class(spec: dict[str, Any]) -> str:
+    any_set = False
+    guaranteed = True
+    for c in spec.get("containers") or []:
+        res = c.get("resources") or {}
+        req, lim = res.get("requests") or {}, res.get("limits") or {}
+        if req or lim:
+            any_set = True
+        for r in ("cpu", "memory"):
+            if r not in lim or (r in req and req[r] != lim[r]):
+                guaranteed = False
+    if not any_set:
+        return "BestEffort"
+    return "Guaranteed" if guaranteed else "Burstable"
+
+
+def prepare_create(info: ResourceInfo, obj: dict[str, Any], store: Any) -> dict[str, Any]:
+    """Server-side defaults and create-time resets of built-in kinds (status is cleared where the
+    real server clears it; pods start Pending; jobs get their selector and labels)."""
+    key = (info.group, info.resource)
+    meta = obj["metadata"]
+    if info.has_status and key not in {("", "nodes"), ("", "namespaces"), ("apiextensions.k8s.io",
+                                                                           "customresourcedefinitions")}:
+        obj.pop("status", None)
+    if key == ("", "pods"):
+        spec = obj.setdefault("spec", {})
+        if not isinstance(spec.get("containers"), list) or not spec["containers"]:
+            from kubesim.store import ApiError
+
+            raise ApiError.invalid(info, meta["name"], [{"field": "spec.containers", "reason": "FieldValueRequired",
+                                                         "message": "Required value"}])
+        _default_pod_spec(spec)
+        obj["status"] = {"phase": "Pending", "qosClass": _qos_class(spec)}
+    elif key == ("batch", "jobs"):
+        spec = obj.setdefault("spec", {})
+        uid = meta["uid"]
+        spec.setdefault("parallelism", 1)
+        spec.setdefault("completions", 1)
+        spec.setdefault("backoffLimit", 6)
+        spec.setdefault("completionMode", "NonIndexed")
+        spec.setdefault("suspend", False)
+        spec.setdefault("podReplacementPolicy", "TerminatingOrFailed")
+        tmpl = spec.setdefault("template", {})
+        tmeta = tmpl.setdefault("metadata", {})
+        labels = tmeta.setdefault("labels", {})
+        if not spec.get("manualSelector"):
+            for k, v in (("batch.kubernetes.io/controller-uid", uid), ("batch.kubernetes.io/job-name", meta["name"]),
+                         ("controller-uid", uid), ("job-name", meta["name"])):
+                labels.setdefault(k, v)
+            spec["selector"] = {"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}
+        tspec = tmpl.setdefault("spec", {})
+        if tspec.get("restartPolicy") not in ("Never", "OnFailure"):
+            from kubesim.store import ApiError
+
+            raise ApiError.invalid(info, meta["name"], [{
+                "field": "spec.template.spec.restartPolicy", "reason": "FieldValueNotSupported",
+                "message": f'Unsupported value: "{tspec.get("restartPolicy", "Always")}": supported values: '
+                           '"OnFailure", "Never"'}])
+        _default_pod_spec(tspec)
+        meta.setdefault("labels", {}).update({k: v for k, v in labels.items()
+                                              if k in ("batch.kubernetes.io/controller-uid",
+                                                       "batch.kubernetes.io/job-name", "controller-uid",
+                                                       "job-name")})
+    elif key == ("", "namespaces"):
+        meta.setdefault("labels", {})["kubernetes.io/metadata.name"] = meta["name"]
+        obj["spec"] = {"finalizers": ["kubernetes"]}
+        obj["status"] = {"phase": "Active"}
+    elif key == ("", "services"):
+        spec = obj.setdefault("spec", {})
+        spec.setdefault("type", "ClusterIP")
+        if spec.get("clusterIP") != "None":
+            _service_ip_counter[0] += 1
+            n = _service_ip_counter[0]
+            spec.setdefault("clusterIP", f"10.96.{n // 250}.{n % 250 + 1}")
+        spec["clusterIPs"] = [spec["clusterIP"]]
+        spec.setdefault("sessionAffinity", "None")
+        spec.setdefault("ipFamilies", ["IPv4"])
+        for p in spec.get("ports") or []:
+            p.setdefault("protocol", "TCP")
+            p.setdefault("targetPort", p.get("port"))
+        obj["status"] = {"loadBalancer": {}}
+    elif key == ("apps", "deployments"):
+        spec = obj.setdefault("spec", {})
+        spec.setdefault("replicas", 1)
+        spec.setdefault("revisionHistoryLimit", 10)
+        spec.setdefault("progressDeadlineSeconds", 600)
+        spec.setdefault("strategy", {"type": "RollingUpdate",
+                                     "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}})
+        _default_pod_spec(spec.setdefault("template", {}).setdefault("spec", {}))
+    elif key == ("", "secrets"):
+        obj.setdefault("type", "Opaque")
+        data = obj.setdefault("data", {}) if obj.get("data") is not None or obj.get("stringData") else obj.get("data")
+        if obj.get("stringData"):
+            import base64
+
+            for k, v in obj.pop("stringData").items():
+                data[k] = base64.b64encode(str(v).encode()).decode()  # type: ignore[index]
+    elif key == ("", "nodes"):
+        obj.setdefault("spec", {})
+    return obj
+
+
+def prepare_update(info: ResourceInfo, new: dict[str, Any], old: dict[str, Any], store: Any) -> dict[str, Any]:
+    """Update-time normalisation (stringData folding, immutable job selector)."""
+    key = (info.group, info.resource)
+    if key == ("", "secrets") and new.get("stringData"):
+        import base64
+
+        data = new.setdefault("data", {}) or {}
+        new["data"] = data
+        for k, v in new.pop("stringData").items():
+            data[k] = base64.b64encode(str(v).encode()).decode()
+    return new
+
+
+# ---------------------------------------------------------------------- CRDs
+
+
+def admit_crd(crd: dict[str, Any], registry: Registry) -> dict[str, Any]:
+    """Validate and default a CustomResourceDefinition, and set its status as the real server
+    does once names are accepted (Established and NamesAccepted True)."""
+    from kubesim.store import ApiError, now_rfc3339
+
+    info = registry.get(("apiextensions.k8s.io", "v1", "customresourcedefinitions"))
+    assert info is not None
+    name = crd["metadata"]["name"]
+    spec = crd.get("spec") or {}
+    causes: list[dict[str, str]] = []
+
+    def bad(fieldpath: str, message: str, reason: str = "FieldValueInvalid") -> None:
+        causes.append({"field": fieldpath, "reason": reason, "message": message})
+
+    group = spec.get("group")
+    names = spec.get("names") or {}
+    if not group:
+        bad("spec.group", "Required value", "FieldValueRequired")
+    if not names.get("plural"):
+        bad("spec.names.plural", "Required value", "FieldValueRequired")
+    if not names.get("kind"):
+        bad("spec.names.kind", "Required value", "FieldValueRequired")
+    if spec.get("scope") not in ("Namespaced", "Cluster"):
+        bad("spec.scope", f'Unsupported value: "{spec.get("scope", "")}": supported values: "Cluster", "Namespaced"',
+            "FieldValueNotSupported")
+    versions = spec.get("versions") or []
+    if not versions:
+        bad("spec.versions", "Invalid value: null: must have exactly one version marked as storage version")
+    elif sum(1 for v in versions if v.get("storage")) != 1:
+        bad("spec.versions", "Invalid value: must have exactly one version marked as storage version")
+    if group and names.get("plural") and name != f"{names['plural']}.{group}":
+        bad("metadata.name", f'Invalid value: "{name}": must be spec.names.plural+"."+spec.group')
+    for i, v in enumerate(versions):
+        if not ((v.get("schema") or {}).get("openAPIV3Schema")):
+            bad(f"spec.versions[{i}].schema.openAPIV3Schema", "Required value: schemas are required",
+                "FieldValueRequired")
+    if causes:
+        raise ApiError.invalid(info, name, causes)
+    names.setdefault("singular", names["kind"].lower())
+    names.setdefault("listKind", names["kind"] + "List")
+    spec["names"] = names
+    spec.setdefault("conversion", {"strategy": "None"})
+    crd["spec"] = spec
+    now = now_rfc3339()
+    old_status = crd.get("status") or {}
+    old_conds = {c.get("type"): c for c in old_status.get("conditions") or []}
+
+    def cond(ctype: str, reason: str, message: str) -> dict[str, Any]:
+        prev = old_conds.get(ctype)
+        return {"type": ctype, "status": "True", "reason": reason, "message": message,
+                "lastTransitionTime": prev.get("lastTransitionTime", now) if prev else now}
+
+    stored = list(old_status.get("storedVersions") or [])
+    for v in versions:
+        if v.get("storage") and v["name"] not in stored:
+            stored.append(v["name"])
+    crd["status"] = {
+        "conditions": [cond("NamesAccepted", "NoConflicts", "no conflicts found"),
+                       cond("Established", "InitialNamesAccepted", "the initial names have been accepted")],
+        "acceptedNames": {k: names[k] for k in ("plural", "singular", "shortNames", "kind", "listKind",
+                                                "categories") if k in names},
+        "storedVersions": stored,
+    }
+    return crd
+
+
+def crd_resource_infos(crd: dict[str, Any]) -> list[ResourceInfo]:
+    """The ResourceInfos (one per served version) a CRD defines."""
+    spec = crd["spec"]
+    names = spec["names"]
+    out = []
+    for v in spec.get("versions") or []:
+        if not v.get("served", True):
+            continue
+        subs: dict[str, list[str]] = {}
+        if "status" in (v.get("subresources") or {}):
+            subs["status"] = ["get", "patch", "update"]
+        if "scale" in (v.get("subresources") or {}):
+            subs["scale"] = ["get", "patch", "update"]
+        cols = [PrinterColumn(c["name"], c.get("jsonPath", ""), c.get("type", "string"), c.get("description", ""),
+                              int(c.get("priority", 0)), c.get("format", ""))
+                for c in v.get("additionalPrinterColumns") or []]
+        out.append(ResourceInfo(
+            group=spec["group"], version=v["name"], resource=names["plural"], kind=names["kind"],
+            namespaced=spec.get("scope") == "Namespaced", singular=names.get("singular", ""),
+            short_names=list(names.get("shortNames") or []), categories=list(names.get("categories") or []),
+            subresources=subs, printer_columns=cols,
+            schema=(v.get("schema") or {}).get("openAPIV3Schema"),
+            storage_version=bool(v.get("storage")), crd_name=crd["metadata"]["name"]))
+    return out
+
+
+def register_crd(crd: dict[str, Any], registry: Registry) -> None:
+    registry.remove_crd(crd["metadata"]["name"])
+    for info in crd_resource_infos(crd):
+        registry.add(info)
+
+
+# ---------------------------------------------------------------------- events.k8s.io view
+
+
+def core_event_to_events_v1(ev: dict[str, Any]) -> dict[str, Any]:
+    """Render a stored core/v1 Event as events.k8s.io/v1."""
+    out: dict[str, Any] = {
+        "apiVersion": "events.k8s.io/v1",
+        "kind": "Event",
+        "metadata": ev.get("metadata", {}),
+        "eventTime": ev.get("eventTime"),
+        "reportingController": ev.get("reportingComponent") or (ev.get("source") or {}).get("component", ""),
+        "reportingInstance": ev.get("reportingInstance", ""),
+        "action": ev.get("action", ""),
+        "reason": ev.get("reason", ""),
+        "regarding": ev.get("involvedObject", {}),
+        "note": ev.get("message", ""),
+        "type": ev.get("type", "Normal"),
+        "deprecatedSource": ev.get("source", {}),
+        "deprecatedFirstTimestamp": ev.get("firstTimestamp"),
+        "deprecatedLastTimestamp": ev.get("lastTimestamp"),
+        "deprecatedCount": ev.get("count"),
+    }
+    if ev.get("related"):
+        out["related"] = ev["related"]
+    return out
+
+
+def events_v1_to_core_event(ev: dict[str, Any]) -> dict[str, Any]:
+    """Store an events.k8s.io/v1 Event as a core/v1 Event."""
+    if ev.get("apiVersion") == "v1" or "involvedObject" in ev:
+        return ev
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": ev.get("metadata", {}),
+        "involvedObject": ev.get("regarding", {}),
+        "reason": ev.get("reason", ""),
+        "message": ev.get("note", ""),
+        "type": ev.get("type", "Normal"),
+        "source": ev.get("deprecatedSource") or {"component": ev.get("reportingController", "")},
+        "firstTimestamp": ev.get("deprecatedFirstTimestamp"),
+        "lastTimestamp": ev.get("deprecatedLastTimestamp"),
+        "count": ev.get("deprecatedCount") or 1,
+        "eventTime": ev.get("eventTime"),
+        "action": ev.get("action"),
+        "reportingComponent": ev.get("reportingController", ""),
+        "reportingInstance": ev.get("reportingInstance", ""),
+    }
