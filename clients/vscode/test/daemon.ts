@@ -55,6 +55,8 @@ export interface DaemonOptions {
   env?: NodeJS.ProcessEnv;
   /** Extra arguments (`--capabilities none`, ...). */
   args?: string[];
+  /** The socket path; default DIR/nbd.sock. */
+  socket?: string;
   /** Prepares the state dir before the daemon starts (persisted sessions to load). */
   seed?: (stateDir: string) => void;
   startTimeoutMs?: number;
@@ -88,7 +90,7 @@ export class Daemon {
   static async start(bin: string, options: DaemonOptions = {}): Promise<Daemon> {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), "nbdvs-"));
     options.seed?.(dir);
-    const socket = path.join(dir, "nbd.sock");
+    const socket = options.socket ?? path.join(dir, "nbd.sock");
     const logFile = path.join(dir, "test-daemon.out");
     const out = fs.openSync(logFile, "w");
     const child = spawn(bin, ["--socket", socket, "--state-dir", dir, ...(options.args ?? [])], {
