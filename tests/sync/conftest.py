@@ -1,0 +1,77 @@
+"""Fixtures of the sync tests: a session between two temporary directories, the "remote" one
+served by the real agent running as a local child process (the local-subprocess transport)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nbd.sync import SyncEvent, SyncOptions, SyncSession, local_process_factory
+from nbd.sync.remote import TransportFactory
+
+
+@dataclass
+class Pair:
+    local: Path
+    remote: Path
+    state: Path
+    cache: Path
+    events: list[SyncEvent] = field(default_factory=list)
+
+    def options(self, **kw: Any) -> SyncOptions:
+        return SyncOptions(remote_root=str(self.remote), agent_cache_dir=str(self.cache), **kw)
+
+    @contextlib.asynccontextmanager
+    async def session(self, factory: TransportFactory = local_process_factory, **kw: Any) -> AsyncIterator[SyncSession]:
+        s = SyncSession(str(self.local), factory, str(self.state), self.options(**kw), self.events.append)
+        await s.start()
+        try:
+            yield s
+        finally:
+            await s.stop()
+
+
+@pytest.fixture
+def pair(tmp_path: Path) -> Pair:
+    p = Pair(tmp_path / "local", tmp_path / "remote", tmp_path / "state" / "sync.json", tmp_path / "cache")
+    for d in (p.local, p.remote, p.cache):
+        d.mkdir()
+    return p
+
+
+async def until(cond: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
+    """Poll `cond` until it holds; fail after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+def tree(root: Path) -> dict[str, Any]:
+    """A comparable picture of a directory: relative path → bytes, "dir", ("link", target), and
+    the executable bit of files."""
+    out: dict[str, Any] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            full = Path(dirpath) / name
+            rel = str(full.relative_to(root))
+            if full.is_symlink():
+                out[rel] = ("link", os.readlink(full))
+            elif full.is_dir():
+                out[rel] = "dir"
+            else:
+                out[rel] = (full.read_bytes(), os.access(full, os.X_OK))
+    return out
+
+
+def run(coro: Awaitable[Any]) -> Any:
+    return asyncio.run(coro)  # type: ignore[arg-type]

@@ -1,0 +1,300 @@
+"""The agent: its file operations and guarantees, driven through the real frame protocol with the
+agent running as a child process (RemoteEndpoint over the local-subprocess transport)."""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import hashlib
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nbd.sync import agent
+from nbd.sync.endpoint import SyncRefused
+from nbd.sync.remote import RemoteEndpoint, agent_source, local_process_factory
+from nbd.sync.snapshot import Entry
+
+from .conftest import run, until  # noqa: F401  (importlib mode resolves the package-relative import)
+
+
+def test_agent_is_python38_syntax() -> None:
+    ast.parse(agent_source(), feature_version=(3, 8))
+
+
+def test_agent_imports_only_the_standard_library() -> None:
+    tree = ast.parse(agent_source())
+    roots = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            roots |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            roots.add(node.module.split(".")[0])
+    allowed = {"__future__", "errno", "hashlib", "json", "os", "re", "stat", "struct", "sys", "threading",
+               "time", "typing", "zlib", "ctypes", "select"}
+    assert roots <= allowed
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def file_entry(data: bytes, executable: bool = False) -> Entry:
+    return Entry("file", _sha(data), len(data), executable)
+
+
+async def chunks(*parts: bytes) -> AsyncIterator[bytes]:
+    for p in parts:
+        yield p
+
+
+class Agent:
+    def __init__(self, root: Path, cache: Path) -> None:
+        self.changes: list[list[str] | None] = []
+        self.ep = RemoteEndpoint(local_process_factory, str(root), cache_dir=str(cache), max_file_size=1 << 20 << 7)
+
+    async def __aenter__(self) -> RemoteEndpoint:
+        await self.ep.start(self.changes.append)
+        return self.ep
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.ep.close()
+
+
+def test_bootstrap_sends_the_agent_once_then_uses_the_cache(tmp_path: Path) -> None:
+    root, cache = tmp_path / "r", tmp_path / "c"
+    root.mkdir(), cache.mkdir()
+    sent: list[bytes] = []
+
+    async def recording_factory(argv: list[str]) -> Any:
+        t = await local_process_factory(argv)
+        real = t.send
+
+        async def send(data: bytes) -> None:
+            sent.append(data)
+            await real(data)
+
+        t.send = send  # type: ignore[method-assign]
+        return t
+
+    async def go() -> None:
+        for _ in range(2):
+            ep = RemoteEndpoint(recording_factory, str(root), cache_dir=str(cache))
+            await ep.start(lambda paths: None)
+            assert ep.hello["version"] == agent.PROTOCOL_VERSION
+            await ep.close()
+
+    run(go())
+    source = agent_source()
+    assert sent.count(source) == 1
+    assert (cache / f".nbd-agent-{_sha(source)}.py").read_bytes() == source
+
+
+def test_scan_digests_ignores_and_temp_files(tmp_path: Path) -> None:
+    root = tmp_path / "r"
+    (root / "sub").mkdir(parents=True)
+    (root / "a.txt").write_bytes(b"hello")
+    (root / "run.sh").write_bytes(b"#!/bin/sh\n")
+    os.chmod(root / "run.sh", 0o755)
+    (root / "sub" / "keep.py").write_bytes(b"x")
+    (root / "sub" / "drop.log").write_bytes(b"x")
+    (root / ".gitignore").write_text("*.log\n")
+    (root / ".nbdignore").write_text("secret/\n")
+    (root / "secret").mkdir()
+    (root / "secret" / "k").write_bytes(b"k")
+    for d in (".git", "__pycache__", "node_modules", ".ipynb_checkpoints", ".venv"):
+        (root / d).mkdir()
+        (root / d / "x").write_bytes(b"x")
+    (root / ".nbd-tmp-123-a.txt").write_bytes(b"partial")
+    os.symlink("a.txt", root / "link")
+
+    async def go() -> None:
+        async with Agent(root, tmp_path) as ep:
+            res = await ep.scan()
+            assert set(res.entries) == {"a.txt", "run.sh", "sub", "sub/keep.py", ".gitignore", ".nbdignore", "link"}
+            assert res.entries["a.txt"] == file_entry(b"hello")
+            assert res.entries["run.sh"].executable
+            assert res.entries["link"] == Entry("symlink", target="a.txt")
+            assert set(res.rules) == {".gitignore", ".nbdignore"}
+            # configure(clean=True) removed the interrupted write's temp file.
+            assert not (root / ".nbd-tmp-123-a.txt").exists()
+            part = await ep.scan(["sub", "gone"])
+            assert set(part.entries) == {"sub", "sub/keep.py"} and part.absent == ["gone"]
+
+    run(go())
+
+
+def test_write_is_atomic_and_refused_when_target_changed(tmp_path: Path) -> None:
+    root = tmp_path / "r"
+    root.mkdir()
+
+    async def go() -> None:
+        async with Agent(root, tmp_path) as ep:
+            e = await ep.write("f", None, file_entry(b"one"), chunks(b"o", b"ne"))
+            assert (root / "f").read_bytes() == b"one" and e == file_entry(b"one")
+            # Expected absent, but present: refused, file untouched.
+            with pytest.raises(SyncRefused, match="appeared"):
+                await ep.write("f", None, file_entry(b"two"), chunks(b"two"))
+            # Expected the old content, but someone changed it meanwhile: refused.
+            (root / "f").write_bytes(b"edited")
+            with pytest.raises(SyncRefused, match="changed since"):
+                await ep.write("f", file_entry(b"one"), file_entry(b"two"), chunks(b"two"))
+            assert (root / "f").read_bytes() == b"edited"
+            # Content not matching its digest never lands.
+            with pytest.raises(SyncRefused, match="digest"):
+                await ep.write("g", None, file_entry(b"good"), chunks(b"evil"))
+            assert not (root / "g").exists()
+            assert [n for n in os.listdir(root) if n.startswith(agent.TEMP_PREFIX)] == []
+
+    run(go())
+
+
+def test_paths_are_validated_and_links_never_written_through(tmp_path: Path) -> None:
+    root, outside = tmp_path / "r", tmp_path / "outside"
+    root.mkdir(), outside.mkdir()
+    os.symlink(str(outside), root / "escape")
+
+    async def go() -> None:
+        async with Agent(root, tmp_path) as ep:
+            for bad in ("../x", "/etc/passwd", "a/../../x", "a//b", "", "a\x00b"):
+                with pytest.raises(SyncRefused):
+                    await ep.write(bad, None, file_entry(b"x"), chunks(b"x"))
+            with pytest.raises(SyncRefused, match="symbolic link"):
+                await ep.write("escape/pwned", None, file_entry(b"x"), chunks(b"x"))
+            results = await ep.ops([{"op": "mkdir", "path": "escape/d"}, {"op": "delete", "path": "../r",
+                                                                           "expected": ["dir", "", False, ""]}])
+            assert all(isinstance(r, str) for r in results)
+            with pytest.raises(SyncRefused):
+                async for _ in ep.read("/etc/passwd", ""):
+                    pass
+        assert os.listdir(outside) == []
+
+    run(go())
+
+
+def test_metadata_operations(tmp_path: Path) -> None:
+    root = tmp_path / "r"
+    root.mkdir()
+    (root / "f").write_bytes(b"data")
+    (root / "d").mkdir()
+    (root / "d" / "inner").write_bytes(b"i")
+
+    async def go() -> None:
+        async with Agent(root, tmp_path) as ep:
+            f = file_entry(b"data")
+            r = await ep.ops([
+                {"op": "chmod", "path": "f", "expected": ["file", f.digest, False, ""], "executable": True},
+                {"op": "symlink", "path": "l", "expected": None, "target": "f"},
+                {"op": "mkdir", "path": "n"},
+                {"op": "delete", "path": "d", "expected": ["dir", "", False, ""]},
+                {"op": "delete", "path": "f", "expected": ["file", "0" * 64, False, ""]},
+                {"op": "move", "path": "n", "dest": "m", "expected": ["dir", "", False, ""]},
+            ])
+            assert isinstance(r[0], Entry) and r[0].executable and os.access(root / "f", os.X_OK)
+            assert os.readlink(root / "l") == "f"
+            assert r[2] == Entry("dir")
+            assert isinstance(r[3], str) and "not empty" in r[3]  # a directory is removed only when empty
+            assert isinstance(r[4], str) and "changed" in r[4]  # delete refused: not what was expected
+            assert r[5] is None and (root / "m").is_dir()
+
+    run(go())
+
+
+def test_large_binary_file_both_ways(tmp_path: Path) -> None:
+    root = tmp_path / "r"
+    root.mkdir()
+    data = os.urandom(64 << 20)
+
+    async def go() -> None:
+        async with Agent(root, tmp_path) as ep:
+            e = await ep.write("big.bin", None, file_entry(data), chunks(*(data[i:i + (1 << 20)] for i in range(0, len(data), 1 << 20))))
+            assert e.size == len(data)
+            got = bytearray()
+            async for c in ep.read("big.bin", e.digest):
+                got += c
+            assert bytes(got) == data
+
+    run(go())
+    assert (root / "big.bin").read_bytes() == data
+
+
+def test_compressible_data_is_compressed_and_restored(tmp_path: Path) -> None:
+    root = tmp_path / "r"
+    root.mkdir()
+    data = b"abc" * 1_000_000
+
+    async def go() -> None:
+        async with Agent(root, tmp_path) as ep:
+            await ep.write("t", None, file_entry(data), chunks(data))
+            out = await ep.read_many([("t", _sha(data))])
+            assert out == [data]
+
+    run(go())
+
+
+def test_watch_reports_changes(tmp_path: Path) -> None:
+    root = tmp_path / "r"
+    root.mkdir()
+    a = Agent(root, tmp_path)
+
+    async def go() -> None:
+        async with a as ep:
+            assert ep.watch_mode == "inotify"
+            (root / "d").mkdir()
+            await until(lambda: any(c and "d" in c for c in a.changes), what="dir event")
+            (root / "d" / "f").write_bytes(b"x")
+            await until(lambda: any(c and "d/f" in c for c in a.changes), what="file event")
+            (root / "node_modules").mkdir()
+            (root / "z").write_bytes(b"z")
+            await until(lambda: any(c and "z" in c for c in a.changes), what="z")
+            assert not any(c and "node_modules" in c for c in a.changes)
+
+    run(go())
+
+
+def test_polling_fallback_reports_changes(tmp_path: Path) -> None:
+    root = tmp_path / "r"
+    root.mkdir()
+    tree = agent.Tree(str(root))
+    seen: list[list[str] | None] = []
+    w = agent.Watcher(tree, seen.append, poll_interval=0.05)
+    w.mode = "poll"
+    import threading
+    threading.Thread(target=w._run_poll, daemon=True).start()
+
+    async def go() -> None:
+        await asyncio.sleep(0.1)
+        (root / "p").write_bytes(b"x")
+        await until(lambda: any(c and "p" in c for c in seen), what="poll event")
+
+    run(go())
+
+
+@pytest.mark.parametrize("rules,path,is_dir,ignored", [
+    ([], ".git", True, True),
+    ([], "a/.git/config", False, True),
+    ([], "__pycache__", True, True),
+    ([], ".DS_Store", False, True),
+    ([], "x.py", False, False),
+    ([("", "*.log")], "a/b/c.log", False, True),
+    ([("", "*.log\n!keep.log")], "keep.log", False, False),
+    ([("", "/build")], "build", True, True),
+    ([("", "/build")], "a/build", True, False),
+    ([("", "data/")], "data", False, False),
+    ([("", "data/")], "data", True, True),
+    ([("sub", "*.tmp")], "sub/x.tmp", False, True),
+    ([("sub", "*.tmp")], "x.tmp", False, False),
+    ([("", "docs/**/*.pdf")], "docs/a/b/c.pdf", False, True),
+    ([("", "docs/**/*.pdf")], "docs/c.pdf", False, True),
+    ([("", "a?c")], "abc", False, True),
+    ([("", "[ab].txt")], "b.txt", False, True),
+    ([("", "# comment\n\n")], "# comment", False, False),
+])
+def test_ignore_rules(rules: list[tuple[str, str]], path: str, is_dir: bool, ignored: bool) -> None:
+    r = agent.IgnoreRules()
+    for base, text in rules:
+        r.add_file(f"{base}/.gitignore" if base else ".gitignore", text)
+    assert r.ignored_path(path, is_dir) == ignored
