@@ -192,14 +192,14 @@ def _resolve_image(config: Config, b: _Builder) -> tuple[str | None, str | None]
             return image, None
         if outcome == "failed":
             previous = get_condition(b.conditions, "Built")
+            hint = "\nFix the Dockerfile or context and launch again (a new context gets a new build)."
             if observed.build_log_tail is not None:
                 tail = observed.build_log_tail.strip()
-                message = f"The build in Job {job_name} failed. Last lines of its log:\n{tail}"
+                message = f"The build in Job {job_name} failed. Last lines of its log:\n{tail}{hint}"
             elif previous is not None and previous.get("reason") == "BuildFailed":
                 message = str(previous.get("message"))
             else:
-                message = f"The build in Job {job_name} failed; see its log (nbctl logs --build)."
-            message += "\nFix the Dockerfile or context and launch again (a new context gets a new build)."
+                message = f"The build in Job {job_name} failed; see the log of its pod.{hint}"
             b.condition("Built", False, "BuildFailed", message)
             return None, "Failed"
         b.condition("Built", False, "Building", f"Building {image} in Job {job_name}.")

@@ -1,0 +1,164 @@
+"""Configuration parsing, the CRD's single source, the layering of pure modules, and the work queue."""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+from pathlib import Path
+
+import pytest
+import yaml
+
+from nbd_controller.config import Config, ConfigError
+from nbd_controller.crd import notebook_crd
+from nbd_controller.naming import build_job_name, image_ref, object_name, pod_name, token_secret_name
+from nbd_controller.workqueue import WorkQueue
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGE = ROOT / "cluster" / "nbd_controller"
+
+BASE = {"NBD_BUCKET": "my-bucket", "NBD_REGISTRY": "europe-docker.pkg.dev/p/nbd/"}
+
+
+def test_config_defaults() -> None:
+    cfg = Config.from_env(BASE)
+    assert cfg == Config(bucket="my-bucket", registry="europe-docker.pkg.dev/p/nbd")
+    assert cfg.builder_image == "moby/buildkit:v0.23.2-rootless"
+    assert cfg.upload_url_ttl == 900
+
+
+def test_config_everything() -> None:
+    cfg = Config.from_env({
+        **BASE, "NBD_PREFIX": "/a/b/", "NBD_BUILDER": "kaniko", "NBD_KANIKO_IMAGE": "k:1",
+        "NBD_UTILITY_IMAGE": "u:1", "NBD_NAMESPACES": "a, b,", "NBD_GPU_LABEL_KEY": "cloud.google.com/gke-accelerator",
+        "NBD_UPLOAD_URL_TTL": "300", "NBD_SIGNING_SERVICE_ACCOUNT": "sa@p.iam.gserviceaccount.com",
+        "NBD_INSECURE_REGISTRY": "true", "NBD_CONCURRENCY": "8",
+    })
+    assert (cfg.prefix, cfg.builder, cfg.builder_image, cfg.utility_image) == ("a/b", "kaniko", "k:1", "u:1")
+    assert cfg.namespaces == ("a", "b")
+    assert cfg.gpu_label_key == "cloud.google.com/gke-accelerator"
+    assert (cfg.upload_url_ttl, cfg.insecure_registry, cfg.concurrency) == (300, True, 8)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"NBD_REGISTRY": "r"}, "NBD_BUCKET is not set"),
+        ({"NBD_BUCKET": "b"}, "NBD_BUCKET='b' is not a valid bucket name"),
+        ({"NBD_BUCKET": "bucket"}, "NBD_REGISTRY is not set"),
+        ({**BASE, "NBD_BUILDER": "docker"}, "NBD_BUILDER='docker'"),
+        ({**BASE, "NBD_UPLOAD_URL_TTL": "3600"}, "out of range"),
+        ({**BASE, "NBD_UPLOAD_URL_TTL": "soon"}, "not an integer"),
+        ({**BASE, "NBD_RESYNC_SECONDS": "x"}, "not a number"),
+    ],
+)
+def test_config_errors_name_the_variable(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        Config.from_env(env)
+
+
+def test_names_are_deterministic_and_bounded() -> None:
+    md5 = "a" * 32
+    assert build_job_name(md5) == "nbd-build-" + md5
+    assert image_ref("reg", "team", md5) == f"reg/nbd/team-context:{md5}"
+    assert object_name("ctx", md5) == f"ctx/{md5}.tar.gz"
+    assert object_name("", md5) == f"{md5}.tar.gz"
+    assert pod_name("nb") == "nb-notebook"
+    long = "x" * 63
+    assert len(pod_name(long)) == 63 and pod_name(long) == pod_name(long)
+    assert len(token_secret_name(long)) <= 63 and token_secret_name(long).endswith("-token")
+
+
+def test_committed_crd_yaml_is_generated_from_crd_py() -> None:
+    committed = yaml.safe_load((ROOT / "cluster" / "manifests" / "crd.yaml").read_text())
+    assert committed == notebook_crd()
+
+
+PURE = ["config", "naming", "crd", "manifests", "decisions", "conditions", "patching"]
+FORBIDDEN = {"kubernetes", "asyncio", "google", "grpc", "aiohttp", "threading"}
+
+
+@pytest.mark.parametrize("module", PURE)
+def test_pure_modules_import_no_io_libraries(module: str) -> None:
+    tree = ast.parse((PACKAGE / f"{module}.py").read_text())
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            imported.add(node.module.split(".")[0])
+    assert not imported & FORBIDDEN
+
+
+def _run(coro):  # type: ignore[no-untyped-def]
+    return asyncio.run(asyncio.wait_for(coro, 10))
+
+
+def test_queue_coalesces_and_never_runs_a_key_twice_at_once() -> None:
+    async def scenario() -> tuple[list[str], int]:
+        runs: list[str] = []
+        active: set[str] = set()
+        overlap = 0
+        gate = asyncio.Event()
+
+        async def handler(key: str) -> float | None:
+            nonlocal overlap
+            if key in active:
+                overlap += 1
+            active.add(key)
+            runs.append(key)
+            if key == "a" and runs.count("a") == 1:
+                await gate.wait()
+            active.discard(key)
+            return None
+
+        queue: WorkQueue[str] = WorkQueue(handler, concurrency=3)
+        queue.start()
+        queue.add("a")
+        await asyncio.sleep(0.01)
+        for _ in range(5):
+            queue.add("a")  # while "a" runs: coalesced into one more run
+        queue.add("b")
+        queue.add("b")
+        await asyncio.sleep(0.05)
+        assert runs.count("b") == 1  # "b" is not blocked by the slow "a"
+        gate.set()
+        await asyncio.sleep(0.05)
+        await queue.stop()
+        return runs, overlap
+
+    runs, overlap = _run(scenario())
+    assert runs.count("a") == 2 and runs.count("b") == 1
+    assert overlap == 0
+
+
+def test_queue_retries_failures_with_backoff_and_honours_requeue() -> None:
+    async def scenario() -> list[tuple[str, float]]:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        calls: list[tuple[str, float]] = []
+
+        async def handler(key: str) -> float | None:
+            calls.append((key, loop.time() - start))
+            if key == "bad" and len([c for c in calls if c[0] == "bad"]) < 3:
+                raise RuntimeError("transient")
+            if key == "poll" and len([c for c in calls if c[0] == "poll"]) < 2:
+                return 0.05
+            return None
+
+        queue: WorkQueue[str] = WorkQueue(handler, concurrency=2, base_backoff=0.02)
+        queue.start()
+        queue.add("bad")
+        queue.add("poll")
+        deadline = loop.time() + 5
+        while len(calls) < 5 and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        await queue.stop()
+        return calls
+
+    calls = _run(scenario())
+    bad = [t for k, t in calls if k == "bad"]
+    poll = [t for k, t in calls if k == "poll"]
+    assert len(bad) == 3 and len(poll) == 2
+    assert bad[1] - bad[0] >= 0.02 and bad[2] - bad[1] >= 0.04  # exponential backoff
+    assert poll[1] - poll[0] >= 0.05

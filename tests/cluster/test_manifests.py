@@ -1,0 +1,195 @@
+"""Manifest builders tested by dict equality (kubespawner style)."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import pytest
+
+from nbd_controller.config import Config
+from nbd_controller.manifests import (
+    build_job, fetch_script, jupyter_command, notebook_pod, pod_spec_hash, token_secret,
+)
+
+CONFIG = Config(bucket="b", registry="reg.example/proj", gpu_label_key="gpu.example/type")
+OWNER = {
+    "apiVersion": "nbd.dev/v1alpha1", "kind": "Notebook", "name": "nb1", "uid": "u-1",
+    "controller": True, "blockOwnerDeletion": True,
+}
+MD5 = "0123456789abcdef0123456789abcdef"
+
+
+def _notebook(**spec: Any) -> dict[str, Any]:
+    return {"metadata": {"name": "nb1", "namespace": "team", "uid": "u-1", "generation": 1}, "spec": spec}
+
+
+def test_token_secret() -> None:
+    assert token_secret(_notebook(), "s3cret") == {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": "nb1-token",
+            "namespace": "team",
+            "labels": {"nbd.dev/notebook": "nb1", "nbd.dev/component": "notebook",
+                       "app.kubernetes.io/managed-by": "nbd-controller"},
+            "ownerReferences": [OWNER],
+        },
+        "type": "Opaque",
+        "data": {"token": base64.b64encode(b"s3cret").decode()},
+    }
+
+
+def _expected_job(build_container: dict[str, Any], volumes: list[dict[str, Any]]) -> dict[str, Any]:
+    labels = {"nbd.dev/notebook": "nb1", "nbd.dev/component": "build",
+              "app.kubernetes.io/managed-by": "nbd-controller", "nbd.dev/context-md5": MD5}
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": f"nbd-build-{MD5}",
+            "namespace": "team",
+            "labels": labels,
+            "annotations": {"nbd.dev/image": "IMG"},
+            "ownerReferences": [OWNER],
+        },
+        "spec": {
+            "backoffLimit": 0,
+            "activeDeadlineSeconds": 3600,
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,
+                    "initContainers": [{
+                        "name": "fetch",
+                        "image": "python:3.12-alpine",
+                        "command": ["python3", "-c", fetch_script()],
+                        "env": [
+                            {"name": "NBD_CONTEXT_URL", "value": "https://signed/get"},
+                            {"name": "NBD_CONTEXT_MD5", "value": MD5},
+                            {"name": "NBD_WORKSPACE", "value": "/workspace"},
+                        ],
+                        "volumeMounts": [{"name": "workspace", "mountPath": "/workspace"}],
+                    }],
+                    "containers": [build_container],
+                    "volumes": volumes,
+                },
+            },
+        },
+    }
+
+
+def test_buildkit_job_uses_buildctl_daemonless_with_the_real_arguments() -> None:
+    job = build_job(CONFIG, _notebook(build={"upload": {"md5": MD5, "requestID": "r"}}), MD5, "IMG", "https://signed/get")
+    assert job == _expected_job(
+        {
+            "name": "build",
+            "image": "moby/buildkit:v0.23.2-rootless",
+            "command": ["buildctl-daemonless.sh"],
+            "args": ["build", "--frontend", "dockerfile.v0", "--local", "context=/workspace",
+                     "--local", "dockerfile=/workspace", "--output", "type=image,name=IMG,push=true"],
+            "env": [{"name": "BUILDKITD_FLAGS", "value": "--oci-worker-no-process-sandbox"}],
+            "securityContext": {"runAsUser": 1000, "runAsGroup": 1000,
+                                "seccompProfile": {"type": "Unconfined"},
+                                "appArmorProfile": {"type": "Unconfined"}},
+            "volumeMounts": [{"name": "workspace", "mountPath": "/workspace"},
+                             {"name": "buildkitd", "mountPath": "/home/user/.local/share/buildkit"}],
+        },
+        [{"name": "workspace", "emptyDir": {}}, {"name": "buildkitd", "emptyDir": {}}],
+    )
+
+
+def test_kaniko_job_and_insecure_registry() -> None:
+    config = Config(bucket="b", registry="r", builder="kaniko", insecure_registry=True)
+    job = build_job(config, _notebook(), MD5, "IMG", "https://signed/get")
+    assert job == _expected_job(
+        {
+            "name": "build",
+            "image": "ghcr.io/osscontainertools/kaniko:latest",
+            "args": ["--context=dir:///workspace", "--dockerfile=/workspace/Dockerfile",
+                     "--destination=IMG", "--cache=false", "--insecure"],
+            "volumeMounts": [{"name": "workspace", "mountPath": "/workspace"}],
+        },
+        [{"name": "workspace", "emptyDir": {}}],
+    )
+
+
+def test_buildkit_insecure_registry_output() -> None:
+    config = Config(bucket="b", registry="r", insecure_registry=True)
+    args = build_job(config, _notebook(), MD5, "IMG", "u")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[-1] == "type=image,name=IMG,push=true,registry.insecure=true"
+
+
+def test_notebook_pod_with_gpu_env_and_defaults() -> None:
+    notebook = _notebook(
+        port=9999, workdir="/content",
+        resources={"gpu": {"count": 2, "type": "nvidia-l4"}, "cpu": "2", "memory": "8Gi"},
+        env=[{"name": "A", "value": "1"}, {"name": "JUPYTER_TOKEN", "value": "ignored"}],
+    )
+    pod = notebook_pod(CONFIG, notebook, "IMG")
+    expected_hash = pod["metadata"]["annotations"]["nbd.dev/spec-hash"]
+    assert pod == {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": "nb1-notebook",
+            "namespace": "team",
+            "labels": {"nbd.dev/notebook": "nb1", "nbd.dev/component": "notebook",
+                       "app.kubernetes.io/managed-by": "nbd-controller"},
+            "annotations": {"nbd.dev/spec-hash": expected_hash},
+            "ownerReferences": [OWNER],
+        },
+        "spec": {
+            "restartPolicy": "Always",
+            "automountServiceAccountToken": False,
+            "enableServiceLinks": False,
+            "nodeSelector": {"gpu.example/type": "nvidia-l4"},
+            "containers": [{
+                "name": "notebook",
+                "image": "IMG",
+                "command": ["jupyter", "server", "--ip=0.0.0.0", "--port=9999", "--ServerApp.port_retries=0",
+                            "--allow-root", "--no-browser", "--ServerApp.root_dir=/content"],
+                "workingDir": "/content",
+                "env": [
+                    {"name": "JUPYTER_TOKEN", "valueFrom": {"secretKeyRef": {"name": "nb1-token", "key": "token"}}},
+                    {"name": "NBD_NOTEBOOK", "value": "nb1"},
+                    {"name": "A", "value": "1"},
+                ],
+                "ports": [{"name": "http", "containerPort": 9999, "protocol": "TCP"}],
+                "readinessProbe": {"httpGet": {"path": "/api", "port": 9999}, "periodSeconds": 2,
+                                   "timeoutSeconds": 2, "failureThreshold": 3},
+                "resources": {
+                    "requests": {"cpu": "2", "memory": "8Gi"},
+                    "limits": {"cpu": "2", "memory": "8Gi", "nvidia.com/gpu": "2"},
+                },
+            }],
+        },
+    }
+
+
+@pytest.mark.parametrize(
+    ("spec", "command", "resources", "selector"),
+    [
+        ({}, jupyter_command(8888, "/content"), None, None),
+        ({"command": ["python3", "-m", "http.server", "8888"], "workdir": "/w"},
+         ["python3", "-m", "http.server", "8888"], None, None),
+        ({"resources": {"gpu": {"count": 0, "type": "t4"}}}, jupyter_command(8888, "/content"), None, None),
+        ({"resources": {"gpu": {"count": 1}}}, jupyter_command(8888, "/content"),
+         {"limits": {"nvidia.com/gpu": "1"}}, None),
+    ],
+)
+def test_notebook_pod_variants(spec: dict[str, Any], command: list[str], resources: Any, selector: Any) -> None:
+    pod = notebook_pod(CONFIG, _notebook(**spec), "IMG")
+    container = pod["spec"]["containers"][0]
+    assert container["command"] == command
+    assert container.get("resources") == resources
+    assert pod["spec"].get("nodeSelector") == selector
+
+
+def test_spec_hash_changes_with_what_matters() -> None:
+    a = notebook_pod(CONFIG, _notebook(), "IMG")
+    assert pod_spec_hash(a) == pod_spec_hash(notebook_pod(CONFIG, _notebook(), "IMG"))
+    assert pod_spec_hash(a) != pod_spec_hash(notebook_pod(CONFIG, _notebook(), "IMG2"))
+    assert pod_spec_hash(a) != pod_spec_hash(notebook_pod(CONFIG, _notebook(port=1234), "IMG"))
