@@ -1,1 +1,4 @@
-"""placeholder"""
+"""nbctl: the command line of nbd (also installed as the `kubectl notebook` plugin).
+
+Built on `nbdclient`; it imports grpc, the nbdapi stubs, nbdclient and its own modules only.
+"""

@@ -1,0 +1,5 @@
+"""`python -m nbctl` is `nbctl`."""
+
+from nbctl.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,187 @@
+"""The synchronous client: one typed method per RPC of nbdapi.v1.
+
+`connect()` finds (and if needed starts) the daemon and returns a `Client`. Unary methods return
+protobuf messages; streaming methods (`launch`, `logs`, `events`) return a `Stream` that iterates
+messages and can be cancelled from another thread (Ctrl-C handlers). Every failure raises
+`NbdClientError`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Generic, TypeVar
+
+import grpc
+
+from nbdapi.v1 import daemon_pb2, daemon_pb2_grpc, notebooks_pb2, notebooks_pb2_grpc
+from nbdclient import daemon as daemon_control
+from nbdclient.errors import NbdClientError, from_rpc_error
+from nbdclient.paths import DaemonPaths, resolve
+
+__all__ = ["CHANNEL_OPTIONS", "Client", "Stream", "connect"]
+
+T = TypeVar("T")
+
+# Short reconnect backoff: a client that found no daemon reconnects within tens of milliseconds
+# once the daemon it started binds its socket (gRPC's default first backoff is a whole second).
+CHANNEL_OPTIONS: list[tuple[str, Any]] = [
+    ("grpc.initial_reconnect_backoff_ms", 20),
+    ("grpc.min_reconnect_backoff_ms", 20),
+    ("grpc.max_reconnect_backoff_ms", 500),
+    ("grpc.enable_http_proxy", 0),
+    ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+]
+
+SyncAction = notebooks_pb2.SyncRequest.Action
+
+
+class Stream(Generic[T]):
+    """An iterator over a server stream; `cancel()` ends it (the iteration then simply stops)."""
+
+    def __init__(self, call: Any, paths: DaemonPaths) -> None:
+        self._call = call
+        self._paths = paths
+        self._cancelled = False
+
+    def cancel(self) -> None:
+        self._cancelled = True
+        self._call.cancel()
+
+    def __iter__(self) -> Iterator[T]:
+        try:
+            for item in self._call:
+                yield item
+        except grpc.RpcError as e:
+            if self._cancelled and e.code() == grpc.StatusCode.CANCELLED:  # type: ignore[attr-defined]
+                return
+            raise from_rpc_error(e, str(self._paths.socket), str(self._paths.log_file)) from None
+
+    def __enter__(self) -> Stream[T]:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cancel()
+
+
+class Client:
+    """A connection to the daemon. Use `connect()` to make one; close it (or use `with`)."""
+
+    def __init__(self, channel: grpc.Channel, paths: DaemonPaths, daemon: daemon_pb2.VersionResponse | None = None):
+        self.channel = channel
+        self.paths = paths
+        # The daemon's Version answer at connect time (pid, socket, state dir, log file).
+        self.daemon = daemon
+        self._notebooks = notebooks_pb2_grpc.NotebooksStub(channel)  # type: ignore[no-untyped-call]
+        self._daemon = daemon_pb2_grpc.DaemonStub(channel)  # type: ignore[no-untyped-call]
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _unary(self, method: Callable[..., T], request: Any, timeout: float | None = None) -> T:
+        try:
+            return method(request, timeout=timeout)
+        except grpc.RpcError as e:
+            raise from_rpc_error(e, str(self.paths.socket), str(self.paths.log_file)) from None
+
+    def _stream(self, method: Callable[..., Any], request: Any) -> Stream[Any]:
+        return Stream(method(request), self.paths)
+
+    # --- Daemon ----------------------------------------------------------------------------------
+
+    def version(self, timeout: float | None = 10.0) -> daemon_pb2.VersionResponse:
+        from nbdclient._version import __version__
+
+        return self._unary(self._daemon.Version, daemon_pb2.VersionRequest(client_version=__version__), timeout)
+
+    def shutdown(self, grace_seconds: float = 0.0) -> None:
+        self._unary(self._daemon.Shutdown, daemon_pb2.ShutdownRequest(grace_seconds=grace_seconds), 30.0)
+
+    # --- Notebooks -------------------------------------------------------------------------------
+
+    def launch(self, request: notebooks_pb2.LaunchRequest | None = None, **fields: Any) -> Stream[notebooks_pb2.LaunchEvent]:
+        """Streams a launch. Pass a LaunchRequest or its fields (e.g. directory=..., name=...)."""
+        if request is None:
+            request = notebooks_pb2.LaunchRequest(**fields)
+        return self._stream(self._notebooks.Launch, request)
+
+    def stop(self, session: str, *, delete: bool = False) -> notebooks_pb2.Session:
+        reply = self._unary(self._notebooks.Stop, notebooks_pb2.StopRequest(session=session, delete=delete))
+        return reply.session
+
+    def get(self, session: str) -> notebooks_pb2.Session:
+        return self._unary(self._notebooks.Get, notebooks_pb2.GetRequest(session=session), 30.0)
+
+    def list(self) -> list[notebooks_pb2.Session]:
+        return list(self._unary(self._notebooks.List, notebooks_pb2.ListRequest(), 30.0).sessions)
+
+    def logs(
+        self,
+        session: str,
+        *,
+        build: bool = False,
+        follow: bool = False,
+        tail_lines: int = 0,
+        container: str = "",
+    ) -> Stream[notebooks_pb2.LogLine]:
+        source = notebooks_pb2.LOG_SOURCE_BUILD if build else notebooks_pb2.LOG_SOURCE_NOTEBOOK
+        request = notebooks_pb2.LogsRequest(
+            session=session, source=source, follow=follow, tail_lines=tail_lines, container=container
+        )
+        return self._stream(self._notebooks.Logs, request)
+
+    def sync(self, session: str, action: str | int = "status") -> notebooks_pb2.SyncStatus:
+        """action: "status", "pause", "resume", "flush" (or a SyncRequest.Action value)."""
+        reply = self._unary(
+            self._notebooks.Sync, notebooks_pb2.SyncRequest(session=session, action=sync_action(action))
+        )
+        return reply.status
+
+    def events(self, sessions: Iterable[str] = (), *, initial: bool = False) -> Stream[notebooks_pb2.SessionEvent]:
+        return self._stream(self._notebooks.Events, notebooks_pb2.EventsRequest(sessions=list(sessions), initial=initial))
+
+
+def sync_action(action: str | int) -> int:
+    if isinstance(action, int):
+        return action
+    try:
+        return int(SyncAction.Value(f"ACTION_{action.upper()}"))
+    except ValueError:
+        raise NbdClientError(
+            f"unknown sync action {action!r}; use status, pause, resume or flush",
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "InvalidArgument",
+        ) from None
+
+
+def connect(
+    socket: str | os.PathLike[str] | None = None,
+    *,
+    state_dir: str | os.PathLike[str] | None = None,
+    autostart: bool = True,
+    check_version: bool = True,
+    start_timeout: float = daemon_control.DEFAULT_START_TIMEOUT,
+) -> Client:
+    """A Client of the user's daemon, started first when its socket does not answer (`autostart`).
+
+    Raises:
+        DaemonNotRunning: autostart is off and nothing answers.
+        DaemonStartError: the daemon could not be started (the message names its log).
+        VersionMismatch: the daemon runs another version than this client.
+    """
+    paths = resolve(socket=socket, state_dir=state_dir)
+    channel = grpc.insecure_channel(paths.target, options=CHANNEL_OPTIONS)
+    try:
+        version = daemon_control.ensure_daemon(
+            channel, paths, autostart=autostart, check_version=check_version, start_timeout=start_timeout
+        )
+    except BaseException:
+        channel.close()
+        raise
+    return Client(channel, paths, version)

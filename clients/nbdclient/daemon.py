@@ -1,0 +1,221 @@
+"""Finding the daemon, starting it when its socket does not answer, and waiting for it to stop.
+
+A client never needs the user to start `nbd`: `ensure_daemon` asks the socket for the daemon's
+version, and when nothing answers it starts the daemon detached (its own session, output appended
+to the daemon's log), waits until the standard health service says SERVING, and checks that the
+daemon's version is the client's own.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+
+from nbdapi.v1 import daemon_pb2, daemon_pb2_grpc
+from nbdclient._version import __version__
+from nbdclient.errors import DaemonNotRunning, DaemonStartError, NbdClientError, VersionMismatch, from_rpc_error
+from nbdclient.paths import DaemonPaths
+
+__all__ = [
+    "DEFAULT_START_TIMEOUT",
+    "daemon_command",
+    "ensure_daemon",
+    "not_running_message",
+    "process_gone",
+    "start_daemon",
+    "wait_for_exit",
+    "wait_until_serving",
+]
+
+DEFAULT_START_TIMEOUT = 20.0
+# How long a client keeps waiting after the daemon it started exited: another client may have
+# started one at the same moment (ours then exits "already running" and theirs serves).
+GRACE_AFTER_EXIT = 3.0
+
+
+def not_running_message(paths: DaemonPaths) -> str:
+    return f"nbd is not running (socket {paths.socket}); start it with `nbctl daemon start`"
+
+
+def check_socket_owner(paths: DaemonPaths) -> None:
+    problem = paths.socket_problem()
+    if problem:
+        raise NbdClientError(problem, grpc.StatusCode.INVALID_ARGUMENT, "SocketPathTooLong")
+    try:
+        st = os.stat(paths.socket)
+    except OSError:
+        return
+    if st.st_uid != os.getuid():
+        raise NbdClientError(
+            f"the socket {paths.socket} belongs to another user (uid {st.st_uid}); "
+            "use your own with NBD_SOCKET or --socket",
+            grpc.StatusCode.PERMISSION_DENIED,
+            "SocketOwnedByOther",
+        )
+
+
+def _version(channel: grpc.Channel, timeout: float) -> daemon_pb2.VersionResponse:
+    stub = daemon_pb2_grpc.DaemonStub(channel)  # type: ignore[no-untyped-call]
+    response: daemon_pb2.VersionResponse = stub.Version(
+        daemon_pb2.VersionRequest(client_version=__version__), timeout=timeout
+    )
+    return response
+
+
+def daemon_command() -> list[str]:
+    """How to run the daemon: $NBD_DAEMON_COMMAND, else this Python's `-m nbd`, else `nbd` on PATH."""
+    override = os.environ.get("NBD_DAEMON_COMMAND")
+    if override:
+        return shlex.split(override)
+    if importlib.util.find_spec("nbd") is not None:
+        return [sys.executable, "-m", "nbd"]
+    found = shutil.which("nbd")
+    if found:
+        return [found]
+    raise DaemonStartError(
+        "cannot start the nbd daemon: neither the `nbd` package nor an `nbd` command is installed; "
+        "install nbd (pip install nbd) or set NBD_DAEMON_COMMAND"
+    )
+
+
+def start_daemon(paths: DaemonPaths) -> subprocess.Popen[bytes]:
+    """Starts the daemon detached from this process's terminal and session."""
+    cmd = [*daemon_command(), "--socket", str(paths.socket), "--state-dir", str(paths.state_dir)]
+    paths.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    log_fd = os.open(paths.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        return subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=log_fd,
+            stderr=log_fd,
+            start_new_session=True,
+            close_fds=True,
+            cwd="/",
+        )
+    except OSError as e:
+        raise DaemonStartError(f"cannot start the nbd daemon ({shlex.join(cmd)}): {e.strerror}") from e
+    finally:
+        os.close(log_fd)
+
+
+def _serving(channel: grpc.Channel, timeout: float) -> bool:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    stub = health_pb2_grpc.HealthStub(channel)  # type: ignore[no-untyped-call]
+    try:
+        reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
+    except grpc.RpcError:
+        return False
+    return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+def _last_log_line(log_file: Path) -> str:
+    try:
+        with open(log_file, "rb") as f:
+            f.seek(max(0, os.fstat(f.fileno()).st_size - 4096))
+            lines = [ln.strip() for ln in f.read().decode(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    return lines[-1] if lines else ""
+
+
+def wait_until_serving(
+    channel: grpc.Channel, paths: DaemonPaths, proc: subprocess.Popen[bytes] | None, timeout: float
+) -> None:
+    """Polls health until SERVING; DaemonStartError with the log's path on timeout or early exit."""
+    deadline = time.monotonic() + timeout
+    exited_at: float | None = None
+    delay = 0.01
+    while True:
+        if _serving(channel, timeout=1.0):
+            return
+        now = time.monotonic()
+        if proc is not None and exited_at is None and proc.poll() is not None:
+            exited_at = now
+        if exited_at is not None and now - exited_at > GRACE_AFTER_EXIT:
+            assert proc is not None
+            last = _last_log_line(paths.log_file)
+            said = f": {last}" if last else ""
+            raise DaemonStartError(
+                f"the nbd daemon exited with code {proc.returncode} while starting{said}; see {paths.log_file}"
+            )
+        if now >= deadline:
+            raise DaemonStartError(
+                f"the nbd daemon did not become ready within {timeout:.0f}s; see its log {paths.log_file}"
+            )
+        time.sleep(delay)
+        delay = min(delay * 2, 0.2)
+
+
+def ensure_daemon(
+    channel: grpc.Channel,
+    paths: DaemonPaths,
+    *,
+    autostart: bool = True,
+    check_version: bool = True,
+    start_timeout: float = DEFAULT_START_TIMEOUT,
+) -> daemon_pb2.VersionResponse:
+    """Returns the daemon's Version, starting the daemon first when it does not answer."""
+    check_socket_owner(paths)
+    try:
+        if not paths.socket.exists():
+            raise _NoAnswer()
+        version = _version(channel, timeout=5.0)
+    except (_NoAnswer, grpc.RpcError) as e:
+        if isinstance(e, grpc.RpcError) and e.code() != grpc.StatusCode.UNAVAILABLE:  # type: ignore[attr-defined]
+            raise from_rpc_error(e, str(paths.socket), str(paths.log_file)) from e
+        if not autostart:
+            raise DaemonNotRunning(not_running_message(paths)) from None
+        env_timeout = os.environ.get("NBD_START_TIMEOUT")
+        proc = start_daemon(paths)
+        wait_until_serving(channel, paths, proc, float(env_timeout) if env_timeout else start_timeout)
+        try:
+            version = _version(channel, timeout=5.0)
+        except grpc.RpcError as e2:
+            raise from_rpc_error(e2, str(paths.socket), str(paths.log_file)) from e2
+    if check_version and version.version != __version__:
+        raise VersionMismatch(version.version, __version__)
+    return version
+
+
+class _NoAnswer(Exception):
+    pass
+
+
+def process_gone(pid: int) -> bool:
+    """True when pid no longer runs (a zombie counts as gone: it holds no lock and no socket)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            # The state follows the parenthesised command name, which may itself hold spaces.
+            state = f.read().rsplit(b")", 1)[1].split()[0]
+        return state in (b"Z", b"X")
+    except FileNotFoundError:
+        return True
+    except OSError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def wait_for_exit(pid: int, timeout: float) -> bool:
+    """Waits until pid is gone; False on timeout."""
+    deadline = time.monotonic() + timeout
+    while not process_gone(pid):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
+    return True
