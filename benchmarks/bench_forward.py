@@ -1,0 +1,508 @@
+"""Port-forward throughput, latency and connection setup: nbd's forward against its baselines.
+
+Paths measured, each to the same target server (a threaded blocking server standing in for the
+pod's port: echo, sink and source modes):
+
+- raw loopback TCP;
+- one plain aiohttp WebSocket hop (a TCP listener relaying to an aiohttp WebSocket server that
+  relays to the target; the ceiling for any WebSocket port-forward);
+- the official `kubernetes.stream.portforward` (its socket used from the measuring process, its
+  proxy thread doing the relay);
+- `kubectl port-forward` (SPDY) — only against kubesim;
+- nbd's `Forward`.
+
+The API server is kubesim when `kubesim.testing` is available (real pods as processes), else the
+in-process fake v4 server of tests/forward (one hop, like the plain WebSocket baseline).
+Every relay runs in its own process so the measuring client never shares a GIL with it.
+
+Roles for the subprocesses: `python -m benchmarks.bench_forward ROLE ...` (see `_main`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from benchmarks.harness import Figure
+
+NAME = "forward"
+
+ROOT = Path(__file__).resolve().parent.parent
+CHUNK = 1024 * 1024
+LABELS = {"app": "bench-forward"}
+REMOTE_PORT = 9000
+
+# -- the target server (the "pod's port") -------------------------------------------------------
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytes:
+    buf = bytearray(n)
+    view = memoryview(buf)
+    got = 0
+    while got < n:
+        k = sock.recv_into(view[got:])
+        if k == 0:
+            raise ConnectionError("closed")
+        got += k
+    return bytes(buf)
+
+
+def _serve_target_conn(conn: socket.socket) -> None:
+    """Protocol: b"E" echo until EOF; b"S"+u64 sink N bytes then ack b"k"; b"G"+u64 send N bytes."""
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    try:
+        mode = _recv_exact(conn, 1)
+        if mode == b"E":
+            buf = bytearray(65536)
+            while True:
+                k = conn.recv_into(buf)
+                if k == 0:
+                    return
+                conn.sendall(memoryview(buf)[:k])
+        (n,) = struct.unpack("<Q", _recv_exact(conn, 8))
+        if mode == b"S":
+            buf = bytearray(CHUNK)
+            left = n
+            while left:
+                k = conn.recv_into(buf, min(left, CHUNK))
+                if k == 0:
+                    return
+                left -= k
+            conn.sendall(b"k")
+        elif mode == b"G":
+            block = os.urandom(CHUNK)
+            left = n
+            while left:
+                k = min(left, CHUNK)
+                conn.sendall(memoryview(block)[:k])
+                left -= k
+            _recv_exact(conn, 1)  # wait for the client's ack so the close does not race the data
+    except (ConnectionError, OSError):
+        pass
+    finally:
+        conn.close()
+
+
+def target_server(port: int = 0) -> tuple[socket.socket, int]:
+    srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("127.0.0.1", port))
+    srv.listen(512)
+
+    def loop() -> None:
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            threading.Thread(target=_serve_target_conn, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=loop, daemon=True).start()
+    return srv, srv.getsockname()[1]
+
+
+# -- measuring (blocking sockets, any process) ---------------------------------------------------
+
+Connect = Callable[[], socket.socket]
+
+
+def tcp_connect(port: int) -> Connect:
+    def connect() -> socket.socket:
+        s = socket.create_connection(("127.0.0.1", port))
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return s
+
+    return connect
+
+
+def measure_upload(connect: Connect, nbytes: int) -> float:
+    """MB/s of nbytes sent through the path (the target acks the last byte)."""
+    block = os.urandom(CHUNK)
+    s = connect()
+    try:
+        start = time.perf_counter()
+        s.sendall(b"S" + struct.pack("<Q", nbytes))
+        left = nbytes
+        while left:
+            k = min(left, CHUNK)
+            s.sendall(memoryview(block)[:k])
+            left -= k
+        if _recv_exact(s, 1) != b"k":
+            raise RuntimeError("bad ack")
+        elapsed = time.perf_counter() - start
+    finally:
+        s.close()
+    return nbytes / elapsed / 1e6
+
+
+def measure_download(connect: Connect, nbytes: int) -> float:
+    """MB/s of nbytes received through the path."""
+    s = connect()
+    buf = bytearray(CHUNK)
+    try:
+        start = time.perf_counter()
+        s.sendall(b"G" + struct.pack("<Q", nbytes))
+        left = nbytes
+        while left:
+            k = s.recv_into(buf, min(left, CHUNK))
+            if k == 0:
+                raise RuntimeError(f"closed with {left} bytes missing")
+            left -= k
+        elapsed = time.perf_counter() - start
+        s.sendall(b"k")
+    finally:
+        s.close()
+    return nbytes / elapsed / 1e6
+
+
+def measure_latency(connect: Connect, rounds: int, size: int = 64) -> tuple[float, float]:
+    """(p50, p99) in ms of `rounds` request/response pairs of `size` bytes on one connection."""
+    s = connect()
+    payload = b"x" * size
+    samples: list[float] = []
+    try:
+        s.sendall(b"E")
+        for _ in range(50):  # warm up
+            s.sendall(payload)
+            _recv_exact(s, size)
+        for _ in range(rounds):
+            t = time.perf_counter()
+            s.sendall(payload)
+            _recv_exact(s, size)
+            samples.append(time.perf_counter() - t)
+    finally:
+        s.close()
+    q = statistics.quantiles(samples, n=100)
+    return q[49] * 1e3, q[98] * 1e3
+
+
+def measure_setup(connect: Connect, count: int) -> float:
+    """p50 ms from connect() to the first echoed byte, over `count` new connections."""
+    samples: list[float] = []
+    for _ in range(count):
+        t = time.perf_counter()
+        s = connect()
+        try:
+            s.sendall(b"E.")
+            _recv_exact(s, 1)
+            samples.append(time.perf_counter() - t)
+        finally:
+            s.close()
+    return statistics.median(samples) * 1e3
+
+
+def measure_all(connect: Connect, nbytes: int, rounds: int, setups: int) -> dict[str, float]:
+    up = measure_upload(connect, nbytes)
+    down = measure_download(connect, nbytes)
+    p50, p99 = measure_latency(connect, rounds)
+    setup = measure_setup(connect, setups)
+    return {"up": up, "down": down, "p50": p50, "p99": p99, "setup": setup}
+
+
+# -- relays run as subprocesses ------------------------------------------------------------------
+
+
+def _ready(payload: dict[str, Any]) -> None:
+    print(json.dumps(payload), flush=True)
+
+
+def _wait_stdin_closed() -> None:
+    sys.stdin.read()
+
+
+def role_target() -> None:
+    _srv, port = target_server()
+    _ready({"port": port})
+    _wait_stdin_closed()
+
+
+def role_ws_server(target: int) -> None:
+    """A plain aiohttp WebSocket server relaying each WebSocket to a new TCP connection to target."""
+    import aiohttp
+    from aiohttp import web
+
+    async def handler(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(max_msg_size=0)
+        await ws.prepare(request)
+        reader, writer = await asyncio.open_connection("127.0.0.1", target)
+        writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+        async def up() -> None:
+            async for msg in ws:
+                if msg.type is aiohttp.WSMsgType.BINARY:
+                    writer.write(msg.data)
+                    await writer.drain()
+
+        async def down() -> None:
+            while data := await reader.read(65536):
+                await ws.send_bytes(data)
+
+        tasks = [asyncio.create_task(up()), asyncio.create_task(down())]
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for t in tasks:
+            t.cancel()
+        writer.close()
+        await ws.close()
+        return ws
+
+    async def main() -> None:
+        app = web.Application()
+        app.router.add_get("/relay", handler)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        _ready({"port": site._server.sockets[0].getsockname()[1]})  # type: ignore[union-attr]
+        await asyncio.to_thread(_wait_stdin_closed)
+        await runner.cleanup()
+
+    asyncio.run(main())
+
+
+def role_ws_client(server: int) -> None:
+    """A TCP listener relaying each connection over its own plain aiohttp WebSocket."""
+    import aiohttp
+
+    async def main() -> None:
+        session = aiohttp.ClientSession()
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            ws = await session.ws_connect(f"http://127.0.0.1:{server}/relay", max_msg_size=0)
+
+            async def up() -> None:
+                while data := await reader.read(65536):
+                    await ws.send_bytes(data)
+
+            async def down() -> None:
+                async for msg in ws:
+                    if msg.type is aiohttp.WSMsgType.BINARY:
+                        writer.write(msg.data)
+                        await writer.drain()
+
+            tasks = [asyncio.create_task(up()), asyncio.create_task(down())]
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for t in tasks:
+                t.cancel()
+            await ws.close()
+            writer.close()
+
+        srv = await asyncio.start_server(handle, "127.0.0.1", 0)
+        _ready({"port": srv.sockets[0].getsockname()[1]})
+        await asyncio.to_thread(_wait_stdin_closed)
+        srv.close()
+        await session.close()
+
+    asyncio.run(main())
+
+
+def role_fake_api(target: int, directory: str) -> None:
+    """The tests' fake v4 API server with one Ready pod whose REMOTE_PORT is `target`."""
+    sys.path.insert(0, str(ROOT / "tests" / "forward"))
+    from fakeapi import FakeApi, FakePod  # type: ignore[import-not-found]
+
+    async def main() -> None:
+        api = FakeApi(token="bench")
+        api.frame = 64 * 1024
+        await api.start()
+        api.add_pod(FakePod("bench-0", dict(LABELS), {REMOTE_PORT: target}))
+        path = api.kubeconfig(Path(directory))
+        _ready({"kubeconfig": str(path), "pod": "bench-0", "namespace": "default"})
+        await asyncio.to_thread(_wait_stdin_closed)
+        await api.stop()
+
+    asyncio.run(main())
+
+
+def role_nbd(kubeconfig: str, namespace: str) -> None:
+    """nbd's Forward to the pod labelled LABELS, REMOTE_PORT."""
+    from nbd.forward import Forward
+    from nbd.kube import KubeClient, load_target
+
+    async def main() -> None:
+        kube = KubeClient(await load_target(kubeconfig, None, namespace))
+        fwd = Forward(kube, namespace, LABELS, REMOTE_PORT, probe_path=None)
+        await fwd.start()
+        await fwd.pods.wait_ready_pod(30)
+        _ready({"port": fwd.local_port})
+        await asyncio.to_thread(_wait_stdin_closed)
+        await fwd.stop()
+        await kube.aclose()
+
+    asyncio.run(main())
+
+
+def role_official(kubeconfig: str, namespace: str, pod: str, nbytes: int, rounds: int, setups: int) -> None:
+    """Measure through `kubernetes.stream.portforward` sockets, in this process."""
+    from kubernetes import client, config
+    from kubernetes.stream import portforward
+
+    cfg = client.Configuration()
+    config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
+    api = client.CoreV1Api(client.ApiClient(cfg))
+
+    def connect() -> socket.socket:
+        pf = portforward(api.connect_get_namespaced_pod_portforward, pod, namespace, ports=str(REMOTE_PORT))
+        s: socket.socket = pf.socket(REMOTE_PORT)
+        s.setblocking(True)
+        return s
+
+    _ready(measure_all(connect, nbytes, rounds, setups))
+
+
+# -- orchestration -------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def spawn(*args: str) -> Iterator[dict[str, Any]]:
+    """Run a role subprocess; yields its ready JSON; stops it on exit."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.bench_forward", *args],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"role {args[0]} exited with {proc.wait()}")
+        yield json.loads(line)
+    finally:
+        if proc.stdin:
+            proc.stdin.close()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@contextlib.contextmanager
+def kubectl_forward(kubeconfig: str, namespace: str, pod: str) -> Iterator[int]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        local = s.getsockname()[1]
+    cache = tempfile.mkdtemp(prefix="kubectl-cache-")
+    proc = subprocess.Popen(
+        ["kubectl", "--kubeconfig", kubeconfig, "--cache-dir", cache, "-n", namespace,
+         "port-forward", f"pod/{pod}", f"{local}:{REMOTE_PORT}"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if "Forwarding from" not in line:
+            raise RuntimeError(f"kubectl port-forward failed: {line}{proc.stderr.read() if proc.stderr else ''}")
+        yield local
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def _kubesim() -> Any:
+    """kubesim's benchmark cluster context manager, or None when kubesim is not available."""
+    try:
+        from kubesim import testing  # noqa: F401
+    except ImportError:
+        return None
+    return testing
+
+
+def run(quick: bool = False) -> list[Figure]:
+    nbytes = (128 if quick else 1024) * 1024 * 1024
+    rounds = 1000
+    setups = 30 if quick else 100
+    results: dict[str, dict[str, float]] = {}
+    with spawn("target") as target, tempfile.TemporaryDirectory() as tmp:
+        tport = target["port"]
+        results["raw loopback TCP"] = measure_all(tcp_connect(tport), nbytes, rounds, setups)
+        with spawn("ws-server", str(tport)) as wss, spawn("ws-client", str(wss["port"])) as wsc:
+            results["plain aiohttp WebSocket hop"] = measure_all(tcp_connect(wsc["port"]), nbytes, rounds, setups)
+        with spawn("fake-api", str(tport), tmp) as api:
+            kc, ns, pod = api["kubeconfig"], api["namespace"], api["pod"]
+            with spawn("official", kc, ns, pod, str(nbytes // 4), str(rounds), str(setups)) as official:
+                results["kubernetes.stream.portforward"] = official
+            with spawn("nbd", kc, ns) as fwd:
+                results["nbd forward"] = measure_all(tcp_connect(fwd["port"]), nbytes, rounds, setups)
+    return figures(results, server="fake v4 API server")
+
+
+def figures(results: dict[str, dict[str, float]], server: str) -> list[Figure]:
+    out: list[Figure] = []
+    nbd = results["nbd forward"]
+    ws = results["plain aiohttp WebSocket hop"]
+    for path, r in results.items():
+        for key, label, unit, hib in (
+            ("up", "throughput local->pod", "MB/s", True),
+            ("down", "throughput pod->local", "MB/s", True),
+            ("p50", "round trip p50", "ms", False),
+            ("p99", "round trip p99", "ms", False),
+            ("setup", "new connection p50", "ms", False),
+        ):
+            out.append(Figure(name=f"{path}: {label} [{server}]", value=r[key], unit=unit, higher_is_better=hib))
+    official = results.get("kubernetes.stream.portforward")
+    for key, label in (("up", "local->pod"), ("down", "pod->local")):
+        out.append(Figure(
+            name=f"nbd vs plain WebSocket hop: {label}", value=nbd[key], unit="MB/s",
+            baseline="plain aiohttp WebSocket hop", baseline_value=ws[key], target=">= 0.5x",
+            met=nbd[key] >= 0.5 * ws[key], higher_is_better=True,
+        ))
+        if official:
+            out.append(Figure(
+                name=f"nbd vs official client: {label}", value=nbd[key], unit="MB/s",
+                baseline="kubernetes.stream.portforward", baseline_value=official[key], target=">= 2x",
+                met=nbd[key] >= 2 * official[key], higher_is_better=True,
+            ))
+        kubectl = results.get("kubectl port-forward")
+        if kubectl:
+            out.append(Figure(
+                name=f"nbd vs kubectl: {label}", value=nbd[key], unit="MB/s",
+                baseline="kubectl port-forward", baseline_value=kubectl[key], target=">= 1x",
+                met=nbd[key] >= kubectl[key], higher_is_better=True,
+            ))
+    out.append(Figure(
+        name="nbd added round trip p50 over plain WebSocket hop", value=nbd["p50"] - ws["p50"], unit="ms",
+        target="<= 1 ms", met=nbd["p50"] - ws["p50"] <= 1.0,
+    ))
+    out.append(Figure(
+        name="nbd new connection setup p50", value=nbd["setup"], unit="ms", target="<= 20 ms",
+        met=nbd["setup"] <= 20.0,
+    ))
+    return out
+
+
+def _main(argv: list[str]) -> None:
+    role, args = argv[0], argv[1:]
+    if role == "target":
+        role_target()
+    elif role == "ws-server":
+        role_ws_server(int(args[0]))
+    elif role == "ws-client":
+        role_ws_client(int(args[0]))
+    elif role == "fake-api":
+        role_fake_api(int(args[0]), args[1])
+    elif role == "nbd":
+        role_nbd(args[0], args[1])
+    elif role == "official":
+        role_official(args[0], args[1], args[2], int(args[3]), int(args[4]), int(args[5]))
+    else:
+        raise SystemExit(f"unknown role {role}")
+
+
+if __name__ == "__main__":
+    _main(sys.argv[1:])
