@@ -19,6 +19,7 @@ from watchdog.events import (
     DirDeletedEvent,
     DirModifiedEvent,
     DirMovedEvent,
+    FileAttribEvent,
     FileClosedEvent,
     FileCreatedEvent,
     FileDeletedEvent,
@@ -35,7 +36,10 @@ from nbd.sync.snapshot import Entry
 
 __all__ = ["LocalEndpoint"]
 
+# Created, modified, deleted, moved and closed-after-write, plus attribute changes (the executable
+# bit); never opened or closed-without-write, whose flood is what overflows inotify.
 EVENT_FILTER = [
+    FileAttribEvent,
     FileCreatedEvent,
     FileModifiedEvent,
     FileDeletedEvent,

@@ -163,7 +163,10 @@ class RemoteEndpoint:
     async def start(self, on_change: ChangeCallback) -> None:
         self._on_change = on_change
         source = agent_source()
-        transport = await self.factory(agent_command(source, self.root, self.cache_dir, self.python))
+        try:
+            transport = await self.factory(agent_command(source, self.root, self.cache_dir, self.python))
+        except OSError as e:
+            raise AgentLost(f"could not start the sync agent ({self.python}): {e}") from e
         self.transport = transport
         try:
             rest = await asyncio.wait_for(self._bootstrap(transport, source), self.connect_timeout)

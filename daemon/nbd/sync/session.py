@@ -310,6 +310,7 @@ class SyncSession:
         """Resume after a pause or a halt; `force` lets the next cycle pass the delete guard."""
         self._paused = False
         self._force = force
+        self._set_state(SyncState.SYNCING, "resuming" + (" (forced past the delete guard)" if force else ""))
         self.local.mark(None)
         self.remote.mark(None)
         self._resumed.set()

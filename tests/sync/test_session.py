@@ -1,0 +1,307 @@
+"""The sync session end to end over the local-subprocess transport: real directories, the real
+agent as a child process, watchdog on the local side."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nbd.sync import ChangeApplied, ConflictFound, ProblemFound, StateChanged, SyncState
+from nbd.sync.agent import TEMP_PREFIX
+from nbd.sync.remote import local_process_factory
+
+from .conftest import Pair, run, tree, until
+
+
+def both(pair: Pair, rel: str, data: bytes) -> bool:
+    return all((r / rel).is_file() and (r / rel).read_bytes() == data for r in (pair.local, pair.remote))
+
+
+def absent(pair: Pair, rel: str) -> bool:
+    return not any(os.path.lexists(r / rel) for r in (pair.local, pair.remote))
+
+
+@pytest.mark.parametrize("direction", ["to_remote", "to_local"])
+def test_create_modify_rename_delete_and_type_changes(pair: Pair, direction: str) -> None:
+    src, dst = (pair.local, pair.remote) if direction == "to_remote" else (pair.remote, pair.local)
+
+    async def go() -> None:
+        async with pair.session() as s:
+            await s.flush(10)
+            (src / "a.txt").write_bytes(b"one")
+            await until(lambda: (dst / "a.txt").exists() and (dst / "a.txt").read_bytes() == b"one", what="create")
+            (src / "a.txt").write_bytes(b"two")
+            await until(lambda: (dst / "a.txt").read_bytes() == b"two", what="modify")
+            os.rename(src / "a.txt", src / "b.txt")
+            await until(lambda: not (dst / "a.txt").exists() and (dst / "b.txt").exists(), what="rename")
+            (src / "d" / "e").mkdir(parents=True)
+            (src / "d" / "e" / "f").write_bytes(b"deep")
+            await until(lambda: (dst / "d" / "e" / "f").exists(), what="nested create")
+            shutil.rmtree(src / "d")
+            (src / "d").write_bytes(b"now a file")
+            await until(lambda: (dst / "d").is_file() and (dst / "d").read_bytes() == b"now a file", what="dir→file")
+            (src / "b.txt").unlink()
+            await until(lambda: not (dst / "b.txt").exists(), what="delete")
+            await s.flush(10)
+            assert tree(pair.local) == tree(pair.remote)
+
+    run(go())
+
+
+def test_executable_bit_and_symlinks(pair: Pair) -> None:
+    (pair.local / "run.sh").write_bytes(b"#!/bin/sh\necho hi\n")
+    os.symlink("run.sh", pair.local / "link")
+    os.symlink("/etc/passwd", pair.local / "escape")
+
+    async def go() -> None:
+        async with pair.session() as s:
+            st = await s.flush(10)
+            assert os.readlink(pair.remote / "link") == "run.sh"
+            assert not os.path.lexists(pair.remote / "escape")
+            assert any(p.path == "escape" and "outside" in p.message for p in st.problems)
+            os.chmod(pair.local / "run.sh", 0o755)
+            await until(lambda: os.access(pair.remote / "run.sh", os.X_OK), what="exec bit")
+            os.chmod(pair.remote / "run.sh", 0o644)
+            await until(lambda: not os.access(pair.local / "run.sh", os.X_OK), what="exec bit back")
+
+    run(go())
+
+
+def test_conflict_keeps_both_versions(pair: Pair) -> None:
+    (pair.local / "nb.ipynb").write_bytes(b"base")
+
+    async def go() -> None:
+        async with pair.session() as s:
+            await s.flush(10)
+            s.pause()
+            (pair.local / "nb.ipynb").write_bytes(b"local edit")
+            (pair.remote / "nb.ipynb").write_bytes(b"remote edit")
+            s.resume()
+            st = await s.flush(10)
+            assert both(pair, "nb.ipynb", b"local edit")
+            (conflict,) = st.conflicts
+            assert conflict.path == "nb.ipynb" and conflict.copy_path.startswith("nb.conflict-remote-")
+            assert conflict.copy_path.endswith(".ipynb")
+            assert both(pair, conflict.copy_path, b"remote edit")
+            assert any(isinstance(e, ConflictFound) for e in pair.events)
+
+    run(go())
+
+
+def test_modify_beats_delete(pair: Pair) -> None:
+    (pair.local / "keep.txt").write_bytes(b"v1")
+
+    async def go() -> None:
+        async with pair.session() as s:
+            await s.flush(10)
+            s.pause()
+            (pair.local / "keep.txt").unlink()
+            (pair.remote / "keep.txt").write_bytes(b"v2")
+            s.resume()
+            await s.flush(10)
+            assert both(pair, "keep.txt", b"v2")
+
+    run(go())
+
+
+def test_empty_remote_is_refilled_and_ancestor_survives_restart(pair: Pair) -> None:
+    for i in range(30):
+        (pair.local / f"f{i}.txt").write_bytes(b"%d" % i)
+
+    async def go() -> None:
+        async with pair.session() as s:
+            await s.flush(10)
+        assert len(os.listdir(pair.remote)) == 30
+        # A new pod: /content is empty. Its emptiness must not delete the local files.
+        shutil.rmtree(pair.remote)
+        pair.remote.mkdir()
+        async with pair.session() as s:
+            st = await s.flush(10)
+            assert st.state == SyncState.WATCHING
+        assert tree(pair.local) == tree(pair.remote) and len(os.listdir(pair.local)) == 30
+
+    run(go())
+
+
+def test_mass_deletion_halts_until_forced(pair: Pair) -> None:
+    for i in range(40):
+        (pair.local / f"f{i}").write_bytes(b"x%d" % i)
+
+    async def go() -> None:
+        async with pair.session() as s:
+            await s.flush(10)
+            s.pause()
+            for i in range(35):
+                (pair.remote / f"f{i}").unlink()
+            s.resume()
+            await until(lambda: s.status().state == SyncState.HALTED, what="halt")
+            assert "delete 35 of 40 files on the local side" in s.status().message
+            assert len(os.listdir(pair.local)) == 40  # nothing deleted
+            s.resume(force=True)
+            await s.flush(10)
+            assert sorted(os.listdir(pair.local)) == sorted(os.listdir(pair.remote))
+            assert len(os.listdir(pair.local)) == 5
+
+    run(go())
+
+
+def test_large_file_and_size_limit(pair: Pair) -> None:
+    data = os.urandom(64 << 20)
+    (pair.local / "big.bin").write_bytes(data)
+    (pair.local / "huge.bin").write_bytes(b"\0" * (3 << 20))
+
+    async def go() -> None:
+        async with pair.session(max_file_size=2 << 20) as s:
+            st = await s.flush(60)
+            assert not (pair.remote / "huge.bin").exists()
+            assert any(p.path == "huge.bin" and "size limit" in p.message for p in st.problems)
+            assert any(p.path == "big.bin" for p in st.problems)  # also above this session's limit
+        async with pair.session(max_file_size=1 << 30) as s:
+            st = await s.flush(60)
+            assert (pair.remote / "big.bin").read_bytes() == data
+            assert st.bytes_to_remote >= len(data)
+
+    run(go())
+
+
+def test_reconnects_after_the_agent_dies_and_converges(pair: Pair) -> None:
+    transports: list[Any] = []
+
+    async def factory(argv: list[str]) -> Any:
+        t = await local_process_factory(argv)
+        transports.append(t)
+        return t
+
+    (pair.local / "a").write_bytes(b"a")
+
+    async def go() -> None:
+        async with pair.session(factory) as s:
+            await s.flush(10)
+            transports[-1].proc.kill()
+            await until(lambda: len(transports) == 2 and s.status().state == SyncState.WATCHING, what="reconnect")
+            (pair.local / "b").write_bytes(b"b")
+            (pair.remote / "c").write_bytes(b"c")
+            st = await s.flush(10)
+            assert tree(pair.local) == tree(pair.remote)
+            assert st.conflicts == []
+            assert any(isinstance(e, StateChanged) and e.state == SyncState.CONNECTING and "reconnecting" in e.message
+                       for e in pair.events)
+
+    run(go())
+
+
+def test_events_report_changes(pair: Pair) -> None:
+    async def go() -> None:
+        async with pair.session() as s:
+            await s.flush(10)
+            (pair.local / "x").write_bytes(b"12345")
+            await until(lambda: any(isinstance(e, ChangeApplied) and e.path == "x" for e in pair.events))
+            ev = next(e for e in pair.events if isinstance(e, ChangeApplied) and e.path == "x")
+            assert (ev.direction, ev.action, ev.bytes) == ("to_remote", "create", 5)
+
+    run(go())
+
+
+def test_editor_style_save_via_temp_file_and_rename(pair: Pair) -> None:
+    (pair.local / "nb.ipynb").write_bytes(b"v1")
+
+    async def go() -> None:
+        async with pair.session() as s:
+            await s.flush(10)
+            for i in range(5):
+                tmp = pair.local / f".~nb.ipynb.{i}"
+                tmp.write_bytes(b"v%d" % (i + 2))
+                os.replace(tmp, pair.local / "nb.ipynb")
+            await until(lambda: (pair.remote / "nb.ipynb").read_bytes() == b"v6", what="final save")
+            st = await s.flush(10)
+            assert st.conflicts == [] and tree(pair.local) == tree(pair.remote)
+
+    run(go())
+
+
+def test_unreadable_path_is_a_problem_not_an_abort(pair: Pair) -> None:
+    (pair.local / "ok.txt").write_bytes(b"ok")
+    os.mkfifo(pair.local / "fifo")
+
+    async def go() -> None:
+        async with pair.session() as s:
+            st = await s.flush(10)
+            assert (pair.remote / "ok.txt").exists()
+            assert any(p.path == "fifo" for p in st.problems)
+            assert any(isinstance(e, ProblemFound) for e in pair.events)
+
+    run(go())
+
+
+def test_flush_on_a_stopped_session_is_a_clear_error(pair: Pair) -> None:
+    from nbd.errors import FailedPrecondition
+    from nbd.sync import SyncSession
+
+    s = SyncSession(str(pair.local), local_process_factory, str(pair.state), pair.options())
+    with pytest.raises(FailedPrecondition, match="not running"):
+        run(s.flush(1))
+
+
+def test_missing_python_in_the_pod_is_reported(pair: Pair) -> None:
+    async def go() -> None:
+        async with pair.session(python="/nonexistent/python3") as s:
+            await until(lambda: s.status().state in (SyncState.CONNECTING, SyncState.ERROR)
+                        and "python3" in s.status().message, what="error message")
+
+    run(go())
+
+
+KILLED_DAEMON = textwrap.dedent("""
+    import asyncio, sys
+    from nbd.sync import SyncSession, SyncOptions, local_process_factory
+    async def main():
+        s = SyncSession(sys.argv[1], local_process_factory, sys.argv[3],
+                        SyncOptions(remote_root=sys.argv[2], agent_cache_dir=sys.argv[4]))
+        await s.start()
+        await asyncio.sleep(3600)
+    asyncio.run(main())
+""")
+
+
+def test_kill_9_mid_transfer_leaves_no_partial_file_and_restart_converges(pair: Pair) -> None:
+    data = os.urandom(256 << 20)
+    (pair.local / "big.bin").write_bytes(data)
+    (pair.remote / "big2.bin").write_bytes(data[: 128 << 20])
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_DAEMON, str(pair.local), str(pair.remote),
+                             str(pair.state), str(pair.cache)], start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        # Wait until a temp file exists on either side (a transfer is in flight), then kill -9.
+        while time.monotonic() < deadline:
+            if any(n.startswith(TEMP_PREFIX) for r in (pair.local, pair.remote) for n in os.listdir(r)):
+                break
+            time.sleep(0.002)
+        else:
+            pytest.fail("no transfer seen in flight")
+        os.killpg(proc.pid, 9)
+    finally:
+        proc.wait()
+    # Whatever was visible under a real name is complete: a partial file only ever has a temp name.
+    for r in (pair.local, pair.remote):
+        for name in os.listdir(r):
+            if not name.startswith(TEMP_PREFIX):
+                assert (r / name).read_bytes() in (data, data[: 128 << 20])
+
+    async def go() -> None:
+        async with pair.session() as s:
+            await s.flush(60)
+        for r in (pair.local, pair.remote):
+            assert not [n for n in os.listdir(r) if n.startswith(TEMP_PREFIX)]
+        assert (pair.remote / "big.bin").read_bytes() == data
+        assert (pair.local / "big2.bin").read_bytes() == data[: 128 << 20]
+
+    run(go())
