@@ -68,8 +68,11 @@ def _ops(info: ResourceInfo, sname: str) -> tuple[dict[str, Any], dict[str, Any]
     ok = {"200": {"description": "OK", "content": {"application/json": {"schema": _ref(sname)}}}}
     body = {"content": {"*/*": {"schema": _ref(sname)}}, "required": True}
     patch_body = {"content": {t: {"schema": {"type": "object"}} for t in (
-        "application/apply-patch+yaml", "application/json-patch+json", "application/merge-patch+json",
-        "application/strategic-merge-patch+json")}, "required": True}
+        # No strategic-merge-patch+json here: kubectl would then compute strategic patches from
+        # these (open) schemas; without it, it uses its compiled-in types (built-ins) or merge
+        # patches (custom resources), as against a real server.
+        "application/apply-patch+yaml", "application/json-patch+json", "application/merge-patch+json")},
+        "required": True}
     common = {"x-kubernetes-group-version-kind": gvk, "tags": [info.group or "core_" + info.version]}
     item = {
         "get": {**common, "operationId": f"read{info.kind}", "x-kubernetes-action": "get", "responses": ok},

@@ -1,0 +1,7 @@
+"""`python -m kubesim`."""
+
+import sys
+
+from kubesim.cli import main
+
+sys.exit(main())
