@@ -204,12 +204,26 @@ def measure_setup(connect: Connect, count: int) -> float:
     return statistics.median(samples) * 1e3
 
 
-def measure_all(connect: Connect, nbytes: int, rounds: int, setups: int) -> dict[str, float]:
-    up = measure_upload(connect, nbytes)
-    down = measure_download(connect, nbytes)
-    p50, p99 = measure_latency(connect, rounds)
+def measure_all(
+    connect: Connect, nbytes: int, rounds: int, setups: int, reps: int = 1, relay_pid: int | None = None
+) -> dict[str, float]:
+    """Throughputs (best of `reps`: other load only ever slows a run down), latency, setup.
+
+    With `relay_pid`, also the CPU seconds that process spent per GiB relayed (both directions).
+    """
+    cpu0 = _cpu_seconds(relay_pid) if relay_pid else 0.0
+    up = max(measure_upload(connect, nbytes) for _ in range(reps))
+    down = max(measure_download(connect, nbytes) for _ in range(reps))
+    cpu = (_cpu_seconds(relay_pid) - cpu0) / (2 * reps * nbytes / 2**30) if relay_pid else float("nan")
+    p50, p99 = min((measure_latency(connect, rounds) for _ in range(reps)), key=lambda x: x[0])
     setup = measure_setup(connect, setups)
-    return {"up": up, "down": down, "p50": p50, "p99": p99, "setup": setup}
+    return {"up": up, "down": down, "p50": p50, "p99": p99, "setup": setup, "cpu": cpu}
+
+
+def _cpu_seconds(pid: int) -> float:
+    """user+system CPU seconds of a process (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # -- relays run as subprocesses ------------------------------------------------------------------
@@ -345,7 +359,7 @@ def role_nbd(kubeconfig: str, namespace: str) -> None:
     asyncio.run(main())
 
 
-def role_official(kubeconfig: str, namespace: str, pod: str, nbytes: int, rounds: int, setups: int) -> None:
+def role_official(kubeconfig: str, namespace: str, pod: str, nbytes: int, rounds: int, setups: int, reps: int) -> None:
     """Measure through `kubernetes.stream.portforward` sockets, in this process."""
     from kubernetes import client, config
     from kubernetes.stream import portforward
@@ -360,7 +374,9 @@ def role_official(kubeconfig: str, namespace: str, pod: str, nbytes: int, rounds
         s.setblocking(True)
         return s
 
-    _ready(measure_all(connect, nbytes, rounds, setups))
+    result = measure_all(connect, nbytes, rounds, setups, reps, relay_pid=os.getpid())
+    result["cpu_includes_client"] = 1.0
+    _ready(result)
 
 
 # -- orchestration -------------------------------------------------------------------------------
@@ -368,7 +384,7 @@ def role_official(kubeconfig: str, namespace: str, pod: str, nbytes: int, rounds
 
 @contextlib.contextmanager
 def spawn(*args: str) -> Iterator[dict[str, Any]]:
-    """Run a role subprocess; yields its ready JSON; stops it on exit."""
+    """Run a role subprocess; yields its ready JSON (plus "pid"); stops it on exit."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "benchmarks.bench_forward", *args],
         cwd=ROOT,
@@ -381,7 +397,9 @@ def spawn(*args: str) -> Iterator[dict[str, Any]]:
         line = proc.stdout.readline()
         if not line:
             raise RuntimeError(f"role {args[0]} exited with {proc.wait()}")
-        yield json.loads(line)
+        ready = json.loads(line)
+        ready.setdefault("pid", proc.pid)
+        yield ready
     finally:
         if proc.stdin:
             proc.stdin.close()
@@ -427,18 +445,23 @@ def run(quick: bool = False) -> list[Figure]:
     nbytes = (128 if quick else 1024) * 1024 * 1024
     rounds = 1000
     setups = 30 if quick else 100
+    reps = 2 if quick else 3
     results: dict[str, dict[str, float]] = {}
     with spawn("target") as target, tempfile.TemporaryDirectory() as tmp:
         tport = target["port"]
-        results["raw loopback TCP"] = measure_all(tcp_connect(tport), nbytes, rounds, setups)
+        results["raw loopback TCP"] = measure_all(tcp_connect(tport), nbytes, rounds, setups, reps)
         with spawn("ws-server", str(tport)) as wss, spawn("ws-client", str(wss["port"])) as wsc:
-            results["plain aiohttp WebSocket hop"] = measure_all(tcp_connect(wsc["port"]), nbytes, rounds, setups)
+            results["plain aiohttp WebSocket hop"] = measure_all(
+                tcp_connect(wsc["port"]), nbytes, rounds, setups, reps, relay_pid=wsc["pid"]
+            )
         with spawn("fake-api", str(tport), tmp) as api:
             kc, ns, pod = api["kubeconfig"], api["namespace"], api["pod"]
-            with spawn("official", kc, ns, pod, str(nbytes // 4), str(rounds), str(setups)) as official:
+            with spawn("official", kc, ns, pod, str(nbytes), str(rounds), str(setups), str(reps)) as official:
                 results["kubernetes.stream.portforward"] = official
             with spawn("nbd", kc, ns) as fwd:
-                results["nbd forward"] = measure_all(tcp_connect(fwd["port"]), nbytes, rounds, setups)
+                results["nbd forward"] = measure_all(
+                    tcp_connect(fwd["port"]), nbytes, rounds, setups, reps, relay_pid=fwd["pid"]
+                )
     return figures(results, server="fake v4 API server")
 
 
@@ -453,7 +476,12 @@ def figures(results: dict[str, dict[str, float]], server: str) -> list[Figure]:
             ("p50", "round trip p50", "ms", False),
             ("p99", "round trip p99", "ms", False),
             ("setup", "new connection p50", "ms", False),
+            ("cpu", "relay CPU per GiB", "s", False),
         ):
+            if r.get(key) != r.get(key):  # NaN: not measured for this path
+                continue
+            if key == "cpu" and r.get("cpu_includes_client"):
+                label = "relay CPU per GiB (incl. measuring client)"
             out.append(Figure(name=f"{path}: {label} [{server}]", value=r[key], unit=unit, higher_is_better=hib))
     official = results.get("kubernetes.stream.portforward")
     for key, label in (("up", "local->pod"), ("down", "pod->local")):
@@ -499,7 +527,7 @@ def _main(argv: list[str]) -> None:
     elif role == "nbd":
         role_nbd(args[0], args[1])
     elif role == "official":
-        role_official(args[0], args[1], args[2], int(args[3]), int(args[4]), int(args[5]))
+        role_official(args[0], args[1], args[2], int(args[3]), int(args[4]), int(args[5]), int(args[6]))
     else:
         raise SystemExit(f"unknown role {role}")
 
