@@ -10,6 +10,7 @@ import * as path from "node:path";
 import { test } from "node:test";
 import { status } from "@grpc/grpc-js";
 import { connect, NbdError, probe, type NbdClient } from "../src/client";
+import { socketOwnerProblem } from "../src/client/connect";
 import { nbctlBin, nbdBin, tempDir } from "./daemon";
 
 /** A stand-in nbctl: a shell script with the given body. */
@@ -171,3 +172,25 @@ test("auto-start through the real `nbctl daemon start`", { skip: nbctlSkip() }, 
   }
 });
 
+
+test("a socket owned by another user is refused: PERMISSION_DENIED naming NBD_SOCKET", async () => {
+  const tmp = tempDir();
+  try {
+    const socket = path.join(tmp.path, "nbd.sock");
+    fs.writeFileSync(socket, "");
+    const mine = fs.statSync(socket).uid;
+    assert.equal(socketOwnerProblem(socket, mine), undefined);
+    assert.equal(socketOwnerProblem(path.join(tmp.path, "absent.sock"), mine + 1), undefined);
+    const problem = socketOwnerProblem(socket, mine + 1);
+    assert.equal(problem, `the socket ${socket} belongs to another user (uid ${mine}); use your own with NBD_SOCKET or the nbd.socketPath setting`);
+    if (mine === 0) {
+      // As root, make the socket someone else's for real.
+      fs.chownSync(socket, 4242, 4242);
+      const err = await connectError({ env: { NBD_SOCKET: socket }, autoStart: false });
+      assert.equal(err.code, status.PERMISSION_DENIED);
+      assert.equal(err.reason, "SocketOwnedByOther");
+    }
+  } finally {
+    tmp.remove();
+  }
+});

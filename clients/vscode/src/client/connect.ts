@@ -7,6 +7,7 @@
  */
 
 import { spawn } from "node:child_process";
+import * as fs from "node:fs";
 import * as os from "node:os";
 import { status as Status } from "@grpc/grpc-js";
 import { NbdClient } from "./client";
@@ -35,6 +36,25 @@ export interface Connection {
   location: SocketLocation;
   /** True when this call started the daemon. */
   started: boolean;
+}
+
+/**
+ * Why the socket must not be used, when it belongs to another user (as nbdclient refuses it too):
+ * talking to someone else's daemon would launch notebooks with their kubeconfig.
+ */
+export function socketOwnerProblem(socketPath: string, uid: number | undefined = process.getuid?.()): string | undefined {
+  if (uid === undefined) {
+    return undefined;
+  }
+  let owner: number;
+  try {
+    owner = fs.statSync(socketPath).uid;
+  } catch {
+    return undefined;
+  }
+  return owner !== uid
+    ? `the socket ${socketPath} belongs to another user (uid ${owner}); use your own with NBD_SOCKET or the nbd.socketPath setting`
+    : undefined;
 }
 
 /** One health check on a private channel, so a failed probe's reconnect backoff never delays the next. */
@@ -113,6 +133,10 @@ export async function connect(options: ConnectOptions = {}): Promise<Connection>
   const problem = socketProblem(location.path);
   if (problem !== undefined) {
     throw new NbdError(Status.INVALID_ARGUMENT, `Cannot reach the nbd daemon: ${problem}.`);
+  }
+  const owner = socketOwnerProblem(location.path);
+  if (owner !== undefined) {
+    throw new NbdError(Status.PERMISSION_DENIED, owner, { reason: "SocketOwnedByOther" });
   }
   if (await probe(location.path)) {
     return { client: new NbdClient(location.path), location, started: false };
