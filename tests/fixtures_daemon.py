@@ -37,7 +37,15 @@ from nbdclient.client import CHANNEL_OPTIONS, Client, connect
 from nbdclient.daemon import wait_until_serving
 from nbdclient.paths import DaemonPaths
 
-__all__ = ["DaemonProcess", "NbdDirs", "daemon_factory", "daemon_process", "nbd_dirs", "nbd_isolated_env"]
+__all__ = [
+    "DaemonProcess",
+    "NbdDirs",
+    "daemon_factory",
+    "daemon_process",
+    "fake_daemon",
+    "nbd_dirs",
+    "nbd_isolated_env",
+]
 
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 15.0
@@ -283,3 +291,14 @@ def daemon_factory(nbd_isolated_env: NbdDirs) -> Iterator[DaemonFactory]:
 def daemon_process(daemon_factory: DaemonFactory) -> DaemonProcess:
     """One running daemon with every installed capability, on the test's isolated dirs."""
     return daemon_factory()
+
+
+# A capability that needs no cluster (tests/daemon/plugins/nbdtestcap): launch, stop, logs, sync.
+TEST_PLUGINS = Path(__file__).resolve().parent / "daemon" / "plugins"
+TEST_CAPABILITY = "nbdtestcap.capability"
+
+
+@pytest.fixture
+def fake_daemon(daemon_factory: DaemonFactory) -> DaemonProcess:
+    """A daemon whose launch/stop/logs/sync come from the test capability (no cluster)."""
+    return daemon_factory(capabilities=TEST_CAPABILITY, env={"PYTHONPATH": str(TEST_PLUGINS)})

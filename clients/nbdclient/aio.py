@@ -42,6 +42,10 @@ class AsyncStream(Generic[T]):
             async for item in self._call:
                 yield item
         except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if self._cancelled and not (task is not None and task.cancelling()):
+                # Our own cancel(): grpc.aio reports it as CancelledError; the iteration just ends.
+                return
             self._call.cancel()
             raise
         except grpc.RpcError as e:

@@ -147,12 +147,14 @@ def discover_capability_modules() -> list[str]:
 
 
 def install_capabilities(app: App, names: Iterable[str] | None = None) -> list[str]:
-    """Imports `nbd.<name>.capability` and calls its `install(app)` for each name (default: all
+    """Imports `nbd.<name>.capability` (or the module NAME when it is dotted) and calls its
+    `install(app)` for each name (default: all
     discovered). A capability that fails is logged and recorded in `app.capabilities.problems`,
     so its RPCs say why they are unavailable; the daemon still starts. Returns the installed names."""
     installed = []
     for name in discover_capability_modules() if names is None else names:
-        module_name = f"nbd.{name}.capability"
+        # A dotted name is a module path (capabilities living outside the nbd package, e.g. tests').
+        module_name = name if "." in name else f"nbd.{name}.capability"
         try:
             module = importlib.import_module(module_name)
             install = getattr(module, "install")

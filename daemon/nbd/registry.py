@@ -105,6 +105,7 @@ class SessionRegistry:
 
     def resolve(self, ref: str) -> Session:
         """The one session `ref` names; NotFound or InvalidArgument (ambiguous) otherwise."""
+        parse_ref(ref)  # A malformed reference is an error even when there are no sessions.
         found = self.candidates(ref)
         if not found:
             raise NotFound(f"no session {ref.strip()}; see `nbctl list`")
