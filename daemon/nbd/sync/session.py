@@ -402,7 +402,6 @@ class SyncSession:
                 continue
             if self._status.state not in (SyncState.HALTED, SyncState.PAUSED):
                 self._set_state(SyncState.WATCHING, "watching both sides")
-            self._settle_flushes()
             self._wake.clear()
             timeout = self.options.full_rescan_interval or None
             with contextlib.suppress(asyncio.TimeoutError):
@@ -419,10 +418,13 @@ class SyncSession:
             except asyncio.TimeoutError:
                 return
 
-    def _settle_flushes(self) -> None:
+    def _settle_flushes(self, error: BaseException | None = None) -> None:
         for f in self._flushes:
             if not f.done():
-                f.set_result(None)
+                if error is None:
+                    f.set_result(None)
+                else:
+                    f.set_exception(error)
         self._flushes.clear()
 
     def _filtered(self) -> tuple[Snapshot, Snapshot, Snapshot, set[str]]:
@@ -474,14 +476,17 @@ class SyncSession:
             self._set_state(SyncState.HALTED, plan.halt_reason)
             self._paused = True
             self._resumed.clear()
+            self._settle_flushes(FailedPrecondition(f"the sync session halted: {plan.halt_reason}"))
             return
         self._force = False
         self._status.cycles += 1
         problems = dict(self._scan_problems)
+        landed = 0
         if not plan.empty:
             self._set_state(SyncState.SYNCING, self._describe(plan))
             applied = await apply_plan(plan, self.local.endpoint, self.remote.endpoint,
                                        self.local.snapshot, self.remote.snapshot, self._report_change)
+            landed = len(applied.done_to_local) + len(applied.done_to_remote)
             for p in applied.problems:
                 problems[p.path] = p
             for c in plan.conflicts:
@@ -506,6 +511,14 @@ class SyncSession:
                 self.on_event(ProblemFound(p))
         self._problems = problems
         self._status.last_cycle = now
+        if self._flushes:
+            # A flush is answered by a full-scan cycle that changed nothing: both sides agree
+            # (up to the paths reported as problems). Otherwise scan everything once more.
+            if full and landed == 0 and not self.local.dirty and not self.remote.dirty:
+                self._settle_flushes()
+            else:
+                self.local.mark(None)
+                self.remote.mark(None)
 
     def _describe(self, plan: Plan) -> str:
         n_local, n_remote = len(plan.to_local), len(plan.to_remote)
