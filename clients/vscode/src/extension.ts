@@ -27,7 +27,6 @@ class NbdExtension implements vscode.Disposable {
   private disconnected: string | undefined = "connecting to the nbd daemon…";
 
   constructor() {
-    this.statusItem.command = "nbd.openInBrowser";
     this.render();
     this.statusItem.show();
     // The watcher never starts the daemon: opening an editor must not start background processes.
@@ -138,6 +137,7 @@ class NbdExtension implements vscode.Disposable {
     }
     this.statusItem.text = view.text;
     this.statusItem.tooltip = view.tooltip;
+    this.statusItem.command = view.command;
     this.statusItem.backgroundColor =
       view.severity === "normal" ? undefined : new vscode.ThemeColor(`statusBarItem.${view.severity}Background`);
   }

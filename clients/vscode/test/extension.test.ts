@@ -74,6 +74,7 @@ test("the status bar shows the workspace's session, its conflict highlighted", {
   assert.equal(recorded.status.text, "$(notebook) ws: Ready  $(sync) watching  $(warning) 1 conflict");
   assert.equal((recorded.status.backgroundColor as { id: string }).id, "statusBarItem.warningBackground");
   assert.ok(!String(recorded.status.tooltip).includes("t0k"));
+  assert.equal((recorded.status as unknown as { command?: string }).command, "nbd.openInBrowser");
 });
 
 test("Open in browser opens the session's URL", { skip: BIN === undefined && "no nbd executable" }, async () => {
@@ -94,4 +95,25 @@ test("Sync pause shows the daemon's error message as it is", { skip: BIN === und
   await recorded.commands.get("nbd.syncPause")!();
   assert.equal(recorded.errors.length, 1);
   assert.match(recorded.errors[0]!, /^sync is not available in this daemon build/);
+});
+
+test("Launch with no folder open names what to do", { skip: BIN === undefined && "no nbd executable" }, async () => {
+  recorded.errors.length = 0;
+  const folders = recorded.folders;
+  recorded.folders = [];
+  try {
+    await recorded.commands.get("nbd.launch")!();
+  } finally {
+    recorded.folders = folders;
+  }
+  assert.deepEqual(recorded.errors, ["nbd: open a folder first; its contents are what the notebook runs."]);
+});
+
+test("the status bar reports the daemon down once it stops", { skip: BIN === undefined && "no nbd executable" }, async () => {
+  const { NbdClient } = await import("../src/client");
+  const client = new NbdClient(daemon!.socket);
+  await client.shutdown(1);
+  client.close();
+  await until("the disconnected status", () => recorded.status.text === "$(debug-disconnect) nbd");
+  assert.match(String(recorded.status.tooltip), /nbd: .*(daemon|socket)/);
 });

@@ -99,5 +99,14 @@ test("disconnected and idle views", () => {
   assert.equal(down.severity, "warning");
   assert.equal(down.tooltip, "nbd: The nbd daemon does not answer on /x.sock.");
   assert.equal(idleStatus().severity, "normal");
-  assert.match(idleStatus().tooltip, /Launch workspace as notebook/);
+  assert.match(idleStatus().tooltip, /click to launch/);
+  assert.equal(idleStatus().command, "nbd.launch");
+  assert.equal(down.command, undefined);
+});
+
+test("a click opens a ready notebook, follows a build, and does nothing otherwise", () => {
+  assert.equal(sessionStatus(session({ url: "http://127.0.0.1:1/?token=x" })).command, "nbd.openInBrowser");
+  assert.equal(sessionStatus(session({ url: "" })).command, undefined);
+  assert.equal(sessionStatus(session({ phase: "PHASE_BUILDING" })).command, "nbd.showBuildLog");
+  assert.equal(sessionStatus(session({ phase: "PHASE_FAILED", url: "http://x/" })).command, undefined);
 });

@@ -15,6 +15,8 @@ export interface StatusView {
   text: string;
   tooltip: string;
   severity: Severity;
+  /** The command a click runs: open a ready notebook, follow a build, launch when idle. */
+  command?: string;
 }
 
 const PHASE_ICONS: Record<string, string> = {
@@ -35,7 +37,12 @@ export function disconnectedStatus(message: string): StatusView {
 
 /** The view when the daemon answers but no session belongs to the workspace. */
 export function idleStatus(): StatusView {
-  return { text: "$(notebook) nbd", tooltip: "nbd: no notebook for this workspace; run “nbd: Launch workspace as notebook”.", severity: "normal" };
+  return {
+    text: "$(notebook) nbd",
+    tooltip: "nbd: no notebook for this workspace; click to launch it.",
+    severity: "normal",
+    command: "nbd.launch",
+  };
 }
 
 /** The view of one session: phase, then sync state, conflicts highlighted. */
@@ -89,5 +96,11 @@ export function sessionStatus(session: Session): StatusView {
   for (const problem of sync?.problems ?? []) {
     lines.push(`Problem: ${problem.path}: ${problem.message}`);
   }
-  return { text: parts.join("  "), tooltip: lines.join("\n"), severity };
+  let command: string | undefined;
+  if (session.url !== "" && session.phase === "PHASE_READY") {
+    command = "nbd.openInBrowser";
+  } else if (session.phase === "PHASE_BUILDING") {
+    command = "nbd.showBuildLog";
+  }
+  return { text: parts.join("  "), tooltip: lines.join("\n"), severity, command };
 }
