@@ -1,0 +1,347 @@
+"""The kubelet of kubesim's one node: node registration, scheduling, pod workers, faults.
+
+It lives in the API server's process and event loop, and talks to the `Store` directly: it
+subscribes to pods (callbacks only mark work to do; the work runs in tasks), binds pods that fit
+(else PodScheduled=False/Unschedulable and a FailedScheduling event, retried whenever capacity
+may have freed), runs one `PodWorker` per bound pod, and writes status and events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kubesim.images import ImageStore, normalize
+from kubesim.kubelet.node import GPU_RESOURCE, NodeConfig, node_object
+from kubesim.kubelet.pod import PodWorker, _Gone
+from kubesim.kubelet.scheduler import fit
+from kubesim.kubelet.spec import Lookup
+from kubesim.store import NODES, PODS, ApiError, Store, WatchEvent, now_rfc3339
+
+__all__ = ["Kubelet", "KubeletConfig"]
+
+log = logging.getLogger("kubesim.kubelet")
+
+SECRETS = ("", "v1", "secrets")
+CONFIGMAPS = ("", "v1", "configmaps")
+
+
+@dataclass
+class KubeletConfig:
+    """Node and runtime settings (all have test-friendly defaults).
+
+    Restart and image-pull backoffs are `backoff_initial * 2**n` capped at `backoff_max`
+    (the real kubelet: 10 s doubling to 300 s).
+    """
+
+    state_dir: Path
+    node: NodeConfig = field(default_factory=NodeConfig)
+    host_ports: list[int] = field(default_factory=list)
+    api_port: int | None = None
+    backoff_initial: float = 1.0
+    backoff_max: float = 10.0
+
+    def backoff_delay(self, attempt: int) -> float:
+        return float(min(self.backoff_initial * (2 ** min(attempt, 20)), self.backoff_max))
+
+
+def _machine_memory() -> int:
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 8 * 2**30
+
+
+class Kubelet:
+    def __init__(self, store: Store, config: KubeletConfig, faults: Any = None) -> None:
+        self.store = store
+        self.config = config
+        self.faults = faults
+        self.state_dir = Path(config.state_dir)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.images = ImageStore(self.state_dir / "images")
+        self.host_ports: set[int] = set(config.host_ports)
+        if config.api_port:
+            self.host_ports.add(config.api_port)
+        self.python_bin_dir = os.path.dirname(sys.executable)
+        self.workers: dict[str, PodWorker] = {}  # by uid
+        self._unsubscribe: Callable[[], None] | None = None
+        self._schedule_needed = asyncio.Event()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._scheduler: asyncio.Task[None] | None = None
+        self._stopped = False
+        if faults is not None:
+            faults.on_kill_pod = self.kill_pod
+            faults.on_recreate_pod = self.recreate_pod
+
+    # ------------------------------------------------------------------ start / stop
+
+    @property
+    def node_name(self) -> str:
+        return self.config.node.name
+
+    async def start(self) -> None:
+        """Register the node, adopt existing pods, and start scheduling."""
+        node = self.config.node
+        if node.memory_bytes == NodeConfig().memory_bytes:
+            node.memory_bytes = _machine_memory()
+        if node.cpu == NodeConfig().cpu:
+            node.cpu = os.cpu_count() or 2
+        self._register_node()
+        self._unsubscribe = self.store.subscribe(PODS, self._on_pod_event)
+        self._scheduler = asyncio.ensure_future(self._schedule_loop())
+        items, _ = self.store.list(PODS)
+        for pod in items:
+            self._consider(pod)
+        self._schedule_needed.set()
+
+    def _register_node(self) -> None:
+        obj = node_object(self.config.node, now_rfc3339())
+        existing = self.store.get(NODES, None, self.node_name)
+        if existing is None:
+            self.store.create(NODES, obj)
+        else:
+            def mutate(o: dict[str, Any]) -> None:
+                o["metadata"].setdefault("labels", {}).update(obj["metadata"]["labels"])
+                o["status"] = obj["status"]
+            self.store.update(NODES, None, self.node_name, mutate)
+
+    async def stop(self) -> None:
+        """Kill every pod's processes and namespaces (kubesim is shutting down)."""
+        self._stopped = True
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+        if self._scheduler is not None:
+            self._scheduler.cancel()
+        await asyncio.gather(*(w.kill() for w in list(self.workers.values())), return_exceptions=True)
+        for t in list(self._tasks):
+            t.cancel()
+
+    def _spawn(self, coro: Any) -> None:
+        t = asyncio.ensure_future(coro)
+        self._tasks.add(t)
+        t.add_done_callback(self._tasks.discard)
+
+    # ------------------------------------------------------------------ configuration at run time
+
+    def set_gpus(self, count: int) -> None:
+        """Change the node's `nvidia.com/gpu` capacity; pending pods are reconsidered."""
+        self.config.node.gpus = count
+        self._register_node()
+        self._schedule_needed.set()
+
+    def add_host_port(self, port: int) -> None:
+        """Relay 127.0.0.1:`port` inside every pod (now and later) to the host's 127.0.0.1:`port`."""
+        self.host_ports.add(port)
+        for w in list(self.workers.values()):
+            if w.sandbox_ready:
+                self._spawn(w.add_relay(port))
+
+    def normalize_image(self, ref: str) -> str:
+        try:
+            return normalize(ref)
+        except ValueError:
+            return ref
+
+    # ------------------------------------------------------------------ store access
+
+    def lookup_fn(self, namespace: str) -> Lookup:
+        def lookup(kind: str, name: str) -> dict[str, Any] | None:
+            key = SECRETS if kind == "Secret" else CONFIGMAPS
+            try:
+                return self.store.get(key, namespace, name)
+            except ApiError:
+                return None
+        return lookup
+
+    def write_status(self, worker: PodWorker, compute: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+        def mutate(pod: dict[str, Any]) -> None:
+            if pod["metadata"].get("uid") != worker.uid:
+                raise _Gone()
+            pod["status"] = compute(pod)
+        try:
+            self.store.update_status(PODS, worker.namespace, worker.name, mutate)
+        except ApiError as e:
+            if e.code == 404:
+                raise _Gone() from e
+            raise
+
+    def event(self, namespace: str, ref: dict[str, Any], reason: str, message: str, type: str = "Normal",
+              component: str = "kubelet") -> None:
+        with contextlib.suppress(ApiError):
+            self.store.add_event(namespace, ref, reason, message, type=type, component=component)
+
+    def worker(self, namespace: str, name: str) -> PodWorker | None:
+        for w in self.workers.values():
+            if w.namespace == namespace and w.name == name and not w.removed:
+                return w
+        return None
+
+    # ------------------------------------------------------------------ pod events
+
+    def _on_pod_event(self, ev: WatchEvent) -> None:
+        pod = ev.object
+        uid = pod["metadata"].get("uid", "")
+        if ev.type == "DELETED":
+            w = self.workers.pop(uid, None)
+            if w is not None:
+                self._spawn(self._forget(w))
+            self._schedule_needed.set()
+            return
+        self._consider(pod)
+
+    def _consider(self, pod: dict[str, Any]) -> None:
+        uid = pod["metadata"].get("uid", "")
+        spec = pod.get("spec") or {}
+        node = spec.get("nodeName")
+        if not node:
+            if not pod["metadata"].get("deletionTimestamp"):
+                self._schedule_needed.set()
+            return
+        if node != self.node_name:
+            return
+        w = self.workers.get(uid)
+        if w is None:
+            if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+                return  # a terminal pod kubesim did not run (e.g. before a restart)
+            w = PodWorker(self, pod)
+            self.workers[uid] = w
+            if pod["metadata"].get("deletionTimestamp"):
+                self._spawn(self._finish_delete(w, 0))
+                return
+            w.start()
+            return
+        w.pod = pod
+        if pod["metadata"].get("deletionTimestamp") and not w.terminating:
+            grace = float(pod["metadata"].get("deletionGracePeriodSeconds") or 0)
+            self._spawn(self._finish_delete(w, grace))
+        if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+            self._schedule_needed.set()
+
+    async def _finish_delete(self, w: PodWorker, grace: float) -> None:
+        await w.terminate(grace)
+        with contextlib.suppress(ApiError):
+            current = self.store.get(PODS, w.namespace, w.name)
+            if current is not None and current["metadata"].get("uid") == w.uid:
+                self.store.delete(PODS, w.namespace, w.name, grace_period_seconds=0,
+                                  preconditions={"uid": w.uid})
+
+    async def _forget(self, w: PodWorker) -> None:
+        await w.kill()
+        await asyncio.to_thread(shutil.rmtree, w.dir, True)
+
+    # ------------------------------------------------------------------ scheduling
+
+    async def _schedule_loop(self) -> None:
+        while True:
+            await self._schedule_needed.wait()
+            self._schedule_needed.clear()
+            try:
+                self._schedule_pending()
+            except Exception:
+                log.exception("scheduling failed")
+            await asyncio.sleep(0.05)
+
+    def _schedule_pending(self) -> None:
+        pods, _ = self.store.list(PODS)
+        pending = [p for p in pods if not (p.get("spec") or {}).get("nodeName")
+                   and not p["metadata"].get("deletionTimestamp")
+                   and (p.get("spec") or {}).get("schedulerName", "default-scheduler") == "default-scheduler"]
+        pending.sort(key=lambda p: (p["metadata"].get("creationTimestamp", ""), p["metadata"]["name"]))
+        node = self.store.get(NODES, None, self.node_name)
+        if node is None:
+            self._register_node()
+            node = self.store.get(NODES, None, self.node_name)
+        assert node is not None
+        labels = node["metadata"].get("labels") or {}
+        allocatable = (node.get("status") or {}).get("allocatable") or self.config.node.allocatable()
+        for pod in pending:
+            bound = [p for p in pods if (p.get("spec") or {}).get("nodeName") == self.node_name]
+            result = fit(pod, labels, allocatable, bound)
+            ns, name = pod["metadata"].get("namespace", "default"), pod["metadata"]["name"]
+            if result.ok:
+                self._bind(pod)
+                refreshed = self.store.get(PODS, ns, name)
+                if refreshed is not None:
+                    pods = [refreshed if p["metadata"]["uid"] == refreshed["metadata"]["uid"] else p for p in pods]
+            else:
+                self._unschedulable(pod, result.message)
+
+    def _bind(self, pod: dict[str, Any]) -> None:
+        ns, name, uid = pod["metadata"].get("namespace", "default"), pod["metadata"]["name"], pod["metadata"]["uid"]
+        now = now_rfc3339()
+
+        def mutate(o: dict[str, Any]) -> None:
+            if o["metadata"]["uid"] != uid:
+                raise _Gone()
+            o.setdefault("spec", {})["nodeName"] = self.node_name
+            st = o.setdefault("status", {})
+            st["phase"] = "Pending"
+            conds = [c for c in st.get("conditions") or [] if c.get("type") != "PodScheduled"]
+            conds.append({"type": "PodScheduled", "status": "True", "lastProbeTime": None, "lastTransitionTime": now})
+            st["conditions"] = conds
+            st.setdefault("qosClass", "BestEffort")
+        try:
+            self.store.update(PODS, ns, name, mutate)
+        except (_Gone, ApiError):
+            return
+        self.event(ns, {"kind": "Pod", "apiVersion": "v1", "namespace": ns, "name": name, "uid": uid},
+                   "Scheduled", f"Successfully assigned {ns}/{name} to {self.node_name}", component="default-scheduler")
+
+    def _unschedulable(self, pod: dict[str, Any], message: str) -> None:
+        ns, name, uid = pod["metadata"].get("namespace", "default"), pod["metadata"]["name"], pod["metadata"]["uid"]
+        for c in (pod.get("status") or {}).get("conditions") or []:
+            if c.get("type") == "PodScheduled" and c.get("status") == "False" and c.get("message") == message:
+                return  # already reported; retried silently until something changes
+
+        def mutate(o: dict[str, Any]) -> None:
+            if o["metadata"]["uid"] != uid:
+                raise _Gone()
+            st = o.setdefault("status", {})
+            st["phase"] = "Pending"
+            conds = [c for c in st.get("conditions") or [] if c.get("type") != "PodScheduled"]
+            conds.append({"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message,
+                          "lastProbeTime": None, "lastTransitionTime": now_rfc3339()})
+            st["conditions"] = conds
+        try:
+            self.store.update_status(PODS, ns, name, mutate)
+        except (_Gone, ApiError):
+            return
+        self.event(ns, {"kind": "Pod", "apiVersion": "v1", "namespace": ns, "name": name, "uid": uid},
+                   "FailedScheduling", message, "Warning", component="default-scheduler")
+
+    # ------------------------------------------------------------------ faults
+
+    async def kill_pod(self, namespace: str, name: str) -> None:
+        """Fault: SIGKILL the pod's running containers; the restart policy decides what follows."""
+        w = self.worker(namespace, name)
+        if w is None:
+            raise ApiError(404, "NotFound", f'pods "{name}" not found on node {self.node_name}')
+        w.kill_main_processes()
+
+    async def recreate_pod(self, namespace: str, name: str) -> None:
+        """Fault: delete the pod at once and create it again (same spec, new uid), as a controller would."""
+        pod = self.store.read(PODS, namespace, name)
+        md = pod["metadata"]
+        fresh = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {k: md[k] for k in ("name", "namespace", "labels", "annotations", "ownerReferences")
+                         if md.get(k) is not None},
+            "spec": {k: v for k, v in (pod.get("spec") or {}).items() if k != "nodeName"},
+        }
+        self.store.delete(PODS, namespace, name, grace_period_seconds=0)
+        self.store.create(PODS, fresh, namespace)
+

@@ -1,0 +1,249 @@
+"""Pod sandboxes: a "pause" process holding a pod's private mount, network and UTS namespaces.
+
+A pod's sandbox is `unshare --mount --net --uts --ipc --propagation private sh -c SCRIPT`: the
+script brings `lo` up, sets the hostname to the pod name, bind-mounts the pod's folders at their
+container paths, prints `ready` and waits. Containers and exec'd commands join it with
+`nsenter -t PAUSE -m -n -u -i --wdns=WORKDIR -- argv`. Only `lo` exists in the pod's network
+namespace, so two pods can both listen on 127.0.0.1:8888.
+
+Sockets into a pod's network namespace (port-forward, probes, the host-port relays) are created by
+a dedicated thread that enters the namespace with setns(2) (Python 3.11 has no os.setns: ctypes),
+creates the socket, and returns to the host namespace; a socket keeps the namespace it was created
+in, so it is then used from the event loop like any other.
+
+When namespaces are not available (not root, `unshare` fails), `Sandbox.start` returns with
+`isolated == False` and `reason` set: the caller must say so (Warning event `NoIsolation`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import errno
+import logging
+import os
+import shlex
+import signal
+import socket
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TypeVar
+
+__all__ = ["Mount", "Sandbox", "open_in_netns", "namespaces_available", "set_pdeathsig"]
+
+log = logging.getLogger("kubesim.kubelet.namespaces")
+
+CLONE_NEWNET = 0x40000000
+PR_SET_PDEATHSIG = 1
+
+_libc = ctypes.CDLL(None, use_errno=True)
+# One thread does every setns: it always returns to the host namespace before the next job.
+_netns_executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="kubesim-netns")
+
+T = TypeVar("T")
+
+
+def set_pdeathsig() -> None:
+    """preexec_fn: the child gets SIGKILL when kubesim dies, so no pod process outlives it."""
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def _setns(fd: int) -> None:
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, f"setns: {os.strerror(e)}")
+
+
+def _run_in_netns(pid: int, fn: Callable[[], T]) -> T:
+    home = os.open(f"/proc/{os.getpid()}/task/{threading.get_native_id()}/ns/net", os.O_RDONLY)
+    try:
+        target = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY)
+        try:
+            _setns(target)
+            try:
+                return fn()
+            finally:
+                # Invariant: the worker thread never stays in a pod's namespace.
+                _setns(home)
+        finally:
+            os.close(target)
+    finally:
+        os.close(home)
+
+
+async def open_in_netns(pid: int | None, fn: Callable[[], T]) -> T:
+    """Run `fn` (which creates sockets) inside the network namespace of `pid` (None: the host's)."""
+    if pid is None:
+        return fn()
+    return await asyncio.get_running_loop().run_in_executor(_netns_executor, _run_in_netns, pid, fn)
+
+
+_available: bool | None = None
+
+
+def namespaces_available() -> tuple[bool, str]:
+    """Whether pods can get private namespaces here, and why not."""
+    global _available
+    if os.geteuid() != 0:
+        return False, "kubesim is not running as root: pods share the host's network and mount namespaces"
+    import shutil
+    import subprocess
+
+    for tool in ("unshare", "nsenter", "mount", "ip"):
+        if shutil.which(tool) is None:
+            return False, f"{tool!r} is not installed: pods share the host's namespaces"
+    if _available is None:
+        r = subprocess.run(["unshare", "--mount", "--net", "--uts", "--ipc", "--propagation", "private", "true"],
+                           capture_output=True, text=True)
+        _available = r.returncode == 0
+        if not _available:
+            return False, f"unshare failed ({r.stderr.strip()}): pods share the host's namespaces"
+    return (True, "") if _available else (False, "unshare failed: pods share the host's namespaces")
+
+
+@dataclass(frozen=True)
+class Mount:
+    """`source` (a host path) bind-mounted at `target` (a container path) in the pod's mount ns."""
+
+    source: str
+    target: str
+    read_only: bool = False
+    is_file: bool = False
+
+
+def _script(hostname: str, mounts: list[Mount]) -> str:
+    lines = ["set -e", "ip link set lo up", f"hostname {shlex.quote(hostname[:63])} 2>/dev/null || true"]
+    # Shallow targets first, so a deeper mount is not hidden by a later shallower one.
+    for m in sorted(mounts, key=lambda m: m.target.rstrip("/").count("/")):
+        src, dst = shlex.quote(m.source), shlex.quote(m.target)
+        if m.is_file:
+            lines.append(f"mkdir -p {shlex.quote(os.path.dirname(m.target) or '/')}")
+            lines.append(f"[ -e {dst} ] || : > {dst}")
+        else:
+            lines.append(f"mkdir -p {dst}")
+        lines.append(f"mount --bind {src} {dst}")
+        if m.read_only:
+            lines.append(f"mount -o remount,bind,ro {dst}")
+    lines += ["echo ready", "read _ || true"]
+    return "\n".join(lines)
+
+
+class Sandbox:
+    """One pod's namespaces (or, without isolation, the host's)."""
+
+    def __init__(self, hostname: str) -> None:
+        self.hostname = hostname
+        self.pid: int | None = None
+        self.isolated = False
+        self.reason = ""
+        self._proc: asyncio.subprocess.Process | None = None
+
+    async def start(self, mounts: list[Mount]) -> None:
+        """Create the namespaces and mounts; raises RuntimeError when the mounts fail."""
+        ok, why = namespaces_available()
+        if not ok:
+            self.reason = why
+            return
+        proc = await asyncio.create_subprocess_exec(
+            "unshare", "--mount", "--net", "--uts", "--ipc", "--propagation", "private", "--",
+            "sh", "-c", _script(self.hostname, mounts),
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            start_new_session=True, preexec_fn=set_pdeathsig,
+        )
+        assert proc.stdout is not None and proc.stderr is not None
+        line = await proc.stdout.readline()
+        if line.strip() != b"ready":
+            err = (await proc.stderr.read()).decode(errors="replace").strip()
+            await proc.wait()
+            raise RuntimeError(f"pod sandbox setup failed: {err or 'pause process exited'}")
+        self._proc = proc
+        self.pid = proc.pid
+        self.isolated = True
+
+    def enter(self, workdir: str) -> list[str]:
+        """The argv prefix that runs a command inside the sandbox with cwd `workdir`."""
+        if self.pid is None:
+            return []
+        return ["nsenter", "-t", str(self.pid), "-m", "-n", "-u", "-i", f"--wdns={workdir or '/'}", "--"]
+
+    async def connect(self, port: int, host: str = "127.0.0.1") -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """Open a TCP connection to `host:port` inside the pod's network namespace."""
+        sock = await open_in_netns(self.pid, lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+        try:
+            sock.setblocking(False)
+            await asyncio.get_running_loop().sock_connect(sock, (host, port))
+            return await asyncio.open_connection(sock=sock, limit=2**20)
+        except BaseException:
+            sock.close()
+            raise
+
+    async def listen(self, port: int) -> socket.socket:
+        """A listening socket on 127.0.0.1:`port` inside the pod's network namespace."""
+
+        def make() -> socket.socket:
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                s.bind(("127.0.0.1", port))
+                s.listen(128)
+                s.setblocking(False)
+            except BaseException:
+                s.close()
+                raise
+            return s
+
+        return await open_in_netns(self.pid, make)
+
+    def members(self) -> list[int]:
+        """Pids of every process in the pod's network namespace, the pause process included."""
+        if self.pid is None:
+            return []
+        try:
+            ino = os.stat(f"/proc/{self.pid}/ns/net").st_ino
+        except OSError:
+            return []
+        me = os.getpid()
+        out = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit() or int(entry) == me:
+                continue
+            try:
+                if os.stat(f"/proc/{entry}/ns/net").st_ino == ino:
+                    out.append(int(entry))
+            except OSError:
+                continue
+        return out
+
+    def kill_members(self, sig: int = signal.SIGKILL) -> int:
+        """Signal every process left in the pod (orphans of exec'd commands included) but the pause."""
+        n = 0
+        for pid in self.members():
+            if pid == self.pid:
+                continue
+            try:
+                os.kill(pid, sig)
+                n += 1
+            except OSError:
+                pass
+        return n
+
+    async def stop(self) -> None:
+        """Kill whatever still runs in the pod, then the pause process: the namespaces go with it."""
+        self.kill_members()
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        try:
+            proc.kill()
+        except ProcessLookupError:
+            pass
+        try:
+            await asyncio.wait_for(proc.wait(), 5)
+        except (asyncio.TimeoutError, ProcessLookupError):
+            log.warning("pause process %s did not exit", proc.pid)
+
+
+def connection_refused(e: BaseException) -> bool:
+    return isinstance(e, OSError) and e.errno in (errno.ECONNREFUSED, errno.ENETUNREACH)

@@ -1,0 +1,589 @@
+"""One pod's life on the node: images, sandbox, init containers, containers, restarts, deletion.
+
+A `PodWorker` owns everything that runs for one pod uid. It reports through the `Kubelet`
+(status writes and events go to the store there). Lifecycle:
+
+1. resolve every container's image (missing: ErrImagePull, then ImagePullBackOff, retried with
+   a capped backoff; the pod stays Pending);
+2. materialise volumes and image layers, start the sandbox (or report NoIsolation), start the
+   host-port relays inside it;
+3. run init containers one by one to success (a failure is retried per restartPolicy, or fails
+   the pod under Never);
+4. run the containers, each in its own loop that restarts it per restartPolicy with backoff;
+5. when every container is done for good, the pod is terminal: the sandbox goes, logs stay.
+
+Deletion (`deletionTimestamp` set) stops every container (SIGTERM, grace, SIGKILL), removes the
+sandbox and finishes the delete in the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from kubesim.images import Image, InvalidReference
+from kubesim.kubelet.logs import LogFile
+from kubesim.kubelet.namespaces import Mount, Sandbox
+from kubesim.kubelet.probes import ProbeRunner
+from kubesim.kubelet.relay import splice
+from kubesim.kubelet.runtime import ContainerProcess
+from kubesim.kubelet.spec import SYSTEM_PATH, ConfigError, resolve_argv, resolve_env
+from kubesim.kubelet.status import ContainerView, PodFacts, Terminated, pod_status, will_restart
+from kubesim.kubelet.volumes import effective_workdir, host_path, prepare_mounts
+from kubesim.store import now_rfc3339
+
+if TYPE_CHECKING:
+    from kubesim.kubelet.kubelet import Kubelet
+
+__all__ = ["PodWorker", "ExecTarget"]
+
+log = logging.getLogger("kubesim.kubelet.pod")
+
+
+class _Gone(Exception):
+    """The pod object was replaced or removed: stop writing its status."""
+
+
+class ExecTarget:
+    """How to run a command in a container: argv prefix, environment, working directory."""
+
+    def __init__(self, prefix: list[str], env: dict[str, str], cwd: str | None, workdir: str) -> None:
+        self.prefix = prefix
+        self.env = env
+        self.cwd = cwd
+        self.workdir = workdir
+
+
+class PodWorker:
+    def __init__(self, kubelet: "Kubelet", pod: dict[str, Any]) -> None:
+        self.kubelet = kubelet
+        self.pod = pod
+        md = pod["metadata"]
+        self.namespace: str = md.get("namespace", "default")
+        self.name: str = md["name"]
+        self.uid: str = md["uid"]
+        spec = pod.get("spec") or {}
+        self.restart_policy: str = spec.get("restartPolicy") or "Always"
+        self.init_specs: list[dict[str, Any]] = list(spec.get("initContainers") or [])
+        self.specs: list[dict[str, Any]] = list(spec.get("containers") or [])
+        self.init_views = [ContainerView(c["name"], c.get("image", ""), waiting_reason="PodInitializing")
+                           for c in self.init_specs]
+        self.views = [ContainerView(c["name"], c.get("image", ""),
+                                    waiting_reason="PodInitializing" if self.init_specs else "ContainerCreating")
+                      for c in self.specs]
+        if self.init_views:
+            self.init_views[0].waiting_reason = "ContainerCreating"
+        self.dir = kubelet.state_dir / "pods" / f"{self.namespace}_{self.name}_{self.uid}"
+        self.sandbox = Sandbox(self.name)
+        self.mounts: list[Mount] = []
+        self.images: dict[str, Image | None] = {}
+        self.procs: dict[str, ContainerProcess] = {}
+        self.targets: dict[str, ExecTarget] = {}
+        self.logs: dict[str, LogFile] = {}
+        self.instances: dict[str, int] = {}
+        self.exec_procs: set[asyncio.subprocess.Process] = set()
+        self.relays: list[asyncio.AbstractServer] = []
+        self.relay_ports: set[int] = set()
+        self.start_time = now_rfc3339()
+        self.init_done = not self.init_specs
+        self.sandbox_ready = False
+        self.terminating = False
+        self.removed = False
+        self.terminal = False
+        self._wakeups: dict[str, asyncio.Event] = {}
+        self.task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # ------------------------------------------------------------------ helpers
+
+    def key(self) -> tuple[str, str]:
+        return self.namespace, self.name
+
+    def view(self, name: str) -> ContainerView | None:
+        for v in self.init_views + self.views:
+            if v.name == name:
+                return v
+        return None
+
+    def container_names(self) -> list[str]:
+        return [c["name"] for c in self.specs]
+
+    def init_names(self) -> list[str]:
+        return [c["name"] for c in self.init_specs]
+
+    def log_path(self, container: str, instance: int) -> Path:
+        return self.dir / "logs" / container / f"{instance}.log"
+
+    def publish(self) -> None:
+        """Write the pod's status from the views (no-op once the pod is gone)."""
+        if self.removed:
+            return
+        facts = PodFacts(start_time=self.start_time, sandbox_ready=self.sandbox_ready, init_done=self.init_done)
+        try:
+            self.kubelet.write_status(self, lambda pod: pod_status(pod, self.init_views, self.views, facts, now_rfc3339()))
+        except _Gone:
+            self.removed = True
+
+    def event(self, reason: str, message: str, type: str = "Normal", field_path: str | None = None) -> None:
+        if self.removed:
+            return
+        ref: dict[str, Any] = {"kind": "Pod", "apiVersion": "v1", "namespace": self.namespace, "name": self.name,
+                               "uid": self.uid}
+        if field_path:
+            ref["fieldPath"] = field_path
+        self.kubelet.event(self.namespace, ref, reason, message, type)
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        t = asyncio.ensure_future(coro)
+        self._tasks.add(t)
+        t.add_done_callback(self._tasks.discard)
+        return t
+
+    async def _sleep(self, seconds: float, key: str = "") -> None:
+        """Sleep, cut short by `wake(key)` (used to interrupt backoffs on deletion)."""
+        ev = self._wakeups.setdefault(key, asyncio.Event())
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(ev.wait(), seconds)
+        ev.clear()
+
+    def wake(self) -> None:
+        for ev in self._wakeups.values():
+            ev.set()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        self.task = asyncio.ensure_future(self._run())
+
+    async def _run(self) -> None:
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self.publish()
+            if not await self._pull_images():
+                return
+            if not await self._setup_sandbox():
+                return
+            if not await self._run_init():
+                return
+            self.init_done = True
+            loops = [self._spawn(self._container_loop(i)) for i in range(len(self.specs))]
+            self.publish()
+            await asyncio.gather(*loops, return_exceptions=True)
+            if not self.terminating and not self.removed:
+                self.terminal = True
+                self.publish()
+                await self._teardown()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("pod %s/%s worker failed", self.namespace, self.name)
+
+    async def _pull_images(self) -> bool:
+        attempt = 0
+        while not self.terminating:
+            missing = []
+            for c, v in zip(self.init_specs + self.specs, self.init_views + self.views):
+                if self.images.get(c["name"]) is not None:
+                    continue
+                ref = c.get("image", "")
+                try:
+                    image = self.kubelet.images.get(ref)
+                except InvalidReference as e:
+                    image = None
+                    v.waiting_reason, v.waiting_message = "InvalidImageName", f'Failed to apply default image tag "{ref}": {e}'
+                    missing.append(c)
+                    continue
+                if image is None:
+                    missing.append(c)
+                    continue
+                self.images[c["name"]] = image
+                v.image_id = image.name
+                self.event("Pulled", f'Container image "{ref}" already present on machine',
+                           field_path=f"spec.containers{{{c['name']}}}")
+            if not missing:
+                return True
+            for c in missing:
+                v = self.view(c["name"])
+                assert v is not None
+                ref = c.get("image", "")
+                if v.waiting_reason == "InvalidImageName":
+                    continue
+                full = self.kubelet.normalize_image(ref)
+                msg = (f'Failed to pull image "{ref}": rpc error: code = NotFound desc = failed to pull and unpack '
+                       f'image "{full}": failed to resolve reference "{full}": {full}: not found')
+                fp = f"spec.containers{{{c['name']}}}"
+                if attempt == 0 or v.waiting_reason == "ImagePullBackOff":
+                    self.event("Pulling", f'Pulling image "{ref}"', field_path=fp)
+                    self.event("Failed", msg, "Warning", fp)
+                    self.event("Failed", "Error: ErrImagePull", "Warning", fp)
+                    v.waiting_reason, v.waiting_message = "ErrImagePull", msg
+                else:
+                    v.waiting_reason, v.waiting_message = "ImagePullBackOff", f'Back-off pulling image "{ref}"'
+                    self.event("BackOff", f'Back-off pulling image "{ref}"', field_path=fp)
+                    self.event("Failed", "Error: ImagePullBackOff", "Warning", fp)
+            self.publish()
+            delay = self.kubelet.config.backoff_delay(attempt)
+            attempt += 1
+            await self._sleep(delay)
+            # Between tries the container shows ImagePullBackOff, as a cluster does.
+            for c in missing:
+                v = self.view(c["name"])
+                if v is not None and v.waiting_reason == "ErrImagePull":
+                    v.waiting_reason, v.waiting_message = "ImagePullBackOff", f'Back-off pulling image "{c.get("image", "")}"'
+                    self.event("BackOff", f'Back-off pulling image "{c.get("image", "")}"',
+                               field_path=f"spec.containers{{{c['name']}}}")
+                    self.event("Failed", "Error: ImagePullBackOff", "Warning", f"spec.containers{{{c['name']}}}")
+            self.publish()
+            await self._sleep(delay)
+        return False
+
+    async def _setup_sandbox(self) -> bool:
+        attempt = 0
+        while not self.terminating:
+            try:
+                self.mounts = await asyncio.to_thread(prepare_mounts, self.pod, self.images, self.dir,
+                                                      self.kubelet.state_dir, self.kubelet.lookup_fn(self.namespace))
+                break
+            except ConfigError as e:
+                self.event("FailedMount", str(e), "Warning")
+                await self._sleep(self.kubelet.config.backoff_delay(attempt))
+                attempt += 1
+        if self.terminating:
+            return False
+        try:
+            await self.sandbox.start(self.mounts)
+        except RuntimeError as e:
+            self.event("FailedCreatePodSandBox", f"Failed to create pod sandbox: {e}", "Warning")
+            log.error("pod %s/%s: %s", self.namespace, self.name, e)
+            for v in self.init_views + self.views:
+                v.waiting_reason, v.waiting_message = "ContainerCreating", str(e)
+            self.publish()
+            return False
+        if not self.sandbox.isolated:
+            msg = f"pod runs without namespace isolation: {self.sandbox.reason}"
+            log.warning("pod %s/%s: %s", self.namespace, self.name, msg)
+            self.event("NoIsolation", msg, "Warning")
+        else:
+            for port in sorted(self.kubelet.host_ports):
+                await self.add_relay(port)
+        self.sandbox_ready = True
+        return True
+
+    async def add_relay(self, port: int) -> None:
+        """Listen on 127.0.0.1:`port` inside the pod and relay to the host's 127.0.0.1:`port`."""
+        if not self.sandbox.isolated or port in self.relay_ports or self.terminating or self.terminal:
+            return
+        try:
+            sock = await self.sandbox.listen(port)
+        except OSError as e:
+            self.event("HostPortRelayFailed", f"cannot relay host port {port} into the pod: {e}", "Warning")
+            return
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                up = await asyncio.open_connection("127.0.0.1", port, limit=2**20)
+            except OSError:
+                writer.close()
+                return
+            await splice((reader, writer), up)
+
+        server = await asyncio.start_server(handle, sock=sock, limit=2**20)
+        self.relays.append(server)
+        self.relay_ports.add(port)
+
+    # ------------------------------------------------------------------ containers
+
+    def _target(self, c: dict[str, Any]) -> tuple[list[str], ExecTarget]:
+        image = self.images.get(c["name"])
+        assert image is not None
+        base = {
+            "PATH": os.pathsep.join([self.kubelet.python_bin_dir, SYSTEM_PATH]),
+            "HOSTNAME": self.name,
+            "HOME": "/root",
+            "KUBERNETES_SERVICE_HOST": "127.0.0.1",
+            "KUBERNETES_SERVICE_PORT": str(self.kubelet.config.api_port or 443),
+        }
+        env = resolve_env(self.pod, c, base, image.config.env, self.kubelet.lookup_fn(self.namespace))
+        argv = resolve_argv(c, image.config.entrypoint, image.config.cmd, env)
+        if not argv:
+            raise ConfigError("no command specified")
+        workdir = effective_workdir(c, image)
+        cwd = None
+        if not self.sandbox.isolated:
+            cwd = host_path(workdir, self.mounts)
+            if not os.path.isdir(cwd):
+                cwd = str(self.dir)
+        target = ExecTarget(self.sandbox.enter(workdir), env, cwd, workdir)
+        return argv, target
+
+    def _check_executable(self, argv0: str, env: dict[str, str]) -> str | None:
+        """The runtime's start error when `argv0` cannot be executed, else None."""
+        if "/" in argv0:
+            path = host_path(argv0, self.mounts)
+            if os.path.isfile(path) and os.access(path, os.X_OK):
+                return None
+            if os.path.isfile(path):
+                return f'exec: "{argv0}": permission denied'
+            return f'exec: "{argv0}": stat {argv0}: no such file or directory'
+        if shutil.which(argv0, path=env.get("PATH", SYSTEM_PATH)) is None:
+            return f'exec: "{argv0}": executable file not found in $PATH'
+        return None
+
+    async def _start(self, c: dict[str, Any], v: ContainerView) -> ContainerProcess | None:
+        """Start one instance; on a start failure record a terminated StartError and return None."""
+        name = c["name"]
+        fp = f"spec.{'initContainers' if c in self.init_specs else 'containers'}{{{name}}}"
+        try:
+            argv, target = self._target(c)
+        except ConfigError as e:
+            v.waiting_reason, v.waiting_message = "CreateContainerConfigError", str(e)
+            self.event("Failed", f"Error: {e}", "Warning", fp)
+            self.publish()
+            return None
+        problem = self._check_executable(argv[0], target.env)
+        instance = self.instances.get(name, -1) + 1
+        self.instances[name] = instance
+        now = now_rfc3339()
+        if problem is not None:
+            msg = (f"failed to create containerd task: failed to create shim task: OCI runtime create failed: "
+                   f"runc create failed: unable to start container process: {problem}: unknown")
+            v.waiting_reason = None
+            v.running_since = None
+            v.terminated = Terminated(128, "StartError", now, now, msg)
+            self.event("Failed", f"Error: {msg}", "Warning", fp)
+            self.publish()
+            return None
+        log_file = LogFile(self.log_path(name, instance))
+        self.event("Created", f"Created container: {name}", field_path=fp)
+        try:
+            proc = await ContainerProcess.start(target.prefix + argv, target.env, target.cwd, log_file)
+        except OSError as e:
+            log_file.close()
+            v.waiting_reason = None
+            v.terminated = Terminated(128, "StartError", now, now, str(e))
+            self.event("Failed", f"Error: {e}", "Warning", fp)
+            self.publish()
+            return None
+        if name in self.logs:
+            self.logs[name].close()
+        self.logs[name] = log_file
+        self.procs[name] = proc
+        self.targets[name] = target
+        v.container_id = f"kubesim://{self.uid[:8]}-{name}-{instance}"
+        v.waiting_reason, v.waiting_message = None, ""
+        v.running_since = now_rfc3339()
+        v.terminated = None
+        v.ever_started = True
+        self.event("Started", f"Started container {name}", field_path=fp)
+        return proc
+
+    def _finish(self, v: ContainerView, code: int, started: str) -> None:
+        reason = "Completed" if code == 0 else "Error"
+        v.running_since = None
+        v.ready = False
+        v.terminated = Terminated(code, reason, started, now_rfc3339(), container_id=v.container_id)
+
+    async def _run_init(self) -> bool:
+        for i, c in enumerate(self.init_specs):
+            v = self.init_views[i]
+            attempt = 0
+            while True:
+                if self.terminating:
+                    return False
+                proc = await self._start(c, v)
+                self.publish()
+                code = 128
+                if proc is not None:
+                    started = v.running_since or now_rfc3339()
+                    code = await proc.wait()
+                    self.logs[c["name"]].close()
+                    self._finish(v, code, started)
+                elif v.waiting_reason == "CreateContainerConfigError":
+                    await self._sleep(self.kubelet.config.backoff_delay(attempt))
+                    attempt += 1
+                    continue
+                if self.terminating:
+                    return False
+                if code == 0:
+                    v.ready = True
+                    if i + 1 < len(self.init_views):
+                        self.init_views[i + 1].waiting_reason = "ContainerCreating"
+                    self.publish()
+                    break
+                if self.restart_policy == "Never":
+                    for mv in self.views:
+                        mv.waiting_reason = "PodInitializing"
+                    self.terminal = True
+                    self.publish()
+                    await self._teardown()
+                    return False
+                await self._backoff(c, v, attempt)
+                attempt += 1
+        return True
+
+    async def _backoff(self, c: dict[str, Any], v: ContainerView, attempt: int) -> None:
+        delay = self.kubelet.config.backoff_delay(attempt)
+        v.last_terminated = v.terminated
+        v.waiting_reason = "CrashLoopBackOff"
+        v.waiting_message = (f"back-off {delay:g}s restarting failed container={c['name']} "
+                             f"pod={self.name}_{self.namespace}({self.uid})")
+        self.event("BackOff", f"Back-off restarting failed container {c['name']} in pod "
+                   f"{self.name}_{self.namespace}({self.uid})", "Warning")
+        self.publish()
+        await self._sleep(delay)
+        if not self.terminating:
+            v.restart_count += 1
+
+    async def _container_loop(self, index: int) -> None:
+        c = self.specs[index]
+        v = self.views[index]
+        attempt = 0
+        while not self.terminating:
+            proc = await self._start(c, v)
+            code = 128
+            if proc is None and v.waiting_reason == "CreateContainerConfigError":
+                await self._sleep(self.kubelet.config.backoff_delay(attempt))
+                attempt += 1
+                continue
+            probes: list[ProbeRunner] = []
+            ran_for = 0.0
+            if proc is not None:
+                started = v.running_since or now_rfc3339()
+                t0 = time.monotonic()
+                probes = self._start_probes(c, v, proc)
+                self.publish()
+                code = await proc.wait()
+                ran_for = time.monotonic() - t0
+                for p in probes:
+                    p.stop()
+                self.logs[c["name"]].close()
+                self._finish(v, code, started)
+            if self.terminating:
+                self.publish()
+                return
+            if not will_restart(self.restart_policy, code):
+                self.publish()
+                return
+            if ran_for > 2 * self.kubelet.config.backoff_max:
+                attempt = 0
+            await self._backoff(c, v, attempt)
+            attempt += 1
+
+    def _start_probes(self, c: dict[str, Any], v: ContainerView, proc: ContainerProcess) -> list[ProbeRunner]:
+        runners = []
+        readiness = c.get("readinessProbe")
+        if readiness:
+            def ready_changed(ok: bool) -> None:
+                if proc.running and v.is_running:
+                    v.ready = ok
+                    self.publish()
+            r = ProbeRunner(readiness, c, self.sandbox.connect, self._probe_exec(c["name"]), ready_changed)
+            r.start()
+            runners.append(r)
+        else:
+            v.ready = True
+        liveness = c.get("livenessProbe")
+        if liveness:
+            def live_changed(ok: bool) -> None:
+                if not ok and proc.running:
+                    self.event("Unhealthy", f"Liveness probe failed: container {c['name']}", "Warning")
+                    self.event("Killing", f"Container {c['name']} failed liveness probe, will be restarted")
+                    proc.signal(signal.SIGKILL)
+            lr = ProbeRunner(liveness, c, self.sandbox.connect, self._probe_exec(c["name"]), live_changed)
+            lr.start()
+            runners.append(lr)
+        return runners
+
+    def _probe_exec(self, name: str) -> Any:
+        async def run(argv: list[str], timeout: float) -> int:
+            target = self.targets.get(name)
+            if target is None:
+                return 1
+            p = await asyncio.create_subprocess_exec(*target.prefix, *argv, env=target.env, cwd=target.cwd,
+                                                     stdin=asyncio.subprocess.DEVNULL,
+                                                     stdout=asyncio.subprocess.DEVNULL,
+                                                     stderr=asyncio.subprocess.DEVNULL, start_new_session=True)
+            try:
+                return await asyncio.wait_for(p.wait(), timeout)
+            except asyncio.TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(p.pid, signal.SIGKILL)
+                return 1
+        return run
+
+    # ------------------------------------------------------------------ faults and deletion
+
+    def kill_main_processes(self) -> int:
+        """SIGKILL every running container (a crash, as far as the restart policy is concerned)."""
+        n = 0
+        for name in self.container_names() + self.init_names():
+            proc = self.procs.get(name)
+            if proc is not None and proc.running:
+                proc.signal(signal.SIGKILL)
+                n += 1
+        return n
+
+    async def terminate(self, grace: float) -> None:
+        """Stop everything gracefully (deletionTimestamp set)."""
+        if self.terminating:
+            return
+        self.terminating = True
+        self.wake()
+        stops = []
+        for c in self.init_specs + self.specs:
+            proc = self.procs.get(c["name"])
+            if proc is not None and proc.running:
+                self.event("Killing", f"Stopping container {c['name']}",
+                           field_path=f"spec.containers{{{c['name']}}}")
+                stops.append(proc.stop(grace))
+        await asyncio.gather(*stops, return_exceptions=True)
+        if self.task is not None:
+            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError, Exception):
+                await asyncio.wait_for(asyncio.shield(self.task), 5)
+        await self._teardown()
+
+    async def kill(self) -> None:
+        """Stop at once (the pod object is gone)."""
+        self.removed = True
+        self.terminating = True
+        self.wake()
+        for proc in list(self.procs.values()):
+            proc.signal(signal.SIGKILL)
+        if self.task is not None:
+            self.task.cancel()
+        for t in list(self._tasks):
+            t.cancel()
+        await self._teardown()
+
+    async def _teardown(self) -> None:
+        for server in self.relays:
+            server.close()
+        self.relays.clear()
+        for p in list(self.exec_procs):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGKILL)
+        for proc in list(self.procs.values()):
+            if proc.running:
+                proc.signal(signal.SIGKILL)
+        for lf in self.logs.values():
+            lf.close()
+        await self.sandbox.stop()
+        self.sandbox_ready = False
+
+    # ------------------------------------------------------------------ streams
+
+    def exec_target(self, container: str) -> ExecTarget | None:
+        return self.targets.get(container)
+
+    async def connect(self, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """A TCP connection to 127.0.0.1:`port` inside the pod (port-forward)."""
+        if self.sandbox.isolated and self.sandbox.pid is None:
+            raise ConnectionRefusedError("pod sandbox is gone")
+        return await self.sandbox.connect(port)
