@@ -8,7 +8,7 @@
 
 import type { ForwardState, Phase, SyncState } from "../client/types";
 
-const PHASE_WORDS: Record<Phase, string> = {
+export const PHASE_WORDS: Record<Phase, string> = {
   PHASE_UNSPECIFIED: "Unknown",
   PHASE_PACKAGING: "Packaging",
   PHASE_UPLOADING: "Uploading",
@@ -20,7 +20,7 @@ const PHASE_WORDS: Record<Phase, string> = {
   PHASE_STOPPING: "Stopping",
 };
 
-const SYNC_WORDS: Record<SyncState, string> = {
+export const SYNC_WORDS: Record<SyncState, string> = {
   SYNC_STATE_UNSPECIFIED: "unknown",
   SYNC_STATE_DISABLED: "off",
   SYNC_STATE_CONNECTING: "connecting",
@@ -32,7 +32,7 @@ const SYNC_WORDS: Record<SyncState, string> = {
   SYNC_STATE_ERROR: "error",
 };
 
-const FORWARD_WORDS: Record<ForwardState, string> = {
+export const FORWARD_WORDS: Record<ForwardState, string> = {
   FORWARD_STATE_UNSPECIFIED: "unknown",
   FORWARD_STATE_ACTIVE: "active",
   FORWARD_STATE_WAITING_FOR_POD: "waiting for the pod",

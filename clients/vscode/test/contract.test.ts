@@ -1,0 +1,66 @@
+/**
+ * The hand-written message types (src/client/types.ts) and the words for enums (src/view/format.ts)
+ * against the contract as loaded from proto/: a field or enum value added to the .proto files
+ * fails here until the extension knows it.
+ */
+
+import { strict as assert } from "node:assert";
+import { test } from "node:test";
+import * as protoLoader from "@grpc/proto-loader";
+import { LOADER_OPTIONS, protoPaths } from "../src/client/proto";
+import { FORWARD_WORDS, PHASE_WORDS, SYNC_WORDS } from "../src/view/format";
+import { session, syncStatus } from "./fixtures";
+
+const definition = protoLoader.loadSync(["nbdapi/v1/notebooks.proto", "nbdapi/v1/daemon.proto"], {
+  ...LOADER_OPTIONS,
+  includeDirs: [protoPaths().apiRoot],
+});
+
+interface Descriptor {
+  type: { field?: Array<{ name: string; jsonName?: string }>; value?: Array<{ name: string }> };
+}
+
+function camel(name: string): string {
+  return name.replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase());
+}
+
+function fields(message: string): string[] {
+  const descriptor = definition[`nbdapi.v1.${message}`] as unknown as Descriptor;
+  assert.ok(descriptor?.type?.field, `no message nbdapi.v1.${message}`);
+  return descriptor.type.field.map((f) => camel(f.name)).sort();
+}
+
+function enumValues(name: string): string[] {
+  const descriptor = definition[`nbdapi.v1.${name}`] as unknown as Descriptor;
+  assert.ok(descriptor?.type?.value, `no enum nbdapi.v1.${name}`);
+  return descriptor.type.value.map((v) => v.name);
+}
+
+test("Session has exactly the fields types.ts declares", () => {
+  assert.deepEqual(Object.keys(session()).sort(), fields("Session"));
+});
+
+test("SyncStatus has exactly the fields types.ts declares", () => {
+  assert.deepEqual(Object.keys(syncStatus()).sort(), fields("SyncStatus"));
+});
+
+test("LaunchEvent's oneof members are the ones the renderer knows", () => {
+  const known = ["phase", "progress", "cached", "buildLog", "pod", "ready", "failed", "notice"];
+  assert.deepEqual(fields("LaunchEvent"), ["session", "time", ...known].sort());
+});
+
+test("SessionEvent's fields", () => {
+  assert.deepEqual(fields("SessionEvent"), ["conflict", "kind", "problem", "session", "syncChange", "time"]);
+});
+
+const ENUM_WORDS: Array<{ name: string; words: Record<string, string> }> = [
+  { name: "Phase", words: PHASE_WORDS },
+  { name: "SyncState", words: SYNC_WORDS },
+  { name: "ForwardState", words: FORWARD_WORDS },
+];
+
+for (const row of ENUM_WORDS) {
+  test(`every ${row.name} value has a chosen word, and no other value does`, () => {
+    assert.deepEqual(Object.keys(row.words).sort(), enumValues(row.name).sort());
+  });
+}
