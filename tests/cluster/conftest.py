@@ -107,3 +107,11 @@ def make_signing_key(directory: Path) -> SigningKey:
 @pytest.fixture(scope="session")
 def signing_key(tmp_path_factory: pytest.TempPathFactory) -> SigningKey:
     return make_signing_key(tmp_path_factory.mktemp("key"))
+
+
+# The helper modules beside this file (signing_check) import by name.
+import sys as _sys
+
+_HERE = str(Path(__file__).resolve().parent)
+if _HERE not in _sys.path:
+    _sys.path.insert(0, _HERE)
