@@ -77,6 +77,7 @@ class Cluster:
         self.certs: tls.CertPaths | None = None
         self._runner: web.AppRunner | None = None
         self._components: list[Any] = []
+        self.kubelet: Any = None
 
     @property
     def admin_token(self) -> str:
@@ -119,26 +120,53 @@ class Cluster:
         return self.url
 
     async def _start_components(self) -> None:
+        """Start the kubelet half; a failure there leaves the API server running (pods stay Pending)."""
         o = self.options
+        port = int(self.url.rsplit(":", 1)[1])
         try:
-            from kubesim.kubelet import Kubelet  # type: ignore[attr-defined]
-        except ImportError as e:
-            log.warning("kubelet not available (%s): pods will stay Pending", e)
+            from kubesim.kubelet import Kubelet, KubeletConfig, NodeConfig
+
+            config = KubeletConfig(state_dir=o.state_dir / "node", node=NodeConfig(name=o.node_name, gpus=o.gpus),
+                                   api_port=port, **o.kubelet_options)
+            kubelet = Kubelet(self.store, config, self.faults)
+        except Exception:
+            log.exception("kubelet not available: pods will stay Pending")
         else:
-            kwargs = dict(store=self.store, api=self.api, faults=self.faults, state_dir=o.state_dir,
-                          node_name=o.node_name, gpus=o.gpus, **o.kubelet_options)
-            self._components.append(_construct(Kubelet, kwargs))
+            self.kubelet = kubelet
+            self._components.append(kubelet)
+            self._mount_streams(kubelet)
         try:
             from kubesim.jobs import JobController  # type: ignore[attr-defined]
-        except ImportError as e:
-            log.warning("job controller not available (%s)", e)
-        else:
+
             self._components.append(_construct(JobController, dict(store=self.store, api=self.api,
                                                                    faults=self.faults)))
-        for c in self._components:
-            res = c.start()
-            if inspect.isawaitable(res):
-                await res
+        except Exception:
+            log.exception("job controller not available: Jobs will not run")
+        for c in list(self._components):
+            try:
+                res = c.start()
+                if inspect.isawaitable(res):
+                    await res
+            except Exception:
+                log.exception("%s failed to start", type(c).__name__)
+                self._components.remove(c)
+
+    def _mount_streams(self, kubelet: Any) -> None:
+        """Let the kubelet half mount pods/log, pods/exec, pods/portforward on the router."""
+        for owner in (kubelet,):
+            for attr in ("mount", "register_routes", "mount_subresources"):
+                fn = getattr(owner, attr, None)
+                if callable(fn):
+                    fn(self.api)
+                    return
+        try:
+            import kubesim.streams as streams
+
+            fn = getattr(streams, "mount", None)
+            if callable(fn):
+                _construct(fn, dict(api=self.api, kubelet=kubelet, store=self.store, faults=self.faults))
+        except Exception:
+            log.exception("mounting pod streams failed: logs/exec/port-forward unavailable")
 
     async def stop(self) -> None:
         for c in reversed(self._components):

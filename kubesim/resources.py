@@ -468,7 +468,9 @@ def core_event_to_events_v1(ev: dict[str, Any]) -> dict[str, Any]:
         "apiVersion": "events.k8s.io/v1",
         "kind": "Event",
         "metadata": ev.get("metadata", {}),
-        "eventTime": ev.get("eventTime"),
+        # Required in this version; the generated clients reject null, so derive it.
+        "eventTime": ev.get("eventTime") or _micro(ev.get("firstTimestamp")
+                                                   or (ev.get("metadata") or {}).get("creationTimestamp")),
         "reportingController": ev.get("reportingComponent") or (ev.get("source") or {}).get("component", ""),
         "reportingInstance": ev.get("reportingInstance", ""),
         "action": ev.get("action", ""),
@@ -484,6 +486,13 @@ def core_event_to_events_v1(ev: dict[str, Any]) -> dict[str, Any]:
     if ev.get("related"):
         out["related"] = ev["related"]
     return out
+
+
+def _micro(ts: str | None) -> str | None:
+    """RFC 3339 seconds → the MicroTime form (`2026-01-02T03:04:05.000000Z`)."""
+    if not ts:
+        return None
+    return ts[:-1] + ".000000Z" if ts.endswith("Z") and "." not in ts else ts
 
 
 def events_v1_to_core_event(ev: dict[str, Any]) -> dict[str, Any]:
