@@ -28,7 +28,7 @@ export class NbdError extends Error {
   readonly codeName: string;
   /** A stable machine-readable reason when the daemon sent one (trailing metadata `nbd-reason`). */
   readonly reason: string;
-  /** True when the message came from the daemon, false when this client wrote it. */
+  /** True when the daemon wrote the message (it sent `nbd-reason`), false for the client's or gRPC's own. */
   readonly fromDaemon: boolean;
 
   constructor(code: number, message: string, options: { reason?: string; fromDaemon?: boolean; cause?: unknown } = {}) {
@@ -78,7 +78,9 @@ export function toNbdError(err: unknown, socketPath?: string): NbdError {
         { cause: err },
       );
     }
-    return new NbdError(err.code, err.details, { reason, fromDaemon: true, cause: err });
+    // The daemon's error interceptor tags every status it writes with `nbd-reason`; a status
+    // without it came from the gRPC library (a deadline, a cancel, a dropped connection).
+    return new NbdError(err.code, err.details, { reason, fromDaemon: reason !== undefined, cause: err });
   }
   const message = err instanceof Error ? err.message : String(err);
   return new NbdError(Status.INTERNAL, message, { cause: err });
