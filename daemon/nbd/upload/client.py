@@ -1,0 +1,312 @@
+"""The signed-URL upload: one streaming PUT of the spooled context, retried until it lands.
+
+Why a PUT of the whole file: the controller signs a URL bound to the archive's Content-MD5, and
+GCS commits a PUT atomically only if the bytes match it, so an interrupted or cancelled upload
+never leaves a partial object behind, and a retry simply starts again from the first byte. The
+file is streamed in `chunk_bytes` reads done in a thread (one read ahead), never held in memory.
+
+Failure handling follows `nbd.upload.policy`: connection errors, resets, stalls and 408/429/5xx are
+retried with a jittered exponential backoff, up to `max_attempts`; 401/403 and expired URLs get a
+freshly signed URL from `get_url()`; 400 BadDigest is final (the bytes no longer match their MD5);
+any other 4xx is final with the store's error code. Signed URLs are secrets: they never appear in
+messages or logs (only scheme, host and path do).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol
+from urllib.parse import urlsplit
+
+import aiohttp
+from yarl import URL
+
+from nbd.errors import Cancelled
+
+from .errors import BadDigest, UploadFailed, UploadForbidden, UploadRejected
+from .policy import Action, RetryPolicy, backoff_delay, classify, url_expiry
+
+__all__ = ["CancelFlag", "SignedURL", "UploadProgress", "UploadResult", "upload"]
+
+log = logging.getLogger(__name__)
+
+CONTENT_TYPE = "application/octet-stream"
+_PROGRESS_INTERVAL = 0.1
+_RATE_WINDOW = 3.0
+
+
+class CancelFlag(Protocol):
+    def is_set(self) -> bool: ...
+
+
+@dataclass(frozen=True)
+class SignedURL:
+    """A URL accepting one PUT of the archive.
+
+    Attributes:
+        url: The signed URL (a secret: never log it).
+        expires_at: Unix time of expiry; None to read it from the URL's X-Goog-Date/X-Goog-Expires.
+    """
+
+    url: str
+    expires_at: float | None = None
+
+    def expiry(self) -> float | None:
+        return self.expires_at if self.expires_at is not None else url_expiry(self.url)
+
+
+@dataclass(frozen=True)
+class UploadProgress:
+    done_bytes: int
+    total_bytes: int
+    bytes_per_second: float
+    eta_seconds: float  # -1 when unknown
+    attempt: int
+
+
+@dataclass(frozen=True)
+class UploadResult:
+    size: int
+    attempts: int
+    url_refreshes: int
+    seconds: float
+
+
+class _Transient(Exception):
+    """A failure worth another attempt on the same URL."""
+
+
+def _redact(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}{parts.path}"
+
+
+class _Meter:
+    """Counts body bytes handed to the connection and reports rate and ETA, throttled."""
+
+    def __init__(self, total: int, attempt: int, progress: Callable[[UploadProgress], None] | None) -> None:
+        self.total = total
+        self.attempt = attempt
+        self.done = 0
+        self.last_progress = time.monotonic()
+        self._progress = progress
+        self._samples: collections.deque[tuple[float, int]] = collections.deque([(self.last_progress, 0)])
+        self._last_report = 0.0
+
+    def add(self, n: int) -> None:
+        now = time.monotonic()
+        self.done += n
+        self.last_progress = now
+        self._samples.append((now, self.done))
+        while len(self._samples) > 2 and now - self._samples[0][0] > _RATE_WINDOW:
+            self._samples.popleft()
+        if self._progress is not None and (now - self._last_report >= _PROGRESS_INTERVAL or self.done == self.total):
+            self._last_report = now
+            self._progress(self.snapshot(now))
+
+    def snapshot(self, now: float | None = None) -> UploadProgress:
+        now = time.monotonic() if now is None else now
+        t0, b0 = self._samples[0]
+        rate = (self.done - b0) / (now - t0) if now > t0 else 0.0
+        eta = (self.total - self.done) / rate if rate > 0 else -1.0
+        return UploadProgress(self.done, self.total, rate, eta, self.attempt)
+
+
+async def _file_body(path: str, meter: _Meter, chunk: int) -> AsyncIterator[bytes]:
+    """The file from its first byte, read in a thread one chunk ahead of the connection."""
+    loop = asyncio.get_running_loop()
+    with open(path, "rb", buffering=0) as f:
+        pending = loop.run_in_executor(None, f.read, chunk)
+        while True:
+            data = await pending
+            if not data:
+                return
+            pending = loop.run_in_executor(None, f.read, chunk)
+            meter.add(len(data))
+            yield data
+
+
+async def _put_once(
+    session: aiohttp.ClientSession,
+    url: str,
+    path: str,
+    size: int,
+    md5_b64: str,
+    meter: _Meter,
+    policy: RetryPolicy,
+    cancel: CancelFlag | None,
+) -> tuple[int, bytes]:
+    """One PUT; returns (status, body). Raises _Transient on connection failures and stalls."""
+    headers = {
+        "Content-MD5": md5_b64,
+        "Content-Type": CONTENT_TYPE,
+        "Content-Length": str(size),
+    }
+    timeout = aiohttp.ClientTimeout(total=None, connect=policy.connect_timeout, sock_read=policy.response_timeout)
+
+    async def request() -> tuple[int, bytes]:
+        body = _file_body(path, meter, policy.chunk_bytes)
+        async with session.put(URL(url, encoded=True), data=body, headers=headers, timeout=timeout) as resp:
+            return resp.status, await resp.read()
+
+    task = asyncio.ensure_future(request())
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=min(0.25, policy.stall_timeout / 4))
+            if done:
+                break
+            if cancel is not None and cancel.is_set():
+                task.cancel()
+                raise Cancelled("the upload was cancelled; nothing was stored", reason="Cancelled")
+            if meter.done < size and time.monotonic() - meter.last_progress > policy.stall_timeout:
+                task.cancel()
+                raise _Transient(f"no progress for {policy.stall_timeout:.0f} s")
+        try:
+            return task.result()
+        except asyncio.CancelledError:
+            if cancel is not None and cancel.is_set():
+                raise Cancelled("the upload was cancelled; nothing was stored", reason="Cancelled") from None
+            raise
+        except (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError) as e:
+            raise _Transient(f"{type(e).__name__}: {e}" if str(e) else type(e).__name__) from e
+    finally:
+        if not task.done():
+            task.cancel()
+            try:
+                await task
+            except BaseException:
+                pass
+
+
+async def _sleep_unless_cancelled(seconds: float, cancel: CancelFlag | None) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("the upload was cancelled; nothing was stored", reason="Cancelled")
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return
+        await asyncio.sleep(min(left, 0.2))
+
+
+async def upload(
+    path: str | os.PathLike[str],
+    md5_b64: str,
+    get_url: Callable[[], Awaitable[SignedURL]],
+    *,
+    progress: Callable[[UploadProgress], None] | None = None,
+    cancel: CancelFlag | None = None,
+    session: aiohttp.ClientSession | None = None,
+    policy: RetryPolicy = RetryPolicy(),
+) -> UploadResult:
+    """PUTs the file at `path` to a signed URL, with retries; returns when the store has it.
+
+    Args:
+        path: The spooled archive.
+        md5_b64: Its MD5, base64 (sent as Content-MD5; the URL is signed for it).
+        get_url: Returns a signed URL; called once at the start and again whenever the store
+            refuses the signature or the URL has expired (or is about to).
+        progress: Called on the event loop with byte progress (at most every 100 ms, and at the end).
+        cancel: Checked continuously; when set the request is aborted and `Cancelled` raised.
+            Cancelling the awaiting task works as well. Either way nothing is committed.
+        session: An aiohttp session to use (default: a private one).
+        policy: Retry bounds and timeouts.
+
+    Raises:
+        BadDigest: the store received bytes that do not match md5_b64 (not retried).
+        UploadForbidden: the store kept refusing fresh URLs (401/403/expired).
+        UploadRejected: any other 4xx, with the store's error code.
+        UploadFailed: transient failures outlasted `policy.max_attempts`.
+        Cancelled: `cancel` was set.
+    """
+    file_path = os.fspath(path)
+    size = os.stat(file_path).st_size
+    own_session = session is None
+    if session is None:
+        session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=4), auto_decompress=False
+        )
+    started = time.monotonic()
+    attempts = 0
+    refreshes = 0
+    last_error = ""
+    try:
+        signed = await get_url()
+        while True:
+            if cancel is not None and cancel.is_set():
+                raise Cancelled("the upload was cancelled; nothing was stored", reason="Cancelled")
+            expiry = signed.expiry()
+            if expiry is not None and expiry - policy.expiry_margin <= time.time():
+                if refreshes >= policy.max_url_refreshes:
+                    raise UploadForbidden(
+                        "the upload URL keeps expiring before it can be used; check the clock of this "
+                        "machine and of the cluster, then relaunch",
+                        reason="URLExpired",
+                    )
+                refreshes += 1
+                signed = await get_url()
+                continue
+            attempts += 1
+            meter = _Meter(size, attempts, progress)
+            try:
+                status, body = await _put_once(session, signed.url, file_path, size, md5_b64, meter, policy, cancel)
+            except _Transient as e:
+                last_error = str(e)
+                log.info("upload to %s: attempt %d failed: %s", _redact(signed.url), attempts, e)
+                if attempts >= policy.max_attempts:
+                    raise UploadFailed(
+                        f"uploading the build context failed {attempts} times (last: {last_error}); "
+                        "check the network and relaunch",
+                    ) from e
+                await _sleep_unless_cancelled(backoff_delay(attempts, policy), cancel)
+                continue
+            decision = classify(status, body)
+            what = f"{status} {decision.code}".strip() + (f": {decision.message}" if decision.message else "")
+            if decision.action is Action.DONE:
+                return UploadResult(size, attempts, refreshes, time.monotonic() - started)
+            if decision.action is Action.BAD_DIGEST:
+                raise BadDigest(
+                    "the uploaded bytes did not match their MD5 (BadDigest): the file changed while uploading? "
+                    "relaunch to package and upload again",
+                    status=status,
+                    store_code=decision.code,
+                )
+            if decision.action is Action.REFRESH_URL:
+                log.info("upload to %s refused (%s); asking for a new URL", _redact(signed.url), what)
+                if refreshes >= policy.max_url_refreshes:
+                    raise UploadForbidden(
+                        f"the store refused the upload URL {refreshes + 1} times ({what}); check the "
+                        "controller's signing identity and both clocks, then relaunch",
+                        status=status,
+                        store_code=decision.code,
+                    )
+                refreshes += 1
+                signed = await get_url()
+                continue
+            if decision.action is Action.RETRY:
+                last_error = what
+                log.info("upload to %s: attempt %d answered %s", _redact(signed.url), attempts, what)
+                if attempts >= policy.max_attempts:
+                    raise UploadFailed(
+                        f"uploading the build context failed {attempts} times (last: {what}); "
+                        "the store is unavailable, relaunch later",
+                        status=status,
+                        store_code=decision.code,
+                    )
+                await _sleep_unless_cancelled(backoff_delay(attempts, policy), cancel)
+                continue
+            raise UploadRejected(
+                f"the store refused the upload ({what}); check the controller's storage configuration",
+                reason=decision.code or f"HTTP{status}",
+                status=status,
+                store_code=decision.code,
+            )
+    finally:
+        if own_session:
+            await session.close()
