@@ -1,0 +1,642 @@
+"""The launch: package, upload once, build once, run, forward and sync — one streamed conversation.
+
+`Launcher.launch` is the Launch RPC's whole story, as an async generator of `nbd.events`
+payloads. Each step reads what the cluster already has before doing work, so a relaunch of an
+unchanged directory packages nothing (manifest hit), uploads nothing (the controller says the MD5
+is stored) and builds nothing (the MD5 was built before), and goes straight to the running pod.
+
+Invariants:
+- nothing is uploaded before the directory was packaged completely and its Dockerfile found;
+- the session is in the registry from the first step on, with the phase it is in, so `nbctl list`
+  shows a launch in progress and a failure says where it stopped;
+- a cancelled launch (Ctrl-C) cancels the step in progress; an upload in flight is abandoned before
+  the store commits it (a single PUT is atomic), so nothing half-done is left behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+import logging
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from nbd.app import App
+from nbd.capabilities import LaunchRequest, LogSource, LogsQuery, SyncAction
+from nbd.errors import FailedPrecondition, InvalidArgument, NbdError, NotFound
+from nbd.events import (
+    Cached,
+    CachedStep,
+    Failure,
+    LaunchEvent,
+    LaunchPayload,
+    LogLine,
+    Notice,
+    NoticeLevel,
+    PhaseChanged,
+    PodStatus,
+    Progress,
+    Ready,
+)
+from nbd.kube import KubeClient, KubeTarget, load_target
+from nbd.launch import progress as prog
+from nbd.launch.notebooks import NotebookClient, containers_of
+from nbd.launch.runtime import EXTRA_FORWARD, EXTRA_SYNC, SessionRuntime
+from nbd.launch.spec import (
+    DEFAULT_PORT,
+    DEFAULT_WORKDIR,
+    SpecOverrides,
+    merge_spec,
+    notebook_manifest,
+    notebook_name_for,
+    parse_notebook_file,
+    validate_name,
+)
+from nbd.session import NotebookSpec, Phase, Session, SessionKey, SyncStatus, SyncState, utcnow
+
+log = logging.getLogger(__name__)
+
+NOTEBOOK_FILE = "notebook.yaml"
+EXTRA_LAUNCH = "launch"
+CONTROLLER_TIMEOUT = 60.0
+BUILD_TIMEOUT = 3600.0
+START_TIMEOUT = 900.0
+LOG_TAIL = 20
+
+Emit = Callable[[LaunchPayload], None]
+
+
+def _overrides(spec: NotebookSpec) -> SpecOverrides:
+    return SpecOverrides(
+        image=spec.image,
+        gpu_count=spec.gpu_count,
+        gpu_type=spec.gpu_type,
+        cpu=spec.cpu,
+        memory=spec.memory,
+        env=dict(spec.env),
+        command=tuple(spec.command),
+        workdir=spec.workdir,
+        port=spec.port,
+    )
+
+
+def _session_spec(spec: dict[str, Any]) -> NotebookSpec:
+    resources = spec.get("resources") or {}
+    gpu = resources.get("gpu") or {}
+    return NotebookSpec(
+        image=str(spec.get("image") or ""),
+        gpu_count=gpu.get("count"),
+        gpu_type=str(gpu.get("type") or ""),
+        cpu=str(resources.get("cpu") or ""),
+        memory=str(resources.get("memory") or ""),
+        env={e["name"]: e["value"] for e in spec.get("env") or []},
+        command=tuple(spec.get("command") or ()),
+        workdir=str(spec.get("workdir") or DEFAULT_WORKDIR),
+        port=int(spec.get("port") or DEFAULT_PORT),
+    )
+
+
+@dataclasses.dataclass
+class _Plan:
+    """What one launch resolved before touching the cluster."""
+
+    directory: str
+    name: str
+    target: KubeTarget
+    spec: dict[str, Any]
+    key: SessionKey
+
+
+class Launcher:
+    """The launch capability: Launch and Stop, and the runtimes that keep sessions alive."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self.runtimes: dict[SessionKey, SessionRuntime] = {}
+        self._clients: dict[tuple[str, str], KubeClient] = {}
+        self._locks: dict[SessionKey, asyncio.Lock] = {}
+        self.spool_dir = os.path.join(app.paths.state_dir, "contexts")
+        self.cache_dir = os.path.join(app.paths.state_dir, "context-cache")
+        self.sync_dir = os.path.join(app.paths.state_dir, "sync")
+
+    # --- clients ---------------------------------------------------------------------------------
+
+    def client_for(self, target: KubeTarget) -> KubeClient:
+        """One client per (kubeconfig, context), shared by that cluster's sessions."""
+        key = (target.kubeconfig, target.context)
+        client = self._clients.get(key)
+        if client is None:
+            client = KubeClient(target)
+            self._clients[key] = client
+        return client
+
+    async def _client(self, kubeconfig: str, context: str, namespace: str) -> KubeClient:
+        key = (kubeconfig, context)
+        client = self._clients.get(key)
+        if client is None:
+            target = await load_target(kubeconfig or None, context or None, namespace or None)
+            client = KubeClient(target)
+            self._clients[(kubeconfig, context)] = client
+        return client
+
+    def runtime(self, session: Session) -> SessionRuntime | None:
+        return self.runtimes.get(session.key)
+
+    # --- launch ----------------------------------------------------------------------------------
+
+    async def launch(self, request: LaunchRequest) -> AsyncIterator[LaunchEvent]:
+        plan = await self._plan(request)
+        ref = plan.key.name
+        lock = self._locks.setdefault(plan.key, asyncio.Lock())
+        if lock.locked():
+            raise FailedPrecondition(
+                f"notebook {plan.name} is being launched already; wait for that launch or cancel it",
+                reason="LaunchInProgress",
+            )
+        async with lock:
+            queue: asyncio.Queue[LaunchPayload | None] = asyncio.Queue()
+
+            def emit(payload: LaunchPayload) -> None:
+                queue.put_nowait(payload)
+
+            task = asyncio.get_running_loop().create_task(self._run(plan, request, emit), name=f"launch {plan.key}")
+            task.add_done_callback(lambda _t: queue.put_nowait(None))
+            try:
+                while True:
+                    payload = await queue.get()
+                    if payload is None:
+                        break
+                    yield LaunchEvent(session=ref, payload=payload)
+                failure = task.exception() if not task.cancelled() else None
+                if failure is not None:
+                    raise failure
+            finally:
+                if not task.done():
+                    task.cancel()
+                    await asyncio.gather(task, return_exceptions=True)
+                    await self._mark(plan.key, Phase.FAILED, "launch cancelled; run `nbctl launch` again to resume it")
+
+    async def _plan(self, request: LaunchRequest) -> _Plan:
+        directory = os.path.abspath(request.directory or ".")
+        if not os.path.isdir(directory):
+            raise InvalidArgument(f"{directory} is not a directory; pass the project directory to launch", reason="NoDirectory")
+        file_spec: dict[str, Any] = {}
+        path = request.notebook_file or os.path.join(directory, NOTEBOOK_FILE)
+        if request.notebook_file and not os.path.isfile(path):
+            raise InvalidArgument(f"notebook file {path} does not exist; fix the -f path", reason="NoNotebookFile")
+        if os.path.isfile(path):
+            text = await asyncio.to_thread(_read_text, path)
+            file_spec = parse_notebook_file(text, path)
+        spec = merge_spec(file_spec, _overrides(request.spec))
+        name = validate_name(request.name) if request.name else notebook_name_for(os.path.basename(directory))
+        target = await load_target(request.kubeconfig or None, request.context or None, request.namespace or None)
+        return _Plan(directory, name, target, spec, SessionKey(target.context, target.namespace, name))
+
+    async def _run(self, plan: _Plan, request: LaunchRequest, emit: Emit) -> None:
+        registry = self.app.registry
+        existing = registry.find(plan.key)
+        if existing is not None and existing.directory and existing.directory != plan.directory:
+            raise FailedPrecondition(
+                f"notebook {plan.name} in {plan.key.namespace} is already launched from {existing.directory}; "
+                "pass another --name, or stop it first with `nbctl stop --delete`",
+                reason="NameTaken",
+            )
+        runtime = self.runtimes.get(plan.key)
+        if request.attach:
+            if existing is None or existing.phase != Phase.READY or runtime is None or runtime.forward is None:
+                raise FailedPrecondition(
+                    f"there is no live session of {plan.name} to attach to; launch it without --attach",
+                    reason="NothingToAttach",
+                )
+            emit(Notice(f"attached to the running session {plan.name}"))
+            emit(PhaseChanged(Phase.READY, "attached"))
+            emit(Ready(existing.url, existing.forward.local_port, existing))
+            return
+
+        kube = self.client_for(plan.target)
+        notebooks = NotebookClient(kube, plan.key.namespace)
+        session_spec = _session_spec(plan.spec)
+        now = utcnow()
+        if existing is None:
+            session = Session(
+                name=plan.name, namespace=plan.key.namespace, context=plan.key.context,
+                kubeconfig=plan.target.kubeconfig, directory=plan.directory, spec=session_spec,
+                phase=Phase.PACKAGING, created=now, updated=now,
+                sync=SyncStatus(state=SyncState.DISABLED if request.no_sync else SyncState.UNSPECIFIED),
+            )
+            await registry.put(session)
+        else:
+            await registry.update(plan.key, spec=session_spec, kubeconfig=plan.target.kubeconfig, directory=plan.directory, message="")
+
+        try:
+            await self._launch_steps(plan, request, notebooks, kube, emit)
+        except asyncio.CancelledError:
+            raise
+        except NbdError as e:
+            await self._mark(plan.key, Phase.FAILED, e.message)
+            emit(PhaseChanged(Phase.FAILED, e.message))
+            emit(e.failure if isinstance(e, (_BuildError, _StartError)) else Failure(e.reason, e.message))
+        except Exception as e:
+            log.exception("launch of %s failed", plan.key)
+            message = f"the launch failed unexpectedly ({type(e).__name__}); see the daemon log (`nbctl daemon logs`)"
+            await self._mark(plan.key, Phase.FAILED, message)
+            emit(PhaseChanged(Phase.FAILED, message))
+            emit(Failure("Internal", message))
+
+    async def _launch_steps(
+        self, plan: _Plan, request: LaunchRequest, notebooks: NotebookClient, kube: KubeClient, emit: Emit
+    ) -> None:
+        registry = self.app.registry
+        spec = dict(plan.spec)
+        image = spec.get("image") or ""
+        md5 = ""
+        built_path = ""
+        md5_b64 = ""
+        if not image:
+            emit(PhaseChanged(Phase.PACKAGING, f"packaging {plan.directory}"))
+            built = await self._package(plan.directory, emit)
+            md5, built_path, md5_b64 = built.md5_hex, built.path, built.md5_b64
+            if built.cached:
+                emit(Cached(CachedStep.PACKAGE, "the directory is unchanged since it was last packaged", md5))
+            await registry.update(plan.key, context_md5=md5)
+            spec["build"] = {"upload": {"md5": md5, "requestID": _request_id()}}
+
+        manifest = notebook_manifest(plan.name, plan.key.namespace, spec, directory=plan.directory)
+        await notebooks.apply(manifest)
+
+        if not image:
+            request_id = spec["build"]["upload"]["requestID"]
+            await self._upload(plan, notebooks, md5, md5_b64, built_path, request_id, emit)
+            image = await self._build(plan, notebooks, md5, emit)
+        await registry.update(plan.key, image=image)
+
+        await self._start(plan, request, notebooks, kube, emit)
+
+    # --- packaging and upload --------------------------------------------------------------------
+
+    async def _package(self, directory: str, emit: Emit) -> Any:
+        from nbd.context import build_context
+
+        started = time.monotonic()
+
+        def progress(p: Any) -> None:
+            elapsed = max(time.monotonic() - started, 1e-6)
+            emit(Progress(
+                Phase.PACKAGING,
+                done_bytes=int(getattr(p, "done_bytes", 0)),
+                total_bytes=int(getattr(p, "total_bytes", 0)),
+                done_files=int(getattr(p, "done_files", 0)),
+                total_files=int(getattr(p, "total_files", 0)),
+                bytes_per_second=getattr(p, "done_bytes", 0) / elapsed,
+            ))
+
+        os.makedirs(self.spool_dir, mode=0o700, exist_ok=True)
+        os.makedirs(self.cache_dir, mode=0o700, exist_ok=True)
+        return await build_context(directory, self.spool_dir, self.cache_dir, progress=progress)
+
+    async def _upload(
+        self, plan: _Plan, notebooks: NotebookClient, md5: str, md5_b64: str, path: str, request_id: str, emit: Emit
+    ) -> None:
+        from nbd.upload import SignedURL, UploadProgress, upload
+
+        answer = await notebooks.wait_for(
+            plan.name, lambda nb: prog.upload_answer(nb, request_id, md5) or prog.upload_failure(nb, request_id),
+            timeout=CONTROLLER_TIMEOUT, what="the controller to answer the upload request",
+        )
+        if isinstance(answer, Failure):
+            raise FailedPrecondition(answer.message, reason=answer.reason)
+        if answer.stored:
+            emit(Cached(CachedStep.UPLOAD, f"the cluster already stores context {md5}", md5))
+            return
+        emit(PhaseChanged(Phase.UPLOADING, f"uploading context {md5}"))
+        await self.app.registry.update(plan.key, phase=Phase.UPLOADING)
+        first: list[prog.UploadAnswer] = [answer]
+
+        async def get_url() -> SignedURL:
+            # The first URL is the one already answered; later calls ask the controller for a new one.
+            nonlocal request_id
+            if first:
+                return SignedURL(first.pop().signed_url)
+            rid = _request_id()
+            await notebooks.patch_spec(plan.name, {"build": {"upload": {"md5": md5, "requestID": rid}}})
+            fresh = await notebooks.wait_for(
+                plan.name, lambda nb: prog.upload_answer(nb, rid, md5), timeout=CONTROLLER_TIMEOUT,
+                what="a fresh upload URL",
+            )
+            request_id = rid
+            emit(Notice("the upload URL expired or was refused; retrying with a fresh one", NoticeLevel.WARNING))
+            if fresh.stored:
+                raise _AlreadyStored()
+            return SignedURL(fresh.signed_url)
+
+        def progress(p: UploadProgress) -> None:
+            emit(Progress(Phase.UPLOADING, done_bytes=p.done_bytes, total_bytes=p.total_bytes,
+                          bytes_per_second=p.bytes_per_second, eta_seconds=p.eta_seconds))
+
+        try:
+            await upload(path, md5_b64, get_url, progress=progress)
+        except _AlreadyStored:
+            emit(Cached(CachedStep.UPLOAD, f"the cluster already stores context {md5}", md5))
+            return
+        await notebooks.patch_spec(plan.name, {"build": {"uploaded": request_id}})
+
+    # --- build -----------------------------------------------------------------------------------
+
+    async def _build(self, plan: _Plan, notebooks: NotebookClient, md5: str, emit: Emit) -> str:
+        state = await notebooks.wait_for(
+            plan.name, lambda nb: prog.build_state(nb, md5), timeout=CONTROLLER_TIMEOUT,
+            what="the controller to start the build",
+        )
+        if state.done and state.reason in ("AlreadyBuilt",):
+            emit(Cached(CachedStep.BUILD, f"context {md5} was built before as {state.image}", md5))
+            return state.image
+        if state.done:
+            return state.image
+        if state.failed:
+            raise _BuildError(prog.build_failure(state, []))
+        emit(PhaseChanged(Phase.BUILDING, f"building image for context {md5}"))
+        await self.app.registry.update(plan.key, phase=Phase.BUILDING)
+        tail: list[str] = []
+        follower = asyncio.get_running_loop().create_task(self._follow_build(notebooks, md5, emit, tail))
+        try:
+            final = await notebooks.wait_for(
+                plan.name,
+                lambda nb: (s := prog.build_state(nb, md5)) is not None and (s.done or s.failed) and s,
+                timeout=BUILD_TIMEOUT, what="the image build",
+            )
+            if final.failed:
+                # Let the follower print what is left of the log before the failure.
+                try:
+                    await asyncio.wait_for(asyncio.shield(follower), 5.0)
+                except (asyncio.TimeoutError, NbdError):
+                    pass
+                raise _BuildError(prog.build_failure(final, tail[-LOG_TAIL:] or _tail_of(final.message)))
+            try:
+                await asyncio.wait_for(asyncio.shield(follower), 5.0)
+            except (asyncio.TimeoutError, NbdError):
+                pass
+            return str(final.image)
+        finally:
+            follower.cancel()
+            await asyncio.gather(follower, return_exceptions=True)
+
+    async def _follow_build(self, notebooks: NotebookClient, md5: str, emit: Emit, tail: list[str]) -> None:
+        """Streams every line of the build pod's containers (the fetch init container first)."""
+        seen: set[str] = set()
+        deadline = time.monotonic() + BUILD_TIMEOUT
+        while time.monotonic() < deadline:
+            pods = [p for p in await notebooks.build_pods(md5) if p["metadata"]["name"] not in seen]
+            if not pods:
+                await asyncio.sleep(0.2)
+                continue
+            pod = pods[-1]
+            name = str(pod["metadata"]["name"])
+            seen.add(name)
+            for container in containers_of(pod):
+                await self._wait_container_started(notebooks, name, container)
+                try:
+                    async for line in notebooks.log_lines(name, container, follow=True):
+                        tail.append(line)
+                        del tail[:-200]
+                        emit(LogLine(line, container))
+                except NotFound:
+                    break
+
+    async def _wait_container_started(self, notebooks: NotebookClient, pod: str, container: str) -> None:
+        while True:
+            obj = await notebooks.pod(pod)
+            if obj is None:
+                return
+            status = obj.get("status") or {}
+            for cs in (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or []):
+                if cs.get("name") == container and ((cs.get("state") or {}).get("running") or (cs.get("state") or {}).get("terminated")):
+                    return
+            if status.get("phase") in ("Succeeded", "Failed"):
+                return
+            await asyncio.sleep(0.1)
+
+    # --- start, forward, sync --------------------------------------------------------------------
+
+    async def _start(self, plan: _Plan, request: LaunchRequest, notebooks: NotebookClient, kube: KubeClient, emit: Emit) -> None:
+        registry = self.app.registry
+        emit(PhaseChanged(Phase.STARTING, "starting the notebook pod"))
+        await registry.update(plan.key, phase=Phase.STARTING)
+        last: list[PodStatus | None] = [None]
+
+        async def pod_of(nb: dict[str, Any]) -> PodStatus | None:
+            pods = await notebooks.notebook_pods(plan.name)
+            return prog.pod_status(pods[-1]) if pods else None
+
+        ready_nb: dict[str, Any] | None = None
+        try:
+            async with asyncio.timeout(START_TIMEOUT):
+                async for nb in notebooks.watch(plan.name):
+                    pod = await pod_of(nb)
+                    if pod is not None and pod != last[0]:
+                        last[0] = pod
+                        emit(pod)
+                    failure = prog.start_failure(nb, pod)
+                    if failure is not None:
+                        raise _StartError(failure)
+                    cond = prog._condition(nb, "Ready")
+                    if cond is not None and cond.get("status") == "True" and pod is not None and pod.ready:
+                        ready_nb = nb
+                        break
+                    # Pod changes do not always change the Notebook: look again shortly.
+                    if pod is None or not pod.ready:
+                        await asyncio.sleep(0.05)
+        except TimeoutError as e:
+            raise FailedPrecondition(
+                f"the notebook did not become ready within {START_TIMEOUT:.0f}s; see `nbctl logs {plan.name}`",
+                reason="StartTimeout",
+            ) from e
+        assert ready_nb is not None
+        status = ready_nb.get("status") or {}
+        token = await notebooks.token(str(status.get("tokenSecret") or f"{plan.name}-token"))
+        pod_name = str(status.get("pod") or (last[0].pod if last[0] else ""))
+
+        runtime = self.runtimes.get(plan.key)
+        if runtime is None:
+            runtime = SessionRuntime(registry, plan.key, kube, self.sync_dir)
+            self.runtimes[plan.key] = runtime
+        session = registry.find(plan.key)
+        remembered = int((session.extra.get(EXTRA_FORWARD) or {}).get("local_port") or 0) if session else 0
+        remote_port = int(plan.spec.get("port") or DEFAULT_PORT)
+        explicit = request.local_port or None
+        port = await runtime.start_forward(remote_port, preferred=remembered or DEFAULT_PORT, explicit=explicit)
+        url = f"http://127.0.0.1:{port}/?token={token}"
+        extra = dict(registry.find(plan.key).extra)  # type: ignore[union-attr]
+        extra[EXTRA_LAUNCH] = {"no_sync": request.no_sync}
+        session = await registry.update(plan.key, phase=Phase.READY, url=url, pod=pod_name, message="", extra=extra)
+        if not request.no_sync:
+            workdir = str(plan.spec.get("workdir") or DEFAULT_WORKDIR)
+            await runtime.start_sync(plan.directory, workdir)
+        elif runtime.sync is not None:
+            await runtime.stop_sync(flush=True)
+        session = registry.find(plan.key) or session
+        emit(PhaseChanged(Phase.READY, f"notebook ready at http://127.0.0.1:{port}/"))
+        emit(Ready(url, port, session))
+
+    async def _mark(self, key: SessionKey, phase: Phase, message: str) -> None:
+        if self.app.registry.find(key) is not None:
+            await self.app.registry.update(key, phase=phase, message=message)
+
+    # --- stop and resume -------------------------------------------------------------------------
+
+    async def stop(self, session: Session, *, delete: bool) -> Session:
+        registry = self.app.registry
+        await registry.update(session.key, phase=Phase.STOPPING, message="")
+        runtime = self.runtimes.pop(session.key, None)
+        if runtime is not None:
+            await runtime.stop(flush=True)
+        kube = await self._client(session.kubeconfig, session.context, session.namespace)
+        notebooks = NotebookClient(kube, session.namespace)
+        if delete:
+            await notebooks.delete(session.name)
+            removed = await registry.remove(session.key)
+            return dataclasses.replace(removed or session, phase=Phase.STOPPED, message="deleted")
+        try:
+            await notebooks.patch_spec(session.name, {"suspend": True})
+        except NotFound:
+            pass
+        return await registry.update(
+            session.key, phase=Phase.STOPPED, url="", pod="",
+            message="stopped; the Notebook is suspended (relaunch to start it again, --delete to remove it)",
+        )
+
+    async def resume_all(self, app: App) -> None:
+        """At daemon start: bring back the forwards and syncs of ready sessions (no rebuild)."""
+        for session in list(app.registry.list()):
+            if session.phase != Phase.READY:
+                if session.phase in (Phase.PACKAGING, Phase.UPLOADING, Phase.BUILDING, Phase.STARTING, Phase.STOPPING):
+                    await self._mark(session.key, Phase.FAILED, "the daemon stopped during this step; relaunch to continue")
+                continue
+            try:
+                await self.resume(session)
+            except NbdError as e:
+                log.warning("could not resume session %s: %s", session.key, e)
+                await registry_update_safe(app, session.key, message=f"could not resume: {e.message}")
+            except Exception:
+                log.exception("could not resume session %s", session.key)
+
+    async def resume(self, session: Session) -> None:
+        from nbd.forward import ForwardRecord
+
+        kube = await self._client(session.kubeconfig, session.context, session.namespace)
+        runtime = SessionRuntime(self.app.registry, session.key, kube, self.sync_dir)
+        self.runtimes[session.key] = runtime
+        record = session.extra.get(EXTRA_FORWARD)
+        if record:
+            await runtime.restore_forward(ForwardRecord.from_json(record))
+        sync = session.extra.get(EXTRA_SYNC)
+        no_sync = bool((session.extra.get(EXTRA_LAUNCH) or {}).get("no_sync"))
+        if sync and not no_sync:
+            await runtime.start_sync(str(sync["directory"]), str(sync["remote_root"]))
+        log.info("resumed session %s", session.key)
+
+    async def close(self, app: App) -> None:
+        for key, runtime in list(self.runtimes.items()):
+            try:
+                await runtime.stop(flush=False)
+            except Exception:
+                log.exception("stopping session %s failed", key)
+        self.runtimes.clear()
+        for client in self._clients.values():
+            await client.aclose()
+        self._clients.clear()
+
+    # --- logs and sync ---------------------------------------------------------------------------
+
+    async def logs(self, session: Session, query: LogsQuery) -> AsyncIterator[LogLine]:
+        kube = await self._client(session.kubeconfig, session.context, session.namespace)
+        notebooks = NotebookClient(kube, session.namespace)
+        if query.source == LogSource.BUILD:
+            if not session.context_md5:
+                raise FailedPrecondition(
+                    f"session {session.name} has no build (it runs a prebuilt image)", reason="NoBuild"
+                )
+            pods = await notebooks.build_pods(session.context_md5)
+            if not pods:
+                raise NotFound(
+                    f"the build pod of context {session.context_md5} is gone (the image was built earlier or the "
+                    "Job was cleaned up); relaunch after a change to see a new build log",
+                    reason="NoBuildPod",
+                )
+        else:
+            pods = await notebooks.notebook_pods(session.name)
+            if not pods:
+                raise NotFound(f"notebook {session.name} has no pod now (stopped?); relaunch it", reason="NoPod")
+        pod = pods[-1]
+        containers = [query.container] if query.container else containers_of(pod)
+        for container in containers:
+            async for line in notebooks.log_lines(
+                str(pod["metadata"]["name"]), container, follow=query.follow, tail_lines=query.tail_lines
+            ):
+                yield LogLine(line, container)
+
+    async def sync(self, session: Session, action: SyncAction) -> SyncStatus:
+        from nbd.launch.runtime import sync_status
+
+        runtime = self.runtimes.get(session.key)
+        if runtime is None:
+            raise FailedPrecondition(
+                f"session {session.name} is not running; relaunch it with `nbctl launch`", reason="NotRunning"
+            )
+        sync = runtime.sync_session()
+        if action == SyncAction.PAUSE:
+            sync.pause()
+        elif action == SyncAction.RESUME:
+            sync.resume(force=True)
+        elif action == SyncAction.FLUSH:
+            await sync.flush(60.0)
+        status = sync_status(sync.status())
+        await self.app.registry.update(session.key, sync=status)
+        return status
+
+
+class _AlreadyStored(Exception):
+    """Another launch stored the same context while this one was asking for a fresh URL."""
+
+
+class _BuildError(FailedPrecondition):
+    def __init__(self, failure: Failure) -> None:
+        super().__init__(failure.message, reason=failure.reason)
+        self.failure = failure
+
+
+class _StartError(FailedPrecondition):
+    def __init__(self, failure: Failure) -> None:
+        super().__init__(failure.message, reason=failure.reason)
+        self.failure = failure
+
+
+async def registry_update_safe(app: App, key: SessionKey, **changes: Any) -> None:
+    if app.registry.find(key) is not None:
+        await app.registry.update(key, **changes)
+
+
+def _request_id() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+def _read_text(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except OSError as e:
+        raise InvalidArgument(f"cannot read {path}: {e.strerror}; fix its permissions", reason="UnreadableNotebookFile") from e
+
+
+def _tail_of(message: str) -> list[str]:
+    return [line for line in message.splitlines() if line.strip()][-LOG_TAIL:]
+
+
+def _b64(md5_hex: str) -> str:
+    return base64.b64encode(bytes.fromhex(md5_hex)).decode()
+
+
+__all__ = ["Launcher"]

@@ -1,0 +1,255 @@
+"""The daemon's side of the Notebook protocol: apply, watch, patch and read what the controller made.
+
+The controller owns the cluster objects; the daemon only writes the Notebook's spec (server-side
+apply with its own field manager, so edits by others survive), reads its status, follows the pods
+the controller created (by label) and reads the token Secret. Writes go through the `kubernetes`
+client in the daemon's thread pool; watches and log streams use the target's aiohttp transport so
+that following a build never holds a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import aiohttp
+
+from nbd.errors import DeadlineExceeded, NbdError, NotFound
+from nbd.kube import NOTEBOOK, KubeClient, ResourceRef, error_from_exception, error_from_status
+from nbd.launch.spec import API_GROUP, API_VERSION, NOTEBOOK_LABEL, PLURAL
+
+log = logging.getLogger(__name__)
+
+FIELD_MANAGER = "nbd"
+COMPONENT_LABEL = "nbd.dev/component"
+CONTEXT_MD5_LABEL = "nbd.dev/context-md5"
+TOKEN_KEY = "token"
+WATCH_SECONDS = 60
+POD = ResourceRef(kind="Pod")
+
+Notebook = dict[str, Any]
+
+
+class NotebookClient:
+    """One namespace's Notebooks (and the pods, logs and Secrets behind them) for one cluster."""
+
+    def __init__(self, kube: KubeClient, namespace: str) -> None:
+        self.kube = kube
+        self.namespace = namespace
+
+    # --- the Notebook --------------------------------------------------------------------------
+
+    @property
+    def _path(self) -> str:
+        return f"/apis/{API_GROUP}/{API_VERSION}/namespaces/{self.namespace}/{PLURAL}"
+
+    async def apply(self, manifest: Notebook) -> Notebook:
+        """Server-side apply of the daemon's fields of a Notebook (creates it when missing)."""
+        name = manifest["metadata"]["name"]
+        result = await self.kube.run(
+            self.kube.custom.patch_namespaced_custom_object,
+            API_GROUP,
+            API_VERSION,
+            self.namespace,
+            PLURAL,
+            name,
+            manifest,
+            field_manager=FIELD_MANAGER,
+            force=True,
+            _content_type="application/apply-patch+yaml",
+            nbd_resource=NOTEBOOK,
+        )
+        return dict(result)
+
+    async def get(self, name: str) -> Notebook | None:
+        try:
+            return await self.kube.transport.get_json(f"{self._path}/{name}", resource=NOTEBOOK)
+        except NotFound:
+            return None
+
+    async def patch_spec(self, name: str, spec: dict[str, Any]) -> Notebook:
+        """A merge patch of the Notebook's spec (e.g. the upload request, `uploaded`, `suspend`)."""
+        result = await self.kube.run(
+            self.kube.custom.patch_namespaced_custom_object,
+            API_GROUP,
+            API_VERSION,
+            self.namespace,
+            PLURAL,
+            name,
+            {"spec": spec},
+            _content_type="application/merge-patch+json",
+            nbd_resource=NOTEBOOK,
+        )
+        return dict(result)
+
+    async def delete(self, name: str) -> None:
+        try:
+            await self.kube.run(
+                self.kube.custom.delete_namespaced_custom_object,
+                API_GROUP,
+                API_VERSION,
+                self.namespace,
+                PLURAL,
+                name,
+                propagation_policy="Background",
+                nbd_resource=NOTEBOOK,
+            )
+        except NotFound:
+            pass
+
+    async def watch(self, name: str) -> AsyncIterator[Notebook]:
+        """The Notebook now, then each new state of it, forever (re-watching after drops).
+
+        A deleted Notebook raises NotFound. The caller bounds the wait.
+        """
+        version = ""
+        backoff = 0.1
+        while True:
+            try:
+                if not version:
+                    obj = await self.get(name)
+                    if obj is None:
+                        raise NotFound(f"the Notebook {self.namespace}/{name} was deleted", reason="NotebookDeleted")
+                    version = str(obj["metadata"].get("resourceVersion") or "")
+                    yield obj
+                params = {
+                    "fieldSelector": f"metadata.name={name}",
+                    "watch": "true",
+                    "resourceVersion": version,
+                    "allowWatchBookmarks": "true",
+                    "timeoutSeconds": str(WATCH_SECONDS),
+                }
+                async for event in self.kube.transport.stream_json_lines(
+                    self._path, params, read_timeout=WATCH_SECONDS + 15, resource=NOTEBOOK
+                ):
+                    kind = event.get("type")
+                    obj = event.get("object") or {}
+                    if kind == "ERROR":
+                        version = ""  # 410 Expired or similar: list again
+                        break
+                    version = str((obj.get("metadata") or {}).get("resourceVersion") or version)
+                    if kind == "DELETED":
+                        raise NotFound(f"the Notebook {self.namespace}/{name} was deleted", reason="NotebookDeleted")
+                    if kind in ("ADDED", "MODIFIED"):
+                        backoff = 0.1
+                        yield obj
+            except NbdError as e:
+                if e.reason in ("NotebookDeleted", "CRDNotInstalled") or e.code.value in (
+                    "permission-denied",
+                    "not-found",
+                ):
+                    raise
+                log.info("Notebook watch of %s/%s interrupted (%s); watching again", self.namespace, name, e)
+                version = ""
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+
+    async def wait_for(
+        self, name: str, predicate: Callable[[Notebook], Any], *, timeout: float, what: str
+    ) -> Any:
+        """Return the first truthy `predicate(notebook)`; DeadlineExceeded naming `what` after `timeout`."""
+        try:
+            async with asyncio.timeout(timeout):
+                async for obj in self.watch(name):
+                    result = predicate(obj)
+                    if result:
+                        return result
+        except TimeoutError as e:
+            raise DeadlineExceeded(
+                f"timed out after {timeout:.0f}s waiting for {what}; is nbd-controller running? "
+                f"see `kubectl get notebook {name} -n {self.namespace} -o yaml`",
+                reason="ControllerTimeout",
+            ) from e
+        raise AssertionError("unreachable: the watch never ends")
+
+    # --- pods, logs, secrets -------------------------------------------------------------------
+
+    async def pods(self, selector: dict[str, str]) -> list[dict[str, Any]]:
+        sel = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
+        data = await self.kube.transport.get_json(
+            f"/api/v1/namespaces/{self.namespace}/pods", {"labelSelector": sel}, resource=POD
+        )
+        items = [p for p in data.get("items") or [] if isinstance(p, dict)]
+        items.sort(key=lambda p: str((p.get("metadata") or {}).get("creationTimestamp") or ""))
+        return items
+
+    async def pod(self, name: str) -> dict[str, Any] | None:
+        try:
+            return await self.kube.transport.get_json(f"/api/v1/namespaces/{self.namespace}/pods/{name}", resource=POD)
+        except NotFound:
+            return None
+
+    async def build_pods(self, md5: str) -> list[dict[str, Any]]:
+        return await self.pods({COMPONENT_LABEL: "build", CONTEXT_MD5_LABEL: md5})
+
+    async def notebook_pods(self, name: str) -> list[dict[str, Any]]:
+        return [p for p in await self.pods({NOTEBOOK_LABEL: name}) if _component(p) != "build"]
+
+    async def token(self, secret: str) -> str:
+        """The Jupyter token from the Secret the controller created (never logged)."""
+        import base64
+
+        data = await self.kube.transport.get_json(
+            f"/api/v1/namespaces/{self.namespace}/secrets/{secret}", resource=ResourceRef(kind="Secret")
+        )
+        raw = (data.get("data") or {}).get(TOKEN_KEY)
+        if not raw:
+            raise NotFound(f"the token Secret {self.namespace}/{secret} has no key {TOKEN_KEY!r}", reason="NoToken")
+        return base64.b64decode(raw).decode()
+
+    async def log_lines(
+        self, pod: str, container: str, *, follow: bool, tail_lines: int = 0
+    ) -> AsyncIterator[str]:
+        """The container's log, line by line (following until the container ends when asked)."""
+        transport = self.kube.transport
+        params = {"container": container}
+        if follow:
+            params["follow"] = "true"
+        if tail_lines > 0:
+            params["tailLines"] = str(tail_lines)
+        path = f"/api/v1/namespaces/{self.namespace}/pods/{pod}/log"
+        headers = await transport.auth_header()
+        url = transport.base.with_path(transport.base.path.rstrip("/") + path, encoded=False)
+        try:
+            async with transport.session.get(
+                url, params=params, headers=headers, timeout=aiohttp.ClientTimeout(total=None, connect=15)
+            ) as resp:
+                if resp.status >= 400:
+                    body = await resp.read()
+                    raise error_from_status(resp.status, body, url=transport.url, resource=POD)
+                pending = b""
+                async for chunk in resp.content.iter_any():
+                    pending += chunk
+                    *lines, pending = pending.split(b"\n")
+                    for line in lines:
+                        yield line.decode("utf-8", "replace")
+                if pending:
+                    yield pending.decode("utf-8", "replace")
+        except NbdError:
+            raise
+        except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as e:
+            raise error_from_exception(e, url=transport.url) from e
+
+
+def _component(pod: dict[str, Any]) -> str:
+    return str(((pod.get("metadata") or {}).get("labels") or {}).get(COMPONENT_LABEL) or "")
+
+
+def condition(notebook: Notebook, type_: str) -> dict[str, Any] | None:
+    for c in (notebook.get("status") or {}).get("conditions") or []:
+        if isinstance(c, dict) and c.get("type") == type_:
+            return c
+    return None
+
+
+def containers_of(pod: dict[str, Any]) -> list[str]:
+    """Init containers then containers, in the order they run."""
+    spec = pod.get("spec") or {}
+    return [str(c["name"]) for c in (spec.get("initContainers") or []) + (spec.get("containers") or []) if c.get("name")]
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True)

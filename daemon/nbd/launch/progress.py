@@ -1,0 +1,159 @@
+"""Reading the controller's answers: pure functions from Notebook and Pod objects to launch facts.
+
+Like kubespawner's progress messages, these turn cluster state into what a user needs to read:
+whether the upload was answered, whether the build is done or failed (with the log tail), what a
+starting pod is waiting on, and when waiting is pointless (an unschedulable GPU request, an image
+that cannot be pulled). No I/O: tested by table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from nbd.events import Failure, PodStatus
+
+# Pod waiting reasons after which the launch stops waiting: the user has to change something.
+FATAL_WAITING = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError", "CrashLoopBackOff"}
+
+
+@dataclass(frozen=True)
+class UploadAnswer:
+    """The controller's answer to an upload request: a URL to PUT to, or "already stored"."""
+
+    request_id: str
+    signed_url: str = ""
+    stored: bool = False
+    expires_at: str = ""
+
+
+def upload_answer(notebook: dict[str, Any], request_id: str, md5: str) -> UploadAnswer | None:
+    """The answer to request `request_id`, once the controller wrote it to status.upload."""
+    upload = (notebook.get("status") or {}).get("upload") or {}
+    if upload.get("requestID") != request_id:
+        built = build_state(notebook, md5)
+        if built is not None and built.done:
+            # Built before: the controller may skip the upload answer entirely.
+            return UploadAnswer(request_id, stored=True)
+        return None
+    if upload.get("storedMD5") == md5:
+        return UploadAnswer(request_id, stored=True)
+    if upload.get("signedURL"):
+        return UploadAnswer(request_id, signed_url=str(upload["signedURL"]), expires_at=str(upload.get("expiresAt") or ""))
+    return None
+
+
+def _condition(notebook: dict[str, Any], type_: str) -> dict[str, Any] | None:
+    for c in (notebook.get("status") or {}).get("conditions") or []:
+        if isinstance(c, dict) and c.get("type") == type_:
+            return c
+    return None
+
+
+@dataclass(frozen=True)
+class BuildState:
+    done: bool
+    failed: bool
+    reason: str
+    message: str
+    image: str
+    job: str
+
+
+def build_state(notebook: dict[str, Any], md5: str) -> BuildState | None:
+    """Where the build of context `md5` is, or None while the controller has not said."""
+    status = notebook.get("status") or {}
+    build = status.get("build") or {}
+    cond = _condition(notebook, "Built")
+    if cond is None:
+        return None
+    if build.get("md5") and build.get("md5") != md5:
+        return None  # status of an earlier context
+    ok = cond.get("status") == "True"
+    reason = str(cond.get("reason") or "")
+    failed = not ok and reason in ("BuildFailed", "MD5Mismatch", "InvalidSpec")
+    return BuildState(
+        done=ok,
+        failed=failed,
+        reason=reason,
+        message=str(cond.get("message") or ""),
+        image=str(build.get("image") or ""),
+        job=str(build.get("job") or ""),
+    )
+
+
+def upload_failure(notebook: dict[str, Any], request_id: str) -> Failure | None:
+    """A failure the controller reported for our upload (e.g. the stored bytes do not match)."""
+    cond = _condition(notebook, "Uploaded")
+    if cond is None or cond.get("status") == "True":
+        return None
+    if cond.get("reason") in ("MD5Mismatch", "InvalidSpec", "StorageError"):
+        return Failure(str(cond["reason"]), str(cond.get("message") or "the upload was refused"))
+    return None
+
+
+def pod_status(pod: dict[str, Any]) -> PodStatus:
+    """What a pod is doing, in the words a user can act on."""
+    meta = pod.get("metadata") or {}
+    status = pod.get("status") or {}
+    phase = str(status.get("phase") or "Pending")
+    ready = any(
+        c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [] if isinstance(c, dict)
+    )
+    reason, message = "", ""
+    for c in status.get("conditions") or []:
+        if isinstance(c, dict) and c.get("type") == "PodScheduled" and c.get("status") == "False":
+            reason, message = str(c.get("reason") or "Unschedulable"), str(c.get("message") or "")
+    if not reason:
+        for cs in (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or []):
+            waiting = ((cs or {}).get("state") or {}).get("waiting")
+            if waiting:
+                reason, message = str(waiting.get("reason") or ""), str(waiting.get("message") or "")
+                break
+    return PodStatus(pod=str(meta.get("name") or ""), phase=phase, reason=reason, message=message, ready=ready)
+
+
+def start_failure(notebook: dict[str, Any], pod: PodStatus | None) -> Failure | None:
+    """A reason to stop waiting for the notebook to start, with what to do about it."""
+    cond = _condition(notebook, "Ready")
+    if pod is not None and pod.reason == "Unschedulable":
+        return Failure(
+            "Unschedulable",
+            f"the notebook pod cannot be scheduled: {pod.message or 'no node fits it'}; "
+            "ask for fewer GPUs (--gpus) or another --gpu-type, or ask your admin for capacity",
+        )
+    if cond is not None and cond.get("status") == "False" and cond.get("reason") == "Unschedulable":
+        return Failure(
+            "Unschedulable",
+            f"the notebook pod cannot be scheduled: {cond.get('message') or 'no node fits it'}; "
+            "ask for fewer GPUs (--gpus) or another --gpu-type, or ask your admin for capacity",
+        )
+    if pod is not None and pod.reason in FATAL_WAITING:
+        hint = {
+            "ErrImagePull": "check the image name (--image) and that the cluster can pull it",
+            "ImagePullBackOff": "check the image name (--image) and that the cluster can pull it",
+            "InvalidImageName": "fix the image name (--image)",
+            "CrashLoopBackOff": "the notebook server keeps exiting; see `nbctl logs NAME`",
+            "CreateContainerConfigError": "see `kubectl describe pod` for the missing configuration",
+        }[pod.reason]
+        detail = f": {pod.message}" if pod.message else ""
+        return Failure(pod.reason, f"the notebook pod is in {pod.reason}{detail}; {hint}")
+    return None
+
+
+def build_failure(state: BuildState, log_tail: list[str]) -> Failure:
+    if state.reason == "MD5Mismatch":
+        return Failure("MD5Mismatch", state.message + "; relaunch to upload the context again")
+    if state.reason == "InvalidSpec":
+        return Failure("InvalidSpec", state.message)
+    return Failure(
+        "BuildFailed",
+        f"the image build failed: {_last_line(state.message)}; fix the Dockerfile and relaunch "
+        "(`nbctl logs NAME --build` shows the whole log)",
+        tuple(log_tail),
+    )
+
+
+def _last_line(message: str) -> str:
+    lines = [line for line in message.strip().splitlines() if line.strip()]
+    return lines[0] if lines else "see the build log"

@@ -1,0 +1,268 @@
+"""What keeps a ready notebook reachable and in sync: its forward and its sync session.
+
+A `SessionRuntime` is the live part of one session in the daemon. It is created when a launch
+reaches its pod and re-created from the persisted session when the daemon starts again, so the
+forward comes back on the same port and the sync resumes from its ancestor without any rebuild.
+It reports forward and sync state into the session registry, which persists it and streams it on
+the Events RPC.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timezone
+from typing import Any
+
+from nbd.errors import FailedPrecondition, NbdError
+from nbd.events import Direction, SyncChange
+from nbd.forward import Forward, ForwardRecord, ForwardStatusData
+from nbd.kube import KubeClient, PodCache
+from nbd.launch.spec import NOTEBOOK_LABEL
+from nbd.registry import SessionRegistry
+from nbd.session import Conflict, ForwardState, ForwardStatus, Problem, Session, SessionKey, SyncState, SyncStatus
+
+log = logging.getLogger(__name__)
+
+EXTRA_FORWARD = "forward"
+EXTRA_SYNC = "sync"
+COMPONENT_LABEL = "nbd.dev/component"
+
+
+def notebook_selector(name: str) -> dict[str, str]:
+    """The labels of a notebook's pod (the controller sets both)."""
+    return {NOTEBOOK_LABEL: name, COMPONENT_LABEL: "notebook"}
+
+
+def _forward_state(status: ForwardStatusData) -> ForwardState:
+    if status.state == "active":
+        return ForwardState.ACTIVE
+    if status.state == "waiting for pod":
+        return ForwardState.WAITING_FOR_POD
+    if status.state == "stopped":
+        return ForwardState.STOPPED
+    return ForwardState.ERROR
+
+
+def forward_status(status: ForwardStatusData) -> ForwardStatus:
+    return ForwardStatus(
+        state=_forward_state(status),
+        local_port=status.local_port,
+        remote_port=status.remote_port,
+        pod=status.pod,
+        message=status.message or (status.state if status.state.startswith("error") else ""),
+        open_connections=status.open_connections,
+        last_probe=datetime.fromtimestamp(status.last_probe, timezone.utc) if status.last_probe else None,
+    )
+
+
+def _time(epoch: float) -> datetime | None:
+    return datetime.fromtimestamp(epoch, timezone.utc) if epoch else None
+
+
+def sync_status(data: Any) -> SyncStatus:
+    """The session's view of a `nbd.sync.SyncStatusData`."""
+    return SyncStatus(
+        state=SyncState(int(data.state)),
+        message=data.message,
+        files=data.files,
+        cycles=data.cycles,
+        bytes_to_remote=data.bytes_to_remote,
+        bytes_to_local=data.bytes_to_local,
+        files_to_remote=data.files_to_remote,
+        files_to_local=data.files_to_local,
+        last_cycle=_time(data.last_cycle),
+        conflicts=tuple(_conflict(c) for c in data.conflicts),
+        problems=tuple(_problem(p) for p in data.problems),
+        local_root=data.local_root,
+        remote_root=data.remote_root,
+    )
+
+
+def _conflict(c: Any) -> Conflict:
+    return Conflict(path=c.path, copy_path=getattr(c, "copy_path", ""), message=getattr(c, "message", ""),
+                    time=_time(getattr(c, "time", 0.0) or 0.0))
+
+
+def _problem(p: Any) -> Problem:
+    return Problem(path=p.path, message=getattr(p, "message", ""), time=_time(getattr(p, "time", 0.0) or 0.0))
+
+
+class SessionRuntime:
+    """The forward and the sync session of one notebook session, and their reporting.
+
+    Args:
+        registry: Where state changes of the session go.
+        key: The session's key.
+        kube: The cluster client (owned by the caller, shared between sessions of a target).
+        state_dir: Where this session's sync ancestor lives.
+    """
+
+    def __init__(self, registry: SessionRegistry, key: SessionKey, kube: KubeClient, state_dir: str) -> None:
+        self.registry = registry
+        self.key = key
+        self.kube = kube
+        self.state_dir = state_dir
+        self.forward: Forward | None = None
+        self.sync: Any = None
+        self.pods: PodCache | None = None
+        self._pending: set[asyncio.Task[Any]] = set()
+
+    # --- forward ---------------------------------------------------------------------------------
+
+    async def start_forward(self, remote_port: int, *, preferred: int | None, explicit: int | None) -> int:
+        """Binds the notebook's local port (stable across relaunches) and starts relaying."""
+        if self.forward is not None:
+            if self.forward.remote_port == remote_port and (explicit is None or explicit == self.forward.local_port):
+                return self.forward.local_port
+            await self.stop_forward()
+        await self._ensure_pods()
+        assert self.pods is not None
+        forward = Forward(
+            self.kube,
+            self.key.namespace,
+            notebook_selector(self.key.name),
+            remote_port,
+            local_port=preferred,
+            explicit_port=explicit,
+            pods=self.pods,
+        )
+        await forward.start()
+        self.forward = forward
+        forward.on_change(self._forward_changed)
+        record = forward.record()
+        await self._update_extra(EXTRA_FORWARD, record.to_json(), forward=forward_status(forward.status()))
+        return forward.local_port
+
+    async def restore_forward(self, record: ForwardRecord) -> int:
+        """Re-creates a persisted forward on its port (after a daemon restart)."""
+        await self._ensure_pods()
+        assert self.pods is not None
+        forward = Forward.from_record(self.kube, record, pods=self.pods)
+        await forward.start()
+        self.forward = forward
+        forward.on_change(self._forward_changed)
+        self._schedule(self.registry.update(self.key, forward=forward_status(forward.status())))
+        return forward.local_port
+
+    def _forward_changed(self, status: ForwardStatusData) -> None:
+        if self.registry.find(self.key) is None:
+            return
+        self._schedule(self.registry.update(self.key, forward=forward_status(status)))
+
+    async def stop_forward(self) -> None:
+        forward, self.forward = self.forward, None
+        if forward is not None:
+            await forward.stop()
+
+    async def _ensure_pods(self) -> None:
+        if self.pods is None:
+            self.pods = PodCache(self.kube, self.key.namespace, notebook_selector(self.key.name))
+            await self.pods.start()
+
+    # --- sync ------------------------------------------------------------------------------------
+
+    def _ancestor_path(self) -> str:
+        digest = hashlib.sha256(str(self.key).encode()).hexdigest()[:16]
+        return os.path.join(self.state_dir, f"{self.key.name}-{digest}.json")
+
+    async def start_sync(self, directory: str, remote_root: str) -> None:
+        """Starts the two-way sync of `directory` with the pod's `remote_root` (resumes its ancestor)."""
+        from nbd.sync import SyncOptions, SyncSession
+        from nbd.sync.exec_transport import exec_transport_factory
+
+        if self.sync is not None:
+            return
+        await self._ensure_pods()
+        pods = self.pods
+        assert pods is not None
+
+        async def current_pod() -> str:
+            return await pods.wait_ready_pod(60.0)
+
+        os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
+        factory = exec_transport_factory(self.kube.target, self.key.namespace, current_pod, "notebook")
+        session = SyncSession(
+            directory,
+            factory,
+            self._ancestor_path(),
+            SyncOptions(remote_root=remote_root),
+            on_event=self._sync_event,
+        )
+        self.sync = session
+        await session.start()
+        await self._update_extra(EXTRA_SYNC, {"directory": directory, "remote_root": remote_root},
+                                 sync=sync_status(session.status()))
+
+    def _sync_event(self, event: Any) -> None:
+        from nbd.sync import ChangeApplied, ConflictFound, ProblemFound
+
+        if self.registry.find(self.key) is None or self.sync is None:
+            return
+        if isinstance(event, ChangeApplied):
+            direction = Direction.TO_LOCAL if event.direction == "to_local" else Direction.TO_REMOTE
+            self.registry.publish_detail(self.key, SyncChange(direction, event.path, event.action, event.bytes))
+        elif isinstance(event, ConflictFound):
+            self.registry.publish_detail(self.key, _conflict(event.conflict))
+        elif isinstance(event, ProblemFound):
+            self.registry.publish_detail(self.key, _problem(event.problem))
+        self._schedule(self.registry.update(self.key, sync=sync_status(self.sync.status())))
+
+    async def stop_sync(self, *, flush: bool) -> None:
+        session, self.sync = self.sync, None
+        if session is None:
+            return
+        if flush:
+            try:
+                await session.flush(10.0)
+            except (NbdError, asyncio.TimeoutError) as e:
+                log.warning("sync of %s did not settle before stopping: %s", self.key, e)
+        await session.stop()
+
+    def sync_session(self) -> Any:
+        if self.sync is None:
+            raise FailedPrecondition(
+                f"session {self.key.name} does not sync (launched with --no-sync or stopped); relaunch to sync it",
+                reason="SyncDisabled",
+            )
+        return self.sync
+
+    # --- life ------------------------------------------------------------------------------------
+
+    async def stop(self, *, flush: bool = True) -> None:
+        await self.stop_sync(flush=flush)
+        await self.stop_forward()
+        pods, self.pods = self.pods, None
+        if pods is not None:
+            await pods.stop()
+        for task in list(self._pending):
+            task.cancel()
+        await asyncio.gather(*self._pending, return_exceptions=True)
+
+    async def _update_extra(self, name: str, value: dict[str, Any] | None, **changes: Any) -> None:
+        session = self.registry.find(self.key)
+        if session is None:
+            return
+        extra = dict(session.extra)
+        if value is None:
+            extra.pop(name, None)
+        else:
+            extra[name] = value
+        await self.registry.update(self.key, extra=extra, **changes)
+
+    def _schedule(self, coro: Awaitable[Session]) -> None:
+        async def run() -> None:
+            try:
+                await coro
+            except NbdError as e:  # the session was removed meanwhile
+                log.debug("session %s update dropped: %s", self.key, e)
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+
+StatusCallback = Callable[[Session], None]
