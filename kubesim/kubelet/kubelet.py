@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from kubesim.images import ImageStore, normalize
-from kubesim.kubelet.node import GPU_RESOURCE, NodeConfig, node_object
+from kubesim.kubelet.node import NodeConfig, node_object, parse_label
 from kubesim.kubelet.pod import PodWorker, _Gone
 from kubesim.kubelet.scheduler import fit
 from kubesim.kubelet.spec import Lookup
@@ -65,9 +65,29 @@ def _machine_memory() -> int:
 
 
 class Kubelet:
-    def __init__(self, store: Store, config: KubeletConfig, faults: Any = None) -> None:
+    """The node agent. Construct with a `KubeletConfig`, or with the keyword arguments
+    `kubesim.cluster` passes (state_dir, node_name, gpus, node_labels, host_ports, api_url, ...).
+    """
+
+    def __init__(self, store: Store, config: KubeletConfig | None = None, faults: Any = None, *, api: Any = None,
+                 state_dir: Path | str | None = None, node_name: str = "kubesim-node", gpus: int = 0,
+                 node_labels: dict[str, str] | list[str] | None = None, host_ports: list[int] | None = None,
+                 api_url: str | None = None, backoff_initial: float = 1.0, backoff_max: float = 10.0) -> None:
+        if config is None:
+            if state_dir is None:
+                raise ValueError("Kubelet needs a state_dir (or a KubeletConfig)")
+            labels = dict(parse_label(x) for x in node_labels) if isinstance(node_labels, list) else dict(node_labels or {})
+            api_port = None
+            if api_url:
+                from urllib.parse import urlsplit
+                parts = urlsplit(api_url)
+                api_port = parts.port or (443 if parts.scheme == "https" else 80)
+            config = KubeletConfig(state_dir=Path(state_dir), node=NodeConfig(name=node_name, gpus=gpus, labels=labels),
+                                   host_ports=list(host_ports or []), api_port=api_port,
+                                   backoff_initial=backoff_initial, backoff_max=backoff_max)
+        self.api = api
         self.store = store
-        self.config = config
+        self.config: KubeletConfig = config
         self.faults = faults
         self.state_dir = Path(config.state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -100,6 +120,8 @@ class Kubelet:
         if node.cpu == NodeConfig().cpu:
             node.cpu = os.cpu_count() or 2
         self._register_node()
+        if self.api is not None:
+            self.mount(self.api)
         self._unsubscribe = self.store.subscribe(PODS, self._on_pod_event)
         self._scheduler = asyncio.ensure_future(self._schedule_loop())
         items, _ = self.store.list(PODS)
@@ -133,6 +155,13 @@ class Kubelet:
         t = asyncio.ensure_future(coro)
         self._tasks.add(t)
         t.add_done_callback(self._tasks.discard)
+
+    def mount(self, api: Any) -> None:
+        """Serve pods/log, pods/exec and pods/portforward on `api` (an `ApiServer`)."""
+        from kubesim.streams import register
+
+        self.api = api
+        register(api, self)
 
     # ------------------------------------------------------------------ configuration at run time
 
