@@ -92,6 +92,10 @@ class Kubelet:
         self.state_dir = Path(config.state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.images = ImageStore(self.state_dir / "images")
+        # nbd's build images: the BuildKit/kaniko stand-in and the utility image.
+        from kubesim.images import buildkit, utility
+        buildkit.register(self.images)
+        utility.register(self.images)
         self.host_ports: set[int] = set(config.host_ports)
         if config.api_port:
             self.host_ports.add(config.api_port)
