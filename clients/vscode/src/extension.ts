@@ -31,8 +31,18 @@ class NbdExtension implements vscode.Disposable {
     this.statusItem.show();
     // The watcher never starts the daemon: opening an editor must not start background processes.
     // Commands do start it, then kick the watcher.
-    this.watcher = new SessionWatcher(() => this.getClient(false), {
-      onReset: () => this.store.clear(),
+    const answering = async (): Promise<NbdClient> => {
+      const client = await this.getClient(false);
+      await client.healthCheck();
+      return client;
+    };
+    this.watcher = new SessionWatcher(answering, {
+      onReset: () => {
+        // The daemon answered: an empty daemon sends no snapshot, so this is the only sign of it.
+        this.disconnected = undefined;
+        this.store.clear();
+        this.render();
+      },
       onEvent: (event) => {
         this.disconnected = undefined;
         this.store.apply(event);
@@ -71,7 +81,7 @@ class NbdExtension implements vscode.Disposable {
   reconfigure(): void {
     this.client?.close();
     this.client = undefined;
-    this.watcher.kick();
+    this.watcher.restart();
   }
 
   /**

@@ -109,6 +109,23 @@ test("Launch with no folder open names what to do", { skip: BIN === undefined &&
   assert.deepEqual(recorded.errors, ["nbd: open a folder first; its contents are what the notebook runs."]);
 });
 
+test("an empty daemon shows the idle status, not a disconnected one", { skip: BIN === undefined && "no nbd executable" }, async () => {
+  const empty = await Daemon.start(BIN!, { args: ["--capabilities", "none"] });
+  const socket = recorded.settings.socketPath;
+  try {
+    recorded.settings = { ...recorded.settings, socketPath: empty.socket };
+    // What the configuration listener does when nbd.socketPath changes.
+    recorded.configListeners.forEach((listener) => listener({ affectsConfiguration: (key: string) => key === "nbd.socketPath" }));
+    await until("the idle status", () => recorded.status.text === "$(notebook) nbd");
+    assert.equal((recorded.status as unknown as { command?: string }).command, "nbd.launch");
+  } finally {
+    recorded.settings = { ...recorded.settings, socketPath: socket };
+    recorded.configListeners.forEach((listener) => listener({ affectsConfiguration: (key: string) => key === "nbd.socketPath" }));
+    await empty.stop();
+  }
+  await until("the session's status again", () => recorded.status.text.includes("ws: Ready"));
+});
+
 test("the status bar reports the daemon down once it stops", { skip: BIN === undefined && "no nbd executable" }, async () => {
   const { NbdClient } = await import("../src/client");
   const client = new NbdClient(daemon!.socket);

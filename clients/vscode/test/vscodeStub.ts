@@ -17,6 +17,7 @@ export interface Recorded {
   status: { text: string; tooltip: unknown; backgroundColor: unknown; shown: boolean };
   settings: Record<string, unknown>;
   folders: string[];
+  configListeners: Array<(event: { affectsConfiguration(key: string): boolean }) => void>;
 }
 
 export const recorded: Recorded = {
@@ -29,6 +30,7 @@ export const recorded: Recorded = {
   status: { text: "", tooltip: "", backgroundColor: undefined, shown: false },
   settings: {},
   folders: [],
+  configListeners: [],
 };
 
 const disposable = { dispose: (): void => undefined };
@@ -95,7 +97,10 @@ const vscode = {
       get: <T>(key: string, fallback: T): T => (key in recorded.settings ? (recorded.settings[key] as T) : fallback),
     }),
     onDidChangeWorkspaceFolders: event,
-    onDidChangeConfiguration: event,
+    onDidChangeConfiguration: (listener: Recorded["configListeners"][number]) => {
+      recorded.configListeners.push(listener);
+      return disposable;
+    },
   },
   commands: {
     registerCommand: (id: string, handler: (...args: unknown[]) => unknown) => {

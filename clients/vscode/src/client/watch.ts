@@ -13,7 +13,7 @@ import { NbdError, toNbdError } from "./errors";
 import type { SessionEvent } from "./types";
 
 export interface WatchHandlers {
-  /** A new stream is about to replay snapshots: forget every session. */
+  /** A new stream is about to replay snapshots: forget every session. The daemon answers again. */
   onReset(): void;
   onEvent(event: SessionEvent): void;
   /** The daemon could not be reached or the stream broke; the loop retries. */
@@ -29,9 +29,12 @@ export class SessionWatcher {
   private readonly abort = new AbortController();
   private wake: (() => void) | undefined;
   private running: Promise<void> | undefined;
+  /** Cancels the current attempt's stream only. */
+  private attempt: AbortController | undefined;
 
   /**
-   * @param getClient a client for each attempt; throws NbdError when the daemon does not answer.
+   * @param getClient a client for each attempt, whose daemon answered a health check; throws
+   *   NbdError when the daemon does not answer. A stream on a dead daemon ends in onDisconnected.
    */
   constructor(
     private readonly getClient: () => Promise<NbdClient>,
@@ -46,6 +49,12 @@ export class SessionWatcher {
 
   /** Retries now instead of waiting out the backoff (after a command started the daemon). */
   kick(): void {
+    this.wake?.();
+  }
+
+  /** Ends the current stream and starts over at once (the daemon's socket changed). */
+  restart(): void {
+    this.attempt?.abort();
     this.wake?.();
   }
 
@@ -73,25 +82,35 @@ export class SessionWatcher {
     let backoff = min;
     const signal = this.abort.signal;
     while (!signal.aborted) {
+      const attempt = new AbortController();
+      this.attempt = attempt;
+      const onStop = (): void => attempt.abort();
+      signal.addEventListener("abort", onStop, { once: true });
       try {
         const client = await this.getClient();
-        const stream = client.events({ initial: true }, { signal });
+        const stream = client.events({ initial: true }, { signal: attempt.signal });
         this.handlers.onReset();
         for await (const event of stream) {
           backoff = min;
           this.handlers.onEvent(event);
         }
-        if (!signal.aborted) {
+        if (!attempt.signal.aborted) {
           this.handlers.onDisconnected(new NbdError(Status.UNAVAILABLE, "The nbd daemon closed its event stream; reconnecting."));
         }
       } catch (err) {
-        if (signal.aborted) {
-          break;
+        if (!attempt.signal.aborted) {
+          this.handlers.onDisconnected(toNbdError(err));
         }
-        this.handlers.onDisconnected(toNbdError(err));
+      } finally {
+        signal.removeEventListener("abort", onStop);
       }
       if (signal.aborted) {
         break;
+      }
+      if (attempt.signal.aborted) {
+        // restart(): go round at once, without a backoff.
+        backoff = min;
+        continue;
       }
       await this.sleep(backoff);
       backoff = Math.min(max, backoff * 2);
