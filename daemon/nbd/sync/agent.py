@@ -66,9 +66,14 @@ class Refused(Exception):
 # Frames
 
 
-def encode_frame(header: Dict[str, Any], body: bytes = b"") -> bytes:
+def frame_head(header: Dict[str, Any], body_length: int) -> bytes:
+    """The frame up to its body (to send a large body without copying it)."""
     h = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    return HEADER.pack(len(h), len(body)) + h + body
+    return HEADER.pack(len(h), body_length) + h
+
+
+def encode_frame(header: Dict[str, Any], body: bytes = b"") -> bytes:
+    return frame_head(header, len(body)) + body
 
 
 class FrameDecoder:
@@ -92,21 +97,18 @@ class FrameDecoder:
         return out
 
 
-def _read_exact(fd: int, n: int) -> bytes:
-    parts = []
-    while n > 0:
-        chunk = os.read(fd, min(n, 1 << 20))
-        if not chunk:
-            raise EOFError
-        parts.append(chunk)
-        n -= len(chunk)
-    return b"".join(parts)
+def _read_exact(stream: Any, n: int) -> bytes:
+    data = stream.read(n)  # a buffered reader returns n bytes unless the stream ends
+    if len(data) != n:
+        raise EOFError
+    return bytes(data)
 
 
-def read_frame(fd: int) -> Tuple[Dict[str, Any], bytes]:
-    hl, bl = HEADER.unpack(_read_exact(fd, HEADER.size))
-    header = json.loads(_read_exact(fd, hl).decode("utf-8"))
-    body = _read_exact(fd, bl) if bl else b""
+def read_frame(stream: Any) -> Tuple[Dict[str, Any], bytes]:
+    """One frame from a buffered binary stream (the agent's stdin)."""
+    hl, bl = HEADER.unpack(_read_exact(stream, HEADER.size))
+    header = json.loads(_read_exact(stream, hl).decode("utf-8"))
+    body = _read_exact(stream, bl) if bl else b""
     return header, body
 
 
@@ -806,18 +808,19 @@ class Server(object):
     def __init__(self, root: str, out_fd: int = 1, in_fd: int = 0) -> None:
         self.tree = Tree(root)
         self.out_fd = out_fd
-        self.in_fd = in_fd
+        self.inp = os.fdopen(in_fd, "rb", buffering=1 << 16, closefd=False)
         self.lock = threading.Lock()
         self.watcher: Optional[Watcher] = None
         self.begin_errors: Dict[int, str] = {}
 
     def send(self, header: Dict[str, Any], body: bytes = b"") -> None:
-        data = encode_frame(header, body)
+        parts = [encode_frame(header, body)] if len(body) < 65536 else [frame_head(header, len(body)), body]
         with self.lock:
-            view = memoryview(data)
-            while view:
-                n = os.write(self.out_fd, view)
-                view = view[n:]
+            for data in parts:
+                view = memoryview(data)
+                while view:
+                    n = os.write(self.out_fd, view)
+                    view = view[n:]
 
     def on_change(self, paths: Optional[List[str]]) -> None:
         if paths is None:
@@ -830,7 +833,7 @@ class Server(object):
                    "python": sys.version.split()[0], "root": self.tree.root})
         while True:
             try:
-                header, body = read_frame(self.in_fd)
+                header, body = read_frame(self.inp)
             except EOFError:
                 return
             rid = header.get("id", 0)

@@ -9,7 +9,9 @@ tree of a few thousand directories overflows the inotify queue forever and no ev
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import threading
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -35,6 +37,8 @@ from nbd.sync.endpoint import ChangeCallback, PutItem, ScanResult, SyncRefused, 
 from nbd.sync.snapshot import Entry
 
 __all__ = ["LocalEndpoint"]
+
+READ_AHEAD = 8
 
 # Created, modified, deleted, moved and closed-after-write, plus attribute changes (the executable
 # bit); never opened or closed-without-write, whose flood is what overflows inotify.
@@ -135,15 +139,40 @@ class LocalEndpoint:
         return scan_from_wire(res, time.time())
 
     async def read(self, path: str, digest: str) -> AsyncIterator[bytes]:
+        """Chunks read (and hashed) ahead by a worker thread, so disk and transport overlap."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue()
+        room = threading.Semaphore(READ_AHEAD)
+        stop = threading.Event()
+
+        def produce() -> None:
+            try:
+                for chunk in self.tree.read_chunks(path, digest):
+                    room.acquire()
+                    if stop.is_set():
+                        return
+                    loop.call_soon_threadsafe(queue.put_nowait, chunk)
+                loop.call_soon_threadsafe(queue.put_nowait, None)
+            except BaseException as e:  # handed to the consumer
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(queue.put_nowait, e)
+
+        worker = threading.Thread(target=produce, name=f"read {path}", daemon=True)
+        worker.start()
         try:
-            it = self.tree.read_chunks(path, digest)
             while True:
-                chunk = await asyncio.to_thread(next, it, None)
-                if chunk is None:
+                item = await queue.get()
+                if item is None:
                     return
-                yield chunk
-        except (agent.Refused, OSError) as e:
-            raise _refusal(e, path) from e
+                if isinstance(item, BaseException):
+                    if isinstance(item, (agent.Refused, OSError)):
+                        raise _refusal(item, path) from item
+                    raise item
+                room.release()
+                yield item
+        finally:
+            stop.set()
+            room.release()
 
     def _read_all(self, files: list[tuple[str, str]]) -> list[bytes | str]:
         out: list[bytes | str] = []

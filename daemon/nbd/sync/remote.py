@@ -285,7 +285,11 @@ class RemoteEndpoint:
         if self._lost is not None or self.transport is None:
             raise AgentLost("not connected to the sync agent")
         async with self._send_lock:
-            await self.transport.send(agent.encode_frame(header, body))
+            if len(body) < 65536:
+                await self.transport.send(agent.encode_frame(header, body))
+            else:  # a large body is not copied into the frame
+                await self.transport.send(agent.frame_head(header, len(body)))
+                await self.transport.send(body)
 
     def _register(self, streaming: bool = False) -> tuple[int, _Reply]:
         rid = self._next_id()
