@@ -1,8 +1,8 @@
 """Sessions on disk: one JSON file per session, written atomically, reloaded at start.
 
-A session file is `<state dir>/sessions/<key>.json` holding `{"format": 1, "session": {...}}`, where
-`<key>` is the session's "CONTEXT/NAMESPACE/NAME" percent-encoded into one file name. Writes go to a
-temporary file in the same folder, are fsync'd and renamed over the old file, so a crash leaves
+A session file is `<state dir>/sessions/CONTEXT+NAMESPACE+NAME.json` (each part percent-encoded)
+holding `{"format": 1, "session": {...}}`. Writes go to a temporary file in the same folder, are
+fsync'd and renamed over the old file, so a crash leaves
 either the old or the new session, never half of one. A file that cannot be read back is reported
 (a logged warning naming it), moved aside to `*.corrupt` and skipped: one bad file never stops the
 daemon nor hides the other sessions.
@@ -140,8 +140,11 @@ def session_from_json(data: Any) -> Session:
 
 
 def key_filename(key: SessionKey) -> str:
-    """One file name per key; percent-encoding keeps it reversible and free of '/'."""
-    return urllib.parse.quote(str(key), safe="") + ".json"
+    """One file name per key: "CONTEXT+NAMESPACE+NAME.json", each part percent-encoded.
+
+    Encoding escapes '/' and '+' inside a part, so distinct keys never share a file name.
+    """
+    return "+".join(urllib.parse.quote(part, safe="") for part in key) + ".json"
 
 
 class SessionStore:

@@ -146,7 +146,7 @@ def test_sessions_survive_restarts(daemon_factory, nbd_isolated_env):
 def test_a_corrupted_session_file_is_skipped_with_a_warning(daemon_factory, nbd_isolated_env):
     store = SessionStore(nbd_isolated_env.paths.sessions_dir)
     store.save(_session("good"))
-    bad = nbd_isolated_env.paths.sessions_dir / "kubesim%2Fteam%2Fbad.json"
+    bad = nbd_isolated_env.paths.sessions_dir / "kubesim+team+bad.json"
     bad.write_text('{"format": 1, "session": {"name": "bad", "namespa')
     d = daemon_factory(capabilities="none")
     with d.client() as client:
@@ -225,4 +225,4 @@ def test_session_file_format_is_the_documented_one(nbd_isolated_env):
     assert data["session"]["name"] == "fmt"
     assert data["session"]["phase"] == "READY"
     assert data["session"]["forward"]["state"] == "ACTIVE"
-    assert path.name == "kubesim%2Fteam%2Ffmt.json"
+    assert path.name == "kubesim+team+fmt.json"
