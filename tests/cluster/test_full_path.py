@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 from controller_stack import ROOT, Controller, Notebooks, put, tarball, wait_for
 
-from kubesim.images import buildkit, utility
 from kubesim.testing import start_inprocess
 
 needs_jobs = pytest.mark.skipif(importlib.util.find_spec("kubesim.jobs") is None,
@@ -32,8 +31,7 @@ def cluster(gcs_emulator: Any, signing_key: Any, tmp_path: Path) -> Iterator[dic
     controller: Controller | None = None
     try:
         kubelet = server.extra["cluster"].kubelet
-        buildkit.register(kubelet.images)
-        utility.register(kubelet.images)
+        assert kubelet.images.get("moby/buildkit:v0.23.2-rootless") is not None  # registered by the kubelet
         kubelet.add_host_port(gcs_emulator.port)  # pods reach the emulator at the same address
         server.kubectl("apply", "-k", str(ROOT / "cluster" / "manifests"))
         controller = Controller(server.kubeconfig, {
