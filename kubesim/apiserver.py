@@ -140,7 +140,8 @@ class ApiServer:
                                if code == 503 else "an error on the server has prevented the request from succeeding")
             return await handler(request)
         except ApiError as e:
-            headers = {"Retry-After": "1"} if e.code in (429, 503) else None
+            # Retry-After only on 429: urllib3 would otherwise retry 503s silently, hiding the fault.
+            headers = {"Retry-After": "1"} if e.code == 429 else None
             return json_response(e.status(), status=e.code, headers=headers)
         except web.HTTPException:
             raise

@@ -78,7 +78,8 @@ class Auth:
         if namespace is None or namespace not in self.forbidden.get(user.name, set()):
             return
         res = f"{resource}/{subresource}" if subresource else resource
-        what = f'{resource} "{name}"' if name else resource
+        qualified = f"{resource}.{group}" if group else resource
+        what = f'{qualified} "{name}"' if name else qualified
         raise ApiError(403, "Forbidden",
                        f'{what} is forbidden: User "{user.name}" cannot {verb} resource "{res}" in API group '
                        f'"{group}" in the namespace "{namespace}"',
