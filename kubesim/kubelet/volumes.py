@@ -180,11 +180,29 @@ def prepare_mounts(pod: dict[str, Any], images: dict[str, Image | None], pod_dir
                 mounts[target] = Mount(str(dst), target, False, not dst.is_dir())
         wd = os.path.normpath(effective_workdir(c, image))
         covered = any(wd == t or wd.startswith(t.rstrip("/") + "/") for t in mounts)
-        if wd != "/" and not covered and not os.path.exists(wd):
+        if wd != "/" and not covered and _private_workdir(wd):
             dst = fs / wd.lstrip("/")
             dst.mkdir(parents=True, exist_ok=True)
             mounts[wd] = Mount(str(dst), wd)
     return list(mounts.values())
+
+
+def _private_workdir(path: str) -> bool:
+    """Whether a working directory gets a private per-pod folder.
+
+    Yes when it does not exist on the host, or when it is outside the system directories and
+    empty on the host (an empty `/content` is a mount point an earlier pod left, not data).
+    A non-empty host directory (e.g. a checkout) is used as it is.
+    """
+    if not os.path.exists(path):
+        return True
+    top = path.strip("/").split("/")[0]
+    if top in SYSTEM_DIRS:
+        return False
+    try:
+        return os.path.isdir(path) and not os.listdir(path)
+    except OSError:
+        return False
 
 
 def host_path(container_path: str, mounts: list[Mount]) -> str:
