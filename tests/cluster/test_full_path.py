@@ -183,3 +183,22 @@ def test_more_gpus_than_the_node_has_is_unschedulable(cluster: dict[str, Any]) -
                      timeout=60)
     assert ready["status"] == "False"
     assert "nvidia.com/gpu" in ready["message"]
+
+
+@needs_jobs
+def test_controller_killed_mid_build_leaves_one_job_and_finishes(cluster: dict[str, Any]) -> None:
+    nb: Notebooks = cluster["nb"]
+    controller: Controller = cluster["controller"]
+    dockerfile = "FROM python:3.12\nWORKDIR /content\nRUN sleep 3 && echo slept > slept.txt\nCOPY . /content\n"
+    md5 = upload_and_mark(nb, "slow", tarball({"Dockerfile": dockerfile, "a.py": "a = 1\n"}),
+                          command=["python3", "-m", "http.server", "8888"])
+    wait_for("the build to run", lambda: nb.status("slow").get("phase") == "Building" and nb.jobs(), timeout=60)
+    controller.kill()  # SIGKILL while the build runs
+    controller.start()
+    status = wait_for("Ready", lambda: (s := nb.status("slow")).get("phase") in ("Ready", "Failed") and s, timeout=120)
+    assert status["phase"] == "Ready", status
+    assert [j["metadata"]["name"] for j in nb.jobs()] == [f"nbd-build-{md5}"]
+    pods = nb.core.list_namespaced_pod("default", label_selector=f"nbd.dev/context-md5={md5}").items
+    assert len(pods) == 1
+    code, body = http_get(nb.api_client, status["pod"], 8888, "/slept.txt")
+    assert code == 200 and body == b"slept\n"
