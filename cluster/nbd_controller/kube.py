@@ -19,7 +19,20 @@ from .naming import (
     VERSION,
 )
 
-__all__ = ["Kube"]
+__all__ = ["Kube", "PERMISSIONS"]
+
+# Every (apiGroup, resource, verb) the controller uses, here and in watching.py; the ClusterRole in
+# cluster/manifests/rbac-controller.yaml grants exactly these (a test keeps them equal).
+PERMISSIONS: frozenset[tuple[str, str, str]] = frozenset({
+    ("nbd.dev", "notebooks", "get"), ("nbd.dev", "notebooks", "list"), ("nbd.dev", "notebooks", "watch"),
+    ("nbd.dev", "notebooks/status", "patch"),
+    ("", "pods", "get"), ("", "pods", "list"), ("", "pods", "watch"), ("", "pods", "create"),
+    ("", "pods", "delete"),
+    ("", "pods/log", "get"),
+    ("", "secrets", "get"), ("", "secrets", "create"),
+    ("", "configmaps", "get"), ("", "configmaps", "create"), ("", "configmaps", "patch"),
+    ("batch", "jobs", "get"), ("batch", "jobs", "list"), ("batch", "jobs", "watch"), ("batch", "jobs", "create"),
+})
 
 log = logging.getLogger(__name__)
 

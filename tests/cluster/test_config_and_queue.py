@@ -162,3 +162,28 @@ def test_queue_retries_failures_with_backoff_and_honours_requeue() -> None:
     assert len(bad) == 3 and len(poll) == 2
     assert bad[1] - bad[0] >= 0.02 and bad[2] - bad[1] >= 0.04  # exponential backoff
     assert poll[1] - poll[0] >= 0.05
+
+
+def test_controller_role_grants_exactly_what_the_controller_uses() -> None:
+    from nbd_controller.kube import PERMISSIONS
+
+    docs = list(yaml.safe_load_all((ROOT / "cluster" / "manifests" / "rbac-controller.yaml").read_text()))
+    role = next(d for d in docs if d["kind"] == "ClusterRole")
+    granted = {(g, r, v) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]
+               for v in rule["verbs"]}
+    assert granted == set(PERMISSIONS)
+
+
+def test_user_role_is_enough_for_the_daemon_and_holds_no_write_beyond_notebooks() -> None:
+    docs = list(yaml.safe_load_all((ROOT / "cluster" / "manifests" / "rbac-user.yaml").read_text()))
+    role = next(d for d in docs if d["kind"] == "ClusterRole")
+    granted = {(g, r, v) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]
+               for v in rule["verbs"]}
+    needed = {("nbd.dev", "notebooks", v) for v in ("get", "list", "watch", "create", "patch", "delete")} | {
+        ("nbd.dev", "notebooks/status", "get"), ("", "pods", "get"), ("", "pods", "list"), ("", "pods", "watch"),
+        ("", "pods/log", "get"), ("", "pods/exec", "create"), ("", "pods/portforward", "create"),
+        ("batch", "jobs", "get"), ("batch", "jobs", "list"), ("", "events", "list"), ("", "secrets", "get"),
+    }
+    assert needed <= granted
+    writes = {(g, r) for g, r, v in granted if v in ("create", "update", "patch", "delete")}
+    assert writes == {("nbd.dev", "notebooks"), ("", "pods/exec"), ("", "pods/portforward")}
