@@ -7,7 +7,8 @@
  */
 
 import * as vscode from "vscode";
-import { connect, NbdError, SessionWatcher, type NbdClient, type LaunchRequest, type Session, type SyncAction } from "./client";
+import * as os from "node:os";
+import { connect, launchRequest, NbdError, SessionWatcher, type NbdClient, type Session, type SyncAction } from "./client";
 import { LaunchRenderer, renderLogLine } from "./view/launchLog";
 import { chooseSession, sessionRef } from "./view/pick";
 import { eventNotice, SessionStore } from "./view/sessions";
@@ -198,13 +199,18 @@ class NbdExtension implements vscode.Disposable {
       return;
     }
     const config = this.config();
-    const request: LaunchRequest = {
-      directory: folder.uri.fsPath,
-      context: config.get<string>("launch.context", ""),
-      namespace: config.get<string>("launch.namespace", ""),
-      kubeconfig: config.get<string>("launch.kubeconfig", "") || (process.env.KUBECONFIG ?? ""),
-      noSync: config.get<boolean>("launch.noSync", false),
-    };
+    const request = launchRequest(
+      folder.uri.fsPath,
+      {
+        context: config.get<string>("launch.context", ""),
+        namespace: config.get<string>("launch.namespace", ""),
+        kubeconfig: config.get<string>("launch.kubeconfig", ""),
+        noSync: config.get<boolean>("launch.noSync", false),
+      },
+      process.env,
+      folder.uri.fsPath,
+      os.homedir(),
+    );
     const client = await this.getClient();
     this.output.show(true);
     this.output.appendLine(`Launching ${request.directory}`);
