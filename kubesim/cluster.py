@@ -97,7 +97,7 @@ class Cluster:
         await site.start()
         server = site._server
         assert server is not None
-        port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
         host = f"[{o.host}]" if ":" in o.host else o.host
         self.url = f"{'https' if o.tls else 'http'}://{host}:{port}"
         self.kubeconfig_path = o.kubeconfig_out or (o.state_dir / "kubeconfig")
@@ -136,7 +136,7 @@ class Cluster:
             self._components.append(kubelet)
             self._mount_streams(kubelet)
         try:
-            from kubesim.jobs import JobController  # type: ignore[attr-defined]
+            from kubesim.jobs import JobController  # type: ignore[import-not-found,unused-ignore]
 
             self._components.append(_construct(JobController, dict(store=self.store, api=self.api,
                                                                    faults=self.faults)))

@@ -103,7 +103,7 @@ def _object_meta() -> dict[str, Any]:
 def _schema(info: ResourceInfo) -> dict[str, Any]:
     gvk = [{"group": info.group, "version": info.version, "kind": info.kind}]
     if info.is_custom:
-        s = json.loads(json.dumps(info.schema or {"type": "object"}))
+        s: dict[str, Any] = json.loads(json.dumps(info.schema or {"type": "object"}))
         props = s.setdefault("properties", {})
         props["apiVersion"] = {"type": "string", "description": "APIVersion defines the versioned schema."}
         props["kind"] = {"type": "string", "description": "Kind is a string value representing the REST resource."}

@@ -153,13 +153,6 @@ class Registry:
         return Registry([copy.copy(i) for i in self._infos.values()])
 
 
-def _cols(*cols: tuple[str, str] | tuple[str, str, str]) -> list[PrinterColumn]:
-    out = []
-    for c in cols:
-        out.append(PrinterColumn(c[0], c[1], c[2] if len(c) > 2 else "string"))  # type: ignore[misc]
-    return out
-
-
 def builtin_resources() -> list[ResourceInfo]:
     """The built-in kinds kubesim serves (fresh objects each call)."""
     st = {"status": ["get", "patch", "update"]}

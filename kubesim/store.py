@@ -59,7 +59,7 @@ import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Callable, Iterable
+from typing import Any, AsyncIterator, Callable, Iterable, List
 
 from kubesim import patch as patching
 from kubesim import resources
@@ -280,9 +280,9 @@ class Store:
         self._history: deque[_Record] = deque()
         self._evicted_rv = 0  # every event with rv <= this has left the history
         self._watches: set[Watch] = set()
-        self._subs: list[_Subscription] = []
+        self._subs: List[_Subscription] = []
         # Called with the CRD object whenever a CRD is created/updated/deleted (discovery cache).
-        self.on_registry_change: list[Callable[[], None]] = []
+        self.on_registry_change: List[Callable[[], None]] = []
         for ns in ("default", "kube-system", "kube-public", "kube-node-lease"):
             self.create(NAMESPACES, {"metadata": {"name": ns}}, field_manager="kubesim")
 
@@ -359,7 +359,7 @@ class Store:
 
     def list(self, kind_key: KindKey, namespace: str | None = None,
              label_selector: str | LabelSelector | None = None,
-             field_selector: str | FieldSelector | None = None) -> tuple[list[dict[str, Any]], str]:
+             field_selector: str | FieldSelector | None = None) -> tuple[List[dict[str, Any]], str]:
         items, rv, _ = self.list_page(kind_key, namespace, label_selector, field_selector)
         return items, rv
 
@@ -367,17 +367,18 @@ class Store:
                   label_selector: str | LabelSelector | None = None,
                   field_selector: str | FieldSelector | None = None,
                   limit: int | None = None, continue_token: str | None = None
-                  ) -> tuple[list[dict[str, Any]], str, str | None]:
+                  ) -> tuple[List[dict[str, Any]], str, str | None]:
         info = self.info(kind_key)
         ls, fs = _selectors(label_selector, field_selector)
         start: tuple[str, str] | None = None
         if continue_token:
             try:
-                start = tuple(json.loads(base64.urlsafe_b64decode(continue_token.encode())))  # type: ignore[assignment]
+                decoded = json.loads(base64.urlsafe_b64decode(continue_token.encode()))
+                start = (str(decoded[0]), str(decoded[1]))
             except Exception:
                 raise ApiError.bad_request("continue key is not valid: illegal base64 data") from None
         keys = sorted(self._bucket(info))
-        out: list[dict[str, Any]] = []
+        out: List[dict[str, Any]] = []
         next_token: str | None = None
         for key in keys:
             if start is not None and key <= start:
@@ -407,7 +408,7 @@ class Store:
         ls, fs = _selectors(label_selector, field_selector)
         ns = namespace if info.namespaced else None
         w = Watch(self, info, ns, ls, fs)
-        if resource_version in (None, "", "0"):
+        if resource_version is None or resource_version in ("", "0"):
             items, _ = self.list(kind_key, ns, ls, fs)
             for item in items:
                 w._queue.put_nowait(WatchEvent("ADDED", item))
@@ -424,7 +425,7 @@ class Store:
         self._watches.add(w)
         return w
 
-    def watches(self) -> list[Watch]:
+    def watches(self) -> List[Watch]:
         return list(self._watches)
 
     def subscribe(self, kind_key: KindKey, callback: Subscriber, namespace: str | None = None) -> Callable[[], None]:
@@ -446,7 +447,7 @@ class Store:
 
     def create(self, kind_key: KindKey, obj: dict[str, Any], namespace: str | None = None, *,
                field_manager: str | None = None, field_validation: str | None = None,
-               warnings: list[str] | None = None, dry_run: bool = False, operation: str = "Update"
+               warnings: List[str] | None = None, dry_run: bool = False, operation: str = "Update"
                ) -> dict[str, Any]:
         info = self.info(kind_key)
         if not isinstance(obj, dict):
@@ -531,7 +532,7 @@ class Store:
 
     def replace(self, kind_key: KindKey, namespace: str | None, name: str, obj: dict[str, Any], *,
                 subresource: str | None = None, field_manager: str | None = None,
-                field_validation: str | None = None, warnings: list[str] | None = None,
+                field_validation: str | None = None, warnings: List[str] | None = None,
                 dry_run: bool = False) -> dict[str, Any]:
         info = self.info(kind_key)
         old = self._raw(info, namespace, name)
@@ -551,7 +552,7 @@ class Store:
 
     def patch(self, kind_key: KindKey, namespace: str | None, name: str, body: Any, patch_type: str, *,
               subresource: str | None = None, field_manager: str | None = None, force: bool = False,
-              field_validation: str | None = None, warnings: list[str] | None = None,
+              field_validation: str | None = None, warnings: List[str] | None = None,
               dry_run: bool = False) -> dict[str, Any]:
         """Apply a patch; patch_type "json" | "merge" | "strategic" | "apply" (server-side apply)."""
         info = self.info(kind_key)
@@ -650,7 +651,7 @@ class Store:
 
     def _commit_update(self, info: ResourceInfo, old: dict[str, Any], new: dict[str, Any],
                        subresource: str | None, field_manager: str | None, operation: str,
-                       field_validation: str | None, warnings: list[str] | None, dry_run: bool,
+                       field_validation: str | None, warnings: List[str] | None, dry_run: bool,
                        applied: Any = None) -> dict[str, Any]:
         """Turn a requested new state into the stored one and commit it (or do nothing if equal).
 
@@ -864,7 +865,7 @@ class Store:
                 return info, obj
         return None
 
-    def _dependents(self, uid: str) -> list[tuple[ResourceInfo, dict[str, Any]]]:
+    def _dependents(self, uid: str) -> List[tuple[ResourceInfo, dict[str, Any]]]:
         return [(i, o) for i, o in self._all_objects()
                 if any(r.get("uid") == uid for r in o["metadata"].get("ownerReferences") or [])]
 
@@ -1040,8 +1041,8 @@ def _managed_entry(manager: str | None, operation: str, api_version: str, obj: A
     return entry
 
 
-def _update_managed(entries: list[dict[str, Any]], manager: str | None, operation: str, api_version: str,
-                    obj: Any, subresource: str) -> list[dict[str, Any]]:
+def _update_managed(entries: List[dict[str, Any]], manager: str | None, operation: str, api_version: str,
+                    obj: Any, subresource: str) -> List[dict[str, Any]]:
     manager = manager or "unknown"
     out = [copy.deepcopy(e) for e in entries
            if not (e.get("manager") == manager and e.get("operation") == operation

@@ -210,7 +210,7 @@ def _columns(info: ResourceInfo) -> tuple[list[dict[str, Any]], Callable[[dict[s
     name_col = {"name": "Name", "type": "string", "format": "name", "priority": 0,
                 "description": "Name must be unique within a namespace."}
     if info.group_resource in _BUILTIN or (info.group == "events.k8s.io" and info.resource == "events"):
-        cols, fn = _BUILTIN.get(info.group_resource, (None, None))  # type: ignore[arg-type]
+        cols, fn = _BUILTIN.get(info.group_resource, (None, None))  # type: ignore[arg-type,unused-ignore]
         if cols is None:
             cols, fn = None, None
         if cols is not None and fn is not None:

@@ -77,7 +77,8 @@ class KubesimServer:
         from kubernetes import client, config
 
         cfg = client.Configuration()
-        config.load_kube_config(config_file=str(self.kubeconfig), context=context, client_configuration=cfg)
+        config.load_kube_config(  # type: ignore[no-untyped-call]
+            config_file=str(self.kubeconfig), context=context, client_configuration=cfg)
         return client.ApiClient(cfg)
 
     def stop(self) -> None:
