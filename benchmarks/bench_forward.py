@@ -47,8 +47,14 @@ REMOTE_PORT = 9000
 
 # -- the target server (the "pod's port") -------------------------------------------------------
 
+# Standalone source (stdlib only): run locally by role "target" and as the command of kubesim's pod.
+# Protocol: b"E" echo until EOF; b"S"+u64 sink N bytes then ack b"k"; b"G"+u64 send N bytes, then
+# wait for one byte so the close does not race the data.
+TARGET_SOURCE = r"""
+import os, socket, struct, sys, threading
+CHUNK = 1024 * 1024
 
-def _recv_exact(sock: socket.socket, n: int) -> bytes:
+def recv_exact(sock, n):
     buf = bytearray(n)
     view = memoryview(buf)
     got = 0
@@ -59,12 +65,10 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes:
         got += k
     return bytes(buf)
 
-
-def _serve_target_conn(conn: socket.socket) -> None:
-    """Protocol: b"E" echo until EOF; b"S"+u64 sink N bytes then ack b"k"; b"G"+u64 send N bytes."""
+def serve(conn):
     conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
-        mode = _recv_exact(conn, 1)
+        mode = recv_exact(conn, 1)
         if mode == b"E":
             buf = bytearray(65536)
             while True:
@@ -72,7 +76,7 @@ def _serve_target_conn(conn: socket.socket) -> None:
                 if k == 0:
                     return
                 conn.sendall(memoryview(buf)[:k])
-        (n,) = struct.unpack("<Q", _recv_exact(conn, 8))
+        (n,) = struct.unpack("<Q", recv_exact(conn, 8))
         if mode == b"S":
             buf = bytearray(CHUNK)
             left = n
@@ -89,27 +93,48 @@ def _serve_target_conn(conn: socket.socket) -> None:
                 k = min(left, CHUNK)
                 conn.sendall(memoryview(block)[:k])
                 left -= k
-            _recv_exact(conn, 1)  # wait for the client's ack so the close does not race the data
-    except (ConnectionError, OSError):
+            recv_exact(conn, 1)
+    except OSError:
         pass
     finally:
         conn.close()
 
-
-def target_server(port: int = 0) -> tuple[socket.socket, int]:
+def listen(port, host="127.0.0.1"):
     srv = socket.socket()
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    srv.bind(("127.0.0.1", port))
+    srv.bind((host, port))
     srv.listen(512)
-
-    def loop() -> None:
+    def loop():
         while True:
             try:
                 conn, _ = srv.accept()
             except OSError:
                 return
-            threading.Thread(target=_serve_target_conn, args=(conn,), daemon=True).start()
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+    return srv, loop
 
+if __name__ == "__main__":
+    srv, loop = listen(int(sys.argv[1]), "0.0.0.0")
+    loop()
+"""
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytes:
+    buf = bytearray(n)
+    view = memoryview(buf)
+    got = 0
+    while got < n:
+        k = sock.recv_into(view[got:])
+        if k == 0:
+            raise ConnectionError("closed")
+        got += k
+    return bytes(buf)
+
+
+def target_server(port: int = 0) -> tuple[socket.socket, int]:
+    namespace: dict[str, Any] = {"__name__": "bench_target"}
+    exec(compile(TARGET_SOURCE, "bench_target", "exec"), namespace)
+    srv, loop = namespace["listen"](port)
     threading.Thread(target=loop, daemon=True).start()
     return srv, srv.getsockname()[1]
 
@@ -221,9 +246,23 @@ def measure_all(
 
 
 def _cpu_seconds(pid: int) -> float:
-    """user+system CPU seconds of a process (all its threads)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """user+system CPU seconds of a process and its live descendants (kubectl is a dispatcher)."""
+    stats: dict[int, list[str]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stats[int(entry)] = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+    tree, frontier = {pid}, [pid]
+    while frontier:
+        parent = frontier.pop()
+        for child, fields in stats.items():
+            if int(fields[1]) == parent and child not in tree:
+                tree.add(child)
+                frontier.append(child)
+    ticks = sum(int(stats[p][11]) + int(stats[p][12]) for p in tree if p in stats)
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 # -- relays run as subprocesses ------------------------------------------------------------------
@@ -365,7 +404,7 @@ def role_official(kubeconfig: str, namespace: str, pod: str, nbytes: int, rounds
     from kubernetes.stream import portforward
 
     cfg = client.Configuration()
-    config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
+    config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)  # type: ignore[no-untyped-call]
     api = client.CoreV1Api(client.ApiClient(cfg))
 
     def connect() -> socket.socket:
@@ -411,7 +450,7 @@ def spawn(*args: str) -> Iterator[dict[str, Any]]:
 
 
 @contextlib.contextmanager
-def kubectl_forward(kubeconfig: str, namespace: str, pod: str) -> Iterator[int]:
+def kubectl_forward(kubeconfig: str, namespace: str, pod: str) -> Iterator[tuple[int, int]]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         local = s.getsockname()[1]
@@ -426,19 +465,66 @@ def kubectl_forward(kubeconfig: str, namespace: str, pod: str) -> Iterator[int]:
         line = proc.stdout.readline()
         if "Forwarding from" not in line:
             raise RuntimeError(f"kubectl port-forward failed: {line}{proc.stderr.read() if proc.stderr else ''}")
-        yield local
+        yield local, proc.pid
     finally:
         proc.terminate()
         proc.wait(10)
 
 
-def _kubesim() -> Any:
-    """kubesim's benchmark cluster context manager, or None when kubesim is not available."""
+@contextlib.contextmanager
+def kubesim_pod(directory: Path, tls: bool) -> Iterator[tuple[str, str, str]]:
+    """A kubesim subprocess running the target server in pod `bench-0`: (kubeconfig, namespace, pod)."""
+    sys.path.insert(0, str(ROOT / "tests" / "forward"))
+    from kubesim_cluster import pod_manifest, start_kubesim  # type: ignore[import-not-found]
+    from kubernetes import client, config
+
+    state = directory / ("kubesim-tls" if tls else "kubesim")
+    state.mkdir()
+    sim = start_kubesim(state, tls=tls, token="bench-token" if tls else None)
     try:
-        from kubesim import testing  # noqa: F401
+        cfg = client.Configuration()
+        config.load_kube_config(config_file=str(sim.kubeconfig), client_configuration=cfg)  # type: ignore[no-untyped-call]
+        core = client.CoreV1Api(client.ApiClient(cfg))
+        manifest = pod_manifest("bench-0", dict(LABELS), ["python3", "-c", TARGET_SOURCE, str(REMOTE_PORT)], REMOTE_PORT)
+        core.create_namespaced_pod("default", manifest)
+        deadline = time.monotonic() + 60
+        while True:
+            pod = core.read_namespaced_pod("bench-0", "default")
+            conditions = (pod.status.conditions if pod.status else None) or []
+            if any(c.type == "Ready" and c.status == "True" for c in conditions):
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError("the benchmark pod never became Ready in kubesim")
+            time.sleep(0.1)
+        yield str(sim.kubeconfig), "default", "bench-0"
+    finally:
+        sim.stop()
+
+
+def _kubesim_available() -> bool:
+    try:
+        from kubesim.kubelet import Kubelet  # noqa: F401
     except ImportError:
-        return None
-    return testing
+        return False
+    return True
+
+
+def _measure_cluster_paths(
+    kc: str, ns: str, pod: str, nbytes: int, rounds: int, setups: int, reps: int, with_kubectl: bool
+) -> dict[str, dict[str, float]]:
+    results: dict[str, dict[str, float]] = {}
+    with spawn("official", kc, ns, pod, str(nbytes), str(rounds), str(setups), str(reps)) as official:
+        results["kubernetes.stream.portforward"] = official
+    if with_kubectl:
+        with kubectl_forward(kc, ns, pod) as (local, pid):
+            results["kubectl port-forward"] = measure_all(
+                tcp_connect(local), nbytes, rounds, setups, reps, relay_pid=pid
+            )
+    with spawn("nbd", kc, ns) as fwd:
+        results["nbd forward"] = measure_all(
+            tcp_connect(fwd["port"]), nbytes, rounds, setups, reps, relay_pid=fwd["pid"]
+        )
+    return results
 
 
 def run(quick: bool = False) -> list[Figure]:
@@ -446,30 +532,40 @@ def run(quick: bool = False) -> list[Figure]:
     rounds = 1000
     setups = 30 if quick else 100
     reps = 2 if quick else 3
-    results: dict[str, dict[str, float]] = {}
+    out: list[Figure] = []
     with spawn("target") as target, tempfile.TemporaryDirectory() as tmp:
         tport = target["port"]
-        results["raw loopback TCP"] = measure_all(tcp_connect(tport), nbytes, rounds, setups, reps)
+        base: dict[str, dict[str, float]] = {}
+        base["raw loopback TCP"] = measure_all(tcp_connect(tport), nbytes, rounds, setups, reps)
         with spawn("ws-server", str(tport)) as wss, spawn("ws-client", str(wss["port"])) as wsc:
-            results["plain aiohttp WebSocket hop"] = measure_all(
+            base["plain aiohttp WebSocket hop"] = measure_all(
                 tcp_connect(wsc["port"]), nbytes, rounds, setups, reps, relay_pid=wsc["pid"]
             )
         with spawn("fake-api", str(tport), tmp) as api:
-            kc, ns, pod = api["kubeconfig"], api["namespace"], api["pod"]
-            with spawn("official", kc, ns, pod, str(nbytes), str(rounds), str(setups), str(reps)) as official:
-                results["kubernetes.stream.portforward"] = official
-            with spawn("nbd", kc, ns) as fwd:
-                results["nbd forward"] = measure_all(
-                    tcp_connect(fwd["port"]), nbytes, rounds, setups, reps, relay_pid=fwd["pid"]
-                )
-    return figures(results, server="fake v4 API server")
+            fake = _measure_cluster_paths(
+                api["kubeconfig"], api["namespace"], api["pod"], nbytes, rounds, setups, reps, False
+            )
+        out += figures({**base, **fake}, server="one-hop fake v4 API server")
+        if _kubesim_available():
+            for tls, label in ((False, "kubesim http"), (True, "kubesim https+token")):
+                with kubesim_pod(Path(tmp), tls) as (kc, ns, pod):
+                    sim = _measure_cluster_paths(kc, ns, pod, nbytes, rounds, setups, reps, True)
+                out += figures({**sim, "plain aiohttp WebSocket hop": base["plain aiohttp WebSocket hop"]},
+                               server=label, skip_paths=("plain aiohttp WebSocket hop",))
+    return out
 
 
-def figures(results: dict[str, dict[str, float]], server: str) -> list[Figure]:
+def figures(
+    results: dict[str, dict[str, float]],
+    server: str,
+    skip_paths: tuple[str, ...] = (),
+) -> list[Figure]:
     out: list[Figure] = []
     nbd = results["nbd forward"]
     ws = results["plain aiohttp WebSocket hop"]
     for path, r in results.items():
+        if path in skip_paths:
+            continue
         for key, label, unit, hib in (
             ("up", "throughput local->pod", "MB/s", True),
             ("down", "throughput pod->local", "MB/s", True),
@@ -486,29 +582,29 @@ def figures(results: dict[str, dict[str, float]], server: str) -> list[Figure]:
     official = results.get("kubernetes.stream.portforward")
     for key, label in (("up", "local->pod"), ("down", "pod->local")):
         out.append(Figure(
-            name=f"nbd vs plain WebSocket hop: {label}", value=nbd[key], unit="MB/s",
+            name=f"nbd vs plain WebSocket hop: {label} [{server}]", value=nbd[key], unit="MB/s",
             baseline="plain aiohttp WebSocket hop", baseline_value=ws[key], target=">= 0.5x",
             met=nbd[key] >= 0.5 * ws[key], higher_is_better=True,
         ))
         if official:
             out.append(Figure(
-                name=f"nbd vs official client: {label}", value=nbd[key], unit="MB/s",
+                name=f"nbd vs official client: {label} [{server}]", value=nbd[key], unit="MB/s",
                 baseline="kubernetes.stream.portforward", baseline_value=official[key], target=">= 2x",
                 met=nbd[key] >= 2 * official[key], higher_is_better=True,
             ))
         kubectl = results.get("kubectl port-forward")
         if kubectl:
             out.append(Figure(
-                name=f"nbd vs kubectl: {label}", value=nbd[key], unit="MB/s",
+                name=f"nbd vs kubectl: {label} [{server}]", value=nbd[key], unit="MB/s",
                 baseline="kubectl port-forward", baseline_value=kubectl[key], target=">= 1x",
                 met=nbd[key] >= kubectl[key], higher_is_better=True,
             ))
     out.append(Figure(
-        name="nbd added round trip p50 over plain WebSocket hop", value=nbd["p50"] - ws["p50"], unit="ms",
+        name=f"nbd added round trip p50 over plain WebSocket hop [{server}]", value=nbd["p50"] - ws["p50"], unit="ms",
         target="<= 1 ms", met=nbd["p50"] - ws["p50"] <= 1.0,
     ))
     out.append(Figure(
-        name="nbd new connection setup p50", value=nbd["setup"], unit="ms", target="<= 20 ms",
+        name=f"nbd new connection setup p50 [{server}]", value=nbd["setup"], unit="ms", target="<= 20 ms",
         met=nbd["setup"] <= 20.0,
     ))
     return out

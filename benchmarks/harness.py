@@ -189,7 +189,11 @@ def _print_table(results: list[tuple[str, Figure]]) -> None:
             fig.target or "",
             met,
         )
-    Console().print(table)
+    console = Console()
+    if not console.is_terminal:
+        # Piped or logged output: do not squeeze the table into 80 columns.
+        console = Console(width=200)
+    console.print(table)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

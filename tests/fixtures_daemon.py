@@ -33,8 +33,8 @@ from typing import Any, Protocol
 import grpc
 import pytest
 
-from nbdclient.client import CHANNEL_OPTIONS, Client, connect
-from nbdclient.daemon import wait_until_serving
+from nbdclient.client import Client, connect
+from nbdclient.daemon import CHANNEL_OPTIONS, wait_until_serving
 from nbdclient.paths import DaemonPaths
 
 __all__ = [
@@ -249,12 +249,11 @@ def _spawn(
 
 
 def _wait_serving(d: DaemonProcess) -> None:
-    with d.channel() as channel:
-        try:
-            wait_until_serving(channel, d.paths, d.proc, START_TIMEOUT)
-        except Exception as e:
-            out = d.output.read_text(errors="replace")[-2000:]
-            raise AssertionError(f"daemon did not start: {e}\n--- output ---\n{out}\n--- log ---\n{d.log_text()[-2000:]}") from e
+    try:
+        wait_until_serving(d.paths, d.proc, START_TIMEOUT)
+    except Exception as e:
+        out = d.output.read_text(errors="replace")[-2000:]
+        raise AssertionError(f"daemon did not start: {e}\n--- output ---\n{out}\n--- log ---\n{d.log_text()[-2000:]}") from e
 
 
 @pytest.fixture

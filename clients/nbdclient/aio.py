@@ -18,7 +18,8 @@ import grpc.aio
 from nbdapi.v1 import daemon_pb2, daemon_pb2_grpc, notebooks_pb2, notebooks_pb2_grpc
 from nbdclient import daemon as daemon_control
 from nbdclient._version import __version__
-from nbdclient.client import CHANNEL_OPTIONS, sync_action
+from nbdclient.client import sync_action
+from nbdclient.daemon import CHANNEL_OPTIONS
 from nbdclient.errors import from_rpc_error
 from nbdclient.paths import DaemonPaths, resolve
 
@@ -147,10 +148,11 @@ async def connect_async(
     paths = resolve(socket=socket, state_dir=state_dir)
 
     def ensure() -> daemon_pb2.VersionResponse:
-        with grpc.insecure_channel(paths.target, options=CHANNEL_OPTIONS) as channel:
-            return daemon_control.ensure_daemon(
-                channel, paths, autostart=autostart, check_version=check_version, start_timeout=start_timeout
-            )
+        channel, version = daemon_control.ensure_daemon(
+            paths, autostart=autostart, check_version=check_version, start_timeout=start_timeout
+        )
+        channel.close()
+        return version
 
     version = await asyncio.to_thread(ensure)
     channel = grpc.aio.insecure_channel(paths.target, options=CHANNEL_OPTIONS)

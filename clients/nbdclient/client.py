@@ -16,22 +16,13 @@ import grpc
 
 from nbdapi.v1 import daemon_pb2, daemon_pb2_grpc, notebooks_pb2, notebooks_pb2_grpc
 from nbdclient import daemon as daemon_control
+from nbdclient.daemon import CHANNEL_OPTIONS
 from nbdclient.errors import NbdClientError, from_rpc_error
 from nbdclient.paths import DaemonPaths, resolve
 
 __all__ = ["CHANNEL_OPTIONS", "Client", "Stream", "connect"]
 
 T = TypeVar("T")
-
-# Short reconnect backoff: a client that found no daemon reconnects within tens of milliseconds
-# once the daemon it started binds its socket (gRPC's default first backoff is a whole second).
-CHANNEL_OPTIONS: list[tuple[str, Any]] = [
-    ("grpc.initial_reconnect_backoff_ms", 20),
-    ("grpc.min_reconnect_backoff_ms", 20),
-    ("grpc.max_reconnect_backoff_ms", 500),
-    ("grpc.enable_http_proxy", 0),
-    ("grpc.max_receive_message_length", 16 * 1024 * 1024),
-]
 
 SyncAction = notebooks_pb2.SyncRequest.Action
 
@@ -176,12 +167,7 @@ def connect(
         VersionMismatch: the daemon runs another version than this client.
     """
     paths = resolve(socket=socket, state_dir=state_dir)
-    channel = grpc.insecure_channel(paths.target, options=CHANNEL_OPTIONS)
-    try:
-        version = daemon_control.ensure_daemon(
-            channel, paths, autostart=autostart, check_version=check_version, start_timeout=start_timeout
-        )
-    except BaseException:
-        channel.close()
-        raise
+    channel, version = daemon_control.ensure_daemon(
+        paths, autostart=autostart, check_version=check_version, start_timeout=start_timeout
+    )
     return Client(channel, paths, version)

@@ -12,10 +12,12 @@ import importlib.util
 import os
 import shlex
 import shutil
+import socket as socketlib
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -27,7 +29,9 @@ from nbdclient.paths import DaemonPaths
 __all__ = [
     "DEFAULT_START_TIMEOUT",
     "daemon_command",
+    "CHANNEL_OPTIONS",
     "ensure_daemon",
+    "open_channel",
     "not_running_message",
     "process_gone",
     "start_daemon",
@@ -36,6 +40,15 @@ __all__ = [
 ]
 
 DEFAULT_START_TIMEOUT = 20.0
+
+# Short reconnect backoff: gRPC's default first backoff is a whole second.
+CHANNEL_OPTIONS: list[tuple[str, Any]] = [
+    ("grpc.initial_reconnect_backoff_ms", 20),
+    ("grpc.min_reconnect_backoff_ms", 20),
+    ("grpc.max_reconnect_backoff_ms", 500),
+    ("grpc.enable_http_proxy", 0),
+    ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+]
 # How long a client keeps waiting after the daemon it started exited: another client may have
 # started one at the same moment (ours then exits "already running" and theirs serves).
 GRACE_AFTER_EXIT = 3.0
@@ -107,14 +120,34 @@ def start_daemon(paths: DaemonPaths) -> subprocess.Popen[bytes]:
         os.close(log_fd)
 
 
-def _serving(channel: grpc.Channel, timeout: float) -> bool:
+def _accepts(path: Path) -> bool:
+    """True when something accepts connections on the Unix socket (a cheap probe, no gRPC)."""
+    s = socketlib.socket(socketlib.AF_UNIX, socketlib.SOCK_STREAM)
+    s.settimeout(1.0)
+    try:
+        s.connect(str(path))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+def open_channel(paths: DaemonPaths) -> grpc.Channel:
+    return grpc.insecure_channel(paths.target, options=CHANNEL_OPTIONS)
+
+
+def _serving(paths: DaemonPaths, timeout: float) -> bool:
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    stub = health_pb2_grpc.HealthStub(channel)  # type: ignore[no-untyped-call]
-    try:
-        reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
-    except grpc.RpcError:
-        return False
+    # A fresh channel per probe: a channel that failed while the daemon was starting sits in
+    # reconnect backoff and would answer late.
+    with open_channel(paths) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)  # type: ignore[no-untyped-call]
+        try:
+            reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
+        except grpc.RpcError:
+            return False
     return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 
 
@@ -128,15 +161,16 @@ def _last_log_line(log_file: Path) -> str:
     return lines[-1] if lines else ""
 
 
-def wait_until_serving(
-    channel: grpc.Channel, paths: DaemonPaths, proc: subprocess.Popen[bytes] | None, timeout: float
-) -> None:
-    """Polls health until SERVING; DaemonStartError with the log's path on timeout or early exit."""
+def wait_until_serving(paths: DaemonPaths, proc: subprocess.Popen[bytes] | None, timeout: float) -> None:
+    """Polls until health says SERVING; DaemonStartError with the log's path on timeout or early exit.
+
+    `proc` is the daemon process this client started, if any: its early exit ends the wait (after
+    a short grace, in case another client's daemon won the race for the lock and serves).
+    """
     deadline = time.monotonic() + timeout
     exited_at: float | None = None
-    delay = 0.01
     while True:
-        if _serving(channel, timeout=1.0):
+        if _accepts(paths.socket) and _serving(paths, timeout=2.0):
             return
         now = time.monotonic()
         if proc is not None and exited_at is None and proc.poll() is not None:
@@ -152,39 +186,44 @@ def wait_until_serving(
             raise DaemonStartError(
                 f"the nbd daemon did not become ready within {timeout:.0f}s; see its log {paths.log_file}"
             )
-        time.sleep(delay)
-        delay = min(delay * 2, 0.2)
+        time.sleep(0.01)
 
 
 def ensure_daemon(
-    channel: grpc.Channel,
     paths: DaemonPaths,
     *,
     autostart: bool = True,
     check_version: bool = True,
     start_timeout: float = DEFAULT_START_TIMEOUT,
-) -> daemon_pb2.VersionResponse:
-    """Returns the daemon's Version, starting the daemon first when it does not answer."""
+) -> tuple[grpc.Channel, daemon_pb2.VersionResponse]:
+    """A channel to the daemon and its Version, starting the daemon first when it does not answer."""
     check_socket_owner(paths)
+    channel = open_channel(paths)
     try:
-        if not paths.socket.exists():
-            raise _NoAnswer()
-        version = _version(channel, timeout=5.0)
-    except (_NoAnswer, grpc.RpcError) as e:
-        if isinstance(e, grpc.RpcError) and e.code() != grpc.StatusCode.UNAVAILABLE:  # type: ignore[attr-defined]
-            raise from_rpc_error(e, str(paths.socket), str(paths.log_file)) from e
-        if not autostart:
-            raise DaemonNotRunning(not_running_message(paths)) from None
-        env_timeout = os.environ.get("NBD_START_TIMEOUT")
-        proc = start_daemon(paths)
-        wait_until_serving(channel, paths, proc, float(env_timeout) if env_timeout else start_timeout)
         try:
+            if not paths.socket.exists():
+                raise _NoAnswer()
             version = _version(channel, timeout=5.0)
-        except grpc.RpcError as e2:
-            raise from_rpc_error(e2, str(paths.socket), str(paths.log_file)) from e2
-    if check_version and version.version != __version__:
-        raise VersionMismatch(version.version, __version__)
-    return version
+        except (_NoAnswer, grpc.RpcError) as e:
+            if isinstance(e, grpc.RpcError) and e.code() != grpc.StatusCode.UNAVAILABLE:  # type: ignore[attr-defined]
+                raise from_rpc_error(e, str(paths.socket), str(paths.log_file)) from e
+            if not autostart:
+                raise DaemonNotRunning(not_running_message(paths)) from None
+            channel.close()
+            env_timeout = os.environ.get("NBD_START_TIMEOUT")
+            proc = start_daemon(paths)
+            wait_until_serving(paths, proc, float(env_timeout) if env_timeout else start_timeout)
+            channel = open_channel(paths)
+            try:
+                version = _version(channel, timeout=5.0)
+            except grpc.RpcError as e2:
+                raise from_rpc_error(e2, str(paths.socket), str(paths.log_file)) from e2
+        if check_version and version.version != __version__:
+            raise VersionMismatch(version.version, __version__)
+    except BaseException:
+        channel.close()
+        raise
+    return channel, version
 
 
 class _NoAnswer(Exception):
