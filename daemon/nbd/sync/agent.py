@@ -251,6 +251,22 @@ def _digest_file(path: str) -> str:
     return h.hexdigest()
 
 
+def _syncfs(path: str) -> None:
+    """Flush the file system holding `path` (Linux syncfs), else everything (sync)."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            if libc.syncfs(fd) == 0:
+                return
+        finally:
+            os.close(fd)
+    except (OSError, AttributeError):
+        pass
+    os.sync()
+
+
 def _is_exec(mode: int) -> bool:
     return bool(mode & 0o100)
 
@@ -499,18 +515,24 @@ class Tree:
         w[7] += len(data)
 
     def write_abort(self, handle: int) -> None:
+        self._discard(handle)
+
+    def _discard(self, handle: int) -> None:
         w = self.writes.pop(handle, None)
-        if w is not None:
+        if w is None:
+            return
+        if w[0] != -1:
             try:
                 os.close(w[0])
             except OSError:
                 pass
-            try:
-                os.unlink(w[1])
-            except OSError:
-                pass
+        try:
+            os.unlink(w[1])
+        except OSError:
+            pass
 
-    def write_end(self, handle: int, fsync: bool = True) -> WireEntry:
+    def write_seal(self, handle: int, fsync: bool = True) -> None:
+        """Check the received content, set the mode, optionally fsync, close the temp file."""
         w = self.writes.get(handle)
         if w is None:
             raise Refused("unknown write handle")
@@ -519,33 +541,40 @@ class Tree:
             if digest and h.hexdigest() != digest:
                 raise Refused("%s: received content does not match its digest" % rel)
             cur = self.expect(rel, expected)
-            old_mode = None
-            if cur is not None and cur[1] == "file":
-                old_mode = os.lstat(self.abspath(rel)).st_mode
+            if cur is not None and cur[1] == "dir":
+                raise Refused("%s is a directory" % rel)
+            old_mode = os.lstat(self.abspath(rel)).st_mode if cur is not None and cur[1] == "file" else None
             os.fchmod(fd, self._file_mode(executable, old_mode))
             if fsync:
                 os.fsync(fd)
             os.close(fd)
             w[0] = -1
-            full = self.abspath(rel)
+        except BaseException:
+            self._discard(handle)
+            raise
+
+    def write_commit(self, handle: int) -> WireEntry:
+        """Rename the sealed temp file over the target, if the target is still as expected."""
+        w = self.writes.get(handle)
+        if w is None:
+            raise Refused("unknown write handle")
+        fd, tmp, rel, expected, executable, digest, h, size = w
+        try:
+            cur = self.expect(rel, expected)
             if cur is not None and cur[1] == "dir":
                 raise Refused("%s is a directory" % rel)
+            full = self.abspath(rel)
             os.replace(tmp, full)
+            self.writes.pop(handle, None)
             st = os.lstat(full)
             self.cache[rel] = (st.st_size, st.st_mtime_ns, st.st_ino, h.hexdigest())
             return [rel, "file", st.st_size, _is_exec(st.st_mode), h.hexdigest(), ""]
         finally:
-            self.writes.pop(handle, None)
-            if w[0] != -1:
-                try:
-                    os.close(w[0])
-                except OSError:
-                    pass
-            if os.path.lexists(tmp):
-                try:
-                    os.unlink(tmp)
-                except OSError:
-                    pass
+            self._discard(handle)
+
+    def write_end(self, handle: int, fsync: bool = True) -> WireEntry:
+        self.write_seal(handle, fsync)
+        return self.write_commit(handle)
 
     def put(self, handle: int, rel: str, expected: Optional[WireEntry], executable: bool, digest: str,
             data: bytes, fsync: bool = True) -> WireEntry:
@@ -556,6 +585,34 @@ class Tree:
             self.write_abort(handle)
             raise
         return self.write_end(handle, fsync)
+
+    def put_many(self, items: List[Tuple[int, str, Optional[WireEntry], bool, str, bytes]],
+                 fsync: bool = True) -> List[Any]:
+        """Write many small files: all temp files first, one file-system sync, then the renames
+        (one sync per batch instead of one fsync per file). A str in the result is a refusal."""
+        results: List[Any] = [None] * len(items)
+        sealed = []
+        for i, (handle, rel, expected, executable, digest, data) in enumerate(items):
+            try:
+                self.write_begin(handle, rel, expected, executable, digest)
+                try:
+                    self.write_chunk(handle, data)
+                except BaseException:
+                    self.write_abort(handle)
+                    raise
+                self.write_seal(handle, False)
+                sealed.append(i)
+            except (Refused, OSError) as e:
+                results[i] = str(e) if isinstance(e, Refused) else "%s: %s" % (rel, e.strerror or e)
+        if fsync and sealed:
+            _syncfs(self.root)
+        for i in sealed:
+            handle, rel = items[i][0], items[i][1]
+            try:
+                results[i] = self.write_commit(handle)
+            except (Refused, OSError) as e:
+                results[i] = str(e) if isinstance(e, Refused) else "%s: %s" % (rel, e.strerror or e)
+        return results
 
     def chmod(self, rel: str, expected: WireEntry, executable: bool) -> WireEntry:
         self.expect(rel, expected)
@@ -899,17 +956,13 @@ class Server(object):
             return {"sizes": sizes, "errors": errors, "z": 0}, blob
         if op == "put_many":
             data = zlib.decompress(body) if h.get("z") else body
-            results: List[Any] = []
+            batch = []
             off = 0
             for i, item in enumerate(h["files"]):
                 path, expected, executable, digest, size = item
-                chunk = data[off:off + size]
+                batch.append((-(i + 1), path, expected, bool(executable), digest, data[off:off + size]))
                 off += size
-                try:
-                    results.append(t.put(-(i + 1), path, expected, executable, digest, chunk, bool(h.get("fsync", True))))
-                except (Refused, OSError) as e:
-                    results.append(str(e) if isinstance(e, Refused) else "%s: %s" % (path, e.strerror or e))
-            return {"results": results}, b""
+            return {"results": t.put_many(batch, bool(h.get("fsync", True)))}, b""
         if op == "write_begin":
             # No reply: a refusal is remembered and reported by the matching write_end.
             try:

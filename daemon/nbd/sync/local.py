@@ -210,16 +210,13 @@ class LocalEndpoint:
         return entry_from_wire(w)[1]
 
     def _put_all(self, items: list[PutItem], base: int) -> list[Entry | str]:
+        batch = [
+            (base + i, item.path, expected_wire(item.expected), item.new.executable, item.new.digest, item.data)
+            for i, item in enumerate(items)
+        ]
         out: list[Entry | str] = []
-        for i, item in enumerate(items):
-            try:
-                w = self.tree.put(
-                    base + i, item.path, expected_wire(item.expected), item.new.executable, item.new.digest,
-                    item.data, self.fsync,
-                )
-                out.append(entry_from_wire(w)[1])
-            except (agent.Refused, OSError) as e:
-                out.append(str(_refusal(e, item.path)))
+        for item, r in zip(items, self.tree.put_many(batch, self.fsync)):
+            out.append(str(_refusal(agent.Refused(r), item.path)) if isinstance(r, str) else entry_from_wire(r)[1])
         return out
 
     async def put_many(self, items: list[PutItem]) -> list[Entry | str]:

@@ -117,6 +117,15 @@ async def local_process_factory(argv: list[str]) -> AgentTransport:
     return await LocalProcessTransport.start(argv)
 
 
+def _compressed(blob: bytes) -> bytes | None:
+    """zlib level 1 of `blob` when that saves at least 10 % (judged on a sample first)."""
+    sample = blob[:65536]
+    if len(zlib.compress(sample, 1)) > 0.9 * len(sample):
+        return None
+    packed = zlib.compress(blob, 1)
+    return packed if len(packed) < 0.9 * len(blob) else None
+
+
 class _Reply:
     __slots__ = ("future", "queue")
 
@@ -385,15 +394,15 @@ class RemoteEndpoint:
 
     async def put_many(self, items: list[PutItem]) -> list[Entry | str]:
         blob = b"".join(i.data for i in items)
-        packed = zlib.compress(blob, 1)
-        z = len(packed) < len(blob) * 0.9
+        packed = await asyncio.to_thread(_compressed, blob)
+        z = packed is not None
         header = {
             "op": "put_many", "z": 1 if z else 0, "fsync": self.fsync,
             "files": [
                 [i.path, expected_wire(i.expected), i.new.executable, i.new.digest, len(i.data)] for i in items
             ],
         }
-        h, _ = await self.request(header, packed if z else blob)
+        h, _ = await self.request(header, packed if packed is not None else blob)
         out: list[Entry | str] = []
         for r in h["results"]:
             out.append(str(r) if isinstance(r, str) else entry_from_wire(r)[1])
