@@ -229,20 +229,17 @@ def measure_setup(connect: Connect, count: int) -> float:
     return statistics.median(samples) * 1e3
 
 
-def measure_all(
-    connect: Connect, nbytes: int, rounds: int, setups: int, reps: int = 1, relay_pid: int | None = None
-) -> dict[str, float]:
-    """Throughputs (best of `reps`: other load only ever slows a run down), latency, setup.
-
-    With `relay_pid`, also the CPU seconds that process spent per GiB relayed (both directions).
-    """
-    cpu0 = _cpu_seconds(relay_pid) if relay_pid else 0.0
-    up = max(measure_upload(connect, nbytes) for _ in range(reps))
-    down = max(measure_download(connect, nbytes) for _ in range(reps))
-    cpu = (_cpu_seconds(relay_pid) - cpu0) / (2 * reps * nbytes / 2**30) if relay_pid else float("nan")
-    p50, p99 = min((measure_latency(connect, rounds) for _ in range(reps)), key=lambda x: x[0])
-    setup = measure_setup(connect, setups)
-    return {"up": up, "down": down, "p50": p50, "p99": p99, "setup": setup, "cpu": cpu}
+def measure_op(connect: Connect, op: str, nbytes: int, rounds: int, setups: int) -> list[float]:
+    """One measurement: "up"/"down" → [MB/s], "latency" → [p50 ms, p99 ms], "setup" → [p50 ms]."""
+    if op == "up":
+        return [measure_upload(connect, nbytes)]
+    if op == "down":
+        return [measure_download(connect, nbytes)]
+    if op == "latency":
+        return list(measure_latency(connect, rounds))
+    if op == "setup":
+        return [measure_setup(connect, setups)]
+    raise ValueError(op)
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -398,8 +395,12 @@ def role_nbd(kubeconfig: str, namespace: str) -> None:
     asyncio.run(main())
 
 
-def role_official(kubeconfig: str, namespace: str, pod: str, nbytes: int, rounds: int, setups: int, reps: int) -> None:
-    """Measure through `kubernetes.stream.portforward` sockets, in this process."""
+def role_official(kubeconfig: str, namespace: str, pod: str) -> None:
+    """Measure through `kubernetes.stream.portforward` sockets in this process, on command.
+
+    Reads one JSON command per line ({"op", "nbytes", "rounds", "setups"}) and answers
+    {"values": [...], "cpu": seconds this process spent}.
+    """
     from kubernetes import client, config
     from kubernetes.stream import portforward
 
@@ -413,17 +414,42 @@ def role_official(kubeconfig: str, namespace: str, pod: str, nbytes: int, rounds
         s.setblocking(True)
         return s
 
-    result = measure_all(connect, nbytes, rounds, setups, reps, relay_pid=os.getpid())
-    result["cpu_includes_client"] = 1.0
-    _ready(result)
+    _ready({})
+    for line in sys.stdin:
+        cmd = json.loads(line)
+        cpu0 = _cpu_seconds(os.getpid())
+        values = measure_op(connect, cmd["op"], cmd["nbytes"], cmd["rounds"], cmd["setups"])
+        _ready({"values": values, "cpu": _cpu_seconds(os.getpid()) - cpu0})
 
 
 # -- orchestration -------------------------------------------------------------------------------
 
 
+class Role:
+    """A role subprocess: its ready JSON, and a request/answer channel over its stdin/stdout."""
+
+    def __init__(self, proc: subprocess.Popen[str], ready: dict[str, Any]) -> None:
+        self.proc = proc
+        self.ready = ready
+        self.pid = proc.pid
+
+    def __getitem__(self, key: str) -> Any:
+        return self.ready[key]
+
+    def ask(self, request: dict[str, Any]) -> dict[str, Any]:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(json.dumps(request) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"benchmark role exited with {self.proc.wait()}")
+        answer: dict[str, Any] = json.loads(line)
+        return answer
+
+
 @contextlib.contextmanager
-def spawn(*args: str) -> Iterator[dict[str, Any]]:
-    """Run a role subprocess; yields its ready JSON (plus "pid"); stops it on exit."""
+def spawn(*args: str) -> Iterator[Role]:
+    """Run a role subprocess; yields it once it printed its ready line; stops it on exit."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "benchmarks.bench_forward", *args],
         cwd=ROOT,
@@ -436,9 +462,7 @@ def spawn(*args: str) -> Iterator[dict[str, Any]]:
         line = proc.stdout.readline()
         if not line:
             raise RuntimeError(f"role {args[0]} exited with {proc.wait()}")
-        ready = json.loads(line)
-        ready.setdefault("pid", proc.pid)
-        yield ready
+        yield Role(proc, json.loads(line))
     finally:
         if proc.stdin:
             proc.stdin.close()
@@ -447,6 +471,60 @@ def spawn(*args: str) -> Iterator[dict[str, Any]]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+class Measured:
+    """One path under measurement: measured here through a local port, or inside a role process."""
+
+    def __init__(
+        self, name: str, *, port: int | None = None, relay_pid: int | None = None, role: Role | None = None
+    ) -> None:
+        self.name = name
+        self.port = port
+        self.relay_pid = relay_pid
+        self.role = role
+        self.cpu_includes_client = role is not None
+
+    def measure(self, op: str, nbytes: int, rounds: int, setups: int) -> tuple[list[float], float]:
+        """(values, relay CPU seconds spent meanwhile; NaN when unknown)."""
+        if self.role is not None:
+            answer = self.role.ask({"op": op, "nbytes": nbytes, "rounds": rounds, "setups": setups})
+            return answer["values"], answer["cpu"]
+        assert self.port is not None
+        cpu0 = _cpu_seconds(self.relay_pid) if self.relay_pid else 0.0
+        values = measure_op(tcp_connect(self.port), op, nbytes, rounds, setups)
+        cpu = _cpu_seconds(self.relay_pid) - cpu0 if self.relay_pid else float("nan")
+        return values, cpu
+
+
+def measure_interleaved(
+    paths: list[Measured], nbytes: int, rounds: int, setups: int, reps: int
+) -> dict[str, dict[str, float]]:
+    """Round-robin over the paths `reps` times, so load from elsewhere hits all of them alike.
+
+    Throughput is the best run (other load only ever slows a run down); latency the run with the
+    best p50; CPU per GiB the relay's CPU over all throughput runs.
+    """
+    out: dict[str, dict[str, float]] = {
+        p.name: {"up": 0.0, "down": 0.0, "p50": float("inf"), "p99": float("inf"), "setup": float("inf"),
+                 "cpu": 0.0, "cpu_includes_client": float(p.cpu_includes_client)}
+        for p in paths
+    }
+    for _ in range(reps):
+        for path in paths:
+            r = out[path.name]
+            for op in ("up", "down"):
+                values, cpu = path.measure(op, nbytes, rounds, setups)
+                r[op] = max(r[op], values[0])
+                r["cpu"] += cpu
+            (p50, p99), _ = path.measure("latency", nbytes, rounds, setups)
+            if p50 < r["p50"]:
+                r["p50"], r["p99"] = p50, p99
+            (setup,), _ = path.measure("setup", nbytes, rounds, setups)
+            r["setup"] = min(r["setup"], setup)
+    for r in out.values():
+        r["cpu"] = r["cpu"] / (2 * reps * nbytes / 2**30)
+    return out
 
 
 @contextlib.contextmanager
@@ -509,22 +587,18 @@ def _kubesim_available() -> bool:
     return True
 
 
-def _measure_cluster_paths(
-    kc: str, ns: str, pod: str, nbytes: int, rounds: int, setups: int, reps: int, with_kubectl: bool
-) -> dict[str, dict[str, float]]:
-    results: dict[str, dict[str, float]] = {}
-    with spawn("official", kc, ns, pod, str(nbytes), str(rounds), str(setups), str(reps)) as official:
-        results["kubernetes.stream.portforward"] = official
-    if with_kubectl:
-        with kubectl_forward(kc, ns, pod) as (local, pid):
-            results["kubectl port-forward"] = measure_all(
-                tcp_connect(local), nbytes, rounds, setups, reps, relay_pid=pid
-            )
-    with spawn("nbd", kc, ns) as fwd:
-        results["nbd forward"] = measure_all(
-            tcp_connect(fwd["port"]), nbytes, rounds, setups, reps, relay_pid=fwd["pid"]
-        )
-    return results
+@contextlib.contextmanager
+def cluster_paths(kc: str, ns: str, pod: str, with_kubectl: bool) -> Iterator[list[Measured]]:
+    """The official client, kubectl (optional) and nbd, all relaying to `pod` through one API server."""
+    with contextlib.ExitStack() as stack:
+        official = stack.enter_context(spawn("official", kc, ns, pod))
+        paths = [Measured("kubernetes.stream.portforward", role=official)]
+        if with_kubectl:
+            local, pid = stack.enter_context(kubectl_forward(kc, ns, pod))
+            paths.append(Measured("kubectl port-forward", port=local, relay_pid=pid))
+        fwd = stack.enter_context(spawn("nbd", kc, ns))
+        paths.append(Measured("nbd forward", port=fwd["port"], relay_pid=fwd.pid))
+        yield paths
 
 
 def run(quick: bool = False) -> list[Figure]:
@@ -535,23 +609,22 @@ def run(quick: bool = False) -> list[Figure]:
     out: list[Figure] = []
     with spawn("target") as target, tempfile.TemporaryDirectory() as tmp:
         tport = target["port"]
-        base: dict[str, dict[str, float]] = {}
-        base["raw loopback TCP"] = measure_all(tcp_connect(tport), nbytes, rounds, setups, reps)
-        with spawn("ws-server", str(tport)) as wss, spawn("ws-client", str(wss["port"])) as wsc:
-            base["plain aiohttp WebSocket hop"] = measure_all(
-                tcp_connect(wsc["port"]), nbytes, rounds, setups, reps, relay_pid=wsc["pid"]
-            )
-        with spawn("fake-api", str(tport), tmp) as api:
-            fake = _measure_cluster_paths(
-                api["kubeconfig"], api["namespace"], api["pod"], nbytes, rounds, setups, reps, False
-            )
-        out += figures({**base, **fake}, server="one-hop fake v4 API server")
+        with spawn("ws-server", str(tport)) as wss, spawn("ws-client", str(wss["port"])) as wsc, \
+                spawn("fake-api", str(tport), tmp) as api, \
+                cluster_paths(api["kubeconfig"], api["namespace"], api["pod"], False) as fake_paths:
+            base_paths = [
+                Measured("raw loopback TCP", port=tport),
+                Measured("plain aiohttp WebSocket hop", port=wsc["port"], relay_pid=wsc.pid),
+            ]
+            results = measure_interleaved(base_paths + fake_paths, nbytes, rounds, setups, reps)
+        ws_hop = results["plain aiohttp WebSocket hop"]
+        out += figures(results, server="one-hop fake v4 API server")
         if _kubesim_available():
             for tls, label in ((False, "kubesim http"), (True, "kubesim https+token")):
-                with kubesim_pod(Path(tmp), tls) as (kc, ns, pod):
-                    sim = _measure_cluster_paths(kc, ns, pod, nbytes, rounds, setups, reps, True)
-                out += figures({**sim, "plain aiohttp WebSocket hop": base["plain aiohttp WebSocket hop"]},
-                               server=label, skip_paths=("plain aiohttp WebSocket hop",))
+                with kubesim_pod(Path(tmp), tls) as (kc, ns, pod), cluster_paths(kc, ns, pod, True) as paths:
+                    sim = measure_interleaved(paths, nbytes, rounds, setups, reps)
+                out += figures({**sim, "plain aiohttp WebSocket hop": ws_hop}, server=label,
+                               skip_paths=("plain aiohttp WebSocket hop",))
     return out
 
 
@@ -575,6 +648,8 @@ def figures(
             ("cpu", "relay CPU per GiB", "s", False),
         ):
             if r.get(key) != r.get(key):  # NaN: not measured for this path
+                continue
+            if key == "cpu" and path == "raw loopback TCP":
                 continue
             if key == "cpu" and r.get("cpu_includes_client"):
                 label = "relay CPU per GiB (incl. measuring client)"
@@ -623,7 +698,7 @@ def _main(argv: list[str]) -> None:
     elif role == "nbd":
         role_nbd(args[0], args[1])
     elif role == "official":
-        role_official(args[0], args[1], args[2], int(args[3]), int(args[4]), int(args[5]), int(args[6]))
+        role_official(args[0], args[1], args[2])
     else:
         raise SystemExit(f"unknown role {role}")
 
