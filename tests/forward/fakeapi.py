@@ -66,6 +66,7 @@ class FakeApi:
     exec_protocols: tuple[str, ...] = ("v5.channel.k8s.io", "v4.channel.k8s.io")
     ssl_context: ssl.SSLContext | None = None
     client_cert_required: bool = False
+    port: int = 0
 
     # -- control -----------------------------------------------------------------------------
 
@@ -114,9 +115,10 @@ class FakeApi:
         app.router.add_get("/api/v1/namespaces/{ns}/pods/{name}/exec", self._exec)
         self.runner = web.AppRunner(app)
         await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0, ssl_context=self.ssl_context)
+        site = web.TCPSite(self.runner, "127.0.0.1", self.port, ssl_context=self.ssl_context, reuse_address=True)
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.port = port
         scheme = "https" if self.ssl_context else "http"
         self.url = f"{scheme}://127.0.0.1:{port}"
 
@@ -124,6 +126,7 @@ class FakeApi:
         await self.drop_streams()
         if self.runner is not None:
             await self.runner.cleanup()
+            self.runner = None
 
     def kubeconfig(
         self,

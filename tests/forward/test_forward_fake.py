@@ -280,3 +280,22 @@ async def test_stop_closes_listener_and_connections(fake: FakeApi, echo: int, ku
     with pytest.raises(OSError):
         await asyncio.open_connection("127.0.0.1", port)
     assert fwd.status().state == "stopped"
+
+
+async def test_forward_recovers_when_the_cluster_comes_back(fake: FakeApi, echo: int, forward_factory: Callable[..., Awaitable[Forward]]) -> None:
+    """The API server vanishes (laptop asleep, VPN down) and returns on the same address."""
+    fake.add_pod(FakePod("nb-1", LABELS, {REMOTE: echo}))
+    fwd = await forward_factory(connect_timeout=15.0)
+    await until(lambda: fwd.status().state == ACTIVE, what="active")
+    port = fwd.local_port
+    await fake.stop()
+    await until(lambda: fwd.pods.last_error is not None, what="the watch to notice")
+    assert fwd.pods.last_error is not None and fwd.pods.last_error.reason == "ClusterUnreachable"
+    await until(lambda: fwd.status().state.startswith("error: cannot reach the cluster at "), what="error state")
+    pending = asyncio.create_task(roundtrip(port, b"after the nap"))
+    await asyncio.sleep(0.5)
+    assert not pending.done()
+    await fake.start()  # same port, same pods
+    assert await asyncio.wait_for(pending, 15) == b"after the nap"
+    await until(lambda: fwd.pods.last_error is None, timeout=15, what="the watch to recover")
+    assert fwd.local_port == port and fwd.status().state == ACTIVE

@@ -276,18 +276,18 @@ class Forward:
         """The forward's state now."""
         pod = self.pods.ready_pod() or ""
         h = self._health
+        err = self.pods.last_error
         if self._stopped or (self._server is None and self._port == 0):
             state, message = STOPPED, "the forward is stopped"
+        elif err is not None:
+            # The watch cannot reach the cluster: new connections cannot be opened either.
+            state, message = ERROR_PREFIX + err.message, err.message
         elif not pod:
-            err = self.pods.last_error
-            if err is not None:
-                state, message = ERROR_PREFIX + err.message, err.message
-            else:
-                state = WAITING
-                message = (
-                    f"waiting for a Ready pod matching {selector_string(self.selector)} "
-                    f"in namespace {self.namespace}"
-                )
+            state = WAITING
+            message = (
+                f"waiting for a Ready pod matching {selector_string(self.selector)} "
+                f"in namespace {self.namespace}"
+            )
         elif h.probe_ok is False:
             state, message = ERROR_PREFIX + h.probe_message, h.probe_message
         elif h.connect_error:
