@@ -36,7 +36,7 @@ def emit_json(obj: Any) -> None:
 def phase_name(value: int) -> str:
     from nbdapi.v1 import notebooks_pb2
 
-    return notebooks_pb2.Phase.Name(value).removeprefix("PHASE_").lower()  # type: ignore[arg-type]
+    return notebooks_pb2.Phase.Name(value).removeprefix("PHASE_").lower()
 
 
 def enum_name(enum_type: Any, value: int, prefix: str) -> str:

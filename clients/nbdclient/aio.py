@@ -50,7 +50,7 @@ class AsyncStream(Generic[T]):
             self._call.cancel()
             raise
         except grpc.RpcError as e:
-            if self._cancelled and e.code() == grpc.StatusCode.CANCELLED:  # type: ignore[attr-defined]
+            if self._cancelled and e.code() == grpc.StatusCode.CANCELLED:
                 return
             raise from_rpc_error(e, str(self._paths.socket), str(self._paths.log_file)) from None
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 import grpc
 
@@ -44,7 +44,7 @@ class Stream(Generic[T]):
             for item in self._call:
                 yield item
         except grpc.RpcError as e:
-            if self._cancelled and e.code() == grpc.StatusCode.CANCELLED:  # type: ignore[attr-defined]
+            if self._cancelled and e.code() == grpc.StatusCode.CANCELLED:
                 return
             raise from_rpc_error(e, str(self._paths.socket), str(self._paths.log_file)) from None
 
@@ -75,7 +75,7 @@ class Client:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _unary(self, method: Callable[..., T], request: Any, timeout: float | None = None) -> T:
+    def _unary(self, method: Callable[..., Any], request: Any, timeout: float | None = None) -> Any:
         try:
             return method(request, timeout=timeout)
         except grpc.RpcError as e:
@@ -89,7 +89,10 @@ class Client:
     def version(self, timeout: float | None = 10.0) -> daemon_pb2.VersionResponse:
         from nbdclient._version import __version__
 
-        return self._unary(self._daemon.Version, daemon_pb2.VersionRequest(client_version=__version__), timeout)
+        reply: daemon_pb2.VersionResponse = self._unary(
+            self._daemon.Version, daemon_pb2.VersionRequest(client_version=__version__), timeout
+        )
+        return reply
 
     def shutdown(self, grace_seconds: float = 0.0) -> None:
         self._unary(self._daemon.Shutdown, daemon_pb2.ShutdownRequest(grace_seconds=grace_seconds), 30.0)
@@ -103,11 +106,14 @@ class Client:
         return self._stream(self._notebooks.Launch, request)
 
     def stop(self, session: str, *, delete: bool = False) -> notebooks_pb2.Session:
-        reply = self._unary(self._notebooks.Stop, notebooks_pb2.StopRequest(session=session, delete=delete))
+        reply: notebooks_pb2.StopResponse = self._unary(
+            self._notebooks.Stop, notebooks_pb2.StopRequest(session=session, delete=delete)
+        )
         return reply.session
 
     def get(self, session: str) -> notebooks_pb2.Session:
-        return self._unary(self._notebooks.Get, notebooks_pb2.GetRequest(session=session), 30.0)
+        reply: notebooks_pb2.Session = self._unary(self._notebooks.Get, notebooks_pb2.GetRequest(session=session), 30.0)
+        return reply
 
     def list(self) -> list[notebooks_pb2.Session]:
         return list(self._unary(self._notebooks.List, notebooks_pb2.ListRequest(), 30.0).sessions)
@@ -129,7 +135,7 @@ class Client:
 
     def sync(self, session: str, action: str | int = "status") -> notebooks_pb2.SyncStatus:
         """action: "status", "pause", "resume", "flush" (or a SyncRequest.Action value)."""
-        reply = self._unary(
+        reply: notebooks_pb2.SyncResponse = self._unary(
             self._notebooks.Sync, notebooks_pb2.SyncRequest(session=session, action=sync_action(action))
         )
         return reply.status
@@ -138,11 +144,12 @@ class Client:
         return self._stream(self._notebooks.Events, notebooks_pb2.EventsRequest(sessions=list(sessions), initial=initial))
 
 
-def sync_action(action: str | int) -> int:
+def sync_action(action: str | int) -> notebooks_pb2.SyncRequest.Action:
+    """The SyncRequest.Action of a name ("pause") or number."""
     if isinstance(action, int):
-        return action
+        return cast(notebooks_pb2.SyncRequest.Action, action)
     try:
-        return int(SyncAction.Value(f"ACTION_{action.upper()}"))
+        return cast(notebooks_pb2.SyncRequest.Action, SyncAction.Value(f"ACTION_{action.upper()}"))
     except ValueError:
         raise NbdClientError(
             f"unknown sync action {action!r}; use status, pause, resume or flush",

@@ -143,9 +143,10 @@ def _serving(paths: DaemonPaths, timeout: float) -> bool:
     # A fresh channel per probe: a channel that failed while the daemon was starting sits in
     # reconnect backoff and would answer late.
     with open_channel(paths) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)  # type: ignore[no-untyped-call]
+        stub = health_pb2_grpc.HealthStub(channel)
         try:
-            reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
+            request = health_pb2.HealthCheckRequest(service="")
+            reply = stub.Check(request, timeout=timeout)  # type: ignore[attr-defined]
         except grpc.RpcError:
             return False
     return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
@@ -205,7 +206,7 @@ def ensure_daemon(
                 raise _NoAnswer()
             version = _version(channel, timeout=5.0)
         except (_NoAnswer, grpc.RpcError) as e:
-            if isinstance(e, grpc.RpcError) and e.code() != grpc.StatusCode.UNAVAILABLE:  # type: ignore[attr-defined]
+            if isinstance(e, grpc.RpcError) and e.code() != grpc.StatusCode.UNAVAILABLE:
                 raise from_rpc_error(e, str(paths.socket), str(paths.log_file)) from e
             if not autostart:
                 raise DaemonNotRunning(not_running_message(paths)) from None

@@ -70,8 +70,8 @@ def _reason(error: Any) -> str:
 
 def from_rpc_error(error: grpc.RpcError, socket: str = "", log_file: str = "") -> NbdClientError:
     """Turns a gRPC error into an NbdClientError; transport failures get a message of their own."""
-    code: grpc.StatusCode = error.code()  # type: ignore[attr-defined]
-    details: str = error.details() or ""  # type: ignore[attr-defined]
+    code: grpc.StatusCode = error.code()
+    details: str = error.details() or ""
     reason = _reason(error)
     if not reason and code == grpc.StatusCode.UNAVAILABLE:
         where = f" at {socket}" if socket else ""

@@ -84,12 +84,12 @@ class App:
         """Runs `hook(app)` once the sessions are loaded and the server listens (e.g. to resume
         persisted sessions). Hooks run concurrently as background tasks; a failing hook is logged
         and never stops the daemon."""
-        self._start_hooks.append((name or getattr(hook, "__qualname__", "hook"), hook))
+        self._start_hooks.append((name or str(getattr(hook, "__qualname__", "hook")), hook))
 
     def on_stop(self, hook: Hook, *, name: str | None = None) -> None:
         """Runs `hook(app)` at shutdown after the server stopped accepting calls (close forwards,
         flush syncs); stop hooks run in reverse order of registration, each one awaited."""
-        self._stop_hooks.append((name or getattr(hook, "__qualname__", "hook"), hook))
+        self._stop_hooks.append((name or str(getattr(hook, "__qualname__", "hook")), hook))
 
     async def run_start_hooks(self) -> None:
         for name, hook in self._start_hooks:

@@ -15,6 +15,7 @@ a per-key lock, so two writes finishing out of order cannot leave an older state
 from __future__ import annotations
 
 import asyncio
+import builtins
 import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Iterable
@@ -84,7 +85,7 @@ class SessionRegistry:
 
     # --- loading ---------------------------------------------------------------------------------
 
-    async def load(self) -> list[Session]:
+    async def load(self) -> builtins.list[Session]:
         """Reads the persisted sessions (at start); corrupted files are skipped by the store."""
         sessions = await self._run_blocking(self.store.load_all)
         for s in sessions:
@@ -100,7 +101,7 @@ class SessionRegistry:
     def find(self, key: SessionKey) -> Session | None:
         return self._sessions.get(key)
 
-    def candidates(self, ref: str) -> list[Session]:
+    def candidates(self, ref: str) -> builtins.list[Session]:
         return [s for s in self.list() if ref_matches(ref, s.key)]
 
     def resolve(self, ref: str) -> Session:
@@ -183,7 +184,7 @@ class SessionRegistry:
 
         return self.bus.subscribe(name=name, maxsize=maxsize, accept=accept)
 
-    def snapshot(self, refs: Iterable[str] = ()) -> list[SessionEvent]:
+    def snapshot(self, refs: Iterable[str] = ()) -> builtins.list[SessionEvent]:
         wanted = [r for r in refs if r.strip()]
         return [
             SessionEvent(kind=SessionEventKind.SNAPSHOT, session=s)

@@ -43,8 +43,8 @@ async def serve(app: App, *, grace: float = DEFAULT_GRACE) -> None:
     notebooks_pb2_grpc.add_NotebooksServicer_to_server(NotebooksServicer(app), server)  # type: ignore[no-untyped-call]
     daemon_pb2_grpc.add_DaemonServicer_to_server(DaemonServicer(app), server)  # type: ignore[no-untyped-call]
     health_servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)  # type: ignore[no-untyped-call]
-    reflection.enable_server_reflection(  # type: ignore[no-untyped-call]
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
         (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
 

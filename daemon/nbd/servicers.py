@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc.aio
 
@@ -20,7 +20,7 @@ from nbdapi.v1 import daemon_pb2, daemon_pb2_grpc, notebooks_pb2, notebooks_pb2_
 
 __all__ = ["DaemonServicer", "NotebooksServicer"]
 
-Context = grpc.aio.ServicerContext[Any, Any]
+Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 
 
 async def _close(agen: Any) -> None:
@@ -36,7 +36,7 @@ class NotebooksServicer(notebooks_pb2_grpc.NotebooksServicer):
     def _session(self, session: Any) -> notebooks_pb2.Session:
         return convert.session_to_proto(session, self.app.registry.ref_of(session))
 
-    async def Launch(  # type: ignore[override]
+    async def Launch(
         self, request: notebooks_pb2.LaunchRequest, context: Context
     ) -> AsyncIterator[notebooks_pb2.LaunchEvent]:
         launcher = self.app.capabilities.require_launcher()
@@ -48,19 +48,19 @@ class NotebooksServicer(notebooks_pb2_grpc.NotebooksServicer):
         finally:
             await _close(events)
 
-    async def Stop(self, request: notebooks_pb2.StopRequest, context: Context) -> notebooks_pb2.StopResponse:  # type: ignore[override]
+    async def Stop(self, request: notebooks_pb2.StopRequest, context: Context) -> notebooks_pb2.StopResponse:
         launcher = self.app.capabilities.require_stopper()
         session = self.app.registry.resolve(request.session)
         stopped = await launcher.stop(session, delete=request.delete)
         return notebooks_pb2.StopResponse(session=self._session(stopped))
 
-    async def Get(self, request: notebooks_pb2.GetRequest, context: Context) -> notebooks_pb2.Session:  # type: ignore[override]
+    async def Get(self, request: notebooks_pb2.GetRequest, context: Context) -> notebooks_pb2.Session:
         return self._session(self.app.registry.resolve(request.session))
 
-    async def List(self, request: notebooks_pb2.ListRequest, context: Context) -> notebooks_pb2.ListResponse:  # type: ignore[override]
+    async def List(self, request: notebooks_pb2.ListRequest, context: Context) -> notebooks_pb2.ListResponse:
         return notebooks_pb2.ListResponse(sessions=[self._session(s) for s in self.app.registry.list()])
 
-    async def Logs(  # type: ignore[override]
+    async def Logs(
         self, request: notebooks_pb2.LogsRequest, context: Context
     ) -> AsyncIterator[notebooks_pb2.LogLine]:
         reader = self.app.capabilities.require_logs()
@@ -72,13 +72,13 @@ class NotebooksServicer(notebooks_pb2_grpc.NotebooksServicer):
         finally:
             await _close(lines)
 
-    async def Sync(self, request: notebooks_pb2.SyncRequest, context: Context) -> notebooks_pb2.SyncResponse:  # type: ignore[override]
+    async def Sync(self, request: notebooks_pb2.SyncRequest, context: Context) -> notebooks_pb2.SyncResponse:
         control = self.app.capabilities.require_sync()
         session = self.app.registry.resolve(request.session)
         status = await control.sync(session, convert.sync_action_from_proto(request.action))
         return notebooks_pb2.SyncResponse(status=convert.sync_to_proto(status))
 
-    async def Events(  # type: ignore[override]
+    async def Events(
         self, request: notebooks_pb2.EventsRequest, context: Context
     ) -> AsyncIterator[notebooks_pb2.SessionEvent]:
         registry = self.app.registry
@@ -96,7 +96,7 @@ class DaemonServicer(daemon_pb2_grpc.DaemonServicer):
     def __init__(self, app: App) -> None:
         self.app = app
 
-    async def Version(self, request: daemon_pb2.VersionRequest, context: Context) -> daemon_pb2.VersionResponse:  # type: ignore[override]
+    async def Version(self, request: daemon_pb2.VersionRequest, context: Context) -> daemon_pb2.VersionResponse:
         app = self.app
         return daemon_pb2.VersionResponse(
             version=app.version,
@@ -108,7 +108,7 @@ class DaemonServicer(daemon_pb2_grpc.DaemonServicer):
             started=convert.timestamp(app.started),
         )
 
-    async def Shutdown(self, request: daemon_pb2.ShutdownRequest, context: Context) -> daemon_pb2.ShutdownResponse:  # type: ignore[override]
+    async def Shutdown(self, request: daemon_pb2.ShutdownRequest, context: Context) -> daemon_pb2.ShutdownResponse:
         grace = request.grace_seconds if request.grace_seconds > 0 else None
         self.app.request_shutdown(grace)
         return daemon_pb2.ShutdownResponse()
