@@ -166,7 +166,8 @@ def builtin_resources() -> list[ResourceInfo]:
         ResourceInfo("", "v1", "events", "Event", True, "event", ["ev"]),
         ResourceInfo("", "v1", "services", "Service", True, "service", ["svc"], ["all"], subresources=dict(st)),
         ResourceInfo("", "v1", "nodes", "Node", False, "node", ["no"], subresources=dict(st)),
-        ResourceInfo("", "v1", "serviceaccounts", "ServiceAccount", True, "serviceaccount", ["sa"]),
+        ResourceInfo("", "v1", "serviceaccounts", "ServiceAccount", True, "serviceaccount", ["sa"],
+                     subresources={"token": ["create"]}),
         ResourceInfo("", "v1", "persistentvolumeclaims", "PersistentVolumeClaim", True,
                      "persistentvolumeclaim", ["pvc"], subresources=dict(st)),
         ResourceInfo("", "v1", "endpoints", "Endpoints", True, "endpoints", ["ep"]),
@@ -202,6 +203,8 @@ def builtin_resources() -> list[ResourceInfo]:
         ResourceInfo("storage.k8s.io", "v1", "storageclasses", "StorageClass", False, "storageclass", ["sc"]),
         ResourceInfo("authorization.k8s.io", "v1", "selfsubjectaccessreviews", "SelfSubjectAccessReview", False,
                      "selfsubjectaccessreview", verbs=["create"]),
+        ResourceInfo("authentication.k8s.io", "v1", "selfsubjectreviews", "SelfSubjectReview", False,
+                     "selfsubjectreview", verbs=["create"]),
         ResourceInfo("authorization.k8s.io", "v1", "selfsubjectrulesreviews", "SelfSubjectRulesReview", True,
                      "selfsubjectrulesreview", verbs=["create"]),
     ]

@@ -57,9 +57,10 @@ def test_https_with_client_certificate(tls_server: KubesimServer) -> None:
     api.close()
     out = tls_server.kubectl("get", "ns", "kube-system", "-o", "name", context="kubesim-cert").stdout.strip()
     assert out == "namespace/kube-system"
-    who = tls_server.kubectl("auth", "whoami", "-o", "json", context="kubesim-cert", check=False)
-    # `auth whoami` needs SelfSubjectReview, which kubesim does not serve; the cert still authenticated.
-    assert who.returncode != 0 or "kubesim-cert-user" in who.stdout
+    who = json.loads(tls_server.kubectl("auth", "whoami", "-o", "json", context="kubesim-cert").stdout)
+    assert who["status"]["userInfo"]["username"] == "kubesim-cert-user"
+    assert "system:masters" in who["status"]["userInfo"]["groups"]
+    assert tls_server.kubectl("auth", "can-i", "create", "pods", context="kubesim-cert").stdout.strip() == "yes"
 
 
 def test_forbidden_namespace_answers_403(tls_server: KubesimServer) -> None:
@@ -186,3 +187,15 @@ def test_watch_survives_unavailable_window_with_retry(apiserver: KubesimServer) 
     time.sleep(0.6)
     assert list(watch.Watch().stream(core.list_namespaced_config_map, "default", timeout_seconds=1)) == []
     api.close()
+
+
+def test_kubectl_auth_can_i_sees_forbidden_namespace(kubesim_factory: Any, tmp_path: Any) -> None:
+    server: KubesimServer = kubesim_factory(tls=True, kubelet=False, token="alice-token")
+    server.admin.add_token("alice-token", "alice")
+    server.admin.forbid("alice", "locked")
+    assert server.kubectl("auth", "can-i", "get", "pods", "-n", "locked", check=False).stdout.startswith("no")
+    assert server.kubectl("auth", "can-i", "get", "pods", "-n", "open").stdout.strip() == "yes"
+    res = server.kubectl("get", "pods", "-n", "locked", check=False)
+    assert res.returncode == 1
+    assert ('Error from server (Forbidden): pods is forbidden: User "alice" cannot list resource "pods" in API '
+            'group "" in the namespace "locked"') in res.stderr

@@ -215,3 +215,30 @@ def test_explain_and_events(with_crd: KubesimServer) -> None:
     out = with_crd.kubectl("get", "events").stdout
     assert "FailedScheduling" in out and "pod/x" in out
     os.environ.get("KUBECONFIG")  # kubectl never used the environment's config
+
+
+def test_typed_kubectl_commands_send_protobuf(apiserver: KubesimServer) -> None:
+    k = apiserver.kubectl
+    k("create", "namespace", "team")
+    k("create", "secret", "generic", "creds", "-n", "team", "--from-literal=key=value", "--type=example/x")
+    k("create", "configmap", "conf", "-n", "team", "--from-literal=a=b")
+    k("create", "serviceaccount", "robot", "-n", "team")
+    k("create", "job", "once", "-n", "team", "--image=busybox:1.36", "--", "echo", "hi")
+    k("create", "deployment", "web", "-n", "team", "--image=nginx:1", "--replicas=2", "--port=80")
+    secret = json.loads(k("get", "secret", "creds", "-n", "team", "-o", "json").stdout)
+    assert secret["data"] == {"key": "dmFsdWU="} and secret["type"] == "example/x"
+    assert json.loads(k("get", "cm", "conf", "-n", "team", "-o", "json").stdout)["data"] == {"a": "b"}
+    job = json.loads(k("get", "job", "once", "-n", "team", "-o", "json").stdout)
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert (container["image"], container["command"]) == ("busybox:1.36", ["echo", "hi"])
+    assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
+    deploy = json.loads(k("get", "deploy", "web", "-n", "team", "-o", "json").stdout)
+    assert deploy["spec"]["replicas"] == 2
+    assert deploy["spec"]["template"]["spec"]["containers"][0]["ports"] == [{"containerPort": 80,
+                                                                            "protocol": "TCP"}]
+    assert k("create", "token", "robot", "-n", "team").stdout.startswith("kubesim.")
+    assert k("auth", "can-i", "list", "pods", "-n", "team").stdout.strip() == "yes"
+    k("scale", "deployment", "web", "-n", "team", "--replicas=3")
+    assert json.loads(k("get", "deploy", "web", "-n", "team", "-o", "json").stdout)["spec"]["replicas"] == 3
+    k("delete", "namespace", "team")
+    assert k("get", "ns", "team", check=False).returncode == 1
