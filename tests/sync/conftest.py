@@ -27,7 +27,9 @@ class Pair:
     events: list[SyncEvent] = field(default_factory=list)
 
     def options(self, **kw: Any) -> SyncOptions:
-        return SyncOptions(remote_root=str(self.remote), agent_cache_dir=str(self.cache), **kw)
+        kw.setdefault("remote_root", str(self.remote))
+        kw.setdefault("agent_cache_dir", str(self.cache))
+        return SyncOptions(**kw)
 
     @contextlib.asynccontextmanager
     async def session(self, factory: TransportFactory = local_process_factory, **kw: Any) -> AsyncIterator[SyncSession]:

@@ -717,8 +717,10 @@ class Watcher(object):
     """
 
     def __init__(self, tree: Tree, report: Callable[[Optional[List[str]]], None],
-                 quiet: float = 0.01, max_delay: float = 0.05, poll_interval: float = 1.0) -> None:
+                 quiet: float = 0.01, max_delay: float = 0.05, poll_interval: float = 1.0,
+                 hold: float = 2.0) -> None:
         self.tree = tree
+        self.hold = hold
         self.report = report
         self.quiet = quiet
         self.max_delay = max_delay
@@ -781,22 +783,37 @@ class Watcher(object):
             self.libc.inotify_rm_watch(self.fd, wd)
 
     def _run_inotify(self) -> None:
+        """Coalesce events; report after `quiet` seconds of calm (at most `max_delay` after the
+        first). A regular file that was created or modified but not yet closed after writing is
+        held back (a save in progress, e.g. Jupyter writing in place) until it is closed, or
+        `hold` seconds passed (a file kept open, like a log)."""
         import select
         pending: Set[str] = set()
+        held: Dict[str, float] = {}
         rescan_all = False
         first = 0.0
         while True:
-            timeout = None
+            now = time.monotonic()
+            deadlines = []
             if pending or rescan_all:
-                timeout = max(0.0, min(self.quiet, first + self.max_delay - time.monotonic()))
+                deadlines.append(max(0.0, min(self.quiet, first + self.max_delay - now)))
+            if held:
+                deadlines.append(max(0.0, min(held.values()) + self.hold - now))
+            timeout = min(deadlines) if deadlines else None
             r, _, _ = select.select([self.fd], [], [], timeout)
             if not r:
+                now = time.monotonic()
+                for rel in [p for p, t0 in held.items() if now - t0 >= self.hold]:
+                    del held[rel]
+                    pending.add(rel)
+                    first = first or now
                 if rescan_all:
                     self.report(None)
-                else:
+                elif pending:
                     self.report(sorted(pending))
                 pending.clear()
                 rescan_all = False
+                first = 0.0
                 continue
             data = os.read(self.fd, 1 << 16)
             if not pending and not rescan_all:
@@ -810,21 +827,35 @@ class Watcher(object):
                     rescan_all = True
                     continue
                 base = self.wd_to_path.get(wd)
-                if base is None or mask & IN_IGNORED:
-                    continue
-                if not name:
-                    continue
-                if name.startswith(TEMP_PREFIX):
+                if base is None or mask & IN_IGNORED or not name or name.startswith(TEMP_PREFIX):
                     continue
                 rel = base + "/" + name if base else name
-                if self.tree.rules.ignored_path(rel, bool(mask & IN_ISDIR)):
+                is_dir = bool(mask & IN_ISDIR)
+                if self.tree.rules.ignored_path(rel, is_dir):
                     continue
-                pending.add(rel)
-                if mask & IN_ISDIR:
+                if is_dir:
+                    pending.add(rel)
                     if mask & (IN_CREATE | IN_MOVED_TO):
                         self.add_tree(rel)
                     elif mask & IN_MOVED_FROM:
                         self.drop_tree(rel)
+                    continue
+                if mask & (IN_CREATE | IN_MODIFY) and not mask & IN_CLOSE_WRITE:
+                    if mask & IN_CREATE and not self._is_regular(rel):
+                        pending.add(rel)  # a symlink or a hard link: no close will follow
+                    else:
+                        held.setdefault(rel, time.monotonic())
+                    continue
+                held.pop(rel, None)
+                pending.add(rel)
+            if not pending and not rescan_all:
+                first = 0.0
+
+    def _is_regular(self, rel: str) -> bool:
+        try:
+            return stat.S_ISREG(os.lstat(os.path.join(self.tree.root, rel)).st_mode)
+        except OSError:
+            return False
 
     def _signature(self) -> Dict[str, Tuple[int, int, int]]:
         sig = {}

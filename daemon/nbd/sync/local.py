@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import stat
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from watchdog.events import (
@@ -65,8 +66,17 @@ def _refusal(e: BaseException, path: str) -> SyncRefused:
 
 
 class _Handler(FileSystemEventHandler):
-    def __init__(self, endpoint: LocalEndpoint) -> None:
+    """Turns watchdog events into relative paths for the session.
+
+    A regular file created or modified but not yet closed after writing is held back until it
+    is closed (a save in progress), or until `hold` seconds passed (a file kept open).
+    """
+
+    def __init__(self, endpoint: LocalEndpoint, hold: float = 2.0) -> None:
         self.endpoint = endpoint
+        self.hold = hold
+        self.lock = threading.Lock()
+        self.held: dict[str, float] = {}
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         paths = [event.src_path]
@@ -81,8 +91,34 @@ class _Handler(FileSystemEventHandler):
             if isinstance(event, DirModifiedEvent) and not dest:
                 continue  # a directory's mtime changes with its children, which report themselves
             rels.append(rel)
-        if rels:
-            self.endpoint.notify(rels)
+        if not rels:
+            return
+        if isinstance(event, (FileCreatedEvent, FileModifiedEvent)) and not event.is_directory:
+            full = event.src_path if isinstance(event.src_path, str) else os.fsdecode(event.src_path)
+            with contextlib.suppress(OSError):
+                if stat.S_ISREG(os.lstat(full).st_mode):
+                    with self.lock:
+                        fresh = rels[0] not in self.held
+                        self.held.setdefault(rels[0], time.monotonic())
+                    if fresh:
+                        self.endpoint.later(self.hold, self.expire)
+                    return
+        with self.lock:
+            for rel in rels:
+                self.held.pop(rel, None)
+        self.endpoint.notify(rels)
+
+    def expire(self) -> None:
+        now = time.monotonic()
+        with self.lock:
+            due = [rel for rel, t0 in self.held.items() if now - t0 >= self.hold - 0.01]
+            for rel in due:
+                del self.held[rel]
+            again = bool(self.held)
+        if due:
+            self.endpoint.notify(due)
+        if again:
+            self.endpoint.later(self.hold / 4, self.expire)
 
 
 class LocalEndpoint:
@@ -110,6 +146,11 @@ class LocalEndpoint:
         if self.tree.rules.ignored_path(rel, False) and self.tree.rules.ignored_path(rel, True):
             return None
         return rel
+
+    def later(self, delay: float, fn: Callable[[], None]) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(loop.call_later, delay, fn)
 
     def notify(self, rels: list[str]) -> None:
         loop, cb = self._loop, self._on_change

@@ -1,0 +1,161 @@
+"""The sync session against a pod of kubesim, through `exec`, with the real agent in the pod.
+
+The pod's /content is private to the pod (a mount namespace); the tests look at it from this
+machine through the pod's folder under kubesim's state directory, and act inside the pod with
+`kubectl exec` where that matters (a Jupyter server saving through its contents API).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nbd.sync import StateChanged, SyncState
+
+from .conftest import Pair, run, tree, until
+
+kubesim_testing = pytest.importorskip("kubesim.testing")
+
+
+class PodSide:
+    def __init__(self, server: Any, name: str) -> None:
+        self.server, self.name = server, name
+        roots = list(Path(server.state_dir).rglob(f"default_{name}_*/fs/content"))
+        if not roots:
+            pytest.fail(f"cannot find pod {name}'s /content under {server.state_dir}")
+        self.content = roots[0]
+
+    @contextlib.asynccontextmanager
+    async def factory(self) -> AsyncIterator[Any]:
+        """An exec transport factory for this pod (its API connection closed afterwards)."""
+        from nbd.kube.target import load_target
+        from nbd.sync.exec_transport import exec_transport_factory
+
+        target = await load_target(str(self.server.kubeconfig), None, "default")
+        try:
+            yield exec_transport_factory(target, "default", self.name)
+        finally:
+            await target.aclose()
+
+
+def _start_pod(server: Any, name: str, command: list[str]) -> PodSide:
+    pod = {
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+        "spec": {"containers": [{"name": "notebook", "image": "python", "workingDir": "/content",
+                                 "command": command}]},
+    }
+    server.kubectl("apply", "-f", "-", input=json.dumps(pod))
+    server.kubectl("wait", "--for=condition=Ready", f"pod/{name}", "--timeout=60s")
+    return PodSide(server, name)
+
+
+@pytest.fixture
+def sync_kubesim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    try:
+        server = kubesim_testing.start_kubesim(tmp_path_factory.mktemp("kubesim"))
+    except Exception as e:  # pragma: no cover - depends on the machine
+        pytest.skip(f"kubesim cannot start here: {e}")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_sync_with_a_pod_through_exec(sync_kubesim: Any, pair: Pair) -> None:
+    pod = _start_pod(sync_kubesim, "nb-sync", ["python3", "-c", "import time; time.sleep(1e9)"])
+    (pair.local / "train.py").write_bytes(b"print('hi')\n")
+    (pair.local / "data").mkdir()
+    (pair.local / "data" / "blob.bin").write_bytes(os.urandom(3 << 20))
+    pair.remote = pod.content
+
+    async def go() -> None:
+        async with pod.factory() as factory, \
+                pair.session(factory, remote_root="/content", agent_cache_dir="/tmp") as s:
+            st = await s.flush(60)
+            assert st.state == SyncState.WATCHING
+            assert tree(pod.content) == tree(pair.local)
+            # Inside the pod, the notebook writes a file: it arrives locally.
+            sync_kubesim.kubectl("exec", pod.name, "--", "sh", "-c", "echo result > /content/out.txt")
+            await until(lambda: (pair.local / "out.txt").exists() and
+                        (pair.local / "out.txt").read_bytes() == b"result\n", what="file from the pod")
+            (pair.local / "train.py").write_bytes(b"print('edited')\n")
+            await until(lambda: (pod.content / "train.py").read_bytes() == b"print('edited')\n", what="edit to the pod")
+            # Every exec stream dropped: the session reconnects and converges without conflicts.
+            dropped = sync_kubesim.admin.drop_streams()
+            assert dropped >= 1
+            (pair.local / "after-drop.txt").write_bytes(b"x")
+            sync_kubesim.kubectl("exec", pod.name, "--", "sh", "-c", "echo y > /content/remote-after-drop.txt")
+            await until(lambda: any(isinstance(e, StateChanged) and "reconnect" in e.message for e in pair.events),
+                        what="reconnect")
+            st = await s.flush(60)
+            assert st.conflicts == []
+            assert tree(pod.content) == tree(pair.local)
+            assert (pair.local / "remote-after-drop.txt").read_bytes() == b"y\n"
+
+    run(go())
+
+
+def test_a_new_pod_with_empty_content_is_refilled(sync_kubesim: Any, pair: Pair) -> None:
+    first = _start_pod(sync_kubesim, "nb-one", ["python3", "-c", "import time; time.sleep(1e9)"])
+    for i in range(25):
+        (pair.local / f"f{i}.txt").write_bytes(b"%d" % i)
+
+    async def go(pod: PodSide) -> None:
+        async with pod.factory() as factory, \
+                pair.session(factory, remote_root="/content", agent_cache_dir="/tmp") as s:
+            await s.flush(60)
+            assert tree(pod.content) == tree(pair.local)
+
+    run(go(first))
+    sync_kubesim.kubectl("delete", "pod", "nb-one", "--wait=true")
+    second = _start_pod(sync_kubesim, "nb-one", ["python3", "-c", "import time; time.sleep(1e9)"])
+    assert second.content != first.content and list(second.content.iterdir()) == []
+    run(go(second))
+    assert len(list(pair.local.iterdir())) == 25
+
+
+def test_jupyter_saves_arrive_locally(sync_kubesim: Any, pair: Pair) -> None:
+    pytest.importorskip("jupyter_server")
+    token = secrets.token_hex(8)
+    pod = _start_pod(sync_kubesim, "nb-jupyter", [
+        sys.executable, "-m", "jupyter_server", "--ServerApp.port=8888", f"--IdentityProvider.token={token}",
+        "--ServerApp.root_dir=/content", "--allow-root", "--ServerApp.open_browser=False",
+    ])
+    save = (
+        "import json,sys,time,urllib.request\n"
+        "body=json.dumps({'type':'notebook','format':'json','content':{'cells':[{'cell_type':'code','source':"
+        "'1+1','metadata':{},'outputs':[],'execution_count':None}],'metadata':{},'nbformat':4,'nbformat_minor':5}})\n"
+        "for i in range(100):\n"
+        "    try:\n"
+        f"        r=urllib.request.Request('http://127.0.0.1:8888/api/contents/analysis.ipynb?token={token}',"
+        "data=body.encode(),method='PUT',headers={'Content-Type':'application/json'})\n"
+        "        print(urllib.request.urlopen(r,timeout=5).status); break\n"
+        "    except Exception as e:\n"
+        "        time.sleep(0.2)\n"
+        "else:\n"
+        "    sys.exit(1)\n"
+    )
+
+    async def go() -> None:
+        async with pod.factory() as factory, \
+                pair.session(factory, remote_root="/content", agent_cache_dir="/tmp") as s:
+            await s.flush(60)
+            await asyncio.to_thread(sync_kubesim.kubectl, "exec", pod.name, "--", "python3", "-c", save)
+            await until(lambda: (pair.local / "analysis.ipynb").exists(), timeout=20, what="the saved notebook")
+            nb = json.loads((pair.local / "analysis.ipynb").read_text())
+            assert "".join(nb["cells"][0]["source"]) == "1+1"
+            st = await s.flush(30)
+            # Jupyter's checkpoints stay in the pod: they are ignored by default.
+            assert not (pair.local / ".ipynb_checkpoints").exists()
+            assert st.conflicts == []
+
+    run(go())
