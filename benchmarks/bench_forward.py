@@ -553,11 +553,12 @@ def kubectl_forward(kubeconfig: str, namespace: str, pod: str) -> Iterator[tuple
 def kubesim_pod(directory: Path, tls: bool) -> Iterator[tuple[str, str, str]]:
     """A kubesim subprocess running the target server in pod `bench-0`: (kubeconfig, namespace, pod)."""
     sys.path.insert(0, str(ROOT / "tests" / "forward"))
-    from kubesim_cluster import pod_manifest, start_kubesim  # type: ignore[import-not-found]
     from kubernetes import client, config
+    from podspecs import pod_manifest  # type: ignore[import-not-found]
+
+    from kubesim.testing import start_kubesim
 
     state = directory / ("kubesim-tls" if tls else "kubesim")
-    state.mkdir()
     sim = start_kubesim(state, tls=tls, token="bench-token" if tls else None)
     try:
         cfg = client.Configuration()
@@ -582,6 +583,7 @@ def kubesim_pod(directory: Path, tls: bool) -> Iterator[tuple[str, str, str]]:
 def _kubesim_available() -> bool:
     try:
         from kubesim.kubelet import Kubelet  # noqa: F401
+        from kubesim.testing import start_kubesim  # noqa: F401
     except ImportError:
         return False
     return True

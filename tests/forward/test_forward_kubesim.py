@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
@@ -15,7 +14,8 @@ try:
 except ImportError:
     pytest.skip("kubesim's kubelet is not available: pods would never run", allow_module_level=True)
 
-from kubesim_cluster import Kubesim, echo_pod, http_pod, start_kubesim  # noqa: E402
+from kubesim.testing import KubesimServer  # noqa: E402
+from podspecs import echo_pod, http_pod  # noqa: E402
 
 from nbd.errors import FailedPrecondition  # noqa: E402
 from nbd.forward import ACTIVE, WAITING, Forward  # noqa: E402
@@ -53,18 +53,12 @@ async def roundtrip(port: int, payload: bytes, timeout: float = 30) -> bytes:
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Kubesim]:
-    state = tmp_path / "kubesim"
-    state.mkdir()
-    sim = start_kubesim(state)
-    try:
-        yield sim
-    finally:
-        sim.stop()
+def cluster(kubesim_server: KubesimServer) -> KubesimServer:
+    return kubesim_server
 
 
 @pytest.fixture
-async def kube(cluster: Kubesim) -> AsyncIterator[KubeClient]:
+async def kube(cluster: KubesimServer) -> AsyncIterator[KubeClient]:
     client = KubeClient(await load_target(str(cluster.kubeconfig), None, NS))
     yield client
     await client.aclose()
@@ -133,7 +127,7 @@ async def _first_success(port: int, deadline_s: float) -> float:
         await asyncio.sleep(0.05)
 
 
-async def test_deleted_and_recreated_pod(kube: KubeClient, cluster: Kubesim) -> None:
+async def test_deleted_and_recreated_pod(kube: KubeClient, cluster: KubesimServer) -> None:
     labels = {"app": "phoenix"}
     await create(kube, echo_pod("phoenix-a", labels, PORT))
     fwd = await started(kube, labels)
@@ -160,7 +154,7 @@ async def test_deleted_and_recreated_pod(kube: KubeClient, cluster: Kubesim) -> 
         await fwd.stop()
 
 
-async def test_killed_pod_process_restarted_by_kubelet(kube: KubeClient, cluster: Kubesim) -> None:
+async def test_killed_pod_process_restarted_by_kubelet(kube: KubeClient, cluster: KubesimServer) -> None:
     labels = {"app": "lazarus"}
     await create(kube, echo_pod("lazarus-0", labels, PORT))
     fwd = await started(kube, labels)
@@ -179,7 +173,7 @@ async def test_killed_pod_process_restarted_by_kubelet(kube: KubeClient, cluster
         await fwd.stop()
 
 
-async def test_dropped_streams_close_connections_cleanly(kube: KubeClient, cluster: Kubesim) -> None:
+async def test_dropped_streams_close_connections_cleanly(kube: KubeClient, cluster: KubesimServer) -> None:
     labels = {"app": "drop"}
     await create(kube, echo_pod("drop-0", labels, PORT))
     fwd = await started(kube, labels)
@@ -199,7 +193,7 @@ async def test_dropped_streams_close_connections_cleanly(kube: KubeClient, clust
         await fwd.stop()
 
 
-async def test_api_server_unavailable_for_10s(kube: KubeClient, cluster: Kubesim) -> None:
+async def test_api_server_unavailable_for_10s(kube: KubeClient, cluster: KubesimServer) -> None:
     labels = {"app": "patient"}
     await create(kube, echo_pod("patient-0", labels, PORT))
     fwd = await started(kube, labels)
@@ -241,10 +235,8 @@ async def test_exec_stdin_to_stdout_and_exit_code(kube: KubeClient) -> None:
 
 
 @pytest.mark.parametrize("context", ["kubesim", "kubesim-cert"])
-async def test_https_auth_paths(tmp_path: Path, context: str) -> None:
-    state = tmp_path / "kubesim"
-    state.mkdir()
-    sim = start_kubesim(state, tls=True, token="s3cret")
+async def test_https_auth_paths(kubesim_factory: Callable[..., KubesimServer], context: str) -> None:
+    sim = kubesim_factory(tls=True, token="s3cret")
     try:
         kube = KubeClient(await load_target(str(sim.kubeconfig), context, NS))
         try:
