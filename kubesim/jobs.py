@@ -72,10 +72,9 @@ def plan(job: dict[str, Any], pods: list[dict[str, Any]], now: float) -> Plan:
     spec = job.get("spec") or {}
     old = job.get("status") or {}
     now_s = now_rfc3339(now)
-    completions = spec.get("completions")
-    completions = 1 if completions is None else int(completions)
-    parallelism = int(spec.get("parallelism") if spec.get("parallelism") is not None else 1)
-    backoff_limit = int(spec.get("backoffLimit") if spec.get("backoffLimit") is not None else 6)
+    completions = int(spec["completions"]) if spec.get("completions") is not None else 1
+    parallelism = int(spec["parallelism"]) if spec.get("parallelism") is not None else 1
+    backoff_limit = int(spec["backoffLimit"]) if spec.get("backoffLimit") is not None else 6
     on_failure = ((spec.get("template") or {}).get("spec") or {}).get("restartPolicy") == "OnFailure"
 
     live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]

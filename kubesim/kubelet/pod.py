@@ -99,7 +99,7 @@ class PodWorker:
         self.terminal = False
         self._wakeups: dict[str, asyncio.Event] = {}
         self.task: asyncio.Task[None] | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks: set[asyncio.Future[Any]] = set()
 
     # ------------------------------------------------------------------ helpers
 
@@ -140,8 +140,8 @@ class PodWorker:
             ref["fieldPath"] = field_path
         self.kubelet.event(self.namespace, ref, reason, message, type)
 
-    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
-        t = asyncio.ensure_future(coro)
+    def _spawn(self, coro: Any) -> "asyncio.Future[Any]":
+        t: asyncio.Future[Any] = asyncio.ensure_future(coro)
         self._tasks.add(t)
         t.add_done_callback(self._tasks.discard)
         return t
@@ -210,8 +210,9 @@ class PodWorker:
             if not missing:
                 return True
             for c in missing:
-                v = self.view(c["name"])
-                assert v is not None
+                mv = self.view(c["name"])
+                assert mv is not None
+                v = mv
                 ref = c.get("image", "")
                 if v.waiting_reason == "InvalidImageName":
                     continue
@@ -234,9 +235,9 @@ class PodWorker:
             await self._sleep(delay)
             # Between tries the container shows ImagePullBackOff, as a cluster does.
             for c in missing:
-                v = self.view(c["name"])
-                if v is not None and v.waiting_reason == "ErrImagePull":
-                    v.waiting_reason, v.waiting_message = "ImagePullBackOff", f'Back-off pulling image "{c.get("image", "")}"'
+                bv = self.view(c["name"])
+                if bv is not None and bv.waiting_reason == "ErrImagePull":
+                    bv.waiting_reason, bv.waiting_message = "ImagePullBackOff", f'Back-off pulling image "{c.get("image", "")}"'
                     self.event("BackOff", f'Back-off pulling image "{c.get("image", "")}"',
                                field_path=f"spec.containers{{{c['name']}}}")
                     self.event("Failed", "Error: ImagePullBackOff", "Warning", f"spec.containers{{{c['name']}}}")

@@ -88,19 +88,19 @@ def _downward(pod: dict[str, Any], items: list[dict[str, Any]]) -> dict[str, byt
 
 
 def _volume_dir(pod: dict[str, Any], vol: dict[str, Any], pod_dir: Path, state_dir: Path, lookup: Lookup) -> Path:
-    name = vol["name"]
-    folder = pod_dir / "volumes" / name
-    ns = pod["metadata"].get("namespace", "default")
+    name = str(vol["name"])
+    folder: Path = pod_dir / "volumes" / name
+    ns = str(pod["metadata"].get("namespace", "default"))
     if "hostPath" in vol:
         hp = vol["hostPath"] or {}
-        path = Path(hp.get("path", ""))
+        path = Path(str(hp.get("path", "")))
         if hp.get("type") in ("DirectoryOrCreate",) and not path.exists():
             path.mkdir(parents=True, exist_ok=True)
         if not path.exists():
             raise ConfigError(f"hostPath type check failed: {path} does not exist")
         return path
     if "persistentVolumeClaim" in vol:
-        claim = (vol["persistentVolumeClaim"] or {}).get("claimName", name)
+        claim = str((vol["persistentVolumeClaim"] or {}).get("claimName", name))
         folder = state_dir / "volumes" / ns / claim
         folder.mkdir(parents=True, exist_ok=True)
         return folder

@@ -43,7 +43,7 @@ def pick_container(pod: dict[str, Any], requested: str | None) -> str:
     name = pod["metadata"]["name"]
     if not requested:
         if len(names) == 1:
-            return names[0]
+            return str(names[0])
         msg = f"a container name must be specified for pod {name}, choose one of: [{' '.join(names)}]"
         if init:
             msg += f" or one of the init containers: [{' '.join(init)}]"

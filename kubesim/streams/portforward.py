@@ -123,7 +123,7 @@ async def _v4(ws: web.WebSocketResponse, w: "PodWorker", ports: list[int]) -> No
         pumps.append(asyncio.ensure_future(pump()))
     if not pumps:
         return
-    all_done = asyncio.ensure_future(asyncio.gather(*pumps, return_exceptions=True))
+    all_done: asyncio.Future[Any] = asyncio.ensure_future(asyncio.gather(*pumps, return_exceptions=True))
 
     async def read_client() -> None:
         async for msg in ws:
@@ -138,7 +138,7 @@ async def _v4(ws: web.WebSocketResponse, w: "PodWorker", ports: list[int]) -> No
                 writer.write(data)
                 await writer.drain()
 
-    reader = asyncio.ensure_future(read_client())
+    reader: asyncio.Future[Any] = asyncio.ensure_future(read_client())
     try:
         await asyncio.wait([reader, all_done], return_when=asyncio.FIRST_COMPLETED)
     finally:
