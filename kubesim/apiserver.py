@@ -54,6 +54,7 @@ VERSION_INFO = {
 }
 
 _TABLE_MARK = "as=table"
+_PUBLIC_PATHS = frozenset({"/version", "/healthz", "/livez", "/readyz"})
 
 
 def json_response(obj: Any, status: int = 200, content_type: str = "application/json",
@@ -132,7 +133,13 @@ class ApiServer:
             transport = request.transport
             if transport is not None:
                 peercert = transport.get_extra_info("peercert")
-            request["user"] = self.auth.authenticate(request.headers.get("Authorization"), peercert)
+            try:
+                request["user"] = self.auth.authenticate(request.headers.get("Authorization"), peercert)
+            except ApiError:
+                # Like system:public-info-viewer: version and health answer anonymous callers.
+                if request.headers.get("Authorization") or path not in _PUBLIC_PATHS:
+                    raise
+                request["user"] = User("system:anonymous", ("system:unauthenticated",))
             code = await self.faults.before_request()
             if code is not None:
                 raise ApiError(code, "ServiceUnavailable" if code == 503 else "InternalError",

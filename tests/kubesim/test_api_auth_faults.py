@@ -43,6 +43,9 @@ def test_https_with_bearer_token(tls_server: KubesimServer) -> None:
     assert status == 401 and body["reason"] == "Unauthorized"
     status, body = _get(tls_server, "/api/v1/namespaces", "wrong")
     assert status == 401
+    # Version and health are public, as on a real server; a wrong token is still refused.
+    assert _get(tls_server, "/version", None) == (200, {**_get(tls_server, "/version", tls_server.token)[1]})
+    assert _get(tls_server, "/version", "wrong")[0] == 401
     api = tls_server.api_client()
     names = [n.metadata.name for n in client.CoreV1Api(api).list_namespace().items]
     assert "default" in names

@@ -338,3 +338,11 @@ def test_dynamic_client_discovery_sees_new_crd(api: Any, crd: None) -> None:
     assert res.namespaced and "wd" in res.short_names
     res.create(body=widget("dyn"), namespace="default")
     assert res.get(name="dyn", namespace="default").spec.port == 80
+
+
+def test_inprocess_server_shares_the_store(kubesim_inprocess: KubesimServer) -> None:
+    api = kubesim_inprocess.api_client()
+    client.CoreV1Api(api).create_namespaced_config_map("default", {"metadata": {"name": "here"}})
+    store = kubesim_inprocess.extra["cluster"].store
+    assert store.get(("", "v1", "configmaps"), "default", "here") is not None
+    api.close()
