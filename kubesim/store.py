@@ -281,6 +281,11 @@ class Store:
         self._evicted_rv = 0  # every event with rv <= this has left the history
         self._watches: set[Watch] = set()
         self._subs: List[_Subscription] = []
+        # Indexes kept by _put/_pop: uid -> where the object is; owner uid -> dependents' places;
+        # namespace -> number of namespaced objects in it.
+        self._by_uid: dict[str, tuple[tuple[str, str], tuple[str, str]]] = {}
+        self._by_owner: dict[str, set[tuple[tuple[str, str], tuple[str, str]]]] = {}
+        self._ns_count: dict[str, int] = {}
         # Called with the CRD object whenever a CRD is created/updated/deleted (discovery cache).
         self.on_registry_change: List[Callable[[], None]] = []
         for ns in ("default", "kube-system", "kube-public", "kube-node-lease"):
@@ -306,6 +311,39 @@ class Store:
 
     def _bucket(self, info: ResourceInfo) -> dict[tuple[str, str], dict[str, Any]]:
         return self._objects.setdefault(self._storage_key(info), {})
+
+    def _put(self, info: ResourceInfo, key: tuple[str, str], obj: dict[str, Any]) -> None:
+        """Store `obj` at `key`, keeping the uid/owner/namespace indexes right."""
+        bucket = self._bucket(info)
+        gr = self._storage_key(info)
+        old = bucket.get(key)
+        if old is not None:
+            self._unindex(gr, key, old)
+        elif info.namespaced:
+            self._ns_count[key[0]] = self._ns_count.get(key[0], 0) + 1
+        bucket[key] = obj
+        meta = obj["metadata"]
+        self._by_uid[meta["uid"]] = (gr, key)
+        for ref in meta.get("ownerReferences") or []:
+            if ref.get("uid"):
+                self._by_owner.setdefault(ref["uid"], set()).add((gr, key))
+
+    def _pop(self, info: ResourceInfo, key: tuple[str, str]) -> dict[str, Any]:
+        obj = self._bucket(info).pop(key)
+        self._unindex(self._storage_key(info), key, obj)
+        if info.namespaced:
+            self._ns_count[key[0]] = self._ns_count.get(key[0], 1) - 1
+        return obj
+
+    def _unindex(self, gr: tuple[str, str], key: tuple[str, str], obj: dict[str, Any]) -> None:
+        meta = obj["metadata"]
+        self._by_uid.pop(meta["uid"], None)
+        for ref in meta.get("ownerReferences") or []:
+            deps = self._by_owner.get(ref.get("uid", ""))
+            if deps is not None:
+                deps.discard((gr, key))
+                if not deps:
+                    del self._by_owner[ref["uid"]]
 
     def _present(self, info: ResourceInfo, obj: dict[str, Any]) -> dict[str, Any]:
         out = copy.deepcopy(obj)
@@ -523,7 +561,7 @@ class Store:
             meta["resourceVersion"] = str(self._rv)
             return self._present(info, obj)
         meta["resourceVersion"] = str(self._next_rv())
-        self._bucket(info)[(ns, name)] = obj
+        self._put(info, (ns, name), obj)
         self._record(info, "ADDED", obj, None)
         self._after_write(info, obj)
         return self._present(info, obj)
@@ -709,10 +747,10 @@ class Store:
             return self._present(info, new)
         ns = self._ns_key(info, old_meta.get("namespace"))
         if nm.get("deletionTimestamp") and not nm.get("finalizers"):
-            self._bucket(info)[(ns, old_meta["name"])] = new
+            self._put(info, (ns, old_meta["name"]), new)
             return self._finalize_delete(info, ns, old_meta["name"])
         nm["resourceVersion"] = str(self._next_rv())
-        self._bucket(info)[(ns, old_meta["name"])] = new
+        self._put(info, (ns, old_meta["name"]), new)
         self._record(info, "MODIFIED", new, old)
         self._after_write(info, new)
         return self._present(info, new)
@@ -785,7 +823,7 @@ class Store:
                 nm["deletionGracePeriodSeconds"] = 0
             if new != obj:
                 nm["resourceVersion"] = str(self._next_rv())
-                self._bucket(info)[(ns, name)] = new
+                self._put(info, (ns, name), new)
                 self._record(info, "MODIFIED", new, obj)
             if propagation == "Foreground":
                 for dep_info, dep in self._dependents(meta["uid"]):
@@ -812,7 +850,7 @@ class Store:
         return (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
 
     def _finalize_delete(self, info: ResourceInfo, ns: str, name: str) -> dict[str, Any]:
-        obj = self._bucket(info).pop((ns, name))
+        obj = self._pop(info, (ns, name))
         obj = copy.deepcopy(obj)
         obj["metadata"]["resourceVersion"] = str(self._next_rv())
         self._record(info, "DELETED", obj, None)
@@ -859,15 +897,26 @@ class Store:
             for obj in list(bucket.values()):
                 yield info, obj
 
+    def _locate(self, place: tuple[tuple[str, str], tuple[str, str]]
+                ) -> tuple[ResourceInfo, dict[str, Any]] | None:
+        gr, key = place
+        info = self.registry.any_version(*gr)
+        obj = self._objects.get(gr, {}).get(key)
+        if info is None or obj is None:
+            return None
+        return info, obj
+
     def _find_uid(self, uid: str) -> tuple[ResourceInfo, dict[str, Any]] | None:
-        for info, obj in self._all_objects():
-            if obj["metadata"]["uid"] == uid:
-                return info, obj
-        return None
+        place = self._by_uid.get(uid)
+        return self._locate(place) if place is not None else None
 
     def _dependents(self, uid: str) -> List[tuple[ResourceInfo, dict[str, Any]]]:
-        return [(i, o) for i, o in self._all_objects()
-                if any(r.get("uid") == uid for r in o["metadata"].get("ownerReferences") or [])]
+        out = []
+        for place in sorted(self._by_owner.get(uid, ())):
+            found = self._locate(place)
+            if found is not None:
+                out.append(found)
+        return out
 
     def _orphan_dependents(self, uid: str) -> None:
         for info, dep in self._dependents(uid):
@@ -905,7 +954,7 @@ class Store:
             new["metadata"]["deletionGracePeriodSeconds"] = 0
             new.setdefault("status", {})["phase"] = "Terminating"
             new["metadata"]["resourceVersion"] = str(self._next_rv())
-            self._bucket(info)[("", name)] = new
+            self._put(info, ("", name), new)
             self._record(info, "MODIFIED", new, ns_obj)
         for gr, bucket in list(self._objects.items()):
             r_info = self.registry.any_version(*gr)
@@ -926,10 +975,8 @@ class Store:
         ns_obj = self._raw(info, "", ns)
         if ns_obj is None or not ns_obj["metadata"].get("deletionTimestamp"):
             return
-        for gr, bucket in self._objects.items():
-            r_info = self.registry.any_version(*gr)
-            if r_info is not None and r_info.namespaced and any(k[0] == ns for k in bucket):
-                return
+        if self._ns_count.get(ns, 0) > 0:
+            return
         self._finalize_delete(info, "", ns)
 
     # ------------------------------------------------------------------ events
