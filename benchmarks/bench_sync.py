@@ -46,9 +46,11 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 async def _daemon_main(argv: list[str]) -> None:
-    from nbd.sync import SyncOptions, SyncSession, local_process_factory
+    from nbd.sync import SyncOptions, SyncSession, TransportFactory, local_process_factory
 
     local, state, mode = argv[0], argv[1], argv[2]
+    factory: TransportFactory
+    target: Any = None
     if mode == "local":
         factory = local_process_factory
         remote_root = argv[3]
@@ -60,7 +62,9 @@ async def _daemon_main(argv: list[str]) -> None:
         target = await load_target(kubeconfig, None, namespace)
         factory = exec_transport_factory(target, namespace, pod)
         remote_root = "/content"
-    options = SyncOptions(remote_root=remote_root, max_file_size=2 << 30, agent_cache_dir=tempfile.gettempdir())
+    fsync = os.environ.get("NBD_BENCH_FSYNC", "1") == "1"
+    options = SyncOptions(remote_root=remote_root, max_file_size=2 << 30, agent_cache_dir=tempfile.gettempdir(),
+                          fsync=fsync)
     session = SyncSession(local, factory, state, options)
     t0 = time.perf_counter()
     await session.start()
@@ -80,13 +84,16 @@ async def _daemon_main(argv: list[str]) -> None:
             print(json.dumps({"flushed": time.perf_counter() - t, "bytes_to_remote": st.bytes_to_remote,
                               "bytes_to_local": st.bytes_to_local}), flush=True)
     await session.stop()
+    if mode != "local":
+        await target.aclose()
 
 
 class Daemon:
-    def __init__(self, local: Path, state: Path, mode: list[str]) -> None:
+    def __init__(self, local: Path, state: Path, mode: list[str], fsync: bool = True) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "benchmarks.bench_sync", "daemon", str(local), str(state), *mode],
             cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            env={**os.environ, "NBD_BENCH_FSYNC": "1" if fsync else "0"},
         )
         self.info = self.read()
 
@@ -173,7 +180,7 @@ def _start_remote(work: Path) -> Remote:
     try:
         server.kubectl("apply", "-f", "-", input=json.dumps(pod))
         server.kubectl("wait", "--for=condition=Ready", "pod/bench-sync", "--timeout=60s")
-        roots = list((server.state_dir / "pods").glob("default_bench-sync_*/fs/content"))
+        roots = list(server.state_dir.rglob("default_bench-sync_*/fs/content"))
         if not roots:
             raise RuntimeError("cannot find the pod's /content folder on this machine")
     except Exception as e:
@@ -251,8 +258,8 @@ def _pct(samples: list[float], q: float) -> float:
 
 
 @contextlib.contextmanager
-def _daemon(local: Path, state: Path, remote: Remote) -> Iterator[Daemon]:
-    d = Daemon(local, state, remote.mode())
+def _daemon(local: Path, state: Path, remote: Remote, fsync: bool = True) -> Iterator[Daemon]:
+    d = Daemon(local, state, remote.mode(), fsync)
     try:
         yield d
     finally:
@@ -298,6 +305,9 @@ def run(quick: bool = False) -> list[Figure]:
                 t0 = time.perf_counter()
                 remote.kubectl("cp", str(local), f"default/{remote.pod}:/content/cp-all")
                 cp_all = time.perf_counter() - t0
+                copied = sum(1 for p in (remote.root / "cp-all").rglob("*.py"))
+                if copied != n_files:
+                    raise RuntimeError(f"kubectl cp copied {copied} of {n_files} files")
                 sample = sorted(local.rglob("*.py"))[:20]
                 t0 = time.perf_counter()
                 for i, f in enumerate(sample):
@@ -315,11 +325,14 @@ def run(quick: bool = False) -> list[Figure]:
             remote.reset()
             local = work / "l3"
             local.mkdir()
-            with open(local / "big.bin", "wb") as f:
+            with open(local / "big.bin", "wb") as out:
                 for _ in range(big >> 20):
-                    f.write(os.urandom(1 << 20))
+                    out.write(os.urandom(1 << 20))
             with _daemon(local, work / "s3.json", remote) as d:
                 large = float(d.info["ready"])
+            remote.reset()
+            with _daemon(local, work / "s3b.json", remote, fsync=False) as d:
+                large_nofsync = float(d.info["ready"])
             if remote.kube is not None:
                 remote.reset()
                 t0 = time.perf_counter()
@@ -338,6 +351,9 @@ def run(quick: bool = False) -> list[Figure]:
             figures.append(Figure(f"sync of one {big >> 20} MiB file ({where})", large, "s", baseline=base_name,
                                   baseline_value=baseline, target="<= 1.5x baseline",
                                   met=(large <= 1.5 * baseline) if remote.kube else None))
+            figures.append(Figure(f"sync of one {big >> 20} MiB file, without fsync ({where})", large_nofsync, "s",
+                                  baseline=base_name, baseline_value=baseline, target="<= 1.5x baseline",
+                                  met=(large_nofsync <= 1.5 * baseline) if remote.kube else None))
 
             # 4. Idle cost with many watched files (both sides already equal: nothing to transfer).
             remote.reset()
@@ -353,7 +369,7 @@ def run(quick: bool = False) -> list[Figure]:
                 pid, agent_pid = int(d.info["pid"]), int(d.info.get("agent_pid") or 0)
                 time.sleep(2)
                 c0 = _proc_cpu(pid)
-                a0 = _proc_cpu(agent_pid) if agent_pid and remote.kube is None else None
+                a0 = _proc_cpu(agent_pid) if agent_pid and os.path.exists(f"/proc/{agent_pid}") else None
                 window = 5 if quick else 15
                 time.sleep(window)
                 cpu = (_proc_cpu(pid) - c0) / window * 100
