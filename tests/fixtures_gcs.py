@@ -1,3 +1,4 @@
+# mypy: disable-error-code="no-untyped-call,import-untyped"
 """pytest fixtures for the GCS emulator (fake-gcs-server) and V4 URL signing with a throwaway key.
 
 Shared by every test that talks to object storage (the upload client, the controller). Load them
