@@ -30,6 +30,7 @@ import errno
 import hashlib
 import json
 import os
+import queue
 import re
 import stat
 import struct
@@ -900,6 +901,23 @@ class Server(object):
         self.lock = threading.Lock()
         self.watcher: Optional[Watcher] = None
         self.begin_errors: Dict[int, str] = {}
+        # File chunks are hashed and written by a second thread while the next frame is read
+        # (both release the GIL); every other operation waits until that queue is drained.
+        self.disk: "queue.Queue[Tuple[int, bytes, bool]]" = queue.Queue(maxsize=8)
+        self.chunk_errors: Dict[int, str] = {}
+        threading.Thread(target=self._disk_writer, name="disk", daemon=True).start()
+
+    def _disk_writer(self) -> None:
+        while True:
+            handle, data, z = self.disk.get()
+            try:
+                if handle in self.tree.writes and handle not in self.chunk_errors:
+                    self.tree.write_chunk(handle, zlib.decompress(data) if z else data)
+            except (Refused, OSError, zlib.error) as e:
+                self.chunk_errors[handle] = str(e) if isinstance(e, Refused) else "write failed: %s" % (
+                    getattr(e, "strerror", None) or e)
+            finally:
+                self.disk.task_done()
 
     def send(self, header: Dict[str, Any], body: bytes = b"") -> None:
         parts = [encode_frame(header, body)] if len(body) < 65536 else [frame_head(header, len(body)), body]
@@ -941,6 +959,8 @@ class Server(object):
     def handle(self, h: Dict[str, Any], body: bytes) -> Optional[Tuple[Dict[str, Any], bytes]]:
         op = h.get("op")
         t = self.tree
+        if op != "write_chunk":
+            self.disk.join()
         if op == "configure":
             t.max_file_size = int(h.get("max_file_size", 0))
             cleaned = t.clean_temp_files() if h.get("clean") else 0
@@ -1003,13 +1023,15 @@ class Server(object):
                 self.begin_errors[int(h["handle"])] = str(e)
             return None
         if op == "write_chunk":
-            handle = int(h["handle"])
-            if handle in t.writes:
-                t.write_chunk(handle, zlib.decompress(body) if h.get("z") else body)
+            self.disk.put((int(h["handle"]), body, bool(h.get("z"))))
             return None
         if op == "write_end":
             handle = int(h["handle"])
             begin_error = self.begin_errors.pop(handle, None)
+            chunk_error = self.chunk_errors.pop(handle, None)
+            if chunk_error is not None:
+                t.write_abort(handle)
+                raise Refused(chunk_error)
             if handle not in t.writes:
                 raise Refused(begin_error or "%s: write was refused" % h.get("path", ""))
             if h.get("abort"):
