@@ -299,3 +299,31 @@ async def test_forward_recovers_when_the_cluster_comes_back(fake: FakeApi, echo:
     assert await asyncio.wait_for(pending, 15) == b"after the nap"
     await until(lambda: fwd.pods.last_error is None, timeout=15, what="the watch to recover")
     assert fwd.local_port == port and fwd.status().state == ACTIVE
+
+
+@pytest.mark.parametrize(
+    ("selector", "remote"),
+    [({}, REMOTE), (LABELS, 0), (LABELS, 70000)],
+)
+async def test_invalid_forward_definitions(kube: KubeClient, selector: dict[str, str], remote: int) -> None:
+    from nbd.errors import InvalidArgument
+
+    with pytest.raises(InvalidArgument):
+        Forward(kube, "default", selector, remote)
+
+
+async def test_probe_of_a_port_that_does_not_speak_http(fake: FakeApi, echo: int, forward_factory: Callable[..., Awaitable[Forward]]) -> None:
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(100)
+        writer.write(b"SSH-2.0-not-http\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    fake.add_pod(FakePod("nb-1", LABELS, {REMOTE: server.sockets[0].getsockname()[1]}))
+    fwd = await forward_factory(probe_path="/api", probe_interval=0.2)
+    await until(lambda: fwd.status().last_probe is not None, what="a probe")
+    status = fwd.status()
+    assert status.state == f"error: probe GET /api through 127.0.0.1:{fwd.local_port} failed: the pod's port 8888 did not answer HTTP"
+    assert status.message == status.state.removeprefix("error: ")
+    server.close()
