@@ -277,6 +277,7 @@ class Store:
         self._rv = 0
         self._objects: dict[tuple[str, str], dict[tuple[str, str], dict[str, Any]]] = {}
         self.history_size = history_size
+        self.max_events = 5000  # add_event drops the oldest Events beyond this
         self._history: deque[_Record] = deque()
         self._evicted_rv = 0  # every event with rv <= this has left the history
         self._watches: set[Watch] = set()
@@ -889,14 +890,6 @@ class Store:
         for cb in list(self.on_registry_change):
             cb()
 
-    def _all_objects(self) -> Iterable[tuple[ResourceInfo, dict[str, Any]]]:
-        for gr, bucket in list(self._objects.items()):
-            info = self.registry.any_version(*gr)
-            if info is None:
-                continue
-            for obj in list(bucket.values()):
-                yield info, obj
-
     def _locate(self, place: tuple[tuple[str, str], tuple[str, str]]
                 ) -> tuple[ResourceInfo, dict[str, Any]] | None:
         gr, key = place
@@ -1011,6 +1004,12 @@ class Store:
 
                 return self.update(EVENTS, ns, n, bump, field_manager=component)
         name = f"{ref.get('name', 'object')}.{uuid.uuid4().hex[:16]}"
+        bucket = self._bucket(info)
+        if len(bucket) >= self.max_events:
+            # Like the real server's event TTL: the oldest go first so a long run stays bounded.
+            oldest = sorted(bucket.items(), key=lambda kv: int(kv[1]["metadata"]["resourceVersion"]))
+            for key, _ in oldest[: len(bucket) - self.max_events + 1]:
+                self._finalize_delete(info, key[0], key[1])
         return self.create(EVENTS, {
             "metadata": {"name": name, "namespace": namespace},
             "involvedObject": ref,

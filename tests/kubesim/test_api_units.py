@@ -347,3 +347,21 @@ def test_registry_crd_lifecycle() -> None:
         s.create(("apiextensions.k8s.io", "v1", "customresourcedefinitions"), bad)
     assert e.value.code == 422 and 'must be spec.names.plural+"."+spec.group' in e.value.message
     assert isinstance(Registry().copy(), Registry)
+
+
+def test_store_add_event_aggregates_and_is_bounded() -> None:
+    s = Store()
+    pod = s.create(PODS, _pod("p"), "default")
+    first = s.add_event("default", pod, "FailedScheduling", "0/1 nodes are available", type="Warning",
+                        component="default-scheduler")
+    again = s.add_event("default", pod, "FailedScheduling", "0/1 nodes are available", type="Warning",
+                        component="default-scheduler")
+    assert again["metadata"]["name"] == first["metadata"]["name"] and again["count"] == 2
+    assert first["involvedObject"] == {"kind": "Pod", "namespace": "default", "name": "p",
+                                       "uid": pod["metadata"]["uid"], "apiVersion": "v1",
+                                       "resourceVersion": pod["metadata"]["resourceVersion"]}
+    s.max_events = 3
+    for i in range(5):
+        s.add_event("default", pod, "Tick", f"tick {i}")
+    messages = sorted(e["message"] for e in s.list(("", "v1", "events"))[0])
+    assert messages == ["tick 2", "tick 3", "tick 4"]
