@@ -281,3 +281,43 @@ async def test_tls_with_an_unknown_ca_is_named(tmp_path: Path) -> None:
             await kube.aclose()
     finally:
         await api.stop()
+
+
+async def test_exec_credential_plugin_with_refresh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real exec plugin: its short-lived token is re-fetched before expiry, for both clients."""
+    import datetime
+    import json
+
+    monkeypatch.setattr(transport_module, "AUTH_REFRESH_SECONDS", 0.0)
+    current = tmp_path / "current-token"
+    current.write_text("tok-1")
+    calls = tmp_path / "calls"
+    plugin = tmp_path / "plugin.py"
+    expiry = (datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(minutes=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    plugin.write_text(
+        "import json, pathlib\n"
+        f"pathlib.Path({str(calls)!r}).open('a').write('x')\n"
+        f"token = pathlib.Path({str(current)!r}).read_text()\n"
+        "print(json.dumps({'apiVersion': 'client.authentication.k8s.io/v1beta1', 'kind': 'ExecCredential',\n"
+        f"                  'status': {{'token': token, 'expirationTimestamp': {expiry!r}}}}}))\n"
+    )
+    api = FakeApi(token="tok-1")
+    await api.start()
+    try:
+        exec_user = {"exec": {"apiVersion": "client.authentication.k8s.io/v1beta1", "command": sys.executable,
+                              "args": [str(plugin)], "interactiveMode": "Never"}}
+        kube = KubeClient(await load_target(str(api.kubeconfig(tmp_path, user=exec_user)), None, None))
+        try:
+            api.add_pod(FakePod("p1", LABELS, {}))
+            assert (await kube.transport.get_json("/api/v1/namespaces/default/pods"))["items"]
+            # The credential rotates; the plugin hands out the new one, the server accepts only it.
+            current.write_text("tok-2")
+            api.token = "tok-2"
+            assert (await kube.transport.get_json("/api/v1/namespaces/default/pods"))["items"]
+            listed = await kube.run(kube.core.list_namespaced_pod, "default")
+            assert [p.metadata.name for p in listed.items] == ["p1"]
+            assert len(calls.read_text()) >= 3
+        finally:
+            await kube.aclose()
+    finally:
+        await api.stop()
