@@ -305,3 +305,27 @@ def test_kill_9_mid_transfer_leaves_no_partial_file_and_restart_converges(pair: 
         assert (pair.local / "big2.bin").read_bytes() == data[: 128 << 20]
 
     run(go())
+
+
+def test_incremental_cycles_delete_a_directory_without_tripping_the_guard(pair: Pair) -> None:
+    for d in range(4):
+        (pair.local / f"d{d}").mkdir()
+        for i in range(25):
+            (pair.local / f"d{d}" / f"f{i}").write_bytes(b"%d-%d" % (d, i))
+
+    async def go() -> None:
+        async with pair.session() as s:
+            await s.flush(30)
+            shutil.rmtree(pair.local / "d1")  # 25 of 100 files: under the guard's 50 %
+            await until(lambda: not (pair.remote / "d1").exists(), what="directory deletion")
+            (pair.remote / "d2" / "f3").write_bytes(b"changed in the pod")
+            await until(lambda: (pair.local / "d2" / "f3").read_bytes() == b"changed in the pod", what="edit")
+            st = await s.flush(30)
+            assert st.state == SyncState.WATCHING and st.files == 75
+            assert tree(pair.local) == tree(pair.remote)
+        # The ancestor persisted through the journal reloads into a no-op session.
+        async with pair.session() as s:
+            st = await s.flush(30)
+            assert st.files_to_local == st.files_to_remote == 0 and st.conflicts == []
+
+    run(go())

@@ -235,6 +235,8 @@ def reconcile(
     *,
     stamp: str,
     guard: DeleteGuard | None = DeleteGuard(),
+    refill: bool = True,
+    ancestor_files: int | None = None,
 ) -> Plan:
     """Decide what to change on each side so that both converge without losing any version.
 
@@ -244,18 +246,22 @@ def reconcile(
         remote: The remote side now.
         stamp: The time used in conflict copy names, e.g. "20261125T201530Z".
         guard: The mass-deletion limit; None disables it (a forced resume).
+        refill: Apply the empty-side refill rule. A caller reconciling only part of the trees
+            (changed subtrees) passes False: emptiness is only meaningful for whole trees.
+        ancestor_files: The whole ancestor's file count, for the guard, when the trees passed
+            are only part of it.
     """
     refilled = ""
-    if ancestor and local and not remote:
+    if refill and ancestor and local and not remote:
         refilled, ancestor = "remote", {}
-    elif ancestor and remote and not local:
+    elif refill and ancestor and remote and not local:
         refilled, ancestor = "local", {}
     rec = _Reconciler(ancestor, local, remote, stamp)
     rec.walk("")
     plan = rec.plan
     plan.refilled = refilled
     if guard is not None:
-        files = _files(ancestor)
+        files = _files(ancestor) if ancestor_files is None or refilled else ancestor_files
         limit = max(guard.minimum, guard.fraction * files)
         for side, changes in (("local", plan.to_local), ("remote", plan.to_remote)):
             deletes = sum(1 for c in changes if c.new is None and c.old is not None and not c.old.is_dir)

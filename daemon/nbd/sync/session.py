@@ -17,13 +17,11 @@ import asyncio
 import contextlib
 import dataclasses
 import enum
-import json
 import logging
 import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from nbd.errors import DeadlineExceeded, FailedPrecondition, NbdError
 from nbd.sync import agent
@@ -31,7 +29,19 @@ from nbd.sync.endpoint import Endpoint, ScanResult
 from nbd.sync.local import LocalEndpoint
 from nbd.sync.reconcile import Change, DeleteGuard, Plan, reconcile, settle
 from nbd.sync.remote import AgentLost, RemoteEndpoint, TransportFactory
-from nbd.sync.snapshot import Conflict, Entry, Problem, Snapshot, is_under, symlink_escapes, without
+from nbd.sync.snapshot import (
+    Conflict,
+    Entry,
+    Problem,
+    Snapshot,
+    drop_subtrees,
+    is_under,
+    minimal_roots,
+    restrict,
+    symlink_escapes,
+    without,
+)
+from nbd.sync.state import AncestorStore
 from nbd.sync.transition import apply_plan
 
 __all__ = [
@@ -48,7 +58,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-STATE_VERSION = 1
 MAX_CONFLICTS = 200
 
 
@@ -135,48 +144,6 @@ def _stamp(now: float) -> str:
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
 
 
-def _entry_to_json(e: Entry) -> list[Any]:
-    return [e.kind, e.digest, e.size, e.executable, e.target]
-
-
-def _entry_from_json(v: list[Any]) -> Entry:
-    return Entry(v[0], v[1], int(v[2]), bool(v[3]), v[4])
-
-
-def load_ancestor(path: str) -> tuple[Snapshot, list[Conflict]]:
-    """The persisted ancestor (empty when there is none yet)."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            doc = json.load(f)
-    except FileNotFoundError:
-        return {}, []
-    except (OSError, ValueError) as e:
-        raise FailedPrecondition(
-            f"the sync state file {path} is unreadable ({e}); move it away to start the sync afresh"
-        ) from e
-    if doc.get("version") != STATE_VERSION:
-        return {}, []
-    ancestor = {p: _entry_from_json(v) for p, v in doc.get("ancestor", {}).items()}
-    conflicts = [Conflict(c["path"], c["copy_path"], c["message"], c["time"]) for c in doc.get("conflicts", [])]
-    return ancestor, conflicts
-
-
-def save_ancestor(path: str, ancestor: Snapshot, conflicts: list[Conflict]) -> None:
-    """Write the state atomically: a crash leaves either the old or the new file, never a mix."""
-    doc = {
-        "version": STATE_VERSION,
-        "ancestor": {p: _entry_to_json(e) for p, e in ancestor.items()},
-        "conflicts": [dataclasses.asdict(c) for c in conflicts],
-    }
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(doc, f, separators=(",", ":"))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 class _Side:
     """What the session knows of one side: its snapshot, its scan problems, its pending changes."""
 
@@ -198,7 +165,8 @@ class _Side:
     def dirty(self) -> bool:
         return self.pending is None or bool(self.pending)
 
-    async def rescan(self) -> None:
+    async def rescan(self) -> list[str] | None:
+        """Rescan what changed; return the subtrees rescanned, or None after a full scan."""
         pending, self.pending = self.pending, set()
         if pending is not None and any(p.rsplit("/", 1)[-1] in agent.RULE_FILES for p in pending):
             pending = None  # ignore rules changed: everything may be in or out now
@@ -208,19 +176,16 @@ class _Side:
             self.problems = {p.path: p for p in res.problems}
             self.rules = res.rules
             self.scanned = True
-            return
+            return None
         if not pending:
-            return
-        # Rescan the smallest covering set of paths (a parent's subtree covers its children).
-        roots: list[str] = []
-        for p in sorted(pending):
-            if not roots or not is_under(p, roots[-1]):
-                roots.append(p)
+            return []
+        roots = minimal_roots(pending)
         res = await self.endpoint.scan(roots)
         self.apply_partial(roots, res)
+        return roots
 
     def apply_partial(self, roots: list[str], res: ScanResult) -> None:
-        self.snapshot = without(self.snapshot, roots)
+        drop_subtrees(self.snapshot, roots)
         self.snapshot.update(res.entries)
         for path in list(self.problems):
             if any(is_under(path, r) for r in roots):
@@ -272,6 +237,9 @@ class SyncSession:
         self._last_full = 0.0
         self._started_local = False
         self._scan_problems: dict[str, Problem] = {}
+        self._store = AncestorStore(state_path)
+        self._unsettled: set[str] = set()
+        self._ancestor_files = 0
 
     # -- public API
 
@@ -279,7 +247,10 @@ class SyncSession:
         """Load the ancestor and start the session's task (returns at once)."""
         if self._task is not None:
             return
-        self.ancestor, conflicts = await asyncio.to_thread(load_ancestor, self.state_path)
+        self.ancestor, conflicts = await asyncio.to_thread(self._store.load)
+        if self._store.journal_entries:
+            await asyncio.to_thread(self._store.save, dict(self.ancestor), conflicts)
+        self._ancestor_files = sum(1 for e in self.ancestor.values() if not e.is_dir)
         self._status.conflicts = conflicts
         self._set_state(SyncState.CONNECTING, "starting")
         self._task = asyncio.create_task(self._run(), name=f"sync {self.local_root}")
@@ -294,6 +265,8 @@ class SyncSession:
         await self.remote_endpoint.close()
         await self.local.endpoint.close()
         self._started_local = False
+        if self._store.journal_entries:
+            await asyncio.to_thread(self._store.save, dict(self.ancestor), list(self._status.conflicts))
         for f in self._flushes:
             if not f.done():
                 f.set_exception(FailedPrecondition("the sync session stopped"))
@@ -427,23 +400,23 @@ class SyncSession:
                     f.set_exception(error)
         self._flushes.clear()
 
-    def _filtered(self) -> tuple[Snapshot, Snapshot, Snapshot, set[str]]:
+    def _filtered(self, A: Snapshot, L: Snapshot, R: Snapshot) -> tuple[Snapshot, Snapshot, Snapshot, set[str]]:
         """The three trees without what must not be synced: paths either side ignores, paths a
-        scan could not read (too large, unreadable), symbolic links leading outside the root."""
+        scan could not read (too large, unreadable), symbolic links leading outside the root.
+        Sets `self._scan_problems`."""
         excluded: set[str] = set(self.local.problems) | set(self.remote.problems)
         problems: dict[str, Problem] = {}
         for side in (self.local, self.remote):
             for p in side.problems.values():
                 problems[p.path] = p
         now = time.time()
-        for side in (self.local, self.remote):
-            for path, e in side.snapshot.items():
+        for snap in (L, R):
+            for path, e in snap.items():
                 if e.kind == "symlink" and symlink_escapes(path, e.target):
                     excluded.add(path)
                     problems[path] = Problem(
                         path, f"symbolic link to {e.target!r} leads outside the synced directory; not synced", now
                     )
-        L, R, A = self.local.snapshot, self.remote.snapshot, self.ancestor
         if self.local.rules != self.remote.rules:
             lr, rr = agent.IgnoreRules(), agent.IgnoreRules()
             for k, v in self.local.rules.items():
@@ -459,55 +432,41 @@ class SyncSession:
             L, R, A = without(L, excluded), without(R, excluded), without(A, excluded)
         return A, L, R, excluded
 
+    def _views(self, roots: list[str] | None) -> tuple[Snapshot, Snapshot, Snapshot, set[str]]:
+        if roots is None:
+            return self._filtered(self.ancestor, self.local.snapshot, self.remote.snapshot)
+        return self._filtered(
+            restrict(self.ancestor, roots), restrict(self.local.snapshot, roots), restrict(self.remote.snapshot, roots)
+        )
+
     async def _cycle(self) -> None:
         full = self.local.pending is None or self.remote.pending is None
         if full:
             self._set_state(SyncState.SCANNING, "scanning both sides")
-        await asyncio.gather(self.local.rescan(), self.remote.rescan())
+        local_roots, remote_roots = await asyncio.gather(self.local.rescan(), self.remote.rescan())
         if full and self.local.pending == set() and self.remote.pending == set():
             self._last_full = time.monotonic()
         if self._paused:
             return
-        A, L, R, excluded = self._filtered()
+        # Reconcile only the changed subtrees (and paths a previous cycle left unsettled), unless
+        # a side was fully rescanned or a whole side is empty (the refill rule needs whole trees).
+        roots: list[str] | None = None
+        if local_roots is not None and remote_roots is not None and not self._force:
+            whole_side_empty = bool(self.ancestor) and not (self.local.snapshot and self.remote.snapshot)
+            if not whole_side_empty:
+                roots = minimal_roots(set(local_roots) | set(remote_roots) | self._unsettled)
         now = time.time()
-        guard = None if self._force else self.options.delete_guard
-        plan = reconcile(A, L, R, stamp=_stamp(now), guard=guard)
-        if plan.halt_reason:
-            self._set_state(SyncState.HALTED, plan.halt_reason)
-            self._paused = True
-            self._resumed.clear()
-            self._settle_flushes(FailedPrecondition(f"the sync session halted: {plan.halt_reason}"))
-            return
-        self._force = False
-        self._status.cycles += 1
-        problems = dict(self._scan_problems)
-        landed = 0
-        if not plan.empty:
-            self._set_state(SyncState.SYNCING, self._describe(plan))
-            applied = await apply_plan(plan, self.local.endpoint, self.remote.endpoint,
-                                       self.local.snapshot, self.remote.snapshot, self._report_change)
-            landed = len(applied.done_to_local) + len(applied.done_to_remote)
-            for p in applied.problems:
-                problems[p.path] = p
-            for c in plan.conflicts:
-                c = dataclasses.replace(c, time=now)
-                self._status.conflicts = (self._status.conflicts + [c])[-MAX_CONFLICTS:]
-                self.on_event(ConflictFound(c))
-            A, L, R, excluded = self._filtered()
-            problems.update(self._scan_problems)
-            for p in applied.problems:
-                problems[p.path] = p
-        old_ancestor = self.ancestor
-        new_ancestor = settle(A, L, R)
-        if excluded:  # paths left out of this cycle keep their agreed state
-            for path, e in old_ancestor.items():
-                if path not in A:
-                    new_ancestor[path] = e
-        self.ancestor = new_ancestor
-        if new_ancestor != old_ancestor or not plan.empty:
-            await asyncio.to_thread(save_ancestor, self.state_path, new_ancestor, self._status.conflicts)
+        problems_before = self._problems
+        if roots == []:
+            plan = Plan()
+            landed = 0
+            problems = dict(problems_before)
+        else:
+            plan, landed, problems = await self._reconcile_and_apply(roots, now)
+            if plan.halt_reason:
+                return
         for path, p in problems.items():
-            if path not in self._problems:
+            if path not in problems_before:
                 self.on_event(ProblemFound(p))
         self._problems = problems
         self._status.last_cycle = now
@@ -519,6 +478,70 @@ class SyncSession:
             else:
                 self.local.mark(None)
                 self.remote.mark(None)
+
+    async def _reconcile_and_apply(self, roots: list[str] | None, now: float) -> tuple[Plan, int, dict[str, Problem]]:
+        A, L, R, excluded = self._views(roots)
+        guard = None if self._force else self.options.delete_guard
+        plan = reconcile(
+            A, L, R, stamp=_stamp(now), guard=guard, refill=roots is None,
+            ancestor_files=None if roots is None else self._ancestor_files,
+        )
+        if plan.halt_reason:
+            self._set_state(SyncState.HALTED, plan.halt_reason)
+            self._paused = True
+            self._resumed.clear()
+            self._settle_flushes(FailedPrecondition(f"the sync session halted: {plan.halt_reason}"))
+            return plan, 0, self._problems
+        self._force = False
+        self._status.cycles += 1
+        problems = dict(self._scan_problems)
+        landed = 0
+        conflicts: list[Conflict] = []
+        if not plan.empty:
+            self._set_state(SyncState.SYNCING, self._describe(plan))
+            applied = await apply_plan(plan, self.local.endpoint, self.remote.endpoint,
+                                       self.local.snapshot, self.remote.snapshot, self._report_change)
+            landed = len(applied.done_to_local) + len(applied.done_to_remote)
+            for c in plan.conflicts:
+                c = dataclasses.replace(c, time=now)
+                conflicts.append(c)
+                self._status.conflicts = (self._status.conflicts + [c])[-MAX_CONFLICTS:]
+                self.on_event(ConflictFound(c))
+            if roots is not None:  # conflict copies live beside the changed paths
+                roots = minimal_roots(roots + [c.copy_path for c in plan.conflicts])
+            A, L, R, excluded = self._views(roots)
+            problems.update(self._scan_problems)
+            for p in applied.problems:
+                problems[p.path] = p
+        # Settle: every path of the region both sides now agree on joins the ancestor.
+        settled = settle(A, L, R)
+        delta: dict[str, Entry | None] = {}
+        for path in set(A) | set(L) | set(R):
+            new = settled.get(path)
+            if self.ancestor.get(path) != new:
+                delta[path] = new
+            if L.get(path) != R.get(path):
+                self._unsettled.add(path)
+            else:
+                self._unsettled.discard(path)
+        if roots is None:
+            self._unsettled &= set(L) | set(R)
+        for path, e in delta.items():
+            if e is None:
+                self.ancestor.pop(path, None)
+            else:
+                self.ancestor[path] = e
+        if delta:
+            self._ancestor_files = sum(1 for e in self.ancestor.values() if not e.is_dir)
+        await self._persist(delta, conflicts)
+        return plan, landed, problems
+
+    async def _persist(self, delta: dict[str, Entry | None], conflicts: list[Conflict]) -> None:
+        if not delta and not conflicts:
+            return
+        await asyncio.to_thread(self._store.append, delta, conflicts)
+        if self._store.needs_compaction(len(self.ancestor)):
+            await asyncio.to_thread(self._store.save, dict(self.ancestor), list(self._status.conflicts))
 
     def _describe(self, plan: Plan) -> str:
         n_local, n_remote = len(plan.to_local), len(plan.to_remote)

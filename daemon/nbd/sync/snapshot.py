@@ -28,6 +28,9 @@ __all__ = [
     "is_under",
     "parent_of",
     "depth_of",
+    "minimal_roots",
+    "restrict",
+    "drop_subtrees",
 ]
 
 Kind = Literal["file", "dir", "symlink"]
@@ -138,6 +141,43 @@ def without(snapshot: Mapping[str, Entry], roots: Iterable[str]) -> Snapshot:
         if not cut:
             out[path] = entry
     return out
+
+
+def minimal_roots(paths: Iterable[str]) -> list[str]:
+    """The smallest set of paths whose subtrees cover all of `paths`."""
+    roots: list[str] = []
+    for p in sorted(set(paths)):
+        if not roots or not is_under(p, roots[-1]):
+            roots.append(p)
+    return roots
+
+
+def _in_roots(roots: list[str]) -> tuple[set[str], tuple[str, ...]]:
+    return set(roots), tuple(r + "/" for r in roots)
+
+
+def restrict(snapshot: Mapping[str, Entry], roots: list[str]) -> Snapshot:
+    """The subtrees of `snapshot` at `roots`, plus the directories leading to them (a C-speed
+    scan: `str.startswith` with a tuple)."""
+    exact, prefixes = _in_roots(roots)
+    out = {p: e for p, e in snapshot.items() if p in exact or p.startswith(prefixes)}
+    for r in roots:
+        parent = parent_of(r)
+        while parent:
+            e = snapshot.get(parent)
+            if e is not None:
+                out[parent] = e
+            parent = parent_of(parent)
+    return out
+
+
+def drop_subtrees(snapshot: dict[str, Entry], roots: list[str]) -> None:
+    """Remove `roots` and everything under them from `snapshot`, in place."""
+    if not roots:
+        return
+    exact, prefixes = _in_roots(roots)
+    for p in [p for p in snapshot if p in exact or p.startswith(prefixes)]:
+        del snapshot[p]
 
 
 class PathIndex:
