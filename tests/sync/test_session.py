@@ -329,3 +329,26 @@ def test_incremental_cycles_delete_a_directory_without_tripping_the_guard(pair: 
             assert st.files_to_local == st.files_to_remote == 0 and st.conflicts == []
 
     run(go())
+
+
+def test_ignore_rules_apply_to_both_sides(pair: Pair) -> None:
+    (pair.local / ".gitignore").write_text("*.log\nbuild/\n")
+    (pair.local / "keep.py").write_bytes(b"k")
+    (pair.local / "local.log").write_bytes(b"l")
+    (pair.remote / "pod.log").write_bytes(b"p")
+    (pair.remote / "build").mkdir()
+    (pair.remote / "build" / "out.o").write_bytes(b"o")
+    (pair.remote / "__pycache__").mkdir()
+    (pair.remote / "__pycache__" / "x.pyc").write_bytes(b"c")
+
+    async def go() -> None:
+        async with pair.session() as s:
+            await s.flush(10)
+            assert (pair.remote / "keep.py").exists() and (pair.remote / ".gitignore").exists()
+            assert not (pair.remote / "local.log").exists()
+            assert not (pair.local / "pod.log").exists() and not (pair.local / "build").exists()
+            assert not (pair.local / "__pycache__").exists()
+            # Files the other side ignores are left alone, never deleted.
+            assert (pair.remote / "pod.log").exists() and (pair.remote / "build" / "out.o").exists()
+
+    run(go())

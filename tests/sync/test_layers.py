@@ -1,0 +1,41 @@
+"""The sync package's layers point one way; the pure core does no I/O and imports no framework."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import nbd.sync
+
+PACKAGE = Path(nbd.sync.__file__).parent
+FORBIDDEN_IN_CORE = {"asyncio", "grpc", "kubernetes", "watchdog", "aiohttp", "os", "socket", "subprocess", "threading"}
+
+
+def _imports(module: str) -> set[str]:
+    tree = ast.parse((PACKAGE / f"{module}.py").read_text())
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            out.add(node.module)
+    return out
+
+
+def test_pure_core_imports_no_io_or_framework() -> None:
+    for module in ("snapshot", "reconcile"):
+        roots = {name.split(".")[0] for name in _imports(module)}
+        assert not roots & FORBIDDEN_IN_CORE, (module, roots & FORBIDDEN_IN_CORE)
+        assert {n for n in _imports(module) if n.startswith("nbd.")} <= {"nbd.sync.snapshot"}
+
+
+def test_layers_point_down() -> None:
+    order = ["snapshot", "reconcile", "agent", "endpoint", "local", "remote", "exec_transport", "transition",
+             "state", "session"]
+    for i, module in enumerate(order):
+        above = {f"nbd.sync.{m}" for m in order[i + 1:]}
+        assert not _imports(module) & above, (module, _imports(module) & above)
+
+
+def test_agent_depends_on_nothing_of_nbd() -> None:
+    assert not {n for n in _imports("agent") if n.startswith("nbd")}
