@@ -11,6 +11,7 @@ Pure: no I/O.
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -341,9 +342,47 @@ def prepare_create(info: ResourceInfo, obj: dict[str, Any], store: Any) -> dict[
     return obj
 
 
-def prepare_update(info: ResourceInfo, new: dict[str, Any], old: dict[str, Any], store: Any) -> dict[str, Any]:
-    """Update-time normalisation (stringData folding, immutable job selector)."""
+_POD_MUTABLE = ("pod updates may not change fields other than `spec.containers[*].image`,"
+                "`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions "
+                "to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was "
+                "previously negative)")
+
+
+def _pod_spec_change_allowed(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Whether `new` differs from `old` only where the real server lets a pod spec change."""
+    candidate = copy.deepcopy(new)
+    for field_name in ("containers", "initContainers"):
+        olds = old.get(field_name) or []
+        news = candidate.get(field_name) or []
+        if len(olds) == len(news):
+            for o, n in zip(olds, news):
+                if isinstance(o, dict) and isinstance(n, dict) and "image" in o:
+                    n["image"] = o["image"]
+    for field_name in ("activeDeadlineSeconds",):
+        if field_name in old:
+            candidate[field_name] = old[field_name]
+        else:
+            candidate.pop(field_name, None)
+    old_tol = old.get("tolerations") or []
+    new_tol = candidate.get("tolerations") or []
+    if new_tol[: len(old_tol)] == old_tol:
+        if old_tol:
+            candidate["tolerations"] = old_tol
+        else:
+            candidate.pop("tolerations", None)
+    return bool(candidate == old)
+
+
+def prepare_update(info: ResourceInfo, new: dict[str, Any], old: dict[str, Any], store: Any,
+                   trusted: bool = False) -> dict[str, Any]:
+    """Update-time normalisation and the immutability rules of built-in kinds.
+
+    `trusted` writes (the kubelet binding a pod, controllers) skip the immutability checks.
+    """
+    from kubesim.store import ApiError
+
     key = (info.group, info.resource)
+    name = old["metadata"]["name"]
     if key == ("", "secrets") and new.get("stringData"):
         import base64
 
@@ -351,6 +390,29 @@ def prepare_update(info: ResourceInfo, new: dict[str, Any], old: dict[str, Any],
         new["data"] = data
         for k, v in new.pop("stringData").items():
             data[k] = base64.b64encode(str(v).encode()).decode()
+    elif key == ("", "pods") and not trusted:
+        spec = new.setdefault("spec", {})
+        _default_pod_spec(spec)
+        if not _pod_spec_change_allowed(old.get("spec") or {}, spec):
+            raise ApiError.invalid(info, name, [{"field": "spec", "reason": "FieldValueForbidden",
+                                                 "message": f"Forbidden: {_POD_MUTABLE}"}])
+    elif key == ("batch", "jobs") and not trusted:
+        spec, old_spec = new.setdefault("spec", {}), old.get("spec") or {}
+        tmpl = spec.get("template") or {}
+        _default_pod_spec(tmpl.setdefault("spec", {}))
+        labels = tmpl.setdefault("metadata", {}).setdefault("labels", {})
+        for k, v in ((old_spec.get("template") or {}).get("metadata") or {}).get("labels", {}).items():
+            if k in ("batch.kubernetes.io/controller-uid", "batch.kubernetes.io/job-name", "controller-uid",
+                     "job-name"):
+                labels.setdefault(k, v)
+        if "selector" not in spec and "selector" in old_spec:
+            spec["selector"] = old_spec["selector"]
+        for field_name in ("selector", "template"):
+            if field_name in old_spec and spec.get(field_name) != old_spec[field_name]:
+                raise ApiError.invalid(info, name, [{
+                    "field": f"spec.{field_name}", "reason": "FieldValueInvalid",
+                    "message": f"Invalid value: {json.dumps(spec.get(field_name), separators=(',', ':'))}: "
+                               "field is immutable"}])
     return new
 
 

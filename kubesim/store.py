@@ -727,7 +727,7 @@ class Store:
                 nm.pop("deletionTimestamp", None)
         new["apiVersion"] = info.api_version
         new["kind"] = info.kind
-        new = resources.prepare_update(info, new, old, self)
+        new = resources.prepare_update(info, new, old, self, trusted=subresource is not None)
         if info.is_custom:
             from kubesim import schema
 

@@ -100,18 +100,29 @@ def test_label_and_field_selectors(api: Any) -> None:
 
 
 def test_strategic_merge_of_containers_by_name(api: Any) -> None:
-    core = client.CoreV1Api(api)
-    core.create_namespaced_pod("default", _pod("p", containers=[
-        {"name": "a", "image": "img:1", "env": [{"name": "X", "value": "1"}]},
-        {"name": "b", "image": "img:1"}]))
-    core.patch_namespaced_pod("p", "default", {"spec": {"containers": [
-        {"name": "b", "image": "img:2"}, {"name": "a", "env": [{"name": "Y", "value": "2"}]}]}})
-    pod = core.read_namespaced_pod("p", "default")
-    by_name = {c.name: c for c in pod.spec.containers}
-    assert [c.name for c in pod.spec.containers] == ["a", "b"]
+    apps = client.AppsV1Api(api)
+    apps.create_namespaced_deployment("default", {
+        "metadata": {"name": "d"},
+        "spec": {"selector": {"matchLabels": {"app": "d"}}, "template": {
+            "metadata": {"labels": {"app": "d"}},
+            "spec": {"containers": [{"name": "a", "image": "img:1", "env": [{"name": "X", "value": "1"}]},
+                                    {"name": "b", "image": "img:1"}]}}}})
+    apps.patch_namespaced_deployment("d", "default", {"spec": {"template": {"spec": {"containers": [
+        {"name": "b", "image": "img:2"}, {"name": "a", "env": [{"name": "Y", "value": "2"}]}]}}}})
+    spec = apps.read_namespaced_deployment("d", "default").spec.template.spec
+    by_name = {c.name: c for c in spec.containers}
+    assert [c.name for c in spec.containers] == ["a", "b"]
     assert by_name["a"].image == "img:1" and by_name["b"].image == "img:2"
     assert [(e.name, e.value) for e in by_name["a"].env] == [("X", "1"), ("Y", "2")]
-    # A list body is a JSON patch.
+    # Pods: only images may change, as on a real server; a list body is a JSON patch.
+    core = client.CoreV1Api(api)
+    core.create_namespaced_pod("default", _pod("p", containers=[{"name": "a", "image": "img:1"},
+                                                              {"name": "b", "image": "img:1"}]))
+    core.patch_namespaced_pod("p", "default", {"spec": {"containers": [{"name": "b", "image": "img:2"}]}})
+    assert [c.image for c in core.read_namespaced_pod("p", "default").spec.containers] == ["img:1", "img:2"]
+    with pytest.raises(ApiException) as e:
+        core.patch_namespaced_pod("p", "default", {"spec": {"containers": [{"name": "a", "args": ["x"]}]}})
+    assert e.value.status == 422 and "pod updates may not change fields" in _status(e.value)["message"]
     core.patch_namespaced_pod("p", "default", [{"op": "add", "path": "/metadata/labels/z", "value": "1"}])
     assert core.read_namespaced_pod("p", "default").metadata.labels == {"z": "1"}
 

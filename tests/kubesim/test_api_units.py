@@ -365,3 +365,25 @@ def test_store_add_event_aggregates_and_is_bounded() -> None:
         s.add_event("default", pod, "Tick", f"tick {i}")
     messages = sorted(e["message"] for e in s.list(("", "v1", "events"))[0])
     assert messages == ["tick 2", "tick 3", "tick 4"]
+
+
+def test_pod_and_job_immutability() -> None:
+    s = Store()
+    s.create(PODS, {**_pod("p"), "spec": {"containers": [{"name": "c", "image": "i:1", "args": ["a"]}]}}, "default")
+    s.patch(PODS, "default", "p", {"spec": {"containers": [{"name": "c", "image": "i:2"}]}}, "strategic")
+    s.patch(PODS, "default", "p", {"spec": {"tolerations": [{"key": "k", "operator": "Exists"}]}}, "strategic")
+    with pytest.raises(ApiError) as e:
+        s.patch(PODS, "default", "p", {"spec": {"containers": [{"name": "c", "args": ["b"]}]}}, "strategic")
+    assert e.value.code == 422
+    assert e.value.message.startswith('Pod "p" is invalid: spec: Forbidden: pod updates may not change fields')
+    # Trusted writers (the kubelet binding the pod) are not held to it.
+    s.update(PODS, "default", "p", lambda o: o["spec"].update(nodeName="n1"))
+    assert s.read(PODS, "default", "p")["spec"]["nodeName"] == "n1"
+    s.create(JOBS, {"metadata": {"name": "j"}, "spec": {"template": {"spec": {
+        "restartPolicy": "Never", "containers": [{"name": "c", "image": "i"}]}}}}, "default")
+    s.patch(JOBS, "default", "j", {"spec": {"suspend": True}}, "merge")
+    with pytest.raises(ApiError) as e:
+        s.patch(JOBS, "default", "j", {"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "x"}]}}}},
+                "strategic")
+    assert e.value.code == 422 and "spec.template: Invalid value" in e.value.message
+    assert e.value.message.endswith("field is immutable")
