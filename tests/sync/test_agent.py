@@ -298,3 +298,40 @@ def test_ignore_rules(rules: list[tuple[str, str]], path: str, is_dir: bool, ign
     for base, text in rules:
         r.add_file(f"{base}/.gitignore" if base else ".gitignore", text)
     assert r.ignored_path(path, is_dir) == ignored
+
+
+def _oldest_python() -> str | None:
+    import glob
+
+    for version in ("3.8", "3.9"):
+        for path in sorted(glob.glob(f"/root/.pyenv/versions/{version}.*/bin/python3")) + [f"/usr/bin/python{version}"]:
+            if os.access(path, os.X_OK):
+                return path
+    return None
+
+
+@pytest.mark.skipif(_oldest_python() is None, reason="no Python 3.8/3.9 on this machine")
+def test_agent_runs_on_python38(tmp_path: Path) -> None:
+    python = _oldest_python()
+    assert python is not None
+    root = tmp_path / "r"
+    root.mkdir()
+    (root / "a").write_bytes(b"old")
+    changes: list[list[str] | None] = []
+
+    async def go() -> None:
+        ep = RemoteEndpoint(local_process_factory, str(root), cache_dir=str(tmp_path), python=python)
+        await ep.start(changes.append)
+        try:
+            assert ep.hello["python"].startswith(("3.8", "3.9"))
+            assert ep.watch_mode == "inotify"
+            res = await ep.scan()
+            assert res.entries["a"] == file_entry(b"old")
+            await ep.write("a", file_entry(b"old"), file_entry(b"new"), chunks(b"new"))
+            assert [c async for c in ep.read("a", "")] == [b"new"]
+            (root / "b").write_bytes(b"b")
+            await until(lambda: any(c and "b" in c for c in changes), what="watch on 3.8")
+        finally:
+            await ep.close()
+
+    run(go())
