@@ -159,3 +159,29 @@ def test_jupyter_saves_arrive_locally(sync_kubesim: Any, pair: Pair) -> None:
             assert st.conflicts == []
 
     run(go())
+
+
+def test_pod_recreated_under_a_running_session_is_refilled(sync_kubesim: Any, pair: Pair) -> None:
+    pod = _start_pod(sync_kubesim, "nb-again", ["python3", "-c", "import time; time.sleep(1e9)"])
+    for i in range(30):
+        (pair.local / f"f{i}.txt").write_bytes(b"%d" % i)
+
+    async def go() -> None:
+        async with pod.factory() as factory, \
+                pair.session(factory, remote_root="/content", agent_cache_dir="/tmp") as s:
+            await s.flush(60)
+            old = pod.content
+            await asyncio.to_thread(sync_kubesim.admin.recreate_pod, "default", pod.name)
+
+            def replaced() -> bool:
+                try:  # pods' folders come and go while we look
+                    roots = list(Path(sync_kubesim.state_dir).rglob(f"default_{pod.name}_*/fs/content"))
+                    return any(r != old and len(list(r.iterdir())) == 30 for r in roots)
+                except OSError:
+                    return False
+
+            await until(replaced, timeout=60, what="the new pod refilled")
+            st = await s.flush(60)
+            assert st.conflicts == [] and len(list(pair.local.iterdir())) == 30
+
+    run(go())
