@@ -3,7 +3,7 @@
 Per context directory (and Dockerfile name) a small JSON record under the daemon's cache directory
 holds a digest of the walk — (path, kind, size, mtime_ns, mode, inode, link) of every included
 entry, the ignore file's name and contents, the Dockerfile name and the archive format (format
-version, zlib level and zlib version, since compressed bytes depend on them) — with the resulting
+version, level, and the compressor and its version, since compressed bytes depend on them) — with the resulting
 MD5, size and spooled archive path. A later walk with the same digest whose archive is still in
 the spool with the same size reuses the archive without reading a byte of content.
 
@@ -18,10 +18,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import zlib
 from dataclasses import dataclass
 from typing import Any
 
+from . import tarformat
 from .walk import ContextPlan
 
 __all__ = ["FORMAT_VERSION", "ManifestRecord", "manifest_digest", "load", "save", "record_path", "is_racy", "invalidate"]
@@ -49,7 +49,7 @@ def manifest_digest(plan: ContextPlan, level: int) -> str:
     """A digest of everything that determines the archive's bytes, as seen by a stat-only walk."""
     h = hashlib.sha256()
     h.update(
-        f"v{FORMAT_VERSION}\0level={level}\0zlib={zlib.ZLIB_RUNTIME_VERSION}\0"
+        f"v{FORMAT_VERSION}\0level={level}\0{tarformat.COMPRESSOR}\0"
         f"{plan.dockerfile}\0{plan.ignore_file}\0{plan.ignore_text}\0".encode("utf-8", "surrogateescape")
     )
     lines = "\n".join(["%s\0%d\0%d\0%d\0%d\0%d\0%s" % e for e in plan.entries])

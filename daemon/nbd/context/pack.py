@@ -2,7 +2,7 @@
 
 Why it is shaped like this: compression is the ceiling of packaging (one core of gzip -6 moves
 ≈ 37 MB/s), so the archive is cut into gzip members that are compressed in parallel by a thread
-pool (zlib and hashlib release the GIL) and written in order, and data that does not compress is
+pool (ISA-L or zlib, and hashlib, release the GIL) and written in order, and data that does not compress is
 framed as stored deflate blocks at copy speed instead of being compressed for nothing.
 
 The member boundaries are a function of the content only, never of timing: small members are
@@ -20,6 +20,7 @@ MD5. The file gets its final name (`ctx-<md5>.tar.gz`) only when complete.
 from __future__ import annotations
 
 import base64
+import collections
 import hashlib
 import os
 import queue
@@ -56,6 +57,8 @@ MIN_SAVING = 0.10
 DEFAULT_LEVEL = 1
 
 _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
+_DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
+_OPEN_DIRS = 16
 _IOV_MAX = 1024
 
 
@@ -91,7 +94,8 @@ _Job = Future[Pieces]
 def _compressible(probe: bytes | memoryview) -> bool:
     if not probe:
         return True
-    return len(zlib.compress(probe, 1, -15)) < (1.0 - MIN_SAVING) * len(probe)
+    c = tf.compressor(1)
+    return len(c.compress(probe)) + len(c.flush()) < (1.0 - MIN_SAVING) * len(probe)
 
 
 def _encode_batch(parts: list[bytes], level: int) -> Pieces:
@@ -101,7 +105,7 @@ def _encode_batch(parts: list[bytes], level: int) -> Pieces:
         return tf.stored_member(data)
     view = memoryview(data)
     probe = view[:PROBE_BYTES]
-    compressor = zlib.compressobj(1 if level < 0 else level, zlib.DEFLATED, -15, 9)
+    compressor = tf.compressor(level)
     head = compressor.compress(probe) + compressor.flush(zlib.Z_SYNC_FLUSH)
     if len(probe) and len(head) >= (1.0 - MIN_SAVING) * len(probe):
         return tf.stored_member(data)
@@ -191,7 +195,7 @@ def write_archive(
     """Writes the archive of `plan` to `fd`; returns (md5 digest, bytes written).
 
     Args:
-        level: zlib level for compressible data (0 stores everything).
+        level: Deflate level for compressible data (1 fastest; 0 stores everything).
         workers: compression threads (default: the number of CPUs).
         progress: called from this thread at most every 64 files / 8 MiB and at the end.
         cancel: checked before every file and every segment.
@@ -202,7 +206,23 @@ def write_archive(
         ContextChanged: a file's size changed since the walk.
         Cancelled: `cancel` was set.
     """
-    opener = open_file or (lambda p: os.open(p, _OPEN_FLAGS))
+    root_dir = plan.root
+    # Files are opened relative to a descriptor of their directory (one name to resolve, not the
+    # whole path); a few recent directories stay open, as sorted entries revisit a parent soon.
+    dir_fds: collections.OrderedDict[str, int] = collections.OrderedDict()
+
+    def open_relative(rel: str) -> int:
+        parent, _, name = rel.rpartition("/")
+        dir_fd = dir_fds.get(parent)
+        if dir_fd is None:
+            dir_fd = os.open(root_prefix + parent if parent else root_dir, _DIR_FLAGS)
+            dir_fds[parent] = dir_fd
+            if len(dir_fds) > _OPEN_DIRS:
+                os.close(dir_fds.popitem(last=False)[1])
+        else:
+            dir_fds.move_to_end(parent)
+        return os.open(name, _OPEN_FLAGS, dir_fd=dir_fd)
+
     workers = workers or os.cpu_count() or 2
     jobs: queue.Queue[_Job | None] = queue.Queue(maxsize=workers * 3)
     writer = _Writer(fd, jobs)
@@ -253,7 +273,7 @@ def write_archive(
                 size = entry.size
                 mode = 0o755 if entry.mode & 0o111 else 0o644
                 try:
-                    fd_in = opener(path)
+                    fd_in = open_file(path) if open_file is not None else open_relative(entry.path)
                 except OSError as e:
                     raise UnreadableFile(
                         f"cannot read {path}: {e.strerror or e}; fix its permissions or add it to .dockerignore",
@@ -294,6 +314,8 @@ def write_archive(
         writer.error = writer.error or Cancelled("packaging stopped")
         raise
     finally:
+        for dir_fd in dir_fds.values():
+            os.close(dir_fd)
         put(None)
         writer.join()
         pool.shutdown(wait=True, cancel_futures=True)

@@ -13,9 +13,12 @@ Invariants:
 - a gzip member has a fixed 10-byte header (no name, mtime 0, XFL 0, OS 255 "unknown"), so two
   machines packaging the same content produce the same bytes. Members concatenate into one valid
   `.tar.gz` (RFC 1952 §2.2);
-- stored members (deflate block type 0) are built here, not by zlib, so incompressible data is
-  framed at copy speed and their bytes do not depend on the zlib version. Compressed members come
-  from zlib and are identical for identical zlib versions.
+- stored members (deflate block type 0) are built here, not by a library, so incompressible data
+  is framed at copy speed and their bytes never depend on a library version. Compressed members
+  come from ISA-L's deflate (`isal`, ≈ 3–5× faster than zlib at level 1 with a slightly better
+  ratio) when it is installed, else from zlib; `COMPRESSOR` names the one in use and its version,
+  and is part of the manifest digest, because identical input gives identical bytes only with the
+  same compressor and version.
 """
 
 from __future__ import annotations
@@ -23,10 +26,27 @@ from __future__ import annotations
 import struct
 import zlib
 from collections.abc import Sequence
+from types import ModuleType
 from typing import Final, Literal
+
+
+def _deflate_library() -> tuple[ModuleType, str, int]:
+    """The deflate implementation, its name+version, and its highest level."""
+    try:
+        import isal
+        from isal import isal_zlib
+    except ImportError:
+        return zlib, f"zlib-{zlib.ZLIB_RUNTIME_VERSION}", 9
+    return isal_zlib, f"isal-{isal.__version__}", 3
+
+
+DEFLATE, COMPRESSOR, MAX_LEVEL = _deflate_library()
 
 __all__ = [
     "BLOCK",
+    "COMPRESSOR",
+    "DEFLATE",
+    "MAX_LEVEL",
     "END_OF_ARCHIVE",
     "GZIP_HEADER",
     "PADDING",
@@ -178,16 +198,22 @@ def stored_member(data: bytes | bytearray | memoryview) -> list[bytes | memoryvi
     return pieces
 
 
+def compressor(level: int) -> "zlib._Compress":
+    """A raw-deflate compressor at `level` (1 = fastest), clamped to the library's range."""
+    obj: zlib._Compress = DEFLATE.compressobj(max(1, min(level, MAX_LEVEL)), zlib.DEFLATED, -15)
+    return obj
+
+
 def deflate_member(parts: Sequence[bytes | bytearray | memoryview], level: int) -> list[bytes]:
-    """A gzip member of `parts` (concatenated) compressed by zlib at `level`, as pieces."""
-    compressor = zlib.compressobj(level, zlib.DEFLATED, -15, 9)
+    """A gzip member of `parts` (concatenated) compressed at `level`, as pieces."""
+    compressor_ = compressor(level)
     out: list[bytes] = [GZIP_HEADER]
     crc = 0
     total = 0
     for part in parts:
-        out.append(compressor.compress(part))
+        out.append(compressor_.compress(part))
         crc = zlib.crc32(part, crc)
         total += len(part)
-    out.append(compressor.flush())
+    out.append(compressor_.flush())
     out.append(gzip_trailer(crc, total))
     return out

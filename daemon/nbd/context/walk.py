@@ -33,6 +33,10 @@ FILE = 0
 DIR = 1
 SYMLINK = 2
 
+_ROOT_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
+# Below the root a directory swapped for a symlink since the listing is not followed.
+_DIR_FLAGS = _ROOT_FLAGS | getattr(os, "O_NOFOLLOW", 0)
+
 
 class Entry(NamedTuple):
     """One member of the context.
@@ -168,8 +172,15 @@ def plan_context(root: str | os.PathLike[str], dockerfile: str = "Dockerfile") -
     while stack:
         rel_dir, dir_info, dir_held = stack.pop()
         abs_dir = root_prefix + rel_dir if rel_dir else root_s
+        # Listing through a directory descriptor makes every lstat/readlink below resolve one
+        # name (fstatat) instead of the whole path again.
         try:
-            listing = os.scandir(abs_dir)
+            dir_fd = os.open(abs_dir, _DIR_FLAGS if rel_dir else _ROOT_FLAGS)
+            try:
+                listing = os.scandir(dir_fd)
+            except BaseException:
+                os.close(dir_fd)
+                raise
         except OSError as e:
             if dir_held:
                 continue  # excluded anyway: an unreadable excluded directory is no error (as BuildKit)
@@ -177,41 +188,44 @@ def plan_context(root: str | os.PathLike[str], dockerfile: str = "Dockerfile") -
                 f"cannot read directory {abs_dir}: {e.strerror}; fix its permissions or add it to .dockerignore",
                 path=abs_dir,
             ) from e
-        with listing:
-            for de in listing:
-                rel = rel_dir + "/" + de.name if rel_dir else de.name
-                info = EMPTY_MATCH_INFO
-                if use_matcher:
-                    excluded, info = matcher.matches_using_parent_results(rel, dir_info)
-                    if excluded and rel not in forced:
-                        if de.is_dir(follow_symlinks=False) and (
-                            rel in forced_parents or matcher.may_reinclude_below(rel)
-                        ):
-                            st = de.stat(follow_symlinks=False)
-                            held[rel] = Entry(rel, DIR, 0, st.st_mode, st.st_mtime_ns, st.st_ino, "")
-                            stack.append((rel, info, True))
+        try:
+            with listing:
+                for de in listing:
+                    rel = rel_dir + "/" + de.name if rel_dir else de.name
+                    info = EMPTY_MATCH_INFO
+                    if use_matcher:
+                        excluded, info = matcher.matches_using_parent_results(rel, dir_info)
+                        if excluded and rel not in forced:
+                            if de.is_dir(follow_symlinks=False) and (
+                                rel in forced_parents or matcher.may_reinclude_below(rel)
+                            ):
+                                st = de.stat(follow_symlinks=False)
+                                held[rel] = Entry(rel, DIR, 0, st.st_mode, st.st_mtime_ns, st.st_ino, "")
+                                stack.append((rel, info, True))
+                            continue
+                    try:
+                        st = de.stat(follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue  # removed since the listing
+                    fmt = st.st_mode & S_IFMT
+                    if fmt == S_IFREG:
+                        append(Entry(rel, FILE, st.st_size, st.st_mode, st.st_mtime_ns, st.st_ino, ""))
+                    elif fmt == S_IFDIR:
+                        append(Entry(rel, DIR, 0, st.st_mode, st.st_mtime_ns, st.st_ino, ""))
+                        stack.append((rel, info, False))
+                    elif fmt == S_IFLNK:
+                        target = os.readlink(de.name, dir_fd=dir_fd)
+                        append(Entry(rel, SYMLINK, 0, st.st_mode, st.st_mtime_ns, st.st_ino, target))
+                        if _points_outside(rel, target):
+                            warnings.append(f"{rel}: symlink to {target} points outside the directory; stored as a link")
                         continue
-                try:
-                    st = de.stat(follow_symlinks=False)
-                except FileNotFoundError:
-                    continue  # removed since the listing
-                fmt = st.st_mode & S_IFMT
-                if fmt == S_IFREG:
-                    append(Entry(rel, FILE, st.st_size, st.st_mode, st.st_mtime_ns, st.st_ino, ""))
-                elif fmt == S_IFDIR:
-                    append(Entry(rel, DIR, 0, st.st_mode, st.st_mtime_ns, st.st_ino, ""))
-                    stack.append((rel, info, False))
-                elif fmt == S_IFLNK:
-                    target = os.readlink(de.path)
-                    append(Entry(rel, SYMLINK, 0, st.st_mode, st.st_mtime_ns, st.st_ino, target))
-                    if _points_outside(rel, target):
-                        warnings.append(f"{rel}: symlink to {target} points outside the directory; stored as a link")
-                    continue
-                else:
-                    warnings.append(f"{rel}: {_kind_name(st.st_mode)} skipped (only files, directories and symlinks are sent)")
-                    continue
-                if dir_held:
-                    _emit_parents(rel, held, emitted_held, append)
+                    else:
+                        warnings.append(f"{rel}: {_kind_name(st.st_mode)} skipped (only files, directories and symlinks are sent)")
+                        continue
+                    if dir_held:
+                        _emit_parents(rel, held, emitted_held, append)
+        finally:
+            os.close(dir_fd)
 
     entries.sort(key=_tar_key)
     return ContextPlan(
