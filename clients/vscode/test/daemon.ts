@@ -26,6 +26,10 @@ export function repoRoot(): string {
 function executable(envName: string, venvName: string): string | undefined {
   const fromEnv = process.env[envName];
   if (fromEnv !== undefined && fromEnv !== "") {
+    // A relative path would depend on where the test runner was started from.
+    if (!path.isAbsolute(fromEnv)) {
+      throw new Error(`${envName}=${fromEnv} must be an absolute path`);
+    }
     return fromEnv;
   }
   const candidate = path.join(repoRoot(), ".venv", "bin", venvName);
@@ -83,7 +87,14 @@ export class Daemon {
     readonly logFile: string,
     readonly child: ChildProcess,
   ) {
-    this.exited = new Promise((resolve) => child.on("exit", (code) => resolve(code)));
+    this.exited = new Promise((resolve) => {
+      child.on("exit", (code) => resolve(code));
+      // A binary that cannot be run (ENOENT) never exits: report it as an exit.
+      child.on("error", (err) => {
+        fs.appendFileSync(logFile, `cannot run: ${err.message}\n`);
+        resolve(null);
+      });
+    });
   }
 
   /** Starts `nbd` on DIR/nbd.sock with DIR as its state dir and waits until it is healthy. */
@@ -103,9 +114,10 @@ export class Daemon {
     const healthy = waitForHealth(socket, options.startTimeoutMs ?? 30_000);
     const outcome = await Promise.race([healthy.then((ok) => ({ ok })), early.then((code) => ({ exited: code }))]);
     if (!("ok" in outcome) || !outcome.ok) {
+      const output = daemon.output();
       await daemon.stop();
       const reason = "exited" in outcome ? `exited with ${String(outcome.exited)}` : "did not answer its health check";
-      throw new Error(`nbd ${reason}; its output:\n${fs.readFileSync(logFile, "utf8")}`);
+      throw new Error(`${bin} ${reason}; its output:\n${output}`);
     }
     return daemon;
   }
