@@ -79,8 +79,24 @@ test("LaunchRenderer prints progress once per 10% step and at completion", () =>
   assert.equal(printed.length, 11, printed.join("\n"));
   assert.equal(printed[0], "  Uploading, 0 B / 10.0 MiB (0%), 1.0 MiB/s, 10 s left");
   assert.equal(printed[10], "  Uploading, 10.0 MiB / 10.0 MiB (100%), 1.0 MiB/s");
-  // A repeat of the last step prints nothing.
-  assert.deepEqual(renderer.render(progress({ doneBytes: total, totalBytes: total })), []);
+  // A repeat of the last step prints nothing, not even before the next event.
+  assert.deepEqual(renderer.render(progress({ doneBytes: total, totalBytes: total, bytesPerSecond: 1024 * 1024, etaSeconds: 0 })), []);
+  assert.deepEqual(renderer.render(ev({ event: "phase", phase: { phase: "PHASE_BUILDING", message: "" } })), ["Building"]);
+});
+
+test("LaunchRenderer prints a phase's last unprinted progress before the next event", () => {
+  const renderer = new LaunchRenderer();
+  assert.deepEqual(renderer.render(progress({ phase: "PHASE_PACKAGING", doneFiles: 3, doneBytes: 2048 })), []);
+  assert.deepEqual(renderer.render(progress({ phase: "PHASE_PACKAGING", doneFiles: 12, doneBytes: 4096 })), []);
+  assert.deepEqual(renderer.render(ev({ event: "phase", phase: { phase: "PHASE_UPLOADING", message: "" } })), [
+    "  Packaging, 4.0 KiB, 12 files",
+    "Uploading",
+  ]);
+  // Printed once only.
+  assert.deepEqual(renderer.render(ev({ event: "phase", phase: { phase: "PHASE_BUILDING", message: "" } })), ["Building"]);
+  // A printed progress leaves nothing pending.
+  assert.equal(renderer.render(progress({ doneBytes: 1, totalBytes: 1 })).length, 1);
+  assert.deepEqual(renderer.render(ev({ event: "phase", phase: { phase: "PHASE_STARTING", message: "" } })), ["Starting"]);
 });
 
 test("LaunchRenderer tracks progress per phase", () => {

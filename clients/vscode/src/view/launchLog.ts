@@ -62,8 +62,26 @@ export class LaunchRenderer {
   /** @param progressStep print progress each time it moves by this fraction (default 10%). */
   constructor(private readonly progressStep = 0.1) {}
 
-  /** The lines for one event; none for a progress event that did not move enough. */
+  /** The last progress not printed: printed before the next other event, so a phase's end shows. */
+  private pending: Progress | undefined;
+  /** The last progress line printed, so a pending one equal to it is not printed twice. */
+  private lastPrinted: string | undefined;
+
+  /**
+   * The lines for one event; none for a progress event that did not move enough (it is printed
+   * before the next event of another kind instead, so the final count of a phase is never lost).
+   */
   render(event: LaunchEvent): string[] {
+    if (event.event === "progress") {
+      return this.renderEvent(event);
+    }
+    const pending = this.pending !== undefined ? `  ${progressLine(this.pending)}` : undefined;
+    const lines = pending !== undefined && pending !== this.lastPrinted ? [pending] : [];
+    this.pending = undefined;
+    return [...lines, ...this.renderEvent(event)];
+  }
+
+  private renderEvent(event: LaunchEvent): string[] {
     switch (event.event) {
       case "phase": {
         const phase = event.phase;
@@ -75,16 +93,16 @@ export class LaunchRenderer {
         const progress = event.progress;
         if (!progress) return [];
         const done = fraction(progress);
-        if (done === undefined) {
-          return [];
-        }
-        const step = Math.floor(done / this.progressStep + 1e-9);
+        const step = done === undefined ? undefined : Math.floor(done / this.progressStep + 1e-9);
         const last = this.lastStep.get(progress.phase);
-        if (last !== undefined && step <= last) {
+        if (step === undefined || (last !== undefined && step <= last)) {
+          this.pending = progress;
           return [];
         }
         this.lastStep.set(progress.phase, step);
-        return [`  ${progressLine(progress)}`];
+        this.pending = undefined;
+        this.lastPrinted = `  ${progressLine(progress)}`;
+        return [this.lastPrinted];
       }
       case "cached": {
         const cached = event.cached;
