@@ -12,9 +12,10 @@ compressed is decided by compressing its first `PROBE_BYTES` at level 1 (a batch
 that probe as the start of its own stream, so nothing is compressed twice). The same content thus
 always gives the same bytes and the same MD5.
 
-Threads: the caller's thread reads files and builds headers; `workers` threads compress; one
-writer thread writes members in order to a temporary file in the spool directory and feeds the
-MD5. The file gets its final name (`ctx-<md5>.tar.gz`) only when complete.
+Threads: the caller's thread cuts the plan into batches (and reads big files, whose reads are few
+and large); `workers` threads read the small files of a batch, build its headers and compress it
+(so the many small-file syscalls run on every core); one writer thread writes members in order to
+a temporary file in the spool directory, feeds the MD5 and reports progress. The file gets its final name (`ctx-<md5>.tar.gz`) only when complete.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import hashlib
 import os
 import queue
 import threading
+import time
 import uuid
 import zlib
 from collections.abc import Callable
@@ -36,7 +38,7 @@ from nbd.errors import Cancelled
 
 from . import tarformat as tf
 from .errors import ContextChanged, ContextError, UnreadableFile
-from .walk import DIR, FILE, SYMLINK, ContextPlan
+from .walk import DIR, FILE, ContextPlan, Entry
 
 __all__ = [
     "BATCH_BYTES",
@@ -60,6 +62,7 @@ _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXE
 _DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
 _OPEN_DIRS = 16
 _IOV_MAX = 1024
+_PROGRESS_INTERVAL = 0.1
 
 
 class CancelFlag(Protocol):
@@ -88,7 +91,6 @@ class Packaged:
 
 
 Pieces = list[bytes | memoryview]
-_Job = Future[Pieces]
 
 
 def _compressible(probe: bytes | memoryview) -> bool:
@@ -98,14 +100,122 @@ def _compressible(probe: bytes | memoryview) -> bool:
     return len(c.compress(probe)) + len(c.flush()) < (1.0 - MIN_SAVING) * len(probe)
 
 
-def _encode_batch(parts: list[bytes], level: int) -> Pieces:
-    """One member for a batch of small members: probed, then compressed or stored."""
-    data = b"".join(parts)
+def _unreadable(path: str, e: OSError) -> UnreadableFile:
+    return UnreadableFile(
+        f"cannot read {path}: {e.strerror or e}; fix its permissions or add it to .dockerignore", path=path
+    )
+
+
+def _changed(path: str, how: str = "") -> ContextChanged:
+    return ContextChanged(
+        f"{path} changed while it was being packaged{how}; relaunch when it is stable, or add it to .dockerignore",
+        path=path,
+    )
+
+
+def _read_exact(fd: int, size: int, path: str) -> bytes:
+    """The whole content of a small file, which must still have the size the walk saw."""
+    data = os.read(fd, size + 1)
+    if len(data) < size:
+        # A short read on a regular file means it shrank (or a signal interrupted the read).
+        data += os.read(fd, size + 1 - len(data))
+    if len(data) != size:
+        raise _changed(path)
+    return data
+
+
+class _Opener:
+    """Opens the files of one batch relative to descriptors of their directories.
+
+    Resolving one name instead of the whole path again saves most of an open's cost; sorted
+    entries revisit a parent soon, so a few recent directories stay open.
+    """
+
+    def __init__(self, root: str, open_file: Callable[[str], int] | None) -> None:
+        self._root = root
+        self.prefix = root.rstrip("/") + "/"
+        self._open_file = open_file
+        self._dirs: collections.OrderedDict[str, int] = collections.OrderedDict()
+
+    def open(self, rel: str) -> int:
+        if self._open_file is not None:
+            return self._open_file(self.prefix + rel)
+        parent, _, name = rel.rpartition("/")
+        dir_fd = self._dirs.get(parent)
+        if dir_fd is None:
+            dir_fd = os.open(self.prefix + parent if parent else self._root, _DIR_FLAGS)
+            self._dirs[parent] = dir_fd
+            if len(self._dirs) > _OPEN_DIRS:
+                os.close(self._dirs.popitem(last=False)[1])
+        else:
+            self._dirs.move_to_end(parent)
+        return os.open(name, _OPEN_FLAGS, dir_fd=dir_fd)
+
+    def close(self) -> None:
+        for dir_fd in self._dirs.values():
+            os.close(dir_fd)
+        self._dirs.clear()
+
+
+# An item of a batch: an entry to turn into a member (header, and data for a small file), or
+# bytes already made (the header of a big file, the end-of-archive blocks).
+_Item = Entry | bytes
+
+
+def _batch_bytes(
+    items: list[_Item], root: str, cancel: CancelFlag | None, open_file: Callable[[str], int] | None
+) -> bytes:
+    """The tar bytes of a batch: reads its small files (in a worker thread, off the producer)."""
+    parts: list[bytes] = []
+    append = parts.append
+    header_blocks = tf.header_blocks
+    fsencode = os.fsencode
+    padding = tf.PADDING
+    opener = _Opener(root, open_file)
+    prefix = opener.prefix
+    try:
+        for item in items:
+            if isinstance(item, bytes):
+                append(item)
+                continue
+            kind = item.kind
+            if kind == FILE:
+                if cancel is not None and cancel.is_set():
+                    raise Cancelled("packaging was cancelled", reason="Cancelled")
+                size = item.size
+                try:
+                    fd = opener.open(item.path)
+                except OSError as e:
+                    raise _unreadable(prefix + item.path, e) from e
+                try:
+                    data = _read_exact(fd, size, prefix + item.path)
+                except OSError as e:
+                    raise _unreadable(prefix + item.path, e) from e
+                finally:
+                    os.close(fd)
+                append(header_blocks(fsencode(item.path), 0o755 if item.mode & 0o111 else 0o644, size, tf.REGULAR))
+                append(data)
+                append(padding[-size % 512])
+            elif kind == DIR:
+                append(header_blocks(fsencode(item.path) + b"/", 0o755, 0, tf.DIRECTORY))
+            else:
+                append(header_blocks(fsencode(item.path), 0o777, 0, tf.SYMLINK, fsencode(item.link)))
+    finally:
+        opener.close()
+    return b"".join(parts)
+
+
+def _encode_batch(
+    items: list[_Item], root: str, level: int, cancel: CancelFlag | None, open_file: Callable[[str], int] | None
+) -> Pieces:
+    """One member for a batch of small members: read, probed, then compressed or stored."""
+    data = _batch_bytes(items, root, cancel, open_file)
     if level == 0:
         return tf.stored_member(data)
     view = memoryview(data)
     probe = view[:PROBE_BYTES]
     compressor = tf.compressor(level)
+    # The probe is the start of the member's own stream (a sync flush), so nothing is compressed twice.
     head = compressor.compress(probe) + compressor.flush(zlib.Z_SYNC_FLUSH)
     if len(probe) and len(head) >= (1.0 - MIN_SAVING) * len(probe):
         return tf.stored_member(data)
@@ -137,49 +247,63 @@ def _writev_all(fd: int, pieces: Pieces) -> int:
     return written_total
 
 
-class _Writer(threading.Thread):
-    """Writes members in submission order and hashes them; drains (and discards) after a failure."""
+@dataclass(frozen=True)
+class _Job:
+    """A member being encoded, and the files and content bytes it completes."""
 
-    def __init__(self, fd: int, jobs: "queue.Queue[_Job | None]") -> None:
+    future: Future[Pieces]
+    files: int
+    content_bytes: int
+
+
+class _Writer(threading.Thread):
+    """Writes members in submission order, hashes them and reports progress.
+
+    After a failure it drains (and discards) the remaining jobs, so the producer never blocks.
+    """
+
+    def __init__(
+        self, fd: int, jobs: "queue.Queue[_Job | None]", progress: Callable[[PackProgress], None] | None,
+        files_total: int, bytes_total: int,
+    ) -> None:
         super().__init__(name="nbd-context-writer", daemon=True)
         self._fd = fd
         self._jobs = jobs
+        self._progress = progress
+        self._files_total = files_total
+        self._bytes_total = bytes_total
+        self.files_done = 0
+        self.bytes_done = 0
         self.md5 = hashlib.md5()
         self.size = 0
         self.error: BaseException | None = None
 
     def run(self) -> None:
+        next_report = 0.0
         while True:
             job = self._jobs.get()
             if job is None:
                 return
             if self.error is not None:
-                job.cancel()
+                job.future.cancel()
                 continue
             try:
-                pieces = job.result()
+                pieces = job.future.result()
                 update = self.md5.update
                 for piece in pieces:
                     update(piece)
                 self.size += _writev_all(self._fd, pieces)
+                self.files_done += job.files
+                self.bytes_done += job.content_bytes
+                if self._progress is not None:
+                    now = time.monotonic()
+                    if now >= next_report:
+                        next_report = now + _PROGRESS_INTERVAL
+                        self._progress(
+                            PackProgress(self.files_done, self._files_total, self.bytes_done, self._bytes_total)
+                        )
             except BaseException as e:  # reported to the producer, which stops
                 self.error = e
-
-
-def _read_exact(fd: int, size: int, path: str) -> bytes:
-    """The whole content of a small file, which must still have the size the walk saw."""
-    data = os.read(fd, size + 1)
-    if len(data) != size:
-        if len(data) < size:
-            # A short read on a regular file means it shrank (or a signal interrupted us).
-            rest = os.read(fd, size + 1 - len(data))
-            data += rest
-        if len(data) != size:
-            raise ContextChanged(
-                f"{path} changed while it was being packaged; relaunch when it is stable, or add it to .dockerignore",
-                path=path,
-            )
-    return data
 
 
 def write_archive(
@@ -196,59 +320,37 @@ def write_archive(
 
     Args:
         level: Deflate level for compressible data (1 fastest; 0 stores everything).
-        workers: compression threads (default: the number of CPUs).
-        progress: called from this thread at most every 64 files / 8 MiB and at the end.
-        cancel: checked before every file and every segment.
-        open_file: the I/O seam for opening a file for reading (tests inject failures here).
+        workers: Compression threads (default: the number of CPUs).
+        progress: Called from the writer thread at most every 100 ms, and once at the end.
+        cancel: Checked before every file and every segment.
+        open_file: The I/O seam for opening a file (absolute path) for reading; tests inject
+            failures here.
 
     Raises:
         UnreadableFile: a file cannot be opened or read.
         ContextChanged: a file's size changed since the walk.
         Cancelled: `cancel` was set.
     """
-    root_dir = plan.root
-    # Files are opened relative to a descriptor of their directory (one name to resolve, not the
-    # whole path); a few recent directories stay open, as sorted entries revisit a parent soon.
-    dir_fds: collections.OrderedDict[str, int] = collections.OrderedDict()
-
-    def open_relative(rel: str) -> int:
-        parent, _, name = rel.rpartition("/")
-        dir_fd = dir_fds.get(parent)
-        if dir_fd is None:
-            dir_fd = os.open(root_prefix + parent if parent else root_dir, _DIR_FLAGS)
-            dir_fds[parent] = dir_fd
-            if len(dir_fds) > _OPEN_DIRS:
-                os.close(dir_fds.popitem(last=False)[1])
-        else:
-            dir_fds.move_to_end(parent)
-        return os.open(name, _OPEN_FLAGS, dir_fd=dir_fd)
-
     workers = workers or os.cpu_count() or 2
     jobs: queue.Queue[_Job | None] = queue.Queue(maxsize=workers * 3)
-    writer = _Writer(fd, jobs)
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nbd-context-gzip")
-    writer.start()
-    root_prefix = plan.root.rstrip("/") + "/"
     files_total = plan.files
     bytes_total = plan.total_bytes
-    files_done = 0
-    bytes_done = 0
-    next_report_files = 64
-    next_report_bytes = 8 << 20
-    batch: list[bytes] = []
-    batch_size = 0
-    submit = pool.submit
-    put = jobs.put
-    padding = tf.PADDING
-    header_blocks = tf.header_blocks
-    fsencode = os.fsencode
+    writer = _Writer(fd, jobs, progress, files_total, bytes_total)
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nbd-context-gzip")
+    writer.start()
+    root = plan.root
+    prefix = root.rstrip("/") + "/"
+    # Batch boundaries depend on the plan only (sizes from the walk), never on timing.
+    items: list[_Item] = []
+    items_bytes = 0
+    items_files = 0
+    items_content = 0
 
     def flush_batch() -> None:
-        nonlocal batch, batch_size
-        if batch:
-            put(submit(_encode_batch, batch, level))
-            batch = []
-            batch_size = 0
+        nonlocal items, items_bytes, items_files, items_content
+        if items:
+            jobs.put(_Job(pool.submit(_encode_batch, items, root, level, cancel, open_file), items_files, items_content))
+            items, items_bytes, items_files, items_content = [], 0, 0, 0
 
     def check() -> None:
         if cancel is not None and cancel.is_set():
@@ -258,110 +360,85 @@ def write_archive(
 
     try:
         for entry in plan.entries:
-            check()
-            kind = entry.kind
-            if kind == DIR:
-                block = header_blocks(fsencode(entry.path) + b"/", 0o755, 0, tf.DIRECTORY)
-                batch.append(block)
-                batch_size += len(block)
-            elif kind == SYMLINK:
-                block = header_blocks(fsencode(entry.path), 0o777, 0, tf.SYMLINK, fsencode(entry.link))
-                batch.append(block)
-                batch_size += len(block)
-            elif kind == FILE:
-                path = root_prefix + entry.path
-                size = entry.size
-                mode = 0o755 if entry.mode & 0o111 else 0o644
-                try:
-                    fd_in = open_file(path) if open_file is not None else open_relative(entry.path)
-                except OSError as e:
-                    raise UnreadableFile(
-                        f"cannot read {path}: {e.strerror or e}; fix its permissions or add it to .dockerignore",
-                        path=path,
-                    ) from e
-                try:
-                    if size <= BIG_FILE:
-                        data = _read_exact(fd_in, size, path)
-                        block = header_blocks(fsencode(entry.path), mode, size, tf.REGULAR)
-                        pad = padding[-size % 512]
-                        batch.append(block)
-                        batch.append(data)
-                        batch.append(pad)
-                        batch_size += len(block) + size + len(pad)
-                    else:
-                        batch.append(header_blocks(fsencode(entry.path), mode, size, tf.REGULAR))
-                        flush_batch()
-                        _segments(fd_in, path, size, level, check, lambda job: put(job), submit)
-                except OSError as e:
-                    raise UnreadableFile(
-                        f"cannot read {path}: {e.strerror or e}; fix its permissions or add it to .dockerignore",
-                        path=path,
-                    ) from e
-                finally:
-                    os.close(fd_in)
-                files_done += 1
-                bytes_done += size
-            if batch_size >= BATCH_BYTES:
+            if entry.kind == FILE and entry.size > BIG_FILE:
+                check()
                 flush_batch()
-            if progress is not None and (files_done >= next_report_files or bytes_done >= next_report_bytes):
-                next_report_files = files_done + 64
-                next_report_bytes = bytes_done + (8 << 20)
-                progress(PackProgress(files_done, files_total, bytes_done, bytes_total))
-        batch.append(tf.END_OF_ARCHIVE)
-        batch_size += len(tf.END_OF_ARCHIVE)
+                _big_file(entry, prefix, level, check, jobs.put, pool.submit, open_file)
+                continue
+            items.append(entry)
+            items_bytes += tf.BLOCK + entry.size + tf.padding(entry.size)
+            if entry.kind == FILE:
+                items_files += 1
+                items_content += entry.size
+            if items_bytes >= BATCH_BYTES:
+                check()
+                flush_batch()
+        items.append(tf.END_OF_ARCHIVE)
         flush_batch()
     except BaseException:
         writer.error = writer.error or Cancelled("packaging stopped")
         raise
     finally:
-        for dir_fd in dir_fds.values():
-            os.close(dir_fd)
-        put(None)
+        jobs.put(None)
         writer.join()
         pool.shutdown(wait=True, cancel_futures=True)
-    check_error = writer.error
-    if check_error is not None:
-        if isinstance(check_error, ContextError):
-            raise check_error
-        raise ContextError(f"writing the build context failed: {check_error}") from check_error
+    error = writer.error
+    if error is not None:
+        if isinstance(error, (ContextError, Cancelled)):
+            raise error
+        if isinstance(error, OSError):
+            raise ContextError(f"writing the build context failed: {error.strerror or error}") from error
+        raise error
     if progress is not None:
-        progress(PackProgress(files_done, files_total, bytes_done, bytes_total))
+        progress(PackProgress(writer.files_done, files_total, writer.bytes_done, bytes_total))
     return writer.md5.digest(), writer.size
 
 
-def _segments(
-    fd_in: int,
-    path: str,
-    size: int,
+def _big_file(
+    entry: Entry,
+    prefix: str,
     level: int,
     check: Callable[[], None],
     put: Callable[[_Job], None],
-    submit: Callable[..., _Job],
+    submit: Callable[..., Future[Pieces]],
+    open_file: Callable[[str], int] | None,
 ) -> None:
-    """Reads a big file in SEGMENT_BYTES pieces and queues one member per piece, in order."""
-    remaining = size
-    compress: bool | None = None
-    while remaining > 0:
-        check()
-        want = min(SEGMENT_BYTES, remaining)
-        data = os.read(fd_in, want)
-        if len(data) < want:
-            data = _read_rest(fd_in, data, want)
+    """Queues a big file as members of SEGMENT_BYTES, in order; the header goes with the first."""
+    path = prefix + entry.path
+    size = entry.size
+    try:
+        fd_in = open_file(path) if open_file is not None else os.open(path, _OPEN_FLAGS)
+    except OSError as e:
+        raise _unreadable(path, e) from e
+    try:
+        header = tf.header_blocks(os.fsencode(entry.path), 0o755 if entry.mode & 0o111 else 0o644, size, tf.REGULAR)
+        remaining = size
+        compress: bool | None = None
+        while remaining > 0:
+            check()
+            want = min(SEGMENT_BYTES, remaining)
+            try:
+                data = os.read(fd_in, want)
+                if len(data) < want:
+                    data = _read_rest(fd_in, data, want)
+            except OSError as e:
+                raise _unreadable(path, e) from e
             if len(data) < want:
-                raise ContextChanged(
-                    f"{path} changed while it was being packaged (it shrank); relaunch when it is stable, "
-                    "or add it to .dockerignore",
-                    path=path,
-                )
-        if compress is None:
-            compress = level != 0 and _compressible(memoryview(data)[:PROBE_BYTES])
-        remaining -= len(data)
-        parts: list[bytes | memoryview] = [data]
-        if remaining == 0:
-            pad = tf.padding(size)
-            if pad:
-                parts.append(tf.PADDING[pad])
-        put(submit(_encode_segment, parts, compress, level))
+                raise _changed(path, " (it shrank)")
+            if compress is None:
+                compress = level != 0 and _compressible(memoryview(data)[:PROBE_BYTES])
+            remaining -= len(data)
+            parts: list[bytes | memoryview] = [data]
+            if header:
+                parts.insert(0, header)
+                header = b""
+            if remaining == 0:
+                pad = tf.padding(size)
+                if pad:
+                    parts.append(tf.PADDING[pad])
+            put(_Job(submit(_encode_segment, parts, compress, level), 1 if remaining == 0 else 0, len(data)))
+    finally:
+        os.close(fd_in)
 
 
 def _read_rest(fd_in: int, data: bytes, want: int) -> bytes:
