@@ -92,6 +92,8 @@ test("LaunchRenderer prints a phase's last unprinted progress before the next ev
     "  Packaging, 4.0 KiB, 12 files",
     "Uploading",
   ]);
+  // A progress that counts nothing is never printed.
+  assert.deepEqual(renderer.render(progress({ phase: "PHASE_UPLOADING" })), []);
   // Printed once only.
   assert.deepEqual(renderer.render(ev({ event: "phase", phase: { phase: "PHASE_BUILDING", message: "" } })), ["Building"]);
   // A printed progress leaves nothing pending.

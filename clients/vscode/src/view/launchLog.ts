@@ -96,7 +96,9 @@ export class LaunchRenderer {
         const step = done === undefined ? undefined : Math.floor(done / this.progressStep + 1e-9);
         const last = this.lastStep.get(progress.phase);
         if (step === undefined || (last !== undefined && step <= last)) {
-          this.pending = progress;
+          // A progress that counts nothing yet has nothing to say later either.
+          const counts = progress.doneBytes > 0 || progress.doneFiles > 0 || progress.totalBytes > 0 || progress.totalFiles > 0;
+          if (counts) this.pending = progress;
           return [];
         }
         this.lastStep.set(progress.phase, step);
