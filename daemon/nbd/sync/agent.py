@@ -455,11 +455,11 @@ class Tree:
     def expect(self, rel: str, expected: Optional[WireEntry]) -> Optional[WireEntry]:
         """Refuse unless `rel` currently holds `expected` ([kind, digest, executable, target] or
         None for absent); return the current entry."""
-        cur = self.current(rel)
-        if expected is None:
-            if cur is not None:
+        if expected is None:  # only absence matters: never hash what is there
+            if os.path.lexists(self.abspath(rel)):
                 raise Refused("%s appeared since the last scan" % rel)
             return None
+        cur = self.current(rel)
         if cur is None:
             raise Refused("%s disappeared since the last scan" % rel)
         kind, digest, executable, target = expected
@@ -897,7 +897,13 @@ class Server(object):
     def __init__(self, root: str, out_fd: int = 1, in_fd: int = 0) -> None:
         self.tree = Tree(root)
         self.out_fd = out_fd
-        self.inp = os.fdopen(in_fd, "rb", buffering=1 << 16, closefd=False)
+        self.inp = os.fdopen(in_fd, "rb", buffering=1 << 18, closefd=False)
+        for fd in (in_fd, out_fd):  # larger pipes: fewer, larger reads and writes
+            try:
+                import fcntl
+                fcntl.fcntl(fd, 1031, 1 << 20)  # F_SETPIPE_SZ
+            except (ImportError, OSError):
+                pass
         self.lock = threading.Lock()
         self.watcher: Optional[Watcher] = None
         self.begin_errors: Dict[int, str] = {}
