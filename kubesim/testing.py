@@ -14,6 +14,8 @@ A `KubesimServer` has `.url`, `.kubeconfig` (Path), `.token`, `.admin` (`Kubesim
 `.state_dir`, `.ca_file`, `.stop()`, and helpers `.kubectl(*args)` (real kubectl with this
 kubeconfig and a private `--cache-dir`) and `.api_client()` (a `kubernetes.client.ApiClient`).
 
+The kubeconfig's token authenticates as user `kubesim-admin` (so `server.admin.forbid("kubesim-admin",
+"ns")` makes the kubeconfig itself forbidden in "ns"); extra tokens as the user given with them.
 Plain-HTTP servers accept anonymous requests as well as the token (kubectl never sends a bearer
 token over plain HTTP); TLS servers require the token or the client certificate
 (kubeconfig context `kubesim-cert`).

@@ -158,6 +158,7 @@ def test_drop_streams_closes_open_watch(apiserver: KubesimServer) -> None:
     assert apiserver.admin.drop_streams() == 1
     t.join(10)
     assert not t.is_alive()
+    print("client saw:", outcome["ended"])
     assert outcome["ended"] in ("ProtocolError", "clean")  # aborted mid-chunk: urllib3 ProtocolError
     # The Python client's Watch surfaces the broken connection instead of hanging.
     api.close()
