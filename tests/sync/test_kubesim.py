@@ -185,3 +185,25 @@ def test_pod_recreated_under_a_running_session_is_refilled(sync_kubesim: Any, pa
             assert st.conflicts == [] and len(list(pair.local.iterdir())) == 30
 
     run(go())
+
+
+def test_streams_dropped_mid_transfer_leave_no_partial_file(sync_kubesim: Any, pair: Pair) -> None:
+    pod = _start_pod(sync_kubesim, "nb-drop", ["python3", "-c", "import time; time.sleep(1e9)"])
+    data = os.urandom(200 << 20)
+    (pair.local / "weights.bin").write_bytes(data)
+
+    async def go() -> None:
+        async with pod.factory() as factory, \
+                pair.session(factory, remote_root="/content", agent_cache_dir="/tmp") as s:
+            # Drop every exec stream as soon as the transfer is under way.
+            await until(lambda: any(n.startswith(".nbd-tmp-") for n in os.listdir(pod.content)), timeout=30,
+                        what="a transfer in flight")
+            assert await asyncio.to_thread(sync_kubesim.admin.drop_streams) >= 1
+            for name in os.listdir(pod.content):
+                assert name.startswith(".nbd-tmp-") or (pod.content / name).read_bytes() == data
+            st = await s.flush(120)
+            assert st.conflicts == []
+            assert (pod.content / "weights.bin").read_bytes() == data
+            assert not [n for n in os.listdir(pod.content) if n.startswith(".nbd-tmp-")]
+
+    run(go())
