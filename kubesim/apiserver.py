@@ -547,18 +547,24 @@ class ApiServer:
         dropper = _Drop()
         self.faults.track(dropper)
         deadline = time.monotonic() + timeout
+        next_bookmark = time.monotonic() + self.bookmark_interval
         try:
             while True:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
+                now = time.monotonic()
+                # aiohttp does not cancel a handler whose client went away: look every second, so
+                # an abandoned watch does not keep collecting events.
+                if now >= deadline or transport is None or transport.is_closing():
                     break
-                wait = min(remaining, self.bookmark_interval) if bookmarks else remaining
+                wait = min(deadline - now, 1.0)
+                if bookmarks:
+                    wait = max(0.0, min(wait, next_bookmark - now))
                 try:
                     ev = await asyncio.wait_for(watch.__anext__(), timeout=wait)
                 except StopAsyncIteration:
                     break
                 except asyncio.TimeoutError:
-                    if bookmarks and time.monotonic() < deadline:
+                    if bookmarks and time.monotonic() >= next_bookmark:
+                        next_bookmark = time.monotonic() + self.bookmark_interval
                         await resp.write(_line({"type": "BOOKMARK", "object": {
                             "kind": t.info.kind, "apiVersion": t.info.api_version,
                             "metadata": {"resourceVersion": self.store.resource_version}}}))

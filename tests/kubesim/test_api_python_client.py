@@ -357,3 +357,23 @@ def test_inprocess_server_shares_the_store(kubesim_inprocess: KubesimServer) -> 
     store = kubesim_inprocess.extra["cluster"].store
     assert store.get(("", "v1", "configmaps"), "default", "here") is not None
     api.close()
+
+
+def test_abandoned_watch_is_released(kubesim_inprocess: KubesimServer) -> None:
+    import socket as socketlib
+
+    store = kubesim_inprocess.extra["cluster"].store
+    host, port = kubesim_inprocess.url.rsplit("//", 1)[1].split(":")
+    sock = socketlib.create_connection((host, int(port)), timeout=5)
+    sock.sendall(f"GET /api/v1/namespaces/default/configmaps?watch=true HTTP/1.1\r\nHost: {host}\r\n"
+                 f"Authorization: Bearer {kubesim_inprocess.token}\r\n\r\n".encode())
+    assert b"200 OK" in sock.recv(4096)
+    deadline = time.monotonic() + 5
+    while not store.watches():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    sock.close()
+    deadline = time.monotonic() + 5
+    while store.watches():
+        assert time.monotonic() < deadline, "the server kept a watch whose client is gone"
+        time.sleep(0.1)
