@@ -111,21 +111,46 @@ def _cell(value: list[Any], col: PrinterColumn) -> Any:
 
 
 def _pod_cells(o: dict[str, Any]) -> list[Any]:
+    """READY, STATUS, RESTARTS, AGE (+ wide columns), following kubectl's printPod."""
     spec, st = o.get("spec") or {}, o.get("status") or {}
     statuses = st.get("containerStatuses") or []
-    ready = sum(1 for c in statuses if c.get("ready"))
+    init_statuses = st.get("initContainerStatuses") or []
     restarts = sum(int(c.get("restartCount") or 0) for c in statuses)
     reason = st.get("reason") or st.get("phase") or "Pending"
-    for c in st.get("initContainerStatuses") or []:
+    initializing = False
+    n_init = len(spec.get("initContainers") or [])
+    for i, c in enumerate(init_statuses):
         state = c.get("state") or {}
-        if "waiting" in state and state["waiting"].get("reason"):
+        term = state.get("terminated")
+        if term is not None and term.get("exitCode", 0) == 0:
+            continue
+        initializing = True
+        if term is not None:
+            reason = "Init:" + (term.get("reason") or (f"Signal:{term['signal']}" if term.get("signal")
+                                                       else f"ExitCode:{term.get('exitCode')}"))
+        elif (state.get("waiting") or {}).get("reason") not in (None, "", "PodInitializing"):
             reason = "Init:" + state["waiting"]["reason"]
-    for c in statuses:
-        state = c.get("state") or {}
-        if "waiting" in state and state["waiting"].get("reason"):
-            reason = state["waiting"]["reason"]
-        elif "terminated" in state and state["terminated"].get("reason") and reason not in ("Succeeded",):
-            reason = state["terminated"]["reason"]
+        else:
+            reason = f"Init:{i}/{n_init}"
+        break
+    ready = 0
+    if not initializing:
+        has_running = False
+        for c in reversed(statuses):
+            state = c.get("state") or {}
+            waiting, term = state.get("waiting"), state.get("terminated")
+            if waiting is not None and waiting.get("reason"):
+                reason = waiting["reason"]
+            elif term is not None and term.get("reason"):
+                reason = term["reason"]
+            elif term is not None:
+                reason = f"Signal:{term['signal']}" if term.get("signal") else f"ExitCode:{term.get('exitCode')}"
+            elif c.get("ready") and state.get("running") is not None:
+                has_running = True
+                ready += 1
+        if reason == "Completed" and has_running:
+            conds = {c.get("type"): c.get("status") for c in st.get("conditions") or []}
+            reason = "Running" if conds.get("Ready") == "True" else "NotReady"
     if (o.get("metadata") or {}).get("deletionTimestamp"):
         reason = "Terminating"
     return [f"{ready}/{len(spec.get('containers') or [])}", reason, restarts,

@@ -387,3 +387,35 @@ def test_pod_and_job_immutability() -> None:
                 "strategic")
     assert e.value.code == 422 and "spec.template: Invalid value" in e.value.message
     assert e.value.message.endswith("field is immutable")
+
+
+def _printed(status: dict[str, Any], **meta: Any) -> list[Any]:
+    info = Registry().get(PODS)
+    assert info is not None
+    pod = {"metadata": {"name": "p", "creationTimestamp": "2026-01-01T00:00:00Z", **meta},
+           "spec": {"containers": [{"name": "a"}, {"name": "b"}], "initContainers": [{"name": "i"}]},
+           "status": status}
+    return tables.table(info, [pod], "1")["rows"][0]["cells"][1:4]  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("status,meta,expected", [
+    ({"phase": "Pending"}, {}, ["0/2", "Pending", 0]),
+    ({"phase": "Pending", "initContainerStatuses": [{"state": {"running": {}}}]}, {}, ["0/2", "Init:0/1", 0]),
+    ({"phase": "Running", "initContainerStatuses": [{"state": {"terminated": {"exitCode": 0}}}],
+      "containerStatuses": [{"ready": True, "state": {"running": {}}, "restartCount": 1},
+                            {"ready": True, "state": {"running": {}}, "restartCount": 2}]}, {}, ["2/2", "Running", 3]),
+    ({"phase": "Running", "containerStatuses": [
+        {"ready": False, "state": {"waiting": {"reason": "CrashLoopBackOff"}}, "restartCount": 4},
+        {"ready": True, "state": {"running": {}}}]}, {}, ["1/2", "CrashLoopBackOff", 4]),
+    ({"phase": "Succeeded", "containerStatuses": [
+        {"state": {"terminated": {"exitCode": 0, "reason": "Completed"}}},
+        {"state": {"terminated": {"exitCode": 0, "reason": "Completed"}}}]}, {}, ["0/2", "Completed", 0]),
+    ({"phase": "Failed", "containerStatuses": [{"state": {"terminated": {"exitCode": 3}}}]}, {},
+     ["0/2", "ExitCode:3", 0]),
+    ({"phase": "Pending", "containerStatuses": [{"state": {"waiting": {"reason": "ErrImagePull"}}}]}, {},
+     ["0/2", "ErrImagePull", 0]),
+    ({"phase": "Running", "containerStatuses": [{"ready": True, "state": {"running": {}}}]},
+     {"deletionTimestamp": "2026-01-01T00:00:01Z"}, ["1/2", "Terminating", 0]),
+])
+def test_pod_status_column(status: dict[str, Any], meta: dict[str, Any], expected: list[Any]) -> None:
+    assert _printed(status, **meta) == expected
