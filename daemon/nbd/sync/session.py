@@ -318,16 +318,23 @@ class SyncSession:
         s = dataclasses.replace(self._status)
         s.conflicts = list(self._status.conflicts)
         s.problems = sorted(self._problems.values(), key=lambda p: p.path)
-        s.files = sum(1 for e in self.ancestor.values() if not e.is_dir)
+        s.files = self._ancestor_files
         return s
 
     # -- internals
+
+    def _emit(self, event: SyncEvent) -> None:
+        """Hand an event to the daemon; a failing callback never stops the sync."""
+        try:
+            self.on_event(event)
+        except Exception:
+            log.exception("sync event callback failed on %r", event)
 
     def _set_state(self, state: SyncState, message: str) -> None:
         if self._status.state != state or self._status.message != message:
             self._status.state = state
             self._status.message = message
-            self.on_event(StateChanged(state, message))
+            self._emit(StateChanged(state, message))
 
     def _on_local_change(self, paths: list[str] | None) -> None:
         self.local.mark(paths)
@@ -467,7 +474,7 @@ class SyncSession:
                 return
         for path, p in problems.items():
             if path not in problems_before:
-                self.on_event(ProblemFound(p))
+                self._emit(ProblemFound(p))
         self._problems = problems
         self._status.last_cycle = now
         if self._flushes:
@@ -506,7 +513,7 @@ class SyncSession:
                 c = dataclasses.replace(c, time=now)
                 conflicts.append(c)
                 self._status.conflicts = (self._status.conflicts + [c])[-MAX_CONFLICTS:]
-                self.on_event(ConflictFound(c))
+                self._emit(ConflictFound(c))
             if roots is not None:  # conflict copies live beside the changed paths
                 roots = minimal_roots(roots + [c.copy_path for c in plan.conflicts])
             A, L, R, excluded = self._views(roots)
@@ -558,4 +565,4 @@ class SyncSession:
         else:
             self._status.files_to_remote += 1
             self._status.bytes_to_remote += nbytes
-        self.on_event(ChangeApplied(direction, change.path, change.action, nbytes))
+        self._emit(ChangeApplied(direction, change.path, change.action, nbytes))
