@@ -3,7 +3,7 @@
 Why a PUT of the whole file: the controller signs a URL bound to the archive's Content-MD5, and
 GCS commits a PUT atomically only if the bytes match it, so an interrupted or cancelled upload
 never leaves a partial object behind, and a retry simply starts again from the first byte. The
-file is streamed in `chunk_bytes` reads done in a thread (one read ahead), never held in memory.
+file is sent by the kernel from the page cache (`nbd.upload.http`), never held in memory.
 
 Failure handling follows `nbd.upload.policy`: connection errors, resets, stalls and 408/429/5xx are
 retried with a jittered exponential backoff, up to `max_attempts`; 401/403 and expired URLs get a
@@ -19,17 +19,15 @@ import collections
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import urlsplit
 
-import aiohttp
-from yarl import URL
-
 from nbd.errors import Cancelled
 
 from .errors import BadDigest, UploadFailed, UploadForbidden, UploadRejected
+from .http import put_file
 from .policy import Action, RetryPolicy, backoff_delay, classify, url_expiry
 
 __all__ = ["CancelFlag", "SignedURL", "UploadProgress", "UploadResult", "upload"]
@@ -118,22 +116,7 @@ class _Meter:
         return UploadProgress(self.done, self.total, rate, eta, self.attempt)
 
 
-async def _file_body(path: str, meter: _Meter, chunk: int) -> AsyncIterator[bytes]:
-    """The file from its first byte, read in a thread one chunk ahead of the connection."""
-    loop = asyncio.get_running_loop()
-    with open(path, "rb", buffering=0) as f:
-        pending = loop.run_in_executor(None, f.read, chunk)
-        while True:
-            data = await pending
-            if not data:
-                return
-            pending = loop.run_in_executor(None, f.read, chunk)
-            meter.add(len(data))
-            yield data
-
-
 async def _put_once(
-    session: aiohttp.ClientSession,
     url: str,
     path: str,
     size: int,
@@ -143,38 +126,32 @@ async def _put_once(
     cancel: CancelFlag | None,
 ) -> tuple[int, bytes]:
     """One PUT; returns (status, body). Raises _Transient on connection failures and stalls."""
-    headers = {
-        "Content-MD5": md5_b64,
-        "Content-Type": CONTENT_TYPE,
-        "Content-Length": str(size),
-    }
-    timeout = aiohttp.ClientTimeout(total=None, connect=policy.connect_timeout, sock_read=policy.response_timeout)
-
-    async def request() -> tuple[int, bytes]:
-        body = _file_body(path, meter, policy.chunk_bytes)
-        async with session.put(URL(url, encoded=True), data=body, headers=headers, timeout=timeout) as resp:
-            return resp.status, await resp.read()
-
-    task = asyncio.ensure_future(request())
+    headers = {"Content-MD5": md5_b64, "Content-Type": CONTENT_TYPE}
+    task = asyncio.ensure_future(
+        put_file(
+            url,
+            headers,
+            path,
+            size,
+            meter.add,
+            connect_timeout=policy.connect_timeout,
+            response_timeout=policy.response_timeout,
+            chunk_bytes=policy.chunk_bytes,
+        )
+    )
     try:
         while True:
             done, _ = await asyncio.wait({task}, timeout=min(0.25, policy.stall_timeout / 4))
             if done:
                 break
             if cancel is not None and cancel.is_set():
-                task.cancel()
                 raise Cancelled("the upload was cancelled; nothing was stored", reason="Cancelled")
             if meter.done < size and time.monotonic() - meter.last_progress > policy.stall_timeout:
-                task.cancel()
-                raise _Transient(f"no progress for {policy.stall_timeout:.0f} s")
+                raise _Transient(f"no progress for {policy.stall_timeout:g} s")
         try:
             return task.result()
-        except asyncio.CancelledError:
-            if cancel is not None and cancel.is_set():
-                raise Cancelled("the upload was cancelled; nothing was stored", reason="Cancelled") from None
-            raise
-        except (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError) as e:
-            raise _Transient(f"{type(e).__name__}: {e}" if str(e) else type(e).__name__) from e
+        except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError) as e:
+            raise _Transient(_describe(e)) from e
     finally:
         if not task.done():
             task.cancel()
@@ -182,6 +159,14 @@ async def _put_once(
                 await task
             except BaseException:
                 pass
+
+
+def _describe(e: BaseException) -> str:
+    if isinstance(e, asyncio.TimeoutError):
+        return "timed out"
+    if isinstance(e, asyncio.IncompleteReadError):
+        return "the connection closed before the answer was complete"
+    return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
 
 
 async def _sleep_unless_cancelled(seconds: float, cancel: CancelFlag | None) -> None:
@@ -202,7 +187,6 @@ async def upload(
     *,
     progress: Callable[[UploadProgress], None] | None = None,
     cancel: CancelFlag | None = None,
-    session: aiohttp.ClientSession | None = None,
     policy: RetryPolicy = RetryPolicy(),
 ) -> UploadResult:
     """PUTs the file at `path` to a signed URL, with retries; returns when the store has it.
@@ -215,7 +199,6 @@ async def upload(
         progress: Called on the event loop with byte progress (at most every 100 ms, and at the end).
         cancel: Checked continuously; when set the request is aborted and `Cancelled` raised.
             Cancelling the awaiting task works as well. Either way nothing is committed.
-        session: An aiohttp session to use (default: a private one).
         policy: Retry bounds and timeouts.
 
     Raises:
@@ -227,11 +210,6 @@ async def upload(
     """
     file_path = os.fspath(path)
     size = os.stat(file_path).st_size
-    own_session = session is None
-    if session is None:
-        session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=4), auto_decompress=False
-        )
     started = time.monotonic()
     attempts = 0
     refreshes = 0
@@ -255,7 +233,7 @@ async def upload(
             attempts += 1
             meter = _Meter(size, attempts, progress)
             try:
-                status, body = await _put_once(session, signed.url, file_path, size, md5_b64, meter, policy, cancel)
+                status, body = await _put_once(signed.url, file_path, size, md5_b64, meter, policy, cancel)
             except _Transient as e:
                 last_error = str(e)
                 log.info("upload to %s: attempt %d failed: %s", _redact(signed.url), attempts, e)
@@ -307,6 +285,5 @@ async def upload(
                 status=status,
                 store_code=decision.code,
             )
-    finally:
-        if own_session:
-            await session.close()
+    except ValueError as e:
+        raise UploadRejected(f"the upload URL is not usable ({e}); this is a controller bug", reason="BadURL") from e

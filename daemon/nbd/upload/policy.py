@@ -47,7 +47,7 @@ class RetryPolicy:
         stall_timeout: Seconds without any body byte accepted by the connection before giving up on it.
         response_timeout: Seconds to wait for the answer once the body is sent.
         expiry_margin: A URL expiring within this many seconds is refreshed before use.
-        chunk_bytes: Read size from the spooled file.
+        chunk_bytes: Bytes per sendfile call (the progress granularity).
     """
 
     max_attempts: int = 6
@@ -58,7 +58,7 @@ class RetryPolicy:
     stall_timeout: float = 60.0
     response_timeout: float = 120.0
     expiry_margin: float = 30.0
-    chunk_bytes: int = 1 << 20
+    chunk_bytes: int = 4 << 20
 
 
 _CODE = re.compile(r"<Code>\s*([^<]*?)\s*</Code>", re.S)
