@@ -117,3 +117,33 @@ def slow_reader(delay: float) -> Callable[[web.Request], "asyncio.Future[web.Str
         return web.Response(status=200)
 
     return handler  # type: ignore[return-value]
+
+
+def answer_early(status: int, body: bytes) -> Callable[[web.Request], "asyncio.Future[web.StreamResponse]"]:
+    """Answers before reading the body, then closes (as a front end refusing a request does)."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = web.Response(status=status, body=body, headers={"Connection": "close"})
+        await response.prepare(request)
+        await response.write_eof()
+        assert request.transport is not None
+        request.transport.close()
+        return response
+
+    return handler  # type: ignore[return-value]
+
+
+def chunked_error(status: int, body: bytes) -> Callable[[web.Request], "asyncio.Future[web.StreamResponse]"]:
+    """Reads the body, then answers with a chunked body in two pieces."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        response = web.StreamResponse(status=status)
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        await response.write(body[: len(body) // 2])
+        await response.write(body[len(body) // 2 :])
+        await response.write_eof()
+        return response
+
+    return handler  # type: ignore[return-value]

@@ -25,7 +25,7 @@ from nbd.upload import (
     upload,
 )
 
-from .stub import StubGCS, drop_mid_body, gcs_error, slow_reader, stall
+from .stub import StubGCS, answer_early, chunked_error, drop_mid_body, gcs_error, slow_reader, stall
 
 FAST = RetryPolicy(base_delay=0.01, max_delay=0.05, stall_timeout=0.5, connect_timeout=2, response_timeout=5)
 
@@ -320,3 +320,50 @@ def test_progress_reports_rate_and_eta(tmp_path: Path) -> None:
         assert [p.done_bytes for p in seen] == sorted(p.done_bytes for p in seen)
 
     run_with_stub([slow_reader(0.001)], body)
+
+
+def test_an_early_answer_is_read_even_though_the_body_was_not(tmp_path: Path) -> None:
+    path, md5 = spooled(tmp_path, 32 << 20)  # far more than the socket buffers hold
+
+    async def body(stub: StubGCS) -> None:
+        get_url, given = urls(stub.url + "/b/o?1", stub.url + "/b/o?2")
+        result = await upload(path, md5, get_url, policy=FAST)
+        assert len(given) == 2 and result.url_refreshes == 1
+
+    stub = run_with_stub([answer_early(403, gcs_error("SignatureDoesNotMatch", "x")), (200, b"")], body)
+    assert "/b/o" in stub.committed
+
+
+def test_a_chunked_error_body_is_parsed(tmp_path: Path) -> None:
+    path, md5 = spooled(tmp_path, 1000)
+
+    async def body(stub: StubGCS) -> None:
+        get_url, _ = urls(stub.url + "/b/o")
+        with pytest.raises(UploadRejected) as info:
+            await upload(path, md5, get_url, policy=FAST)
+        assert info.value.store_code == "InvalidBucketName"
+
+    run_with_stub([chunked_error(400, gcs_error("InvalidBucketName", "The specified bucket is not valid."))], body)
+
+
+def test_a_url_that_is_not_http_is_rejected(tmp_path: Path) -> None:
+    path, md5 = spooled(tmp_path, 10)
+
+    async def main() -> None:
+        get_url, _ = urls("ftp://example.com/b/o")
+        with pytest.raises(UploadRejected, match="not usable"):
+            await upload(path, md5, get_url, policy=FAST)
+
+    asyncio.run(main())
+
+
+def test_the_signed_url_never_appears_in_errors(tmp_path: Path) -> None:
+    path, md5 = spooled(tmp_path, 100)
+
+    async def body(stub: StubGCS) -> None:
+        get_url, _ = urls(stub.url + "/b/o?X-Goog-Signature=topsecret")
+        with pytest.raises(UploadFailed) as info:
+            await upload(path, md5, get_url, policy=FAST)
+        assert "topsecret" not in str(info.value)
+
+    run_with_stub([(503, b"")] * 10, body)
