@@ -159,9 +159,9 @@ def packaging_figures(quick: bool) -> list[Figure]:
                 figures.append(
                     Figure(
                         f"unchanged check, {label} tree", check, "s",
-                        baseline="GNU tar -c > /dev/null",
+                        baseline="find -printf '%s %T@' (a stat-only walk in C)",
                         baseline_value=median(
-                            time_command(["bash", "-c", f"tar -cf - -C {tree} . > /dev/null"], runs)
+                            time_command(["bash", "-c", f"find {tree} -printf '%s %T@\\n' > /dev/null"], runs + 2)
                         ),
                         target="<= 0.5 s", met=check <= 0.5,
                     )

@@ -43,7 +43,7 @@ from . import manifest
 from .errors import BadIgnoreFile, ContextChanged, ContextError, MissingDockerfile, UnreadableFile
 from .pack import DEFAULT_LEVEL, CancelFlag, Packaged, package
 from .pack import PackProgress as ContextProgress
-from .walk import ContextPlan, Entry, plan_context
+from .walk import ContextPlan, Entry, plan_context, walk_context
 
 __all__ = [
     "BadIgnoreFile",
@@ -106,7 +106,8 @@ def build_context_sync(
     use_cache: bool = True,
 ) -> BuiltContext:
     """Blocking `build_context`; `progress` is called from the packaging thread."""
-    plan = plan_context(root, dockerfile)
+    # Walk order is enough for the digest; the archive order costs a sort only on a miss.
+    plan = walk_context(root, dockerfile)
     warnings = tuple(plan.warnings)
     record_file = manifest.record_path(os.fspath(cache_dir), plan.root, plan.dockerfile)
     digest = manifest.manifest_digest(plan, level)

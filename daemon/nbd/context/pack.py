@@ -38,7 +38,7 @@ from nbd.errors import Cancelled
 
 from . import tarformat as tf
 from .errors import ContextChanged, ContextError, UnreadableFile
-from .walk import DIR, FILE, ContextPlan, Entry
+from .walk import DIR, FILE, ContextPlan, Entry, sort_plan
 
 __all__ = [
     "BATCH_BYTES",
@@ -331,6 +331,7 @@ def write_archive(
         ContextChanged: a file's size changed since the walk.
         Cancelled: `cancel` was set.
     """
+    sort_plan(plan)
     workers = workers or os.cpu_count() or 2
     jobs: queue.Queue[_Job | None] = queue.Queue(maxsize=workers * 3)
     files_total = plan.files

@@ -27,7 +27,7 @@ from typing import NamedTuple
 from .errors import BadIgnoreFile, ContextError, MissingDockerfile, UnreadableFile
 from .ignore import EMPTY_MATCH_INFO, IgnorePatternError, MatchInfo, PatternMatcher, parse_dockerignore
 
-__all__ = ["Entry", "ContextPlan", "FILE", "DIR", "SYMLINK", "plan_context", "ignore_file_for"]
+__all__ = ["Entry", "ContextPlan", "FILE", "DIR", "SYMLINK", "plan_context", "walk_context", "sort_plan", "ignore_file_for"]
 
 FILE = 0
 DIR = 1
@@ -43,7 +43,8 @@ class Entry(NamedTuple):
 
     `path` is relative to the root, `/`-separated, without a trailing slash. `size` is 0 for
     directories and symlinks; `link` is the symlink target ("" otherwise). `mode` is the full
-    st_mode; `mtime_ns` and `ino` serve only the unchanged-directory check, never the archive.
+    st_mode of a file (0 for directories and symlinks, whose archived modes are fixed); `mtime_ns`
+    (0 unless a file) and `ino` serve only the unchanged-directory check, never the archive.
     """
 
     path: str
@@ -67,6 +68,7 @@ class ContextPlan:
         entries: Members in archive order (bytewise by tar name).
         warnings: One line per skipped special file or symlink pointing outside the directory.
         started_ns: time.time_ns() when the walk began (for the manifest's racy-timestamp rule).
+        sorted: Whether `entries` are in archive order yet (`sort_plan`).
     """
 
     root: str
@@ -76,6 +78,7 @@ class ContextPlan:
     entries: list[Entry]
     warnings: list[str] = field(default_factory=list)
     started_ns: int = 0
+    sorted: bool = False
 
     @property
     def files(self) -> int:
@@ -125,6 +128,26 @@ def plan_context(root: str | os.PathLike[str], dockerfile: str = "Dockerfile") -
         MissingDockerfile: there is no Dockerfile (checked before anything else).
         BadIgnoreFile: the ignore file has a pattern Docker would refuse.
     """
+    plan = walk_context(root, dockerfile)
+    sort_plan(plan)
+    return plan
+
+
+def sort_plan(plan: ContextPlan) -> None:
+    """Puts the entries in archive order: bytewise by tar name (directories end with "/")."""
+    if not plan.sorted:
+        plan.entries.sort(key=_tar_key)
+        plan.sorted = True
+
+
+def walk_context(root: str | os.PathLike[str], dockerfile: str = "Dockerfile") -> ContextPlan:
+    """`plan_context` without the final sort: entries in walk order (enough for the manifest digest).
+
+    Raises:
+        ContextError: root is not a directory, or a directory that is not excluded cannot be read.
+        MissingDockerfile: there is no Dockerfile (checked before anything else).
+        BadIgnoreFile: the ignore file has a pattern Docker would refuse.
+    """
     started_ns = time.time_ns()
     root_s = os.path.realpath(os.fspath(root))
     if not os.path.isdir(root_s):
@@ -164,7 +187,7 @@ def plan_context(root: str | os.PathLike[str], dockerfile: str = "Dockerfile") -
     use_matcher = bool(matcher)
     append = entries.append
     S_IFMT = 0o170000
-    S_IFREG, S_IFDIR, S_IFLNK = stat.S_IFREG, stat.S_IFDIR, stat.S_IFLNK
+    S_IFREG = stat.S_IFREG
     root_prefix = root_s + "/" if root_s != "/" else "/"
 
     # Each stack item: (relative dir, its MatchInfo, whether it is an excluded directory held back).
@@ -199,35 +222,39 @@ def plan_context(root: str | os.PathLike[str], dockerfile: str = "Dockerfile") -
                             if de.is_dir(follow_symlinks=False) and (
                                 rel in forced_parents or matcher.may_reinclude_below(rel)
                             ):
-                                st = de.stat(follow_symlinks=False)
-                                held[rel] = Entry(rel, DIR, 0, st.st_mode, st.st_mtime_ns, st.st_ino, "")
+                                held[rel] = Entry(rel, DIR, 0, 0, 0, de.inode(), "")
                                 stack.append((rel, info, True))
                             continue
+                    # Only regular files need an lstat: the archive stores directories and
+                    # symlinks with fixed modes and no times (d_type answers what they are).
                     try:
-                        st = de.stat(follow_symlinks=False)
+                        if de.is_dir(follow_symlinks=False):
+                            append(Entry(rel, DIR, 0, 0, 0, de.inode(), ""))
+                            stack.append((rel, info, False))
+                        elif de.is_symlink():
+                            target = os.readlink(de.name, dir_fd=dir_fd)
+                            append(Entry(rel, SYMLINK, 0, 0, 0, de.inode(), target))
+                            if _points_outside(rel, target):
+                                warnings.append(
+                                    f"{rel}: symlink to {target} points outside the directory; stored as a link"
+                                )
+                        else:
+                            st = de.stat(follow_symlinks=False)
+                            if st.st_mode & S_IFMT == S_IFREG:
+                                append(Entry(rel, FILE, st.st_size, st.st_mode, st.st_mtime_ns, st.st_ino, ""))
+                            else:
+                                warnings.append(
+                                    f"{rel}: {_kind_name(st.st_mode)} skipped "
+                                    "(only files, directories and symlinks are sent)"
+                                )
+                                continue
                     except FileNotFoundError:
                         continue  # removed since the listing
-                    fmt = st.st_mode & S_IFMT
-                    if fmt == S_IFREG:
-                        append(Entry(rel, FILE, st.st_size, st.st_mode, st.st_mtime_ns, st.st_ino, ""))
-                    elif fmt == S_IFDIR:
-                        append(Entry(rel, DIR, 0, st.st_mode, st.st_mtime_ns, st.st_ino, ""))
-                        stack.append((rel, info, False))
-                    elif fmt == S_IFLNK:
-                        target = os.readlink(de.name, dir_fd=dir_fd)
-                        append(Entry(rel, SYMLINK, 0, st.st_mode, st.st_mtime_ns, st.st_ino, target))
-                        if _points_outside(rel, target):
-                            warnings.append(f"{rel}: symlink to {target} points outside the directory; stored as a link")
-                        continue
-                    else:
-                        warnings.append(f"{rel}: {_kind_name(st.st_mode)} skipped (only files, directories and symlinks are sent)")
-                        continue
                     if dir_held:
                         _emit_parents(rel, held, emitted_held, append)
         finally:
             os.close(dir_fd)
 
-    entries.sort(key=_tar_key)
     return ContextPlan(
         root=root_s,
         dockerfile=dockerfile,
