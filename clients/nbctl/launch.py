@@ -190,34 +190,37 @@ def run(args: argparse.Namespace) -> int:
 
     request = build_request(args)
     as_json = args.output == "json"
-    with connect(args.socket) as client:
-        stream = client.launch(request)
-        renderer = None if as_json else LaunchRenderer(sys.stdout, sys.stderr)
-        failure: Any = None
-        url = ""
-        try:
+    renderer = None if as_json else LaunchRenderer(sys.stdout, sys.stderr)
+    failure: Any = None
+    url = ""
+    stream: Any = None
+    try:
+        with connect(args.socket) as client:
+            stream = client.launch(request)
             for event in stream:
-                if renderer is None:
-                    emit_json(event)
-                    kind = event.WhichOneof("event")
-                    if kind == "failed":
-                        failure = event.failed
-                    elif kind == "ready":
-                        url = event.ready.url
-                else:
+                if renderer is not None:
                     renderer.handle(event)
-        except KeyboardInterrupt:
+                    continue
+                emit_json(event)
+                kind = event.WhichOneof("event")
+                if kind == "failed":
+                    failure = event.failed
+                elif kind == "ready":
+                    url = event.ready.url
+    except KeyboardInterrupt:
+        # Cancelling the call tells the daemon the client is gone; the daemon decides what happens
+        # to a half-done launch (the session stays listed either way).
+        if stream is not None:
             stream.cancel()
-            if renderer is not None:
-                renderer.close()
-                renderer = None
-            print("nbctl: launch cancelled", file=sys.stderr)
-            return EXIT_INTERRUPTED
-        finally:
-            if renderer is not None:
-                renderer.close()
         if renderer is not None:
-            failure, url = renderer.failure, renderer.url
+            renderer.close()
+        print("nbctl: launch cancelled", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        if renderer is not None:
+            renderer.close()
+    if renderer is not None:
+        failure, url = renderer.failure, renderer.url
     if failure is not None:
         raise CommandError(failure.message or f"the launch failed ({failure.reason or 'no reason given'})")
     if not url:
@@ -227,4 +230,3 @@ def run(args: argparse.Namespace) -> int:
 
         webbrowser.open(url)
     return EXIT_OK
-

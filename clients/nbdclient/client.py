@@ -9,6 +9,8 @@ messages and can be cancelled from another thread (Ctrl-C handlers). Every failu
 from __future__ import annotations
 
 import os
+import queue
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Generic, TypeVar, cast
 
@@ -27,8 +29,21 @@ T = TypeVar("T")
 SyncAction = notebooks_pb2.SyncRequest.Action
 
 
+class _End:
+    """What the reader thread queues last: the error that ended the stream, if any."""
+
+    def __init__(self, error: BaseException | None) -> None:
+        self.error = error
+
+
 class Stream(Generic[T]):
-    """An iterator over a server stream; `cancel()` ends it (the iteration then simply stops)."""
+    """An iterator over a server stream; `cancel()` ends it (the iteration then simply stops).
+
+    The call is read by a helper thread and handed over through a queue, so the iterating thread
+    only ever waits on that queue. A KeyboardInterrupt therefore never lands inside gRPC's own
+    code (where it can leave the channel unable to close); it cancels the call and propagates.
+    Leaving the iteration early (break, an exception) cancels the call too.
+    """
 
     def __init__(self, call: Any, paths: DaemonPaths) -> None:
         self._call = call
@@ -37,16 +52,42 @@ class Stream(Generic[T]):
 
     def cancel(self) -> None:
         self._cancelled = True
-        self._call.cancel()
+        with daemon_control.deferred_interrupt():
+            self._call.cancel()
 
-    def __iter__(self) -> Iterator[T]:
+    def _pump(self, out: queue.SimpleQueue[Any]) -> None:
         try:
             for item in self._call:
+                out.put(item)
+        except BaseException as e:  # Handed to the iterating thread.
+            out.put(_End(e))
+        else:
+            out.put(_End(None))
+
+    def __iter__(self) -> Iterator[T]:
+        items: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        reader = threading.Thread(target=self._pump, args=(items,), name="nbdclient-stream", daemon=True)
+        reader.start()
+        finished = False
+        try:
+            while True:
+                try:
+                    item = items.get(timeout=0.25)
+                except queue.Empty:
+                    continue
+                if isinstance(item, _End):
+                    finished = True
+                    if item.error is None:
+                        return
+                    if isinstance(item.error, grpc.RpcError):
+                        if self._cancelled and item.error.code() == grpc.StatusCode.CANCELLED:
+                            return
+                        raise from_rpc_error(item.error, str(self._paths.socket), str(self._paths.log_file)) from None
+                    raise item.error
                 yield item
-        except grpc.RpcError as e:
-            if self._cancelled and e.code() == grpc.StatusCode.CANCELLED:
-                return
-            raise from_rpc_error(e, str(self._paths.socket), str(self._paths.log_file)) from None
+        finally:
+            if not finished:
+                self.cancel()
 
     def __enter__(self) -> Stream[T]:
         return self
@@ -67,7 +108,7 @@ class Client:
         self._daemon = daemon_pb2_grpc.DaemonStub(channel)  # type: ignore[no-untyped-call]
 
     def close(self) -> None:
-        self.channel.close()
+        daemon_control.close_channel(self.channel)
 
     def __enter__(self) -> Client:
         return self
@@ -75,14 +116,16 @@ class Client:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _unary(self, method: Callable[..., Any], request: Any, timeout: float | None = None) -> Any:
+    def _unary(self, method: Any, request: Any, timeout: float | None = None) -> Any:
         try:
-            return method(request, timeout=timeout)
+            return daemon_control.unary_call(method, request, timeout)
         except grpc.RpcError as e:
             raise from_rpc_error(e, str(self.paths.socket), str(self.paths.log_file)) from None
 
     def _stream(self, method: Callable[..., Any], request: Any) -> Stream[Any]:
-        return Stream(method(request), self.paths)
+        with daemon_control.deferred_interrupt():
+            call = method(request)
+        return Stream(call, self.paths)
 
     # --- Daemon ----------------------------------------------------------------------------------
 

@@ -8,14 +8,18 @@ daemon's version is the client's own.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import shlex
 import shutil
+import signal
 import socket as socketlib
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +32,16 @@ from nbdclient.paths import DaemonPaths
 
 __all__ = [
     "DEFAULT_START_TIMEOUT",
+    "close_channel",
     "daemon_command",
+    "deferred_interrupt",
     "CHANNEL_OPTIONS",
     "ensure_daemon",
     "open_channel",
     "not_running_message",
     "process_gone",
     "start_daemon",
+    "unary_call",
     "wait_for_exit",
     "wait_until_serving",
 ]
@@ -77,8 +84,8 @@ def check_socket_owner(paths: DaemonPaths) -> None:
 
 def _version(channel: grpc.Channel, timeout: float) -> daemon_pb2.VersionResponse:
     stub = daemon_pb2_grpc.DaemonStub(channel)  # type: ignore[no-untyped-call]
-    response: daemon_pb2.VersionResponse = stub.Version(
-        daemon_pb2.VersionRequest(client_version=__version__), timeout=timeout
+    response: daemon_pb2.VersionResponse = unary_call(
+        stub.Version, daemon_pb2.VersionRequest(client_version=__version__), timeout
     )
     return response
 
@@ -133,8 +140,51 @@ def _accepts(path: Path) -> bool:
         s.close()
 
 
+@contextlib.contextmanager
+def deferred_interrupt() -> Iterator[None]:
+    """Holds back Ctrl-C while gRPC sets up or tears down a call or a channel.
+
+    A KeyboardInterrupt raised inside gRPC's own Python code can leave a call registered but never
+    driven, and closing the channel then waits forever. Within this block SIGINT is only recorded;
+    it is raised as KeyboardInterrupt when the block ends. Only the main thread receives signals,
+    and a SIGINT handler other than Python's default is left alone.
+    """
+    if threading.current_thread() is not threading.main_thread() or (
+        signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        raise KeyboardInterrupt
+
+
 def open_channel(paths: DaemonPaths) -> grpc.Channel:
-    return grpc.insecure_channel(paths.target, options=CHANNEL_OPTIONS)
+    with deferred_interrupt():
+        return grpc.insecure_channel(paths.target, options=CHANNEL_OPTIONS)
+
+
+def close_channel(channel: grpc.Channel) -> None:
+    with deferred_interrupt():
+        channel.close()
+
+
+def unary_call(method: Any, request: Any, timeout: float | None) -> Any:
+    """Calls a unary method so that Ctrl-C cancels the call cleanly (see `deferred_interrupt`)."""
+    with deferred_interrupt():
+        future = method.future(request, timeout=timeout)
+    try:
+        return future.result()
+    except grpc.RpcError:
+        raise
+    except BaseException:
+        future.cancel()
+        raise
 
 
 def _serving(paths: DaemonPaths, timeout: float) -> bool:
@@ -142,13 +192,15 @@ def _serving(paths: DaemonPaths, timeout: float) -> bool:
 
     # A fresh channel per probe: a channel that failed while the daemon was starting sits in
     # reconnect backoff and would answer late.
-    with open_channel(paths) as channel:
+    channel = open_channel(paths)
+    try:
         stub = health_pb2_grpc.HealthStub(channel)
-        try:
-            request = health_pb2.HealthCheckRequest(service="")
-            reply = stub.Check(request, timeout=timeout)  # type: ignore[attr-defined]
-        except grpc.RpcError:
-            return False
+        request = health_pb2.HealthCheckRequest(service="")
+        reply = unary_call(stub.Check, request, timeout)  # type: ignore[attr-defined]
+    except grpc.RpcError:
+        return False
+    finally:
+        close_channel(channel)
     return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 
 
@@ -210,7 +262,7 @@ def ensure_daemon(
                 raise from_rpc_error(e, str(paths.socket), str(paths.log_file)) from e
             if not autostart:
                 raise DaemonNotRunning(not_running_message(paths)) from None
-            channel.close()
+            close_channel(channel)
             env_timeout = os.environ.get("NBD_START_TIMEOUT")
             proc = start_daemon(paths)
             wait_until_serving(paths, proc, float(env_timeout) if env_timeout else start_timeout)
@@ -222,7 +274,7 @@ def ensure_daemon(
         if check_version and version.version != __version__:
             raise VersionMismatch(version.version, __version__)
     except BaseException:
-        channel.close()
+        close_channel(channel)
         raise
     return channel, version
 

@@ -35,10 +35,15 @@ def kubectl_notebook(*args: str, env: dict[str, str]) -> subprocess.CompletedPro
     return subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True, text=True, timeout=60)
 
 
-def _default_sigint() -> None:
-    # A test runner started in the background inherits SIGINT ignored, and so would nbctl; a user's
-    # terminal delivers it. Restore the default so Python turns it into KeyboardInterrupt.
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+# A test runner started in the background inherits SIGINT ignored, and so would nbctl, whereas a
+# user's terminal delivers it. This runs nbctl with Python's KeyboardInterrupt handler installed.
+# (Not a pre-exec hook: forking a process that runs gRPC threads is unsafe.)
+INTERRUPTIBLE_NBCTL = [
+    sys.executable,
+    "-c",
+    "import signal, runpy; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "runpy.run_module('nbctl', run_name='__main__')",
+]
 
 
 def assert_one_line_error(done: subprocess.CompletedProcess[str], message: str) -> None:
@@ -101,8 +106,8 @@ def test_daemon_start_then_logs(nbd_isolated_env):
 
 def test_daemon_logs_follow_prints_new_lines_until_interrupted(daemon_factory):
     d = daemon_factory(capabilities="none")
-    proc = subprocess.Popen([sys.executable, "-m", "nbctl", "daemon", "logs", "-f"], env=d.env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint)
+    proc = subprocess.Popen([*INTERRUPTIBLE_NBCTL, "daemon", "logs", "-f"], env=d.env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         with d.client() as client:
             try:
@@ -322,10 +327,12 @@ def test_version_mismatch_of_the_fake(fake_nbd_server, tmp_path):
 def test_ctrl_c_cancels_the_launch_and_exits_130(fake_nbd_server, tmp_path):
     fake_nbd_server.script.events = [fake_nbd_server.event(phase=pb.PhaseChanged(phase=pb.PHASE_PACKAGING))]
     fake_nbd_server.script.hang = True
-    proc = subprocess.Popen([sys.executable, "-m", "nbctl", "launch", str(tmp_path)], env=fake_nbd_server.env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint)
+    proc = subprocess.Popen([*INTERRUPTIBLE_NBCTL, "launch", str(tmp_path)], env=fake_nbd_server.env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert fake_nbd_server.launch_started.wait(30)
+        # Interrupt once the client has rendered the first event: the stream is being read.
+        assert proc.stderr.readline() == "==> packaging\n"
         proc.send_signal(signal.SIGINT)
         assert proc.wait(15) == 130
         assert fake_nbd_server.cancelled.wait(10), "the server never saw the cancellation"

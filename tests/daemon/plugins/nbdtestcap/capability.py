@@ -48,13 +48,16 @@ class FakeLauncher:
                     spec=request.spec)
         )
         ref = reg.ref_of(session)
-        yield LaunchEvent(ref, PhaseChanged(Phase.PACKAGING, "packaging " + request.directory))
         if name == "hang":
+            # A client that goes away closes this generator wherever it is suspended (GeneratorExit
+            # at a yield, CancelledError at an await): both must reach the finally.
             try:
+                yield LaunchEvent(ref, PhaseChanged(Phase.PACKAGING, "packaging " + request.directory))
                 await asyncio.sleep(3600)
-            except asyncio.CancelledError:
+            finally:
                 await reg.update(session.key, message="launch cancelled")
-                raise
+            return
+        yield LaunchEvent(ref, PhaseChanged(Phase.PACKAGING, "packaging " + request.directory))
         for done in (0, 512, 1024):
             yield LaunchEvent(ref, Progress(Phase.PACKAGING, done_bytes=done, total_bytes=1024, done_files=done // 512, total_files=2))
         yield LaunchEvent(ref, Cached(CachedStep.UPLOAD, "already uploaded", "abc123"))
