@@ -2,20 +2,22 @@
 
 Why it is shaped like this: compression is the ceiling of packaging (one core of gzip -6 moves
 ≈ 37 MB/s), so the archive is cut into gzip members that are compressed in parallel by a thread
-pool (ISA-L or zlib, and hashlib, release the GIL) and written in order, and data that does not compress is
-framed as stored deflate blocks at copy speed instead of being compressed for nothing.
+pool (ISA-L or zlib, and hashlib, release the GIL) and written in order, and data that does not
+compress is framed as stored deflate blocks at copy speed instead of being compressed for nothing.
 
-The member boundaries are a function of the content only, never of timing: small members are
+The member boundaries are a function of the walk's sizes only, never of timing: small members are
 batched until a batch reaches `BATCH_BYTES`; a file larger than `BIG_FILE` ends the current batch
-with its header and is cut into `SEGMENT_BYTES` segments; whether a batch or a big file is
-compressed is decided by compressing its first `PROBE_BYTES` at level 1 (a batch compresses
-that probe as the start of its own stream, so nothing is compressed twice). The same content thus
-always gives the same bytes and the same MD5.
+and is cut into `SEGMENT_BYTES` segments (its header travels with the first); whether a batch or a
+big file is compressed is decided by compressing its first `PROBE_BYTES` at level 1 (a batch
+compresses that probe as the start of its own stream, so nothing is compressed twice). The same
+content thus always gives the same bytes and the same MD5; a file whose size no longer matches
+the walk is an error, never a silent difference.
 
 Threads: the caller's thread cuts the plan into batches (and reads big files, whose reads are few
 and large); `workers` threads read the small files of a batch, build its headers and compress it
 (so the many small-file syscalls run on every core); one writer thread writes members in order to
-a temporary file in the spool directory, feeds the MD5 and reports progress. The file gets its final name (`ctx-<md5>.tar.gz`) only when complete.
+a temporary file in the spool directory, feeds the MD5 and reports progress. The file gets its
+final name (`ctx-<md5>.tar.gz`) only when complete.
 """
 
 from __future__ import annotations
@@ -158,7 +160,7 @@ class _Opener:
 
 
 # An item of a batch: an entry to turn into a member (header, and data for a small file), or
-# bytes already made (the header of a big file, the end-of-archive blocks).
+# bytes already made (the end-of-archive blocks).
 _Item = Entry | bytes
 
 
