@@ -272,14 +272,18 @@ class _Subscription:
 class Store:
     """All objects of the simulated cluster; see the module docstring for the contract."""
 
-    def __init__(self, registry: Registry | None = None, history_size: int = 10000) -> None:
+    def __init__(self, registry: Registry | None = None, history_size: int = 10000,
+                 start_resource_version: int | None = None) -> None:
         self.registry = registry if registry is not None else Registry()
-        self._rv = 0
+        # Versions start from the clock (milliseconds) so that a restarted kubesim never reuses the
+        # versions of an earlier run: a client resuming a watch from one of those gets 410 Expired
+        # and re-lists, as after a real server's compaction.
+        self._rv = start_resource_version if start_resource_version is not None else int(time.time() * 1000)
         self._objects: dict[tuple[str, str], dict[tuple[str, str], dict[str, Any]]] = {}
         self.history_size = history_size
         self.max_events = 5000  # add_event drops the oldest Events beyond this
         self._history: deque[_Record] = deque()
-        self._evicted_rv = 0  # every event with rv <= this has left the history
+        self._evicted_rv = self._rv  # every event with rv <= this has left the history (or never was)
         self._watches: set[Watch] = set()
         self._subs: List[_Subscription] = []
         # Indexes kept by _put/_pop: uid -> where the object is; owner uid -> dependents' places;
@@ -458,6 +462,9 @@ class Store:
                 raise ApiError.bad_request(f'invalid resource version "{resource_version}"') from None
             if since < self._evicted_rv:
                 raise ApiError.expired(f"too old resource version: {since} ({self._evicted_rv + 1})")
+            if since > self._rv:
+                # From a future this server never had (an earlier kubesim run): make the client re-list.
+                raise ApiError.expired(f"too old resource version: {since} ({self._rv})")
             for rec in self._history:
                 if rec.rv > since:
                     w._offer(rec)

@@ -135,10 +135,11 @@ def test_drop_streams_closes_open_watch(apiserver: KubesimServer) -> None:
     core = client.CoreV1Api(api)
     outcome: dict[str, Any] = {}
     opened = threading.Event()
+    rv = core.list_namespaced_config_map("default").metadata.resource_version
 
     def run() -> None:
         try:
-            resp = core.list_namespaced_config_map("default", watch=True, resource_version="1",
+            resp = core.list_namespaced_config_map("default", watch=True, resource_version=rv,
                                                    _preload_content=False)
             opened.set()
             for _ in resp.stream(1024):

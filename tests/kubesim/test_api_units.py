@@ -419,3 +419,20 @@ def _printed(status: dict[str, Any], **meta: Any) -> list[Any]:
 ])
 def test_pod_status_column(status: dict[str, Any], meta: dict[str, Any], expected: list[Any]) -> None:
     assert _printed(status, **meta) == expected
+
+
+def test_watch_from_another_incarnation_expires() -> None:
+    async def run() -> None:
+        old = Store(start_resource_version=100)
+        old.create(CM, {"metadata": {"name": "a"}}, "default")
+        seen = old.resource_version
+        new = Store(start_resource_version=50)  # a restarted server behind the old versions
+        for rv in (seen, "10"):
+            with pytest.raises(ApiError) as e:
+                new.watch(CM, "default", rv)
+            assert e.value.code == 410
+        later = Store()
+        assert int(later.resource_version) > int(seen)  # versions come from the clock by default
+        later.watch(CM, "default", later.resource_version).close()
+
+    asyncio.run(run())
