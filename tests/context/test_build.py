@@ -401,3 +401,15 @@ def test_a_cache_hit_reads_no_content(tmp_path: Path, old_ns: int, monkeypatch: 
     monkeypatch.setattr(context, "package", no_packaging)
     hit = build(root, tmp_path / "t")
     assert hit.cached and hit.md5_hex == first.md5_hex
+
+
+def test_stale_partial_archives_are_removed_recent_ones_kept(tmp_path: Path) -> None:
+    root = write_tree(tmp_path / "src", {"Dockerfile": "x"})
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    stale, recent = spool / ".ctx-dead.partial", spool / ".ctx-busy.partial"
+    stale.write_bytes(b"half")
+    recent.write_bytes(b"half")
+    os.utime(stale, (time.time() - 2 * pack.STALE_PARTIAL_SECONDS,) * 2)
+    built = build_context_sync(root, spool, tmp_path / "cache")
+    assert sorted(os.listdir(spool)) == sorted([".ctx-busy.partial", os.path.basename(built.path)])

@@ -59,6 +59,7 @@ PROBE_BYTES = 64 << 10
 # A probe that does not save at least this fraction means "store, don't compress".
 MIN_SAVING = 0.10
 DEFAULT_LEVEL = 1
+STALE_PARTIAL_SECONDS = 3600
 
 _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
 _DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
@@ -455,6 +456,26 @@ def _read_rest(fd_in: int, data: bytes, want: int) -> bytes:
     return bytes(buf)
 
 
+def _remove_stale_partials(spool: str) -> None:
+    """Removes temporary archives left by a packaging that died (a crash, a kill) long ago.
+
+    Recent ones may belong to a packaging running now in another thread, so they stay.
+    """
+    limit = time.time() - STALE_PARTIAL_SECONDS
+    try:
+        names = os.listdir(spool)
+    except OSError:
+        return
+    for name in names:
+        if name.startswith(".ctx-") and name.endswith(".partial"):
+            path = os.path.join(spool, name)
+            try:
+                if os.stat(path).st_mtime < limit:
+                    os.unlink(path)
+            except OSError:
+                pass
+
+
 def package(
     plan: ContextPlan,
     spool_dir: str | os.PathLike[str],
@@ -472,6 +493,7 @@ def package(
     """
     spool = os.fspath(spool_dir)
     os.makedirs(spool, mode=0o700, exist_ok=True)
+    _remove_stale_partials(spool)
     tmp = os.path.join(spool, f".ctx-{uuid.uuid4().hex}.partial")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
