@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.harness import Figure, median, time_command
+from benchmarks.harness import Figure, median, time_commands
 
 NAME = "cli"
 
@@ -80,12 +80,20 @@ def run(quick: bool = False) -> list[Figure]:
     root = Path(tempfile.mkdtemp(prefix="nbdb-", dir="/tmp"))
     daemon = _start_daemon(root)
     try:
-        env = _env(root)
         py = sys.executable
-        python_pass = median(time_command([py, "-c", "pass"], runs, env=env)) * 1000
-        import_grpc = median(time_command([py, "-c", "import grpc"], runs, env=env)) * 1000
-        list_json = median(time_command([*_nbctl(), "list", "--output", "json"], runs, env=env)) * 1000
-        list_text = median(time_command([*_nbctl(), "list"], runs, env=env)) * 1000
+        samples = time_commands(
+            {
+                "pass": [py, "-c", "pass"],
+                "grpc": [py, "-c", "import grpc"],
+                "json": [*_nbctl(), "list", "--output", "json"],
+                "text": [*_nbctl(), "list"],
+            },
+            runs,
+            env=_env(root),
+        )
+        python_pass, import_grpc, list_json, list_text = (
+            median(samples[k]) * 1000 for k in ("pass", "grpc", "json", "text")
+        )
     finally:
         _stop(daemon)
         shutil.rmtree(root, ignore_errors=True)

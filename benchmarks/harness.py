@@ -38,6 +38,7 @@ __all__ = [
     "median",
     "time_call",
     "time_command",
+    "time_commands",
 ]
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -133,6 +134,25 @@ def time_command(
             )
 
     return time_call(once, runs, warmup)
+
+
+def time_commands(
+    commands: Mapping[str, Sequence[str]],
+    runs: int,
+    *,
+    warmup: int = 1,
+    env: Mapping[str, str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+) -> dict[str, list[float]]:
+    """Wall-clock seconds of each command, run round-robin (one of each per round) so that a
+    change of machine load during the measurement weighs on every command alike."""
+    for argv in commands.values():
+        time_command(argv, 0, warmup=warmup, env=env, cwd=cwd)
+    samples: dict[str, list[float]] = {name: [] for name in commands}
+    for _ in range(runs):
+        for name, argv in commands.items():
+            samples[name] += time_command(argv, 1, warmup=0, env=env, cwd=cwd)
+    return samples
 
 
 # --- discovery and reporting ----------------------------------------------------------------------

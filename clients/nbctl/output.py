@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Sequence
-from datetime import datetime, timezone
 from typing import Any
 
 __all__ = ["emit_json", "message_dict", "phase_name", "print_table", "when"]
@@ -50,6 +49,8 @@ def when(ts: Any) -> str:
     """A protobuf Timestamp as local 'YYYY-MM-DD HH:MM:SS', or '' when unset."""
     if not ts.seconds and not ts.nanos:
         return ""
+    from datetime import datetime, timezone
+
     dt = datetime.fromtimestamp(ts.seconds, tz=timezone.utc).astimezone()
     return dt.strftime("%Y-%m-%d %H:%M:%S")
 

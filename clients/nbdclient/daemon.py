@@ -11,8 +11,6 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
-import shlex
-import shutil
 import signal
 import socket as socketlib
 import subprocess
@@ -92,6 +90,10 @@ def _version(channel: grpc.Channel, timeout: float) -> daemon_pb2.VersionRespons
 
 def daemon_command() -> list[str]:
     """How to run the daemon: $NBD_DAEMON_COMMAND, else this Python's `-m nbd`, else `nbd` on PATH."""
+    # Imported here, as in start_daemon: a client whose daemon answers never pays for them.
+    import shlex
+    import shutil
+
     override = os.environ.get("NBD_DAEMON_COMMAND")
     if override:
         return shlex.split(override)
@@ -108,6 +110,8 @@ def daemon_command() -> list[str]:
 
 def start_daemon(paths: DaemonPaths) -> subprocess.Popen[bytes]:
     """Starts the daemon detached from this process's terminal and session."""
+    import shlex
+
     cmd = [*daemon_command(), "--socket", str(paths.socket), "--state-dir", str(paths.state_dir)]
     paths.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     log_fd = os.open(paths.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)

@@ -10,10 +10,10 @@ Rules (first match wins):
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import NamedTuple
 
 __all__ = ["DaemonPaths", "resolve", "MAX_SOCKET_PATH"]
 
@@ -21,9 +21,12 @@ __all__ = ["DaemonPaths", "resolve", "MAX_SOCKET_PATH"]
 MAX_SOCKET_PATH = 107
 
 
-@dataclasses.dataclass(frozen=True)
-class DaemonPaths:
-    """The daemon's files. Invariant: every path is absolute."""
+class DaemonPaths(NamedTuple):
+    """The daemon's files. Invariant: every path is absolute.
+
+    (A NamedTuple rather than a dataclass: `dataclasses` imports `inspect`, which costs a CLI
+    start-up more than this whole module.)
+    """
 
     state_dir: Path
     socket: Path
