@@ -214,76 +214,78 @@ async def upload(
     attempts = 0
     refreshes = 0
     last_error = ""
-    try:
-        signed = await get_url()
-        while True:
-            if cancel is not None and cancel.is_set():
-                raise Cancelled("the upload was cancelled; nothing was stored", reason="Cancelled")
-            expiry = signed.expiry()
-            if expiry is not None and expiry - policy.expiry_margin <= time.time():
-                if refreshes >= policy.max_url_refreshes:
-                    raise UploadForbidden(
-                        "the upload URL keeps expiring before it can be used; check the clock of this "
-                        "machine and of the cluster, then relaunch",
-                        reason="URLExpired",
-                    )
-                refreshes += 1
-                signed = await get_url()
-                continue
-            attempts += 1
-            meter = _Meter(size, attempts, progress)
-            try:
-                status, body = await _put_once(signed.url, file_path, size, md5_b64, meter, policy, cancel)
-            except _Transient as e:
-                last_error = str(e)
-                log.info("upload to %s: attempt %d failed: %s", _redact(signed.url), attempts, e)
-                if attempts >= policy.max_attempts:
-                    raise UploadFailed(
-                        f"uploading the build context failed {attempts} times (last: {last_error}); "
-                        "check the network and relaunch",
-                    ) from e
-                await _sleep_unless_cancelled(backoff_delay(attempts, policy), cancel)
-                continue
-            decision = classify(status, body)
-            what = f"{status} {decision.code}".strip() + (f": {decision.message}" if decision.message else "")
-            if decision.action is Action.DONE:
-                return UploadResult(size, attempts, refreshes, time.monotonic() - started)
-            if decision.action is Action.BAD_DIGEST:
-                raise BadDigest(
-                    "the uploaded bytes did not match their MD5 (BadDigest): the file changed while uploading? "
-                    "relaunch to package and upload again",
-                    status=status,
-                    store_code=decision.code,
+    signed = await get_url()
+    while True:
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("the upload was cancelled; nothing was stored", reason="Cancelled")
+        expiry = signed.expiry()
+        if expiry is not None and expiry - policy.expiry_margin <= time.time():
+            if refreshes >= policy.max_url_refreshes:
+                raise UploadForbidden(
+                    "the upload URL keeps expiring before it can be used; check the clock of this "
+                    "machine and of the cluster, then relaunch",
+                    reason="URLExpired",
                 )
-            if decision.action is Action.REFRESH_URL:
-                log.info("upload to %s refused (%s); asking for a new URL", _redact(signed.url), what)
-                if refreshes >= policy.max_url_refreshes:
-                    raise UploadForbidden(
-                        f"the store refused the upload URL {refreshes + 1} times ({what}); check the "
-                        "controller's signing identity and both clocks, then relaunch",
-                        status=status,
-                        store_code=decision.code,
-                    )
-                refreshes += 1
-                signed = await get_url()
-                continue
-            if decision.action is Action.RETRY:
-                last_error = what
-                log.info("upload to %s: attempt %d answered %s", _redact(signed.url), attempts, what)
-                if attempts >= policy.max_attempts:
-                    raise UploadFailed(
-                        f"uploading the build context failed {attempts} times (last: {what}); "
-                        "the store is unavailable, relaunch later",
-                        status=status,
-                        store_code=decision.code,
-                    )
-                await _sleep_unless_cancelled(backoff_delay(attempts, policy), cancel)
-                continue
+            refreshes += 1
+            signed = await get_url()
+            continue
+        if urlsplit(signed.url).scheme not in ("http", "https"):
             raise UploadRejected(
-                f"the store refused the upload ({what}); check the controller's storage configuration",
-                reason=decision.code or f"HTTP{status}",
+                "the upload URL is not usable (it must be http(s)://HOST/...); this is a controller bug",
+                reason="BadURL",
+            )
+        attempts += 1
+        meter = _Meter(size, attempts, progress)
+        try:
+            status, body = await _put_once(signed.url, file_path, size, md5_b64, meter, policy, cancel)
+        except _Transient as e:
+            last_error = str(e)
+            log.info("upload to %s: attempt %d failed: %s", _redact(signed.url), attempts, e)
+            if attempts >= policy.max_attempts:
+                raise UploadFailed(
+                    f"uploading the build context failed {attempts} times (last: {last_error}); "
+                    "check the network and relaunch",
+                ) from e
+            await _sleep_unless_cancelled(backoff_delay(attempts, policy), cancel)
+            continue
+        decision = classify(status, body)
+        what = f"{status} {decision.code}".strip() + (f": {decision.message}" if decision.message else "")
+        if decision.action is Action.DONE:
+            return UploadResult(size, attempts, refreshes, time.monotonic() - started)
+        if decision.action is Action.BAD_DIGEST:
+            raise BadDigest(
+                "the uploaded bytes did not match their MD5 (BadDigest): the file changed while uploading? "
+                "relaunch to package and upload again",
                 status=status,
                 store_code=decision.code,
             )
-    except ValueError as e:
-        raise UploadRejected(f"the upload URL is not usable ({e}); this is a controller bug", reason="BadURL") from e
+        if decision.action is Action.REFRESH_URL:
+            log.info("upload to %s refused (%s); asking for a new URL", _redact(signed.url), what)
+            if refreshes >= policy.max_url_refreshes:
+                raise UploadForbidden(
+                    f"the store refused the upload URL {refreshes + 1} times ({what}); check the "
+                    "controller's signing identity and both clocks, then relaunch",
+                    status=status,
+                    store_code=decision.code,
+                )
+            refreshes += 1
+            signed = await get_url()
+            continue
+        if decision.action is Action.RETRY:
+            last_error = what
+            log.info("upload to %s: attempt %d answered %s", _redact(signed.url), attempts, what)
+            if attempts >= policy.max_attempts:
+                raise UploadFailed(
+                    f"uploading the build context failed {attempts} times (last: {what}); "
+                    "the store is unavailable, relaunch later",
+                    status=status,
+                    store_code=decision.code,
+                )
+            await _sleep_unless_cancelled(backoff_delay(attempts, policy), cancel)
+            continue
+        raise UploadRejected(
+            f"the store refused the upload ({what}); check the controller's storage configuration",
+            reason=decision.code or f"HTTP{status}",
+            status=status,
+            store_code=decision.code,
+        )
