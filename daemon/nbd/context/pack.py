@@ -76,10 +76,29 @@ class CancelFlag(Protocol):
 
 @dataclass(frozen=True)
 class PackProgress:
+    """Packaging progress: files and content bytes written so far, of the totals of the walk."""
+
     files_done: int
     files_total: int
     bytes_done: int
     bytes_total: int
+
+    # The names of nbd.launch.events.Progress, so a progress event can be filled field by field.
+    @property
+    def done_files(self) -> int:
+        return self.files_done
+
+    @property
+    def total_files(self) -> int:
+        return self.files_total
+
+    @property
+    def done_bytes(self) -> int:
+        return self.bytes_done
+
+    @property
+    def total_bytes(self) -> int:
+        return self.bytes_total
 
 
 @dataclass(frozen=True)
