@@ -367,3 +367,22 @@ def test_the_signed_url_never_appears_in_errors(tmp_path: Path) -> None:
         assert "topsecret" not in str(info.value)
 
     run_with_stub([(503, b"")] * 10, body)
+
+
+def test_a_missing_or_changed_archive_is_a_clear_error(tmp_path: Path) -> None:
+    path, md5 = spooled(tmp_path, 100)
+
+    async def body(stub: StubGCS) -> None:
+        get_url, _ = urls(stub.url + "/b/o")
+        with pytest.raises(UploadFailed, match="is missing; relaunch"):
+            await upload(str(tmp_path / "nope.tar.gz"), md5, get_url, policy=FAST)
+
+        async def get_url_then_truncate() -> SignedURL:
+            Path(path).write_bytes(b"short")
+            return SignedURL(stub.url + "/b/o")
+
+        with pytest.raises(UploadFailed, match="changed or disappeared"):
+            await upload(path, md5, get_url_then_truncate, policy=FAST)
+
+    stub = run_with_stub([], body)
+    assert stub.seen == []

@@ -169,6 +169,14 @@ def _describe(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
 
 
+def _spooled_size(path: str) -> int:
+    """The archive's size; -1 when it is gone (every attempt re-reads it from the first byte)."""
+    try:
+        return os.stat(path).st_size
+    except FileNotFoundError:
+        return -1
+
+
 async def _sleep_unless_cancelled(seconds: float, cancel: CancelFlag | None) -> None:
     deadline = time.monotonic() + seconds
     while True:
@@ -209,7 +217,9 @@ async def upload(
         Cancelled: `cancel` was set.
     """
     file_path = os.fspath(path)
-    size = os.stat(file_path).st_size
+    size = _spooled_size(file_path)
+    if size < 0:
+        raise UploadFailed(f"the packaged context {file_path} is missing; relaunch", reason="ContextMissing")
     started = time.monotonic()
     attempts = 0
     refreshes = 0
@@ -233,6 +243,11 @@ async def upload(
             raise UploadRejected(
                 "the upload URL is not usable (it must be http(s)://HOST/...); this is a controller bug",
                 reason="BadURL",
+            )
+        if _spooled_size(file_path) != size:
+            raise UploadFailed(
+                f"the packaged context {file_path} changed or disappeared while uploading; relaunch",
+                reason="ContextMissing",
             )
         attempts += 1
         meter = _Meter(size, attempts, progress)
