@@ -253,18 +253,22 @@ def test_unreadable_file_injected_at_the_io_seam(tmp_path: Path) -> None:
     assert os.listdir(tmp_path / "spool") == []  # the partial archive is gone
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to switch to another uid")
-def test_unreadable_file_for_a_real_other_user(request: pytest.FixtureRequest) -> None:
-    # Root reads everything, so the packaging runs as "nobody" in a child process.
-    # pytest's tmp_path sits under a 0700 directory: use one that "nobody" can traverse.
+def world_traversable_tree(request: pytest.FixtureRequest, files: dict[str, bytes | str]) -> tuple[Path, Path]:
+    """(base, root): a tree that "nobody" can traverse (pytest's tmp_path sits under a 0700 directory)."""
     base = Path(tempfile.mkdtemp(prefix="nbd-unreadable-", dir="/tmp"))
     request.addfinalizer(lambda: shutil.rmtree(base, ignore_errors=True))
-    os.chmod(base, 0o777)
-    root = write_tree(base / "src", {"Dockerfile": "FROM x\n", "secret.key": "k", "ok.txt": "o"})
-    for dirpath, dirs, files in os.walk(base):
+    root = write_tree(base / "src", files)
+    for dirpath, _dirs, _files in os.walk(base):
         os.chmod(dirpath, 0o777)
-    os.chmod(root / "secret.key", 0o000)
-    # A forked child (the interpreter under /root is not executable by nobody) drops to nobody.
+    return base, root
+
+
+def build_as_nobody(base: Path, root: Path) -> tuple[str, str, str]:
+    """Runs the packaging as uid 65534 in a forked child; returns (reason, path, message) of its error.
+
+    Root reads everything, hence the other user; a fork, because the interpreter under /root is not
+    executable by nobody.
+    """
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # child: never returns into pytest
@@ -279,6 +283,8 @@ def test_unreadable_file_for_a_real_other_user(request: pytest.FixtureRequest) -
             except UnreadableFile as e:
                 os.write(write_end, "\n".join([e.reason, e.path, str(e)]).encode())
                 code = 3
+        except BaseException as e:
+            os.write(write_end, repr(e).encode())
         finally:
             os._exit(code)
     os.close(write_end)
@@ -287,11 +293,60 @@ def test_unreadable_file_for_a_real_other_user(request: pytest.FixtureRequest) -
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 3, out
     reason, path, message = out.splitlines()[:3]
-    assert reason == "UnreadableFile"
-    assert path == str(root / "secret.key")
+    return reason, path, message
+
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to switch to another uid")
+
+
+@needs_root
+def test_unreadable_file_for_a_real_other_user(request: pytest.FixtureRequest) -> None:
+    base, root = world_traversable_tree(request, {"Dockerfile": "FROM x\n", "secret.key": "k", "ok.txt": "o"})
+    os.chmod(root / "secret.key", 0o000)
+    reason, path, message = build_as_nobody(base, root)
+    assert (reason, path) == ("UnreadableFile", str(root / "secret.key"))
     assert message.startswith(f"cannot read {root / 'secret.key'}: Permission denied")
-    assert [n for n in os.listdir(base / "spool") if not n.startswith(".")] == []
-    assert [n for n in os.listdir(base / "spool")] == []
+    assert os.listdir(base / "spool") == []  # nothing half-written is left
+
+
+@needs_root
+def test_unreadable_directory_for_a_real_other_user(request: pytest.FixtureRequest) -> None:
+    base, root = world_traversable_tree(request, {"Dockerfile": "FROM x\n", "private/key": "k"})
+    os.chmod(root / "private", 0o000)
+    reason, path, message = build_as_nobody(base, root)
+    assert (reason, path) == ("UnreadableFile", str(root / "private"))
+    assert message == (
+        f"cannot read directory {root / 'private'}: Permission denied; fix its permissions or add it to .dockerignore"
+    )
+
+
+@needs_root
+def test_unreadable_but_ignored_directory_is_no_error(request: pytest.FixtureRequest) -> None:
+    base, root = world_traversable_tree(
+        request, {"Dockerfile": "FROM x\n", ".dockerignore": "private\n!private/keep\n", "private/key": "k"}
+    )
+    os.chmod(root / "private", 0o000)
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            built = build_context_sync(root, base / "spool", base / "cache")
+            os.write(write_end, built.path.encode())
+            code = 0
+        except BaseException as e:
+            os.write(write_end, repr(e).encode())
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as r:
+        out = r.read().decode()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, out
+    assert names(out) == [".dockerignore", "Dockerfile"]
 
 
 def test_manifest_cache_hit_and_miss(tmp_path: Path, old_ns: int) -> None:
