@@ -16,6 +16,7 @@ import logging
 import pkgutil
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
+from types import ModuleType
 from typing import ParamSpec, TypeVar
 
 from nbd.bus import EventBus
@@ -26,7 +27,14 @@ from nbd.session import utcnow
 from nbd.store import SessionStore
 from nbdclient.paths import DaemonPaths
 
-__all__ = ["App", "Hook", "discover_capability_modules", "install_capabilities"]
+__all__ = [
+    "App",
+    "Hook",
+    "discover_capability_modules",
+    "import_capabilities",
+    "install_capabilities",
+    "install_imported",
+]
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +75,9 @@ class App:
         self._background: set[asyncio.Task[None]] = set()
         self.shutdown_requested = asyncio.Event()
         self.shutdown_grace: float | None = None
+        # Set once the capabilities are installed; the RPCs they serve wait for it, so a client
+        # that connects while they load gets an answer, never a spurious UNIMPLEMENTED.
+        self.capabilities_ready = asyncio.Event()
 
     # --- blocking work ---------------------------------------------------------------------------
 
@@ -146,23 +157,48 @@ def discover_capability_modules() -> list[str]:
     return sorted(found)
 
 
-def install_capabilities(app: App, names: Iterable[str] | None = None) -> list[str]:
-    """Imports `nbd.<name>.capability` (or the module NAME when it is dotted) and calls its
-    `install(app)` for each name (default: all
-    discovered). A capability that fails is logged and recorded in `app.capabilities.problems`,
-    so its RPCs say why they are unavailable; the daemon still starts. Returns the installed names."""
-    installed = []
+def _module_name(name: str) -> str:
+    # A dotted name is a module path (capabilities living outside the nbd package, e.g. tests').
+    return name if "." in name else f"nbd.{name}.capability"
+
+
+def import_capabilities(names: Iterable[str] | None = None) -> list[tuple[str, ModuleType | BaseException]]:
+    """Imports the capability modules (default: all discovered); each is a module or its error.
+
+    Blocking and slow (capabilities pull in kubernetes): the server runs it in a worker thread
+    while it already answers.
+    """
+    imported: list[tuple[str, ModuleType | BaseException]] = []
     for name in discover_capability_modules() if names is None else names:
-        # A dotted name is a module path (capabilities living outside the nbd package, e.g. tests').
-        module_name = name if "." in name else f"nbd.{name}.capability"
         try:
-            module = importlib.import_module(module_name)
+            imported.append((name, importlib.import_module(_module_name(name))))
+        except Exception as e:
+            imported.append((name, e))
+    return imported
+
+
+def install_imported(app: App, imported: Iterable[tuple[str, ModuleType | BaseException]]) -> list[str]:
+    """Calls `install(app)` of each imported capability module; returns the installed names.
+
+    A capability that fails (to import or to install) is logged and recorded in
+    `app.capabilities.problems`, so its RPCs say why they are unavailable; the daemon still runs.
+    """
+    installed = []
+    for name, module in imported:
+        try:
+            if isinstance(module, BaseException):
+                raise module
             install = getattr(module, "install")
             install(app)
         except Exception as e:
-            log.exception("capability %s failed to install", name)
+            log.error("capability %s failed to install", name, exc_info=e)
             app.capabilities.problems[name] = f"{type(e).__name__}: {e}"
             continue
         installed.append(name)
         log.info("installed capability %s", name)
     return installed
+
+
+def install_capabilities(app: App, names: Iterable[str] | None = None) -> list[str]:
+    """Imports and installs capabilities in one blocking step (for tests and tools)."""
+    return install_imported(app, import_capabilities(names))

@@ -3,9 +3,11 @@
 The servicers answer Get/List/Events/Version/Shutdown themselves. Launch, Stop, Logs and Sync are
 delegated to optional capabilities registered on `App.capabilities`; until one is registered, its
 RPCs answer UNIMPLEMENTED naming what is missing. A capability is installed by a module
-`nbd.<subpackage>.capability` exposing `install(app: nbd.app.App) -> None`, found at daemon start
-(see `nbd.app.install_capabilities`); `install` sets the fields below and may add start hooks
-(`app.on_start`, e.g. to resume persisted sessions) and stop hooks (`app.on_stop`).
+`nbd.<subpackage>.capability` exposing `install(app: nbd.app.App) -> None`, found at daemon start.
+The daemon imports these modules in a worker thread once it already answers (their imports are
+slow), then calls `install` on the event loop; Launch/Stop/Logs/Sync wait until that is done.
+`install` sets the fields below and may add start hooks (`app.on_start`, e.g. to resume persisted
+sessions; they run right after every capability is installed) and stop hooks (`app.on_stop`).
 
 Every type here is proto-free; the servicers convert at the edge.
 """

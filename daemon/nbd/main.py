@@ -85,15 +85,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             names = []
         else:
             names = [n.strip() for n in args.capabilities.split(",") if n.strip()]
-        installed = app_module.install_capabilities(app, names)
-        log.info(
-            "nbd %s starting; state dir %s; capabilities: %s",
-            app.version,
-            paths.state_dir,
-            ", ".join(installed) or "none",
-        )
+        log.info("nbd %s starting; state dir %s", app.version, paths.state_dir)
         try:
-            server.run(app, grace=args.grace if args.grace is not None else server.DEFAULT_GRACE)
+            server.run(
+                app,
+                grace=args.grace if args.grace is not None else server.DEFAULT_GRACE,
+                capabilities=names,
+            )
         except Exception:
             log.exception("the daemon failed")
             print(f"nbd: the daemon failed; see {paths.log_file}", file=sys.stderr)

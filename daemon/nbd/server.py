@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Iterable
 
 import grpc
 import grpc.aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from nbd.app import App
+from nbd.app import App, import_capabilities, install_imported
 from nbd.instance import remove_socket
 from nbd.interceptors import ErrorInterceptor
 from nbd.servicers import DaemonServicer, NotebooksServicer
@@ -33,8 +34,13 @@ DAEMON_SERVICE = daemon_pb2.DESCRIPTOR.services_by_name["Daemon"].full_name
 SERVICE_NAMES = (NOTEBOOKS_SERVICE, DAEMON_SERVICE)
 
 
-async def serve(app: App, *, grace: float = DEFAULT_GRACE) -> None:
-    """Starts the server, runs the start hooks, waits for a shutdown request, then stops cleanly."""
+async def serve(app: App, *, grace: float = DEFAULT_GRACE, capabilities: Iterable[str] | None = None) -> None:
+    """Starts the server, installs the capabilities (None: all found), runs the start hooks,
+    waits for a shutdown request, then stops cleanly.
+
+    The capabilities are imported in a worker thread once the server answers: Version, List, Get,
+    Events and health work at once, and Launch/Stop/Logs/Sync wait until the capabilities are in.
+    """
     socket_path = app.paths.socket
     server = grpc.aio.server(
         interceptors=[ErrorInterceptor(app.paths.log_file)],
@@ -60,7 +66,17 @@ async def serve(app: App, *, grace: float = DEFAULT_GRACE) -> None:
 
     for name in ("", *SERVICE_NAMES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    await app.run_start_hooks()
+
+    async def install() -> None:
+        try:
+            imported = await app.run_blocking(import_capabilities, capabilities)
+            installed = install_imported(app, imported)
+            log.info("capabilities: %s", ", ".join(installed) or "none")
+        finally:
+            app.capabilities_ready.set()
+        await app.run_start_hooks()
+
+    app.spawn(install(), name="install capabilities")
 
     try:
         await app.shutdown_requested.wait()
@@ -78,7 +94,7 @@ async def serve(app: App, *, grace: float = DEFAULT_GRACE) -> None:
         log.info("stopped")
 
 
-def run(app: App, *, grace: float = DEFAULT_GRACE) -> None:
+def run(app: App, *, grace: float = DEFAULT_GRACE, capabilities: Iterable[str] | None = None) -> None:
     """Runs `serve` on a fresh event loop, with SIGTERM/SIGINT asking for a graceful stop."""
     import signal
 
@@ -88,6 +104,6 @@ def run(app: App, *, grace: float = DEFAULT_GRACE) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, app.request_shutdown)
         await app.registry.load()
-        await serve(app, grace=grace)
+        await serve(app, grace=grace, capabilities=capabilities)
 
     asyncio.run(main())

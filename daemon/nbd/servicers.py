@@ -39,6 +39,7 @@ class NotebooksServicer(notebooks_pb2_grpc.NotebooksServicer):
     async def Launch(
         self, request: notebooks_pb2.LaunchRequest, context: Context
     ) -> AsyncIterator[notebooks_pb2.LaunchEvent]:
+        await self.app.capabilities_ready.wait()
         launcher = self.app.capabilities.require_launcher()
         launch = convert.launch_request_from_proto(request)
         events = launcher.launch(launch)
@@ -49,6 +50,7 @@ class NotebooksServicer(notebooks_pb2_grpc.NotebooksServicer):
             await _close(events)
 
     async def Stop(self, request: notebooks_pb2.StopRequest, context: Context) -> notebooks_pb2.StopResponse:
+        await self.app.capabilities_ready.wait()
         launcher = self.app.capabilities.require_stopper()
         session = self.app.registry.resolve(request.session)
         stopped = await launcher.stop(session, delete=request.delete)
@@ -63,6 +65,7 @@ class NotebooksServicer(notebooks_pb2_grpc.NotebooksServicer):
     async def Logs(
         self, request: notebooks_pb2.LogsRequest, context: Context
     ) -> AsyncIterator[notebooks_pb2.LogLine]:
+        await self.app.capabilities_ready.wait()
         reader = self.app.capabilities.require_logs()
         session = self.app.registry.resolve(request.session)
         lines = reader.logs(session, convert.logs_query_from_proto(request))
@@ -73,6 +76,7 @@ class NotebooksServicer(notebooks_pb2_grpc.NotebooksServicer):
             await _close(lines)
 
     async def Sync(self, request: notebooks_pb2.SyncRequest, context: Context) -> notebooks_pb2.SyncResponse:
+        await self.app.capabilities_ready.wait()
         control = self.app.capabilities.require_sync()
         session = self.app.registry.resolve(request.session)
         status = await control.sync(session, convert.sync_action_from_proto(request.action))

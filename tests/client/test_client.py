@@ -295,3 +295,23 @@ def test_launch_cancelled_by_the_client_reaches_the_daemon(fake_daemon, tmp_path
                 break
             threading.Event().wait(0.05)
         assert client.get("hang").message == "launch cancelled"
+
+
+def test_the_daemon_answers_while_capabilities_load_and_launch_waits_for_them(daemon_factory, tmp_path):
+    from fixtures_daemon import TEST_PLUGINS
+
+    gate = tmp_path / "gate"
+    d = daemon_factory(
+        capabilities="nbdtestcap.gated",
+        env={"PYTHONPATH": str(TEST_PLUGINS), "NBD_TEST_CAPABILITY_GATE": str(gate)},
+    )
+    with d.client() as client:
+        assert client.list() == []  # Served while the capability module is still importing.
+        events: list[pb.LaunchEvent] = []
+        launching = threading.Thread(target=lambda: events.extend(client.launch(directory=str(tmp_path), name="nb")))
+        launching.start()
+        launching.join(0.5)
+        assert launching.is_alive() and events == [], "Launch must wait for the capabilities"
+        gate.touch()
+        launching.join(30)
+        assert events and events[-1].WhichOneof("event") == "ready"
