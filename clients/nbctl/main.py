@@ -120,8 +120,21 @@ def _dispatch(args: argparse.Namespace) -> Callable[[argparse.Namespace], int]:
     return getattr(commands, f"cmd_{args.command}")  # type: ignore[no-any-return]
 
 
-def run(argv: Sequence[str], prog: str = "nbctl") -> int:
-    args = build_parser(prog).parse_args(argv)
+def build_plugin_parser(prog: str = "kubectl notebook") -> argparse.ArgumentParser:
+    """The kubectl plugin's parser: the flags of `nbctl launch`, without a subcommand."""
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Launch (or re-attach to) the Jupyter notebook of a directory on the cluster.",
+    )
+    parser.add_argument("directory", nargs="?", metavar="DIR", help="the directory to run and sync (default: .)")
+    _launch_flags(parser)
+    _common(parser)
+    parser.set_defaults(command="launch")
+    return parser
+
+
+def run(argv: Sequence[str], prog: str = "nbctl", parser: argparse.ArgumentParser | None = None) -> int:
+    args = (parser or build_parser(prog)).parse_args(argv)
     try:
         return _dispatch(args)(args)
     except KeyboardInterrupt:
@@ -154,7 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def kubectl_plugin_main(argv: Sequence[str] | None = None) -> int:
     """`kubectl notebook -d DIR [launch flags]`: the same as `nbctl launch DIR`."""
     args = sys.argv[1:] if argv is None else list(argv)
-    return run(["launch", *args], prog="kubectl notebook")
+    return run(args, prog="kubectl notebook", parser=build_plugin_parser())
 
 
 if __name__ == "__main__":

@@ -273,6 +273,11 @@ def test_kubectl_notebook_is_launch(fake_nbd_server, tmp_path):
     assert done.stdout == "http://127.0.0.1:8890/?token=abc\n"
     assert fake_nbd_server.requests[0].directory == str(tmp_path)
     assert fake_nbd_server.requests[0].spec.gpu_count == 1
+    usage = kubectl_notebook("--help", env=fake_nbd_server.env)
+    assert usage.returncode == 0 and usage.stdout.startswith("usage: kubectl notebook [-h] [-d DIR]")
+    missing = kubectl_notebook("-d", str(tmp_path / "absent"), env=fake_nbd_server.env)
+    assert missing.returncode == 1
+    assert missing.stderr == f"kubectl notebook: {tmp_path / 'absent'} is not a directory; give the directory of the notebook project\n"
 
 
 def test_launch_json_lines(fake_nbd_server, tmp_path):
