@@ -468,3 +468,16 @@ def test_stale_partial_archives_are_removed_recent_ones_kept(tmp_path: Path) -> 
     os.utime(stale, (time.time() - 2 * pack.STALE_PARTIAL_SECONDS,) * 2)
     built = build_context_sync(root, spool, tmp_path / "cache")
     assert sorted(os.listdir(spool)) == sorted([".ctx-busy.partial", os.path.basename(built.path)])
+
+
+def test_a_failing_write_is_a_clear_error(tmp_path: Path) -> None:
+    root = write_tree(tmp_path / "src", BASE)
+    (root / "big.bin").write_bytes(os.urandom(6 << 20))
+    target = tmp_path / "out"
+    target.write_bytes(b"")
+    fd = os.open(target, os.O_RDONLY)  # writes fail with EBADF
+    try:
+        with pytest.raises(ContextError, match="writing the build context failed"):
+            pack.write_archive(plan_context(root), fd)
+    finally:
+        os.close(fd)

@@ -301,31 +301,55 @@ class _Writer(threading.Thread):
         self.error: BaseException | None = None
 
     def run(self) -> None:
+        # Hashing and writing overlap: this thread feeds the MD5 while a second one writes the
+        # previous member to disk (both release the GIL on large buffers).
+        disk: queue.Queue[Pieces | None] = queue.Queue(maxsize=4)
+        disk_error: list[BaseException] = []
+
+        def write_out() -> None:
+            while (pieces := disk.get()) is not None:
+                if disk_error:
+                    continue
+                try:
+                    self.size += _writev_all(self._fd, pieces)
+                except BaseException as e:
+                    disk_error.append(e)
+
+        disk_thread = threading.Thread(target=write_out, name="nbd-context-disk", daemon=True)
+        disk_thread.start()
         next_report = 0.0
-        while True:
-            job = self._jobs.get()
-            if job is None:
-                return
-            if self.error is not None:
-                job.future.cancel()
-                continue
-            try:
-                pieces = job.future.result()
-                update = self.md5.update
-                for piece in pieces:
-                    update(piece)
-                self.size += _writev_all(self._fd, pieces)
-                self.files_done += job.files
-                self.bytes_done += job.content_bytes
-                if self._progress is not None:
-                    now = time.monotonic()
-                    if now >= next_report:
-                        next_report = now + _PROGRESS_INTERVAL
-                        self._progress(
-                            PackProgress(self.files_done, self._files_total, self.bytes_done, self._bytes_total)
-                        )
-            except BaseException as e:  # reported to the producer, which stops
-                self.error = e
+        try:
+            while True:
+                job = self._jobs.get()
+                if job is None:
+                    return
+                if self.error is None and disk_error:
+                    self.error = disk_error[0]
+                if self.error is not None:
+                    job.future.cancel()
+                    continue
+                try:
+                    pieces = job.future.result()
+                    update = self.md5.update
+                    for piece in pieces:
+                        update(piece)
+                    disk.put(pieces)
+                    self.files_done += job.files
+                    self.bytes_done += job.content_bytes
+                    if self._progress is not None:
+                        now = time.monotonic()
+                        if now >= next_report:
+                            next_report = now + _PROGRESS_INTERVAL
+                            self._progress(
+                                PackProgress(self.files_done, self._files_total, self.bytes_done, self._bytes_total)
+                            )
+                except BaseException as e:  # reported to the producer, which stops
+                    self.error = e
+        finally:
+            disk.put(None)
+            disk_thread.join()
+            if self.error is None and disk_error:
+                self.error = disk_error[0]
 
 
 def write_archive(
