@@ -8,6 +8,7 @@ converted here to the core's `Entry`.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -72,9 +73,10 @@ def expected_wire(entry: Entry | None) -> list[Any] | None:
 
 def scan_from_wire(res: dict[str, Any], now: float) -> ScanResult:
     out = ScanResult()
+    intern = sys.intern  # both sides' snapshots and the ancestor share one string per path
     for w in res.get("entries", []):
         path, entry = entry_from_wire(w)
-        out.entries[path] = entry
+        out.entries[intern(path)] = entry
     out.absent = [str(p) for p in res.get("absent", [])]
     out.problems = [Problem(str(p), str(m), now) for p, m in res.get("problems", [])]
     out.rules = {str(k): str(v) for k, v in res.get("rules", {}).items()}

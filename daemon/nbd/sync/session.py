@@ -144,6 +144,17 @@ def _stamp(now: float) -> str:
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
 
 
+def _release_free_memory() -> None:
+    """Hand memory freed after a full scan (decoded scan replies, indexes) back to the system:
+    glibc keeps freed blocks otherwise, and a 50,000-file scan frees tens of megabytes."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 class _Side:
     """What the session knows of one side: its snapshot, its scan problems, its pending changes."""
 
@@ -154,6 +165,7 @@ class _Side:
         self.rules: dict[str, str] = {}
         self.pending: set[str] | None = set()  # None: rescan everything
         self.scanned = False
+        self.last_scanned: dict[str, Entry] = {}
 
     def mark(self, paths: list[str] | None) -> None:
         if paths is None or not self.scanned:
@@ -176,13 +188,26 @@ class _Side:
             self.problems = {p.path: p for p in res.problems}
             self.rules = res.rules
             self.scanned = True
+            self.last_scanned = res.entries
             return None
+        self.last_scanned = {}
         if not pending:
             return []
         roots = minimal_roots(pending)
         res = await self.endpoint.scan(roots)
         self.apply_partial(roots, res)
+        self.last_scanned = res.entries
         return roots
+
+    def share_with(self, other: _Side) -> None:
+        """Replace just-scanned entries equal to the other side's by the other side's objects:
+        two trees in sync then cost the memory of one (50,000 entries are ~10 MB each)."""
+        mine, theirs = self.snapshot, other.snapshot
+        for path, e in self.last_scanned.items():
+            o = theirs.get(path)
+            if o is not None and o is not e and o == e:
+                mine[path] = o
+        self.last_scanned = {}
 
     def apply_partial(self, roots: list[str], res: ScanResult) -> None:
         drop_subtrees(self.snapshot, roots)
@@ -451,6 +476,8 @@ class SyncSession:
         if full:
             self._set_state(SyncState.SCANNING, "scanning both sides")
         local_roots, remote_roots = await asyncio.gather(self.local.rescan(), self.remote.rescan())
+        self.remote.share_with(self.local)
+        self.local.share_with(self.remote)
         if full and self.local.pending == set() and self.remote.pending == set():
             self._last_full = time.monotonic()
         if self._paused:
@@ -477,6 +504,8 @@ class SyncSession:
                 self._emit(ProblemFound(p))
         self._problems = problems
         self._status.last_cycle = now
+        if roots is None:
+            _release_free_memory()
         if self._flushes:
             # A flush is answered by a full-scan cycle that changed nothing: both sides agree
             # (up to the paths reported as problems). Otherwise scan everything once more.
@@ -525,8 +554,11 @@ class SyncSession:
         delta: dict[str, Entry | None] = {}
         for path in set(A) | set(L) | set(R):
             new = settled.get(path)
-            if self.ancestor.get(path) != new:
+            old = self.ancestor.get(path)
+            if old != new:
                 delta[path] = new
+            elif old is not new and new is not None:
+                self.ancestor[path] = new  # the same state: share the object (memory), no journal
             if L.get(path) != R.get(path):
                 self._unsettled.add(path)
             else:
