@@ -1,4 +1,4 @@
-"""Helpers for build-context tests: small trees and reading archives back."""
+"""Shared pieces of the build-context tests: small trees, and reading archives back."""
 
 from __future__ import annotations
 
