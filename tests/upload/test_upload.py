@@ -87,6 +87,16 @@ def test_upload_of_a_real_context_to_the_emulator(tmp_path: Path, gcs_emulator: 
     assert gcs_emulator.stored_md5("nbd-contexts", name) == built.md5_b64
     assert seen[-1].done_bytes == seen[-1].total_bytes == built.size
     assert SignedURL(signed).expiry() is not None
+    # What a build's init container would fetch through a signed GET is the archive, intact.
+    import io
+    import tarfile
+    import urllib.request
+
+    with urllib.request.urlopen(gcs_emulator.sign_get_url("nbd-contexts", name), timeout=30) as resp:
+        fetched = resp.read()
+    assert fetched == Path(built.path).read_bytes()
+    with tarfile.open(fileobj=io.BytesIO(fetched), mode="r:gz") as t:
+        assert t.getnames() == ["Dockerfile", "src", "src/train.py", "weights.bin"]
 
 
 # --- against the stub -----------------------------------------------------------------------------
