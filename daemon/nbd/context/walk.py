@@ -186,8 +186,8 @@ def walk_context(root: str | os.PathLike[str], dockerfile: str = "Dockerfile") -
     emitted_held: set[str] = set()
     use_matcher = bool(matcher)
     append = entries.append
-    S_IFMT = 0o170000
-    S_IFREG = stat.S_IFREG
+    # Entries are built without the NamedTuple's Python-level __new__ (one frame less per entry).
+    new_entry = tuple.__new__
     root_prefix = root_s + "/" if root_s != "/" else "/"
 
     # Each stack item: (relative dir, its MatchInfo, whether it is an excluded directory held back).
@@ -228,26 +228,27 @@ def walk_context(root: str | os.PathLike[str], dockerfile: str = "Dockerfile") -
                     # Only regular files need an lstat: the archive stores directories and
                     # symlinks with fixed modes and no times (d_type answers what they are).
                     try:
-                        if de.is_dir(follow_symlinks=False):
-                            append(Entry(rel, DIR, 0, 0, 0, de.inode(), ""))
+                        if de.is_file(follow_symlinks=False):
+                            st = de.stat(follow_symlinks=False)
+                            append(
+                                new_entry(Entry, (rel, FILE, st.st_size, st.st_mode, st.st_mtime_ns, st.st_ino, ""))
+                            )
+                        elif de.is_dir(follow_symlinks=False):
+                            append(new_entry(Entry, (rel, DIR, 0, 0, 0, de.inode(), "")))
                             stack.append((rel, info, False))
                         elif de.is_symlink():
                             target = os.readlink(de.name, dir_fd=dir_fd)
-                            append(Entry(rel, SYMLINK, 0, 0, 0, de.inode(), target))
+                            append(new_entry(Entry, (rel, SYMLINK, 0, 0, 0, de.inode(), target)))
                             if _points_outside(rel, target):
                                 warnings.append(
                                     f"{rel}: symlink to {target} points outside the directory; stored as a link"
                                 )
                         else:
                             st = de.stat(follow_symlinks=False)
-                            if st.st_mode & S_IFMT == S_IFREG:
-                                append(Entry(rel, FILE, st.st_size, st.st_mode, st.st_mtime_ns, st.st_ino, ""))
-                            else:
-                                warnings.append(
-                                    f"{rel}: {_kind_name(st.st_mode)} skipped "
-                                    "(only files, directories and symlinks are sent)"
-                                )
-                                continue
+                            warnings.append(
+                                f"{rel}: {_kind_name(st.st_mode)} skipped (only files, directories and symlinks are sent)"
+                            )
+                            continue
                     except FileNotFoundError:
                         continue  # removed since the listing
                     if dir_held:
