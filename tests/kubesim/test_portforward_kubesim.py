@@ -53,9 +53,12 @@ def core(ks: KubesimServer) -> Iterator[Any]:
     core = client.CoreV1Api(api)
     for name in ("web-a", "web-b"):
         core.create_namespaced_pod("default", web_pod(name))
+    def ready(name: str) -> bool:
+        cs = core.read_namespaced_pod(name, "default").status.container_statuses
+        return bool(cs and cs[0].ready)
+
     for name in ("web-a", "web-b"):
-        wait_for(lambda: core.read_namespaced_pod(name, "default").status.container_statuses[0].ready, 30,
-                 f"{name} ready")
+        wait_for(lambda: ready(name), 30, f"{name} ready")
     yield core
     api.close()
 
