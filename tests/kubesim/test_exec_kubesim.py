@@ -121,3 +121,12 @@ def test_drop_streams_closes_an_open_exec(ks: KubesimServer, core: Any) -> None:
     # The command went with its stream (a distinctive argument tells it from anything else running).
     wait_for(lambda: subprocess.run(["sh", "-c", "ps -eo args | grep -c '^sleep 67.25$'"], capture_output=True,
                                     text=True).stdout.strip() == "0", 10, "exec'd process gone")
+
+
+def test_python_client_exec_with_tty(core: Any) -> None:
+    from kubernetes.stream import stream
+
+    out = stream(core.connect_get_namespaced_pod_exec, "box", "default",
+                 command=["sh", "-c", "[ -t 1 ] && echo is-a-tty; echo err >&2"],
+                 stdout=True, stderr=True, stdin=False, tty=True)
+    assert "is-a-tty" in out and "err" in out  # one terminal carries both streams

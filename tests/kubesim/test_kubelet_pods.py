@@ -354,3 +354,27 @@ def test_gpu_capacity_change_schedules_pending_pod_and_host_port_added(inproc: K
     t.join(5)
     server.close()
     api.close()
+
+
+def test_without_namespaces_pods_still_run_and_say_so(tmp_path_factory: pytest.TempPathFactory,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    import kubesim.kubelet.namespaces as namespaces
+    from kubernetes import client
+
+    monkeypatch.setattr(namespaces, "namespaces_available", lambda: (False, "namespaces disabled for this test"))
+    server = start_inprocess(tmp_path_factory.mktemp("kubelet-noiso"))
+    try:
+        api = server.api_client()
+        core = client.CoreV1Api(api)
+        core.create_namespaced_pod("default", pod("plain", ["sh", "-c", "echo here > f; cat f; pwd"],
+                                                  restartPolicy="Never", container={"workingDir": "/content"}))
+        wait_for(lambda: phase(core, "plain") == "Succeeded", what="Succeeded")
+        out = log(core, "plain").splitlines()
+        assert out[0] == "here"
+        assert out[1].startswith(str(server.state_dir)) and out[1].endswith("/fs/content")
+        warnings = [e for e in events(core, "plain") if e.reason == "NoIsolation"]
+        assert warnings and warnings[0].type == "Warning" and "namespaces disabled for this test" in warnings[0].message
+        assert not Path("/content/f").exists()
+        api.close()
+    finally:
+        server.stop()
