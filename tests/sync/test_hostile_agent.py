@@ -71,10 +71,10 @@ class HostileAgent:
                 errors.append("")
             reply.update(sizes=sizes, errors=errors, z=0)
             body = b"".join(parts)
-        elif op in ("put_many", "batch"):
-            items = h.get("files") or h.get("ops") or []
-            self.writes += [str(i[0] if isinstance(i, list) else i.get("path")) for i in items]
-            reply["results"] = [f"refused by the fake" for _ in items] if op == "put_many" else [[False, "no"] for _ in items]
+        elif op in ("put_many", "stage_many", "commit_many", "batch"):
+            items = h.get("files") or h.get("ops") or h.get("handles") or []
+            self.writes += [str(i[0] if isinstance(i, list) else i) for i in items]
+            reply["results"] = [[False, "no"] for _ in items] if op == "batch" else ["refused by the fake" for _ in items]
         elif op == "write_begin" or op == "write_chunk":
             return
         self.out.put_nowait(encode_frame(reply, body))

@@ -587,13 +587,11 @@ class Tree:
             raise
         return self.write_end(handle, fsync)
 
-    def put_many(self, items: List[Tuple[int, str, Optional[WireEntry], bool, str, bytes]],
-                 fsync: bool = True) -> List[Any]:
-        """Write many small files: all temp files first, one file-system sync, then the renames
-        (one sync per batch instead of one fsync per file). A str in the result is a refusal."""
-        results: List[Any] = [None] * len(items)
-        sealed = []
-        for i, (handle, rel, expected, executable, digest, data) in enumerate(items):
+    def stage_many(self, items: List[Tuple[int, str, Optional[WireEntry], bool, str, bytes]]) -> List[Any]:
+        """Stage small files as sealed temp files beside their targets (nothing visible changes
+        yet). Each result is the handle, or a str saying why that file was refused."""
+        results: List[Any] = []
+        for handle, rel, expected, executable, digest, data in items:
             try:
                 self.write_begin(handle, rel, expected, executable, digest)
                 try:
@@ -602,18 +600,32 @@ class Tree:
                     self.write_abort(handle)
                     raise
                 self.write_seal(handle, False)
-                sealed.append(i)
+                results.append(handle)
             except (Refused, OSError) as e:
-                results[i] = str(e) if isinstance(e, Refused) else "%s: %s" % (rel, e.strerror or e)
-        if fsync and sealed:
-            _syncfs(self.root)
-        for i in sealed:
-            handle, rel = items[i][0], items[i][1]
-            try:
-                results[i] = self.write_commit(handle)
-            except (Refused, OSError) as e:
-                results[i] = str(e) if isinstance(e, Refused) else "%s: %s" % (rel, e.strerror or e)
+                results.append(str(e) if isinstance(e, Refused) else "%s: %s" % (rel, e.strerror or e))
         return results
+
+    def commit_many(self, handles: List[int], fsync: bool = True) -> List[Any]:
+        """Make staged files durable with one file-system sync, then rename each over its target
+        (if the target is still as expected). Each result is the new entry or a refusal."""
+        if fsync and handles:
+            _syncfs(self.root)
+        results: List[Any] = []
+        for handle in handles:
+            w = self.writes.get(handle)
+            rel = w[2] if w is not None else "?"
+            try:
+                results.append(self.write_commit(handle))
+            except (Refused, OSError) as e:
+                results.append(str(e) if isinstance(e, Refused) else "%s: %s" % (rel, e.strerror or e))
+        return results
+
+    def put_many(self, items: List[Tuple[int, str, Optional[WireEntry], bool, str, bytes]],
+                 fsync: bool = True) -> List[Any]:
+        """Stage then commit in one call (one file-system sync for the whole batch)."""
+        staged = self.stage_many(items)
+        committed = iter(self.commit_many([r for r in staged if not isinstance(r, str)], fsync))
+        return [r if isinstance(r, str) else next(committed) for r in staged]
 
     def chmod(self, rel: str, expected: WireEntry, executable: bool) -> WireEntry:
         self.expect(rel, expected)
@@ -1011,15 +1023,21 @@ class Server(object):
             if len(packed) < len(blob) * 0.9:
                 return {"sizes": sizes, "errors": errors, "z": 1}, packed
             return {"sizes": sizes, "errors": errors, "z": 0}, blob
-        if op == "put_many":
+        if op in ("put_many", "stage_many"):
             data = zlib.decompress(body) if h.get("z") else body
             batch = []
             off = 0
+            handles = h.get("handles")
             for i, item in enumerate(h["files"]):
                 path, expected, executable, digest, size = item
-                batch.append((-(i + 1), path, expected, bool(executable), digest, data[off:off + size]))
+                handle = int(handles[i]) if handles else -(i + 1)
+                batch.append((handle, path, expected, bool(executable), digest, data[off:off + size]))
                 off += size
+            if op == "stage_many":
+                return {"results": t.stage_many(batch)}, b""
             return {"results": t.put_many(batch, bool(h.get("fsync", True)))}, b""
+        if op == "commit_many":
+            return {"results": t.commit_many([int(x) for x in h["handles"]], bool(h.get("fsync", True)))}, b""
         if op == "write_begin":
             # No reply: a refusal is remembered and reported by the matching write_end.
             try:

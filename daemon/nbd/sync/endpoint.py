@@ -105,5 +105,12 @@ class Endpoint(Protocol):
 
     async def put_many(self, items: list[PutItem]) -> list[Entry | str]: ...
 
+    async def stage_many(self, items: list[PutItem]) -> list[int | str]:
+        """Stage small files as sealed temp files (nothing visible changes): a handle per file,
+        or why it was refused. `commit_many` makes them visible."""
+
+    async def commit_many(self, handles: list[int]) -> list[Entry | str]:
+        """One durability sync for all staged files, then each rename (re-checking the target)."""
+
     async def ops(self, ops: list[dict[str, Any]]) -> list[Entry | None | str]:
         """Metadata operations (mkdir, delete, move, symlink, chmod) in order; a str is an error."""

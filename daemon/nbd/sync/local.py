@@ -261,6 +261,27 @@ class LocalEndpoint:
             out.append(str(_refusal(agent.Refused(r), item.path)) if isinstance(r, str) else entry_from_wire(r)[1])
         return out
 
+    def _stage_all(self, items: list[PutItem], base: int) -> list[int | str]:
+        batch = [
+            (base + i, item.path, expected_wire(item.expected), item.new.executable, item.new.digest, item.data)
+            for i, item in enumerate(items)
+        ]
+        out: list[int | str] = []
+        for item, r in zip(items, self.tree.stage_many(batch)):
+            out.append(str(_refusal(agent.Refused(r), item.path)) if isinstance(r, str) else int(r))
+        return out
+
+    async def stage_many(self, items: list[PutItem]) -> list[int | str]:
+        base = self._handles + 1
+        self._handles += len(items)
+        return await asyncio.to_thread(self._stage_all, items, base)
+
+    def _commit_all(self, handles: list[int]) -> list[Entry | str]:
+        return [r if isinstance(r, str) else entry_from_wire(r)[1] for r in self.tree.commit_many(handles, self.fsync)]
+
+    async def commit_many(self, handles: list[int]) -> list[Entry | str]:
+        return await asyncio.to_thread(self._commit_all, handles)
+
     async def put_many(self, items: list[PutItem]) -> list[Entry | str]:
         base = self._handles + 1
         self._handles += len(items)

@@ -400,6 +400,23 @@ class RemoteEndpoint:
             out.append(str(r) if isinstance(r, str) else entry_from_wire(r)[1])
         return out
 
+    async def stage_many(self, items: list[PutItem]) -> list[int | str]:
+        blob = b"".join(i.data for i in items)
+        packed = await asyncio.to_thread(_compressed, blob)
+        header = {
+            "op": "stage_many", "z": 1 if packed is not None else 0,
+            "handles": [self._next_id() for _ in items],
+            "files": [
+                [i.path, expected_wire(i.expected), i.new.executable, i.new.digest, len(i.data)] for i in items
+            ],
+        }
+        h, _ = await self.request(header, packed if packed is not None else blob)
+        return [str(r) if isinstance(r, str) else int(r) for r in h["results"]]
+
+    async def commit_many(self, handles: list[int]) -> list[Entry | str]:
+        h, _ = await self.request({"op": "commit_many", "handles": handles, "fsync": self.fsync})
+        return [str(r) if isinstance(r, str) else entry_from_wire(r)[1] for r in h["results"]]
+
     async def ops(self, ops: list[dict[str, Any]]) -> list[Entry | None | str]:
         for op in ops:
             if op.get("op") == "symlink":

@@ -6,8 +6,10 @@ caller's snapshots are patched with what each side really holds afterwards (the 
 returned, or the absence after a delete), so the ancestor can be settled from facts, not hopes.
 
 Order, which the plan's safety relies on: remote conflict moves first; then each side's deletions
-(deepest first), directory creations (shallowest first), then files, links and mode changes. Small
-files travel in batches (one round trip for many files), several batches in flight at once.
+(deepest first), directory creations (shallowest first), then links, mode changes and files.
+Small files are staged in batches (one round trip for many files, several in flight, each file a
+sealed temp file beside its target), then transitioned together: one durability sync, then the
+renames, each re-checking that its target is still what the plan expected.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ SMALL_FILE = 256 * 1024
 BATCH_BYTES = 4 * 1024 * 1024
 BATCH_FILES = 512
 PARALLEL_BATCHES = 4
+COMMIT_FILES = 4096
 
 
 @dataclass
@@ -102,13 +105,25 @@ class _Side:
             size += c.new.size
         if cur:
             batches.append(cur)
+        # Stage: small files land as sealed temp files, several batches in flight at once.
         gate = asyncio.Semaphore(PARALLEL_BATCHES)
+        staged: list[tuple[Change, int, int]] = []
 
         async def one(batch: list[Change]) -> None:
             async with gate:
-                await self.batch(batch)
+                staged.extend(await self.stage(batch))
 
         await asyncio.gather(*(one(b) for b in batches))
+        # Transition: one durability sync, then every rename (each target re-checked).
+        staged.sort(key=lambda s: s[0].path)
+        for i in range(0, len(staged), COMMIT_FILES):
+            part = staged[i:i + COMMIT_FILES]
+            results = await self.target.commit_many([handle for _, handle, _ in part])
+            for (c, _, nbytes), r in zip(part, results):
+                if isinstance(r, str):
+                    self.fail(c, r)
+                else:
+                    self.ok(c, r, nbytes)
         for c in large:
             await self.large(c)
 
@@ -133,6 +148,28 @@ class _Side:
                 self.fail(c, r)
             else:
                 self.ok(c, r)
+
+    async def stage(self, changes: list[Change]) -> list[tuple[Change, int, int]]:
+        """Read a batch from the source and stage it on the target: (change, handle, bytes)."""
+        datas = await self.source.read_many([(c.source, c.new.digest) for c in changes if c.new is not None])
+        items: list[PutItem] = []
+        sent: list[Change] = []
+        for c, d in zip(changes, datas):
+            assert c.new is not None
+            if isinstance(d, str):
+                self.fail(c, d)
+                continue
+            items.append(PutItem(c.path, c.old, c.new, d))
+            sent.append(c)
+        if not items:
+            return []
+        out: list[tuple[Change, int, int]] = []
+        for c, item, r in zip(sent, items, await self.target.stage_many(items)):
+            if isinstance(r, str):
+                self.fail(c, r)
+            else:
+                out.append((c, r, len(item.data)))
+        return out
 
     async def batch(self, changes: list[Change]) -> None:
         datas = await self.source.read_many([(c.source, c.new.digest) for c in changes if c.new is not None])
