@@ -48,6 +48,14 @@ class KubeletConfig:
     api_port: int | None = None
     backoff_initial: float = 1.0
     backoff_max: float = 10.0
+    # Extra node labels (`k=v` strings or a dict), merged into `node.labels`, e.g.
+    # {"nvidia.com/gpu.product": "NVIDIA-L4"}; the form `--node-label k=v` maps to.
+    node_labels: dict[str, str] | list[str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        labels = self.node_labels
+        pairs = dict(parse_label(x) for x in labels) if isinstance(labels, list) else dict(labels)
+        self.node.labels.update(pairs)
 
     def backoff_delay(self, attempt: int) -> float:
         return float(min(self.backoff_initial * (2 ** min(attempt, 20)), self.backoff_max))

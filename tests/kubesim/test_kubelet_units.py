@@ -305,3 +305,19 @@ def test_backoff_delay_is_capped() -> None:
     cfg = KubeletConfig(state_dir=Path("/nonexistent"), backoff_initial=0.5, backoff_max=3)
     assert [cfg.backoff_delay(i) for i in range(5)] == [0.5, 1.0, 2.0, 3.0, 3.0]
 
+
+
+def test_kubelet_config_node_labels_and_keyword_construction(tmp_path: Path) -> None:
+    from kubesim.kubelet import Kubelet, KubeletConfig
+    from kubesim.store import Store
+
+    cfg = KubeletConfig(state_dir=tmp_path, node=NodeConfig(gpus=1), node_labels=["nvidia.com/gpu.product=L4"])
+    assert cfg.node.labels == {"nvidia.com/gpu.product": "L4"}
+    with pytest.raises(ValueError, match="key=value"):
+        KubeletConfig(state_dir=tmp_path, node_labels=["broken"])
+    kubelet = Kubelet(Store(), state_dir=tmp_path, gpus=2, node_labels={"a": "b"}, host_ports=[5000],
+                      api_url="http://127.0.0.1:6443")
+    assert kubelet.config.node.gpus == 2 and kubelet.config.node.labels == {"a": "b"}
+    assert kubelet.host_ports == {5000, 6443} and kubelet.config.api_port == 6443
+    with pytest.raises(ValueError, match="state_dir"):
+        Kubelet(Store())
