@@ -102,3 +102,42 @@ def test_providers_resolve_in_order_before_builtins(tmp_path: Path) -> None:
 def test_config_from_oci_json() -> None:
     cfg = ImageConfig.from_json({"config": {"Entrypoint": ["e"], "Cmd": ["c"], "Env": ["A=1"], "WorkingDir": "/w"}})
     assert cfg == ImageConfig(["e"], ["c"], ["A=1"], "/w")
+
+
+def test_pod_runs_a_put_image_with_its_layer_config_and_private_copy(tmp_path: Path,
+                                                                      tmp_path_factory: pytest.TempPathFactory) -> None:
+    import time
+
+    from kubernetes import client
+
+    from kubesim.testing import start_inprocess
+
+    rootfs = tmp_path / "rootfs"
+    (rootfs / "kubesim-test-app").mkdir(parents=True)
+    (rootfs / "kubesim-test-app" / "run.sh").write_text('#!/bin/sh\necho "$GREETING from $(pwd) args:$*"\n'
+                                                        'echo changed > /kubesim-test-app/state\n')
+    (rootfs / "kubesim-test-app" / "run.sh").chmod(0o755)
+    server = start_inprocess(tmp_path_factory.mktemp("images-inproc"))
+    try:
+        kubelet = server.extra["cluster"].kubelet
+        kubelet.images.put("registry.example/team/app:v1",
+                           ImageConfig(entrypoint=["/kubesim-test-app/run.sh"], cmd=["default-arg"],
+                                       env=["GREETING=hello"], workdir="/kubesim-test-app"), rootfs)
+        api = server.api_client()
+        core = client.CoreV1Api(api)
+        core.create_namespaced_pod("default", {"metadata": {"name": "app"}, "spec": {
+            "restartPolicy": "Never",
+            "containers": [{"name": "c", "image": "registry.example/team/app:v1"}]}})
+        deadline = time.monotonic() + 30
+        while core.read_namespaced_pod("app", "default").status.phase != "Succeeded":
+            assert time.monotonic() < deadline, "pod did not succeed"
+            time.sleep(0.1)
+        assert core.read_namespaced_pod_log("app", "default") == "hello from /kubesim-test-app args:default-arg\n"
+        # The pod wrote into its own copy of the layer, not into the store.
+        image = kubelet.images.get("registry.example/team/app:v1")
+        assert image is not None and image.rootfs is not None
+        assert not (image.rootfs / "kubesim-test-app" / "state").exists()
+        assert not Path("/kubesim-test-app/state").exists()
+        api.close()
+    finally:
+        server.stop()
