@@ -42,7 +42,7 @@ def test_pure_core_imports_no_io_or_framework() -> None:
 
 def test_layers_point_down() -> None:
     order = ["snapshot", "reconcile", "agent", "endpoint", "local", "remote", "exec_transport", "transition",
-             "state", "session"]
+             "state", "sides", "session"]
     for i, module in enumerate(order):
         above = {f"nbd.sync.{m}" for m in order[i + 1:]}
         assert not _imports(module) & above, (module, _imports(module) & above)

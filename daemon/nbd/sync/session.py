@@ -25,17 +25,15 @@ from dataclasses import dataclass, field
 
 from nbd.errors import DeadlineExceeded, FailedPrecondition, NbdError
 from nbd.sync import agent
-from nbd.sync.endpoint import Endpoint, ScanResult
 from nbd.sync.local import LocalEndpoint
 from nbd.sync.reconcile import Change, DeleteGuard, Plan, reconcile, settle
 from nbd.sync.remote import AgentLost, RemoteEndpoint, TransportFactory
+from nbd.sync.sides import Side
 from nbd.sync.snapshot import (
     Conflict,
     Entry,
     Problem,
     Snapshot,
-    drop_subtrees,
-    is_under,
     minimal_roots,
     restrict,
     symlink_escapes,
@@ -155,71 +153,6 @@ def _release_free_memory() -> None:
         pass
 
 
-class _Side:
-    """What the session knows of one side: its snapshot, its scan problems, its pending changes."""
-
-    def __init__(self, endpoint: Endpoint) -> None:
-        self.endpoint = endpoint
-        self.snapshot: Snapshot = {}
-        self.problems: dict[str, Problem] = {}
-        self.rules: dict[str, str] = {}
-        self.pending: set[str] | None = set()  # None: rescan everything
-        self.scanned = False
-        self.last_scanned: dict[str, Entry] = {}
-
-    def mark(self, paths: list[str] | None) -> None:
-        if paths is None or not self.scanned:
-            self.pending = None
-        elif self.pending is not None:
-            self.pending.update(paths)
-
-    @property
-    def dirty(self) -> bool:
-        return self.pending is None or bool(self.pending)
-
-    async def rescan(self) -> list[str] | None:
-        """Rescan what changed; return the subtrees rescanned, or None after a full scan."""
-        pending, self.pending = self.pending, set()
-        if pending is not None and any(p.rsplit("/", 1)[-1] in agent.RULE_FILES for p in pending):
-            pending = None  # ignore rules changed: everything may be in or out now
-        if pending is None:
-            res = await self.endpoint.scan(None)
-            self.snapshot = res.entries
-            self.problems = {p.path: p for p in res.problems}
-            self.rules = res.rules
-            self.scanned = True
-            self.last_scanned = res.entries
-            return None
-        self.last_scanned = {}
-        if not pending:
-            return []
-        roots = minimal_roots(pending)
-        res = await self.endpoint.scan(roots)
-        self.apply_partial(roots, res)
-        self.last_scanned = res.entries
-        return roots
-
-    def share_with(self, other: _Side) -> None:
-        """Replace just-scanned entries equal to the other side's by the other side's objects:
-        two trees in sync then cost the memory of one (50,000 entries are ~10 MB each)."""
-        mine, theirs = self.snapshot, other.snapshot
-        for path, e in self.last_scanned.items():
-            o = theirs.get(path)
-            if o is not None and o is not e and o == e:
-                mine[path] = o
-        self.last_scanned = {}
-
-    def apply_partial(self, roots: list[str], res: ScanResult) -> None:
-        drop_subtrees(self.snapshot, roots)
-        self.snapshot.update(res.entries)
-        for path in list(self.problems):
-            if any(is_under(path, r) for r in roots):
-                del self.problems[path]
-        for p in res.problems:
-            self.problems[p.path] = p
-        self.rules = res.rules
-
-
 class SyncSession:
     """Keep `local_root` and the remote root served by the agent in sync, both ways.
 
@@ -244,12 +177,12 @@ class SyncSession:
         self.state_path = state_path
         self.on_event = on_event or (lambda event: None)
         o = self.options
-        self.local = _Side(LocalEndpoint(self.local_root, max_file_size=o.max_file_size, fsync=o.fsync))
+        self.local = Side(LocalEndpoint(self.local_root, max_file_size=o.max_file_size, fsync=o.fsync))
         self.remote_endpoint = RemoteEndpoint(
             transport_factory, o.remote_root, max_file_size=o.max_file_size, cache_dir=o.agent_cache_dir,
             python=o.python, fsync=o.fsync,
         )
-        self.remote = _Side(self.remote_endpoint)
+        self.remote = Side(self.remote_endpoint)
         self.ancestor: Snapshot = {}
         self._status = SyncStatusData(state=SyncState.DISABLED, local_root=self.local_root, remote_root=o.remote_root)
         self._task: asyncio.Task[None] | None = None
