@@ -640,8 +640,11 @@ class Tree:
     def chmod(self, rel: str, expected: WireEntry, executable: bool) -> WireEntry:
         self.expect(rel, expected)
         full = self.abspath(rel)
-        st = os.lstat(full)
-        os.chmod(full, self._file_mode(executable, st.st_mode))
+        fd = os.open(full, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))  # never through a link
+        try:
+            os.fchmod(fd, self._file_mode(executable, os.fstat(fd).st_mode))
+        finally:
+            os.close(fd)
         cur = self.current(rel)
         assert cur is not None
         return cur
