@@ -113,8 +113,10 @@ class Mount:
     is_file: bool = False
 
 
-def _script(hostname: str, mounts: list[Mount]) -> str:
-    lines = ["set -e", "ip link set lo up", f"hostname {shlex.quote(hostname[:63])} 2>/dev/null || true"]
+def _script(hostname: str, mounts: list[Mount], host_network: bool = False) -> str:
+    lines = ["set -e"]
+    if not host_network:
+        lines += ["ip link set lo up", f"hostname {shlex.quote(hostname[:63])} 2>/dev/null || true"]
     # Shallow targets first, so a deeper mount is not hidden by a later shallower one.
     for m in sorted(mounts, key=lambda m: m.target.rstrip("/").count("/")):
         src, dst = shlex.quote(m.source), shlex.quote(m.target)
@@ -133,8 +135,10 @@ def _script(hostname: str, mounts: list[Mount]) -> str:
 class Sandbox:
     """One pod's namespaces (or, without isolation, the host's)."""
 
-    def __init__(self, hostname: str) -> None:
+    def __init__(self, hostname: str, host_network: bool = False) -> None:
         self.hostname = hostname
+        # hostNetwork pods keep a private mount namespace but use the host's network (and name).
+        self.host_network = host_network
         self.pid: int | None = None
         self.isolated = False
         self.reason = ""
@@ -146,9 +150,10 @@ class Sandbox:
         if not ok:
             self.reason = why
             return
+        spaces = ["--mount", "--ipc"] if self.host_network else ["--mount", "--net", "--uts", "--ipc"]
         proc = await asyncio.create_subprocess_exec(
-            "unshare", "--mount", "--net", "--uts", "--ipc", "--propagation", "private", "--",
-            "sh", "-c", _script(self.hostname, mounts),
+            "unshare", *spaces, "--propagation", "private", "--",
+            "sh", "-c", _script(self.hostname, mounts, self.host_network),
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
             start_new_session=True, preexec_fn=set_pdeathsig,
         )
@@ -166,11 +171,17 @@ class Sandbox:
         """The argv prefix that runs a command inside the sandbox with cwd `workdir`."""
         if self.pid is None:
             return []
-        return ["nsenter", "-t", str(self.pid), "-m", "-n", "-u", "-i", f"--wdns={workdir or '/'}", "--"]
+        spaces = ["-m", "-i"] if self.host_network else ["-m", "-n", "-u", "-i"]
+        return ["nsenter", "-t", str(self.pid), *spaces, f"--wdns={workdir or '/'}", "--"]
+
+    @property
+    def netns_pid(self) -> int | None:
+        """The process whose network namespace pod sockets are made in (None: the host's)."""
+        return None if self.host_network else self.pid
 
     async def connect(self, port: int, host: str = "127.0.0.1") -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         """Open a TCP connection to `host:port` inside the pod's network namespace."""
-        sock = await open_in_netns(self.pid, lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+        sock = await open_in_netns(self.netns_pid, lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM))
         try:
             sock.setblocking(False)
             await asyncio.get_running_loop().sock_connect(sock, (host, port))
@@ -194,14 +205,15 @@ class Sandbox:
                 raise
             return s
 
-        return await open_in_netns(self.pid, make)
+        return await open_in_netns(self.netns_pid, make)
 
     def members(self) -> list[int]:
-        """Pids of every process in the pod's network namespace, the pause process included."""
+        """Pids of every process in the pod's namespaces (mount ns for hostNetwork pods), pause included."""
         if self.pid is None:
             return []
+        kind = "mnt" if self.host_network else "net"
         try:
-            ino = os.stat(f"/proc/{self.pid}/ns/net").st_ino
+            ino = os.stat(f"/proc/{self.pid}/ns/{kind}").st_ino
         except OSError:
             return []
         me = os.getpid()
@@ -210,7 +222,7 @@ class Sandbox:
             if not entry.isdigit() or int(entry) == me:
                 continue
             try:
-                if os.stat(f"/proc/{entry}/ns/net").st_ino == ino:
+                if os.stat(f"/proc/{entry}/ns/{kind}").st_ino == ino:
                     out.append(int(entry))
             except OSError:
                 continue

@@ -81,7 +81,7 @@ class PodWorker:
         if self.init_views:
             self.init_views[0].waiting_reason = "ContainerCreating"
         self.dir = kubelet.state_dir / "pods" / f"{self.namespace}_{self.name}_{self.uid}"
-        self.sandbox = Sandbox(self.name)
+        self.sandbox = Sandbox(self.name, host_network=bool(spec.get("hostNetwork")))
         self.mounts: list[Mount] = []
         self.images: dict[str, Image | None] = {}
         self.procs: dict[str, ContainerProcess] = {}
@@ -279,7 +279,8 @@ class PodWorker:
 
     async def add_relay(self, port: int) -> None:
         """Listen on 127.0.0.1:`port` inside the pod and relay to the host's 127.0.0.1:`port`."""
-        if not self.sandbox.isolated or port in self.relay_ports or self.terminating or self.terminal:
+        if (not self.sandbox.isolated or self.sandbox.host_network or port in self.relay_ports
+                or self.terminating or self.terminal):
             return
         try:
             sock = await self.sandbox.listen(port)

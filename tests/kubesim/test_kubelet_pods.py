@@ -295,6 +295,41 @@ def test_fault_recreate_pod_gives_new_uid(core: Any, ks: KubesimServer) -> None:
     delete(core, "phoenix")
 
 
+def test_liveness_probe_failure_restarts_the_container(core: Any) -> None:
+    manifest = pod("unlive", ["sleep", "3600"],
+                   container={"livenessProbe": {"tcpSocket": {"port": 9}, "periodSeconds": 1, "failureThreshold": 1}})
+    core.create_namespaced_pod("default", manifest)
+
+    def restarted() -> bool:
+        cs = status(core, "unlive").container_statuses
+        return bool(cs and cs[0].restart_count >= 1)
+
+    wait_for(restarted, 20, "restart after failed liveness probe")
+    assert any(e.reason == "Unhealthy" for e in events(core, "unlive"))
+    delete(core, "unlive")
+
+
+def test_host_network_pod_listens_on_the_host(core: Any) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    core.create_namespaced_pod("default", pod("hostnet", ["python3", "-m", "http.server", str(port), "--bind",
+                                                          "127.0.0.1"], hostNetwork=True,
+                                              container={"workingDir": "/content"}))
+    wait_for(lambda: phase(core, "hostnet") == "Running", what="Running")
+
+    def answers() -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as c:
+                c.sendall(b"GET / HTTP/1.0\r\n\r\n")
+                return c.recv(12).startswith(b"HTTP/1.0 200")
+        except OSError:
+            return False
+
+    wait_for(answers, 15, "pod's server reachable on the host")
+    delete(core, "hostnet")
+
+
 # ---------------------------------------------------------------------- in-process: run-time changes
 
 
