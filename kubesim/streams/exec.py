@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import signal
 import struct
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
     from kubesim.kubelet import Kubelet
 
 __all__ = ["make_exec_handler"]
+
+log = logging.getLogger("kubesim.streams.exec")
 
 
 def make_exec_handler(kubelet: "Kubelet"):  # type: ignore[no-untyped-def]
@@ -157,6 +160,7 @@ async def _read_client(ws: web.WebSocketResponse, proc: asyncio.subprocess.Proce
                 frame = channels.decode(msg.data, v5=v5)
             except channels.FrameError:
                 continue
+            log.debug("exec frame channel=%d len=%d closed=%s", frame.channel, len(frame.data), frame.closed)
             if frame.channel == channels.STDIN and frame.data:
                 if tty:
                     os.write(master, frame.data)
