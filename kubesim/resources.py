@@ -67,6 +67,8 @@ class ResourceInfo:
     schema: dict[str, Any] | None = None
     served: bool = True
     storage_version: bool = True
+    # CRD `selectableFields` (extra field selectors a custom resource accepts), as dotted paths.
+    selectable_fields: frozenset[str] = frozenset()
     crd_name: str | None = None
 
     @property
@@ -254,6 +256,37 @@ def _qos_class(spec: dict[str, Any]) -> str:
     if not any_set:
         return "BestEffort"
     return "Guaranteed" if guaranteed else "Burstable"
+
+
+# Field selectors the real server accepts beyond metadata.name and metadata.namespace, per
+# (group, resource). Anything else is a 400 there, so it is here too.
+FIELD_SELECTORS: dict[tuple[str, str], frozenset[str]] = {
+    ("", "pods"): frozenset({"spec.nodeName", "spec.restartPolicy", "spec.schedulerName", "spec.serviceAccountName",
+                             "spec.hostNetwork", "status.phase", "status.podIP", "status.podIPs",
+                             "status.nominatedNodeName"}),
+    ("", "events"): frozenset({"involvedObject.kind", "involvedObject.namespace", "involvedObject.name",
+                               "involvedObject.uid", "involvedObject.apiVersion", "involvedObject.resourceVersion",
+                               "involvedObject.fieldPath", "reason", "reportingComponent", "source", "type"}),
+    ("events.k8s.io", "events"): frozenset({"involvedObject.kind", "involvedObject.namespace",
+                                            "involvedObject.name", "involvedObject.uid", "reason", "type",
+                                            "reportingComponent", "source"}),
+    ("", "secrets"): frozenset({"type"}),
+    ("", "namespaces"): frozenset({"status.phase"}),
+    ("", "nodes"): frozenset({"spec.unschedulable"}),
+    ("", "replicationcontrollers"): frozenset({"status.replicas"}),
+    ("apps", "replicasets"): frozenset({"status.replicas"}),
+    ("batch", "jobs"): frozenset({"status.successful"}),
+    ("certificates.k8s.io", "certificatesigningrequests"): frozenset({"spec.signerName"}),
+}
+
+
+def check_field_selector(info: ResourceInfo, paths: list[str]) -> str | None:
+    """The first field path the real server would refuse for this resource, or None."""
+    allowed = FIELD_SELECTORS.get(info.group_resource, frozenset()) | info.selectable_fields
+    for p in paths:
+        if p not in ("metadata.name", "metadata.namespace") and p not in allowed:
+            return p
+    return None
 
 
 def prepare_create(info: ResourceInfo, obj: dict[str, Any], store: Any) -> dict[str, Any]:
@@ -507,7 +540,9 @@ def crd_resource_infos(crd: dict[str, Any]) -> list[ResourceInfo]:
             short_names=list(names.get("shortNames") or []), categories=list(names.get("categories") or []),
             subresources=subs, printer_columns=cols,
             schema=(v.get("schema") or {}).get("openAPIV3Schema"),
-            storage_version=bool(v.get("storage")), crd_name=crd["metadata"]["name"]))
+            storage_version=bool(v.get("storage")), crd_name=crd["metadata"]["name"],
+            selectable_fields=frozenset(str(f.get("jsonPath", "")).lstrip(".")
+                                        for f in v.get("selectableFields") or [])))
     return out
 
 

@@ -413,6 +413,7 @@ class Store:
                   ) -> tuple[List[dict[str, Any]], str, str | None]:
         info = self.info(kind_key)
         ls, fs = _selectors(label_selector, field_selector)
+        _check_fields(info, fs)
         start: tuple[str, str] | None = None
         if continue_token:
             try:
@@ -449,6 +450,7 @@ class Store:
         """
         info = self.info(kind_key)
         ls, fs = _selectors(label_selector, field_selector)
+        _check_fields(info, fs)
         ns = namespace if info.namespaced else None
         w = Watch(self, info, ns, ls, fs)
         if resource_version is None or resource_version in ("", "0"):
@@ -1044,6 +1046,12 @@ def _selectors(label_selector: str | LabelSelector | None,
     except SelectorError as e:
         raise ApiError.bad_request(str(e)) from None
     return ls, fs
+
+
+def _check_fields(info: ResourceInfo, fs: FieldSelector) -> None:
+    bad = resources.check_field_selector(info, [p for p, _, _ in fs.terms])
+    if bad is not None:
+        raise ApiError.bad_request(f'field label not supported: {bad}')
 
 
 def _spec_of(info: ResourceInfo, obj: dict[str, Any]) -> dict[str, Any]:

@@ -436,3 +436,37 @@ def test_watch_from_another_incarnation_expires() -> None:
         later.watch(CM, "default", later.resource_version).close()
 
     asyncio.run(run())
+
+
+@pytest.mark.parametrize("kind_key,selector,ok", [
+    (PODS, "metadata.name=a,metadata.namespace=b,status.phase=Running,spec.nodeName=n", True),
+    (PODS, "spec.containers=x", False),
+    (CM, "data.x=1", False),
+    (("", "v1", "events"), "involvedObject.uid=u,reason=Failed,type=Warning", True),
+    (("", "v1", "secrets"), "type=Opaque", True),
+    (JOBS, "status.successful=1", True),
+])
+def test_field_selectors_the_real_server_refuses(kind_key: Any, selector: str, ok: bool) -> None:
+    s = Store()
+    if ok:
+        s.list(kind_key, "default", field_selector=selector)
+        return
+    with pytest.raises(ApiError) as e:
+        s.list(kind_key, "default", field_selector=selector)
+    assert e.value.code == 400 and e.value.message.startswith("field label not supported: ")
+
+
+def test_crd_selectable_fields() -> None:
+    s = Store()
+    crd = {"metadata": {"name": "things.x.dev"}, "spec": {
+        "group": "x.dev", "scope": "Namespaced", "names": {"plural": "things", "kind": "Thing"},
+        "versions": [{"name": "v1", "served": True, "storage": True, "selectableFields": [{"jsonPath": ".spec.color"}],
+                      "schema": {"openAPIV3Schema": {"type": "object",
+                                                     "x-kubernetes-preserve-unknown-fields": True}}}]}}
+    s.create(("apiextensions.k8s.io", "v1", "customresourcedefinitions"), crd)
+    things = ("x.dev", "v1", "things")
+    s.create(things, {"metadata": {"name": "red"}, "spec": {"color": "red"}}, "default")
+    s.create(things, {"metadata": {"name": "blue"}, "spec": {"color": "blue"}}, "default")
+    assert [t["metadata"]["name"] for t in s.list(things, "default", field_selector="spec.color=red")[0]] == ["red"]
+    with pytest.raises(ApiError):
+        s.list(things, "default", field_selector="spec.size=1")
