@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from kubesim.images import ImageStore, normalize
+from kubesim.kubelet.namespaces import namespaces_available
 from kubesim.kubelet.node import NodeConfig, node_object, parse_label
 from kubesim.kubelet.pod import PodWorker, _Gone
 from kubesim.kubelet.scheduler import fit
@@ -131,6 +132,8 @@ class Kubelet:
             node.memory_bytes = _machine_memory()
         if node.cpu == NodeConfig().cpu:
             node.cpu = os.cpu_count() or 2
+        # The first namespace check runs `unshare` once; keep it off the event loop.
+        await asyncio.to_thread(namespaces_available)
         self._register_node()
         if self.api is not None:
             self.mount(self.api)

@@ -136,7 +136,7 @@ class LogFile:
 
 async def read(path: Path, live: LogFile | None, opts: LogOptions) -> AsyncIterator[bytes]:
     """Yield the log's lines as `kubectl logs` shows them, then (follow) new ones until it closes."""
-    raw = path.read_bytes() if path.exists() else b""
+    raw = await asyncio.to_thread(lambda: path.read_bytes() if path.exists() else b"")
     lines, carry, used = parse_entries(raw)
     cutoff = None
     if opts.since_seconds is not None:
