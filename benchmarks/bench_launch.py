@@ -7,7 +7,8 @@ Figures (targets from the design):
   `tar -c | gzip -1 | md5sum` (at least as fast);
 - the unchanged-directory check on "small" (≤ 0.5 s);
 - upload of the "ml" archive to the GCS emulator through a signed URL vs `curl -T` with the same
-  headers to the same emulator (≥ 0.9× curl's throughput).
+  headers to the same emulator (≥ 0.9× curl's throughput), the client CPU time of both, and both
+  clients against a raw-socket reader (the clients' own capacity, without the emulator's).
 - `cached_relaunch_figures(quick)` is the hook for the end-to-end cached relaunch figure, which
   belongs to the Launch orchestration; it returns no figure until that exists.
 
@@ -177,8 +178,79 @@ def cached_relaunch_figures(quick: bool) -> list[Figure]:
 def run(quick: bool = False) -> list[Figure]:
     figures = packaging_figures(quick)
     figures += upload_figures(quick)
+    figures += sink_figures(quick)
     figures += cached_relaunch_figures(quick)
     return figures
+
+
+_SINK = r"""
+import socket, sys
+buf = bytearray(1 << 20)
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+s.listen(8)
+print(s.getsockname()[1], flush=True)
+while True:
+    c, _ = s.accept()
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += c.recv(65536)
+    head, _, rest = data.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    if b"expect: 100-continue" in head.lower():
+        c.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+    left = int([l.split(b":")[1] for l in lines if l.lower().startswith(b"content-length")][0]) - len(rest)
+    while left > 0:
+        n = c.recv_into(buf)
+        if not n:
+            break
+        left -= n
+    c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+    c.close()
+"""
+
+
+def sink_figures(quick: bool) -> list[Figure]:
+    """Client capacity without the emulator: both clients PUT to a raw-socket reader in a subprocess."""
+    from nbd.context import build_context_sync
+    from nbd.upload import SignedURL, upload
+
+    runs = 3 if quick else 5
+    with tempfile.TemporaryDirectory(prefix="nbd-bench-sink-") as tmp:
+        built = build_context_sync(ml_tree(quick), os.path.join(tmp, "spool"), os.path.join(tmp, "cache"))
+        import sys
+
+        sink = subprocess.Popen([sys.executable, "-c", _SINK], stdout=subprocess.PIPE, text=True)
+        try:
+            assert sink.stdout is not None
+            port = sink.stdout.readline().strip()
+            if not port.isdigit():
+                raise RuntimeError("the raw-socket reader did not start")
+            url = f"http://127.0.0.1:{port}/bucket/object"
+
+            async def get_url() -> SignedURL:
+                return SignedURL(url)
+
+            def ours() -> None:
+                asyncio.run(upload(built.path, built.md5_b64, get_url))
+
+            curl = [
+                "curl", "-sS", "--fail", "-o", "/dev/null", "-T", built.path,
+                "-H", f"Content-MD5: {built.md5_b64}", "-H", "Content-Type: application/octet-stream", url,
+            ]
+            ours_s = time_call(ours, runs)
+            curl_s = time_command(curl, runs)
+        finally:
+            sink.kill()
+            sink.wait()
+    mb = built.size / 1e6
+    return [
+        Figure(
+            f"upload {mb:.0f} MB context to a raw-socket reader", mb / median(ours_s), "MB/s",
+            baseline="curl -T, same headers", baseline_value=mb / median(curl_s),
+            higher_is_better=True,
+        )
+    ]
 
 
 def upload_figures(quick: bool) -> list[Figure]:
@@ -193,7 +265,7 @@ def upload_figures(quick: bool) -> list[Figure]:
 
     import resource
 
-    runs = 3 if quick else 5
+    runs = 3 if quick else 7
     bucket = "nbd-bench-contexts"
     cpu = {"ours": 0.0, "curl": 0.0}
 

@@ -7,7 +7,9 @@ import datetime
 import hashlib
 import ipaddress
 import ssl
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -143,3 +145,80 @@ def test_garbage_answer_is_a_protocol_error(tmp_path: Path) -> None:
             await server.wait_closed()
 
     asyncio.run(main())
+
+
+def run_raw_server(tmp_path: Path, size: int, serve: Any, **kwargs: Any) -> tuple[tuple[int, bytes], float]:
+    """PUTs `size` bytes to a raw asyncio server running `serve`; returns (answer, seconds)."""
+    (tmp_path / "body").write_bytes(b"b" * size)
+
+    async def main() -> tuple[tuple[int, bytes], float]:
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        start = time.monotonic()
+        try:
+            answer = await put_file(
+                f"http://127.0.0.1:{port}/o", {}, str(tmp_path / "body"), size, lambda n: None,
+                connect_timeout=5, response_timeout=5, **kwargs,
+            )
+        finally:
+            server.close()
+            await server.wait_closed()
+        return answer, time.monotonic() - start
+
+    return asyncio.run(main())
+
+
+def test_expect_continue_lets_a_refusal_skip_the_body(tmp_path: Path) -> None:
+    received: list[int] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert b"Expect: 100-continue" in head
+        writer.write(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 6\r\nConnection: close\r\n\r\ndenied")
+        await writer.drain()
+        # Everything the client sends until it closes the connection is counted.
+        received.append(len(await reader.read()))
+        writer.close()
+
+    answer, _ = run_raw_server(tmp_path, 8 << 20, serve)
+    assert answer == (403, b"denied")
+    assert received == [0]
+
+
+def test_expect_continue_then_the_body(tmp_path: Path) -> None:
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        await reader.readexactly(2 << 20)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    answer, seconds = run_raw_server(tmp_path, 2 << 20, serve, expect_timeout=5)
+    assert answer == (200, b"") and seconds < 4
+
+
+def test_a_server_ignoring_expect_gets_the_body_after_a_short_wait(tmp_path: Path) -> None:
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        await reader.readexactly(2 << 20)
+        writer.write(b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    answer, seconds = run_raw_server(tmp_path, 2 << 20, serve, expect_timeout=0.3)
+    assert answer == (201, b"") and seconds >= 0.3
+
+
+def test_small_bodies_are_sent_without_expect(tmp_path: Path) -> None:
+    heads: list[bytes] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        heads.append(await reader.readuntil(b"\r\n\r\n"))
+        await reader.readexactly(1000)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    answer, _ = run_raw_server(tmp_path, 1000, serve)
+    assert answer == (200, b"") and b"Expect" not in heads[0]

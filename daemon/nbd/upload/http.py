@@ -5,7 +5,8 @@ cache straight to the socket (`loop.sendfile` → `os.sendfile`, zero copy, no P
 A general client pushes every chunk through Python buffers, which costs as much CPU as the network
 stack itself on a fast link. Over TLS asyncio falls back to reading and writing chunks.
 
-Scope, on purpose: one request per connection (`Connection: close`), no redirects, no proxies, no
+Bodies of a MiB or more are announced with `Expect: 100-continue`, so a refused URL costs one
+round trip instead of the whole upload. Scope, on purpose: one request per connection (`Connection: close`), no redirects, no proxies, no
 compression; the request target is sent exactly as given (a signed URL's query must not be
 re-encoded). The caller owns retries and timeouts of the whole exchange.
 """
@@ -20,6 +21,8 @@ from urllib.parse import urlsplit
 __all__ = ["HTTPProtocolError", "put_file"]
 
 _MAX_HEAD = 64 << 10
+# Bodies from this size on are announced with "Expect: 100-continue".
+EXPECT_CONTINUE_FROM = 1 << 20
 _MAX_BODY = 1 << 20  # error bodies are small; anything beyond is read and dropped
 
 
@@ -39,25 +42,33 @@ def _target(url: str) -> tuple[str, str, int, str, bool]:
     return parts.hostname, netloc, port, target, tls
 
 
+async def _read_head(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]]:
+    """One status line and its headers (lower-case names)."""
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+    except asyncio.LimitOverrunError as e:
+        raise HTTPProtocolError("response headers too large") from e
+    lines = head.decode("latin-1").split("\r\n")
+    status_line = lines[0].split(" ", 2)
+    if len(status_line) < 2 or not status_line[0].startswith("HTTP/1.") or not status_line[1].isdigit():
+        raise HTTPProtocolError(f"not an HTTP/1 response: {lines[0][:80]!r}")
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        if ":" in line:
+            key, _, value = line.partition(":")
+            headers[key.strip().lower()] = value.strip()
+    return int(status_line[1]), headers
+
+
 async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
     while True:
-        try:
-            head = await reader.readuntil(b"\r\n\r\n")
-        except asyncio.LimitOverrunError as e:
-            raise HTTPProtocolError("response headers too large") from e
-        lines = head.decode("latin-1").split("\r\n")
-        status_line = lines[0].split(" ", 2)
-        if len(status_line) < 2 or not status_line[0].startswith("HTTP/1.") or not status_line[1].isdigit():
-            raise HTTPProtocolError(f"not an HTTP/1 response: {lines[0][:80]!r}")
-        status = int(status_line[1])
-        headers: dict[str, str] = {}
-        for line in lines[1:]:
-            if ":" in line:
-                key, _, value = line.partition(":")
-                headers[key.strip().lower()] = value.strip()
-        if 100 <= status < 200:
-            continue  # an interim answer (e.g. 100 Continue): the real one follows
-        break
+        status, headers = await _read_head(reader)
+        if not 100 <= status < 200:
+            break  # else an interim answer (e.g. 100 Continue): the real one follows
+    return status, await _read_body(reader, headers)
+
+
+async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str]) -> bytes:
     body = bytearray()
     if "chunked" in headers.get("transfer-encoding", "").lower():
         while True:
@@ -89,7 +100,7 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
         while chunk := await reader.read(65536):
             if len(body) < _MAX_BODY:
                 body += chunk
-    return status, bytes(body[:_MAX_BODY])
+    return bytes(body[:_MAX_BODY])
 
 
 async def put_file(
@@ -103,10 +114,12 @@ async def put_file(
     response_timeout: float,
     chunk_bytes: int = 4 << 20,
     ssl_context: ssl.SSLContext | None = None,
+    expect_timeout: float = 1.0,
 ) -> tuple[int, bytes]:
     """PUTs `size` bytes of the file at `path` to `url`; returns (status, body).
 
-    `on_sent(n)` is called after each `chunk_bytes` slice handed to the kernel. Raises OSError
+    `on_sent(n)` is called after each `chunk_bytes` slice handed to the kernel. `expect_timeout`
+    is how long to wait for "100 Continue" before sending the body anyway. Raises OSError
     (ConnectionError, TimeoutError), asyncio.IncompleteReadError or HTTPProtocolError on transport
     failures; the caller decides whether to retry.
     """
@@ -120,11 +133,25 @@ async def put_file(
     try:
         lines = [f"PUT {target} HTTP/1.1", f"Host: {host_header}", f"Content-Length: {size}"]
         lines += [f"{k}: {v}" for k, v in headers.items() if k.lower() not in ("host", "content-length", "connection")]
+        expect = size >= EXPECT_CONTINUE_FROM
+        if expect:
+            lines.append("Expect: 100-continue")
         lines += ["Connection: close", "User-Agent: nbd", "", ""]
         writer.write("\r\n".join(lines).encode("latin-1"))
         send_error: OSError | None = None
         try:
             await writer.drain()
+            if expect:
+                # A refusal (an expired or badly signed URL) arrives before any body byte is sent;
+                # a server that ignores Expect gets the body after a short wait (RFC 9110 §10.1.1).
+                try:
+                    status, response_headers = await asyncio.wait_for(_read_head(reader), expect_timeout)
+                except asyncio.TimeoutError:
+                    pass
+                else:
+                    if not 100 <= status < 200:
+                        body = await asyncio.wait_for(_read_body(reader, response_headers), response_timeout)
+                        return status, body
             with open(path, "rb") as f:
                 offset = 0
                 while offset < size:
