@@ -156,3 +156,22 @@ def test_drop_streams_closes_an_open_port_forward(ks: KubesimServer, core: Any) 
     assert ks.admin.drop_streams() >= 1
     assert s.recv(10) == b""  # the forwarded connection ends with its stream
     s.close()
+
+
+def test_drop_streams_ends_kubectl_port_forward(ks: KubesimServer, core: Any) -> None:
+    local = free_port()
+    proc = subprocess.Popen(["kubectl", "--kubeconfig", str(ks.kubeconfig), "--cache-dir", str(ks.cache_dir),
+                             "port-forward", "pod/web-b", f"{local}:8888"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        proc.stdout.readline()
+        with urllib.request.urlopen(f"http://127.0.0.1:{local}/whoami", timeout=10) as resp:
+            assert resp.read() == b"web-b\n"
+        assert ks.admin.drop_streams() >= 1
+        assert proc.wait(15) != 0
+        assert "lost connection to pod" in proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
