@@ -130,3 +130,33 @@ def test_python_client_exec_with_tty(core: Any) -> None:
                  command=["sh", "-c", "[ -t 1 ] && echo is-a-tty; echo err >&2"],
                  stdout=True, stderr=True, stdin=False, tty=True)
     assert "is-a-tty" in out and "err" in out  # one terminal carries both streams
+
+
+@pytest.mark.parametrize("protocol", ["v4.channel.k8s.io", "channel.k8s.io"])
+def test_raw_websocket_exec_older_protocols_get_a_status(ks: KubesimServer, core: Any, protocol: str) -> None:
+    import asyncio
+    import json
+
+    import aiohttp
+
+    async def run() -> tuple[str | None, bytes, dict[str, Any]]:
+        headers = {"Authorization": f"Bearer {ks.token}"} if ks.token else {}
+        url = (f"{ks.url}/api/v1/namespaces/default/pods/box/exec?command=sh&command=-c&command=echo%20out%3B%20exit%205"
+               "&stdout=true&stderr=true")
+        out = b""
+        status: dict[str, Any] = {}
+        async with aiohttp.ClientSession() as session:
+            async with session.ws_connect(url, protocols=[protocol], headers=headers) as ws:
+                async for msg in ws:
+                    if msg.type != aiohttp.WSMsgType.BINARY:
+                        continue
+                    if msg.data[0] == 1:
+                        out += msg.data[1:]
+                    elif msg.data[0] == 3:
+                        status = json.loads(msg.data[1:])
+                return ws.protocol, out, status
+
+    chosen, out, status = asyncio.run(run())
+    assert chosen == protocol
+    assert out == b"out\n"
+    assert status["reason"] == "NonZeroExitCode" and status["details"]["causes"][0]["message"] == "5"
