@@ -113,12 +113,44 @@ class Mount:
     is_file: bool = False
 
 
+def _under(path: str, top: str) -> bool:
+    top = top.rstrip("/") or "/"
+    return path == top or path.startswith(top + "/") or top == "/"
+
+
+def mount_order(mounts: list[Mount]) -> list[Mount]:
+    """The order in which the bind mounts are made.
+
+    Invariants: a mount comes after every mount whose target is an ancestor of its target (else
+    it would be hidden), and before every mount whose target is an ancestor of its source (else
+    its source would be hidden, e.g. an emptyDir at /tmp while kubesim's state dir is under /tmp).
+    When both cannot hold, shallow targets win.
+    """
+    remaining = sorted(mounts, key=lambda m: (m.target.rstrip("/").count("/"), m.target))
+    ordered: list[Mount] = []
+    while remaining:
+        for i, m in enumerate(remaining):
+            blocked = any(o is not m and _under(m.target, o.target) and o.target != m.target for o in remaining)
+            if not blocked:
+                # Mounts whose sources this one would hide go first, when they may.
+                shadowed = [o for o in remaining if o is not m and _under(o.source, m.target)
+                            and not any(p is not o and _under(o.target, p.target) and p.target != o.target
+                                        for p in remaining)]
+                pick = shadowed[0] if shadowed else m
+                ordered.append(pick)
+                remaining.remove(pick)
+                break
+        else:  # cannot happen: the shallowest target is never blocked
+            ordered.extend(remaining)
+            break
+    return ordered
+
+
 def _script(hostname: str, mounts: list[Mount], host_network: bool = False) -> str:
     lines = ["set -e"]
     if not host_network:
         lines += ["ip link set lo up", f"hostname {shlex.quote(hostname[:63])} 2>/dev/null || true"]
-    # Shallow targets first, so a deeper mount is not hidden by a later shallower one.
-    for m in sorted(mounts, key=lambda m: m.target.rstrip("/").count("/")):
+    for m in mount_order(mounts):
         src, dst = shlex.quote(m.source), shlex.quote(m.target)
         if m.is_file:
             lines.append(f"mkdir -p {shlex.quote(os.path.dirname(m.target) or '/')}")

@@ -256,17 +256,22 @@ class PodWorker:
                 self.event("FailedMount", str(e), "Warning")
                 await self._sleep(self.kubelet.config.backoff_delay(attempt))
                 attempt += 1
-        if self.terminating:
-            return False
-        try:
-            await self.sandbox.start(self.mounts)
-        except RuntimeError as e:
-            self.event("FailedCreatePodSandBox", f"Failed to create pod sandbox: {e}", "Warning")
-            log.error("pod %s/%s: %s", self.namespace, self.name, e)
-            for v in self.init_views + self.views:
-                v.waiting_reason, v.waiting_message = "ContainerCreating", str(e)
-            self.publish()
-            return False
+        attempt = 0
+        while True:
+            if self.terminating:
+                return False
+            try:
+                await self.sandbox.start(self.mounts)
+                break
+            except RuntimeError as e:
+                # As the kubelet does, keep retrying: the cause may be transient.
+                self.event("FailedCreatePodSandBox", f"Failed to create pod sandbox: {e}", "Warning")
+                log.error("pod %s/%s: %s", self.namespace, self.name, e)
+                for v in self.init_views + self.views:
+                    v.waiting_reason, v.waiting_message = "ContainerCreating", str(e)
+                self.publish()
+                await self._sleep(self.kubelet.config.backoff_delay(attempt))
+                attempt += 1
         if not self.sandbox.isolated:
             msg = f"pod runs without namespace isolation: {self.sandbox.reason}"
             log.warning("pod %s/%s: %s", self.namespace, self.name, msg)

@@ -227,6 +227,20 @@ def test_content_is_private_per_pod(core: Any) -> None:
         delete(core, name)
 
 
+def test_empty_dir_over_tmp_does_not_hide_the_pods_own_folders(core: Any) -> None:
+    # kubesim's state dir (the sources of the pod's mounts) is under /tmp in tests.
+    core.create_namespaced_pod("default", pod("tmpvol", ["sh", "-c", "echo a > /tmp/x; echo b > y; ls /tmp; pwd"],
+                                              restartPolicy="Never",
+                                              container={"workingDir": "/zz-kubesim-workdir",
+                                                         "volumeMounts": [{"name": "t", "mountPath": "/tmp"}]},
+                                              volumes=[{"name": "t", "emptyDir": {}}]))
+    wait_for(lambda: phase(core, "tmpvol") in ("Succeeded", "Failed"), what="tmpvol finished")
+    assert phase(core, "tmpvol") == "Succeeded"
+    # "/tmp" sorts before "/zz-...": made first, it would hide the workdir's source under /tmp.
+    assert log(core, "tmpvol") == "x\n/zz-kubesim-workdir\n"
+    delete(core, "tmpvol")
+
+
 def test_pod_reaches_the_api_server_through_the_host_port_relay(core: Any, ks: KubesimServer) -> None:
     port = int(ks.url.rsplit(":", 1)[1])
     script = (f"import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:{port}/version').read().decode())")

@@ -321,3 +321,17 @@ def test_kubelet_config_node_labels_and_keyword_construction(tmp_path: Path) -> 
     assert kubelet.host_ports == {5000, 6443} and kubelet.config.api_port == 6443
     with pytest.raises(ValueError, match="state_dir"):
         Kubelet(Store())
+
+
+@pytest.mark.parametrize("mounts, expected", [
+    # deeper targets after their ancestors
+    ([("/s/b", "/a/b"), ("/s/a", "/a")], ["/a", "/a/b"]),
+    # a mount whose source lives under another mount's target goes first
+    ([("/s/tmpvol", "/tmp"), ("/tmp/state/pods/x/fs/content", "/content")], ["/content", "/tmp"]),
+    # both constraints at once: the ancestor still comes first
+    ([("/tmp/state/v", "/tmp/sub"), ("/s/tmpvol", "/tmp")], ["/tmp", "/tmp/sub"]),
+])
+def test_mount_order(mounts: list[tuple[str, str]], expected: list[str]) -> None:
+    from kubesim.kubelet.namespaces import mount_order
+
+    assert [m.target for m in mount_order([Mount(s, t) for s, t in mounts])] == expected
