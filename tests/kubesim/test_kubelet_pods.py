@@ -251,12 +251,17 @@ def test_pod_reaches_the_api_server_through_the_host_port_relay(core: Any, ks: K
     delete(core, "relay")
 
 
-def test_readiness_probe_gates_ready(core: Any) -> None:
-    manifest = pod("probe", ["sh", "-c", "sleep 1.5; exec python3 -m http.server 8080 --bind 127.0.0.1"],
+def test_readiness_probe_gates_ready(core: Any, ks: KubesimServer) -> None:
+    go = ks.state_dir / "go-probe"
+    script = f"while [ ! -e {go} ]; do sleep 0.05; done; exec python3 -m http.server 8080 --bind 127.0.0.1"
+    manifest = pod("probe", ["sh", "-c", script],
                    container={"readinessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1}})
     core.create_namespaced_pod("default", manifest)
     wait_for(lambda: phase(core, "probe") == "Running", what="Running")
+    time.sleep(1.5)  # a few failed probes
     assert not status(core, "probe").container_statuses[0].ready
+    assert {c.type: c.status for c in status(core, "probe").conditions}["Ready"] == "False"
+    go.write_text("")
     wait_for(lambda: status(core, "probe").container_statuses[0].ready, 15, "ready")
     assert {c.type: c.status for c in status(core, "probe").conditions}["Ready"] == "True"
     delete(core, "probe")
