@@ -101,9 +101,10 @@ def test_a_live_foreign_server_on_the_socket_is_not_replaced(daemon_factory, nbd
         squatter.close()
 
 
-def test_sigterm_stops_gracefully_and_removes_the_socket(daemon_factory):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_and_sigint_stop_gracefully_and_remove_the_socket(daemon_factory, signum):
     d = daemon_factory(capabilities="none")
-    d.proc.send_signal(signal.SIGTERM)
+    d.proc.send_signal(signum)
     assert d.proc.wait(15) == 0
     assert not d.socket.exists()
     assert "stopped" in d.log_text()
@@ -226,3 +227,12 @@ def test_session_file_format_is_the_documented_one(nbd_isolated_env):
     assert data["session"]["phase"] == "READY"
     assert data["session"]["forward"]["state"] == "ACTIVE"
     assert path.name == "kubesim+team+fmt.json"
+
+
+def test_a_file_in_the_way_of_the_socket_is_left_alone(daemon_factory, nbd_isolated_env):
+    nbd_isolated_env.socket.parent.mkdir(mode=0o700, parents=True)
+    nbd_isolated_env.socket.write_text("precious")
+    d = daemon_factory(capabilities="none", wait=False)
+    assert d.proc.wait(30) == 1
+    assert f"{nbd_isolated_env.socket} exists and is not a socket" in d.output.read_text()
+    assert nbd_isolated_env.socket.read_text() == "precious"
