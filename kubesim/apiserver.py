@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import secrets
 import time
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
@@ -29,11 +30,12 @@ from typing import Any, Awaitable, Callable
 import yaml
 from aiohttp import web
 
-from kubesim import discovery, openapi, tables
+from kubesim import discovery, openapi, protobuf, tables
 from kubesim.auth import Auth, User
 from kubesim.faults import Faults
+from kubesim.patch import json_patch
 from kubesim.resources import ResourceInfo
-from kubesim.store import ApiError, Store
+from kubesim.store import ApiError, Store, now_rfc3339
 
 __all__ = ["ApiServer", "SubresourceHandler", "VERSION_INFO", "json_response", "status_response"]
 
@@ -53,6 +55,7 @@ VERSION_INFO = {
     "platform": "linux/amd64",
 }
 
+USER_KEY = web.RequestKey("user", User)
 _TABLE_MARK = "as=table"
 _PUBLIC_PATHS = frozenset({"/version", "/healthz", "/livez", "/readyz"})
 
@@ -134,12 +137,12 @@ class ApiServer:
             if transport is not None:
                 peercert = transport.get_extra_info("peercert")
             try:
-                request["user"] = self.auth.authenticate(request.headers.get("Authorization"), peercert)
+                request[USER_KEY] = self.auth.authenticate(request.headers.get("Authorization"), peercert)
             except ApiError:
                 # Like system:public-info-viewer: version and health answer anonymous callers.
                 if request.headers.get("Authorization") or path not in _PUBLIC_PATHS:
                     raise
-                request["user"] = User("system:anonymous", ("system:unauthenticated",))
+                request[USER_KEY] = User("system:anonymous", ("system:unauthenticated",))
             code = await self.faults.before_request()
             if code is not None:
                 raise ApiError(code, "ServiceUnavailable" if code == 503 else "InternalError",
@@ -239,7 +242,7 @@ class ApiServer:
     async def _resource(self, request: web.Request, group: str, version: str, rest: str) -> web.StreamResponse:
         t = self._parse(group, version, rest)
         q = request.query
-        user: User = request["user"]
+        user: User = request[USER_KEY]
         method = request.method
         watching = q.get("watch") in ("true", "1")
         if t.name is None:
@@ -296,8 +299,6 @@ class ApiServer:
             return None
         ctype = request.headers.get("Content-Type", "application/json").lower()
         if "protobuf" in ctype:
-            from kubesim import protobuf
-
             try:
                 return protobuf.decode(raw)
             except (protobuf.ProtobufError, UnicodeDecodeError) as e:
@@ -451,8 +452,6 @@ class ApiServer:
         if request.method in ("PUT", "PATCH"):
             body = await self._body(request) or {}
             if request.method == "PATCH" and "json-patch" in request.headers.get("Content-Type", ""):
-                from kubesim.patch import json_patch
-
                 body = json_patch(_scale_of(obj), body)
             replicas = ((body.get("spec") or {}).get("replicas"))
             if replicas is not None:
@@ -470,16 +469,12 @@ class ApiServer:
             body = {}
         spec = body.get("spec") if isinstance(body, dict) else None
         seconds = int((spec or {}).get("expirationSeconds") or 3600)
-        import secrets as _secrets
-
-        from kubesim.store import now_rfc3339
-
         return json_response({
             "kind": "TokenRequest", "apiVersion": "authentication.k8s.io/v1",
             "metadata": {"name": t.name, "namespace": t.namespace, "creationTimestamp": None},
             "spec": {"audiences": (spec or {}).get("audiences") or ["https://kubernetes.default.svc"],
                      "expirationSeconds": seconds, "boundObjectRef": None},
-            "status": {"token": f"kubesim.{sa['metadata']['uid']}.{_secrets.token_urlsafe(24)}",
+            "status": {"token": f"kubesim.{sa['metadata']['uid']}.{secrets.token_urlsafe(24)}",
                        "expirationTimestamp": now_rfc3339(time.time() + seconds)}}, status=201)
 
     async def _access_review(self, request: web.Request, t: _Target, user: User) -> web.Response:

@@ -10,6 +10,7 @@ Pure: no I/O.
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 from dataclasses import dataclass, field
@@ -366,8 +367,6 @@ def prepare_create(info: ResourceInfo, obj: dict[str, Any], store: Any) -> dict[
         obj.setdefault("type", "Opaque")
         data = obj.setdefault("data", {}) if obj.get("data") is not None or obj.get("stringData") else obj.get("data")
         if obj.get("stringData"):
-            import base64
-
             for k, v in obj.pop("stringData").items():
                 data[k] = base64.b64encode(str(v).encode()).decode()  # type: ignore[index]
     elif key == ("", "nodes"):
@@ -417,8 +416,6 @@ def prepare_update(info: ResourceInfo, new: dict[str, Any], old: dict[str, Any],
     key = (info.group, info.resource)
     name = old["metadata"]["name"]
     if key == ("", "secrets") and new.get("stringData"):
-        import base64
-
         data = new.setdefault("data", {}) or {}
         new["data"] = data
         for k, v in new.pop("stringData").items():

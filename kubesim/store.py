@@ -62,7 +62,7 @@ from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Callable, Iterable, List
 
 from kubesim import patch as patching
-from kubesim import resources
+from kubesim import resources, schema
 from kubesim.resources import KindKey, Registry, ResourceInfo
 from kubesim.selectors import (
     FieldSelector,
@@ -560,8 +560,6 @@ class Store:
         meta["generation"] = 1
         obj = resources.prepare_create(info, obj, self)
         if info.is_custom:
-            from kubesim import schema
-
             obj = schema.admit(info, obj, None, field_validation, warnings)
         if info.key == CRDS:
             obj = resources.admit_crd(obj, self.registry)
@@ -738,8 +736,6 @@ class Store:
         new["kind"] = info.kind
         new = resources.prepare_update(info, new, old, self, trusted=subresource is not None)
         if info.is_custom:
-            from kubesim import schema
-
             new = schema.admit(info, new, old, field_validation, warnings)
         if info.key == CRDS:
             new = resources.admit_crd(new, self.registry)
