@@ -273,6 +273,17 @@ def _is_exec(mode: int) -> bool:
     return bool(mode & 0o100)
 
 
+class _BatchScope(object):
+    def __init__(self, tree: "Tree") -> None:
+        self.tree = tree
+
+    def __enter__(self) -> None:
+        self.tree.checked_parents = set()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.tree.checked_parents = None
+
+
 class Tree:
     """One synchronised directory: scanning, reading and guarded writing below `root`."""
 
@@ -283,6 +294,7 @@ class Tree:
         self.cache: Dict[str, Tuple[int, int, int, str]] = {}
         self.rules = IgnoreRules()
         self.writes: Dict[int, Any] = {}
+        self.checked_parents: Optional[Set[str]] = None
         umask = os.umask(0o022)
         os.umask(umask)
         self.umask = umask
@@ -291,8 +303,14 @@ class Tree:
 
     def abspath(self, rel: str) -> str:
         """The absolute path for `rel`, after checking that no parent component is a symlink or a
-        non-directory (lstat at call time)."""
+        non-directory (lstat at call time; within one batch request, a parent checked once is
+        trusted for the rest of that request — see `batch_scope`)."""
         parts = check_path(rel)
+        checked = self.checked_parents
+        if checked is not None and len(parts) > 1:
+            parent = "/".join(parts[:-1])
+            if parent in checked:
+                return os.path.join(self.root, rel)
         cur = self.root
         for part in parts[:-1]:
             cur = os.path.join(cur, part)
@@ -304,7 +322,15 @@ class Tree:
                 raise Refused("refusing to go through the symbolic link %r" % cur[len(self.root) + 1:])
             if not stat.S_ISDIR(st.st_mode):
                 raise Refused("%r is not a directory" % cur[len(self.root) + 1:])
+        if checked is not None and len(parts) > 1:
+            checked.add("/".join(parts[:-1]))
         return os.path.join(cur, parts[-1])
+
+    def batch_scope(self) -> "_BatchScope":
+        """Within this context, a parent directory verified once is not re-checked: one request
+        of many files in a few directories costs a few lstat calls, not several per file. The
+        window in which a parent could be swapped for a link is the request's duration."""
+        return _BatchScope(self)
 
     # -- scanning
 
@@ -1022,15 +1048,16 @@ class Server(object):
         if op == "read_many":
             # Small files in one reply: body is the concatenation, sizes in the header.
             sizes, errors, parts = [], [], []
-            for path, digest in h["files"]:
-                try:
-                    data = b"".join(t.read_chunks(path, digest))
-                    parts.append(data)
-                    sizes.append(len(data))
-                    errors.append("")
-                except (Refused, OSError) as e:
-                    sizes.append(0)
-                    errors.append(str(e) if isinstance(e, Refused) else "%s: %s" % (path, e.strerror or e))
+            with t.batch_scope():
+                for path, digest in h["files"]:
+                    try:
+                        data = b"".join(t.read_chunks(path, digest))
+                        parts.append(data)
+                        sizes.append(len(data))
+                        errors.append("")
+                    except (Refused, OSError) as e:
+                        sizes.append(0)
+                        errors.append(str(e) if isinstance(e, Refused) else "%s: %s" % (path, e.strerror or e))
             blob = b"".join(parts)
             packed = zlib.compress(blob, 1)
             if len(packed) < len(blob) * 0.9:
@@ -1046,11 +1073,13 @@ class Server(object):
                 handle = int(handles[i]) if handles else -(i + 1)
                 batch.append((handle, path, expected, bool(executable), digest, data[off:off + size]))
                 off += size
-            if op == "stage_many":
-                return {"results": t.stage_many(batch)}, b""
-            return {"results": t.put_many(batch, bool(h.get("fsync", True)))}, b""
+            with t.batch_scope():
+                if op == "stage_many":
+                    return {"results": t.stage_many(batch)}, b""
+                return {"results": t.put_many(batch, bool(h.get("fsync", True)))}, b""
         if op == "commit_many":
-            return {"results": t.commit_many([int(x) for x in h["handles"]], bool(h.get("fsync", True)))}, b""
+            with t.batch_scope():
+                return {"results": t.commit_many([int(x) for x in h["handles"]], bool(h.get("fsync", True)))}, b""
         if op == "write_begin":
             # No reply: a refusal is remembered and reported by the matching write_end.
             try:
@@ -1098,7 +1127,12 @@ def main(argv: List[str]) -> int:
         sys.stderr.write("nbd-agent: %s is not a directory\n" % root)
         return 2
     server = Server(root)
-    server.serve()
+    profile = os.environ.get("NBD_AGENT_PROFILE")  # a path: write cProfile stats there at exit
+    if profile:
+        import cProfile
+        cProfile.runctx("server.serve()", globals(), {"server": server}, profile)
+    else:
+        server.serve()
     return 0
 
 
