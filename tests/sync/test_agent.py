@@ -346,3 +346,22 @@ def test_agent_runs_on_python38(tmp_path: Path) -> None:
             await ep.close()
 
     run(go())
+
+
+def test_batch_scope_still_refuses_links_and_forgets_between_batches(tmp_path: Path) -> None:
+    root, outside = tmp_path / "r", tmp_path / "outside"
+    (root / "d").mkdir(parents=True)
+    outside.mkdir()
+    tree = agent.Tree(str(root))
+    data = b"x"
+    item = (1, "d/f", None, False, _sha(data), data)
+    with tree.batch_scope():
+        assert isinstance(tree.put_many([item])[0], list)
+    # The directory is replaced by a link to the outside between two requests: refused.
+    (root / "d" / "f").unlink()
+    (root / "d").rmdir()
+    os.symlink(str(outside), root / "d")
+    with tree.batch_scope():
+        (result,) = tree.put_many([(2, "d/g", None, False, _sha(data), data)])
+    assert isinstance(result, str) and "symbolic link" in result
+    assert os.listdir(outside) == []
