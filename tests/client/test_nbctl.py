@@ -378,3 +378,21 @@ def test_progress_bars_on_a_terminal_render_and_end(tmp_path):
     assert out.getvalue() == "http://127.0.0.1:1/?token=t\n"
     assert "building" in err.getvalue()
     assert r.url == "http://127.0.0.1:1/?token=t" and r.failure is None
+
+
+def test_concurrent_first_calls_share_one_daemon(nbd_isolated_env):
+    env = dict(os.environ)
+    # Each finds no daemon and starts one; all but one of those lose the lock and exit, and every
+    # client ends up talking to the winner.
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "nbctl", "list", "--output", "json"], env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
+    results = [(p.wait(60), p.stderr.read()) for p in procs]
+    assert all(code == 0 for code, _ in results), results
+    status = json.loads(nbctl("daemon", "status", "--output", "json", env=env).stdout)
+    assert status["running"] is True
+    log = nbd_isolated_env.paths.log_file.read_text()
+    assert log.count("serving on") == 1, "exactly one daemon served"
+    assert nbctl("daemon", "stop", env=env).returncode == 0
