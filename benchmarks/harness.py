@@ -165,14 +165,23 @@ class Benchmark:
     run: Callable[[bool], list[Figure]]
 
 
-def discover(bench_dir: Path = BENCH_DIR) -> dict[str, Benchmark]:
-    """Imports every benchmarks/bench_*.py and returns them by NAME."""
+def discover(bench_dir: Path = BENCH_DIR, broken: dict[str, str] | None = None) -> dict[str, Benchmark]:
+    """Imports every benchmarks/bench_*.py and returns them by NAME.
+
+    A module that fails to import is left out and, when `broken` is given, recorded there (by its
+    file's name without "bench_") with the traceback, so one broken benchmark never stops the others.
+    """
     found: dict[str, Benchmark] = {}
     for path in sorted(bench_dir.glob("bench_*.py")):
         module_name = f"benchmarks.{path.stem}"
-        module = importlib.import_module(module_name)
+        try:
+            module = importlib.import_module(module_name)
+            run = getattr(module, "run")
+        except Exception:
+            if broken is not None:
+                broken[path.stem.removeprefix("bench_")] = traceback.format_exc()
+            continue
         name = getattr(module, "NAME", path.stem.removeprefix("bench_"))
-        run = getattr(module, "run")
         found[name] = Benchmark(name=name, module=module_name, run=run)
     return found
 
@@ -224,22 +233,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--list", action="store_true", help="list the benchmarks and exit")
     args = parser.parse_args(argv)
 
-    benchmarks = discover()
+    broken: dict[str, str] = {}
+    benchmarks = discover(broken=broken)
     if args.list:
         for name, bench in benchmarks.items():
             print(f"{name}\t{bench.module}")
+        for name in broken:
+            print(f"{name}\t(fails to import)")
         return 0
-    unknown = [n for n in args.names if n not in benchmarks]
+    unknown = [n for n in args.names if n not in benchmarks and n not in broken]
     if unknown:
         print(
-            f"bench: unknown benchmark {', '.join(unknown)}; known: {', '.join(benchmarks) or 'none'}",
+            f"bench: unknown benchmark {', '.join(unknown)}; known: {', '.join([*benchmarks, *broken]) or 'none'}",
             file=sys.stderr,
         )
         return 2
-    selected = [benchmarks[n] for n in (args.names or list(benchmarks))]
+    failed = False
+    for name, error in broken.items():
+        if not args.names or name in args.names:
+            failed = True
+            print(f"bench: {name} cannot be imported:\n{error}", file=sys.stderr)
+    selected = [benchmarks[n] for n in (args.names or list(benchmarks)) if n in benchmarks]
 
     results: list[tuple[str, Figure]] = []
-    failed = False
     for bench in selected:
         try:
             figures = bench.run(args.quick)
