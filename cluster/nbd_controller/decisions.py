@@ -177,6 +177,13 @@ def _resolve_image(config: Config, b: _Builder) -> tuple[str | None, str | None]
 
     if observed.built_image:
         b.status["upload"] = stored
+        previous_build = b.old.get("build") or {}
+        if previous_build.get("md5") == md5 and previous_build.get("job"):
+            # This Notebook saw its build: keep naming the Job whose pod holds the build log.
+            b.status["build"]["job"] = previous_build["job"]
+            b.condition("Uploaded", True, "Stored", f"Context {md5} is stored and its MD5 verified.")
+            b.condition("Built", True, "Built", f"Built and pushed {image} in Job {previous_build['job']}.")
+            return image, None
         b.condition("Uploaded", True, "AlreadyBuilt", f"Context {md5} was built before: nothing to upload.")
         b.condition("Built", True, "AlreadyBuilt", f"Context {md5} was built before as {image}.")
         return image, None

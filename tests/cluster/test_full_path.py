@@ -189,7 +189,7 @@ def test_more_gpus_than_the_node_has_is_unschedulable(cluster: dict[str, Any]) -
 def test_controller_killed_mid_build_leaves_one_job_and_finishes(cluster: dict[str, Any]) -> None:
     nb: Notebooks = cluster["nb"]
     controller: Controller = cluster["controller"]
-    dockerfile = "FROM python:3.12\nWORKDIR /content\nRUN sleep 3 && echo slept > slept.txt\nCOPY . /content\n"
+    dockerfile = "FROM python:3.12\nWORKDIR /content\nRUN sleep 3 && echo slept > slept.txt && echo ok > api\nCOPY . /content\n"
     md5 = upload_and_mark(nb, "slow", tarball({"Dockerfile": dockerfile, "a.py": "a = 1\n"}),
                           command=["python3", "-m", "http.server", "8888"])
     wait_for("the build to run", lambda: nb.status("slow").get("phase") == "Building" and nb.jobs(), timeout=60)
