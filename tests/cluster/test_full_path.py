@@ -26,7 +26,8 @@ DOCKERFILE = "FROM python:3.11-slim\nRUN pip install --no-cache-dir jupyter_serv
 
 
 @pytest.fixture
-def cluster(gcs_emulator: Any, signing_key: Any, tmp_path: Path) -> Iterator[dict[str, Any]]:
+def cluster(gcs_emulator: Any, signing_key: Any, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
+    builder = getattr(request, "param", "buildkit")
     server = start_inprocess(Path(tempfile.mkdtemp(dir=tmp_path)), gpus=1)
     controller: Controller | None = None
     try:
@@ -38,6 +39,7 @@ def cluster(gcs_emulator: Any, signing_key: Any, tmp_path: Path) -> Iterator[dic
             "NBD_BUCKET": gcs_emulator.bucket,
             "NBD_REGISTRY": REGISTRY,
             "NBD_INSECURE_REGISTRY": "true",
+            "NBD_BUILDER": builder,
             "NBD_SIGNING_KEY_FILE": signing_key.path,
             "STORAGE_EMULATOR_HOST": gcs_emulator.host,
         }, tmp_path / "controller.log")
@@ -202,3 +204,19 @@ def test_controller_killed_mid_build_leaves_one_job_and_finishes(cluster: dict[s
     assert len(pods) == 1
     code, body = http_get(nb.api_client, status["pod"], 8888, "/slept.txt")
     assert code == 200 and body == b"slept\n"
+
+
+@needs_jobs
+@pytest.mark.parametrize("cluster", ["kaniko"], indirect=True)
+def test_kaniko_fork_builder_option(cluster: dict[str, Any]) -> None:
+    nb: Notebooks = cluster["nb"]
+    dockerfile = "FROM python:3.12\nWORKDIR /content\nRUN echo ok > api\nCOPY . /content\n"
+    md5 = upload_and_mark(nb, "kan", tarball({"Dockerfile": dockerfile, "k.txt": "kaniko\n"}),
+                          command=["python3", "-m", "http.server", "8888"])
+    status = wait_for("Ready", lambda: (s := nb.status("kan")).get("phase") in ("Ready", "Failed") and s, timeout=120)
+    assert status["phase"] == "Ready", status
+    pod = nb.core.list_namespaced_pod("default", label_selector=f"nbd.dev/context-md5={md5}").items[0]
+    log = nb.core.read_namespaced_pod_log(pod.metadata.name, "default", container="build")
+    assert f"Pushed {REGISTRY}/nbd/default-context:{md5}" in log
+    code, body = http_get(nb.api_client, status["pod"], 8888, "/k.txt")
+    assert code == 200 and body == b"kaniko\n"
