@@ -69,6 +69,20 @@ def test_nbctl_never_imports_the_daemon_kubernetes_or_rich(daemon_factory):
     assert done.stdout.strip() == "0 1 []", done.stderr
 
 
+def test_nbctl_autostart_path_imports_no_daemon_code(nbd_isolated_env):
+    code = (
+        "import sys\n"
+        "from nbctl.main import main\n"
+        "rc = main(['list'])\n"
+        f"bad = sorted(m for m in sys.modules if any(m == f or m.startswith(f + '.') for f in {FORBIDDEN!r}))\n"
+        "main(['daemon', 'stop'])\n"
+        "print(rc, bad)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout.splitlines()[-1] == "0 []", done.stderr
+    assert "serving on" in nbd_isolated_env.paths.log_file.read_text(), "the daemon was started"
+
+
 # --- the daemon's life -----------------------------------------------------------------------------
 
 
