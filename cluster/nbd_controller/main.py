@@ -14,7 +14,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from .config import Config, ConfigError
-from .naming import GROUP, LABEL_CONTEXT_MD5, LABEL_MANAGED_BY, LABEL_NOTEBOOK, MANAGED_BY, PLURAL, VERSION
+from .naming import (
+    GROUP, LABEL_CONTEXT_MD5, LABEL_MANAGED_BY, LABEL_NOTEBOOK, LABEL_REQUESTED_BY, MANAGED_BY, PLURAL, VERSION,
+)
 
 __all__ = ["main", "run"]
 
@@ -75,8 +77,9 @@ async def run(cfg: Config, kubeconfig: str | None = None) -> None:
         meta = obj.get("metadata") or {}
         namespace = meta.get("namespace", "")
         labels = meta.get("labels") or {}
-        if labels.get(LABEL_NOTEBOOK):
-            queue.add((namespace, labels[LABEL_NOTEBOOK]))
+        for label in (LABEL_NOTEBOOK, LABEL_REQUESTED_BY):
+            if labels.get(label):
+                queue.add((namespace, labels[label]))
         md5 = labels.get(LABEL_CONTEXT_MD5)
         if md5:
             for name in by_md5.get((namespace, md5), set()):

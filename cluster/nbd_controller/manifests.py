@@ -18,6 +18,7 @@ from typing import Any
 from .config import Config
 from .naming import (
     API_VERSION, KIND, LABEL_COMPONENT, LABEL_CONTEXT_MD5, LABEL_MANAGED_BY, LABEL_NOTEBOOK,
+    LABEL_REQUESTED_BY,
     MANAGED_BY, TOKEN_KEY, build_job_name, pod_name, token_secret_name,
 )
 
@@ -130,7 +131,12 @@ def build_job(
     build of fixed content fails the same way twice, and the first failure's log is what the user needs.
     """
     name = notebook["metadata"]["name"]
-    labels = {**_labels(name, "build"), LABEL_CONTEXT_MD5: md5}
+    labels = {
+        LABEL_REQUESTED_BY: name,
+        LABEL_COMPONENT: "build",
+        LABEL_MANAGED_BY: MANAGED_BY,
+        LABEL_CONTEXT_MD5: md5,
+    }
     volumes: list[dict[str, Any]] = [{"name": "workspace", "emptyDir": {}}]
     if config.builder == "buildkit":
         volumes.append({"name": "buildkitd", "emptyDir": {}})

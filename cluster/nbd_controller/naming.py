@@ -12,7 +12,7 @@ import re
 
 __all__ = [
     "GROUP", "VERSION", "KIND", "PLURAL", "API_VERSION",
-    "LABEL_NOTEBOOK", "LABEL_COMPONENT", "LABEL_CONTEXT_MD5", "LABEL_MANAGED_BY",
+    "LABEL_NOTEBOOK", "LABEL_REQUESTED_BY", "LABEL_COMPONENT", "LABEL_CONTEXT_MD5", "LABEL_MANAGED_BY",
     "TOKEN_KEY", "BUILDS_CONFIGMAP", "MD5_RE",
     "pod_name", "token_secret_name", "build_job_name", "image_ref", "object_name",
 ]
@@ -25,6 +25,9 @@ API_VERSION = f"{GROUP}/{VERSION}"
 
 # The daemon finds the notebook pod (port-forward, exec) by this label: its value is the Notebook name.
 LABEL_NOTEBOOK = "nbd.dev/notebook"
+# On build Jobs and their pods: the Notebook whose reconcile created the Job. Deliberately not
+# LABEL_NOTEBOOK, so that selecting `nbd.dev/notebook=NAME` finds the notebook Pod and never a build pod.
+LABEL_REQUESTED_BY = "nbd.dev/requested-by"
 # "notebook" on the notebook Pod and token Secret, "build" on build Jobs and their pods.
 LABEL_COMPONENT = "nbd.dev/component"
 # On build Jobs and their pods: the context MD5 being built.

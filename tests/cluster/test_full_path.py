@@ -113,7 +113,7 @@ def test_upload_build_and_a_ready_notebook_through_port_forward(cluster: dict[st
     assert f"naming to {image} done" in build_log
 
     # The notebook: files where COPY put them, the token from the Secret, Jupyter on the port.
-    pods = core.list_namespaced_pod("default", label_selector="nbd.dev/notebook=hello,nbd.dev/component=notebook").items
+    pods = core.list_namespaced_pod("default", label_selector="nbd.dev/notebook=hello").items  # never the build pod
     assert [p.metadata.name for p in pods] == [status["pod"]]
     secret = core.read_namespaced_secret(status["tokenSecret"], "default")
     token = base64.b64decode(secret.data["token"]).decode()
@@ -142,7 +142,7 @@ def test_upload_build_and_a_ready_notebook_through_port_forward(cluster: dict[st
     wait_for("the pod, secret and job to go",
              lambda: nb.pod(status["pod"]) is None
              and not core.list_namespaced_secret("default", label_selector="nbd.dev/notebook=hello").items
-             and not nb.jobs(f"nbd.dev/notebook=hello"), timeout=60)
+             and not nb.jobs("nbd.dev/requested-by=hello"), timeout=60)
 
 
 @needs_jobs
