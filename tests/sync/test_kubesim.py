@@ -207,3 +207,17 @@ def test_streams_dropped_mid_transfer_leave_no_partial_file(sync_kubesim: Any, p
             assert not [n for n in os.listdir(pod.content) if n.startswith(".nbd-tmp-")]
 
     run(go())
+
+
+def test_missing_python_in_the_pod_is_named(sync_kubesim: Any, pair: Pair) -> None:
+    pod = _start_pod(sync_kubesim, "nb-nopython", ["python3", "-c", "import time; time.sleep(1e9)"])
+
+    async def go() -> None:
+        async with pod.factory() as factory, \
+                pair.session(factory, remote_root="/content", agent_cache_dir="/tmp",
+                             python="/nonexistent/python3", reconnect_max=1.0) as s:
+            await until(lambda: "python3" in s.status().message and s.status().state == SyncState.CONNECTING,
+                        timeout=30, what="a message naming python3")
+            assert "needs python3" in s.status().message or "python3" in s.status().message
+
+    run(go())
