@@ -77,7 +77,8 @@ class Agent:
 
 def test_bootstrap_sends_the_agent_once_then_uses_the_cache(tmp_path: Path) -> None:
     root, cache = tmp_path / "r", tmp_path / "c"
-    root.mkdir(), cache.mkdir()
+    root.mkdir()
+    cache.mkdir()
     sent: list[bytes] = []
 
     async def recording_factory(argv: list[str]) -> Any:
@@ -165,7 +166,8 @@ def test_write_is_atomic_and_refused_when_target_changed(tmp_path: Path) -> None
 
 def test_paths_are_validated_and_links_never_written_through(tmp_path: Path) -> None:
     root, outside = tmp_path / "r", tmp_path / "outside"
-    root.mkdir(), outside.mkdir()
+    root.mkdir()
+    outside.mkdir()
     os.symlink(str(outside), root / "escape")
 
     async def go() -> None:
