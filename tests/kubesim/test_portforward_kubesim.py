@@ -175,3 +175,49 @@ def test_drop_streams_ends_kubectl_port_forward(ks: KubesimServer, core: Any) ->
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+MD5_SERVER = """
+import hashlib, socket
+s = socket.socket()
+s.bind(("127.0.0.1", 7000))
+s.listen(5)
+while True:
+    c, _ = s.accept()
+    h = hashlib.md5()
+    while True:
+        d = c.recv(1 << 20)
+        if not d:
+            break
+        h.update(d)
+    c.sendall(h.hexdigest().encode())
+    c.close()
+"""
+
+
+def test_kubectl_port_forward_upload_with_half_close(ks: KubesimServer, core: Any) -> None:
+    core.create_namespaced_pod("default", {"metadata": {"name": "md5"}, "spec": {"containers": [{
+        "name": "c", "image": "python", "command": ["python3", "-c", MD5_SERVER],
+        "readinessProbe": {"tcpSocket": {"port": 7000}, "periodSeconds": 1}}]}})
+
+    def ready() -> bool:
+        cs = core.read_namespaced_pod("md5", "default").status.container_statuses
+        return bool(cs and cs[0].ready)
+
+    wait_for(ready, 30, "md5 ready")
+    local = free_port()
+    proc = subprocess.Popen(["kubectl", "--kubeconfig", str(ks.kubeconfig), "--cache-dir", str(ks.cache_dir),
+                             "port-forward", "pod/md5", f"{local}:7000"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        proc.stdout.readline()
+        data = os.urandom(16 * 2**20)
+        with socket.create_connection(("127.0.0.1", local), timeout=30) as s:
+            s.sendall(data)
+            s.shutdown(socket.SHUT_WR)  # SPDY FIN -> the pod's server sees EOF and answers
+            assert s.recv(100).decode() == hashlib.md5(data).hexdigest()
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        core.delete_namespaced_pod("md5", "default", grace_period_seconds=0)
