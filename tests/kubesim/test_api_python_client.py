@@ -377,3 +377,15 @@ def test_abandoned_watch_is_released(kubesim_inprocess: KubesimServer) -> None:
     while store.watches():
         assert time.monotonic() < deadline, "the server kept a watch whose client is gone"
         time.sleep(0.1)
+
+
+def test_session_server_answers_with_its_kubelet_node(kubesim_session: KubesimServer) -> None:
+    api = kubesim_session.api_client()
+    core = client.CoreV1Api(api)
+    deadline = time.monotonic() + 20
+    while not core.list_node().items:  # the kubelet registers its Node shortly after start
+        assert time.monotonic() < deadline, "no Node registered"
+        time.sleep(0.1)
+    assert core.list_node().items[0].metadata.name == "kubesim-node"
+    assert json.loads(api.call_api("GET", kubesim_session.url + "/version").read())["minor"] == "32"
+    api.close()
