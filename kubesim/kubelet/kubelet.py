@@ -263,12 +263,15 @@ class Kubelet:
             w = PodWorker(self, pod)
             self.workers[uid] = w
             if pod["metadata"].get("deletionTimestamp"):
+                w.deleting = True
                 self._spawn(self._finish_delete(w, 0))
                 return
             w.start()
             return
         w.pod = pod
-        if pod["metadata"].get("deletionTimestamp") and not w.terminating:
+        if pod["metadata"].get("deletionTimestamp") and not w.deleting:
+            # Invariant: one deletion per worker, however many MODIFIED events arrive meanwhile.
+            w.deleting = True
             grace = float(pod["metadata"].get("deletionGracePeriodSeconds") or 0)
             self._spawn(self._finish_delete(w, grace))
         if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):

@@ -95,6 +95,7 @@ class PodWorker:
         self.init_done = not self.init_specs
         self.sandbox_ready = False
         self.terminating = False
+        self.deleting = False  # a graceful deletion is under way (set by the kubelet)
         self.removed = False
         self.terminal = False
         self._wakeups: dict[str, asyncio.Event] = {}
