@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -61,7 +62,8 @@ class AncestorStore:
                 f"the sync state file {self.path} is unreadable ({e}); move it away to start the sync afresh"
             ) from e
         if doc is not None and doc.get("version") == STATE_VERSION:
-            ancestor = {p: _entry_from_json(v) for p, v in doc.get("ancestor", {}).items()}
+            # Paths are interned like the scans' (one string per path across all three trees).
+            ancestor = {sys.intern(p): _entry_from_json(v) for p, v in doc.get("ancestor", {}).items()}
             conflicts = [_conflict_from_json(c) for c in doc.get("conflicts", [])]
         try:
             with open(self.journal_path, encoding="utf-8") as f:
@@ -71,7 +73,7 @@ class AncestorStore:
                     except ValueError:
                         break  # a torn last line: everything before it is valid
                     for p, v in record.get("set", {}).items():
-                        ancestor[p] = _entry_from_json(v)
+                        ancestor[sys.intern(p)] = _entry_from_json(v)
                     for p in record.get("del", []):
                         ancestor.pop(p, None)
                     conflicts += [_conflict_from_json(c) for c in record.get("conflicts", [])]
