@@ -364,3 +364,48 @@ def test_properties_over_several_cycles(base: list, rounds: list) -> None:  # ty
         ancestor = settle(ancestor, local, remote)
         assert local == remote
         assert before <= contents(local)
+
+
+def _diff_roots(ancestor: Snapshot, *sides: Snapshot) -> list[str]:
+    from nbd.sync.snapshot import minimal_roots
+
+    changed = set()
+    for side in sides:
+        for p in set(ancestor) | set(side):
+            if ancestor.get(p) != side.get(p):
+                changed.add(p)
+    return minimal_roots(changed)
+
+
+@settings(max_examples=400, deadline=None)
+@given(base=history, local_ops=history, remote_ops=history)
+def test_reconciling_only_changed_subtrees_plans_the_same(base: list, local_ops: list, remote_ops: list) -> None:  # type: ignore[type-arg]
+    """The session reconciles only the subtrees its watchers reported; outside them both sides
+    equal the ancestor, so the plan must be the one a full reconcile makes."""
+    from nbd.sync.snapshot import restrict
+
+    ancestor = mutate({}, base)
+    local, remote = mutate(ancestor, local_ops), mutate(ancestor, remote_ops)
+    if ancestor and (not local or not remote):
+        return  # the refill rule needs whole trees: the session reconciles everything then
+    full = reconcile(ancestor, local, remote, stamp=STAMP, guard=None)
+    roots = _diff_roots(ancestor, local, remote)
+    scoped = reconcile(restrict(ancestor, roots), restrict(local, roots), restrict(remote, roots), stamp=STAMP,
+                       guard=None, refill=False)
+    assert sorted(map(repr, full.to_local)) == sorted(map(repr, scoped.to_local))
+    assert sorted(map(repr, full.to_remote)) == sorted(map(repr, scoped.to_remote))
+    assert full.remote_moves == scoped.remote_moves
+    assert [c.path for c in full.conflicts] == [c.path for c in scoped.conflicts]
+
+
+def test_scoped_guard_counts_the_whole_ancestor() -> None:
+    ancestor = {f"f{i}": F(str(i)) for i in range(100)} | {"d": DIR} | {f"d/x{i}": F(f"x{i}") for i in range(30)}
+    local = {k: v for k, v in ancestor.items() if not k.startswith("d")}
+    from nbd.sync.snapshot import restrict
+
+    plan = reconcile(restrict(ancestor, ["d"]), restrict(local, ["d"]), restrict(ancestor, ["d"]), stamp=STAMP,
+                     refill=False, ancestor_files=130, guard=DeleteGuard(0.5, 20))
+    assert not plan.halt_reason and len(plan.to_remote) == 31
+    alone = reconcile(restrict(ancestor, ["d"]), restrict(local, ["d"]), restrict(ancestor, ["d"]), stamp=STAMP,
+                      refill=False, guard=DeleteGuard(0.5, 20))
+    assert alone.halt_reason  # without the whole count, 30 of 30 files would look like a mass deletion
