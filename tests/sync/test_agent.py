@@ -367,3 +367,20 @@ def test_batch_scope_still_refuses_links_and_forgets_between_batches(tmp_path: P
         (result,) = tree.put_many([(2, "d/g", None, False, _sha(data), data)])
     assert isinstance(result, str) and "symbolic link" in result
     assert os.listdir(outside) == []
+
+
+def test_agent_runs_when_the_cache_dir_is_not_writable(tmp_path: Path) -> None:
+    root = tmp_path / "r"
+    root.mkdir()
+
+    async def go() -> None:
+        ep = RemoteEndpoint(local_process_factory, str(root), cache_dir=str(tmp_path / "missing"))
+        await ep.start(lambda paths: None)
+        try:
+            assert ep.hello["version"] == agent.PROTOCOL_VERSION
+            assert (await ep.scan()).entries == {}
+        finally:
+            await ep.close()
+
+    run(go())
+    assert not (tmp_path / "missing").exists()
