@@ -113,7 +113,16 @@ def _schema(info: ResourceInfo) -> dict[str, Any]:
         s["x-kubernetes-group-version-kind"] = gvk
         return s
     return {"type": "object", "description": f"{info.kind} (kubesim does not publish built-in schemas)",
-            "x-kubernetes-preserve-unknown-fields": True}
+            "properties": {
+                "apiVersion": {"type": "string", "description": "APIVersion defines the versioned schema."},
+                "kind": {"type": "string", "description": "Kind is a string value representing the REST resource."},
+                "metadata": {"allOf": [_ref("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta")],
+                             "description": "Standard object's metadata."},
+                "spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+                "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+            },
+            "x-kubernetes-preserve-unknown-fields": True,
+            "x-kubernetes-group-version-kind": gvk}
 
 
 def document(registry: Registry, path: str) -> dict[str, Any] | None:

@@ -242,3 +242,8 @@ def test_typed_kubectl_commands_send_protobuf(apiserver: KubesimServer) -> None:
     assert json.loads(k("get", "deploy", "web", "-n", "team", "-o", "json").stdout)["spec"]["replicas"] == 3
     k("delete", "namespace", "team")
     assert k("get", "ns", "team", check=False).returncode == 1
+
+
+def test_explain_builtin_kinds(apiserver: KubesimServer) -> None:
+    out = apiserver.kubectl("explain", "pods").stdout
+    assert "KIND:       Pod" in out and "apiVersion" in out
