@@ -283,7 +283,10 @@ def test_polling_fallback_reports_changes(tmp_path: Path) -> None:
         (root / "p").write_bytes(b"x")
         await until(lambda: any(c and "p" in c for c in seen), what="poll event")
 
-    run(go())
+    try:
+        run(go())
+    finally:
+        w.stopped = True
 
 
 @pytest.mark.parametrize("rules,path,is_dir,ignored", [
@@ -384,3 +387,36 @@ def test_agent_runs_when_the_cache_dir_is_not_writable(tmp_path: Path) -> None:
 
     run(go())
     assert not (tmp_path / "missing").exists()
+
+
+def test_out_of_inotify_watches_falls_back_to_polling_as_well(tmp_path: Path) -> None:
+    root = tmp_path / "r"
+    (root / "sub").mkdir(parents=True)
+    seen: list[list[str] | None] = []
+    w = agent.Watcher(agent.Tree(str(root)), seen.append, poll_interval=0.05)
+    w.start()
+    assert w.mode == "inotify"
+
+    class NoWatchesLeft:
+        def __init__(self, real: object) -> None:
+            self.real = real
+
+        def inotify_add_watch(self, *args: object) -> int:
+            return -1
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self.real, name)
+
+    w.libc = NoWatchesLeft(w.libc)
+    (root / "new").mkdir()  # inotify reports it, but its watch cannot be added
+
+    async def go() -> None:
+        await until(lambda: w.mode == "inotify+poll", what="the polling fallback")
+        await asyncio.sleep(0.1)
+        (root / "new" / "f").write_bytes(b"x")
+        await until(lambda: any(c and "new/f" in c for c in seen), what="a change seen by polling")
+
+    try:
+        run(go())
+    finally:
+        w.stopped = True

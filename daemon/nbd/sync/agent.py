@@ -789,6 +789,8 @@ class Watcher(object):
         self.path_to_wd: Dict[str, int] = {}
         self.libc: Any = None
         self.mode = "none"
+        self.polling = False
+        self.stopped = False  # ends the polling thread (tests; the agent itself just exits)
 
     def start(self) -> str:
         try:
@@ -818,6 +820,15 @@ class Watcher(object):
                 self.path_to_wd.pop(old, None)
             self.wd_to_path[wd] = rel
             self.path_to_wd[rel] = wd
+        elif not self.polling:
+            # Out of inotify watches (fs.inotify.max_user_watches): directories without a watch
+            # would go unseen, so poll as well.
+            import ctypes
+            sys.stderr.write("nbd-agent: inotify_add_watch failed (errno %d); polling as well\n"
+                             % ctypes.get_errno())
+            self.polling = True
+            self.mode = "inotify+poll"
+            threading.Thread(target=self._run_poll, name="poll", daemon=True).start()
 
     def add_tree(self, top: str) -> None:
         stack = [top]
@@ -938,7 +949,7 @@ class Watcher(object):
 
     def _run_poll(self) -> None:
         before = self._signature()
-        while True:
+        while not self.stopped:
             time.sleep(self.poll_interval)
             now = self._signature()
             if now != before:
