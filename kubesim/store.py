@@ -752,7 +752,9 @@ class Store:
         if dry_run:
             return self._present(info, new)
         ns = self._ns_key(info, old_meta.get("namespace"))
-        if nm.get("deletionTimestamp") and not nm.get("finalizers"):
+        # The write that removes the last finalizer of a deleted object removes the object. A pod in
+        # its grace period (no finalizers to begin with) stays until the kubelet finishes it.
+        if nm.get("deletionTimestamp") and not nm.get("finalizers") and old_meta.get("finalizers"):
             self._put(info, (ns, old_meta["name"]), new)
             return self._finalize_delete(info, ns, old_meta["name"])
         nm["resourceVersion"] = str(self._next_rv())

@@ -470,3 +470,15 @@ def test_crd_selectable_fields() -> None:
     assert [t["metadata"]["name"] for t in s.list(things, "default", field_selector="spec.color=red")[0]] == ["red"]
     with pytest.raises(ApiError):
         s.list(things, "default", field_selector="spec.size=1")
+
+
+def test_status_writes_during_pod_grace_period_keep_the_pod() -> None:
+    s = Store()
+    s.create(NODES, {"metadata": {"name": "n1"}})
+    s.create(PODS, {**_pod("p"), "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "i"}]}}, "default")
+    s.delete(PODS, "default", "p")
+    s.update_status(PODS, "default", "p", lambda o: o["status"].update(phase="Running"))
+    s.update(PODS, "default", "p", lambda o: o["metadata"].setdefault("labels", {}).update(a="b"))
+    assert s.get(PODS, "default", "p") is not None
+    s.delete(PODS, "default", "p", grace_period_seconds=0)
+    assert s.get(PODS, "default", "p") is None
