@@ -511,8 +511,9 @@ class SyncSession:
     async def _persist(self, delta: dict[str, Entry | None], conflicts: list[Conflict]) -> None:
         if not delta and not conflicts:
             return
-        await asyncio.to_thread(self._store.append, delta, conflicts)
-        if self._store.needs_compaction(len(self.ancestor)):
+        if not self._store.needs_compaction(len(self.ancestor), pending=len(delta)):
+            await asyncio.to_thread(self._store.append, delta, conflicts)
+        else:  # a large delta (the first cycle): write the snapshot directly
             await asyncio.to_thread(self._store.save, dict(self.ancestor), list(self._status.conflicts))
 
     def _describe(self, plan: Plan) -> str:

@@ -100,8 +100,9 @@ class AncestorStore:
             os.fsync(f.fileno())
         self.journal_entries += len(changed)
 
-    def needs_compaction(self, tree_size: int) -> bool:
-        return self.journal_entries > max(1000, tree_size // 2)
+    def needs_compaction(self, tree_size: int, pending: int = 0) -> bool:
+        """Whether the journal (plus `pending` entries about to be added) outgrew the tree."""
+        return self.journal_entries + pending > max(1000, tree_size // 2)
 
     def save(self, ancestor: Mapping[str, Entry], conflicts: list[Conflict]) -> None:
         """Rewrite the snapshot atomically and empty the journal."""
