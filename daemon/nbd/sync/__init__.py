@@ -1,8 +1,17 @@
 """nbd's two-way sync engine: a local directory and a pod's /content, kept equal both ways.
 
-Layers, each importing only those below it:
-`session` (the asyncio loop) → `transition` (applying plans) → `local` / `remote` (the two
-endpoints) → `agent` (file-system work, also run in the pod) ; `reconcile` → `snapshot` (pure).
+Layers, each importing only those below it (tests/sync/test_layers.py keeps them):
+`session` (the asyncio loop) → `sides` (what is known of each side) / `state` (the persisted
+ancestor) → `transition` (applying plans: stage, then transition) → `exec_transport` / `remote` /
+`local` (the two endpoints) → `endpoint` → `agent` (file-system work, also run in the pod);
+`reconcile` → `snapshot` (the pure core: no I/O, no asyncio).
+
+The daemon wires a session as:
+
+    target = await nbd.kube.target.load_target(kubeconfig, context, namespace)
+    factory = nbd.sync.exec_transport.exec_transport_factory(target, namespace, pod_or_resolver)
+    session = SyncSession(directory, factory, state_path, SyncOptions(), on_event)
+    await session.start()
 """
 
 from nbd.sync.reconcile import DeleteGuard
