@@ -31,6 +31,10 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--kubeconfig-out", type=Path, help="where to write the kubeconfig (default STATE/kubeconfig)")
     s.add_argument("--state-dir", type=Path, default=Path("kubesim-state"), help="certificates, pods, server.json")
     s.add_argument("--gpus", type=int, default=0, help="nvidia.com/gpu capacity of the node")
+    s.add_argument("--host-port", type=int, action="append", default=[], metavar="PORT",
+                   help="relay the pod's 127.0.0.1:PORT to the host's (e.g. an object-store emulator); repeatable")
+    s.add_argument("--node-label", action="append", default=[], metavar="KEY=VALUE",
+                   help="an extra label of the node (e.g. nvidia.com/gpu.product=nvidia-l4); repeatable")
     s.add_argument("--node-name", default="kubesim-node")
     s.add_argument("--history-size", type=int, default=10000, help="watch events kept (older → 410 Expired)")
     s.add_argument("--bookmark-interval", type=float, default=10.0, help="seconds between watch BOOKMARKs")
@@ -57,7 +61,9 @@ async def _serve(args: argparse.Namespace) -> int:
         state_dir=args.state_dir.resolve(), kubeconfig_out=args.kubeconfig_out, gpus=args.gpus,
         node_name=args.node_name, history_size=args.history_size, bookmark_interval=args.bookmark_interval,
         kubelet=not args.no_kubelet, allow_anonymous=args.allow_anonymous, extra_tokens=dict(_pairs(args.extra_token, "--extra-token")),
-        forbidden=_pairs(args.forbid, "--forbid"))
+        forbidden=_pairs(args.forbid, "--forbid"),
+        kubelet_options={"host_ports": list(args.host_port),
+                         "node_labels": [f"{k}={v}" for k, v in _pairs(args.node_label, "--node-label")]})
     cluster = Cluster(opts)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
