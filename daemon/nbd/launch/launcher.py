@@ -56,7 +56,7 @@ from nbd.launch.spec import (
     parse_notebook_file,
     validate_name,
 )
-from nbd.session import NotebookSpec, Phase, Session, SessionKey, SyncStatus, SyncState, utcnow
+from nbd.session import ForwardState, NotebookSpec, Phase, Session, SessionKey, SyncStatus, SyncState, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -503,8 +503,11 @@ class Launcher:
             await notebooks.patch_spec(session.name, {"suspend": True})
         except NotFound:
             pass
+        current = registry.find(session.key) or session
         return await registry.update(
             session.key, phase=Phase.STOPPED, url="", pod="",
+            forward=dataclasses.replace(current.forward, state=ForwardState.STOPPED, open_connections=0, pod=""),
+            sync=dataclasses.replace(current.sync, state=SyncState.DISABLED, message="stopped with the notebook"),
             message="stopped; the Notebook is suspended (relaunch to start it again, --delete to remove it)",
         )
 

@@ -46,10 +46,10 @@ class NotebookClient:
     def _path(self) -> str:
         return f"/apis/{API_GROUP}/{API_VERSION}/namespaces/{self.namespace}/{PLURAL}"
 
-    async def apply(self, manifest: Notebook) -> Notebook:
+    async def apply(self, manifest: Notebook) -> None:
         """Server-side apply of the daemon's fields of a Notebook (creates it when missing)."""
         name = manifest["metadata"]["name"]
-        result = await self.kube.run(
+        await self.kube.run(
             self.kube.custom.patch_namespaced_custom_object,
             API_GROUP,
             API_VERSION,
@@ -62,7 +62,6 @@ class NotebookClient:
             _content_type="application/apply-patch+yaml",
             nbd_resource=NOTEBOOK,
         )
-        return dict(result)
 
     async def get(self, name: str) -> Notebook | None:
         try:
@@ -70,9 +69,9 @@ class NotebookClient:
         except NotFound:
             return None
 
-    async def patch_spec(self, name: str, spec: dict[str, Any]) -> Notebook:
+    async def patch_spec(self, name: str, spec: dict[str, Any]) -> None:
         """A merge patch of the Notebook's spec (e.g. the upload request, `uploaded`, `suspend`)."""
-        result = await self.kube.run(
+        await self.kube.run(
             self.kube.custom.patch_namespaced_custom_object,
             API_GROUP,
             API_VERSION,
@@ -83,7 +82,6 @@ class NotebookClient:
             _content_type="application/merge-patch+json",
             nbd_resource=NOTEBOOK,
         )
-        return dict(result)
 
     async def delete(self, name: str) -> None:
         try:
