@@ -17,6 +17,6 @@ _TESTS = str(Path(__file__).resolve().parent)
 if _TESTS not in sys.path:
     sys.path.insert(0, _TESTS)
 
-pytest_plugins = ["fixtures_daemon"]
+pytest_plugins = ["fixtures_daemon", "fixtures_stack"]
 if importlib.util.find_spec("kubesim.testing") is not None:
     pytest_plugins.append("kubesim.testing")
