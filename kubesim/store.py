@@ -370,8 +370,9 @@ class Store:
 
     def _record(self, info: ResourceInfo, etype: str, obj: dict[str, Any], old: dict[str, Any] | None) -> None:
         ns = (obj.get("metadata") or {}).get("namespace", "") if info.namespaced else ""
-        rec = _Record(int(obj["metadata"]["resourceVersion"]), self._storage_key(info), ns, etype,
-                      copy.deepcopy(obj), copy.deepcopy(old) if old is not None else None)
+        # No copies: a stored dict is never mutated after it is stored (every write stores a new
+        # dict), so the history can share them with the live state and with each other.
+        rec = _Record(int(obj["metadata"]["resourceVersion"]), self._storage_key(info), ns, etype, obj, old)
         self._history.append(rec)
         while len(self._history) > max(self.history_size, 0):
             self._evicted_rv = self._history.popleft().rv

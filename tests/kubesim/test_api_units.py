@@ -482,3 +482,23 @@ def test_status_writes_during_pod_grace_period_keep_the_pod() -> None:
     assert s.get(PODS, "default", "p") is not None
     s.delete(PODS, "default", "p", grace_period_seconds=0)
     assert s.get(PODS, "default", "p") is None
+
+
+def test_history_keeps_each_version_intact() -> None:
+    async def run() -> None:
+        s = Store()
+        start = s.resource_version
+        # A careless subscriber mutating what it gets must not change the history.
+        s.subscribe(CM, lambda ev: ev.object["data"].update(evil="1") if ev.object.get("data") else None)
+        s.create(CM, {"metadata": {"name": "a"}, "data": {"v": "1"}}, "default")
+        s.patch(CM, "default", "a", {"data": {"v": "2"}}, "merge")
+        s.replace(CM, "default", "a", {"metadata": {"name": "a"}, "data": {"v": "3"}})
+        s.update(CM, "default", "a", lambda o: o["data"].update(v="4"))
+        s.delete(CM, "default", "a")
+        w = s.watch(CM, "default", start)
+        got = [(ev.type, ev.object["data"]) async for ev in _take(w, 5)]
+        assert got == [("ADDED", {"v": "1"}), ("MODIFIED", {"v": "2"}), ("MODIFIED", {"v": "3"}),
+                       ("MODIFIED", {"v": "4"}), ("DELETED", {"v": "4"})]
+        w.close()
+
+    asyncio.run(run())
