@@ -171,8 +171,10 @@ def _print_sync(status: Any) -> None:
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
+    if args.force and args.action != "resume":
+        raise CommandError("--force goes only with resume (`nbctl sync NAME resume --force`)")
     with _client(args) as client:
-        status = client.sync(args.session, args.action)
+        status = client.sync(args.session, args.action, force=args.force)
     if _json(args):
         emit_json(status)
     else:

@@ -91,6 +91,7 @@ def build_parser(prog: str = "nbctl") -> argparse.ArgumentParser:
     p = sub.add_parser("sync", help="pause, resume, flush or show a session's sync")
     p.add_argument("session", metavar="NAME")
     p.add_argument("action", nargs="?", default="status", choices=["status", "pause", "resume", "flush"])
+    p.add_argument("--force", action="store_true", help="with resume: pass the delete guard that halted the sync")
     _common(p)
 
     p = sub.add_parser("daemon", help="start, stop or inspect the nbd daemon")

@@ -123,9 +123,9 @@ class AsyncClient:
             ),
         )
 
-    async def sync(self, session: str, action: str | int = "status") -> notebooks_pb2.SyncStatus:
+    async def sync(self, session: str, action: str | int = "status", *, force: bool = False) -> notebooks_pb2.SyncStatus:
         reply = await self._unary(
-            self._notebooks.Sync, notebooks_pb2.SyncRequest(session=session, action=sync_action(action))
+            self._notebooks.Sync, notebooks_pb2.SyncRequest(session=session, action=sync_action(action), force=force)
         )
         status: notebooks_pb2.SyncStatus = reply.status
         return status

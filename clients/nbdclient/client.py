@@ -176,10 +176,13 @@ class Client:
         )
         return self._stream(self._notebooks.Logs, request)
 
-    def sync(self, session: str, action: str | int = "status") -> notebooks_pb2.SyncStatus:
-        """action: "status", "pause", "resume", "flush" (or a SyncRequest.Action value)."""
+    def sync(self, session: str, action: str | int = "status", *, force: bool = False) -> notebooks_pb2.SyncStatus:
+        """action: "status", "pause", "resume", "flush" (or a SyncRequest.Action value).
+
+        `force` (with resume only) lets the sync pass the delete guard that halted it.
+        """
         reply: notebooks_pb2.SyncResponse = self._unary(
-            self._notebooks.Sync, notebooks_pb2.SyncRequest(session=session, action=sync_action(action))
+            self._notebooks.Sync, notebooks_pb2.SyncRequest(session=session, action=sync_action(action), force=force)
         )
         return reply.status
 

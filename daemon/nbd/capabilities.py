@@ -103,9 +103,14 @@ class LogReader(Protocol):
 
 @runtime_checkable
 class SyncControl(Protocol):
-    """Pauses, resumes, flushes and reports a session's two-way sync (the sync capability)."""
+    """Pauses, resumes, flushes and reports a session's two-way sync (the sync capability).
 
-    async def sync(self, session: Session, action: SyncAction) -> SyncStatus: ...
+    `force` (only with RESUME) lets the next cycle pass the delete guard that halted the sync. The
+    servicer passes it only when it is set, so a capability without the parameter still serves
+    every other request.
+    """
+
+    async def sync(self, session: Session, action: SyncAction, *, force: bool = False) -> SyncStatus: ...
 
 
 @dataclasses.dataclass

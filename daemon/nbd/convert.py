@@ -174,6 +174,17 @@ def sync_action_from_proto(action: int) -> caps.SyncAction:
         raise InvalidArgument(f"unknown sync action {action}; use status, pause, resume or flush") from None
 
 
+def sync_request_from_proto(msg: pb.SyncRequest) -> tuple[caps.SyncAction, bool]:
+    """The action and the force flag of a SyncRequest; force goes only with resume."""
+    action = sync_action_from_proto(msg.action)
+    if msg.force and action != caps.SyncAction.RESUME:
+        raise InvalidArgument(
+            f"force applies only to resume (it passes the delete guard), not to {action.name.lower()}",
+            reason="ForceWithoutResume",
+        )
+    return action, msg.force
+
+
 # --- events ----------------------------------------------------------------------------------------
 
 

@@ -581,7 +581,7 @@ class Launcher:
             ):
                 yield LogLine(line, container)
 
-    async def sync(self, session: Session, action: SyncAction) -> SyncStatus:
+    async def sync(self, session: Session, action: SyncAction, *, force: bool = False) -> SyncStatus:
         from nbd.launch.runtime import sync_status
 
         runtime = self.runtimes.get(session.key)
@@ -593,7 +593,7 @@ class Launcher:
         if action == SyncAction.PAUSE:
             sync.pause()
         elif action == SyncAction.RESUME:
-            sync.resume(force=True)
+            sync.resume(force=force)
         elif action == SyncAction.FLUSH:
             await sync.flush(60.0)
         status = sync_status(sync.status())

@@ -429,7 +429,7 @@ class LogLine(_message.Message):
     def __init__(self, container: _Optional[str] = ..., text: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class SyncRequest(_message.Message):
-    __slots__ = ("session", "action")
+    __slots__ = ("session", "action", "force")
     class Action(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         ACTION_UNSPECIFIED: _ClassVar[SyncRequest.Action]
@@ -444,9 +444,11 @@ class SyncRequest(_message.Message):
     ACTION_FLUSH: SyncRequest.Action
     SESSION_FIELD_NUMBER: _ClassVar[int]
     ACTION_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
     session: str
     action: SyncRequest.Action
-    def __init__(self, session: _Optional[str] = ..., action: _Optional[_Union[SyncRequest.Action, str]] = ...) -> None: ...
+    force: bool
+    def __init__(self, session: _Optional[str] = ..., action: _Optional[_Union[SyncRequest.Action, str]] = ..., force: _Optional[bool] = ...) -> None: ...
 
 class SyncResponse(_message.Message):
     __slots__ = ("status",)
