@@ -280,7 +280,19 @@ class NbdExtension implements vscode.Disposable {
     const client = await this.getClient();
     const session = await this.pickSession(client);
     if (session === undefined) return;
-    const status = await client.sync(sessionRef(session), action);
+    let force = false;
+    if (action === "ACTION_RESUME" && session.sync?.state === "SYNC_STATE_HALTED") {
+      // A halted sync stopped itself rather than delete most of one side: resuming past that
+      // guard is the user's explicit choice.
+      const answer = await vscode.window.showWarningMessage(
+        `nbd: the sync of ${session.name} halted: ${session.sync.message}`,
+        { modal: true },
+        "Resume anyway",
+      );
+      if (answer === undefined) return;
+      force = true;
+    }
+    const status = await client.sync(sessionRef(session), action, { force });
     const state = status !== null ? `; sync is ${syncWord(status.state)}` : "";
     const message = `nbd: ${verb} ${session.name}${state}.`;
     this.output.appendLine(message);

@@ -49,6 +49,17 @@ test("LaunchEvent's oneof members are the ones the renderer knows", () => {
   assert.deepEqual(fields("LaunchEvent"), ["session", "time", ...known].sort());
 });
 
+test("request messages have the fields the client sends", () => {
+  assert.deepEqual(fields("SyncRequest"), ["action", "force", "session"]);
+  assert.deepEqual(fields("StopRequest"), ["delete", "session"]);
+  assert.deepEqual(fields("EventsRequest"), ["initial", "sessions"]);
+  assert.deepEqual(fields("LogsRequest"), ["container", "follow", "session", "source", "tailLines"]);
+  assert.deepEqual(
+    fields("LaunchRequest"),
+    ["attach", "context", "directory", "kubeconfig", "localPort", "name", "namespace", "noSync", "notebookFile", "spec"],
+  );
+});
+
 test("SessionEvent's fields", () => {
   assert.deepEqual(fields("SessionEvent"), ["conflict", "kind", "problem", "session", "syncChange", "time"]);
 });

@@ -181,8 +181,18 @@ export class NbdClient {
     return this.stream<LogLine>(this.notebooks, "Logs", request, options);
   }
 
-  async sync(session: string, action: SyncAction, options: CallOptions = {}): Promise<SyncStatus | null> {
-    const response = await this.unary<{ status: SyncStatus | null }>(this.notebooks, "Sync", { session, action }, options);
+  /**
+   * Sync pauses, resumes, flushes or reports a session's sync. `force` (with ACTION_RESUME) lets
+   * the next cycle pass the delete guard that halted the sync.
+   */
+  async sync(session: string, action: SyncAction, options: CallOptions & { force?: boolean } = {}): Promise<SyncStatus | null> {
+    const { force, ...call } = options;
+    const response = await this.unary<{ status: SyncStatus | null }>(
+      this.notebooks,
+      "Sync",
+      { session, action, force: force ?? false },
+      call,
+    );
     return response.status;
   }
 
