@@ -270,8 +270,8 @@ class Launcher:
 
         if not image:
             request_id = spec["build"]["upload"]["requestID"]
-            await self._upload(plan, notebooks, md5, md5_b64, built_path, request_id, emit)
-            image = await self._build(plan, notebooks, md5, emit)
+            uploaded = await self._upload(plan, notebooks, md5, md5_b64, built_path, request_id, emit)
+            image = await self._build(plan, notebooks, md5, emit, uploaded=uploaded)
         await registry.update(plan.key, image=image)
 
         await self._start(plan, request, notebooks, kube, emit)
@@ -300,8 +300,10 @@ class Launcher:
 
     async def _upload(
         self, plan: _Plan, notebooks: NotebookClient, md5: str, md5_b64: str, path: str, request_id: str, emit: Emit
-    ) -> None:
-        from nbd.upload import SignedURL, UploadProgress, upload
+    ) -> bool:
+        """Uploads the context unless the cluster stores it; returns whether bytes were sent."""
+        from nbd.context import forget_context
+        from nbd.upload import BadDigest, SignedURL, UploadProgress, upload
 
         answer = await notebooks.wait_for(
             plan.name, lambda nb: prog.upload_answer(nb, request_id, md5) or prog.upload_failure(nb, request_id),
@@ -311,7 +313,7 @@ class Launcher:
             raise FailedPrecondition(answer.message, reason=answer.reason)
         if answer.stored:
             emit(Cached(CachedStep.UPLOAD, f"the cluster already stores context {md5}", md5))
-            return
+            return False
         emit(PhaseChanged(Phase.UPLOADING, f"uploading context {md5}"))
         await self.app.registry.update(plan.key, phase=Phase.UPLOADING)
         first: list[prog.UploadAnswer] = [answer]
@@ -341,20 +343,26 @@ class Launcher:
             await upload(path, md5_b64, get_url, progress=progress)
         except _AlreadyStored:
             emit(Cached(CachedStep.UPLOAD, f"the cluster already stores context {md5}", md5))
-            return
+            return False
+        except BadDigest:
+            # The archive no longer matches its MD5 (changed on disk?): never reuse it. The next
+            # launch walks and packages the directory from scratch.
+            await asyncio.to_thread(_discard_archive, self.cache_dir, plan.directory, path, forget_context)
+            raise
         await notebooks.patch_spec(plan.name, {"build": {"uploaded": request_id}})
+        return True
 
     # --- build -----------------------------------------------------------------------------------
 
-    async def _build(self, plan: _Plan, notebooks: NotebookClient, md5: str, emit: Emit) -> str:
+    async def _build(self, plan: _Plan, notebooks: NotebookClient, md5: str, emit: Emit, *, uploaded: bool) -> str:
         state = await notebooks.wait_for(
             plan.name, lambda nb: prog.build_state(nb, md5), timeout=CONTROLLER_TIMEOUT,
             what="the controller to start the build",
         )
-        if state.done and state.reason in ("AlreadyBuilt",):
-            emit(Cached(CachedStep.BUILD, f"context {md5} was built before as {state.image}", md5))
-            return state.image
         if state.done:
+            # Built before this launch asked (nothing was uploaded now): the build is cached.
+            if state.reason == "AlreadyBuilt" or not uploaded:
+                emit(Cached(CachedStep.BUILD, f"context {md5} was built before as {state.image}", md5))
             return state.image
         if state.failed:
             raise _BuildError(prog.build_failure(state, []))
@@ -405,6 +413,8 @@ class Launcher:
                         emit(LogLine(line, container))
                 except NotFound:
                     break
+            # The build container's log ended with the build: the Notebook says how it went.
+            return
 
     async def _wait_container_started(self, notebooks: NotebookClient, pod: str, container: str) -> None:
         while True:
@@ -620,6 +630,14 @@ class _StartError(FailedPrecondition):
 async def registry_update_safe(app: App, key: SessionKey, **changes: Any) -> None:
     if app.registry.find(key) is not None:
         await app.registry.update(key, **changes)
+
+
+def _discard_archive(cache_dir: str, directory: str, path: str, forget: Callable[[str, str], None]) -> None:
+    forget(cache_dir, directory)
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def _request_id() -> str:

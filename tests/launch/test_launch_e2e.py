@@ -1,0 +1,143 @@
+"""The launch end to end: nbctl → daemon → local cluster (kubesim, GCS emulator, nbd-controller).
+
+Real processes on loopback: the session-scoped local cluster, one daemon for the module, nbctl as
+a subprocess printing JSON events. Each test works in its own namespace on a copy of
+examples/hello.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from launchkit import LaunchKit, age, api_url, http_get, make_project, wait_until
+
+PACKAGE, UPLOAD, BUILD = "STEP_PACKAGE", "STEP_UPLOAD", "STEP_BUILD"
+UPLOADING, BUILDING, READY = "PHASE_UPLOADING", "PHASE_BUILDING", "PHASE_READY"
+
+
+def test_launch_answers_through_the_url_then_relaunch_is_cached(kit: LaunchKit, ns: str, tmp_path: Path) -> None:
+    project = make_project(tmp_path)
+    first = kit.launch(project, ns)
+    assert first.rc == 0, first.stderr
+    assert UPLOADING in first.phases() and BUILDING in first.phases()
+    assert first.of("build_log"), "the build's log lines are streamed"
+    assert {line["container"] for line in first.of("build_log")} == {"fetch", "build"}
+    url = first.url
+    assert url.startswith("http://127.0.0.1:") and "?token=" in url
+    status, body = http_get(api_url(url))
+    assert status == 200, body[:200]
+    assert any(item["name"] == "hello.ipynb" for item in json.loads(body)["content"])
+    # Without the token Jupyter refuses: the URL's token is the one that matters.
+    assert http_get(api_url(url).split("?")[0])[0] in (401, 403)
+
+    listed = kit.session(ns, "proj")
+    assert listed is not None
+    assert listed["phase"] == READY and listed["url"] == url
+    assert listed["forward"]["state"] == "FORWARD_STATE_ACTIVE"
+    assert listed["sync"]["state"] in ("SYNC_STATE_WATCHING", "SYNC_STATE_SCANNING", "SYNC_STATE_RECONCILING",
+                                       "SYNC_STATE_STAGING", "SYNC_STATE_TRANSITIONING")
+
+    # Unchanged: nothing is packaged, uploaded or built again; the same URL comes back.
+    again = kit.launch(project, ns)
+    assert again.rc == 0, again.stderr
+    assert again.cached_steps() == {PACKAGE, UPLOAD, BUILD}
+    assert UPLOADING not in again.phases() and BUILDING not in again.phases()
+    assert again.url == url and again.md5 == first.md5
+
+    # Touched but not changed: packaged again (the stat changed), same MD5, so still no upload or build.
+    now = time.time() - 60
+    os.utime(project / "hello.py", (now, now))
+    touched = kit.launch(project, ns)
+    assert touched.rc == 0, touched.stderr
+    assert PACKAGE not in touched.cached_steps()
+    assert {UPLOAD, BUILD} <= touched.cached_steps()
+    assert UPLOADING not in touched.phases() and BUILDING not in touched.phases()
+    assert touched.md5 == first.md5
+
+    # One file changed: a new MD5, uploaded and built.
+    (project / "hello.py").write_text((project / "hello.py").read_text() + "\n# changed\n")
+    age(project)
+    changed = kit.launch(project, ns)
+    assert changed.rc == 0, changed.stderr
+    assert changed.md5 != first.md5
+    assert UPLOADING in changed.phases() and BUILDING in changed.phases()
+    assert not {UPLOAD, BUILD} & changed.cached_steps()
+    assert http_get(api_url(changed.url))[0] == 200
+
+
+def test_stop_relaunch_on_the_same_port_then_delete(kit: LaunchKit, ns: str, tmp_path: Path) -> None:
+    project = make_project(tmp_path, "stopper")
+    first = kit.launch(project, ns)
+    assert first.rc == 0, first.stderr
+    port = first.ready["local_port"]
+
+    stopped = kit.nbctl("stop", f"{ns}/stopper", "--output", "json")
+    assert stopped.returncode == 0, stopped.stderr
+    wait_until(lambda: not kit.pods(ns, "nbd.dev/notebook=stopper"), what="the notebook pod to go")
+    nb = kit.notebook(ns, "stopper")
+    assert nb is not None and nb["spec"]["suspend"] is True
+    session = kit.session(ns, "stopper")
+    assert session is not None and session["phase"] == "PHASE_STOPPED"
+    assert session["sync"]["state"] == "SYNC_STATE_DISABLED"
+
+    again = kit.launch(project, ns)
+    assert again.rc == 0, again.stderr
+    assert {UPLOAD, BUILD} <= again.cached_steps()
+    assert BUILDING not in again.phases()
+    assert again.ready["local_port"] == port
+    assert http_get(api_url(again.url))[0] == 200
+
+    deleted = kit.nbctl("stop", f"{ns}/stopper", "--delete")
+    assert deleted.returncode == 0, deleted.stderr
+    wait_until(lambda: kit.notebook(ns, "stopper") is None, what="the Notebook to be deleted")
+    assert kit.session(ns, "stopper") is None
+
+
+def test_logs_of_the_notebook_and_of_its_build(kit: LaunchKit, ns: str, tmp_path: Path) -> None:
+    project = make_project(tmp_path, "logged")
+    launched = kit.launch(project, ns)
+    assert launched.rc == 0, launched.stderr
+
+    build = kit.nbctl("logs", f"{ns}/logged", "--build")
+    assert build.returncode == 0, build.stderr
+    lines = build.stdout.splitlines()
+    fetch_at = next(i for i, line in enumerate(lines) if "nbd-fetch: downloaded" in line)
+    build_at = next(i for i, line in enumerate(lines) if "load build definition from Dockerfile" in line)
+    assert fetch_at < build_at, "the fetch init container's log comes before the build's"
+
+    notebook = kit.nbctl("logs", f"{ns}/logged")
+    assert notebook.returncode == 0, notebook.stderr
+    assert notebook.stdout.strip(), "the notebook server logs something at start"
+    assert launched.url.split("token=")[1] not in notebook.stdout + build.stdout
+
+
+def test_attach_and_directories_whose_names_collide(kit: LaunchKit, ns: str, tmp_path: Path) -> None:
+    project = make_project(tmp_path / "a", "same")
+    other = make_project(tmp_path / "b", "same")
+
+    nothing = kit.launch(project, ns, "--attach")
+    assert nothing.rc == 1
+    assert "launch it without --attach" in nothing.stderr
+
+    first = kit.launch(project, ns)
+    assert first.rc == 0, first.stderr
+
+    attached = kit.launch(project, ns, "--attach")
+    assert attached.rc == 0, attached.stderr
+    assert attached.url == first.url
+    assert "PHASE_PACKAGING" not in attached.phases() and not attached.of("cached")
+
+    clash = kit.launch(other, ns)
+    assert clash.rc == 1
+    assert f"already launched from {project}" in clash.stderr
+    assert "--name" in clash.stderr
+    assert len(clash.stderr.strip().splitlines()) == 1
+    # The clash changed nothing: the first session still answers.
+    assert http_get(api_url(first.url))[0] == 200
+
+    renamed = kit.launch(other, ns, "--name", "same-b")
+    assert renamed.rc == 0, renamed.stderr
+    assert renamed.url != first.url
