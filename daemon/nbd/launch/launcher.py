@@ -260,6 +260,16 @@ class Launcher:
             emit(PhaseChanged(Phase.PACKAGING, f"packaging {plan.directory}"))
             built = await self._package(plan.directory, emit)
             md5, built_path, md5_b64 = built.md5_hex, built.path, built.md5_b64
+            for warning in built.warnings:
+                emit(Notice(warning, NoticeLevel.WARNING))
+            outside = _links_outside(built.warnings)
+            if outside:
+                # The build's fetch step refuses a context with such a link: say so before uploading.
+                raise InvalidArgument(
+                    f"{outside[0]} is a symlink pointing outside {plan.directory}, which the cluster's build "
+                    "cannot unpack; add it to .dockerignore or replace it with a copy",
+                    reason="LinkOutsideContext",
+                )
             if built.cached:
                 emit(Cached(CachedStep.PACKAGE, "the directory is unchanged since it was last packaged", md5))
             await registry.update(plan.key, context_md5=md5)
@@ -355,7 +365,7 @@ class Launcher:
     # --- build -----------------------------------------------------------------------------------
 
     async def _build(self, plan: _Plan, notebooks: NotebookClient, md5: str, emit: Emit, *, uploaded: bool) -> str:
-        state = await notebooks.wait_for(
+        state: prog.BuildState = await notebooks.wait_for(
             plan.name, lambda nb: prog.build_state(nb, md5), timeout=CONTROLLER_TIMEOUT,
             what="the controller to start the build",
         )
@@ -382,7 +392,7 @@ class Launcher:
                     await asyncio.wait_for(asyncio.shield(follower), 5.0)
                 except (asyncio.TimeoutError, NbdError):
                     pass
-                raise _BuildError(prog.build_failure(final, tail[-LOG_TAIL:] or _tail_of(final.message)))
+                raise _BuildError(prog.build_failure(final, tail[-LOG_TAIL:]))
             try:
                 await asyncio.wait_for(asyncio.shield(follower), 5.0)
             except (asyncio.TimeoutError, NbdError):
@@ -632,6 +642,15 @@ async def registry_update_safe(app: App, key: SessionKey, **changes: Any) -> Non
         await app.registry.update(key, **changes)
 
 
+# nbd.context words the warning of a symlink leaving the directory as "<path>: symlink to <target>
+# points outside the directory; ...".
+_OUTSIDE_MARK = " points outside the directory"
+
+
+def _links_outside(warnings: tuple[str, ...]) -> list[str]:
+    return [w.split(": symlink to ", 1)[0] for w in warnings if _OUTSIDE_MARK in w and ": symlink to " in w]
+
+
 def _discard_archive(cache_dir: str, directory: str, path: str, forget: Callable[[str, str], None]) -> None:
     forget(cache_dir, directory)
     try:
@@ -650,10 +669,6 @@ def _read_text(path: str) -> str:
             return f.read()
     except OSError as e:
         raise InvalidArgument(f"cannot read {path}: {e.strerror}; fix its permissions", reason="UnreadableNotebookFile") from e
-
-
-def _tail_of(message: str) -> list[str]:
-    return [line for line in message.splitlines() if line.strip()][-LOG_TAIL:]
 
 
 def _b64(md5_hex: str) -> str:

@@ -10,6 +10,7 @@ that following a build never holds a thread.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -49,7 +50,7 @@ class NotebookClient:
     async def apply(self, manifest: Notebook) -> None:
         """Server-side apply of the daemon's fields of a Notebook (creates it when missing)."""
         name = manifest["metadata"]["name"]
-        await self.kube.run(
+        await self._notebook_call(
             self.kube.custom.patch_namespaced_custom_object,
             API_GROUP,
             API_VERSION,
@@ -60,8 +61,11 @@ class NotebookClient:
             field_manager=FIELD_MANAGER,
             force=True,
             _content_type="application/apply-patch+yaml",
-            nbd_resource=NOTEBOOK,
         )
+
+    async def _notebook_call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        """A blocking call about Notebooks (a 404 of the type reads "the CRD is not installed")."""
+        await self.kube.run(functools.partial(fn, *args, **kwargs), nbd_resource=NOTEBOOK)
 
     async def get(self, name: str) -> Notebook | None:
         try:
@@ -71,7 +75,7 @@ class NotebookClient:
 
     async def patch_spec(self, name: str, spec: dict[str, Any]) -> None:
         """A merge patch of the Notebook's spec (e.g. the upload request, `uploaded`, `suspend`)."""
-        await self.kube.run(
+        await self._notebook_call(
             self.kube.custom.patch_namespaced_custom_object,
             API_GROUP,
             API_VERSION,
@@ -80,12 +84,11 @@ class NotebookClient:
             name,
             {"spec": spec},
             _content_type="application/merge-patch+json",
-            nbd_resource=NOTEBOOK,
         )
 
     async def delete(self, name: str) -> None:
         try:
-            await self.kube.run(
+            await self._notebook_call(
                 self.kube.custom.delete_namespaced_custom_object,
                 API_GROUP,
                 API_VERSION,
@@ -93,7 +96,6 @@ class NotebookClient:
                 PLURAL,
                 name,
                 propagation_policy="Background",
-                nbd_resource=NOTEBOOK,
             )
         except NotFound:
             pass

@@ -146,14 +146,27 @@ def build_failure(state: BuildState, log_tail: list[str]) -> Failure:
         return Failure("MD5Mismatch", state.message + "; relaunch to upload the context again")
     if state.reason == "InvalidSpec":
         return Failure("InvalidSpec", state.message)
+    summary, tail_in_message = _split_build_message(state.message)
     return Failure(
         "BuildFailed",
-        f"the image build failed: {_last_line(state.message)}; fix the Dockerfile and relaunch "
+        f"the image build failed ({summary}); fix the Dockerfile and relaunch "
         "(`nbctl logs NAME --build` shows the whole log)",
-        tuple(log_tail),
+        tuple(log_tail or tail_in_message),
     )
 
 
-def _last_line(message: str) -> str:
+_TAIL_INTRO = "Last lines of its log:"
+
+
+def _split_build_message(message: str) -> tuple[str, list[str]]:
+    """The controller's BuildFailed message → (one-line summary, the log lines it quotes).
+
+    The message reads "The build in Job J failed. Last lines of its log:\n<lines>\nFix the ...";
+    the summary is its first sentence, the tail the quoted lines without the closing hint.
+    """
     lines = [line for line in message.strip().splitlines() if line.strip()]
-    return lines[0] if lines else "see the build log"
+    if not lines:
+        return "see the build log", []
+    first = lines[0].replace(_TAIL_INTRO, "").strip().rstrip(".").strip()
+    tail = [line for line in lines[1:] if not line.startswith("Fix the Dockerfile")]
+    return (first[:1].lower() + first[1:]) if first else "see the build log", tail

@@ -234,13 +234,13 @@ def _string(value: Any, what: str) -> str:
 def _port(value: Any, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
         raise NotebookFileError(f"{what} must be a port number between 1 and 65535, got {value!r}")
-    return value
+    return int(value)
 
 
 def _count(value: Any, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise NotebookFileError(f"{what} must be a whole number ≥ 0, got {value!r}")
-    return value
+    return int(value)
 
 
 def _one_line(text: str) -> str:
