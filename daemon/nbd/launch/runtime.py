@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
 from typing import Any
 
-from nbd.errors import FailedPrecondition, NbdError
+from nbd.errors import DeadlineExceeded, FailedPrecondition, NbdError
 from nbd.events import Direction, SyncChange
 from nbd.forward import Forward, ForwardRecord, ForwardStatusData
 from nbd.kube import KubeClient, PodCache
@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 EXTRA_FORWARD = "forward"
 EXTRA_SYNC = "sync"
 COMPONENT_LABEL = "nbd.dev/component"
+POD_WAIT = 60.0  # seconds between log lines while the sync waits for a Ready pod
 
 
 def notebook_selector(name: str) -> dict[str, str]:
@@ -110,6 +111,11 @@ class SessionRuntime:
         self.sync: Any = None
         self.pods: PodCache | None = None
         self._pending: set[asyncio.Task[Any]] = set()
+        # The sync's (directory, remote root), and the uid of the pod its ancestor was agreed with.
+        self._sync_config = ("", "")
+        self._pod_uid = ""
+        self._paused = False
+        self._rebinding: asyncio.Task[None] | None = None
 
     # --- forward ---------------------------------------------------------------------------------
 
@@ -145,13 +151,25 @@ class SessionRuntime:
         await forward.start()
         self.forward = forward
         forward.on_change(self._forward_changed)
-        self._schedule(self.registry.update(self.key, forward=forward_status(forward.status())))
+        changes: dict[str, Any] = {"forward": forward_status(forward.status())}
+        session = self.registry.find(self.key)
+        if session is not None and forward.local_port != record.local_port:
+            # The recorded port was taken meanwhile: the URL and the record follow the new one.
+            log.warning("port %d of %s is taken; the notebook is now at port %d",
+                        record.local_port, self.key, forward.local_port)
+            changes["url"] = _with_port(session.url, record.local_port, forward.local_port)
+            await self._update_extra(EXTRA_FORWARD, forward.record().to_json(), **changes)
+        else:
+            await self.registry.update(self.key, **changes)
         return forward.local_port
 
     def _forward_changed(self, status: ForwardStatusData) -> None:
-        if self.registry.find(self.key) is None:
+        if self.registry.find(self.key) is None or self.forward is None:
             return
-        self._schedule(self.registry.update(self.key, forward=forward_status(status)))
+        changes: dict[str, Any] = {"forward": forward_status(status)}
+        if status.pod:  # a replaced pod (another name) is the session's pod from now on
+            changes["pod"] = status.pod
+        self._schedule(self.registry.update(self.key, **changes))
 
     async def stop_forward(self) -> None:
         forward, self.forward = self.forward, None
@@ -170,21 +188,39 @@ class SessionRuntime:
         return os.path.join(self.state_dir, f"{self.key.name}-{digest}.json")
 
     async def start_sync(self, directory: str, remote_root: str) -> None:
-        """Starts the two-way sync of `directory` with the pod's `remote_root` (resumes its ancestor)."""
-        from nbd.sync import SyncOptions, SyncSession
-        from nbd.sync.exec_transport import exec_transport_factory
+        """Starts the two-way sync of `directory` with the pod's `remote_root` (resumes its ancestor).
 
+        The ancestor is only valid against the pod it was agreed with: a replaced pod's /content
+        holds the image's files, not what was synced, and read against the old ancestor its
+        differences would look like edits made in the pod (reverting local edits, deleting files
+        created since the build). So the session is bound to a pod uid, persisted with it; a
+        connect that finds another pod restarts the sync with an empty ancestor, where nothing
+        is deleted and every difference is kept on both sides (a conflict, local version wins
+        the name).
+        """
         if self.sync is not None:
             return
         await self._ensure_pods()
-        pods = self.pods
-        assert pods is not None
-
-        async def current_pod() -> str:
-            return await pods.wait_ready_pod(60.0)
-
         os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
-        factory = exec_transport_factory(self.kube.target, self.key.namespace, current_pod, "notebook")
+        self._sync_config = (directory, remote_root)
+        session = self.registry.find(self.key)
+        recorded = dict((session.extra.get(EXTRA_SYNC) or {}) if session is not None else {})
+        same = recorded.get("directory") == directory and recorded.get("remote_root") == remote_root
+        self._pod_uid = str(recorded.get("pod_uid") or "") if same else ""
+        self._paused = bool(recorded.get("paused")) if same else False
+        await self._update_extra(EXTRA_SYNC, self._sync_record())
+        await self._open_sync()
+
+    def _sync_record(self) -> dict[str, Any]:
+        directory, remote_root = self._sync_config
+        return {"directory": directory, "remote_root": remote_root, "pod_uid": self._pod_uid, "paused": self._paused}
+
+    async def _open_sync(self) -> None:
+        from nbd.sync import SyncOptions, SyncSession
+        from nbd.sync.exec_transport import exec_transport_factory
+
+        directory, remote_root = self._sync_config
+        factory = exec_transport_factory(self.kube.target, self.key.namespace, self._current_pod, "notebook")
         session = SyncSession(
             directory,
             factory,
@@ -194,11 +230,63 @@ class SessionRuntime:
         )
         self.sync = session
         await session.start()
-        await self._update_extra(EXTRA_SYNC, {"directory": directory, "remote_root": remote_root},
-                                 sync=sync_status(session.status()))
+        if self._paused:  # a pause outlives a daemon restart
+            session.pause()
+        if self.registry.find(self.key) is not None:
+            await self.registry.update(self.key, sync=sync_status(session.status()))
+
+    async def _current_pod(self) -> str:
+        """The pod the sync agent runs in, called at every (re)connect of the sync session.
+
+        Waits for a Ready pod without a deadline: a pod that is not Ready yet (restarting,
+        rescheduled) is not an error of the sync, and the session is cancelled if it stops.
+        """
+        from nbd.sync.remote import AgentLost
+
+        pods = self.pods
+        assert pods is not None
+        while True:
+            try:
+                name = await pods.wait_ready_pod(POD_WAIT)
+                break
+            except DeadlineExceeded as e:
+                log.info("sync of %s still waits for its pod: %s", self.key, e.message)
+        uid = str(((pods.pods.get(name) or {}).get("metadata") or {}).get("uid") or "")
+        if not self._pod_uid:
+            self._pod_uid = uid
+            await self._record_sync()
+        elif uid and uid != self._pod_uid:
+            if self._rebinding is None:
+                self._rebinding = asyncio.get_running_loop().create_task(self._rebind(uid))
+            raise AgentLost(f"pod {name} replaced the pod the sync ran against; restarting the sync against it")
+        return name
+
+    async def _rebind(self, uid: str) -> None:
+        """Restarts the sync against a replaced pod, from an empty ancestor (see `start_sync`)."""
+        old, self.sync = self.sync, None
+        try:
+            if old is not None:
+                await old.stop()
+            log.info("pod of %s replaced: restarting its sync from an empty ancestor", self.key)
+            await asyncio.to_thread(_remove, self._ancestor_path())
+            self._pod_uid = uid
+            await self._record_sync()
+            await self._open_sync()
+        except Exception:
+            log.exception("restarting the sync of %s against its new pod failed", self.key)
+        finally:
+            self._rebinding = None
+
+    async def _record_sync(self) -> None:
+        session = self.registry.find(self.key)
+        if session is None:
+            return
+        record = self._sync_record()
+        if record != (session.extra.get(EXTRA_SYNC) or {}):
+            await self._update_extra(EXTRA_SYNC, record)
 
     def _sync_event(self, event: Any) -> None:
-        from nbd.sync import ChangeApplied, ConflictFound, ProblemFound
+        from nbd.sync import ChangeApplied, ConflictFound, ProblemFound, StateChanged
 
         if self.registry.find(self.key) is None or self.sync is None:
             return
@@ -209,9 +297,29 @@ class SessionRuntime:
             self.registry.publish_detail(self.key, _conflict(event.conflict))
         elif isinstance(event, ProblemFound):
             self.registry.publish_detail(self.key, _problem(event.problem))
+        elif isinstance(event, StateChanged):
+            self._sync_state_changed(SyncState(int(event.state)))
         self._schedule(self.registry.update(self.key, sync=sync_status(self.sync.status())))
 
+    def _sync_state_changed(self, state: SyncState) -> None:
+        """Keeps the user's pause: recorded (it outlives a restart) and shown while reconnecting."""
+        if state in (SyncState.PAUSED, SyncState.SYNCING):
+            # PAUSED comes only from a pause, SYNCING from a resume or a cycle (never while paused).
+            paused = state == SyncState.PAUSED
+            if paused != self._paused:
+                self._paused = paused
+                self._schedule(self._record_sync())
+        elif state == SyncState.CONNECTING and self._paused:
+            # The session (re)connects while paused and would show "connecting" until resumed;
+            # pausing it again (after this callback returns) keeps the state the user chose.
+            session = self.sync
+            asyncio.get_running_loop().call_soon(lambda: session.pause() if self.sync is session else None)
+
     async def stop_sync(self, *, flush: bool) -> None:
+        rebinding, self._rebinding = self._rebinding, None
+        if rebinding is not None:
+            rebinding.cancel()
+            await asyncio.gather(rebinding, return_exceptions=True)
         session, self.sync = self.sync, None
         if session is None:
             return
@@ -253,7 +361,7 @@ class SessionRuntime:
             extra[name] = value
         await self.registry.update(self.key, extra=extra, **changes)
 
-    def _schedule(self, coro: Awaitable[Session]) -> None:
+    def _schedule(self, coro: Awaitable[Any]) -> None:
         async def run() -> None:
             try:
                 await coro
@@ -263,6 +371,19 @@ class SessionRuntime:
         task = asyncio.get_running_loop().create_task(run())
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
+
+
+def _with_port(url: str, old: int, new: int) -> str:
+    """`url` (http://127.0.0.1:OLD/?token=...) pointing at port `new`."""
+    return url.replace(f"127.0.0.1:{old}/", f"127.0.0.1:{new}/", 1) if url else url
+
+
+def _remove(path: str) -> None:
+    for p in (path, path + ".journal"):
+        try:
+            os.unlink(p)
+        except FileNotFoundError:
+            pass
 
 
 StatusCallback = Callable[[Session], None]
