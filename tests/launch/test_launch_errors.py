@@ -147,6 +147,9 @@ def test_unschedulable_gpu_request(kit: LaunchKit, ns: str, tmp_path: Path) -> N
     assert "cannot be scheduled" in line
     assert "nvidia.com/gpu" in line or "GPU" in line
     assert result.of("failed")[-1]["reason"] == "Unschedulable"
+    # The stale Unschedulable of the old request must not fail the next launch.
+    fits = kit.launch(project, ns)
+    assert fits.rc == 0, fits.stderr
 
 
 def test_port_taken(kit: LaunchKit, ns: str, tmp_path: Path) -> None:
@@ -158,3 +161,6 @@ def test_port_taken(kit: LaunchKit, ns: str, tmp_path: Path) -> None:
         line = _one_line_failure(kit.launch(project, ns, "--port", str(port)))
     assert str(port) in line
     assert "in use" in line or "taken" in line
+    freed = kit.launch(project, ns, "--port", str(port))
+    assert freed.rc == 0, freed.stderr
+    assert freed.ready["local_port"] == port

@@ -448,13 +448,16 @@ class Launcher:
         last: list[PodStatus | None] = [None]
 
         async def pod_of(nb: dict[str, Any]) -> PodStatus | None:
-            pods = await notebooks.notebook_pods(plan.name)
+            # A pod being deleted belongs to the previous spec: the controller replaces it.
+            pods = [p for p in await notebooks.notebook_pods(plan.name) if not p["metadata"].get("deletionTimestamp")]
             return prog.pod_status(pods[-1]) if pods else None
 
         ready_nb: dict[str, Any] | None = None
         try:
             async with asyncio.timeout(START_TIMEOUT):
                 async for nb in notebooks.watch(plan.name):
+                    if not prog.is_current(nb):
+                        continue  # the controller has not seen this launch's spec yet
                     pod = await pod_of(nb)
                     if pod is not None and pod != last[0]:
                         last[0] = pod
@@ -462,7 +465,7 @@ class Launcher:
                     failure = prog.start_failure(nb, pod)
                     if failure is not None:
                         raise _StartError(failure)
-                    cond = prog._condition(nb, "Ready")
+                    cond = prog.condition(nb, "Ready")
                     if cond is not None and cond.get("status") == "True" and pod is not None and pod.ready:
                         ready_nb = nb
                         break

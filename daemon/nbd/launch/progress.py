@@ -43,7 +43,20 @@ def upload_answer(notebook: dict[str, Any], request_id: str, md5: str) -> Upload
     return None
 
 
-def _condition(notebook: dict[str, Any], type_: str) -> dict[str, Any] | None:
+def is_current(notebook: dict[str, Any]) -> bool:
+    """Whether the controller's status describes the Notebook's current spec.
+
+    After a relaunch changed the spec, the status (a Ready=False/Unschedulable of the old GPU
+    request, a Ready=True of the old pod) is stale until the controller observed the new generation.
+    """
+    generation = (notebook.get("metadata") or {}).get("generation")
+    observed = (notebook.get("status") or {}).get("observedGeneration")
+    if generation is None:
+        return True
+    return isinstance(observed, int) and observed >= int(generation)
+
+
+def condition(notebook: dict[str, Any], type_: str) -> dict[str, Any] | None:
     for c in (notebook.get("status") or {}).get("conditions") or []:
         if isinstance(c, dict) and c.get("type") == type_:
             return c
@@ -64,7 +77,7 @@ def build_state(notebook: dict[str, Any], md5: str) -> BuildState | None:
     """Where the build of context `md5` is, or None while the controller has not said."""
     status = notebook.get("status") or {}
     build = status.get("build") or {}
-    cond = _condition(notebook, "Built")
+    cond = condition(notebook, "Built")
     if cond is None:
         return None
     if build.get("md5") and build.get("md5") != md5:
@@ -84,7 +97,7 @@ def build_state(notebook: dict[str, Any], md5: str) -> BuildState | None:
 
 def upload_failure(notebook: dict[str, Any], request_id: str) -> Failure | None:
     """A failure the controller reported for our upload (e.g. the stored bytes do not match)."""
-    cond = _condition(notebook, "Uploaded")
+    cond = condition(notebook, "Uploaded")
     if cond is None or cond.get("status") == "True":
         return None
     if cond.get("reason") in ("MD5Mismatch", "InvalidSpec", "StorageError"):
@@ -115,8 +128,9 @@ def pod_status(pod: dict[str, Any]) -> PodStatus:
 
 def start_failure(notebook: dict[str, Any], pod: PodStatus | None) -> Failure | None:
     """A reason to stop waiting for the notebook to start, with what to do about it."""
-    cond = _condition(notebook, "Ready")
-    if pod is not None and pod.reason == "Unschedulable":
+    cond = condition(notebook, "Ready")
+    replacing = cond is not None and cond.get("reason") == "Restarting"  # the pod seen may be the old one
+    if pod is not None and pod.reason == "Unschedulable" and not replacing:
         return Failure(
             "Unschedulable",
             f"the notebook pod cannot be scheduled: {pod.message or 'no node fits it'}; "

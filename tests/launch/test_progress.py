@@ -1,0 +1,71 @@
+"""Pure readings of controller status: stale status is ignored, failures name what to do."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from nbd.events import PodStatus
+from nbd.launch import progress as prog
+
+
+def _nb(generation: int | None, observed: int | None, ready: dict[str, Any] | None = None) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": "n"}
+    if generation is not None:
+        meta["generation"] = generation
+    status: dict[str, Any] = {"conditions": [ready] if ready else []}
+    if observed is not None:
+        status["observedGeneration"] = observed
+    return {"metadata": meta, "status": status}
+
+
+@pytest.mark.parametrize(
+    "generation, observed, current",
+    [(None, None, True), (1, None, False), (2, 1, False), (2, 2, True), (2, 3, True)],
+)
+def test_is_current(generation: int | None, observed: int | None, current: bool) -> None:
+    assert prog.is_current(_nb(generation, observed)) is current
+
+
+UNSCHEDULABLE = PodStatus(pod="n-notebook", phase="Pending", reason="Unschedulable", message="Insufficient nvidia.com/gpu")
+
+
+@pytest.mark.parametrize(
+    "ready, pod, reason",
+    [
+        (None, None, None),
+        ({"type": "Ready", "status": "False", "reason": "Starting"}, UNSCHEDULABLE, "Unschedulable"),
+        # The controller is replacing the pod: the unschedulable one is the previous spec's.
+        ({"type": "Ready", "status": "False", "reason": "Restarting"}, UNSCHEDULABLE, None),
+        ({"type": "Ready", "status": "False", "reason": "Unschedulable", "message": "0/1 nodes"}, None, "Unschedulable"),
+        (None, PodStatus(pod="p", phase="Pending", reason="ErrImagePull"), "ErrImagePull"),
+        (None, PodStatus(pod="p", phase="Pending", reason="ContainerCreating"), None),
+    ],
+)
+def test_start_failure(ready: dict[str, Any] | None, pod: PodStatus | None, reason: str | None) -> None:
+    failure = prog.start_failure(_nb(1, 1, ready), pod)
+    assert (failure.reason if failure else None) == reason
+    if failure is not None and reason == "Unschedulable":
+        assert "--gpus" in failure.message
+
+
+@pytest.mark.parametrize(
+    "message, tail, summary, quoted",
+    [
+        (
+            "The build in Job nbd-build-x failed. Last lines of its log:\nerror: boom\nexit 3\n"
+            "Fix the Dockerfile or context and launch again (a new context gets a new build).",
+            [], "the build in Job nbd-build-x failed", ("error: boom", "exit 3"),
+        ),
+        ("The build in Job j failed; see the log of its pod.", ["streamed"], "the build in Job j failed; see the log of its pod", ("streamed",)),
+        ("", [], "see the build log", ()),
+    ],
+)
+def test_build_failure(message: str, tail: list[str], summary: str, quoted: tuple[str, ...]) -> None:
+    state = prog.BuildState(done=False, failed=True, reason="BuildFailed", message=message, image="", job="")
+    failure = prog.build_failure(state, tail)
+    assert failure.reason == "BuildFailed"
+    assert f"({summary})" in failure.message
+    assert failure.log_tail == quoted
+    assert "\n" not in failure.message
