@@ -1,0 +1,97 @@
+"""`nbctl sync NAME status|pause|resume|flush` against a real session: pausing holds edits back,
+a conflict shows in the session and keeps both versions on both sides, and the delete guard's
+halt is left only with `resume --force`."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from sessions_support import read, wait_for, write
+
+
+def test_pause_resume_flush_status(notebook_factory):
+    nb = notebook_factory()
+    text = nb.nbctl("sync", nb.name).stdout
+    assert "state:    watching" in text and str(nb.directory) in text
+
+    paused = nb.sync("pause")
+    assert paused["state"] == "SYNC_STATE_PAUSED"
+    write(nb.directory / "held.txt", "held back\n")
+    nb.pod_write("held_in_pod.txt", "held back too\n")
+    # Paused: neither edit propagates, however long one waits for a cycle (a flush refuses).
+    refused = nb.nbctl("sync", nb.name, "flush", check=False)
+    assert refused.returncode == 1 and "paused" in refused.stderr
+    assert nb.sync()["state"] == "SYNC_STATE_PAUSED"
+    assert nb.pod_read("held.txt") is None
+    assert read(nb.directory / "held_in_pod.txt") is None
+
+    resumed = nb.sync("resume")
+    assert resumed["state"] != "SYNC_STATE_PAUSED"
+    flushed = nb.sync("flush")
+    # flush returns once both sides agree.
+    assert nb.pod_read("held.txt") == "held back\n"
+    assert read(nb.directory / "held_in_pod.txt") == "held back too\n"
+    assert flushed["state"] == "SYNC_STATE_WATCHING"
+    assert int(flushed["files_to_remote"]) >= 1 and int(flushed["files_to_local"]) >= 1
+    assert nb.local_files() == nb.pod_files()
+
+    # --output json is one object per line, with proto field names.
+    lines = nb.nbctl("sync", nb.name, "status", "--output", "json").stdout.strip().splitlines()
+    assert len(lines) == 1
+    status = json.loads(lines[0])
+    assert status["local_root"] == str(nb.directory) and status["remote_root"] == "/content"
+    assert nb.status()["sync"]["state"] == "SYNC_STATE_WATCHING"
+
+
+def test_conflict_shows_in_status_and_keeps_both_versions(notebook_factory):
+    nb = notebook_factory()
+    nb.sync("pause")
+    write(nb.directory / "main.py", "print('local version')\n")
+    nb.pod_write("main.py", "print('pod version')\n")
+    nb.sync("resume")
+    nb.flush()
+
+    status = nb.sync()
+    conflicts = status.get("conflicts", [])
+    assert [c["path"] for c in conflicts] == ["main.py"]
+    copy = conflicts[0]["copy_path"]
+    assert copy.startswith("main.conflict-") and copy.endswith(".py")
+    # Both versions exist on both sides: the local one under the name, the pod's as the copy.
+    assert read(nb.directory / "main.py") == "print('local version')\n"
+    assert nb.pod_read("main.py") == "print('local version')\n"
+    assert read(nb.directory / copy) == "print('pod version')\n"
+    assert nb.pod_read(copy) == "print('pod version')\n"
+    session = nb.status()
+    assert [c["path"] for c in session["sync"]["conflicts"]] == ["main.py"]
+    assert re.search(r"^conflicts:\s+1$", nb.nbctl("status", nb.name).stdout, re.M)
+    assert f"conflict: main.py (other side kept as {copy})" in nb.nbctl("sync", nb.name).stdout
+
+
+def test_halted_by_the_delete_guard_until_resume_force(notebook_factory):
+    nb = notebook_factory(files=30)
+    nb.sync("pause")
+    for i in range(25):
+        (nb.directory / "data" / f"f{i:02d}.txt").unlink()
+    nb.sync("resume")
+    halted = nb.wait_sync("halted")
+    assert "delete" in halted["message"] and "force" in halted["message"]
+    assert nb.status()["sync"]["state"] == "SYNC_STATE_HALTED"
+    # Nothing was deleted in the pod; a plain resume halts again.
+    assert nb.pod_read("data/f00.txt") == "file 0\n"
+    nb.sync("resume")
+    nb.wait_sync("halted")
+    assert nb.pod_read("data/f00.txt") == "file 0\n"
+
+    usage = nb.nbctl("sync", nb.name, "pause", "--force", check=False)
+    assert usage.returncode == 1 and "--force goes only with resume" in usage.stderr
+
+    forced = nb.sync("resume", "--force")
+    assert forced["state"] != "SYNC_STATE_HALTED"
+    nb.flush()
+    assert nb.pod_read("data/f00.txt") is None
+    assert nb.pod_read("data/f29.txt") == "file 29\n"
+    assert nb.local_files() == nb.pod_files()
+    # The guard is back for the next cycles: force was for one cycle only.
+    assert nb.sync()["state"] == "SYNC_STATE_WATCHING"
+    wait_for(lambda: nb.status()["sync"]["state"] == "SYNC_STATE_WATCHING", "the session's sync state")
