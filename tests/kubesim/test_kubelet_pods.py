@@ -13,20 +13,11 @@ from typing import Any
 
 import pytest
 
+from polling import wait_for
 from kubesim.testing import KubesimServer, start_inprocess, start_kubesim
 
 pytestmark = pytest.mark.timeout(120)
 
-
-def wait_for(check: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
 
 
 @pytest.fixture(scope="module")
