@@ -167,7 +167,11 @@ def _create_bucket(gcs_url: str, bucket: str) -> None:
 
 
 def controller_env(stack: Stack, key_file: str, gcs_port: int) -> dict[str, str]:
-    """The controller's configuration for the local cluster (what nbd-config holds in a cluster)."""
+    """The controller's configuration for the local cluster (what nbd-config holds in a cluster).
+
+    `gcs_port` is where the controller and the pods reach the store: the emulator's port, or the
+    port of whatever the caller put in front of it (`up(gcs_front_port=...)`); signed URLs name it.
+    """
     env = dict(os.environ)
     env.update({
         "KUBECONFIG": stack.kubeconfig,
@@ -214,8 +218,24 @@ def load(state_dir: str) -> Stack | None:
         return None
 
 
-def up(state_dir: str | None = None, *, gpus: int = 0, controller: bool = True, extra_kubesim_args: list[str] | None = None) -> Stack:
-    """Starts the local cluster (or returns the one already running from `state_dir`)."""
+def up(
+    state_dir: str | None = None,
+    *,
+    gpus: int = 0,
+    controller: bool = True,
+    extra_kubesim_args: list[str] | None = None,
+    gcs_front_port: int | None = None,
+) -> Stack:
+    """Starts the local cluster (or returns the one already running from `state_dir`).
+
+    Args:
+        gpus: nvidia.com/gpu capacity of the node.
+        controller: False starts no nbd-controller (the manifests are applied all the same).
+        extra_kubesim_args: More `kubesim serve` flags (e.g. `--extra-token T=U --forbid U=NS`).
+        gcs_front_port: A port on 127.0.0.1 that the caller serves in front of the GCS emulator
+            (e.g. a fault-injecting proxy, forwarding to `Stack.gcs_url`): the controller's store
+            calls and the signed URLs it hands out go there, and pods reach it too.
+    """
     state = Path(state_dir or default_state_dir())
     state.mkdir(parents=True, exist_ok=True, mode=0o700)
     running = load(str(state))
@@ -241,6 +261,7 @@ def up(state_dir: str | None = None, *, gpus: int = 0, controller: bool = True, 
         kubesim, kubesim_log = _spawn("kubesim", [
             sys.executable, "-m", "kubesim", "serve", "--port", "0", "--state-dir", str(state / "kubesim"),
             "--kubeconfig-out", str(kubeconfig), "--gpus", str(gpus), "--host-port", str(gcs_port),
+            *(["--host-port", str(gcs_front_port)] if gcs_front_port else []),
             *(extra_kubesim_args or []),
         ], state)
         started.append(kubesim)
@@ -257,7 +278,7 @@ def up(state_dir: str | None = None, *, gpus: int = 0, controller: bool = True, 
             key_file = state / "signing-key.json"
             _signing_key(key_file)
             ctl, ctl_log = _spawn("controller", [sys.executable, "-m", "nbd_controller.main", "--kubeconfig", str(kubeconfig)],
-                                  state, env=controller_env(stack, str(key_file), gcs_port))
+                                  state, env=controller_env(stack, str(key_file), gcs_front_port or gcs_port))
             started.append(ctl)
             stack.pids["controller"] = ctl.pid
             stack.logs["controller"] = ctl_log

@@ -21,7 +21,7 @@ from launchkit import LaunchKit  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def launch_daemon(local_stack: LocalStack) -> Iterator[DaemonProcess]:
+def launch_daemon() -> Iterator[DaemonProcess]:
     dirs = NbdDirs(Path(tempfile.mkdtemp(prefix="nbdl-", dir="/tmp")))
     home = dirs.root / "home"
     home.mkdir(parents=True)

@@ -1,0 +1,150 @@
+"""The launch's upload against a store that refuses, fails, drops, spoils or is cut off.
+
+A second local cluster whose store is reached through `gcsproxy.FaultProxy` (devstack's
+`gcs_front_port`): the signed URLs the controller hands out name the proxy, which passes
+everything to the GCS emulator except the PUTs it is told to spoil.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fixtures_daemon import DaemonProcess
+from fixtures_stack import LocalStack, make_namespace
+from gcsproxy import FaultProxy
+from launchkit import LaunchKit, api_url, http_get, make_project, wait_until
+
+from devstack import down, up
+
+
+@pytest.fixture(scope="module")
+def proxied() -> Iterator[tuple[LocalStack, FaultProxy]]:
+    proxy = FaultProxy()
+    port = proxy.start()
+    state = tempfile.mkdtemp(prefix="nbd-stack-", dir="/tmp")
+    try:
+        stack = up(state, gcs_front_port=port)
+        proxy.upstream = stack.gcs_url
+        yield LocalStack(stack), proxy
+    finally:
+        down(state)
+        shutil.rmtree(state, ignore_errors=True)
+        proxy.stop()
+
+
+@pytest.fixture
+def fkit(launch_daemon: DaemonProcess, proxied: tuple[LocalStack, FaultProxy]) -> LaunchKit:
+    return LaunchKit(launch_daemon, proxied[0])
+
+
+@pytest.fixture
+def proxy(proxied: tuple[LocalStack, FaultProxy]) -> Iterator[FaultProxy]:
+    p = proxied[1]
+    p.faults.clear()
+    p.puts = 0
+    p.put_started.clear()
+    yield p
+    p.faults.clear()
+
+
+@pytest.fixture
+def fns(fkit: LaunchKit) -> Iterator[str]:
+    name = make_namespace(fkit.stack, "f")
+    yield name
+    fkit.cleanup(name)
+
+
+def _stored(stack: LocalStack, md5: str) -> str | None:
+    """The stored MD5 (base64) of the context object, or None."""
+    url = f"{stack.stack.gcs_url}/storage/v1/b/{stack.stack.bucket}/o/contexts%2F{md5}.tar.gz"
+    try:
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            return str(json.loads(resp.read())["md5Hash"])
+    except urllib.error.HTTPError as e:
+        if e.code == 404:
+            return None
+        raise
+
+
+@pytest.mark.parametrize("faults, notice", [
+    (["403"], "fresh"),
+    (["503", "503"], ""),
+    (["drop"], ""),
+])
+def test_refused_failed_or_dropped_puts_are_retried(fkit: LaunchKit, fns: str, proxy: FaultProxy, tmp_path: Path,
+                                                   faults: list[str], notice: str) -> None:
+    project = make_project(tmp_path, "retried")
+    (project / "salt.txt").write_text(fns)  # a context of its own: never stored before
+    proxy.faults.extend(faults)
+    result = fkit.launch(project, fns)
+    assert result.rc == 0, result.stderr
+    assert proxy.puts == len(faults) + 1
+    if notice:
+        assert any(notice in n["message"] for n in result.of("notice")), result.of("notice")
+    assert http_get(api_url(result.url))[0] == 200
+
+
+def test_bad_digest_is_final_and_the_next_launch_packages_again(fkit: LaunchKit, fns: str, proxy: FaultProxy,
+                                                                 tmp_path: Path) -> None:
+    project = make_project(tmp_path, "digest")
+    (project / "salt.txt").write_text(fns)
+    proxy.faults.append("baddigest")
+    failed = fkit.launch(project, fns)
+    assert failed.rc == 1
+    line = [x for x in failed.stderr.splitlines() if x.startswith("nbctl:")]
+    assert len(line) == 1 and "MD5" in line[0] and "relaunch" in line[0]
+    assert proxy.puts == 1
+    md5 = next(p["message"].split()[-1] for p in failed.of("phase") if p["phase"] == "PHASE_UPLOADING")
+    spool = Path(fkit.daemon.state_dir) / "contexts"
+    assert not list(spool.glob(f"*{md5}*")), "the archive that did not match its MD5 is removed"
+
+    again = fkit.launch(project, fns)
+    assert again.rc == 0, again.stderr
+    assert "STEP_PACKAGE" not in again.cached_steps(), "packaged from scratch after BadDigest"
+    assert "PHASE_UPLOADING" in again.phases()
+
+
+def test_ctrl_c_mid_upload_leaves_nothing_half_done(fkit: LaunchKit, fns: str, proxy: FaultProxy, tmp_path: Path) -> None:
+    project = make_project(tmp_path, "interrupted")
+    (project / "data.bin").write_bytes(os.urandom(4 << 20))
+    proxy.slow_rate = 256 * 1024  # about 16 s for the whole archive
+    proxy.faults.append("slow")
+    env = {**fkit.daemon.env, **fkit.env()}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nbctl", "launch", str(project), "-n", fns, "--output", "json"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert proxy.put_started.wait(30), "the upload started"
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert "cancelled" in err
+    md5 = next(json.loads(line)["phase"]["message"].split()[-1] for line in out.splitlines()
+               if "PHASE_UPLOADING" in line)
+    session = wait_until(lambda: (s := fkit.session(fns, "interrupted")) and s["phase"] == "PHASE_FAILED" and s,
+                         what="the session to be marked failed")
+    assert "cancelled" in session["message"]
+    assert _stored(fkit.stack, md5) is None, "no object stored for an interrupted upload"
+
+    again = fkit.launch(project, fns)
+    assert again.rc == 0, again.stderr
+    assert again.md5 == md5
+    assert "PHASE_UPLOADING" in again.phases()
+    assert _stored(fkit.stack, md5) is not None
