@@ -40,12 +40,15 @@ def test_launch_answers_through_the_url_then_relaunch_is_cached(kit: LaunchKit, 
     assert listed["sync"]["state"] in ("SYNC_STATE_WATCHING", "SYNC_STATE_SCANNING", "SYNC_STATE_RECONCILING",
                                        "SYNC_STATE_STAGING", "SYNC_STATE_TRANSITIONING")
 
-    # Unchanged: nothing is packaged, uploaded or built again; the same URL comes back.
+    # Unchanged: nothing is packaged, uploaded or built again; the same URL comes back and the
+    # running pod is kept (a relaunch of a live session re-attaches).
+    pod_uid = kit.pods(ns, "nbd.dev/notebook=proj")[0].metadata.uid
     again = kit.launch(project, ns)
     assert again.rc == 0, again.stderr
     assert again.cached_steps() == {PACKAGE, UPLOAD, BUILD}
     assert UPLOADING not in again.phases() and BUILDING not in again.phases()
     assert again.url == url and again.md5 == first.md5
+    assert [p.metadata.uid for p in kit.pods(ns, "nbd.dev/notebook=proj")] == [pod_uid]
 
     # Touched but not changed: packaged again (the stat changed), same MD5, so still no upload or build.
     now = time.time() - 60
@@ -141,3 +144,29 @@ def test_attach_and_directories_whose_names_collide(kit: LaunchKit, ns: str, tmp
     renamed = kit.launch(other, ns, "--name", "same-b")
     assert renamed.rc == 0, renamed.stderr
     assert renamed.url != first.url
+
+
+def test_kubectl_notebook_through_the_kubectl_plugin_mechanism(kit: LaunchKit, ns: str, tmp_path: Path) -> None:
+    import shutil
+    import subprocess
+    import sys
+
+    kubectl = shutil.which("kubectl")
+    assert kubectl is not None, "kubectl is on PATH on these machines"
+    project = make_project(tmp_path, "plugged")
+    env = {**kit.daemon.env, **kit.env()}
+    # kubectl finds `kubectl-notebook` on PATH: the venv's bin dir holds it.
+    env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")])
+    listed = subprocess.run([kubectl, "plugin", "list"], env=env, capture_output=True, text=True, timeout=60)
+    assert "kubectl-notebook" in listed.stdout, listed.stdout + listed.stderr
+    proc = subprocess.run([kubectl, "notebook", "-d", str(project), "-n", ns], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    url = proc.stdout.strip()
+    assert url.startswith("http://127.0.0.1:") and "token=" in url, proc.stdout
+    assert http_get(api_url(url))[0] == 200
+    # A failure keeps kubectl's exit code non-zero and the message on one line.
+    bad = subprocess.run([kubectl, "notebook", "-d", str(tmp_path / "nowhere"), "-n", ns], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode != 0
+    assert "is not a directory" in bad.stderr

@@ -5,6 +5,23 @@ payloads. Each step reads what the cluster already has before doing work, so a r
 unchanged directory packages nothing (manifest hit), uploads nothing (the controller says the MD5
 is stored) and builds nothing (the MD5 was built before), and goes straight to the running pod.
 
+What a launch of a directory means (one session per (context, namespace, name); the name
+defaults to the directory's name):
+
+- No session yet: package, apply the Notebook, upload and build unless the cluster already has
+  them, wait for the pod, forward, sync.
+- A live session of the same directory: the directory is packaged again (stat-only when nothing
+  changed) and the Notebook re-applied. When nothing changed, the controller answers "stored" and
+  "built", the pod keeps running (its spec is unchanged), and the launch re-attaches: the same
+  forward, port and URL, the same sync. A changed directory is uploaded and built, and the
+  controller replaces the pod once the new image exists.
+- A stopped (suspended) or failed session: the same steps; the forward comes back on the port the
+  session had before when it is free.
+- `--attach`: no packaging and no cluster writes; the live session's URL, or a clear error when
+  there is no ready session to attach to.
+- Another directory whose name gives the same notebook name in the same namespace: refused with a
+  message naming the directory that owns the name and `--name` as the way out; nothing changes.
+
 Invariants:
 - nothing is uploaded before the directory was packaged completely and its Dockerfile found;
 - the session is in the registry from the first step on, with the phase it is in, so `nbctl list`
