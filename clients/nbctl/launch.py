@@ -129,7 +129,8 @@ class LaunchRenderer:
         elif kind == "ready":
             self._end_bar()
             self.url = event.ready.url
-            self._say(f"==> ready: session {event.ready.session.ref or event.session or event.ready.session.name}")
+            ref = event.ready.session.ref or event.session or event.ready.session.name
+            self._say(f"    {ref} keeps running and syncing in the nbd daemon; `nbctl stop {ref}` stops it")
             self.out.write(event.ready.url + "\n")
             self.out.flush()
         elif kind == "failed":

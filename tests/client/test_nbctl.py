@@ -251,7 +251,7 @@ def test_launch_renders_phases_progress_logs_pod_and_prints_the_url_alone(fake_n
         "warning: port 8888 is busy; using 8890",
         "pod nb-0: Pending (ContainerCreating)",
         "pod nb-0: Running, ready",
-        "==> ready: session nb",
+        "nb keeps running and syncing in the nbd daemon; `nbctl stop nb` stops it",
     ):
         assert expected in err, f"{expected!r} not in:\n{err}"
     assert err.index("==> packaging") < err.index("==> building") < err.index("==> ready")
