@@ -3,6 +3,8 @@ same port and resumes the two-way sync from its ancestor, without spurious confl
 
 from __future__ import annotations
 
+import socket
+
 from sessions_support import jupyter_api, read, wait_for, write
 
 
@@ -71,3 +73,27 @@ def test_restart_while_the_pod_is_not_ready(notebook_factory):
     nb.flush()
     assert nb.pod_read("while_down.txt") == "local\n"
     assert nb.local_files() == nb.pod_files()
+
+
+def test_restart_with_the_port_taken_moves_the_url(notebook_factory):
+    nb = notebook_factory()
+    old_port, token = nb.port, nb.token
+    nb.daemon.kill()
+    squatter = socket.socket()
+    try:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        squatter.bind(("127.0.0.1", old_port))
+        squatter.listen()
+        nb.restart_daemon()
+        session = wait_for(lambda: (s := nb.status()) and s["forward"]["local_port"] != old_port and s,
+                           "the forward on another port")
+        new_port = session["forward"]["local_port"]
+        assert session["url"] == f"http://127.0.0.1:{new_port}/?token={token}"
+        wait_for(lambda: jupyter_api(new_port)["version"], "the Jupyter API on the new port")
+    finally:
+        squatter.close()
+    # The next restart keeps the new port (it is what the session now records).
+    nb.daemon.kill()
+    nb.restart_daemon()
+    assert nb.status()["forward"]["local_port"] == new_port
+    wait_for(lambda: jupyter_api(new_port)["version"], "the Jupyter API on the recorded port")
