@@ -164,3 +164,56 @@ def test_port_taken(kit: LaunchKit, ns: str, tmp_path: Path) -> None:
     freed = kit.launch(project, ns, "--port", str(port))
     assert freed.rc == 0, freed.stderr
     assert freed.ready["local_port"] == port
+
+
+def test_unreadable_files(kit: LaunchKit, ns: str, tmp_path: Path) -> None:
+    """Root reads everything: this daemon runs without CAP_DAC_OVERRIDE / CAP_DAC_READ_SEARCH."""
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+
+    from fixtures_daemon import DaemonProcess, NbdDirs, _wait_serving
+
+    setpriv = shutil.which("setpriv")
+    if setpriv is None or os.geteuid() != 0:
+        import pytest
+
+        pytest.skip("needs root and setpriv to run a daemon that cannot read everything")
+    dirs = NbdDirs(Path(tempfile.mkdtemp(prefix="nbdu-", dir="/tmp")))
+    env = {**os.environ, **dirs.env, "HOME": str(dirs.root)}
+    output = dirs.root / "daemon.out"
+    with open(output, "wb") as out:
+        proc = subprocess.Popen(
+            [setpriv, "--bounding-set", "-dac_override,-dac_read_search", sys.executable, "-m", "nbd",
+             "--socket", str(dirs.socket), "--state-dir", str(dirs.state_dir)],
+            env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+        )
+    daemon = DaemonProcess(dirs=dirs, proc=proc, env=env, output=output)
+    try:
+        _wait_serving(daemon)
+        weak = LaunchKit(daemon, kit.stack)
+        project = make_project(tmp_path, "secretive")
+        (project / "secret.key").write_text("k")
+        os.chmod(project / "secret.key", 0)
+        line = _one_line_failure(weak.launch(project, ns))
+        assert f"cannot read {project / 'secret.key'}: Permission denied" in line
+        assert ".dockerignore" in line
+        assert weak.notebook(ns, "secretive") is None
+
+        os.chmod(project / "secret.key", 0o600)
+        (project / "private").mkdir()
+        os.chmod(project / "private", 0)
+        line = _one_line_failure(weak.launch(project, ns))
+        assert f"cannot read directory {project / 'private'}" in line
+
+        os.chmod(project / "private", 0o700)
+        os.chmod(project / "notebook.yaml", 0)
+        line = _one_line_failure(weak.launch(project, ns))
+        assert "notebook.yaml" in line and "permissions" in line
+    finally:
+        for path in (project / "secret.key", project / "private", project / "notebook.yaml"):
+            if path.exists():
+                os.chmod(path, 0o700)
+        daemon.stop()
+        shutil.rmtree(dirs.root, ignore_errors=True)
