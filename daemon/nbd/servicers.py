@@ -77,9 +77,9 @@ class NotebooksServicer(notebooks_pb2_grpc.NotebooksServicer):
 
     async def Sync(self, request: notebooks_pb2.SyncRequest, context: Context) -> notebooks_pb2.SyncResponse:
         await self.app.capabilities_ready.wait()
+        action, force = convert.sync_request_from_proto(request)
         control = self.app.capabilities.require_sync()
         session = self.app.registry.resolve(request.session)
-        action, force = convert.sync_request_from_proto(request)
         # Only a forced resume passes the flag: capabilities without the parameter keep working.
         status = await (control.sync(session, action, force=True) if force else control.sync(session, action))
         return notebooks_pb2.SyncResponse(status=convert.sync_to_proto(status))
