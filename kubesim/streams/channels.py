@@ -36,6 +36,9 @@ __all__ = [
     "FrameError",
     "port_frame",
     "choose_protocol",
+    "FRAME_DATA",
+    "frame_buffer",
+    "put_frame_header",
 ]
 
 STDIN = 0
@@ -86,8 +89,8 @@ def decode(message: bytes | str, *, v5: bool) -> Frame:
     return Frame(channel, raw[1:])
 
 
-def encode(channel: int, data: bytes = b"") -> bytes:
-    """One message carrying `data` on `channel`."""
+def encode(channel: int, data: bytes | bytearray | memoryview = b"") -> bytes:
+    """One message carrying `data` on `channel` (one copy of `data`)."""
     if not 0 <= channel <= 255:
         raise FrameError(f"channel {channel} out of range")
     return bytes((channel,)) + data
@@ -130,6 +133,40 @@ def status_frame(exit_code: int | None, message: str | None = None) -> bytes:
 def port_frame(channel: int, port: int) -> bytes:
     """The 3-byte frame that opens a port-forward channel: `[ch, port little-endian u16]`."""
     return bytes((channel,)) + struct.pack("<H", port)
+
+
+# A server's binary WebSocket frame built in place: header room (2, 4 or 10 bytes, right-aligned
+# against the channel byte), the channel byte, then the payload from FRAME_DATA on.
+_HEADROOM = 10
+FRAME_DATA = _HEADROOM + 1
+_BINARY_FIN = 0x82
+
+
+def frame_buffer(channel: int, capacity: int) -> bytearray:
+    """A buffer for one unmasked binary frame on `channel` carrying up to `capacity` bytes at FRAME_DATA."""
+    if not 0 <= channel <= 255:
+        raise FrameError(f"channel {channel} out of range")
+    buf = bytearray(FRAME_DATA + capacity)
+    buf[_HEADROOM] = channel
+    return buf
+
+
+def put_frame_header(buf: bytearray, length: int) -> int:
+    """Write the header of a `length`-byte message (channel byte included) before it; returns where the frame starts.
+
+    The frame is `buf[start:_HEADROOM + length]`, header and message contiguous (one write).
+    """
+    if length < 126:
+        start = _HEADROOM - 2
+        buf[start] = _BINARY_FIN
+        buf[start + 1] = length
+    elif length < 65536:
+        start = _HEADROOM - 4
+        struct.pack_into("!BBH", buf, start, _BINARY_FIN, 126, length)
+    else:
+        start = 0
+        struct.pack_into("!BBQ", buf, start, _BINARY_FIN, 127, length)
+    return start
 
 
 def choose_protocol(offered: list[str], supported: tuple[str, ...]) -> str | None:
