@@ -128,7 +128,7 @@ def test_build_failure_shows_the_log_tail(kit: LaunchKit, ns: str, tmp_path: Pat
     (project / "Dockerfile").write_text("FROM python:3.11-slim\nRUN echo about-to-fail && exit 3\n")
     result = kit.launch(project, ns)
     line = _one_line_failure(result)
-    assert "build failed" in line and "nbctl logs" in line
+    assert "build failed" in line and f"nbctl logs {ns}/badbuild --build" in line
     failed = result.of("failed")[-1]
     assert failed["reason"] == "BuildFailed"
     assert any("about-to-fail" in t for t in failed["log_tail"]), failed["log_tail"]

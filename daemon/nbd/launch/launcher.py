@@ -392,7 +392,7 @@ class Launcher:
                 emit(Cached(CachedStep.BUILD, f"context {md5} was built before as {state.image}", md5))
             return state.image
         if state.failed:
-            raise _BuildError(prog.build_failure(state, []))
+            raise _BuildError(prog.build_failure(state, [], _ref(plan)))
         emit(PhaseChanged(Phase.BUILDING, f"building image for context {md5}"))
         await self.app.registry.update(plan.key, phase=Phase.BUILDING)
         tail: list[str] = []
@@ -409,7 +409,7 @@ class Launcher:
                     await asyncio.wait_for(asyncio.shield(follower), 5.0)
                 except (asyncio.TimeoutError, NbdError):
                     pass
-                raise _BuildError(prog.build_failure(final, tail[-LOG_TAIL:]))
+                raise _BuildError(prog.build_failure(final, tail[-LOG_TAIL:], _ref(plan)))
             try:
                 await asyncio.wait_for(asyncio.shield(follower), 5.0)
             except (asyncio.TimeoutError, NbdError):
@@ -677,6 +677,11 @@ def _discard_archive(cache_dir: str, directory: str, path: str, forget: Callable
         os.unlink(path)
     except OSError:
         pass
+
+
+def _ref(plan: _Plan) -> str:
+    """The session as `nbctl` commands accept it (NAMESPACE/NAME is unambiguous)."""
+    return f"{plan.key.namespace}/{plan.key.name}"
 
 
 def _request_id() -> str:

@@ -155,7 +155,8 @@ def start_failure(notebook: dict[str, Any], pod: PodStatus | None) -> Failure | 
     return None
 
 
-def build_failure(state: BuildState, log_tail: list[str]) -> Failure:
+def build_failure(state: BuildState, log_tail: list[str], ref: str = "NAME") -> Failure:
+    """The failure of a build; `ref` is how `nbctl logs` names the session."""
     if state.reason == "MD5Mismatch":
         return Failure("MD5Mismatch", state.message + "; relaunch to upload the context again")
     if state.reason == "InvalidSpec":
@@ -164,7 +165,7 @@ def build_failure(state: BuildState, log_tail: list[str]) -> Failure:
     return Failure(
         "BuildFailed",
         f"the image build failed ({summary}); fix the Dockerfile and relaunch "
-        "(`nbctl logs NAME --build` shows the whole log)",
+        f"(`nbctl logs {ref} --build` shows the whole log)",
         tuple(log_tail or tail_in_message),
     )
 
