@@ -170,3 +170,31 @@ def test_kubectl_notebook_through_the_kubectl_plugin_mechanism(kit: LaunchKit, n
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode != 0
     assert "is not a directory" in bad.stderr
+
+
+def test_the_directory_and_the_notebook_stay_in_sync(kit: LaunchKit, ns: str, tmp_path: Path) -> None:
+    import urllib.request
+
+    project = make_project(tmp_path, "synced")
+    launched = kit.launch(project, ns)
+    assert launched.rc == 0, launched.stderr
+    token = launched.url.split("token=")[1]
+    base = launched.url.split("/?")[0]
+
+    # Local → notebook: a file written here shows up in Jupyter's /content.
+    (project / "from_laptop.txt").write_text("written locally\n")
+    wait_until(lambda: http_get(api_url(launched.url, "api/contents/from_laptop.txt"))[0] == 200,
+               what="the local file to reach the pod")
+
+    # Notebook → local: a file saved through Jupyter lands in the directory.
+    body = json.dumps({"type": "file", "format": "text", "content": "written in the notebook\n"}).encode()
+    request = urllib.request.Request(f"{base}/api/contents/from_notebook.txt", data=body, method="PUT",
+                                     headers={"Authorization": f"token {token}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        assert resp.status in (200, 201)
+    target = project / "from_notebook.txt"
+    wait_until(lambda: target.exists() and target.read_text() == "written in the notebook\n",
+               what="the notebook's file to reach the directory")
+    session = kit.session(ns, "synced")
+    assert session is not None and int(session["sync"].get("files_to_local") or 0) >= 1
+
