@@ -31,6 +31,7 @@ EXTRA_FORWARD = "forward"
 EXTRA_SYNC = "sync"
 COMPONENT_LABEL = "nbd.dev/component"
 POD_WAIT = 60.0  # seconds between log lines while the sync waits for a Ready pod
+STOP_FLUSH = 10.0  # how long a stop lets the sync settle
 
 
 def notebook_selector(name: str) -> dict[str, str]:
@@ -115,6 +116,9 @@ class SessionRuntime:
         self._sync_config = ("", "")
         self._pod_uid = ""
         self._paused = False
+        self._stopping = False
+        self._sync_dirty = False
+        self._sync_reporting = False
         self._rebinding: asyncio.Task[None] | None = None
 
     # --- forward ---------------------------------------------------------------------------------
@@ -256,7 +260,7 @@ class SessionRuntime:
             self._pod_uid = uid
             await self._record_sync()
         elif uid and uid != self._pod_uid:
-            if self._rebinding is None:
+            if self._rebinding is None and not self._stopping:
                 self._rebinding = asyncio.get_running_loop().create_task(self._rebind(uid))
             raise AgentLost(f"pod {name} replaced the pod the sync ran against; restarting the sync against it")
         return name
@@ -299,7 +303,28 @@ class SessionRuntime:
             self.registry.publish_detail(self.key, _problem(event.problem))
         elif isinstance(event, StateChanged):
             self._sync_state_changed(SyncState(int(event.state)))
-        self._schedule(self.registry.update(self.key, sync=sync_status(self.sync.status())))
+        self._report_sync()
+
+    def _report_sync(self) -> None:
+        """Puts the sync's status into the session soon. Updates are coalesced: while one is being
+        written, later events only mark the status dirty, so a cycle copying thousands of files
+        writes the session a few times, not once per file (the Events RPC still gets each file
+        as a SyncChange)."""
+        self._sync_dirty = True
+        if not self._sync_reporting:
+            self._sync_reporting = True
+            self._schedule(self._push_sync())
+
+    async def _push_sync(self) -> None:
+        try:
+            while self._sync_dirty:
+                self._sync_dirty = False
+                session = self.sync
+                if session is None or self.registry.find(self.key) is None:
+                    break
+                await self.registry.update(self.key, sync=sync_status(session.status()))
+        finally:
+            self._sync_reporting = False
 
     def _sync_state_changed(self, state: SyncState) -> None:
         """Keeps the user's pause: recorded (it outlives a restart) and shown while reconnecting."""
@@ -316,19 +341,27 @@ class SessionRuntime:
             asyncio.get_running_loop().call_soon(lambda: session.pause() if self.sync is session else None)
 
     async def stop_sync(self, *, flush: bool) -> None:
-        rebinding, self._rebinding = self._rebinding, None
-        if rebinding is not None:
-            rebinding.cancel()
-            await asyncio.gather(rebinding, return_exceptions=True)
-        session, self.sync = self.sync, None
-        if session is None:
-            return
-        if flush:
-            try:
-                await session.flush(10.0)
-            except (NbdError, asyncio.TimeoutError) as e:
-                log.warning("sync of %s did not settle before stopping: %s", self.key, e)
-        await session.stop()
+        """Stops the sync; `flush` first lets a connected sync settle (bounded by STOP_FLUSH)."""
+        session = self.sync
+        if session is not None and flush and self._rebinding is None:
+            # Only a connected sync can settle: flushing one that waits for its pod would just
+            # hold the stop for STOP_FLUSH seconds.
+            if SyncState(int(session.status().state)) in (SyncState.SCANNING, SyncState.SYNCING, SyncState.WATCHING):
+                try:
+                    await session.flush(STOP_FLUSH)
+                except (NbdError, asyncio.TimeoutError) as e:
+                    log.warning("sync of %s did not settle before stopping: %s", self.key, e)
+        self._stopping = True
+        try:
+            rebinding, self._rebinding = self._rebinding, None
+            if rebinding is not None:
+                rebinding.cancel()
+                await asyncio.gather(rebinding, return_exceptions=True)
+            session, self.sync = self.sync, None
+            if session is not None:
+                await session.stop()
+        finally:
+            self._stopping = False
 
     def sync_session(self) -> Any:
         if self.sync is None:
