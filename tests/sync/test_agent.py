@@ -248,6 +248,50 @@ def test_compressible_data_is_compressed_and_restored(tmp_path: Path) -> None:
     run(go())
 
 
+@pytest.mark.parametrize("parts, compressed", [
+    ([b"x = 1\n" * 2000], [True]),  # text: compressed
+    ([os.urandom(20_000)], [False]),  # random: the probe refuses it
+    ([os.urandom(3000)], [False]),  # random below the probe threshold: tried whole, not kept
+    ([b"ab"], [False]),  # tiny: never tried
+    ([b""], [False]),
+    ([b"y" * 5000, os.urandom(9000), b"z" * 70], [True, False, True]),  # a mixed batch
+])
+def test_pack_parts_compresses_per_part(parts: list[bytes], compressed: list[bool]) -> None:
+    body, zl = agent.pack_parts(parts)
+    assert [z >= 0 for z in zl] == compressed
+    assert agent.unpack_parts(body, [len(p) for p in parts], zl) == parts
+
+
+@pytest.mark.parametrize("part, size, why", [
+    (b"not zlib at all", 5, "corrupted"),
+    (__import__("zlib").compress(b"a" * 100), 50, "wrong size"),  # inflates beyond what was announced
+    (__import__("zlib").compress(b"a" * 100), 200, "wrong size"),
+    (__import__("zlib").compress(b"a" * 100)[:-3], 100, "wrong size"),  # truncated stream
+])
+def test_unpack_parts_refuses_bad_parts(part: bytes, size: int, why: str) -> None:
+    body = part + b"raw!"
+    out = agent.unpack_parts(body, [size, 4], [len(part), -1])
+    assert isinstance(out[0], str) and why in out[0]
+    assert out[1] == b"raw!"
+
+
+def test_mixed_batch_round_trips_both_ways(tmp_path: Path) -> None:
+    root = tmp_path / "r"
+    root.mkdir()
+    datas = [b"text %d\n" % i * 300 if i % 2 else os.urandom(4000 + i) for i in range(20)]
+
+    async def go() -> None:
+        async with Agent(root, tmp_path) as ep:
+            from nbd.sync.endpoint import PutItem
+            items = [PutItem(f"f{i}", None, file_entry(d), d) for i, d in enumerate(datas)]
+            results = await ep.put_many(items)
+            assert all(isinstance(r, Entry) for r in results)
+            assert await ep.read_many([(f"f{i}", _sha(d)) for i, d in enumerate(datas)]) == datas
+
+    run(go())
+    assert [(root / f"f{i}").read_bytes() for i in range(20)] == datas
+
+
 def test_watch_reports_changes(tmp_path: Path) -> None:
     root = tmp_path / "r"
     root.mkdir()

@@ -115,6 +115,63 @@ def read_frame(stream: Any) -> Tuple[Dict[str, Any], bytes]:
 
 
 # ----------------------------------------------------------------------------------------------
+# Batched file contents
+#
+# Many small files travel in one frame: the body is their concatenation and the header says, per
+# file, its wire length when compressed ("zl": length, or -1 when the bytes are sent as they are).
+# Compression is decided per file, because a batch mixes text (zlib level 1 shrinks it at ~1 GB/s)
+# with already-compressed data (level 1 wastes ~20 ms per MB on it and saves nothing): a file is
+# compressed only when a small probe of it shrinks by 10 %, and kept compressed only when the
+# whole shrinks by 10 %.
+
+PROBE = 1024
+
+
+def pack_parts(parts: List[bytes]) -> Tuple[bytes, List[int]]:
+    """(body, zl) for `parts`; see above."""
+    out: List[bytes] = []
+    zl: List[int] = []
+    compress = zlib.compress
+    for data in parts:
+        n = len(data)
+        if n < 64 or (n > 4 * PROBE and len(compress(data[:PROBE], 1)) > 0.9 * PROBE):
+            out.append(data)
+            zl.append(-1)
+            continue
+        packed = compress(data, 1)
+        if len(packed) < 0.9 * n:
+            out.append(packed)
+            zl.append(len(packed))
+        else:
+            out.append(data)
+            zl.append(-1)
+    return b"".join(out), zl
+
+
+def unpack_parts(body: bytes, sizes: List[int], zl: List[int]) -> List[Any]:
+    """The parts of a packed body: bytes, or a str saying why that part is unusable (a part
+    never inflates beyond its announced size, so a hostile peer cannot exhaust memory)."""
+    out: List[Any] = []
+    off = 0
+    for size, z in zip(sizes, zl):
+        size, z = int(size), int(z)
+        if z < 0:
+            out.append(body[off:off + size])
+            off += size
+            continue
+        d = zlib.decompressobj()
+        try:
+            data = d.decompress(body[off:off + z], size + 1)
+        except zlib.error as e:
+            data = None
+            out.append("corrupted compressed content: %s" % e)
+        off += z
+        if data is not None:
+            out.append(data if len(data) == size and d.eof else "compressed content of the wrong size")
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
 # Paths and ignore rules
 
 
@@ -1076,21 +1133,34 @@ class Server(object):
                     except (Refused, OSError) as e:
                         sizes.append(0)
                         errors.append(str(e) if isinstance(e, Refused) else "%s: %s" % (path, e.strerror or e))
-            blob = b"".join(parts)
-            packed = zlib.compress(blob, 1)
-            if len(packed) < len(blob) * 0.9:
-                return {"sizes": sizes, "errors": errors, "z": 1}, packed
-            return {"sizes": sizes, "errors": errors, "z": 0}, blob
+            if not h.get("zl"):  # a daemon that does not take per-file compression
+                return {"sizes": sizes, "errors": errors, "z": 0}, b"".join(parts)
+            blob, zl = pack_parts(parts)
+            return {"sizes": sizes, "errors": errors, "zl": zl}, blob
         if op in ("put_many", "stage_many"):
-            data = zlib.decompress(body) if h.get("z") else body
+            files = h["files"]
+            if h.get("zl") is not None:
+                datas = unpack_parts(body, [item[4] for item in files], h["zl"])
+            else:
+                data = zlib.decompress(body) if h.get("z") else body
+                datas, off = [], 0
+                for item in files:
+                    datas.append(data[off:off + item[4]])
+                    off += item[4]
             batch = []
-            off = 0
             handles = h.get("handles")
-            for i, item in enumerate(h["files"]):
+            refused: Dict[int, str] = {}
+            for i, item in enumerate(files):
                 path, expected, executable, digest, size = item
                 handle = int(handles[i]) if handles else -(i + 1)
-                batch.append((handle, path, expected, bool(executable), digest, data[off:off + size]))
-                off += size
+                if isinstance(datas[i], str):
+                    refused[i] = "%s: %s" % (path, datas[i])
+                    continue
+                batch.append((handle, path, expected, bool(executable), digest, datas[i]))
+            if refused:
+                with t.batch_scope():
+                    done = iter(t.stage_many(batch) if op == "stage_many" else t.put_many(batch, bool(h.get("fsync", True))))
+                return {"results": [refused[i] if i in refused else next(done) for i in range(len(files))]}, b""
             with t.batch_scope():
                 if op == "stage_many":
                     return {"results": t.stage_many(batch)}, b""

@@ -117,15 +117,6 @@ async def local_process_factory(argv: list[str]) -> AgentTransport:
     return await LocalProcessTransport.start(argv)
 
 
-def _compressed(blob: bytes) -> bytes | None:
-    """zlib level 1 of `blob` when that saves at least 10 % (judged on a sample first)."""
-    sample = blob[:65536]
-    if len(zlib.compress(sample, 1)) > 0.9 * len(sample):
-        return None
-    packed = zlib.compress(blob, 1)
-    return packed if len(packed) < 0.9 * len(blob) else None
-
-
 class _Reply:
     __slots__ = ("future", "queue")
 
@@ -347,14 +338,24 @@ class RemoteEndpoint:
             return
 
     async def read_many(self, files: list[tuple[str, str]]) -> list[bytes | str]:
-        h, body = await self.request({"op": "read_many", "files": [[path, ""] for path, _ in files]})
-        blob = zlib.decompress(body) if h.get("z") else body
+        h, body = await self.request({"op": "read_many", "files": [[path, ""] for path, _ in files], "zl": 1})
+        sizes, errors = list(h["sizes"]), list(h["errors"])
+        if h.get("zl") is not None:
+            parts = await asyncio.to_thread(agent.unpack_parts, body, sizes, list(h["zl"]))
+        else:
+            blob = zlib.decompress(body) if h.get("z") else body
+            parts, off = [], 0
+            for size in sizes:
+                parts.append(blob[off:off + size])
+                off += size
         out: list[bytes | str] = []
-        off = 0
-        for size, error in zip(h["sizes"], h["errors"]):
-            data = blob[off:off + size]
-            off += size
-            out.append(str(error) if error else data)
+        for (path, _), part, error in zip(files, parts, errors):
+            if error:
+                out.append(str(error))
+            elif isinstance(part, str):
+                out.append(f"{path}: {part}")
+            else:
+                out.append(part)
         return out
 
     async def write(self, path: str, expected: Entry | None, new: Entry, chunks: AsyncIterator[bytes]) -> Entry:
@@ -385,32 +386,29 @@ class RemoteEndpoint:
         return entry_from_wire(h["entry"])[1]
 
     async def put_many(self, items: list[PutItem]) -> list[Entry | str]:
-        blob = b"".join(i.data for i in items)
-        packed = await asyncio.to_thread(_compressed, blob)
-        z = packed is not None
+        body, zl = await asyncio.to_thread(agent.pack_parts, [i.data for i in items])
         header = {
-            "op": "put_many", "z": 1 if z else 0, "fsync": self.fsync,
+            "op": "put_many", "zl": zl, "fsync": self.fsync,
             "files": [
                 [i.path, expected_wire(i.expected), i.new.executable, i.new.digest, len(i.data)] for i in items
             ],
         }
-        h, _ = await self.request(header, packed if packed is not None else blob)
+        h, _ = await self.request(header, body)
         out: list[Entry | str] = []
         for r in h["results"]:
             out.append(str(r) if isinstance(r, str) else entry_from_wire(r)[1])
         return out
 
     async def stage_many(self, items: list[PutItem]) -> list[int | str]:
-        blob = b"".join(i.data for i in items)
-        packed = await asyncio.to_thread(_compressed, blob)
+        body, zl = await asyncio.to_thread(agent.pack_parts, [i.data for i in items])
         header = {
-            "op": "stage_many", "z": 1 if packed is not None else 0,
+            "op": "stage_many", "zl": zl,
             "handles": [self._next_id() for _ in items],
             "files": [
                 [i.path, expected_wire(i.expected), i.new.executable, i.new.digest, len(i.data)] for i in items
             ],
         }
-        h, _ = await self.request(header, packed if packed is not None else blob)
+        h, _ = await self.request(header, body)
         return [str(r) if isinstance(r, str) else int(r) for r in h["results"]]
 
     async def commit_many(self, handles: list[int]) -> list[Entry | str]:
