@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from nbd.kube.channel import Channel
+from nbd.kube.channel import Channel, send_frame
 
 __all__ = ["READ_CHUNK", "RelayResult", "relay_v4"]
 
@@ -31,7 +31,6 @@ log = logging.getLogger(__name__)
 
 READ_CHUNK = 64 * 1024  # aiohttp receivers (kubesim's too) handle 64 KiB frames best; larger ones cost copies
 DATA, ERROR = 0, 1
-_DATA_PREFIX = b"\x00"
 
 
 @dataclass
@@ -57,7 +56,7 @@ async def _local_to_pod(reader: asyncio.StreamReader, ws: aiohttp.ClientWebSocke
         if not data:
             return
         result.sent += len(data)
-        await ws.send_bytes(_DATA_PREFIX + data)
+        await send_frame(ws, DATA, data)
 
 
 async def _pod_to_local(

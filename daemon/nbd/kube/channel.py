@@ -5,14 +5,22 @@ channel byte (exec: 0 stdin, 1 stdout, 2 stderr, 3 status, 4 resize, v5's 255 = 
 channel"; portforward: 2i data / 2i+1 error for the i-th port). `Channel` is that framing and
 nothing more; the forward relay and `ExecChannel` build on it. Authentication, TLS and proxying come
 from the target's shared `Transport`.
+
+`send_frame` is the hot path of every upload: it builds the client's masked frame (header, mask,
+channel byte, data) in one allocation with one copy of the data, masks it in place and hands it
+to the connection's transport in one write, where aiohttp's `send_bytes` would copy the data
+three times (prefixing the channel byte, copying to mask, joining header and payload).
 """
 
 from __future__ import annotations
 
+import random
+import struct
 from collections.abc import Iterable, Sequence
 from urllib.parse import quote
 
 import aiohttp
+from aiohttp._websocket.helpers import websocket_mask
 
 from nbd.errors import Unavailable
 from nbd.kube.target import KubeTarget
@@ -20,6 +28,7 @@ from nbd.kube.target import KubeTarget
 __all__ = [
     "Channel",
     "open_channel",
+    "send_frame",
     "V4_CHANNEL",
     "V5_CHANNEL",
     "PORTFORWARD_PROTOCOLS",
@@ -30,6 +39,59 @@ V4_CHANNEL = "v4.channel.k8s.io"
 V5_CHANNEL = "v5.channel.k8s.io"
 PORTFORWARD_PROTOCOLS = (V4_CHANNEL,)
 EXEC_PROTOCOLS = (V5_CHANNEL, V4_CHANNEL)
+
+_BINARY_FIN = 0x82
+_MASKED = 0x80
+_random_bits = random.Random().getrandbits  # the masking key must be unpredictable, not secret
+
+
+def masked_frame(channel: int, data: bytes | bytearray | memoryview) -> bytearray:
+    """The complete client-to-server binary frame carrying `[channel] + data` (RFC 6455 section 5.2).
+
+    One allocation and one copy of `data`; the payload is masked in place.
+    """
+    length = 1 + len(data)
+    if length < 126:
+        start = 2 + 4
+    elif length < 65536:
+        start = 4 + 4
+    else:
+        start = 10 + 4
+    frame = bytearray(start + 1) + data
+    frame[start] = channel
+    key = _random_bits(32).to_bytes(4, "big")
+    # websocket_mask masks the whole buffer from index 0; the payload starts at `start`, so the key is
+    # rotated to keep payload byte j XORed with key[j % 4]. Header and key are written afterwards.
+    shift = start % 4
+    websocket_mask(key[-shift:] + key[:-shift] if shift else key, frame)
+    if length < 126:
+        frame[0], frame[1] = _BINARY_FIN, _MASKED | length
+    elif length < 65536:
+        struct.pack_into("!BBH", frame, 0, _BINARY_FIN, _MASKED | 126, length)
+    else:
+        struct.pack_into("!BBQ", frame, 0, _BINARY_FIN, _MASKED | 127, length)
+    frame[start - 4:start] = key
+    return frame
+
+
+async def send_frame(ws: aiohttp.ClientWebSocketResponse, channel: int, data: bytes | bytearray | memoryview) -> None:
+    """Send `[channel] + data` as one binary message, waiting while the connection's writer is paused.
+
+    Writes the frame to the connection's transport directly (aiohttp frames are written whole and
+    synchronously, so it never interleaves with aiohttp's own pings, pongs or close). The
+    connection offers no compression (`Transport.ws_connect` passes compress=0), so frames are raw.
+
+    Raises:
+        ConnectionResetError: the connection is closing or gone.
+    """
+    writer = ws._writer
+    transport = writer.transport
+    if ws.closed or transport is None or transport.is_closing():
+        raise ConnectionResetError("the WebSocket is closed")
+    transport.write(masked_frame(channel, data))
+    protocol = writer.protocol
+    if protocol.writing_paused:
+        await protocol._drain_helper()
 
 
 class Channel:
@@ -48,7 +110,7 @@ class Channel:
 
     async def send(self, channel: int, data: bytes | bytearray | memoryview) -> None:
         """Send `data` on `channel` (one message: channel byte + data)."""
-        await self.ws.send_bytes(bytes((channel,)) + bytes(data))
+        await send_frame(self.ws, channel, data)
 
     async def receive(self) -> tuple[int, bytes] | None:
         """The next (channel, payload), or None once the server closed the stream.
