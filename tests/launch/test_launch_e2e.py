@@ -72,10 +72,17 @@ def test_launch_answers_through_the_url_then_relaunch_is_cached(kit: LaunchKit, 
 
 
 def test_stop_relaunch_on_the_same_port_then_delete(kit: LaunchKit, ns: str, tmp_path: Path) -> None:
+    import socket
+
     project = make_project(tmp_path, "stopper")
-    first = kit.launch(project, ns)
+    # A port of its own (8888 and its neighbours are contended on a shared machine); the relaunch
+    # below passes no --port: the session remembers it.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    first = kit.launch(project, ns, "--port", str(port))
     assert first.rc == 0, first.stderr
-    port = first.ready["local_port"]
+    assert first.ready["local_port"] == port
 
     stopped = kit.nbctl("stop", f"{ns}/stopper", "--output", "json")
     assert stopped.returncode == 0, stopped.stderr

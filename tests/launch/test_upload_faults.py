@@ -127,7 +127,10 @@ def test_ctrl_c_mid_upload_leaves_nothing_half_done(fkit: LaunchKit, fns: str, p
     )
     try:
         assert proxy.put_started.wait(30), "the upload started"
-        time.sleep(0.5)
+        # A second launch of the same notebook meanwhile is refused, and changes nothing.
+        second = fkit.launch(project, fns)
+        assert second.rc == 1
+        assert "being launched already" in second.stderr
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=30)
     finally:
