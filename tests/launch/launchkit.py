@@ -132,6 +132,8 @@ def http_get(url: str, timeout: float = 10.0) -> tuple[int, bytes]:
             return resp.status, resp.read()
     except urllib.error.HTTPError as e:
         return e.code, e.read()
+    except (urllib.error.URLError, OSError) as e:
+        return 0, str(e).encode()
 
 
 def api_url(notebook_url: str, path: str = "api/contents") -> str:

@@ -11,6 +11,7 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 from launchkit import LaunchKit, age, api_url, http_get, make_project, wait_until
 
@@ -205,3 +206,29 @@ def test_the_directory_and_the_notebook_stay_in_sync(kit: LaunchKit, ns: str, tm
     session = kit.session(ns, "synced")
     assert session is not None and int(session["sync"].get("files_to_local") or 0) >= 1
 
+
+
+def test_a_killed_daemon_comes_back_with_the_session(kit: LaunchKit, ns: str, tmp_path: Path, daemon_factory: Any) -> None:
+    """SIGKILL the daemon: the next one resumes the forward on the same port, nothing rebuilt."""
+    import socket
+
+    first_daemon = daemon_factory(env={"HOME": str(tmp_path)})
+    own = LaunchKit(first_daemon, kit.stack)
+    project = make_project(tmp_path, "survivor")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    launched = own.launch(project, ns, "--port", str(port))
+    assert launched.rc == 0, launched.stderr
+    first_daemon.kill()
+
+    second_daemon = daemon_factory(dirs=first_daemon.dirs, env={"HOME": str(tmp_path)})
+    again = LaunchKit(second_daemon, kit.stack)
+    wait_until(lambda: http_get(api_url(launched.url))[0] == 200, what="the resumed forward to answer")
+    session = again.session(ns, "survivor")
+    assert session is not None and session["phase"] == READY and session["url"] == launched.url
+    relaunched = again.launch(project, ns)
+    assert relaunched.rc == 0, relaunched.stderr
+    assert relaunched.url == launched.url
+    assert {UPLOAD, BUILD} <= relaunched.cached_steps()
+    again.cleanup(ns)
