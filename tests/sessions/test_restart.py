@@ -47,7 +47,7 @@ def test_daemon_killed_and_restarted_resumes_forward_and_sync(notebook_factory):
 def test_pause_outlives_a_daemon_restart(notebook_factory):
     nb = notebook_factory()
     assert nb.sync("pause")["state"] == "SYNC_STATE_PAUSED"
-    nb.daemon.kill()
+    assert nb.daemon.stop() == 0  # a graceful stop this time
     nb.restart_daemon()
     wait_for(lambda: jupyter_api(nb.port)["version"], "the forward after the restart")
     write(nb.directory / "paused.txt", "not yet\n")
