@@ -151,3 +151,37 @@ def test_ctrl_c_mid_upload_leaves_nothing_half_done(fkit: LaunchKit, fns: str, p
     assert again.md5 == md5
     assert "PHASE_UPLOADING" in again.phases()
     assert _stored(fkit.stack, md5) is not None
+
+
+def test_ctrl_c_while_repackaging_a_live_session_leaves_it_running(fkit: LaunchKit, fns: str, tmp_path: Path) -> None:
+    project = make_project(tmp_path, "kept")
+    first = fkit.launch(project, fns, "--no-sync")
+    assert first.rc == 0, first.stderr
+    # Big enough that packaging lasts a few seconds on this machine.
+    with open(project / "big.bin", "wb") as f:
+        for _ in range(24):
+            f.write(os.urandom(4 << 20))
+    env = {**fkit.daemon.env, **fkit.env()}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nbctl", "launch", str(project), "-n", fns, "--no-sync", "--output", "json"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if '"progress"' in line and "PHASE_PACKAGING" in line:
+                break
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    session = wait_until(lambda: (s := fkit.session(fns, "kept")) and "cancelled" in s.get("message", "") and s,
+                         what="the cancelled relaunch to be recorded")
+    assert session["phase"] == "PHASE_READY"
+    assert http_get(api_url(first.url))[0] == 200
+    attached = fkit.launch(project, fns, "--attach")
+    assert attached.rc == 0 and attached.url == first.url
+    (project / "big.bin").unlink()

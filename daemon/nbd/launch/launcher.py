@@ -126,6 +126,9 @@ class _Plan:
     target: KubeTarget
     spec: dict[str, Any]
     key: SessionKey
+    # Set once this launch wrote to the cluster (the Notebook applied): from then on a cancelled
+    # launch may have changed what runs, so it leaves the session failed.
+    applied: bool = False
 
 
 class Launcher:
@@ -193,9 +196,15 @@ class Launcher:
                     raise failure
             finally:
                 if not task.done():
+                    live = self.app.registry.find(plan.key)
+                    was_ready = live is not None and live.phase == Phase.READY and plan.key in self.runtimes
                     task.cancel()
                     await asyncio.gather(task, return_exceptions=True)
-                    await self._mark(plan.key, Phase.FAILED, "launch cancelled; run `nbctl launch` again to resume it")
+                    if was_ready and not plan.applied:
+                        # Cancelled before touching the cluster: the running notebook is as it was.
+                        await self._mark(plan.key, Phase.READY, "the relaunch was cancelled; the notebook runs unchanged")
+                    else:
+                        await self._mark(plan.key, Phase.FAILED, "launch cancelled; run `nbctl launch` again to resume it")
 
     async def _plan(self, request: LaunchRequest) -> _Plan:
         directory = os.path.abspath(request.directory or ".")
@@ -293,6 +302,7 @@ class Launcher:
             spec["build"] = {"upload": {"md5": md5, "requestID": _request_id()}}
 
         manifest = notebook_manifest(plan.name, plan.key.namespace, spec, directory=plan.directory)
+        plan.applied = True
         await notebooks.apply(manifest)
 
         if not image:
