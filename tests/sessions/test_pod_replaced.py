@@ -69,3 +69,8 @@ def test_pod_replaced_with_a_built_image_keeps_local_edits(notebook_factory):
     assert nb.pod_read("main.py") == "print('edited after the build')\n"
     assert nb.pod_read("made_after_build.txt") == "local\n"
     assert nb.local_files() == nb.pod_files()
+    # The image's older main.py differs from the local one: at most it is kept aside as a
+    # conflict copy (nothing is lost either way), never over the local version.
+    copies = [p for p in nb.local_files() if ".conflict-" in p]
+    assert all(p.startswith("main.conflict-") for p in copies), copies
+    assert all(read(nb.directory / p) == "print('hello')\n" for p in copies)
