@@ -14,6 +14,7 @@ def test_stop_then_relaunch_keeps_the_port(notebook_factory):
     port = nb.port
     write(nb.directory / "before_stop.txt", "kept\n")
     nb.flush()
+    nb.sync("pause")  # a pause lasts until the session stops: the relaunch syncs again
 
     stopped = nb.nbctl_json("stop", nb.name)
     assert stopped["phase"] == "PHASE_STOPPED"

@@ -117,6 +117,7 @@ class SessionRuntime:
         self._pod_uid = ""
         self._paused = False
         self._stopping = False
+        self._restored = False
         self._sync_dirty = False
         self._sync_reporting = False
         self._rebinding: asyncio.Task[None] | None = None
@@ -154,6 +155,7 @@ class SessionRuntime:
         forward = Forward.from_record(self.kube, record, pods=self.pods)
         await forward.start()
         self.forward = forward
+        self._restored = True
         forward.on_change(self._forward_changed)
         changes: dict[str, Any] = {"forward": forward_status(forward.status())}
         session = self.registry.find(self.key)
@@ -211,7 +213,8 @@ class SessionRuntime:
         recorded = dict((session.extra.get(EXTRA_SYNC) or {}) if session is not None else {})
         same = recorded.get("directory") == directory and recorded.get("remote_root") == remote_root
         self._pod_uid = str(recorded.get("pod_uid") or "") if same else ""
-        self._paused = bool(recorded.get("paused")) if same else False
+        # A pause outlives a daemon restart (this runtime restores a session); a launch syncs.
+        self._paused = bool(recorded.get("paused")) if same and self._restored else False
         await self._update_extra(EXTRA_SYNC, self._sync_record())
         await self._open_sync()
 
