@@ -6,14 +6,22 @@ pod's port: echo, sink and source modes):
 - raw loopback TCP;
 - one plain aiohttp WebSocket hop (a TCP listener relaying to an aiohttp WebSocket server that
   relays to the target; the ceiling for any WebSocket port-forward);
-- the official `kubernetes.stream.portforward` (its socket used from the measuring process, its
-  proxy thread doing the relay);
+- the official `kubernetes.stream.portforward` the way a user gets a local port from it: a
+  127.0.0.1 listener whose connections are copied (two threads each) to the socket `portforward()`
+  returns, whose own proxy thread does the WebSocket framing -- what `kubectl port-forward`-like
+  wrappers of the Python client do. This is the baseline of the ">= 2x" target;
+- the same client's socket used directly by the measuring code in the relay's process (an
+  in-process socketpair: no local TCP hop and no separate client process), an extra row that shows
+  the client's best case;
 - `kubectl port-forward` (SPDY) — only against kubesim;
 - nbd's `Forward`.
 
 The API server is kubesim when `kubesim.testing` is available (real pods as processes), else the
 in-process fake v4 server of tests/forward (one hop, like the plain WebSocket baseline).
-Every relay runs in its own process so the measuring client never shares a GIL with it.
+Every relay runs in its own process so the measuring client never shares a GIL with it (but for
+the socketpair row, where they share one by construction). CPU seconds per GiB are reported for
+each relay process and for the API server process (kubesim or the fake, pods excluded) while it
+carried that path's transfers.
 
 Roles for the subprocesses: `python -m benchmarks.bench_forward ROLE ...` (see `_main`).
 """
@@ -44,6 +52,9 @@ ROOT = Path(__file__).resolve().parent.parent
 CHUNK = 1024 * 1024
 LABELS = {"app": "bench-forward"}
 REMOTE_PORT = 9000
+OFFICIAL = "kubernetes.stream.portforward + local listener"
+OFFICIAL_SOCKETPAIR = "kubernetes.stream.portforward socket in-process (socketpair, no listener)"
+RELAY_BUFFER = 256 * 1024  # the official-client wrapper's copy buffer (as large as its proxy's reads are useful)
 
 # -- the target server (the "pod's port") -------------------------------------------------------
 
@@ -242,6 +253,15 @@ def measure_op(connect: Connect, op: str, nbytes: int, rounds: int, setups: int)
     raise ValueError(op)
 
 
+def _cpu_one(pid: int) -> float:
+    """user+system CPU seconds of one process (its children excluded)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _cpu_seconds(pid: int) -> float:
     """user+system CPU seconds of a process and its live descendants (kubectl is a dispatcher)."""
     stats: dict[int, list[str]] = {}
@@ -422,6 +442,81 @@ def role_official(kubeconfig: str, namespace: str, pod: str) -> None:
         _ready({"values": values, "cpu": _cpu_seconds(os.getpid()) - cpu0})
 
 
+def _pump(src: Any, dst: Any, done: Callable[[], None]) -> None:
+    """Copy src to dst until EOF or an error (blocking; the GIL is released in recv and send)."""
+    buf = bytearray(RELAY_BUFFER)
+    view = memoryview(buf)
+    try:
+        while True:
+            k = src.recv_into(buf)
+            if k == 0:
+                break
+            dst.sendall(view[:k])
+    except OSError:
+        pass
+    finally:
+        done()
+
+
+def role_official_listener(kubeconfig: str, namespace: str, pod: str) -> None:
+    """A local port from `kubernetes.stream.portforward`, the way a user's wrapper provides one.
+
+    A 127.0.0.1 listener; each accepted connection gets its own `portforward()` stream and two
+    threads copying between the accepted socket and the socket `portforward()` returns (whose own
+    proxy thread does the WebSocket framing), like `kubectl port-forward`-style wrappers do.
+    """
+    from kubernetes import client, config
+    from kubernetes.stream import portforward
+
+    cfg = client.Configuration()
+    config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)  # type: ignore[no-untyped-call]
+    api = client.CoreV1Api(client.ApiClient(cfg))
+
+    def serve(conn: socket.socket) -> None:
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            pf = portforward(api.connect_get_namespaced_pod_portforward, pod, namespace, ports=str(REMOTE_PORT))
+        except Exception:
+            conn.close()
+            return
+        remote = pf.socket(REMOTE_PORT)
+        remote.setblocking(True)
+        lock = threading.Lock()
+        closed = [False]
+
+        def done() -> None:
+            # Either direction ending ends the connection (the v4 protocol has no half-close).
+            with lock:
+                if closed[0]:
+                    return
+                closed[0] = True
+            for s in (conn, remote):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+                with contextlib.suppress(OSError):
+                    s.close()
+
+        threading.Thread(target=_pump, args=(remote, conn, done), daemon=True).start()
+        _pump(conn, remote, done)
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(128)
+
+    def accept() -> None:
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    _ready({"port": srv.getsockname()[1]})
+    _wait_stdin_closed()
+    srv.close()
+
+
 # -- orchestration -------------------------------------------------------------------------------
 
 
@@ -477,24 +572,34 @@ class Measured:
     """One path under measurement: measured here through a local port, or inside a role process."""
 
     def __init__(
-        self, name: str, *, port: int | None = None, relay_pid: int | None = None, role: Role | None = None
+        self,
+        name: str,
+        *,
+        port: int | None = None,
+        relay_pid: int | None = None,
+        role: Role | None = None,
+        server_pid: int | None = None,
     ) -> None:
         self.name = name
         self.port = port
         self.relay_pid = relay_pid
         self.role = role
+        self.server_pid = server_pid
         self.cpu_includes_client = role is not None
 
-    def measure(self, op: str, nbytes: int, rounds: int, setups: int) -> tuple[list[float], float]:
-        """(values, relay CPU seconds spent meanwhile; NaN when unknown)."""
+    def measure(self, op: str, nbytes: int, rounds: int, setups: int) -> tuple[list[float], float, float]:
+        """(values, relay CPU seconds, API server CPU seconds spent meanwhile; NaN when unknown)."""
+        server0 = _cpu_one(self.server_pid) if self.server_pid else float("nan")
         if self.role is not None:
             answer = self.role.ask({"op": op, "nbytes": nbytes, "rounds": rounds, "setups": setups})
-            return answer["values"], answer["cpu"]
-        assert self.port is not None
-        cpu0 = _cpu_seconds(self.relay_pid) if self.relay_pid else 0.0
-        values = measure_op(tcp_connect(self.port), op, nbytes, rounds, setups)
-        cpu = _cpu_seconds(self.relay_pid) - cpu0 if self.relay_pid else float("nan")
-        return values, cpu
+            values, cpu = answer["values"], answer["cpu"]
+        else:
+            assert self.port is not None
+            cpu0 = _cpu_seconds(self.relay_pid) if self.relay_pid else 0.0
+            values = measure_op(tcp_connect(self.port), op, nbytes, rounds, setups)
+            cpu = _cpu_seconds(self.relay_pid) - cpu0 if self.relay_pid else float("nan")
+        server = _cpu_one(self.server_pid) - server0 if self.server_pid else float("nan")
+        return values, cpu, server
 
 
 def measure_interleaved(
@@ -507,23 +612,25 @@ def measure_interleaved(
     """
     out: dict[str, dict[str, float]] = {
         p.name: {"up": 0.0, "down": 0.0, "p50": float("inf"), "p99": float("inf"), "setup": float("inf"),
-                 "cpu": 0.0, "cpu_includes_client": float(p.cpu_includes_client)}
+                 "cpu": 0.0, "server_cpu": 0.0, "cpu_includes_client": float(p.cpu_includes_client)}
         for p in paths
     }
     for _ in range(reps):
         for path in paths:
             r = out[path.name]
             for op in ("up", "down"):
-                values, cpu = path.measure(op, nbytes, rounds, setups)
+                values, cpu, server = path.measure(op, nbytes, rounds, setups)
                 r[op] = max(r[op], values[0])
                 r["cpu"] += cpu
-            (p50, p99), _ = path.measure("latency", nbytes, rounds, setups)
+                r["server_cpu"] += server
+            (p50, p99), _, _ = path.measure("latency", nbytes, rounds, setups)
             if p50 < r["p50"]:
                 r["p50"], r["p99"] = p50, p99
-            (setup,), _ = path.measure("setup", nbytes, rounds, setups)
+            (setup,), _, _ = path.measure("setup", nbytes, rounds, setups)
             r["setup"] = min(r["setup"], setup)
     for r in out.values():
         r["cpu"] = r["cpu"] / (2 * reps * nbytes / 2**30)
+        r["server_cpu"] = r["server_cpu"] / (2 * reps * nbytes / 2**30)
     return out
 
 
@@ -550,8 +657,8 @@ def kubectl_forward(kubeconfig: str, namespace: str, pod: str) -> Iterator[tuple
 
 
 @contextlib.contextmanager
-def kubesim_pod(directory: Path, tls: bool) -> Iterator[tuple[str, str, str]]:
-    """A kubesim subprocess running the target server in pod `bench-0`: (kubeconfig, namespace, pod)."""
+def kubesim_pod(directory: Path, tls: bool) -> Iterator[tuple[str, str, str, int]]:
+    """A kubesim subprocess running the target server in pod `bench-0`: (kubeconfig, namespace, pod, pid)."""
     sys.path.insert(0, str(ROOT / "tests" / "forward"))
     from kubernetes import client, config
     from podspecs import pod_manifest  # type: ignore[import-not-found]
@@ -575,7 +682,8 @@ def kubesim_pod(directory: Path, tls: bool) -> Iterator[tuple[str, str, str]]:
             if time.monotonic() > deadline:
                 raise RuntimeError("the benchmark pod never became Ready in kubesim")
             time.sleep(0.1)
-        yield str(sim.kubeconfig), "default", "bench-0"
+        assert sim.process is not None
+        yield str(sim.kubeconfig), "default", "bench-0", sim.process.pid
     finally:
         sim.stop()
 
@@ -590,16 +698,18 @@ def _kubesim_available() -> bool:
 
 
 @contextlib.contextmanager
-def cluster_paths(kc: str, ns: str, pod: str, with_kubectl: bool) -> Iterator[list[Measured]]:
-    """The official client, kubectl (optional) and nbd, all relaying to `pod` through one API server."""
+def cluster_paths(kc: str, ns: str, pod: str, with_kubectl: bool, server_pid: int) -> Iterator[list[Measured]]:
+    """The official client (listener and socketpair), kubectl (optional) and nbd, through one API server."""
     with contextlib.ExitStack() as stack:
-        official = stack.enter_context(spawn("official", kc, ns, pod))
-        paths = [Measured("kubernetes.stream.portforward", role=official)]
+        listener = stack.enter_context(spawn("official-listener", kc, ns, pod))
+        paths = [Measured(OFFICIAL, port=listener["port"], relay_pid=listener.pid, server_pid=server_pid)]
+        in_process = stack.enter_context(spawn("official", kc, ns, pod))
+        paths.append(Measured(OFFICIAL_SOCKETPAIR, role=in_process, server_pid=server_pid))
         if with_kubectl:
             local, pid = stack.enter_context(kubectl_forward(kc, ns, pod))
-            paths.append(Measured("kubectl port-forward", port=local, relay_pid=pid))
+            paths.append(Measured("kubectl port-forward", port=local, relay_pid=pid, server_pid=server_pid))
         fwd = stack.enter_context(spawn("nbd", kc, ns))
-        paths.append(Measured("nbd forward", port=fwd["port"], relay_pid=fwd.pid))
+        paths.append(Measured("nbd forward", port=fwd["port"], relay_pid=fwd.pid, server_pid=server_pid))
         yield paths
 
 
@@ -613,7 +723,7 @@ def run(quick: bool = False) -> list[Figure]:
         tport = target["port"]
         with spawn("ws-server", str(tport)) as wss, spawn("ws-client", str(wss["port"])) as wsc, \
                 spawn("fake-api", str(tport), tmp) as api, \
-                cluster_paths(api["kubeconfig"], api["namespace"], api["pod"], False) as fake_paths:
+                cluster_paths(api["kubeconfig"], api["namespace"], api["pod"], False, api.pid) as fake_paths:
             base_paths = [
                 Measured("raw loopback TCP", port=tport),
                 Measured("plain aiohttp WebSocket hop", port=wsc["port"], relay_pid=wsc.pid),
@@ -623,7 +733,7 @@ def run(quick: bool = False) -> list[Figure]:
         out += figures(results, server="one-hop fake v4 API server")
         if _kubesim_available():
             for tls, label in ((False, "kubesim http"), (True, "kubesim https+token")):
-                with kubesim_pod(Path(tmp), tls) as (kc, ns, pod), cluster_paths(kc, ns, pod, True) as paths:
+                with kubesim_pod(Path(tmp), tls) as (kc, ns, pod, pid), cluster_paths(kc, ns, pod, True, pid) as paths:
                     sim = measure_interleaved(paths, nbytes, rounds, setups, reps)
                 out += figures({**sim, "plain aiohttp WebSocket hop": ws_hop}, server=label,
                                skip_paths=("plain aiohttp WebSocket hop",))
@@ -648,15 +758,17 @@ def figures(
             ("p99", "round trip p99", "ms", False),
             ("setup", "new connection p50", "ms", False),
             ("cpu", "relay CPU per GiB", "s", False),
+            ("server_cpu", "API server CPU per GiB", "s", False),
         ):
             if r.get(key) != r.get(key):  # NaN: not measured for this path
                 continue
-            if key == "cpu" and path == "raw loopback TCP":
+            if key in ("cpu", "server_cpu") and path in ("raw loopback TCP", "plain aiohttp WebSocket hop"):
                 continue
             if key == "cpu" and r.get("cpu_includes_client"):
                 label = "relay CPU per GiB (incl. measuring client)"
             out.append(Figure(name=f"{path}: {label} [{server}]", value=r[key], unit=unit, higher_is_better=hib))
-    official = results.get("kubernetes.stream.portforward")
+    official = results.get(OFFICIAL)
+    in_process = results.get(OFFICIAL_SOCKETPAIR)
     for key, label in (("up", "local->pod"), ("down", "pod->local")):
         out.append(Figure(
             name=f"nbd vs plain WebSocket hop: {label} [{server}]", value=nbd[key], unit="MB/s",
@@ -666,8 +778,14 @@ def figures(
         if official:
             out.append(Figure(
                 name=f"nbd vs official client: {label} [{server}]", value=nbd[key], unit="MB/s",
-                baseline="kubernetes.stream.portforward", baseline_value=official[key], target=">= 2x",
+                baseline=OFFICIAL, baseline_value=official[key], target=">= 2x",
                 met=nbd[key] >= 2 * official[key], higher_is_better=True,
+            ))
+        if in_process:
+            out.append(Figure(
+                name=f"nbd vs official client's in-process socket (no target): {label} [{server}]",
+                value=nbd[key], unit="MB/s", baseline=OFFICIAL_SOCKETPAIR, baseline_value=in_process[key],
+                higher_is_better=True,
             ))
         kubectl = results.get("kubectl port-forward")
         if kubectl:
@@ -701,6 +819,8 @@ def _main(argv: list[str]) -> None:
         role_nbd(args[0], args[1])
     elif role == "official":
         role_official(args[0], args[1], args[2])
+    elif role == "official-listener":
+        role_official_listener(args[0], args[1], args[2])
     else:
         raise SystemExit(f"unknown role {role}")
 
