@@ -52,3 +52,23 @@ def test_dropped_streams(notebook_factory):
     session = nb.status()
     assert session["forward"]["state"] == "FORWARD_STATE_ACTIVE"
     assert session["phase"] == "PHASE_READY"
+
+
+def test_streams_dropped_while_the_api_server_is_unavailable(notebook_factory):
+    """The API server answers 503 for a few seconds right after dropping every stream: the
+    reconnects fail for a while, then the forward and the sync recover by themselves."""
+    nb = notebook_factory()
+    admin = kubesim_admin(nb.stack)
+    try:
+        admin.unavailable(3)
+        admin.drop_streams()
+        write(nb.directory / "during_outage.txt", "local\n")
+    finally:
+        wait_for(lambda: admin.status()["unavailableFor"] == 0, "the outage to end", timeout=10)
+    wait_for(lambda: jupyter_api(nb.port)["version"], "the Jupyter API after the outage")
+    wait_for(lambda: nb.pod_read("during_outage.txt") == "local\n", "the outage's local edit in the pod")
+    nb.pod_write("after_outage.txt", "pod\n")
+    wait_for(lambda: read(nb.directory / "after_outage.txt") == "pod\n", "a pod edit locally after the outage")
+    wait_for(lambda: (s := nb.status()) and s["forward"]["state"] == "FORWARD_STATE_ACTIVE"
+             and s["sync"]["state"] == "SYNC_STATE_WATCHING", "the session to be active and watching")
+    assert nb.flush().get("conflicts", []) == []
