@@ -5,6 +5,7 @@ The emulator accepts every signed PUT; real GCS answers 403 (signature, expiry),
 object PUTs it is told to spoil, one queued fault per PUT:
 
 - "403": 403 SignatureDoesNotMatch (the body is read first, as GCS does);
+- "expired": 400 ExpiredToken (a URL used after its expiry);
 - "503": 503 with a GCS-like XML error;
 - "drop": read part of the body, then close the connection without an answer;
 - "baddigest": 400 BadDigest;
@@ -100,6 +101,9 @@ class FaultProxy:
             body = await request.read()
         if fault == "403":
             return web.Response(status=403, text=_ERROR.format(code="SignatureDoesNotMatch", message="bad signature"),
+                                content_type="application/xml")
+        if fault == "expired":
+            return web.Response(status=400, text=_ERROR.format(code="ExpiredToken", message="The provided token has expired."),
                                 content_type="application/xml")
         if fault == "503":
             return web.Response(status=503, text=_ERROR.format(code="ServiceUnavailable", message="try again"),

@@ -79,6 +79,7 @@ def _stored(stack: LocalStack, md5: str) -> str | None:
 
 @pytest.mark.parametrize("faults, notice", [
     (["403"], "fresh"),
+    (["expired"], "fresh"),
     (["503", "503"], ""),
     (["drop"], ""),
 ])
