@@ -69,3 +69,29 @@ def test_build_failure(message: str, tail: list[str], summary: str, quoted: tupl
     assert f"({summary})" in failure.message
     assert failure.log_tail == quoted
     assert "\n" not in failure.message
+
+
+def _uploaded(request_id: str, reason: str) -> dict[str, Any]:
+    return {
+        "metadata": {"generation": 1},
+        "status": {
+            "observedGeneration": 1,
+            "upload": {"requestID": request_id},
+            "conditions": [{"type": "Uploaded", "status": "False", "reason": reason, "message": "m"}],
+        },
+    }
+
+
+@pytest.mark.parametrize(
+    "notebook, request_id, reason",
+    [
+        (_uploaded("r1", "MD5Mismatch"), "r1", "MD5Mismatch"),
+        # The mismatch of an earlier request is not this launch's failure.
+        (_uploaded("r1", "MD5Mismatch"), "r2", None),
+        (_uploaded("r1", "WaitingForUpload"), "r1", None),
+        ({"status": {}}, "r1", None),
+    ],
+)
+def test_upload_failure(notebook: dict[str, Any], request_id: str, reason: str | None) -> None:
+    failure = prog.upload_failure(notebook, request_id)
+    assert (failure.reason if failure else None) == reason

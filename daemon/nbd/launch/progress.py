@@ -96,7 +96,13 @@ def build_state(notebook: dict[str, Any], md5: str) -> BuildState | None:
 
 
 def upload_failure(notebook: dict[str, Any], request_id: str) -> Failure | None:
-    """A failure the controller reported for our upload (e.g. the stored bytes do not match)."""
+    """A failure the controller reported for our upload (e.g. the stored bytes do not match).
+
+    Only an answer to `request_id` counts: an MD5Mismatch of an earlier request stays in the
+    conditions until the controller looked at the new one.
+    """
+    if ((notebook.get("status") or {}).get("upload") or {}).get("requestID") != request_id:
+        return None
     cond = condition(notebook, "Uploaded")
     if cond is None or cond.get("status") == "True":
         return None
