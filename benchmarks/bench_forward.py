@@ -794,6 +794,12 @@ def figures(
                 baseline="kubectl port-forward", baseline_value=kubectl[key], target=">= 1x",
                 met=nbd[key] >= kubectl[key], higher_is_better=True,
             ))
+    if official:
+        for key, label in (("cpu", "relay CPU per GiB"), ("server_cpu", "API server CPU per GiB")):
+            out.append(Figure(
+                name=f"nbd vs official client: {label} (no target) [{server}]", value=nbd[key], unit="s",
+                baseline=OFFICIAL, baseline_value=official[key],
+            ))
     out.append(Figure(
         name=f"nbd added round trip p50 over plain WebSocket hop [{server}]", value=nbd["p50"] - ws["p50"], unit="ms",
         target="<= 1 ms", met=nbd["p50"] - ws["p50"] <= 1.0,
