@@ -9,6 +9,7 @@ object PUTs it is told to spoil, one queued fault per PUT:
 - "503": 503 with a GCS-like XML error;
 - "drop": read part of the body, then close the connection without an answer;
 - "baddigest": 400 BadDigest;
+- "corrupt": pass the PUT through with its last byte flipped (the controller's check must catch it);
 - "slow": pass the PUT through, reading its body at `slow_rate` bytes per second.
 
 It runs an aiohttp server on its own thread and event loop; `puts` counts object PUTs seen.
@@ -112,6 +113,8 @@ class FaultProxy:
             return web.Response(status=400, text=_ERROR.format(
                 code="BadDigest", message="The MD5 you specified did not match what we received."),
                 content_type="application/xml")
+        if fault == "corrupt" and body:
+            body = body[:-1] + bytes([body[-1] ^ 0xFF])  # stored as is: the emulator checks no MD5
         return await self._forward(request, body)
 
     async def _read_slowly(self, request: web.Request) -> bytes:

@@ -116,6 +116,25 @@ def test_bad_digest_is_final_and_the_next_launch_packages_again(fkit: LaunchKit,
     assert "PHASE_UPLOADING" in again.phases()
 
 
+def test_stored_bytes_that_do_not_match_fail_the_launch_and_the_next_uploads_again(
+    fkit: LaunchKit, fns: str, proxy: FaultProxy, tmp_path: Path
+) -> None:
+    project = make_project(tmp_path, "mismatch")
+    (project / "salt.txt").write_text(fns)
+    proxy.faults.append("corrupt")
+    failed = fkit.launch(project, fns, timeout=90)
+    assert failed.rc == 1, failed.stderr
+    line = [x for x in failed.stderr.splitlines() if x.startswith("nbctl:")]
+    assert len(line) == 1 and "MD5" in line[0] and "relaunch" in line[0], failed.stderr
+    assert failed.of("failed")[-1]["reason"] == "MD5Mismatch"
+    assert failed.seconds < 60
+
+    again = fkit.launch(project, fns)
+    assert again.rc == 0, again.stderr
+    assert "STEP_PACKAGE" not in again.cached_steps()
+    assert "PHASE_UPLOADING" in again.phases() and "PHASE_BUILDING" in again.phases()
+
+
 def test_ctrl_c_mid_upload_leaves_nothing_half_done(fkit: LaunchKit, fns: str, proxy: FaultProxy, tmp_path: Path) -> None:
     project = make_project(tmp_path, "interrupted")
     (project / "data.bin").write_bytes(os.urandom(4 << 20))

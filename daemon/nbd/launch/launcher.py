@@ -307,8 +307,8 @@ class Launcher:
 
         if not image:
             request_id = spec["build"]["upload"]["requestID"]
-            uploaded = await self._upload(plan, notebooks, md5, md5_b64, built_path, request_id, emit)
-            image = await self._build(plan, notebooks, md5, emit, uploaded=uploaded)
+            uploaded, request_id = await self._upload(plan, notebooks, md5, md5_b64, built_path, request_id, emit)
+            image = await self._build(plan, notebooks, md5, built_path, request_id, emit, uploaded=uploaded)
         await registry.update(plan.key, image=image)
 
         await self._start(plan, request, notebooks, kube, emit)
@@ -337,8 +337,12 @@ class Launcher:
 
     async def _upload(
         self, plan: _Plan, notebooks: NotebookClient, md5: str, md5_b64: str, path: str, request_id: str, emit: Emit
-    ) -> bool:
-        """Uploads the context unless the cluster stores it; returns whether bytes were sent."""
+    ) -> tuple[bool, str]:
+        """Uploads the context unless the cluster stores it.
+
+        Returns whether bytes were sent and the requestID whose URL took them (the controller
+        answers about that request).
+        """
         from nbd.context import forget_context
         from nbd.upload import BadDigest, SignedURL, UploadProgress, upload
 
@@ -350,7 +354,7 @@ class Launcher:
             raise FailedPrecondition(answer.message, reason=answer.reason)
         if answer.stored:
             emit(Cached(CachedStep.UPLOAD, f"the cluster already stores context {md5}", md5))
-            return False
+            return False, request_id
         emit(PhaseChanged(Phase.UPLOADING, f"uploading context {md5}"))
         await self.app.registry.update(plan.key, phase=Phase.UPLOADING)
         first: list[prog.UploadAnswer] = [answer]
@@ -380,22 +384,29 @@ class Launcher:
             await upload(path, md5_b64, get_url, progress=progress)
         except _AlreadyStored:
             emit(Cached(CachedStep.UPLOAD, f"the cluster already stores context {md5}", md5))
-            return False
+            return False, request_id
         except BadDigest:
             # The archive no longer matches its MD5 (changed on disk?): never reuse it. The next
             # launch walks and packages the directory from scratch.
             await asyncio.to_thread(_discard_archive, self.cache_dir, plan.directory, path, forget_context)
             raise
         await notebooks.patch_spec(plan.name, {"build": {"uploaded": request_id}})
-        return True
+        return True, request_id
 
     # --- build -----------------------------------------------------------------------------------
 
-    async def _build(self, plan: _Plan, notebooks: NotebookClient, md5: str, emit: Emit, *, uploaded: bool) -> str:
-        state: prog.BuildState = await notebooks.wait_for(
-            plan.name, lambda nb: prog.build_state(nb, md5), timeout=CONTROLLER_TIMEOUT,
-            what="the controller to start the build",
+    async def _build(
+        self, plan: _Plan, notebooks: NotebookClient, md5: str, path: str, request_id: str, emit: Emit, *,
+        uploaded: bool,
+    ) -> str:
+        # The controller verifies the stored object before building: a mismatch (or a missing
+        # object) shows on the Uploaded condition of our request, never on Built.
+        answer = await notebooks.wait_for(
+            plan.name, lambda nb: prog.upload_failure(nb, request_id) or prog.build_state(nb, md5),
+            timeout=CONTROLLER_TIMEOUT, what="the controller to start the build",
         )
+        await self._upload_refused(plan, answer, path)
+        state: prog.BuildState = answer
         if state.done:
             # Built before this launch asked (nothing was uploaded now): the build is cached.
             if state.reason == "AlreadyBuilt" or not uploaded:
@@ -408,11 +419,14 @@ class Launcher:
         tail: list[str] = []
         follower = asyncio.get_running_loop().create_task(self._follow_build(notebooks, md5, emit, tail))
         try:
-            final = await notebooks.wait_for(
+            answer = await notebooks.wait_for(
                 plan.name,
-                lambda nb: (s := prog.build_state(nb, md5)) is not None and (s.done or s.failed) and s,
+                lambda nb: prog.upload_failure(nb, request_id)
+                or ((s := prog.build_state(nb, md5)) is not None and (s.done or s.failed) and s),
                 timeout=BUILD_TIMEOUT, what="the image build",
             )
+            await self._upload_refused(plan, answer, path)
+            final: prog.BuildState = answer
             if final.failed:
                 # Let the follower print what is left of the log before the failure.
                 try:
@@ -428,6 +442,18 @@ class Launcher:
         finally:
             follower.cancel()
             await asyncio.gather(follower, return_exceptions=True)
+
+    async def _upload_refused(self, plan: _Plan, answer: Any, path: str) -> None:
+        """Raises the controller's refusal of the uploaded object (after forgetting the archive)."""
+        from nbd.context import forget_context
+
+        if not isinstance(answer, Failure):
+            return
+        if answer.reason == "MD5Mismatch":
+            # What was stored is not what was packaged: package from scratch next time.
+            await asyncio.to_thread(_discard_archive, self.cache_dir, plan.directory, path, forget_context)
+        raise FailedPrecondition(f"{answer.message.rstrip('.')}; relaunch to upload the context again",
+                                 reason=answer.reason)
 
     async def _follow_build(self, notebooks: NotebookClient, md5: str, emit: Emit, tail: list[str]) -> None:
         """Streams every line of the build pod's containers (the fetch init container first)."""

@@ -106,7 +106,7 @@ def upload_failure(notebook: dict[str, Any], request_id: str) -> Failure | None:
     cond = condition(notebook, "Uploaded")
     if cond is None or cond.get("status") == "True":
         return None
-    if cond.get("reason") in ("MD5Mismatch", "InvalidSpec", "StorageError"):
+    if cond.get("reason") in ("MD5Mismatch", "UploadMissing", "InvalidSpec", "StorageError"):
         return Failure(str(cond["reason"]), str(cond.get("message") or "the upload was refused"))
     return None
 
