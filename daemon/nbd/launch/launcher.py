@@ -27,7 +27,13 @@ Invariants:
 - the session is in the registry from the first step on, with the phase it is in, so `nbctl list`
   shows a launch in progress and a failure says where it stopped;
 - a cancelled launch (Ctrl-C) cancels the step in progress; an upload in flight is abandoned before
-  the store commits it (a single PUT is atomic), so nothing half-done is left behind.
+  the store commits it (a single PUT is atomic), so nothing half-done is left behind. The session
+  is marked failed ("launch cancelled"), except a relaunch of a ready session cancelled before it
+  wrote to the cluster: that session stays ready, its forward and sync untouched;
+- an archive whose bytes the store refused (BadDigest) or stored wrongly (the controller's
+  MD5Mismatch) is forgotten, so the next launch packages from scratch;
+- the controller's status is read only once it describes this launch's spec (observedGeneration),
+  so a stale Unschedulable or Ready of an earlier spec never decides a launch.
 """
 
 from __future__ import annotations
