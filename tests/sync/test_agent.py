@@ -292,6 +292,25 @@ def test_mixed_batch_round_trips_both_ways(tmp_path: Path) -> None:
     assert [(root / f"f{i}").read_bytes() for i in range(20)] == datas
 
 
+@pytest.mark.parametrize("with_sync_file_range", [True, False])
+def test_large_write_through_each_write_back_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, with_sync_file_range: bool
+) -> None:
+    if not with_sync_file_range:  # a libc without sync_file_range: posix_fadvise starts the write-back
+        monkeypatch.setattr(agent, "_SYNC_FILE_RANGE", [None])
+    elif agent._sync_file_range() is None:
+        pytest.skip("no sync_file_range here")
+    tree = agent.Tree(str(tmp_path))
+    data = os.urandom(3 * agent.WRITEBACK_STEP + 12345)
+    tree.write_begin(1, "big", None, False, _sha(data))
+    for i in range(0, len(data), 1 << 20):
+        tree.write_chunk(1, data[i:i + (1 << 20)])
+    e = tree.write_end(1, True)
+    assert e[2] == len(data) and e[4] == _sha(data)
+    assert (tmp_path / "big").read_bytes() == data
+    assert [p.name for p in tmp_path.iterdir()] == ["big"]  # no temp file left
+
+
 def test_watch_reports_changes(tmp_path: Path) -> None:
     root = tmp_path / "r"
     root.mkdir()
