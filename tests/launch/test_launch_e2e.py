@@ -232,3 +232,22 @@ def test_a_killed_daemon_comes_back_with_the_session(kit: LaunchKit, ns: str, tm
     assert relaunched.url == launched.url
     assert {UPLOAD, BUILD} <= relaunched.cached_steps()
     again.cleanup(ns)
+
+
+def test_a_notebook_launched_from_elsewhere_is_not_taken_over(kit: LaunchKit, ns: str, tmp_path: Path) -> None:
+    foreign = {
+        "apiVersion": "nbd.dev/v1alpha1", "kind": "Notebook",
+        "metadata": {"name": "foreign", "namespace": ns,
+                     "annotations": {"nbd.dev/local-directory": "/home/someone/foreign"}},
+        "spec": {"image": "python:3.11-slim", "suspend": True},
+    }
+    kit.stack.custom().create_namespaced_custom_object("nbd.dev", "v1alpha1", ns, "notebooks", foreign)
+    before = kit.notebook(ns, "foreign")
+    assert before is not None
+    project = make_project(tmp_path, "foreign")
+    refused = kit.launch(project, ns)
+    assert refused.rc == 1
+    assert "launched from /home/someone/foreign" in refused.stderr and "--name" in refused.stderr
+    after = kit.notebook(ns, "foreign")
+    assert after is not None and after["metadata"]["generation"] == before["metadata"]["generation"]
+    assert kit.session(ns, "foreign") is None

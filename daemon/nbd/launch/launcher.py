@@ -72,6 +72,7 @@ from nbd.launch.runtime import EXTRA_FORWARD, EXTRA_SYNC, SessionRuntime
 from nbd.launch.spec import (
     DEFAULT_PORT,
     DEFAULT_WORKDIR,
+    LOCAL_DIRECTORY_ANNOTATION,
     SpecOverrides,
     merge_spec,
     notebook_manifest,
@@ -251,6 +252,8 @@ class Launcher:
 
         kube = self.client_for(plan.target)
         notebooks = NotebookClient(kube, plan.key.namespace)
+        if existing is None:
+            await self._refuse_foreign(plan, notebooks)
         session_spec = _session_spec(plan.spec)
         now = utcnow()
         if existing is None:
@@ -278,6 +281,20 @@ class Launcher:
             await self._mark(plan.key, Phase.FAILED, message)
             emit(PhaseChanged(Phase.FAILED, message))
             emit(Failure("Internal", message))
+
+    async def _refuse_foreign(self, plan: _Plan, notebooks: NotebookClient) -> None:
+        """A Notebook of that name launched from another directory (another machine, another user's
+        daemon) is never taken over: applying ours would replace its pod and its content."""
+        current = await notebooks.get(plan.name)
+        annotations = ((current or {}).get("metadata") or {}).get("annotations") or {}
+        owner = str(annotations.get(LOCAL_DIRECTORY_ANNOTATION) or "")
+        if owner and owner != plan.directory:
+            raise FailedPrecondition(
+                f"notebook {plan.name} in {plan.key.namespace} already exists, launched from {owner} by another "
+                f"nbd; pass another --name, or delete it first (kubectl delete notebook {plan.name} "
+                f"-n {plan.key.namespace})",
+                reason="NameTaken",
+            )
 
     async def _launch_steps(
         self, plan: _Plan, request: LaunchRequest, notebooks: NotebookClient, kube: KubeClient, emit: Emit

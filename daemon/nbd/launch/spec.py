@@ -23,6 +23,8 @@ PLURAL = "notebooks"
 NOTEBOOK_LABEL = "nbd.dev/notebook"
 DEFAULT_WORKDIR = "/content"
 DEFAULT_PORT = 8888
+# The directory a Notebook was launched from (as the launching machine names it).
+LOCAL_DIRECTORY_ANNOTATION = "nbd.dev/local-directory"
 
 _DNS_LABEL_MAX = 63
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
@@ -219,7 +221,7 @@ def notebook_manifest(name: str, namespace: str, spec: dict[str, Any], *, direct
     """The Notebook object the daemon applies (server-side apply) for a launch."""
     metadata: dict[str, Any] = {"name": name, "namespace": namespace, "labels": {"app.kubernetes.io/managed-by": "nbd"}}
     if directory:
-        metadata["annotations"] = {"nbd.dev/local-directory": directory}
+        metadata["annotations"] = {LOCAL_DIRECTORY_ANNOTATION: directory}
     full = dict(spec)
     full["suspend"] = False
     return {"apiVersion": f"{API_GROUP}/{API_VERSION}", "kind": KIND, "metadata": metadata, "spec": full}
