@@ -44,7 +44,6 @@ import dataclasses
 import logging
 import os
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -67,6 +66,7 @@ from nbd.events import (
 )
 from nbd.kube import KubeClient, KubeTarget, load_target
 from nbd.launch import progress as prog
+from nbd.launch.building import BuildError, Delivery, new_request_id
 from nbd.launch.notebooks import NotebookClient, containers_of
 from nbd.launch.runtime import EXTRA_FORWARD, EXTRA_SYNC, SessionRuntime
 from nbd.launch.spec import (
@@ -86,10 +86,7 @@ log = logging.getLogger(__name__)
 
 NOTEBOOK_FILE = "notebook.yaml"
 EXTRA_LAUNCH = "launch"
-CONTROLLER_TIMEOUT = 60.0
-BUILD_TIMEOUT = 3600.0
 START_TIMEOUT = 900.0
-LOG_TAIL = 20
 
 Emit = Callable[[LaunchPayload], None]
 
@@ -274,7 +271,7 @@ class Launcher:
         except NbdError as e:
             await self._mark(plan.key, Phase.FAILED, e.message)
             emit(PhaseChanged(Phase.FAILED, e.message))
-            emit(e.failure if isinstance(e, (_BuildError, _StartError)) else Failure(e.reason, e.message))
+            emit(e.failure if isinstance(e, (BuildError, _StartError)) else Failure(e.reason, e.message))
         except Exception as e:
             log.exception("launch of %s failed", plan.key)
             message = f"the launch failed unexpectedly ({type(e).__name__}); see the daemon log (`nbctl daemon logs`)"
@@ -322,7 +319,7 @@ class Launcher:
             if built.cached:
                 emit(Cached(CachedStep.PACKAGE, "the directory is unchanged since it was last packaged", md5))
             await registry.update(plan.key, context_md5=md5)
-            spec["build"] = {"upload": {"md5": md5, "requestID": _request_id()}}
+            spec["build"] = {"upload": {"md5": md5, "requestID": new_request_id()}}
 
         manifest = notebook_manifest(plan.name, plan.key.namespace, spec, directory=plan.directory)
         plan.applied = True
@@ -330,8 +327,9 @@ class Launcher:
 
         if not image:
             request_id = spec["build"]["upload"]["requestID"]
-            uploaded, request_id = await self._upload(plan, notebooks, md5, md5_b64, built_path, request_id, emit)
-            image = await self._build(plan, notebooks, md5, built_path, request_id, emit, uploaded=uploaded)
+            delivery = Delivery(self.app.registry, notebooks, plan.key, plan.directory, self.cache_dir, emit)
+            uploaded, request_id = await delivery.upload(md5, md5_b64, built_path, request_id)
+            image = await delivery.build(md5, built_path, request_id, uploaded=uploaded)
         await registry.update(plan.key, image=image)
 
         await self._start(plan, request, notebooks, kube, emit)
@@ -357,163 +355,6 @@ class Launcher:
         os.makedirs(self.spool_dir, mode=0o700, exist_ok=True)
         os.makedirs(self.cache_dir, mode=0o700, exist_ok=True)
         return await build_context(directory, self.spool_dir, self.cache_dir, progress=progress)
-
-    async def _upload(
-        self, plan: _Plan, notebooks: NotebookClient, md5: str, md5_b64: str, path: str, request_id: str, emit: Emit
-    ) -> tuple[bool, str]:
-        """Uploads the context unless the cluster stores it.
-
-        Returns whether bytes were sent and the requestID whose URL took them (the controller
-        answers about that request).
-        """
-        from nbd.context import forget_context
-        from nbd.upload import BadDigest, SignedURL, UploadProgress, upload
-
-        answer = await notebooks.wait_for(
-            plan.name, lambda nb: prog.upload_answer(nb, request_id, md5) or prog.upload_failure(nb, request_id),
-            timeout=CONTROLLER_TIMEOUT, what="the controller to answer the upload request",
-        )
-        if isinstance(answer, Failure):
-            raise FailedPrecondition(answer.message, reason=answer.reason)
-        if answer.stored:
-            emit(Cached(CachedStep.UPLOAD, f"the cluster already stores context {md5}", md5))
-            return False, request_id
-        emit(PhaseChanged(Phase.UPLOADING, f"uploading context {md5}"))
-        await self.app.registry.update(plan.key, phase=Phase.UPLOADING)
-        first: list[prog.UploadAnswer] = [answer]
-
-        async def get_url() -> SignedURL:
-            # The first URL is the one already answered; later calls ask the controller for a new one.
-            nonlocal request_id
-            if first:
-                return SignedURL(first.pop().signed_url)
-            rid = _request_id()
-            await notebooks.patch_spec(plan.name, {"build": {"upload": {"md5": md5, "requestID": rid}}})
-            fresh = await notebooks.wait_for(
-                plan.name, lambda nb: prog.upload_answer(nb, rid, md5), timeout=CONTROLLER_TIMEOUT,
-                what="a fresh upload URL",
-            )
-            request_id = rid
-            emit(Notice("the upload URL expired or was refused; retrying with a fresh one", NoticeLevel.WARNING))
-            if fresh.stored:
-                raise _AlreadyStored()
-            return SignedURL(fresh.signed_url)
-
-        def progress(p: UploadProgress) -> None:
-            emit(Progress(Phase.UPLOADING, done_bytes=p.done_bytes, total_bytes=p.total_bytes,
-                          bytes_per_second=p.bytes_per_second, eta_seconds=p.eta_seconds))
-
-        try:
-            await upload(path, md5_b64, get_url, progress=progress)
-        except _AlreadyStored:
-            emit(Cached(CachedStep.UPLOAD, f"the cluster already stores context {md5}", md5))
-            return False, request_id
-        except BadDigest:
-            # The archive no longer matches its MD5 (changed on disk?): never reuse it. The next
-            # launch walks and packages the directory from scratch.
-            await asyncio.to_thread(_discard_archive, self.cache_dir, plan.directory, path, forget_context)
-            raise
-        await notebooks.patch_spec(plan.name, {"build": {"uploaded": request_id}})
-        return True, request_id
-
-    # --- build -----------------------------------------------------------------------------------
-
-    async def _build(
-        self, plan: _Plan, notebooks: NotebookClient, md5: str, path: str, request_id: str, emit: Emit, *,
-        uploaded: bool,
-    ) -> str:
-        # The controller verifies the stored object before building: a mismatch (or a missing
-        # object) shows on the Uploaded condition of our request, never on Built.
-        answer = await notebooks.wait_for(
-            plan.name, lambda nb: prog.upload_failure(nb, request_id) or prog.build_state(nb, md5),
-            timeout=CONTROLLER_TIMEOUT, what="the controller to start the build",
-        )
-        await self._upload_refused(plan, answer, path)
-        state: prog.BuildState = answer
-        if state.done:
-            # Built before this launch asked (nothing was uploaded now): the build is cached.
-            if state.reason == "AlreadyBuilt" or not uploaded:
-                emit(Cached(CachedStep.BUILD, f"context {md5} was built before as {state.image}", md5))
-            return state.image
-        if state.failed:
-            raise _BuildError(prog.build_failure(state, [], _ref(plan)))
-        emit(PhaseChanged(Phase.BUILDING, f"building image for context {md5}"))
-        await self.app.registry.update(plan.key, phase=Phase.BUILDING)
-        tail: list[str] = []
-        follower = asyncio.get_running_loop().create_task(self._follow_build(notebooks, md5, emit, tail))
-        try:
-            answer = await notebooks.wait_for(
-                plan.name,
-                lambda nb: prog.upload_failure(nb, request_id)
-                or ((s := prog.build_state(nb, md5)) is not None and (s.done or s.failed) and s),
-                timeout=BUILD_TIMEOUT, what="the image build",
-            )
-            await self._upload_refused(plan, answer, path)
-            final: prog.BuildState = answer
-            if final.failed:
-                # Let the follower print what is left of the log before the failure.
-                try:
-                    await asyncio.wait_for(asyncio.shield(follower), 5.0)
-                except (asyncio.TimeoutError, NbdError):
-                    pass
-                raise _BuildError(prog.build_failure(final, tail[-LOG_TAIL:], _ref(plan)))
-            try:
-                await asyncio.wait_for(asyncio.shield(follower), 5.0)
-            except (asyncio.TimeoutError, NbdError):
-                pass
-            return str(final.image)
-        finally:
-            follower.cancel()
-            await asyncio.gather(follower, return_exceptions=True)
-
-    async def _upload_refused(self, plan: _Plan, answer: Any, path: str) -> None:
-        """Raises the controller's refusal of the uploaded object (after forgetting the archive)."""
-        from nbd.context import forget_context
-
-        if not isinstance(answer, Failure):
-            return
-        if answer.reason == "MD5Mismatch":
-            # What was stored is not what was packaged: package from scratch next time.
-            await asyncio.to_thread(_discard_archive, self.cache_dir, plan.directory, path, forget_context)
-        raise FailedPrecondition(f"{answer.message.rstrip('.')}; relaunch to upload the context again",
-                                 reason=answer.reason)
-
-    async def _follow_build(self, notebooks: NotebookClient, md5: str, emit: Emit, tail: list[str]) -> None:
-        """Streams every line of the build pod's containers (the fetch init container first)."""
-        seen: set[str] = set()
-        deadline = time.monotonic() + BUILD_TIMEOUT
-        while time.monotonic() < deadline:
-            pods = [p for p in await notebooks.build_pods(md5) if p["metadata"]["name"] not in seen]
-            if not pods:
-                await asyncio.sleep(0.2)
-                continue
-            pod = pods[-1]
-            name = str(pod["metadata"]["name"])
-            seen.add(name)
-            for container in containers_of(pod):
-                await self._wait_container_started(notebooks, name, container)
-                try:
-                    async for line in notebooks.log_lines(name, container, follow=True):
-                        tail.append(line)
-                        del tail[:-200]
-                        emit(LogLine(line, container))
-                except NotFound:
-                    break
-            # The build container's log ended with the build: the Notebook says how it went.
-            return
-
-    async def _wait_container_started(self, notebooks: NotebookClient, pod: str, container: str) -> None:
-        while True:
-            obj = await notebooks.pod(pod)
-            if obj is None:
-                return
-            status = obj.get("status") or {}
-            for cs in (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or []):
-                if cs.get("name") == container and ((cs.get("state") or {}).get("running") or (cs.get("state") or {}).get("terminated")):
-                    return
-            if status.get("phase") in ("Succeeded", "Failed"):
-                return
-            await asyncio.sleep(0.1)
 
     # --- start, forward, sync --------------------------------------------------------------------
 
@@ -700,16 +541,6 @@ class Launcher:
         return status
 
 
-class _AlreadyStored(Exception):
-    """Another launch stored the same context while this one was asking for a fresh URL."""
-
-
-class _BuildError(FailedPrecondition):
-    def __init__(self, failure: Failure) -> None:
-        super().__init__(failure.message, reason=failure.reason)
-        self.failure = failure
-
-
 class _StartError(FailedPrecondition):
     def __init__(self, failure: Failure) -> None:
         super().__init__(failure.message, reason=failure.reason)
@@ -728,23 +559,6 @@ _OUTSIDE_MARK = " points outside the directory"
 
 def _links_outside(warnings: tuple[str, ...]) -> list[str]:
     return [w.split(": symlink to ", 1)[0] for w in warnings if _OUTSIDE_MARK in w and ": symlink to " in w]
-
-
-def _discard_archive(cache_dir: str, directory: str, path: str, forget: Callable[[str, str], None]) -> None:
-    forget(cache_dir, directory)
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
-
-
-def _ref(plan: _Plan) -> str:
-    """The session as `nbctl` commands accept it (NAMESPACE/NAME is unambiguous)."""
-    return f"{plan.key.namespace}/{plan.key.name}"
-
-
-def _request_id() -> str:
-    return uuid.uuid4().hex[:16]
 
 
 def _read_text(path: str) -> str:

@@ -1,0 +1,226 @@
+"""The upload and the build of one launch's context: the steps between "packaged" and "an image".
+
+`Delivery` asks the controller for an upload (or hears that the context is stored), PUTs the
+archive with fresh URLs as needed, marks it uploaded, then follows the build Job's log until the
+Notebook says built or failed. Everything it learns from the cluster goes through the pure
+readings of `nbd.launch.progress`; everything the user should see goes out through `emit`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from nbd.errors import FailedPrecondition, NbdError, NotFound
+from nbd.events import Cached, CachedStep, Failure, LaunchPayload, LogLine, Notice, NoticeLevel, PhaseChanged, Progress
+from nbd.launch import progress as prog
+from nbd.launch.notebooks import NotebookClient, containers_of
+from nbd.registry import SessionRegistry
+from nbd.session import Phase, SessionKey
+
+CONTROLLER_TIMEOUT = 60.0
+BUILD_TIMEOUT = 3600.0
+LOG_TAIL = 20
+
+Emit = Callable[[LaunchPayload], None]
+
+
+class AlreadyStored(Exception):
+    """Another launch stored the same context while this one was asking for a fresh URL."""
+
+
+class BuildError(FailedPrecondition):
+    """A failed build, with the Failure (and its log tail) the launch reports."""
+
+    def __init__(self, failure: Failure) -> None:
+        super().__init__(failure.message, reason=failure.reason)
+        self.failure = failure
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+def discard_archive(cache_dir: str, directory: str, path: str, forget: Callable[[str, str], None]) -> None:
+    """Forgets the manifest record of `directory` and removes its archive (next launch repackages)."""
+    forget(cache_dir, directory)
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+@dataclass
+class Delivery:
+    """The upload and build of one launch (one session's context) on one cluster."""
+
+    registry: SessionRegistry
+    notebooks: NotebookClient
+    key: SessionKey
+    directory: str
+    cache_dir: str
+    emit: Emit
+
+    @property
+    def ref(self) -> str:
+        """The session as `nbctl` commands accept it (NAMESPACE/NAME is unambiguous)."""
+        return f"{self.key.namespace}/{self.key.name}"
+
+    async def upload(
+        self, md5: str, md5_b64: str, path: str, request_id: str
+    ) -> tuple[bool, str]:
+        """Uploads the context unless the cluster stores it.
+
+        Returns whether bytes were sent and the requestID whose URL took them (the controller
+        answers about that request).
+        """
+        from nbd.context import forget_context
+        from nbd.upload import BadDigest, SignedURL, UploadProgress, upload
+
+        answer = await self.notebooks.wait_for(
+            self.key.name, lambda nb: prog.upload_answer(nb, request_id, md5) or prog.upload_failure(nb, request_id),
+            timeout=CONTROLLER_TIMEOUT, what="the controller to answer the upload request",
+        )
+        if isinstance(answer, Failure):
+            raise FailedPrecondition(answer.message, reason=answer.reason)
+        if answer.stored:
+            self.emit(Cached(CachedStep.UPLOAD, f"the cluster already stores context {md5}", md5))
+            return False, request_id
+        self.emit(PhaseChanged(Phase.UPLOADING, f"uploading context {md5}"))
+        await self.registry.update(self.key, phase=Phase.UPLOADING)
+        first: list[prog.UploadAnswer] = [answer]
+
+        async def get_url() -> SignedURL:
+            # The first URL is the one already answered; later calls ask the controller for a new one.
+            nonlocal request_id
+            if first:
+                return SignedURL(first.pop().signed_url)
+            rid = new_request_id()
+            await self.notebooks.patch_spec(self.key.name, {"build": {"upload": {"md5": md5, "requestID": rid}}})
+            fresh = await self.notebooks.wait_for(
+                self.key.name, lambda nb: prog.upload_answer(nb, rid, md5), timeout=CONTROLLER_TIMEOUT,
+                what="a fresh upload URL",
+            )
+            request_id = rid
+            self.emit(Notice("the upload URL expired or was refused; retrying with a fresh one", NoticeLevel.WARNING))
+            if fresh.stored:
+                raise AlreadyStored()
+            return SignedURL(fresh.signed_url)
+
+        def progress(p: UploadProgress) -> None:
+            self.emit(Progress(Phase.UPLOADING, done_bytes=p.done_bytes, total_bytes=p.total_bytes,
+                          bytes_per_second=p.bytes_per_second, eta_seconds=p.eta_seconds))
+
+        try:
+            await upload(path, md5_b64, get_url, progress=progress)
+        except AlreadyStored:
+            self.emit(Cached(CachedStep.UPLOAD, f"the cluster already stores context {md5}", md5))
+            return False, request_id
+        except BadDigest:
+            # The archive no longer matches its MD5 (changed on disk?): never reuse it. The next
+            # launch walks and packages the directory from scratch.
+            await asyncio.to_thread(discard_archive, self.cache_dir, self.directory, path, forget_context)
+            raise
+        await self.notebooks.patch_spec(self.key.name, {"build": {"uploaded": request_id}})
+        return True, request_id
+
+    # --- build -----------------------------------------------------------------------------------
+
+    async def build(self, md5: str, path: str, request_id: str, *, uploaded: bool) -> str:
+        # The controller verifies the stored object before building: a mismatch (or a missing
+        # object) shows on the Uploaded condition of our request, never on Built.
+        answer = await self.notebooks.wait_for(
+            self.key.name, lambda nb: prog.upload_failure(nb, request_id) or prog.build_state(nb, md5),
+            timeout=CONTROLLER_TIMEOUT, what="the controller to start the build",
+        )
+        await self._upload_refused(answer, path)
+        state: prog.BuildState = answer
+        if state.done:
+            # Built before this launch asked (nothing was uploaded now): the build is cached.
+            if state.reason == "AlreadyBuilt" or not uploaded:
+                self.emit(Cached(CachedStep.BUILD, f"context {md5} was built before as {state.image}", md5))
+            return state.image
+        if state.failed:
+            raise BuildError(prog.build_failure(state, [], self.ref))
+        self.emit(PhaseChanged(Phase.BUILDING, f"building image for context {md5}"))
+        await self.registry.update(self.key, phase=Phase.BUILDING)
+        tail: list[str] = []
+        follower = asyncio.get_running_loop().create_task(self._follow_build(md5, tail))
+        try:
+            answer = await self.notebooks.wait_for(
+                self.key.name,
+                lambda nb: prog.upload_failure(nb, request_id)
+                or ((s := prog.build_state(nb, md5)) is not None and (s.done or s.failed) and s),
+                timeout=BUILD_TIMEOUT, what="the image build",
+            )
+            await self._upload_refused(answer, path)
+            final: prog.BuildState = answer
+            if final.failed:
+                # Let the follower print what is left of the log before the failure.
+                try:
+                    await asyncio.wait_for(asyncio.shield(follower), 5.0)
+                except (asyncio.TimeoutError, NbdError):
+                    pass
+                raise BuildError(prog.build_failure(final, tail[-LOG_TAIL:], self.ref))
+            try:
+                await asyncio.wait_for(asyncio.shield(follower), 5.0)
+            except (asyncio.TimeoutError, NbdError):
+                pass
+            return str(final.image)
+        finally:
+            follower.cancel()
+            await asyncio.gather(follower, return_exceptions=True)
+
+    async def _upload_refused(self, answer: Any, path: str) -> None:
+        """Raises the controller's refusal of the uploaded object (after forgetting the archive)."""
+        from nbd.context import forget_context
+
+        if not isinstance(answer, Failure):
+            return
+        if answer.reason == "MD5Mismatch":
+            # What was stored is not what was packaged: package from scratch next time.
+            await asyncio.to_thread(discard_archive, self.cache_dir, self.directory, path, forget_context)
+        raise FailedPrecondition(f"{answer.message.rstrip('.')}; relaunch to upload the context again",
+                                 reason=answer.reason)
+
+    async def _follow_build(self, md5: str, tail: list[str]) -> None:
+        """Streams every line of the build pod's containers (the fetch init container first)."""
+        seen: set[str] = set()
+        deadline = time.monotonic() + BUILD_TIMEOUT
+        while time.monotonic() < deadline:
+            pods = [p for p in await self.notebooks.build_pods(md5) if p["metadata"]["name"] not in seen]
+            if not pods:
+                await asyncio.sleep(0.2)
+                continue
+            pod = pods[-1]
+            name = str(pod["metadata"]["name"])
+            seen.add(name)
+            for container in containers_of(pod):
+                await self._wait_container_started(name, container)
+                try:
+                    async for line in self.notebooks.log_lines(name, container, follow=True):
+                        tail.append(line)
+                        del tail[:-200]
+                        self.emit(LogLine(line, container))
+                except NotFound:
+                    break
+            # The build container's log ended with the build: the Notebook says how it went.
+            return
+
+    async def _wait_container_started(self, pod: str, container: str) -> None:
+        while True:
+            obj = await self.notebooks.pod(pod)
+            if obj is None:
+                return
+            status = obj.get("status") or {}
+            for cs in (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or []):
+                if cs.get("name") == container and ((cs.get("state") or {}).get("running") or (cs.get("state") or {}).get("terminated")):
+                    return
+            if status.get("phase") in ("Succeeded", "Failed"):
+                return
+            await asyncio.sleep(0.1)
