@@ -38,8 +38,11 @@ def test_launch_answers_through_the_url_then_relaunch_is_cached(kit: LaunchKit, 
     assert listed is not None
     assert listed["phase"] == READY and listed["url"] == url
     assert listed["forward"]["state"] == "FORWARD_STATE_ACTIVE"
-    assert listed["sync"]["state"] in ("SYNC_STATE_WATCHING", "SYNC_STATE_SCANNING", "SYNC_STATE_RECONCILING",
-                                       "SYNC_STATE_STAGING", "SYNC_STATE_TRANSITIONING")
+    assert listed["sync"]["state"] in ("SYNC_STATE_CONNECTING", "SYNC_STATE_SCANNING", "SYNC_STATE_SYNCING",
+                                       "SYNC_STATE_WATCHING")
+    # The initial reconcile settles into watching both sides.
+    wait_until(lambda: (kit.session(ns, "proj") or {}).get("sync", {}).get("state") == "SYNC_STATE_WATCHING",
+               what="the sync to watch")
 
     # Unchanged: nothing is packaged, uploaded or built again; the same URL comes back and the
     # running pod is kept (a relaunch of a live session re-attaches).
