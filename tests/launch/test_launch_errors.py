@@ -217,3 +217,16 @@ def test_unreadable_files(kit: LaunchKit, ns: str, tmp_path: Path) -> None:
                 os.chmod(path, 0o700)
         daemon.stop()
         shutil.rmtree(dirs.root, ignore_errors=True)
+
+
+def test_no_controller_running(daemon_factory: Any, stack_factory: Any, tmp_path: Path) -> None:
+    stack = stack_factory(controller=False)
+    daemon = daemon_factory(env={"HOME": str(tmp_path), "NBD_CONTROLLER_TIMEOUT": "3"})
+    kit = LaunchKit(daemon, stack)
+    project = make_project(tmp_path, "lonely")
+    result = kit.launch(project, "default")
+    line = _one_line_failure(result)
+    assert "nbd-controller running" in line and "kubectl get notebook lonely" in line
+    assert result.seconds < 30
+    session = kit.session("default", "lonely")
+    assert session is not None and session["phase"] == "PHASE_FAILED"

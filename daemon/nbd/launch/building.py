@@ -23,7 +23,9 @@ from nbd.launch.notebooks import NotebookClient, containers_of
 from nbd.registry import SessionRegistry
 from nbd.session import Phase, SessionKey
 
-CONTROLLER_TIMEOUT = 60.0
+# How long the controller may take to answer before a launch says it is not running
+# (NBD_CONTROLLER_TIMEOUT seconds in the daemon's environment; tests shorten it).
+CONTROLLER_TIMEOUT = float(os.environ.get("NBD_CONTROLLER_TIMEOUT") or 60.0)
 BUILD_TIMEOUT = 3600.0
 LOG_TAIL = 20
 
