@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from pathlib import Path
 
@@ -20,3 +21,16 @@ if _TESTS not in sys.path:
 pytest_plugins = ["fixtures_daemon", "fixtures_stack"]
 if importlib.util.find_spec("kubesim.testing") is not None:
     pytest_plugins.append("kubesim.testing")
+
+
+def pytest_configure(config: object) -> None:
+    """One kubesim layer store for every cluster and builder of the run (and of later runs).
+
+    Every test cluster builds `examples/hello` and friends; a shared store makes the first build
+    install JupyterLab and the others find it `CACHED`, as a team's BuildKit cache would. Layers are
+    content-addressed by their cache keys, so a store kept between runs is never stale. Tests of the
+    cache itself use a store of their own. NBD_TEST_LAYER_CACHE moves it.
+    """
+    default = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "nbd" / "test-layers"
+    layers = os.environ.get("NBD_TEST_LAYER_CACHE") or str(default)
+    os.environ.setdefault("KUBESIM_LAYER_DIR", layers)

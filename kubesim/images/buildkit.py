@@ -7,19 +7,17 @@ dockerfile=DIR --output type=image,name=REF,push=true`, or kaniko's `--context=d
 the kaniko names), builds, and "pushes" by storing the result in kubesim's image store under REF, so
 a later pod with that image starts from it.
 
-What a build does here:
-* FROM resolves the base through the image store (built-ins like `python:*` have an empty rootfs:
-  their commands are this machine's userland); the base's rootfs and config are the start.
-* WORKDIR, ENV, ARG (with `$VAR`/`${VAR}` substitution), CMD, ENTRYPOINT, USER, EXPOSE, LABEL are
-  recorded into the image config (WORKDIR/ENV/CMD/ENTRYPOINT are what the kubelet uses).
-* COPY/ADD copy files of the context into the rootfs where the instruction puts them (sources may
-  be globs; `.` is the whole context). `COPY --from` and remote ADD sources fail the build.
-* RUN `pip install ...` is a logged no-op: the host's Python packages (Jupyter included) stand in
-  for what it would install. Any other RUN runs for real with `/bin/sh -c`, its working directory
-  inside the rootfs being built (relative paths land in the image; absolute paths are the host's),
-  and fails the build on a non-zero exit like BuildKit does.
-* The image's PATH gets this interpreter's bin folder first, so `python3` and `jupyter` resolve to
-  the host's in the notebook pod.
+What a build does here (kubesim/images/solve.py has the details):
+* FROM resolves the base through the image store; `python:*` is a layer with a Python environment
+  of its own at `/kubesim-python` (kubesim/images/python.py).
+* Every WORKDIR, COPY/ADD and RUN makes a layer keyed like BuildKit's cache (parent, instruction,
+  digest of the files brought in); an existing layer is reused and logged `CACHED`.
+* RUN runs for real over the layers so far in a private mount namespace (`pip install` included,
+  with the host's network), and fails the build with its output on a non-zero exit.
+* `RUN --mount=type=cache,target=...` is a directory shared by every build on the node.
+* ENV, ARG (with `$VAR`/`${VAR}` substitution), CMD, ENTRYPOINT, USER, EXPOSE, LABEL are recorded
+  into the image config (WORKDIR/ENV/CMD/ENTRYPOINT are what the kubelet uses).
+* `COPY --from` (multi-stage) and remote ADD sources fail the build: this builder does not do them.
 
 Errors use BuildKit's wording, e.g. a missing Dockerfile prints
 `error: failed to solve: failed to read dockerfile: open Dockerfile: no such file or directory`
@@ -28,21 +26,19 @@ and exits 1.
 
 from __future__ import annotations
 
-import glob
 import json
 import os
-import re
-import shlex
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
-from dataclasses import dataclass, field, replace
 from hashlib import sha256
 from pathlib import Path
 from typing import TextIO
 
+from kubesim.images.dockerfile import Instruction, pairs, parse_dockerfile, substitute
+from kubesim.images.layers import LAYER_DIR_ENV
+from kubesim.images.names import InvalidReference, normalize
+from kubesim.images.rootfs import HOST_NETNS_ENV
+from kubesim.images.solve import FS_STEPS, BuildError, Solver, State
 from kubesim.images.store import Image, ImageConfig, ImageStore
 
 __all__ = [
@@ -66,99 +62,6 @@ KANIKO_PATTERNS = (
 )
 STORE_ENV = "KUBESIM_IMAGE_STORE"
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-_PIP = re.compile(r"^\s*(python3?\s+-m\s+)?pip3?\s+install\b")
-
-
-class BuildError(Exception):
-    """A failed build; the message is what BuildKit would print after `error: `."""
-
-
-@dataclass(frozen=True)
-class Instruction:
-    """One Dockerfile instruction: its keyword (upper case), raw argument text and flags."""
-
-    keyword: str
-    text: str
-    line: int
-    flags: tuple[str, ...] = ()
-
-    @property
-    def display(self) -> str:
-        flags = "".join(f"{f} " for f in self.flags)
-        return f"{self.keyword} {flags}{self.text}".strip()
-
-
-def parse_dockerfile(source: str) -> list[Instruction]:
-    """Instructions of a Dockerfile: comments dropped, `\\` continuations joined."""
-    out: list[Instruction] = []
-    pending = ""
-    start = 0
-    for number, raw in enumerate(source.splitlines(), 1):
-        stripped = raw.strip()
-        if not pending and (not stripped or stripped.startswith("#")):
-            continue
-        if pending and stripped.startswith("#"):
-            continue
-        if not pending:
-            start = number
-        if stripped.endswith("\\"):
-            pending += stripped[:-1] + " "
-            continue
-        line = (pending + stripped).strip()
-        pending = ""
-        if not line:
-            continue
-        keyword, _, rest = line.partition(" ")
-        rest = rest.strip()
-        flags: list[str] = []
-        while rest.startswith("--"):
-            flag, _, rest = rest.partition(" ")
-            flags.append(flag)
-            rest = rest.strip()
-        out.append(Instruction(keyword.upper(), rest, start, tuple(flags)))
-    if pending.strip():
-        keyword, _, rest = pending.strip().partition(" ")
-        out.append(Instruction(keyword.upper(), rest.strip(), start))
-    return out
-
-
-def _json_or_shell(text: str) -> list[str]:
-    """Exec form (a JSON array) or shell form (run by /bin/sh -c)."""
-    text = text.strip()
-    if text.startswith("["):
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError:
-            value = None
-        if isinstance(value, list) and all(isinstance(v, str) for v in value):
-            return value
-    return ["/bin/sh", "-c", text]
-
-
-def _substitute(text: str, variables: dict[str, str]) -> str:
-    """`$NAME`, `${NAME}` and `${NAME:-default}` (undefined: empty, as in Dockerfiles)."""
-
-    def sub(m: re.Match[str]) -> str:
-        if m.group(3) is not None:
-            return variables.get(m.group(3), "")
-        value = variables.get(m.group(1), "")
-        if not value and m.group(2) is not None:
-            return m.group(2)
-        return value
-
-    return re.sub(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|([A-Za-z_][A-Za-z0-9_]*))", sub, text)
-
-
-def _pairs(text: str) -> list[tuple[str, str]]:
-    """ENV/ARG/LABEL arguments: `K=V K2="v 2"` or the legacy `K V`."""
-    words = shlex.split(text, posix=True)
-    if words and "=" not in words[0]:
-        return [(words[0], text.split(None, 1)[1].strip() if len(words) > 1 else "")]
-    out = []
-    for word in words:
-        key, _, value = word.partition("=")
-        out.append((key, value))
-    return out
 
 
 def _human(size: int) -> str:
@@ -178,14 +81,6 @@ def _tree_size(root: Path) -> int:
             except OSError:
                 pass
     return total
-
-
-@dataclass
-class _State:
-    config: ImageConfig
-    rootfs: Path
-    variables: dict[str, str] = field(default_factory=dict)
-    labels: dict[str, str] = field(default_factory=dict)
 
 
 class _Progress:
@@ -244,105 +139,6 @@ class _Progress:
 _START = time.monotonic()
 
 
-def _copy_into(state: _State, context: Path, instruction: Instruction, progress: _Progress) -> None:
-    for flag in instruction.flags:
-        if flag.startswith("--from"):
-            raise BuildError(f"{instruction.keyword} {flag}: multi-stage builds are not supported by this builder")
-    args = _json_or_shell(instruction.text)
-    if args[:2] == ["/bin/sh", "-c"]:
-        args = shlex.split(_substitute(instruction.text, state.variables))
-    if len(args) < 2:
-        raise BuildError(f"dockerfile parse error on line {instruction.line}: "
-                         f"{instruction.keyword} requires at least two arguments")
-    *sources, dest = args
-    workdir = state.config.workdir or "/"
-    dest_abs = dest if dest.startswith("/") else os.path.join(workdir, dest)
-    target = state.rootfs / dest_abs.lstrip("/")
-    dest_is_dir = dest.endswith("/") or len(sources) > 1 or dest in (".", "./")
-    root = context.resolve()
-    copied = 0
-    for source in sources:
-        if re.match(r"^[a-z]+://", source):
-            raise BuildError(f"{instruction.keyword} {source}: remote sources are not supported by this builder")
-        pattern = str(root / source.lstrip("/"))
-        matches = sorted(glob.glob(pattern)) if any(c in source for c in "*?[") else [pattern]
-        for match in matches:
-            path = Path(match)
-            resolved = path.resolve()
-            if not (resolved == root or str(resolved).startswith(str(root) + os.sep)):
-                raise BuildError(f"failed to compute cache key: {source}: path escapes the build context")
-            if not path.exists():
-                rel = source.lstrip("/")
-                raise BuildError(
-                    f'failed to compute cache key: failed to calculate checksum of ref: "/{rel}": not found'
-                )
-            if path.is_dir():
-                target.mkdir(parents=True, exist_ok=True)
-                shutil.copytree(path, target, symlinks=True, dirs_exist_ok=True)
-                copied += sum(len(files) for _d, _s, files in os.walk(path))
-            else:
-                into = target / path.name if (dest_is_dir or target.is_dir()) else target
-                into.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(path, into)
-                copied += 1
-    progress.note(f"copied {copied} file(s) to {dest_abs}")
-
-
-def _run(state: _State, instruction: Instruction, progress: _Progress) -> None:
-    command = _json_or_shell(instruction.text)
-    shown = " ".join(command[2:]) if command[:2] == ["/bin/sh", "-c"] else json.dumps(command)
-    if _PIP.match(" ".join(command[2:]) if command[:2] == ["/bin/sh", "-c"] else " ".join(command)):
-        progress.line("kubesim: pip install skipped: the host's Python packages stand in for it")
-        return
-    workdir = state.config.workdir or "/"
-    cwd = state.rootfs / workdir.lstrip("/")
-    cwd.mkdir(parents=True, exist_ok=True)
-    env = {"PATH": SYSTEM_PATH, "HOME": str(state.rootfs / "root")}
-    for item in state.config.env:
-        key, _, value = item.partition("=")
-        env[key] = value
-    env.update({k: v for k, v in state.variables.items() if k not in env})
-    try:
-        proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, text=True, errors="replace")
-    except OSError as e:
-        raise BuildError(f'process "{shown}" did not complete successfully: {e}') from e
-    assert proc.stdout is not None
-    for text in proc.stdout:
-        progress.line(text.rstrip("\n"))
-    code = proc.wait()
-    if code != 0:
-        quoted = " ".join(command)
-        raise BuildError(f'process "{quoted}" did not complete successfully: exit code: {code}')
-
-
-def _base(store: ImageStore, name: str, scratch: Path) -> _State:
-    rootfs = scratch / "rootfs"
-    if name == "scratch":
-        rootfs.mkdir()
-        return _State(ImageConfig(), rootfs)
-    image = store.get(name)
-    if image is None:
-        raise BuildError(
-            f"failed to solve: {name}: failed to resolve source metadata for {name}: "
-            "pull access denied, repository does not exist or may require authorization"
-        )
-    if image.rootfs is not None and image.rootfs.is_dir():
-        shutil.copytree(image.rootfs, rootfs, symlinks=True)
-    else:
-        rootfs.mkdir()
-    return _State(replace(image.config), rootfs)
-
-
-def _with_path(env: list[str]) -> list[str]:
-    """The image env with this interpreter's bin folder first on PATH (the host's python/jupyter)."""
-    bindir = os.path.dirname(sys.executable)
-    out = [e for e in env if not e.startswith("PATH=")]
-    current = next((e[5:] for e in env if e.startswith("PATH=")), SYSTEM_PATH)
-    parts = [p for p in current.split(":") if p and p != bindir]
-    return [f"PATH={bindir}:{':'.join(parts)}", *out]
-
-
 def build(
     *,
     context: Path,
@@ -381,78 +177,78 @@ def build(
             raise BuildError("failed to solve: dockerfile parse error: no build stage in current context")
         if len(froms) > 1:
             raise BuildError("failed to solve: multi-stage builds are not supported by this builder")
-        with tempfile.TemporaryDirectory(prefix="kubesim-build-") as scratch_dir:
-            scratch = Path(scratch_dir)
-            global_args: dict[str, str] = {}
-            for instruction in instructions:
-                if instruction.keyword != "ARG":
-                    break
-                for key, value in _pairs(instruction.text):
-                    global_args[key] = value
-            base_name = _substitute(froms[0].text.split()[0], global_args)
-            if style == "buildkit":
-                progress.step(f"[internal] load metadata for {_normal(base_name)}")
-                progress.done()
-                progress.step("[internal] load .dockerignore")
-                progress.note("transferring context: 2B done")
-                progress.done()
-            else:
-                progress.step(f"Retrieving image manifest {base_name}")
-            steps = instructions[instructions.index(froms[0]):]
-            total = sum(1 for i in steps if i.keyword in ("FROM", "RUN", "COPY", "ADD", "WORKDIR"))
-            index = 0
-            state: _State | None = None
-            context_loaded = False
-            for instruction in steps:
-                keyword = instruction.keyword
-                counted = keyword in ("FROM", "RUN", "COPY", "ADD", "WORKDIR")
-                if counted:
-                    index += 1
-                label = f"[{index}/{total}] {_substitute(instruction.display, state.variables if state else global_args)}"
-                if keyword == "FROM":
-                    step_name = f"[{index}/{total}] FROM {_normal(base_name)}"
-                    if style == "buildkit":
-                        progress.step(step_name)
-                    else:
-                        progress.note(f"Building stage '{base_name}'")
-                    state = _base(store, base_name, scratch)
-                    state.variables.update(global_args)
-                    progress.done(cached=False)
-                    continue
-                assert state is not None
-                if keyword in ("COPY", "ADD") and not context_loaded and style == "buildkit":
-                    progress.step("[internal] load build context")
-                    progress.note(f"transferring context: {_human(_tree_size(context))} done")
-                    progress.done()
-                    context_loaded = True
-                if counted and style == "buildkit":
-                    progress.step(label)
-                elif counted:
-                    progress.note(_substitute(instruction.display, state.variables))
-                try:
-                    _apply(state, context, instruction, progress)
-                except BuildError as e:
-                    progress.error(str(e))
-                    raise
-                if counted:
-                    progress.done()
+        global_args: dict[str, str] = {}
+        for instruction in instructions:
+            if instruction.keyword != "ARG":
+                break
+            for key, value in pairs(instruction.text):
+                global_args[key] = value
+        base_name = substitute(froms[0].text.split()[0], global_args)
+        if style == "buildkit":
+            progress.step(f"[internal] load metadata for {_normal(base_name)}")
+            progress.done()
+            progress.step("[internal] load .dockerignore")
+            progress.note("transferring context: 2B done")
+            progress.done()
+        else:
+            progress.step(f"Retrieving image manifest {base_name}")
+        solver = Solver(store, context, progress.line, progress.note)
+        steps = instructions[instructions.index(froms[0]):]
+        total = sum(1 for i in steps if i.keyword in FS_STEPS)
+        index = 0
+        state: State | None = None
+        context_loaded = False
+        for instruction in steps:
+            keyword = instruction.keyword
+            counted = keyword in FS_STEPS
+            if counted:
+                index += 1
+            if keyword == "FROM":
+                if style == "buildkit":
+                    progress.step(f"[{index}/{total}] FROM {_normal(base_name)}")
+                else:
+                    progress.note(f"Building stage '{base_name}'")
+                state = solver.base(base_name)
+                state.variables.update(global_args)
+                progress.done(cached=False)
+                continue
             assert state is not None
-            config = replace(state.config, env=_with_path(list(state.config.env)))
-            if style == "buildkit":
-                progress.step("exporting to image")
-                progress.note("exporting layers done")
-                digest = sha256(json.dumps(config.to_json(), sort_keys=True).encode() + target.encode()).hexdigest()
-                progress.note(f"writing image sha256:{digest} done")
-                progress.note(f"naming to {target} done")
-                store.put(target, config, state.rootfs)
-                if push:
-                    progress.note("pushing layers done")
-                    progress.note(f"pushing manifest for {target}@sha256:{digest} done")
+            shown = substitute(instruction.display, state.variables)
+            if keyword in ("COPY", "ADD") and not context_loaded and style == "buildkit":
+                progress.step("[internal] load build context")
+                progress.note(f"transferring context: {_human(_tree_size(context))} done")
                 progress.done()
-            else:
-                store.put(target, config, state.rootfs)
-                progress.note(f"Pushing image to {target}")
-                progress.note(f"Pushed {target}")
+                context_loaded = True
+            try:
+                layer_key = solver.key(state, instruction)
+                if counted and style == "buildkit":
+                    progress.step(f"[{index}/{total}] {shown}")
+                cached = layer_key is not None and store.layers.exists(layer_key)
+                if counted and style != "buildkit":
+                    progress.note(f"Using caching version of cmd: {shown}" if cached else shown)
+                solver.apply(state, instruction, layer_key)
+            except BuildError as e:
+                progress.error(str(e))
+                raise
+            if counted:
+                progress.done(cached=cached)
+        assert state is not None
+        config = state.config
+        digest = sha256(json.dumps({**config.to_json(), "layers": state.layers}, sort_keys=True).encode()).hexdigest()
+        if style == "buildkit":
+            progress.step("exporting to image")
+            progress.note("exporting layers done")
+            progress.note(f"writing image sha256:{digest} done")
+            progress.note(f"naming to {target} done")
+            store.put_layers(target, config, state.layers)
+            if push:
+                progress.note("pushing layers done")
+                progress.note(f"pushing manifest for {target}@sha256:{digest} done")
+            progress.done()
+        else:
+            store.put_layers(target, config, state.layers)
+            progress.note(f"Pushing image to {target}")
+            progress.note(f"Pushed {target}")
     except BuildError as e:
         message = str(e)
         if not message.startswith("failed to solve"):
@@ -464,54 +260,20 @@ def build(
 
 
 def _normal(name: str) -> str:
-    from kubesim.images.names import InvalidReference, normalize
-
     try:
         return normalize(name)
     except InvalidReference:
         return name
 
 
-def _apply(state: _State, context: Path, instruction: Instruction, progress: _Progress) -> None:
-    keyword = instruction.keyword
-    text = instruction.text
-    if keyword == "WORKDIR":
-        path = _substitute(text, state.variables).strip()
-        if not path.startswith("/"):
-            path = os.path.join(state.config.workdir or "/", path)
-        state.config = replace(state.config, workdir=os.path.normpath(path))
-        (state.rootfs / state.config.workdir.lstrip("/")).mkdir(parents=True, exist_ok=True)
-    elif keyword == "ENV":
-        env = {e.partition("=")[0]: e.partition("=")[2] for e in state.config.env}
-        for key, value in _pairs(_substitute(text, {**state.variables, **env})):
-            env[key] = value
-            state.variables[key] = value
-        state.config = replace(state.config, env=[f"{k}={v}" for k, v in env.items()])
-    elif keyword == "ARG":
-        for key, value in _pairs(text):
-            state.variables.setdefault(key, value)
-    elif keyword == "CMD":
-        state.config = replace(state.config, cmd=_json_or_shell(_substitute(text, state.variables)))
-    elif keyword == "ENTRYPOINT":
-        # As in Docker, a new ENTRYPOINT resets an inherited CMD.
-        state.config = replace(state.config, entrypoint=_json_or_shell(_substitute(text, state.variables)), cmd=[])
-    elif keyword in ("COPY", "ADD"):
-        _copy_into(state, context, instruction, progress)
-    elif keyword == "RUN":
-        _run(state, instruction, progress)
-    elif keyword == "LABEL":
-        state.labels.update(_pairs(text))
-    elif keyword in ("EXPOSE", "USER", "VOLUME", "SHELL", "STOPSIGNAL", "HEALTHCHECK", "MAINTAINER", "ONBUILD"):
-        pass  # Recorded by real builders; kubesim's kubelet does not use them.
-    else:
-        raise BuildError(f"dockerfile parse error on line {instruction.line}: unknown instruction: {keyword}")
 
 
 def _store_from_env() -> ImageStore:
     root = os.environ.get(STORE_ENV)
     if not root:
         raise BuildError(f"{STORE_ENV} is not set: this builder only runs inside kubesim")
-    return ImageStore(Path(root))
+    layers = os.environ.get(LAYER_DIR_ENV)
+    return ImageStore(Path(root), Path(layers) if layers else None)
 
 
 def _parse_output(spec: str) -> dict[str, str]:
@@ -640,7 +402,10 @@ def _tools(store: ImageStore) -> Path:
 def register(store: ImageStore) -> None:
     """Registers the BuildKit and kaniko builder images into `store`."""
     tools = _tools(store)
-    env = [f"PATH={tools}:{SYSTEM_PATH}", f"{STORE_ENV}={store.root}"]
+    # RUN steps join kubesim's own network namespace: a build pod has only loopback, while
+    # BuildKit's RUN reaches the network (pip install) by default.
+    env = [f"PATH={tools}:{SYSTEM_PATH}", f"{STORE_ENV}={store.root}", f"{LAYER_DIR_ENV}={store.layers.root}",
+           f"{HOST_NETNS_ENV}=/proc/{os.getpid()}/ns/net"]
 
     def buildkit(ref: str) -> Image:
         # The rootless image's entrypoint is rootlesskit; nbd's Job sets command explicitly.

@@ -1,14 +1,18 @@
 """The node's image store: what a container can be started from.
 
 An image is a folder `<state>/images/<escaped name>/` holding `config.json` (entrypoint, cmd,
-env, workdir) and `rootfs/` (the image's own files; the kubelet copies each top-level entry that
-is not a system directory of this machine into the pod's folder and bind-mounts it at that
-path). Commands otherwise run with this machine's userland (sh, tar, python3...).
+env, workdir, and the ids of its layers, bottom first) and `rootfs/`: the merged view of its layers
+as hard links into the layer store (kubesim/images/layers.py), never written. The kubelet copies
+each top-level entry of `rootfs/` that is not a system directory of this machine into the pod's
+folder and bind-mounts it at that path. Commands otherwise run with this machine's userland (sh,
+tar...).
 
 Resolution order for a name: images `put` into the store (exact normalised name), then
 registered providers (in registration order, first match wins), then the built-in images
-`busybox`, `alpine`, `python` (any tag, empty rootfs). A name nothing resolves is an image pull
-error for the kubelet (ErrImagePull, then ImagePullBackOff).
+`busybox`, `alpine` (empty rootfs) and `python` (any tag: one layer holding a virtual environment
+at `/kubesim-python`, made from this machine's interpreter, first on the image's PATH; see
+kubesim/images/python.py). A name nothing resolves is an image pull error for the kubelet
+(ErrImagePull, then ImagePullBackOff).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kubesim.images.layers import LAYER_DIR_ENV, LayerStore, cache_key, content_digest
 from kubesim.images.names import InvalidReference, matches, normalize
 
 __all__ = ["Image", "ImageConfig", "ImageProvider", "ImageStore", "BUILTIN_IMAGES", "InvalidReference"]
@@ -46,6 +51,13 @@ class ImageConfig:
     def to_json(self) -> dict[str, Any]:
         return {"entrypoint": self.entrypoint, "cmd": self.cmd, "env": self.env, "workdir": self.workdir}
 
+    def env_value(self, key: str, default: str = "") -> str:
+        for item in self.env:
+            name, _, value = item.partition("=")
+            if name == key:
+                return value
+        return default
+
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "ImageConfig":
         d = data.get("config", data) if isinstance(data.get("config"), dict) else data
@@ -66,11 +78,12 @@ class ImageConfig:
 
 @dataclass(frozen=True)
 class Image:
-    """A resolved image: its normalised name, config and rootfs folder (None: empty rootfs)."""
+    """A resolved image: its normalised name, config, rootfs folder (None: empty) and layer ids."""
 
     name: str
     config: ImageConfig
     rootfs: Path | None = None
+    layers: tuple[str, ...] = ()
 
 
 # Called with the normalised name; returns the image or None (not this provider's).
@@ -87,13 +100,23 @@ BUILTIN_IMAGES: dict[str, ImageConfig] = {
 class ImageStore:
     """Images on this node. Thread-safe; `put` is atomic (a reader sees the old or the new image)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, layers: Path | None = None) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        # A shared layer store (e.g. for several kubesim nodes or test clusters) may live elsewhere,
+        # on the same filesystem (images are hard links into it).
+        layer_root = layers or (Path(os.environ[LAYER_DIR_ENV]) if os.environ.get(LAYER_DIR_ENV) else None)
+        self.layers = LayerStore(layer_root or self.root / ".layers")
         self._lock = threading.Lock()
         self._providers: list[tuple[str, ImageProvider]] = []
         for short, config in BUILTIN_IMAGES.items():
-            self._providers.append((f"{short}:*", _fixed(config)))
+            provider = self._python if short == "python" else _fixed(config)
+            self._providers.append((f"{short}:*", provider))
+
+    def _python(self, ref: str) -> Image | None:
+        from kubesim.images.python import python_image
+
+        return python_image(self, ref)
 
     def _folder(self, name: str) -> Path:
         return self.root / urllib.parse.quote(normalize(name), safe="")
@@ -104,14 +127,28 @@ class ImageStore:
         Raises InvalidReference for a bad name and FileNotFoundError for a missing rootfs_dir.
         """
         cfg = config if isinstance(config, ImageConfig) else ImageConfig.from_json(config)
+        normalize(name)
+        layers: list[str] = []
+        if rootfs_dir is not None:
+            upper = self.layers.scratch(".put-")
+            try:
+                shutil.copytree(rootfs_dir, upper / "fs", symlinks=True)
+                layer_id = cache_key("put", content_digest([("", upper / "fs")]))
+                self.layers.commit(upper / "fs", layer_id, f"put {name}")
+            finally:
+                shutil.rmtree(upper, ignore_errors=True)
+            layers.append(layer_id)
+        return self.put_layers(name, cfg, layers)
+
+    def put_layers(self, name: str, config: ImageConfig, layers: list[str] | tuple[str, ...]) -> Image:
+        """Store (or replace) image `name` made of `layers` (ids in `self.layers`, bottom first)."""
+        cfg = config
         target = self._folder(name)
         tmp = Path(tempfile.mkdtemp(prefix=".put-", dir=self.root))
         try:
-            if rootfs_dir is not None:
-                shutil.copytree(rootfs_dir, tmp / "rootfs", symlinks=True)
-            else:
-                (tmp / "rootfs").mkdir()
-            (tmp / "config.json").write_text(json.dumps({"name": normalize(name), **cfg.to_json()}, indent=1))
+            self.layers.flatten(list(layers), tmp / "rootfs")
+            (tmp / "config.json").write_text(
+                json.dumps({"name": normalize(name), **cfg.to_json(), "layers": list(layers)}, indent=1))
             with self._lock:
                 old = None
                 if target.exists():
@@ -124,7 +161,7 @@ class ImageStore:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        return Image(normalize(name), cfg, target / "rootfs")
+        return Image(normalize(name), cfg, target / "rootfs", tuple(layers))
 
     def register_provider(self, pattern: str, provider: ImageProvider) -> None:
         """Resolve names matching `pattern` (e.g. `moby/buildkit:*`) with `provider`.
@@ -143,8 +180,9 @@ class ImageStore:
         folder = self._folder(ref)
         cfg_path = folder / "config.json"
         if cfg_path.is_file():
-            cfg = ImageConfig.from_json(json.loads(cfg_path.read_text()))
-            return Image(ref, cfg, folder / "rootfs")
+            data = json.loads(cfg_path.read_text())
+            cfg = ImageConfig.from_json(data)
+            return Image(ref, cfg, folder / "rootfs", tuple(str(x) for x in data.get("layers") or ()))
         with self._lock:
             providers = list(self._providers)
         for pattern, provider in providers:
@@ -158,7 +196,7 @@ class ImageStore:
         """Normalised names of the images `put` into this store."""
         out = []
         for p in sorted(self.root.iterdir()):
-            if (p / "config.json").is_file():
+            if not p.name.startswith(".") and (p / "config.json").is_file():
                 out.append(urllib.parse.unquote(p.name))
         return out
 

@@ -195,7 +195,8 @@ class PodWorker:
                     continue
                 ref = c.get("image", "")
                 try:
-                    image = self.kubelet.images.get(ref)
+                    # Resolving may make an image's first layer (the python base): off the loop.
+                    image = await asyncio.to_thread(self.kubelet.images.get, ref)
                 except InvalidReference as e:
                     image = None
                     v.waiting_reason, v.waiting_message = "InvalidImageName", f'Failed to apply default image tag "{ref}": {e}'

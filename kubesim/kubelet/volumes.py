@@ -19,16 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from kubesim.images import Image
+from kubesim.images.rootfs import SYSTEM_DIRS
 from kubesim.kubelet.namespaces import Mount
 from kubesim.kubelet.spec import ConfigError, Lookup
 
 __all__ = ["SYSTEM_DIRS", "prepare_mounts", "effective_workdir"]
 
-# Top-level entries of an image rootfs that are never mounted over this machine's own.
-SYSTEM_DIRS = frozenset({
-    "bin", "boot", "dev", "etc", "home", "lib", "lib32", "lib64", "libx32", "media", "mnt", "opt", "proc",
-    "root", "run", "sbin", "srv", "sys", "tmp", "usr", "var",
-})
+# SYSTEM_DIRS: top-level entries of an image rootfs never mounted over this machine's own.
 
 
 def effective_workdir(container: dict[str, Any], image: Image | None) -> str:

@@ -59,16 +59,173 @@ def test_builds_the_example_project(store: ImageStore, tmp_path: Path) -> None:
     assert lines[0] == "#1 [internal] load build definition from Dockerfile"
     assert "#2 [internal] load metadata for docker.io/library/python:3.11-slim" in lines
     assert any(line.startswith("#4 [1/6] FROM docker.io/library/python:3.11-slim") for line in lines)
-    assert "#5 [2/6] RUN pip install --no-cache-dir jupyter_server jupyterlab" in lines
-    assert any(line.startswith("#") and " DONE " in line for line in lines)
+    assert ('#5 [2/6] RUN --mount=type=cache,target=/root/.cache/pip pip install "jupyterlab>=4.2,<5" ipykernel'
+            in lines)
     assert f"#11 naming to {REF} done" in lines
     image = store.get(REF)
     assert image is not None and image.rootfs is not None
     assert image.config.workdir == "/content"
     assert (image.rootfs / "content" / "hello.py").read_text() == (ROOT / "examples/hello/hello.py").read_text()
     assert (image.rootfs / "tmp" / "requirements.txt").is_file()
-    path = next(e for e in image.config.env if e.startswith("PATH="))
-    assert path.startswith(f"PATH={os.path.dirname(sys.executable)}:")
+    # What the Dockerfile installs is in the image's own Python environment, first on its PATH.
+    assert image.config.env_value("PATH").startswith("/kubesim-python/bin:")
+    site = _site_packages(image.rootfs)
+    for package in ("jupyterlab", "ipykernel", "humanize", "jupyter_server"):
+        assert (site / package).is_dir(), f"{package} is not installed in the image"
+    assert (image.rootfs / "kubesim-python" / "bin" / "jupyter-lab").is_file()
+
+
+def _site_packages(rootfs: Path) -> Path:
+    return next((rootfs / "kubesim-python" / "lib").glob("python3*/site-packages"))
+
+
+def _build(store: ImageStore, ctx: Path, target: str = REF) -> list[str]:
+    out = io.StringIO()
+    code = build(context=ctx, dockerfile=ctx / "Dockerfile", target=target, store=store, out=out)
+    assert code == 0, out.getvalue()
+    return out.getvalue().splitlines()
+
+
+def _cached(lines: list[str]) -> list[str]:
+    """The steps a build log reports as cache hits, by their instruction."""
+    names = {}
+    for line in lines:
+        vertex, _, rest = line.partition(" ")
+        if rest.startswith("[") and "/" in rest.split("]")[0]:
+            names[vertex] = rest.split("] ", 1)[1]
+    return [names[line.split()[0]] for line in lines if line.endswith(" CACHED") and line.split()[0] in names]
+
+
+def test_a_notebook_edit_reuses_every_layer_before_copy(tmp_path: Path) -> None:
+    """BuildKit's cache: parent + instruction + digest of the files COPY brings in; times do not count."""
+    store = ImageStore(tmp_path / "images", tmp_path / "layers")  # a cache of this test's own
+    register(store)
+    ctx = _context(tmp_path, (
+        "FROM python:3.11-slim\n"
+        "WORKDIR /content\n"
+        "COPY requirements.txt /tmp/requirements.txt\n"
+        "RUN --mount=type=cache,target=/cache echo ran >> /cache/runs && echo installed > /content/deps.txt\n"
+        "COPY . /content\n"
+    ), {"requirements.txt": "humanize\n", "nb.ipynb": "{}"})
+    first = _build(store, ctx)
+    assert _cached(first) == []
+    runs = next((store.layers.root / ".cache").glob("*/runs"))
+    assert runs.read_text() == "ran\n"
+
+    (ctx / "nb.ipynb").write_text('{"cells": []}')
+    os.utime(ctx / "requirements.txt", (1, 1))  # touched, not changed
+    second = _build(store, ctx)
+    assert _cached(second) == [
+        "WORKDIR /content",
+        "COPY requirements.txt /tmp/requirements.txt",
+        "RUN --mount=type=cache,target=/cache echo ran >> /cache/runs && echo installed > /content/deps.txt",
+    ]
+    assert runs.read_text() == "ran\n", "a cached RUN does not run"
+    image = store.get(REF)
+    assert image is not None and image.rootfs is not None
+    assert (image.rootfs / "content" / "nb.ipynb").read_text() == '{"cells": []}'
+    assert (image.rootfs / "content" / "deps.txt").read_text() == "installed\n"
+
+    # A changed requirement invalidates its COPY and everything after it.
+    (ctx / "requirements.txt").write_text("humanize>=4\n")
+    third = _build(store, ctx)
+    assert _cached(third) == ["WORKDIR /content"]
+    assert runs.read_text() == "ran\nran\n"
+
+
+def test_env_change_invalidates_the_run_after_it(tmp_path: Path) -> None:
+    store = ImageStore(tmp_path / "images", tmp_path / "layers")
+    register(store)
+    ctx = _context(tmp_path, "FROM python:3.11-slim\nENV MODE=a\nWORKDIR /w\nRUN echo $MODE > mode\n")
+    _build(store, ctx)
+    (ctx / "Dockerfile").write_text("FROM python:3.11-slim\nENV MODE=b\nWORKDIR /w\nRUN echo $MODE > mode\n")
+    lines = _build(store, ctx)
+    assert _cached(lines) == ["WORKDIR /w"]
+    image = store.get(REF)
+    assert image is not None and image.rootfs is not None
+    assert (image.rootfs / "w" / "mode").read_text() == "b\n"
+
+
+def test_pip_installs_into_the_image_alone(store: ImageStore, tmp_path: Path) -> None:
+    """A package one image installs is seen neither by another image nor by the host."""
+    with_pkg = _context(tmp_path, (
+        "FROM python:3.11-slim\nRUN --mount=type=cache,target=/root/.cache/pip pip install humanize\n"
+        "WORKDIR /out\nRUN python3 -c 'import humanize; print(humanize.intword(12345678))' > check.txt\n"
+    ))
+    lines = _build(store, with_pkg, "reg.test/a:1")
+    assert any("Successfully installed humanize" in line for line in lines) or _cached(lines)
+    a = store.get("reg.test/a:1")
+    assert a is not None and a.rootfs is not None
+    assert (a.rootfs / "out" / "check.txt").read_text() == "12.3 million\n"
+    assert (_site_packages(a.rootfs) / "humanize").is_dir()
+
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "Dockerfile").write_text("FROM python:3.11-slim\nWORKDIR /out\n"
+                                      "RUN python3 -c 'import humanize' 2> err.txt; echo $? > code.txt\n")
+    _build(store, plain, "reg.test/b:1")
+    b = store.get("reg.test/b:1")
+    assert b is not None and b.rootfs is not None
+    assert (b.rootfs / "out" / "code.txt").read_text() == "1\n"
+    assert "No module named 'humanize'" in (b.rootfs / "out" / "err.txt").read_text()
+    assert not (_site_packages(b.rootfs) / "humanize").exists()
+    base = store.get("python:3.11-slim")
+    assert base is not None and base.rootfs is not None and not (_site_packages(base.rootfs) / "humanize").exists()
+    host = subprocess.run([sys.executable, "-c", "import humanize"], capture_output=True)
+    assert host.returncode != 0, "the host's Python does not see what an image installed"
+
+
+def test_run_cannot_change_the_hosts_system_directories(store: ImageStore, tmp_path: Path) -> None:
+    marker = f"/etc/kubesim-build-test-{os.getpid()}"
+    ctx = _context(tmp_path, f"FROM python:3.11-slim\nRUN echo x > {marker}\n")
+    out = io.StringIO()
+    assert build(context=ctx, dockerfile=ctx / "Dockerfile", target=REF, store=store, out=out) == 1
+    log = out.getvalue()
+    assert not os.path.exists(marker)
+    assert "Read-only file system" in log
+    assert "may write only under the image's own top-level paths" in log
+    assert log.splitlines()[-1].startswith(f'error: failed to solve: process "/bin/sh -c echo x > {marker}" did not '
+                                           "complete successfully: exit code: ")
+
+
+def test_a_file_deleted_by_run_is_gone_from_the_image(store: ImageStore, tmp_path: Path) -> None:
+    ctx = _context(tmp_path, (
+        "FROM python:3.11-slim\nCOPY a.txt b.txt /content/\nRUN rm /content/a.txt && rm -r /kubesim-python/include\n"
+    ), {"a.txt": "a", "b.txt": "b"})
+    _build(store, ctx)
+    image = store.get(REF)
+    assert image is not None and image.rootfs is not None
+    assert sorted(os.listdir(image.rootfs / "content")) == ["b.txt"]
+    assert not (image.rootfs / "kubesim-python" / "include").exists()
+    base = store.get("python:3.11-slim")
+    assert base is not None and base.rootfs is not None and (base.rootfs / "kubesim-python" / "include").exists()
+
+
+def test_a_failing_run_shows_its_output(store: ImageStore, tmp_path: Path) -> None:
+    ctx = _context(tmp_path, "FROM python:3.11-slim\nRUN echo about-to-fail && exit 3\n")
+    out = io.StringIO()
+    assert build(context=ctx, dockerfile=ctx / "Dockerfile", target=REF, store=store, out=out) == 1
+    lines = out.getvalue().splitlines()
+    assert any(line.startswith("#5 ") and line.endswith(" about-to-fail") for line in lines), lines
+    assert lines[-1] == ('error: failed to solve: process "/bin/sh -c echo about-to-fail && exit 3" did not complete '
+                         "successfully: exit code: 3")
+    assert store.get(REF) is None
+
+
+@pytest.mark.parametrize(
+    ("flag", "message"),
+    [
+        ("--mount=type=secret,id=x", "RUN --mount=type=secret: only type=cache is supported by this builder"),
+        ("--mount=type=cache,target=rel", "a cache mount needs an absolute target"),
+        ("--frobnicate", "RUN --frobnicate: unknown flag"),
+    ],
+)
+def test_run_flags_this_builder_cannot_honour_fail_the_build(store: ImageStore, tmp_path: Path, flag: str,
+                                                              message: str) -> None:
+    ctx = _context(tmp_path, f"FROM python:3.11-slim\nRUN {flag} true\n")
+    out = io.StringIO()
+    assert build(context=ctx, dockerfile=ctx / "Dockerfile", target=REF, store=store, out=out) == 1
+    assert message in out.getvalue().splitlines()[-1]
 
 
 def test_missing_dockerfile_fails_with_buildkits_message(store: ImageStore, tmp_path: Path) -> None:

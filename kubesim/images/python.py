@@ -1,0 +1,88 @@
+"""The built-in `python:*` images: a Python environment of their own, made from this machine's.
+
+A real `python:3.11-slim` carries its interpreter and an empty site-packages; what a Dockerfile
+`pip install`s lands in that image alone. kubesim cannot ship other interpreters, so the image's
+one layer is a virtual environment at `/kubesim-python`, created (with pip, through ensurepip,
+offline) from the base interpreter kubesim itself runs on, and first on the image's PATH. Every
+image built `FROM python:*` therefore installs into its own copy of that environment: packages
+of one image are visible neither to another image nor to the host, and a pod started from the
+image runs its `python3`, `pip` and console scripts (`jupyter`, ...).
+
+The layer is made once per layer store and interpreter, in a mount namespace where the layer's
+directory is mounted at `/kubesim-python`, so the environment's scripts name their real path.
+Without root (no mount namespaces), `python:*` falls back to an empty image that runs this
+machine's `python3`, as kubesim did before; builds that RUN anything then fail saying why.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sys
+from typing import TYPE_CHECKING
+
+from kubesim.images.layers import cache_key
+from kubesim.images.rootfs import Step, StepUnavailable, run_step
+
+if TYPE_CHECKING:
+    from kubesim.images.store import Image, ImageConfig, ImageStore
+
+__all__ = ["ENV_DIR", "python_image", "base_layer", "python_config"]
+
+ENV_DIR = "/kubesim-python"
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def _base_interpreter() -> str:
+    """The interpreter a virtual environment is made from (not kubesim's own venv)."""
+    base = getattr(sys, "_base_executable", "") or sys.executable
+    return os.path.realpath(base)
+
+
+def python_config() -> "ImageConfig":
+    from kubesim.images.store import ImageConfig
+
+    version = ".".join(str(v) for v in sys.version_info[:3])
+    return ImageConfig(cmd=["python3"], env=[
+        f"PATH={ENV_DIR}/bin:{SYSTEM_PATH}", "LANG=C.UTF-8", f"PYTHON_VERSION={version}",
+    ])
+
+
+def base_layer(store: "ImageStore") -> str:
+    """The id of the layer holding the environment, made on first use (raises StepUnavailable)."""
+    interpreter = _base_interpreter()
+    layer_id = cache_key("python-venv", interpreter, sys.version)
+    layers = store.layers
+    if layers.exists(layer_id):
+        return layer_id
+    with open(layers.root / ".python-base.lock", "w") as lock:
+        # One maker at a time, across threads and processes sharing the layer store.
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if layers.exists(layer_id):
+            return layer_id
+        upper = layers.scratch(".python-")
+        (upper / ENV_DIR.lstrip("/")).mkdir()
+        lines: list[str] = []
+        code = run_step(layers, Step(argv=[interpreter, "-m", "venv", ENV_DIR], lower=[], upper=upper),
+                        lines.append)
+        if code != 0:
+            raise StepUnavailable(f"making the python base layer failed: {' / '.join(lines[-5:])}")
+        layers.commit(upper, layer_id, f"python -m venv {ENV_DIR} ({interpreter})")
+    return layer_id
+
+
+def python_image(store: "ImageStore", ref: str) -> "Image | None":
+    """The image `ref` (a `python:*` name) resolves to, stored under its name on first use."""
+    from kubesim.images.store import Image
+
+    try:
+        layer_id = base_layer(store)
+    except (StepUnavailable, OSError):
+        return Image(ref, python_config_fallback(), None)
+    return store.put_layers(ref, python_config(), [layer_id])
+
+
+def python_config_fallback() -> "ImageConfig":
+    from kubesim.images.store import ImageConfig
+
+    return ImageConfig(cmd=["python3"])
