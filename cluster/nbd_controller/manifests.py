@@ -180,17 +180,30 @@ def build_job(
     }
 
 
+# JupyterLab when the image has it, else the notebook UI, else the bare server: each sets its own
+# default URL (/lab, /tree), so the server root leads to the UI a person works in.
+_JUPYTER_SCRIPT = (
+    'if command -v jupyter-lab >/dev/null 2>&1; then exec jupyter lab "$@"; fi; '
+    'if command -v jupyter-notebook >/dev/null 2>&1; then exec jupyter notebook "$@"; fi; '
+    'exec jupyter server "$@"'
+)
+
+
 def jupyter_command(port: int, workdir: str) -> list[str]:
-    """The default command: a Jupyter server on the pod's port. The token comes from the
-    JUPYTER_TOKEN environment variable (read by jupyter_server), so it never shows in `ps`."""
+    """The default command: JupyterLab (or what the image has of Jupyter) on the pod's port.
+
+    The options are the aliases JupyterLab, the notebook UI and the bare server all accept. The
+    token comes from the JUPYTER_TOKEN environment variable (read by jupyter_server), so it never
+    shows in `ps`.
+    """
     return [
-        "jupyter", "server",
+        "/bin/sh", "-c", _JUPYTER_SCRIPT, "jupyter",
         "--ip=0.0.0.0",
         f"--port={port}",
-        "--ServerApp.port_retries=0",
+        "--port-retries=0",
         "--allow-root",
         "--no-browser",
-        f"--ServerApp.root_dir={workdir}",
+        f"--notebook-dir={workdir}",
     ]
 
 

@@ -218,7 +218,8 @@ def launch_event_to_proto(event: ev.LaunchEvent, ref_of: Callable[[Session], str
         msg.pod.CopyFrom(pb.PodStatus(pod=p.pod, phase=p.phase, reason=p.reason, message=p.message, ready=p.ready))
     elif isinstance(p, ev.Ready):
         msg.ready.CopyFrom(
-            pb.Ready(url=p.url, local_port=p.local_port, session=session_to_proto(p.session, ref_of(p.session)))
+            pb.Ready(url=p.url, local_port=p.local_port, session=session_to_proto(p.session, ref_of(p.session)),
+                     ui=p.ui, note=p.note)
         )
     elif isinstance(p, ev.Failure):
         msg.failed.CopyFrom(pb.Failure(reason=p.reason, message=p.message, log_tail=list(p.log_tail)))

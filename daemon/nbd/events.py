@@ -128,6 +128,9 @@ class Ready:
     url: str
     local_port: int
     session: Session
+    # The UI the URL opens (lab, notebook, server, custom) and, when not JupyterLab, why.
+    ui: str = "lab"
+    note: str = ""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import subprocess
 from typing import Any
 
 import pytest
@@ -149,8 +150,14 @@ def test_notebook_pod_with_gpu_env_and_defaults() -> None:
             "containers": [{
                 "name": "notebook",
                 "image": "IMG",
-                "command": ["jupyter", "server", "--ip=0.0.0.0", "--port=9999", "--ServerApp.port_retries=0",
-                            "--allow-root", "--no-browser", "--ServerApp.root_dir=/content"],
+                "command": [
+                    "/bin/sh", "-c",
+                    'if command -v jupyter-lab >/dev/null 2>&1; then exec jupyter lab "$@"; fi; '
+                    'if command -v jupyter-notebook >/dev/null 2>&1; then exec jupyter notebook "$@"; fi; '
+                    'exec jupyter server "$@"',
+                    "jupyter", "--ip=0.0.0.0", "--port=9999", "--port-retries=0",
+                    "--allow-root", "--no-browser", "--notebook-dir=/content",
+                ],
                 "workingDir": "/content",
                 "env": [
                     {"name": "JUPYTER_TOKEN", "valueFrom": {"secretKeyRef": {"name": "nb1-token", "key": "token"}}},
@@ -193,3 +200,28 @@ def test_spec_hash_changes_with_what_matters() -> None:
     assert pod_spec_hash(a) == pod_spec_hash(notebook_pod(CONFIG, _notebook(), "IMG"))
     assert pod_spec_hash(a) != pod_spec_hash(notebook_pod(CONFIG, _notebook(), "IMG2"))
     assert pod_spec_hash(a) != pod_spec_hash(notebook_pod(CONFIG, _notebook(port=1234), "IMG"))
+
+
+@pytest.mark.parametrize(
+    ("scripts", "expected"),
+    [
+        (("jupyter", "jupyter-lab", "jupyter-notebook"), "lab"),
+        (("jupyter", "jupyter-notebook"), "notebook"),
+        (("jupyter",), "server"),
+    ],
+)
+def test_default_command_starts_the_richest_ui_the_image_has(tmp_path, scripts, expected) -> None:
+    """The command runs as written: with a fake `jupyter` on PATH, the subcommand it picks and the options."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    for name in scripts:
+        script = bindir / name
+        script.write_text('#!/bin/sh\necho "$(basename "$0") $*"\n')
+        script.chmod(0o755)
+    command = jupyter_command(8888, "/content")
+    done = subprocess.run(command, env={"PATH": f"{bindir}:/usr/bin:/bin"}, capture_output=True, text=True, timeout=10)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [
+        "jupyter", expected,
+        "--ip=0.0.0.0", "--port=8888", "--port-retries=0", "--allow-root", "--no-browser", "--notebook-dir=/content",
+    ]

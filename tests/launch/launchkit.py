@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -137,9 +138,9 @@ def http_get(url: str, timeout: float = 10.0) -> tuple[int, bytes]:
 
 
 def api_url(notebook_url: str, path: str = "api/contents") -> str:
-    """http://127.0.0.1:P/?token=T -> http://127.0.0.1:P/api/contents?token=T"""
-    base, _, query = notebook_url.partition("/?")
-    return f"{base}/{path}?{query}"
+    """http://127.0.0.1:P/lab?token=T -> http://127.0.0.1:P/api/contents?token=T"""
+    parts = urllib.parse.urlsplit(notebook_url)
+    return urllib.parse.urlunsplit((parts.scheme, parts.netloc, "/" + path, parts.query, ""))
 
 
 def wait_until(check: Callable[[], Any], timeout: float = 30.0, what: str = "the condition") -> Any:

@@ -190,7 +190,7 @@ def test_the_directory_and_the_notebook_stay_in_sync(kit: LaunchKit, ns: str, tm
     launched = kit.launch(project, ns)
     assert launched.rc == 0, launched.stderr
     token = launched.url.split("token=")[1]
-    base = launched.url.split("/?")[0]
+    base = launched.url.split("?")[0].rsplit("/", 1)[0]
 
     # Local → notebook: a file written here shows up in Jupyter's /content.
     (project / "from_laptop.txt").write_text("written locally\n")

@@ -67,6 +67,8 @@ from nbd.events import (
 from nbd.kube import KubeClient, KubeTarget, load_target
 from nbd.launch import progress as prog
 from nbd.launch.building import BuildError, Delivery, new_request_id
+from nbd.launch.jupyter import CUSTOM as CUSTOM_UI
+from nbd.launch.jupyter import detect_ui, notebook_url
 from nbd.launch.notebooks import NotebookClient, containers_of
 from nbd.launch.runtime import EXTRA_FORWARD, EXTRA_SYNC, SessionRuntime
 from nbd.launch.spec import (
@@ -408,7 +410,10 @@ class Launcher:
         remote_port = int(plan.spec.get("port") or DEFAULT_PORT)
         explicit = request.local_port or None
         port = await runtime.start_forward(remote_port, preferred=remembered or DEFAULT_PORT, explicit=explicit)
-        url = f"http://127.0.0.1:{port}/?token={token}"
+        ui = CUSTOM_UI if plan.spec.get("command") else await detect_ui(port, token)
+        url = notebook_url(port, ui, token)
+        if ui.note:
+            emit(Notice(ui.note, NoticeLevel.WARNING))
         extra = dict(registry.find(plan.key).extra)  # type: ignore[union-attr]
         extra[EXTRA_LAUNCH] = {"no_sync": request.no_sync}
         session = await registry.update(plan.key, phase=Phase.READY, url=url, pod=pod_name, message="", extra=extra)
@@ -418,8 +423,8 @@ class Launcher:
         elif runtime.sync is not None:
             await runtime.stop_sync(flush=True)
         session = registry.find(plan.key) or session
-        emit(PhaseChanged(Phase.READY, f"notebook ready at http://127.0.0.1:{port}/"))
-        emit(Ready(url, port, session))
+        emit(PhaseChanged(Phase.READY, f"notebook ready at http://127.0.0.1:{port}{ui.path}"))
+        emit(Ready(url, port, session, ui=ui.kind, note=ui.note))
 
     async def _mark(self, key: SessionKey, phase: Phase, message: str) -> None:
         if self.app.registry.find(key) is not None:

@@ -231,14 +231,18 @@ class PodStatus(_message.Message):
     def __init__(self, pod: _Optional[str] = ..., phase: _Optional[str] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ..., ready: _Optional[bool] = ...) -> None: ...
 
 class Ready(_message.Message):
-    __slots__ = ("url", "local_port", "session")
+    __slots__ = ("url", "local_port", "session", "ui", "note")
     URL_FIELD_NUMBER: _ClassVar[int]
     LOCAL_PORT_FIELD_NUMBER: _ClassVar[int]
     SESSION_FIELD_NUMBER: _ClassVar[int]
+    UI_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
     url: str
     local_port: int
     session: Session
-    def __init__(self, url: _Optional[str] = ..., local_port: _Optional[int] = ..., session: _Optional[_Union[Session, _Mapping]] = ...) -> None: ...
+    ui: str
+    note: str
+    def __init__(self, url: _Optional[str] = ..., local_port: _Optional[int] = ..., session: _Optional[_Union[Session, _Mapping]] = ..., ui: _Optional[str] = ..., note: _Optional[str] = ...) -> None: ...
 
 class Failure(_message.Message):
     __slots__ = ("reason", "message", "log_tail")
