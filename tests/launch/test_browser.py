@@ -73,10 +73,14 @@ def _open_lab(page: Any, url: str) -> None:
 
 
 def _dismiss_news(page: Any) -> None:
-    # JupyterLab asks once whether to fetch its news; the answer does not matter here.
-    no = page.locator(".jp-Notification-Toast-content button", has_text="No")
-    if no.count():
-        no.first.click()
+    # JupyterLab asks, a moment after it starts, whether to fetch its news; answering keeps the
+    # toast out of the screenshots. The question may not come (it is asked once per server).
+    no = page.locator('button.jp-toast-button[title="No"]')
+    try:
+        no.first.wait_for(state="visible", timeout=10_000)
+    except playwright.TimeoutError:
+        return
+    no.first.click()
 
 
 def _open_notebook(page: Any) -> None:
@@ -107,10 +111,15 @@ def _menu(page: Any, menu: str, item: str) -> None:
 
 
 def _add_cell_and_run(page: Any, source: str) -> None:
-    """Appends a code cell at the end, types `source` into it and runs it (Shift+Enter)."""
-    page.locator(".jp-NotebookPanel .jp-Cell").last.click()
-    page.keyboard.press("Escape")
-    page.keyboard.press("b")
+    """Types `source` into a new code cell at the end and runs it (Shift+Enter).
+
+    Running the last cell leaves a new empty one below it, as in JupyterLab: that one is used.
+    """
+    last = page.locator(".jp-NotebookPanel .jp-Cell").last
+    if last.locator(".cm-content").inner_text().strip():
+        last.click()
+        page.keyboard.press("Escape")
+        page.keyboard.press("b")
     editor = page.locator(".jp-NotebookPanel .jp-Cell").last.locator(".cm-content")
     editor.click()
     page.keyboard.insert_text(source)
