@@ -83,6 +83,13 @@ def _dismiss_news(page: Any) -> None:
     no.first.click()
 
 
+def _listing_times_are_local(page: Any) -> bool:
+    """Whether no file in the browser is dated by the epoch; refreshes the listing first."""
+    page.locator('.jp-FileBrowser-toolbar [data-command="filebrowser:refresh"]').first.click()
+    modified = page.locator(".jp-DirListing-itemModified").all_inner_texts()
+    return bool(modified) and not any("56y" in text or "years ago" in text for text in modified)
+
+
 def _open_notebook(page: Any) -> None:
     page.locator(".jp-DirListing-item", has_text="hello.ipynb").dblclick()
     page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=UI_TIMEOUT_MS)
@@ -137,10 +144,12 @@ def test_a_person_opens_the_url_and_works_in_jupyterlab(kit: LaunchKit, ns: str,
     page = browser.new_page(viewport={"width": 1280, "height": 800})
     screens = Screens(page, tmp_path / "screens")
 
-    # 1. The printed URL shows JupyterLab with the file browser listing the project.
+    # 1. The printed URL shows JupyterLab with the file browser listing the project, with the
+    #    files' local modification times (not 1970, "56y ago", from the build's archive).
     _open_lab(page, url)
     listing = page.locator(".jp-DirListing-content").inner_text()
     assert "hello.ipynb" in listing and "hello.py" in listing
+    wait_until(lambda: _listing_times_are_local(page), timeout=60, what="the file browser to show local times")
     screens.take("jupyterlab")
 
     # 2. hello.ipynb opens, its kernel becomes idle, and every cell runs.

@@ -7,6 +7,7 @@ examples/hello.
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import time
@@ -191,6 +192,18 @@ def test_the_directory_and_the_notebook_stay_in_sync(kit: LaunchKit, ns: str, tm
     assert launched.rc == 0, launched.stderr
     token = launched.url.split("token=")[1]
     base = launched.url.split("?")[0].rsplit("/", 1)[0]
+
+    # The files from the image carry their local modification times, not the archive's 1970.
+    def pod_time(rel: str) -> float:
+        status, body = http_get(api_url(launched.url, f"api/contents/{rel}"))
+        assert status == 200, body[:200]
+        stamp = json.loads(body)["last_modified"]
+        return datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+    for rel in ("hello.py", "notebook.yaml"):
+        local = (project / rel).stat().st_mtime
+        wait_until(lambda rel=rel, local=local: abs(pod_time(rel) - local) < 1.0, timeout=60,
+                   what=f"{rel} in the pod to show its local modification time")
 
     # Local → notebook: a file written here shows up in Jupyter's /content.
     (project / "from_laptop.txt").write_text("written locally\n")

@@ -32,6 +32,7 @@ EXTRA_SYNC = "sync"
 COMPONENT_LABEL = "nbd.dev/component"
 POD_WAIT = 60.0  # seconds between log lines while the sync waits for a Ready pod
 STOP_FLUSH = 10.0  # how long a stop lets the sync settle
+TIMES_TIMEOUT = 60.0  # bound on setting the local file times in a pod
 
 
 def notebook_selector(name: str) -> dict[str, str]:
@@ -121,6 +122,9 @@ class SessionRuntime:
         self._sync_dirty = False
         self._sync_reporting = False
         self._rebinding: asyncio.Task[None] | None = None
+        # The pod (name, uid) the sync last connected to, and the uid whose file times were set.
+        self._sync_pod = ("", "")
+        self._times_for = ""
 
     # --- forward ---------------------------------------------------------------------------------
 
@@ -259,6 +263,7 @@ class SessionRuntime:
             except DeadlineExceeded as e:
                 log.info("sync of %s still waits for its pod: %s", self.key, e.message)
         uid = str(((pods.pods.get(name) or {}).get("metadata") or {}).get("uid") or "")
+        self._sync_pod = (name, uid)
         if not self._pod_uid:
             self._pod_uid = uid
             await self._record_sync()
@@ -337,11 +342,39 @@ class SessionRuntime:
             if paused != self._paused:
                 self._paused = paused
                 self._schedule(self._record_sync())
+        elif state == SyncState.WATCHING and self._sync_pod[1] and self._times_for != self._sync_pod[1]:
+            # Settled with this pod for the first time: give its files from the image local times.
+            self._times_for = self._sync_pod[1]
+            self._schedule(self._restore_times(self._sync_pod[0]))
         elif state == SyncState.CONNECTING and self._paused:
             # The session (re)connects while paused and would show "connecting" until resumed;
             # pausing it again (after this callback returns) keeps the state the user chose.
             session = self.sync
             asyncio.get_running_loop().call_soon(lambda: session.pause() if self.sync is session else None)
+
+    async def _restore_times(self, pod: str) -> None:
+        """Sets the local modification times on the pod's files that still have the archive's."""
+        from nbd.kube.exec import open_exec
+        from nbd.sync import times
+
+        directory, remote_root = self._sync_config
+        try:
+            payload = await asyncio.to_thread(
+                lambda: times.encode(times.local_times(directory, lambda rel, _d: rel.split("/", 1)[0] != ".git")))
+            channel = await open_exec(self.kube.target, self.key.namespace, pod, "notebook",
+                                      times.restore_script(remote_root))
+            try:
+                await channel.write_stdin(payload)
+                await channel.close_stdin()
+                out = await asyncio.wait_for(channel.read_stdout(), TIMES_TIMEOUT)
+                code = await channel.wait(TIMES_TIMEOUT)
+            finally:
+                await channel.close()
+            log.info("local file times set on %s file(s) of %s/%s (exit %s)",
+                     out.decode(errors="replace").strip() or "?", self.key.namespace, pod, code)
+        except (NbdError, OSError, asyncio.TimeoutError) as e:
+            # Only times are at stake, never contents: say so in the log and go on.
+            log.warning("could not set local file times in %s/%s: %s", self.key.namespace, pod, e)
 
     async def stop_sync(self, *, flush: bool) -> None:
         """Stops the sync; `flush` first lets a connected sync settle (bounded by STOP_FLUSH)."""
