@@ -156,9 +156,26 @@ def test_missing_dockerfile_is_a_build_failure_with_buildkits_message(cluster: d
     assert nb.status("nodf")["phase"] == "Failed"
 
 
-def test_prebuilt_image_runs_ready_suspends_and_resumes(cluster: dict[str, Any]) -> None:
+def _push_prebuilt_jupyter_image(kubelet: Any, tmp_path: Path, ref: str) -> None:
+    """A team's prebuilt image with Jupyter in it, as if pulled from their registry."""
+    import io
+
+    from kubesim.images.buildkit import build
+
+    ctx = tmp_path / "prebuilt"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM python:3.12\n"
+                                    "RUN --mount=type=cache,target=/root/.cache/pip pip install jupyter_server\n")
+    out = io.StringIO()
+    assert build(context=ctx, dockerfile=ctx / "Dockerfile", target=ref, store=kubelet.images, out=out) == 0, \
+        out.getvalue()
+
+
+def test_prebuilt_image_runs_ready_suspends_and_resumes(cluster: dict[str, Any], tmp_path: Path) -> None:
     nb: Notebooks = cluster["nb"]
-    nb.create("pre", {"image": "python:3.12", "resources": {"gpu": {"count": 1}}, "workdir": "/content"})
+    image = "registry.example/team/jupyter:1"
+    _push_prebuilt_jupyter_image(cluster["kubelet"], tmp_path, image)
+    nb.create("pre", {"image": image, "resources": {"gpu": {"count": 1}}, "workdir": "/content"})
     status = wait_for("Ready", lambda: (s := nb.status("pre")).get("phase") == "Ready" and s, timeout=90)
     pod = nb.pod(status["pod"])
     assert pod is not None

@@ -47,10 +47,24 @@ def test_matches(pattern: str, ref: str, ok: bool) -> None:
 
 def test_builtins_resolve_with_any_tag(tmp_path: Path) -> None:
     store = ImageStore(tmp_path)
-    for ref, cmd in (("busybox", ["sh"]), ("alpine:3.20", ["/bin/sh"]), ("python:3.11-slim", ["python3"])):
+    for ref, cmd in (("busybox", ["sh"]), ("alpine:3.20", ["/bin/sh"])):
         image = store.get(ref)
         assert image is not None and image.config.cmd == cmd and image.rootfs is None
     assert store.get("nosuch/image:v1") is None
+
+
+def test_python_images_carry_a_python_environment_of_their_own(tmp_path: Path) -> None:
+    """`python:*` is one layer: a virtual environment at /kubesim-python, first on the image's PATH."""
+    store = ImageStore(tmp_path)
+    image = store.get("python:3.11-slim")
+    assert image is not None and image.config.cmd == ["python3"] and image.rootfs is not None
+    assert len(image.layers) == 1
+    assert image.config.env_value("PATH").split(":")[0] == "/kubesim-python/bin"
+    env = image.rootfs / "kubesim-python"
+    assert (env / "pyvenv.cfg").is_file() and (env / "bin" / "pip").is_file()
+    assert "/kubesim-python/bin/python" in (env / "bin" / "pip").read_text().splitlines()[0]
+    other = store.get("python:3.12")
+    assert other is not None and other.layers == image.layers  # one interpreter here: one base layer
 
 
 def test_put_get_replace_and_list(tmp_path: Path) -> None:
