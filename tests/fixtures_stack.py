@@ -25,7 +25,12 @@ import pytest
 
 from devstack import Stack, down, up
 
-__all__ = ["LocalStack", "local_stack", "stack_factory", "stack_namespace", "make_namespace"]
+__all__ = ["LocalStack", "local_stack", "stack_factory", "stack_namespace", "make_namespace", "jupyter_image",
+           "push_image", "JUPYTER_IMAGE"]
+
+# A team's prebuilt notebook image: Python with a Jupyter server, as pulled from their registry.
+JUPYTER_IMAGE = "registry.example/nbd-tests/jupyter-server:1"
+_JUPYTER_DOCKERFILE = "FROM python:3.11-slim\nRUN --mount=type=cache,target=/root/.cache/pip pip install jupyter_server\n"
 
 _counter = itertools.count(1)
 
@@ -107,3 +112,32 @@ def stack_namespace(local_stack: LocalStack) -> Iterator[str]:
         local_stack.core().delete_namespace(name)
     except Exception:
         pass
+
+
+def push_image(stack: LocalStack, ref: str, dockerfile: str) -> str:
+    """Builds `dockerfile` into the stack's node image store under `ref`, as a registry push would.
+
+    The build runs in this process with kubesim's builder against the node's store on disk (the
+    node reads images from there), sharing the run's layer store, so it is a cache hit after once.
+    """
+    import io
+
+    from kubesim.images import ImageStore
+    from kubesim.images.buildkit import build
+
+    store = ImageStore(Path(stack.stack.state_dir) / "kubesim" / "node" / "images")
+    context = Path(tempfile.mkdtemp(prefix="nbd-image-"))
+    try:
+        (context / "Dockerfile").write_text(dockerfile)
+        out = io.StringIO()
+        if build(context=context, dockerfile=context / "Dockerfile", target=ref, store=store, out=out) != 0:
+            raise AssertionError(f"building the test image {ref} failed:\n{out.getvalue()[-3000:]}")
+    finally:
+        shutil.rmtree(context, ignore_errors=True)
+    return ref
+
+
+@pytest.fixture(scope="session")
+def jupyter_image(local_stack: LocalStack) -> str:
+    """The prebuilt Jupyter image in the session's local cluster (python:* has no Jupyter)."""
+    return push_image(local_stack, JUPYTER_IMAGE, _JUPYTER_DOCKERFILE)

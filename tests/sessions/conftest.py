@@ -22,11 +22,11 @@ NotebookFactory = Callable[..., Notebook]
 
 @pytest.fixture
 def notebook_factory(
-    local_stack: LocalStack, stack_namespace: str, daemon_factory: DaemonFactory, tmp_path: Path
+    local_stack: LocalStack, stack_namespace: str, daemon_factory: DaemonFactory, tmp_path: Path, jupyter_image: str
 ) -> Iterator[NotebookFactory]:
     """`notebook_factory(name="nb", files=3, build=False, launch=True)`: a launched Notebook.
 
-    `build=False` runs the prebuilt `python` image (nothing uploaded or built); True builds the
+    `build=False` runs a prebuilt Jupyter image (nothing uploaded or built); True builds the
     project's Dockerfile in the cluster.
     """
     made: list[Notebook] = []
@@ -41,7 +41,7 @@ def notebook_factory(
         )
         made.append(nb)
         if launch:
-            nb.launch(*(() if build else ("--image", "python")))
+            nb.launch(*(() if build else ("--image", jupyter_image)))
             nb.wait_sync("watching")
         return nb
 

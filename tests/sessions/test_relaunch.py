@@ -9,7 +9,7 @@ import pytest
 from sessions_support import jupyter_api, read, wait_for, write
 
 
-def test_stop_then_relaunch_keeps_the_port(notebook_factory):
+def test_stop_then_relaunch_keeps_the_port(notebook_factory, jupyter_image):
     nb = notebook_factory()
     port = nb.port
     write(nb.directory / "before_stop.txt", "kept\n")
@@ -25,7 +25,7 @@ def test_stop_then_relaunch_keeps_the_port(notebook_factory):
     # Edited while stopped: reaches the new pod after the relaunch.
     write(nb.directory / "while_stopped.txt", "local\n")
 
-    nb.launch("--image", "python")
+    nb.launch("--image", jupyter_image)
     assert nb.port == port
     wait_for(lambda: jupyter_api(port)["version"], "the Jupyter API after the relaunch")
     nb.wait_sync("watching")
