@@ -267,3 +267,19 @@ def test_a_notebook_launched_from_elsewhere_is_not_taken_over(kit: LaunchKit, ns
     after = kit.notebook(ns, "foreign")
     assert after is not None and after["metadata"]["generation"] == before["metadata"]["generation"]
     assert kit.session(ns, "foreign") is None
+
+
+def test_an_image_without_jupyterlab_says_so_and_opens_what_it_has(kit: LaunchKit, ns: str, tmp_path: Path,
+                                                                  jupyter_image: str) -> None:
+    """A prebuilt image with only jupyter_server: the URL is the server root, and the user is told why."""
+    project = make_project(tmp_path)
+    launched = kit.launch(project, ns, "--image", jupyter_image)
+    assert launched.rc == 0, launched.stderr
+    ready = launched.ready
+    assert ready["ui"] == "server"
+    assert "neither JupyterLab nor the notebook UI" in ready["note"]
+    assert launched.url.startswith("http://127.0.0.1:") and "/?token=" in launched.url
+    notices = [n.get("message", "") for n in launched.of("notice")]
+    assert any("add `jupyterlab` to the Dockerfile" in m for m in notices), notices
+    status, _ = http_get(api_url(launched.url, "api/status"))
+    assert status == 200
