@@ -135,6 +135,8 @@ def _add_cell_and_run(page: Any, source: str) -> None:
 
 def test_a_person_opens_the_url_and_works_in_jupyterlab(kit: LaunchKit, ns: str, tmp_path: Path, browser: Any) -> None:
     project = make_project(tmp_path)
+    # Content of its own: other tests of this cluster expect to upload examples/hello themselves.
+    (project / "notes.md").write_text("Opened in a browser.\n")
     launched = kit.launch(project, ns)
     assert launched.rc == 0, launched.stderr
     url = launched.url

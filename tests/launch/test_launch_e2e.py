@@ -202,8 +202,13 @@ def test_the_directory_and_the_notebook_stay_in_sync(kit: LaunchKit, ns: str, tm
 
     for rel in ("hello.py", "notebook.yaml"):
         local = (project / rel).stat().st_mtime
-        wait_until(lambda rel=rel, local=local: abs(pod_time(rel) - local) < 1.0, timeout=60,
-                   what=f"{rel} in the pod to show its local modification time")
+        try:
+            wait_until(lambda rel=rel, local=local: abs(pod_time(rel) - local) < 1.0, timeout=60,
+                       what=f"{rel} in the pod to show its local modification time")
+        except AssertionError as e:
+            log = (kit.daemon.dirs.state_dir / "nbd.log").read_text(errors="replace").splitlines()
+            told = [line for line in log if "file times" in line or "sync" in line.lower()][-20:]
+            raise AssertionError(f"{e}; pod time {pod_time(rel)}, local {local}; daemon log:\n" + "\n".join(told)) from e
 
     # Local → notebook: a file written here shows up in Jupyter's /content.
     (project / "from_laptop.txt").write_text("written locally\n")

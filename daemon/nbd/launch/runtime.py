@@ -33,6 +33,7 @@ COMPONENT_LABEL = "nbd.dev/component"
 POD_WAIT = 60.0  # seconds between log lines while the sync waits for a Ready pod
 STOP_FLUSH = 10.0  # how long a stop lets the sync settle
 TIMES_TIMEOUT = 60.0  # bound on setting the local file times in a pod
+TIMES_ATTEMPTS = 3
 
 
 def notebook_selector(name: str) -> dict[str, str]:
@@ -353,28 +354,41 @@ class SessionRuntime:
             asyncio.get_running_loop().call_soon(lambda: session.pause() if self.sync is session else None)
 
     async def _restore_times(self, pod: str) -> None:
-        """Sets the local modification times on the pod's files that still have the archive's."""
+        """Sets the local modification times on the pod's files that still have the archive's.
+
+        Tried a few times (an exec can fail while the API server or the pod is busy); a failure
+        costs only the times, never contents, so it ends in a log line.
+        """
         from nbd.kube.exec import open_exec
         from nbd.sync import times
 
         directory, remote_root = self._sync_config
-        try:
-            payload = await asyncio.to_thread(
-                lambda: times.encode(times.local_times(directory, lambda rel, _d: rel.split("/", 1)[0] != ".git")))
-            channel = await open_exec(self.kube.target, self.key.namespace, pod, "notebook",
-                                      times.restore_script(remote_root))
+        for attempt in range(TIMES_ATTEMPTS):
             try:
-                await channel.write_stdin(payload)
-                await channel.close_stdin()
-                out = await asyncio.wait_for(channel.read_stdout(), TIMES_TIMEOUT)
-                code = await channel.wait(TIMES_TIMEOUT)
-            finally:
-                await channel.close()
-            log.info("local file times set on %s file(s) of %s/%s (exit %s)",
-                     out.decode(errors="replace").strip() or "?", self.key.namespace, pod, code)
-        except (NbdError, OSError, asyncio.TimeoutError) as e:
-            # Only times are at stake, never contents: say so in the log and go on.
-            log.warning("could not set local file times in %s/%s: %s", self.key.namespace, pod, e)
+                payload = await asyncio.to_thread(
+                    lambda: times.encode(times.local_times(directory, lambda rel, _d: rel.split("/", 1)[0] != ".git")))
+                channel = await open_exec(self.kube.target, self.key.namespace, pod, "notebook",
+                                          times.restore_script(remote_root))
+                try:
+                    await channel.write_stdin(payload)
+                    await channel.close_stdin()
+                    out = await asyncio.wait_for(channel.read_stdout(), TIMES_TIMEOUT)
+                    err = await asyncio.wait_for(channel.read_stderr(), TIMES_TIMEOUT)
+                    code = await channel.wait(TIMES_TIMEOUT)
+                finally:
+                    await channel.close()
+                if code == 0:
+                    log.info("local file times set on %s path(s) of %s/%s", out.decode(errors="replace").strip(),
+                             self.key.namespace, pod)
+                    return
+                log.warning("setting local file times in %s/%s exited %s: %s", self.key.namespace, pod, code,
+                            err.decode(errors="replace").strip()[-500:])
+            except (NbdError, OSError, asyncio.TimeoutError) as e:
+                log.warning("could not set local file times in %s/%s (attempt %d): %s", self.key.namespace, pod,
+                            attempt + 1, e)
+            if self.sync is None or self._stopping:
+                return
+            await asyncio.sleep(2.0 * (attempt + 1))
 
     async def stop_sync(self, *, flush: bool) -> None:
         """Stops the sync; `flush` first lets a connected sync settle (bounded by STOP_FLUSH)."""
