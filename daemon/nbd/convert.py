@@ -14,14 +14,8 @@ from google.protobuf import timestamp_pb2
 from nbd import capabilities as caps
 from nbd import events as ev
 from nbd.errors import InvalidArgument
-from nbd.session import (
-    Conflict,
-    ForwardStatus,
-    NotebookSpec,
-    Problem,
-    Session,
-    SyncStatus,
-)
+from nbd.session import NotebookSpec, Session
+from nbd.status import Conflict, ForwardStatus, Problem, SyncStatus
 from nbdapi.v1 import notebooks_pb2 as pb
 
 

@@ -10,7 +10,8 @@ import dataclasses
 import enum
 from datetime import datetime
 
-from nbd.session import Conflict, Phase, Problem, Session, utcnow
+from nbd.session import Phase, Session
+from nbd.status import Conflict, Problem, utcnow
 
 __all__ = [
     "Cached",

@@ -24,7 +24,8 @@ from typing import Any, TypeVar
 from nbd.bus import EventBus, Subscription
 from nbd.errors import InvalidArgument, NotFound
 from nbd.events import SessionEvent, SessionEventKind, SyncChange
-from nbd.session import Conflict, Problem, Session, SessionKey, utcnow
+from nbd.session import Session, SessionKey
+from nbd.status import Conflict, Problem, utcnow
 from nbd.store import SessionStore
 
 __all__ = ["SessionRegistry", "parse_ref", "ref_matches"]

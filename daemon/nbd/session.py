@@ -4,7 +4,13 @@ These are the daemon's domain types, free of protobuf: the servicers convert the
 (`nbd.convert`), the store persists them as JSON (`nbd.store`), the registry owns the live ones
 (`nbd.registry`). Every type here is a frozen dataclass, so a value handed to an event subscriber or
 a persisted snapshot can never change under its reader; changes are made with `dataclasses.replace`
-(or `SessionRegistry.update`).
+(or `SessionRegistry.update`). The forward's and the sync's status types are `nbd.status`'s,
+re-exported here for the session's readers.
+
+`RuntimeRecord` is what the live parts of a session (its forward and its sync) persist with it so
+that a restarted daemon brings them back; the API never shows it. Invariant: every record type is
+typed all the way down (no free-form dicts) and checks its values when built, so a record that
+loads is one the runtime can use.
 """
 
 from __future__ import annotations
@@ -12,26 +18,29 @@ from __future__ import annotations
 import dataclasses
 import enum
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, NamedTuple
+
+from nbd.errors import InvalidArgument
+from nbd.status import Conflict, ForwardState, ForwardStatus, Problem, SyncState, SyncStatus, utcnow
 
 __all__ = [
     "Conflict",
+    "ForwardRecord",
     "ForwardState",
     "ForwardStatus",
+    "LaunchRecord",
     "NotebookSpec",
     "Phase",
     "Problem",
+    "RuntimeRecord",
     "Session",
     "SessionKey",
+    "SyncRecord",
     "SyncState",
     "SyncStatus",
     "utcnow",
 ]
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 class Phase(enum.Enum):
@@ -46,26 +55,6 @@ class Phase(enum.Enum):
     FAILED = 6
     STOPPED = 7
     STOPPING = 8
-
-
-class ForwardState(enum.Enum):
-    UNSPECIFIED = 0
-    ACTIVE = 1
-    WAITING_FOR_POD = 2
-    ERROR = 3
-    STOPPED = 4
-
-
-class SyncState(enum.Enum):
-    UNSPECIFIED = 0
-    DISABLED = 1
-    CONNECTING = 2
-    SCANNING = 3
-    SYNCING = 4
-    WATCHING = 5
-    PAUSED = 6
-    HALTED = 7
-    ERROR = 8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,49 +72,6 @@ class NotebookSpec:
     port: int | None = None
 
 
-@dataclasses.dataclass(frozen=True)
-class ForwardStatus:
-    state: ForwardState = ForwardState.UNSPECIFIED
-    local_port: int = 0
-    remote_port: int = 0
-    pod: str = ""
-    message: str = ""
-    open_connections: int = 0
-    last_probe: datetime | None = None
-
-
-@dataclasses.dataclass(frozen=True)
-class Conflict:
-    path: str
-    copy_path: str = ""
-    message: str = ""
-    time: datetime | None = None
-
-
-@dataclasses.dataclass(frozen=True)
-class Problem:
-    path: str
-    message: str = ""
-    time: datetime | None = None
-
-
-@dataclasses.dataclass(frozen=True)
-class SyncStatus:
-    state: SyncState = SyncState.UNSPECIFIED
-    message: str = ""
-    files: int = 0
-    cycles: int = 0
-    bytes_to_remote: int = 0
-    bytes_to_local: int = 0
-    files_to_remote: int = 0
-    files_to_local: int = 0
-    last_cycle: datetime | None = None
-    conflicts: tuple[Conflict, ...] = ()
-    problems: tuple[Problem, ...] = ()
-    local_root: str = ""
-    remote_root: str = ""
-
-
 class SessionKey(NamedTuple):
     """The identity of a session: a notebook is one (context, namespace, name)."""
 
@@ -137,14 +83,111 @@ class SessionKey(NamedTuple):
         return f"{self.context}/{self.namespace}/{self.name}"
 
 
+def _port(value: int, what: str, *, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= 65535:
+        raise ValueError(f"{what} must be a port number between {low} and 65535, not {value!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ForwardRecord:
+    """What the daemon persists to recreate a forward on the same port after a restart.
+
+    Attributes:
+        kubeconfig: The kubeconfig path the target was loaded from.
+        context: Context name.
+        namespace: Namespace of the pod.
+        selector: Pod labels (all must match).
+        remote_port: The pod's port.
+        local_port: The bound local port (the preferred port when restored; 0: any).
+        probe_path: HTTP path probed through the tunnel, or None for no probe.
+    """
+
+    kubeconfig: str
+    context: str
+    namespace: str
+    selector: Mapping[str, str]
+    remote_port: int
+    local_port: int
+    probe_path: str | None = "/api"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.selector, Mapping):
+            raise TypeError("selector must be a mapping of labels")
+        _port(self.remote_port, "remote_port", low=1)
+        _port(self.local_port, "local_port", low=0)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "selector": dict(self.selector)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ForwardRecord:
+        """The record from its JSON form; InvalidArgument (reason InvalidRecord) when it is not one."""
+        try:
+            selector = data["selector"]
+            if not isinstance(selector, Mapping):
+                raise TypeError("selector must be a mapping")
+            probe = data.get("probe_path", "/api")
+            return cls(
+                kubeconfig=str(data["kubeconfig"]),
+                context=str(data["context"]),
+                namespace=str(data["namespace"]),
+                selector={str(k): str(v) for k, v in selector.items()},
+                remote_port=int(data["remote_port"]),
+                local_port=int(data["local_port"]),
+                probe_path=None if probe is None else str(probe),
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise InvalidArgument(f"invalid forward record: {e}", reason="InvalidRecord") from e
+
+
+@dataclasses.dataclass(frozen=True)
+class SyncRecord:
+    """What a session's sync persists: what it syncs, the pod its ancestor is bound to, a pause.
+
+    Attributes:
+        directory: The local directory (absolute).
+        remote_root: The directory in the pod (absolute).
+        pod_uid: The uid of the pod the ancestor was agreed with ("" before the first connect).
+        paused: The user paused the sync (a pause outlives a daemon restart).
+    """
+
+    directory: str
+    remote_root: str
+    pod_uid: str = ""
+    paused: bool = False
+
+    def __post_init__(self) -> None:
+        for what, path in (("directory", self.directory), ("remote_root", self.remote_root)):
+            if not path.startswith("/"):
+                raise ValueError(f"{what} must be an absolute path, not {path!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class LaunchRecord:
+    """The launch options a resumed session keeps: `no_sync` (launched with --no-sync)."""
+
+    no_sync: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class RuntimeRecord:
+    """The persisted state of a session's live parts; None where that part never ran.
+
+    Its JSON shape is the one the daemon persisted before this record had a type (the session
+    field `extra`, with the keys forward, sync and launch), so those files load unchanged.
+    """
+
+    forward: ForwardRecord | None = None
+    sync: SyncRecord | None = None
+    launch: LaunchRecord = dataclasses.field(default_factory=LaunchRecord)
+
+
 @dataclasses.dataclass(frozen=True)
 class Session:
     """Everything the daemon knows about one notebook session.
 
-    `extra` holds state that capabilities (launch, forward, sync) persist with the session and that
-    the API does not show; it must stay JSON-serialisable (str keys; str, int, float, bool, None,
-    lists and dicts of those). Secrets stored there stay in the user's 0700 state dir and never
-    reach a log.
+    `runtime` is what the session's forward and sync persist with it and the API does not show
+    (see `RuntimeRecord`); it stays in the user's 0700 state dir.
     """
 
     name: str
@@ -163,7 +206,7 @@ class Session:
     sync: SyncStatus = dataclasses.field(default_factory=SyncStatus)
     created: datetime = dataclasses.field(default_factory=utcnow)
     updated: datetime = dataclasses.field(default_factory=utcnow)
-    extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    runtime: RuntimeRecord = dataclasses.field(default_factory=RuntimeRecord)
 
     @property
     def key(self) -> SessionKey:

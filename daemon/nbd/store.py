@@ -5,7 +5,10 @@ holding `{"format": 1, "session": {...}}`. Writes go to a temporary file in the 
 fsync'd and renamed over the old file, so a crash leaves
 either the old or the new session, never half of one. A file that cannot be read back is reported
 (a logged warning naming it), moved aside to `*.corrupt` and skipped: one bad file never stops the
-daemon nor hides the other sessions.
+daemon nor hides the other sessions. A session whose runtime record (`nbd.session.RuntimeRecord`)
+cannot be read loads without it, with a warning: the session stays listed, and a relaunch brings
+its forward and sync back. Files of the older shape, whose runtime record was the untyped field
+`extra`, load into the typed record.
 
 The store is synchronous (blocking file I/O); the registry calls it from worker threads.
 """
@@ -26,7 +29,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from nbd.session import Session, SessionKey
+from nbd.session import RuntimeRecord, Session, SessionKey
 
 __all__ = ["FORMAT", "SessionStore", "session_from_json", "session_to_json"]
 
@@ -131,9 +134,21 @@ def session_from_json(data: Any) -> Session:
         raise ValueError("session: name and namespace are required")
     if not isinstance(raw.get("context"), str):
         raise ValueError("session: context is required")
+    raw = dict(raw)
+    # Before the runtime record had a type it was the free-form field `extra`, of the same shape.
+    runtime_raw = raw.pop("runtime", raw.pop("extra", None))
     session = _decode(Session, raw, "session")
     assert isinstance(session, Session)
-    return session
+    if runtime_raw is None:
+        return session
+    try:
+        runtime = _decode(RuntimeRecord, runtime_raw, "session.runtime")
+    except (ValueError, TypeError, KeyError) as e:
+        # The session itself is sound: keep it, without what its forward and sync recorded
+        # (a relaunch records them again).
+        log.warning("session %s: ignoring its unreadable runtime record (%s)", session.key, e)
+        return session
+    return dataclasses.replace(session, runtime=runtime)
 
 
 # --- the store -------------------------------------------------------------------------------------

@@ -117,6 +117,7 @@ def test_archive_extracts_identically_with_gnu_tar_and_tarfile(tmp_path: Path) -
     deep = "deep/" + "/".join(["x" * 40] * 5) + "/file.txt"
     assert gnu[deep][2] == b"deep\n"
     assert any("outside" in w and "outside the directory" in w for w in built.warnings)
+    assert built.links_outside == ("outside",)  # the typed fact behind that warning; model_link stays inside
     # Bytewise sorted, directories before their contents, uid/gid 0 and mtime 0 everywhere.
     with tarfile.open(built.path, "r:gz") as t:
         members = t.getmembers()

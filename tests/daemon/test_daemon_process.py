@@ -17,7 +17,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from nbd.session import ForwardStatus, ForwardState, NotebookSpec, Phase, Session
+from nbd.session import ForwardRecord, ForwardStatus, ForwardState, NotebookSpec, Phase, RuntimeRecord, Session
 from nbd.store import SessionStore
 
 
@@ -128,7 +128,8 @@ def _session(name: str, **kw) -> Session:
 def test_sessions_survive_restarts(daemon_factory, nbd_isolated_env):
     store = SessionStore(nbd_isolated_env.paths.sessions_dir)
     store.save(_session("alpha"))
-    store.save(_session("beta", extra={"remembered_port": 8890}))
+    record = RuntimeRecord(forward=ForwardRecord("/k", "kubesim", "team", {"nbd.dev/notebook": "beta"}, 8888, 8890))
+    store.save(_session("beta", runtime=record))
     d = daemon_factory(capabilities="none")
     with d.client() as client:
         names = [s.name for s in client.list()]
@@ -141,7 +142,7 @@ def test_sessions_survive_restarts(daemon_factory, nbd_isolated_env):
     d2 = daemon_factory(capabilities="none")
     with d2.client() as client:
         assert [s.name for s in client.list()] == ["alpha", "beta"]
-    assert store.load_all()[1].extra == {"remembered_port": 8890}
+    assert store.load_all()[1].runtime == record
 
 
 def test_a_corrupted_session_file_is_skipped_with_a_warning(daemon_factory, nbd_isolated_env):

@@ -32,6 +32,7 @@ CORE = [
     "daemon/nbd/server.py",
     "daemon/nbd/servicers.py",
     "daemon/nbd/session.py",
+    "daemon/nbd/status.py",
     "daemon/nbd/store.py",
     "daemon/nbd/version.py",
     "clients/nbdclient",

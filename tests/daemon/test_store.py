@@ -10,13 +10,17 @@ import pytest
 
 from nbd.session import (
     Conflict,
+    ForwardRecord,
     ForwardState,
     ForwardStatus,
+    LaunchRecord,
     NotebookSpec,
     Phase,
     Problem,
+    RuntimeRecord,
     Session,
     SessionKey,
+    SyncRecord,
     SyncState,
     SyncStatus,
 )
@@ -48,7 +52,11 @@ def full_session() -> Session:
                         remote_root="/content"),
         created=T,
         updated=T,
-        extra={"port": 8888, "nested": {"list": [1, "two", None, True]}},
+        runtime=RuntimeRecord(
+            forward=ForwardRecord("/home/u/.kube/config", "prod", "team", {"nbd.dev/notebook": "nb"}, 8888, 8890, None),
+            sync=SyncRecord("/home/u/project", "/content", pod_uid="uid-1", paused=True),
+            launch=LaunchRecord(no_sync=True),
+        ),
     )
 
 
@@ -145,3 +153,43 @@ def test_a_leftover_temporary_file_is_removed(tmp_path):
 
 def test_missing_directory_loads_nothing(tmp_path):
     assert SessionStore(tmp_path / "absent").load_all() == []
+
+
+def test_the_untyped_extra_of_older_files_loads_into_the_runtime_record():
+    # The shape the daemon wrote while the record was the free-form field `extra`.
+    data = {"format": 1, "session": {
+        "name": "nb", "namespace": "team", "context": "c",
+        "extra": {
+            "forward": {"kubeconfig": "/k", "context": "c", "namespace": "team", "selector": {"nbd.dev/notebook": "nb"},
+                        "remote_port": 8888, "local_port": 8891, "probe_path": "/api"},
+            "sync": {"directory": "/home/u/project", "remote_root": "/content", "pod_uid": "u-1", "paused": False},
+            "launch": {"no_sync": True},
+        },
+    }}
+    s = session_from_json(data)
+    assert s.runtime == RuntimeRecord(
+        forward=ForwardRecord("/k", "c", "team", {"nbd.dev/notebook": "nb"}, 8888, 8891, "/api"),
+        sync=SyncRecord("/home/u/project", "/content", pod_uid="u-1"),
+        launch=LaunchRecord(no_sync=True),
+    )
+    assert session_from_json(session_to_json(s)) == s
+
+
+@pytest.mark.parametrize(
+    "runtime",
+    [
+        {"forward": {"kubeconfig": "/k", "context": "c", "namespace": "n", "selector": {}, "remote_port": 0,
+                     "local_port": 1}},
+        {"forward": {"selector": "a=1"}},
+        {"sync": {"directory": "relative", "remote_root": "/content"}},
+        {"launch": {"no_sync": "yes"}},
+        [],
+    ],
+)
+def test_an_unreadable_runtime_record_leaves_the_session_loaded_without_it(runtime, caplog):
+    data = {"format": 1, "session": {"name": "nb", "namespace": "team", "context": "c", "phase": "READY",
+                                     "runtime": runtime}}
+    with caplog.at_level(logging.WARNING, logger="nbd.store"):
+        s = session_from_json(data)
+    assert s.phase == Phase.READY and s.runtime == RuntimeRecord()
+    assert "ignoring its unreadable runtime record" in caplog.text

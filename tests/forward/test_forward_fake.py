@@ -11,7 +11,8 @@ import pytest
 from fakeapi import FakeApi, FakePod, echo_server, http_server
 
 from nbd.errors import FailedPrecondition
-from nbd.forward import ACTIVE, WAITING, Forward, ForwardRecord, ForwardStatusData, choose_port
+from nbd.forward import Forward, ForwardRecord, choose_port
+from nbd.status import ForwardState, ForwardStatus
 from nbd.kube import KubeClient
 
 pytestmark = pytest.mark.anyio
@@ -127,7 +128,7 @@ async def test_pod_side_close_closes_local_connection(fake: FakeApi, echo: int, 
 async def test_connection_waits_for_a_ready_pod(fake: FakeApi, echo: int, forward_factory: Callable[..., Awaitable[Forward]]) -> None:
     fwd = await forward_factory()
     await until(lambda: fwd.pods.synced, what="the pod list")
-    assert fwd.status().state == WAITING
+    assert fwd.status().state == ForwardState.WAITING_FOR_POD
     pending = asyncio.create_task(roundtrip(fwd.local_port, b"early"))
     await asyncio.sleep(0.3)
     assert not pending.done()
@@ -136,7 +137,7 @@ async def test_connection_waits_for_a_ready_pod(fake: FakeApi, echo: int, forwar
     assert not pending.done()
     fake.set_ready("nb-1", True)
     assert await asyncio.wait_for(pending, 5) == b"early"
-    assert fwd.status().state == ACTIVE and fwd.status().pod == "nb-1"
+    assert fwd.status().state == ForwardState.ACTIVE and fwd.status().pod == "nb-1"
 
 
 async def test_connection_gives_up_after_connect_timeout(fake: FakeApi, forward_factory: Callable[..., Awaitable[Forward]]) -> None:
@@ -149,7 +150,7 @@ async def test_connection_gives_up_after_connect_timeout(fake: FakeApi, forward_
 async def test_api_server_503_is_waited_out(fake: FakeApi, echo: int, forward_factory: Callable[..., Awaitable[Forward]]) -> None:
     fake.add_pod(FakePod("nb-1", LABELS, {REMOTE: echo}))
     fwd = await forward_factory()
-    await until(lambda: fwd.status().state == ACTIVE, what="active")
+    await until(lambda: fwd.status().state == ForwardState.ACTIVE, what="active")
     fake.fail(503, 1.0)
     started = asyncio.get_running_loop().time()
     assert await roundtrip(fwd.local_port, b"patience") == b"patience"
@@ -164,7 +165,7 @@ async def test_recreated_pod_is_used_by_new_connections(fake: FakeApi, echo: int
     port = fwd.local_port
     assert await roundtrip(port, b"one") == b"one"
     fake.delete_pod("nb-1")
-    await until(lambda: fwd.status().state == WAITING, what="waiting")
+    await until(lambda: fwd.status().state == ForwardState.WAITING_FOR_POD, what="waiting")
     fake.add_pod(FakePod("nb-2", LABELS, {REMOTE: echo2}, created="2026-01-01T00:00:05Z"))
     await until(lambda: fwd.status().pod == "nb-2", what="the new pod")
     assert fwd.local_port == port
@@ -197,24 +198,24 @@ async def test_local_half_close_still_delivers_the_answer(fake: FakeApi, echo: i
 async def test_rejected_credentials_show_in_status(fake: FakeApi, echo: int, forward_factory: Callable[..., Awaitable[Forward]]) -> None:
     fake.add_pod(FakePod("nb-1", LABELS, {REMOTE: echo}))
     fwd = await forward_factory()
-    await until(lambda: fwd.status().state == ACTIVE, what="active")
+    await until(lambda: fwd.status().state == ForwardState.ACTIVE, what="active")
     fake.token = "rotated"
     reader, writer = await asyncio.open_connection("127.0.0.1", fwd.local_port)
     assert await asyncio.wait_for(reader.read(), 5) == b""
     writer.close()
-    await until(lambda: fwd.status().state.startswith("error: "), what="error state")
+    await until(lambda: fwd.status().state == ForwardState.ERROR, what="error state")
     assert "rejected your credentials" in fwd.status().message
 
 
 async def test_status_changes_are_pushed(fake: FakeApi, echo: int, forward_factory: Callable[..., Awaitable[Forward]]) -> None:
-    seen: list[ForwardStatusData] = []
+    seen: list[ForwardStatus] = []
     fwd = await forward_factory()
     fwd.on_change(seen.append)
     await until(lambda: fwd.pods.synced, what="list")
     fake.add_pod(FakePod("nb-1", LABELS, {REMOTE: echo}))
-    await until(lambda: any(s.state == ACTIVE for s in seen), what="active pushed")
+    await until(lambda: any(s.state == ForwardState.ACTIVE for s in seen), what="active pushed")
     fake.delete_pod("nb-1")
-    await until(lambda: seen[-1].state == WAITING, what="waiting pushed")
+    await until(lambda: seen[-1].state == ForwardState.WAITING_FOR_POD, what="waiting pushed")
     assert seen[-1].local_port == fwd.local_port and seen[-1].remote_port == REMOTE
 
 
@@ -223,13 +224,14 @@ async def test_probe_through_the_tunnel(fake: FakeApi, forward_factory: Callable
     fake.add_pod(FakePod("nb-1", LABELS, {REMOTE: port}))
     fwd = await forward_factory(probe_path="/api", probe_interval=0.2)
     await until(lambda: fwd.status().last_probe is not None, what="a probe")
-    assert fwd.status().state == ACTIVE
+    assert fwd.status().state == ForwardState.ACTIVE
     server.close()
     await server.wait_closed()
-    await until(lambda: fwd.status().state.startswith("error: probe GET /api"), what="probe failure")
+    await until(lambda: (s := fwd.status()).state == ForwardState.ERROR and s.message.startswith("probe GET /api"),
+                what="probe failure")
     server, port2 = await http_server(b"{}")
     fake.pods["nb-1"].ports[REMOTE] = port2
-    await until(lambda: fwd.status().state == ACTIVE, what="recovery")
+    await until(lambda: fwd.status().state == ForwardState.ACTIVE, what="recovery")
     server.close()
 
 
@@ -279,26 +281,27 @@ async def test_stop_closes_listener_and_connections(fake: FakeApi, echo: int, ku
     writer.close()
     with pytest.raises(OSError):
         await asyncio.open_connection("127.0.0.1", port)
-    assert fwd.status().state == "stopped"
+    assert fwd.status().state == ForwardState.STOPPED
 
 
 async def test_forward_recovers_when_the_cluster_comes_back(fake: FakeApi, echo: int, forward_factory: Callable[..., Awaitable[Forward]]) -> None:
     """The API server vanishes (laptop asleep, VPN down) and returns on the same address."""
     fake.add_pod(FakePod("nb-1", LABELS, {REMOTE: echo}))
     fwd = await forward_factory(connect_timeout=15.0)
-    await until(lambda: fwd.status().state == ACTIVE, what="active")
+    await until(lambda: fwd.status().state == ForwardState.ACTIVE, what="active")
     port = fwd.local_port
     await fake.stop()
     await until(lambda: fwd.pods.last_error is not None, what="the watch to notice")
     assert fwd.pods.last_error is not None and fwd.pods.last_error.reason == "ClusterUnreachable"
-    await until(lambda: fwd.status().state.startswith("error: cannot reach the cluster at "), what="error state")
+    await until(lambda: (s := fwd.status()).state == ForwardState.ERROR
+                and s.message.startswith("cannot reach the cluster at "), what="error state")
     pending = asyncio.create_task(roundtrip(port, b"after the nap"))
     await asyncio.sleep(0.5)
     assert not pending.done()
     await fake.start()  # same port, same pods
     assert await asyncio.wait_for(pending, 15) == b"after the nap"
     await until(lambda: fwd.pods.last_error is None, timeout=15, what="the watch to recover")
-    assert fwd.local_port == port and fwd.status().state == ACTIVE
+    assert fwd.local_port == port and fwd.status().state == ForwardState.ACTIVE
 
 
 @pytest.mark.parametrize(
@@ -324,6 +327,6 @@ async def test_probe_of_a_port_that_does_not_speak_http(fake: FakeApi, echo: int
     fwd = await forward_factory(probe_path="/api", probe_interval=0.2)
     await until(lambda: fwd.status().last_probe is not None, what="a probe")
     status = fwd.status()
-    assert status.state == f"error: probe GET /api through 127.0.0.1:{fwd.local_port} failed: the pod's port 8888 did not answer HTTP"
-    assert status.message == status.state.removeprefix("error: ")
+    assert status.state == ForwardState.ERROR
+    assert status.message == f"probe GET /api through 127.0.0.1:{fwd.local_port} failed: the pod's port 8888 did not answer HTTP"
     server.close()

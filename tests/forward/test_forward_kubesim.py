@@ -18,7 +18,8 @@ from kubesim.testing import KubesimServer  # noqa: E402
 from podspecs import echo_pod, http_pod  # noqa: E402
 
 from nbd.errors import FailedPrecondition  # noqa: E402
-from nbd.forward import ACTIVE, WAITING, Forward  # noqa: E402
+from nbd.forward import Forward  # noqa: E402
+from nbd.status import ForwardState  # noqa: E402
 from nbd.kube import KubeClient, PodCache, load_target, open_exec  # noqa: E402
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
@@ -91,7 +92,7 @@ async def test_http_to_a_pods_http_server(kube: KubeClient) -> None:
         answer = await asyncio.wait_for(reader.read(), 10)
         writer.close()
         assert answer.startswith(b"HTTP/1.0 200"), answer[:200]
-        await until(lambda: fwd.status().state == ACTIVE and fwd.status().last_probe is not None, what="a good probe")
+        await until(lambda: fwd.status().state == ForwardState.ACTIVE and fwd.status().last_probe is not None, what="a good probe")
     finally:
         await fwd.stop()
 
@@ -138,7 +139,7 @@ async def test_deleted_and_recreated_pod(kube: KubeClient, cluster: KubesimServe
         port = fwd.local_port
         assert await roundtrip(port, b"before") == b"before"
         await delete(kube, "phoenix-a")
-        await until(lambda: fwd.status().state == WAITING, what="waiting for pod")
+        await until(lambda: fwd.status().state == ForwardState.WAITING_FOR_POD, what="waiting for pod")
         await create(kube, echo_pod("phoenix-b", labels, PORT))
         ready_at = await _ready_time(watcher, "phoenix-b")
         ok_at = await _first_success(port, 10)

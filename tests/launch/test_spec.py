@@ -9,13 +9,13 @@ import pytest
 from nbd.errors import InvalidArgument
 from nbd.launch.spec import (
     NotebookFileError,
-    SpecOverrides,
     merge_spec,
     notebook_manifest,
     notebook_name_for,
     parse_notebook_file,
     validate_name,
 )
+from nbd.session import NotebookSpec
 
 
 @pytest.mark.parametrize(
@@ -91,7 +91,7 @@ def test_bad_notebook_file_names_the_file_and_the_fix(text: str, message: str) -
 
 def test_overrides_win_and_env_merges_by_name() -> None:
     base = parse_notebook_file("resources: {gpu: {count: 1, type: t4}, cpu: 2}\nenv: {A: file, B: file}\n", "f")
-    merged = merge_spec(base, SpecOverrides(gpu_count=2, memory="4Gi", env={"B": "flag", "C": "flag"}, image="img"))
+    merged = merge_spec(base, NotebookSpec(gpu_count=2, memory="4Gi", env={"B": "flag", "C": "flag"}, image="img"))
     assert merged == {
         "image": "img",
         "resources": {"gpu": {"count": 2, "type": "t4"}, "cpu": "2", "memory": "4Gi"},

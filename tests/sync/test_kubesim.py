@@ -97,7 +97,7 @@ def test_sync_with_a_pod_through_exec(sync_kubesim: Any, pair: Pair) -> None:
             await until(lambda: any(isinstance(e, StateChanged) and "reconnect" in e.message for e in pair.events),
                         what="reconnect")
             st = await s.flush(60)
-            assert st.conflicts == []
+            assert st.conflicts == ()
             assert tree(pod.content) == tree(pair.local)
             assert (pair.local / "remote-after-drop.txt").read_bytes() == b"y\n"
 
@@ -156,7 +156,7 @@ def test_jupyter_saves_arrive_locally(sync_kubesim: Any, pair: Pair) -> None:
             st = await s.flush(30)
             # Jupyter's checkpoints stay in the pod: they are ignored by default.
             assert not (pair.local / ".ipynb_checkpoints").exists()
-            assert st.conflicts == []
+            assert st.conflicts == ()
 
     run(go())
 
@@ -182,7 +182,7 @@ def test_pod_recreated_under_a_running_session_is_refilled(sync_kubesim: Any, pa
 
             await until(replaced, timeout=60, what="the new pod refilled")
             st = await s.flush(60)
-            assert st.conflicts == [] and len(list(pair.local.iterdir())) == 30
+            assert st.conflicts == () and len(list(pair.local.iterdir())) == 30
 
     run(go())
 
@@ -202,7 +202,7 @@ def test_streams_dropped_mid_transfer_leave_no_partial_file(sync_kubesim: Any, p
             for name in os.listdir(pod.content):
                 assert name.startswith(".nbd-tmp-") or (pod.content / name).read_bytes() == data
             st = await s.flush(120)
-            assert st.conflicts == []
+            assert st.conflicts == ()
             assert (pod.content / "weights.bin").read_bytes() == data
             assert not [n for n in os.listdir(pod.content) if n.startswith(".nbd-tmp-")]
 

@@ -37,7 +37,15 @@ def test_pure_core_imports_no_io_or_framework() -> None:
     for module in ("snapshot", "reconcile"):
         roots = {name.split(".")[0] for name in _imports(module)}
         assert not roots & FORBIDDEN_IN_CORE, (module, roots & FORBIDDEN_IN_CORE)
-        assert {n for n in _imports(module) if n.startswith("nbd.")} <= {"nbd.sync.snapshot"}
+        # Besides each other, the core may use only the status vocabulary (pure, checked below).
+        assert {n for n in _imports(module) if n.startswith("nbd.")} <= {"nbd.sync.snapshot", "nbd.status"}
+
+
+def test_the_status_vocabulary_is_pure() -> None:
+    tree = parse((PACKAGE.parent / "status.py").read_text())
+    names = {a.name for node in ast.walk(tree) if isinstance(node, ast.Import) for a in node.names}
+    names |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+    assert {n.split(".")[0] for n in names} <= {"__future__", "enum", "dataclasses", "datetime"}, names
 
 
 def test_layers_point_down() -> None:

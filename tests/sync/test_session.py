@@ -192,7 +192,7 @@ def test_reconnects_after_the_agent_dies_and_converges(pair: Pair) -> None:
             (pair.remote / "c").write_bytes(b"c")
             st = await s.flush(10)
             assert tree(pair.local) == tree(pair.remote)
-            assert st.conflicts == []
+            assert st.conflicts == ()
             assert any(isinstance(e, StateChanged) and e.state == SyncState.CONNECTING and "reconnecting" in e.message
                        for e in pair.events)
 
@@ -223,7 +223,7 @@ def test_editor_style_save_via_temp_file_and_rename(pair: Pair) -> None:
                 os.replace(tmp, pair.local / "nb.ipynb")
             await until(lambda: (pair.remote / "nb.ipynb").read_bytes() == b"v6", what="final save")
             st = await s.flush(10)
-            assert st.conflicts == [] and tree(pair.local) == tree(pair.remote)
+            assert st.conflicts == () and tree(pair.local) == tree(pair.remote)
 
     run(go())
 
@@ -326,7 +326,7 @@ def test_incremental_cycles_delete_a_directory_without_tripping_the_guard(pair: 
         # The ancestor persisted through the journal reloads into a no-op session.
         async with pair.session() as s:
             st = await s.flush(30)
-            assert st.files_to_local == st.files_to_remote == 0 and st.conflicts == []
+            assert st.files_to_local == st.files_to_remote == 0 and st.conflicts == ()
 
     run(go())
 

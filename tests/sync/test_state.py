@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import os
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 
 from nbd.errors import FailedPrecondition
-from nbd.sync.snapshot import Conflict, Entry
+from nbd.status import Conflict
+from nbd.sync.snapshot import Entry
 from nbd.sync.state import AncestorStore
 
 F1 = Entry("file", "a" * 64, 1)
 F2 = Entry("file", "b" * 64, 2, True)
+T1 = datetime.fromtimestamp(1.0, timezone.utc)
 
 
 def test_snapshot_and_journal_round_trip(tmp_path: Path) -> None:
@@ -20,11 +23,11 @@ def test_snapshot_and_journal_round_trip(tmp_path: Path) -> None:
     store = AncestorStore(path)
     assert store.load() == ({}, [])
     store.save({"a": F1, "d": Entry("dir")}, [])
-    store.append({"b": F2, "a": None}, [Conflict("x", "x.c", "m", 1.0)])
+    store.append({"b": F2, "a": None}, [Conflict("x", "x.c", "m", T1)])
     again = AncestorStore(path)
     ancestor, conflicts = again.load()
     assert ancestor == {"b": F2, "d": Entry("dir")}
-    assert conflicts == [Conflict("x", "x.c", "m", 1.0)]
+    assert conflicts == [Conflict("x", "x.c", "m", T1)]
     assert again.journal_entries == 2
 
 

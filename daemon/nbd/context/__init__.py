@@ -74,7 +74,9 @@ class BuiltContext:
         size: Archive size in bytes.
         files: Regular files in the archive.
         cached: True when the archive of an unchanged directory was reused without packaging.
-        warnings: Skipped special files and symlinks pointing outside the directory.
+        warnings: Skipped special files and symlinks pointing outside the directory, worded for a person.
+        links_outside: Relative paths of the symlinks pointing outside the directory (the walk's
+            `ContextPlan.links_outside`): what a caller acts on, never the wording of `warnings`.
     """
 
     path: str
@@ -84,6 +86,7 @@ class BuiltContext:
     files: int
     cached: bool
     warnings: tuple[str, ...] = ()
+    links_outside: tuple[str, ...] = ()
 
 
 class _EitherFlag:
@@ -109,6 +112,7 @@ def build_context_sync(
     # Walk order is enough for the digest; the archive order costs a sort only on a miss.
     plan = walk_context(root, dockerfile)
     warnings = tuple(plan.warnings)
+    outside = tuple(plan.links_outside)
     record_file = manifest.record_path(os.fspath(cache_dir), plan.root, plan.dockerfile)
     digest = manifest.manifest_digest(plan, level)
     previous = manifest.load(record_file)
@@ -116,7 +120,8 @@ def build_context_sync(
         try:
             if os.stat(previous.path).st_size == previous.size:
                 return BuiltContext(
-                    previous.path, previous.md5_hex, previous.md5_b64, previous.size, previous.files, True, warnings
+                    previous.path, previous.md5_hex, previous.md5_b64, previous.size, previous.files, True, warnings,
+                    outside,
                 )
         except OSError:
             pass
@@ -137,7 +142,7 @@ def build_context_sync(
             ),
         )
     return BuiltContext(
-        packaged.path, packaged.md5_hex, packaged.md5_b64, packaged.size, packaged.files, False, warnings
+        packaged.path, packaged.md5_hex, packaged.md5_b64, packaged.size, packaged.files, False, warnings, outside
     )
 
 

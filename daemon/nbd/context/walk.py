@@ -66,7 +66,10 @@ class ContextPlan:
         ignore_file: The ignore file in use, relative to root ("" when there is none).
         ignore_text: Its contents ("" when there is none).
         entries: Members in archive order (bytewise by tar name).
-        warnings: One line per skipped special file or symlink pointing outside the directory.
+        warnings: One line per skipped special file or symlink pointing outside the directory, for
+            a person to read.
+        links_outside: The relative paths of the symlinks whose target is outside the directory
+            (each also has a warning); the cluster's build cannot unpack such a link.
         started_ns: time.time_ns() when the walk began (for the manifest's racy-timestamp rule).
         sorted: Whether `entries` are in archive order yet (`sort_plan`).
     """
@@ -77,6 +80,7 @@ class ContextPlan:
     ignore_text: str
     entries: list[Entry]
     warnings: list[str] = field(default_factory=list)
+    links_outside: list[str] = field(default_factory=list)
     started_ns: int = 0
     sorted: bool = False
 
@@ -181,6 +185,7 @@ def walk_context(root: str | os.PathLike[str], dockerfile: str = "Dockerfile") -
 
     entries: list[Entry] = []
     warnings: list[str] = []
+    links_outside: list[str] = []
     # Excluded directories that were entered anyway; one is emitted once something below it is.
     held: dict[str, Entry] = {}
     emitted_held: set[str] = set()
@@ -240,6 +245,7 @@ def walk_context(root: str | os.PathLike[str], dockerfile: str = "Dockerfile") -
                             target = os.readlink(de.name, dir_fd=dir_fd)
                             append(new_entry(Entry, (rel, SYMLINK, 0, 0, 0, de.inode(), target)))
                             if _points_outside(rel, target):
+                                links_outside.append(rel)
                                 warnings.append(
                                     f"{rel}: symlink to {target} points outside the directory; stored as a link"
                                 )
@@ -263,6 +269,7 @@ def walk_context(root: str | os.PathLike[str], dockerfile: str = "Dockerfile") -
         ignore_text=ignore_text,
         entries=entries,
         warnings=warnings,
+        links_outside=links_outside,
         started_ns=started_ns,
     )
 

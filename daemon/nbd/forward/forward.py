@@ -9,7 +9,7 @@ connection waits (bounded by `connect_timeout`) instead of failing. The listener
 
 Health is a real probe through the tunnel (TCP connect to the listener, HTTP GET `probe_path`,
 any HTTP answer counts) every `probe_interval`; the result and the pod cache's state become a
-`ForwardStatusData` pushed to `on_change` listeners. `record()` returns what the daemon persists;
+`ForwardStatus` pushed to `on_change` listeners. `record()` returns what the daemon persists;
 `Forward.from_record` rebuilds the forward on the same port after a restart.
 """
 
@@ -19,7 +19,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from nbd.errors import DeadlineExceeded, InvalidArgument, NbdError, NotFound, Unavailable
@@ -28,92 +28,18 @@ from nbd.forward.relay import RelayResult, relay_v4
 from nbd.kube.channel import PORTFORWARD_PROTOCOLS, Channel, open_channel
 from nbd.kube.client import KubeClient
 from nbd.kube.pods import PodCache, PodChange, selector_string
+from nbd.session import ForwardRecord
+from nbd.status import ForwardState, ForwardStatus, from_epoch
 
 __all__ = [
-    "ACTIVE",
-    "WAITING",
     "Forward",
     "ForwardRecord",
-    "ForwardStatusData",
 ]
 
 log = logging.getLogger(__name__)
 
-ACTIVE = "active"
-WAITING = "waiting for pod"
-STOPPED = "stopped"
-ERROR_PREFIX = "error: "
-
 RETRY_START = 0.05
 RETRY_MAX = 1.0
-
-
-@dataclass(frozen=True)
-class ForwardStatusData:
-    """A forward's state as the daemon shows it (no proto types here).
-
-    Attributes:
-        state: "active", "waiting for pod", "stopped" or "error: <message>".
-        local_port: The bound 127.0.0.1 port (0 before start).
-        remote_port: The pod's port.
-        pod: The pod new connections go to now ("" if none is Ready).
-        message: A human sentence about the state ("" when active).
-        open_connections: Connections being relayed now.
-        last_probe: Wall-clock time (epoch seconds) of the last probe, or None.
-    """
-
-    state: str
-    local_port: int
-    remote_port: int
-    pod: str
-    message: str
-    open_connections: int
-    last_probe: float | None
-
-
-@dataclass(frozen=True)
-class ForwardRecord:
-    """What the daemon persists to recreate a forward on the same port after a restart.
-
-    Attributes:
-        kubeconfig: The kubeconfig path the target was loaded from.
-        context: Context name.
-        namespace: Namespace of the pod.
-        selector: Pod labels (all must match).
-        remote_port: The pod's port.
-        local_port: The bound local port (the preferred port when restored).
-        probe_path: HTTP path probed through the tunnel, or None for no probe.
-    """
-
-    kubeconfig: str
-    context: str
-    namespace: str
-    selector: dict[str, str]
-    remote_port: int
-    local_port: int
-    probe_path: str | None = "/api"
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> "ForwardRecord":
-        try:
-            selector = data["selector"]
-            if not isinstance(selector, Mapping):
-                raise TypeError("selector must be a mapping")
-            probe = data.get("probe_path", "/api")
-            return cls(
-                kubeconfig=str(data["kubeconfig"]),
-                context=str(data["context"]),
-                namespace=str(data["namespace"]),
-                selector={str(k): str(v) for k, v in selector.items()},
-                remote_port=int(data["remote_port"]),
-                local_port=int(data["local_port"]),
-                probe_path=None if probe is None else str(probe),
-            )
-        except (KeyError, TypeError, ValueError) as e:
-            raise InvalidArgument(f"invalid forward record: {e}", reason="InvalidRecord") from e
 
 
 @dataclass
@@ -179,8 +105,8 @@ class Forward:
         self._port = 0
         self._connections: set[asyncio.Task[None]] = set()
         self._health = _Health()
-        self._listeners: list[Callable[[ForwardStatusData], None]] = []
-        self._last_status: ForwardStatusData | None = None
+        self._listeners: list[Callable[[ForwardStatus], None]] = []
+        self._last_status: ForwardStatus | None = None
         self._probe_task: asyncio.Task[None] | None = None
         self._probe_now = asyncio.Event()
         self._unsubscribe: Callable[[], None] | None = None
@@ -272,39 +198,39 @@ class Forward:
 
     # -- status ------------------------------------------------------------------------------
 
-    def status(self) -> ForwardStatusData:
+    def status(self) -> ForwardStatus:
         """The forward's state now."""
         pod = self.pods.ready_pod() or ""
         h = self._health
         err = self.pods.last_error
         if self._stopped or (self._server is None and self._port == 0):
-            state, message = STOPPED, "the forward is stopped"
+            state, message = ForwardState.STOPPED, "the forward is stopped"
         elif err is not None:
             # The watch cannot reach the cluster: new connections cannot be opened either.
-            state, message = ERROR_PREFIX + err.message, err.message
+            state, message = ForwardState.ERROR, err.message
         elif not pod:
-            state = WAITING
+            state = ForwardState.WAITING_FOR_POD
             message = (
                 f"waiting for a Ready pod matching {selector_string(self.selector)} "
                 f"in namespace {self.namespace}"
             )
         elif h.probe_ok is False:
-            state, message = ERROR_PREFIX + h.probe_message, h.probe_message
+            state, message = ForwardState.ERROR, h.probe_message
         elif h.connect_error:
-            state, message = ERROR_PREFIX + h.connect_error, h.connect_error
+            state, message = ForwardState.ERROR, h.connect_error
         else:
-            state, message = ACTIVE, ""
-        return ForwardStatusData(
+            state, message = ForwardState.ACTIVE, ""
+        return ForwardStatus(
             state=state,
             local_port=self._port,
             remote_port=self.remote_port,
             pod=pod,
             message=message,
             open_connections=len(self._connections),
-            last_probe=h.last_probe,
+            last_probe=from_epoch(h.last_probe),
         )
 
-    def on_change(self, callback: Callable[[ForwardStatusData], None]) -> Callable[[], None]:
+    def on_change(self, callback: Callable[[ForwardStatus], None]) -> Callable[[], None]:
         """Call `callback` with the new status whenever it changes; returns an unsubscribe function."""
         self._listeners.append(callback)
 

@@ -70,41 +70,26 @@ from nbd.launch.building import BuildError, Delivery, new_request_id
 from nbd.launch.jupyter import CUSTOM as CUSTOM_UI
 from nbd.launch.jupyter import detect_ui, notebook_url
 from nbd.launch.notebooks import NotebookClient, containers_of
-from nbd.launch.runtime import EXTRA_FORWARD, EXTRA_SYNC, SessionRuntime
+from nbd.launch.runtime import SessionRuntime
 from nbd.launch.spec import (
     DEFAULT_PORT,
     DEFAULT_WORKDIR,
     LOCAL_DIRECTORY_ANNOTATION,
-    SpecOverrides,
     merge_spec,
     notebook_manifest,
     notebook_name_for,
     parse_notebook_file,
     validate_name,
 )
-from nbd.session import ForwardState, NotebookSpec, Phase, Session, SessionKey, SyncStatus, SyncState, utcnow
+from nbd.session import LaunchRecord, NotebookSpec, Phase, Session, SessionKey, utcnow
+from nbd.status import ForwardState, SyncState, SyncStatus
 
 log = logging.getLogger(__name__)
 
 NOTEBOOK_FILE = "notebook.yaml"
-EXTRA_LAUNCH = "launch"
 START_TIMEOUT = 900.0
 
 Emit = Callable[[LaunchPayload], None]
-
-
-def _overrides(spec: NotebookSpec) -> SpecOverrides:
-    return SpecOverrides(
-        image=spec.image,
-        gpu_count=spec.gpu_count,
-        gpu_type=spec.gpu_type,
-        cpu=spec.cpu,
-        memory=spec.memory,
-        env=dict(spec.env),
-        command=tuple(spec.command),
-        workdir=spec.workdir,
-        port=spec.port,
-    )
 
 
 def _session_spec(spec: dict[str, Any]) -> NotebookSpec:
@@ -223,7 +208,7 @@ class Launcher:
         if os.path.isfile(path):
             text = await asyncio.to_thread(_read_text, path)
             file_spec = parse_notebook_file(text, path)
-        spec = merge_spec(file_spec, _overrides(request.spec))
+        spec = merge_spec(file_spec, request.spec)
         name = validate_name(request.name) if request.name else notebook_name_for(os.path.basename(directory))
         target = await load_target(request.kubeconfig or None, request.context or None, request.namespace or None)
         return _Plan(directory, name, target, spec, SessionKey(target.context, target.namespace, name))
@@ -310,7 +295,7 @@ class Launcher:
             md5, built_path, md5_b64 = built.md5_hex, built.path, built.md5_b64
             for warning in built.warnings:
                 emit(Notice(warning, NoticeLevel.WARNING))
-            outside = _links_outside(built.warnings)
+            outside = built.links_outside
             if outside:
                 # The build's fetch step refuses a context with such a link: say so before uploading.
                 raise InvalidArgument(
@@ -406,7 +391,7 @@ class Launcher:
             runtime = SessionRuntime(registry, plan.key, kube, self.sync_dir)
             self.runtimes[plan.key] = runtime
         session = registry.find(plan.key)
-        remembered = int((session.extra.get(EXTRA_FORWARD) or {}).get("local_port") or 0) if session else 0
+        remembered = session.runtime.forward.local_port if session and session.runtime.forward else 0
         remote_port = int(plan.spec.get("port") or DEFAULT_PORT)
         explicit = request.local_port or None
         port = await runtime.start_forward(remote_port, preferred=remembered or DEFAULT_PORT, explicit=explicit)
@@ -414,9 +399,10 @@ class Launcher:
         url = notebook_url(port, ui, token)
         if ui.note:
             emit(Notice(ui.note, NoticeLevel.WARNING))
-        extra = dict(registry.find(plan.key).extra)  # type: ignore[union-attr]
-        extra[EXTRA_LAUNCH] = {"no_sync": request.no_sync}
-        session = await registry.update(plan.key, phase=Phase.READY, url=url, pod=pod_name, message="", extra=extra)
+        current = registry.find(plan.key)
+        assert current is not None  # a launch's session leaves the registry only by a stop with --delete
+        record = dataclasses.replace(current.runtime, launch=LaunchRecord(no_sync=request.no_sync))
+        session = await registry.update(plan.key, phase=Phase.READY, url=url, pod=pod_name, message="", runtime=record)
         if not request.no_sync:
             workdir = str(plan.spec.get("workdir") or DEFAULT_WORKDIR)
             await runtime.start_sync(plan.directory, workdir)
@@ -472,18 +458,14 @@ class Launcher:
                 log.exception("could not resume session %s", session.key)
 
     async def resume(self, session: Session) -> None:
-        from nbd.forward import ForwardRecord
-
         kube = await self._client(session.kubeconfig, session.context, session.namespace)
         runtime = SessionRuntime(self.app.registry, session.key, kube, self.sync_dir)
         self.runtimes[session.key] = runtime
-        record = session.extra.get(EXTRA_FORWARD)
-        if record:
-            await runtime.restore_forward(ForwardRecord.from_json(record))
-        sync = session.extra.get(EXTRA_SYNC)
-        no_sync = bool((session.extra.get(EXTRA_LAUNCH) or {}).get("no_sync"))
-        if sync and not no_sync:
-            await runtime.start_sync(str(sync["directory"]), str(sync["remote_root"]))
+        record = session.runtime
+        if record.forward is not None:
+            await runtime.restore_forward(record.forward)
+        if record.sync is not None and not record.launch.no_sync:
+            await runtime.start_sync(record.sync.directory, record.sync.remote_root)
         log.info("resumed session %s", session.key)
 
     async def close(self, app: App) -> None:
@@ -527,8 +509,6 @@ class Launcher:
                 yield LogLine(line, container)
 
     async def sync(self, session: Session, action: SyncAction, *, force: bool = False) -> SyncStatus:
-        from nbd.launch.runtime import sync_status
-
         runtime = self.runtimes.get(session.key)
         if runtime is None:
             raise FailedPrecondition(
@@ -541,7 +521,7 @@ class Launcher:
             sync.resume(force=force)
         elif action == SyncAction.FLUSH:
             await sync.flush(60.0)
-        status = sync_status(sync.status())
+        status = sync.status()
         await self.app.registry.update(session.key, sync=status)
         return status
 
@@ -555,15 +535,6 @@ class _StartError(FailedPrecondition):
 async def registry_update_safe(app: App, key: SessionKey, **changes: Any) -> None:
     if app.registry.find(key) is not None:
         await app.registry.update(key, **changes)
-
-
-# nbd.context words the warning of a symlink leaving the directory as "<path>: symlink to <target>
-# points outside the directory; ...".
-_OUTSIDE_MARK = " points outside the directory"
-
-
-def _links_outside(warnings: tuple[str, ...]) -> list[str]:
-    return [w.split(": symlink to ", 1)[0] for w in warnings if _OUTSIDE_MARK in w and ": symlink to " in w]
 
 
 def _read_text(path: str) -> str:

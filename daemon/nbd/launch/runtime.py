@@ -4,31 +4,37 @@ A `SessionRuntime` is the live part of one session in the daemon. It is created 
 reaches its pod and re-created from the persisted session when the daemon starts again, so the
 forward comes back on the same port and the sync resumes from its ancestor without any rebuild.
 It reports forward and sync state into the session registry, which persists it and streams it on
-the Events RPC.
+the Events RPC. Both report in `nbd.status`'s types, which the session holds as they come.
+
+Invariant: what must survive a daemon restart (the forward's port, the sync's directories, the pod
+its ancestor is bound to, a pause) is in the session's typed `RuntimeRecord`, written through the
+registry whenever it changes; nothing else is needed to resume.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import logging
 import os
-from collections.abc import Awaitable, Callable
-from datetime import datetime, timezone
-from typing import Any
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any
 
 from nbd.errors import DeadlineExceeded, FailedPrecondition, NbdError
 from nbd.events import Direction, SyncChange
-from nbd.forward import Forward, ForwardRecord, ForwardStatusData
+from nbd.forward import Forward
 from nbd.kube import KubeClient, PodCache
 from nbd.launch.spec import NOTEBOOK_LABEL
 from nbd.registry import SessionRegistry
-from nbd.session import Conflict, ForwardState, ForwardStatus, Problem, Session, SessionKey, SyncState, SyncStatus
+from nbd.session import ForwardRecord, RuntimeRecord, SessionKey, SyncRecord
+from nbd.status import ForwardStatus, SyncState
+
+if TYPE_CHECKING:
+    from nbd.sync import SyncEvent, SyncSession
 
 log = logging.getLogger(__name__)
 
-EXTRA_FORWARD = "forward"
-EXTRA_SYNC = "sync"
 COMPONENT_LABEL = "nbd.dev/component"
 POD_WAIT = 60.0  # seconds between log lines while the sync waits for a Ready pod
 STOP_FLUSH = 10.0  # how long a stop lets the sync settle
@@ -39,60 +45,6 @@ TIMES_ATTEMPTS = 3
 def notebook_selector(name: str) -> dict[str, str]:
     """The labels of a notebook's pod (the controller sets both)."""
     return {NOTEBOOK_LABEL: name, COMPONENT_LABEL: "notebook"}
-
-
-def _forward_state(status: ForwardStatusData) -> ForwardState:
-    if status.state == "active":
-        return ForwardState.ACTIVE
-    if status.state == "waiting for pod":
-        return ForwardState.WAITING_FOR_POD
-    if status.state == "stopped":
-        return ForwardState.STOPPED
-    return ForwardState.ERROR
-
-
-def forward_status(status: ForwardStatusData) -> ForwardStatus:
-    return ForwardStatus(
-        state=_forward_state(status),
-        local_port=status.local_port,
-        remote_port=status.remote_port,
-        pod=status.pod,
-        message=status.message or (status.state if status.state.startswith("error") else ""),
-        open_connections=status.open_connections,
-        last_probe=datetime.fromtimestamp(status.last_probe, timezone.utc) if status.last_probe else None,
-    )
-
-
-def _time(epoch: float) -> datetime | None:
-    return datetime.fromtimestamp(epoch, timezone.utc) if epoch else None
-
-
-def sync_status(data: Any) -> SyncStatus:
-    """The session's view of a `nbd.sync.SyncStatusData`."""
-    return SyncStatus(
-        state=SyncState(int(data.state)),
-        message=data.message,
-        files=data.files,
-        cycles=data.cycles,
-        bytes_to_remote=data.bytes_to_remote,
-        bytes_to_local=data.bytes_to_local,
-        files_to_remote=data.files_to_remote,
-        files_to_local=data.files_to_local,
-        last_cycle=_time(data.last_cycle),
-        conflicts=tuple(_conflict(c) for c in data.conflicts),
-        problems=tuple(_problem(p) for p in data.problems),
-        local_root=data.local_root,
-        remote_root=data.remote_root,
-    )
-
-
-def _conflict(c: Any) -> Conflict:
-    return Conflict(path=c.path, copy_path=getattr(c, "copy_path", ""), message=getattr(c, "message", ""),
-                    time=_time(getattr(c, "time", 0.0) or 0.0))
-
-
-def _problem(p: Any) -> Problem:
-    return Problem(path=p.path, message=getattr(p, "message", ""), time=_time(getattr(p, "time", 0.0) or 0.0))
 
 
 class SessionRuntime:
@@ -111,7 +63,7 @@ class SessionRuntime:
         self.kube = kube
         self.state_dir = state_dir
         self.forward: Forward | None = None
-        self.sync: Any = None
+        self.sync: SyncSession | None = None
         self.pods: PodCache | None = None
         self._pending: set[asyncio.Task[Any]] = set()
         # The sync's (directory, remote root), and the uid of the pod its ancestor was agreed with.
@@ -149,8 +101,7 @@ class SessionRuntime:
         await forward.start()
         self.forward = forward
         forward.on_change(self._forward_changed)
-        record = forward.record()
-        await self._update_extra(EXTRA_FORWARD, record.to_json(), forward=forward_status(forward.status()))
+        await self._update_runtime(forward=forward.record(), changes={"forward": forward.status()})
         return forward.local_port
 
     async def restore_forward(self, record: ForwardRecord) -> int:
@@ -162,22 +113,22 @@ class SessionRuntime:
         self.forward = forward
         self._restored = True
         forward.on_change(self._forward_changed)
-        changes: dict[str, Any] = {"forward": forward_status(forward.status())}
+        changes: dict[str, Any] = {"forward": forward.status()}
         session = self.registry.find(self.key)
         if session is not None and forward.local_port != record.local_port:
             # The recorded port was taken meanwhile: the URL and the record follow the new one.
             log.warning("port %d of %s is taken; the notebook is now at port %d",
                         record.local_port, self.key, forward.local_port)
             changes["url"] = _with_port(session.url, record.local_port, forward.local_port)
-            await self._update_extra(EXTRA_FORWARD, forward.record().to_json(), **changes)
+            await self._update_runtime(forward=forward.record(), changes=changes)
         else:
             await self.registry.update(self.key, **changes)
         return forward.local_port
 
-    def _forward_changed(self, status: ForwardStatusData) -> None:
+    def _forward_changed(self, status: ForwardStatus) -> None:
         if self.registry.find(self.key) is None or self.forward is None:
             return
-        changes: dict[str, Any] = {"forward": forward_status(status)}
+        changes: dict[str, Any] = {"forward": status}
         if status.pod:  # a replaced pod (another name) is the session's pod from now on
             changes["pod"] = status.pod
         self._schedule(self.registry.update(self.key, **changes))
@@ -215,17 +166,17 @@ class SessionRuntime:
         os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
         self._sync_config = (directory, remote_root)
         session = self.registry.find(self.key)
-        recorded = dict((session.extra.get(EXTRA_SYNC) or {}) if session is not None else {})
-        same = recorded.get("directory") == directory and recorded.get("remote_root") == remote_root
-        self._pod_uid = str(recorded.get("pod_uid") or "") if same else ""
+        recorded = session.runtime.sync if session is not None else None
+        same = recorded is not None and recorded.directory == directory and recorded.remote_root == remote_root
+        self._pod_uid = recorded.pod_uid if recorded is not None and same else ""
         # A pause outlives a daemon restart (this runtime restores a session); a launch syncs.
-        self._paused = bool(recorded.get("paused")) if same and self._restored else False
-        await self._update_extra(EXTRA_SYNC, self._sync_record())
+        self._paused = recorded.paused if recorded is not None and same and self._restored else False
+        await self._update_runtime(sync=self._sync_record())
         await self._open_sync()
 
-    def _sync_record(self) -> dict[str, Any]:
+    def _sync_record(self) -> SyncRecord:
         directory, remote_root = self._sync_config
-        return {"directory": directory, "remote_root": remote_root, "pod_uid": self._pod_uid, "paused": self._paused}
+        return SyncRecord(directory, remote_root, pod_uid=self._pod_uid, paused=self._paused)
 
     async def _open_sync(self) -> None:
         from nbd.sync import SyncOptions, SyncSession
@@ -245,7 +196,7 @@ class SessionRuntime:
         if self._paused:  # a pause outlives a daemon restart
             session.pause()
         if self.registry.find(self.key) is not None:
-            await self.registry.update(self.key, sync=sync_status(session.status()))
+            await self.registry.update(self.key, sync=session.status())
 
     async def _current_pod(self) -> str:
         """The pod the sync agent runs in, called at every (re)connect of the sync session.
@@ -295,10 +246,10 @@ class SessionRuntime:
         if session is None:
             return
         record = self._sync_record()
-        if record != (session.extra.get(EXTRA_SYNC) or {}):
-            await self._update_extra(EXTRA_SYNC, record)
+        if record != session.runtime.sync:
+            await self._update_runtime(sync=record)
 
-    def _sync_event(self, event: Any) -> None:
+    def _sync_event(self, event: SyncEvent) -> None:
         from nbd.sync import ChangeApplied, ConflictFound, ProblemFound, StateChanged
 
         if self.registry.find(self.key) is None or self.sync is None:
@@ -307,11 +258,11 @@ class SessionRuntime:
             direction = Direction.TO_LOCAL if event.direction == "to_local" else Direction.TO_REMOTE
             self.registry.publish_detail(self.key, SyncChange(direction, event.path, event.action, event.bytes))
         elif isinstance(event, ConflictFound):
-            self.registry.publish_detail(self.key, _conflict(event.conflict))
+            self.registry.publish_detail(self.key, event.conflict)
         elif isinstance(event, ProblemFound):
-            self.registry.publish_detail(self.key, _problem(event.problem))
+            self.registry.publish_detail(self.key, event.problem)
         elif isinstance(event, StateChanged):
-            self._sync_state_changed(SyncState(int(event.state)))
+            self._sync_state_changed(event.state)
         self._report_sync()
 
     def _report_sync(self) -> None:
@@ -331,7 +282,7 @@ class SessionRuntime:
                 session = self.sync
                 if session is None or self.registry.find(self.key) is None:
                     break
-                await self.registry.update(self.key, sync=sync_status(session.status()))
+                await self.registry.update(self.key, sync=session.status())
         finally:
             self._sync_reporting = False
 
@@ -351,7 +302,8 @@ class SessionRuntime:
             # The session (re)connects while paused and would show "connecting" until resumed;
             # pausing it again (after this callback returns) keeps the state the user chose.
             session = self.sync
-            asyncio.get_running_loop().call_soon(lambda: session.pause() if self.sync is session else None)
+            if session is not None:
+                asyncio.get_running_loop().call_soon(lambda: session.pause() if self.sync is session else None)
 
     async def _restore_times(self, pod: str) -> None:
         """Sets the local modification times on the pod's files that still have the archive's.
@@ -396,7 +348,7 @@ class SessionRuntime:
         if session is not None and flush and self._rebinding is None:
             # Only a connected sync can settle: flushing one that waits for its pod would just
             # hold the stop for STOP_FLUSH seconds.
-            if SyncState(int(session.status().state)) in (SyncState.SCANNING, SyncState.SYNCING, SyncState.WATCHING):
+            if session.status().state in (SyncState.SCANNING, SyncState.SYNCING, SyncState.WATCHING):
                 try:
                     await session.flush(STOP_FLUSH)
                 except (NbdError, asyncio.TimeoutError) as e:
@@ -413,7 +365,7 @@ class SessionRuntime:
         finally:
             self._stopping = False
 
-    def sync_session(self) -> Any:
+    def sync_session(self) -> SyncSession:
         if self.sync is None:
             raise FailedPrecondition(
                 f"session {self.key.name} does not sync (launched with --no-sync or stopped); relaunch to sync it",
@@ -433,16 +385,19 @@ class SessionRuntime:
             task.cancel()
         await asyncio.gather(*self._pending, return_exceptions=True)
 
-    async def _update_extra(self, name: str, value: dict[str, Any] | None, **changes: Any) -> None:
+    async def _update_runtime(
+        self, *, forward: ForwardRecord | None = None, sync: SyncRecord | None = None, changes: dict[str, Any] | None = None
+    ) -> None:
+        """Records the given parts of the runtime record (and other session `changes`) at once."""
         session = self.registry.find(self.key)
         if session is None:
             return
-        extra = dict(session.extra)
-        if value is None:
-            extra.pop(name, None)
-        else:
-            extra[name] = value
-        await self.registry.update(self.key, extra=extra, **changes)
+        record: RuntimeRecord = session.runtime
+        if forward is not None:
+            record = dataclasses.replace(record, forward=forward)
+        if sync is not None:
+            record = dataclasses.replace(record, sync=sync)
+        await self.registry.update(self.key, runtime=record, **(changes or {}))
 
     def _schedule(self, coro: Awaitable[Any]) -> None:
         async def run() -> None:
@@ -468,5 +423,3 @@ def _remove(path: str) -> None:
         except FileNotFoundError:
             pass
 
-
-StatusCallback = Callable[[Session], None]

@@ -9,12 +9,12 @@ a bad file says) be tested by table.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
 
 from nbd.errors import InvalidArgument
+from nbd.session import NotebookSpec
 
 API_GROUP = "nbd.dev"
 API_VERSION = "v1alpha1"
@@ -59,21 +59,6 @@ def validate_name(name: str) -> str:
             "starting and ending with a letter or digit"
         )
     return name
-
-
-@dataclass(frozen=True)
-class SpecOverrides:
-    """Values given on the command line; None/empty means "not given"."""
-
-    image: str = ""
-    gpu_count: int | None = None
-    gpu_type: str = ""
-    cpu: str = ""
-    memory: str = ""
-    env: dict[str, str] = field(default_factory=dict)
-    command: tuple[str, ...] = ()
-    workdir: str = ""
-    port: int | None = None
 
 
 def parse_notebook_file(text: str, source: str) -> dict[str, Any]:
@@ -180,8 +165,11 @@ def _env(value: Any, source: str) -> list[dict[str, str]]:
     return out
 
 
-def merge_spec(file_spec: dict[str, Any], overrides: SpecOverrides) -> dict[str, Any]:
-    """Layer command-line overrides over the file's spec (flags win, env merges by name)."""
+def merge_spec(file_spec: dict[str, Any], overrides: NotebookSpec) -> dict[str, Any]:
+    """Layer command-line overrides over the file's spec (flags win, env merges by name).
+
+    `overrides` holds only what the client gave: empty / None fields are "not given".
+    """
     spec: dict[str, Any] = {k: v for k, v in file_spec.items()}
     if overrides.image:
         spec["image"] = overrides.image

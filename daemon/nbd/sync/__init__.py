@@ -4,7 +4,8 @@ Layers, each importing only those below it (tests/sync/test_layers.py keeps them
 `session` (the asyncio loop) → `sides` (what is known of each side) / `state` (the persisted
 ancestor) → `transition` (applying plans: stage, then transition) → `exec_transport` / `remote` /
 `local` (the two endpoints) → `endpoint` → `agent` (file-system work, also run in the pod);
-`reconcile` → `snapshot` (the pure core: no I/O, no asyncio).
+`reconcile` → `snapshot` (the pure core: no I/O, no asyncio). What the engine reports (states,
+status, conflicts, problems) is `nbd.status`'s vocabulary, below all of them.
 
 The daemon wires a session as:
 
@@ -14,6 +15,7 @@ The daemon wires a session as:
     await session.start()
 """
 
+from nbd.status import Conflict, Problem, SyncState, SyncStatus
 from nbd.sync.reconcile import DeleteGuard
 from nbd.sync.remote import AgentTransport, LocalProcessTransport, TransportFactory, local_process_factory
 from nbd.sync.session import (
@@ -24,10 +26,7 @@ from nbd.sync.session import (
     SyncEvent,
     SyncOptions,
     SyncSession,
-    SyncState,
-    SyncStatusData,
 )
-from nbd.sync.snapshot import Conflict, Problem
 
 __all__ = [
     "AgentTransport",
@@ -43,7 +42,7 @@ __all__ = [
     "SyncOptions",
     "SyncSession",
     "SyncState",
-    "SyncStatusData",
+    "SyncStatus",
     "TransportFactory",
     "local_process_factory",
 ]

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from nbd.errors import FailedPrecondition
-from nbd.sync.snapshot import Entry, Problem
+from nbd.status import Problem, from_epoch
+from nbd.sync.snapshot import Entry
 
 __all__ = [
     "Endpoint",
@@ -78,7 +79,8 @@ def scan_from_wire(res: dict[str, Any], now: float) -> ScanResult:
         path, entry = entry_from_wire(w)
         out.entries[intern(path)] = entry
     out.absent = [str(p) for p in res.get("absent", [])]
-    out.problems = [Problem(str(p), str(m), now) for p, m in res.get("problems", [])]
+    at = from_epoch(now)
+    out.problems = [Problem(str(p), str(m), at) for p, m in res.get("problems", [])]
     out.rules = {str(k): str(v) for k, v in res.get("rules", {}).items()}
     return out
 

@@ -30,7 +30,8 @@ import posixpath
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from nbd.sync.snapshot import DIR, Conflict, Entry, PathIndex, Snapshot, depth_of, parent_of
+from nbd.status import Conflict
+from nbd.sync.snapshot import DIR, Entry, PathIndex, Snapshot, depth_of, parent_of
 
 __all__ = [
     "Change",

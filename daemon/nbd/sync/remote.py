@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
 
 from nbd.errors import Unavailable
+from nbd.status import Problem, utcnow
 from nbd.sync import agent
 from nbd.sync.endpoint import (
     ChangeCallback,
@@ -31,7 +32,7 @@ from nbd.sync.endpoint import (
     expected_wire,
     scan_from_wire,
 )
-from nbd.sync.snapshot import Entry, Problem, check_path
+from nbd.sync.snapshot import Entry, check_path
 
 __all__ = [
     "AgentTransport",
@@ -315,7 +316,7 @@ class RemoteEndpoint:
             why = check_path(path)
             if why is not None:
                 del result.entries[path]
-                result.problems.append(Problem(path[:200], f"refused a path from the pod: {why}", time.time()))
+                result.problems.append(Problem(path[:200], f"refused a path from the pod: {why}", utcnow()))
         result.absent = [p for p in result.absent if check_path(p) is None]
         result.rules = {k: v for k, v in result.rules.items() if check_path(k) is None}
         return result

@@ -9,19 +9,19 @@ only the paths that changed; a flush forces full rescans until a cycle finds not
 A lost agent stream (exec dropped, pod replaced) is not an error of the session: it reconnects
 with backoff, rescans both sides fully and converges; the ancestor is what makes that free of
 spurious conflicts. Per-path failures become `Problem`s; only the delete guard halts the session.
+The session reports itself in `nbd.status`'s vocabulary (`SyncState`, `SyncStatus`, `Conflict`,
+`Problem`), the same types the daemon's sessions hold and the API shows.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
-import enum
 import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 
 from nbd.errors import DeadlineExceeded, FailedPrecondition, NbdError
 from nbd.sync import agent
@@ -29,10 +29,9 @@ from nbd.sync.local import LocalEndpoint
 from nbd.sync.reconcile import Change, DeleteGuard, Plan, reconcile, settle
 from nbd.sync.remote import AgentLost, RemoteEndpoint, TransportFactory
 from nbd.sync.sides import Side
+from nbd.status import Conflict, Problem, SyncState, SyncStatus, from_epoch, utcnow
 from nbd.sync.snapshot import (
-    Conflict,
     Entry,
-    Problem,
     Snapshot,
     minimal_roots,
     restrict,
@@ -45,8 +44,6 @@ from nbd.sync.transition import apply_plan
 __all__ = [
     "SyncSession",
     "SyncOptions",
-    "SyncState",
-    "SyncStatusData",
     "SyncEvent",
     "StateChanged",
     "ChangeApplied",
@@ -57,20 +54,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 MAX_CONFLICTS = 200
-
-
-class SyncState(enum.IntEnum):
-    """Mirrors nbdapi.v1.SyncState one to one."""
-
-    UNSPECIFIED = 0
-    DISABLED = 1
-    CONNECTING = 2
-    SCANNING = 3
-    SYNCING = 4
-    WATCHING = 5
-    PAUSED = 6
-    HALTED = 7
-    ERROR = 8
 
 
 @dataclass(frozen=True)
@@ -88,25 +71,6 @@ class SyncOptions:
     fsync: bool = True
     agent_cache_dir: str = "/tmp"
     python: str = "python3"
-
-
-@dataclass
-class SyncStatusData:
-    """A proto-free mirror of nbdapi.v1.SyncStatus (times are epoch seconds, 0 when unset)."""
-
-    state: SyncState = SyncState.UNSPECIFIED
-    message: str = ""
-    files: int = 0
-    cycles: int = 0
-    bytes_to_remote: int = 0
-    bytes_to_local: int = 0
-    files_to_remote: int = 0
-    files_to_local: int = 0
-    last_cycle: float = 0.0
-    conflicts: list[Conflict] = field(default_factory=list)
-    problems: list[Problem] = field(default_factory=list)
-    local_root: str = ""
-    remote_root: str = ""
 
 
 @dataclass(frozen=True)
@@ -184,7 +148,8 @@ class SyncSession:
         )
         self.remote = Side(self.remote_endpoint)
         self.ancestor: Snapshot = {}
-        self._status = SyncStatusData(state=SyncState.DISABLED, local_root=self.local_root, remote_root=o.remote_root)
+        # The state, message, counters and conflicts; problems and files are added by `status()`.
+        self._status = SyncStatus(state=SyncState.DISABLED, local_root=self.local_root, remote_root=o.remote_root)
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._resumed = asyncio.Event()
@@ -209,7 +174,7 @@ class SyncSession:
         if self._store.journal_entries:
             await asyncio.to_thread(self._store.save, dict(self.ancestor), conflicts)
         self._ancestor_files = sum(1 for e in self.ancestor.values() if not e.is_dir)
-        self._status.conflicts = conflicts
+        self._status = replace(self._status, conflicts=tuple(conflicts))
         self._set_state(SyncState.CONNECTING, "starting")
         self._task = asyncio.create_task(self._run(), name=f"sync {self.local_root}")
 
@@ -247,7 +212,7 @@ class SyncSession:
         self._resumed.set()
         self._wake.set()
 
-    async def flush(self, timeout: float | None = 30.0) -> SyncStatusData:
+    async def flush(self, timeout: float | None = 30.0) -> SyncStatus:
         """Rescan both sides fully and return once a cycle finds nothing left to do.
 
         Raises:
@@ -272,12 +237,9 @@ class SyncSession:
             ) from e
         return self.status()
 
-    def status(self) -> SyncStatusData:
-        s = dataclasses.replace(self._status)
-        s.conflicts = list(self._status.conflicts)
-        s.problems = sorted(self._problems.values(), key=lambda p: p.path)
-        s.files = self._ancestor_files
-        return s
+    def status(self) -> SyncStatus:
+        problems = tuple(sorted(self._problems.values(), key=lambda p: p.path))
+        return replace(self._status, problems=problems, files=self._ancestor_files)
 
     # -- internals
 
@@ -290,8 +252,7 @@ class SyncSession:
 
     def _set_state(self, state: SyncState, message: str) -> None:
         if self._status.state != state or self._status.message != message:
-            self._status.state = state
-            self._status.message = message
+            self._status = replace(self._status, state=state, message=message)
             self._emit(StateChanged(state, message))
 
     def _on_local_change(self, paths: list[str] | None) -> None:
@@ -374,7 +335,7 @@ class SyncSession:
         for side in (self.local, self.remote):
             for p in side.problems.values():
                 problems[p.path] = p
-        now = time.time()
+        now = utcnow()
         for snap in (L, R):
             for path, e in snap.items():
                 if e.kind == "symlink" and symlink_escapes(path, e.target):
@@ -436,7 +397,7 @@ class SyncSession:
             if path not in problems_before:
                 self._emit(ProblemFound(p))
         self._problems = problems
-        self._status.last_cycle = now
+        self._status = replace(self._status, last_cycle=from_epoch(now))
         if roots is None:
             _release_free_memory()
         if self._flushes:
@@ -462,7 +423,7 @@ class SyncSession:
             self._settle_flushes(FailedPrecondition(f"the sync session halted: {plan.halt_reason}"))
             return plan, 0, self._problems
         self._force = False
-        self._status.cycles += 1
+        self._status = replace(self._status, cycles=self._status.cycles + 1)
         problems = dict(self._scan_problems)
         landed = 0
         conflicts: list[Conflict] = []
@@ -472,9 +433,9 @@ class SyncSession:
                                        self.local.snapshot, self.remote.snapshot, self._report_change)
             landed = len(applied.done_to_local) + len(applied.done_to_remote)
             for c in plan.conflicts:
-                c = dataclasses.replace(c, time=now)
+                c = replace(c, time=from_epoch(now))
                 conflicts.append(c)
-                self._status.conflicts = (self._status.conflicts + [c])[-MAX_CONFLICTS:]
+                self._status = replace(self._status, conflicts=(*self._status.conflicts, c)[-MAX_CONFLICTS:])
                 self._emit(ConflictFound(c))
             if roots is not None:  # conflict copies live beside the changed paths
                 roots = minimal_roots(roots + [c.copy_path for c in plan.conflicts])
@@ -526,9 +487,9 @@ class SyncSession:
         if change.new is not None and change.new.is_dir:
             pass
         elif direction == "to_local":
-            self._status.files_to_local += 1
-            self._status.bytes_to_local += nbytes
+            s = self._status
+            self._status = replace(s, files_to_local=s.files_to_local + 1, bytes_to_local=s.bytes_to_local + nbytes)
         else:
-            self._status.files_to_remote += 1
-            self._status.bytes_to_remote += nbytes
+            s = self._status
+            self._status = replace(s, files_to_remote=s.files_to_remote + 1, bytes_to_remote=s.bytes_to_remote + nbytes)
         self._emit(ChangeApplied(direction, change.path, change.action, nbytes))

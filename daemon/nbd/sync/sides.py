@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from nbd.sync import agent
 from nbd.sync.endpoint import Endpoint, ScanResult
-from nbd.sync.snapshot import Entry, Problem, Snapshot, drop_subtrees, is_under, minimal_roots
+from nbd.status import Problem
+from nbd.sync.snapshot import Entry, Snapshot, drop_subtrees, is_under, minimal_roots
 
 __all__ = ["Side"]
 

@@ -4,7 +4,8 @@ A `Snapshot` maps a relative path ("a/b.txt", "/"-separated, never empty, never 
 to an `Entry`. The root itself is not in a snapshot: it always exists as a directory on both sides.
 Entries compare by content identity only (kind, digest, size, executable bit, link target); the
 scanner's cache keys (mtime, inode) never reach this module, so two scans of unchanged content are
-equal. This module does no I/O and is shared by the reconciler, the session and the tests.
+equal. This module does no I/O and is shared by the reconciler, the session and the tests. What a
+cycle reports about paths (`Conflict`, `Problem`) is `nbd.status`'s vocabulary.
 """
 
 from __future__ import annotations
@@ -19,8 +20,6 @@ __all__ = [
     "Entry",
     "Kind",
     "Snapshot",
-    "Problem",
-    "Conflict",
     "PathIndex",
     "check_path",
     "symlink_escapes",
@@ -58,26 +57,6 @@ class Entry:
 DIR = Entry("dir")
 
 Snapshot = dict[str, Entry]
-
-
-@dataclass(frozen=True, slots=True)
-class Problem:
-    """A path that could not be synchronised this cycle; the cycle went on without it."""
-
-    path: str
-    message: str
-    time: float = 0.0
-
-
-@dataclass(frozen=True, slots=True)
-class Conflict:
-    """Both sides changed `path` differently: the local version kept the name, the remote one
-    was kept as `copy_path` on both sides."""
-
-    path: str
-    copy_path: str
-    message: str
-    time: float = 0.0
 
 
 def check_path(path: str) -> str | None:

@@ -13,7 +13,6 @@ avoided, but never loses a version.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import sys
@@ -21,7 +20,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from nbd.errors import FailedPrecondition
-from nbd.sync.snapshot import Conflict, Entry, Snapshot
+from nbd.status import Conflict, from_epoch
+from nbd.sync.snapshot import Entry, Snapshot
 
 __all__ = ["AncestorStore"]
 
@@ -36,8 +36,14 @@ def _entry_from_json(v: list[Any]) -> Entry:
     return Entry(v[0], v[1], int(v[2]), bool(v[3]), v[4])
 
 
+# A conflict's time is stored as epoch seconds (0: unknown), as it always was.
+def _conflict_to_json(c: Conflict) -> dict[str, Any]:
+    return {"path": c.path, "copy_path": c.copy_path, "message": c.message,
+            "time": c.time.timestamp() if c.time is not None else 0.0}
+
+
 def _conflict_from_json(c: dict[str, Any]) -> Conflict:
-    return Conflict(str(c["path"]), str(c["copy_path"]), str(c["message"]), float(c["time"]))
+    return Conflict(str(c["path"]), str(c["copy_path"]), str(c["message"]), from_epoch(float(c["time"])))
 
 
 class AncestorStore:
@@ -91,7 +97,7 @@ class AncestorStore:
         record = {
             "set": {p: _entry_to_json(e) for p, e in changed.items() if e is not None},
             "del": [p for p, e in changed.items() if e is None],
-            "conflicts": [dataclasses.asdict(c) for c in conflicts],
+            "conflicts": [_conflict_to_json(c) for c in conflicts],
         }
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         with open(self.journal_path, "a", encoding="utf-8") as f:
@@ -109,7 +115,7 @@ class AncestorStore:
         doc = {
             "version": STATE_VERSION,
             "ancestor": {p: _entry_to_json(e) for p, e in ancestor.items()},
-            "conflicts": [dataclasses.asdict(c) for c in conflicts],
+            "conflicts": [_conflict_to_json(c) for c in conflicts],
         }
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         tmp = f"{self.path}.tmp-{os.getpid()}"

@@ -15,14 +15,14 @@ renames, each re-checking that its target is still what the plan expected.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from nbd.status import Problem, utcnow
 from nbd.sync.endpoint import Endpoint, PutItem, SyncRefused, expected_wire
 from nbd.sync.reconcile import Change, Plan
-from nbd.sync.snapshot import Entry, PathIndex, Problem, Snapshot
+from nbd.sync.snapshot import Entry, PathIndex, Snapshot
 
 __all__ = ["Applied", "apply_plan", "SMALL_FILE"]
 
@@ -81,7 +81,7 @@ class _Side:
         self.report(self.direction, change, nbytes)
 
     def fail(self, change: Change, message: str) -> None:
-        self.applied.problems.append(Problem(change.path, message, time.time()))
+        self.applied.problems.append(Problem(change.path, message, utcnow()))
 
     async def run(self, changes: list[Change]) -> None:
         ordered = Plan.ordered(changes)
@@ -227,7 +227,7 @@ async def apply_plan(
         results = await remote.ops(ops)
         for m, r in zip(plan.remote_moves, results):
             if isinstance(r, str):
-                applied.problems.append(Problem(m.path, f"could not keep the remote version aside: {r}", time.time()))
+                applied.problems.append(Problem(m.path, f"could not keep the remote version aside: {r}", utcnow()))
             else:
                 _patch_move(remote_snapshot, m.path, m.dest)
     await _Side(remote, local, local_snapshot, "to_local", applied, report).run(plan.to_local)

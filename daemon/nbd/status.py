@@ -1,0 +1,140 @@
+"""The status vocabulary: how a session's forward and sync say where they stand.
+
+Each concept has exactly one type, defined here and imported by everything that produces or
+shows it: the forward (`nbd.forward`) and the sync engine (`nbd.sync`) build these values, the
+session (`nbd.session`) holds them, the store persists them generically (`nbd.store`), and the
+servicers convert them to protobuf at the edge (`nbd.convert`). So a new status field touches its
+type here, its conversion in `nbd.convert`, and the code that fills it in; nothing translates
+between look-alike types on the way.
+
+Invariants:
+- this module imports the standard library only, so the pure cores (`nbd.sync.snapshot`,
+  `nbd.sync.reconcile`) may import it;
+- every type is a frozen dataclass (or an enum): a status handed to a subscriber never changes;
+- enums carry the numbers of their nbdapi.v1 twins (same names without the prefix), so they
+  convert by value;
+- times are timezone-aware UTC datetimes, or None when unknown.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+__all__ = [
+    "Conflict",
+    "ForwardState",
+    "ForwardStatus",
+    "Problem",
+    "SyncState",
+    "SyncStatus",
+    "from_epoch",
+    "utcnow",
+]
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def from_epoch(seconds: float | None) -> datetime | None:
+    """A wall-clock time in epoch seconds as a UTC datetime; None for None or 0 (unset)."""
+    return datetime.fromtimestamp(seconds, timezone.utc) if seconds else None
+
+
+class ForwardState(enum.Enum):
+    """Whether new connections to the notebook's local port reach its pod; mirrors nbdapi.v1.ForwardState."""
+
+    UNSPECIFIED = 0
+    ACTIVE = 1
+    WAITING_FOR_POD = 2
+    ERROR = 3
+    STOPPED = 4
+
+
+@dataclass(frozen=True)
+class ForwardStatus:
+    """A forward's state now.
+
+    Attributes:
+        state: See `ForwardState`; `message` says why when it is not ACTIVE.
+        local_port: The bound 127.0.0.1 port (0 before start).
+        remote_port: The pod's port.
+        pod: The pod new connections go to now ("" if none is Ready).
+        message: A human sentence about the state ("" when active).
+        open_connections: Connections being relayed now.
+        last_probe: When the forward last probed the notebook through the tunnel.
+    """
+
+    state: ForwardState = ForwardState.UNSPECIFIED
+    local_port: int = 0
+    remote_port: int = 0
+    pod: str = ""
+    message: str = ""
+    open_connections: int = 0
+    last_probe: datetime | None = None
+
+
+class SyncState(enum.Enum):
+    """Where a two-way sync session is; mirrors nbdapi.v1.SyncState."""
+
+    UNSPECIFIED = 0
+    DISABLED = 1
+    CONNECTING = 2
+    SCANNING = 3
+    SYNCING = 4
+    WATCHING = 5
+    PAUSED = 6
+    HALTED = 7
+    ERROR = 8
+
+
+@dataclass(frozen=True, slots=True)
+class Conflict:
+    """Both sides changed `path` differently: the local version kept the name, the remote one
+    was kept as `copy_path` on both sides."""
+
+    path: str
+    copy_path: str = ""
+    message: str = ""
+    time: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """A path that could not be synchronised this cycle; the cycle went on without it."""
+
+    path: str
+    message: str = ""
+    time: datetime | None = None
+
+
+@dataclass(frozen=True)
+class SyncStatus:
+    """A sync session's state and counters now (what `nbctl sync status` shows).
+
+    Attributes:
+        state: See `SyncState`; `message` says what it is doing or why it stopped.
+        files: Files both sides agree on (the ancestor's files).
+        cycles: Reconcile cycles run since the session started.
+        bytes_to_remote, bytes_to_local, files_to_remote, files_to_local: What was copied, each way.
+        last_cycle: When the last cycle ended.
+        conflicts: Recent conflicts, oldest first (bounded by the engine).
+        problems: Paths that are not synced now, sorted by path.
+        local_root, remote_root: The two directories kept equal.
+    """
+
+    state: SyncState = SyncState.UNSPECIFIED
+    message: str = ""
+    files: int = 0
+    cycles: int = 0
+    bytes_to_remote: int = 0
+    bytes_to_local: int = 0
+    files_to_remote: int = 0
+    files_to_local: int = 0
+    last_cycle: datetime | None = None
+    conflicts: tuple[Conflict, ...] = ()
+    problems: tuple[Problem, ...] = ()
+    local_root: str = ""
+    remote_root: str = ""
