@@ -663,7 +663,7 @@ def kubesim_pod(directory: Path, tls: bool) -> Iterator[tuple[str, str, str, int
     from kubernetes import client, config
     from podspecs import pod_manifest  # type: ignore[import-not-found]
 
-    from kubesim.testing import start_kubesim
+    from kubesim.running import start_kubesim
 
     state = directory / ("kubesim-tls" if tls else "kubesim")
     sim = start_kubesim(state, tls=tls, token="bench-token" if tls else None)
@@ -691,7 +691,7 @@ def kubesim_pod(directory: Path, tls: bool) -> Iterator[tuple[str, str, str, int
 def _kubesim_available() -> bool:
     try:
         from kubesim.kubelet import Kubelet  # noqa: F401
-        from kubesim.testing import start_kubesim  # noqa: F401
+        from kubesim.running import start_kubesim  # noqa: F401
     except ImportError:
         return False
     return True

@@ -185,7 +185,7 @@ def _timed(coro: Any, size: int) -> float:
 
 
 def run(quick: bool = False) -> list[Figure]:
-    from kubesim.testing import start_kubesim
+    from kubesim.running import start_kubesim
 
     size = (128 if quick else 1024) * MiB
     runs = 3 if quick else 1

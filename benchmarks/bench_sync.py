@@ -163,7 +163,7 @@ class Remote:
 def _start_remote(work: Path) -> Remote:
     remote = Remote(work)
     try:
-        from kubesim.testing import start_kubesim
+        from kubesim.running import start_kubesim
     except ImportError as e:
         remote.reason = f"kubesim testing support not importable ({e})"
         return remote
