@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import TextIO
 
 from kubesim.images.dockerfile import Instruction, pairs, parse_dockerfile, substitute
-from kubesim.images.layers import LAYER_DIR_ENV
+from kubesim.images.layers import LAYER_DIR_ENV, tree_bytes
 from kubesim.images.names import InvalidReference, normalize
 from kubesim.images.rootfs import HOST_NETNS_ENV
 from kubesim.images.solve import FS_STEPS, BuildError, Solver, State
@@ -70,17 +70,6 @@ def _human(size: int) -> str:
             return f"{size}{unit}" if unit == "B" else f"{size:.2f}{unit}"
         size /= 1000  # type: ignore[assignment]
     return f"{size}B"
-
-
-def _tree_size(root: Path) -> int:
-    total = 0
-    for dirpath, _dirs, files in os.walk(root):
-        for name in files:
-            try:
-                total += os.lstat(os.path.join(dirpath, name)).st_size
-            except OSError:
-                pass
-    return total
 
 
 class _Progress:
@@ -216,7 +205,7 @@ def build(
             shown = substitute(instruction.display, state.variables)
             if keyword in ("COPY", "ADD") and not context_loaded and style == "buildkit":
                 progress.step("[internal] load build context")
-                progress.note(f"transferring context: {_human(_tree_size(context))} done")
+                progress.note(f"transferring context: {_human(tree_bytes(context))} done")
                 progress.done()
                 context_loaded = True
             try:

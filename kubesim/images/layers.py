@@ -27,7 +27,7 @@ import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-__all__ = ["LayerStore", "cache_key", "content_digest", "LAYER_DIR_ENV"]
+__all__ = ["LayerStore", "cache_key", "content_digest", "tree_bytes", "LAYER_DIR_ENV"]
 
 # Where builders and the kubelet find the layer store when it is not `<image store>/.layers`.
 LAYER_DIR_ENV = "KUBESIM_LAYER_DIR"
@@ -99,7 +99,7 @@ class LayerStore:
 
     def commit(self, upper: Path, layer_id: str, description: str) -> Path:
         """Moves the finished `upper` directory into place as layer `layer_id` (first commit wins)."""
-        meta = {"id": layer_id, "step": description, "size": _tree_bytes(upper)}
+        meta = {"id": layer_id, "step": description, "size": tree_bytes(upper)}
         # The marker is outside the layer's files: the layer is `<id>/fs`, the marker `<id>/...json`.
         holder = self.scratch(".commit-")
         try:
@@ -203,7 +203,8 @@ def _apply(layer: Path, dest: Path) -> None:
                 shutil.copy2(src, target, follow_symlinks=False)
 
 
-def _tree_bytes(root: Path) -> int:
+def tree_bytes(root: Path) -> int:
+    """The bytes of the files under `root` (what a layer or a build context weighs)."""
     total = 0
     for dirpath, _dirs, files in os.walk(root):
         for name in files:

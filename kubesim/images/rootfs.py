@@ -118,7 +118,7 @@ def run_step(store: LayerStore, step: Step, output: Callable[[str], None]) -> in
         for text in proc.stdout:
             output(text.rstrip("\n"))
         code = proc.wait()
-        if code != 0 and not _mounted_ok(step.upper, work):
+        if code != 0 and not _mounted_ok(work):
             raise StepUnavailable(f"the overlay mount for the step failed (exit code {code}); see the lines above")
         return code
     finally:
@@ -126,6 +126,6 @@ def run_step(store: LayerStore, step: Step, output: Callable[[str], None]) -> in
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _mounted_ok(upper: Path, work: Path) -> bool:
+def _mounted_ok(work: Path) -> bool:
     """Whether overlayfs ever used `work` (it creates `work/work` at mount time)."""
     return (work / "work").exists()

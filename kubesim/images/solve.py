@@ -55,7 +55,7 @@ class State:
     labels: dict[str, str] = field(default_factory=dict)
 
 
-# Progress callbacks: a line of a step's output, a note, and "this step was a cache hit".
+# Progress callbacks: a line of a step's output, or a note about the step.
 Output = Callable[[str], None]
 
 

@@ -318,3 +318,15 @@ def test_kaniko_fork_executor(store: ImageStore, tmp_path: Path) -> None:
 def test_utility_image_names_resolve(store: ImageStore) -> None:
     assert store.get("nbd.dev/utility:1") is not None
     assert store.get("python:3.12-alpine") is not None
+
+
+def test_without_root_a_run_fails_the_build_saying_why(store: ImageStore, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """RUN needs mount namespaces: a non-root kubesim says so instead of running on the host."""
+    ctx = _context(tmp_path, "FROM python:3.11-slim\nRUN echo hi\n")
+    store.get("python:3.11-slim")  # the base layer exists already; only the RUN needs root
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    out = io.StringIO()
+    assert build(context=ctx, dockerfile=ctx / "Dockerfile", target=REF, store=store, out=out) == 1
+    assert "RUN needs root and unshare(1) to mount the image's layers; run kubesim as root" in out.getvalue()
+    assert store.get(REF) is None
