@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from nbd_controller.config import Config, ConfigError
-from nbd_controller.crd import notebook_crd
+from nbd_controller.crd import crd_yaml, notebook_crd
 from nbd_controller.naming import build_job_name, image_ref, object_name, pod_name, token_secret_name
 from nbd_controller.workqueue import WorkQueue
 
@@ -70,8 +70,15 @@ def test_names_are_deterministic_and_bounded() -> None:
 
 
 def test_committed_crd_yaml_is_generated_from_crd_py() -> None:
-    committed = yaml.safe_load((ROOT / "cluster" / "manifests" / "crd.yaml").read_text())
-    assert committed == notebook_crd()
+    text = (ROOT / "cluster" / "manifests" / "crd.yaml").read_text()
+    assert yaml.safe_load(text) == notebook_crd()
+    assert text == crd_yaml(), "crd.yaml is stale: python -m nbd_controller.crd > cluster/manifests/crd.yaml"
+
+
+def test_crd_yaml_has_no_anchors_or_aliases() -> None:
+    # kustomize before 4.4 refuses YAML anchors; the schema shares dicts, which PyYAML would alias.
+    tokens = list(yaml.scan(crd_yaml()))
+    assert not [t for t in tokens if isinstance(t, (yaml.AnchorToken, yaml.AliasToken))]
 
 
 PURE = ["config", "naming", "crd", "manifests", "decisions", "conditions", "patching"]
