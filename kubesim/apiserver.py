@@ -63,8 +63,19 @@ _PUBLIC_PATHS = frozenset({"/version", "/healthz", "/livez", "/readyz"})
 def json_response(obj: Any, status: int = 200, content_type: str = "application/json",
                   headers: dict[str, str] | None = None) -> web.Response:
     """A compact JSON answer with an exact Content-Type (discovery needs its parameters kept)."""
-    return web.Response(body=json.dumps(obj, separators=(",", ":")).encode(), status=status,
+    # The real server's JSON encoder ends every body with a newline.
+    return web.Response(body=json.dumps(obj, separators=(",", ":")).encode() + b"\n", status=status,
                         headers={**(headers or {}), "Content-Type": content_type})
+
+
+def query_bool(query: Any, name: str) -> bool:
+    """A boolean query parameter read as the real server reads it (apimachinery's
+    Convert_Slice_string_To_bool): absent, `false` in any case, or `0` is false; anything else,
+    `True` and the empty string included, is true."""
+    if name not in query:
+        return False
+    value = str(query.get(name))
+    return not (value == "0" or value.lower() == "false")
 
 
 def status_response(err: ApiError) -> web.Response:
@@ -244,7 +255,7 @@ class ApiServer:
         q = request.query
         user: User = request[USER_KEY]
         method = request.method
-        watching = q.get("watch") in ("true", "1")
+        watching = query_bool(q, "watch")
         if t.name is None:
             verb = {"GET": "watch" if watching else "list", "POST": "create",
                     "DELETE": "deletecollection"}.get(method)
@@ -395,7 +406,7 @@ class ApiServer:
         warnings: list[str] = []
         existed = self.store.get(t.info.key, t.namespace, t.name) is not None
         obj = self.store.patch(t.info.key, t.namespace, t.name, body, patch_type, subresource=t.subresource,
-                               force=request.query.get("force") == "true", warnings=warnings,
+                               force=query_bool(request.query, "force"), warnings=warnings,
                                **self._write_opts(request))
         return self._render(request, t.info, obj, status=200 if existed else 201, warnings=warnings)
 
@@ -403,9 +414,11 @@ class ApiServer:
         opts: dict[str, Any] = {}
         body = body if isinstance(body, dict) else {}
         prop = q.get("propagationPolicy") or body.get("propagationPolicy")
-        orphan = q.get("orphanDependents") or body.get("orphanDependents")
+        orphan: bool | None = query_bool(q, "orphanDependents") if "orphanDependents" in q else None
+        if orphan is None and isinstance(body.get("orphanDependents"), bool):
+            orphan = body["orphanDependents"]
         if prop is None and orphan is not None:
-            prop = "Orphan" if str(orphan).lower() == "true" else "Background"
+            prop = "Orphan" if orphan else "Background"
         opts["propagation"] = prop
         grace = q.get("gracePeriodSeconds", body.get("gracePeriodSeconds"))
         if grace is not None:
@@ -422,11 +435,13 @@ class ApiServer:
         body = await self._body(request)
         obj = self.store.delete(t.info.key, t.namespace, t.name, **self._delete_options(body, request.query))
         still = self.store.get(t.info.key, t.namespace, t.name)
-        if still is not None or t.info.resource == "pods" or t.info.is_custom:
+        if still is not None or t.info.returns_deleted_object:
             return json_response(still if still is not None else obj)
-        details: dict[str, Any] = {"name": t.name, "kind": t.info.resource, "uid": obj["metadata"]["uid"]}
+        # StatusDetails' field order: name, group, kind, uid.
+        details: dict[str, Any] = {"name": t.name}
         if t.info.group:
             details["group"] = t.info.group
+        details.update(kind=t.info.resource, uid=obj["metadata"]["uid"])
         return json_response({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
                               "details": details})
 
@@ -514,7 +529,7 @@ class ApiServer:
             fs = f"metadata.name={t.name}" + (f",{fs}" if fs else "")
         as_table = self._wants_table(request)
         include = q.get("includeObject", "PartialObjectMetadata")
-        bookmarks = q.get("allowWatchBookmarks") == "true"
+        bookmarks = query_bool(q, "allowWatchBookmarks")
         timeout = float(q["timeoutSeconds"]) if q.get("timeoutSeconds", "").isdigit() else 1800.0
         resp = web.StreamResponse(status=200, headers={"Content-Type": "application/json",
                                                        "Cache-Control": "no-cache, private"})

@@ -43,6 +43,14 @@ class PrinterColumn:
     format: str = ""
 
 
+# Built-in resources whose DELETE returns the object (upstream `ReturnDeletedObject: true`); the
+# others answer `Status{status: Success}` once the object is gone.
+RETURN_DELETED_OBJECT: frozenset[tuple[str, str]] = frozenset({
+    ("", "pods"), ("", "services"), ("", "serviceaccounts"), ("", "namespaces"),
+    ("", "persistentvolumes"), ("", "persistentvolumeclaims"),
+})
+
+
 @dataclass
 class ResourceInfo:
     """One servable resource in one version.
@@ -95,6 +103,12 @@ class ResourceInfo:
     @property
     def is_custom(self) -> bool:
         return self.crd_name is not None
+
+    @property
+    def returns_deleted_object(self) -> bool:
+        """Whether DELETE answers with the deleted object rather than a `Status`: the registries
+        that set `ReturnDeletedObject` upstream (the official clients parse the answer by it)."""
+        return self.is_custom or self.group_resource in RETURN_DELETED_OBJECT
 
     def qualified(self) -> str:
         """`pods`, `jobs.batch`: the name used in error messages."""
@@ -371,7 +385,33 @@ def prepare_create(info: ResourceInfo, obj: dict[str, Any], store: Any) -> dict[
                 data[k] = base64.b64encode(str(v).encode()).decode()  # type: ignore[index]
     elif key == ("", "nodes"):
         obj.setdefault("spec", {})
+    _check_data_size(info, obj)
     return obj
+
+
+# A ConfigMap's or Secret's data, keys and values together, is at most 1 MiB (core.MaxSecretSize).
+MAX_DATA_BYTES = 1024 * 1024
+
+
+def _check_data_size(info: ResourceInfo, obj: dict[str, Any]) -> None:
+    """Refuses a ConfigMap or Secret over 1 MiB with the real server's 422."""
+    key = (info.group, info.resource)
+    if key == ("", "configmaps"):
+        # Values count as the bytes they are; binaryData values are base64 on the wire.
+        total = sum(len(k) + len(str(v).encode()) for k, v in (obj.get("data") or {}).items())
+        total += sum(len(k) + len(base64.b64decode(str(v))) for k, v in (obj.get("binaryData") or {}).items())
+        field_path = "[]"
+    elif key == ("", "secrets"):
+        total = sum(len(k) + len(base64.b64decode(str(v))) for k, v in (obj.get("data") or {}).items())
+        field_path = "data"
+    else:
+        return
+    if total > MAX_DATA_BYTES:
+        from kubesim.store import ApiError
+
+        raise ApiError.invalid(info, obj["metadata"]["name"], [{
+            "field": field_path, "reason": "FieldValueTooLong",
+            "message": f"Too long: must have at most {MAX_DATA_BYTES} bytes"}])
 
 
 _POD_MUTABLE = ("pod updates may not change fields other than `spec.containers[*].image`,"
@@ -443,6 +483,7 @@ def prepare_update(info: ResourceInfo, new: dict[str, Any], old: dict[str, Any],
                     "field": f"spec.{field_name}", "reason": "FieldValueInvalid",
                     "message": f"Invalid value: {json.dumps(spec.get(field_name), separators=(',', ':'))}: "
                                "field is immutable"}])
+    _check_data_size(info, new)
     return new
 
 

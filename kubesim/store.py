@@ -116,6 +116,7 @@ class ApiError(Exception):
         self.details = details
 
     def status(self) -> dict[str, Any]:
+        # metav1.Status' field order: kind, apiVersion, metadata, status, message, reason, details, code.
         out: dict[str, Any] = {
             "kind": "Status",
             "apiVersion": "v1",
@@ -123,10 +124,10 @@ class ApiError(Exception):
             "status": "Failure",
             "message": self.message,
             "reason": self.reason,
-            "code": self.code,
         }
         if self.details is not None:
             out["details"] = self.details
+        out["code"] = self.code
         return out
 
     # Constructors with the real server's wording.
