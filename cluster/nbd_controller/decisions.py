@@ -22,8 +22,8 @@ from .naming import build_job_name, image_ref, object_name, pod_name, token_secr
 
 __all__ = [
     "Observed", "Plan", "decide", "job_outcome",
-    "IssueUploadURL", "DeleteObject", "CreateBuildJob", "RecordBuild", "CreateTokenSecret",
-    "CreatePod", "DeletePod", "Action",
+    "IssueUploadURL", "DeleteObject", "CreateBuildJob", "RecordBuild", "ForgetBuild", "DeleteBuildJob",
+    "CreateTokenSecret", "CreatePod", "DeletePod", "Action",
 ]
 
 # While waiting for an upload, the store is looked at this often even if no one marks it done.
@@ -56,6 +56,18 @@ class RecordBuild:
 
 
 @dataclass(frozen=True)
+class ForgetBuild:
+    """Drop the record that `md5` was built: its image is gone from the registry."""
+
+    md5: str
+
+
+@dataclass(frozen=True)
+class DeleteBuildJob:
+    md5: str
+
+
+@dataclass(frozen=True)
 class CreateTokenSecret:
     name: str
 
@@ -70,7 +82,12 @@ class DeletePod:
     name: str
 
 
-Action = IssueUploadURL | DeleteObject | CreateBuildJob | RecordBuild | CreateTokenSecret | CreatePod | DeletePod
+Action = (IssueUploadURL | DeleteObject | CreateBuildJob | RecordBuild | ForgetBuild | DeleteBuildJob
+          | CreateTokenSecret | CreatePod | DeletePod)
+
+# How container runtimes say that an image reference does not exist in its registry (containerd,
+# CRI-O, Docker). Only this, never an auth or network failure, means "build it again".
+_IMAGE_NOT_FOUND = ("not found", "manifest unknown", "code = NotFound")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -188,6 +205,13 @@ def _resolve_image(config: Config, b: _Builder) -> tuple[str | None, str | None]
         b.condition("Built", True, "AlreadyBuilt", f"Context {md5} was built before as {image}.")
         return image, None
 
+    if observed.job is not None and (observed.job.get("metadata") or {}).get("deletionTimestamp"):
+        # The Job of a build whose image is gone: a new build starts once it is deleted.
+        b.status["upload"] = stored
+        b.condition("Built", False, "Rebuilding", f"Waiting for the old build Job {job_name} to go away.")
+        b.requeue_in(1.0)
+        return None, "Building"
+
     if observed.job is not None:
         b.status["upload"] = stored
         b.status["build"]["job"] = job_name
@@ -295,6 +319,18 @@ def _pod_state(pod: dict[str, Any], port: int) -> tuple[bool, str, str]:
     return False, "Starting", "Waiting for the notebook pod to start."
 
 
+def _image_missing(pod: dict[str, Any]) -> str | None:
+    """The runtime's message when a container's image does not exist in the registry, else None."""
+    for container in (pod.get("status") or {}).get("containerStatuses") or []:
+        waiting = (container.get("state") or {}).get("waiting") or {}
+        message = str(waiting.get("message") or "")
+        if waiting.get("reason") in ("ErrImagePull", "ImagePullBackOff") and any(
+            marker in message for marker in _IMAGE_NOT_FOUND
+        ):
+            return message
+    return None
+
+
 def decide(config: Config, observed: Observed) -> Plan:
     """The plan for one Notebook (see the module docstring)."""
     b = _Builder(observed)
@@ -349,6 +385,17 @@ def decide(config: Config, observed: Observed) -> Plan:
         b.actions.append(DeletePod(desired["metadata"]["name"]))
         b.condition("Ready", False, "PodFailed", "The notebook pod stopped; it is being recreated.")
         return b.finish("Starting")
+    missing = _image_missing(pod) if observed.built_image else None
+    if missing is not None:
+        # A registry cleanup policy removed an image this namespace built: build it again from the
+        # stored context rather than retry a pull that can never succeed.
+        md5 = str(b.status["build"]["md5"])
+        b.actions += [ForgetBuild(md5), DeleteBuildJob(md5), DeletePod(desired["metadata"]["name"])]
+        b.condition("Built", False, "ImageMissing",
+                    f"The registry no longer has {image}; building it again from context {md5}. ({missing})")
+        b.condition("Ready", False, "WaitingForBuild", "The notebook starts once its image is built.")
+        b.requeue_in(1.0)
+        return b.finish("Building")
     ready, reason, message = _pod_state(pod, port)
     b.condition("Ready", ready, reason, message)
     return b.finish("Ready" if ready else "Starting")

@@ -14,6 +14,7 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from .builds import MAX_RECORDS, records_to_drop
 from .naming import (
     BUILDS_CONFIGMAP, GROUP, LABEL_COMPONENT, LABEL_CONTEXT_MD5, LABEL_MANAGED_BY, MANAGED_BY, PLURAL,
     VERSION,
@@ -32,6 +33,7 @@ PERMISSIONS: frozenset[tuple[str, str, str]] = frozenset({
     ("", "secrets", "get"), ("", "secrets", "create"),
     ("", "configmaps", "get"), ("", "configmaps", "create"), ("", "configmaps", "patch"),
     ("batch", "jobs", "get"), ("batch", "jobs", "list"), ("batch", "jobs", "watch"), ("batch", "jobs", "create"),
+    ("batch", "jobs", "delete"),
 })
 
 log = logging.getLogger(__name__)
@@ -81,7 +83,23 @@ class Kube:
         return dict((cm or {}).get("data") or {})
 
     def record_build(self, namespace: str, md5: str, image: str) -> None:
-        patch: Any = {"data": {md5: image}}
+        """Records that `md5` built `image`, dropping old records when the ConfigMap is full.
+
+        A ConfigMap holds at most 1 MiB, so the record is bounded (`builds.MAX_RECORDS`). Dropping a
+        record costs little: the build Job, if it is still there, answers again, and otherwise a
+        rebuild from the stored context hits the layer cache.
+        """
+        data = self.get_builds(namespace)
+        if data.get(md5) == image:
+            return
+        victims: list[str] = []
+        if len(data) >= MAX_RECORDS:
+            listed: Any = self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)
+            items: list[dict[str, Any]] = listed.get("items") or []
+            in_use = {str((((n.get("spec") or {}).get("build") or {}).get("upload") or {}).get("md5"))
+                      for n in items}
+            victims = records_to_drop(data, in_use | {md5})
+        patch: Any = {"data": {md5: image, **{v: None for v in victims}}}
         created: Any = {
             "apiVersion": "v1",
             "kind": "ConfigMap",
@@ -107,9 +125,24 @@ class Kube:
                     raise
         raise RuntimeError(f"could not record the build of {md5} in ConfigMap {BUILDS_CONFIGMAP}")
 
+    def forget_build(self, namespace: str, md5: str) -> None:
+        try:
+            self.core.patch_namespaced_config_map(BUILDS_CONFIGMAP, namespace, {"data": {md5: None}})
+        except ApiException as e:
+            if e.status != 404:
+                raise
+
     # Jobs.
     def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self._get(self.batch.read_namespaced_job, name, namespace)
+
+    def delete_job(self, namespace: str, name: str) -> None:
+        """Deletes a Job and, in the background, its pods."""
+        try:
+            self.batch.delete_namespaced_job(name, namespace, propagation_policy="Background")
+        except ApiException as e:
+            if e.status != 404:
+                raise
 
     def create(self, manifest: dict[str, Any]) -> bool:
         """Creates a Pod, Secret or Job; False when it already existed."""

@@ -19,8 +19,8 @@ from typing import Any, TypeVar
 from .conditions import get_condition, rfc3339
 from .config import Config
 from .decisions import (
-    CreateBuildJob, CreatePod, CreateTokenSecret, DeleteObject, DeletePod, IssueUploadURL, Observed,
-    Plan, RecordBuild, job_outcome, decide,
+    CreateBuildJob, CreatePod, CreateTokenSecret, DeleteBuildJob, DeleteObject, DeletePod, ForgetBuild,
+    IssueUploadURL, Observed, Plan, RecordBuild, job_outcome, decide,
 )
 from .kube import Kube
 from .manifests import build_job, token_secret
@@ -108,6 +108,12 @@ class Reconciler:
                 case RecordBuild(md5=md5, image=image):
                     await self._call(self.kube.record_build, namespace, md5, image)
                     log.info("%s: recorded the build of %s as %s", namespace, md5, image)
+                case ForgetBuild(md5=md5):
+                    await self._call(self.kube.forget_build, namespace, md5)
+                    log.warning("%s/%s: the image built from %s is gone from the registry; building it again",
+                                namespace, name, md5)
+                case DeleteBuildJob(md5=md5):
+                    await self._call(self.kube.delete_job, namespace, build_job_name(md5))
                 case CreateTokenSecret():
                     await self._call(self.kube.create, token_secret(notebook, secrets.token_urlsafe(32)))
                 case CreatePod(manifest=manifest):

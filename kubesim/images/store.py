@@ -163,6 +163,22 @@ class ImageStore:
             raise
         return Image(normalize(name), cfg, target / "rootfs", tuple(layers))
 
+    def delete(self, name: str) -> bool:
+        """Removes image `name` (a registry's cleanup policy); False when it was not stored.
+
+        Pods already running keep their copy; a new pod of the image fails its pull with ErrImagePull.
+        The layers stay in the layer store, as a registry keeps blobs until garbage collection.
+        """
+        target = self._folder(name)
+        with self._lock:
+            if not (target / "config.json").is_file():
+                return False
+            gone = target.with_name(target.name + ".deleted")
+            shutil.rmtree(gone, ignore_errors=True)
+            target.rename(gone)
+        shutil.rmtree(gone, ignore_errors=True)
+        return True
+
     def register_provider(self, pattern: str, provider: ImageProvider) -> None:
         """Resolve names matching `pattern` (e.g. `moby/buildkit:*`) with `provider`.
 

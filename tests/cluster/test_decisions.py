@@ -10,8 +10,8 @@ import pytest
 
 from nbd_controller.config import Config
 from nbd_controller.decisions import (
-    CreateBuildJob, CreatePod, CreateTokenSecret, DeleteObject, DeletePod, IssueUploadURL, Observed,
-    RecordBuild, decide,
+    CreateBuildJob, CreatePod, CreateTokenSecret, DeleteBuildJob, DeleteObject, DeletePod, ForgetBuild,
+    IssueUploadURL, Observed, RecordBuild, decide,
 )
 from nbd_controller.manifests import notebook_pod
 from nbd_controller.patching import merge_patch
@@ -66,6 +66,11 @@ class Case:
     requeue: float | None = None
 
 
+MISSING = (f'Failed to pull image "{IMAGE}": rpc error: code = NotFound desc = failed to pull and unpack image '
+           f'"{IMAGE}": failed to resolve reference "{IMAGE}": {IMAGE}: not found')
+UNAUTHORIZED = (f'Failed to pull image "{IMAGE}": rpc error: code = Unknown desc = failed to pull and unpack image '
+                f'"{IMAGE}": failed to resolve reference "{IMAGE}": pull access denied, repository does not exist '
+                f'or may require authorization: authorization failed: 401 Unauthorized')
 VALID_URL = {"requestID": "r1", "signedURL": "https://u", "expiresAt": "2026-01-01T12:10:00Z"}
 READY_NB = nb({"image": "jupyter/base"})
 GPU_NB = nb({"image": "img", "resources": {"gpu": {"count": 8}}})
@@ -156,6 +161,29 @@ CASES = [
          {"secret_exists": True, "pod": pod_for(READY_NB, image="jupyter/base", phase="Pending",
                                                 containerStatuses=[{"state": {"waiting": {"reason": "ErrImagePull"}}}])},
          phase="Starting", conditions={"Ready": ("False", "ErrImagePull")}),
+    Case("an image the registry no longer has is built again", nb(upload()),
+         {"built_image": IMAGE, "secret_exists": True, "pod": pod_for(nb(upload()), phase="Pending", containerStatuses=[
+             {"state": {"waiting": {"reason": "ErrImagePull", "message": MISSING}}}])},
+         actions=[ForgetBuild, DeleteBuildJob, DeletePod], phase="Building", requeue=1.0,
+         conditions={"Built": ("False", "ImageMissing"), "Ready": ("False", "WaitingForBuild")}),
+    Case("the same, seen during the back-off (the message keeps the pull error)", nb(upload()),
+         {"built_image": IMAGE, "secret_exists": True, "pod": pod_for(nb(upload()), phase="Pending", containerStatuses=[
+             {"state": {"waiting": {"reason": "ImagePullBackOff",
+                                    "message": f'Back-off pulling image "{IMAGE}": ErrImagePull: {MISSING}'}}}])},
+         actions=[ForgetBuild, DeleteBuildJob, DeletePod], phase="Building", requeue=1.0,
+         conditions={"Built": ("False", "ImageMissing")}),
+    Case("a pull refused for credentials is not a missing image", nb(upload()),
+         {"built_image": IMAGE, "secret_exists": True, "pod": pod_for(nb(upload()), phase="Pending", containerStatuses=[
+             {"state": {"waiting": {"reason": "ErrImagePull", "message": UNAUTHORIZED}}}])},
+         phase="Starting", conditions={"Built": ("True", "AlreadyBuilt"), "Ready": ("False", "ErrImagePull")}),
+    Case("a missing prebuilt image is the user's to fix", READY_NB,
+         {"secret_exists": True, "pod": pod_for(READY_NB, image="jupyter/base", phase="Pending", containerStatuses=[
+             {"state": {"waiting": {"reason": "ErrImagePull", "message": MISSING}}}])},
+         phase="Starting", conditions={"Ready": ("False", "ErrImagePull")}),
+    Case("the old build Job is deleted before the new build", nb(upload()),
+         {"job": {**job("succeeded"), "metadata": {"name": f"nbd-build-{MD5}",
+                                                   "deletionTimestamp": "2026-01-01T11:59:59Z"}}},
+         phase="Building", requeue=1.0, conditions={"Built": ("False", "Rebuilding")}),
     Case("a changed spec replaces the pod", nb({"image": "jupyter/base", "port": 9000}),
          {"secret_exists": True, "pod": pod_for(READY_NB, image="jupyter/base")},
          actions=[DeletePod], phase="Starting", conditions={"Ready": ("False", "Restarting")}, requeue=1.0),

@@ -224,6 +224,32 @@ def test_controller_killed_mid_build_leaves_one_job_and_finishes(cluster: dict[s
 
 
 @needs_jobs
+def test_an_image_removed_from_the_registry_is_built_again(cluster: dict[str, Any]) -> None:
+    nb: Notebooks = cluster["nb"]
+    dockerfile = "FROM python:3.12\nWORKDIR /content\nRUN echo ok > api\nCOPY . /content\n"
+    md5 = upload_and_mark(nb, "kept", tarball({"Dockerfile": dockerfile, "a.py": "a = 1\n"}),
+                          command=["python3", "-m", "http.server", "8888"])
+    status = wait_for("Ready", lambda: (s := nb.status("kept")).get("phase") in ("Ready", "Failed") and s, timeout=120)
+    assert status["phase"] == "Ready", status
+    image = status["image"]
+    first_job = nb.jobs()[0]["metadata"]["uid"]
+
+    # A cleanup policy deletes the image; the node is replaced, so the next pod has to pull it.
+    assert cluster["kubelet"].images.delete(image)
+    nb.core.delete_namespaced_pod(status["pod"], "default")
+    wait_for("a new build Job", lambda: [j for j in nb.jobs() if j["metadata"]["uid"] != first_job], timeout=90)
+    again = wait_for("Ready again", lambda: (s := nb.status("kept")).get("phase") in ("Ready", "Failed") and s,
+                     timeout=120)
+    assert f"the image built from {md5} is gone from the registry" in cluster["controller"].log()
+    assert again["phase"] == "Ready", again
+    assert image in cluster["kubelet"].images.list()
+    jobs = nb.jobs()
+    assert [j["metadata"]["name"] for j in jobs] == [f"nbd-build-{md5}"] and jobs[0]["metadata"]["uid"] != first_job
+    code, body = http_get(nb.api_client, again["pod"], 8888, "/api")
+    assert code == 200 and body == b"ok\n"
+
+
+@needs_jobs
 @pytest.mark.parametrize("cluster", ["kaniko"], indirect=True)
 def test_kaniko_fork_builder_option(cluster: dict[str, Any]) -> None:
     nb: Notebooks = cluster["nb"]
