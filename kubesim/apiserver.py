@@ -547,7 +547,10 @@ class ApiServer:
         transport = request.transport
 
         class _Drop:
-            """What `drop_streams` closes: the watch and the connection under it."""
+            """What `drop_streams` closes (the watch and the connection under it) and
+            `stall_streams` silences."""
+
+            stalled = False
 
             def close(self_inner) -> None:
                 watch.close()
@@ -563,7 +566,13 @@ class ApiServer:
                 now = time.monotonic()
                 # aiohttp does not cancel a handler whose client went away: look every second, so
                 # an abandoned watch does not keep collecting events.
-                if now >= deadline or transport is None or transport.is_closing():
+                if transport is None or transport.is_closing():
+                    break
+                if dropper.stalled:
+                    # A dead connection: nothing is sent, not even the end at the deadline.
+                    await asyncio.sleep(1.0)
+                    continue
+                if now >= deadline:
                     break
                 wait = min(deadline - now, 1.0)
                 if bookmarks:
@@ -573,12 +582,15 @@ class ApiServer:
                 except StopAsyncIteration:
                     break
                 except asyncio.TimeoutError:
-                    if bookmarks and time.monotonic() >= next_bookmark:
+                    if bookmarks and not dropper.stalled and time.monotonic() >= next_bookmark:
                         next_bookmark = time.monotonic() + self.bookmark_interval
+                        self.faults.bookmarks_sent += 1
                         await resp.write(_line({"type": "BOOKMARK", "object": {
                             "kind": t.info.kind, "apiVersion": t.info.api_version,
                             "metadata": {"resourceVersion": self.store.resource_version}}}))
                     continue
+                if dropper.stalled:
+                    continue  # lost, as on a dead connection
                 obj = ev.object
                 if as_table:
                     obj = tables.table(t.info, [obj], obj["metadata"].get("resourceVersion", ""), include,
@@ -612,6 +624,8 @@ class ApiServer:
             f.clear()
         elif path == "faults/drop-streams":
             return json_response({"dropped": await f.drop_streams()})
+        elif path == "faults/stall-streams":
+            return json_response({"stalled": f.stall_streams()})
         elif path == "faults/kill-pod":
             await f.kill_pod(body["namespace"], body["name"])
         elif path == "faults/recreate-pod":

@@ -55,6 +55,7 @@ class Faults:
         self.on_kill_pod: PodCallback | None = None
         self.on_recreate_pod: PodCallback | None = None
         self.dropped = 0
+        self.bookmarks_sent = 0  # by every watch so far (a quiet watch's proof of life)
 
     # -------------------------------------------------------------- windows
 
@@ -100,6 +101,7 @@ class Faults:
             "slowSeconds": self.state.slow_seconds,
             "openStreams": len(self._streams),
             "droppedStreams": self.dropped,
+            "bookmarksSent": self.bookmarks_sent,
         }
 
     # -------------------------------------------------------------- streams
@@ -137,6 +139,17 @@ class Faults:
                 pass
         self.dropped += len(streams)
         return len(streams)
+
+    def stall_streams(self) -> int:
+        """Silence every open watch without closing it, as a connection that died with no FIN or
+        RST looks to its client (a control-plane upgrade, a NAT that forgot the flow): no events,
+        no bookmarks, no end. Only a client-side read timeout notices. Returns how many stalled."""
+        stalled = 0
+        for s in list(self._streams):
+            if hasattr(s, "stalled"):
+                s.stalled = True
+                stalled += 1
+        return stalled
 
     # -------------------------------------------------------------- pods
 
@@ -194,6 +207,9 @@ class KubesimAdmin:
 
     def drop_streams(self) -> int:
         return int(self._call("POST", "faults/drop-streams")["dropped"])
+
+    def stall_streams(self) -> int:
+        return int(self._call("POST", "faults/stall-streams")["stalled"])
 
     def kill_pod(self, namespace: str, name: str) -> None:
         self._call("POST", "faults/kill-pod", {"namespace": namespace, "name": name})

@@ -49,6 +49,9 @@ class Config:
     signing_service_account: str | None = None  # NBD_SIGNING_SERVICE_ACCOUNT: IAM signBlob signer.
     concurrency: int = 4  # NBD_CONCURRENCY: Notebooks reconciled at once.
     resync_seconds: float = 300.0  # NBD_RESYNC_SECONDS: every Notebook is revisited this often.
+    # NBD_WATCH_READ_TIMEOUT seconds: a watch that delivers nothing for this long is taken for a dead
+    # connection and listed again. The API server sends a bookmark every minute to a watch that asks.
+    watch_read_timeout: float = 90.0
 
     @property
     def builder_image(self) -> str:
@@ -95,6 +98,13 @@ class Config:
             resync = float(resync_raw) if resync_raw else 300.0
         except ValueError:
             raise ConfigError(f"NBD_RESYNC_SECONDS={resync_raw!r} is not a number") from None
+        watch_raw = get("NBD_WATCH_READ_TIMEOUT")
+        try:
+            watch_read_timeout = float(watch_raw) if watch_raw else 90.0
+        except ValueError:
+            raise ConfigError(f"NBD_WATCH_READ_TIMEOUT={watch_raw!r} is not a number") from None
+        if not 1 <= watch_read_timeout <= 3600:
+            raise ConfigError(f"NBD_WATCH_READ_TIMEOUT={watch_raw} is out of range [1, 3600]")
         return Config(
             bucket=bucket,
             prefix=prefix,
@@ -113,4 +123,5 @@ class Config:
             signing_service_account=get("NBD_SIGNING_SERVICE_ACCOUNT"),
             concurrency=integer("NBD_CONCURRENCY", 4, 1, 256),
             resync_seconds=resync,
+            watch_read_timeout=watch_read_timeout,
         )

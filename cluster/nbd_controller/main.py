@@ -108,7 +108,8 @@ async def run(cfg: Config, kubeconfig: str | None = None) -> None:
                  {"label_selector": selector}, on_owned),
             ]
         for name, fn, args, kwargs, callback in specs:
-            watchers.append(Watcher(name, fn, args, kwargs, callback, loop, kube.to_dict))
+            watchers.append(Watcher(name, fn, args, kwargs, callback, loop, kube.to_dict,
+                                    read_timeout=cfg.watch_read_timeout))
 
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

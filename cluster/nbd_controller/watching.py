@@ -5,6 +5,11 @@ Each watch runs in its own thread (the `kubernetes` watch blocks): list, then wa
 resourceVersion; when the stream ends or expires (410), list again. A list enqueues every object it
 sees, so a restart or a lost event is repaired by the next list: the controller is level-based and
 never depends on seeing a particular event.
+
+A watch on a connection that died without a FIN or RST (a control-plane upgrade, a NAT that forgot
+the flow) would otherwise block forever, and no new Notebook would ever be reconciled. So every read
+has a client-side timeout: the watch asks for bookmarks, which the API server sends about once a
+minute, and a stream that stays silent for longer than `read_timeout` is abandoned and listed again.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from typing import Any
 
 from kubernetes import watch
 from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import ProtocolError, ReadTimeoutError
 
 __all__ = ["Watcher"]
 
@@ -24,6 +30,8 @@ log = logging.getLogger(__name__)
 
 # The server ends each watch after this long; the following list doubles as a periodic resync.
 WATCH_SECONDS = 240
+# Connecting to the API server takes at most this long.
+CONNECT_TIMEOUT = 10.0
 
 
 class Watcher:
@@ -38,6 +46,8 @@ class Watcher:
         on_object: Callable[[str, dict[str, Any]], None],
         loop: asyncio.AbstractEventLoop,
         to_dict: Callable[[Any], dict[str, Any]],
+        *,
+        read_timeout: float = 90.0,
     ) -> None:
         self.name = name
         self._list_fn = list_fn
@@ -46,6 +56,8 @@ class Watcher:
         self._on_object = on_object
         self._loop = loop
         self._to_dict = to_dict
+        self._timeout = (CONNECT_TIMEOUT, read_timeout)
+        self.stalls = 0  # streams abandoned for silence (a dead connection)
         self._stopped = threading.Event()
         self.synced = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"watch-{name}", daemon=True)
@@ -63,7 +75,7 @@ class Watcher:
         failures = 0
         while not self._stopped.is_set():
             try:
-                listed = self._list_fn(*self._args, **self._kwargs)
+                listed = self._list_fn(*self._args, _request_timeout=self._timeout, **self._kwargs)
                 listed = listed if isinstance(listed, dict) else self._to_dict(listed)
                 for item in listed.get("items") or []:
                     self._emit("LISTED", item)
@@ -75,6 +87,7 @@ class Watcher:
                     resource_version=version,
                     timeout_seconds=WATCH_SECONDS,
                     allow_watch_bookmarks=True,
+                    _request_timeout=self._timeout,
                     **self._kwargs,
                 )
                 for event in stream:
@@ -85,6 +98,17 @@ class Watcher:
                     if kind in ("ADDED", "MODIFIED", "DELETED") and isinstance(raw, dict):
                         self._emit(str(kind), raw)
                 failures = 0
+            except (ReadTimeoutError, ProtocolError, TimeoutError) as e:
+                # Silence past the read timeout: the connection is taken for dead, and the list
+                # starts again at once (the timeout itself paced this retry). A connection broken
+                # mid-stream (ProtocolError) backs off like any other failure.
+                if self._stopped.is_set():
+                    return
+                self.stalls += 1
+                if isinstance(e, ProtocolError):
+                    failures += 1
+                log.warning("watch %s: nothing for %gs (a dead connection?); listing again", self.name,
+                            self._timeout[1])
             except ApiException as e:
                 failures += 1
                 if e.status != 410:

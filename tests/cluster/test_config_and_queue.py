@@ -50,6 +50,8 @@ def test_config_everything() -> None:
         ({**BASE, "NBD_UPLOAD_URL_TTL": "3600"}, "out of range"),
         ({**BASE, "NBD_UPLOAD_URL_TTL": "soon"}, "not an integer"),
         ({**BASE, "NBD_RESYNC_SECONDS": "x"}, "not a number"),
+        ({**BASE, "NBD_WATCH_READ_TIMEOUT": "soon"}, "NBD_WATCH_READ_TIMEOUT='soon' is not a number"),
+        ({**BASE, "NBD_WATCH_READ_TIMEOUT": "0"}, "NBD_WATCH_READ_TIMEOUT=0 is out of range"),
     ],
 )
 def test_config_errors_name_the_variable(env: dict[str, str], message: str) -> None:

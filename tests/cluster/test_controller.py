@@ -144,3 +144,38 @@ def test_signed_url_is_not_logged(stack: dict[str, Any]) -> None:
     nb.create("quiet", {"build": {"upload": {"md5": "0" * 32, "requestID": "r1"}}})
     wait_for("a signed URL", lambda: nb.status("quiet").get("upload", {}).get("signedURL"))
     assert "X-Goog-Signature" not in stack["controller"].log()
+
+
+def test_a_watch_on_a_dead_connection_is_noticed_and_a_new_notebook_reconciled(
+        kubesim_factory: Any, gcs_emulator: Any, signing_key: Any, tmp_path: Path) -> None:
+    # Bookmarks every second keep a healthy quiet watch talking; a stalled one goes silent.
+    server = kubesim_factory(kubelet=False, bookmark_interval=1.0)
+    server.kubectl("apply", "-k", str(ROOT / "cluster" / "manifests"))
+    controller = Controller(server.kubeconfig, {
+        "NBD_BUCKET": gcs_emulator.bucket,
+        "NBD_REGISTRY": "registry.kubesim:5000",
+        "NBD_SIGNING_KEY_FILE": signing_key.path,
+        "STORAGE_EMULATOR_HOST": gcs_emulator.host,
+        "NBD_WATCH_READ_TIMEOUT": "3",
+        "NBD_RESYNC_SECONDS": "3600",  # only a watch can bring a new Notebook to the controller
+    }, tmp_path / "controller.log")
+    controller.start()
+    nb = Notebooks(server.api_client())
+    try:
+        nb.create("before", {"image": "jupyter/base-notebook"})
+        wait_for("the first Notebook reconciled", lambda: nb.status("before").get("phase"))
+        # A healthy quiet watch is never taken for dead: its bookmarks arrive inside the read
+        # timeout. Three watches, each quiet for more than the 3 s timeout, is 12 bookmarks.
+        wait_for("the watches to be quiet longer than the read timeout",
+                 lambda: server.admin.status()["bookmarksSent"] >= 12, timeout=30)
+        assert "a dead connection" not in controller.log()
+
+        assert server.admin.stall_streams() >= 2  # the Notebook and pod watches at least
+        nb.create("after", {"image": "jupyter/base-notebook"})
+        status = wait_for("the Notebook created after the stall to be reconciled",
+                          lambda: nb.status("after").get("phase") and nb.status("after"), timeout=30)
+        assert status["phase"] == "Starting"
+        assert "watch notebooks: nothing for 3s (a dead connection?); listing again" in controller.log()
+    finally:
+        controller.stop()
+        print("---- controller log ----\n" + controller.log()[-6000:])

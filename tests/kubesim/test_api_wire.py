@@ -109,3 +109,21 @@ def test_a_secret_over_one_mib_is_refused(api: Any) -> None:
     assert e.value.status == 422
     assert json.loads(e.value.body)["message"] == (
         'Secret "big" is invalid: data: Too long: must have at most 1048576 bytes')
+
+
+def test_a_stalled_watch_goes_silent_without_closing(apiserver: KubesimServer) -> None:
+    # What a client sees of a connection that died without a FIN: no events, no end. Only its own
+    # read timeout gets it out.
+    from urllib3.exceptions import ReadTimeoutError
+
+    api = apiserver.api_client()
+    try:
+        core = client.CoreV1Api(api)
+        response = core.list_namespaced_config_map("default", watch=True, timeout_seconds=2,
+                                                   _preload_content=False, _request_timeout=(5, 4))
+        assert apiserver.admin.stall_streams() == 1
+        core.create_namespaced_config_map("default", {"metadata": {"name": "unseen"}})
+        with pytest.raises(ReadTimeoutError):  # 4 s: past the server's own 2 s end, and still nothing
+            response.read()
+    finally:
+        api.close()
