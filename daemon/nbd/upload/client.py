@@ -27,7 +27,8 @@ from urllib.parse import urlsplit
 from nbd.errors import Cancelled
 
 from .errors import BadDigest, UploadFailed, UploadForbidden, UploadRejected
-from .http import put_file
+from .http import ProxyRefused, put_file
+from .proxy import Proxy, ProxySettingError, proxy_for
 from .policy import Action, RetryPolicy, backoff_delay, classify, url_expiry
 
 __all__ = ["CancelFlag", "SignedURL", "UploadProgress", "UploadResult", "upload"]
@@ -127,6 +128,7 @@ async def _put_once(
 ) -> tuple[int, bytes]:
     """One PUT; returns (status, body). Raises _Transient on connection failures and stalls."""
     headers = {"Content-MD5": md5_b64, "Content-Type": CONTENT_TYPE}
+    proxy = _proxy(url)
     task = asyncio.ensure_future(
         put_file(
             url,
@@ -137,6 +139,7 @@ async def _put_once(
             connect_timeout=policy.connect_timeout,
             response_timeout=policy.response_timeout,
             chunk_bytes=policy.chunk_bytes,
+            proxy=proxy,
         )
     )
     try:
@@ -150,6 +153,20 @@ async def _put_once(
                 raise _Transient(f"no progress for {policy.stall_timeout:g} s")
         try:
             return task.result()
+        except ProxyRefused as e:
+            if e.status == 407:
+                raise UploadRejected(
+                    f"{e}: the proxy asks for credentials; put them in {e.proxy.variable} as "
+                    f"http://USER:PASSWORD@{e.proxy.address}",
+                    reason="ProxyAuthenticationRequired", status=e.status,
+                ) from e
+            if e.status == 403:
+                raise UploadRejected(
+                    f"{e}: the proxy does not allow it; ask its admins to, or add {e.target.rpartition(':')[0]} "
+                    "to NO_PROXY if it is reachable directly",
+                    reason="ProxyForbidden", status=e.status,
+                ) from e
+            raise _Transient(str(e)) from e
         except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError) as e:
             raise _Transient(_describe(e)) from e
     finally:
@@ -159,6 +176,14 @@ async def _put_once(
                 await task
             except BaseException:
                 pass
+
+
+def _proxy(url: str) -> Proxy | None:
+    """The proxy for `url` from this process's environment (read per attempt: cheap, and current)."""
+    try:
+        return proxy_for(url, os.environ)
+    except ProxySettingError as e:
+        raise UploadRejected(str(e), reason="ProxySetting") from e
 
 
 def _describe(e: BaseException) -> str:

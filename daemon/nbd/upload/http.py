@@ -6,8 +6,10 @@ A general client pushes every chunk through Python buffers, which costs as much 
 stack itself on a fast link. Over TLS asyncio falls back to reading and writing chunks.
 
 Bodies of a MiB or more are announced with `Expect: 100-continue`, so a refused URL costs one
-round trip instead of the whole upload. Scope, on purpose: one request per connection (`Connection: close`), no redirects, no proxies, no
-compression; the request target is sent exactly as given (a signed URL's query must not be
+round trip instead of the whole upload. Through an HTTP proxy (`nbd.upload.proxy`), an HTTPS store
+is reached with `CONNECT` and TLS inside the tunnel; a plain-HTTP store gets the absolute URL as
+request target. Scope, on purpose: one request per connection (`Connection: close`), no redirects,
+no compression; the request target is sent exactly as given (a signed URL's query must not be
 re-encoded). The caller owns retries and timeouts of the whole exchange.
 """
 
@@ -18,7 +20,9 @@ import ssl
 from collections.abc import Callable, Mapping
 from urllib.parse import urlsplit
 
-__all__ = ["HTTPProtocolError", "put_file"]
+from .proxy import Proxy
+
+__all__ = ["HTTPProtocolError", "ProxyRefused", "put_file"]
 
 _MAX_HEAD = 64 << 10
 # Bodies from this size on are announced with "Expect: 100-continue".
@@ -28,6 +32,16 @@ _MAX_BODY = 1 << 20  # error bodies are small; anything beyond is read and dropp
 
 class HTTPProtocolError(ConnectionError):
     """The server's answer is not HTTP/1.x we can read."""
+
+
+class ProxyRefused(ConnectionError):
+    """The proxy answered CONNECT with something other than 200."""
+
+    def __init__(self, proxy: Proxy, status: int, target: str) -> None:
+        super().__init__(f"the proxy {proxy.address} ({proxy.variable}) answered {status} to CONNECT {target}")
+        self.proxy = proxy
+        self.status = status
+        self.target = target
 
 
 def _target(url: str) -> tuple[str, str, int, str, bool]:
@@ -103,6 +117,21 @@ async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str]) -> b
     return bytes(body[:_MAX_BODY])
 
 
+async def _tunnel(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, proxy: Proxy, host: str,
+                  port: int) -> None:
+    """Asks the proxy for a tunnel to host:port (RFC 9110 §9.3.6); returns once it is open."""
+    authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    lines = [f"CONNECT {authority} HTTP/1.1", f"Host: {authority}", "User-Agent: nbd"]
+    if proxy.authorization:
+        lines.append(f"Proxy-Authorization: {proxy.authorization}")
+    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+    await writer.drain()
+    status, headers = await _read_head(reader)
+    if status != 200:
+        raise ProxyRefused(proxy, status, authority)
+    # A 2xx to CONNECT has no body: the bytes that follow are the tunnel's.
+
+
 async def put_file(
     url: str,
     headers: Mapping[str, str],
@@ -115,23 +144,39 @@ async def put_file(
     chunk_bytes: int = 4 << 20,
     ssl_context: ssl.SSLContext | None = None,
     expect_timeout: float = 1.0,
+    proxy: Proxy | None = None,
 ) -> tuple[int, bytes]:
     """PUTs `size` bytes of the file at `path` to `url`; returns (status, body).
 
     `on_sent(n)` is called after each `chunk_bytes` slice handed to the kernel. `expect_timeout`
     is how long to wait for "100 Continue" before sending the body anyway. Raises OSError
     (ConnectionError, TimeoutError), asyncio.IncompleteReadError or HTTPProtocolError on transport
-    failures; the caller decides whether to retry.
+    failures; the caller decides whether to retry. Through a `proxy`, ProxyRefused when it refuses
+    the tunnel.
     """
     host, host_header, port, target, tls = _target(url)
     context = (ssl_context or ssl.create_default_context()) if tls else None
-    reader, writer = await asyncio.wait_for(
-        asyncio.open_connection(host, port, ssl=context, server_hostname=host if tls else None, limit=_MAX_HEAD),
-        connect_timeout,
-    )
+    if proxy is None:
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(host, port, ssl=context, server_hostname=host if tls else None, limit=_MAX_HEAD),
+            connect_timeout,
+        )
+    else:
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(proxy.host, proxy.port, limit=_MAX_HEAD), connect_timeout)
     loop = asyncio.get_running_loop()
     try:
-        lines = [f"PUT {target} HTTP/1.1", f"Host: {host_header}", f"Content-Length: {size}"]
+        extra: list[str] = []
+        if proxy is not None and tls:
+            await asyncio.wait_for(_tunnel(reader, writer, proxy, host, port), connect_timeout)
+            assert context is not None
+            await asyncio.wait_for(writer.start_tls(context, server_hostname=host), connect_timeout)
+        elif proxy is not None:
+            # A plain-HTTP store through a proxy: the absolute URL is the request target.
+            target = f"http://{host_header}{target}"
+            if proxy.authorization:
+                extra.append(f"Proxy-Authorization: {proxy.authorization}")
+        lines = [f"PUT {target} HTTP/1.1", f"Host: {host_header}", f"Content-Length: {size}", *extra]
         lines += [f"{k}: {v}" for k, v in headers.items() if k.lower() not in ("host", "content-length", "connection")]
         expect = size >= EXPECT_CONTINUE_FROM
         if expect:
