@@ -143,6 +143,7 @@ class JobController:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._unsubs: list[Callable[[], None]] = []
+        self._create_failures: dict[tuple[str, str], int] = {}  # job -> pod creations refused in a row
 
     async def start(self) -> None:
         self._unsubs.append(self.store.subscribe(JOBS, self._on_job))
@@ -215,7 +216,18 @@ class JobController:
             with contextlib.suppress(ApiError):
                 self.store.delete(PODS, ns, pod_name)
         for _ in range(p.create):
-            pod = self.store.create(PODS, self.pod_for(job), ns, field_manager="kube-controller-manager")
+            try:
+                pod = self.store.create(PODS, self.pod_for(job), ns, field_manager="kube-controller-manager")
+            except ApiError as e:
+                # Admission (a ResourceQuota, Pod Security) refused the pod: say so on the Job, as
+                # the real controller does, and try again later with a growing delay.
+                self._event(job, "Warning", "FailedCreate", f"Error creating: {e.message}")
+                failures = self._create_failures.get((ns, name), 0) + 1
+                self._create_failures[(ns, name)] = failures
+                with contextlib.suppress(RuntimeError):  # no running loop (a direct sync in a test)
+                    asyncio.get_running_loop().call_later(min(10.0, 0.5 * 2 ** (failures - 1)), self._mark, ns, name)
+                break
+            self._create_failures.pop((ns, name), None)
             self._event(job, "Normal", "SuccessfulCreate", f"Created pod: {pod['metadata']['name']}")
         for etype, reason, message in p.events:
             self._event(job, etype, reason, message)

@@ -43,11 +43,16 @@ class PrinterColumn:
     format: str = ""
 
 
-# Built-in resources whose DELETE returns the object (upstream `ReturnDeletedObject: true`); the
-# others answer `Status{status: Success}` once the object is gone.
+# Built-in resources whose DELETE returns the object (upstream `ReturnDeletedObject: true`, which
+# the OpenAPI document, and so the official clients, type as the object); the others answer
+# `Status{status: Success}` once the object is gone.
 RETURN_DELETED_OBJECT: frozenset[tuple[str, str]] = frozenset({
-    ("", "pods"), ("", "services"), ("", "serviceaccounts"), ("", "namespaces"),
-    ("", "persistentvolumes"), ("", "persistentvolumeclaims"),
+    ("", "pods"), ("", "podtemplates"), ("", "resourcequotas"), ("", "services"), ("", "serviceaccounts"),
+    ("", "namespaces"), ("", "persistentvolumes"), ("", "persistentvolumeclaims"),
+    ("storage.k8s.io", "storageclasses"), ("storage.k8s.io", "csidrivers"), ("storage.k8s.io", "csinodes"),
+    ("storage.k8s.io", "volumeattachments"), ("storage.k8s.io", "volumeattributesclasses"),
+    ("resource.k8s.io", "deviceclasses"), ("resource.k8s.io", "resourceclaims"),
+    ("resource.k8s.io", "resourceclaimtemplates"), ("resource.k8s.io", "resourceslices"),
 })
 
 
@@ -251,7 +256,12 @@ def _default_pod_spec(spec: dict[str, Any]) -> None:
         c.setdefault("imagePullPolicy", "Always" if latest else "IfNotPresent")
         c.setdefault("terminationMessagePath", "/dev/termination-log")
         c.setdefault("terminationMessagePolicy", "File")
-        c.setdefault("resources", {})
+        resources = c.setdefault("resources", {})
+        # The API server's defaulting: a resource with a limit and no request requests its limit.
+        if isinstance(resources, dict) and resources.get("limits"):
+            requests = resources.setdefault("requests", {})
+            for name, value in resources["limits"].items():
+                requests.setdefault(name, value)
         for p in c.get("ports") or []:
             if isinstance(p, dict):
                 p.setdefault("protocol", "TCP")

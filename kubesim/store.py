@@ -62,7 +62,7 @@ from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Callable, Iterable, List
 
 from kubesim import patch as patching
-from kubesim import resources, schema
+from kubesim import quota, resources, schema
 from kubesim.resources import KindKey, Registry, ResourceInfo
 from kubesim.selectors import (
     FieldSelector,
@@ -94,6 +94,7 @@ NODES: KindKey = ("", "v1", "nodes")
 NAMESPACES: KindKey = ("", "v1", "namespaces")
 EVENTS: KindKey = ("", "v1", "events")
 SECRETS: KindKey = ("", "v1", "secrets")
+QUOTAS: KindKey = ("", "v1", "resourcequotas")
 CRDS: KindKey = ("apiextensions.k8s.io", "v1", "customresourcedefinitions")
 
 _NAME_CHARS = "bcdfghjklmnpqrstvwxz2456789"
@@ -292,6 +293,7 @@ class Store:
         self._by_uid: dict[str, tuple[tuple[str, str], tuple[str, str]]] = {}
         self._by_owner: dict[str, set[tuple[tuple[str, str], tuple[str, str]]]] = {}
         self._ns_count: dict[str, int] = {}
+        self._refreshing_quotas = False
         # Called with the CRD object whenever a CRD is created/updated/deleted (discovery cache).
         self.on_registry_change: List[Callable[[], None]] = []
         for ns in ("default", "kube-system", "kube-public", "kube-node-lease"):
@@ -361,6 +363,10 @@ class Store:
 
     def _ns_key(self, info: ResourceInfo, namespace: str | None) -> str:
         return (namespace or "") if info.namespaced else ""
+
+    def _items(self, info: ResourceInfo, namespace: str) -> list[dict[str, Any]]:
+        """The stored objects of one kind in one namespace (no copies: read them, never mutate)."""
+        return [obj for (ns, _), obj in self._bucket(info).items() if ns == namespace]
 
     def _raw(self, info: ResourceInfo, namespace: str | None, name: str) -> dict[str, Any] | None:
         return self._bucket(info).get((self._ns_key(info, namespace), name))
@@ -561,6 +567,8 @@ class Store:
         meta["creationTimestamp"] = now_rfc3339()
         meta["generation"] = 1
         obj = resources.prepare_create(info, obj, self)
+        if info.key == PODS:
+            self._admit_quota(obj, ns)
         if info.is_custom:
             obj = schema.admit(info, obj, None, field_validation, warnings)
         if info.key == CRDS:
@@ -765,7 +773,40 @@ class Store:
         self._after_write(info, new)
         return self._present(info, new)
 
+    def _admit_quota(self, pod: dict[str, Any], ns: str) -> None:
+        """The quota plugin: a pod that does not fit a ResourceQuota of its namespace is refused."""
+        quotas = self._items(self.info(QUOTAS), ns)
+        if not quotas:
+            return
+        pods = self._items(self.info(PODS), ns)
+        refusal = quota.check(pod, quotas, pods)
+        if refusal is not None:
+            name = pod["metadata"]["name"]
+            raise ApiError(403, "Forbidden", f'pods "{name}" is forbidden: {refusal}',
+                           {"name": name, "kind": "pods"})
+
+    def _refresh_quotas(self, ns: str) -> None:
+        """Writes `status.hard` and `status.used` of the namespace's quotas, as the quota controller."""
+        if self._refreshing_quotas:
+            return
+        quotas = self._items(self.info(QUOTAS), ns)
+        if not quotas:
+            return
+        pods = self._items(self.info(PODS), ns)
+        self._refreshing_quotas = True
+        try:
+            for q in quotas:
+                wanted = quota.status(q, pods)
+                if (q.get("status") or {}) != wanted:
+                    def mutate(o: dict[str, Any], wanted: dict[str, Any] = wanted) -> None:
+                        o["status"] = wanted
+                    self.update_status(QUOTAS, ns, q["metadata"]["name"], mutate, field_manager="resourcequota-controller")
+        finally:
+            self._refreshing_quotas = False
+
     def _after_write(self, info: ResourceInfo, obj: dict[str, Any]) -> None:
+        if info.key in (PODS, QUOTAS):
+            self._refresh_quotas(obj["metadata"].get("namespace") or "")
         if info.key == CRDS:
             resources.register_crd(obj, self.registry)
             for cb in list(self.on_registry_change):
@@ -877,6 +918,8 @@ class Store:
                                            o_obj["metadata"]["name"])
         if info.key == CRDS:
             self._drop_crd(obj)
+        if info.key == PODS:
+            self._refresh_quotas(ns)
         if info.namespaced:
             self._check_namespace(ns)
         return self._present(info, obj)

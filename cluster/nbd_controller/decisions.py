@@ -96,7 +96,9 @@ class Observed:
 
     `stored_md5` is the MD5 of `<prefix>/<md5>.tar.gz` in the store (None: absent); it is only
     looked at when the context is neither built nor being built. `build_log_tail` is only fetched
-    for a failed build Job whose failure is not yet reported.
+    for a failed build Job whose failure is not yet reported. `build_create_error` is the latest
+    `FailedCreate` event of a build Job that has no pod (admission or a quota refused it), and
+    `pod_create_error` what the API server answered when this round's notebook pod was refused.
     """
 
     notebook: dict[str, Any]
@@ -107,6 +109,12 @@ class Observed:
     build_log_tail: str | None = None
     secret_exists: bool = False
     pod: dict[str, Any] | None = None
+    build_create_error: str | None = None
+    pod_create_error: str | None = None
+
+
+# A pod the cluster refused (quota, admission) is tried again this often; it may fit later.
+REFUSED_RETRY_SECONDS = 10.0
 
 
 @dataclass
@@ -232,6 +240,15 @@ def _resolve_image(config: Config, b: _Builder) -> tuple[str | None, str | None]
             else:
                 message = f"The build in Job {job_name} failed; see the log of its pod.{hint}"
             b.condition("Built", False, "BuildFailed", message)
+            return None, "Failed"
+        if observed.build_create_error:
+            b.condition(
+                "Built", False, "FailedCreate",
+                f"The cluster refused the pod of build Job {job_name}: {observed.build_create_error}. "
+                f"Free or raise the quota of namespace {namespace} (or ask an admin); the build starts by "
+                "itself once its pod is admitted.",
+            )
+            b.requeue_in(REFUSED_RETRY_SECONDS)
             return None, "Failed"
         b.condition("Built", False, "Building", f"Building {image} in Job {job_name}.")
         return None, "Building"
@@ -367,6 +384,15 @@ def decide(config: Config, observed: Observed) -> Plan:
 
     desired = notebook_pod(config, notebook, image)
     b.status["pod"] = desired["metadata"]["name"]
+    if pod is None and observed.pod_create_error:
+        b.condition(
+            "Ready", False, "FailedCreate",
+            f"The cluster refused the notebook pod: {observed.pod_create_error}. Free or raise the quota "
+            "(or ask an admin about the namespace's policy); the pod is tried again every "
+            f"{REFUSED_RETRY_SECONDS:g} s.",
+        )
+        b.requeue_in(REFUSED_RETRY_SECONDS)
+        return b.finish("Failed")
     if pod is None:
         b.actions.append(CreatePod(desired))
         b.condition("Ready", False, "Starting", "Creating the notebook pod.")

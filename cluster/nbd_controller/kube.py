@@ -8,6 +8,7 @@ deletes tolerate 404. Nothing here decides anything.
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -20,7 +21,7 @@ from .naming import (
     VERSION,
 )
 
-__all__ = ["Kube", "PERMISSIONS"]
+__all__ = ["Kube", "PERMISSIONS", "api_message"]
 
 # Every (apiGroup, resource, verb) the controller uses, here and in watching.py; the ClusterRole in
 # cluster/manifests/rbac-controller.yaml grants exactly these (a test keeps them equal).
@@ -30,6 +31,7 @@ PERMISSIONS: frozenset[tuple[str, str, str]] = frozenset({
     ("", "pods", "get"), ("", "pods", "list"), ("", "pods", "watch"), ("", "pods", "create"),
     ("", "pods", "delete"),
     ("", "pods/log", "get"),
+    ("", "events", "list"),
     ("", "secrets", "get"), ("", "secrets", "create"),
     ("", "configmaps", "get"), ("", "configmaps", "create"), ("", "configmaps", "patch"),
     ("batch", "jobs", "get"), ("batch", "jobs", "list"), ("batch", "jobs", "watch"), ("batch", "jobs", "create"),
@@ -37,6 +39,17 @@ PERMISSIONS: frozenset[tuple[str, str, str]] = frozenset({
 })
 
 log = logging.getLogger(__name__)
+
+
+def api_message(e: ApiException) -> str:
+    """The API server's message of a refusal (its Status body), else the HTTP reason."""
+    try:
+        body = json.loads(e.body or "")
+        if isinstance(body, dict) and body.get("message"):
+            return str(body["message"])
+    except ValueError:
+        pass
+    return f"{e.status} {e.reason}"
 
 
 class Kube:
@@ -163,6 +176,20 @@ class Kube:
                 return False
             raise
         return True
+
+    def failed_create_message(self, namespace: str, kind: str, name: str) -> str | None:
+        """The message of the latest `FailedCreate` event of an object (a Job whose pod was refused)."""
+        selector = f"involvedObject.kind={kind},involvedObject.name={name},reason=FailedCreate"
+        events = self.core.list_namespaced_event(namespace, field_selector=selector).items
+        if not events:
+            return None
+
+        def when(e: Any) -> str:
+            stamp = e.last_timestamp or e.event_time or e.metadata.creation_timestamp
+            return stamp.isoformat() if stamp is not None else ""
+
+        message = str(max(events, key=when).message or "")
+        return message.removeprefix("Error creating: ") or None
 
     def build_log_tail(self, namespace: str, md5: str, lines: int = 20) -> str | None:
         """The last lines of the failed container's log of the build of `md5`."""

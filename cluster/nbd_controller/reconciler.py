@@ -8,6 +8,7 @@ objects the previous run made (deterministic names) and carries on from there.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import secrets
@@ -16,13 +17,15 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from typing import Any, TypeVar
 
+from kubernetes.client.exceptions import ApiException
+
 from .conditions import get_condition, rfc3339
 from .config import Config
 from .decisions import (
     CreateBuildJob, CreatePod, CreateTokenSecret, DeleteBuildJob, DeleteObject, DeletePod, ForgetBuild,
     IssueUploadURL, Observed, Plan, RecordBuild, job_outcome, decide,
 )
-from .kube import Kube
+from .kube import Kube, api_message
 from .manifests import build_job, token_secret
 from .naming import build_job_name, token_secret_name, pod_name
 from .patching import merge_patch
@@ -32,6 +35,11 @@ __all__ = ["Reconciler"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+
+def _has_pods(job: dict[str, Any]) -> bool:
+    status = job.get("status") or {}
+    return any(status.get(k) for k in ("active", "succeeded", "failed", "terminating", "ready"))
 
 
 class Reconciler:
@@ -50,7 +58,7 @@ class Reconciler:
         namespace, name = meta["namespace"], meta["name"]
         spec = notebook.get("spec") or {}
         upload = (spec.get("build") or {}).get("upload") if not spec.get("image") else None
-        built_image = stored_md5 = log_tail = None
+        built_image = stored_md5 = log_tail = create_error = None
         job = None
         if upload:
             md5 = str(upload["md5"])
@@ -63,6 +71,10 @@ class Reconciler:
                     built = get_condition((notebook.get("status") or {}).get("conditions") or [], "Built")
                     if built is None or built.get("reason") != "BuildFailed":
                         log_tail = await self._call(self.kube.build_log_tail, namespace, md5)
+                elif job_outcome(job) == "running" and not _has_pods(job):
+                    # No pod yet: admission or a quota may be refusing it (FailedCreate events).
+                    create_error = await self._call(self.kube.failed_create_message, namespace, "Job",
+                                                    build_job_name(md5))
         secret_exists, pod = await asyncio.gather(
             self._call(self.kube.secret_exists, namespace, token_secret_name(name)),
             self._call(self.kube.get_pod, namespace, pod_name(name)),
@@ -76,9 +88,12 @@ class Reconciler:
             build_log_tail=log_tail,
             secret_exists=secret_exists,
             pod=pod,
+            build_create_error=create_error,
         )
 
-    async def act(self, notebook: dict[str, Any], plan: Plan) -> None:
+    async def act(self, notebook: dict[str, Any], plan: Plan) -> str | None:
+        """Carries the plan out; returns the API server's refusal of the notebook pod, if any."""
+        refused = None
         meta = notebook["metadata"]
         namespace, name = meta["namespace"], meta["name"]
         for action in plan.actions:
@@ -117,12 +132,21 @@ class Reconciler:
                 case CreateTokenSecret():
                     await self._call(self.kube.create, token_secret(notebook, secrets.token_urlsafe(32)))
                 case CreatePod(manifest=manifest):
-                    created = await self._call(self.kube.create, manifest)
+                    try:
+                        created = await self._call(self.kube.create, manifest)
+                    except ApiException as e:
+                        if e.status not in (403, 422):
+                            raise
+                        refused = api_message(e)
+                        log.warning("%s/%s: the cluster refused pod %s: %s", namespace, name,
+                                    manifest["metadata"]["name"], refused)
+                        continue
                     log.info("%s/%s: pod %s %s", namespace, name, manifest["metadata"]["name"],
                              "created" if created else "already exists")
                 case DeletePod(name=pod):
                     await self._call(self.kube.delete_pod, namespace, pod)
                     log.info("%s/%s: deleted pod %s", namespace, name, pod)
+        return refused
 
     async def reconcile(self, namespace: str, name: str) -> float | None:
         """Drives one Notebook a step toward its spec; returns when to look again (None: on change)."""
@@ -133,7 +157,10 @@ class Reconciler:
         notebook.setdefault("spec", {})
         observed = await self.observe(notebook)
         plan = decide(self.config, observed)
-        await self.act(notebook, plan)
+        refused = await self.act(notebook, plan)
+        if refused is not None:
+            # The status tells why there is no pod; the next round tries again.
+            plan = decide(self.config, dataclasses.replace(observed, pod_create_error=refused))
         old = notebook.get("status") or {}
         patch = merge_patch(old, plan.status)
         if patch:

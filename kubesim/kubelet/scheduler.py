@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from kubesim.kubelet.spec import parse_quantity
+from kubesim.quantity import parse_quantity
 
 __all__ = ["Fit", "fit", "pod_requests"]
 

@@ -224,6 +224,34 @@ def test_controller_killed_mid_build_leaves_one_job_and_finishes(cluster: dict[s
 
 
 @needs_jobs
+def test_pods_refused_by_a_quota_are_reported_at_once_and_recover(cluster: dict[str, Any]) -> None:
+    nb: Notebooks = cluster["nb"]
+    core = nb.core
+    core.create_namespaced_resource_quota("default", {"metadata": {"name": "frozen"}, "spec": {"hard": {"pods": "0"}}})
+    dockerfile = "FROM python:3.12\nWORKDIR /content\nRUN echo ok > api\nCOPY . /content\n"
+    upload_and_mark(nb, "quota", tarball({"Dockerfile": dockerfile, "a.py": "a = 1\n"}),
+                    command=["python3", "-m", "http.server", "8888"])
+    built = wait_for("the refused build pod to be reported",
+                     lambda: (c := nb.condition("quota", "Built")) and c["reason"] == "FailedCreate" and c, timeout=30)
+    assert "exceeded quota: frozen, requested: pods=1, used: pods=0, limited: pods=0" in built["message"]
+    assert nb.status("quota")["phase"] == "Failed"
+
+    # Room for the build only: the notebook pod, which asks for a GPU, is refused in turn.
+    core.replace_namespaced_resource_quota("frozen", "default", {"metadata": {"name": "frozen"}, "spec": {"hard": {
+        "pods": "5", "requests.nvidia.com/gpu": "0"}}})
+    nb.patch_spec("quota", {"resources": {"gpu": {"count": 1}}})
+    ready = wait_for("the refused notebook pod to be reported",
+                     lambda: (c := nb.condition("quota", "Ready")) and c["reason"] == "FailedCreate" and c, timeout=120)
+    assert "requests.nvidia.com/gpu=1" in ready["message"] and "limited: requests.nvidia.com/gpu=0" in ready["message"]
+
+    core.delete_namespaced_resource_quota("frozen", "default")
+    status = wait_for("Ready once the quota is gone", lambda: (s := nb.status("quota")).get("phase") == "Ready" and s,
+                      timeout=60)
+    code, body = http_get(nb.api_client, status["pod"], 8888, "/api")
+    assert code == 200 and body == b"ok\n"
+
+
+@needs_jobs
 def test_an_image_removed_from_the_registry_is_built_again(cluster: dict[str, Any]) -> None:
     nb: Notebooks = cluster["nb"]
     dockerfile = "FROM python:3.12\nWORKDIR /content\nRUN echo ok > api\nCOPY . /content\n"

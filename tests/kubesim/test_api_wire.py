@@ -35,6 +35,8 @@ def raw(server: KubesimServer, method: str, path: str, body: Any = None) -> tupl
     ("services", {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "x"},
                   "spec": {"ports": [{"port": 80}]}}, True),
     ("serviceaccounts", {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "x"}}, True),
+    ("resourcequotas", {"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "x"},
+                        "spec": {"hard": {"pods": "1"}}}, True),
     ("configmaps", {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}, "data": {"a": "b"}}, False),
     ("secrets", {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "x"}}, False),
 ])
@@ -57,8 +59,11 @@ def test_the_python_client_parses_what_delete_answers(api: Any) -> None:
     core = client.CoreV1Api(api)
     core.create_namespaced_service("default", {"metadata": {"name": "svc"}, "spec": {"ports": [{"port": 80}]}})
     core.create_namespaced_service_account("default", {"metadata": {"name": "sa"}})
+    core.create_namespaced_resource_quota("default", {"metadata": {"name": "q"}, "spec": {"hard": {"pods": "1"}}})
     deleted_service = core.delete_namespaced_service("svc", "default")
     deleted_account = core.delete_namespaced_service_account("sa", "default")
+    deleted_quota = core.delete_namespaced_resource_quota("q", "default")
+    assert isinstance(deleted_quota, client.V1ResourceQuota) and deleted_quota.spec.hard == {"pods": "1"}
     assert isinstance(deleted_service, client.V1Service) and deleted_service.metadata.name == "svc"
     assert isinstance(deleted_account, client.V1ServiceAccount) and deleted_account.metadata.name == "sa"
 
