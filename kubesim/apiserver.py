@@ -653,8 +653,12 @@ def _line(obj: Any) -> bytes:
 def _warning_headers(warnings: list[str] | None) -> dict[str, str] | None:
     if not warnings:
         return None
-    # aiohttp cannot repeat a header through a dict; join like a proxy would.
-    return {"Warning": ", ".join('299 - "%s"' % w.replace('"', "'") for w in warnings)}
+    # aiohttp cannot repeat a header through a dict; join like a proxy would. The text is an
+    # RFC 9110 quoted-string: quotes and backslashes are escaped (client-go unescapes them).
+    def quoted(text: str) -> str:
+        return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    return {"Warning": ", ".join(f"299 - {quoted(w)}" for w in warnings)}
 
 
 def _manager_from_agent(agent: str) -> str:

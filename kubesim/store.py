@@ -62,7 +62,7 @@ from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Callable, Iterable, List
 
 from kubesim import patch as patching
-from kubesim import quota, resources, schema
+from kubesim import podsecurity, quota, resources, schema
 from kubesim.resources import KindKey, Registry, ResourceInfo
 from kubesim.selectors import (
     FieldSelector,
@@ -567,6 +567,8 @@ class Store:
         meta["creationTimestamp"] = now_rfc3339()
         meta["generation"] = 1
         obj = resources.prepare_create(info, obj, self)
+        if info.key in (PODS, JOBS):
+            self._admit_pod_security(info, obj, ns, warnings)
         if info.key == PODS:
             self._admit_quota(obj, ns)
         if info.is_custom:
@@ -772,6 +774,33 @@ class Store:
         self._record(info, "MODIFIED", new, old)
         self._after_write(info, new)
         return self._present(info, new)
+
+    def _admit_pod_security(self, info: ResourceInfo, obj: dict[str, Any], ns: str,
+                            warnings: List[str] | None) -> None:
+        """Pod Security admission: the namespace's `enforce` level refuses a pod, its `warn` level
+        (and, for a Job's pod template, `enforce` too) answers with a Warning, as upstream."""
+        ns_obj = self._raw(self.info(NAMESPACES), None, ns)
+        labels = ((ns_obj or {}).get("metadata") or {}).get("labels") or {}
+        enforce = labels.get(podsecurity.ENFORCE_LABEL, "privileged")
+        warn = labels.get(podsecurity.WARN_LABEL, "privileged")
+        if enforce == "privileged" and warn == "privileged":
+            return
+        if info.key == JOBS:
+            template = ((obj.get("spec") or {}).get("template")) or {}
+            pod = {"metadata": template.get("metadata") or {}, "spec": template.get("spec") or {}}
+            for level in dict.fromkeys(lv for lv in (enforce, warn) if lv != "privileged"):
+                found = podsecurity.violations(pod, level)
+                if found and warnings is not None:
+                    warnings.append(podsecurity.message(level, found, "would violate"))
+            return
+        found = podsecurity.violations(obj, enforce)
+        if found:
+            name = obj["metadata"]["name"]
+            raise ApiError(403, "Forbidden", f'pods "{name}" is forbidden: {podsecurity.message(enforce, found)}',
+                           {"name": name, "kind": "pods"})
+        found = podsecurity.violations(obj, warn)
+        if found and warnings is not None:
+            warnings.append(podsecurity.message(warn, found, "would violate"))
 
     def _admit_quota(self, pod: dict[str, Any], ns: str) -> None:
         """The quota plugin: a pod that does not fit a ResourceQuota of its namespace is refused."""
