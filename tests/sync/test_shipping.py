@@ -314,3 +314,27 @@ def test_no_twin_of_the_shared_code_is_left_in_the_daemon() -> None:
         assert not defined & SHARED, (file, defined & SHARED)
     # The remote endpoint compresses and frames only through the agent's frames module.
     assert "zlib" not in _absolute_imports(parse(Path(remote.__file__).read_text()))
+
+
+def test_the_daemon_loads_only_the_agent_modules_it_shares() -> None:
+    """The watcher and the request loop run only in the pod; the daemon's sync never loads them."""
+    code = ("import sys, nbd.sync.session, nbd.sync.exec_transport; "
+            "print(' '.join(sorted(m for m in sys.modules if m.startswith('nbd.sync.agent.'))))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    loaded = set(done.stdout.split())
+    assert {"nbd.sync.agent.paths", "nbd.sync.agent.frames", "nbd.sync.agent.ignore", "nbd.sync.agent.tree"} <= loaded
+    assert not loaded & {"nbd.sync.agent.server", "nbd.sync.agent.watcher", "nbd.sync.agent.__main__"}
+
+
+@pytest.mark.parametrize("path, message", [
+    ("", "empty path"),
+    (None, "empty path"),
+    ("a\x00b", "path contains a NUL byte: 'a\\x00b'"),
+    ("/etc/passwd", "absolute path: '/etc/passwd'"),
+    ("a/../b", "path is not normalised (empty, '.' or '..' component): 'a/../b'"),
+])
+def test_a_refused_path_says_why_in_the_words_the_daemon_reports(path: Any, message: str) -> None:
+    assert paths.path_problem(path) == message.split(": '")[0]
+    with pytest.raises(paths.Refused) as e:
+        paths.check_path(path)
+    assert str(e.value) == message

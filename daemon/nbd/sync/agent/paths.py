@@ -38,7 +38,7 @@ def check_path(path: Any) -> List[str]:
     """The components of a valid relative path, or Refused."""
     why = path_problem(path)
     if why is not None:
-        raise Refused(why if why == "empty path" else "%s: %r" % (why, path))
+        raise Refused("%s: %r" % (why, path) if isinstance(path, str) and path else why)
     parts: List[str] = path.split("/")
     return parts
 
