@@ -75,5 +75,16 @@ def tree(root: Path) -> dict[str, Any]:
     return out
 
 
+def oldest_python() -> str | None:
+    """A Python as old as the agent promises to run on (3.8, else 3.9), when this machine has one."""
+    import glob
+
+    for version in ("3.8", "3.9"):
+        for path in sorted(glob.glob(f"/root/.pyenv/versions/{version}.*/bin/python3")) + [f"/usr/bin/python{version}"]:
+            if os.access(path, os.X_OK):
+                return path
+    return None
+
+
 def run(coro: Awaitable[Any]) -> Any:
     return asyncio.run(coro)  # type: ignore[arg-type]

@@ -3,7 +3,6 @@ agent running as a child process (RemoteEndpoint over the local-subprocess trans
 
 from __future__ import annotations
 
-import ast
 import asyncio
 import hashlib
 import os
@@ -13,40 +12,19 @@ from typing import Any
 
 import pytest
 
-from nbd.sync import agent
+from nbd.sync.agent import durability
+from nbd.sync.agent.durability import WRITEBACK_STEP
+from nbd.sync.agent.frames import PROTOCOL_VERSION, pack_parts, unpack_parts
+from nbd.sync.agent.ignore import IgnoreRules
+from nbd.sync.agent.paths import TEMP_PREFIX
+from nbd.sync.agent.tree import Tree
+from nbd.sync.agent.watcher import Watcher
 from nbd.sync.endpoint import SyncRefused
-from nbd.sync.remote import RemoteEndpoint, agent_source, local_process_factory
+from nbd.sync.remote import RemoteEndpoint, local_process_factory
+from nbd.sync.shipping import agent_app
 from nbd.sync.snapshot import Entry
 
-from .conftest import run, until  # noqa: F401  (importlib mode resolves the package-relative import)
-
-
-def parse(source: str | bytes, **kw: object) -> ast.Module:
-    """ast.parse, retried: CPython 3.11 can raise a spurious "AST constructor recursion depth
-    mismatch" SystemError after a test changed the recursion limit (as hypothesis does)."""
-    for _ in range(3):
-        try:
-            return ast.parse(source, **kw)  # type: ignore[call-overload, no-any-return]
-        except SystemError:
-            continue
-    return ast.parse(source, **kw)  # type: ignore[call-overload, no-any-return]
-
-
-def test_agent_is_python38_syntax() -> None:
-    parse(agent_source(), feature_version=(3, 8))
-
-
-def test_agent_imports_only_the_standard_library() -> None:
-    tree = parse(agent_source())
-    roots = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            roots |= {a.name.split(".")[0] for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            roots.add(node.module.split(".")[0])
-    allowed = {"__future__", "errno", "hashlib", "json", "os", "re", "stat", "struct", "sys", "threading",
-               "time", "typing", "zlib", "ctypes", "select", "queue", "fcntl", "cProfile"}
-    assert roots <= allowed
+from .conftest import oldest_python, run, until  # noqa: F401  (importlib mode resolves the package-relative import)
 
 
 def _sha(data: bytes) -> str:
@@ -96,13 +74,13 @@ def test_bootstrap_sends_the_agent_once_then_uses_the_cache(tmp_path: Path) -> N
         for _ in range(2):
             ep = RemoteEndpoint(recording_factory, str(root), cache_dir=str(cache))
             await ep.start(lambda paths: None)
-            assert ep.hello["version"] == agent.PROTOCOL_VERSION
+            assert ep.hello["version"] == PROTOCOL_VERSION
             await ep.close()
 
     run(go())
-    source = agent_source()
-    assert sent.count(source) == 1
-    assert (cache / f".nbd-agent-{_sha(source)}.py").read_bytes() == source
+    app = agent_app()
+    assert sent.count(app.data) == 1
+    assert (cache / f".nbd-agent-{_sha(app.data)}.pyz").read_bytes() == app.data
 
 
 def test_scan_digests_ignores_and_temp_files(tmp_path: Path) -> None:
@@ -159,7 +137,7 @@ def test_write_is_atomic_and_refused_when_target_changed(tmp_path: Path) -> None
             with pytest.raises(SyncRefused, match="digest"):
                 await ep.write("g", None, file_entry(b"good"), chunks(b"evil"))
             assert not (root / "g").exists()
-            assert [n for n in os.listdir(root) if n.startswith(agent.TEMP_PREFIX)] == []
+            assert [n for n in os.listdir(root) if n.startswith(TEMP_PREFIX)] == []
 
     run(go())
 
@@ -257,9 +235,9 @@ def test_compressible_data_is_compressed_and_restored(tmp_path: Path) -> None:
     ([b"y" * 5000, os.urandom(9000), b"z" * 70], [True, False, True]),  # a mixed batch
 ])
 def test_pack_parts_compresses_per_part(parts: list[bytes], compressed: list[bool]) -> None:
-    body, zl = agent.pack_parts(parts)
+    body, zl = pack_parts(parts)
     assert [z >= 0 for z in zl] == compressed
-    assert agent.unpack_parts(body, [len(p) for p in parts], zl) == parts
+    assert unpack_parts(body, [len(p) for p in parts], zl) == parts
 
 
 @pytest.mark.parametrize("part, size, why", [
@@ -270,7 +248,7 @@ def test_pack_parts_compresses_per_part(parts: list[bytes], compressed: list[boo
 ])
 def test_unpack_parts_refuses_bad_parts(part: bytes, size: int, why: str) -> None:
     body = part + b"raw!"
-    out = agent.unpack_parts(body, [size, 4], [len(part), -1])
+    out = unpack_parts(body, [size, 4], [len(part), -1])
     assert isinstance(out[0], str) and why in out[0]
     assert out[1] == b"raw!"
 
@@ -297,11 +275,11 @@ def test_large_write_through_each_write_back_path(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, with_sync_file_range: bool
 ) -> None:
     if not with_sync_file_range:  # a libc without sync_file_range: posix_fadvise starts the write-back
-        monkeypatch.setattr(agent, "_SYNC_FILE_RANGE", [None])
-    elif agent._sync_file_range() is None:
+        monkeypatch.setattr(durability, "_SYNC_FILE_RANGE", [None])
+    elif durability.sync_file_range() is None:
         pytest.skip("no sync_file_range here")
-    tree = agent.Tree(str(tmp_path))
-    data = os.urandom(3 * agent.WRITEBACK_STEP + 12345)
+    tree = Tree(str(tmp_path))
+    data = os.urandom(3 * WRITEBACK_STEP + 12345)
     tree.write_begin(1, "big", None, False, _sha(data))
     for i in range(0, len(data), 1 << 20):
         tree.write_chunk(1, data[i:i + (1 << 20)])
@@ -334,9 +312,9 @@ def test_watch_reports_changes(tmp_path: Path) -> None:
 def test_polling_fallback_reports_changes(tmp_path: Path) -> None:
     root = tmp_path / "r"
     root.mkdir()
-    tree = agent.Tree(str(root))
+    tree = Tree(str(root))
     seen: list[list[str] | None] = []
-    w = agent.Watcher(tree, seen.append, poll_interval=0.05)
+    w = Watcher(tree, seen.append, poll_interval=0.05)
     w.mode = "poll"
     import threading
     threading.Thread(target=w._run_poll, daemon=True).start()
@@ -373,25 +351,15 @@ def test_polling_fallback_reports_changes(tmp_path: Path) -> None:
     ([("", "# comment\n\n")], "# comment", False, False),
 ])
 def test_ignore_rules(rules: list[tuple[str, str]], path: str, is_dir: bool, ignored: bool) -> None:
-    r = agent.IgnoreRules()
+    r = IgnoreRules()
     for base, text in rules:
         r.add_file(f"{base}/.gitignore" if base else ".gitignore", text)
     assert r.ignored_path(path, is_dir) == ignored
 
 
-def _oldest_python() -> str | None:
-    import glob
-
-    for version in ("3.8", "3.9"):
-        for path in sorted(glob.glob(f"/root/.pyenv/versions/{version}.*/bin/python3")) + [f"/usr/bin/python{version}"]:
-            if os.access(path, os.X_OK):
-                return path
-    return None
-
-
-@pytest.mark.skipif(_oldest_python() is None, reason="no Python 3.8/3.9 on this machine")
+@pytest.mark.skipif(oldest_python() is None, reason="no Python 3.8/3.9 on this machine")
 def test_agent_runs_on_python38(tmp_path: Path) -> None:
-    python = _oldest_python()
+    python = oldest_python()
     assert python is not None
     root = tmp_path / "r"
     root.mkdir()
@@ -420,7 +388,7 @@ def test_batch_scope_still_refuses_links_and_forgets_between_batches(tmp_path: P
     root, outside = tmp_path / "r", tmp_path / "outside"
     (root / "d").mkdir(parents=True)
     outside.mkdir()
-    tree = agent.Tree(str(root))
+    tree = Tree(str(root))
     data = b"x"
     item = (1, "d/f", None, False, _sha(data), data)
     with tree.batch_scope():
@@ -443,7 +411,7 @@ def test_agent_runs_when_the_cache_dir_is_not_writable(tmp_path: Path) -> None:
         ep = RemoteEndpoint(local_process_factory, str(root), cache_dir=str(tmp_path / "missing"))
         await ep.start(lambda paths: None)
         try:
-            assert ep.hello["version"] == agent.PROTOCOL_VERSION
+            assert ep.hello["version"] == PROTOCOL_VERSION
             assert (await ep.scan()).entries == {}
         finally:
             await ep.close()
@@ -456,7 +424,7 @@ def test_out_of_inotify_watches_falls_back_to_polling_as_well(tmp_path: Path) ->
     root = tmp_path / "r"
     (root / "sub").mkdir(parents=True)
     seen: list[list[str] | None] = []
-    w = agent.Watcher(agent.Tree(str(root)), seen.append, poll_interval=0.05)
+    w = Watcher(Tree(str(root)), seen.append, poll_interval=0.05)
     w.start()
     assert w.mode == "inotify"
 

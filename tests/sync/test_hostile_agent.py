@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from nbd.sync import SyncState
-from nbd.sync.agent import FrameDecoder, encode_frame
+from nbd.sync.agent.frames import FrameDecoder, encode_frame
 
 from .conftest import Pair, run, tree, until
 

@@ -14,8 +14,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from nbd.sync.agent.paths import path_problem
 from nbd.sync.reconcile import Change, DeleteGuard, Plan, conflict_name, reconcile, settle
-from nbd.sync.snapshot import DIR, Entry, PathIndex, Snapshot, check_path, parent_of, symlink_escapes, without
+from nbd.sync.snapshot import DIR, Entry, PathIndex, Snapshot, parent_of, symlink_escapes, without
 
 STAMP = "20261125T201530Z"
 
@@ -256,8 +257,8 @@ def test_conflict_name_avoids_taken_names() -> None:
     ("a", True), ("a/b.c", True), ("", False), ("/etc/passwd", False), ("../x", False), ("a/../b", False),
     ("a//b", False), ("./a", False), ("a/", False), ("a\x00b", False),
 ])
-def test_check_path(path: str, ok: bool) -> None:
-    assert (check_path(path) is None) == ok
+def test_path_problem(path: str, ok: bool) -> None:
+    assert (path_problem(path) is None) == ok
 
 
 @pytest.mark.parametrize("path,target,escapes", [

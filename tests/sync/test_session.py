@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from nbd.sync import ChangeApplied, ConflictFound, ProblemFound, StateChanged, SyncState
-from nbd.sync.agent import TEMP_PREFIX
+from nbd.sync.agent.paths import TEMP_PREFIX
 from nbd.sync.remote import local_process_factory
 
 from .conftest import Pair, run, tree, until

@@ -3,8 +3,10 @@
 Layers, each importing only those below it (tests/sync/test_layers.py keeps them):
 `session` (the asyncio loop) → `sides` (what is known of each side) / `state` (the persisted
 ancestor) → `transition` (applying plans: stage, then transition) → `exec_transport` / `remote` /
-`local` (the two endpoints) → `endpoint` → `agent` (file-system work, also run in the pod);
-`reconcile` → `snapshot` (the pure core: no I/O, no asyncio). What the engine reports (states,
+`local` (the two endpoints) → `endpoint` → `shipping` (the agent's zipapp and its bootstrap) →
+`agent` (a stdlib-only package: file-system work, also run in the pod; the daemon imports its
+paths, frames, ignore rules and `Tree`); `reconcile` → `snapshot` (the pure core: no I/O, no
+asyncio). What the engine reports (states,
 status, conflicts, problems) is `nbd.status`'s vocabulary, below all of them.
 
 The daemon wires a session as:

@@ -1,7 +1,7 @@
 """The local side of a sync: the user's directory, watched with watchdog.
 
-File-system work reuses the agent's `Tree` (so both sides scan, ignore, validate and write with
-the same code) and runs in worker threads; the event loop only coordinates. watchdog's observer
+File-system work reuses the agent's `Tree` (`nbd.sync.agent.tree`, so both sides scan, ignore,
+validate and write with the same code) and runs in worker threads; the event loop only coordinates. watchdog's observer
 is given an explicit `event_filter` without open/close-nowrite events: with the default mask a
 tree of a few thousand directories overflows the inotify queue forever and no event is delivered.
 """
@@ -33,7 +33,8 @@ from watchdog.events import (
 )
 from watchdog.observers import Observer
 
-from nbd.sync import agent
+from nbd.sync.agent.paths import TEMP_PREFIX, Refused, failure_message
+from nbd.sync.agent.tree import Tree
 from nbd.sync.endpoint import ChangeCallback, PutItem, ScanResult, SyncRefused, entry_from_wire, expected_wire, scan_from_wire
 from nbd.sync.snapshot import Entry
 
@@ -58,10 +59,8 @@ EVENT_FILTER = [
 
 
 def _refusal(e: BaseException, path: str) -> SyncRefused:
-    if isinstance(e, agent.Refused):
-        return SyncRefused(str(e))
-    if isinstance(e, OSError):
-        return SyncRefused(f"{path}: {e.strerror or e}")
+    if isinstance(e, (Refused, OSError)):
+        return SyncRefused(failure_message(e, path))
     return SyncRefused(f"{path}: {e!r}")
 
 
@@ -128,7 +127,7 @@ class LocalEndpoint:
 
     def __init__(self, root: str, *, max_file_size: int = 0, fsync: bool = True) -> None:
         self.root = os.path.abspath(root)
-        self.tree = agent.Tree(self.root, max_file_size)
+        self.tree = Tree(self.root, max_file_size)
         self.fsync = fsync
         self._observer: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -141,7 +140,7 @@ class LocalEndpoint:
             return None
         rel = path[len(self.root) + 1:].replace(os.sep, "/")
         name = rel.rsplit("/", 1)[-1]
-        if name.startswith(agent.TEMP_PREFIX):
+        if name.startswith(TEMP_PREFIX):
             return None
         if self.tree.rules.ignored_path(rel, False) and self.tree.rules.ignored_path(rel, True):
             return None
@@ -207,7 +206,7 @@ class LocalEndpoint:
                 if item is None:
                     return
                 if isinstance(item, BaseException):
-                    if isinstance(item, (agent.Refused, OSError)):
+                    if isinstance(item, (Refused, OSError)):
                         raise _refusal(item, path) from item
                     raise item
                 room.release()
@@ -221,7 +220,7 @@ class LocalEndpoint:
         for path, digest in files:
             try:
                 out.append(b"".join(self.tree.read_chunks(path, "")))
-            except (agent.Refused, OSError) as e:
+            except (Refused, OSError) as e:
                 out.append(str(_refusal(e, path)))
         return out
 
@@ -238,7 +237,7 @@ class LocalEndpoint:
             await asyncio.to_thread(
                 self.tree.write_begin, handle, path, expected_wire(expected), new.executable, new.digest
             )
-        except (agent.Refused, OSError) as e:
+        except (Refused, OSError) as e:
             raise _refusal(e, path) from e
         try:
             async for chunk in chunks:
@@ -246,7 +245,7 @@ class LocalEndpoint:
             w = await asyncio.to_thread(self.tree.write_end, handle, self.fsync)
         except BaseException as e:
             await asyncio.to_thread(self.tree.write_abort, handle)
-            if isinstance(e, (agent.Refused, OSError)):
+            if isinstance(e, (Refused, OSError)):
                 raise _refusal(e, path) from e
             raise
         return entry_from_wire(w)[1]
@@ -258,7 +257,7 @@ class LocalEndpoint:
         ]
         out: list[Entry | str] = []
         for item, r in zip(items, self.tree.put_many(batch, self.fsync)):
-            out.append(str(_refusal(agent.Refused(r), item.path)) if isinstance(r, str) else entry_from_wire(r)[1])
+            out.append(str(_refusal(Refused(r), item.path)) if isinstance(r, str) else entry_from_wire(r)[1])
         return out
 
     def _stage_all(self, items: list[PutItem], base: int) -> list[int | str]:
@@ -268,7 +267,7 @@ class LocalEndpoint:
         ]
         out: list[int | str] = []
         for item, r in zip(items, self.tree.stage_many(batch)):
-            out.append(str(_refusal(agent.Refused(r), item.path)) if isinstance(r, str) else int(r))
+            out.append(str(_refusal(Refused(r), item.path)) if isinstance(r, str) else int(r))
         return out
 
     async def stage_many(self, items: list[PutItem]) -> list[int | str]:
@@ -293,7 +292,7 @@ class LocalEndpoint:
             try:
                 w = self.tree.run_op(op)
                 out.append(None if w is None else entry_from_wire(w)[1])
-            except (agent.Refused, OSError) as e:
+            except (Refused, OSError) as e:
                 out.append(str(_refusal(e, str(op.get("path", "")))))
         return out
 

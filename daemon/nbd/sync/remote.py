@@ -1,28 +1,35 @@
 """The remote side of a sync: the agent, reached through a byte transport.
 
 `RemoteEndpoint` starts the agent through an `AgentTransport` (an exec stream into the pod, or a
-local process in tests and benchmarks), bootstraps it (the agent file is sent only when the pod
-has no cached copy of that exact version), then multiplexes requests over the one stream:
+local process in tests and benchmarks), bootstraps it (`nbd.sync.shipping`: the agent's zipapp is
+sent only when the pod has no cached copy of that exact build), then multiplexes requests over the
+one stream, in the agent's own frames (`nbd.sync.agent.frames`):
 requests are pipelined, replies are matched by id, `read` replies stream chunks, and the agent's
 unsolicited `changed` frames go to the session's callback. Every path the agent reports is
-validated here again before it reaches the session.
+validated here again (`nbd.sync.agent.paths`, the rule the agent enforces) before it reaches the
+session.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import importlib.resources
-import json
-import logging
 import time
-import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
 
 from nbd.errors import Unavailable
 from nbd.status import Problem, utcnow
-from nbd.sync import agent
+from nbd.sync.agent.frames import (
+    ChunkPacker,
+    FrameDecoder,
+    frame_parts,
+    pack_parts,
+    split_parts,
+    unpack_chunk,
+    unpack_json,
+    unpack_parts,
+)
+from nbd.sync.agent.paths import path_problem
 from nbd.sync.endpoint import (
     ChangeCallback,
     PutItem,
@@ -32,7 +39,8 @@ from nbd.sync.endpoint import (
     expected_wire,
     scan_from_wire,
 )
-from nbd.sync.snapshot import Entry, check_path
+from nbd.sync.shipping import AgentApp, agent_app, agent_command, ship
+from nbd.sync.snapshot import Entry
 
 __all__ = [
     "AgentTransport",
@@ -41,11 +49,7 @@ __all__ = [
     "local_process_factory",
     "RemoteEndpoint",
     "AgentLost",
-    "agent_source",
-    "agent_command",
 ]
-
-log = logging.getLogger(__name__)
 
 
 class AgentTransport(Protocol):
@@ -67,16 +71,6 @@ class AgentLost(Unavailable):
     """The stream to the agent ended (pod replaced, exec stream dropped, agent crashed)."""
 
     default_reason = "SyncAgentLost"
-
-
-def agent_source() -> bytes:
-    return importlib.resources.files("nbd.sync").joinpath("agent.py").read_bytes()
-
-
-def agent_command(source: bytes, root: str, cache_dir: str = "/tmp", python: str = "python3") -> list[str]:
-    """The argv that runs the (cached or streamed) agent serving `root`."""
-    digest = hashlib.sha256(source).hexdigest()
-    return [python, "-c", agent.BOOTSTRAP, digest, str(len(source)), root, cache_dir]
 
 
 class LocalProcessTransport:
@@ -163,20 +157,20 @@ class RemoteEndpoint:
 
     async def start(self, on_change: ChangeCallback) -> None:
         self._on_change = on_change
-        source = agent_source()
+        app = agent_app()
         try:
-            transport = await self.factory(agent_command(source, self.root, self.cache_dir, self.python))
+            transport = await self.factory(agent_command(app, self.root, self.cache_dir, self.python))
         except OSError as e:
             raise AgentLost(f"could not start the sync agent ({self.python}): {e}") from e
         self.transport = transport
         try:
-            rest = await asyncio.wait_for(self._bootstrap(transport, source), self.connect_timeout)
+            rest = await asyncio.wait_for(self._bootstrap(transport, app), self.connect_timeout)
         except (asyncio.TimeoutError, EOFError) as e:
             await transport.close()
             raise AgentLost(
                 f"the sync agent did not start in the pod (is python3 in the image, and {self.root} a directory?)"
             ) from e
-        decoder = agent.FrameDecoder()
+        decoder = FrameDecoder()
         frames = decoder.feed(rest)
         self._lost = None
         self._reader = asyncio.create_task(self._read_loop(transport, decoder, frames))
@@ -186,27 +180,14 @@ class RemoteEndpoint:
         res, _ = await self.request({"op": "watch"})
         self.watch_mode = str(res.get("mode", ""))
 
-    async def _bootstrap(self, transport: AgentTransport, source: bytes) -> bytes:
-        """Answer the bootstrap's request for the agent file; return the bytes after READY."""
-        buf = b""
-        while True:
-            while b"\n" not in buf:
-                data = await transport.receive()
-                if not data:
-                    raise EOFError
-                buf += data
-            line, buf = buf.split(b"\n", 1)
-            if line == b"NBD-AGENT-SEND":
-                await transport.send(source)
-            elif line == b"NBD-AGENT-READY":
-                loop = asyncio.get_running_loop()
-                self._hello: asyncio.Future[dict[str, Any]] = loop.create_future()
-                return buf
-            else:
-                log.debug("agent bootstrap: %r", line[:200])
+    async def _bootstrap(self, transport: AgentTransport, app: AgentApp) -> bytes:
+        """Ship the agent; return the bytes after its READY line."""
+        rest = await ship(app, transport.send, transport.receive)
+        self._hello: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        return rest
 
     async def _read_loop(
-        self, transport: AgentTransport, decoder: agent.FrameDecoder, frames: list[tuple[dict[str, Any], bytes]]
+        self, transport: AgentTransport, decoder: FrameDecoder, frames: list[tuple[dict[str, Any], bytes]]
     ) -> None:
         try:
             while True:
@@ -243,7 +224,7 @@ class RemoteEndpoint:
                 if header.get("all"):
                     self._on_change(None)
                 else:
-                    paths = [p for p in header.get("paths", []) if isinstance(p, str) and check_path(p) is None]
+                    paths = [p for p in header.get("paths", []) if path_problem(p) is None]
                     self._on_change(paths)
             return
         rid = header.get("id")
@@ -286,11 +267,8 @@ class RemoteEndpoint:
         if self._lost is not None or self.transport is None:
             raise AgentLost("not connected to the sync agent")
         async with self._send_lock:
-            if len(body) < 65536:
-                await self.transport.send(agent.encode_frame(header, body))
-            else:  # a large body is not copied into the frame
-                await self.transport.send(agent.frame_head(header, len(body)))
-                await self.transport.send(body)
+            for data in frame_parts(header, body):  # a large body is not copied into the frame
+                await self.transport.send(data)
 
     def _register(self, streaming: bool = False) -> tuple[int, _Reply]:
         rid = self._next_id()
@@ -309,16 +287,15 @@ class RemoteEndpoint:
 
     async def scan(self, paths: list[str] | None = None) -> ScanResult:
         h, body = await self.request({"op": "scan", "paths": paths})
-        raw = zlib.decompress(body) if h.get("z") else body
-        result = scan_from_wire(json.loads(raw), time.time())
+        result = scan_from_wire(unpack_json(body, h.get("z")), time.time())
         # The agent is not trusted: drop any path that is not a normalised relative path.
         for path in list(result.entries):
-            why = check_path(path)
+            why = path_problem(path)
             if why is not None:
                 del result.entries[path]
                 result.problems.append(Problem(path[:200], f"refused a path from the pod: {why}", utcnow()))
-        result.absent = [p for p in result.absent if check_path(p) is None]
-        result.rules = {k: v for k, v in result.rules.items() if check_path(k) is None}
+        result.absent = [p for p in result.absent if path_problem(p) is None]
+        result.rules = {k: v for k, v in result.rules.items() if path_problem(k) is None}
         return result
 
     async def read(self, path: str, digest: str) -> AsyncIterator[bytes]:
@@ -332,7 +309,7 @@ class RemoteEndpoint:
             if header.get("lost"):
                 raise AgentLost("the stream to the sync agent ended during a transfer")
             if header.get("chunk"):
-                yield zlib.decompress(body) if header.get("z") else body
+                yield unpack_chunk(body, header.get("z"))
                 continue
             if not header.get("ok"):
                 raise SyncRefused(str(header.get("error", f"{path}: read refused")))
@@ -342,13 +319,9 @@ class RemoteEndpoint:
         h, body = await self.request({"op": "read_many", "files": [[path, ""] for path, _ in files], "zl": 1})
         sizes, errors = list(h["sizes"]), list(h["errors"])
         if h.get("zl") is not None:
-            parts = await asyncio.to_thread(agent.unpack_parts, body, sizes, list(h["zl"]))
+            parts = await asyncio.to_thread(unpack_parts, body, sizes, list(h["zl"]))
         else:
-            blob = zlib.decompress(body) if h.get("z") else body
-            parts, off = [], 0
-            for size in sizes:
-                parts.append(blob[off:off + size])
-                off += size
+            parts = split_parts(unpack_chunk(body, h.get("z")), sizes)
         out: list[bytes | str] = []
         for (path, _), part, error in zip(files, parts, errors):
             if error:
@@ -365,17 +338,11 @@ class RemoteEndpoint:
             "op": "write_begin", "handle": handle, "path": path, "expected": expected_wire(expected),
             "executable": new.executable, "digest": new.digest,
         })
-        compress = True
+        packer = ChunkPacker()
         try:
             async for chunk in chunks:
-                z = 0
-                if compress:
-                    packed = zlib.compress(chunk, 1)
-                    if len(packed) < len(chunk) * 0.9:
-                        chunk, z = packed, 1
-                    else:
-                        compress = False
-                await self._send({"op": "write_chunk", "handle": handle, "z": z}, chunk)
+                data, z = packer.pack(chunk)
+                await self._send({"op": "write_chunk", "handle": handle, "z": z}, data)
         except BaseException:
             if self.connected:
                 try:
@@ -387,7 +354,7 @@ class RemoteEndpoint:
         return entry_from_wire(h["entry"])[1]
 
     async def put_many(self, items: list[PutItem]) -> list[Entry | str]:
-        body, zl = await asyncio.to_thread(agent.pack_parts, [i.data for i in items])
+        body, zl = await asyncio.to_thread(pack_parts, [i.data for i in items])
         header = {
             "op": "put_many", "zl": zl, "fsync": self.fsync,
             "files": [
@@ -401,7 +368,7 @@ class RemoteEndpoint:
         return out
 
     async def stage_many(self, items: list[PutItem]) -> list[int | str]:
-        body, zl = await asyncio.to_thread(agent.pack_parts, [i.data for i in items])
+        body, zl = await asyncio.to_thread(pack_parts, [i.data for i in items])
         header = {
             "op": "stage_many", "zl": zl,
             "handles": [self._next_id() for _ in items],

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from nbd.errors import DeadlineExceeded, FailedPrecondition, NbdError
-from nbd.sync import agent
+from nbd.sync.agent.ignore import rules_from_files
 from nbd.sync.local import LocalEndpoint
 from nbd.sync.reconcile import Change, DeleteGuard, Plan, reconcile, settle
 from nbd.sync.remote import AgentLost, RemoteEndpoint, TransportFactory
@@ -344,11 +344,7 @@ class SyncSession:
                         path, f"symbolic link to {e.target!r} leads outside the synced directory; not synced", now
                     )
         if self.local.rules != self.remote.rules:
-            lr, rr = agent.IgnoreRules(), agent.IgnoreRules()
-            for k, v in self.local.rules.items():
-                lr.add_file(k, v)
-            for k, v in self.remote.rules.items():
-                rr.add_file(k, v)
+            lr, rr = rules_from_files(self.local.rules), rules_from_files(self.remote.rules)
             for snap in (L, R):
                 for path, e in snap.items():
                     if lr.ignored(path, e.is_dir) or rr.ignored(path, e.is_dir):

@@ -8,7 +8,7 @@ rescans the whole side.
 
 from __future__ import annotations
 
-from nbd.sync import agent
+from nbd.sync.agent.ignore import is_rule_file
 from nbd.sync.endpoint import Endpoint, ScanResult
 from nbd.status import Problem
 from nbd.sync.snapshot import Entry, Snapshot, drop_subtrees, is_under, minimal_roots
@@ -41,7 +41,7 @@ class Side:
     async def rescan(self) -> list[str] | None:
         """Rescan what changed; return the subtrees rescanned, or None after a full scan."""
         pending, self.pending = self.pending, set()
-        if pending is not None and any(p.rsplit("/", 1)[-1] in agent.RULE_FILES for p in pending):
+        if pending is not None and any(is_rule_file(p) for p in pending):
             pending = None  # ignore rules changed: everything may be in or out now
         if pending is None:
             res = await self.endpoint.scan(None)

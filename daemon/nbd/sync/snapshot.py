@@ -1,7 +1,8 @@
 """What one side of a sync looks like at one instant, as plain data.
 
-A `Snapshot` maps a relative path ("a/b.txt", "/"-separated, never empty, never starting with "/")
-to an `Entry`. The root itself is not in a snapshot: it always exists as a directory on both sides.
+A `Snapshot` maps a relative path ("a/b.txt", "/"-separated, never empty, never starting with "/";
+the rule is `nbd.sync.agent.paths`, which the agent enforces and the remote endpoint checks) to an
+`Entry`. The root itself is not in a snapshot: it always exists as a directory on both sides.
 Entries compare by content identity only (kind, digest, size, executable bit, link target); the
 scanner's cache keys (mtime, inode) never reach this module, so two scans of unchanged content are
 equal. This module does no I/O and is shared by the reconciler, the session and the tests. What a
@@ -21,7 +22,6 @@ __all__ = [
     "Kind",
     "Snapshot",
     "PathIndex",
-    "check_path",
     "symlink_escapes",
     "without",
     "is_under",
@@ -57,24 +57,6 @@ class Entry:
 DIR = Entry("dir")
 
 Snapshot = dict[str, Entry]
-
-
-def check_path(path: str) -> str | None:
-    """Return why `path` is not an acceptable relative sync path, or None when it is.
-
-    Acceptable: non-empty, relative, "/"-separated, normalised (no "", "." or ".." component),
-    no NUL byte. This is the daemon-side twin of the agent's validation: both refuse the same set.
-    """
-    if not isinstance(path, str) or not path:
-        return "empty path"
-    if "\x00" in path:
-        return "path contains a NUL byte"
-    if path.startswith("/"):
-        return "absolute path"
-    for part in path.split("/"):
-        if part in ("", ".", ".."):
-            return "path is not normalised (empty, '.' or '..' component)"
-    return None
 
 
 def symlink_escapes(path: str, target: str) -> bool:
