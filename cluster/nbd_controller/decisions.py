@@ -280,10 +280,13 @@ def _pod_state(pod: dict[str, Any], port: int) -> tuple[bool, str, str]:
     ready = conditions.get("Ready")
     if ready is not None and ready.get("status") == "True":
         return True, "PodReady", f"Jupyter answers on port {port}."
-    for container in status.get("containerStatuses") or []:
+    # The workdir's seed init container runs the notebook's image first: an image that cannot be
+    # pulled, or a seed that keeps failing, shows there while the notebook container only waits.
+    for container in (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or []):
         waiting = (container.get("state") or {}).get("waiting")
         if waiting and waiting.get("reason") not in (None, "ContainerCreating", "PodInitializing"):
             return False, str(waiting["reason"]), str(waiting.get("message") or waiting["reason"])
+    for container in status.get("containerStatuses") or []:
         terminated = (container.get("state") or {}).get("terminated")
         if terminated:
             return False, "ContainerExited", (
