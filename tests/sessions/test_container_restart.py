@@ -91,3 +91,26 @@ def test_a_container_restart_while_the_daemon_is_down_loses_no_local_edit(notebo
     nb.flush()
     _nothing_lost(nb)
     wait_for(lambda: _bound_instance(nb) == (after["uid"], after["id"]), "the sync bound to the new instance")
+
+
+def test_a_session_recorded_without_the_container_id_resumes_without_its_ancestor(notebook_factory):
+    """A session file written before the containerID was recorded cannot say which instance its
+    ancestor belongs to: the next daemon syncs from an empty ancestor (nothing is deleted or
+    reverted) and binds the session to the instance it finds."""
+    nb = notebook_factory(build=True)
+    _edit_locally_and_settle(nb)
+    current = _notebook_container(nb)
+    assert nb.daemon.stop() == 0
+    (path,) = list(nb.daemon.state_dir.rglob(f"*+{nb.namespace}+{nb.name}.json"))
+    data = json.loads(path.read_text())
+    del data["session"]["runtime"]["sync"]["container_id"]
+    path.write_text(json.dumps(data))
+
+    nb.restart_daemon()
+    wait_for(lambda: _bound_instance(nb) == (current["uid"], current["id"]), "the sync bound to the instance")
+    nb.wait_sync("watching")
+    nb.flush()
+    _nothing_lost(nb)
+    assert [line for line in nb.daemon.log_text().splitlines()
+            if "notebook container of " in line and f"/{nb.namespace}/{nb.name} replaced: restarting its sync "
+            "from an empty ancestor" in line]
