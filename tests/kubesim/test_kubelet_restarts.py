@@ -5,7 +5,6 @@ and the pod's volumes keep everything. One kubesim subprocess for the module."""
 from __future__ import annotations
 
 import asyncio
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -114,21 +113,29 @@ def test_a_restarted_container_starts_from_its_image_and_keeps_its_volumes(core:
     _delete(core, name)
 
 
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/status").read_text().split("State:", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
 def test_commands_exec_d_into_a_container_die_with_its_instance(core: Any, ks: KubesimServer) -> None:
     name = "exec-orphan"
     core.create_namespaced_pod("default", _pod(name, SCRIPT))
     wait_for(lambda: _running(core, name, 0), 30, "running")
-    marker = ks.state_dir / "orphan-alive"
-    # A detached loop started by exec outlives the exec (as a sync agent or a kernel may).
-    script = f"nohup sh -c 'while true; do date > {marker}; sleep 0.1; done' >/dev/null 2>&1 &"
-    ks.kubectl("exec", name, "-c", "c", "--", "sh", "-c", script)
-    wait_for(marker.exists, 10, "the exec'd loop running")
+    # A detached loop started by exec outlives the exec (as a sync agent or a kernel may); it
+    # leaves its pid in the volume.
+    ks.kubectl("exec", name, "-c", "c", "--", "sh", "-c",
+               "nohup sh -c 'echo $$ > /data/orphan.pid; while true; do sleep 0.1; done' >/dev/null 2>&1 &")
+    pid_file = wait_for(lambda: next(ks.state_dir.rglob(f"default_{name}_*/volumes/data/orphan.pid"), None), 10,
+                        "the exec'd loop's pid")
+    pid = int(wait_for(lambda: pid_file.read_text().strip(), 10, "the pid written"))
+    assert _alive(pid)
     ks.admin.kill_pod("default", name)
+    wait_for(lambda: not _alive(pid), 15, "the exec'd loop to die with its instance")
     wait_for(lambda: _running(core, name, 1), 30, "the restarted instance running")
-    marker.unlink()
-    # A live loop would write the marker again within 0.1 s; give it ten times that.
-    subprocess.run(["sleep", "1"], check=True)
-    assert not marker.exists()
     _delete(core, name)
 
 
