@@ -321,10 +321,13 @@ def _pod_state(pod: dict[str, Any], port: int) -> tuple[bool, str, str]:
     ready = conditions.get("Ready")
     if ready is not None and ready.get("status") == "True":
         return True, "PodReady", f"Jupyter answers on port {port}."
-    for container in status.get("containerStatuses") or []:
+    # The workdir's seed init container runs the notebook's image first: an image that cannot be
+    # pulled, or a seed that keeps failing, shows there while the notebook container only waits.
+    for container in (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or []):
         waiting = (container.get("state") or {}).get("waiting")
         if waiting and waiting.get("reason") not in (None, "ContainerCreating", "PodInitializing"):
             return False, str(waiting["reason"]), str(waiting.get("message") or waiting["reason"])
+    for container in status.get("containerStatuses") or []:
         terminated = (container.get("state") or {}).get("terminated")
         if terminated:
             return False, "ContainerExited", (
@@ -338,7 +341,9 @@ def _pod_state(pod: dict[str, Any], port: int) -> tuple[bool, str, str]:
 
 def _image_missing(pod: dict[str, Any]) -> str | None:
     """The runtime's message when a container's image does not exist in the registry, else None."""
-    for container in (pod.get("status") or {}).get("containerStatuses") or []:
+    status = pod.get("status") or {}
+    # The seed init container runs the same image: a missing image shows there first.
+    for container in (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or []):
         waiting = (container.get("state") or {}).get("waiting") or {}
         message = str(waiting.get("message") or "")
         if waiting.get("reason") in ("ErrImagePull", "ImagePullBackOff") and any(

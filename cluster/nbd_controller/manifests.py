@@ -3,7 +3,10 @@ Pod. Data in, dicts out (kubespawner's `make_pod` style), tested by dict equalit
 
 Invariants: every object carries the `nbd.dev/*` labels and an ownerReference to the Notebook that
 asked for it, so deleting the Notebook removes it by cascade; names come from `naming`, never from
-randomness, so a restarted controller finds what was already created.
+randomness, so a restarted controller finds what was already created. The notebook's working
+directory (`/content`, what the daemon syncs) is a volume of the Pod, never the container's own
+filesystem: a restarted container starts from its image again, and a workdir in its filesystem
+would be back to the build's files, taking every edit since with it.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from .naming import (
 
 __all__ = [
     "owner_reference", "token_secret", "build_job", "notebook_pod", "pod_spec_hash",
-    "jupyter_command", "fetch_script", "ANNOTATION_SPEC_HASH", "WORKSPACE",
+    "jupyter_command", "fetch_script", "seed_script", "ANNOTATION_SPEC_HASH", "WORKSPACE",
 ]
 
 ANNOTATION_SPEC_HASH = "nbd.dev/spec-hash"
@@ -32,6 +35,13 @@ WORKSPACE = "/workspace"
 NOTEBOOK_CONTAINER = "notebook"
 FETCH_CONTAINER = "fetch"
 BUILD_CONTAINER = "build"
+# The notebook's working directory lives in this volume, at SUBPATH; the seed init container
+# mounts the whole volume at SEED_MOUNT (the marker sits beside the workdir, out of the sync).
+WORKDIR_VOLUME = "workdir"
+WORKDIR_SUBPATH = "workdir"
+SEED_CONTAINER = "seed-workdir"
+SEED_MOUNT = "/nbd-workdir-volume"
+SEEDED_MARKER = ".nbd-seeded"
 
 
 @cache
@@ -189,6 +199,28 @@ _JUPYTER_SCRIPT = (
 )
 
 
+# $1 = the volume as the seed container sees it, $2 = the working directory in the image.
+_SEED_SCRIPT = (
+    'set -eu; '
+    f'if [ ! -e "$1/{SEEDED_MARKER}" ]; then '
+    f'rm -rf "$1/{WORKDIR_SUBPATH}"; mkdir "$1/{WORKDIR_SUBPATH}"; '
+    f'if [ -d "$2" ]; then cp -a "$2/." "$1/{WORKDIR_SUBPATH}/"; fi; '
+    f': > "$1/{SEEDED_MARKER}"; '
+    'fi'
+)
+
+
+def seed_script(workdir: str) -> list[str]:
+    """The seed init container's command: fill the workdir volume from the image's `workdir`, once.
+
+    It runs from the notebook's own image, so `workdir` there is what the image was built with.
+    `cp -a` keeps modes, times and links. The marker is written after the copy, so a copy cut
+    short is redone from scratch at the next start, and a completed one is never redone: an
+    init container that runs again (a new sandbox for the same pod) leaves the user's work alone.
+    """
+    return ["/bin/sh", "-c", _SEED_SCRIPT, "seed-workdir", SEED_MOUNT, workdir]
+
+
 def jupyter_command(port: int, workdir: str) -> list[str]:
     """The default command: JupyterLab (or what the image has of Jupyter) on the pod's port.
 
@@ -268,6 +300,7 @@ def notebook_pod(config: Config, notebook: dict[str, Any], image: str) -> dict[s
         "workingDir": workdir,
         "env": _env(notebook),
         "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}],
+        "volumeMounts": [{"name": WORKDIR_VOLUME, "mountPath": workdir, "subPath": WORKDIR_SUBPATH}],
         "readinessProbe": {
             "httpGet": {"path": "/api", "port": port},
             "periodSeconds": 2,
@@ -275,13 +308,26 @@ def notebook_pod(config: Config, notebook: dict[str, Any], image: str) -> dict[s
             "failureThreshold": 3,
         },
     }
+    seed: dict[str, Any] = {
+        "name": SEED_CONTAINER,
+        "image": image,
+        "command": seed_script(workdir),
+        "workingDir": "/",
+        "volumeMounts": [{"name": WORKDIR_VOLUME, "mountPath": SEED_MOUNT}],
+    }
     if resources_:
         container["resources"] = resources_
+        # The same cpu and memory keep the pod's QoS class; copying files needs no GPU.
+        seed_resources = {k: {r: q for r, q in v.items() if r in ("cpu", "memory")} for k, v in resources_.items()}
+        if any(seed_resources.values()):
+            seed["resources"] = {k: v for k, v in seed_resources.items() if v}
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Always",
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
+        "initContainers": [seed],
         "containers": [container],
+        "volumes": [{"name": WORKDIR_VOLUME, "emptyDir": {}}],
     }
     if selector:
         pod_spec["nodeSelector"] = selector

@@ -142,19 +142,23 @@ class ForwardRecord:
 
 @dataclasses.dataclass(frozen=True)
 class SyncRecord:
-    """What a session's sync persists: what it syncs, the pod its ancestor is bound to, a pause.
+    """What a session's sync persists: what it syncs, the container its ancestor is bound to, a pause.
 
     Attributes:
         directory: The local directory (absolute).
         remote_root: The directory in the pod (absolute).
         pod_uid: The uid of the pod the ancestor was agreed with ("" before the first connect).
         paused: The user paused the sync (a pause outlives a daemon restart).
+        container_id: The containerID of the notebook container instance the ancestor was agreed
+            with, with `pod_uid` ("" before the first connect, and in files written before it
+            was recorded: such a binding matches no instance).
     """
 
     directory: str
     remote_root: str
     pod_uid: str = ""
     paused: bool = False
+    container_id: str = ""
 
     def __post_init__(self) -> None:
         for what, path in (("directory", self.directory), ("remote_root", self.remote_root)):

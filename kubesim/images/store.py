@@ -2,10 +2,10 @@
 
 An image is a folder `<state>/images/<escaped name>/` holding `config.json` (entrypoint, cmd,
 env, workdir, and the ids of its layers, bottom first) and `rootfs/`: the merged view of its layers
-as hard links into the layer store (kubesim/images/layers.py), never written. The kubelet copies
-each top-level entry of `rootfs/` that is not a system directory of this machine into the pod's
-folder and bind-mounts it at that path. Commands otherwise run with this machine's userland (sh,
-tar...).
+as hard links into the layer store (kubesim/images/layers.py), never written. The kubelet mounts
+each top-level entry of the image that is not a system directory of this machine at that path in
+every container instance, from an overlay of the image's layers (kubesim/kubelet/containerfs.py).
+Commands otherwise run with this machine's userland (sh, tar...).
 
 Resolution order for a name: images `put` into the store (exact normalised name), then
 registered providers (in registration order, first match wins), then the built-in images

@@ -1,7 +1,9 @@
 """The kubesim node: a kubelet and scheduler that run pod containers as local processes.
 
-Each pod gets a sandbox (private mount, network, UTS and IPC namespaces held by a pause process,
-see `kubesim.kubelet.namespaces`); containers join it with nsenter. `Kubelet` is the entry point:
+Each pod gets a sandbox (private network, UTS and IPC namespaces held by a pause process, see
+`kubesim.kubelet.namespaces`); each container instance joins it with a mount namespace of its own,
+where its image's files are fresh at every (re)start and only the pod's volumes persist
+(`kubesim.kubelet.containerfs`). `Kubelet` is the entry point:
 
     kubelet = Kubelet(store, KubeletConfig(state_dir=..., node=NodeConfig(gpus=1), api_port=port), faults)
     await kubelet.start(); ...; await kubelet.stop()

@@ -1,10 +1,18 @@
-"""Pod sandboxes: a "pause" process holding a pod's private mount, network and UTS namespaces.
+"""Pod sandboxes and container namespaces: the processes that hold a pod's and a container's namespaces.
 
-A pod's sandbox is `unshare --mount --net --uts --ipc --propagation private sh -c SCRIPT`: the
-script brings `lo` up, sets the hostname to the pod name, bind-mounts the pod's folders at their
-container paths, prints `ready` and waits. Containers and exec'd commands join it with
-`nsenter -t PAUSE -m -n -u -i --wdns=WORKDIR -- argv`. Only `lo` exists in the pod's network
-namespace, so two pods can both listen on 127.0.0.1:8888.
+A pod's sandbox is a "pause" process, `unshare --mount --net --uts --ipc --propagation private sh
+-c SCRIPT`: the script brings `lo` up, sets the hostname to the pod name, prints `ready` and
+waits. Only `lo` exists in the pod's network namespace, so two pods can both listen on
+127.0.0.1:8888.
+
+Each container instance gets a mount namespace of its own, as a real runtime gives each container
+its own root filesystem: a holder process joins the pause's network, UTS and IPC namespaces,
+unshares a mount namespace, mounts the instance's overlay of its image (a fresh upper directory),
+bind-mounts the image's entries from it and the container's volumes at their container paths,
+prints `ready` and waits. The container and the commands exec'd into it join the holder with
+`nsenter -t HOLDER -m -n -u -i --wdns=WORKDIR -- argv`. When the instance ends, every process
+left in its mount namespace is killed with it (a runtime kills the container's cgroup), so nothing
+outlives the instance, and its overlay goes with the namespace.
 
 Sockets into a pod's network namespace (port-forward, probes, the host-port relays) are created by
 a dedicated thread that enters the namespace with setns(2) (Python 3.11 has no os.setns: ctypes),
@@ -31,7 +39,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
 
-__all__ = ["Mount", "Sandbox", "open_in_netns", "namespaces_available", "set_pdeathsig"]
+__all__ = ["ContainerNamespace", "Mount", "Overlay", "Sandbox", "open_in_netns", "namespaces_available",
+           "set_pdeathsig"]
 
 log = logging.getLogger("kubesim.kubelet.namespaces")
 
@@ -113,6 +122,22 @@ class Mount:
     is_file: bool = False
 
 
+@dataclass(frozen=True)
+class Overlay:
+    """An overlay mount at `merged` (a host path, mounted in one container's namespace only).
+
+    `lower` are the read-only directories, top first, relative to `base` (short paths keep the
+    mount options under the kernel's page limit); `upper` takes every write and `work` is
+    overlayfs's scratch directory, on the same filesystem as `upper`.
+    """
+
+    base: str
+    lower: tuple[str, ...]
+    upper: str
+    work: str
+    merged: str
+
+
 def _under(path: str, top: str) -> bool:
     top = top.rstrip("/") or "/"
     return path == top or path.startswith(top + "/") or top == "/"
@@ -150,6 +175,24 @@ def _script(hostname: str, mounts: list[Mount], host_network: bool = False) -> s
     lines = ["set -e"]
     if not host_network:
         lines += ["ip link set lo up", f"hostname {shlex.quote(hostname[:63])} 2>/dev/null || true"]
+    lines += _mount_lines(mounts)
+    lines += ["echo ready", "read _ || true"]
+    return "\n".join(lines)
+
+
+def _container_script(overlay: Overlay | None, mounts: list[Mount]) -> str:
+    lines = ["set -e"]
+    if overlay is not None:
+        q = shlex.quote
+        options = f"lowerdir={':'.join(overlay.lower)},upperdir={overlay.upper},workdir={overlay.work}"
+        lines += [f"cd {q(overlay.base)}", f"mount -t overlay overlay -o {q(options)} {q(overlay.merged)}", "cd /"]
+    lines += _mount_lines(mounts)
+    lines += ["echo ready", "read _ || true"]
+    return "\n".join(lines)
+
+
+def _mount_lines(mounts: list[Mount]) -> list[str]:
+    lines = []
     for m in mount_order(mounts):
         src, dst = shlex.quote(m.source), shlex.quote(m.target)
         if m.is_file:
@@ -160,8 +203,7 @@ def _script(hostname: str, mounts: list[Mount], host_network: bool = False) -> s
         lines.append(f"mount --bind {src} {dst}")
         if m.read_only:
             lines.append(f"mount -o remount,bind,ro {dst}")
-    lines += ["echo ready", "read _ || true"]
-    return "\n".join(lines)
+    return lines
 
 
 class Sandbox:
@@ -240,53 +282,118 @@ class Sandbox:
         return await open_in_netns(self.netns_pid, make)
 
     def members(self) -> list[int]:
-        """Pids of every process in the pod's namespaces (mount ns for hostNetwork pods), pause included."""
-        if self.pid is None:
-            return []
-        kind = "mnt" if self.host_network else "net"
-        try:
-            ino = os.stat(f"/proc/{self.pid}/ns/{kind}").st_ino
-        except OSError:
-            return []
-        me = os.getpid()
-        out = []
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit() or int(entry) == me:
-                continue
-            try:
-                if os.stat(f"/proc/{entry}/ns/{kind}").st_ino == ino:
-                    out.append(int(entry))
-            except OSError:
-                continue
-        return out
+        """Pids of every process in the pod's namespaces (mount ns for hostNetwork pods), pause included.
+
+        A hostNetwork pod's containers have mount namespaces of their own: see `ContainerNamespace`.
+        """
+        return _members(self.pid, "mnt" if self.host_network else "net")
 
     def kill_members(self, sig: int = signal.SIGKILL) -> int:
         """Signal every process left in the pod (orphans of exec'd commands included) but the pause."""
-        n = 0
-        for pid in self.members():
-            if pid == self.pid:
-                continue
-            try:
-                os.kill(pid, sig)
-                n += 1
-            except OSError:
-                pass
-        return n
+        return _kill(self.members(), self.pid, sig)
 
     async def stop(self) -> None:
         """Kill whatever still runs in the pod, then the pause process: the namespaces go with it."""
         self.kill_members()
         proc, self._proc = self._proc, None
-        if proc is None:
-            return
+        await _end(proc, "pause")
+
+
+class ContainerNamespace:
+    """One container instance's mount namespace, held by a process in its pod's sandbox."""
+
+    def __init__(self, sandbox: Sandbox) -> None:
+        self.sandbox = sandbox
+        self.pid: int | None = None
+        self._proc: asyncio.subprocess.Process | None = None
+
+    async def start(self, overlay: Overlay | None, mounts: list[Mount]) -> None:
+        """Make the namespace and its mounts; raises RuntimeError (with mount's words) when they fail."""
+        assert self.sandbox.pid is not None, "the pod's sandbox is not isolated"
+        spaces = ["-i"] if self.sandbox.host_network else ["-n", "-u", "-i"]
+        proc = await asyncio.create_subprocess_exec(
+            "nsenter", "-t", str(self.sandbox.pid), *spaces, "--",
+            "unshare", "--mount", "--propagation", "private", "--", "sh", "-c", _container_script(overlay, mounts),
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            start_new_session=True, preexec_fn=set_pdeathsig,
+        )
+        assert proc.stdout is not None and proc.stderr is not None
+        line = await proc.stdout.readline()
+        if line.strip() != b"ready":
+            err = (await proc.stderr.read()).decode(errors="replace").strip()
+            await proc.wait()
+            raise RuntimeError(err or "the container's mount namespace could not be made")
+        self._proc = proc
+        self.pid = proc.pid
+
+    def enter(self, workdir: str) -> list[str]:
+        """The argv prefix that runs a command in the container with cwd `workdir`."""
+        assert self.pid is not None
+        spaces = ["-m", "-i"] if self.sandbox.host_network else ["-m", "-n", "-u", "-i"]
+        return ["nsenter", "-t", str(self.pid), *spaces, f"--wdns={workdir or '/'}", "--"]
+
+    @property
+    def root(self) -> str | None:
+        """The container's `/` as this process reaches it (None once the namespace is gone)."""
+        return f"/proc/{self.pid}/root" if self.pid is not None else None
+
+    def members(self) -> list[int]:
+        """Pids of every process in the container's mount namespace, the holder included."""
+        return _members(self.pid, "mnt")
+
+    async def stop(self) -> None:
+        """Kill every process of the instance (exec'd ones too), then the holder: the mounts go."""
+        _kill(self.members(), self.pid, signal.SIGKILL)
+        proc, self._proc = self._proc, None
+        self.pid = None
+        await _end(proc, "container namespace holder")
+
+
+def _members(pid: int | None, kind: str) -> list[int]:
+    """Pids of the processes sharing namespace `kind` ("net", "mnt") with `pid`, itself included."""
+    if pid is None:
+        return []
+    try:
+        ino = os.stat(f"/proc/{pid}/ns/{kind}").st_ino
+    except OSError:
+        return []
+    me = os.getpid()
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == me:
+            continue
         try:
-            proc.kill()
-        except ProcessLookupError:
+            if os.stat(f"/proc/{entry}/ns/{kind}").st_ino == ino:
+                out.append(int(entry))
+        except OSError:
+            continue
+    return out
+
+
+def _kill(pids: list[int], keep: int | None, sig: int) -> int:
+    n = 0
+    for pid in pids:
+        if pid == keep:
+            continue
+        try:
+            os.kill(pid, sig)
+            n += 1
+        except OSError:
             pass
-        try:
-            await asyncio.wait_for(proc.wait(), 5)
-        except (asyncio.TimeoutError, ProcessLookupError):
-            log.warning("pause process %s did not exit", proc.pid)
+    return n
+
+
+async def _end(proc: asyncio.subprocess.Process | None, what: str) -> None:
+    if proc is None:
+        return
+    try:
+        proc.kill()
+    except ProcessLookupError:
+        pass
+    try:
+        await asyncio.wait_for(proc.wait(), 5)
+    except (asyncio.TimeoutError, ProcessLookupError):
+        log.warning("%s %s did not exit", what, proc.pid)
 
 
 def connection_refused(e: BaseException) -> bool:

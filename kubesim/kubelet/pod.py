@@ -5,12 +5,17 @@ A `PodWorker` owns everything that runs for one pod uid. It reports through the 
 
 1. resolve every container's image (missing: ErrImagePull, then ImagePullBackOff, retried with
    a capped backoff; the pod stays Pending);
-2. materialise volumes and image layers, start the sandbox (or report NoIsolation), start the
-   host-port relays inside it;
+2. materialise the volumes, start the sandbox (or report NoIsolation), start the host-port
+   relays inside it;
 3. run init containers one by one to success (a failure is retried per restartPolicy, or fails
    the pod under Never);
 4. run the containers, each in its own loop that restarts it per restartPolicy with backoff;
 5. when every container is done for good, the pod is terminal: the sandbox goes, logs stay.
+
+Every start of a container is a new instance, as with a real runtime: a new containerID, a fresh
+filesystem from its image (`kubesim.kubelet.containerfs`) in a mount namespace of its own, and the
+pod's volumes, which are all that outlives it. When an instance ends, whatever still runs in it
+(commands exec'd into it included) is killed and its filesystem removed.
 
 Deletion (`deletionTimestamp` set) stops every container (SIGTERM, grace, SIGKILL), removes the
 sandbox and finishes the delete in the store.
@@ -22,21 +27,24 @@ import asyncio
 import contextlib
 import logging
 import os
+import secrets
 import shutil
 import signal
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kubesim.images import Image, InvalidReference
+from kubesim.kubelet.containerfs import InstanceFS, effective_workdir, host_path, instance_fs
 from kubesim.kubelet.logs import LogFile
-from kubesim.kubelet.namespaces import Mount, Sandbox
+from kubesim.kubelet.namespaces import ContainerNamespace, Mount, Sandbox
 from kubesim.kubelet.probes import ProbeRunner
 from kubesim.kubelet.relay import splice
 from kubesim.kubelet.runtime import ContainerProcess
 from kubesim.kubelet.spec import SYSTEM_PATH, ConfigError, resolve_argv, resolve_env
 from kubesim.kubelet.status import ContainerView, PodFacts, Terminated, pod_status, will_restart
-from kubesim.kubelet.volumes import effective_workdir, host_path, prepare_mounts
+from kubesim.kubelet.volumes import pod_volumes, volume_mounts
 from kubesim.store import now_rfc3339
 
 if TYPE_CHECKING:
@@ -52,13 +60,30 @@ class _Gone(Exception):
 
 
 class ExecTarget:
-    """How to run a command in a container: argv prefix, environment, working directory."""
+    """How to run a command in a container instance: argv prefix, environment, working directory.
 
-    def __init__(self, prefix: list[str], env: dict[str, str], cwd: str | None, workdir: str) -> None:
+    `view` maps the instance's container paths to host paths as they were at its start, and
+    `root` is its `/` as kubesim reaches it (None without namespaces): both serve the checks
+    that a command exists before it is run.
+    """
+
+    def __init__(self, prefix: list[str], env: dict[str, str], cwd: str | None, workdir: str,
+                 view: list[Mount] | None = None, root: str | None = None) -> None:
         self.prefix = prefix
         self.env = env
         self.cwd = cwd
         self.workdir = workdir
+        self.view = view or []
+        self.root = root
+
+
+@dataclass
+class _Instance:
+    """One started container instance: its id, filesystem and mount namespace (None: no isolation)."""
+
+    container_id: str
+    fs: InstanceFS
+    namespace: ContainerNamespace | None
 
 
 class PodWorker:
@@ -82,7 +107,8 @@ class PodWorker:
             self.init_views[0].waiting_reason = "ContainerCreating"
         self.dir = kubelet.state_dir / "pods" / f"{self.namespace}_{self.name}_{self.uid}"
         self.sandbox = Sandbox(self.name, host_network=bool(spec.get("hostNetwork")))
-        self.mounts: list[Mount] = []
+        self.volume_dirs: dict[str, Path] = {}
+        self.live: dict[str, _Instance] = {}  # container name -> its current instance
         self.images: dict[str, Image | None] = {}
         self.procs: dict[str, ContainerProcess] = {}
         self.targets: dict[str, ExecTarget] = {}
@@ -251,8 +277,8 @@ class PodWorker:
         attempt = 0
         while not self.terminating:
             try:
-                self.mounts = await asyncio.to_thread(prepare_mounts, self.pod, self.images, self.dir,
-                                                      self.kubelet.state_dir, self.kubelet.lookup_fn(self.namespace))
+                self.volume_dirs = await asyncio.to_thread(pod_volumes, self.pod, self.dir, self.kubelet.state_dir,
+                                                           self.kubelet.lookup_fn(self.namespace))
                 break
             except ConfigError as e:
                 self.event("FailedMount", str(e), "Warning")
@@ -263,7 +289,8 @@ class PodWorker:
             if self.terminating:
                 return False
             try:
-                await self.sandbox.start(self.mounts)
+                # The pod's sandbox mounts nothing: each container instance mounts its own.
+                await self.sandbox.start([])
                 break
             except RuntimeError as e:
                 # As the kubelet does, keep retrying: the cause may be transient.
@@ -309,7 +336,11 @@ class PodWorker:
 
     # ------------------------------------------------------------------ containers
 
-    def _target(self, c: dict[str, Any]) -> tuple[list[str], ExecTarget]:
+    def _command(self, c: dict[str, Any]) -> tuple[list[str], dict[str, str], str, list[Mount]]:
+        """The container's argv, environment, working directory and volume mounts.
+
+        Raises ConfigError (CreateContainerConfigError) when one cannot be resolved.
+        """
         image = self.images.get(c["name"])
         assert image is not None
         base = {
@@ -323,51 +354,101 @@ class PodWorker:
         argv = resolve_argv(c, image.config.entrypoint, image.config.cmd, env)
         if not argv:
             raise ConfigError("no command specified")
-        workdir = effective_workdir(c, image)
-        cwd = None
-        if not self.sandbox.isolated:
-            cwd = host_path(workdir, self.mounts)
-            if not os.path.isdir(cwd):
-                cwd = str(self.dir)
-        target = ExecTarget(self.sandbox.enter(workdir), env, cwd, workdir)
-        return argv, target
+        return argv, env, effective_workdir(c, image), volume_mounts(c, self.volume_dirs)
 
-    def _check_executable(self, argv0: str, env: dict[str, str]) -> str | None:
-        """The runtime's start error when `argv0` cannot be executed, else None."""
+    async def _create(self, c: dict[str, Any], instance: int, volumes: list[Mount]) -> _Instance:
+        """A new instance of container `c`: its filesystem, fresh from the image, and its namespace.
+
+        Raises OSError or RuntimeError when they cannot be made (nothing is left behind then).
+        """
+        name = c["name"]
+        folder = self.dir / "containers" / name / str(instance)
+        t0 = time.monotonic()
+        fs = await asyncio.to_thread(instance_fs, self.images.get(name), c, volumes, folder, self.kubelet.images.layers,
+                                     isolated=self.sandbox.isolated)
+        ns: ContainerNamespace | None = None
+        if self.sandbox.isolated:
+            ns = ContainerNamespace(self.sandbox)
+            try:
+                await ns.start(fs.overlay, fs.mounts)
+            except BaseException:
+                await asyncio.to_thread(shutil.rmtree, folder, True)
+                raise
+        log.debug("pod %s/%s container %s instance %d: filesystem ready in %.1f ms", self.namespace, self.name,
+                  name, instance, (time.monotonic() - t0) * 1000)
+        return _Instance(f"kubesim://{secrets.token_hex(32)}", fs, ns)
+
+    async def _end(self, name: str) -> None:
+        """Ends container `name`'s instance: kills what still runs in it, removes its filesystem."""
+        inst = self.live.pop(name, None)
+        if inst is None:
+            return
+        if inst.namespace is not None:
+            await inst.namespace.stop()
+        await asyncio.to_thread(shutil.rmtree, inst.fs.dir, True)
+
+    def _check_executable(self, argv0: str, target: ExecTarget) -> str | None:
+        """The runtime's start error when `argv0` cannot be executed in `target`, else None.
+
+        A path is looked up in the instance itself (through its root) and in its start view; a
+        bare name on PATH there or on this machine's (the system directories are shared).
+        """
+        path_dirs = target.env.get("PATH", SYSTEM_PATH)
         if "/" in argv0:
-            path = host_path(argv0, self.mounts)
-            if os.path.isfile(path) and os.access(path, os.X_OK):
+            path = os.path.normpath(os.path.join(target.workdir or "/", argv0))
+            candidates = ([target.root + path] if target.root else []) + [host_path(path, target.view)]
+            if any(os.path.isfile(p) and os.access(p, os.X_OK) for p in candidates):
                 return None
-            if os.path.isfile(path):
+            if any(os.path.isfile(p) for p in candidates):
                 return f'exec: "{argv0}": permission denied'
             return f'exec: "{argv0}": stat {argv0}: no such file or directory'
-        if shutil.which(argv0, path=env.get("PATH", SYSTEM_PATH)) is None:
-            return f'exec: "{argv0}": executable file not found in $PATH'
-        return None
+        if shutil.which(argv0, path=path_dirs) is not None:
+            return None
+        if target.root is not None:
+            inside = os.pathsep.join(target.root + d for d in path_dirs.split(os.pathsep) if d.startswith("/"))
+            if shutil.which(argv0, path=inside) is not None:
+                return None
+        return f'exec: "{argv0}": executable file not found in $PATH'
+
+    def _start_error(self, v: ContainerView, fp: str, problem: str, container_id: str = "") -> None:
+        now = now_rfc3339()
+        msg = (f"failed to create containerd task: failed to create shim task: OCI runtime create failed: "
+               f"runc create failed: unable to start container process: {problem}: unknown")
+        v.waiting_reason = None
+        v.running_since = None
+        v.container_id = container_id or v.container_id
+        v.terminated = Terminated(128, "StartError", now, now, msg, container_id=container_id)
+        self.event("Failed", f"Error: {msg}", "Warning", fp)
+        self.publish()
 
     async def _start(self, c: dict[str, Any], v: ContainerView) -> ContainerProcess | None:
         """Start one instance; on a start failure record a terminated StartError and return None."""
         name = c["name"]
         fp = f"spec.{'initContainers' if c in self.init_specs else 'containers'}{{{name}}}"
         try:
-            argv, target = self._target(c)
+            argv, env, workdir, volumes = self._command(c)
         except ConfigError as e:
             v.waiting_reason, v.waiting_message = "CreateContainerConfigError", str(e)
             self.event("Failed", f"Error: {e}", "Warning", fp)
             self.publish()
             return None
-        problem = self._check_executable(argv[0], target.env)
         instance = self.instances.get(name, -1) + 1
         self.instances[name] = instance
-        now = now_rfc3339()
+        try:
+            inst = await self._create(c, instance, volumes)
+        except (OSError, RuntimeError) as e:
+            self._start_error(v, fp, f"error during container init: {e}")
+            return None
+        self.live[name] = inst
+        if inst.namespace is not None:
+            target = ExecTarget(inst.namespace.enter(workdir), env, None, workdir, inst.fs.view, inst.namespace.root)
+        else:
+            cwd = host_path(workdir, inst.fs.view)
+            target = ExecTarget([], env, cwd if os.path.isdir(cwd) else str(self.dir), workdir, inst.fs.view)
+        problem = self._check_executable(argv[0], target)
         if problem is not None:
-            msg = (f"failed to create containerd task: failed to create shim task: OCI runtime create failed: "
-                   f"runc create failed: unable to start container process: {problem}: unknown")
-            v.waiting_reason = None
-            v.running_since = None
-            v.terminated = Terminated(128, "StartError", now, now, msg)
-            self.event("Failed", f"Error: {msg}", "Warning", fp)
-            self.publish()
+            await self._end(name)
+            self._start_error(v, fp, problem, inst.container_id)
             return None
         log_file = LogFile(self.log_path(name, instance))
         self.event("Created", f"Created container: {name}", field_path=fp)
@@ -375,8 +456,11 @@ class PodWorker:
             proc = await ContainerProcess.start(target.prefix + argv, target.env, target.cwd, log_file)
         except OSError as e:
             log_file.close()
+            await self._end(name)
+            now = now_rfc3339()
             v.waiting_reason = None
-            v.terminated = Terminated(128, "StartError", now, now, str(e))
+            v.container_id = inst.container_id
+            v.terminated = Terminated(128, "StartError", now, now, str(e), container_id=inst.container_id)
             self.event("Failed", f"Error: {e}", "Warning", fp)
             self.publish()
             return None
@@ -385,7 +469,7 @@ class PodWorker:
         self.logs[name] = log_file
         self.procs[name] = proc
         self.targets[name] = target
-        v.container_id = f"kubesim://{self.uid[:8]}-{name}-{instance}"
+        v.container_id = inst.container_id
         v.waiting_reason, v.waiting_message = None, ""
         v.running_since = now_rfc3339()
         v.terminated = None
@@ -414,6 +498,7 @@ class PodWorker:
                     code = await proc.wait()
                     self.logs[c["name"]].close()
                     self._finish(v, code, started)
+                    await self._end(c["name"])
                 elif v.waiting_reason == "CreateContainerConfigError":
                     await self._sleep(self.kubelet.config.backoff_delay(attempt))
                     attempt += 1
@@ -474,6 +559,7 @@ class PodWorker:
                     p.stop()
                 self.logs[c["name"]].close()
                 self._finish(v, code, started)
+                await self._end(c["name"])
             if self.terminating:
                 self.publish()
                 return
@@ -583,6 +669,8 @@ class PodWorker:
                 proc.signal(signal.SIGKILL)
         for lf in self.logs.values():
             lf.close()
+        for name in list(self.live):
+            await self._end(name)
         await self.sandbox.stop()
         self.sandbox_ready = False
 

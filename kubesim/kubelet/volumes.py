@@ -1,35 +1,30 @@
-"""A pod's folders and the bind mounts that put them at container paths.
+"""A pod's volumes: folders made once per pod, and the bind mounts that put them in a container.
 
-Under the pod's folder (`<state>/pods/<namespace>_<name>_<uid>/`):
+Volumes belong to the pod, not to a container instance: they are made when the pod starts and
+outlive every container restart (only a new pod gets new ones). Under the pod's folder
+(`<state>/pods/<namespace>_<name>_<uid>/`):
 * `volumes/<volume>/`: emptyDir (shared by the pod's containers), secret / configMap /
   downwardAPI / projected volumes materialised as files;
-* `fs/<path>/`: the image's top-level rootfs entries (copied at pod start) and working
-  directories that do not exist on the host (e.g. `/content`), private to the pod;
+* `containers/<container>/<instance>/`: each container instance's own filesystem
+  (`kubesim.kubelet.containerfs`), removed when the instance ends;
 * `logs/`: container logs.
 hostPath volumes bind the host path; persistentVolumeClaim volumes bind
-`<state>/volumes/<namespace>/<claim>/`, which outlives the pod.
+`<state>/volumes/<namespace>/<claim>/`, which outlives the pod. A container gets the volumes its
+own volumeMounts name, at their paths (a subPath folder is made when the container starts, as the
+kubelet does).
 """
 
 from __future__ import annotations
 
 import base64
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
-from kubesim.images import Image
-from kubesim.images.rootfs import SYSTEM_DIRS
 from kubesim.kubelet.namespaces import Mount
 from kubesim.kubelet.spec import ConfigError, Lookup
 
-__all__ = ["SYSTEM_DIRS", "prepare_mounts", "effective_workdir"]
-
-# SYSTEM_DIRS: top-level entries of an image rootfs never mounted over this machine's own.
-
-
-def effective_workdir(container: dict[str, Any], image: Image | None) -> str:
-    return container.get("workingDir") or (image.config.workdir if image else "") or "/"
+__all__ = ["pod_volumes", "volume_mounts"]
 
 
 def _write_items(folder: Path, data: dict[str, bytes], items: list[dict[str, Any]] | None, mode: int) -> None:
@@ -135,83 +130,37 @@ def _volume_dir(pod: dict[str, Any], vol: dict[str, Any], pod_dir: Path, state_d
     return folder
 
 
-def prepare_mounts(pod: dict[str, Any], images: dict[str, Image | None], pod_dir: Path, state_dir: Path,
-                   lookup: Lookup) -> list[Mount]:
-    """Materialise the pod's volumes and image layers; return the bind mounts its sandbox needs.
+def pod_volumes(pod: dict[str, Any], pod_dir: Path, state_dir: Path, lookup: Lookup) -> dict[str, Path]:
+    """Materialise the pod's volumes; their folders by volume name.
 
-    `images` maps container name (init containers included) to its resolved image.
-    Raises ConfigError when a volume cannot be set up (the kubelet reports FailedMount).
+    Raises ConfigError when a volume cannot be set up or a container mounts a volume the pod
+    does not define (the kubelet reports FailedMount).
     """
     spec = pod.get("spec") or {}
-    containers = (spec.get("initContainers") or []) + (spec.get("containers") or [])
     volume_dirs = {v["name"]: _volume_dir(pod, v, pod_dir, state_dir, lookup) for v in spec.get("volumes") or []}
-    mounts: dict[str, Mount] = {}
-    for c in containers:
+    for c in (spec.get("initContainers") or []) + (spec.get("containers") or []):
         for vm in c.get("volumeMounts") or []:
-            vname = vm.get("name", "")
-            if vname not in volume_dirs:
-                raise ConfigError(f'volume "{vname}" of container "{c.get("name")}" is not defined in the pod')
-            src = volume_dirs[vname]
-            if vm.get("subPath"):
-                src = src / vm["subPath"]
-                if not src.exists():
-                    src.mkdir(parents=True, exist_ok=True)
-            target = os.path.normpath(vm.get("mountPath", ""))
-            if target not in mounts:
-                mounts[target] = Mount(str(src), target, bool(vm.get("readOnly")), src.is_file())
-    fs = pod_dir / "fs"
-    for c in containers:
-        image = images.get(c.get("name", ""))
-        if image is not None and image.rootfs is not None and image.rootfs.is_dir():
-            for entry in sorted(os.listdir(image.rootfs)):
-                target = "/" + entry
-                if entry in SYSTEM_DIRS or target in mounts:
-                    continue
-                dst = fs / entry
-                src = image.rootfs / entry
-                if not dst.exists() and not dst.is_symlink():
-                    if src.is_dir() and not src.is_symlink():
-                        shutil.copytree(src, dst, symlinks=True)
-                    else:
-                        shutil.copy2(src, dst, follow_symlinks=False)
-                mounts[target] = Mount(str(dst), target, False, not dst.is_dir())
-        wd = os.path.normpath(effective_workdir(c, image))
-        covered = any(wd == t or wd.startswith(t.rstrip("/") + "/") for t in mounts)
-        if wd != "/" and not covered and _private_workdir(wd):
-            dst = fs / wd.lstrip("/")
-            dst.mkdir(parents=True, exist_ok=True)
-            mounts[wd] = Mount(str(dst), wd)
-    return list(mounts.values())
+            if vm.get("name", "") not in volume_dirs:
+                raise ConfigError(f'volume "{vm.get("name", "")}" of container "{c.get("name")}" is not defined in the pod')
+    return volume_dirs
 
 
-def _private_workdir(path: str) -> bool:
-    """Whether a working directory gets a private per-pod folder.
+def volume_mounts(container: dict[str, Any], volume_dirs: dict[str, Path]) -> list[Mount]:
+    """The bind mounts of `container`'s volumeMounts (the first mount of a path wins).
 
-    Yes when it does not exist on the host, or when it is outside the system directories and
-    empty on the host (an empty `/content` is a mount point an earlier pod left, not data).
-    A non-empty host directory (e.g. a checkout) is used as it is.
+    Raises ConfigError for a subPath leaving its volume (CreateContainerConfigError).
     """
-    if not os.path.exists(path):
-        return True
-    top = path.strip("/").split("/")[0]
-    if top in SYSTEM_DIRS:
-        return False
-    try:
-        return os.path.isdir(path) and not os.listdir(path)
-    except OSError:
-        return False
-
-
-def host_path(container_path: str, mounts: list[Mount]) -> str:
-    """Where `container_path` lives on the host given the pod's mounts (no-isolation mode)."""
-    p = os.path.normpath(container_path)
-    best: Mount | None = None
-    for m in mounts:
-        t = m.target.rstrip("/") or "/"
-        if p == t or p.startswith(t + "/"):
-            if best is None or len(t) > len(best.target):
-                best = m
-    if best is None:
-        return p
-    rest = p[len(best.target.rstrip("/")):].lstrip("/")
-    return os.path.join(best.source, rest) if rest else best.source
+    mounts: dict[str, Mount] = {}
+    for vm in container.get("volumeMounts") or []:
+        src = volume_dirs[vm.get("name", "")]
+        if vm.get("subPath"):
+            sub = str(vm["subPath"])
+            if sub.startswith("/") or ".." in Path(sub).parts:
+                raise ConfigError(f"subPath {sub!r} must be a relative path without '..'")
+            src = src / sub
+            if not src.exists():
+                src.mkdir(parents=True, exist_ok=True)
+        target = os.path.normpath(vm.get("mountPath", ""))
+        if target not in mounts:
+            mounts[target] = Mount(str(src), target, bool(vm.get("readOnly")), src.is_file())
+    return list(mounts.values())

@@ -53,7 +53,7 @@ def make_exec_handler(kubelet: "Kubelet"):  # type: ignore[no-untyped-def]
         want_stdout = flag(request, "stdout", True)
         want_stderr = flag(request, "stderr", True)
         tty = flag(request, "tty")
-        problem = w._check_executable(command[0], target.env)
+        problem = w._check_executable(command[0], target)
 
         ws = web.WebSocketResponse(protocols=channels.EXEC_PROTOCOLS, max_msg_size=0, autoping=True)
         await ws.prepare(request)

@@ -10,7 +10,7 @@ import pytest
 
 from nbd_controller.config import Config
 from nbd_controller.manifests import (
-    build_job, fetch_script, jupyter_command, notebook_pod, pod_spec_hash, token_secret,
+    build_job, fetch_script, jupyter_command, notebook_pod, pod_spec_hash, seed_script, token_secret,
 )
 
 CONFIG = Config(bucket="b", registry="reg.example/proj", gpu_label_key="gpu.example/type")
@@ -147,6 +147,20 @@ def test_notebook_pod_with_gpu_env_and_defaults() -> None:
             "automountServiceAccountToken": False,
             "enableServiceLinks": False,
             "nodeSelector": {"gpu.example/type": "nvidia-l4"},
+            # /content is an emptyDir (at subPath workdir), seeded from the image's /content once.
+            "initContainers": [{
+                "name": "seed-workdir",
+                "image": "IMG",
+                "command": [
+                    "/bin/sh", "-c",
+                    'set -eu; if [ ! -e "$1/.nbd-seeded" ]; then rm -rf "$1/workdir"; mkdir "$1/workdir"; '
+                    'if [ -d "$2" ]; then cp -a "$2/." "$1/workdir/"; fi; : > "$1/.nbd-seeded"; fi',
+                    "seed-workdir", "/nbd-workdir-volume", "/content",
+                ],
+                "workingDir": "/",
+                "volumeMounts": [{"name": "workdir", "mountPath": "/nbd-workdir-volume"}],
+                "resources": {"requests": {"cpu": "2", "memory": "8Gi"}, "limits": {"cpu": "2", "memory": "8Gi"}},
+            }],
             "containers": [{
                 "name": "notebook",
                 "image": "IMG",
@@ -165,6 +179,7 @@ def test_notebook_pod_with_gpu_env_and_defaults() -> None:
                     {"name": "A", "value": "1"},
                 ],
                 "ports": [{"name": "http", "containerPort": 9999, "protocol": "TCP"}],
+                "volumeMounts": [{"name": "workdir", "mountPath": "/content", "subPath": "workdir"}],
                 "readinessProbe": {"httpGet": {"path": "/api", "port": 9999}, "periodSeconds": 2,
                                    "timeoutSeconds": 2, "failureThreshold": 3},
                 "resources": {
@@ -172,6 +187,7 @@ def test_notebook_pod_with_gpu_env_and_defaults() -> None:
                     "limits": {"cpu": "2", "memory": "8Gi", "nvidia.com/gpu": "2"},
                 },
             }],
+            "volumes": [{"name": "workdir", "emptyDir": {}}],
         },
     }
 
@@ -193,6 +209,83 @@ def test_notebook_pod_variants(spec: dict[str, Any], command: list[str], resourc
     assert container["command"] == command
     assert container.get("resources") == resources
     assert pod["spec"].get("nodeSelector") == selector
+    # Whatever the workdir, it is the volume, seeded from the same directory of the image.
+    workdir = spec.get("workdir", "/content")
+    assert container["volumeMounts"] == [{"name": "workdir", "mountPath": workdir, "subPath": "workdir"}]
+    (seed,) = pod["spec"]["initContainers"]
+    assert seed["command"] == seed_script(workdir) and seed["command"][-1] == workdir
+    assert "resources" not in seed  # no cpu or memory asked: nothing to keep the QoS class of
+    assert pod["spec"]["volumes"] == [{"name": "workdir", "emptyDir": {}}]
+
+
+def _seed(volume: Any, workdir: Any) -> None:
+    subprocess.run(seed_script(str(workdir))[:-2] + [str(volume), str(workdir)], check=True)
+
+
+def test_the_seed_copies_the_image_workdir_once_keeping_modes_times_and_links(tmp_path: Any) -> None:
+    import os
+
+    image = tmp_path / "image-content"
+    (image / "sub").mkdir(parents=True)
+    (image / "main.py").write_text("print('hello')\n")
+    (image / "run.sh").write_text("#!/bin/sh\n")
+    os.chmod(image / "run.sh", 0o750)
+    os.utime(image / "main.py", (1_600_000_000, 1_600_000_000))
+    os.symlink("main.py", image / "link.py")
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    _seed(volume, image)
+    work = volume / "workdir"
+    assert (work / "main.py").read_text() == "print('hello')\n"
+    assert (work / "main.py").stat().st_mtime == 1_600_000_000
+    assert (work / "run.sh").stat().st_mode & 0o777 == 0o750
+    assert os.readlink(work / "link.py") == "main.py" and (work / "sub").is_dir()
+    assert (volume / ".nbd-seeded").exists()
+
+    # Edits in the volume (what the user did since) survive the seed running again.
+    (work / "main.py").write_text("edited\n")
+    (work / "new.txt").write_text("new\n")
+    _seed(volume, image)
+    assert (work / "main.py").read_text() == "edited\n" and (work / "new.txt").read_text() == "new\n"
+
+
+def test_the_seed_redoes_a_copy_cut_short_and_makes_an_empty_workdir_without_one(tmp_path: Any) -> None:
+    volume = tmp_path / "volume"
+    (volume / "workdir").mkdir(parents=True)
+    (volume / "workdir" / "half.txt").write_text("half")  # a copy cut short: no marker
+    image = tmp_path / "image-content"
+    image.mkdir()
+    (image / "a.txt").write_text("a")
+    _seed(volume, image)
+    assert sorted(p.name for p in (volume / "workdir").iterdir()) == ["a.txt"]
+
+    empty = tmp_path / "empty-volume"
+    empty.mkdir()
+    _seed(empty, tmp_path / "no-such-dir-in-the-image")
+    assert list((empty / "workdir").iterdir()) == [] and (empty / ".nbd-seeded").exists()
+
+
+def test_a_seed_that_cannot_copy_fails_without_marking_the_volume_seeded(tmp_path: Any) -> None:
+    """The init container exits non-zero, so the pod does not start (the kubelet retries it and
+    the pod shows why), and nothing claims the volume was seeded: the next try copies again."""
+    import os
+
+    image = tmp_path / "image-content"
+    image.mkdir()
+    (image / "a.txt").write_text("a")
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "cp").write_text("#!/bin/sh\necho 'cp: error writing: No space left on device' >&2\nexit 1\n")
+    os.chmod(fake / "cp", 0o755)
+    env = {**os.environ, "PATH": f"{fake}:{os.environ['PATH']}"}
+    result = subprocess.run(seed_script(str(image))[:-2] + [str(volume), str(image)], capture_output=True,
+                            text=True, env=env)
+    assert result.returncode != 0 and "No space left on device" in result.stderr
+    assert not (volume / ".nbd-seeded").exists()
+    _seed(volume, image)
+    assert (volume / "workdir" / "a.txt").read_text() == "a" and (volume / ".nbd-seeded").exists()
 
 
 def test_spec_hash_changes_with_what_matters() -> None:

@@ -15,8 +15,10 @@ from kubesim.kubelet.node import NodeConfig, machine_arch, node_object, parse_la
 from kubesim.kubelet.scheduler import fit, pod_requests
 from kubesim.kubelet.spec import ConfigError, expand, parse_quantity, resolve_argv, resolve_env
 from kubesim.kubelet.status import ContainerView, PodFacts, Terminated, pod_phase, pod_status, will_restart
-from kubesim.kubelet.volumes import host_path, prepare_mounts
-from kubesim.kubelet.namespaces import Mount, _script
+from kubesim.images.layers import LayerStore
+from kubesim.kubelet.containerfs import host_path, instance_fs
+from kubesim.kubelet.volumes import pod_volumes, volume_mounts
+from kubesim.kubelet.namespaces import Mount, Overlay, _container_script, _script
 
 
 @pytest.mark.parametrize("value, env, expected", [
@@ -221,32 +223,95 @@ def test_parse_label_rejects_missing_equals() -> None:
         parse_label("novalue")
 
 
-def test_prepare_mounts(tmp_path: Path) -> None:
+def _mounts_pod() -> tuple[Image, dict[str, Any]]:
+    return (Image("docker.io/x/y:latest", ImageConfig(workdir="/app"), None),
+            {"metadata": {"name": "p", "namespace": "ns", "uid": "u"},
+             "spec": {"containers": [{"name": "c", "workingDir": "/content-kubesim-test-nonexistent",
+                                      "volumeMounts": [{"name": "sec", "mountPath": "/etc/sec", "readOnly": True},
+                                                       {"name": "scratch", "mountPath": "/scratch"},
+                                                       {"name": "scratch", "mountPath": "/sub", "subPath": "a/b"}]}],
+                      "volumes": [{"name": "sec", "secret": {"secretName": "s"}}, {"name": "scratch", "emptyDir": {}}]}})
+
+
+@pytest.mark.parametrize("isolated", [True, False])
+def test_container_mounts(tmp_path: Path, isolated: bool) -> None:
     rootfs = tmp_path / "rootfs"
     (rootfs / "app").mkdir(parents=True)
     (rootfs / "app" / "main.py").write_text("print(1)")
     (rootfs / "usr").mkdir()
-    image = Image("docker.io/x/y:latest", ImageConfig(workdir="/app"), rootfs)
-    pod = {"metadata": {"name": "p", "namespace": "ns", "uid": "u"},
-           "spec": {"containers": [{"name": "c", "workingDir": "/content-kubesim-test-nonexistent",
-                                    "volumeMounts": [{"name": "sec", "mountPath": "/etc/sec", "readOnly": True},
-                                                     {"name": "scratch", "mountPath": "/scratch"}]}],
-                    "volumes": [{"name": "sec", "secret": {"secretName": "s"}}, {"name": "scratch", "emptyDir": {}}]}}
-    mounts = prepare_mounts(pod, {"c": image}, tmp_path / "pod", tmp_path / "state", lookup)
-    by_target = {m.target: m for m in mounts}
+    image, pod = _mounts_pod()
+    image = Image(image.name, image.config, rootfs)
+    volumes = pod_volumes(pod, tmp_path / "pod", tmp_path / "state", lookup)
+    c = pod["spec"]["containers"][0]
+    fs = instance_fs(image, c, volume_mounts(c, volumes), tmp_path / "pod" / "containers" / "c" / "0",
+                     LayerStore(tmp_path / "layers"), isolated=isolated)
+    by_target = {m.target: m for m in fs.mounts}
+    view = {m.target: m for m in fs.view}
     assert Path(by_target["/etc/sec"].source, "k").read_text() == "secret-value" and by_target["/etc/sec"].read_only
-    assert Path(by_target["/app"].source, "main.py").read_text() == "print(1)"
+    assert by_target["/sub"].source == str(tmp_path / "pod" / "volumes" / "scratch" / "a" / "b")
+    assert Path(by_target["/sub"].source).is_dir()
+    assert Path(view["/app"].source, "main.py").read_text() == "print(1)"
     assert "/usr" not in by_target
-    assert by_target["/content-kubesim-test-nonexistent"].source.startswith(str(tmp_path / "pod" / "fs"))
-    assert host_path("/app/main.py", mounts) == str(Path(by_target["/app"].source, "main.py"))
-    assert host_path("/elsewhere", mounts) == "/elsewhere"
+    assert by_target["/content-kubesim-test-nonexistent"].source.startswith(str(fs.dir / "fs"))
+    assert host_path("/app/main.py", fs.view) == str(Path(view["/app"].source, "main.py"))
+    assert host_path("/elsewhere", fs.view) == "/elsewhere"
+    if isolated:
+        # The image's entries come from an overlay of the image, made per instance, never copied.
+        assert fs.overlay is not None and fs.overlay.upper == str(fs.dir / "upper")
+        assert (fs.overlay.base, fs.overlay.lower) == (str(rootfs), (".",))
+        assert by_target["/app"].source == str(fs.dir / "merged" / "app") and view["/app"].source == str(rootfs / "app")
+    else:
+        assert fs.overlay is None and by_target["/app"] == view["/app"]
+        assert by_target["/app"].source == str(fs.dir / "fs" / "app")
 
 
-def test_prepare_mounts_missing_secret_is_a_config_error(tmp_path: Path) -> None:
+def test_an_image_with_layers_is_the_overlay_of_its_layers(tmp_path: Path) -> None:
+    layers = LayerStore(tmp_path / "layers")
+    for layer_id in ("l0", "l1"):
+        (tmp_path / layer_id / "content").mkdir(parents=True)
+        layers.commit(tmp_path / layer_id, layer_id, layer_id)
+    rootfs = tmp_path / "rootfs"
+    (rootfs / "content").mkdir(parents=True)
+    image = Image("docker.io/x/y:latest", ImageConfig(workdir="/content"), rootfs, ("l0", "l1"))
+    fs = instance_fs(image, {"name": "c"}, [], tmp_path / "i", layers, isolated=True)
+    assert fs.overlay is not None
+    assert (fs.overlay.base, fs.overlay.lower) == (str(layers.root), ("l1/fs", "l0/fs"))  # top first
+    assert [m.target for m in fs.mounts] == ["/content"]
+    script = _container_script(fs.overlay, fs.mounts).splitlines()
+    assert script[1:4] == [f"cd {layers.root}",
+                           f"mount -t overlay overlay -o lowerdir=l1/fs:l0/fs,upperdir={tmp_path}/i/upper,"
+                           f"workdir={tmp_path}/i/work {tmp_path}/i/merged", "cd /"]
+    assert f"mount --bind {tmp_path}/i/merged/content /content" in script and script[-2] == "echo ready"
+
+
+def test_a_volume_hides_the_image_entry_at_its_path(tmp_path: Path) -> None:
+    rootfs = tmp_path / "rootfs"
+    (rootfs / "content").mkdir(parents=True)
+    image = Image("docker.io/x/y:latest", ImageConfig(workdir="/content"), rootfs)
+    fs = instance_fs(image, {"name": "c"}, [Mount(str(tmp_path / "vol"), "/content")], tmp_path / "i",
+                     LayerStore(tmp_path / "layers"), isolated=True)
+    assert fs.mounts == [Mount(str(tmp_path / "vol"), "/content")] and fs.overlay is None
+
+
+def test_pod_volumes_missing_secret_is_a_config_error(tmp_path: Path) -> None:
     pod = {"metadata": {"name": "p", "namespace": "ns", "uid": "u"},
            "spec": {"containers": [{"name": "c"}], "volumes": [{"name": "v", "secret": {"secretName": "gone"}}]}}
     with pytest.raises(ConfigError, match='secret "gone" not found'):
-        prepare_mounts(pod, {"c": None}, tmp_path / "pod", tmp_path / "state", lookup)
+        pod_volumes(pod, tmp_path / "pod", tmp_path / "state", lookup)
+
+
+def test_pod_volumes_undefined_volume_is_a_config_error(tmp_path: Path) -> None:
+    pod = {"metadata": {"name": "p", "namespace": "ns", "uid": "u"},
+           "spec": {"containers": [{"name": "c", "volumeMounts": [{"name": "nope", "mountPath": "/x"}]}]}}
+    with pytest.raises(ConfigError, match='volume "nope" of container "c" is not defined in the pod'):
+        pod_volumes(pod, tmp_path / "pod", tmp_path / "state", lookup)
+
+
+@pytest.mark.parametrize("sub", ["../escape", "/abs", "a/../../b"])
+def test_a_sub_path_leaving_its_volume_is_a_config_error(tmp_path: Path, sub: str) -> None:
+    c = {"name": "c", "volumeMounts": [{"name": "v", "mountPath": "/x", "subPath": sub}]}
+    with pytest.raises(ConfigError, match="subPath"):
+        volume_mounts(c, {"v": tmp_path / "v"})
 
 
 def test_sandbox_script_orders_mounts_shallow_first() -> None:

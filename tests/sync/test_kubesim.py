@@ -1,7 +1,7 @@
 """The sync session against a pod of kubesim, through `exec`, with the real agent in the pod.
 
-The pod's /content is private to the pod (a mount namespace); the tests look at it from this
-machine through the pod's folder under kubesim's state directory, and act inside the pod with
+The pod's /content is private to the pod's container (a mount namespace); the tests look at it
+from this machine through the container instance's folder under kubesim's state directory, and act inside the pod with
 `kubectl exec` where that matters (a Jupyter server saving through its contents API).
 """
 
@@ -29,7 +29,7 @@ kubesim_testing = pytest.importorskip("kubesim.testing")
 class PodSide:
     def __init__(self, server: Any, name: str) -> None:
         self.server, self.name = server, name
-        roots = list(Path(server.state_dir).rglob(f"default_{name}_*/fs/content"))
+        roots = list(Path(server.state_dir).rglob(f"default_{name}_*/containers/notebook/*/fs/content"))
         if not roots:
             pytest.fail(f"cannot find pod {name}'s /content under {server.state_dir}")
         self.content = roots[0]
@@ -175,7 +175,7 @@ def test_pod_recreated_under_a_running_session_is_refilled(sync_kubesim: Any, pa
 
             def replaced() -> bool:
                 try:  # pods' folders come and go while we look
-                    roots = list(Path(sync_kubesim.state_dir).rglob(f"default_{pod.name}_*/fs/content"))
+                    roots = list(Path(sync_kubesim.state_dir).rglob(f"default_{pod.name}_*/containers/notebook/*/fs/content"))
                     return any(r != old and len(list(r.iterdir())) == 30 for r in roots)
                 except OSError:
                     return False

@@ -6,9 +6,9 @@ forward comes back on the same port and the sync resumes from its ancestor witho
 It reports forward and sync state into the session registry, which persists it and streams it on
 the Events RPC. Both report in `nbd.status`'s types, which the session holds as they come.
 
-Invariant: what must survive a daemon restart (the forward's port, the sync's directories, the pod
-its ancestor is bound to, a pause) is in the session's typed `RuntimeRecord`, written through the
-registry whenever it changes; nothing else is needed to resume.
+Invariant: what must survive a daemon restart (the forward's port, the sync's directories, the
+container instance its ancestor is bound to, a pause) is in the session's typed `RuntimeRecord`,
+written through the registry whenever it changes; nothing else is needed to resume.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 COMPONENT_LABEL = "nbd.dev/component"
+NOTEBOOK_CONTAINER = "notebook"  # the notebook Pod's container the controller runs Jupyter in
 POD_WAIT = 60.0  # seconds between log lines while the sync waits for a Ready pod
 STOP_FLUSH = 10.0  # how long a stop lets the sync settle
 TIMES_TIMEOUT = 60.0  # bound on setting the local file times in a pod
@@ -66,9 +67,11 @@ class SessionRuntime:
         self.sync: SyncSession | None = None
         self.pods: PodCache | None = None
         self._pending: set[asyncio.Task[Any]] = set()
-        # The sync's (directory, remote root), and the uid of the pod its ancestor was agreed with.
+        # The sync's (directory, remote root), and the container instance (pod uid, containerID of
+        # the notebook container) its ancestor was agreed with.
         self._sync_config = ("", "")
         self._pod_uid = ""
+        self._container_id = ""
         self._paused = False
         self._stopping = False
         self._restored = False
@@ -152,13 +155,16 @@ class SessionRuntime:
     async def start_sync(self, directory: str, remote_root: str) -> None:
         """Starts the two-way sync of `directory` with the pod's `remote_root` (resumes its ancestor).
 
-        The ancestor is only valid against the pod it was agreed with: a replaced pod's /content
-        holds the image's files, not what was synced, and read against the old ancestor its
-        differences would look like edits made in the pod (reverting local edits, deleting files
-        created since the build). So the session is bound to a pod uid, persisted with it; a
-        connect that finds another pod restarts the sync with an empty ancestor, where nothing
-        is deleted and every difference is kept on both sides (a conflict, local version wins
-        the name).
+        The ancestor is only valid against the container instance it was agreed with: a replaced
+        pod's /content holds the image's files, not what was synced, and so would a restarted
+        container's if /content were not a volume (a container restarts from its image). Read
+        against the old ancestor their differences would look like edits made in the pod
+        (reverting local edits, deleting files created since the build). So the session is bound
+        to the pod uid and the notebook container's containerID, persisted with it; a connect
+        that finds another pod or another instance restarts the sync with an empty ancestor,
+        where nothing is deleted and every difference is kept on both sides (a conflict, local
+        version wins the name). With /content on the pod's volume, a restarted container still
+        holds what was synced, so that restart only re-reconciles equal files.
         """
         if self.sync is not None:
             return
@@ -169,6 +175,7 @@ class SessionRuntime:
         recorded = session.runtime.sync if session is not None else None
         same = recorded is not None and recorded.directory == directory and recorded.remote_root == remote_root
         self._pod_uid = recorded.pod_uid if recorded is not None and same else ""
+        self._container_id = recorded.container_id if recorded is not None and same else ""
         # A pause outlives a daemon restart (this runtime restores a session); a launch syncs.
         self._paused = recorded.paused if recorded is not None and same and self._restored else False
         await self._update_runtime(sync=self._sync_record())
@@ -176,7 +183,8 @@ class SessionRuntime:
 
     def _sync_record(self) -> SyncRecord:
         directory, remote_root = self._sync_config
-        return SyncRecord(directory, remote_root, pod_uid=self._pod_uid, paused=self._paused)
+        return SyncRecord(directory, remote_root, pod_uid=self._pod_uid, paused=self._paused,
+                          container_id=self._container_id)
 
     async def _open_sync(self) -> None:
         from nbd.sync import SyncOptions, SyncSession
@@ -214,26 +222,35 @@ class SessionRuntime:
                 break
             except DeadlineExceeded as e:
                 log.info("sync of %s still waits for its pod: %s", self.key, e.message)
-        uid = str(((pods.pods.get(name) or {}).get("metadata") or {}).get("uid") or "")
+        pod = pods.pods.get(name) or {}
+        uid = str((pod.get("metadata") or {}).get("uid") or "")
+        # The cache is fed by a watch, in order: it can show an instance Ready after it died only
+        # until the kubelet's not-Ready update arrives, and the next instance starts after the
+        # restart backoff, so an agent started meanwhile reaches no container, never the next one.
+        instance = (uid, _container_id(pod, NOTEBOOK_CONTAINER))
         self._sync_pod = (name, uid)
         if not self._pod_uid:
-            self._pod_uid = uid
+            self._pod_uid, self._container_id = instance
             await self._record_sync()
-        elif uid and uid != self._pod_uid:
+        elif uid and instance != (self._pod_uid, self._container_id):
             if self._rebinding is None and not self._stopping:
-                self._rebinding = asyncio.get_running_loop().create_task(self._rebind(uid))
-            raise AgentLost(f"pod {name} replaced the pod the sync ran against; restarting the sync against it")
+                self._rebinding = asyncio.get_running_loop().create_task(self._rebind(instance))
+            if uid != self._pod_uid:
+                raise AgentLost(f"pod {name} replaced the pod the sync ran against; restarting the sync against it")
+            raise AgentLost(f"the notebook container of pod {name} was restarted (a new instance); "
+                            "restarting the sync against it")
         return name
 
-    async def _rebind(self, uid: str) -> None:
-        """Restarts the sync against a replaced pod, from an empty ancestor (see `start_sync`)."""
+    async def _rebind(self, instance: tuple[str, str]) -> None:
+        """Restarts the sync against a replaced pod or container, from an empty ancestor (see `start_sync`)."""
         old, self.sync = self.sync, None
         try:
             if old is not None:
                 await old.stop()
-            log.info("pod of %s replaced: restarting its sync from an empty ancestor", self.key)
+            what = "pod" if instance[0] != self._pod_uid else "notebook container"
+            log.info("%s of %s replaced: restarting its sync from an empty ancestor", what, self.key)
             await asyncio.to_thread(_remove, self._ancestor_path())
-            self._pod_uid = uid
+            self._pod_uid, self._container_id = instance
             await self._record_sync()
             await self._open_sync()
         except Exception:
@@ -409,6 +426,14 @@ class SessionRuntime:
         task = asyncio.get_running_loop().create_task(run())
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
+
+
+def _container_id(pod: dict[str, Any], container: str) -> str:
+    """The containerID of `container`'s current instance in `pod`'s status ("" when not reported)."""
+    for status in (pod.get("status") or {}).get("containerStatuses") or []:
+        if isinstance(status, dict) and status.get("name") == container:
+            return str(status.get("containerID") or "")
+    return ""
 
 
 def _with_port(url: str, old: int, new: int) -> str:
