@@ -11,9 +11,7 @@ import asyncio
 import concurrent.futures
 import functools
 import importlib
-import importlib.util
 import logging
-import pkgutil
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
 from types import ModuleType
@@ -29,8 +27,8 @@ from nbdclient.paths import DaemonPaths
 
 __all__ = [
     "App",
+    "BUILTIN",
     "Hook",
-    "discover_capability_modules",
     "import_capabilities",
     "install_capabilities",
     "install_imported",
@@ -46,6 +44,11 @@ Hook = Callable[["App"], Awaitable[None]]
 # Bounded: blocking work (kubernetes calls, file I/O) queues here instead of spawning threads
 # without limit.
 DEFAULT_WORKERS = 16
+
+# The capabilities this daemon has, each a module `nbd.<name>.capability` with `install(app)`.
+# Listed, not discovered: what the daemon serves is decided here, and a stray package cannot add
+# itself (tests/daemon/test_capabilities.py keeps this list and the modules in step).
+BUILTIN: tuple[str, ...] = ("launch",)
 
 
 class App:
@@ -146,30 +149,19 @@ class App:
         self.executor.shutdown(wait=False, cancel_futures=True)
 
 
-def discover_capability_modules() -> list[str]:
-    """Names of the `nbd.<subpackage>.capability` modules present, sorted."""
-    import nbd
-
-    found = []
-    for info in pkgutil.iter_modules(nbd.__path__):
-        if info.ispkg and importlib.util.find_spec(f"nbd.{info.name}.capability") is not None:
-            found.append(info.name)
-    return sorted(found)
-
-
 def _module_name(name: str) -> str:
     # A dotted name is a module path (capabilities living outside the nbd package, e.g. tests').
     return name if "." in name else f"nbd.{name}.capability"
 
 
 def import_capabilities(names: Iterable[str] | None = None) -> list[tuple[str, ModuleType | BaseException]]:
-    """Imports the capability modules (default: all discovered); each is a module or its error.
+    """Imports the capability modules (default: `BUILTIN`); each is a module or its error.
 
     Blocking and slow (capabilities pull in kubernetes): the server runs it in a worker thread
     while it already answers.
     """
     imported: list[tuple[str, ModuleType | BaseException]] = []
-    for name in discover_capability_modules() if names is None else names:
+    for name in BUILTIN if names is None else names:
         try:
             imported.append((name, importlib.import_module(_module_name(name))))
         except Exception as e:

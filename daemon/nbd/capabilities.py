@@ -3,7 +3,8 @@
 The servicers answer Get/List/Events/Version/Shutdown themselves. Launch, Stop, Logs and Sync are
 delegated to optional capabilities registered on `App.capabilities`; until one is registered, its
 RPCs answer UNIMPLEMENTED naming what is missing. A capability is installed by a module
-`nbd.<subpackage>.capability` exposing `install(app: nbd.app.App) -> None`, found at daemon start.
+`nbd.<subpackage>.capability` exposing `install(app: nbd.app.App) -> None`; the daemon's own are
+listed in `nbd.app.BUILTIN` (`nbd --capabilities` names others, e.g. a test's, by module path).
 The daemon imports these modules in a worker thread once it already answers (their imports are
 slow), then calls `install` on the event loop; Launch/Stop/Logs/Sync wait until that is done.
 `install` sets the fields below and may add start hooks (`app.on_start`, e.g. to resume persisted

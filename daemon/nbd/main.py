@@ -35,7 +35,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--capabilities",
         default=None,
-        help="comma-separated capabilities to install (default: all found; 'none' for none)",
+        help="comma-separated capabilities to install, by name or module path "
+        "(default: the built-in ones; 'none' for none)",
     )
     p.add_argument("--version", action="version", version=f"nbd {reported_version()}")
     return p

@@ -35,7 +35,7 @@ SERVICE_NAMES = (NOTEBOOKS_SERVICE, DAEMON_SERVICE)
 
 
 async def serve(app: App, *, grace: float = DEFAULT_GRACE, capabilities: Iterable[str] | None = None) -> None:
-    """Starts the server, installs the capabilities (None: all found), runs the start hooks,
+    """Starts the server, installs the capabilities (None: the built-in ones), runs the start hooks,
     waits for a shutdown request, then stops cleanly.
 
     The capabilities are imported in a worker thread once the server answers: Version, List, Get,

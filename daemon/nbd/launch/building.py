@@ -1,9 +1,11 @@
-"""The upload and the build of one launch's context: the steps between "packaged" and "an image".
+"""The packaging, upload and build of one launch's context: the steps from a directory to an image.
 
-`Delivery` asks the controller for an upload (or hears that the context is stored), PUTs the
-archive with fresh URLs as needed, marks it uploaded, then follows the build Job's log until the
-Notebook says built or failed. Everything it learns from the cluster goes through the pure
-readings of `nbd.launch.progress`; everything the user should see goes out through `emit`.
+`package` walks and archives the directory (or reuses the archive of an unchanged one) and refuses
+what the cluster's build could not unpack, before anything is uploaded. `Delivery` asks the
+controller for an upload (or hears that the context is stored), PUTs the archive with fresh URLs as
+needed, marks it uploaded, then follows the build Job's log until the Notebook says built or
+failed. Everything it learns from the cluster goes through the pure readings of
+`nbd.launch.progress`; everything the user should see goes out through `emit`.
 """
 
 from __future__ import annotations
@@ -14,14 +16,17 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from nbd.errors import FailedPrecondition, NbdError, NotFound
+from nbd.errors import FailedPrecondition, InvalidArgument, NbdError, NotFound
 from nbd.events import Cached, CachedStep, Failure, LaunchPayload, LogLine, Notice, NoticeLevel, PhaseChanged, Progress
 from nbd.launch import progress as prog
 from nbd.launch.notebooks import NotebookClient, containers_of
 from nbd.registry import SessionRegistry
 from nbd.session import Phase, SessionKey
+
+if TYPE_CHECKING:
+    from nbd.context import BuiltContext
 
 # How long the controller may take to answer before a launch says it is not running
 # (NBD_CONTROLLER_TIMEOUT seconds in the daemon's environment; tests shorten it).
@@ -55,6 +60,42 @@ def discard_archive(cache_dir: str, directory: str, path: str, forget: Callable[
         os.unlink(path)
     except OSError:
         pass
+
+
+async def package(directory: str, spool_dir: str, cache_dir: str, emit: Emit) -> BuiltContext:
+    """Packages `directory` into `spool_dir` (the manifest records in `cache_dir`), with progress."""
+    from nbd.context import build_context
+
+    emit(PhaseChanged(Phase.PACKAGING, f"packaging {directory}"))
+    started = time.monotonic()
+
+    def progress(p: Any) -> None:
+        elapsed = max(time.monotonic() - started, 1e-6)
+        emit(Progress(
+            Phase.PACKAGING,
+            done_bytes=int(getattr(p, "done_bytes", 0)),
+            total_bytes=int(getattr(p, "total_bytes", 0)),
+            done_files=int(getattr(p, "done_files", 0)),
+            total_files=int(getattr(p, "total_files", 0)),
+            bytes_per_second=getattr(p, "done_bytes", 0) / elapsed,
+        ))
+
+    os.makedirs(spool_dir, mode=0o700, exist_ok=True)
+    os.makedirs(cache_dir, mode=0o700, exist_ok=True)
+    built = await build_context(directory, spool_dir, cache_dir, progress=progress)
+    for warning in built.warnings:
+        emit(Notice(warning, NoticeLevel.WARNING))
+    outside = built.links_outside
+    if outside:
+        # The build's fetch step refuses a context with such a link: say so before uploading.
+        raise InvalidArgument(
+            f"{outside[0]} is a symlink pointing outside {directory}, which the cluster's build "
+            "cannot unpack; add it to .dockerignore or replace it with a copy",
+            reason="LinkOutsideContext",
+        )
+    if built.cached:
+        emit(Cached(CachedStep.PACKAGE, "the directory is unchanged since it was last packaged", built.md5_hex))
+    return built
 
 
 @dataclass

@@ -205,6 +205,23 @@ def merge_spec(file_spec: dict[str, Any], overrides: NotebookSpec) -> dict[str, 
     return spec
 
 
+def session_spec(spec: dict[str, Any]) -> NotebookSpec:
+    """What a session records of a merged (validated) spec: the notebook's shape, defaults filled in."""
+    resources = spec.get("resources") or {}
+    gpu = resources.get("gpu") or {}
+    return NotebookSpec(
+        image=str(spec.get("image") or ""),
+        gpu_count=gpu.get("count"),
+        gpu_type=str(gpu.get("type") or ""),
+        cpu=str(resources.get("cpu") or ""),
+        memory=str(resources.get("memory") or ""),
+        env={e["name"]: e["value"] for e in spec.get("env") or []},
+        command=tuple(spec.get("command") or ()),
+        workdir=str(spec.get("workdir") or DEFAULT_WORKDIR),
+        port=int(spec.get("port") or DEFAULT_PORT),
+    )
+
+
 def notebook_manifest(name: str, namespace: str, spec: dict[str, Any], *, directory: str = "") -> dict[str, Any]:
     """The Notebook object the daemon applies (server-side apply) for a launch."""
     metadata: dict[str, Any] = {"name": name, "namespace": namespace, "labels": {"app.kubernetes.io/managed-by": "nbd"}}
