@@ -21,7 +21,7 @@ from typing import Any
 
 from kubesim.quantity import parse_quantity
 
-__all__ = ["pod_usage", "check", "usage_of", "format_quantity"]
+__all__ = ["pod_usage", "check", "usage_of", "format_quantity", "status"]
 
 # Resources whose quota makes every container state its amount (the "must specify" rule).
 _MUST_SPECIFY = {"requests.cpu", "requests.memory", "limits.cpu", "limits.memory"}

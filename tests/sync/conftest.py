@@ -3,6 +3,7 @@ served by the real agent running as a local child process (the local-subprocess 
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import contextlib
 import os
@@ -88,3 +89,31 @@ def oldest_python() -> str | None:
 
 def run(coro: Awaitable[Any]) -> Any:
     return asyncio.run(coro)  # type: ignore[arg-type]
+
+
+def parse(source: str | bytes, **kw: object) -> ast.Module:
+    """ast.parse, retried: CPython 3.11 can raise a spurious "AST constructor recursion depth
+    mismatch" SystemError after a test changed the recursion limit (as hypothesis does)."""
+    for _ in range(3):
+        try:
+            return ast.parse(source, **kw)  # type: ignore[call-overload, no-any-return]
+        except SystemError:
+            continue
+    return ast.parse(source, **kw)  # type: ignore[call-overload, no-any-return]
+
+
+def recording_factory(sent: list[bytes]) -> TransportFactory:
+    """A local agent process whose every write to it is also appended to `sent`."""
+
+    async def factory(argv: list[str]) -> Any:
+        t = await local_process_factory(argv)
+        real = t.send
+
+        async def send(data: bytes) -> None:
+            sent.append(data)
+            await real(data)
+
+        t.send = send  # type: ignore[method-assign]
+        return t
+
+    return factory

@@ -24,7 +24,7 @@ from nbd.sync.remote import RemoteEndpoint, local_process_factory
 from nbd.sync.shipping import agent_app
 from nbd.sync.snapshot import Entry
 
-from .conftest import oldest_python, run, until  # noqa: F401  (importlib mode resolves the package-relative import)
+from .conftest import oldest_python, recording_factory, run, until  # noqa: F401  (importlib mode resolves the package-relative import)
 
 
 def _sha(data: bytes) -> str:
@@ -58,21 +58,11 @@ def test_bootstrap_sends_the_agent_once_then_uses_the_cache(tmp_path: Path) -> N
     root.mkdir()
     cache.mkdir()
     sent: list[bytes] = []
-
-    async def recording_factory(argv: list[str]) -> Any:
-        t = await local_process_factory(argv)
-        real = t.send
-
-        async def send(data: bytes) -> None:
-            sent.append(data)
-            await real(data)
-
-        t.send = send  # type: ignore[method-assign]
-        return t
+    record = recording_factory(sent)
 
     async def go() -> None:
         for _ in range(2):
-            ep = RemoteEndpoint(recording_factory, str(root), cache_dir=str(cache))
+            ep = RemoteEndpoint(record, str(root), cache_dir=str(cache))
             await ep.start(lambda paths: None)
             assert ep.hello["version"] == PROTOCOL_VERSION
             await ep.close()

@@ -7,18 +7,9 @@ from pathlib import Path
 
 import nbd.sync
 
+from .conftest import parse
+
 PACKAGE = Path(nbd.sync.__file__).parent
-def parse(source: str | bytes, **kw: object) -> ast.Module:
-    """ast.parse, retried: CPython 3.11 can raise a spurious "AST constructor recursion depth
-    mismatch" SystemError after a test changed the recursion limit (as hypothesis does)."""
-    for _ in range(3):
-        try:
-            return ast.parse(source, **kw)  # type: ignore[call-overload, no-any-return]
-        except SystemError:
-            continue
-    return ast.parse(source, **kw)  # type: ignore[call-overload, no-any-return]
-
-
 FORBIDDEN_IN_CORE = {"asyncio", "grpc", "kubernetes", "watchdog", "aiohttp", "os", "socket", "subprocess", "threading"}
 
 

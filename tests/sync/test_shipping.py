@@ -26,7 +26,7 @@ from nbd.sync.agent.frames import PROTOCOL_VERSION, FrameDecoder, encode_frame
 from nbd.sync.remote import RemoteEndpoint, local_process_factory
 from nbd.sync.shipping import BOOTSTRAP, AgentApp, agent_app, agent_command, agent_sources, build_zipapp, ship
 
-from .conftest import oldest_python, run
+from .conftest import oldest_python, parse, recording_factory, run
 
 AGENT_DIR = Path(nbd.sync.agent.__file__).parent
 
@@ -34,17 +34,6 @@ AGENT_DIR = Path(nbd.sync.agent.__file__).parent
 AGENT_STDLIB = {"__future__", "errno", "hashlib", "json", "os", "re", "stat", "struct", "sys", "threading",
                 "time", "typing", "zlib", "ctypes", "select", "queue", "fcntl", "cProfile"}
 BOOTSTRAP_STDLIB = {"hashlib", "os", "sys", "runpy", "importlib", "io", "zipfile"}
-
-
-def parse(source: str | bytes, **kw: object) -> ast.Module:
-    """ast.parse, retried: CPython 3.11 can raise a spurious "AST constructor recursion depth
-    mismatch" SystemError after a test changed the recursion limit (as hypothesis does)."""
-    for _ in range(3):
-        try:
-            return ast.parse(source, **kw)  # type: ignore[call-overload, no-any-return]
-        except SystemError:
-            continue
-    return ast.parse(source, **kw)  # type: ignore[call-overload, no-any-return]
 
 
 def _archive(app: AgentApp | None = None) -> zipfile.ZipFile:
@@ -196,19 +185,7 @@ def test_the_bootstrap_caches_runs_and_falls_back_to_memory(tmp_path: Path, pyth
 
     async def go(cache: Path) -> int:
         sent: list[bytes] = []
-
-        async def factory(argv: list[str]) -> Any:
-            t = await local_process_factory(argv)
-            real = t.send
-
-            async def send(data: bytes) -> None:
-                sent.append(data)
-                await real(data)
-
-            t.send = send  # type: ignore[method-assign]
-            return t
-
-        ep = RemoteEndpoint(factory, str(root), cache_dir=str(cache), python=python)
+        ep = RemoteEndpoint(recording_factory(sent), str(root), cache_dir=str(cache), python=python)
         await ep.start(lambda paths: None)
         try:
             assert ep.hello["version"] == PROTOCOL_VERSION
