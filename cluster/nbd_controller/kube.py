@@ -13,6 +13,7 @@ from typing import Any
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
+from nbdcontract import ANNOTATION_ABOUT
 
 from .naming import (
     BUILDS_CONFIGMAP, GROUP, LABEL_COMPONENT, LABEL_CONTEXT_MD5, LABEL_MANAGED_BY, MANAGED_BY, PLURAL,
@@ -88,7 +89,7 @@ class Kube:
             "metadata": {
                 "name": BUILDS_CONFIGMAP,
                 "labels": {LABEL_MANAGED_BY: MANAGED_BY},
-                "annotations": {"nbd.dev/about": "context MD5 -> image built from it"},
+                "annotations": {ANNOTATION_ABOUT: "context MD5 -> image built from it"},
             },
             "data": {md5: image},
         }

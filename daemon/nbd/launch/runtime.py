@@ -21,11 +21,13 @@ import os
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
+from nbdcontract import LABEL_COMPONENT as COMPONENT_LABEL
+from nbdcontract import LABEL_NOTEBOOK as NOTEBOOK_LABEL
+
 from nbd.errors import DeadlineExceeded, FailedPrecondition, NbdError
 from nbd.events import Direction, SyncChange
 from nbd.forward import Forward
 from nbd.kube import KubeClient, PodCache
-from nbd.launch.spec import NOTEBOOK_LABEL
 from nbd.registry import SessionRegistry
 from nbd.session import ForwardRecord, RuntimeRecord, SessionKey, SyncRecord
 from nbd.status import ForwardStatus, SyncState
@@ -35,7 +37,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-COMPONENT_LABEL = "nbd.dev/component"
 POD_WAIT = 60.0  # seconds between log lines while the sync waits for a Ready pod
 STOP_FLUSH = 10.0  # how long a stop lets the sync settle
 TIMES_TIMEOUT = 60.0  # bound on setting the local file times in a pod
