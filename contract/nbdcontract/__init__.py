@@ -27,7 +27,7 @@ __all__ = [
     "DNS_LABEL_MAX", "NOTEBOOK_NAME", "MD5", "ENV_NAME", "ENV_NAME_MAX", "WORKDIR",
     "GPU_COUNT_MAX", "GPU_COUNT_DEFAULT", "GPU_TYPE_MAX", "PORT_MIN", "PORT_MAX",
     "DEFAULT_PORT", "DEFAULT_WORKDIR", "IMAGE_MIN", "REQUEST_ID_MAX",
-    "valid_notebook_name", "valid_md5", "valid_env_name", "valid_workdir", "valid_gpu_count",
+    "valid_notebook_name", "valid_env_name", "valid_workdir", "valid_gpu_count",
     "valid_gpu_type", "valid_port",
 ]
 
@@ -114,10 +114,6 @@ REQUEST_ID_MAX = 128
 def valid_notebook_name(name: str) -> bool:
     """A Notebook name every derived object name can be built from."""
     return len(name) <= DNS_LABEL_MAX and NOTEBOOK_NAME.fullmatch(name) is not None
-
-
-def valid_md5(value: str) -> bool:
-    return MD5.fullmatch(value) is not None
 
 
 def valid_env_name(name: str) -> bool:
