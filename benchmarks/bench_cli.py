@@ -35,7 +35,7 @@ def _env(root: Path) -> dict[str, str]:
 
 def _start_daemon(root: Path) -> subprocess.Popen[bytes]:
     from nbdclient.daemon import wait_until_serving
-    from nbdclient.paths import resolve
+    from nbdlocal.paths import resolve
 
     env = _env(root)
     proc = subprocess.Popen(

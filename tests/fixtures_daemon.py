@@ -35,7 +35,8 @@ import pytest
 
 from nbdclient.client import Client, connect
 from nbdclient.daemon import CHANNEL_OPTIONS, wait_until_serving
-from nbdclient.paths import DaemonPaths
+from nbdlocal.lock import read_holder
+from nbdlocal.paths import DaemonPaths
 
 __all__ = [
     "DaemonProcess",
@@ -103,9 +104,9 @@ def nbd_isolated_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[NbdDirs]:
 
 def _lock_pid(paths: DaemonPaths) -> int | None:
     try:
-        first = paths.lock_file.read_text().splitlines()[0]
-        return int(first)
-    except (OSError, ValueError, IndexError):
+        holder = read_holder(paths.lock_file)
+        return int(holder.pid) if holder is not None else None
+    except (OSError, ValueError):
         return None
 
 

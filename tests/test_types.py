@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ["daemon", "clients/nbctl", "clients/nbdclient", "cluster/nbd_controller", "kubesim", "devstack"]
+PACKAGES = ["daemon", "clients/nbctl", "clients/nbdclient", "cluster/nbd_controller", "contract/nbdcontract", "local/nbdlocal", "kubesim", "devstack"]
 
 
 def test_every_package_is_mypy_strict_clean(tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
 """nbctl: the command line of nbd (also installed as the `kubectl notebook` plugin).
 
-Built on `nbdclient`; it imports grpc, the nbdapi stubs, nbdclient and its own modules only.
+Built on `nbdclient`; it imports grpc, the nbdapi stubs, nbdclient, the local plumbing (`nbdlocal`)
+and its own modules only.
 """

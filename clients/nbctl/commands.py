@@ -16,10 +16,10 @@ from typing import Any
 from nbctl.main import EXIT_ERROR, EXIT_OK, CommandError
 from nbctl.output import emit_json, enum_name, phase_name, print_table, when
 from nbdclient import daemon as daemon_control
-from nbdclient._version import API_VERSION, __version__
 from nbdclient.client import Client, connect
 from nbdclient.errors import DaemonNotRunning, NbdClientError
-from nbdclient.paths import resolve
+from nbdlocal.paths import resolve
+from nbdlocal.version import API_VERSION, __version__
 
 __all__ = [
     "cmd_list",

@@ -5,16 +5,17 @@
         for session in client.list(): ...
         for event in client.launch(directory="/abs/dir"): ...
 
-It imports only grpc and the generated nbdapi stubs (never `nbd` or `kubernetes`), so programs
-built on it start fast. The asyncio flavour is `nbdclient.aio` (`connect_async`, `AsyncClient`).
-Exports are loaded lazily: `import nbdclient.paths` alone costs nothing.
+It imports only grpc, the generated nbdapi stubs and the local plumbing it shares with the daemon
+(`nbdlocal`: socket discovery, the version, the socket probe), never `nbd` or `kubernetes`, so
+programs built on it start fast. The asyncio flavour is `nbdclient.aio` (`connect_async`,
+`AsyncClient`). Exports are loaded lazily: `import nbdclient` alone costs next to nothing.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from nbdclient._version import API_VERSION, __version__
+from nbdlocal.version import API_VERSION, __version__
 
 if TYPE_CHECKING:
     from nbdclient.aio import AsyncClient, AsyncStream, connect_async

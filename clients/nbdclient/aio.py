@@ -17,11 +17,11 @@ import grpc.aio
 
 from nbdapi.v1 import daemon_pb2, daemon_pb2_grpc, notebooks_pb2, notebooks_pb2_grpc
 from nbdclient import daemon as daemon_control
-from nbdclient._version import __version__
 from nbdclient.client import sync_action
 from nbdclient.daemon import CHANNEL_OPTIONS
 from nbdclient.errors import from_rpc_error
-from nbdclient.paths import DaemonPaths, resolve
+from nbdlocal.paths import DaemonPaths, resolve
+from nbdlocal.version import __version__
 
 __all__ = ["AsyncClient", "AsyncStream", "connect_async"]
 

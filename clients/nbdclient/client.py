@@ -20,7 +20,7 @@ from nbdapi.v1 import daemon_pb2, daemon_pb2_grpc, notebooks_pb2, notebooks_pb2_
 from nbdclient import daemon as daemon_control
 from nbdclient.daemon import CHANNEL_OPTIONS
 from nbdclient.errors import NbdClientError, from_rpc_error
-from nbdclient.paths import DaemonPaths, resolve
+from nbdlocal.paths import DaemonPaths, resolve
 
 __all__ = ["CHANNEL_OPTIONS", "Client", "Stream", "connect"]
 
@@ -130,7 +130,7 @@ class Client:
     # --- Daemon ----------------------------------------------------------------------------------
 
     def version(self, timeout: float | None = 10.0) -> daemon_pb2.VersionResponse:
-        from nbdclient._version import __version__
+        from nbdlocal.version import __version__
 
         reply: daemon_pb2.VersionResponse = self._unary(
             self._daemon.Version, daemon_pb2.VersionRequest(client_version=__version__), timeout

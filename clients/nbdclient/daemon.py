@@ -12,7 +12,6 @@ import contextlib
 import importlib.util
 import os
 import signal
-import socket as socketlib
 import subprocess
 import sys
 import threading
@@ -24,9 +23,10 @@ from typing import Any
 import grpc
 
 from nbdapi.v1 import daemon_pb2, daemon_pb2_grpc
-from nbdclient._version import __version__
 from nbdclient.errors import DaemonNotRunning, DaemonStartError, NbdClientError, VersionMismatch, from_rpc_error
-from nbdclient.paths import DaemonPaths
+from nbdlocal.paths import DaemonPaths
+from nbdlocal.probe import accepts
+from nbdlocal.version import __version__
 
 __all__ = [
     "DEFAULT_START_TIMEOUT",
@@ -131,19 +131,6 @@ def start_daemon(paths: DaemonPaths) -> subprocess.Popen[bytes]:
         os.close(log_fd)
 
 
-def _accepts(path: Path) -> bool:
-    """True when something accepts connections on the Unix socket (a cheap probe, no gRPC)."""
-    s = socketlib.socket(socketlib.AF_UNIX, socketlib.SOCK_STREAM)
-    s.settimeout(1.0)
-    try:
-        s.connect(str(path))
-        return True
-    except OSError:
-        return False
-    finally:
-        s.close()
-
-
 @contextlib.contextmanager
 def deferred_interrupt() -> Iterator[None]:
     """Holds back Ctrl-C while gRPC sets up or tears down a call or a channel.
@@ -227,7 +214,7 @@ def wait_until_serving(paths: DaemonPaths, proc: subprocess.Popen[bytes] | None,
     deadline = time.monotonic() + timeout
     exited_at: float | None = None
     while True:
-        if _accepts(paths.socket) and _serving(paths, timeout=2.0):
+        if accepts(paths.socket) and _serving(paths, timeout=2.0):
             return
         now = time.monotonic()
         if proc is not None and exited_at is None and proc.poll() is not None:

@@ -1,7 +1,9 @@
 """The Notebook CustomResourceDefinition, built as data.
 
 `cluster/manifests/crd.yaml` is generated from `notebook_crd()` (`python -m nbd_controller.crd`) and a
-test fails when the committed file drifts, so the schema has one source.
+test fails when the committed file drifts, so the schema has one source. Every name, pattern, bound
+and default in it comes from `nbdcontract`, whose checks the daemon runs before it packages anything:
+what the daemon accepts, the API server accepts.
 """
 
 from __future__ import annotations
@@ -9,15 +11,14 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from .naming import GROUP, KIND, PLURAL, VERSION
+from nbdcontract import (
+    CATEGORIES, CONDITION_TYPES, DEFAULT_PORT, DEFAULT_WORKDIR, ENV_NAME, ENV_NAME_MAX, GPU_COUNT_DEFAULT,
+    GPU_COUNT_MAX, GPU_TYPE_MAX, GROUP, IMAGE_MIN, KIND, LIST_KIND, MD5, PHASES, PLURAL, PORT_MAX, PORT_MIN,
+    REQUEST_ID_MAX, SHORT_NAMES, SINGULAR, VERSION, WORKDIR,
+)
 
 __all__ = ["notebook_crd", "PHASES", "CONDITION_TYPES"]
 
-PHASES = ("Pending", "Uploading", "Building", "Starting", "Ready", "Suspended", "Failed")
-CONDITION_TYPES = ("Uploaded", "Built", "Ready")
-
-_MD5_PATTERN = "^[0-9a-f]{32}$"
-_ENV_NAME_PATTERN = "^[A-Za-z_][A-Za-z0-9_]*$"
 _QUANTITY: dict[str, Any] = {
     "x-kubernetes-int-or-string": True,
     "anyOf": [{"type": "integer"}, {"type": "string"}],
@@ -31,7 +32,7 @@ def _spec_schema() -> dict[str, Any]:
         "properties": {
             "image": {
                 "type": "string",
-                "minLength": 1,
+                "minLength": IMAGE_MIN,
                 "description": "A prebuilt image: no upload and no build happen.",
             },
             "build": {
@@ -44,20 +45,20 @@ def _spec_schema() -> dict[str, Any]:
                         "properties": {
                             "md5": {
                                 "type": "string",
-                                "pattern": _MD5_PATTERN,
+                                "pattern": MD5.pattern,
                                 "description": "MD5 of the context tar.gz, 32 lowercase hex digits.",
                             },
                             "requestID": {
                                 "type": "string",
                                 "minLength": 1,
-                                "maxLength": 128,
+                                "maxLength": REQUEST_ID_MAX,
                                 "description": "Changes whenever a new signed upload URL is wanted.",
                             },
                         },
                     },
                     "uploaded": {
                         "type": "string",
-                        "maxLength": 128,
+                        "maxLength": REQUEST_ID_MAX,
                         "description": (
                             "Set by the uploader to upload.requestID once its PUT succeeded: the "
                             "controller then verifies the stored object and builds it."
@@ -71,10 +72,12 @@ def _spec_schema() -> dict[str, Any]:
                     "gpu": {
                         "type": "object",
                         "properties": {
-                            "count": {"type": "integer", "minimum": 0, "maximum": 64, "default": 1},
+                            "count": {
+                                "type": "integer", "minimum": 0, "maximum": GPU_COUNT_MAX, "default": GPU_COUNT_DEFAULT,
+                            },
                             "type": {
                                 "type": "string",
-                                "maxLength": 63,
+                                "maxLength": GPU_TYPE_MAX,
                                 "description": "GPU product; becomes a node selector.",
                             },
                         },
@@ -91,7 +94,7 @@ def _spec_schema() -> dict[str, Any]:
                     "type": "object",
                     "required": ["name"],
                     "properties": {
-                        "name": {"type": "string", "pattern": _ENV_NAME_PATTERN, "maxLength": 256},
+                        "name": {"type": "string", "pattern": ENV_NAME.pattern, "maxLength": ENV_NAME_MAX},
                         "value": {"type": "string", "default": ""},
                     },
                 },
@@ -101,8 +104,8 @@ def _spec_schema() -> dict[str, Any]:
                 "items": {"type": "string"},
                 "description": "Replaces the default Jupyter server command.",
             },
-            "workdir": {"type": "string", "pattern": "^/", "default": "/content"},
-            "port": {"type": "integer", "minimum": 1, "maximum": 65535, "default": 8888},
+            "workdir": {"type": "string", "pattern": WORKDIR.pattern, "default": DEFAULT_WORKDIR},
+            "port": {"type": "integer", "minimum": PORT_MIN, "maximum": PORT_MAX, "default": DEFAULT_PORT},
             "suspend": {"type": "boolean", "default": False},
         },
     }
@@ -166,11 +169,11 @@ def notebook_crd() -> dict[str, Any]:
             "scope": "Namespaced",
             "names": {
                 "kind": KIND,
-                "listKind": f"{KIND}List",
+                "listKind": LIST_KIND,
                 "plural": PLURAL,
-                "singular": "notebook",
-                "shortNames": ["nb"],
-                "categories": ["nbd"],
+                "singular": SINGULAR,
+                "shortNames": list(SHORT_NAMES),
+                "categories": list(CATEGORIES),
             },
             "versions": [
                 {

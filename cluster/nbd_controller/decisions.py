@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from nbdcontract import DEFAULT_PORT, DNS_LABEL_MAX
+
 from .conditions import get_condition, rfc3339, set_condition
 from .config import Config
 from .manifests import ANNOTATION_SPEC_HASH, notebook_pod
@@ -359,8 +361,8 @@ def decide(config: Config, observed: Observed) -> Plan:
     notebook = observed.notebook
     name = notebook["metadata"]["name"]
     spec = notebook["spec"]
-    port = int(spec.get("port", 8888))
-    if len(name) > 63:
+    port = int(spec.get("port", DEFAULT_PORT))
+    if len(name) > DNS_LABEL_MAX:
         message = "A Notebook name must be at most 63 characters (it is used as a label value)."
         b.condition("Ready", False, "InvalidName", message)
         return b.finish("Failed")

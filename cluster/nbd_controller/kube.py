@@ -14,6 +14,7 @@ from typing import Any
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
+from nbdcontract import ANNOTATION_ABOUT
 
 from .builds import MAX_RECORDS, records_to_drop
 from .naming import (
@@ -119,7 +120,7 @@ class Kube:
             "metadata": {
                 "name": BUILDS_CONFIGMAP,
                 "labels": {LABEL_MANAGED_BY: MANAGED_BY},
-                "annotations": {"nbd.dev/about": "context MD5 -> image built from it"},
+                "annotations": {ANNOTATION_ABOUT: "context MD5 -> image built from it"},
             },
             "data": {md5: image},
         }

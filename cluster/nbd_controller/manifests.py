@@ -18,6 +18,11 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
+from nbdcontract import (
+    ANNOTATION_IMAGE, ANNOTATION_SPEC_HASH, COMPONENT_BUILD, COMPONENT_NOTEBOOK, DEFAULT_PORT, DEFAULT_WORKDIR,
+    GPU_COUNT_DEFAULT, NOTEBOOK_CONTAINER,
+)
+
 from .config import Config
 from .naming import (
     API_VERSION, KIND, LABEL_COMPONENT, LABEL_CONTEXT_MD5, LABEL_MANAGED_BY, LABEL_NOTEBOOK,
@@ -30,9 +35,7 @@ __all__ = [
     "jupyter_command", "fetch_script", "seed_script", "ANNOTATION_SPEC_HASH", "WORKSPACE",
 ]
 
-ANNOTATION_SPEC_HASH = "nbd.dev/spec-hash"
 WORKSPACE = "/workspace"
-NOTEBOOK_CONTAINER = "notebook"
 FETCH_CONTAINER = "fetch"
 BUILD_CONTAINER = "build"
 # The notebook's working directory lives in this volume, at SUBPATH; the seed init container
@@ -79,7 +82,7 @@ def token_secret(notebook: dict[str, Any], token: str) -> dict[str, Any]:
         "metadata": {
             "name": token_secret_name(name),
             "namespace": notebook["metadata"]["namespace"],
-            "labels": _labels(name, "notebook"),
+            "labels": _labels(name, COMPONENT_NOTEBOOK),
             "ownerReferences": [owner_reference(notebook)],
         },
         "type": "Opaque",
@@ -143,7 +146,7 @@ def build_job(
     name = notebook["metadata"]["name"]
     labels = {
         LABEL_REQUESTED_BY: name,
-        LABEL_COMPONENT: "build",
+        LABEL_COMPONENT: COMPONENT_BUILD,
         LABEL_MANAGED_BY: MANAGED_BY,
         LABEL_CONTEXT_MD5: md5,
     }
@@ -157,7 +160,7 @@ def build_job(
             "name": build_job_name(md5),
             "namespace": notebook["metadata"]["namespace"],
             "labels": labels,
-            "annotations": {"nbd.dev/image": image},
+            "annotations": {ANNOTATION_IMAGE: image},
             "ownerReferences": [owner_reference(notebook)],
         },
         "spec": {
@@ -250,7 +253,7 @@ def _resources(config: Config, spec: dict[str, Any]) -> tuple[dict[str, Any], di
             limits[key] = str(wanted[key])
     selector: dict[str, str] = {}
     gpu = wanted.get("gpu") or {}
-    count = int(gpu.get("count", 1)) if gpu else 0
+    count = int(gpu.get("count", GPU_COUNT_DEFAULT)) if gpu else 0
     if count > 0:
         limits[config.gpu_resource] = str(count)
         if gpu.get("type"):
@@ -290,8 +293,8 @@ def notebook_pod(config: Config, notebook: dict[str, Any], image: str) -> dict[s
     meta = notebook["metadata"]
     spec = notebook["spec"]
     name = meta["name"]
-    port = int(spec.get("port", 8888))
-    workdir = str(spec.get("workdir") or "/content")
+    port = int(spec.get("port", DEFAULT_PORT))
+    workdir = str(spec.get("workdir") or DEFAULT_WORKDIR)
     resources_, selector = _resources(config, spec)
     container: dict[str, Any] = {
         "name": NOTEBOOK_CONTAINER,
@@ -337,7 +340,7 @@ def notebook_pod(config: Config, notebook: dict[str, Any], image: str) -> dict[s
         "metadata": {
             "name": pod_name(name),
             "namespace": meta["namespace"],
-            "labels": _labels(name, "notebook"),
+            "labels": _labels(name, COMPONENT_NOTEBOOK),
             "annotations": {},
             "ownerReferences": [owner_reference(notebook)],
         },

@@ -8,50 +8,34 @@ is "create if absent" and a 409 means "already there".
 from __future__ import annotations
 
 import hashlib
-import re
+
+# The Notebook contract (group, kind, labels, the token's key, the name bound) is shared with the
+# daemon and the CRD; it is re-exported here so the controller's modules name everything from one place.
+from nbdcontract import (
+    API_VERSION, DNS_LABEL_MAX, GROUP, KIND, LABEL_COMPONENT, LABEL_CONTEXT_MD5, LABEL_MANAGED_BY,
+    LABEL_NOTEBOOK, LABEL_REQUESTED_BY, PLURAL, TOKEN_KEY, VERSION,
+)
+from nbdcontract import MANAGED_BY_CONTROLLER as MANAGED_BY
 
 __all__ = [
     "GROUP", "VERSION", "KIND", "PLURAL", "API_VERSION",
     "LABEL_NOTEBOOK", "LABEL_REQUESTED_BY", "LABEL_COMPONENT", "LABEL_CONTEXT_MD5", "LABEL_MANAGED_BY",
-    "TOKEN_KEY", "BUILDS_CONFIGMAP", "MD5_RE",
+    "MANAGED_BY", "TOKEN_KEY", "BUILDS_CONFIGMAP",
     "pod_name", "token_secret_name", "build_job_name", "image_ref", "object_name",
 ]
 
-GROUP = "nbd.dev"
-VERSION = "v1alpha1"
-KIND = "Notebook"
-PLURAL = "notebooks"
-API_VERSION = f"{GROUP}/{VERSION}"
-
-# The daemon finds the notebook pod (port-forward, exec) by this label: its value is the Notebook name.
-LABEL_NOTEBOOK = "nbd.dev/notebook"
-# On build Jobs and their pods: the Notebook whose reconcile created the Job. Deliberately not
-# LABEL_NOTEBOOK, so that selecting `nbd.dev/notebook=NAME` finds the notebook Pod and never a build pod.
-LABEL_REQUESTED_BY = "nbd.dev/requested-by"
-# "notebook" on the notebook Pod and token Secret, "build" on build Jobs and their pods.
-LABEL_COMPONENT = "nbd.dev/component"
-# On build Jobs and their pods: the context MD5 being built.
-LABEL_CONTEXT_MD5 = "nbd.dev/context-md5"
-LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
-MANAGED_BY = "nbd-controller"
-
-# The key of the Jupyter token in the token Secret.
-TOKEN_KEY = "token"
 # Per namespace, the record of built contexts: data[<md5>] = <image reference>. It outlives Jobs and
 # Notebooks, so a context is never built twice in a namespace.
 BUILDS_CONFIGMAP = "nbd-builds"
-
-MD5_RE = re.compile(r"^[0-9a-f]{32}$")
-_DNS_LABEL_MAX = 63
 
 
 def _bounded(base: str, suffix: str) -> str:
     """`base + suffix`, shortened with a stable hash when it would pass 63 characters."""
     name = base + suffix
-    if len(name) <= _DNS_LABEL_MAX:
+    if len(name) <= DNS_LABEL_MAX:
         return name
     digest = hashlib.sha256(base.encode()).hexdigest()[:8]
-    keep = _DNS_LABEL_MAX - len(suffix) - len(digest) - 1
+    keep = DNS_LABEL_MAX - len(suffix) - len(digest) - 1
     return f"{base[:keep].rstrip('-.')}-{digest}{suffix}"
 
 

@@ -23,7 +23,7 @@ from nbd.events import SessionEvent
 from nbd.registry import SessionRegistry
 from nbd.session import utcnow
 from nbd.store import SessionStore
-from nbdclient.paths import DaemonPaths
+from nbdlocal.paths import DaemonPaths
 
 __all__ = [
     "App",

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from nbd import logging_setup
 from nbd.errors import NbdError
 from nbd.version import reported_version
-from nbdclient import paths as daemon_paths
+from nbdlocal import paths as daemon_paths
 
 __all__ = ["main"]
 

@@ -1,4 +1,4 @@
-"""The version the daemon reports: the one nbd version (`nbdclient._version`), so a client and the
+"""The version the daemon reports: the one nbd version (`nbdlocal.version`), so a client and the
 daemon built from the same tree always agree.
 
 `NBD_TEST_DAEMON_VERSION` makes the daemon report another version; it exists only so tests can
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from nbdclient._version import API_VERSION, __version__
+from nbdlocal.version import API_VERSION, __version__
 
 __all__ = ["API_VERSION", "__version__", "reported_version"]
 

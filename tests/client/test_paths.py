@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from nbdclient.paths import resolve
+from nbdlocal.paths import resolve
 
 HOME = {"HOME": "/home/u"}
 

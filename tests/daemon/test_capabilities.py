@@ -10,7 +10,7 @@ import pytest
 from nbd.app import BUILTIN, App, import_capabilities, install_capabilities
 from nbd.capabilities import LogReader, SyncControl
 from nbd.capabilities import Launcher as LauncherProtocol
-from nbdclient.paths import DaemonPaths
+from nbdlocal.paths import DaemonPaths
 
 DAEMON = Path(__file__).resolve().parents[2] / "daemon" / "nbd"
 

@@ -58,6 +58,22 @@ def test_missing_dockerfile_is_caught_before_anything_reaches_the_cluster(kit: L
     assert kit.notebook(ns, "nodocker") is None, "no Notebook is created for a context that cannot be built"
 
 
+def test_env_name_the_crd_refuses_is_caught_before_packaging(kit: LaunchKit, ns: str, tmp_path: Path) -> None:
+    """`A.B` passes Kubernetes' own env name rule but not the Notebook CRD's: the daemon refuses it
+    with the CRD's rule before packaging, instead of the API server refusing it (422) afterwards."""
+    project = make_project(tmp_path, "dotted")
+    spool = kit.daemon.state_dir / "contexts"
+    before = set(spool.iterdir()) if spool.exists() else set()
+    result = kit.launch(project, ns, "--env", "A.B=1")
+    line = _one_line_failure(result)
+    assert "invalid environment variable name 'A.B'" in line and "letters, digits and '_'" in line, line
+    assert "422" not in line
+    assert not {"PHASE_PACKAGING", "PHASE_UPLOADING"} & set(result.phases()), result.phases()
+    assert result.of("progress") == [], "nothing was packaged or uploaded"
+    assert (set(spool.iterdir()) if spool.exists() else set()) == before, "no archive was written"
+    assert kit.notebook(ns, "dotted") is None, "no Notebook is created for a spec the CRD refuses"
+
+
 def test_special_files_are_skipped_and_links_leaving_the_directory_refused(kit: LaunchKit, ns: str, tmp_path: Path) -> None:
     project = make_project(tmp_path, "special")
     os.mkfifo(project / "a.fifo")

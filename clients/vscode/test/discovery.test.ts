@@ -5,7 +5,7 @@ import { grpcTarget, socketLocation, socketProblem, stateDir, type Env } from ".
 const HOME = "/home/u";
 const CWD = "/work/dir";
 
-// The same rules as clients/nbdclient/paths.py, row by row.
+// The same rules as local/nbdlocal/paths.py, row by row.
 const SOCKET_CASES: Array<{ name: string; env: Env; setting?: string; path: string; source: string }> = [
   { name: "nothing set: the state dir under home", env: {}, path: "/home/u/.local/state/nbd/nbd.sock", source: "state dir" },
   { name: "HOME wins over the account's home", env: { HOME: "/h" }, path: "/h/.local/state/nbd/nbd.sock", source: "state dir" },
@@ -46,14 +46,14 @@ test("grpcTarget", () => {
 });
 
 // The rules must agree with the Python client library exactly: the same rows, answered by
-// nbdclient.paths.resolve in the repository's venv, when that venv exists.
+// nbdlocal.paths.resolve in the repository's venv, when that venv exists.
 import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { repoPython } from "./daemon";
 
-test("socketLocation agrees with nbdclient.paths.resolve on every row", (t) => {
+test("socketLocation agrees with nbdlocal.paths.resolve on every row", (t) => {
   const python = repoPython();
   if (python === undefined) {
     t.skip("no repository venv (../../.venv/bin/python); the table above still holds the rules");
@@ -66,7 +66,7 @@ test("socketLocation agrees with nbdclient.paths.resolve on every row", (t) => {
     }));
     const script = [
       "import json, sys",
-      "from nbdclient.paths import resolve",
+      "from nbdlocal.paths import resolve",
       "rows = json.load(sys.stdin)",
       "import os",
       "out = []",

@@ -14,6 +14,8 @@ import ssl
 from dataclasses import dataclass
 from typing import Any
 
+import nbdcontract
+
 from nbd.errors import (
     AlreadyExists,
     DeadlineExceeded,
@@ -53,7 +55,7 @@ class ResourceRef:
     install_hint: str = "kubectl apply -k cluster/manifests"
 
 
-NOTEBOOK = ResourceRef(kind="Notebook", group="nbd.dev", custom=True)
+NOTEBOOK = ResourceRef(kind=nbdcontract.KIND, group=nbdcontract.GROUP, custom=True)
 
 
 def crd_not_installed(resource: ResourceRef = NOTEBOOK) -> FailedPrecondition:

@@ -17,17 +17,16 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
+from nbdcontract import (
+    COMPONENT_BUILD, GROUP, LABEL_COMPONENT, LABEL_CONTEXT_MD5, LABEL_NOTEBOOK, PLURAL, TOKEN_KEY, VERSION,
+)
 
 from nbd.errors import DeadlineExceeded, NbdError, NotFound
 from nbd.kube import NOTEBOOK, KubeClient, ResourceRef, error_from_exception, error_from_status
-from nbd.launch.spec import API_GROUP, API_VERSION, NOTEBOOK_LABEL, PLURAL
 
 log = logging.getLogger(__name__)
 
 FIELD_MANAGER = "nbd"
-COMPONENT_LABEL = "nbd.dev/component"
-CONTEXT_MD5_LABEL = "nbd.dev/context-md5"
-TOKEN_KEY = "token"
 WATCH_SECONDS = 60
 POD = ResourceRef(kind="Pod")
 
@@ -45,15 +44,15 @@ class NotebookClient:
 
     @property
     def _path(self) -> str:
-        return f"/apis/{API_GROUP}/{API_VERSION}/namespaces/{self.namespace}/{PLURAL}"
+        return f"/apis/{GROUP}/{VERSION}/namespaces/{self.namespace}/{PLURAL}"
 
     async def apply(self, manifest: Notebook) -> None:
         """Server-side apply of the daemon's fields of a Notebook (creates it when missing)."""
         name = manifest["metadata"]["name"]
         await self._notebook_call(
             self.kube.custom.patch_namespaced_custom_object,
-            API_GROUP,
-            API_VERSION,
+            GROUP,
+            VERSION,
             self.namespace,
             PLURAL,
             name,
@@ -77,8 +76,8 @@ class NotebookClient:
         """A merge patch of the Notebook's spec (e.g. the upload request, `uploaded`, `suspend`)."""
         await self._notebook_call(
             self.kube.custom.patch_namespaced_custom_object,
-            API_GROUP,
-            API_VERSION,
+            GROUP,
+            VERSION,
             self.namespace,
             PLURAL,
             name,
@@ -90,8 +89,8 @@ class NotebookClient:
         try:
             await self._notebook_call(
                 self.kube.custom.delete_namespaced_custom_object,
-                API_GROUP,
-                API_VERSION,
+                GROUP,
+                VERSION,
                 self.namespace,
                 PLURAL,
                 name,
@@ -183,10 +182,10 @@ class NotebookClient:
             return None
 
     async def build_pods(self, md5: str) -> list[dict[str, Any]]:
-        return await self.pods({COMPONENT_LABEL: "build", CONTEXT_MD5_LABEL: md5})
+        return await self.pods({LABEL_COMPONENT: COMPONENT_BUILD, LABEL_CONTEXT_MD5: md5})
 
     async def notebook_pods(self, name: str) -> list[dict[str, Any]]:
-        return [p for p in await self.pods({NOTEBOOK_LABEL: name}) if _component(p) != "build"]
+        return [p for p in await self.pods({LABEL_NOTEBOOK: name}) if _component(p) != COMPONENT_BUILD]
 
     async def token(self, secret: str) -> str:
         """The Jupyter token from the Secret the controller created (never logged)."""
@@ -235,7 +234,7 @@ class NotebookClient:
 
 
 def _component(pod: dict[str, Any]) -> str:
-    return str(((pod.get("metadata") or {}).get("labels") or {}).get(COMPONENT_LABEL) or "")
+    return str(((pod.get("metadata") or {}).get("labels") or {}).get(LABEL_COMPONENT) or "")
 
 
 def condition(notebook: Notebook, type_: str) -> dict[str, Any] | None:

@@ -21,11 +21,14 @@ import os
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
+from nbdcontract import LABEL_COMPONENT as COMPONENT_LABEL
+from nbdcontract import LABEL_NOTEBOOK as NOTEBOOK_LABEL
+from nbdcontract import COMPONENT_NOTEBOOK, NOTEBOOK_CONTAINER
+
 from nbd.errors import DeadlineExceeded, FailedPrecondition, NbdError
 from nbd.events import Direction, SyncChange
 from nbd.forward import Forward
 from nbd.kube import KubeClient, PodCache
-from nbd.launch.spec import NOTEBOOK_LABEL
 from nbd.registry import SessionRegistry
 from nbd.session import ForwardRecord, RuntimeRecord, SessionKey, SyncRecord
 from nbd.status import ForwardStatus, SyncState
@@ -35,8 +38,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-COMPONENT_LABEL = "nbd.dev/component"
-NOTEBOOK_CONTAINER = "notebook"  # the notebook Pod's container the controller runs Jupyter in
 POD_WAIT = 60.0  # seconds between log lines while the sync waits for a Ready pod
 STOP_FLUSH = 10.0  # how long a stop lets the sync settle
 TIMES_TIMEOUT = 60.0  # bound on setting the local file times in a pod
@@ -45,7 +46,7 @@ TIMES_ATTEMPTS = 3
 
 def notebook_selector(name: str) -> dict[str, str]:
     """The labels of a notebook's pod (the controller sets both)."""
-    return {NOTEBOOK_LABEL: name, COMPONENT_LABEL: "notebook"}
+    return {NOTEBOOK_LABEL: name, COMPONENT_LABEL: COMPONENT_NOTEBOOK}
 
 
 class SessionRuntime:
@@ -191,7 +192,7 @@ class SessionRuntime:
         from nbd.sync.exec_transport import exec_transport_factory
 
         directory, remote_root = self._sync_config
-        factory = exec_transport_factory(self.kube.target, self.key.namespace, self._current_pod, "notebook")
+        factory = exec_transport_factory(self.kube.target, self.key.namespace, self._current_pod, NOTEBOOK_CONTAINER)
         session = SyncSession(
             directory,
             factory,
@@ -336,7 +337,7 @@ class SessionRuntime:
             try:
                 payload = await asyncio.to_thread(
                     lambda: times.encode(times.local_times(directory, lambda rel, _d: rel.split("/", 1)[0] != ".git")))
-                channel = await open_exec(self.kube.target, self.key.namespace, pod, "notebook",
+                channel = await open_exec(self.kube.target, self.key.namespace, pod, NOTEBOOK_CONTAINER,
                                           times.restore_script(remote_root))
                 try:
                     await channel.write_stdin(payload)

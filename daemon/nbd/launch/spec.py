@@ -4,6 +4,10 @@ Pure functions only: the directory name, the optional `notebook.yaml` (already r
 the command-line overrides go in; a validated spec and the Notebook object to apply come out. The
 orchestrator does the I/O. Keeping this pure lets every rule (DNS-safe names, which layer wins, what
 a bad file says) be tested by table.
+
+The rules themselves (names, env names, GPU bounds, ports) are the Notebook contract's (`nbdcontract`),
+the very ones the CRD makes the API server enforce: a spec refused here is refused before anything
+is packaged or uploaded, and a spec accepted here is never refused by the cluster for its shape.
 """
 
 from __future__ import annotations
@@ -12,22 +16,24 @@ import re
 from typing import Any
 
 import yaml
+from nbdcontract import (
+    API_VERSION, DNS_LABEL_MAX, ENV_NAME_MAX, GPU_COUNT_MAX, GPU_TYPE_MAX, KIND, LABEL_MANAGED_BY,
+    MANAGED_BY_DAEMON, PORT_MAX, PORT_MIN, valid_env_name, valid_gpu_count, valid_gpu_type, valid_notebook_name,
+    valid_port, valid_workdir,
+)
+
+# Re-exported: the launch modules take the spec's defaults and the directory annotation from here.
+from nbdcontract import ANNOTATION_LOCAL_DIRECTORY as LOCAL_DIRECTORY_ANNOTATION
+from nbdcontract import DEFAULT_PORT, DEFAULT_WORKDIR
 
 from nbd.errors import InvalidArgument
 from nbd.session import NotebookSpec
 
-API_GROUP = "nbd.dev"
-API_VERSION = "v1alpha1"
-KIND = "Notebook"
-PLURAL = "notebooks"
-NOTEBOOK_LABEL = "nbd.dev/notebook"
-DEFAULT_WORKDIR = "/content"
-DEFAULT_PORT = 8888
-# The directory a Notebook was launched from (as the launching machine names it).
-LOCAL_DIRECTORY_ANNOTATION = "nbd.dev/local-directory"
+__all__ = [
+    "DEFAULT_PORT", "DEFAULT_WORKDIR", "LOCAL_DIRECTORY_ANNOTATION", "NotebookFileError",
+    "merge_spec", "notebook_manifest", "notebook_name_for", "parse_notebook_file", "validate_name",
+]
 
-_DNS_LABEL_MAX = 63
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 _SPEC_KEYS = {"image", "resources", "env", "command", "workdir", "port"}
 _RESOURCE_KEYS = {"gpu", "cpu", "memory"}
 _GPU_KEYS = {"count", "type"}
@@ -47,15 +53,15 @@ def notebook_name_for(directory_name: str) -> str:
     """
     name = re.sub(r"[^a-z0-9-]+", "-", directory_name.strip().lower())
     name = re.sub(r"-{2,}", "-", name).strip("-")
-    name = name[:_DNS_LABEL_MAX].strip("-")
+    name = name[:DNS_LABEL_MAX].strip("-")
     return name or "notebook"
 
 
 def validate_name(name: str) -> str:
     """Check an explicit notebook name; return it unchanged or raise a clear error."""
-    if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", name):
+    if not valid_notebook_name(name):
         raise InvalidArgument(
-            f"invalid notebook name {name!r}: use at most 63 lowercase letters, digits and '-', "
+            f"invalid notebook name {name!r}: use at most {DNS_LABEL_MAX} lowercase letters, digits and '-', "
             "starting and ending with a letter or digit"
         )
     return name
@@ -77,10 +83,10 @@ def parse_notebook_file(text: str, source: str) -> dict[str, Any]:
     if not isinstance(doc, dict):
         raise NotebookFileError(f"{source} must be a mapping of Notebook spec fields, not {type(doc).__name__}")
     if "kind" in doc or "apiVersion" in doc:
-        if doc.get("kind") != KIND or doc.get("apiVersion") != f"{API_GROUP}/{API_VERSION}":
+        if doc.get("kind") != KIND or doc.get("apiVersion") != API_VERSION:
             raise NotebookFileError(
                 f"{source} describes {doc.get('apiVersion')}/{doc.get('kind')}; "
-                f"expected apiVersion {API_GROUP}/{API_VERSION} and kind {KIND}, or a bare spec"
+                f"expected apiVersion {API_VERSION} and kind {KIND}, or a bare spec"
             )
         spec = doc.get("spec") or {}
         if not isinstance(spec, dict):
@@ -101,7 +107,7 @@ def _validate_spec(spec: dict[str, Any], source: str) -> dict[str, Any]:
         out["image"] = _string(spec["image"], f"{source}: image")
     if "workdir" in spec and spec["workdir"] is not None:
         workdir = _string(spec["workdir"], f"{source}: workdir")
-        if not workdir.startswith("/"):
+        if not valid_workdir(workdir):
             raise NotebookFileError(f"{source}: workdir must be an absolute path, got {workdir!r}")
         out["workdir"] = workdir
     if "port" in spec and spec["port"] is not None:
@@ -138,9 +144,10 @@ def _resources(value: Any, source: str) -> dict[str, Any]:
             raise NotebookFileError(f"{source}: resources.gpu must be a number or a mapping with count and type")
         g: dict[str, Any] = {}
         if gpu.get("count") is not None:
-            g["count"] = _count(gpu["count"], f"{source}: resources.gpu.count")
+            g["count"] = _gpu_count(gpu["count"], f"{source}: resources.gpu.count")
         if gpu.get("type"):
-            g["type"] = _string(gpu["type"], f"{source}: resources.gpu.type")
+            what = f"{source}: resources.gpu.type"
+            g["type"] = _gpu_type(_string(gpu["type"], what), what)
         out["gpu"] = g
     return out
 
@@ -159,8 +166,8 @@ def _env(value: Any, source: str) -> list[dict[str, str]]:
         raise NotebookFileError(f"{source}: env must be a mapping or a list of {{name, value}}")
     out = []
     for name, val in pairs:
-        if not isinstance(name, str) or not _ENV_NAME.match(name):
-            raise NotebookFileError(f"{source}: invalid environment variable name {name!r}")
+        if not isinstance(name, str) or not valid_env_name(name):
+            raise NotebookFileError(f"{source}: {_env_name_problem(name)}")
         out.append({"name": name, "value": "" if val is None else str(val)})
     return out
 
@@ -174,7 +181,7 @@ def merge_spec(file_spec: dict[str, Any], overrides: NotebookSpec) -> dict[str, 
     if overrides.image:
         spec["image"] = overrides.image
     if overrides.workdir:
-        if not overrides.workdir.startswith("/"):
+        if not valid_workdir(overrides.workdir):
             raise InvalidArgument(f"workdir must be an absolute path, got {overrides.workdir!r}")
         spec["workdir"] = overrides.workdir
     if overrides.port is not None:
@@ -189,17 +196,17 @@ def merge_spec(file_spec: dict[str, Any], overrides: NotebookSpec) -> dict[str, 
     if overrides.gpu_count is not None or overrides.gpu_type:
         gpu = dict(resources.get("gpu") or {})
         if overrides.gpu_count is not None:
-            gpu["count"] = _count(overrides.gpu_count, "--gpus")
+            gpu["count"] = _gpu_count(overrides.gpu_count, "--gpus")
         if overrides.gpu_type:
-            gpu["type"] = overrides.gpu_type
+            gpu["type"] = _gpu_type(overrides.gpu_type, "--gpu-type")
         resources["gpu"] = gpu
     if resources:
         spec["resources"] = resources
     if overrides.env:
         env = {e["name"]: e["value"] for e in spec.get("env") or []}
         for name, value in overrides.env.items():
-            if not _ENV_NAME.match(name):
-                raise InvalidArgument(f"invalid environment variable name {name!r}")
+            if not valid_env_name(name):
+                raise InvalidArgument(_env_name_problem(name))
             env[name] = value
         spec["env"] = [{"name": k, "value": v} for k, v in env.items()]
     return spec
@@ -224,12 +231,12 @@ def session_spec(spec: dict[str, Any]) -> NotebookSpec:
 
 def notebook_manifest(name: str, namespace: str, spec: dict[str, Any], *, directory: str = "") -> dict[str, Any]:
     """The Notebook object the daemon applies (server-side apply) for a launch."""
-    metadata: dict[str, Any] = {"name": name, "namespace": namespace, "labels": {"app.kubernetes.io/managed-by": "nbd"}}
+    metadata: dict[str, Any] = {"name": name, "namespace": namespace, "labels": {LABEL_MANAGED_BY: MANAGED_BY_DAEMON}}
     if directory:
         metadata["annotations"] = {LOCAL_DIRECTORY_ANNOTATION: directory}
     full = dict(spec)
     full["suspend"] = False
-    return {"apiVersion": f"{API_GROUP}/{API_VERSION}", "kind": KIND, "metadata": metadata, "spec": full}
+    return {"apiVersion": API_VERSION, "kind": KIND, "metadata": metadata, "spec": full}
 
 
 def _string(value: Any, what: str) -> str:
@@ -239,15 +246,28 @@ def _string(value: Any, what: str) -> str:
 
 
 def _port(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
-        raise NotebookFileError(f"{what} must be a port number between 1 and 65535, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or not valid_port(value):
+        raise NotebookFileError(f"{what} must be a port number between {PORT_MIN} and {PORT_MAX}, got {value!r}")
     return int(value)
 
 
-def _count(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise NotebookFileError(f"{what} must be a whole number ≥ 0, got {value!r}")
+def _gpu_count(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not valid_gpu_count(value):
+        raise NotebookFileError(f"{what} must be a whole number ≥ 0 and ≤ {GPU_COUNT_MAX}, got {value!r}")
     return int(value)
+
+
+def _gpu_type(value: str, what: str) -> str:
+    if not valid_gpu_type(value):
+        raise NotebookFileError(f"{what} must be at most {GPU_TYPE_MAX} characters, got {len(value)}")
+    return value
+
+
+def _env_name_problem(name: Any) -> str:
+    return (
+        f"invalid environment variable name {name!r}: use letters, digits and '_' "
+        f"(at most {ENV_NAME_MAX}), not starting with a digit"
+    )
 
 
 def _one_line(text: str) -> str:

@@ -1,6 +1,6 @@
 /**
  * Where the daemon's socket is, by the same rules as the daemon, nbctl and the Python client
- * library (clients/nbdclient/paths.py).
+ * library (local/nbdlocal/paths.py).
  *
  * Why this module exists: every client must find the one daemon of the user without being told,
  * and the rules must agree exactly across clients, or an editor would start a second daemon beside
