@@ -66,8 +66,13 @@ def _cold_start_ms(runs: int) -> float:
         env = _env(root)
         try:
             start = time.perf_counter()
-            subprocess.run([*_nbctl(), "list", "--output", "json"], env=env, check=True,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            subprocess.run(
+                [*_nbctl(), "list", "--output", "json"],
+                env=env,
+                check=True,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
             samples.append((time.perf_counter() - start) * 1000)
             subprocess.run([*_nbctl(), "daemon", "stop"], env=env, check=True, stdout=subprocess.DEVNULL)
         finally:
@@ -119,6 +124,12 @@ def run(quick: bool = False) -> list[Figure]:
             met=list_text <= TARGET_RATIO * import_grpc,
         ),
         Figure("python -c pass (median)", python_pass, "ms"),
-        Figure('python -c "import grpc" (median)', import_grpc, "ms", baseline="python -c pass", baseline_value=python_pass),
+        Figure(
+            'python -c "import grpc" (median)',
+            import_grpc,
+            "ms",
+            baseline="python -c pass",
+            baseline_value=python_pass,
+        ),
         Figure("first nbctl list, daemon autostarted (median)", cold, "ms"),
     ]

@@ -54,7 +54,9 @@ LABELS = {"app": "bench-forward"}
 REMOTE_PORT = 9000
 OFFICIAL = "kubernetes.stream.portforward + local listener"
 OFFICIAL_SOCKETPAIR = "kubernetes.stream.portforward socket in-process (socketpair, no listener)"
-RELAY_BUFFER = 256 * 1024  # the official-client wrapper's copy buffer (as large as its proxy's reads are useful)
+RELAY_BUFFER = (
+    256 * 1024
+)  # the official-client wrapper's copy buffer (as large as its proxy's reads are useful)
 
 # -- the target server (the "pod's port") -------------------------------------------------------
 
@@ -475,7 +477,9 @@ def role_official_listener(kubeconfig: str, namespace: str, pod: str) -> None:
     def serve(conn: socket.socket) -> None:
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
-            pf = portforward(api.connect_get_namespaced_pod_portforward, pod, namespace, ports=str(REMOTE_PORT))
+            pf = portforward(
+                api.connect_get_namespaced_pod_portforward, pod, namespace, ports=str(REMOTE_PORT)
+            )
         except Exception:
             conn.close()
             return
@@ -611,8 +615,16 @@ def measure_interleaved(
     best p50; CPU per GiB the relay's CPU over all throughput runs.
     """
     out: dict[str, dict[str, float]] = {
-        p.name: {"up": 0.0, "down": 0.0, "p50": float("inf"), "p99": float("inf"), "setup": float("inf"),
-                 "cpu": 0.0, "server_cpu": 0.0, "cpu_includes_client": float(p.cpu_includes_client)}
+        p.name: {
+            "up": 0.0,
+            "down": 0.0,
+            "p50": float("inf"),
+            "p99": float("inf"),
+            "setup": float("inf"),
+            "cpu": 0.0,
+            "server_cpu": 0.0,
+            "cpu_includes_client": float(p.cpu_includes_client),
+        }
         for p in paths
     }
     for _ in range(reps):
@@ -641,15 +653,29 @@ def kubectl_forward(kubeconfig: str, namespace: str, pod: str) -> Iterator[tuple
         local = s.getsockname()[1]
     cache = tempfile.mkdtemp(prefix="kubectl-cache-")
     proc = subprocess.Popen(
-        ["kubectl", "--kubeconfig", kubeconfig, "--cache-dir", cache, "-n", namespace,
-         "port-forward", f"pod/{pod}", f"{local}:{REMOTE_PORT}"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            "kubectl",
+            "--kubeconfig",
+            kubeconfig,
+            "--cache-dir",
+            cache,
+            "-n",
+            namespace,
+            "port-forward",
+            f"pod/{pod}",
+            f"{local}:{REMOTE_PORT}",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
         if "Forwarding from" not in line:
-            raise RuntimeError(f"kubectl port-forward failed: {line}{proc.stderr.read() if proc.stderr else ''}")
+            raise RuntimeError(
+                f"kubectl port-forward failed: {line}{proc.stderr.read() if proc.stderr else ''}"
+            )
         yield local, proc.pid
     finally:
         proc.terminate()
@@ -671,7 +697,9 @@ def kubesim_pod(directory: Path, tls: bool) -> Iterator[tuple[str, str, str, int
         cfg = client.Configuration()
         config.load_kube_config(config_file=str(sim.kubeconfig), client_configuration=cfg)  # type: ignore[no-untyped-call]
         core = client.CoreV1Api(client.ApiClient(cfg))
-        manifest = pod_manifest("bench-0", dict(LABELS), ["python3", "-c", TARGET_SOURCE, str(REMOTE_PORT)], REMOTE_PORT)
+        manifest = pod_manifest(
+            "bench-0", dict(LABELS), ["python3", "-c", TARGET_SOURCE, str(REMOTE_PORT)], REMOTE_PORT
+        )
         core.create_namespaced_pod("default", manifest)
         deadline = time.monotonic() + 60
         while True:
@@ -698,7 +726,9 @@ def _kubesim_available() -> bool:
 
 
 @contextlib.contextmanager
-def cluster_paths(kc: str, ns: str, pod: str, with_kubectl: bool, server_pid: int) -> Iterator[list[Measured]]:
+def cluster_paths(
+    kc: str, ns: str, pod: str, with_kubectl: bool, server_pid: int
+) -> Iterator[list[Measured]]:
     """The official client (listener and socketpair), kubectl (optional) and nbd, through one API server."""
     with contextlib.ExitStack() as stack:
         listener = stack.enter_context(spawn("official-listener", kc, ns, pod))
@@ -721,9 +751,12 @@ def run(quick: bool = False) -> list[Figure]:
     out: list[Figure] = []
     with spawn("target") as target, tempfile.TemporaryDirectory() as tmp:
         tport = target["port"]
-        with spawn("ws-server", str(tport)) as wss, spawn("ws-client", str(wss["port"])) as wsc, \
-                spawn("fake-api", str(tport), tmp) as api, \
-                cluster_paths(api["kubeconfig"], api["namespace"], api["pod"], False, api.pid) as fake_paths:
+        with (
+            spawn("ws-server", str(tport)) as wss,
+            spawn("ws-client", str(wss["port"])) as wsc,
+            spawn("fake-api", str(tport), tmp) as api,
+            cluster_paths(api["kubeconfig"], api["namespace"], api["pod"], False, api.pid) as fake_paths,
+        ):
             base_paths = [
                 Measured("raw loopback TCP", port=tport),
                 Measured("plain aiohttp WebSocket hop", port=wsc["port"], relay_pid=wsc.pid),
@@ -733,10 +766,16 @@ def run(quick: bool = False) -> list[Figure]:
         out += figures(results, server="one-hop fake v4 API server")
         if _kubesim_available():
             for tls, label in ((False, "kubesim http"), (True, "kubesim https+token")):
-                with kubesim_pod(Path(tmp), tls) as (kc, ns, pod, pid), cluster_paths(kc, ns, pod, True, pid) as paths:
+                with (
+                    kubesim_pod(Path(tmp), tls) as (kc, ns, pod, pid),
+                    cluster_paths(kc, ns, pod, True, pid) as paths,
+                ):
                     sim = measure_interleaved(paths, nbytes, rounds, setups, reps)
-                out += figures({**sim, "plain aiohttp WebSocket hop": ws_hop}, server=label,
-                               skip_paths=("plain aiohttp WebSocket hop",))
+                out += figures(
+                    {**sim, "plain aiohttp WebSocket hop": ws_hop},
+                    server=label,
+                    skip_paths=("plain aiohttp WebSocket hop",),
+                )
     return out
 
 
@@ -766,48 +805,91 @@ def figures(
                 continue
             if key == "cpu" and r.get("cpu_includes_client"):
                 label = "relay CPU per GiB (incl. measuring client)"
-            out.append(Figure(name=f"{path}: {label} [{server}]", value=r[key], unit=unit, higher_is_better=hib))
+            out.append(
+                Figure(name=f"{path}: {label} [{server}]", value=r[key], unit=unit, higher_is_better=hib)
+            )
     official = results.get(OFFICIAL)
     in_process = results.get(OFFICIAL_SOCKETPAIR)
     for key, label in (("up", "local->pod"), ("down", "pod->local")):
-        out.append(Figure(
-            name=f"nbd vs plain WebSocket hop: {label} [{server}]", value=nbd[key], unit="MB/s",
-            baseline="plain aiohttp WebSocket hop", baseline_value=ws[key], target=">= 0.5x",
-            met=nbd[key] >= 0.5 * ws[key], higher_is_better=True,
-        ))
-        if official:
-            out.append(Figure(
-                name=f"nbd vs official client: {label} [{server}]", value=nbd[key], unit="MB/s",
-                baseline=OFFICIAL, baseline_value=official[key], target=">= 2x",
-                met=nbd[key] >= 2 * official[key], higher_is_better=True,
-            ))
-        if in_process:
-            out.append(Figure(
-                name=f"nbd vs official client's in-process socket (no target): {label} [{server}]",
-                value=nbd[key], unit="MB/s", baseline=OFFICIAL_SOCKETPAIR, baseline_value=in_process[key],
+        out.append(
+            Figure(
+                name=f"nbd vs plain WebSocket hop: {label} [{server}]",
+                value=nbd[key],
+                unit="MB/s",
+                baseline="plain aiohttp WebSocket hop",
+                baseline_value=ws[key],
+                target=">= 0.5x",
+                met=nbd[key] >= 0.5 * ws[key],
                 higher_is_better=True,
-            ))
+            )
+        )
+        if official:
+            out.append(
+                Figure(
+                    name=f"nbd vs official client: {label} [{server}]",
+                    value=nbd[key],
+                    unit="MB/s",
+                    baseline=OFFICIAL,
+                    baseline_value=official[key],
+                    target=">= 2x",
+                    met=nbd[key] >= 2 * official[key],
+                    higher_is_better=True,
+                )
+            )
+        if in_process:
+            out.append(
+                Figure(
+                    name=f"nbd vs official client's in-process socket (no target): {label} [{server}]",
+                    value=nbd[key],
+                    unit="MB/s",
+                    baseline=OFFICIAL_SOCKETPAIR,
+                    baseline_value=in_process[key],
+                    higher_is_better=True,
+                )
+            )
         kubectl = results.get("kubectl port-forward")
         if kubectl:
-            out.append(Figure(
-                name=f"nbd vs kubectl: {label} [{server}]", value=nbd[key], unit="MB/s",
-                baseline="kubectl port-forward", baseline_value=kubectl[key], target=">= 1x",
-                met=nbd[key] >= kubectl[key], higher_is_better=True,
-            ))
+            out.append(
+                Figure(
+                    name=f"nbd vs kubectl: {label} [{server}]",
+                    value=nbd[key],
+                    unit="MB/s",
+                    baseline="kubectl port-forward",
+                    baseline_value=kubectl[key],
+                    target=">= 1x",
+                    met=nbd[key] >= kubectl[key],
+                    higher_is_better=True,
+                )
+            )
     if official:
         for key, label in (("cpu", "relay CPU per GiB"), ("server_cpu", "API server CPU per GiB")):
-            out.append(Figure(
-                name=f"nbd vs official client: {label} (no target) [{server}]", value=nbd[key], unit="s",
-                baseline=OFFICIAL, baseline_value=official[key],
-            ))
-    out.append(Figure(
-        name=f"nbd added round trip p50 over plain WebSocket hop [{server}]", value=nbd["p50"] - ws["p50"], unit="ms",
-        target="<= 1 ms", met=nbd["p50"] - ws["p50"] <= 1.0,
-    ))
-    out.append(Figure(
-        name=f"nbd new connection setup p50 [{server}]", value=nbd["setup"], unit="ms", target="<= 20 ms",
-        met=nbd["setup"] <= 20.0,
-    ))
+            out.append(
+                Figure(
+                    name=f"nbd vs official client: {label} (no target) [{server}]",
+                    value=nbd[key],
+                    unit="s",
+                    baseline=OFFICIAL,
+                    baseline_value=official[key],
+                )
+            )
+    out.append(
+        Figure(
+            name=f"nbd added round trip p50 over plain WebSocket hop [{server}]",
+            value=nbd["p50"] - ws["p50"],
+            unit="ms",
+            target="<= 1 ms",
+            met=nbd["p50"] - ws["p50"] <= 1.0,
+        )
+    )
+    out.append(
+        Figure(
+            name=f"nbd new connection setup p50 [{server}]",
+            value=nbd["setup"],
+            unit="ms",
+            target="<= 20 ms",
+            met=nbd["setup"] <= 20.0,
+        )
+    )
     return out
 
 

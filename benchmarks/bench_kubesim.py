@@ -140,8 +140,9 @@ async def _v4_portforward(url: str, token: str | None, pod: str, size: int) -> f
         t0 = time.perf_counter()
         got = 0
         ws_url = f"{url}/api/v1/namespaces/default/pods/{pod}/portforward?ports={POD_PORT}"
-        async with session.ws_connect(ws_url, protocols=["v4.channel.k8s.io"], headers=headers,
-                                      max_msg_size=0) as ws:
+        async with session.ws_connect(
+            ws_url, protocols=["v4.channel.k8s.io"], headers=headers, max_msg_size=0
+        ) as ws:
             opened: set[int] = set()
             async for msg in ws:
                 if msg.type != WSMsgType.BINARY:
@@ -167,9 +168,21 @@ def _kubectl_forward(kubeconfig: Path, cache: Path, pod: str, size: int) -> floa
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         local = s.getsockname()[1]
-    proc = subprocess.Popen(["kubectl", "--kubeconfig", str(kubeconfig), "--cache-dir", str(cache),
-                             "port-forward", f"pod/{pod}", f"{local}:{POD_PORT}"],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(
+        [
+            "kubectl",
+            "--kubeconfig",
+            str(kubeconfig),
+            "--cache-dir",
+            str(cache),
+            "port-forward",
+            f"pod/{pod}",
+            f"{local}:{POD_PORT}",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     try:
         assert proc.stdout is not None
         proc.stdout.readline()
@@ -194,9 +207,13 @@ def run(quick: bool = False) -> list[Figure]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         host_port = s.getsockname()[1]
-    source = subprocess.Popen([sys.executable, str(root / "source.py"), str(host_port)], stdout=subprocess.PIPE)
+    source = subprocess.Popen(
+        [sys.executable, str(root / "source.py"), str(host_port)], stdout=subprocess.PIPE
+    )
     (root / "hop.py").write_text(HOP)
-    hop_proc = subprocess.Popen([sys.executable, str(root / "hop.py"), str(host_port)], stdout=subprocess.PIPE)
+    hop_proc = subprocess.Popen(
+        [sys.executable, str(root / "hop.py"), str(host_port)], stdout=subprocess.PIPE
+    )
     server = start_kubesim(root / "kubesim")
     try:
         assert source.stdout is not None and hop_proc.stdout is not None
@@ -207,9 +224,22 @@ def run(quick: bool = False) -> list[Figure]:
         api = server.api_client()
         core = client.CoreV1Api(api)
         script = (root / "source.py").read_text()
-        core.create_namespaced_pod("default", {"metadata": {"name": "source"}, "spec": {"containers": [{
-            "name": "source", "image": "python:3.11", "command": ["python3", "-c", script, str(POD_PORT)],
-            "readinessProbe": {"tcpSocket": {"port": POD_PORT}, "periodSeconds": 1}}]}})
+        core.create_namespaced_pod(
+            "default",
+            {
+                "metadata": {"name": "source"},
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "source",
+                            "image": "python:3.11",
+                            "command": ["python3", "-c", script, str(POD_PORT)],
+                            "readinessProbe": {"tcpSocket": {"port": POD_PORT}, "periodSeconds": 1},
+                        }
+                    ]
+                },
+            },
+        )
         deadline = time.monotonic() + 60
         while True:
             cs = core.read_namespaced_pod("source", "default").status.container_statuses
@@ -221,10 +251,14 @@ def run(quick: bool = False) -> list[Figure]:
         api.close()
         raw = median(_mbps(size, _timed(_read_tcp(host_port, size), size)) for _ in range(runs))
         hop = median(_mbps(size, _timed(_ws_hop(hop_port, size), size)) for _ in range(runs))
-        ks = median(_mbps(size, _timed(_v4_portforward(server.url, server.token, "source", size), size))
-                    for _ in range(runs))
-        kubectl = median(_mbps(size, _kubectl_forward(server.kubeconfig, server.cache_dir, "source", size))
-                         for _ in range(runs))
+        ks = median(
+            _mbps(size, _timed(_v4_portforward(server.url, server.token, "source", size), size))
+            for _ in range(runs)
+        )
+        kubectl = median(
+            _mbps(size, _kubectl_forward(server.kubeconfig, server.cache_dir, "source", size))
+            for _ in range(runs)
+        )
     finally:
         server.stop()
         for p in (source, hop_proc):
@@ -232,11 +266,30 @@ def run(quick: bool = False) -> list[Figure]:
             p.wait()
     label = f"{size // MiB} MiB, one connection"
     return [
-        Figure(f"kubesim port-forward v4 ({label})", ks, "MiB/s", baseline="raw loopback TCP",
-               baseline_value=raw, higher_is_better=True),
-        Figure(f"kubesim port-forward v4 ({label})", ks, "MiB/s", baseline="one aiohttp WebSocket hop",
-               baseline_value=hop, target=">= 0.5x the WebSocket hop", met=ks >= 0.5 * hop, higher_is_better=True),
-        Figure(f"kubectl port-forward via kubesim, SPDY ({label})", kubectl, "MiB/s",
-               baseline="kubesim port-forward v4", baseline_value=ks, higher_is_better=True),
+        Figure(
+            f"kubesim port-forward v4 ({label})",
+            ks,
+            "MiB/s",
+            baseline="raw loopback TCP",
+            baseline_value=raw,
+            higher_is_better=True,
+        ),
+        Figure(
+            f"kubesim port-forward v4 ({label})",
+            ks,
+            "MiB/s",
+            baseline="one aiohttp WebSocket hop",
+            baseline_value=hop,
+            target=">= 0.5x the WebSocket hop",
+            met=ks >= 0.5 * hop,
+            higher_is_better=True,
+        ),
+        Figure(
+            f"kubectl port-forward via kubesim, SPDY ({label})",
+            kubectl,
+            "MiB/s",
+            baseline="kubesim port-forward v4",
+            baseline_value=ks,
+            higher_is_better=True,
+        ),
     ]
-

@@ -128,7 +128,8 @@ def packaging_figures(quick: bool) -> list[Figure]:
             cache = os.path.join(tmp, "cache")
 
             def package_once() -> None:
-                build_context_sync(tree, spool, cache, use_cache=False)
+                # Called only within this iteration.
+                build_context_sync(tree, spool, cache, use_cache=False)  # noqa: B023
 
             ours = median(time_call(package_once, runs))
             # The tree is in the page cache after our runs: the baselines need no warm-up run.
@@ -137,35 +138,51 @@ def packaging_figures(quick: bool) -> list[Figure]:
                 gz6 = median(time_command(_gnu_pipeline(tree, 6), 1, warmup=0))
                 figures.append(
                     Figure(
-                        f"package {label} tree (tar.gz + MD5)", ours, "s",
-                        baseline="tar -c | gzip -6 | md5sum", baseline_value=gz6,
-                        target=">= 5x faster", met=ours * 5 <= gz6,
+                        f"package {label} tree (tar.gz + MD5)",
+                        ours,
+                        "s",
+                        baseline="tar -c | gzip -6 | md5sum",
+                        baseline_value=gz6,
+                        target=">= 5x faster",
+                        met=ours * 5 <= gz6,
                     )
                 )
                 figures.append(
                     Figure(
-                        f"package {label} tree (tar.gz + MD5)", ours, "s",
-                        baseline="tar -c | gzip -1 | md5sum", baseline_value=gz1,
+                        f"package {label} tree (tar.gz + MD5)",
+                        ours,
+                        "s",
+                        baseline="tar -c | gzip -1 | md5sum",
+                        baseline_value=gz1,
                     )
                 )
             else:
                 figures.append(
                     Figure(
-                        f"package {label} tree (tar.gz + MD5)", ours, "s",
-                        baseline="tar -c | gzip -1 | md5sum", baseline_value=gz1,
-                        target="<= baseline", met=ours <= gz1,
+                        f"package {label} tree (tar.gz + MD5)",
+                        ours,
+                        "s",
+                        baseline="tar -c | gzip -1 | md5sum",
+                        baseline_value=gz1,
+                        target="<= baseline",
+                        met=ours <= gz1,
                     )
                 )
                 build_context_sync(tree, spool, cache)  # records the manifest
-                check = median(time_call(lambda: build_context_sync(tree, spool, cache), runs + 2))
+                check = median(time_call(lambda: build_context_sync(tree, spool, cache), runs + 2))  # noqa: B023
                 figures.append(
                     Figure(
-                        f"unchanged check, {label} tree", check, "s",
+                        f"unchanged check, {label} tree",
+                        check,
+                        "s",
                         baseline="find -printf '%s %T@' (a stat-only walk in C)",
                         baseline_value=median(
-                            time_command(["bash", "-c", f"find {tree} -printf '%s %T@\\n' > /dev/null"], runs + 2)
+                            time_command(
+                                ["bash", "-c", f"find {tree} -printf '%s %T@\\n' > /dev/null"], runs + 2
+                            )
                         ),
-                        target="<= 0.5 s", met=check <= 0.5,
+                        target="<= 0.5 s",
+                        met=check <= 0.5,
                     )
                 )
     return figures
@@ -192,26 +209,41 @@ def cached_relaunch_figures(quick: bool) -> list[Figure]:
         for path in [project, *project.rglob("*")]:
             os.utime(path, (past, past))
         env = {
-            **os.environ, "KUBECONFIG": stack.kubeconfig,
-            "NBD_SOCKET": str(root / "run" / "nbd.sock"), "NBD_STATE_DIR": str(root / "state"),
+            **os.environ,
+            "KUBECONFIG": stack.kubeconfig,
+            "NBD_SOCKET": str(root / "run" / "nbd.sock"),
+            "NBD_STATE_DIR": str(root / "state"),
         }
         daemon = subprocess.Popen(
             [sys.executable, "-m", "nbd", "--socket", env["NBD_SOCKET"], "--state-dir", env["NBD_STATE_DIR"]],
-            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         kubectl = shutil.which("kubectl") or "kubectl"
         cache = str(root / "kubectl-cache")
         namespace = "bench"
-        subprocess.run([kubectl, "--cache-dir", cache, "create", "namespace", namespace], env=env, check=True,
-                       capture_output=True, timeout=60)
+        subprocess.run(
+            [kubectl, "--cache-dir", cache, "create", "namespace", namespace],
+            env=env,
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
         nbctl = [sys.executable, "-m", "nbctl"]
         deadline = time.monotonic() + 30
         while subprocess.run([*nbctl, "version"], env=env, capture_output=True).returncode != 0:
             if time.monotonic() > deadline or daemon.poll() is not None:
                 raise RuntimeError("the daemon did not start")
             time.sleep(0.1)
-        first = subprocess.run([*nbctl, "launch", str(project), "-n", namespace], env=env, capture_output=True,
-                               text=True, timeout=300)
+        first = subprocess.run(
+            [*nbctl, "launch", str(project), "-n", namespace],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         if first.returncode != 0:
             raise RuntimeError(f"the first launch failed: {first.stderr.strip()}")
         samples = time_commands(
@@ -220,7 +252,8 @@ def cached_relaunch_figures(quick: bool) -> list[Figure]:
                 "kubectl": [kubectl, "--cache-dir", cache, "get", "notebook", "-n", namespace],
                 "list": [*nbctl, "list"],
             },
-            runs, env=env,
+            runs,
+            env=env,
         )
     finally:
         if daemon is not None:
@@ -235,13 +268,20 @@ def cached_relaunch_figures(quick: bool) -> list[Figure]:
     relaunch = median(samples["relaunch"])
     return [
         Figure(
-            "cached relaunch (nothing changed) from command to ready URL on kubesim", relaunch, "s",
-            baseline="kubectl get notebook, same cluster", baseline_value=median(samples["kubectl"]),
-            target="<= 2 s", met=relaunch <= 2.0,
+            "cached relaunch (nothing changed) from command to ready URL on kubesim",
+            relaunch,
+            "s",
+            baseline="kubectl get notebook, same cluster",
+            baseline_value=median(samples["kubectl"]),
+            target="<= 2 s",
+            met=relaunch <= 2.0,
         ),
         Figure(
-            "cached relaunch vs nbctl list (one daemon round trip)", relaunch, "s",
-            baseline="nbctl list", baseline_value=median(samples["list"]),
+            "cached relaunch vs nbctl list (one daemon round trip)",
+            relaunch,
+            "s",
+            baseline="nbctl list",
+            baseline_value=median(samples["list"]),
         ),
     ]
 
@@ -306,8 +346,18 @@ def sink_figures(quick: bool) -> list[Figure]:
                 asyncio.run(upload(built.path, built.md5_b64, get_url))
 
             curl = [
-                "curl", "-sS", "--fail", "-o", "/dev/null", "-T", built.path,
-                "-H", f"Content-MD5: {built.md5_b64}", "-H", "Content-Type: application/octet-stream", url,
+                "curl",
+                "-sS",
+                "--fail",
+                "-o",
+                "/dev/null",
+                "-T",
+                built.path,
+                "-H",
+                f"Content-MD5: {built.md5_b64}",
+                "-H",
+                "Content-Type: application/octet-stream",
+                url,
             ]
             ours_s = time_call(ours, runs)
             curl_s = time_command(curl, runs)
@@ -317,8 +367,11 @@ def sink_figures(quick: bool) -> list[Figure]:
     mb = built.size / 1e6
     return [
         Figure(
-            f"upload {mb:.0f} MB context to a raw-socket reader", mb / median(ours_s), "MB/s",
-            baseline="curl -T, same headers", baseline_value=mb / median(curl_s),
+            f"upload {mb:.0f} MB context to a raw-socket reader",
+            mb / median(ours_s),
+            "MB/s",
+            baseline="curl -T, same headers",
+            baseline_value=mb / median(curl_s),
             higher_is_better=True,
         )
     ]
@@ -329,12 +382,12 @@ def upload_figures(quick: bool) -> list[Figure]:
     import sys
 
     sys.path.insert(0, str(REPO / "tests"))
+    import resource
+
     from fixtures_gcs import start_emulator  # type: ignore[import-not-found]  # the test suite's emulator
 
     from nbd.context import build_context_sync
     from nbd.upload import SignedURL, upload
-
-    import resource
 
     runs = 3 if quick else 7
     bucket = "nbd-bench-contexts"
@@ -370,9 +423,17 @@ def upload_figures(quick: bool) -> list[Figure]:
                 url = emulator.sign_put_url(bucket, "curl.tar.gz", built.md5_b64)
                 subprocess.run(
                     [
-                        "curl", "-sS", "--fail", "-o", "/dev/null", "-T", built.path,
-                        "-H", f"Content-MD5: {built.md5_b64}",
-                        "-H", "Content-Type: application/octet-stream",
+                        "curl",
+                        "-sS",
+                        "--fail",
+                        "-o",
+                        "/dev/null",
+                        "-T",
+                        built.path,
+                        "-H",
+                        f"Content-MD5: {built.md5_b64}",
+                        "-H",
+                        "Content-Type: application/octet-stream",
                         url,
                     ],
                     check=True,
@@ -405,13 +466,21 @@ def upload_figures(quick: bool) -> list[Figure]:
     curl_rate = mb / median(curl_s)
     return [
         Figure(
-            f"upload {mb:.0f} MB context to the GCS emulator (signed PUT)", ours_rate, "MB/s",
-            baseline="curl -T, same headers", baseline_value=curl_rate,
-            target=">= 0.9x curl", met=ours_rate >= 0.9 * curl_rate, higher_is_better=True,
+            f"upload {mb:.0f} MB context to the GCS emulator (signed PUT)",
+            ours_rate,
+            "MB/s",
+            baseline="curl -T, same headers",
+            baseline_value=curl_rate,
+            target=">= 0.9x curl",
+            met=ours_rate >= 0.9 * curl_rate,
+            higher_is_better=True,
         ),
         # CPU time is steadier than throughput on a busy machine (the emulator shares the cores).
         Figure(
-            "upload client CPU time per upload", cpu["ours"] / runs, "s",
-            baseline="curl -T CPU time", baseline_value=cpu["curl"] / runs,
+            "upload client CPU time per upload",
+            cpu["ours"] / runs,
+            "s",
+            baseline="curl -T CPU time",
+            baseline_value=cpu["curl"] / runs,
         ),
     ]

@@ -63,14 +63,23 @@ async def _daemon_main(argv: list[str]) -> None:
         factory = exec_transport_factory(target, namespace, pod)
         remote_root = "/content"
     fsync = os.environ.get("NBD_BENCH_FSYNC", "1") == "1"
-    options = SyncOptions(remote_root=remote_root, max_file_size=2 << 30, agent_cache_dir=tempfile.gettempdir(),
-                          fsync=fsync)
+    options = SyncOptions(
+        remote_root=remote_root, max_file_size=2 << 30, agent_cache_dir=tempfile.gettempdir(), fsync=fsync
+    )
     session = SyncSession(local, factory, state, options)
     t0 = time.perf_counter()
     await session.start()
     await session.flush(600)
-    print(json.dumps({"ready": time.perf_counter() - t0, "pid": os.getpid(),
-                      "agent_pid": session.remote_endpoint.hello.get("pid")}), flush=True)
+    print(
+        json.dumps(
+            {
+                "ready": time.perf_counter() - t0,
+                "pid": os.getpid(),
+                "agent_pid": session.remote_endpoint.hello.get("pid"),
+            }
+        ),
+        flush=True,
+    )
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
@@ -81,8 +90,16 @@ async def _daemon_main(argv: list[str]) -> None:
         if line.strip() == b"flush":
             t = time.perf_counter()
             st = await session.flush(600)
-            print(json.dumps({"flushed": time.perf_counter() - t, "bytes_to_remote": st.bytes_to_remote,
-                              "bytes_to_local": st.bytes_to_local}), flush=True)
+            print(
+                json.dumps(
+                    {
+                        "flushed": time.perf_counter() - t,
+                        "bytes_to_remote": st.bytes_to_remote,
+                        "bytes_to_local": st.bytes_to_local,
+                    }
+                ),
+                flush=True,
+            )
     await session.stop()
     if mode != "local":
         await target.aclose()
@@ -92,7 +109,10 @@ class Daemon:
     def __init__(self, local: Path, state: Path, mode: list[str], fsync: bool = True) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "benchmarks.bench_sync", "daemon", str(local), str(state), *mode],
-            cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
             env={**os.environ, "NBD_BENCH_FSYNC": "1" if fsync else "0"},
         )
         self.info = self.read()
@@ -151,9 +171,17 @@ class Remote:
                 child.unlink()
 
     def kubectl(self, *args: str, input_bytes: bytes | None = None, stdin: Any = None) -> None:
-        cmd = ["kubectl", "--kubeconfig", str(self.kube.kubeconfig), "--cache-dir", str(self.kube.cache_dir), *args]
-        subprocess.run(cmd, check=True, input=input_bytes, stdin=stdin, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.PIPE)
+        cmd = [
+            "kubectl",
+            "--kubeconfig",
+            str(self.kube.kubeconfig),
+            "--cache-dir",
+            str(self.kube.cache_dir),
+            *args,
+        ]
+        subprocess.run(
+            cmd, check=True, input=input_bytes, stdin=stdin, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
 
     def stop(self) -> None:
         if self.kube is not None:
@@ -173,9 +201,19 @@ def _start_remote(work: Path) -> Remote:
         remote.reason = f"kubesim did not start ({e})"
         return remote
     pod = {
-        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "bench-sync"},
-        "spec": {"containers": [{"name": "notebook", "image": "python", "workingDir": "/content",
-                                 "command": ["python3", "-c", "import time; time.sleep(1e9)"]}]},
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "bench-sync"},
+        "spec": {
+            "containers": [
+                {
+                    "name": "notebook",
+                    "image": "python",
+                    "workingDir": "/content",
+                    "command": ["python3", "-c", "import time; time.sleep(1e9)"],
+                }
+            ]
+        },
     }
     try:
         server.kubectl("apply", "-f", "-", input=json.dumps(pod))
@@ -275,7 +313,7 @@ def run(quick: bool = False) -> list[Figure]:
     with tempfile.TemporaryDirectory(prefix="bench-sync-") as tmp:
         work = Path(tmp)
         remote = _start_remote(work)
-        where = f"kubesim pod via exec" if remote.kube else "local agent process"
+        where = "kubesim pod via exec" if remote.kube else "local agent process"
         not_measured = remote.reason or ""
         try:
             # 1. Edit latency.
@@ -287,10 +325,24 @@ def run(quick: bool = False) -> list[Figure]:
             for direction, samples in lat.items():
                 ms = [s * 1000 for s in samples]
                 p50, p95 = statistics.median(ms), _pct(ms, 0.95)
-                figures.append(Figure(f"edit latency {direction} p50 ({where}, {edits} edits)", p50, "ms",
-                                      target="<= 100 ms", met=p50 <= 100))
-                figures.append(Figure(f"edit latency {direction} p95 ({where}, {edits} edits)", p95, "ms",
-                                      target="<= 250 ms", met=p95 <= 250))
+                figures.append(
+                    Figure(
+                        f"edit latency {direction} p50 ({where}, {edits} edits)",
+                        p50,
+                        "ms",
+                        target="<= 100 ms",
+                        met=p50 <= 100,
+                    )
+                )
+                figures.append(
+                    Figure(
+                        f"edit latency {direction} p95 ({where}, {edits} edits)",
+                        p95,
+                        "ms",
+                        target="<= 250 ms",
+                        met=p95 <= 250,
+                    )
+                )
 
             # 2. Initial sync of many small files. The disk here is shared and its speed swings a
             # lot: nbd and its baseline run interleaved, and the medians are compared.
@@ -322,13 +374,27 @@ def run(quick: bool = False) -> list[Figure]:
                     remote.kubectl("cp", str(f), f"default/{remote.pod}:/content/cp-one-{i}.py")
                 cp_each = (time.perf_counter() - t0) / len(sample) * n_files
             base_note = "" if remote.kube else f" (kubectl not measured: {not_measured})"
-            figures.append(Figure(f"initial sync {n_files} files / {total / 1e6:.0f} MB ({where}, median of {runs})",
-                                  initial, "s",
-                                  baseline="kubectl cp of the tree" + base_note, baseline_value=cp_all,
-                                  target="<= 10 s", met=initial <= 10 if not quick else None))
+            figures.append(
+                Figure(
+                    f"initial sync {n_files} files / {total / 1e6:.0f} MB ({where}, median of {runs})",
+                    initial,
+                    "s",
+                    baseline="kubectl cp of the tree" + base_note,
+                    baseline_value=cp_all,
+                    target="<= 10 s",
+                    met=initial <= 10 if not quick else None,
+                )
+            )
             if cp_each is not None:
-                figures.append(Figure(f"initial sync {n_files} files vs one kubectl cp per file", initial, "s",
-                                      baseline="kubectl cp per file (20 sampled, extrapolated)", baseline_value=cp_each))
+                figures.append(
+                    Figure(
+                        f"initial sync {n_files} files vs one kubectl cp per file",
+                        initial,
+                        "s",
+                        baseline="kubectl cp per file (20 sampled, extrapolated)",
+                        baseline_value=cp_each,
+                    )
+                )
 
             # 3. One large file.
             remote.reset()
@@ -347,9 +413,12 @@ def run(quick: bool = False) -> list[Figure]:
                 remote.reset()
                 if remote.kube is not None:
                     t0 = time.perf_counter()
-                    tar = subprocess.Popen(["tar", "cf", "-", "-C", str(local), "big.bin"], stdout=subprocess.PIPE)
-                    remote.kubectl("exec", "-i", remote.pod, "--", "tar", "xf", "-", "-C", "/content",
-                                   stdin=tar.stdout)
+                    tar = subprocess.Popen(
+                        ["tar", "cf", "-", "-C", str(local), "big.bin"], stdout=subprocess.PIPE
+                    )
+                    remote.kubectl(
+                        "exec", "-i", remote.pod, "--", "tar", "xf", "-", "-C", "/content", stdin=tar.stdout
+                    )
                     tar.wait()
                     baselines.append(time.perf_counter() - t0)
                     base_name = "tar c | kubectl exec -i ... tar x"
@@ -357,7 +426,9 @@ def run(quick: bool = False) -> list[Figure]:
                     dest = work / f"tar-dest-{r}"
                     dest.mkdir()
                     t0 = time.perf_counter()
-                    subprocess.run(f"tar cf - -C {local} big.bin | tar xf - -C {dest}", shell=True, check=True)
+                    subprocess.run(
+                        f"tar cf - -C {local} big.bin | tar xf - -C {dest}", shell=True, check=True
+                    )
                     baselines.append(time.perf_counter() - t0)
                     shutil.rmtree(dest)
                     base_name = f"local tar c | tar x (kubectl not measured: {not_measured})"
@@ -365,13 +436,28 @@ def run(quick: bool = False) -> list[Figure]:
             with _daemon(local, work / "s3b.json", remote, fsync=False) as d:
                 large_nofsync = float(d.info["ready"])
             large, baseline = statistics.median(larges), statistics.median(baselines)
-            figures.append(Figure(f"sync of one {big >> 20} MiB file ({where}, median of {big_runs})", large, "s",
-                                  baseline=base_name,
-                                  baseline_value=baseline, target="<= 1.5x baseline",
-                                  met=(large <= 1.5 * baseline) if remote.kube else None))
-            figures.append(Figure(f"sync of one {big >> 20} MiB file, without fsync ({where})", large_nofsync, "s",
-                                  baseline=base_name, baseline_value=baseline, target="<= 1.5x baseline",
-                                  met=(large_nofsync <= 1.5 * baseline) if remote.kube else None))
+            figures.append(
+                Figure(
+                    f"sync of one {big >> 20} MiB file ({where}, median of {big_runs})",
+                    large,
+                    "s",
+                    baseline=base_name,
+                    baseline_value=baseline,
+                    target="<= 1.5x baseline",
+                    met=(large <= 1.5 * baseline) if remote.kube else None,
+                )
+            )
+            figures.append(
+                Figure(
+                    f"sync of one {big >> 20} MiB file, without fsync ({where})",
+                    large_nofsync,
+                    "s",
+                    baseline=base_name,
+                    baseline_value=baseline,
+                    target="<= 1.5x baseline",
+                    met=(large_nofsync <= 1.5 * baseline) if remote.kube else None,
+                )
+            )
 
             # 4. Idle cost with many watched files (both sides already equal: nothing to transfer).
             remote.reset()
@@ -393,13 +479,34 @@ def run(quick: bool = False) -> list[Figure]:
                 cpu = (_proc_cpu(pid) - c0) / window * 100
                 agent_cpu = ((_proc_cpu(agent_pid) - a0) / window * 100) if a0 is not None else None
                 rss = _proc_rss(pid)
-            figures.append(Figure(f"daemon idle CPU, {idle_files} watched files", cpu, "% of a core",
-                                  target="~0 (<= 1 %)", met=cpu <= 1))
+            figures.append(
+                Figure(
+                    f"daemon idle CPU, {idle_files} watched files",
+                    cpu,
+                    "% of a core",
+                    target="~0 (<= 1 %)",
+                    met=cpu <= 1,
+                )
+            )
             if agent_cpu is not None:
-                figures.append(Figure(f"agent idle CPU, {idle_files} watched files", agent_cpu, "% of a core",
-                                      target="~0 (<= 1 %)", met=agent_cpu <= 1))
-            figures.append(Figure(f"daemon memory (RSS), {idle_files} watched files", rss, "MB",
-                                  target="<= 150 MB", met=rss <= 150))
+                figures.append(
+                    Figure(
+                        f"agent idle CPU, {idle_files} watched files",
+                        agent_cpu,
+                        "% of a core",
+                        target="~0 (<= 1 %)",
+                        met=agent_cpu <= 1,
+                    )
+                )
+            figures.append(
+                Figure(
+                    f"daemon memory (RSS), {idle_files} watched files",
+                    rss,
+                    "MB",
+                    target="<= 150 MB",
+                    met=rss <= 150,
+                )
+            )
         finally:
             remote.stop()
     return figures

@@ -176,7 +176,7 @@ def discover(bench_dir: Path = BENCH_DIR, broken: dict[str, str] | None = None) 
         module_name = f"benchmarks.{path.stem}"
         try:
             module = importlib.import_module(module_name)
-            run = getattr(module, "run")
+            run = module.run
         except Exception:
             if broken is not None:
                 broken[path.stem.removeprefix("bench_")] = traceback.format_exc()
@@ -203,8 +203,20 @@ def _print_table(results: list[tuple[str, Figure]]) -> None:
     from rich.table import Table
 
     table = Table(title="nbd benchmarks")
-    for column in ("benchmark", "figure", "value", "unit", "baseline", "baseline value", "ratio", "target", "met"):
-        table.add_column(column, justify="right" if column in ("value", "baseline value", "ratio") else "left")
+    for column in (
+        "benchmark",
+        "figure",
+        "value",
+        "unit",
+        "baseline",
+        "baseline value",
+        "ratio",
+        "target",
+        "met",
+    ):
+        table.add_column(
+            column, justify="right" if column in ("value", "baseline value", "ratio") else "left"
+        )
     for bench, fig in results:
         met = "" if fig.met is None else ("yes" if fig.met else "NO")
         table.add_row(

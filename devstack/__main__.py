@@ -21,13 +21,18 @@ def main(argv: list[str] | None = None) -> int:
             stack = up(args.state_dir, gpus=args.gpus)
         elif args.command == "down":
             stopped = down(args.state_dir)
-            print(json.dumps({"stopped": stopped}) if args.output == "json" else
-                  ("local cluster stopped" if stopped else "no local cluster was running"))
+            print(
+                json.dumps({"stopped": stopped})
+                if args.output == "json"
+                else ("local cluster stopped" if stopped else "no local cluster was running")
+            )
             return 0
         else:
             found = status(args.state_dir)
             if found is None:
-                print(json.dumps({"running": False}) if args.output == "json" else "no local cluster is running")
+                print(
+                    json.dumps({"running": False}) if args.output == "json" else "no local cluster is running"
+                )
                 return 1
             stack = found
     except StackError as e:
@@ -36,7 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.output == "json":
         print(json.dumps({"running": True, **stack.to_json()}))
     else:
-        print(f"local cluster running: API {stack.api_url}, kubeconfig {stack.kubeconfig}, GCS {stack.gcs_url}")
+        print(
+            f"local cluster running: API {stack.api_url}, kubeconfig {stack.kubeconfig}, GCS {stack.gcs_url}"
+        )
     return 0
 
 

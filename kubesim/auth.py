@@ -72,18 +72,29 @@ class Auth:
             raise _unauthorized()
         return User("system:anonymous", ("system:unauthenticated",))
 
-    def authorize(self, user: User, verb: str, resource: str, group: str, namespace: str | None,
-                  name: str | None = None, subresource: str | None = None) -> None:
+    def authorize(
+        self,
+        user: User,
+        verb: str,
+        resource: str,
+        group: str,
+        namespace: str | None,
+        name: str | None = None,
+        subresource: str | None = None,
+    ) -> None:
         """Raise 403 Forbidden when `user` may not act in `namespace`."""
         if namespace is None or namespace not in self.forbidden.get(user.name, set()):
             return
         res = f"{resource}/{subresource}" if subresource else resource
         qualified = f"{resource}.{group}" if group else resource
         what = f'{qualified} "{name}"' if name else qualified
-        raise ApiError(403, "Forbidden",
-                       f'{what} is forbidden: User "{user.name}" cannot {verb} resource "{res}" in API group '
-                       f'"{group}" in the namespace "{namespace}"',
-                       {"name": name, "kind": resource} if name else {"kind": resource})
+        raise ApiError(
+            403,
+            "Forbidden",
+            f'{what} is forbidden: User "{user.name}" cannot {verb} resource "{res}" in API group '
+            f'"{group}" in the namespace "{namespace}"',
+            {"name": name, "kind": resource} if name else {"kind": resource},
+        )
 
 
 def _bearer(header: str | None) -> str:

@@ -20,21 +20,48 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, default=0, help="port (0 = pick a free one)")
     s.add_argument("--tls", action="store_true", help="serve HTTPS with a generated CA")
     s.add_argument("--token", help="require this bearer token (else anonymous access is allowed)")
-    s.add_argument("--allow-anonymous", action="store_true",
-                   help="accept requests without credentials even with --token (kubectl sends no token over "
-                        "plain http)")
+    s.add_argument(
+        "--allow-anonymous",
+        action="store_true",
+        help="accept requests without credentials even with --token (kubectl sends no token over plain http)",
+    )
     s.add_argument("--admin-token", help="token for /_kubesim admin calls (default: --token or random)")
-    s.add_argument("--extra-token", action="append", default=[], metavar="TOKEN=USER",
-                   help="accept another token, authenticating as USER")
-    s.add_argument("--forbid", action="append", default=[], metavar="USER=NAMESPACE",
-                   help="answer 403 to USER in NAMESPACE")
-    s.add_argument("--kubeconfig-out", type=Path, help="where to write the kubeconfig (default STATE/kubeconfig)")
-    s.add_argument("--state-dir", type=Path, default=Path("kubesim-state"), help="certificates, pods, server.json")
+    s.add_argument(
+        "--extra-token",
+        action="append",
+        default=[],
+        metavar="TOKEN=USER",
+        help="accept another token, authenticating as USER",
+    )
+    s.add_argument(
+        "--forbid",
+        action="append",
+        default=[],
+        metavar="USER=NAMESPACE",
+        help="answer 403 to USER in NAMESPACE",
+    )
+    s.add_argument(
+        "--kubeconfig-out", type=Path, help="where to write the kubeconfig (default STATE/kubeconfig)"
+    )
+    s.add_argument(
+        "--state-dir", type=Path, default=Path("kubesim-state"), help="certificates, pods, server.json"
+    )
     s.add_argument("--gpus", type=int, default=0, help="nvidia.com/gpu capacity of the node")
-    s.add_argument("--host-port", type=int, action="append", default=[], metavar="PORT",
-                   help="relay the pod's 127.0.0.1:PORT to the host's (e.g. an object-store emulator); repeatable")
-    s.add_argument("--node-label", action="append", default=[], metavar="KEY=VALUE",
-                   help="an extra label of the node (e.g. nvidia.com/gpu.product=nvidia-l4); repeatable")
+    s.add_argument(
+        "--host-port",
+        type=int,
+        action="append",
+        default=[],
+        metavar="PORT",
+        help="relay the pod's 127.0.0.1:PORT to the host's (e.g. an object-store emulator); repeatable",
+    )
+    s.add_argument(
+        "--node-label",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an extra label of the node (e.g. nvidia.com/gpu.product=nvidia-l4); repeatable",
+    )
     s.add_argument("--node-name", default="kubesim-node")
     s.add_argument("--history-size", type=int, default=10000, help="watch events kept (older → 410 Expired)")
     s.add_argument("--bookmark-interval", type=float, default=10.0, help="seconds between watch BOOKMARKs")
@@ -57,13 +84,26 @@ async def _serve(args: argparse.Namespace) -> int:
     from kubesim.cluster import Cluster, ClusterOptions
 
     opts = ClusterOptions(
-        host=args.host, port=args.port, tls=args.tls, token=args.token, admin_token=args.admin_token,
-        state_dir=args.state_dir.resolve(), kubeconfig_out=args.kubeconfig_out, gpus=args.gpus,
-        node_name=args.node_name, history_size=args.history_size, bookmark_interval=args.bookmark_interval,
-        kubelet=not args.no_kubelet, allow_anonymous=args.allow_anonymous, extra_tokens=dict(_pairs(args.extra_token, "--extra-token")),
+        host=args.host,
+        port=args.port,
+        tls=args.tls,
+        token=args.token,
+        admin_token=args.admin_token,
+        state_dir=args.state_dir.resolve(),
+        kubeconfig_out=args.kubeconfig_out,
+        gpus=args.gpus,
+        node_name=args.node_name,
+        history_size=args.history_size,
+        bookmark_interval=args.bookmark_interval,
+        kubelet=not args.no_kubelet,
+        allow_anonymous=args.allow_anonymous,
+        extra_tokens=dict(_pairs(args.extra_token, "--extra-token")),
         forbidden=_pairs(args.forbid, "--forbid"),
-        kubelet_options={"host_ports": list(args.host_port),
-                         "node_labels": [f"{k}={v}" for k, v in _pairs(args.node_label, "--node-label")]})
+        kubelet_options={
+            "host_ports": list(args.host_port),
+            "node_labels": [f"{k}={v}" for k, v in _pairs(args.node_label, "--node-label")],
+        },
+    )
     cluster = Cluster(opts)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -72,8 +112,10 @@ async def _serve(args: argparse.Namespace) -> int:
     try:
         url = await cluster.start()
     except OSError as e:
-        print(f"kubesim: cannot listen on {args.host}:{args.port}: {e.strerror}; pick another --port",
-              file=sys.stderr)
+        print(
+            f"kubesim: cannot listen on {args.host}:{args.port}: {e.strerror}; pick another --port",
+            file=sys.stderr,
+        )
         return 2
     print(f"kubesim serving {url} kubeconfig={cluster.kubeconfig_path}", flush=True)
     await stop.wait()

@@ -64,7 +64,9 @@ class Cluster:
         self.store = Store(history_size=options.history_size)
         self.faults = Faults()
         admin_token = options.admin_token or options.token or secrets.token_urlsafe(24)
-        self.auth = Auth(admin_token=admin_token, require_auth=bool(options.token) and not options.allow_anonymous)
+        self.auth = Auth(
+            admin_token=admin_token, require_auth=bool(options.token) and not options.allow_anonymous
+        )
         if options.token:
             self.auth.add_token(options.token, "kubesim-admin")
         for tok, user in options.extra_tokens.items():
@@ -90,8 +92,9 @@ class Cluster:
         if o.tls:
             self.certs = tls.generate(o.state_dir / "pki")
             ssl_ctx = tls.server_ssl_context(self.certs)
-        self._runner = web.AppRunner(self.api.app, handle_signals=False, access_log=None,
-                                     shutdown_timeout=1.0)
+        self._runner = web.AppRunner(
+            self.api.app, handle_signals=False, access_log=None, shutdown_timeout=1.0
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, o.host, o.port, ssl_context=ssl_ctx, reuse_address=True)
         await site.start()
@@ -102,15 +105,27 @@ class Cluster:
         self.url = f"{'https' if o.tls else 'http'}://{host}:{port}"
         self.kubeconfig_path = o.kubeconfig_out or (o.state_dir / "kubeconfig")
         ca = self.certs.ca_cert.read_bytes() if self.certs else None
-        kubeconfig.write(self.kubeconfig_path, kubeconfig.build(
-            self.url, token=o.token, ca_pem=ca,
-            client_cert_pem=self.certs.client_cert.read_bytes() if self.certs else None,
-            client_key_pem=self.certs.client_key.read_bytes() if self.certs else None))
+        kubeconfig.write(
+            self.kubeconfig_path,
+            kubeconfig.build(
+                self.url,
+                token=o.token,
+                ca_pem=ca,
+                client_cert_pem=self.certs.client_cert.read_bytes() if self.certs else None,
+                client_key_pem=self.certs.client_key.read_bytes() if self.certs else None,
+            ),
+        )
         if o.kubelet:
             await self._start_components()
-        info = {"url": self.url, "pid": os.getpid(), "kubeconfig": str(self.kubeconfig_path),
-                "adminToken": self.admin_token, "token": o.token,
-                "caFile": str(self.certs.ca_cert) if self.certs else None, "stateDir": str(o.state_dir)}
+        info = {
+            "url": self.url,
+            "pid": os.getpid(),
+            "kubeconfig": str(self.kubeconfig_path),
+            "adminToken": self.admin_token,
+            "token": o.token,
+            "caFile": str(self.certs.ca_cert) if self.certs else None,
+            "stateDir": str(o.state_dir),
+        }
         path = o.state_dir / "server.json"
         tmp = path.with_suffix(".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -126,8 +141,12 @@ class Cluster:
         try:
             from kubesim.kubelet import Kubelet, KubeletConfig, NodeConfig
 
-            config = KubeletConfig(state_dir=o.state_dir / "node", node=NodeConfig(name=o.node_name, gpus=o.gpus),
-                                   api_port=port, **o.kubelet_options)
+            config = KubeletConfig(
+                state_dir=o.state_dir / "node",
+                node=NodeConfig(name=o.node_name, gpus=o.gpus),
+                api_port=port,
+                **o.kubelet_options,
+            )
             kubelet = Kubelet(self.store, config, self.faults)
         except Exception:
             log.exception("kubelet not available: pods will stay Pending")
@@ -138,8 +157,9 @@ class Cluster:
         try:
             from kubesim.jobs import JobController  # type: ignore[import-not-found,unused-ignore]
 
-            self._components.append(_construct(JobController, dict(store=self.store, api=self.api,
-                                                                   faults=self.faults)))
+            self._components.append(
+                _construct(JobController, dict(store=self.store, api=self.api, faults=self.faults))
+            )
         except Exception:
             log.exception("job controller not available: Jobs will not run")
         for c in list(self._components):

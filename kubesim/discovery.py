@@ -10,14 +10,24 @@ from typing import Any
 
 from kubesim.resources import Registry, ResourceInfo
 
-__all__ = ["AGGREGATED_CONTENT_TYPE", "api_versions", "api_group_list", "api_group", "resource_list", "aggregated"]
+__all__ = [
+    "AGGREGATED_CONTENT_TYPE",
+    "api_versions",
+    "api_group_list",
+    "api_group",
+    "resource_list",
+    "aggregated",
+]
 
 AGGREGATED_CONTENT_TYPE = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
 
 
 def api_versions(host: str) -> dict[str, Any]:
-    return {"kind": "APIVersions", "versions": ["v1"],
-            "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": host}]}
+    return {
+        "kind": "APIVersions",
+        "versions": ["v1"],
+        "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": host}],
+    }
 
 
 def _group_doc(group: str, versions: list[str]) -> dict[str, Any]:
@@ -39,9 +49,20 @@ def api_group(registry: Registry, group: str) -> dict[str, Any] | None:
 
 def _group_order(item: tuple[str, list[str]]) -> tuple[int, str]:
     # Built-in groups first (stable order), custom groups after, alphabetically.
-    builtin = ["", "apps", "events.k8s.io", "authorization.k8s.io", "batch", "networking.k8s.io", "policy",
-               "rbac.authorization.k8s.io", "storage.k8s.io", "apiextensions.k8s.io", "scheduling.k8s.io",
-               "coordination.k8s.io"]
+    builtin = [
+        "",
+        "apps",
+        "events.k8s.io",
+        "authorization.k8s.io",
+        "batch",
+        "networking.k8s.io",
+        "policy",
+        "rbac.authorization.k8s.io",
+        "storage.k8s.io",
+        "apiextensions.k8s.io",
+        "scheduling.k8s.io",
+        "coordination.k8s.io",
+    ]
     g = item[0]
     return (builtin.index(g), g) if g in builtin else (len(builtin), g)
 
@@ -69,11 +90,22 @@ def resource_list(registry: Registry, group: str, version: str) -> dict[str, Any
             if sub == "scale":
                 kind, sub_group, sub_version = "Scale", "autoscaling", "v1"
             elif sub in ("exec", "portforward", "attach", "proxy"):
-                kind = "PodExecOptions" if sub == "exec" else "PodPortForwardOptions" if sub == "portforward" else kind
+                kind = (
+                    "PodExecOptions"
+                    if sub == "exec"
+                    else "PodPortForwardOptions"
+                    if sub == "portforward"
+                    else kind
+                )
             elif sub == "log":
                 kind = "Pod"
-            s: dict[str, Any] = {"name": f"{info.resource}/{sub}", "singularName": "", "namespaced": info.namespaced,
-                                 "kind": kind, "verbs": verbs}
+            s: dict[str, Any] = {
+                "name": f"{info.resource}/{sub}",
+                "singularName": "",
+                "namespaced": info.namespaced,
+                "kind": kind,
+                "verbs": verbs,
+            }
             if sub == "scale":
                 s["group"], s["version"] = sub_group, sub_version
             resources.append(s)
@@ -94,10 +126,17 @@ def _aggregated_resource(info: ResourceInfo) -> dict[str, Any]:
         entry["categories"] = info.categories
     subs = []
     for sub, verbs in sorted(info.subresources.items()):
-        kind = {"scale": "Scale", "exec": "PodExecOptions", "portforward": "PodPortForwardOptions"}.get(sub, info.kind)
+        kind = {"scale": "Scale", "exec": "PodExecOptions", "portforward": "PodPortForwardOptions"}.get(
+            sub, info.kind
+        )
         group, version = ("autoscaling", "v1") if sub == "scale" else (info.group, info.version)
-        subs.append({"subresource": sub, "responseKind": {"group": group, "version": version, "kind": kind},
-                     "verbs": verbs})
+        subs.append(
+            {
+                "subresource": sub,
+                "responseKind": {"group": group, "version": version, "kind": kind},
+                "verbs": verbs,
+            }
+        )
     if subs:
         entry["subresources"] = subs
     return entry
@@ -112,8 +151,13 @@ def aggregated(registry: Registry, core: bool) -> dict[str, Any]:
         vdocs = []
         for v in versions:
             infos = sorted(registry.in_group_version(group, v), key=lambda i: i.resource)
-            vdocs.append({"version": v, "resources": [_aggregated_resource(i) for i in infos],
-                          "freshness": "Current"})
+            vdocs.append(
+                {"version": v, "resources": [_aggregated_resource(i) for i in infos], "freshness": "Current"}
+            )
         items.append({"metadata": {"name": group, "creationTimestamp": None}, "versions": vdocs})
-    return {"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {},
-            "items": items}
+    return {
+        "kind": "APIGroupDiscoveryList",
+        "apiVersion": "apidiscovery.k8s.io/v2",
+        "metadata": {},
+        "items": items,
+    }

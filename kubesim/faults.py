@@ -18,8 +18,9 @@ import json
 import ssl
 import time
 import urllib.request
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Iterator, Protocol
+from typing import Any, Protocol
 
 __all__ = ["Faults", "Closeable", "KubesimAdmin", "FaultState"]
 
@@ -179,13 +180,18 @@ class KubesimAdmin:
         self.timeout = timeout
         self._ctx: ssl.SSLContext | None = None
         if self.url.startswith("https"):
-            self._ctx = ssl.create_default_context(cafile=ca_file) if ca_file else ssl._create_unverified_context()
+            self._ctx = (
+                ssl.create_default_context(cafile=ca_file) if ca_file else ssl._create_unverified_context()
+            )
 
     def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         data = json.dumps(body or {}).encode() if method != "GET" else None
-        req = urllib.request.Request(self.url + "/_kubesim/" + path.lstrip("/"), data=data, method=method,
-                                     headers={"Authorization": f"Bearer {self.token}",
-                                              "Content-Type": "application/json"})
+        req = urllib.request.Request(
+            self.url + "/_kubesim/" + path.lstrip("/"),
+            data=data,
+            method=method,
+            headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(req, timeout=self.timeout, context=self._ctx) as resp:
             raw = resp.read()
         return json.loads(raw) if raw else None

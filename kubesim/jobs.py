@@ -52,12 +52,18 @@ def _parse_time(ts: str | None) -> float | None:
         return None
     import datetime
 
-    return datetime.datetime.strptime(ts[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=datetime.timezone.utc).timestamp()
+    return datetime.datetime.strptime(ts[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=datetime.UTC).timestamp()
 
 
 def _cond(ctype: str, reason: str, message: str, now: str) -> dict[str, Any]:
-    return {"type": ctype, "status": "True", "reason": reason, "message": message,
-            "lastProbeTime": now, "lastTransitionTime": now}
+    return {
+        "type": ctype,
+        "status": "True",
+        "reason": reason,
+        "message": message,
+        "lastProbeTime": now,
+        "lastTransitionTime": now,
+    }
 
 
 def _finished(job: dict[str, Any]) -> bool:
@@ -86,12 +92,24 @@ def plan(job: dict[str, Any], pods: list[dict[str, Any]], now: float) -> Plan:
         for p in active:
             for cs in (p.get("status") or {}).get("containerStatuses") or []:
                 restarts += int(cs.get("restartCount") or 0)
-    ready = sum(1 for p in active for c in (p.get("status") or {}).get("conditions") or []
-                if c.get("type") == "Ready" and c.get("status") == "True")
+    ready = sum(
+        1
+        for p in active
+        for c in (p.get("status") or {}).get("conditions") or []
+        if c.get("type") == "Ready" and c.get("status") == "True"
+    )
 
     status: dict[str, Any] = {k: v for k, v in old.items()}
-    status.update({"active": len(active), "succeeded": succeeded, "failed": failed, "ready": ready,
-                   "terminating": len(pods) - len(live), "uncountedTerminatedPods": {}})
+    status.update(
+        {
+            "active": len(active),
+            "succeeded": succeeded,
+            "failed": failed,
+            "ready": ready,
+            "terminating": len(pods) - len(live),
+            "uncountedTerminatedPods": {},
+        }
+    )
     for k in ("active", "succeeded", "failed"):
         if status[k] == 0 and k not in old:
             status.pop(k)
@@ -106,7 +124,9 @@ def plan(job: dict[str, Any], pods: list[dict[str, Any]], now: float) -> Plan:
     conds = list(old.get("conditions") or [])
 
     def fail(reason: str, message: str) -> Plan:
-        conds.extend([_cond("FailureTarget", reason, message, now_s), _cond("Failed", reason, message, now_s)])
+        conds.extend(
+            [_cond("FailureTarget", reason, message, now_s), _cond("Failed", reason, message, now_s)]
+        )
         status["conditions"] = conds
         status["active"] = 0
         result.delete = [p["metadata"]["name"] for p in active]
@@ -115,8 +135,12 @@ def plan(job: dict[str, Any], pods: list[dict[str, Any]], now: float) -> Plan:
 
     if succeeded >= completions:
         msg = "Reached expected number of succeeded pods"
-        conds.extend([_cond("SuccessCriteriaMet", "CompletionsReached", msg, now_s),
-                      _cond("Complete", "CompletionsReached", msg, now_s)])
+        conds.extend(
+            [
+                _cond("SuccessCriteriaMet", "CompletionsReached", msg, now_s),
+                _cond("Complete", "CompletionsReached", msg, now_s),
+            ]
+        )
         status["conditions"] = conds
         status["completionTime"] = now_s
         result.delete = [p["metadata"]["name"] for p in active]
@@ -135,8 +159,9 @@ def plan(job: dict[str, Any], pods: list[dict[str, Any]], now: float) -> Plan:
 
 
 class JobController:
-    def __init__(self, store: Store, faults: Any = None, api: Any = None,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, store: Store, faults: Any = None, api: Any = None, clock: Callable[[], float] = time.time
+    ) -> None:
         self.store = store
         self.clock = clock
         self._dirty: set[tuple[str, str]] = set()
@@ -197,14 +222,17 @@ class JobController:
         for j in jobs:
             if (j.get("spec") or {}).get("activeDeadlineSeconds") is not None and not _finished(j):
                 md = j["metadata"]
-                asyncio.get_running_loop().call_later(1.0, self._mark, md.get("namespace", "default"), md["name"])
+                asyncio.get_running_loop().call_later(
+                    1.0, self._mark, md.get("namespace", "default"), md["name"]
+                )
 
     def owned_pods(self, job: dict[str, Any]) -> list[dict[str, Any]]:
         ns = job["metadata"].get("namespace", "default")
         uid = job["metadata"]["uid"]
         pods, _ = self.store.list(PODS, ns)
-        return [p for p in pods
-                if any(r.get("uid") == uid for r in p["metadata"].get("ownerReferences") or [])]
+        return [
+            p for p in pods if any(r.get("uid") == uid for r in p["metadata"].get("ownerReferences") or [])
+        ]
 
     def sync(self, ns: str, name: str) -> None:
         job = self.store.get(JOBS, ns, name)
@@ -225,7 +253,9 @@ class JobController:
                 failures = self._create_failures.get((ns, name), 0) + 1
                 self._create_failures[(ns, name)] = failures
                 with contextlib.suppress(RuntimeError):  # no running loop (a direct sync in a test)
-                    asyncio.get_running_loop().call_later(min(10.0, 0.5 * 2 ** (failures - 1)), self._mark, ns, name)
+                    asyncio.get_running_loop().call_later(
+                        min(10.0, 0.5 * 2 ** (failures - 1)), self._mark, ns, name
+                    )
                 break
             self._create_failures.pop((ns, name), None)
             self._event(job, "Normal", "SuccessfulCreate", f"Created pod: {pod['metadata']['name']}")
@@ -237,22 +267,34 @@ class JobController:
             def mutate(o: dict[str, Any]) -> None:
                 if o["metadata"]["uid"] == uid:
                     o["status"] = p.status
+
             with contextlib.suppress(ApiError):
                 self.store.update_status(JOBS, ns, name, mutate)
 
     def _event(self, job: dict[str, Any], etype: str, reason: str, message: str) -> None:
         with contextlib.suppress(ApiError):
-            self.store.add_event(job["metadata"].get("namespace", "default"),
-                                 {"kind": "Job", "apiVersion": "batch/v1", "metadata": job["metadata"]},
-                                 reason, message, type=etype, component="job-controller")
+            self.store.add_event(
+                job["metadata"].get("namespace", "default"),
+                {"kind": "Job", "apiVersion": "batch/v1", "metadata": job["metadata"]},
+                reason,
+                message,
+                type=etype,
+                component="job-controller",
+            )
 
     def pod_for(self, job: dict[str, Any]) -> dict[str, Any]:
         md = job["metadata"]
         tmpl = copy.deepcopy((job.get("spec") or {}).get("template") or {})
         tmeta = tmpl.get("metadata") or {}
         labels = dict(tmeta.get("labels") or {})
-        labels.update({"batch.kubernetes.io/controller-uid": md["uid"], "batch.kubernetes.io/job-name": md["name"],
-                       "controller-uid": md["uid"], "job-name": md["name"]})
+        labels.update(
+            {
+                "batch.kubernetes.io/controller-uid": md["uid"],
+                "batch.kubernetes.io/job-name": md["name"],
+                "controller-uid": md["uid"],
+                "job-name": md["name"],
+            }
+        )
         suffix = "".join(random.choice(_SUFFIX) for _ in range(5))
         return {
             "apiVersion": "v1",
@@ -262,9 +304,16 @@ class JobController:
                 "namespace": md.get("namespace", "default"),
                 "labels": labels,
                 "annotations": dict(tmeta.get("annotations") or {}),
-                "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": md["name"], "uid": md["uid"],
-                                     "controller": True, "blockOwnerDeletion": True}],
+                "ownerReferences": [
+                    {
+                        "apiVersion": "batch/v1",
+                        "kind": "Job",
+                        "name": md["name"],
+                        "uid": md["uid"],
+                        "controller": True,
+                        "blockOwnerDeletion": True,
+                    }
+                ],
             },
             "spec": tmpl.get("spec") or {},
         }
-

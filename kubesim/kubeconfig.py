@@ -20,9 +20,16 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
-def build(url: str, *, token: str | None = None, ca_pem: bytes | None = None,
-          client_cert_pem: bytes | None = None, client_key_pem: bytes | None = None,
-          namespace: str = "default", name: str = "kubesim") -> dict[str, Any]:
+def build(
+    url: str,
+    *,
+    token: str | None = None,
+    ca_pem: bytes | None = None,
+    client_cert_pem: bytes | None = None,
+    client_key_pem: bytes | None = None,
+    namespace: str = "default",
+    name: str = "kubesim",
+) -> dict[str, Any]:
     cluster: dict[str, Any] = {"server": url}
     if ca_pem is not None:
         cluster["certificate-authority-data"] = _b64(ca_pem)
@@ -30,13 +37,30 @@ def build(url: str, *, token: str | None = None, ca_pem: bytes | None = None,
     users = [{"name": name, "user": user}]
     contexts = [{"name": name, "context": {"cluster": name, "user": name, "namespace": namespace}}]
     if client_cert_pem is not None and client_key_pem is not None:
-        users.append({"name": f"{name}-cert", "user": {"client-certificate-data": _b64(client_cert_pem),
-                                                     "client-key-data": _b64(client_key_pem)}})
-        contexts.append({"name": f"{name}-cert",
-                         "context": {"cluster": name, "user": f"{name}-cert", "namespace": namespace}})
-    return {"apiVersion": "v1", "kind": "Config", "preferences": {},
-            "clusters": [{"name": name, "cluster": cluster}], "users": users, "contexts": contexts,
-            "current-context": name}
+        users.append(
+            {
+                "name": f"{name}-cert",
+                "user": {
+                    "client-certificate-data": _b64(client_cert_pem),
+                    "client-key-data": _b64(client_key_pem),
+                },
+            }
+        )
+        contexts.append(
+            {
+                "name": f"{name}-cert",
+                "context": {"cluster": name, "user": f"{name}-cert", "namespace": namespace},
+            }
+        )
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "preferences": {},
+        "clusters": [{"name": name, "cluster": cluster}],
+        "users": users,
+        "contexts": contexts,
+        "current-context": name,
+    }
 
 
 def write(path: Path, config: dict[str, Any]) -> None:

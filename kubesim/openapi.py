@@ -49,14 +49,18 @@ _FIELD_VALIDATION = {
     "name": "fieldValidation",
     "in": "query",
     "description": "fieldValidation instructs the server on how to handle objects in the request containing "
-                   "unknown or duplicate fields. Valid values are: Ignore, Warn, Strict.",
+    "unknown or duplicate fields. Valid values are: Ignore, Warn, Strict.",
     "schema": {"type": "string", "uniqueItems": True},
 }
 
 
 def _param(name: str, loc: str = "query") -> dict[str, Any]:
-    return {"name": name, "in": loc, "schema": {"type": "string", "uniqueItems": True},
-            **({"required": True} if loc == "path" else {})}
+    return {
+        "name": name,
+        "in": loc,
+        "schema": {"type": "string", "uniqueItems": True},
+        **({"required": True} if loc == "path" else {}),
+    }
 
 
 def _ref(name: str) -> dict[str, Any]:
@@ -67,30 +71,57 @@ def _ops(info: ResourceInfo, sname: str) -> tuple[dict[str, Any], dict[str, Any]
     gvk = {"group": info.group, "version": info.version, "kind": info.kind}
     ok = {"200": {"description": "OK", "content": {"application/json": {"schema": _ref(sname)}}}}
     body = {"content": {"*/*": {"schema": _ref(sname)}}, "required": True}
-    patch_body = {"content": {t: {"schema": {"type": "object"}} for t in (
-        # No strategic-merge-patch+json here: kubectl would then compute strategic patches from
-        # these (open) schemas; without it, it uses its compiled-in types (built-ins) or merge
-        # patches (custom resources), as against a real server.
-        "application/apply-patch+yaml", "application/json-patch+json", "application/merge-patch+json")},
-        "required": True}
+    patch_body = {
+        "content": {
+            t: {"schema": {"type": "object"}}
+            for t in (
+                # No strategic-merge-patch+json here: kubectl would then compute strategic patches from
+                # these (open) schemas; without it, it uses its compiled-in types (built-ins) or merge
+                # patches (custom resources), as against a real server.
+                "application/apply-patch+yaml",
+                "application/json-patch+json",
+                "application/merge-patch+json",
+            )
+        },
+        "required": True,
+    }
     common = {"x-kubernetes-group-version-kind": gvk, "tags": [info.group or "core_" + info.version]}
     item = {
         "get": {**common, "operationId": f"read{info.kind}", "x-kubernetes-action": "get", "responses": ok},
-        "put": {**common, "operationId": f"replace{info.kind}", "x-kubernetes-action": "put",
-                "parameters": [_param("dryRun"), _param("fieldManager"), _FIELD_VALIDATION],
-                "requestBody": body, "responses": ok},
-        "patch": {**common, "operationId": f"patch{info.kind}", "x-kubernetes-action": "patch",
-                  "parameters": [_param("dryRun"), _param("fieldManager"), _FIELD_VALIDATION, _param("force")],
-                  "requestBody": patch_body, "responses": ok},
-        "delete": {**common, "operationId": f"delete{info.kind}", "x-kubernetes-action": "delete",
-                   "responses": ok},
+        "put": {
+            **common,
+            "operationId": f"replace{info.kind}",
+            "x-kubernetes-action": "put",
+            "parameters": [_param("dryRun"), _param("fieldManager"), _FIELD_VALIDATION],
+            "requestBody": body,
+            "responses": ok,
+        },
+        "patch": {
+            **common,
+            "operationId": f"patch{info.kind}",
+            "x-kubernetes-action": "patch",
+            "parameters": [_param("dryRun"), _param("fieldManager"), _FIELD_VALIDATION, _param("force")],
+            "requestBody": patch_body,
+            "responses": ok,
+        },
+        "delete": {
+            **common,
+            "operationId": f"delete{info.kind}",
+            "x-kubernetes-action": "delete",
+            "responses": ok,
+        },
         "parameters": [_param("name", "path")] + ([_param("namespace", "path")] if info.namespaced else []),
     }
     coll = {
         "get": {**common, "operationId": f"list{info.kind}", "x-kubernetes-action": "list", "responses": ok},
-        "post": {**common, "operationId": f"create{info.kind}", "x-kubernetes-action": "post",
-                 "parameters": [_param("dryRun"), _param("fieldManager"), _FIELD_VALIDATION],
-                 "requestBody": body, "responses": ok},
+        "post": {
+            **common,
+            "operationId": f"create{info.kind}",
+            "x-kubernetes-action": "post",
+            "parameters": [_param("dryRun"), _param("fieldManager"), _FIELD_VALIDATION],
+            "requestBody": body,
+            "responses": ok,
+        },
         "parameters": [_param("namespace", "path")] if info.namespaced else [],
     }
     return item, coll
@@ -106,23 +137,36 @@ def _schema(info: ResourceInfo) -> dict[str, Any]:
         s: dict[str, Any] = json.loads(json.dumps(info.schema or {"type": "object"}))
         props = s.setdefault("properties", {})
         props["apiVersion"] = {"type": "string", "description": "APIVersion defines the versioned schema."}
-        props["kind"] = {"type": "string", "description": "Kind is a string value representing the REST resource."}
-        props["metadata"] = {"allOf": [_ref("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta")],
-                             "description": "Standard object's metadata."}
+        props["kind"] = {
+            "type": "string",
+            "description": "Kind is a string value representing the REST resource.",
+        }
+        props["metadata"] = {
+            "allOf": [_ref("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta")],
+            "description": "Standard object's metadata.",
+        }
         s["type"] = "object"
         s["x-kubernetes-group-version-kind"] = gvk
         return s
-    return {"type": "object", "description": f"{info.kind} (kubesim does not publish built-in schemas)",
-            "properties": {
-                "apiVersion": {"type": "string", "description": "APIVersion defines the versioned schema."},
-                "kind": {"type": "string", "description": "Kind is a string value representing the REST resource."},
-                "metadata": {"allOf": [_ref("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta")],
-                             "description": "Standard object's metadata."},
-                "spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
-                "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+    return {
+        "type": "object",
+        "description": f"{info.kind} (kubesim does not publish built-in schemas)",
+        "properties": {
+            "apiVersion": {"type": "string", "description": "APIVersion defines the versioned schema."},
+            "kind": {
+                "type": "string",
+                "description": "Kind is a string value representing the REST resource.",
             },
-            "x-kubernetes-preserve-unknown-fields": True,
-            "x-kubernetes-group-version-kind": gvk}
+            "metadata": {
+                "allOf": [_ref("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta")],
+                "description": "Standard object's metadata.",
+            },
+            "spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+            "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+        },
+        "x-kubernetes-preserve-unknown-fields": True,
+        "x-kubernetes-group-version-kind": gvk,
+    }
 
 
 def document(registry: Registry, path: str) -> dict[str, Any] | None:
@@ -153,5 +197,9 @@ def document(registry: Registry, path: str) -> dict[str, Any] | None:
         if info.has_status:
             status_item, _ = _ops(info, sname)
             paths[base + "/{name}/status"] = status_item
-    return {"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": "v1.32.4"},
-            "paths": paths, "components": {"schemas": schemas}}
+    return {
+        "openapi": "3.0.0",
+        "info": {"title": "Kubernetes", "version": "v1.32.4"},
+        "paths": paths,
+        "components": {"schemas": schemas},
+    }

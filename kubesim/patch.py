@@ -205,10 +205,18 @@ def _merge_list_by_key(orig: list[Any], patch: list[Any], key: str, order: list[
             result.append(strategic_merge_patch({}, item))
     if order:
         keyed = {x.get(key): x for x in result if isinstance(x, dict)}
-        ordered = [keyed[k[key] if isinstance(k, dict) else k] for k in order
-                   if (k[key] if isinstance(k, dict) else k) in keyed]
-        rest = [x for x in result if not (isinstance(x, dict) and x.get(key) in
-                                          {(k[key] if isinstance(k, dict) else k) for k in order})]
+        ordered = [
+            keyed[k[key] if isinstance(k, dict) else k]
+            for k in order
+            if (k[key] if isinstance(k, dict) else k) in keyed
+        ]
+        rest = [
+            x
+            for x in result
+            if not (
+                isinstance(x, dict) and x.get(key) in {(k[key] if isinstance(k, dict) else k) for k in order}
+            )
+        ]
         result = ordered + rest
     return result
 
@@ -238,8 +246,11 @@ def strategic_merge_patch(target: Any, patch: Any) -> Any:
         elif isinstance(value, list) and key in MERGE_KEYS and isinstance(result.get(key), list):
             result[key] = _merge_list_by_key(result[key], value, MERGE_KEYS[key], orders.get(key))
         elif isinstance(value, list):
-            cleaned = [strategic_merge_patch({}, v) if isinstance(v, dict) else copy.deepcopy(v) for v in value
-                       if not (isinstance(v, dict) and v.get("$patch") == "delete")]
+            cleaned = [
+                strategic_merge_patch({}, v) if isinstance(v, dict) else copy.deepcopy(v)
+                for v in value
+                if not (isinstance(v, dict) and v.get("$patch") == "delete")
+            ]
             result[key] = cleaned
         elif isinstance(value, dict):
             merged = strategic_merge_patch(result.get(key), value)
@@ -280,7 +291,9 @@ def field_set(obj: Any, list_key: str | None = None) -> dict[str, Any]:
                     import json
 
                     entries["k:" + json.dumps({mk: item[mk]}, separators=(",", ":"))] = {
-                        ".": {}, **field_set(item, key)}
+                        ".": {},
+                        **field_set(item, key),
+                    }
             out[f"f:{key}"] = entries
         else:
             out[f"f:{key}"] = {}

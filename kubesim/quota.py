@@ -25,8 +25,12 @@ __all__ = ["pod_usage", "check", "usage_of", "format_quantity", "status"]
 
 # Resources whose quota makes every container state its amount (the "must specify" rule).
 _MUST_SPECIFY = {"requests.cpu", "requests.memory", "limits.cpu", "limits.memory"}
-_ALIASES = {"cpu": "requests.cpu", "memory": "requests.memory", "ephemeral-storage": "requests.ephemeral-storage",
-            "count/pods": "pods"}
+_ALIASES = {
+    "cpu": "requests.cpu",
+    "memory": "requests.memory",
+    "ephemeral-storage": "requests.ephemeral-storage",
+    "count/pods": "pods",
+}
 
 
 def _canonical(name: str) -> str:
@@ -35,6 +39,7 @@ def _canonical(name: str) -> str:
 
 def _containers_total(spec: dict[str, Any], kind: str, resource: str) -> float:
     """A pod's effective amount: the larger of the containers' sum and the largest init container."""
+
     def amount(c: dict[str, Any]) -> float:
         value = ((c.get("resources") or {}).get(kind) or {}).get(resource)
         return parse_quantity(value) if value is not None else 0.0
@@ -92,25 +97,34 @@ def check(pod: dict[str, Any], quotas: list[dict[str, Any]], pods: list[dict[str
     spec = pod.get("spec") or {}
     for quota in sorted(quotas, key=lambda q: q["metadata"]["name"]):
         qname = quota["metadata"]["name"]
-        hard = {_canonical(k): parse_quantity(v) for k, v in ((quota.get("spec") or {}).get("hard") or {}).items()}
+        hard = {
+            _canonical(k): parse_quantity(v) for k, v in ((quota.get("spec") or {}).get("hard") or {}).items()
+        }
         if not hard:
             continue
         missing: list[str] = []
         for name in sorted(set(hard) & _MUST_SPECIFY):
             kind, _, resource = name.partition(".")
-            lacking = [c.get("name", "") for c in spec.get("containers") or []
-                       if ((c.get("resources") or {}).get(kind) or {}).get(resource) is None]
+            lacking = [
+                c.get("name", "")
+                for c in spec.get("containers") or []
+                if ((c.get("resources") or {}).get(kind) or {}).get(resource) is None
+            ]
             if lacking:
                 missing.append(f"{name} for: {','.join(lacking)}")
         if missing:
             return f"failed quota: {qname}: must specify {'; '.join(missing)}"
         requested = pod_usage(pod, hard)
         used = usage_of(pods, hard)
-        exceeded = sorted(n for n in hard if n in requested and requested[n] > 0 and used[n] + requested[n] > hard[n])
+        exceeded = sorted(
+            n for n in hard if n in requested and requested[n] > 0 and used[n] + requested[n] > hard[n]
+        )
         if exceeded:
-            return (f"exceeded quota: {qname}, requested: {_pretty({n: requested[n] for n in exceeded})}, "
-                    f"used: {_pretty({n: used[n] for n in exceeded})}, "
-                    f"limited: {_pretty({n: hard[n] for n in exceeded})}")
+            return (
+                f"exceeded quota: {qname}, requested: {_pretty({n: requested[n] for n in exceeded})}, "
+                f"used: {_pretty({n: used[n] for n in exceeded})}, "
+                f"limited: {_pretty({n: hard[n] for n in exceeded})}"
+            )
     return None
 
 

@@ -46,14 +46,27 @@ class PrinterColumn:
 # Built-in resources whose DELETE returns the object (upstream `ReturnDeletedObject: true`, which
 # the OpenAPI document, and so the official clients, type as the object); the others answer
 # `Status{status: Success}` once the object is gone.
-RETURN_DELETED_OBJECT: frozenset[tuple[str, str]] = frozenset({
-    ("", "pods"), ("", "podtemplates"), ("", "resourcequotas"), ("", "services"), ("", "serviceaccounts"),
-    ("", "namespaces"), ("", "persistentvolumes"), ("", "persistentvolumeclaims"),
-    ("storage.k8s.io", "storageclasses"), ("storage.k8s.io", "csidrivers"), ("storage.k8s.io", "csinodes"),
-    ("storage.k8s.io", "volumeattachments"), ("storage.k8s.io", "volumeattributesclasses"),
-    ("resource.k8s.io", "deviceclasses"), ("resource.k8s.io", "resourceclaims"),
-    ("resource.k8s.io", "resourceclaimtemplates"), ("resource.k8s.io", "resourceslices"),
-})
+RETURN_DELETED_OBJECT: frozenset[tuple[str, str]] = frozenset(
+    {
+        ("", "pods"),
+        ("", "podtemplates"),
+        ("", "resourcequotas"),
+        ("", "services"),
+        ("", "serviceaccounts"),
+        ("", "namespaces"),
+        ("", "persistentvolumes"),
+        ("", "persistentvolumeclaims"),
+        ("storage.k8s.io", "storageclasses"),
+        ("storage.k8s.io", "csidrivers"),
+        ("storage.k8s.io", "csinodes"),
+        ("storage.k8s.io", "volumeattachments"),
+        ("storage.k8s.io", "volumeattributesclasses"),
+        ("resource.k8s.io", "deviceclasses"),
+        ("resource.k8s.io", "resourceclaims"),
+        ("resource.k8s.io", "resourceclaimtemplates"),
+        ("resource.k8s.io", "resourceslices"),
+    }
+)
 
 
 @dataclass
@@ -172,64 +185,176 @@ class Registry:
     def in_group_version(self, group: str, version: str) -> list[ResourceInfo]:
         return [i for i in self._infos.values() if i.group == group and i.version == version]
 
-    def copy(self) -> "Registry":
+    def copy(self) -> Registry:
         return Registry([copy.copy(i) for i in self._infos.values()])
 
 
 def builtin_resources() -> list[ResourceInfo]:
     """The built-in kinds kubesim serves (fresh objects each call)."""
     st = {"status": ["get", "patch", "update"]}
-    ro = ["get", "list", "watch"]
     return [
-        ResourceInfo("", "v1", "namespaces", "Namespace", False, "namespace", ["ns"],
-                     verbs=["create", "delete", "get", "list", "patch", "update", "watch"], subresources=dict(st)),
+        ResourceInfo(
+            "",
+            "v1",
+            "namespaces",
+            "Namespace",
+            False,
+            "namespace",
+            ["ns"],
+            verbs=["create", "delete", "get", "list", "patch", "update", "watch"],
+            subresources=dict(st),
+        ),
         ResourceInfo("", "v1", "pods", "Pod", True, "pod", ["po"], ["all"], subresources=dict(st)),
         ResourceInfo("", "v1", "secrets", "Secret", True, "secret"),
         ResourceInfo("", "v1", "configmaps", "ConfigMap", True, "configmap", ["cm"]),
         ResourceInfo("", "v1", "events", "Event", True, "event", ["ev"]),
-        ResourceInfo("", "v1", "services", "Service", True, "service", ["svc"], ["all"], subresources=dict(st)),
+        ResourceInfo(
+            "", "v1", "services", "Service", True, "service", ["svc"], ["all"], subresources=dict(st)
+        ),
         ResourceInfo("", "v1", "nodes", "Node", False, "node", ["no"], subresources=dict(st)),
-        ResourceInfo("", "v1", "serviceaccounts", "ServiceAccount", True, "serviceaccount", ["sa"],
-                     subresources={"token": ["create"]}),
-        ResourceInfo("", "v1", "persistentvolumeclaims", "PersistentVolumeClaim", True,
-                     "persistentvolumeclaim", ["pvc"], subresources=dict(st)),
+        ResourceInfo(
+            "",
+            "v1",
+            "serviceaccounts",
+            "ServiceAccount",
+            True,
+            "serviceaccount",
+            ["sa"],
+            subresources={"token": ["create"]},
+        ),
+        ResourceInfo(
+            "",
+            "v1",
+            "persistentvolumeclaims",
+            "PersistentVolumeClaim",
+            True,
+            "persistentvolumeclaim",
+            ["pvc"],
+            subresources=dict(st),
+        ),
         ResourceInfo("", "v1", "endpoints", "Endpoints", True, "endpoints", ["ep"]),
-        ResourceInfo("", "v1", "resourcequotas", "ResourceQuota", True, "resourcequota", ["quota"],
-                     subresources=dict(st)),
+        ResourceInfo(
+            "",
+            "v1",
+            "resourcequotas",
+            "ResourceQuota",
+            True,
+            "resourcequota",
+            ["quota"],
+            subresources=dict(st),
+        ),
         ResourceInfo("", "v1", "limitranges", "LimitRange", True, "limitrange", ["limits"]),
         ResourceInfo("batch", "v1", "jobs", "Job", True, "job", [], ["all"], subresources=dict(st)),
-        ResourceInfo("batch", "v1", "cronjobs", "CronJob", True, "cronjob", ["cj"], ["all"], subresources=dict(st)),
-        ResourceInfo("apps", "v1", "deployments", "Deployment", True, "deployment", ["deploy"], ["all"],
-                     subresources={"status": ["get", "patch", "update"], "scale": ["get", "patch", "update"]}),
-        ResourceInfo("apps", "v1", "replicasets", "ReplicaSet", True, "replicaset", ["rs"], ["all"],
-                     subresources=dict(st)),
-        ResourceInfo("apps", "v1", "statefulsets", "StatefulSet", True, "statefulset", ["sts"], ["all"],
-                     subresources=dict(st)),
-        ResourceInfo("apps", "v1", "daemonsets", "DaemonSet", True, "daemonset", ["ds"], ["all"],
-                     subresources=dict(st)),
+        ResourceInfo(
+            "batch", "v1", "cronjobs", "CronJob", True, "cronjob", ["cj"], ["all"], subresources=dict(st)
+        ),
+        ResourceInfo(
+            "apps",
+            "v1",
+            "deployments",
+            "Deployment",
+            True,
+            "deployment",
+            ["deploy"],
+            ["all"],
+            subresources={"status": ["get", "patch", "update"], "scale": ["get", "patch", "update"]},
+        ),
+        ResourceInfo(
+            "apps",
+            "v1",
+            "replicasets",
+            "ReplicaSet",
+            True,
+            "replicaset",
+            ["rs"],
+            ["all"],
+            subresources=dict(st),
+        ),
+        ResourceInfo(
+            "apps",
+            "v1",
+            "statefulsets",
+            "StatefulSet",
+            True,
+            "statefulset",
+            ["sts"],
+            ["all"],
+            subresources=dict(st),
+        ),
+        ResourceInfo(
+            "apps", "v1", "daemonsets", "DaemonSet", True, "daemonset", ["ds"], ["all"], subresources=dict(st)
+        ),
         ResourceInfo("events.k8s.io", "v1", "events", "Event", True, "event", ["ev"]),
         ResourceInfo("rbac.authorization.k8s.io", "v1", "roles", "Role", True, "role"),
         ResourceInfo("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding", True, "rolebinding"),
         ResourceInfo("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", False, "clusterrole"),
-        ResourceInfo("rbac.authorization.k8s.io", "v1", "clusterrolebindings", "ClusterRoleBinding", False,
-                     "clusterrolebinding"),
-        ResourceInfo("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", False,
-                     "customresourcedefinition", ["crd", "crds"], ["api-extensions"], subresources=dict(st)),
+        ResourceInfo(
+            "rbac.authorization.k8s.io",
+            "v1",
+            "clusterrolebindings",
+            "ClusterRoleBinding",
+            False,
+            "clusterrolebinding",
+        ),
+        ResourceInfo(
+            "apiextensions.k8s.io",
+            "v1",
+            "customresourcedefinitions",
+            "CustomResourceDefinition",
+            False,
+            "customresourcedefinition",
+            ["crd", "crds"],
+            ["api-extensions"],
+            subresources=dict(st),
+        ),
         ResourceInfo("coordination.k8s.io", "v1", "leases", "Lease", True, "lease"),
-        ResourceInfo("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget", True, "poddisruptionbudget",
-                     ["pdb"], subresources=dict(st)),
-        ResourceInfo("networking.k8s.io", "v1", "ingresses", "Ingress", True, "ingress", ["ing"],
-                     subresources=dict(st)),
-        ResourceInfo("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy", True, "networkpolicy",
-                     ["netpol"]),
-        ResourceInfo("scheduling.k8s.io", "v1", "priorityclasses", "PriorityClass", False, "priorityclass", ["pc"]),
+        ResourceInfo(
+            "policy",
+            "v1",
+            "poddisruptionbudgets",
+            "PodDisruptionBudget",
+            True,
+            "poddisruptionbudget",
+            ["pdb"],
+            subresources=dict(st),
+        ),
+        ResourceInfo(
+            "networking.k8s.io", "v1", "ingresses", "Ingress", True, "ingress", ["ing"], subresources=dict(st)
+        ),
+        ResourceInfo(
+            "networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy", True, "networkpolicy", ["netpol"]
+        ),
+        ResourceInfo(
+            "scheduling.k8s.io", "v1", "priorityclasses", "PriorityClass", False, "priorityclass", ["pc"]
+        ),
         ResourceInfo("storage.k8s.io", "v1", "storageclasses", "StorageClass", False, "storageclass", ["sc"]),
-        ResourceInfo("authorization.k8s.io", "v1", "selfsubjectaccessreviews", "SelfSubjectAccessReview", False,
-                     "selfsubjectaccessreview", verbs=["create"]),
-        ResourceInfo("authentication.k8s.io", "v1", "selfsubjectreviews", "SelfSubjectReview", False,
-                     "selfsubjectreview", verbs=["create"]),
-        ResourceInfo("authorization.k8s.io", "v1", "selfsubjectrulesreviews", "SelfSubjectRulesReview", True,
-                     "selfsubjectrulesreview", verbs=["create"]),
+        ResourceInfo(
+            "authorization.k8s.io",
+            "v1",
+            "selfsubjectaccessreviews",
+            "SelfSubjectAccessReview",
+            False,
+            "selfsubjectaccessreview",
+            verbs=["create"],
+        ),
+        ResourceInfo(
+            "authentication.k8s.io",
+            "v1",
+            "selfsubjectreviews",
+            "SelfSubjectReview",
+            False,
+            "selfsubjectreview",
+            verbs=["create"],
+        ),
+        ResourceInfo(
+            "authorization.k8s.io",
+            "v1",
+            "selfsubjectrulesreviews",
+            "SelfSubjectRulesReview",
+            True,
+            "selfsubjectrulesreview",
+            verbs=["create"],
+        ),
     ]
 
 
@@ -286,15 +411,46 @@ def _qos_class(spec: dict[str, Any]) -> str:
 # Field selectors the real server accepts beyond metadata.name and metadata.namespace, per
 # (group, resource). Anything else is a 400 there, so it is here too.
 FIELD_SELECTORS: dict[tuple[str, str], frozenset[str]] = {
-    ("", "pods"): frozenset({"spec.nodeName", "spec.restartPolicy", "spec.schedulerName", "spec.serviceAccountName",
-                             "spec.hostNetwork", "status.phase", "status.podIP", "status.podIPs",
-                             "status.nominatedNodeName"}),
-    ("", "events"): frozenset({"involvedObject.kind", "involvedObject.namespace", "involvedObject.name",
-                               "involvedObject.uid", "involvedObject.apiVersion", "involvedObject.resourceVersion",
-                               "involvedObject.fieldPath", "reason", "reportingComponent", "source", "type"}),
-    ("events.k8s.io", "events"): frozenset({"involvedObject.kind", "involvedObject.namespace",
-                                            "involvedObject.name", "involvedObject.uid", "reason", "type",
-                                            "reportingComponent", "source"}),
+    ("", "pods"): frozenset(
+        {
+            "spec.nodeName",
+            "spec.restartPolicy",
+            "spec.schedulerName",
+            "spec.serviceAccountName",
+            "spec.hostNetwork",
+            "status.phase",
+            "status.podIP",
+            "status.podIPs",
+            "status.nominatedNodeName",
+        }
+    ),
+    ("", "events"): frozenset(
+        {
+            "involvedObject.kind",
+            "involvedObject.namespace",
+            "involvedObject.name",
+            "involvedObject.uid",
+            "involvedObject.apiVersion",
+            "involvedObject.resourceVersion",
+            "involvedObject.fieldPath",
+            "reason",
+            "reportingComponent",
+            "source",
+            "type",
+        }
+    ),
+    ("events.k8s.io", "events"): frozenset(
+        {
+            "involvedObject.kind",
+            "involvedObject.namespace",
+            "involvedObject.name",
+            "involvedObject.uid",
+            "reason",
+            "type",
+            "reportingComponent",
+            "source",
+        }
+    ),
     ("", "secrets"): frozenset({"type"}),
     ("", "namespaces"): frozenset({"status.phase"}),
     ("", "nodes"): frozenset({"spec.unschedulable"}),
@@ -319,16 +475,22 @@ def prepare_create(info: ResourceInfo, obj: dict[str, Any], store: Any) -> dict[
     real server clears it; pods start Pending; jobs get their selector and labels)."""
     key = (info.group, info.resource)
     meta = obj["metadata"]
-    if info.has_status and key not in {("", "nodes"), ("", "namespaces"), ("apiextensions.k8s.io",
-                                                                           "customresourcedefinitions")}:
+    if info.has_status and key not in {
+        ("", "nodes"),
+        ("", "namespaces"),
+        ("apiextensions.k8s.io", "customresourcedefinitions"),
+    }:
         obj.pop("status", None)
     if key == ("", "pods"):
         spec = obj.setdefault("spec", {})
         if not isinstance(spec.get("containers"), list) or not spec["containers"]:
             from kubesim.store import ApiError
 
-            raise ApiError.invalid(info, meta["name"], [{"field": "spec.containers", "reason": "FieldValueRequired",
-                                                         "message": "Required value"}])
+            raise ApiError.invalid(
+                info,
+                meta["name"],
+                [{"field": "spec.containers", "reason": "FieldValueRequired", "message": "Required value"}],
+            )
         _default_pod_spec(spec)
         obj["status"] = {"phase": "Pending", "qosClass": _qos_class(spec)}
     elif key == ("batch", "jobs"):
@@ -344,23 +506,44 @@ def prepare_create(info: ResourceInfo, obj: dict[str, Any], store: Any) -> dict[
         tmeta = tmpl.setdefault("metadata", {})
         labels = tmeta.setdefault("labels", {})
         if not spec.get("manualSelector"):
-            for k, v in (("batch.kubernetes.io/controller-uid", uid), ("batch.kubernetes.io/job-name", meta["name"]),
-                         ("controller-uid", uid), ("job-name", meta["name"])):
+            for k, v in (
+                ("batch.kubernetes.io/controller-uid", uid),
+                ("batch.kubernetes.io/job-name", meta["name"]),
+                ("controller-uid", uid),
+                ("job-name", meta["name"]),
+            ):
                 labels.setdefault(k, v)
             spec["selector"] = {"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}
         tspec = tmpl.setdefault("spec", {})
         if tspec.get("restartPolicy") not in ("Never", "OnFailure"):
             from kubesim.store import ApiError
 
-            raise ApiError.invalid(info, meta["name"], [{
-                "field": "spec.template.spec.restartPolicy", "reason": "FieldValueNotSupported",
-                "message": f'Unsupported value: "{tspec.get("restartPolicy", "Always")}": supported values: '
-                           '"OnFailure", "Never"'}])
+            raise ApiError.invalid(
+                info,
+                meta["name"],
+                [
+                    {
+                        "field": "spec.template.spec.restartPolicy",
+                        "reason": "FieldValueNotSupported",
+                        "message": f'Unsupported value: "{tspec.get("restartPolicy", "Always")}": supported values: '
+                        '"OnFailure", "Never"',
+                    }
+                ],
+            )
         _default_pod_spec(tspec)
-        meta.setdefault("labels", {}).update({k: v for k, v in labels.items()
-                                              if k in ("batch.kubernetes.io/controller-uid",
-                                                       "batch.kubernetes.io/job-name", "controller-uid",
-                                                       "job-name")})
+        meta.setdefault("labels", {}).update(
+            {
+                k: v
+                for k, v in labels.items()
+                if k
+                in (
+                    "batch.kubernetes.io/controller-uid",
+                    "batch.kubernetes.io/job-name",
+                    "controller-uid",
+                    "job-name",
+                )
+            }
+        )
     elif key == ("", "namespaces"):
         meta.setdefault("labels", {})["kubernetes.io/metadata.name"] = meta["name"]
         obj["spec"] = {"finalizers": ["kubernetes"]}
@@ -384,12 +567,18 @@ def prepare_create(info: ResourceInfo, obj: dict[str, Any], store: Any) -> dict[
         spec.setdefault("replicas", 1)
         spec.setdefault("revisionHistoryLimit", 10)
         spec.setdefault("progressDeadlineSeconds", 600)
-        spec.setdefault("strategy", {"type": "RollingUpdate",
-                                     "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}})
+        spec.setdefault(
+            "strategy",
+            {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}},
+        )
         _default_pod_spec(spec.setdefault("template", {}).setdefault("spec", {}))
     elif key == ("", "secrets"):
         obj.setdefault("type", "Opaque")
-        data = obj.setdefault("data", {}) if obj.get("data") is not None or obj.get("stringData") else obj.get("data")
+        data = (
+            obj.setdefault("data", {})
+            if obj.get("data") is not None or obj.get("stringData")
+            else obj.get("data")
+        )
         if obj.get("stringData"):
             for k, v in obj.pop("stringData").items():
                 data[k] = base64.b64encode(str(v).encode()).decode()  # type: ignore[index]
@@ -419,15 +608,25 @@ def _check_data_size(info: ResourceInfo, obj: dict[str, Any]) -> None:
     if total > MAX_DATA_BYTES:
         from kubesim.store import ApiError
 
-        raise ApiError.invalid(info, obj["metadata"]["name"], [{
-            "field": field_path, "reason": "FieldValueTooLong",
-            "message": f"Too long: must have at most {MAX_DATA_BYTES} bytes"}])
+        raise ApiError.invalid(
+            info,
+            obj["metadata"]["name"],
+            [
+                {
+                    "field": field_path,
+                    "reason": "FieldValueTooLong",
+                    "message": f"Too long: must have at most {MAX_DATA_BYTES} bytes",
+                }
+            ],
+        )
 
 
-_POD_MUTABLE = ("pod updates may not change fields other than `spec.containers[*].image`,"
-                "`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions "
-                "to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was "
-                "previously negative)")
+_POD_MUTABLE = (
+    "pod updates may not change fields other than `spec.containers[*].image`,"
+    "`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions "
+    "to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was "
+    "previously negative)"
+)
 
 
 def _pod_spec_change_allowed(old: dict[str, Any], new: dict[str, Any]) -> bool:
@@ -455,8 +654,9 @@ def _pod_spec_change_allowed(old: dict[str, Any], new: dict[str, Any]) -> bool:
     return bool(candidate == old)
 
 
-def prepare_update(info: ResourceInfo, new: dict[str, Any], old: dict[str, Any], store: Any,
-                   trusted: bool = False) -> dict[str, Any]:
+def prepare_update(
+    info: ResourceInfo, new: dict[str, Any], old: dict[str, Any], store: Any, trusted: bool = False
+) -> dict[str, Any]:
     """Update-time normalisation and the immutability rules of built-in kinds.
 
     `trusted` writes (the kubelet binding a pod, controllers) skip the immutability checks.
@@ -474,25 +674,40 @@ def prepare_update(info: ResourceInfo, new: dict[str, Any], old: dict[str, Any],
         spec = new.setdefault("spec", {})
         _default_pod_spec(spec)
         if not _pod_spec_change_allowed(old.get("spec") or {}, spec):
-            raise ApiError.invalid(info, name, [{"field": "spec", "reason": "FieldValueForbidden",
-                                                 "message": f"Forbidden: {_POD_MUTABLE}"}])
+            raise ApiError.invalid(
+                info,
+                name,
+                [{"field": "spec", "reason": "FieldValueForbidden", "message": f"Forbidden: {_POD_MUTABLE}"}],
+            )
     elif key == ("batch", "jobs") and not trusted:
         spec, old_spec = new.setdefault("spec", {}), old.get("spec") or {}
         tmpl = spec.get("template") or {}
         _default_pod_spec(tmpl.setdefault("spec", {}))
         labels = tmpl.setdefault("metadata", {}).setdefault("labels", {})
         for k, v in ((old_spec.get("template") or {}).get("metadata") or {}).get("labels", {}).items():
-            if k in ("batch.kubernetes.io/controller-uid", "batch.kubernetes.io/job-name", "controller-uid",
-                     "job-name"):
+            if k in (
+                "batch.kubernetes.io/controller-uid",
+                "batch.kubernetes.io/job-name",
+                "controller-uid",
+                "job-name",
+            ):
                 labels.setdefault(k, v)
         if "selector" not in spec and "selector" in old_spec:
             spec["selector"] = old_spec["selector"]
         for field_name in ("selector", "template"):
             if field_name in old_spec and spec.get(field_name) != old_spec[field_name]:
-                raise ApiError.invalid(info, name, [{
-                    "field": f"spec.{field_name}", "reason": "FieldValueInvalid",
-                    "message": f"Invalid value: {json.dumps(spec.get(field_name), separators=(',', ':'))}: "
-                               "field is immutable"}])
+                raise ApiError.invalid(
+                    info,
+                    name,
+                    [
+                        {
+                            "field": f"spec.{field_name}",
+                            "reason": "FieldValueInvalid",
+                            "message": f"Invalid value: {json.dumps(spec.get(field_name), separators=(',', ':'))}: "
+                            "field is immutable",
+                        }
+                    ],
+                )
     _check_data_size(info, new)
     return new
 
@@ -523,8 +738,11 @@ def admit_crd(crd: dict[str, Any], registry: Registry) -> dict[str, Any]:
     if not names.get("kind"):
         bad("spec.names.kind", "Required value", "FieldValueRequired")
     if spec.get("scope") not in ("Namespaced", "Cluster"):
-        bad("spec.scope", f'Unsupported value: "{spec.get("scope", "")}": supported values: "Cluster", "Namespaced"',
-            "FieldValueNotSupported")
+        bad(
+            "spec.scope",
+            f'Unsupported value: "{spec.get("scope", "")}": supported values: "Cluster", "Namespaced"',
+            "FieldValueNotSupported",
+        )
     versions = spec.get("versions") or []
     if not versions:
         bad("spec.versions", "Invalid value: null: must have exactly one version marked as storage version")
@@ -534,8 +752,11 @@ def admit_crd(crd: dict[str, Any], registry: Registry) -> dict[str, Any]:
         bad("metadata.name", f'Invalid value: "{name}": must be spec.names.plural+"."+spec.group')
     for i, v in enumerate(versions):
         if not ((v.get("schema") or {}).get("openAPIV3Schema")):
-            bad(f"spec.versions[{i}].schema.openAPIV3Schema", "Required value: schemas are required",
-                "FieldValueRequired")
+            bad(
+                f"spec.versions[{i}].schema.openAPIV3Schema",
+                "Required value: schemas are required",
+                "FieldValueRequired",
+            )
     if causes:
         raise ApiError.invalid(info, name, causes)
     names.setdefault("singular", names["kind"].lower())
@@ -549,18 +770,28 @@ def admit_crd(crd: dict[str, Any], registry: Registry) -> dict[str, Any]:
 
     def cond(ctype: str, reason: str, message: str) -> dict[str, Any]:
         prev = old_conds.get(ctype)
-        return {"type": ctype, "status": "True", "reason": reason, "message": message,
-                "lastTransitionTime": prev.get("lastTransitionTime", now) if prev else now}
+        return {
+            "type": ctype,
+            "status": "True",
+            "reason": reason,
+            "message": message,
+            "lastTransitionTime": prev.get("lastTransitionTime", now) if prev else now,
+        }
 
     stored = list(old_status.get("storedVersions") or [])
     for v in versions:
         if v.get("storage") and v["name"] not in stored:
             stored.append(v["name"])
     crd["status"] = {
-        "conditions": [cond("NamesAccepted", "NoConflicts", "no conflicts found"),
-                       cond("Established", "InitialNamesAccepted", "the initial names have been accepted")],
-        "acceptedNames": {k: names[k] for k in ("plural", "singular", "shortNames", "kind", "listKind",
-                                                "categories") if k in names},
+        "conditions": [
+            cond("NamesAccepted", "NoConflicts", "no conflicts found"),
+            cond("Established", "InitialNamesAccepted", "the initial names have been accepted"),
+        ],
+        "acceptedNames": {
+            k: names[k]
+            for k in ("plural", "singular", "shortNames", "kind", "listKind", "categories")
+            if k in names
+        },
         "storedVersions": stored,
     }
     return crd
@@ -579,18 +810,37 @@ def crd_resource_infos(crd: dict[str, Any]) -> list[ResourceInfo]:
             subs["status"] = ["get", "patch", "update"]
         if "scale" in (v.get("subresources") or {}):
             subs["scale"] = ["get", "patch", "update"]
-        cols = [PrinterColumn(c["name"], c.get("jsonPath", ""), c.get("type", "string"), c.get("description", ""),
-                              int(c.get("priority", 0)), c.get("format", ""))
-                for c in v.get("additionalPrinterColumns") or []]
-        out.append(ResourceInfo(
-            group=spec["group"], version=v["name"], resource=names["plural"], kind=names["kind"],
-            namespaced=spec.get("scope") == "Namespaced", singular=names.get("singular", ""),
-            short_names=list(names.get("shortNames") or []), categories=list(names.get("categories") or []),
-            subresources=subs, printer_columns=cols,
-            schema=(v.get("schema") or {}).get("openAPIV3Schema"),
-            storage_version=bool(v.get("storage")), crd_name=crd["metadata"]["name"],
-            selectable_fields=frozenset(str(f.get("jsonPath", "")).lstrip(".")
-                                        for f in v.get("selectableFields") or [])))
+        cols = [
+            PrinterColumn(
+                c["name"],
+                c.get("jsonPath", ""),
+                c.get("type", "string"),
+                c.get("description", ""),
+                int(c.get("priority", 0)),
+                c.get("format", ""),
+            )
+            for c in v.get("additionalPrinterColumns") or []
+        ]
+        out.append(
+            ResourceInfo(
+                group=spec["group"],
+                version=v["name"],
+                resource=names["plural"],
+                kind=names["kind"],
+                namespaced=spec.get("scope") == "Namespaced",
+                singular=names.get("singular", ""),
+                short_names=list(names.get("shortNames") or []),
+                categories=list(names.get("categories") or []),
+                subresources=subs,
+                printer_columns=cols,
+                schema=(v.get("schema") or {}).get("openAPIV3Schema"),
+                storage_version=bool(v.get("storage")),
+                crd_name=crd["metadata"]["name"],
+                selectable_fields=frozenset(
+                    str(f.get("jsonPath", "")).lstrip(".") for f in v.get("selectableFields") or []
+                ),
+            )
+        )
     return out
 
 
@@ -610,8 +860,8 @@ def core_event_to_events_v1(ev: dict[str, Any]) -> dict[str, Any]:
         "kind": "Event",
         "metadata": ev.get("metadata", {}),
         # Required in this version; the generated clients reject null, so derive it.
-        "eventTime": ev.get("eventTime") or _micro(ev.get("firstTimestamp")
-                                                   or (ev.get("metadata") or {}).get("creationTimestamp")),
+        "eventTime": ev.get("eventTime")
+        or _micro(ev.get("firstTimestamp") or (ev.get("metadata") or {}).get("creationTimestamp")),
         "reportingController": ev.get("reportingComponent") or (ev.get("source") or {}).get("component", ""),
         "reportingInstance": ev.get("reportingInstance", ""),
         "action": ev.get("action", ""),

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import secrets
 import signal
 import ssl
@@ -19,9 +18,10 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from kubesim.faults import KubesimAdmin
 
@@ -45,15 +45,23 @@ class KubesimServer:
     def cache_dir(self) -> Path:
         return self.state_dir / "kubectl-cache"
 
-    def kubectl(self, *args: str, check: bool = True, timeout: float = 60, input: str | None = None,
-                context: str | None = None) -> subprocess.CompletedProcess[str]:
+    def kubectl(
+        self,
+        *args: str,
+        check: bool = True,
+        timeout: float = 60,
+        input: str | None = None,
+        context: str | None = None,
+    ) -> subprocess.CompletedProcess[str]:
         """Run the real kubectl against this server; raises with its output when check fails."""
         cmd = ["kubectl", "--kubeconfig", str(self.kubeconfig), "--cache-dir", str(self.cache_dir)]
         if context:
             cmd += ["--context", context]
         proc = subprocess.run(cmd + list(args), capture_output=True, text=True, timeout=timeout, input=input)
         if check and proc.returncode != 0:
-            raise AssertionError(f"kubectl {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+            raise AssertionError(
+                f"kubectl {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
+            )
         return proc
 
     def api_client(self, context: str | None = None) -> Any:
@@ -62,7 +70,8 @@ class KubesimServer:
 
         cfg = client.Configuration()
         config.load_kube_config(  # type: ignore[no-untyped-call]
-            config_file=str(self.kubeconfig), context=context, client_configuration=cfg)
+            config_file=str(self.kubeconfig), context=context, client_configuration=cfg
+        )
         return client.ApiClient(cfg)
 
     def stop(self) -> None:
@@ -81,8 +90,9 @@ class KubesimServer:
                 self.process.wait(timeout=5)
 
 
-def wait_ready(url: str, ca_file: Path | None, deadline: float,
-               alive: Callable[[], str | None] = lambda: None) -> None:
+def wait_ready(
+    url: str, ca_file: Path | None, deadline: float, alive: Callable[[], str | None] = lambda: None
+) -> None:
     """Poll `/readyz` until 200 or the deadline; `alive()` returns an error text if the server died."""
     ctx: ssl.SSLContext | None = None
     if url.startswith("https"):
@@ -106,9 +116,17 @@ def wait_ready(url: str, ca_file: Path | None, deadline: float,
     raise TimeoutError(f"kubesim at {url} not ready in time: {last}")
 
 
-def _args_for(tls: bool, token: str | None, gpus: int, kubelet: bool, history_size: int | None,
-              bookmark_interval: float | None, extra_tokens: dict[str, str], forbidden: list[tuple[str, str]],
-              extra_args: list[str]) -> list[str]:
+def _args_for(
+    tls: bool,
+    token: str | None,
+    gpus: int,
+    kubelet: bool,
+    history_size: int | None,
+    bookmark_interval: float | None,
+    extra_tokens: dict[str, str],
+    forbidden: list[tuple[str, str]],
+    extra_args: list[str],
+) -> list[str]:
     args: list[str] = []
     if tls:
         args.append("--tls")
@@ -131,10 +149,20 @@ def _args_for(tls: bool, token: str | None, gpus: int, kubelet: bool, history_si
     return args + list(extra_args)
 
 
-def start_kubesim(state_dir: Path, *, tls: bool = False, token: str | None = "", gpus: int = 0,
-                  kubelet: bool = True, history_size: int | None = None, bookmark_interval: float | None = None,
-                  extra_tokens: dict[str, str] | None = None, forbidden: list[tuple[str, str]] | None = None,
-                  extra_args: list[str] | None = None, timeout: float = 30.0) -> KubesimServer:
+def start_kubesim(
+    state_dir: Path,
+    *,
+    tls: bool = False,
+    token: str | None = "",
+    gpus: int = 0,
+    kubelet: bool = True,
+    history_size: int | None = None,
+    bookmark_interval: float | None = None,
+    extra_tokens: dict[str, str] | None = None,
+    forbidden: list[tuple[str, str]] | None = None,
+    extra_args: list[str] | None = None,
+    timeout: float = 30.0,
+) -> KubesimServer:
     """Start `python -m kubesim serve` in `state_dir` and wait until it answers.
 
     token "" (the default) generates one; None runs without a token.
@@ -143,13 +171,33 @@ def start_kubesim(state_dir: Path, *, tls: bool = False, token: str | None = "",
     if token == "":
         token = secrets.token_urlsafe(16)
     kubeconfig = state_dir / "kubeconfig"
-    cmd = [sys.executable, "-m", "kubesim", "serve", "--port", "0", "--state-dir", str(state_dir),
-           "--kubeconfig-out", str(kubeconfig)]
-    cmd += _args_for(tls, token, gpus, kubelet, history_size, bookmark_interval, extra_tokens or {},
-                     forbidden or [], extra_args or [])
+    cmd = [
+        sys.executable,
+        "-m",
+        "kubesim",
+        "serve",
+        "--port",
+        "0",
+        "--state-dir",
+        str(state_dir),
+        "--kubeconfig-out",
+        str(kubeconfig),
+    ]
+    cmd += _args_for(
+        tls,
+        token,
+        gpus,
+        kubelet,
+        history_size,
+        bookmark_interval,
+        extra_tokens or {},
+        forbidden or [],
+        extra_args or [],
+    )
     log = open(state_dir / "kubesim.log", "wb")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+    )
     log.close()
     info_path = state_dir / "server.json"
     deadline = time.monotonic() + timeout
@@ -175,22 +223,44 @@ def start_kubesim(state_dir: Path, *, tls: bool = False, token: str | None = "",
             proc.kill()
             proc.wait()
         raise
-    return KubesimServer(url=info["url"], kubeconfig=kubeconfig, token=token,
-                         admin=KubesimAdmin(info["url"], info["adminToken"], str(ca) if ca else None),
-                         state_dir=state_dir, ca_file=ca, process=proc)
+    return KubesimServer(
+        url=info["url"],
+        kubeconfig=kubeconfig,
+        token=token,
+        admin=KubesimAdmin(info["url"], info["adminToken"], str(ca) if ca else None),
+        state_dir=state_dir,
+        ca_file=ca,
+        process=proc,
+    )
 
 
-def start_inprocess(state_dir: Path, *, tls: bool = False, token: str | None = "", gpus: int = 0,
-                    kubelet: bool = True, history_size: int = 10000, bookmark_interval: float = 10.0,
-                    timeout: float = 30.0) -> KubesimServer:
+def start_inprocess(
+    state_dir: Path,
+    *,
+    tls: bool = False,
+    token: str | None = "",
+    gpus: int = 0,
+    kubelet: bool = True,
+    history_size: int = 10000,
+    bookmark_interval: float = 10.0,
+    timeout: float = 30.0,
+) -> KubesimServer:
     """Run a Cluster on a private event loop in a daemon thread of this process."""
     from kubesim.cluster import Cluster, ClusterOptions
 
     if token == "":
         token = secrets.token_urlsafe(16)
-    opts = ClusterOptions(tls=tls, token=token, state_dir=state_dir, gpus=gpus, kubelet=kubelet,
-                          history_size=history_size, bookmark_interval=bookmark_interval,
-                          allow_anonymous=not tls, kubeconfig_out=state_dir / "kubeconfig")
+    opts = ClusterOptions(
+        tls=tls,
+        token=token,
+        state_dir=state_dir,
+        gpus=gpus,
+        kubelet=kubelet,
+        history_size=history_size,
+        bookmark_interval=bookmark_interval,
+        allow_anonymous=not tls,
+        kubeconfig_out=state_dir / "kubeconfig",
+    )
     loop = asyncio.new_event_loop()
     cluster = Cluster(opts)
     started = threading.Event()
@@ -221,9 +291,15 @@ def start_inprocess(state_dir: Path, *, tls: bool = False, token: str | None = "
         thread.join(timeout=20)
 
     ca = cluster.certs.ca_cert if cluster.certs else None
-    server = KubesimServer(url=cluster.url, kubeconfig=state_dir / "kubeconfig", token=token,
-                           admin=KubesimAdmin(cluster.url, cluster.admin_token, str(ca) if ca else None),
-                           state_dir=state_dir, ca_file=ca, _stopper=stopper)
+    server = KubesimServer(
+        url=cluster.url,
+        kubeconfig=state_dir / "kubeconfig",
+        token=token,
+        admin=KubesimAdmin(cluster.url, cluster.admin_token, str(ca) if ca else None),
+        state_dir=state_dir,
+        ca_file=ca,
+        _stopper=stopper,
+    )
     server.extra["cluster"] = cluster
     server.extra["loop"] = loop
     return server

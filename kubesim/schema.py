@@ -58,8 +58,13 @@ def prune(value: Any, schema: dict[str, Any] | None, path: str, pruned: list[str
             out[k] = prune(v, addl, child, pruned)
         elif addl is True or _preserves(schema) or schema.get("x-kubernetes-int-or-string"):
             out[k] = v
-        elif props is None and schema.get("type") in (None, "object") and not schema.get("properties") \
-                and "additionalProperties" not in schema and _preserves(schema):
+        elif (
+            props is None
+            and schema.get("type") in (None, "object")
+            and not schema.get("properties")
+            and "additionalProperties" not in schema
+            and _preserves(schema)
+        ):
             out[k] = v
         else:
             pruned.append(child)
@@ -146,45 +151,71 @@ def validate(value: Any, schema: dict[str, Any] | None, path: str, causes: list[
 
     if value is None:
         if not schema.get("nullable") and schema.get("type"):
-            bad("FieldValueTypeInvalid", f'Invalid value: "null": {path} in body must be of type '
-                                         f'{schema["type"]}: "null"')
+            bad(
+                "FieldValueTypeInvalid",
+                f'Invalid value: "null": {path} in body must be of type {schema["type"]}: "null"',
+            )
         return
     if schema.get("x-kubernetes-int-or-string"):
         if not (isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))):
-            bad("FieldValueTypeInvalid", f'Invalid value: "{_type_name(value)}": {path} in body must be of type '
-                                         f'integer,string: "{_type_name(value)}"')
+            bad(
+                "FieldValueTypeInvalid",
+                f'Invalid value: "{_type_name(value)}": {path} in body must be of type '
+                f'integer,string: "{_type_name(value)}"',
+            )
             return
     else:
         t = schema.get("type")
         if t and not _type_ok(value, t):
-            bad("FieldValueTypeInvalid", f'Invalid value: "{_type_name(value)}": {path} in body must be of type '
-                                         f'{t}: "{_type_name(value)}"')
+            bad(
+                "FieldValueTypeInvalid",
+                f'Invalid value: "{_type_name(value)}": {path} in body must be of type '
+                f'{t}: "{_type_name(value)}"',
+            )
             return
     enum = schema.get("enum")
     if isinstance(enum, list) and value not in enum:
-        bad("FieldValueNotSupported", f"Unsupported value: {_go(value)}: supported values: "
-                                      + ", ".join(_go(e) for e in enum))
+        bad(
+            "FieldValueNotSupported",
+            f"Unsupported value: {_go(value)}: supported values: " + ", ".join(_go(e) for e in enum),
+        )
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         lo, hi = schema.get("minimum"), schema.get("maximum")
         if lo is not None:
             if schema.get("exclusiveMinimum") and not value > lo:
-                bad("FieldValueInvalid", f"Invalid value: {_go(value)}: {path} in body should be greater than {lo}")
+                bad(
+                    "FieldValueInvalid",
+                    f"Invalid value: {_go(value)}: {path} in body should be greater than {lo}",
+                )
             elif value < lo:
-                bad("FieldValueInvalid", f"Invalid value: {_go(value)}: {path} in body should be greater than "
-                                         f"or equal to {lo}")
+                bad(
+                    "FieldValueInvalid",
+                    f"Invalid value: {_go(value)}: {path} in body should be greater than or equal to {lo}",
+                )
         if hi is not None:
             if schema.get("exclusiveMaximum") and not value < hi:
-                bad("FieldValueInvalid", f"Invalid value: {_go(value)}: {path} in body should be less than {hi}")
+                bad(
+                    "FieldValueInvalid",
+                    f"Invalid value: {_go(value)}: {path} in body should be less than {hi}",
+                )
             elif value > hi:
-                bad("FieldValueInvalid", f"Invalid value: {_go(value)}: {path} in body should be less than "
-                                         f"or equal to {hi}")
+                bad(
+                    "FieldValueInvalid",
+                    f"Invalid value: {_go(value)}: {path} in body should be less than or equal to {hi}",
+                )
         mult = schema.get("multipleOf")
         if mult and value % mult:
-            bad("FieldValueInvalid", f"Invalid value: {_go(value)}: {path} in body should be a multiple of {mult}")
+            bad(
+                "FieldValueInvalid",
+                f"Invalid value: {_go(value)}: {path} in body should be a multiple of {mult}",
+            )
     if isinstance(value, str):
         if schema.get("minLength") is not None and len(value) < schema["minLength"]:
-            bad("FieldValueInvalid", f"Invalid value: {_go(value)}: {path} in body should be at least "
-                                     f"{schema['minLength']} chars long")
+            bad(
+                "FieldValueInvalid",
+                f"Invalid value: {_go(value)}: {path} in body should be at least "
+                f"{schema['minLength']} chars long",
+            )
         if schema.get("maxLength") is not None and len(value) > schema["maxLength"]:
             bad("FieldValueTooLong", f"Too long: may not be more than {schema['maxLength']} bytes")
         pat = schema.get("pattern")
@@ -197,8 +228,11 @@ def validate(value: Any, schema: dict[str, Any] | None, path: str, causes: list[
                 bad("FieldValueInvalid", f"Invalid value: {_go(value)}: {path} in body should match '{pat}'")
     if isinstance(value, list):
         if schema.get("minItems") is not None and len(value) < schema["minItems"]:
-            bad("FieldValueInvalid", f"Invalid value: {len(value)}: {path} in body should have at least "
-                                     f"{schema['minItems']} items")
+            bad(
+                "FieldValueInvalid",
+                f"Invalid value: {len(value)}: {path} in body should have at least "
+                f"{schema['minItems']} items",
+            )
         if schema.get("maxItems") is not None and len(value) > schema["maxItems"]:
             bad("FieldValueTooMany", f"Too many: {len(value)}: must have at most {schema['maxItems']} items")
         items = schema.get("items")
@@ -210,10 +244,16 @@ def validate(value: Any, schema: dict[str, Any] | None, path: str, causes: list[
             if req not in value:
                 bad("FieldValueRequired", "Required value", _join(path, req))
         if schema.get("minProperties") is not None and len(value) < schema["minProperties"]:
-            bad("FieldValueInvalid", f"Invalid value: {len(value)}: {path} in body should have at least "
-                                     f"{schema['minProperties']} properties")
+            bad(
+                "FieldValueInvalid",
+                f"Invalid value: {len(value)}: {path} in body should have at least "
+                f"{schema['minProperties']} properties",
+            )
         if schema.get("maxProperties") is not None and len(value) > schema["maxProperties"]:
-            bad("FieldValueTooMany", f"Too many: {len(value)}: must have at most {schema['maxProperties']} items")
+            bad(
+                "FieldValueTooMany",
+                f"Too many: {len(value)}: must have at most {schema['maxProperties']} items",
+            )
         props = schema.get("properties") or {}
         addl = schema.get("additionalProperties")
         for k, v in value.items():
@@ -225,8 +265,13 @@ def validate(value: Any, schema: dict[str, Any] | None, path: str, causes: list[
                 validate(v, addl, _join(path, k), causes)
 
 
-def admit(info: ResourceInfo, obj: dict[str, Any], old: dict[str, Any] | None,
-          field_validation: str | None, warnings: list[str] | None) -> dict[str, Any]:
+def admit(
+    info: ResourceInfo,
+    obj: dict[str, Any],
+    old: dict[str, Any] | None,
+    field_validation: str | None,
+    warnings: list[str] | None,
+) -> dict[str, Any]:
     """Prune, default and validate a custom resource; raise ApiError on failure."""
     from kubesim.store import ApiError
 
@@ -239,8 +284,9 @@ def admit(info: ResourceInfo, obj: dict[str, Any], old: dict[str, Any] | None,
         mode = field_validation or "Warn"
         if mode == "Strict":
             raise ApiError.bad_request(
-                f"{info.kind} in version \"{info.version}\" cannot be handled as a {info.kind}: strict decoding "
-                "error: " + ", ".join(f'unknown field "{p}"' for p in pruned))
+                f'{info.kind} in version "{info.version}" cannot be handled as a {info.kind}: strict decoding '
+                "error: " + ", ".join(f'unknown field "{p}"' for p in pruned)
+            )
         if mode == "Warn" and warnings is not None:
             warnings.extend(f'unknown field "{p}"' for p in pruned)
     result = apply_defaults(result, schema)

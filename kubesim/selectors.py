@@ -12,8 +12,9 @@ a dotted path into the object (`metadata.name`, `status.phase`, `spec.nodeName`,
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 __all__ = [
     "SelectorError",

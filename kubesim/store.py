@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import builtins
 import copy
 import json
 import logging
@@ -58,8 +59,9 @@ import string
 import time
 import uuid
 from collections import deque
-from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Callable, Iterable, List
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
 
 from kubesim import patch as patching
 from kubesim import podsecurity, quota, resources, schema
@@ -133,7 +135,7 @@ class ApiError(Exception):
 
     # Constructors with the real server's wording.
     @classmethod
-    def not_found(cls, info: ResourceInfo | None, name: str, resource: str | None = None) -> "ApiError":
+    def not_found(cls, info: ResourceInfo | None, name: str, resource: str | None = None) -> ApiError:
         res = resource or (info.qualified() if info else "")
         details: dict[str, Any] = {"name": name, "kind": info.resource if info else res}
         if info and info.group:
@@ -141,31 +143,40 @@ class ApiError(Exception):
         return cls(404, "NotFound", f'{res} "{name}" not found', details)
 
     @classmethod
-    def no_resource(cls) -> "ApiError":
-        return cls(404, "NotFound", "the server could not find the requested resource",
-                   {"causes": [{"reason": "UnexpectedServerResponse", "message": "404 page not found"}]})
+    def no_resource(cls) -> ApiError:
+        return cls(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+            {"causes": [{"reason": "UnexpectedServerResponse", "message": "404 page not found"}]},
+        )
 
     @classmethod
-    def already_exists(cls, info: ResourceInfo, name: str) -> "ApiError":
+    def already_exists(cls, info: ResourceInfo, name: str) -> ApiError:
         details: dict[str, Any] = {"name": name, "kind": info.resource}
         if info.group:
             details["group"] = info.group
         return cls(409, "AlreadyExists", f'{info.qualified()} "{name}" already exists', details)
 
     @classmethod
-    def conflict(cls, info: ResourceInfo, name: str, why: str | None = None) -> "ApiError":
+    def conflict(cls, info: ResourceInfo, name: str, why: str | None = None) -> ApiError:
         details: dict[str, Any] = {"name": name, "kind": info.resource}
         if info.group:
             details["group"] = info.group
-        why = why or "the object has been modified; please apply your changes to the latest version and try again"
-        return cls(409, "Conflict", f'Operation cannot be fulfilled on {info.qualified()} "{name}": {why}', details)
+        why = (
+            why
+            or "the object has been modified; please apply your changes to the latest version and try again"
+        )
+        return cls(
+            409, "Conflict", f'Operation cannot be fulfilled on {info.qualified()} "{name}": {why}', details
+        )
 
     @classmethod
-    def bad_request(cls, message: str) -> "ApiError":
+    def bad_request(cls, message: str) -> ApiError:
         return cls(400, "BadRequest", message)
 
     @classmethod
-    def invalid(cls, info: ResourceInfo, name: str, causes: list[dict[str, str]]) -> "ApiError":
+    def invalid(cls, info: ResourceInfo, name: str, causes: list[dict[str, str]]) -> ApiError:
         """422 Invalid; causes are {"field", "reason", "message"} like `details.causes`."""
         group_kind = f"{info.kind}.{info.group}" if info.group else info.kind
         parts = [f"{c['field']}: {c['message']}" if c.get("field") else c["message"] for c in causes]
@@ -176,7 +187,7 @@ class ApiError(Exception):
         return cls(422, "Invalid", f'{group_kind} "{name}" is invalid: {text}', details)
 
     @classmethod
-    def expired(cls, message: str) -> "ApiError":
+    def expired(cls, message: str) -> ApiError:
         return cls(410, "Expired", message)
 
 
@@ -205,8 +216,14 @@ class Watch:
     is reported as DELETED and one that starts matching as ADDED, like the real server.
     """
 
-    def __init__(self, store: "Store", info: ResourceInfo, namespace: str | None,
-                 label_selector: LabelSelector, field_selector: FieldSelector) -> None:
+    def __init__(
+        self,
+        store: Store,
+        info: ResourceInfo,
+        namespace: str | None,
+        label_selector: LabelSelector,
+        field_selector: FieldSelector,
+    ) -> None:
         self._store = store
         self.info = info
         self.namespace = namespace
@@ -274,8 +291,12 @@ class _Subscription:
 class Store:
     """All objects of the simulated cluster; see the module docstring for the contract."""
 
-    def __init__(self, registry: Registry | None = None, history_size: int = 10000,
-                 start_resource_version: int | None = None) -> None:
+    def __init__(
+        self,
+        registry: Registry | None = None,
+        history_size: int = 10000,
+        start_resource_version: int | None = None,
+    ) -> None:
         self.registry = registry if registry is not None else Registry()
         # Versions start from the clock (milliseconds) so that a restarted kubesim never reuses the
         # versions of an earlier run: a client resuming a watch from one of those gets 410 Expired
@@ -287,7 +308,7 @@ class Store:
         self._history: deque[_Record] = deque()
         self._evicted_rv = self._rv  # every event with rv <= this has left the history (or never was)
         self._watches: set[Watch] = set()
-        self._subs: List[_Subscription] = []
+        self._subs: list[_Subscription] = []
         # Indexes kept by _put/_pop: uid -> where the object is; owner uid -> dependents' places;
         # namespace -> number of namespaced objects in it.
         self._by_uid: dict[str, tuple[tuple[str, str], tuple[str, str]]] = {}
@@ -295,7 +316,7 @@ class Store:
         self._ns_count: dict[str, int] = {}
         self._refreshing_quotas = False
         # Called with the CRD object whenever a CRD is created/updated/deleted (discovery cache).
-        self.on_registry_change: List[Callable[[], None]] = []
+        self.on_registry_change: list[Callable[[], None]] = []
         for ns in ("default", "kube-system", "kube-public", "kube-node-lease"):
             self.create(NAMESPACES, {"metadata": {"name": ns}}, field_manager="kubesim")
 
@@ -375,7 +396,9 @@ class Store:
         self._rv += 1
         return self._rv
 
-    def _record(self, info: ResourceInfo, etype: str, obj: dict[str, Any], old: dict[str, Any] | None) -> None:
+    def _record(
+        self, info: ResourceInfo, etype: str, obj: dict[str, Any], old: dict[str, Any] | None
+    ) -> None:
         ns = (obj.get("metadata") or {}).get("namespace", "") if info.namespaced else ""
         # No copies: a stored dict is never mutated after it is stored (every write stores a new
         # dict), so the history can share them with the live state and with each other.
@@ -408,17 +431,25 @@ class Store:
             raise ApiError.not_found(self.info(kind_key), name)
         return obj
 
-    def list(self, kind_key: KindKey, namespace: str | None = None,
-             label_selector: str | LabelSelector | None = None,
-             field_selector: str | FieldSelector | None = None) -> tuple[List[dict[str, Any]], str]:
+    def list(
+        self,
+        kind_key: KindKey,
+        namespace: str | None = None,
+        label_selector: str | LabelSelector | None = None,
+        field_selector: str | FieldSelector | None = None,
+    ) -> tuple[builtins.list[dict[str, Any]], str]:
         items, rv, _ = self.list_page(kind_key, namespace, label_selector, field_selector)
         return items, rv
 
-    def list_page(self, kind_key: KindKey, namespace: str | None = None,
-                  label_selector: str | LabelSelector | None = None,
-                  field_selector: str | FieldSelector | None = None,
-                  limit: int | None = None, continue_token: str | None = None
-                  ) -> tuple[List[dict[str, Any]], str, str | None]:
+    def list_page(
+        self,
+        kind_key: KindKey,
+        namespace: str | None = None,
+        label_selector: str | LabelSelector | None = None,
+        field_selector: str | FieldSelector | None = None,
+        limit: int | None = None,
+        continue_token: str | None = None,
+    ) -> tuple[builtins.list[dict[str, Any]], str, str | None]:
         info = self.info(kind_key)
         ls, fs = _selectors(label_selector, field_selector)
         _check_fields(info, fs)
@@ -430,7 +461,7 @@ class Store:
             except Exception:
                 raise ApiError.bad_request("continue key is not valid: illegal base64 data") from None
         keys = sorted(self._bucket(info))
-        out: List[dict[str, Any]] = []
+        out: list[dict[str, Any]] = []
         next_token: str | None = None
         for key in keys:
             if start is not None and key <= start:
@@ -441,7 +472,10 @@ class Store:
             if not (ls.matches_object(obj) and fs.matches(obj)):
                 continue
             if limit and len(out) >= limit:
-                last = (out[-1]["metadata"].get("namespace", "") if info.namespaced else "", out[-1]["metadata"]["name"])
+                last = (
+                    out[-1]["metadata"].get("namespace", "") if info.namespaced else "",
+                    out[-1]["metadata"]["name"],
+                )
                 next_token = base64.urlsafe_b64encode(json.dumps(list(last)).encode()).decode()
                 break
             out.append(self._present(info, obj))
@@ -449,9 +483,14 @@ class Store:
 
     # ------------------------------------------------------------------ watch
 
-    def watch(self, kind_key: KindKey, namespace: str | None = None, resource_version: str | None = None,
-              label_selector: str | LabelSelector | None = None,
-              field_selector: str | FieldSelector | None = None) -> Watch:
+    def watch(
+        self,
+        kind_key: KindKey,
+        namespace: str | None = None,
+        resource_version: str | None = None,
+        label_selector: str | LabelSelector | None = None,
+        field_selector: str | FieldSelector | None = None,
+    ) -> Watch:
         """Open a watch. `resource_version` None/""/"0": ADDED for every current object first.
 
         Raises ApiError 410 Expired when events after `resource_version` have left the history.
@@ -481,10 +520,12 @@ class Store:
         self._watches.add(w)
         return w
 
-    def watches(self) -> List[Watch]:
+    def watches(self) -> builtins.list[Watch]:
         return list(self._watches)
 
-    def subscribe(self, kind_key: KindKey, callback: Subscriber, namespace: str | None = None) -> Callable[[], None]:
+    def subscribe(
+        self, kind_key: KindKey, callback: Subscriber, namespace: str | None = None
+    ) -> Callable[[], None]:
         """Call `callback(WatchEvent)` synchronously after every change of that resource.
 
         Returns a function that unsubscribes. No initial events: list first if you need them.
@@ -501,10 +542,18 @@ class Store:
 
     # ------------------------------------------------------------------ create
 
-    def create(self, kind_key: KindKey, obj: dict[str, Any], namespace: str | None = None, *,
-               field_manager: str | None = None, field_validation: str | None = None,
-               warnings: List[str] | None = None, dry_run: bool = False, operation: str = "Update"
-               ) -> dict[str, Any]:
+    def create(
+        self,
+        kind_key: KindKey,
+        obj: dict[str, Any],
+        namespace: str | None = None,
+        *,
+        field_manager: str | None = None,
+        field_validation: str | None = None,
+        warnings: builtins.list[str] | None = None,
+        dry_run: bool = False,
+        operation: str = "Update",
+    ) -> dict[str, Any]:
         info = self.info(kind_key)
         if not isinstance(obj, dict):
             raise ApiError.bad_request("the body of the request must be an object")
@@ -520,22 +569,30 @@ class Store:
         if body_kind and body_kind != info.kind:
             raise ApiError.bad_request(
                 f"the API version in the data ({obj.get('apiVersion')}) does not match the expected API version "
-                f"({info.api_version})" if obj.get("apiVersion") != info.api_version else
-                f"kind {body_kind} does not match the expected kind {info.kind}")
+                f"({info.api_version})"
+                if obj.get("apiVersion") != info.api_version
+                else f"kind {body_kind} does not match the expected kind {info.kind}"
+            )
         if info.namespaced:
             body_ns = meta.get("namespace")
             if namespace and body_ns and body_ns != namespace:
                 raise ApiError.bad_request(
-                    "the namespace of the provided object does not match the namespace sent on the request")
+                    "the namespace of the provided object does not match the namespace sent on the request"
+                )
             ns = namespace or body_ns or "default"
             meta["namespace"] = ns
             ns_obj = self._raw(self.info(NAMESPACES), None, ns)
             if ns_obj is None:
                 raise ApiError.not_found(self.info(NAMESPACES), ns)
             if ns_obj["metadata"].get("deletionTimestamp"):
-                raise ApiError(403, "Forbidden", f"{info.resource} \"{meta.get('name') or meta.get('generateName', '')}\" "
-                               f"is forbidden: unable to create new content in namespace {ns} because it is being "
-                               "terminated", {"name": meta.get("name", ""), "kind": info.resource})
+                raise ApiError(
+                    403,
+                    "Forbidden",
+                    f'{info.resource} "{meta.get("name") or meta.get("generateName", "")}" '
+                    f"is forbidden: unable to create new content in namespace {ns} because it is being "
+                    "terminated",
+                    {"name": meta.get("name", ""), "kind": info.resource},
+                )
         else:
             meta.pop("namespace", None)
             ns = ""
@@ -547,21 +604,46 @@ class Store:
                         break
                 meta["name"] = candidate
             else:
-                raise ApiError.invalid(info, "", [{"field": "metadata.name", "reason": "FieldValueRequired",
-                                                   "message": "Required value: name or generateName is required"}])
+                raise ApiError.invalid(
+                    info,
+                    "",
+                    [
+                        {
+                            "field": "metadata.name",
+                            "reason": "FieldValueRequired",
+                            "message": "Required value: name or generateName is required",
+                        }
+                    ],
+                )
         name = meta["name"]
         if not isinstance(name, str) or len(name) > 253 or not _DNS_SUBDOMAIN.match(name):
-            raise ApiError.invalid(info, str(name), [{
-                "field": "metadata.name", "reason": "FieldValueInvalid",
-                "message": f'Invalid value: "{name}": a lowercase RFC 1123 subdomain must consist of lower case '
-                           "alphanumeric characters, '-' or '.', and must start and end with an alphanumeric "
-                           "character"}])
+            raise ApiError.invalid(
+                info,
+                str(name),
+                [
+                    {
+                        "field": "metadata.name",
+                        "reason": "FieldValueInvalid",
+                        "message": f'Invalid value: "{name}": a lowercase RFC 1123 subdomain must consist of lower case '
+                        "alphanumeric characters, '-' or '.', and must start and end with an alphanumeric "
+                        "character",
+                    }
+                ],
+            )
         if self._raw(info, ns, name) is not None:
             raise ApiError.already_exists(info, name)
         obj["apiVersion"] = info.api_version
         obj["kind"] = info.kind
-        for k in ("deletionTimestamp", "deletionGracePeriodSeconds", "resourceVersion", "uid",
-                  "creationTimestamp", "managedFields", "generation", "selfLink"):
+        for k in (
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "resourceVersion",
+            "uid",
+            "creationTimestamp",
+            "managedFields",
+            "generation",
+            "selfLink",
+        ):
             meta.pop(k, None)
         meta["uid"] = str(uuid.uuid4())
         meta["creationTimestamp"] = now_rfc3339()
@@ -588,10 +670,19 @@ class Store:
 
     # ------------------------------------------------------------------ updates
 
-    def replace(self, kind_key: KindKey, namespace: str | None, name: str, obj: dict[str, Any], *,
-                subresource: str | None = None, field_manager: str | None = None,
-                field_validation: str | None = None, warnings: List[str] | None = None,
-                dry_run: bool = False) -> dict[str, Any]:
+    def replace(
+        self,
+        kind_key: KindKey,
+        namespace: str | None,
+        name: str,
+        obj: dict[str, Any],
+        *,
+        subresource: str | None = None,
+        field_manager: str | None = None,
+        field_validation: str | None = None,
+        warnings: builtins.list[str] | None = None,
+        dry_run: bool = False,
+    ) -> dict[str, Any]:
         info = self.info(kind_key)
         old = self._raw(info, namespace, name)
         if old is None:
@@ -600,25 +691,49 @@ class Store:
             raise ApiError.bad_request("the body of the request must be an object")
         meta = obj.get("metadata") or {}
         if meta.get("name") and meta["name"] != name:
-            raise ApiError.bad_request("the name of the object (%s) does not match the name on the URL (%s)"
-                                       % (meta["name"], name))
+            raise ApiError.bad_request(
+                "the name of the object (%s) does not match the name on the URL (%s)" % (meta["name"], name)
+            )
         want_rv = meta.get("resourceVersion")
         if want_rv and want_rv != old["metadata"]["resourceVersion"]:
             raise ApiError.conflict(info, name)
-        return self._commit_update(info, old, copy.deepcopy(obj), subresource, field_manager, "Update",
-                                   field_validation, warnings, dry_run)
+        return self._commit_update(
+            info,
+            old,
+            copy.deepcopy(obj),
+            subresource,
+            field_manager,
+            "Update",
+            field_validation,
+            warnings,
+            dry_run,
+        )
 
-    def patch(self, kind_key: KindKey, namespace: str | None, name: str, body: Any, patch_type: str, *,
-              subresource: str | None = None, field_manager: str | None = None, force: bool = False,
-              field_validation: str | None = None, warnings: List[str] | None = None,
-              dry_run: bool = False) -> dict[str, Any]:
+    def patch(
+        self,
+        kind_key: KindKey,
+        namespace: str | None,
+        name: str,
+        body: Any,
+        patch_type: str,
+        *,
+        subresource: str | None = None,
+        field_manager: str | None = None,
+        force: bool = False,
+        field_validation: str | None = None,
+        warnings: builtins.list[str] | None = None,
+        dry_run: bool = False,
+    ) -> dict[str, Any]:
         """Apply a patch; patch_type "json" | "merge" | "strategic" | "apply" (server-side apply)."""
         info = self.info(kind_key)
         old = self._raw(info, namespace, name)
         if patch_type == "strategic" and info.is_custom:
-            raise ApiError(415, "UnsupportedMediaType",
-                           "the body of the request was in an unknown format - accepted media types include: "
-                           "application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml")
+            raise ApiError(
+                415,
+                "UnsupportedMediaType",
+                "the body of the request was in an unknown format - accepted media types include: "
+                "application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml",
+            )
         if old is None:
             if patch_type == "apply" and subresource is None:
                 if not isinstance(body, dict):
@@ -626,10 +741,19 @@ class Store:
                 body = copy.deepcopy(body)
                 body.setdefault("metadata", {})["name"] = name
                 if field_manager is None:
-                    raise ApiError.bad_request("PATCH requests with apply content type require a fieldManager")
-                return self.create(kind_key, body, namespace, field_manager=field_manager,
-                                   field_validation=field_validation, warnings=warnings, dry_run=dry_run,
-                                   operation="Apply")
+                    raise ApiError.bad_request(
+                        "PATCH requests with apply content type require a fieldManager"
+                    )
+                return self.create(
+                    kind_key,
+                    body,
+                    namespace,
+                    field_manager=field_manager,
+                    field_validation=field_validation,
+                    warnings=warnings,
+                    dry_run=dry_run,
+                    operation="Apply",
+                )
             raise ApiError.not_found(info, name)
         current = self._present(info, old)
         try:
@@ -641,28 +765,51 @@ class Store:
                 new = patching.strategic_merge_patch(current, body)
             elif patch_type == "apply":
                 if field_manager is None:
-                    raise ApiError.bad_request("PATCH requests with apply content type require a fieldManager")
+                    raise ApiError.bad_request(
+                        "PATCH requests with apply content type require a fieldManager"
+                    )
                 if not isinstance(body, dict):
                     raise ApiError.bad_request("apply patch must be an object")
                 new = self._apply(current, body, field_manager, subresource)
             else:
                 raise ApiError(415, "UnsupportedMediaType", f"unsupported patch type {patch_type!r}")
         except patching.PatchError as e:
-            raise ApiError(422 if patch_type != "json" else 422, "Invalid" if patch_type != "json" else "Invalid",
-                           str(e)) from None
+            raise ApiError(
+                422 if patch_type != "json" else 422, "Invalid" if patch_type != "json" else "Invalid", str(e)
+            ) from None
         if not isinstance(new, dict):
             raise ApiError.bad_request("the patch result is not an object")
         new_meta = new.get("metadata") or {}
-        if new_meta.get("resourceVersion") and new_meta["resourceVersion"] != old["metadata"]["resourceVersion"]:
+        if (
+            new_meta.get("resourceVersion")
+            and new_meta["resourceVersion"] != old["metadata"]["resourceVersion"]
+        ):
             raise ApiError.conflict(info, name)
         if new_meta.get("name", name) != name:
             raise ApiError.bad_request("metadata.name: Invalid value: the name cannot be changed by a patch")
         operation = "Apply" if patch_type == "apply" else "Update"
-        return self._commit_update(info, old, new, subresource, field_manager, operation, field_validation,
-                                   warnings, dry_run, applied=body if patch_type == "apply" else None)
+        return self._commit_update(
+            info,
+            old,
+            new,
+            subresource,
+            field_manager,
+            operation,
+            field_validation,
+            warnings,
+            dry_run,
+            applied=body if patch_type == "apply" else None,
+        )
 
-    def update(self, kind_key: KindKey, namespace: str | None, name: str,
-               mutate: Callable[[dict[str, Any]], None], *, field_manager: str = "kubesim") -> dict[str, Any]:
+    def update(
+        self,
+        kind_key: KindKey,
+        namespace: str | None,
+        name: str,
+        mutate: Callable[[dict[str, Any]], None],
+        *,
+        field_manager: str = "kubesim",
+    ) -> dict[str, Any]:
         """Trusted in-process write: `mutate` edits a copy of the whole object (status included)."""
         info = self.info(kind_key)
         old = self._raw(info, namespace, name)
@@ -672,9 +819,15 @@ class Store:
         mutate(new)
         return self._commit_update(info, old, new, "*", field_manager, "Update", None, None, False)
 
-    def update_status(self, kind_key: KindKey, namespace: str | None, name: str,
-                      mutate: Callable[[dict[str, Any]], None], *, field_manager: str = "kubesim"
-                      ) -> dict[str, Any]:
+    def update_status(
+        self,
+        kind_key: KindKey,
+        namespace: str | None,
+        name: str,
+        mutate: Callable[[dict[str, Any]], None],
+        *,
+        field_manager: str = "kubesim",
+    ) -> dict[str, Any]:
         """In-process status write: `mutate` edits a copy; only `.status` of the result is kept."""
         info = self.info(kind_key)
         old = self._raw(info, namespace, name)
@@ -685,8 +838,9 @@ class Store:
         mutate(new)
         return self._commit_update(info, old, new, "status", field_manager, "Update", None, None, False)
 
-    def _apply(self, current: dict[str, Any], body: dict[str, Any], manager: str,
-               subresource: str | None) -> dict[str, Any]:
+    def _apply(
+        self, current: dict[str, Any], body: dict[str, Any], manager: str, subresource: str | None
+    ) -> dict[str, Any]:
         applied = patching.field_set(body)
         entries = current.get("metadata", {}).get("managedFields") or []
         previous: dict[str, Any] = {}
@@ -707,10 +861,19 @@ class Store:
         body.get("metadata", {}).pop("resourceVersion", None)
         return patching.strategic_merge_patch(base, body)  # type: ignore[no-any-return]
 
-    def _commit_update(self, info: ResourceInfo, old: dict[str, Any], new: dict[str, Any],
-                       subresource: str | None, field_manager: str | None, operation: str,
-                       field_validation: str | None, warnings: List[str] | None, dry_run: bool,
-                       applied: Any = None) -> dict[str, Any]:
+    def _commit_update(
+        self,
+        info: ResourceInfo,
+        old: dict[str, Any],
+        new: dict[str, Any],
+        subresource: str | None,
+        field_manager: str | None,
+        operation: str,
+        field_validation: str | None,
+        warnings: builtins.list[str] | None,
+        dry_run: bool,
+        applied: Any = None,
+    ) -> dict[str, Any]:
         """Turn a requested new state into the stored one and commit it (or do nothing if equal).
 
         subresource: None = main resource (status kept from `old` when the kind has a status
@@ -756,9 +919,14 @@ class Store:
         nm["generation"] = old_meta.get("generation", 1)
         if _spec_of(info, new) != _spec_of(info, old):
             nm["generation"] = old_meta.get("generation", 1) + 1
-        nm["managedFields"] = _update_managed(old_meta.get("managedFields") or [], field_manager, operation,
-                                              info.api_version, applied if applied is not None else new,
-                                              "status" if subresource == "status" else "")
+        nm["managedFields"] = _update_managed(
+            old_meta.get("managedFields") or [],
+            field_manager,
+            operation,
+            info.api_version,
+            applied if applied is not None else new,
+            "status" if subresource == "status" else "",
+        )
         if _same(new, old):
             return self._present(info, old)
         if dry_run:
@@ -775,8 +943,9 @@ class Store:
         self._after_write(info, new)
         return self._present(info, new)
 
-    def _admit_pod_security(self, info: ResourceInfo, obj: dict[str, Any], ns: str,
-                            warnings: List[str] | None) -> None:
+    def _admit_pod_security(
+        self, info: ResourceInfo, obj: dict[str, Any], ns: str, warnings: builtins.list[str] | None
+    ) -> None:
         """Pod Security admission: the namespace's `enforce` level refuses a pod, its `warn` level
         (and, for a Job's pod template, `enforce` too) answers with a Warning, as upstream."""
         ns_obj = self._raw(self.info(NAMESPACES), None, ns)
@@ -796,8 +965,12 @@ class Store:
         found = podsecurity.violations(obj, enforce)
         if found:
             name = obj["metadata"]["name"]
-            raise ApiError(403, "Forbidden", f'pods "{name}" is forbidden: {podsecurity.message(enforce, found)}',
-                           {"name": name, "kind": "pods"})
+            raise ApiError(
+                403,
+                "Forbidden",
+                f'pods "{name}" is forbidden: {podsecurity.message(enforce, found)}',
+                {"name": name, "kind": "pods"},
+            )
         found = podsecurity.violations(obj, warn)
         if found and warnings is not None:
             warnings.append(podsecurity.message(warn, found, "would violate"))
@@ -811,8 +984,9 @@ class Store:
         refusal = quota.check(pod, quotas, pods)
         if refusal is not None:
             name = pod["metadata"]["name"]
-            raise ApiError(403, "Forbidden", f'pods "{name}" is forbidden: {refusal}',
-                           {"name": name, "kind": "pods"})
+            raise ApiError(
+                403, "Forbidden", f'pods "{name}" is forbidden: {refusal}', {"name": name, "kind": "pods"}
+            )
 
     def _refresh_quotas(self, ns: str) -> None:
         """Writes `status.hard` and `status.used` of the namespace's quotas, as the quota controller."""
@@ -827,9 +1001,13 @@ class Store:
             for q in quotas:
                 wanted = quota.status(q, pods)
                 if (q.get("status") or {}) != wanted:
+
                     def mutate(o: dict[str, Any], wanted: dict[str, Any] = wanted) -> None:
                         o["status"] = wanted
-                    self.update_status(QUOTAS, ns, q["metadata"]["name"], mutate, field_manager="resourcequota-controller")
+
+                    self.update_status(
+                        QUOTAS, ns, q["metadata"]["name"], mutate, field_manager="resourcequota-controller"
+                    )
         finally:
             self._refreshing_quotas = False
 
@@ -844,14 +1022,25 @@ class Store:
             ns = obj["metadata"]["name"]
             sa_info = self.info(("", "v1", "serviceaccounts"))
             if self._raw(sa_info, ns, "default") is None:
-                self.create(sa_info.key, {"metadata": {"name": "default", "namespace": ns}},
-                            field_manager="kube-controller-manager")
+                self.create(
+                    sa_info.key,
+                    {"metadata": {"name": "default", "namespace": ns}},
+                    field_manager="kube-controller-manager",
+                )
 
     # ------------------------------------------------------------------ delete
 
-    def delete(self, kind_key: KindKey, namespace: str | None, name: str, *, propagation: str | None = None,
-               grace_period_seconds: int | None = None, preconditions: dict[str, Any] | None = None,
-               dry_run: bool = False) -> dict[str, Any]:
+    def delete(
+        self,
+        kind_key: KindKey,
+        namespace: str | None,
+        name: str,
+        *,
+        propagation: str | None = None,
+        grace_period_seconds: int | None = None,
+        preconditions: dict[str, Any] | None = None,
+        dry_run: bool = False,
+    ) -> dict[str, Any]:
         """Delete (or start deleting) an object; returns its last state (see module docstring)."""
         info = self.info(kind_key)
         if info.group == "events.k8s.io":
@@ -863,18 +1052,29 @@ class Store:
         meta = obj["metadata"]
         if preconditions:
             if preconditions.get("uid") and preconditions["uid"] != meta["uid"]:
-                raise ApiError.conflict(info, name, f"Precondition failed: UID in precondition: "
-                                        f"{preconditions['uid']}, UID in object meta: {meta['uid']}")
-            if preconditions.get("resourceVersion") and preconditions["resourceVersion"] != meta["resourceVersion"]:
-                raise ApiError.conflict(info, name, "Precondition failed: ResourceVersion in precondition: "
-                                        f"{preconditions['resourceVersion']}, ResourceVersion in object meta: "
-                                        f"{meta['resourceVersion']}")
+                raise ApiError.conflict(
+                    info,
+                    name,
+                    f"Precondition failed: UID in precondition: "
+                    f"{preconditions['uid']}, UID in object meta: {meta['uid']}",
+                )
+            if (
+                preconditions.get("resourceVersion")
+                and preconditions["resourceVersion"] != meta["resourceVersion"]
+            ):
+                raise ApiError.conflict(
+                    info,
+                    name,
+                    "Precondition failed: ResourceVersion in precondition: "
+                    f"{preconditions['resourceVersion']}, ResourceVersion in object meta: "
+                    f"{meta['resourceVersion']}",
+                )
         if dry_run:
             return self._present(info, obj)
         if propagation is None:
             propagation = "Orphan" if info.key == JOBS else "Background"
         if propagation not in ("Background", "Foreground", "Orphan"):
-            raise ApiError.bad_request(f"propagationPolicy: Unsupported value: \"{propagation}\"")
+            raise ApiError.bad_request(f'propagationPolicy: Unsupported value: "{propagation}"')
         if info.key == NAMESPACES:
             return self._delete_namespace(obj)
         if propagation == "Orphan":
@@ -943,8 +1143,11 @@ class Store:
             if owner is not None:
                 o_info, o_obj = owner
                 if "foregroundDeletion" in (o_obj["metadata"].get("finalizers") or []):
-                    self._check_foreground(o_info, self._ns_key(o_info, o_obj["metadata"].get("namespace")),
-                                           o_obj["metadata"]["name"])
+                    self._check_foreground(
+                        o_info,
+                        self._ns_key(o_info, o_obj["metadata"].get("namespace")),
+                        o_obj["metadata"]["name"],
+                    )
         if info.key == CRDS:
             self._drop_crd(obj)
         if info.key == PODS:
@@ -965,14 +1168,15 @@ class Store:
         infos = [i for i in self.registry.all() if i.crd_name == name]
         if infos:
             bucket = self._bucket(infos[0])
-            for (ns, n) in list(bucket):
+            for ns, n in list(bucket):
                 self._finalize_delete(infos[0], ns, n)
         self.registry.remove_crd(name)
         for cb in list(self.on_registry_change):
             cb()
 
-    def _locate(self, place: tuple[tuple[str, str], tuple[str, str]]
-                ) -> tuple[ResourceInfo, dict[str, Any]] | None:
+    def _locate(
+        self, place: tuple[tuple[str, str], tuple[str, str]]
+    ) -> tuple[ResourceInfo, dict[str, Any]] | None:
         gr, key = place
         info = self.registry.any_version(*gr)
         obj = self._objects.get(gr, {}).get(key)
@@ -984,7 +1188,7 @@ class Store:
         place = self._by_uid.get(uid)
         return self._locate(place) if place is not None else None
 
-    def _dependents(self, uid: str) -> List[tuple[ResourceInfo, dict[str, Any]]]:
+    def _dependents(self, uid: str) -> builtins.list[tuple[ResourceInfo, dict[str, Any]]]:
         out = []
         for place in sorted(self._by_owner.get(uid, ())):
             found = self._locate(place)
@@ -1034,7 +1238,7 @@ class Store:
             r_info = self.registry.any_version(*gr)
             if r_info is None or not r_info.namespaced:
                 continue
-            for (ns, n) in list(bucket):
+            for ns, n in list(bucket):
                 if ns == name and (ns, n) in bucket:
                     try:
                         self.delete(r_info.key, ns, n, propagation="Background")
@@ -1055,8 +1259,15 @@ class Store:
 
     # ------------------------------------------------------------------ events
 
-    def add_event(self, namespace: str, involved_object: dict[str, Any], reason: str, message: str,
-                  type: str = "Normal", component: str = "kubelet") -> dict[str, Any]:
+    def add_event(
+        self,
+        namespace: str,
+        involved_object: dict[str, Any],
+        reason: str,
+        message: str,
+        type: str = "Normal",
+        component: str = "kubelet",
+    ) -> dict[str, Any]:
         """Record a core/v1 Event about `involved_object` (a full object or an ObjectReference).
 
         Repeats (same object, reason and message) bump `count` and `lastTimestamp` instead.
@@ -1076,9 +1287,14 @@ class Store:
         now = now_rfc3339()
         info = self.info(EVENTS)
         for (ns, n), ev in self._bucket(info).items():
-            if (ns == namespace and ev.get("reason") == reason and ev.get("message") == message
-                    and (ev.get("involvedObject") or {}).get("uid") == ref.get("uid")
-                    and (ev.get("involvedObject") or {}).get("name") == ref.get("name")):
+            if (
+                ns == namespace
+                and ev.get("reason") == reason
+                and ev.get("message") == message
+                and (ev.get("involvedObject") or {}).get("uid") == ref.get("uid")
+                and (ev.get("involvedObject") or {}).get("name") == ref.get("name")
+            ):
+
                 def bump(o: dict[str, Any]) -> None:
                     o["count"] = int(o.get("count") or 1) + 1
                     o["lastTimestamp"] = now
@@ -1091,30 +1307,44 @@ class Store:
             oldest = sorted(bucket.items(), key=lambda kv: int(kv[1]["metadata"]["resourceVersion"]))
             for key, _ in oldest[: len(bucket) - self.max_events + 1]:
                 self._finalize_delete(info, key[0], key[1])
-        return self.create(EVENTS, {
-            "metadata": {"name": name, "namespace": namespace},
-            "involvedObject": ref,
-            "reason": reason,
-            "message": message,
-            "type": type,
-            "source": {"component": component},
-            "firstTimestamp": now,
-            "lastTimestamp": now,
-            "eventTime": None,
-            "count": 1,
-            "reportingComponent": component,
-            "reportingInstance": "",
-        }, namespace, field_manager=component)
+        return self.create(
+            EVENTS,
+            {
+                "metadata": {"name": name, "namespace": namespace},
+                "involvedObject": ref,
+                "reason": reason,
+                "message": message,
+                "type": type,
+                "source": {"component": component},
+                "firstTimestamp": now,
+                "lastTimestamp": now,
+                "eventTime": None,
+                "count": 1,
+                "reportingComponent": component,
+                "reportingInstance": "",
+            },
+            namespace,
+            field_manager=component,
+        )
 
 
 # ---------------------------------------------------------------------- helpers
 
 
-def _selectors(label_selector: str | LabelSelector | None,
-               field_selector: str | FieldSelector | None) -> tuple[LabelSelector, FieldSelector]:
+def _selectors(
+    label_selector: str | LabelSelector | None, field_selector: str | FieldSelector | None
+) -> tuple[LabelSelector, FieldSelector]:
     try:
-        ls = label_selector if isinstance(label_selector, LabelSelector) else parse_label_selector(label_selector)
-        fs = field_selector if isinstance(field_selector, FieldSelector) else parse_field_selector(field_selector)
+        ls = (
+            label_selector
+            if isinstance(label_selector, LabelSelector)
+            else parse_label_selector(label_selector)
+        )
+        fs = (
+            field_selector
+            if isinstance(field_selector, FieldSelector)
+            else parse_field_selector(field_selector)
+        )
     except SelectorError as e:
         raise ApiError.bad_request(str(e)) from None
     return ls, fs
@@ -1123,7 +1353,7 @@ def _selectors(label_selector: str | LabelSelector | None,
 def _check_fields(info: ResourceInfo, fs: FieldSelector) -> None:
     bad = resources.check_field_selector(info, [p for p, _, _ in fs.terms])
     if bad is not None:
-        raise ApiError.bad_request(f'field label not supported: {bad}')
+        raise ApiError.bad_request(f"field label not supported: {bad}")
 
 
 def _spec_of(info: ResourceInfo, obj: dict[str, Any]) -> dict[str, Any]:
@@ -1136,6 +1366,7 @@ def _spec_of(info: ResourceInfo, obj: dict[str, Any]) -> dict[str, Any]:
 
 def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
     """Equal apart from managedFields: such a write is a no-op (no new resourceVersion, no event)."""
+
     def strip(o: dict[str, Any]) -> dict[str, Any]:
         o = dict(o)
         o["metadata"] = {k: v for k, v in (o.get("metadata") or {}).items() if k != "managedFields"}
@@ -1159,8 +1390,9 @@ def _fields_of(obj: Any) -> dict[str, Any]:
     return patching.field_set(body)
 
 
-def _managed_entry(manager: str | None, operation: str, api_version: str, obj: Any,
-                   subresource: str = "") -> dict[str, Any]:
+def _managed_entry(
+    manager: str | None, operation: str, api_version: str, obj: Any, subresource: str = ""
+) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "manager": manager or "unknown",
         "operation": operation,
@@ -1174,12 +1406,24 @@ def _managed_entry(manager: str | None, operation: str, api_version: str, obj: A
     return entry
 
 
-def _update_managed(entries: List[dict[str, Any]], manager: str | None, operation: str, api_version: str,
-                    obj: Any, subresource: str) -> List[dict[str, Any]]:
+def _update_managed(
+    entries: list[dict[str, Any]],
+    manager: str | None,
+    operation: str,
+    api_version: str,
+    obj: Any,
+    subresource: str,
+) -> list[dict[str, Any]]:
     manager = manager or "unknown"
-    out = [copy.deepcopy(e) for e in entries
-           if not (e.get("manager") == manager and e.get("operation") == operation
-                   and e.get("subresource", "") == subresource)]
+    out = [
+        copy.deepcopy(e)
+        for e in entries
+        if not (
+            e.get("manager") == manager
+            and e.get("operation") == operation
+            and e.get("subresource", "") == subresource
+        )
+    ]
     if subresource == "status" and isinstance(obj, dict):
         obj = {"status": obj.get("status")}
     out.append(_managed_entry(manager, operation, api_version, obj, subresource))

@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import re
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from kubesim.resources import PrinterColumn, ResourceInfo
 
@@ -54,7 +55,9 @@ def human_age(ts: str | None, now: float | None = None) -> str:
     return f"{d // 365}y"
 
 
-_TOKEN = re.compile(r"\.([A-Za-z0-9_\-/]+)|\[(\d+|\*)\]|\[\?\(@\.([A-Za-z0-9_.\-]+)\s*==\s*['\"]([^'\"]*)['\"]\)\]")
+_TOKEN = re.compile(
+    r"\.([A-Za-z0-9_\-/]+)|\[(\d+|\*)\]|\[\?\(@\.([A-Za-z0-9_.\-]+)\s*==\s*['\"]([^'\"]*)['\"]\)\]"
+)
 
 
 def jsonpath(obj: Any, path: str) -> list[Any]:
@@ -126,8 +129,10 @@ def _pod_cells(o: dict[str, Any]) -> list[Any]:
             continue
         initializing = True
         if term is not None:
-            reason = "Init:" + (term.get("reason") or (f"Signal:{term['signal']}" if term.get("signal")
-                                                       else f"ExitCode:{term.get('exitCode')}"))
+            reason = "Init:" + (
+                term.get("reason")
+                or (f"Signal:{term['signal']}" if term.get("signal") else f"ExitCode:{term.get('exitCode')}")
+            )
         elif (state.get("waiting") or {}).get("reason") not in (None, "", "PodInitializing"):
             reason = "Init:" + state["waiting"]["reason"]
         else:
@@ -144,7 +149,9 @@ def _pod_cells(o: dict[str, Any]) -> list[Any]:
             elif term is not None and term.get("reason"):
                 reason = term["reason"]
             elif term is not None:
-                reason = f"Signal:{term['signal']}" if term.get("signal") else f"ExitCode:{term.get('exitCode')}"
+                reason = (
+                    f"Signal:{term['signal']}" if term.get("signal") else f"ExitCode:{term.get('exitCode')}"
+                )
             elif c.get("ready") and state.get("running") is not None:
                 has_running = True
                 ready += 1
@@ -153,16 +160,30 @@ def _pod_cells(o: dict[str, Any]) -> list[Any]:
             reason = "Running" if conds.get("Ready") == "True" else "NotReady"
     if (o.get("metadata") or {}).get("deletionTimestamp"):
         reason = "Terminating"
-    return [f"{ready}/{len(spec.get('containers') or [])}", reason, restarts,
-            human_age(o["metadata"].get("creationTimestamp")), st.get("podIP") or "<none>",
-            spec.get("nodeName") or "<none>", "<none>", "<none>"]
+    return [
+        f"{ready}/{len(spec.get('containers') or [])}",
+        reason,
+        restarts,
+        human_age(o["metadata"].get("creationTimestamp")),
+        st.get("podIP") or "<none>",
+        spec.get("nodeName") or "<none>",
+        "<none>",
+        "<none>",
+    ]
 
 
 def _job_cells(o: dict[str, Any]) -> list[Any]:
     spec, st = o.get("spec") or {}, o.get("status") or {}
     conds = {c.get("type"): c.get("status") for c in st.get("conditions") or []}
-    status = ("Complete" if conds.get("Complete") == "True" else "Failed" if conds.get("Failed") == "True"
-              else "Suspended" if spec.get("suspend") else "Running")
+    status = (
+        "Complete"
+        if conds.get("Complete") == "True"
+        else "Failed"
+        if conds.get("Failed") == "True"
+        else "Suspended"
+        if spec.get("suspend")
+        else "Running"
+    )
     start, end = _parse_time(st.get("startTime")), _parse_time(st.get("completionTime"))
     duration = ""
     if start is not None:
@@ -179,87 +200,169 @@ def _short(secs: int) -> str:
 def _event_cells(o: dict[str, Any]) -> list[Any]:
     io = o.get("involvedObject") or o.get("regarding") or {}
     last = o.get("lastTimestamp") or o.get("eventTime") or o["metadata"].get("creationTimestamp")
-    return [human_age(last), o.get("type", ""), o.get("reason", ""),
-            f"{str(io.get('kind', '')).lower()}/{io.get('name', '')}", o.get("message") or o.get("note", "")]
+    return [
+        human_age(last),
+        o.get("type", ""),
+        o.get("reason", ""),
+        f"{str(io.get('kind', '')).lower()}/{io.get('name', '')}",
+        o.get("message") or o.get("note", ""),
+    ]
 
 
 def _node_cells(o: dict[str, Any]) -> list[Any]:
     conds = {c.get("type"): c.get("status") for c in (o.get("status") or {}).get("conditions") or []}
-    roles = [k.split("/", 1)[1] for k in (o["metadata"].get("labels") or {})
-             if k.startswith("node-role.kubernetes.io/")]
-    return ["Ready" if conds.get("Ready") == "True" else "NotReady", ",".join(roles) or "<none>",
-            human_age(o["metadata"].get("creationTimestamp")),
-            ((o.get("status") or {}).get("nodeInfo") or {}).get("kubeletVersion", "")]
+    roles = [
+        k.split("/", 1)[1]
+        for k in (o["metadata"].get("labels") or {})
+        if k.startswith("node-role.kubernetes.io/")
+    ]
+    return [
+        "Ready" if conds.get("Ready") == "True" else "NotReady",
+        ",".join(roles) or "<none>",
+        human_age(o["metadata"].get("creationTimestamp")),
+        ((o.get("status") or {}).get("nodeInfo") or {}).get("kubeletVersion", ""),
+    ]
 
 
 def _svc_cells(o: dict[str, Any]) -> list[Any]:
     spec = o.get("spec") or {}
-    ports = ",".join(f"{p.get('port')}/{p.get('protocol', 'TCP')}" for p in spec.get("ports") or []) or "<none>"
-    return [spec.get("type", "ClusterIP"), spec.get("clusterIP", "<none>"), "<none>", ports,
-            human_age(o["metadata"].get("creationTimestamp"))]
+    ports = (
+        ",".join(f"{p.get('port')}/{p.get('protocol', 'TCP')}" for p in spec.get("ports") or []) or "<none>"
+    )
+    return [
+        spec.get("type", "ClusterIP"),
+        spec.get("clusterIP", "<none>"),
+        "<none>",
+        ports,
+        human_age(o["metadata"].get("creationTimestamp")),
+    ]
 
 
 def _deploy_cells(o: dict[str, Any]) -> list[Any]:
     spec, st = o.get("spec") or {}, o.get("status") or {}
-    return [f"{st.get('readyReplicas', 0)}/{spec.get('replicas', 1)}", st.get("updatedReplicas", 0),
-            st.get("availableReplicas", 0), human_age(o["metadata"].get("creationTimestamp"))]
+    return [
+        f"{st.get('readyReplicas', 0)}/{spec.get('replicas', 1)}",
+        st.get("updatedReplicas", 0),
+        st.get("availableReplicas", 0),
+        human_age(o["metadata"].get("creationTimestamp")),
+    ]
 
 
 _S = "string"
 _BUILTIN: dict[tuple[str, str], tuple[list[tuple[str, str, int]], Callable[[dict[str, Any]], list[Any]]]] = {
-    ("", "pods"): ([("Ready", _S, 0), ("Status", _S, 0), ("Restarts", "string", 0), ("Age", _S, 0),
-                    ("IP", _S, 1), ("Node", _S, 1), ("Nominated Node", _S, 1), ("Readiness Gates", _S, 1)],
-                   _pod_cells),
-    ("batch", "jobs"): ([("Status", _S, 0), ("Completions", _S, 0), ("Duration", _S, 0), ("Age", _S, 0)],
-                        _job_cells),
-    ("", "namespaces"): ([("Status", _S, 0), ("Age", _S, 0)],
-                         lambda o: [(o.get("status") or {}).get("phase", ""),
-                                    human_age(o["metadata"].get("creationTimestamp"))]),
+    ("", "pods"): (
+        [
+            ("Ready", _S, 0),
+            ("Status", _S, 0),
+            ("Restarts", "string", 0),
+            ("Age", _S, 0),
+            ("IP", _S, 1),
+            ("Node", _S, 1),
+            ("Nominated Node", _S, 1),
+            ("Readiness Gates", _S, 1),
+        ],
+        _pod_cells,
+    ),
+    ("batch", "jobs"): (
+        [("Status", _S, 0), ("Completions", _S, 0), ("Duration", _S, 0), ("Age", _S, 0)],
+        _job_cells,
+    ),
+    ("", "namespaces"): (
+        [("Status", _S, 0), ("Age", _S, 0)],
+        lambda o: [
+            (o.get("status") or {}).get("phase", ""),
+            human_age(o["metadata"].get("creationTimestamp")),
+        ],
+    ),
     ("", "nodes"): ([("Status", _S, 0), ("Roles", _S, 0), ("Age", _S, 0), ("Version", _S, 0)], _node_cells),
-    ("", "services"): ([("Type", _S, 0), ("Cluster-IP", _S, 0), ("External-IP", _S, 0), ("Port(s)", _S, 0),
-                        ("Age", _S, 0)], _svc_cells),
-    ("apps", "deployments"): ([("Ready", _S, 0), ("Up-to-date", "integer", 0), ("Available", "integer", 0),
-                               ("Age", _S, 0)], _deploy_cells),
-    ("", "configmaps"): ([("Data", "integer", 0), ("Age", _S, 0)],
-                         lambda o: [len(o.get("data") or {}) + len(o.get("binaryData") or {}),
-                                    human_age(o["metadata"].get("creationTimestamp"))]),
-    ("", "secrets"): ([("Type", _S, 0), ("Data", "integer", 0), ("Age", _S, 0)],
-                      lambda o: [o.get("type", "Opaque"), len(o.get("data") or {}),
-                                 human_age(o["metadata"].get("creationTimestamp"))]),
+    ("", "services"): (
+        [("Type", _S, 0), ("Cluster-IP", _S, 0), ("External-IP", _S, 0), ("Port(s)", _S, 0), ("Age", _S, 0)],
+        _svc_cells,
+    ),
+    ("apps", "deployments"): (
+        [("Ready", _S, 0), ("Up-to-date", "integer", 0), ("Available", "integer", 0), ("Age", _S, 0)],
+        _deploy_cells,
+    ),
+    ("", "configmaps"): (
+        [("Data", "integer", 0), ("Age", _S, 0)],
+        lambda o: [
+            len(o.get("data") or {}) + len(o.get("binaryData") or {}),
+            human_age(o["metadata"].get("creationTimestamp")),
+        ],
+    ),
+    ("", "secrets"): (
+        [("Type", _S, 0), ("Data", "integer", 0), ("Age", _S, 0)],
+        lambda o: [
+            o.get("type", "Opaque"),
+            len(o.get("data") or {}),
+            human_age(o["metadata"].get("creationTimestamp")),
+        ],
+    ),
     ("apiextensions.k8s.io", "customresourcedefinitions"): (
-        [("Created At", "date", 0)], lambda o: [o["metadata"].get("creationTimestamp")]),
+        [("Created At", "date", 0)],
+        lambda o: [o["metadata"].get("creationTimestamp")],
+    ),
 }
 
 
 def _columns(info: ResourceInfo) -> tuple[list[dict[str, Any]], Callable[[dict[str, Any]], list[Any]]]:
-    name_col = {"name": "Name", "type": "string", "format": "name", "priority": 0,
-                "description": "Name must be unique within a namespace."}
+    name_col = {
+        "name": "Name",
+        "type": "string",
+        "format": "name",
+        "priority": 0,
+        "description": "Name must be unique within a namespace.",
+    }
     if info.group_resource in _BUILTIN or (info.group == "events.k8s.io" and info.resource == "events"):
         cols, fn = _BUILTIN.get(info.group_resource, (None, None))  # type: ignore[arg-type,unused-ignore]
         if cols is None:
             cols, fn = None, None
         if cols is not None and fn is not None:
-            defs = [name_col] + [{"name": n, "type": t, "format": "", "priority": p, "description": n}
-                                 for n, t, p in cols]
+            defs = [name_col] + [
+                {"name": n, "type": t, "format": "", "priority": p, "description": n} for n, t, p in cols
+            ]
             return defs, lambda o: [o["metadata"]["name"]] + fn(o)
     if info.resource == "events" and info.group in ("", "events.k8s.io"):
-        defs = [{"name": n, "type": "string", "format": "", "priority": 0, "description": n}
-                for n in ("Last Seen", "Type", "Reason", "Object", "Message")]
+        defs = [
+            {"name": n, "type": "string", "format": "", "priority": 0, "description": n}
+            for n in ("Last Seen", "Type", "Reason", "Object", "Message")
+        ]
         return defs, _event_cells
     if info.is_custom and info.printer_columns:
         pcs = info.printer_columns
-        defs = [name_col] + [{"name": c.name, "type": c.type, "format": c.format, "priority": c.priority,
-                              "description": c.description} for c in pcs]
+        defs = [name_col] + [
+            {
+                "name": c.name,
+                "type": c.type,
+                "format": c.format,
+                "priority": c.priority,
+                "description": c.description,
+            }
+            for c in pcs
+        ]
         return defs, lambda o: [o["metadata"]["name"]] + [_cell(jsonpath(o, c.json_path), c) for c in pcs]
-    defs = [name_col, {"name": "Age", "type": "string", "format": "", "priority": 0,
-                       "description": "CreationTimestamp is a timestamp representing the server time when this "
-                                      "object was created."}]
+    defs = [
+        name_col,
+        {
+            "name": "Age",
+            "type": "string",
+            "format": "",
+            "priority": 0,
+            "description": "CreationTimestamp is a timestamp representing the server time when this "
+            "object was created.",
+        },
+    ]
     return defs, lambda o: [o["metadata"]["name"], human_age(o["metadata"].get("creationTimestamp"))]
 
 
-def table(info: ResourceInfo, items: list[dict[str, Any]], resource_version: str,
-          include_object: str = "PartialObjectMetadata", continue_token: str | None = None,
-          headers: bool = True) -> dict[str, Any]:
+def table(
+    info: ResourceInfo,
+    items: list[dict[str, Any]],
+    resource_version: str,
+    include_object: str = "PartialObjectMetadata",
+    continue_token: str | None = None,
+    headers: bool = True,
+) -> dict[str, Any]:
     defs, cells = _columns(info)
     rows = []
     for o in items:
@@ -268,7 +371,11 @@ def table(info: ResourceInfo, items: list[dict[str, Any]], resource_version: str
         elif include_object == "None":
             embedded = None
         else:
-            embedded = {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": o["metadata"]}
+            embedded = {
+                "kind": "PartialObjectMetadata",
+                "apiVersion": "meta.k8s.io/v1",
+                "metadata": o["metadata"],
+            }
         row: dict[str, Any] = {"cells": cells(o)}
         if embedded is not None:
             row["object"] = embedded
@@ -276,6 +383,11 @@ def table(info: ResourceInfo, items: list[dict[str, Any]], resource_version: str
     meta: dict[str, Any] = {"resourceVersion": resource_version}
     if continue_token:
         meta["continue"] = continue_token
-    out: dict[str, Any] = {"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": meta,
-                           "columnDefinitions": defs if headers else [], "rows": rows}
+    out: dict[str, Any] = {
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": meta,
+        "columnDefinitions": defs if headers else [],
+        "rows": rows,
+    }
     return out

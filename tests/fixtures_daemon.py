@@ -182,8 +182,13 @@ class DaemonProcess:
     def channel(self) -> grpc.Channel:
         return grpc.insecure_channel(self.paths.target, options=CHANNEL_OPTIONS)
 
-    def run_nbctl(self, *args: str, env: Mapping[str, str] | None = None, timeout: float = 60.0,
-                  input: str | None = None) -> subprocess.CompletedProcess[str]:
+    def run_nbctl(
+        self,
+        *args: str,
+        env: Mapping[str, str] | None = None,
+        timeout: float = 60.0,
+        input: str | None = None,
+    ) -> subprocess.CompletedProcess[str]:
         """Runs `python -m nbctl ARGS` against this daemon; returns the completed process (text)."""
         full_env = {**self.env, **(env or {})}
         return subprocess.run(
@@ -245,7 +250,9 @@ def _spawn(
     dirs.root.mkdir(parents=True, exist_ok=True)
     output = dirs.root / f"daemon-{time.monotonic_ns()}.out"
     with open(output, "wb") as out:
-        proc = subprocess.Popen(cmd, env=full_env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            cmd, env=full_env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
+        )
     return DaemonProcess(dirs=dirs, proc=proc, env={**full_env}, output=output)
 
 
@@ -254,7 +261,9 @@ def _wait_serving(d: DaemonProcess) -> None:
         wait_until_serving(d.paths, d.proc, START_TIMEOUT)
     except Exception as e:
         out = d.output.read_text(errors="replace")[-2000:]
-        raise AssertionError(f"daemon did not start: {e}\n--- output ---\n{out}\n--- log ---\n{d.log_text()[-2000:]}") from e
+        raise AssertionError(
+            f"daemon did not start: {e}\n--- output ---\n{out}\n--- log ---\n{d.log_text()[-2000:]}"
+        ) from e
 
 
 @pytest.fixture

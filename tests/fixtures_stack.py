@@ -25,12 +25,22 @@ import pytest
 
 from devstack import Stack, down, up
 
-__all__ = ["LocalStack", "local_stack", "stack_factory", "stack_namespace", "make_namespace", "jupyter_image",
-           "push_image", "JUPYTER_IMAGE"]
+__all__ = [
+    "LocalStack",
+    "local_stack",
+    "stack_factory",
+    "stack_namespace",
+    "make_namespace",
+    "jupyter_image",
+    "push_image",
+    "JUPYTER_IMAGE",
+]
 
 # A team's prebuilt notebook image: Python with a Jupyter server, as pulled from their registry.
 JUPYTER_IMAGE = "registry.example/nbd-tests/jupyter-server:1"
-_JUPYTER_DOCKERFILE = "FROM python:3.11-slim\nRUN --mount=type=cache,target=/root/.cache/pip pip install jupyter_server\n"
+_JUPYTER_DOCKERFILE = (
+    "FROM python:3.11-slim\nRUN --mount=type=cache,target=/root/.cache/pip pip install jupyter_server\n"
+)
 
 _counter = itertools.count(1)
 

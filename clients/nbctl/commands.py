@@ -104,7 +104,8 @@ def _print_session(s: Any) -> None:
         ),
         (
             "sync",
-            enum_name(pb.SyncState, s.sync.state, "SYNC_STATE_") + (f" ({s.sync.message})" if s.sync.message else ""),
+            enum_name(pb.SyncState, s.sync.state, "SYNC_STATE_")
+            + (f" ({s.sync.message})" if s.sync.message else ""),
         ),
         ("conflicts", str(len(s.sync.conflicts)) if s.sync.conflicts else ""),
         ("problems", str(len(s.sync.problems)) if s.sync.problems else ""),
@@ -156,16 +157,25 @@ def cmd_logs(args: argparse.Namespace) -> int:
 def _print_sync(status: Any) -> None:
     from nbdapi.v1 import notebooks_pb2 as pb
 
-    print(f"state:    {enum_name(pb.SyncState, status.state, 'SYNC_STATE_')}" + (f" ({status.message})" if status.message else ""))
+    print(
+        f"state:    {enum_name(pb.SyncState, status.state, 'SYNC_STATE_')}"
+        + (f" ({status.message})" if status.message else "")
+    )
     if status.local_root or status.remote_root:
         print(f"roots:    {status.local_root} <-> {status.remote_root}")
-    print(f"files:    {status.files}   cycles: {status.cycles}   last cycle: {when(status.last_cycle) or 'never'}")
+    print(
+        f"files:    {status.files}   cycles: {status.cycles}   last cycle: {when(status.last_cycle) or 'never'}"
+    )
     print(
         f"to pod:   {status.files_to_remote} files, {status.bytes_to_remote} bytes   "
         f"to local: {status.files_to_local} files, {status.bytes_to_local} bytes"
     )
     for c in status.conflicts:
-        print(f"conflict: {c.path}" + (f" (other side kept as {c.copy_path})" if c.copy_path else "") + (f": {c.message}" if c.message else ""))
+        print(
+            f"conflict: {c.path}"
+            + (f" (other side kept as {c.copy_path})" if c.copy_path else "")
+            + (f": {c.message}" if c.message else "")
+        )
     for p in status.problems:
         print(f"problem:  {p.path}: {p.message}")
 
@@ -264,7 +274,9 @@ def daemon_stop(args: argparse.Namespace) -> int:
         pid = client.daemon.pid
         client.shutdown()
     if not daemon_control.wait_for_exit(pid, STOP_TIMEOUT):
-        raise CommandError(f"nbd (pid {pid}) did not stop within {STOP_TIMEOUT:.0f}s; see `nbctl daemon logs`")
+        raise CommandError(
+            f"nbd (pid {pid}) did not stop within {STOP_TIMEOUT:.0f}s; see `nbctl daemon logs`"
+        )
     if _json(args):
         emit_json({"stopped": True, "pid": pid})
     else:
@@ -293,7 +305,9 @@ def daemon_logs(args: argparse.Namespace) -> int:
     except NbdClientError:
         pass
     if not log_file.exists():
-        raise CommandError(f"there is no daemon log at {log_file} yet; start the daemon with `nbctl daemon start`")
+        raise CommandError(
+            f"there is no daemon log at {log_file} yet; start the daemon with `nbctl daemon start`"
+        )
     lines, offset = _tail_lines(log_file, args.tail)
     for line in lines:
         _log_out(args, line)

@@ -57,7 +57,9 @@ def build_request(args: argparse.Namespace) -> Any:
         if not sep or not key:
             raise CommandError(f"--env {item!r} is not KEY=VALUE")
         env[key] = value
-    spec = pb.NotebookSpec(image=args.image, gpu_type=args.gpu_type, cpu=args.cpu, memory=args.memory, env=env)
+    spec = pb.NotebookSpec(
+        image=args.image, gpu_type=args.gpu_type, cpu=args.cpu, memory=args.memory, env=env
+    )
     if args.gpus is not None:
         spec.gpu_count = args.gpus
     return pb.LaunchRequest(
@@ -225,7 +227,9 @@ def run(args: argparse.Namespace) -> int:
     if failure is not None:
         raise CommandError(failure.message or f"the launch failed ({failure.reason or 'no reason given'})")
     if not url:
-        raise CommandError("the launch ended before the notebook was ready; see `nbctl list` and `nbctl logs NAME`")
+        raise CommandError(
+            "the launch ended before the notebook was ready; see `nbctl list` and `nbctl logs NAME`"
+        )
     if args.open:
         import webbrowser
 

@@ -35,19 +35,39 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def _launch_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-d", "--directory", dest="directory_opt", metavar="DIR", help="the directory (same as DIR)")
-    p.add_argument("-f", "--file", dest="notebook_file", metavar="FILE", help="a notebook.yaml (default DIR/notebook.yaml)")
+    p.add_argument(
+        "-d", "--directory", dest="directory_opt", metavar="DIR", help="the directory (same as DIR)"
+    )
+    p.add_argument(
+        "-f",
+        "--file",
+        dest="notebook_file",
+        metavar="FILE",
+        help="a notebook.yaml (default DIR/notebook.yaml)",
+    )
     p.add_argument("--name", default="", help="notebook name (default: the directory's name)")
     p.add_argument("-n", "--namespace", default="", help="Kubernetes namespace (default: the context's)")
     p.add_argument("--context", default="", help="kubeconfig context (default: the current context)")
-    p.add_argument("--kubeconfig", default="", help="kubeconfig path (default: $KUBECONFIG, else ~/.kube/config)")
+    p.add_argument(
+        "--kubeconfig", default="", help="kubeconfig path (default: $KUBECONFIG, else ~/.kube/config)"
+    )
     p.add_argument("--gpus", type=int, default=None, metavar="N", help="number of GPUs")
     p.add_argument("--gpu-type", default="", metavar="T", help="GPU type (node selector)")
-    p.add_argument("--image", default="", metavar="IMG", help="a prebuilt image: nothing is uploaded or built")
+    p.add_argument(
+        "--image", default="", metavar="IMG", help="a prebuilt image: nothing is uploaded or built"
+    )
     p.add_argument("--cpu", default="", help="CPU request, e.g. 2")
     p.add_argument("--memory", default="", help="memory request, e.g. 8Gi")
-    p.add_argument("--env", action="append", default=[], metavar="K=V", help="environment variable (repeatable)")
-    p.add_argument("--port", type=int, default=0, metavar="P", help="local port of http://127.0.0.1:P (default: a free one)")
+    p.add_argument(
+        "--env", action="append", default=[], metavar="K=V", help="environment variable (repeatable)"
+    )
+    p.add_argument(
+        "--port",
+        type=int,
+        default=0,
+        metavar="P",
+        help="local port of http://127.0.0.1:P (default: a free one)",
+    )
     p.add_argument("--no-sync", action="store_true", help="do not sync the directory with the pod")
     p.add_argument("--open", action="store_true", help="open the notebook in a browser once ready")
     p.add_argument("--attach", action="store_true", help="attach to the live session of this directory")
@@ -91,7 +111,9 @@ def build_parser(prog: str = "nbctl") -> argparse.ArgumentParser:
     p = sub.add_parser("sync", help="pause, resume, flush or show a session's sync")
     p.add_argument("session", metavar="NAME")
     p.add_argument("action", nargs="?", default="status", choices=["status", "pause", "resume", "flush"])
-    p.add_argument("--force", action="store_true", help="with resume: pass the delete guard that halted the sync")
+    p.add_argument(
+        "--force", action="store_true", help="with resume: pass the delete guard that halted the sync"
+    )
     _common(p)
 
     p = sub.add_parser("daemon", help="start, stop or inspect the nbd daemon")
@@ -127,7 +149,9 @@ def build_plugin_parser(prog: str = "kubectl notebook") -> argparse.ArgumentPars
         prog=prog,
         description="Launch (or re-attach to) the Jupyter notebook of a directory on the cluster.",
     )
-    parser.add_argument("directory", nargs="?", metavar="DIR", help="the directory to run and sync (default: .)")
+    parser.add_argument(
+        "directory", nargs="?", metavar="DIR", help="the directory to run and sync (default: .)"
+    )
     _launch_flags(parser)
     _common(parser)
     parser.set_defaults(command="launch")

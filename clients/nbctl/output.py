@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Sequence
+from datetime import UTC
 from typing import Any
 
 __all__ = ["emit_json", "message_dict", "phase_name", "print_table", "when"]
@@ -49,9 +50,9 @@ def when(ts: Any) -> str:
     """A protobuf Timestamp as local 'YYYY-MM-DD HH:MM:SS', or '' when unset."""
     if not ts.seconds and not ts.nanos:
         return ""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    dt = datetime.fromtimestamp(ts.seconds, tz=timezone.utc).astimezone()
+    dt = datetime.fromtimestamp(ts.seconds, tz=UTC).astimezone()
     return dt.strftime("%Y-%m-%d %H:%M:%S")
 
 

@@ -56,7 +56,9 @@ class AsyncStream(Generic[T]):
 
 
 class AsyncClient:
-    def __init__(self, channel: grpc.aio.Channel, paths: DaemonPaths, daemon: daemon_pb2.VersionResponse | None = None):
+    def __init__(
+        self, channel: grpc.aio.Channel, paths: DaemonPaths, daemon: daemon_pb2.VersionResponse | None = None
+    ):
         self.channel = channel
         self.paths = paths
         self.daemon = daemon
@@ -88,7 +90,9 @@ class AsyncClient:
         return reply
 
     async def shutdown(self, grace_seconds: float = 0.0) -> None:
-        await self._unary(self._daemon.Shutdown, daemon_pb2.ShutdownRequest(grace_seconds=grace_seconds), 30.0)
+        await self._unary(
+            self._daemon.Shutdown, daemon_pb2.ShutdownRequest(grace_seconds=grace_seconds), 30.0
+        )
 
     def launch(
         self, request: notebooks_pb2.LaunchRequest | None = None, **fields: Any
@@ -98,7 +102,9 @@ class AsyncClient:
         return self._stream(self._notebooks.Launch, request)
 
     async def stop(self, session: str, *, delete: bool = False) -> notebooks_pb2.Session:
-        reply = await self._unary(self._notebooks.Stop, notebooks_pb2.StopRequest(session=session, delete=delete))
+        reply = await self._unary(
+            self._notebooks.Stop, notebooks_pb2.StopRequest(session=session, delete=delete)
+        )
         session_msg: notebooks_pb2.Session = reply.session
         return session_msg
 
@@ -113,7 +119,13 @@ class AsyncClient:
         return list(reply.sessions)
 
     def logs(
-        self, session: str, *, build: bool = False, follow: bool = False, tail_lines: int = 0, container: str = ""
+        self,
+        session: str,
+        *,
+        build: bool = False,
+        follow: bool = False,
+        tail_lines: int = 0,
+        container: str = "",
     ) -> AsyncStream[notebooks_pb2.LogLine]:
         source = notebooks_pb2.LOG_SOURCE_BUILD if build else notebooks_pb2.LOG_SOURCE_NOTEBOOK
         return self._stream(
@@ -123,14 +135,19 @@ class AsyncClient:
             ),
         )
 
-    async def sync(self, session: str, action: str | int = "status", *, force: bool = False) -> notebooks_pb2.SyncStatus:
+    async def sync(
+        self, session: str, action: str | int = "status", *, force: bool = False
+    ) -> notebooks_pb2.SyncStatus:
         reply = await self._unary(
-            self._notebooks.Sync, notebooks_pb2.SyncRequest(session=session, action=sync_action(action), force=force)
+            self._notebooks.Sync,
+            notebooks_pb2.SyncRequest(session=session, action=sync_action(action), force=force),
         )
         status: notebooks_pb2.SyncStatus = reply.status
         return status
 
-    def events(self, sessions: Iterable[str] = (), *, initial: bool = False) -> AsyncStream[notebooks_pb2.SessionEvent]:
+    def events(
+        self, sessions: Iterable[str] = (), *, initial: bool = False
+    ) -> AsyncStream[notebooks_pb2.SessionEvent]:
         return self._stream(
             self._notebooks.Events, notebooks_pb2.EventsRequest(sessions=list(sessions), initial=initial)
         )

@@ -82,7 +82,9 @@ class Stream(Generic[T]):
                     if isinstance(item.error, grpc.RpcError):
                         if self._cancelled and item.error.code() == grpc.StatusCode.CANCELLED:
                             return
-                        raise from_rpc_error(item.error, str(self._paths.socket), str(self._paths.log_file)) from None
+                        raise from_rpc_error(
+                            item.error, str(self._paths.socket), str(self._paths.log_file)
+                        ) from None
                     raise item.error
                 yield item
         finally:
@@ -99,7 +101,9 @@ class Stream(Generic[T]):
 class Client:
     """A connection to the daemon. Use `connect()` to make one; close it (or use `with`)."""
 
-    def __init__(self, channel: grpc.Channel, paths: DaemonPaths, daemon: daemon_pb2.VersionResponse | None = None):
+    def __init__(
+        self, channel: grpc.Channel, paths: DaemonPaths, daemon: daemon_pb2.VersionResponse | None = None
+    ):
         self.channel = channel
         self.paths = paths
         # The daemon's Version answer at connect time (pid, socket, state dir, log file).
@@ -142,7 +146,9 @@ class Client:
 
     # --- Notebooks -------------------------------------------------------------------------------
 
-    def launch(self, request: notebooks_pb2.LaunchRequest | None = None, **fields: Any) -> Stream[notebooks_pb2.LaunchEvent]:
+    def launch(
+        self, request: notebooks_pb2.LaunchRequest | None = None, **fields: Any
+    ) -> Stream[notebooks_pb2.LaunchEvent]:
         """Streams a launch. Pass a LaunchRequest or its fields (e.g. directory=..., name=...)."""
         if request is None:
             request = notebooks_pb2.LaunchRequest(**fields)
@@ -155,7 +161,9 @@ class Client:
         return reply.session
 
     def get(self, session: str) -> notebooks_pb2.Session:
-        reply: notebooks_pb2.Session = self._unary(self._notebooks.Get, notebooks_pb2.GetRequest(session=session), 30.0)
+        reply: notebooks_pb2.Session = self._unary(
+            self._notebooks.Get, notebooks_pb2.GetRequest(session=session), 30.0
+        )
         return reply
 
     def list(self) -> list[notebooks_pb2.Session]:
@@ -176,18 +184,25 @@ class Client:
         )
         return self._stream(self._notebooks.Logs, request)
 
-    def sync(self, session: str, action: str | int = "status", *, force: bool = False) -> notebooks_pb2.SyncStatus:
+    def sync(
+        self, session: str, action: str | int = "status", *, force: bool = False
+    ) -> notebooks_pb2.SyncStatus:
         """action: "status", "pause", "resume", "flush" (or a SyncRequest.Action value).
 
         `force` (with resume only) lets the sync pass the delete guard that halted it.
         """
         reply: notebooks_pb2.SyncResponse = self._unary(
-            self._notebooks.Sync, notebooks_pb2.SyncRequest(session=session, action=sync_action(action), force=force)
+            self._notebooks.Sync,
+            notebooks_pb2.SyncRequest(session=session, action=sync_action(action), force=force),
         )
         return reply.status
 
-    def events(self, sessions: Iterable[str] = (), *, initial: bool = False) -> Stream[notebooks_pb2.SessionEvent]:
-        return self._stream(self._notebooks.Events, notebooks_pb2.EventsRequest(sessions=list(sessions), initial=initial))
+    def events(
+        self, sessions: Iterable[str] = (), *, initial: bool = False
+    ) -> Stream[notebooks_pb2.SessionEvent]:
+        return self._stream(
+            self._notebooks.Events, notebooks_pb2.EventsRequest(sessions=list(sessions), initial=initial)
+        )
 
 
 def sync_action(action: str | int) -> notebooks_pb2.SyncRequest.Action:

@@ -23,7 +23,13 @@ from typing import Any
 import grpc
 
 from nbdapi.v1 import daemon_pb2, daemon_pb2_grpc
-from nbdclient.errors import DaemonNotRunning, DaemonStartError, NbdClientError, VersionMismatch, from_rpc_error
+from nbdclient.errors import (
+    DaemonNotRunning,
+    DaemonStartError,
+    NbdClientError,
+    VersionMismatch,
+    from_rpc_error,
+)
 from nbdlocal.paths import DaemonPaths
 from nbdlocal.probe import accepts
 from nbdlocal.version import __version__

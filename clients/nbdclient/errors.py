@@ -25,7 +25,9 @@ REASON_METADATA = "nbd-reason"
 class NbdClientError(Exception):
     """A failed call. `code` is a grpc.StatusCode; `message` is one sentence for the user."""
 
-    def __init__(self, message: str, code: grpc.StatusCode = grpc.StatusCode.UNKNOWN, reason: str = "") -> None:
+    def __init__(
+        self, message: str, code: grpc.StatusCode = grpc.StatusCode.UNKNOWN, reason: str = ""
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.code = code

@@ -18,8 +18,9 @@ MAX_RECORDS = 1000
 KEEP_RECORDS = 900
 
 
-def records_to_drop(records: Mapping[str, str], in_use: Collection[str], *, limit: int = MAX_RECORDS,
-                    keep: int = KEEP_RECORDS) -> list[str]:
+def records_to_drop(
+    records: Mapping[str, str], in_use: Collection[str], *, limit: int = MAX_RECORDS, keep: int = KEEP_RECORDS
+) -> list[str]:
     """The MD5s to remove before one more record is added (in MD5 order, for a stable choice)."""
     if len(records) < limit:
         return []

@@ -3,14 +3,14 @@ changes, so a reconcile that finds nothing new writes nothing new."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 __all__ = ["set_condition", "get_condition", "rfc3339"]
 
 
 def rfc3339(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def get_condition(conditions: list[dict[str, Any]], type_: str) -> dict[str, Any] | None:

@@ -12,9 +12,29 @@ import sys
 from typing import Any
 
 from nbdcontract import (
-    CATEGORIES, CONDITION_TYPES, DEFAULT_PORT, DEFAULT_WORKDIR, ENV_NAME, ENV_NAME_MAX, GPU_COUNT_DEFAULT,
-    GPU_COUNT_MAX, GPU_TYPE_MAX, GROUP, IMAGE_MIN, KIND, LIST_KIND, MD5, PHASES, PLURAL, PORT_MAX, PORT_MIN,
-    REQUEST_ID_MAX, SHORT_NAMES, SINGULAR, VERSION, WORKDIR,
+    CATEGORIES,
+    CONDITION_TYPES,
+    DEFAULT_PORT,
+    DEFAULT_WORKDIR,
+    ENV_NAME,
+    ENV_NAME_MAX,
+    GPU_COUNT_DEFAULT,
+    GPU_COUNT_MAX,
+    GPU_TYPE_MAX,
+    GROUP,
+    IMAGE_MIN,
+    KIND,
+    LIST_KIND,
+    MD5,
+    PHASES,
+    PLURAL,
+    PORT_MAX,
+    PORT_MIN,
+    REQUEST_ID_MAX,
+    SHORT_NAMES,
+    SINGULAR,
+    VERSION,
+    WORKDIR,
 )
 
 __all__ = ["notebook_crd", "PHASES", "CONDITION_TYPES"]
@@ -73,7 +93,10 @@ def _spec_schema() -> dict[str, Any]:
                         "type": "object",
                         "properties": {
                             "count": {
-                                "type": "integer", "minimum": 0, "maximum": GPU_COUNT_MAX, "default": GPU_COUNT_DEFAULT,
+                                "type": "integer",
+                                "minimum": 0,
+                                "maximum": GPU_COUNT_MAX,
+                                "default": GPU_COUNT_DEFAULT,
                             },
                             "type": {
                                 "type": "string",
@@ -184,12 +207,15 @@ def notebook_crd() -> dict[str, Any]:
                     "additionalPrinterColumns": [
                         {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
                         {"name": "GPU", "type": "integer", "jsonPath": ".spec.resources.gpu.count"},
-                        {"name": "GPU-Type", "type": "string", "jsonPath": ".spec.resources.gpu.type",
-                         "priority": 1},
+                        {
+                            "name": "GPU-Type",
+                            "type": "string",
+                            "jsonPath": ".spec.resources.gpu.type",
+                            "priority": 1,
+                        },
                         {"name": "Pod", "type": "string", "jsonPath": ".status.pod"},
                         {"name": "Image", "type": "string", "jsonPath": ".status.image", "priority": 1},
-                        {"name": "Suspended", "type": "boolean", "jsonPath": ".spec.suspend",
-                         "priority": 1},
+                        {"name": "Suspended", "type": "boolean", "jsonPath": ".spec.suspend", "priority": 1},
                         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
                     ],
                     "schema": {

@@ -23,9 +23,20 @@ from .manifests import ANNOTATION_SPEC_HASH, notebook_pod
 from .naming import build_job_name, image_ref, object_name, pod_name, token_secret_name
 
 __all__ = [
-    "Observed", "Plan", "decide", "job_outcome",
-    "IssueUploadURL", "DeleteObject", "CreateBuildJob", "RecordBuild", "ForgetBuild", "DeleteBuildJob",
-    "CreateTokenSecret", "CreatePod", "DeletePod", "Action",
+    "Observed",
+    "Plan",
+    "decide",
+    "job_outcome",
+    "IssueUploadURL",
+    "DeleteObject",
+    "CreateBuildJob",
+    "RecordBuild",
+    "ForgetBuild",
+    "DeleteBuildJob",
+    "CreateTokenSecret",
+    "CreatePod",
+    "DeletePod",
+    "Action",
 ]
 
 # While waiting for an upload, the store is looked at this often even if no one marks it done.
@@ -84,8 +95,17 @@ class DeletePod:
     name: str
 
 
-Action = (IssueUploadURL | DeleteObject | CreateBuildJob | RecordBuild | ForgetBuild | DeleteBuildJob
-          | CreateTokenSecret | CreatePod | DeletePod)
+Action = (
+    IssueUploadURL
+    | DeleteObject
+    | CreateBuildJob
+    | RecordBuild
+    | ForgetBuild
+    | DeleteBuildJob
+    | CreateTokenSecret
+    | CreatePod
+    | DeletePod
+)
 
 # How container runtimes say that an image reference does not exist in its registry (containerd,
 # CRI-O, Docker). Only this, never an auth or network failure, means "build it again".
@@ -245,7 +265,9 @@ def _resolve_image(config: Config, b: _Builder) -> tuple[str | None, str | None]
             return None, "Failed"
         if observed.build_create_error:
             b.condition(
-                "Built", False, "FailedCreate",
+                "Built",
+                False,
+                "FailedCreate",
                 f"The cluster refused the pod of build Job {job_name}: {observed.build_create_error}. "
                 f"Free or raise the quota of namespace {namespace} (or ask an admin); the build starts by "
                 "itself once its pod is admitted.",
@@ -274,7 +296,9 @@ def _resolve_image(config: Config, b: _Builder) -> tuple[str | None, str | None]
         b.actions.append(DeleteObject(md5))
         b.status["upload"] = {"requestID": request_id}
         b.condition(
-            "Uploaded", False, "MD5Mismatch",
+            "Uploaded",
+            False,
+            "MD5Mismatch",
             f"The uploaded context has MD5 {observed.stored_md5} but spec.build.upload.md5 is {md5}; "
             f"it was deleted and nothing was built. Upload again with a new spec.build.upload.requestID.",
         )
@@ -285,13 +309,20 @@ def _resolve_image(config: Config, b: _Builder) -> tuple[str | None, str | None]
     if (spec.get("build") or {}).get("uploaded") == request_id:
         b.status["upload"] = {"requestID": request_id}
         b.condition(
-            "Uploaded", False, "UploadMissing",
+            "Uploaded",
+            False,
+            "UploadMissing",
             f"spec.build.uploaded says request {request_id} was uploaded, but no object {key} is "
             f"stored. Upload again with a new spec.build.upload.requestID.",
         )
         return None, "Failed"
     expires = _parse_time(previous_upload.get("expiresAt"))
-    if same_request and previous_upload.get("signedURL") and expires and expires - URL_RENEW_MARGIN > observed.now:
+    if (
+        same_request
+        and previous_upload.get("signedURL")
+        and expires
+        and expires - URL_RENEW_MARGIN > observed.now
+    ):
         b.status["upload"] = {
             "requestID": request_id,
             "signedURL": previous_upload["signedURL"],
@@ -304,7 +335,9 @@ def _resolve_image(config: Config, b: _Builder) -> tuple[str | None, str | None]
         b.status["upload"] = {"requestID": request_id}
         until = "its expiry"
     b.condition(
-        "Uploaded", False, "AwaitingUpload",
+        "Uploaded",
+        False,
+        "AwaitingUpload",
         f"Waiting for context {md5} to be PUT to status.upload.signedURL (valid until {until}).",
     )
     b.requeue_in(UPLOAD_POLL_SECONDS)
@@ -332,9 +365,13 @@ def _pod_state(pod: dict[str, Any], port: int) -> tuple[bool, str, str]:
     for container in status.get("containerStatuses") or []:
         terminated = (container.get("state") or {}).get("terminated")
         if terminated:
-            return False, "ContainerExited", (
-                f"The notebook container exited with code {terminated.get('exitCode')}: "
-                f"{terminated.get('message') or terminated.get('reason') or 'see its log'}."
+            return (
+                False,
+                "ContainerExited",
+                (
+                    f"The notebook container exited with code {terminated.get('exitCode')}: "
+                    f"{terminated.get('message') or terminated.get('reason') or 'see its log'}."
+                ),
             )
     if status.get("phase") == "Running":
         return False, "ContainersNotReady", f"Waiting for Jupyter to answer on port {port}."
@@ -386,14 +423,18 @@ def decide(config: Config, observed: Observed) -> Plan:
     if spec.get("suspend"):
         if live_pod:
             b.actions.append(DeletePod(pod_name(name)))
-        b.condition("Ready", False, "Suspended", "spec.suspend is true: set it to false to start the notebook.")
+        b.condition(
+            "Ready", False, "Suspended", "spec.suspend is true: set it to false to start the notebook."
+        )
         return b.finish("Suspended")
 
     desired = notebook_pod(config, notebook, image)
     b.status["pod"] = desired["metadata"]["name"]
     if pod is None and observed.pod_create_error:
         b.condition(
-            "Ready", False, "FailedCreate",
+            "Ready",
+            False,
+            "FailedCreate",
             f"The cluster refused the notebook pod: {observed.pod_create_error}. Free or raise the quota "
             "(or ask an admin about the namespace's policy); the pod is tried again every "
             f"{REFUSED_RETRY_SECONDS:g} s.",
@@ -424,8 +465,12 @@ def decide(config: Config, observed: Observed) -> Plan:
         # stored context rather than retry a pull that can never succeed.
         md5 = str(b.status["build"]["md5"])
         b.actions += [ForgetBuild(md5), DeleteBuildJob(md5), DeletePod(desired["metadata"]["name"])]
-        b.condition("Built", False, "ImageMissing",
-                    f"The registry no longer has {image}; building it again from context {md5}. ({missing})")
+        b.condition(
+            "Built",
+            False,
+            "ImageMissing",
+            f"The registry no longer has {image}; building it again from context {md5}. ({missing})",
+        )
         b.condition("Ready", False, "WaitingForBuild", "The notebook starts once its image is built.")
         b.requeue_in(1.0)
         return b.finish("Building")

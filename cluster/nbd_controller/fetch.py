@@ -71,11 +71,17 @@ def fetch(url: str, md5: str, workspace: str) -> int:
             time.sleep(attempt)
         got = digest.hexdigest()
         if got != md5:
-            print("nbd-fetch: MD5 mismatch: the stored context has MD5 %s, expected %s; "
-                  "nothing was unpacked" % (got, md5), flush=True)
+            print(
+                "nbd-fetch: MD5 mismatch: the stored context has MD5 %s, expected %s; "
+                "nothing was unpacked" % (got, md5),
+                flush=True,
+            )
             return 2
-        print("nbd-fetch: downloaded %d bytes in %.1fs, MD5 %s verified"
-              % (size, time.monotonic() - started, got), flush=True)
+        print(
+            "nbd-fetch: downloaded %d bytes in %.1fs, MD5 %s verified"
+            % (size, time.monotonic() - started, got),
+            flush=True,
+        )
         spool.seek(0)
         try:
             with tarfile.open(fileobj=spool, mode="r:gz") as archive:

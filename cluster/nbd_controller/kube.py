@@ -14,11 +14,18 @@ from typing import Any
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
+
 from nbdcontract import ANNOTATION_ABOUT
 
 from .builds import MAX_RECORDS, records_to_drop
 from .naming import (
-    BUILDS_CONFIGMAP, GROUP, LABEL_COMPONENT, LABEL_CONTEXT_MD5, LABEL_MANAGED_BY, MANAGED_BY, PLURAL,
+    BUILDS_CONFIGMAP,
+    GROUP,
+    LABEL_COMPONENT,
+    LABEL_CONTEXT_MD5,
+    LABEL_MANAGED_BY,
+    MANAGED_BY,
+    PLURAL,
     VERSION,
 )
 
@@ -26,18 +33,31 @@ __all__ = ["Kube", "PERMISSIONS", "api_message"]
 
 # Every (apiGroup, resource, verb) the controller uses, here and in watching.py; the ClusterRole in
 # cluster/manifests/rbac-controller.yaml grants exactly these (a test keeps them equal).
-PERMISSIONS: frozenset[tuple[str, str, str]] = frozenset({
-    ("nbd.dev", "notebooks", "get"), ("nbd.dev", "notebooks", "list"), ("nbd.dev", "notebooks", "watch"),
-    ("nbd.dev", "notebooks/status", "patch"),
-    ("", "pods", "get"), ("", "pods", "list"), ("", "pods", "watch"), ("", "pods", "create"),
-    ("", "pods", "delete"),
-    ("", "pods/log", "get"),
-    ("", "events", "list"),
-    ("", "secrets", "get"), ("", "secrets", "create"),
-    ("", "configmaps", "get"), ("", "configmaps", "create"), ("", "configmaps", "patch"),
-    ("batch", "jobs", "get"), ("batch", "jobs", "list"), ("batch", "jobs", "watch"), ("batch", "jobs", "create"),
-    ("batch", "jobs", "delete"),
-})
+PERMISSIONS: frozenset[tuple[str, str, str]] = frozenset(
+    {
+        ("nbd.dev", "notebooks", "get"),
+        ("nbd.dev", "notebooks", "list"),
+        ("nbd.dev", "notebooks", "watch"),
+        ("nbd.dev", "notebooks/status", "patch"),
+        ("", "pods", "get"),
+        ("", "pods", "list"),
+        ("", "pods", "watch"),
+        ("", "pods", "create"),
+        ("", "pods", "delete"),
+        ("", "pods/log", "get"),
+        ("", "events", "list"),
+        ("", "secrets", "get"),
+        ("", "secrets", "create"),
+        ("", "configmaps", "get"),
+        ("", "configmaps", "create"),
+        ("", "configmaps", "patch"),
+        ("batch", "jobs", "get"),
+        ("batch", "jobs", "list"),
+        ("batch", "jobs", "watch"),
+        ("batch", "jobs", "create"),
+        ("batch", "jobs", "delete"),
+    }
+)
 
 log = logging.getLogger(__name__)
 
@@ -110,8 +130,10 @@ class Kube:
         if len(data) >= MAX_RECORDS:
             listed: Any = self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)
             items: list[dict[str, Any]] = listed.get("items") or []
-            in_use = {str((((n.get("spec") or {}).get("build") or {}).get("upload") or {}).get("md5"))
-                      for n in items}
+            in_use = {
+                str((((n.get("spec") or {}).get("build") or {}).get("upload") or {}).get("md5"))
+                for n in items
+            }
             victims = records_to_drop(data, in_use | {md5})
         patch: Any = {"data": {md5: image, **{v: None for v in victims}}}
         created: Any = {

@@ -15,7 +15,14 @@ from typing import Any
 
 from .config import Config, ConfigError
 from .naming import (
-    GROUP, LABEL_CONTEXT_MD5, LABEL_MANAGED_BY, LABEL_NOTEBOOK, LABEL_REQUESTED_BY, MANAGED_BY, PLURAL, VERSION,
+    GROUP,
+    LABEL_CONTEXT_MD5,
+    LABEL_MANAGED_BY,
+    LABEL_NOTEBOOK,
+    LABEL_REQUESTED_BY,
+    MANAGED_BY,
+    PLURAL,
+    VERSION,
 )
 
 __all__ = ["main", "run"]
@@ -100,16 +107,34 @@ async def run(cfg: Config, kubeconfig: str | None = None) -> None:
             ]
         else:
             specs = [
-                (f"notebooks/{namespace}", custom.list_namespaced_custom_object,
-                 (GROUP, VERSION, namespace, PLURAL), {}, on_notebook),
-                (f"pods/{namespace}", kube.core.list_namespaced_pod, (namespace,),
-                 {"label_selector": selector}, on_owned),
-                (f"jobs/{namespace}", kube.batch.list_namespaced_job, (namespace,),
-                 {"label_selector": selector}, on_owned),
+                (
+                    f"notebooks/{namespace}",
+                    custom.list_namespaced_custom_object,
+                    (GROUP, VERSION, namespace, PLURAL),
+                    {},
+                    on_notebook,
+                ),
+                (
+                    f"pods/{namespace}",
+                    kube.core.list_namespaced_pod,
+                    (namespace,),
+                    {"label_selector": selector},
+                    on_owned,
+                ),
+                (
+                    f"jobs/{namespace}",
+                    kube.batch.list_namespaced_job,
+                    (namespace,),
+                    {"label_selector": selector},
+                    on_owned,
+                ),
             ]
         for name, fn, args, kwargs, callback in specs:
-            watchers.append(Watcher(name, fn, args, kwargs, callback, loop, kube.to_dict,
-                                    read_timeout=cfg.watch_read_timeout))
+            watchers.append(
+                Watcher(
+                    name, fn, args, kwargs, callback, loop, kube.to_dict, read_timeout=cfg.watch_read_timeout
+                )
+            )
 
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -119,7 +144,11 @@ async def run(cfg: Config, kubeconfig: str | None = None) -> None:
         watcher.start()
     log.info(
         "nbd-controller started: bucket %s, prefix %s, registry %s, builder %s, namespaces %s",
-        cfg.bucket, cfg.prefix, cfg.registry, cfg.builder, ",".join(cfg.namespaces) or "all",
+        cfg.bucket,
+        cfg.prefix,
+        cfg.registry,
+        cfg.builder,
+        ",".join(cfg.namespaces) or "all",
     )
 
     async def resync() -> None:

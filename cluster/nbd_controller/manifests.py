@@ -19,20 +19,43 @@ from importlib import resources
 from typing import Any
 
 from nbdcontract import (
-    ANNOTATION_IMAGE, ANNOTATION_SPEC_HASH, COMPONENT_BUILD, COMPONENT_NOTEBOOK, DEFAULT_PORT, DEFAULT_WORKDIR,
-    GPU_COUNT_DEFAULT, NOTEBOOK_CONTAINER,
+    ANNOTATION_IMAGE,
+    ANNOTATION_SPEC_HASH,
+    COMPONENT_BUILD,
+    COMPONENT_NOTEBOOK,
+    DEFAULT_PORT,
+    DEFAULT_WORKDIR,
+    GPU_COUNT_DEFAULT,
+    NOTEBOOK_CONTAINER,
 )
 
 from .config import Config
 from .naming import (
-    API_VERSION, KIND, LABEL_COMPONENT, LABEL_CONTEXT_MD5, LABEL_MANAGED_BY, LABEL_NOTEBOOK,
+    API_VERSION,
+    KIND,
+    LABEL_COMPONENT,
+    LABEL_CONTEXT_MD5,
+    LABEL_MANAGED_BY,
+    LABEL_NOTEBOOK,
     LABEL_REQUESTED_BY,
-    MANAGED_BY, TOKEN_KEY, build_job_name, pod_name, token_secret_name,
+    MANAGED_BY,
+    TOKEN_KEY,
+    build_job_name,
+    pod_name,
+    token_secret_name,
 )
 
 __all__ = [
-    "owner_reference", "token_secret", "build_job", "notebook_pod", "pod_spec_hash",
-    "jupyter_command", "fetch_script", "seed_script", "ANNOTATION_SPEC_HASH", "WORKSPACE",
+    "owner_reference",
+    "token_secret",
+    "build_job",
+    "notebook_pod",
+    "pod_spec_hash",
+    "jupyter_command",
+    "fetch_script",
+    "seed_script",
+    "ANNOTATION_SPEC_HASH",
+    "WORKSPACE",
 ]
 
 WORKSPACE = "/workspace"
@@ -116,10 +139,14 @@ def _builder_container(config: Config, image: str) -> dict[str, Any]:
         "command": ["buildctl-daemonless.sh"],
         "args": [
             "build",
-            "--frontend", "dockerfile.v0",
-            "--local", f"context={WORKSPACE}",
-            "--local", f"dockerfile={WORKSPACE}",
-            "--output", output,
+            "--frontend",
+            "dockerfile.v0",
+            "--local",
+            f"context={WORKSPACE}",
+            "--local",
+            f"dockerfile={WORKSPACE}",
+            "--output",
+            output,
         ],
         # Rootless BuildKit inside an unprivileged pod: no process sandbox, unconfined profiles
         # (as in BuildKit's examples/kubernetes/job.rootless.yaml).
@@ -204,12 +231,12 @@ _JUPYTER_SCRIPT = (
 
 # $1 = the volume as the seed container sees it, $2 = the working directory in the image.
 _SEED_SCRIPT = (
-    'set -eu; '
+    "set -eu; "
     f'if [ ! -e "$1/{SEEDED_MARKER}" ]; then '
     f'rm -rf "$1/{WORKDIR_SUBPATH}"; mkdir "$1/{WORKDIR_SUBPATH}"; '
     f'if [ -d "$2" ]; then cp -a "$2/." "$1/{WORKDIR_SUBPATH}/"; fi; '
     f': > "$1/{SEEDED_MARKER}"; '
-    'fi'
+    "fi"
 )
 
 
@@ -232,7 +259,10 @@ def jupyter_command(port: int, workdir: str) -> list[str]:
     shows in `ps`.
     """
     return [
-        "/bin/sh", "-c", _JUPYTER_SCRIPT, "jupyter",
+        "/bin/sh",
+        "-c",
+        _JUPYTER_SCRIPT,
+        "jupyter",
         "--ip=0.0.0.0",
         f"--port={port}",
         "--port-retries=0",
@@ -321,7 +351,9 @@ def notebook_pod(config: Config, notebook: dict[str, Any], image: str) -> dict[s
     if resources_:
         container["resources"] = resources_
         # The same cpu and memory keep the pod's QoS class; copying files needs no GPU.
-        seed_resources = {k: {r: q for r, q in v.items() if r in ("cpu", "memory")} for k, v in resources_.items()}
+        seed_resources = {
+            k: {r: q for r, q in v.items() if r in ("cpu", "memory")} for k, v in resources_.items()
+        }
         if any(seed_resources.values()):
             seed["resources"] = {k: v for k, v in seed_resources.items() if v}
     pod_spec: dict[str, Any] = {

@@ -12,16 +12,40 @@ import hashlib
 # The Notebook contract (group, kind, labels, the token's key, the name bound) is shared with the
 # daemon and the CRD; it is re-exported here so the controller's modules name everything from one place.
 from nbdcontract import (
-    API_VERSION, DNS_LABEL_MAX, GROUP, KIND, LABEL_COMPONENT, LABEL_CONTEXT_MD5, LABEL_MANAGED_BY,
-    LABEL_NOTEBOOK, LABEL_REQUESTED_BY, PLURAL, TOKEN_KEY, VERSION,
+    API_VERSION,
+    DNS_LABEL_MAX,
+    GROUP,
+    KIND,
+    LABEL_COMPONENT,
+    LABEL_CONTEXT_MD5,
+    LABEL_MANAGED_BY,
+    LABEL_NOTEBOOK,
+    LABEL_REQUESTED_BY,
+    PLURAL,
+    TOKEN_KEY,
+    VERSION,
 )
 from nbdcontract import MANAGED_BY_CONTROLLER as MANAGED_BY
 
 __all__ = [
-    "GROUP", "VERSION", "KIND", "PLURAL", "API_VERSION",
-    "LABEL_NOTEBOOK", "LABEL_REQUESTED_BY", "LABEL_COMPONENT", "LABEL_CONTEXT_MD5", "LABEL_MANAGED_BY",
-    "MANAGED_BY", "TOKEN_KEY", "BUILDS_CONFIGMAP",
-    "pod_name", "token_secret_name", "build_job_name", "image_ref", "object_name",
+    "GROUP",
+    "VERSION",
+    "KIND",
+    "PLURAL",
+    "API_VERSION",
+    "LABEL_NOTEBOOK",
+    "LABEL_REQUESTED_BY",
+    "LABEL_COMPONENT",
+    "LABEL_CONTEXT_MD5",
+    "LABEL_MANAGED_BY",
+    "MANAGED_BY",
+    "TOKEN_KEY",
+    "BUILDS_CONFIGMAP",
+    "pod_name",
+    "token_secret_name",
+    "build_job_name",
+    "image_ref",
+    "object_name",
 ]
 
 # Per namespace, the record of built contexts: data[<md5>] = <image reference>. It outlives Jobs and

@@ -14,7 +14,7 @@ import logging
 import secrets
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from kubernetes.client.exceptions import ApiException
@@ -22,12 +22,23 @@ from kubernetes.client.exceptions import ApiException
 from .conditions import get_condition, rfc3339
 from .config import Config
 from .decisions import (
-    CreateBuildJob, CreatePod, CreateTokenSecret, DeleteBuildJob, DeleteObject, DeletePod, ForgetBuild,
-    IssueUploadURL, Observed, Plan, RecordBuild, job_outcome, decide,
+    CreateBuildJob,
+    CreatePod,
+    CreateTokenSecret,
+    DeleteBuildJob,
+    DeleteObject,
+    DeletePod,
+    ForgetBuild,
+    IssueUploadURL,
+    Observed,
+    Plan,
+    RecordBuild,
+    decide,
+    job_outcome,
 )
 from .kube import Kube, api_message
 from .manifests import build_job, token_secret
-from .naming import build_job_name, token_secret_name, pod_name
+from .naming import build_job_name, pod_name, token_secret_name
 from .patching import merge_patch
 from .storage import CONTENT_TYPE, ObjectStore
 
@@ -73,15 +84,16 @@ class Reconciler:
                         log_tail = await self._call(self.kube.build_log_tail, namespace, md5)
                 elif job_outcome(job) == "running" and not _has_pods(job):
                     # No pod yet: admission or a quota may be refusing it (FailedCreate events).
-                    create_error = await self._call(self.kube.failed_create_message, namespace, "Job",
-                                                    build_job_name(md5))
+                    create_error = await self._call(
+                        self.kube.failed_create_message, namespace, "Job", build_job_name(md5)
+                    )
         secret_exists, pod = await asyncio.gather(
             self._call(self.kube.secret_exists, namespace, token_secret_name(name)),
             self._call(self.kube.get_pod, namespace, pod_name(name)),
         )
         return Observed(
             notebook=notebook,
-            now=datetime.now(timezone.utc),
+            now=datetime.now(UTC),
             built_image=built_image,
             stored_md5=stored_md5,
             job=job,
@@ -100,16 +112,20 @@ class Reconciler:
             match action:
                 case IssueUploadURL(md5=md5, request_id=request_id):
                     ttl = timedelta(seconds=self.config.upload_url_ttl)
-                    expires = datetime.now(timezone.utc) + ttl
+                    expires = datetime.now(UTC) + ttl
                     url = await self._call(self.store.signed_put_url, md5, CONTENT_TYPE, ttl)
                     plan.status["upload"] = {
                         "requestID": request_id,
                         "signedURL": url,
                         "expiresAt": rfc3339(expires),
                     }
-                    log.info("%s/%s: signed an upload URL for %s (request %s)", namespace, name, md5, request_id)
+                    log.info(
+                        "%s/%s: signed an upload URL for %s (request %s)", namespace, name, md5, request_id
+                    )
                 case DeleteObject(md5=md5):
-                    log.warning("%s/%s: stored context does not match MD5 %s; deleting it", namespace, name, md5)
+                    log.warning(
+                        "%s/%s: stored context does not match MD5 %s; deleting it", namespace, name, md5
+                    )
                     await self._call(self.store.delete, md5)
                 case CreateBuildJob(md5=md5, image=image):
                     url = await self._call(
@@ -118,15 +134,24 @@ class Reconciler:
                     created = await self._call(
                         self.kube.create, build_job(self.config, notebook, md5, image, url)
                     )
-                    log.info("%s/%s: build Job %s %s", namespace, name, build_job_name(md5),
-                             "created" if created else "already exists")
+                    log.info(
+                        "%s/%s: build Job %s %s",
+                        namespace,
+                        name,
+                        build_job_name(md5),
+                        "created" if created else "already exists",
+                    )
                 case RecordBuild(md5=md5, image=image):
                     await self._call(self.kube.record_build, namespace, md5, image)
                     log.info("%s: recorded the build of %s as %s", namespace, md5, image)
                 case ForgetBuild(md5=md5):
                     await self._call(self.kube.forget_build, namespace, md5)
-                    log.warning("%s/%s: the image built from %s is gone from the registry; building it again",
-                                namespace, name, md5)
+                    log.warning(
+                        "%s/%s: the image built from %s is gone from the registry; building it again",
+                        namespace,
+                        name,
+                        md5,
+                    )
                 case DeleteBuildJob(md5=md5):
                     await self._call(self.kube.delete_job, namespace, build_job_name(md5))
                 case CreateTokenSecret():
@@ -138,11 +163,21 @@ class Reconciler:
                         if e.status not in (403, 422):
                             raise
                         refused = api_message(e)
-                        log.warning("%s/%s: the cluster refused pod %s: %s", namespace, name,
-                                    manifest["metadata"]["name"], refused)
+                        log.warning(
+                            "%s/%s: the cluster refused pod %s: %s",
+                            namespace,
+                            name,
+                            manifest["metadata"]["name"],
+                            refused,
+                        )
                         continue
-                    log.info("%s/%s: pod %s %s", namespace, name, manifest["metadata"]["name"],
-                             "created" if created else "already exists")
+                    log.info(
+                        "%s/%s: pod %s %s",
+                        namespace,
+                        name,
+                        manifest["metadata"]["name"],
+                        "created" if created else "already exists",
+                    )
                 case DeletePod(name=pod):
                     await self._call(self.kube.delete_pod, namespace, pod)
                     log.info("%s/%s: deleted pod %s", namespace, name, pod)

@@ -62,9 +62,7 @@ def iam_signing_credentials(source_credentials: Any, service_account_email: str,
     from google.oauth2 import service_account
 
     signer = iam.Signer(request or Request(), source_credentials, service_account_email)
-    return service_account.Credentials(
-        signer, service_account_email, "https://oauth2.googleapis.com/token"
-    )
+    return service_account.Credentials(signer, service_account_email, "https://oauth2.googleapis.com/token")
 
 
 class GCSStore:
@@ -124,7 +122,9 @@ def make_store(config: Config, env: dict[str, str] | None = None) -> GCSStore:
         signing = service_account.Credentials.from_service_account_file(config.signing_key_file)
     if emulator:
         if signing is None:
-            raise ConfigError("STORAGE_EMULATOR_HOST is set: NBD_SIGNING_KEY_FILE must name a key to sign with")
+            raise ConfigError(
+                "STORAGE_EMULATOR_HOST is set: NBD_SIGNING_KEY_FILE must name a key to sign with"
+            )
         client = storage.Client(project=signing.project_id or "nbd", credentials=AnonymousCredentials())
         return GCSStore(client, config.bucket, config.prefix, signing)
     credentials, project = google.auth.default(scopes=["https://www.googleapis.com/auth/cloud-platform"])

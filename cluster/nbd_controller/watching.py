@@ -107,8 +107,11 @@ class Watcher:
                 self.stalls += 1
                 if isinstance(e, ProtocolError):
                     failures += 1
-                log.warning("watch %s: nothing for %gs (a dead connection?); listing again", self.name,
-                            self._timeout[1])
+                log.warning(
+                    "watch %s: nothing for %gs (a dead connection?); listing again",
+                    self.name,
+                    self._timeout[1],
+                )
             except ApiException as e:
                 failures += 1
                 if e.status != 410:

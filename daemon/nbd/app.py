@@ -69,7 +69,9 @@ class App:
         self.paths = paths
         self.version = version
         self.started: datetime = utcnow()
-        self.executor = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nbd-worker")
+        self.executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=workers, thread_name_prefix="nbd-worker"
+        )
         self.bus: EventBus[SessionEvent] = EventBus()
         self.registry = SessionRegistry(SessionStore(paths.sessions_dir), self.bus, self._run_blocking_thunk)
         self.capabilities = Capabilities()
@@ -180,7 +182,7 @@ def install_imported(app: App, imported: Iterable[tuple[str, ModuleType | BaseEx
         try:
             if isinstance(module, BaseException):
                 raise module
-            install = getattr(module, "install")
+            install = module.install
             install(app)
         except Exception as e:
             log.error("capability %s failed to install", name, exc_info=e)

@@ -104,7 +104,11 @@ class EventBus(Generic[T]):
         self._closed = False
 
     def subscribe(
-        self, *, name: str = "subscriber", maxsize: int | None = None, accept: Callable[[T], bool] | None = None
+        self,
+        *,
+        name: str = "subscriber",
+        maxsize: int | None = None,
+        accept: Callable[[T], bool] | None = None,
     ) -> Subscription[T]:
         """A new subscription receiving every event published from now on that `accept` lets through."""
         sub = Subscription(self, maxsize or self._default_queue_size, name, accept)

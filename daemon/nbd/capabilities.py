@@ -129,10 +129,14 @@ class Capabilities:
             detail = f"the {capability} capability failed to load ({why}); see the daemon log"
         elif self.problems:
             failed = "; ".join(f"{name}: {problem}" for name, problem in sorted(self.problems.items()))
-            detail = f"the {capability} capability is not installed (capabilities that failed to load: {failed})"
+            detail = (
+                f"the {capability} capability is not installed (capabilities that failed to load: {failed})"
+            )
         else:
             detail = f"the {capability} capability is not installed"
-        return Unimplemented(f"{what} is not available in this daemon build: {detail}", reason="CapabilityMissing")
+        return Unimplemented(
+            f"{what} is not available in this daemon build: {detail}", reason="CapabilityMissing"
+        )
 
     def require_launcher(self) -> Launcher:
         if self.launcher is None:

@@ -156,7 +156,9 @@ def logs_query_from_proto(msg: pb.LogsRequest) -> caps.LogsQuery:
     if msg.tail_lines < 0:
         raise InvalidArgument(f"tail_lines must be 0 (all) or more, not {msg.tail_lines}")
     source = caps.LogSource(msg.source) if msg.source else caps.LogSource.NOTEBOOK
-    return caps.LogsQuery(source=source, follow=msg.follow, tail_lines=msg.tail_lines, container=msg.container)
+    return caps.LogsQuery(
+        source=source, follow=msg.follow, tail_lines=msg.tail_lines, container=msg.container
+    )
 
 
 def sync_action_from_proto(action: int) -> caps.SyncAction:
@@ -209,11 +211,18 @@ def launch_event_to_proto(event: ev.LaunchEvent, ref_of: Callable[[Session], str
     elif isinstance(p, ev.LogLine):
         msg.build_log.CopyFrom(log_line_to_proto(p))
     elif isinstance(p, ev.PodStatus):
-        msg.pod.CopyFrom(pb.PodStatus(pod=p.pod, phase=p.phase, reason=p.reason, message=p.message, ready=p.ready))
+        msg.pod.CopyFrom(
+            pb.PodStatus(pod=p.pod, phase=p.phase, reason=p.reason, message=p.message, ready=p.ready)
+        )
     elif isinstance(p, ev.Ready):
         msg.ready.CopyFrom(
-            pb.Ready(url=p.url, local_port=p.local_port, session=session_to_proto(p.session, ref_of(p.session)),
-                     ui=p.ui, note=p.note)
+            pb.Ready(
+                url=p.url,
+                local_port=p.local_port,
+                session=session_to_proto(p.session, ref_of(p.session)),
+                ui=p.ui,
+                note=p.note,
+            )
         )
     elif isinstance(p, ev.Failure):
         msg.failed.CopyFrom(pb.Failure(reason=p.reason, message=p.message, log_tail=list(p.log_tail)))

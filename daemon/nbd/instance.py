@@ -12,10 +12,9 @@ import os
 import stat
 from pathlib import Path
 
+from nbd.errors import FailedPrecondition
 from nbdlocal import lock
 from nbdlocal.probe import accepts
-
-from nbd.errors import FailedPrecondition
 
 __all__ = ["AlreadyRunning", "InstanceLock", "prepare_socket_path", "remove_socket"]
 
@@ -60,7 +59,9 @@ def prepare_socket_path(path: Path, *, own_dir: bool) -> None:
     except FileNotFoundError:
         return
     if not stat.S_ISSOCK(st.st_mode):
-        raise FailedPrecondition(f"{path} exists and is not a socket; remove it or choose another socket with NBD_SOCKET")
+        raise FailedPrecondition(
+            f"{path} exists and is not a socket; remove it or choose another socket with NBD_SOCKET"
+        )
     if st.st_uid != os.getuid():
         raise FailedPrecondition(
             f"the socket {path} belongs to another user (uid {st.st_uid}); choose another socket with NBD_SOCKET"

@@ -34,7 +34,9 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, log_file: Path) -> None:
         self._log_file = log_file
 
-    async def _abort(self, context: grpc.aio.ServicerContext[Any, Any], method: str, error: Exception) -> NoReturn:
+    async def _abort(
+        self, context: grpc.aio.ServicerContext[Any, Any], method: str, error: Exception
+    ) -> NoReturn:
         if isinstance(error, NbdError):
             log.info("%s: %s (%s)", method, error.message, error.reason)
             await context.abort(
@@ -48,7 +50,9 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         )
         raise AssertionError("unreachable")  # context.abort always raises
 
-    def _wrap_unary(self, method: str, behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    def _wrap_unary(
+        self, method: str, behavior: Callable[..., Awaitable[Any]]
+    ) -> Callable[..., Awaitable[Any]]:
         async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             try:
                 return await behavior(request, context)

@@ -27,11 +27,19 @@ def _parser() -> argparse.ArgumentParser:
         prog="nbd",
         description="The nbd daemon: launches notebooks on Kubernetes and keeps them forwarded and in sync.",
     )
-    p.add_argument("--socket", help="Unix socket to serve on (default: $NBD_SOCKET, $XDG_RUNTIME_DIR/nbd/nbd.sock, else STATE_DIR/nbd.sock)")
-    p.add_argument("--state-dir", help="where sessions, the log and the lock live (default: $NBD_STATE_DIR, $XDG_STATE_HOME/nbd, ~/.local/state/nbd)")
+    p.add_argument(
+        "--socket",
+        help="Unix socket to serve on (default: $NBD_SOCKET, $XDG_RUNTIME_DIR/nbd/nbd.sock, else STATE_DIR/nbd.sock)",
+    )
+    p.add_argument(
+        "--state-dir",
+        help="where sessions, the log and the lock live (default: $NBD_STATE_DIR, $XDG_STATE_HOME/nbd, ~/.local/state/nbd)",
+    )
     p.add_argument("--log-stderr", action="store_true", help="also log to stderr")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    p.add_argument("--grace", type=float, default=None, help="seconds in-flight calls get at shutdown (default 5)")
+    p.add_argument(
+        "--grace", type=float, default=None, help="seconds in-flight calls get at shutdown (default 5)"
+    )
     p.add_argument(
         "--capabilities",
         default=None,
@@ -68,7 +76,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(e.message, file=sys.stderr)
         return 1
     try:
-        logging_setup.configure(paths.log_file, to_stderr=args.log_stderr, level=getattr(logging, args.log_level))
+        logging_setup.configure(
+            paths.log_file, to_stderr=args.log_stderr, level=getattr(logging, args.log_level)
+        )
         # The socket's folder is forced to 0700 only when it is ours: the state dir or an `nbd`
         # folder (the default $XDG_RUNTIME_DIR/nbd); a folder the daemon creates is made 0700 anyway.
         own_dir = paths.socket.parent == paths.state_dir or paths.socket.parent.name == "nbd"

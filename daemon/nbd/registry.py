@@ -44,7 +44,9 @@ def parse_ref(ref: str) -> tuple[str | None, str | None, str]:
     """
     ref = ref.strip()
     if not ref:
-        raise InvalidArgument("a session reference is required: NAME, NAMESPACE/NAME or CONTEXT/NAMESPACE/NAME")
+        raise InvalidArgument(
+            "a session reference is required: NAME, NAMESPACE/NAME or CONTEXT/NAMESPACE/NAME"
+        )
     parts = ref.split("/")
     if any(not p for p in parts[-2:]):
         raise InvalidArgument(
@@ -136,7 +138,9 @@ class SessionRegistry:
         session = dataclasses.replace(session, updated=utcnow())
         self._sessions[session.key] = session
         self.bus.publish(
-            SessionEvent(kind=SessionEventKind.UPDATED if existed else SessionEventKind.ADDED, session=session)
+            SessionEvent(
+                kind=SessionEventKind.UPDATED if existed else SessionEventKind.ADDED, session=session
+            )
         )
         await self._persist(session.key)
         return session

@@ -102,7 +102,9 @@ class DaemonServicer(daemon_pb2_grpc.DaemonServicer):
     def __init__(self, app: App) -> None:
         self.app = app
 
-    async def Version(self, request: daemon_pb2.VersionRequest, context: Context) -> daemon_pb2.VersionResponse:
+    async def Version(
+        self, request: daemon_pb2.VersionRequest, context: Context
+    ) -> daemon_pb2.VersionResponse:
         app = self.app
         return daemon_pb2.VersionResponse(
             version=app.version,
@@ -114,7 +116,9 @@ class DaemonServicer(daemon_pb2_grpc.DaemonServicer):
             started=convert.timestamp(app.started),
         )
 
-    async def Shutdown(self, request: daemon_pb2.ShutdownRequest, context: Context) -> daemon_pb2.ShutdownResponse:
+    async def Shutdown(
+        self, request: daemon_pb2.ShutdownRequest, context: Context
+    ) -> daemon_pb2.ShutdownResponse:
         grace = request.grace_seconds if request.grace_seconds > 0 else None
         self.app.request_shutdown(grace)
         return daemon_pb2.ShutdownResponse()

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 __all__ = [
     "Conflict",
@@ -35,12 +35,12 @@ __all__ = [
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def from_epoch(seconds: float | None) -> datetime | None:
     """A wall-clock time in epoch seconds as a UTC datetime; None for None or 0 (unset)."""
-    return datetime.fromtimestamp(seconds, timezone.utc) if seconds else None
+    return datetime.fromtimestamp(seconds, UTC) if seconds else None
 
 
 class ForwardState(enum.Enum):

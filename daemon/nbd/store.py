@@ -128,9 +128,13 @@ def session_to_json(session: Session) -> dict[str, Any]:
 def session_from_json(data: Any) -> Session:
     """Reads the persisted form back; raises ValueError on anything that is not a session."""
     if not isinstance(data, dict) or data.get("format") != FORMAT or "session" not in data:
-        raise ValueError(f'not a session file of format {FORMAT} (expected {{"format": {FORMAT}, "session": {{...}}}})')
+        raise ValueError(
+            f'not a session file of format {FORMAT} (expected {{"format": {FORMAT}, "session": {{...}}}})'
+        )
     raw = data["session"]
-    if not isinstance(raw, dict) or not all(isinstance(raw.get(k), str) and raw.get(k) for k in ("name", "namespace")):
+    if not isinstance(raw, dict) or not all(
+        isinstance(raw.get(k), str) and raw.get(k) for k in ("name", "namespace")
+    ):
         raise ValueError("session: name and namespace are required")
     if not isinstance(raw.get("context"), str):
         raise ValueError("session: context is required")

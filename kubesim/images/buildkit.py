@@ -147,10 +147,14 @@ def build(
         if style == "buildkit":
             progress.note("transferring dockerfile: 2B done")
             progress.done()
-            out.write(f"error: failed to solve: failed to read dockerfile: open {name}: no such file or directory\n")
+            out.write(
+                f"error: failed to solve: failed to read dockerfile: open {name}: no such file or directory\n"
+            )
         else:
-            out.write("Error: error resolving dockerfile path: please provide a valid path to a Dockerfile "
-                      "within the build context with --dockerfile\n")
+            out.write(
+                "Error: error resolving dockerfile path: please provide a valid path to a Dockerfile "
+                "within the build context with --dockerfile\n"
+            )
         out.flush()
         return 1
     source = dockerfile.read_text(errors="replace")
@@ -182,7 +186,7 @@ def build(
         else:
             progress.step(f"Retrieving image manifest {base_name}")
         solver = Solver(store, context, progress.line, progress.note)
-        steps = instructions[instructions.index(froms[0]):]
+        steps = instructions[instructions.index(froms[0]) :]
         total = sum(1 for i in steps if i.keyword in FS_STEPS)
         index = 0
         state: State | None = None
@@ -223,7 +227,9 @@ def build(
                 progress.done(cached=cached)
         assert state is not None
         config = state.config
-        digest = sha256(json.dumps({**config.to_json(), "layers": state.layers}, sort_keys=True).encode()).hexdigest()
+        digest = sha256(
+            json.dumps({**config.to_json(), "layers": state.layers}, sort_keys=True).encode()
+        ).hexdigest()
         if style == "buildkit":
             progress.step("exporting to image")
             progress.note("exporting layers done")
@@ -253,8 +259,6 @@ def _normal(name: str) -> str:
         return normalize(name)
     except InvalidReference:
         return name
-
-
 
 
 def _store_from_env() -> ImageStore:
@@ -301,7 +305,14 @@ def buildctl_main(argv: list[str], out: TextIO | None = None) -> int:
         elif arg == "--opt":
             key, _, val = value.partition("=")
             opts[key] = val
-        elif arg in ("--progress", "--export-cache", "--import-cache", "--secret", "--ssh", "--metadata-file"):
+        elif arg in (
+            "--progress",
+            "--export-cache",
+            "--import-cache",
+            "--secret",
+            "--ssh",
+            "--metadata-file",
+        ):
             pass
         else:
             out.write(f"error: unknown flag: {arg}\n")
@@ -329,8 +340,14 @@ def buildctl_main(argv: list[str], out: TextIO | None = None) -> int:
         out.write(f"error: {e}\n")
         return 1
     dockerfile = Path(locals_["dockerfile"]) / opts.get("filename", "Dockerfile")
-    return build(context=Path(locals_["context"]), dockerfile=dockerfile, target=target, store=store, out=out,
-                 push=push)
+    return build(
+        context=Path(locals_["context"]),
+        dockerfile=dockerfile,
+        target=target,
+        store=store,
+        out=out,
+        push=push,
+    )
 
 
 def kaniko_main(argv: list[str], out: TextIO | None = None) -> int:
@@ -356,7 +373,9 @@ def kaniko_main(argv: list[str], out: TextIO | None = None) -> int:
     except BuildError as e:
         out.write(f"Error: {e}\n")
         return 1
-    return build(context=Path(context), dockerfile=path, target=destination, store=store, out=out, style="kaniko")
+    return build(
+        context=Path(context), dockerfile=path, target=destination, store=store, out=out, style="kaniko"
+    )
 
 
 _SCRIPT = """#!{python}
@@ -393,16 +412,23 @@ def register(store: ImageStore) -> None:
     tools = _tools(store)
     # RUN steps join kubesim's own network namespace: a build pod has only loopback, while
     # BuildKit's RUN reaches the network (pip install) by default.
-    env = [f"PATH={tools}:{SYSTEM_PATH}", f"{STORE_ENV}={store.root}", f"{LAYER_DIR_ENV}={store.layers.root}",
-           f"{HOST_NETNS_ENV}=/proc/{os.getpid()}/ns/net"]
+    env = [
+        f"PATH={tools}:{SYSTEM_PATH}",
+        f"{STORE_ENV}={store.root}",
+        f"{LAYER_DIR_ENV}={store.layers.root}",
+        f"{HOST_NETNS_ENV}=/proc/{os.getpid()}/ns/net",
+    ]
 
     def buildkit(ref: str) -> Image:
         # The rootless image's entrypoint is rootlesskit; nbd's Job sets command explicitly.
-        return Image(ref, ImageConfig(entrypoint=["buildctl-daemonless.sh"], env=env, workdir="/home/user"), None)
+        return Image(
+            ref, ImageConfig(entrypoint=["buildctl-daemonless.sh"], env=env, workdir="/home/user"), None
+        )
 
     def kaniko(ref: str) -> Image:
-        return Image(ref, ImageConfig(entrypoint=[str(tools / "kaniko-executor")], env=env, workdir="/workspace"),
-                     None)
+        return Image(
+            ref, ImageConfig(entrypoint=[str(tools / "kaniko-executor")], env=env, workdir="/workspace"), None
+        )
 
     for pattern in BUILDKIT_PATTERNS:
         store.register_provider(pattern, buildkit)

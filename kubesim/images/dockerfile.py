@@ -13,7 +13,15 @@ import re
 import shlex
 from dataclasses import dataclass
 
-__all__ = ["Instruction", "parse_dockerfile", "json_or_shell", "substitute", "pairs", "CacheMount", "run_mounts"]
+__all__ = [
+    "Instruction",
+    "parse_dockerfile",
+    "json_or_shell",
+    "substitute",
+    "pairs",
+    "CacheMount",
+    "run_mounts",
+]
 
 
 @dataclass(frozen=True)
@@ -121,7 +129,7 @@ def run_mounts(flags: tuple[str, ...]) -> list[CacheMount]:
                 continue
             raise ValueError(f"RUN {flag}: unknown flag")
         options: dict[str, str] = {}
-        for part in flag[len("--mount="):].split(","):
+        for part in flag[len("--mount=") :].split(","):
             key, _, value = part.partition("=")
             options[key.strip()] = value.strip()
         kind = options.get("type", "bind")

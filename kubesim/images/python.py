@@ -39,16 +39,21 @@ def _base_interpreter() -> str:
     return os.path.realpath(base)
 
 
-def python_config() -> "ImageConfig":
+def python_config() -> ImageConfig:
     from kubesim.images.store import ImageConfig
 
     version = ".".join(str(v) for v in sys.version_info[:3])
-    return ImageConfig(cmd=["python3"], env=[
-        f"PATH={ENV_DIR}/bin:{SYSTEM_PATH}", "LANG=C.UTF-8", f"PYTHON_VERSION={version}",
-    ])
+    return ImageConfig(
+        cmd=["python3"],
+        env=[
+            f"PATH={ENV_DIR}/bin:{SYSTEM_PATH}",
+            "LANG=C.UTF-8",
+            f"PYTHON_VERSION={version}",
+        ],
+    )
 
 
-def base_layer(store: "ImageStore") -> str:
+def base_layer(store: ImageStore) -> str:
     """The id of the layer holding the environment, made on first use (raises StepUnavailable)."""
     interpreter = _base_interpreter()
     layer_id = cache_key("python-venv", interpreter, sys.version)
@@ -63,15 +68,16 @@ def base_layer(store: "ImageStore") -> str:
         upper = layers.scratch(".python-")
         (upper / ENV_DIR.lstrip("/")).mkdir()
         lines: list[str] = []
-        code = run_step(layers, Step(argv=[interpreter, "-m", "venv", ENV_DIR], lower=[], upper=upper),
-                        lines.append)
+        code = run_step(
+            layers, Step(argv=[interpreter, "-m", "venv", ENV_DIR], lower=[], upper=upper), lines.append
+        )
         if code != 0:
             raise StepUnavailable(f"making the python base layer failed: {' / '.join(lines[-5:])}")
         layers.commit(upper, layer_id, f"python -m venv {ENV_DIR} ({interpreter})")
     return layer_id
 
 
-def python_image(store: "ImageStore", ref: str) -> "Image | None":
+def python_image(store: ImageStore, ref: str) -> Image | None:
     """The image `ref` (a `python:*` name) resolves to, stored under its name on first use."""
     from kubesim.images.store import Image
 
@@ -82,7 +88,7 @@ def python_image(store: "ImageStore", ref: str) -> "Image | None":
     return store.put_layers(ref, python_config(), [layer_id])
 
 
-def python_config_fallback() -> "ImageConfig":
+def python_config_fallback() -> ImageConfig:
     from kubesim.images.store import ImageConfig
 
     return ImageConfig(cmd=["python3"])

@@ -34,10 +34,31 @@ __all__ = ["Step", "run_step", "StepUnavailable", "SYSTEM_DIRS", "HOST_NETNS_ENV
 
 # Top-level entries that are this machine's own, never taken from an image (kubelet/volumes.py
 # uses the same list for pods).
-SYSTEM_DIRS = frozenset({
-    "bin", "boot", "dev", "etc", "home", "lib", "lib32", "lib64", "libx32", "media", "mnt", "opt", "proc",
-    "root", "run", "sbin", "srv", "sys", "tmp", "usr", "var",
-})
+SYSTEM_DIRS = frozenset(
+    {
+        "bin",
+        "boot",
+        "dev",
+        "etc",
+        "home",
+        "lib",
+        "lib32",
+        "lib64",
+        "libx32",
+        "media",
+        "mnt",
+        "opt",
+        "proc",
+        "root",
+        "run",
+        "sbin",
+        "srv",
+        "sys",
+        "tmp",
+        "usr",
+        "var",
+    }
+)
 # The network namespace a RUN step joins (a path like /proc/PID/ns/net); unset: the caller's own.
 HOST_NETNS_ENV = "KUBESIM_HOST_NETNS"
 
@@ -71,10 +92,10 @@ def _script(store: LayerStore, step: Step, merged: Path, work: Path, empty: Path
         f"{q(str(merged))}",
         "cd /",
         f"for e in $(ls -A {q(str(merged))}); do",
-        f"  case \"$e\" in {system}) continue ;; esac",
-        f"  [ -d {q(str(merged))}/\"$e\" ] && [ ! -L {q(str(merged))}/\"$e\" ] || continue",
-        "  mkdir -p \"/$e\"",
-        f"  mount --bind {q(str(merged))}/\"$e\" \"/$e\"",
+        f'  case "$e" in {system}) continue ;; esac',
+        f'  [ -d {q(str(merged))}/"$e" ] && [ ! -L {q(str(merged))}/"$e" ] || continue',
+        '  mkdir -p "/$e"',
+        f'  mount --bind {q(str(merged))}/"$e" "/$e"',
         "done",
     ]
     for source, target in step.caches:
@@ -86,7 +107,7 @@ def _script(store: LayerStore, step: Step, merged: Path, work: Path, empty: Path
         "mount -o remount,bind,ro /",
         f"mkdir -p {q(step.workdir)} 2>/dev/null || true",
         f"cd {q(step.workdir)}",
-        "exec \"$@\"",
+        'exec "$@"',
     ]
     return "\n".join(lines)
 
@@ -98,7 +119,9 @@ def run_step(store: LayerStore, step: Step, output: Callable[[str], None]) -> in
     OSError when the command cannot be started.
     """
     if os.geteuid() != 0 or not shutil.which("unshare"):
-        raise StepUnavailable("RUN needs root and unshare(1) to mount the image's layers; run kubesim as root")
+        raise StepUnavailable(
+            "RUN needs root and unshare(1) to mount the image's layers; run kubesim as root"
+        )
     scratch = store.scratch(".run-")
     try:
         merged, work, empty = scratch / "merged", scratch / "work", scratch / "empty"
@@ -108,18 +131,38 @@ def run_step(store: LayerStore, step: Step, output: Callable[[str], None]) -> in
         netns = os.environ.get(HOST_NETNS_ENV, "")
         if netns and os.path.exists(netns) and shutil.which("nsenter"):
             argv += ["nsenter", f"--net={netns}", "--"]
-        argv += ["unshare", "--mount", "--propagation", "private", "--",
-                 "sh", "-c", _script(store, step, merged, work, empty), "kubesim-run", *step.argv]
+        argv += [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+            "sh",
+            "-c",
+            _script(store, step, merged, work, empty),
+            "kubesim-run",
+            *step.argv,
+        ]
         env = dict(step.env or {})
         env.setdefault("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
-        proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, text=True, errors="replace", cwd="/")
+        proc = subprocess.Popen(
+            argv,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            errors="replace",
+            cwd="/",
+        )
         assert proc.stdout is not None
         for text in proc.stdout:
             output(text.rstrip("\n"))
         code = proc.wait()
         if code != 0 and not _mounted_ok(work):
-            raise StepUnavailable(f"the overlay mount for the step failed (exit code {code}); see the lines above")
+            raise StepUnavailable(
+                f"the overlay mount for the step failed (exit code {code}); see the lines above"
+            )
         return code
     finally:
         # The overlay work directory holds kernel-owned files; the rest is ours.

@@ -94,8 +94,14 @@ class Solver:
             return cache_key(state.key, keyword, " ".join(instruction.flags), dest, digest)
         if keyword == "RUN":
             command = json_or_shell(instruction.text)
-            return cache_key(state.key, "RUN", json.dumps(command), " ".join(instruction.flags),
-                             json.dumps(self._run_env(state), sort_keys=True), state.config.workdir or "/")
+            return cache_key(
+                state.key,
+                "RUN",
+                json.dumps(command),
+                " ".join(instruction.flags),
+                json.dumps(self._run_env(state), sort_keys=True),
+                state.config.workdir or "/",
+            )
         return None
 
     def apply(self, state: State, instruction: Instruction, key: str | None) -> bool:
@@ -125,13 +131,26 @@ class Solver:
             state.config = replace(state.config, cmd=json_or_shell(substitute(text, state.variables)))
         elif keyword == "ENTRYPOINT":
             # As in Docker, a new ENTRYPOINT resets an inherited CMD.
-            state.config = replace(state.config, entrypoint=json_or_shell(substitute(text, state.variables)), cmd=[])
+            state.config = replace(
+                state.config, entrypoint=json_or_shell(substitute(text, state.variables)), cmd=[]
+            )
         elif keyword == "LABEL":
             state.labels.update(pairs(text))
-        elif keyword in ("EXPOSE", "USER", "VOLUME", "SHELL", "STOPSIGNAL", "HEALTHCHECK", "MAINTAINER", "ONBUILD"):
+        elif keyword in (
+            "EXPOSE",
+            "USER",
+            "VOLUME",
+            "SHELL",
+            "STOPSIGNAL",
+            "HEALTHCHECK",
+            "MAINTAINER",
+            "ONBUILD",
+        ):
             pass  # Recorded by real builders; kubesim's kubelet does not use them.
         else:
-            raise BuildError(f"dockerfile parse error on line {instruction.line}: unknown instruction: {keyword}")
+            raise BuildError(
+                f"dockerfile parse error on line {instruction.line}: unknown instruction: {keyword}"
+            )
         return False
 
     # --- layers ------------------------------------------------------------------------------
@@ -164,13 +183,17 @@ class Solver:
         """(destination in the image, [(source as written, path in the context)]) of a COPY/ADD."""
         for flag in instruction.flags:
             if flag.startswith("--from"):
-                raise BuildError(f"{instruction.keyword} {flag}: multi-stage builds are not supported by this builder")
+                raise BuildError(
+                    f"{instruction.keyword} {flag}: multi-stage builds are not supported by this builder"
+                )
         args = json_or_shell(instruction.text)
         if args[:2] == ["/bin/sh", "-c"]:
             args = shlex.split(substitute(instruction.text, state.variables))
         if len(args) < 2:
-            raise BuildError(f"dockerfile parse error on line {instruction.line}: "
-                             f"{instruction.keyword} requires at least two arguments")
+            raise BuildError(
+                f"dockerfile parse error on line {instruction.line}: "
+                f"{instruction.keyword} requires at least two arguments"
+            )
         *sources, dest = args
         workdir = state.config.workdir or "/"
         dest_abs = dest if dest.startswith("/") else os.path.join(workdir, dest)
@@ -180,7 +203,9 @@ class Solver:
         found: list[tuple[str, Path]] = []
         for source in sources:
             if re.match(r"^[a-z]+://", source):
-                raise BuildError(f"{instruction.keyword} {source}: remote sources are not supported by this builder")
+                raise BuildError(
+                    f"{instruction.keyword} {source}: remote sources are not supported by this builder"
+                )
             pattern = str(root / source.lstrip("/"))
             matches = sorted(glob.glob(pattern)) if any(c in source for c in "*?[") else [pattern]
             for match in matches:
@@ -201,8 +226,9 @@ class Solver:
     def _copy(self, state: State, instruction: Instruction, upper: Path) -> None:
         dest_abs, found = self._copy_plan(state, instruction)
         existing = self.store.layers.find(state.layers, dest_abs)
-        dest_is_dir = dest_abs.endswith("/") or (existing is not None and existing.is_dir()
-                                                 and not existing.is_symlink())
+        dest_is_dir = dest_abs.endswith("/") or (
+            existing is not None and existing.is_dir() and not existing.is_symlink()
+        )
         target = upper / dest_abs.strip("/")
         copied = 0
         for _source, path in found:
@@ -245,8 +271,14 @@ class Solver:
             del tail[:-20]
             self.line(text)
 
-        step = Step(argv=command, lower=list(state.layers), upper=upper, workdir=state.config.workdir or "/",
-                    env=env, caches=caches)
+        step = Step(
+            argv=command,
+            lower=list(state.layers),
+            upper=upper,
+            workdir=state.config.workdir or "/",
+            env=env,
+            caches=caches,
+        )
         try:
             code = run_step(self.store.layers, step, output)
         except StepUnavailable as e:
@@ -255,7 +287,11 @@ class Solver:
             raise BuildError(f'process "{" ".join(command)}" did not complete successfully: {e}') from e
         if code != 0:
             if any("Read-only file system" in t for t in tail):
-                self.line("kubesim: a RUN step may write only under the image's own top-level paths "
-                          "(such as /content, /kubesim-python and /tmp); this machine's system directories "
-                          "are read-only to builds")
-            raise BuildError(f'process "{" ".join(command)}" did not complete successfully: exit code: {code}')
+                self.line(
+                    "kubesim: a RUN step may write only under the image's own top-level paths "
+                    "(such as /content, /kubesim-python and /tmp); this machine's system directories "
+                    "are read-only to builds"
+                )
+            raise BuildError(
+                f'process "{" ".join(command)}" did not complete successfully: exit code: {code}'
+            )

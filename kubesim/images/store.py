@@ -59,7 +59,7 @@ class ImageConfig:
         return default
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "ImageConfig":
+    def from_json(cls, data: dict[str, Any]) -> ImageConfig:
         d = data.get("config", data) if isinstance(data.get("config"), dict) else data
 
         def pick(*keys: str) -> Any:
@@ -121,7 +121,12 @@ class ImageStore:
     def _folder(self, name: str) -> Path:
         return self.root / urllib.parse.quote(normalize(name), safe="")
 
-    def put(self, name: str, config: ImageConfig | dict[str, Any], rootfs_dir: str | os.PathLike[str] | None = None) -> Image:
+    def put(
+        self,
+        name: str,
+        config: ImageConfig | dict[str, Any],
+        rootfs_dir: str | os.PathLike[str] | None = None,
+    ) -> Image:
         """Store (or replace) image `name` with `config` and a copy of `rootfs_dir`.
 
         Raises InvalidReference for a bad name and FileNotFoundError for a missing rootfs_dir.
@@ -148,7 +153,8 @@ class ImageStore:
         try:
             self.layers.flatten(list(layers), tmp / "rootfs")
             (tmp / "config.json").write_text(
-                json.dumps({"name": normalize(name), **cfg.to_json(), "layers": list(layers)}, indent=1))
+                json.dumps({"name": normalize(name), **cfg.to_json(), "layers": list(layers)}, indent=1)
+            )
             with self._lock:
                 old = None
                 if target.exists():

@@ -73,12 +73,21 @@ def _lower(image: Image, layers: LayerStore) -> tuple[str, tuple[str, ...]]:
     assert image.rootfs is not None
     if image.layers and all(layers.exists(layer) for layer in image.layers):
         # Whiteouts and opaque directories in the layers are overlayfs's own format.
-        return str(layers.root), tuple(os.path.relpath(layers.fs(layer), layers.root) for layer in reversed(image.layers))
+        return str(layers.root), tuple(
+            os.path.relpath(layers.fs(layer), layers.root) for layer in reversed(image.layers)
+        )
     return str(image.rootfs), (".",)
 
 
-def instance_fs(image: Image | None, container: dict[str, Any], volumes: list[Mount], folder: Path,
-                layers: LayerStore, *, isolated: bool) -> InstanceFS:
+def instance_fs(
+    image: Image | None,
+    container: dict[str, Any],
+    volumes: list[Mount],
+    folder: Path,
+    layers: LayerStore,
+    *,
+    isolated: bool,
+) -> InstanceFS:
     """Prepares the folder of a new container instance and says how its filesystem is mounted.
 
     `volumes` are the container's volume mounts (`kubesim.kubelet.volumes.volume_mounts`).
@@ -110,7 +119,9 @@ def instance_fs(image: Image | None, container: dict[str, Any], volumes: list[Mo
                     shutil.copytree(src, dst, symlinks=True)
                 else:
                     shutil.copy2(src, dst, follow_symlinks=False)
-                mounts["/" + entry] = view["/" + entry] = Mount(str(dst), "/" + entry, False, not dst.is_dir())
+                mounts["/" + entry] = view["/" + entry] = Mount(
+                    str(dst), "/" + entry, False, not dst.is_dir()
+                )
     wd = os.path.normpath(effective_workdir(container, image))
     covered = any(wd == t or wd.startswith(t.rstrip("/") + "/") for t in mounts)
     if wd != "/" and not covered and private_workdir(wd):
@@ -149,5 +160,5 @@ def host_path(container_path: str, mounts: list[Mount]) -> str:
                 best = m
     if best is None:
         return p
-    rest = p[len(best.target.rstrip("/")):].lstrip("/")
+    rest = p[len(best.target.rstrip("/")) :].lstrip("/")
     return os.path.join(best.source, rest) if rest else best.source

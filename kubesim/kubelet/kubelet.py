@@ -78,22 +78,44 @@ class Kubelet:
     `kubesim.cluster` passes (state_dir, node_name, gpus, node_labels, host_ports, api_url, ...).
     """
 
-    def __init__(self, store: Store, config: KubeletConfig | None = None, faults: Any = None, *, api: Any = None,
-                 state_dir: Path | str | None = None, node_name: str = "kubesim-node", gpus: int = 0,
-                 node_labels: dict[str, str] | list[str] | None = None, host_ports: list[int] | None = None,
-                 api_url: str | None = None, backoff_initial: float = 1.0, backoff_max: float = 10.0) -> None:
+    def __init__(
+        self,
+        store: Store,
+        config: KubeletConfig | None = None,
+        faults: Any = None,
+        *,
+        api: Any = None,
+        state_dir: Path | str | None = None,
+        node_name: str = "kubesim-node",
+        gpus: int = 0,
+        node_labels: dict[str, str] | list[str] | None = None,
+        host_ports: list[int] | None = None,
+        api_url: str | None = None,
+        backoff_initial: float = 1.0,
+        backoff_max: float = 10.0,
+    ) -> None:
         if config is None:
             if state_dir is None:
                 raise ValueError("Kubelet needs a state_dir (or a KubeletConfig)")
-            labels = dict(parse_label(x) for x in node_labels) if isinstance(node_labels, list) else dict(node_labels or {})
+            labels = (
+                dict(parse_label(x) for x in node_labels)
+                if isinstance(node_labels, list)
+                else dict(node_labels or {})
+            )
             api_port = None
             if api_url:
                 from urllib.parse import urlsplit
+
                 parts = urlsplit(api_url)
                 api_port = parts.port or (443 if parts.scheme == "https" else 80)
-            config = KubeletConfig(state_dir=Path(state_dir), node=NodeConfig(name=node_name, gpus=gpus, labels=labels),
-                                   host_ports=list(host_ports or []), api_port=api_port,
-                                   backoff_initial=backoff_initial, backoff_max=backoff_max)
+            config = KubeletConfig(
+                state_dir=Path(state_dir),
+                node=NodeConfig(name=node_name, gpus=gpus, labels=labels),
+                host_ports=list(host_ports or []),
+                api_port=api_port,
+                backoff_initial=backoff_initial,
+                backoff_max=backoff_max,
+            )
         self.api = api
         self.store = store
         self.config: KubeletConfig = config
@@ -103,6 +125,7 @@ class Kubelet:
         self.images = ImageStore(self.state_dir / "images")
         # nbd's build images: the BuildKit/kaniko stand-in and the utility image.
         from kubesim.images import buildkit, utility
+
         buildkit.register(self.images)
         utility.register(self.images)
         self.host_ports: set[int] = set(config.host_ports)
@@ -150,9 +173,11 @@ class Kubelet:
         if existing is None:
             self.store.create(NODES, obj)
         else:
+
             def mutate(o: dict[str, Any]) -> None:
                 o["metadata"].setdefault("labels", {}).update(obj["metadata"]["labels"])
                 o["status"] = obj["status"]
+
             self.store.update(NODES, None, self.node_name, mutate)
 
     async def stop(self) -> None:
@@ -208,6 +233,7 @@ class Kubelet:
                 return self.store.get(key, namespace, name)
             except ApiError:
                 return None
+
         return lookup
 
     def write_status(self, worker: PodWorker, compute: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
@@ -215,6 +241,7 @@ class Kubelet:
             if pod["metadata"].get("uid") != worker.uid:
                 raise _Gone()
             pod["status"] = compute(pod)
+
         try:
             self.store.update_status(PODS, worker.namespace, worker.name, mutate)
         except ApiError as e:
@@ -222,8 +249,15 @@ class Kubelet:
                 raise _Gone() from e
             raise
 
-    def event(self, namespace: str, ref: dict[str, Any], reason: str, message: str, type: str = "Normal",
-              component: str = "kubelet") -> None:
+    def event(
+        self,
+        namespace: str,
+        ref: dict[str, Any],
+        reason: str,
+        message: str,
+        type: str = "Normal",
+        component: str = "kubelet",
+    ) -> None:
         with contextlib.suppress(ApiError):
             self.store.add_event(namespace, ref, reason, message, type=type, component=component)
 
@@ -282,8 +316,9 @@ class Kubelet:
         with contextlib.suppress(ApiError):
             current = self.store.get(PODS, w.namespace, w.name)
             if current is not None and current["metadata"].get("uid") == w.uid:
-                self.store.delete(PODS, w.namespace, w.name, grace_period_seconds=0,
-                                  preconditions={"uid": w.uid})
+                self.store.delete(
+                    PODS, w.namespace, w.name, grace_period_seconds=0, preconditions={"uid": w.uid}
+                )
 
     async def _forget(self, w: PodWorker) -> None:
         await w.kill()
@@ -303,9 +338,13 @@ class Kubelet:
 
     def _schedule_pending(self) -> None:
         pods, _ = self.store.list(PODS)
-        pending = [p for p in pods if not (p.get("spec") or {}).get("nodeName")
-                   and not p["metadata"].get("deletionTimestamp")
-                   and (p.get("spec") or {}).get("schedulerName", "default-scheduler") == "default-scheduler"]
+        pending = [
+            p
+            for p in pods
+            if not (p.get("spec") or {}).get("nodeName")
+            and not p["metadata"].get("deletionTimestamp")
+            and (p.get("spec") or {}).get("schedulerName", "default-scheduler") == "default-scheduler"
+        ]
         pending.sort(key=lambda p: (p["metadata"].get("creationTimestamp", ""), p["metadata"]["name"]))
         node = self.store.get(NODES, None, self.node_name)
         if node is None:
@@ -322,12 +361,18 @@ class Kubelet:
                 self._bind(pod)
                 refreshed = self.store.get(PODS, ns, name)
                 if refreshed is not None:
-                    pods = [refreshed if p["metadata"]["uid"] == refreshed["metadata"]["uid"] else p for p in pods]
+                    pods = [
+                        refreshed if p["metadata"]["uid"] == refreshed["metadata"]["uid"] else p for p in pods
+                    ]
             else:
                 self._unschedulable(pod, result.message)
 
     def _bind(self, pod: dict[str, Any]) -> None:
-        ns, name, uid = pod["metadata"].get("namespace", "default"), pod["metadata"]["name"], pod["metadata"]["uid"]
+        ns, name, uid = (
+            pod["metadata"].get("namespace", "default"),
+            pod["metadata"]["name"],
+            pod["metadata"]["uid"],
+        )
         now = now_rfc3339()
 
         def mutate(o: dict[str, Any]) -> None:
@@ -337,18 +382,30 @@ class Kubelet:
             st = o.setdefault("status", {})
             st["phase"] = "Pending"
             conds = [c for c in st.get("conditions") or [] if c.get("type") != "PodScheduled"]
-            conds.append({"type": "PodScheduled", "status": "True", "lastProbeTime": None, "lastTransitionTime": now})
+            conds.append(
+                {"type": "PodScheduled", "status": "True", "lastProbeTime": None, "lastTransitionTime": now}
+            )
             st["conditions"] = conds
             st.setdefault("qosClass", "BestEffort")
+
         try:
             self.store.update(PODS, ns, name, mutate)
         except (_Gone, ApiError):
             return
-        self.event(ns, {"kind": "Pod", "apiVersion": "v1", "namespace": ns, "name": name, "uid": uid},
-                   "Scheduled", f"Successfully assigned {ns}/{name} to {self.node_name}", component="default-scheduler")
+        self.event(
+            ns,
+            {"kind": "Pod", "apiVersion": "v1", "namespace": ns, "name": name, "uid": uid},
+            "Scheduled",
+            f"Successfully assigned {ns}/{name} to {self.node_name}",
+            component="default-scheduler",
+        )
 
     def _unschedulable(self, pod: dict[str, Any], message: str) -> None:
-        ns, name, uid = pod["metadata"].get("namespace", "default"), pod["metadata"]["name"], pod["metadata"]["uid"]
+        ns, name, uid = (
+            pod["metadata"].get("namespace", "default"),
+            pod["metadata"]["name"],
+            pod["metadata"]["uid"],
+        )
         for c in (pod.get("status") or {}).get("conditions") or []:
             if c.get("type") == "PodScheduled" and c.get("status") == "False" and c.get("message") == message:
                 return  # already reported; retried silently until something changes
@@ -359,15 +416,30 @@ class Kubelet:
             st = o.setdefault("status", {})
             st["phase"] = "Pending"
             conds = [c for c in st.get("conditions") or [] if c.get("type") != "PodScheduled"]
-            conds.append({"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message,
-                          "lastProbeTime": None, "lastTransitionTime": now_rfc3339()})
+            conds.append(
+                {
+                    "type": "PodScheduled",
+                    "status": "False",
+                    "reason": "Unschedulable",
+                    "message": message,
+                    "lastProbeTime": None,
+                    "lastTransitionTime": now_rfc3339(),
+                }
+            )
             st["conditions"] = conds
+
         try:
             self.store.update_status(PODS, ns, name, mutate)
         except (_Gone, ApiError):
             return
-        self.event(ns, {"kind": "Pod", "apiVersion": "v1", "namespace": ns, "name": name, "uid": uid},
-                   "FailedScheduling", message, "Warning", component="default-scheduler")
+        self.event(
+            ns,
+            {"kind": "Pod", "apiVersion": "v1", "namespace": ns, "name": name, "uid": uid},
+            "FailedScheduling",
+            message,
+            "Warning",
+            component="default-scheduler",
+        )
 
     # ------------------------------------------------------------------ faults
 
@@ -385,10 +457,12 @@ class Kubelet:
         fresh = {
             "apiVersion": "v1",
             "kind": "Pod",
-            "metadata": {k: md[k] for k in ("name", "namespace", "labels", "annotations", "ownerReferences")
-                         if md.get(k) is not None},
+            "metadata": {
+                k: md[k]
+                for k in ("name", "namespace", "labels", "annotations", "ownerReferences")
+                if md.get(k) is not None
+            },
             "spec": {k: v for k, v in (pod.get("spec") or {}).items() if k != "nodeName"},
         }
         self.store.delete(PODS, namespace, name, grace_period_seconds=0)
         self.store.create(PODS, fresh, namespace)
-

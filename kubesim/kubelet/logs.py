@@ -25,14 +25,14 @@ __all__ = ["LogFile", "LogOptions", "LogLine", "parse_entries", "render", "rfc33
 def rfc3339nano(ns: int | None = None) -> str:
     ns = time.time_ns() if ns is None else ns
     secs, frac = divmod(ns, 1_000_000_000)
-    base = datetime.datetime.fromtimestamp(secs, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    base = datetime.datetime.fromtimestamp(secs, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S")
     return f"{base}.{frac:09d}Z"
 
 
 def _parse_ts(ts: str) -> float:
     """Seconds since the epoch of an RFC 3339 time with up to nanoseconds."""
     main, _, frac = ts.rstrip("Z").partition(".")
-    dt = datetime.datetime.strptime(main, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=datetime.timezone.utc)
+    dt = datetime.datetime.strptime(main, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=datetime.UTC)
     return dt.timestamp() + (float("0." + frac) if frac else 0.0)
 
 
@@ -130,7 +130,7 @@ class LogFile:
             return
         try:
             await asyncio.wait_for(ev.wait(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
 
 

@@ -39,8 +39,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
 
-__all__ = ["ContainerNamespace", "Mount", "Overlay", "Sandbox", "open_in_netns", "namespaces_available",
-           "set_pdeathsig"]
+__all__ = [
+    "ContainerNamespace",
+    "Mount",
+    "Overlay",
+    "Sandbox",
+    "open_in_netns",
+    "namespaces_available",
+    "set_pdeathsig",
+]
 
 log = logging.getLogger("kubesim.kubelet.namespaces")
 
@@ -104,8 +111,11 @@ def namespaces_available() -> tuple[bool, str]:
         if shutil.which(tool) is None:
             return False, f"{tool!r} is not installed: pods share the host's namespaces"
     if _available is None:
-        r = subprocess.run(["unshare", "--mount", "--net", "--uts", "--ipc", "--propagation", "private", "true"],
-                           capture_output=True, text=True)
+        r = subprocess.run(
+            ["unshare", "--mount", "--net", "--uts", "--ipc", "--propagation", "private", "true"],
+            capture_output=True,
+            text=True,
+        )
         _available = r.returncode == 0
         if not _available:
             return False, f"unshare failed ({r.stderr.strip()}): pods share the host's namespaces"
@@ -154,13 +164,21 @@ def mount_order(mounts: list[Mount]) -> list[Mount]:
     remaining = sorted(mounts, key=lambda m: (m.target.rstrip("/").count("/"), m.target))
     ordered: list[Mount] = []
     while remaining:
-        for i, m in enumerate(remaining):
-            blocked = any(o is not m and _under(m.target, o.target) and o.target != m.target for o in remaining)
+        for m in remaining:
+            blocked = any(
+                o is not m and _under(m.target, o.target) and o.target != m.target for o in remaining
+            )
             if not blocked:
                 # Mounts whose sources this one would hide go first, when they may.
-                shadowed = [o for o in remaining if o is not m and _under(o.source, m.target)
-                            and not any(p is not o and _under(o.target, p.target) and p.target != o.target
-                                        for p in remaining)]
+                shadowed = [
+                    o
+                    for o in remaining
+                    if o is not m
+                    and _under(o.source, m.target)
+                    and not any(
+                        p is not o and _under(o.target, p.target) and p.target != o.target for p in remaining
+                    )
+                ]
                 pick = shadowed[0] if shadowed else m
                 ordered.append(pick)
                 remaining.remove(pick)
@@ -185,7 +203,11 @@ def _container_script(overlay: Overlay | None, mounts: list[Mount]) -> str:
     if overlay is not None:
         q = shlex.quote
         options = f"lowerdir={':'.join(overlay.lower)},upperdir={overlay.upper},workdir={overlay.work}"
-        lines += [f"cd {q(overlay.base)}", f"mount -t overlay overlay -o {q(options)} {q(overlay.merged)}", "cd /"]
+        lines += [
+            f"cd {q(overlay.base)}",
+            f"mount -t overlay overlay -o {q(options)} {q(overlay.merged)}",
+            "cd /",
+        ]
     lines += _mount_lines(mounts)
     lines += ["echo ready", "read _ || true"]
     return "\n".join(lines)
@@ -226,10 +248,19 @@ class Sandbox:
             return
         spaces = ["--mount", "--ipc"] if self.host_network else ["--mount", "--net", "--uts", "--ipc"]
         proc = await asyncio.create_subprocess_exec(
-            "unshare", *spaces, "--propagation", "private", "--",
-            "sh", "-c", _script(self.hostname, mounts, self.host_network),
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-            start_new_session=True, preexec_fn=set_pdeathsig,
+            "unshare",
+            *spaces,
+            "--propagation",
+            "private",
+            "--",
+            "sh",
+            "-c",
+            _script(self.hostname, mounts, self.host_network),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+            preexec_fn=set_pdeathsig,
         )
         assert proc.stdout is not None and proc.stderr is not None
         line = await proc.stdout.readline()
@@ -253,7 +284,9 @@ class Sandbox:
         """The process whose network namespace pod sockets are made in (None: the host's)."""
         return None if self.host_network else self.pid
 
-    async def connect(self, port: int, host: str = "127.0.0.1") -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    async def connect(
+        self, port: int, host: str = "127.0.0.1"
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         """Open a TCP connection to `host:port` inside the pod's network namespace."""
         sock = await open_in_netns(self.netns_pid, lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM))
         try:
@@ -312,10 +345,24 @@ class ContainerNamespace:
         assert self.sandbox.pid is not None, "the pod's sandbox is not isolated"
         spaces = ["-i"] if self.sandbox.host_network else ["-n", "-u", "-i"]
         proc = await asyncio.create_subprocess_exec(
-            "nsenter", "-t", str(self.sandbox.pid), *spaces, "--",
-            "unshare", "--mount", "--propagation", "private", "--", "sh", "-c", _container_script(overlay, mounts),
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-            start_new_session=True, preexec_fn=set_pdeathsig,
+            "nsenter",
+            "-t",
+            str(self.sandbox.pid),
+            *spaces,
+            "--",
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+            "sh",
+            "-c",
+            _container_script(overlay, mounts),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+            preexec_fn=set_pdeathsig,
         )
         assert proc.stdout is not None and proc.stderr is not None
         line = await proc.stdout.readline()
@@ -392,7 +439,7 @@ async def _end(proc: asyncio.subprocess.Process | None, what: str) -> None:
         pass
     try:
         await asyncio.wait_for(proc.wait(), 5)
-    except (asyncio.TimeoutError, ProcessLookupError):
+    except (TimeoutError, ProcessLookupError):
         log.warning("%s %s did not exit", what, proc.pid)
 
 

@@ -17,15 +17,24 @@ GPU_RESOURCE = "nvidia.com/gpu"
 def machine_arch() -> str:
     """This machine's architecture in Kubernetes' vocabulary (GOARCH)."""
     m = platform.machine().lower()
-    return {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64", "armv7l": "arm",
-            "ppc64le": "ppc64le", "s390x": "s390x"}.get(m, m)
+    return {
+        "x86_64": "amd64",
+        "amd64": "amd64",
+        "aarch64": "arm64",
+        "arm64": "arm64",
+        "armv7l": "arm",
+        "ppc64le": "ppc64le",
+        "s390x": "s390x",
+    }.get(m, m)
 
 
 def parse_label(text: str) -> tuple[str, str]:
     """`k=v` -> (k, v); ValueError with a one-line message otherwise."""
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
-        raise ValueError(f"node label {text!r} must look like key=value (e.g. nvidia.com/gpu.product=NVIDIA-L4)")
+        raise ValueError(
+            f"node label {text!r} must look like key=value (e.g. nvidia.com/gpu.product=NVIDIA-L4)"
+        )
     return key.strip(), value.strip()
 
 
@@ -79,8 +88,14 @@ def node_object(cfg: NodeConfig, now: str, kubelet_port: int = 10250) -> dict[st
             "capacity": cfg.allocatable(),
             "allocatable": cfg.allocatable(),
             "conditions": [
-                {"type": t, "status": s, "reason": r, "message": m, "lastHeartbeatTime": now,
-                 "lastTransitionTime": now}
+                {
+                    "type": t,
+                    "status": s,
+                    "reason": r,
+                    "message": m,
+                    "lastHeartbeatTime": now,
+                    "lastTransitionTime": now,
+                }
                 for t, s, r, m in cond
             ],
             "addresses": [

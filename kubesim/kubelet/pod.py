@@ -67,8 +67,15 @@ class ExecTarget:
     that a command exists before it is run.
     """
 
-    def __init__(self, prefix: list[str], env: dict[str, str], cwd: str | None, workdir: str,
-                 view: list[Mount] | None = None, root: str | None = None) -> None:
+    def __init__(
+        self,
+        prefix: list[str],
+        env: dict[str, str],
+        cwd: str | None,
+        workdir: str,
+        view: list[Mount] | None = None,
+        root: str | None = None,
+    ) -> None:
         self.prefix = prefix
         self.env = env
         self.cwd = cwd
@@ -87,7 +94,7 @@ class _Instance:
 
 
 class PodWorker:
-    def __init__(self, kubelet: "Kubelet", pod: dict[str, Any]) -> None:
+    def __init__(self, kubelet: Kubelet, pod: dict[str, Any]) -> None:
         self.kubelet = kubelet
         self.pod = pod
         md = pod["metadata"]
@@ -98,11 +105,18 @@ class PodWorker:
         self.restart_policy: str = spec.get("restartPolicy") or "Always"
         self.init_specs: list[dict[str, Any]] = list(spec.get("initContainers") or [])
         self.specs: list[dict[str, Any]] = list(spec.get("containers") or [])
-        self.init_views = [ContainerView(c["name"], c.get("image", ""), waiting_reason="PodInitializing")
-                           for c in self.init_specs]
-        self.views = [ContainerView(c["name"], c.get("image", ""),
-                                    waiting_reason="PodInitializing" if self.init_specs else "ContainerCreating")
-                      for c in self.specs]
+        self.init_views = [
+            ContainerView(c["name"], c.get("image", ""), waiting_reason="PodInitializing")
+            for c in self.init_specs
+        ]
+        self.views = [
+            ContainerView(
+                c["name"],
+                c.get("image", ""),
+                waiting_reason="PodInitializing" if self.init_specs else "ContainerCreating",
+            )
+            for c in self.specs
+        ]
         if self.init_views:
             self.init_views[0].waiting_reason = "ContainerCreating"
         self.dir = kubelet.state_dir / "pods" / f"{self.namespace}_{self.name}_{self.uid}"
@@ -152,22 +166,31 @@ class PodWorker:
         """Write the pod's status from the views (no-op once the pod is gone)."""
         if self.removed:
             return
-        facts = PodFacts(start_time=self.start_time, sandbox_ready=self.sandbox_ready, init_done=self.init_done)
+        facts = PodFacts(
+            start_time=self.start_time, sandbox_ready=self.sandbox_ready, init_done=self.init_done
+        )
         try:
-            self.kubelet.write_status(self, lambda pod: pod_status(pod, self.init_views, self.views, facts, now_rfc3339()))
+            self.kubelet.write_status(
+                self, lambda pod: pod_status(pod, self.init_views, self.views, facts, now_rfc3339())
+            )
         except _Gone:
             self.removed = True
 
     def event(self, reason: str, message: str, type: str = "Normal", field_path: str | None = None) -> None:
         if self.removed:
             return
-        ref: dict[str, Any] = {"kind": "Pod", "apiVersion": "v1", "namespace": self.namespace, "name": self.name,
-                               "uid": self.uid}
+        ref: dict[str, Any] = {
+            "kind": "Pod",
+            "apiVersion": "v1",
+            "namespace": self.namespace,
+            "name": self.name,
+            "uid": self.uid,
+        }
         if field_path:
             ref["fieldPath"] = field_path
         self.kubelet.event(self.namespace, ref, reason, message, type)
 
-    def _spawn(self, coro: Any) -> "asyncio.Future[Any]":
+    def _spawn(self, coro: Any) -> asyncio.Future[Any]:
         t: asyncio.Future[Any] = asyncio.ensure_future(coro)
         self._tasks.add(t)
         t.add_done_callback(self._tasks.discard)
@@ -225,7 +248,10 @@ class PodWorker:
                     image = await asyncio.to_thread(self.kubelet.images.get, ref)
                 except InvalidReference as e:
                     image = None
-                    v.waiting_reason, v.waiting_message = "InvalidImageName", f'Failed to apply default image tag "{ref}": {e}'
+                    v.waiting_reason, v.waiting_message = (
+                        "InvalidImageName",
+                        f'Failed to apply default image tag "{ref}": {e}',
+                    )
                     missing.append(c)
                     continue
                 if image is None:
@@ -233,8 +259,11 @@ class PodWorker:
                     continue
                 self.images[c["name"]] = image
                 v.image_id = image.name
-                self.event("Pulled", f'Container image "{ref}" already present on machine',
-                           field_path=f"spec.containers{{{c['name']}}}")
+                self.event(
+                    "Pulled",
+                    f'Container image "{ref}" already present on machine',
+                    field_path=f"spec.containers{{{c['name']}}}",
+                )
             if not missing:
                 return True
             for c in missing:
@@ -245,8 +274,10 @@ class PodWorker:
                 if v.waiting_reason == "InvalidImageName":
                     continue
                 full = self.kubelet.normalize_image(ref)
-                msg = (f'Failed to pull image "{ref}": rpc error: code = NotFound desc = failed to pull and unpack '
-                       f'image "{full}": failed to resolve reference "{full}": {full}: not found')
+                msg = (
+                    f'Failed to pull image "{ref}": rpc error: code = NotFound desc = failed to pull and unpack '
+                    f'image "{full}": failed to resolve reference "{full}": {full}: not found'
+                )
                 fp = f"spec.containers{{{c['name']}}}"
                 if attempt == 0 or v.waiting_reason == "ImagePullBackOff":
                     self.event("Pulling", f'Pulling image "{ref}"', field_path=fp)
@@ -254,7 +285,10 @@ class PodWorker:
                     self.event("Failed", "Error: ErrImagePull", "Warning", fp)
                     v.waiting_reason, v.waiting_message = "ErrImagePull", msg
                 else:
-                    v.waiting_reason, v.waiting_message = "ImagePullBackOff", f'Back-off pulling image "{ref}"'
+                    v.waiting_reason, v.waiting_message = (
+                        "ImagePullBackOff",
+                        f'Back-off pulling image "{ref}"',
+                    )
                     self.event("BackOff", f'Back-off pulling image "{ref}"', field_path=fp)
                     self.event("Failed", "Error: ImagePullBackOff", "Warning", fp)
             self.publish()
@@ -265,10 +299,18 @@ class PodWorker:
             for c in missing:
                 bv = self.view(c["name"])
                 if bv is not None and bv.waiting_reason == "ErrImagePull":
-                    bv.waiting_reason, bv.waiting_message = "ImagePullBackOff", f'Back-off pulling image "{c.get("image", "")}"'
-                    self.event("BackOff", f'Back-off pulling image "{c.get("image", "")}"',
-                               field_path=f"spec.containers{{{c['name']}}}")
-                    self.event("Failed", "Error: ImagePullBackOff", "Warning", f"spec.containers{{{c['name']}}}")
+                    bv.waiting_reason, bv.waiting_message = (
+                        "ImagePullBackOff",
+                        f'Back-off pulling image "{c.get("image", "")}"',
+                    )
+                    self.event(
+                        "BackOff",
+                        f'Back-off pulling image "{c.get("image", "")}"',
+                        field_path=f"spec.containers{{{c['name']}}}",
+                    )
+                    self.event(
+                        "Failed", "Error: ImagePullBackOff", "Warning", f"spec.containers{{{c['name']}}}"
+                    )
             self.publish()
             await self._sleep(delay)
         return False
@@ -277,8 +319,13 @@ class PodWorker:
         attempt = 0
         while not self.terminating:
             try:
-                self.volume_dirs = await asyncio.to_thread(pod_volumes, self.pod, self.dir, self.kubelet.state_dir,
-                                                           self.kubelet.lookup_fn(self.namespace))
+                self.volume_dirs = await asyncio.to_thread(
+                    pod_volumes,
+                    self.pod,
+                    self.dir,
+                    self.kubelet.state_dir,
+                    self.kubelet.lookup_fn(self.namespace),
+                )
                 break
             except ConfigError as e:
                 self.event("FailedMount", str(e), "Warning")
@@ -313,8 +360,13 @@ class PodWorker:
 
     async def add_relay(self, port: int) -> None:
         """Listen on 127.0.0.1:`port` inside the pod and relay to the host's 127.0.0.1:`port`."""
-        if (not self.sandbox.isolated or self.sandbox.host_network or port in self.relay_ports
-                or self.terminating or self.terminal):
+        if (
+            not self.sandbox.isolated
+            or self.sandbox.host_network
+            or port in self.relay_ports
+            or self.terminating
+            or self.terminal
+        ):
             return
         try:
             sock = await self.sandbox.listen(port)
@@ -364,8 +416,15 @@ class PodWorker:
         name = c["name"]
         folder = self.dir / "containers" / name / str(instance)
         t0 = time.monotonic()
-        fs = await asyncio.to_thread(instance_fs, self.images.get(name), c, volumes, folder, self.kubelet.images.layers,
-                                     isolated=self.sandbox.isolated)
+        fs = await asyncio.to_thread(
+            instance_fs,
+            self.images.get(name),
+            c,
+            volumes,
+            folder,
+            self.kubelet.images.layers,
+            isolated=self.sandbox.isolated,
+        )
         ns: ContainerNamespace | None = None
         if self.sandbox.isolated:
             ns = ContainerNamespace(self.sandbox)
@@ -374,8 +433,14 @@ class PodWorker:
             except BaseException:
                 await asyncio.to_thread(shutil.rmtree, folder, True)
                 raise
-        log.debug("pod %s/%s container %s instance %d: filesystem ready in %.1f ms", self.namespace, self.name,
-                  name, instance, (time.monotonic() - t0) * 1000)
+        log.debug(
+            "pod %s/%s container %s instance %d: filesystem ready in %.1f ms",
+            self.namespace,
+            self.name,
+            name,
+            instance,
+            (time.monotonic() - t0) * 1000,
+        )
         return _Instance(f"kubesim://{secrets.token_hex(32)}", fs, ns)
 
     async def _end(self, name: str) -> None:
@@ -405,15 +470,19 @@ class PodWorker:
         if shutil.which(argv0, path=path_dirs) is not None:
             return None
         if target.root is not None:
-            inside = os.pathsep.join(target.root + d for d in path_dirs.split(os.pathsep) if d.startswith("/"))
+            inside = os.pathsep.join(
+                target.root + d for d in path_dirs.split(os.pathsep) if d.startswith("/")
+            )
             if shutil.which(argv0, path=inside) is not None:
                 return None
         return f'exec: "{argv0}": executable file not found in $PATH'
 
     def _start_error(self, v: ContainerView, fp: str, problem: str, container_id: str = "") -> None:
         now = now_rfc3339()
-        msg = (f"failed to create containerd task: failed to create shim task: OCI runtime create failed: "
-               f"runc create failed: unable to start container process: {problem}: unknown")
+        msg = (
+            f"failed to create containerd task: failed to create shim task: OCI runtime create failed: "
+            f"runc create failed: unable to start container process: {problem}: unknown"
+        )
         v.waiting_reason = None
         v.running_since = None
         v.container_id = container_id or v.container_id
@@ -441,7 +510,9 @@ class PodWorker:
             return None
         self.live[name] = inst
         if inst.namespace is not None:
-            target = ExecTarget(inst.namespace.enter(workdir), env, None, workdir, inst.fs.view, inst.namespace.root)
+            target = ExecTarget(
+                inst.namespace.enter(workdir), env, None, workdir, inst.fs.view, inst.namespace.root
+            )
         else:
             cwd = host_path(workdir, inst.fs.view)
             target = ExecTarget([], env, cwd if os.path.isdir(cwd) else str(self.dir), workdir, inst.fs.view)
@@ -526,10 +597,16 @@ class PodWorker:
         delay = self.kubelet.config.backoff_delay(attempt)
         v.last_terminated = v.terminated
         v.waiting_reason = "CrashLoopBackOff"
-        v.waiting_message = (f"back-off {delay:g}s restarting failed container={c['name']} "
-                             f"pod={self.name}_{self.namespace}({self.uid})")
-        self.event("BackOff", f"Back-off restarting failed container {c['name']} in pod "
-                   f"{self.name}_{self.namespace}({self.uid})", "Warning")
+        v.waiting_message = (
+            f"back-off {delay:g}s restarting failed container={c['name']} "
+            f"pod={self.name}_{self.namespace}({self.uid})"
+        )
+        self.event(
+            "BackOff",
+            f"Back-off restarting failed container {c['name']} in pod "
+            f"{self.name}_{self.namespace}({self.uid})",
+            "Warning",
+        )
         self.publish()
         await self._sleep(delay)
         if not self.terminating:
@@ -575,10 +652,12 @@ class PodWorker:
         runners = []
         readiness = c.get("readinessProbe")
         if readiness:
+
             def ready_changed(ok: bool) -> None:
                 if proc.running and v.is_running:
                     v.ready = ok
                     self.publish()
+
             r = ProbeRunner(readiness, c, self.sandbox.connect, self._probe_exec(c["name"]), ready_changed)
             r.start()
             runners.append(r)
@@ -586,11 +665,13 @@ class PodWorker:
             v.ready = True
         liveness = c.get("livenessProbe")
         if liveness:
+
             def live_changed(ok: bool) -> None:
                 if not ok and proc.running:
                     self.event("Unhealthy", f"Liveness probe failed: container {c['name']}", "Warning")
                     self.event("Killing", f"Container {c['name']} failed liveness probe, will be restarted")
                     proc.signal(signal.SIGKILL)
+
             lr = ProbeRunner(liveness, c, self.sandbox.connect, self._probe_exec(c["name"]), live_changed)
             lr.start()
             runners.append(lr)
@@ -601,16 +682,23 @@ class PodWorker:
             target = self.targets.get(name)
             if target is None:
                 return 1
-            p = await asyncio.create_subprocess_exec(*target.prefix, *argv, env=target.env, cwd=target.cwd,
-                                                     stdin=asyncio.subprocess.DEVNULL,
-                                                     stdout=asyncio.subprocess.DEVNULL,
-                                                     stderr=asyncio.subprocess.DEVNULL, start_new_session=True)
+            p = await asyncio.create_subprocess_exec(
+                *target.prefix,
+                *argv,
+                env=target.env,
+                cwd=target.cwd,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL,
+                start_new_session=True,
+            )
             try:
                 return await asyncio.wait_for(p.wait(), timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(p.pid, signal.SIGKILL)
                 return 1
+
         return run
 
     # ------------------------------------------------------------------ faults and deletion
@@ -635,8 +723,9 @@ class PodWorker:
         for c in self.init_specs + self.specs:
             proc = self.procs.get(c["name"])
             if proc is not None and proc.running:
-                self.event("Killing", f"Stopping container {c['name']}",
-                           field_path=f"spec.containers{{{c['name']}}}")
+                self.event(
+                    "Killing", f"Stopping container {c['name']}", field_path=f"spec.containers{{{c['name']}}}"
+                )
                 stops.append(proc.stop(grace))
         await asyncio.gather(*stops, return_exceptions=True)
         if self.task is not None:

@@ -22,7 +22,9 @@ def _port(value: Any, container: dict[str, Any]) -> int:
     return int(value)
 
 
-async def probe_once(probe: dict[str, Any], container: dict[str, Any], connect: Connector, run_exec: ExecRunner) -> bool:
+async def probe_once(
+    probe: dict[str, Any], container: dict[str, Any], connect: Connector, run_exec: ExecRunner
+) -> bool:
     """One probe attempt; True on success."""
     timeout = float(probe.get("timeoutSeconds") or 1)
     try:
@@ -46,7 +48,7 @@ async def probe_once(probe: dict[str, Any], container: dict[str, Any], connect: 
         if "exec" in probe:
             code = await run_exec(list(probe["exec"].get("command") or []), timeout)
             return code == 0
-    except (OSError, asyncio.TimeoutError, ValueError):
+    except (TimeoutError, OSError, ValueError):
         return False
     return False
 
@@ -54,8 +56,14 @@ async def probe_once(probe: dict[str, Any], container: dict[str, Any], connect: 
 class ProbeRunner:
     """Runs one probe periodically and reports state changes (success/failure thresholds)."""
 
-    def __init__(self, probe: dict[str, Any], container: dict[str, Any], connect: Connector, run_exec: ExecRunner,
-                 on_change: Callable[[bool], None]) -> None:
+    def __init__(
+        self,
+        probe: dict[str, Any],
+        container: dict[str, Any],
+        connect: Connector,
+        run_exec: ExecRunner,
+        on_change: Callable[[bool], None],
+    ) -> None:
         self.probe = probe
         self.container = container
         self.connect = connect

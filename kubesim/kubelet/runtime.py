@@ -47,11 +47,18 @@ class ContainerProcess:
         self._exit: int | None = None
 
     @classmethod
-    async def start(cls, argv: Sequence[str], env: dict[str, str], cwd: str | None, log_file: LogFile) -> "ContainerProcess":
+    async def start(
+        cls, argv: Sequence[str], env: dict[str, str], cwd: str | None, log_file: LogFile
+    ) -> ContainerProcess:
         proc = await asyncio.create_subprocess_exec(
-            *argv, env=env, cwd=cwd, stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-            start_new_session=True, preexec_fn=set_pdeathsig,
+            *argv,
+            env=env,
+            cwd=cwd,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+            preexec_fn=set_pdeathsig,
         )
         return cls(proc, log_file)
 
@@ -87,6 +94,6 @@ class ContainerProcess:
             self.signal(signal.SIGTERM)
             try:
                 await asyncio.wait_for(asyncio.shield(self.proc.wait()), max(grace, 0.0))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self.signal(signal.SIGKILL)
         return await self.wait()

@@ -75,22 +75,32 @@ def _selector_matches(pod: dict[str, Any], labels: dict[str, str]) -> bool:
     for k, v in (spec.get("nodeSelector") or {}).items():
         if labels.get(k) != v:
             return False
-    required = (((spec.get("affinity") or {}).get("nodeAffinity") or {})
-                .get("requiredDuringSchedulingIgnoredDuringExecution") or {})
+    required = ((spec.get("affinity") or {}).get("nodeAffinity") or {}).get(
+        "requiredDuringSchedulingIgnoredDuringExecution"
+    ) or {}
     terms = required.get("nodeSelectorTerms") or []
     if terms:
         # Terms are ORed; expressions inside a term are ANDed.
-        return any(all(_match_expression(e, labels) for e in (t.get("matchExpressions") or [])) for t in terms)
+        return any(
+            all(_match_expression(e, labels) for e in (t.get("matchExpressions") or [])) for t in terms
+        )
     return True
 
 
-def fit(pod: dict[str, Any], node_labels: dict[str, str], allocatable: dict[str, str],
-        bound_pods: Iterable[dict[str, Any]]) -> Fit:
+def fit(
+    pod: dict[str, Any],
+    node_labels: dict[str, str],
+    allocatable: dict[str, str],
+    bound_pods: Iterable[dict[str, Any]],
+) -> Fit:
     """Does `pod` fit, given the pods already bound to the node (terminal ones are skipped)?"""
     reasons: list[str] = []
     if not _selector_matches(pod, node_labels):
-        return Fit(False, "0/1 nodes are available: 1 node(s) didn't match Pod's node affinity/selector. "
-                          "preemption: 0/1 nodes are available: 1 Preemption is not helpful for scheduling.")
+        return Fit(
+            False,
+            "0/1 nodes are available: 1 node(s) didn't match Pod's node affinity/selector. "
+            "preemption: 0/1 nodes are available: 1 Preemption is not helpful for scheduling.",
+        )
     used: dict[str, float] = {}
     count = 0
     for other in bound_pods:
@@ -110,5 +120,8 @@ def fit(pod: dict[str, Any], node_labels: dict[str, str], allocatable: dict[str,
     if not reasons:
         return Fit(True)
     parts = ", ".join(f"1 {r}" for r in sorted(reasons))
-    return Fit(False, f"0/1 nodes are available: {parts}. preemption: 0/1 nodes are available: "
-                      "1 No preemption victims found for incoming pod.")
+    return Fit(
+        False,
+        f"0/1 nodes are available: {parts}. preemption: 0/1 nodes are available: "
+        "1 No preemption victims found for incoming pod.",
+    )

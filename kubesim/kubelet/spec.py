@@ -57,7 +57,9 @@ def expand(value: str, env: dict[str, str]) -> str:
     return _REF.sub(sub, value)
 
 
-def resolve_argv(container: dict[str, Any], entrypoint: list[str], cmd: list[str], env: dict[str, str]) -> list[str]:
+def resolve_argv(
+    container: dict[str, Any], entrypoint: list[str], cmd: list[str], env: dict[str, str]
+) -> list[str]:
     """The argv the container runs (empty list: nothing to run, an error for the caller)."""
     command = container.get("command")
     args = container.get("args")
@@ -105,7 +107,9 @@ def _data_value(obj: dict[str, Any], key: str, secret: bool) -> str | None:
 
 
 def _all_data(obj: dict[str, Any], secret: bool) -> dict[str, str]:
-    keys = list((obj.get("data") or {}).keys()) + list((obj.get("stringData" if secret else "binaryData") or {}).keys())
+    keys = list((obj.get("data") or {}).keys()) + list(
+        (obj.get("stringData" if secret else "binaryData") or {}).keys()
+    )
     out: dict[str, str] = {}
     for k in keys:
         v = _data_value(obj, k, secret)
@@ -160,7 +164,9 @@ def resolve_env(
             if value is None:
                 if ref.get("optional"):
                     continue
-                raise ConfigError(f"couldn't find key {ref.get('key', '')} in {kind} {pod['metadata'].get('namespace')}/{ref.get('name')}")
+                raise ConfigError(
+                    f"couldn't find key {ref.get('key', '')} in {kind} {pod['metadata'].get('namespace')}/{ref.get('name')}"
+                )
             env[name] = value
         elif "resourceFieldRef" in vf:
             res = (vf["resourceFieldRef"] or {}).get("resource", "")
@@ -170,6 +176,3 @@ def resolve_env(
         else:
             raise ConfigError(f"env {name}: unsupported valueFrom")
     return env
-
-
-

@@ -32,8 +32,13 @@ class Terminated:
     container_id: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"exitCode": self.exit_code, "reason": self.reason, "startedAt": self.started_at,
-                               "finishedAt": self.finished_at, "containerID": self.container_id}
+        out: dict[str, Any] = {
+            "exitCode": self.exit_code,
+            "reason": self.reason,
+            "startedAt": self.started_at,
+            "finishedAt": self.finished_at,
+            "containerID": self.container_id,
+        }
         if self.message:
             out["message"] = self.message
         if self.signal is not None:
@@ -108,7 +113,9 @@ def will_restart(restart_policy: str, exit_code: int) -> bool:
     return False
 
 
-def pod_phase(restart_policy: str, init: list[ContainerView], main: list[ContainerView], init_done: bool) -> str:
+def pod_phase(
+    restart_policy: str, init: list[ContainerView], main: list[ContainerView], init_done: bool
+) -> str:
     """The pod's phase from its containers' views (see module docstring)."""
     for c in init:
         if c.is_terminated and c.terminated and c.terminated.exit_code != 0 and restart_policy == "Never":
@@ -131,11 +138,16 @@ def pod_phase(restart_policy: str, init: list[ContainerView], main: list[Contain
     return "Failed"
 
 
-def _condition(ctype: str, ok: bool, now: str, previous: dict[str, dict[str, Any]], reason: str = "",
-               message: str = "") -> dict[str, Any]:
+def _condition(
+    ctype: str, ok: bool, now: str, previous: dict[str, dict[str, Any]], reason: str = "", message: str = ""
+) -> dict[str, Any]:
     status = "True" if ok else "False"
     prev = previous.get(ctype)
-    since = prev["lastTransitionTime"] if prev and prev.get("status") == status and prev.get("lastTransitionTime") else now
+    since = (
+        prev["lastTransitionTime"]
+        if prev and prev.get("status") == status and prev.get("lastTransitionTime")
+        else now
+    )
     c: dict[str, Any] = {"type": ctype, "status": status, "lastProbeTime": None, "lastTransitionTime": since}
     if reason and not ok:
         c["reason"] = reason
@@ -156,8 +168,9 @@ class PodFacts:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def pod_status(pod: dict[str, Any], init: list[ContainerView], main: list[ContainerView], facts: PodFacts,
-               now: str) -> dict[str, Any]:
+def pod_status(
+    pod: dict[str, Any], init: list[ContainerView], main: list[ContainerView], facts: PodFacts, now: str
+) -> dict[str, Any]:
     """The full `status` of a bound pod (PodScheduled is carried over from the current status)."""
     spec = pod.get("spec") or {}
     restart_policy = spec.get("restartPolicy") or "Always"
@@ -170,15 +183,29 @@ def pod_status(pod: dict[str, Any], init: list[ContainerView], main: list[Contai
     cr_msg = f"containers with unready status: [{' '.join(not_ready)}]" if not_ready else ""
     init_msg = ""
     if not facts.init_done:
-        pending = [c.name for c in init if not (c.is_terminated and c.terminated and c.terminated.exit_code == 0)]
+        pending = [
+            c.name for c in init if not (c.is_terminated and c.terminated and c.terminated.exit_code == 0)
+        ]
         init_msg = f"containers with incomplete status: [{' '.join(pending)}]"
     conditions = [
         _condition("PodReadyToStartContainers", facts.sandbox_ready, now, previous),
         _condition("Initialized", facts.init_done, now, previous, "ContainersNotInitialized", init_msg),
-        _condition("Ready", containers_ready, now, previous,
-                   "PodCompleted" if terminal else "ContainersNotReady", "" if terminal else cr_msg),
-        _condition("ContainersReady", containers_ready, now, previous,
-                   "PodCompleted" if terminal else "ContainersNotReady", "" if terminal else cr_msg),
+        _condition(
+            "Ready",
+            containers_ready,
+            now,
+            previous,
+            "PodCompleted" if terminal else "ContainersNotReady",
+            "" if terminal else cr_msg,
+        ),
+        _condition(
+            "ContainersReady",
+            containers_ready,
+            now,
+            previous,
+            "PodCompleted" if terminal else "ContainersNotReady",
+            "" if terminal else cr_msg,
+        ),
         _condition("PodScheduled", True, now, previous),
     ]
     status: dict[str, Any] = {

@@ -79,7 +79,9 @@ def _downward(pod: dict[str, Any], items: list[dict[str, Any]]) -> dict[str, byt
     return out
 
 
-def _volume_dir(pod: dict[str, Any], vol: dict[str, Any], pod_dir: Path, state_dir: Path, lookup: Lookup) -> Path:
+def _volume_dir(
+    pod: dict[str, Any], vol: dict[str, Any], pod_dir: Path, state_dir: Path, lookup: Lookup
+) -> Path:
     name = str(vol["name"])
     folder: Path = pod_dir / "volumes" / name
     ns = str(pod["metadata"].get("namespace", "default"))
@@ -105,12 +107,20 @@ def _volume_dir(pod: dict[str, Any], vol: dict[str, Any], pod_dir: Path, state_d
                 if src.get("optional"):
                     folder.mkdir(parents=True, exist_ok=True)
                     return folder
-                raise ConfigError(f'MountVolume.SetUp failed for volume "{name}" : {kind.lower()} "{obj_name}" not found')
-            _write_items(folder, _object_data(obj, secret), src.get("items"), int(src.get("defaultMode") or 0o644))
+                raise ConfigError(
+                    f'MountVolume.SetUp failed for volume "{name}" : {kind.lower()} "{obj_name}" not found'
+                )
+            _write_items(
+                folder, _object_data(obj, secret), src.get("items"), int(src.get("defaultMode") or 0o644)
+            )
             return folder
     if "downwardAPI" in vol:
-        _write_items(folder, _downward(pod, (vol["downwardAPI"] or {}).get("items") or []), None,
-                     int((vol["downwardAPI"] or {}).get("defaultMode") or 0o644))
+        _write_items(
+            folder,
+            _downward(pod, (vol["downwardAPI"] or {}).get("items") or []),
+            None,
+            int((vol["downwardAPI"] or {}).get("defaultMode") or 0o644),
+        )
         return folder
     if "projected" in vol:
         folder.mkdir(parents=True, exist_ok=True)
@@ -123,7 +133,12 @@ def _volume_dir(pod: dict[str, Any], vol: dict[str, Any], pod_dir: Path, state_d
             if "downwardAPI" in source:
                 _write_items(folder, _downward(pod, source["downwardAPI"].get("items") or []), None, 0o644)
             if "serviceAccountToken" in source:
-                _write_items(folder, {source["serviceAccountToken"].get("path", "token"): b"kubesim-token"}, None, 0o644)
+                _write_items(
+                    folder,
+                    {source["serviceAccountToken"].get("path", "token"): b"kubesim-token"},
+                    None,
+                    0o644,
+                )
         return folder
     # emptyDir and anything else kubesim does not model: a per-pod folder.
     folder.mkdir(parents=True, exist_ok=True)
@@ -137,11 +152,15 @@ def pod_volumes(pod: dict[str, Any], pod_dir: Path, state_dir: Path, lookup: Loo
     does not define (the kubelet reports FailedMount).
     """
     spec = pod.get("spec") or {}
-    volume_dirs = {v["name"]: _volume_dir(pod, v, pod_dir, state_dir, lookup) for v in spec.get("volumes") or []}
+    volume_dirs = {
+        v["name"]: _volume_dir(pod, v, pod_dir, state_dir, lookup) for v in spec.get("volumes") or []
+    }
     for c in (spec.get("initContainers") or []) + (spec.get("containers") or []):
         for vm in c.get("volumeMounts") or []:
             if vm.get("name", "") not in volume_dirs:
-                raise ConfigError(f'volume "{vm.get("name", "")}" of container "{c.get("name")}" is not defined in the pod')
+                raise ConfigError(
+                    f'volume "{vm.get("name", "")}" of container "{c.get("name")}" is not defined in the pod'
+                )
     return volume_dirs
 
 

@@ -21,7 +21,9 @@ def register(api: Any, kubelet: Any) -> None:
 
     api.register_subresource("", "v1", "pods", "log", make_log_handler(kubelet), ("GET",))
     api.register_subresource("", "v1", "pods", "exec", make_exec_handler(kubelet), ("GET", "POST"))
-    api.register_subresource("", "v1", "pods", "portforward", make_portforward_handler(kubelet), ("GET", "POST"))
+    api.register_subresource(
+        "", "v1", "pods", "portforward", make_portforward_handler(kubelet), ("GET", "POST")
+    )
     kubelet._streams_mounted = True
 
 

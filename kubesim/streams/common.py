@@ -28,7 +28,7 @@ def flag(request: web.Request, name: str, default: bool = False) -> bool:
     return v.lower() in ("1", "true", "yes", "t")
 
 
-def get_pod(kubelet: "Kubelet", namespace: str, name: str) -> dict[str, Any]:
+def get_pod(kubelet: Kubelet, namespace: str, name: str) -> dict[str, Any]:
     pod = kubelet.store.get(PODS, namespace, name)
     if pod is None:
         raise ApiError(404, "NotFound", f'pods "{name}" not found', {"name": name, "kind": "pods"})
@@ -87,10 +87,13 @@ class tracked(contextlib.AbstractContextManager["StreamHandle"]):
             self.faults.untrack(self.handle)
 
 
-def worker_or_error(kubelet: "Kubelet", pod: dict[str, Any]) -> "PodWorker":
+def worker_or_error(kubelet: Kubelet, pod: dict[str, Any]) -> PodWorker:
     md = pod["metadata"]
     w = kubelet.worker(md.get("namespace", "default"), md["name"])
     if w is None or w.uid != md.get("uid"):
-        raise bad_request(f"pod {md['name']} does not have a host assigned" if not (pod.get("spec") or {}).get("nodeName")
-                          else f"pod {md['name']} is not running on this node yet")
+        raise bad_request(
+            f"pod {md['name']} does not have a host assigned"
+            if not (pod.get("spec") or {}).get("nodeName")
+            else f"pod {md['name']} is not running on this node yet"
+        )
     return w

@@ -34,7 +34,7 @@ __all__ = ["make_exec_handler"]
 log = logging.getLogger("kubesim.streams.exec")
 
 
-def make_exec_handler(kubelet: "Kubelet"):  # type: ignore[no-untyped-def]
+def make_exec_handler(kubelet: Kubelet):  # type: ignore[no-untyped-def]
     async def handler(request: web.Request, namespace: str, name: str) -> web.StreamResponse:
         command = request.query.getall("command", [])
         if not command:
@@ -66,9 +66,11 @@ def make_exec_handler(kubelet: "Kubelet"):  # type: ignore[no-untyped-def]
 
         with tracked(kubelet.faults, request):
             if problem is not None:
-                msg = (f"Internal error occurred: error executing command in container: failed to exec in container: "
-                       f"failed to start exec: OCI runtime exec failed: exec failed: unable to start container "
-                       f"process: {problem}: unknown")
+                msg = (
+                    f"Internal error occurred: error executing command in container: failed to exec in container: "
+                    f"failed to start exec: OCI runtime exec failed: exec failed: unable to start container "
+                    f"process: {problem}: unknown"
+                )
                 with contextlib.suppress(Exception):
                     await send(channels.STATUS, json.dumps(channels.exit_status(None, msg)).encode())
                     await ws.close()
@@ -77,16 +79,29 @@ def make_exec_handler(kubelet: "Kubelet"):  # type: ignore[no-untyped-def]
             if tty:
                 master, slave = os.openpty()
                 proc = await asyncio.create_subprocess_exec(
-                    *target.prefix, *command, env={**target.env, "TERM": target.env.get("TERM", "xterm")},
-                    cwd=target.cwd, stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
-                    preexec_fn=_tty_child(slave))
+                    *target.prefix,
+                    *command,
+                    env={**target.env, "TERM": target.env.get("TERM", "xterm")},
+                    cwd=target.cwd,
+                    stdin=slave,
+                    stdout=slave,
+                    stderr=slave,
+                    start_new_session=True,
+                    preexec_fn=_tty_child(slave),
+                )
                 os.close(slave)
             else:
                 proc = await asyncio.create_subprocess_exec(
-                    *target.prefix, *command, env=target.env, cwd=target.cwd,
+                    *target.prefix,
+                    *command,
+                    env=target.env,
+                    cwd=target.cwd,
                     stdin=asyncio.subprocess.PIPE if want_stdin else asyncio.subprocess.DEVNULL,
-                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-                    start_new_session=True, preexec_fn=set_pdeathsig)
+                    stdout=asyncio.subprocess.PIPE,
+                    stderr=asyncio.subprocess.PIPE,
+                    start_new_session=True,
+                    preexec_fn=set_pdeathsig,
+                )
             w.exec_procs.add(proc)
             try:
                 pumps: list[asyncio.Future[Any]] = []
@@ -94,8 +109,12 @@ def make_exec_handler(kubelet: "Kubelet"):  # type: ignore[no-untyped-def]
                     pumps.append(asyncio.ensure_future(_pump_fd(master, lambda d: send(channels.STDOUT, d))))
                 else:
                     assert proc.stdout is not None and proc.stderr is not None
-                    pumps.append(asyncio.ensure_future(_pump(proc.stdout, channels.STDOUT, send, want_stdout)))
-                    pumps.append(asyncio.ensure_future(_pump(proc.stderr, channels.STDERR, send, want_stderr)))
+                    pumps.append(
+                        asyncio.ensure_future(_pump(proc.stdout, channels.STDOUT, send, want_stdout))
+                    )
+                    pumps.append(
+                        asyncio.ensure_future(_pump(proc.stderr, channels.STDERR, send, want_stderr))
+                    )
                 reader = asyncio.ensure_future(_read_client(ws, proc, master, v5, tty))
                 code = await proc.wait()
                 done, _ = await asyncio.wait(pumps, timeout=5)
@@ -124,6 +143,7 @@ def _tty_child(slave: int):  # type: ignore[no-untyped-def]
         set_pdeathsig()
         with contextlib.suppress(OSError):
             fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+
     return setup
 
 
@@ -148,8 +168,9 @@ async def _pump_fd(fd: int, send: Any) -> None:
         await send(data)
 
 
-async def _read_client(ws: web.WebSocketResponse, proc: asyncio.subprocess.Process, master: int, v5: bool,
-                       tty: bool) -> None:
+async def _read_client(
+    ws: web.WebSocketResponse, proc: asyncio.subprocess.Process, master: int, v5: bool, tty: bool
+) -> None:
     """Feed stdin from the client; on the client's close, kill the command."""
     stdin = proc.stdin
     try:
@@ -176,7 +197,9 @@ async def _read_client(ws: web.WebSocketResponse, proc: asyncio.subprocess.Proce
             elif frame.channel == channels.RESIZE and tty:
                 with contextlib.suppress(ValueError, KeyError, OSError):
                     size = json.loads(frame.data)
-                    fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", size["Height"], size["Width"], 0, 0))
+                    fcntl.ioctl(
+                        master, termios.TIOCSWINSZ, struct.pack("HHHH", size["Height"], size["Width"], 0, 0)
+                    )
     finally:
         if proc.returncode is None:
             # The client is gone: nothing will read the output; the command goes too.

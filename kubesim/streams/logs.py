@@ -25,7 +25,7 @@ def _int(request: web.Request, name: str) -> int | None:
         raise bad_request(f"{name}: invalid value {v!r}: must be an integer") from e
 
 
-def make_log_handler(kubelet: "Kubelet"):  # type: ignore[no-untyped-def]
+def make_log_handler(kubelet: Kubelet):  # type: ignore[no-untyped-def]
     async def handler(request: web.Request, namespace: str, name: str) -> web.StreamResponse:
         pod = get_pod(kubelet, namespace, name)
         container = pick_container(pod, request.query.get("container"))
@@ -35,8 +35,10 @@ def make_log_handler(kubelet: "Kubelet"):  # type: ignore[no-untyped-def]
         if w is None or view is None or container not in w.instances:
             reason = (view.waiting_reason if view is not None else None) or "ContainerCreating"
             if reason in ("ErrImagePull", "ImagePullBackOff"):
-                raise bad_request(f'container "{container}" in pod "{name}" is waiting to start: '
-                                  "trying and failing to pull image")
+                raise bad_request(
+                    f'container "{container}" in pod "{name}" is waiting to start: '
+                    "trying and failing to pull image"
+                )
             raise bad_request(f'container "{container}" in pod "{name}" is waiting to start: {reason}')
         instance = w.instances[container]
         live: logfiles.LogFile | None = w.logs.get(container)

@@ -58,22 +58,29 @@ def _ports(request: web.Request) -> list[int]:
     return out
 
 
-def _connect_error(w: "PodWorker", port: int, e: BaseException) -> str:
-    why = "connect: connection refused" if isinstance(e, OSError) and e.errno == errno.ECONNREFUSED else str(e)
-    return (f"error forwarding port {port} to pod {w.name}, uid {w.uid}: failed to connect to localhost:{port} "
-            f"inside the pod's network namespace: dial tcp4 127.0.0.1:{port}: {why}")
+def _connect_error(w: PodWorker, port: int, e: BaseException) -> str:
+    why = (
+        "connect: connection refused" if isinstance(e, OSError) and e.errno == errno.ECONNREFUSED else str(e)
+    )
+    return (
+        f"error forwarding port {port} to pod {w.name}, uid {w.uid}: failed to connect to localhost:{port} "
+        f"inside the pod's network namespace: dial tcp4 127.0.0.1:{port}: {why}"
+    )
 
 
-def make_portforward_handler(kubelet: "Kubelet"):  # type: ignore[no-untyped-def]
+def make_portforward_handler(kubelet: Kubelet):  # type: ignore[no-untyped-def]
     async def handler(request: web.Request, namespace: str, name: str) -> web.StreamResponse:
         pod = get_pod(kubelet, namespace, name)
         w = kubelet.worker(namespace, name)
         if w is None or not w.sandbox_ready:
             raise bad_request(f"unable to upgrade connection: pod {name} is not running")
-        offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
+        offered = [
+            p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()
+        ]
         ports = _ports(request)
-        ws = web.WebSocketResponse(protocols=(SPDY_PROTOCOL,) + channels.PORTFORWARD_WS_PROTOCOLS, max_msg_size=0,
-                                   autoping=True)
+        ws = web.WebSocketResponse(
+            protocols=(SPDY_PROTOCOL,) + channels.PORTFORWARD_WS_PROTOCOLS, max_msg_size=0, autoping=True
+        )
         if SPDY_PROTOCOL not in offered and not ports:
             raise bad_request("at least 1 port must be specified")
         await ws.prepare(request)
@@ -97,7 +104,7 @@ def make_portforward_handler(kubelet: "Kubelet"):  # type: ignore[no-untyped-def
 # ---------------------------------------------------------------------------- v4
 
 
-async def _pod_socket(w: "PodWorker", port: int) -> socket.socket:
+async def _pod_socket(w: PodWorker, port: int) -> socket.socket:
     """A connected non-blocking socket to 127.0.0.1:`port` inside the pod (what `w.connect` wraps in streams).
 
     The v4 relay works on the raw socket: the pod's bytes are received straight into the frame
@@ -135,11 +142,11 @@ async def _pump_to_client(
     buf = channels.frame_buffer(channel, CHUNK)
     view = memoryview(buf)
     while True:
-        n = await loop.sock_recv_into(sock, view[channels.FRAME_DATA:])
+        n = await loop.sock_recv_into(sock, view[channels.FRAME_DATA :])
         if n == 0 or transport.is_closing():
             return
         start = channels.put_frame_header(buf, 1 + n)
-        transport.write(view[start:channels.FRAME_DATA + n])
+        transport.write(view[start : channels.FRAME_DATA + n])
         if transport.get_write_buffer_size():
             # The transport keeps (a copy or a view of) this frame: the next read gets a new buffer.
             buf = channels.frame_buffer(channel, CHUNK)
@@ -148,7 +155,7 @@ async def _pump_to_client(
                 await protocol._drain_helper()
 
 
-async def _v4(ws: web.WebSocketResponse, request: web.Request, w: "PodWorker", ports: list[int]) -> None:
+async def _v4(ws: web.WebSocketResponse, request: web.Request, w: PodWorker, ports: list[int]) -> None:
     loop = asyncio.get_running_loop()
     for i, port in enumerate(ports):
         await ws.send_bytes(channels.port_frame(2 * i, port))
@@ -219,7 +226,7 @@ class _Forward:
 
 
 class _SpdySession:
-    def __init__(self, ws: web.WebSocketResponse, w: "PodWorker") -> None:
+    def __init__(self, ws: web.WebSocketResponse, w: PodWorker) -> None:
         self.ws = ws
         self.w = w
         self.parser = spdy.Parser()
@@ -307,7 +314,9 @@ class _SpdySession:
             fwd.connected.set_result(False)
             with contextlib.suppress(Exception):
                 if fwd.error_sid is not None:
-                    await self.send(spdy.encode_data(fwd.error_sid, _connect_error(self.w, fwd.port, e).encode()))
+                    await self.send(
+                        spdy.encode_data(fwd.error_sid, _connect_error(self.w, fwd.port, e).encode())
+                    )
                 await self._finish(fwd)
             return
         fwd.connected.set_result(True)

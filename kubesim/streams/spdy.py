@@ -183,7 +183,9 @@ class HeaderCompressor:
     """The sending side's zlib context: one per session direction, kept for its whole life."""
 
     def __init__(self) -> None:
-        self._z = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, 15, 8, zlib.Z_DEFAULT_STRATEGY, DICTIONARY)
+        self._z = zlib.compressobj(
+            zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, 15, 8, zlib.Z_DEFAULT_STRATEGY, DICTIONARY
+        )
 
     def compress(self, headers: dict[str, list[str]] | dict[str, str]) -> bytes:
         block = encode_headers_block(headers)
@@ -219,14 +221,21 @@ def encode_data(stream_id: int, data: bytes, *, fin: bool = False) -> bytes:
 
 
 def encode_syn_stream(
-    comp: HeaderCompressor, stream_id: int, headers: dict[str, str], *, fin: bool = False, associated_id: int = 0
+    comp: HeaderCompressor,
+    stream_id: int,
+    headers: dict[str, str],
+    *,
+    fin: bool = False,
+    associated_id: int = 0,
 ) -> bytes:
     block = comp.compress(headers)
     payload = struct.pack(">IIH", stream_id & 0x7FFFFFFF, associated_id & 0x7FFFFFFF, 0) + block
     return _control(SYN_STREAM, FLAG_FIN if fin else 0, payload)
 
 
-def encode_syn_reply(comp: HeaderCompressor, stream_id: int, headers: dict[str, str], *, fin: bool = False) -> bytes:
+def encode_syn_reply(
+    comp: HeaderCompressor, stream_id: int, headers: dict[str, str], *, fin: bool = False
+) -> bytes:
     block = comp.compress(headers)
     return _control(SYN_REPLY, FLAG_FIN if fin else 0, struct.pack(">I", stream_id & 0x7FFFFFFF) + block)
 

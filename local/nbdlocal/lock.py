@@ -42,7 +42,9 @@ class LockHeld(Exception):
     """Another process holds the lock."""
 
     def __init__(self, holder: Holder) -> None:
-        super().__init__(f"the lock is held by pid {holder.pid or 'unknown'} (socket {holder.socket or 'unknown'})")
+        super().__init__(
+            f"the lock is held by pid {holder.pid or 'unknown'} (socket {holder.socket or 'unknown'})"
+        )
         self.holder = holder
 
 

@@ -21,7 +21,8 @@ import pytest
 from google.protobuf import timestamp_pb2
 
 import nbdclient
-from nbdapi.v1 import daemon_pb2, daemon_pb2_grpc, notebooks_pb2 as pb, notebooks_pb2_grpc
+from nbdapi.v1 import daemon_pb2, daemon_pb2_grpc, notebooks_pb2_grpc
+from nbdapi.v1 import notebooks_pb2 as pb
 
 
 @dataclasses.dataclass
@@ -78,8 +79,9 @@ class _Daemon(daemon_pb2_grpc.DaemonServicer):
         self.fake = fake
 
     def Version(self, request, context):
-        return daemon_pb2.VersionResponse(version=self.fake.version, api_version="v1", pid=os.getpid(),
-                                          socket=str(self.fake.socket))
+        return daemon_pb2.VersionResponse(
+            version=self.fake.version, api_version="v1", pid=os.getpid(), socket=str(self.fake.socket)
+        )
 
 
 class _Notebooks(notebooks_pb2_grpc.NotebooksServicer):
@@ -90,8 +92,7 @@ class _Notebooks(notebooks_pb2_grpc.NotebooksServicer):
         self.fake.requests.append(request)
         script = self.fake.script
         context.add_callback(self.fake.cancelled.set)
-        for event in script.events:
-            yield event
+        yield from script.events
         self.fake.launch_started.set()
         if script.hang:
             while context.is_active():
@@ -121,13 +122,20 @@ def happy_events(url: str = "http://127.0.0.1:8890/?token=abc") -> list[pb.Launc
     return [
         event(phase=pb.PhaseChanged(phase=pb.PHASE_PACKAGING, message="3 files")),
         event(progress=pb.Progress(phase=pb.PHASE_PACKAGING, done_bytes=0, total_bytes=4 * 1024 * 1024)),
-        event(progress=pb.Progress(phase=pb.PHASE_PACKAGING, done_bytes=4 * 1024 * 1024, total_bytes=4 * 1024 * 1024)),
+        event(
+            progress=pb.Progress(
+                phase=pb.PHASE_PACKAGING, done_bytes=4 * 1024 * 1024, total_bytes=4 * 1024 * 1024
+            )
+        ),
         event(cached=pb.Cached(step=pb.Cached.STEP_UPLOAD, reason="already uploaded", md5="abc")),
         event(phase=pb.PhaseChanged(phase=pb.PHASE_BUILDING)),
         event(build_log=pb.LogLine(container="build", text="STEP 1/3: FROM python:3.11")),
         event(notice=pb.Notice(level=pb.Notice.LEVEL_WARNING, message="port 8888 is busy; using 8890")),
         event(pod=pb.PodStatus(pod="nb-0", phase="Pending", reason="ContainerCreating")),
         event(pod=pb.PodStatus(pod="nb-0", phase="Running", ready=True)),
-        event(ready=pb.Ready(url=url, local_port=8890, session=pb.Session(name="nb", namespace="default", ref="nb"))),
+        event(
+            ready=pb.Ready(
+                url=url, local_port=8890, session=pb.Session(name="nb", namespace="default", ref="nb")
+            )
+        ),
     ]
-

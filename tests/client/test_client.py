@@ -55,7 +55,12 @@ def test_get_list_stop_and_delete(fake_daemon, tmp_path):
         list(client.launch(directory=str(tmp_path), name="two", namespace="other"))
         assert [s.name for s in client.list()] == ["one", "two"]
         got = client.get("other/two")
-        assert (got.name, got.namespace, got.context, got.directory) == ("two", "other", "fake", str(tmp_path))
+        assert (got.name, got.namespace, got.context, got.directory) == (
+            "two",
+            "other",
+            "fake",
+            str(tmp_path),
+        )
         stopped = client.stop("one")
         assert stopped.phase == pb.PHASE_STOPPED
         assert client.get("one").phase == pb.PHASE_STOPPED
@@ -68,7 +73,10 @@ def test_logs_build_notebook_tail_and_follow(fake_daemon, tmp_path):
         list(client.launch(directory=str(tmp_path), name="nb"))
         assert [l.text for l in client.logs("nb")] == [f"notebook line {i}" for i in range(1, 6)]
         build = list(client.logs("nb", build=True, tail_lines=2, container="kaniko"))
-        assert [(l.container, l.text) for l in build] == [("kaniko", "build line 4"), ("kaniko", "build line 5")]
+        assert [(l.container, l.text) for l in build] == [
+            ("kaniko", "build line 4"),
+            ("kaniko", "build line 5"),
+        ]
         stream = client.logs("nb", follow=True)
         seen = []
         for line in stream:
@@ -114,7 +122,11 @@ def test_events_initial_snapshot_then_changes_filtered(fake_daemon, tmp_path):
     assert pb.SESSION_EVENT_KIND_UPDATED in kinds
     assert all(e.session.name == "seen" for e in received)
     change = received[-1].sync_change
-    assert (change.path, change.action, change.direction) == ("out.csv", "create", pb.SyncChange.DIRECTION_TO_LOCAL)
+    assert (change.path, change.action, change.direction) == (
+        "out.csv",
+        "create",
+        pb.SyncChange.DIRECTION_TO_LOCAL,
+    )
 
 
 @pytest.mark.parametrize(
@@ -126,7 +138,11 @@ def test_events_initial_snapshot_then_changes_filtered(fake_daemon, tmp_path):
         (lambda c: list(c.logs("missing")), grpc.StatusCode.NOT_FOUND, "no session missing"),
         (lambda c: c.sync("missing"), grpc.StatusCode.NOT_FOUND, "no session missing"),
         (lambda c: list(c.launch(directory="relative")), grpc.StatusCode.INVALID_ARGUMENT, "absolute path"),
-        (lambda c: list(c.launch(directory="/tmp", name="bad")), grpc.StatusCode.INVALID_ARGUMENT, "the name bad is not allowed"),
+        (
+            lambda c: list(c.launch(directory="/tmp", name="bad")),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "the name bad is not allowed",
+        ),
         (lambda c: list(c.events(["a//b"])), grpc.StatusCode.INVALID_ARGUMENT, "malformed"),
     ],
 )
@@ -164,10 +180,19 @@ def test_an_unexpected_daemon_error_is_internal_without_its_text(fake_daemon):
 @pytest.mark.parametrize(
     "call, what",
     [
-        (lambda c: list(c.launch(directory="/tmp")), "launch is not available in this daemon build: the launch capability is not installed"),
+        (
+            lambda c: list(c.launch(directory="/tmp")),
+            "launch is not available in this daemon build: the launch capability is not installed",
+        ),
         (lambda c: c.stop("x"), "stop is not available in this daemon build"),
-        (lambda c: list(c.logs("x")), "logs is not available in this daemon build: the logs capability is not installed"),
-        (lambda c: c.sync("x"), "sync is not available in this daemon build: the sync capability is not installed"),
+        (
+            lambda c: list(c.logs("x")),
+            "logs is not available in this daemon build: the logs capability is not installed",
+        ),
+        (
+            lambda c: c.sync("x"),
+            "sync is not available in this daemon build: the sync capability is not installed",
+        ),
     ],
 )
 def test_missing_capabilities_answer_unimplemented(daemon_factory, call, what):
@@ -308,7 +333,9 @@ def test_the_daemon_answers_while_capabilities_load_and_launch_waits_for_them(da
     with d.client() as client:
         assert client.list() == []  # Served while the capability module is still importing.
         events: list[pb.LaunchEvent] = []
-        launching = threading.Thread(target=lambda: events.extend(client.launch(directory=str(tmp_path), name="nb")))
+        launching = threading.Thread(
+            target=lambda: events.extend(client.launch(directory=str(tmp_path), name="nb"))
+        )
         launching.start()
         launching.join(0.5)
         assert launching.is_alive() and events == [], "Launch must wait for the capabilities"

@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import grpc
-import pytest
 
 import nbdclient
 from nbdapi.v1 import notebooks_pb2 as pb
@@ -19,7 +18,9 @@ from nbdapi.v1 import notebooks_pb2 as pb
 FORBIDDEN = ("nbd", "kubernetes", "aiohttp", "watchdog", "google.cloud", "rich")
 
 
-def nbctl(*args: str, env: dict[str, str] | None = None, timeout: float = 60, **kw) -> subprocess.CompletedProcess[str]:
+def nbctl(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60, **kw
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "nbctl", *args],
         env=env if env is not None else dict(os.environ),
@@ -32,7 +33,9 @@ def nbctl(*args: str, env: dict[str, str] | None = None, timeout: float = 60, **
 
 def kubectl_notebook(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     code = "import sys; from nbctl.main import kubectl_plugin_main; sys.exit(kubectl_plugin_main())"
-    return subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], env=env, capture_output=True, text=True, timeout=60
+    )
 
 
 # A test runner started in the background inherits SIGINT ignored, and so would nbctl, whereas a
@@ -99,9 +102,14 @@ def test_nbctl_autostarts_the_daemon_and_daemon_stop_stops_it(nbd_isolated_env):
     assert f"is running (pid {info['pid']}" in human.stdout
     stopped = nbctl("daemon", "stop", env=env)
     assert stopped.returncode == 0 and stopped.stdout == f"nbd stopped (pid {info['pid']})\n"
-    assert not Path(f"/proc/{info['pid']}").exists() or "Z" in Path(f"/proc/{info['pid']}/stat").read_text().split()[2]
+    assert (
+        not Path(f"/proc/{info['pid']}").exists()
+        or "Z" in Path(f"/proc/{info['pid']}/stat").read_text().split()[2]
+    )
     after = nbctl("daemon", "status", env=env)
-    assert after.returncode == 1 and after.stdout == f"nbd is not running (socket {nbd_isolated_env.socket})\n"
+    assert (
+        after.returncode == 1 and after.stdout == f"nbd is not running (socket {nbd_isolated_env.socket})\n"
+    )
     again = nbctl("daemon", "stop", env=env)
     assert again.returncode == 0 and again.stdout == "nbd is not running\n"
 
@@ -109,7 +117,9 @@ def test_nbctl_autostarts_the_daemon_and_daemon_stop_stops_it(nbd_isolated_env):
 def test_daemon_start_then_logs(nbd_isolated_env):
     env = dict(os.environ)
     started = nbctl("daemon", "start", env=env)
-    assert started.returncode == 0 and started.stdout.startswith(f"nbd {nbdclient.__version__} is running (pid ")
+    assert started.returncode == 0 and started.stdout.startswith(
+        f"nbd {nbdclient.__version__} is running (pid "
+    )
     logs = nbctl("daemon", "logs", "--tail", "5", env=env)
     assert logs.returncode == 0 and "serving on" in logs.stdout
     assert len(logs.stdout.splitlines()) <= 5
@@ -120,8 +130,13 @@ def test_daemon_start_then_logs(nbd_isolated_env):
 
 def test_daemon_logs_follow_prints_new_lines_until_interrupted(daemon_factory):
     d = daemon_factory(capabilities="none")
-    proc = subprocess.Popen([*INTERRUPTIBLE_NBCTL, "daemon", "logs", "-f"], env=d.env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [*INTERRUPTIBLE_NBCTL, "daemon", "logs", "-f"],
+        env=d.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         with d.client() as client:
             try:
@@ -157,7 +172,10 @@ def test_version_mismatch_through_nbctl(daemon_factory):
 def test_version_json_without_a_daemon(nbd_isolated_env):
     done = nbctl("version", "--output", "json")
     assert done.returncode == 0
-    assert json.loads(done.stdout) == {"client": {"version": nbdclient.__version__, "api_version": "v1"}, "daemon": None}
+    assert json.loads(done.stdout) == {
+        "client": {"version": nbdclient.__version__, "api_version": "v1"},
+        "daemon": None,
+    }
     assert not nbd_isolated_env.socket.exists(), "version must not start the daemon"
 
 
@@ -176,7 +194,12 @@ def test_session_commands_human_and_json(fake_daemon, tmp_path):
 
     listed = nbctl("list", "--output", "json", env=env)
     (session,) = [json.loads(line) for line in listed.stdout.splitlines()]
-    assert (session["name"], session["namespace"], session["phase"], session["ref"]) == ("nb", "team", "PHASE_READY", "nb")
+    assert (session["name"], session["namespace"], session["phase"], session["ref"]) == (
+        "nb",
+        "team",
+        "PHASE_READY",
+        "nb",
+    )
     assert session["directory"] == str(tmp_path)
 
     table = nbctl("list", env=env).stdout.splitlines()
@@ -207,8 +230,10 @@ def test_errors_are_one_line_with_exit_code_1(fake_daemon):
     env = fake_daemon.env
     assert_one_line_error(nbctl("status", "ghost", env=env), "no session ghost; see `nbctl list`")
     assert_one_line_error(nbctl("logs", "ghost", "--tail", "-1", env=env), "--tail must be 0 (all) or more")
-    assert_one_line_error(nbctl("launch", "/does/not/exist", env=env),
-                          "/does/not/exist is not a directory; give the directory of the notebook project")
+    assert_one_line_error(
+        nbctl("launch", "/does/not/exist", env=env),
+        "/does/not/exist is not a directory; give the directory of the notebook project",
+    )
     internal = nbctl("launch", "/tmp", "--name", "boom", env=env)
     assert internal.returncode == 1 and len(internal.stderr.splitlines()) == 1
     assert "internal error in the nbd daemon" in internal.stderr and "secret" not in internal.stderr
@@ -262,16 +287,56 @@ def test_launch_request_carries_the_clients_paths_and_flags(fake_nbd_server, tmp
     (tmp_path / "nb.yaml").write_text("image: x\n")
     env = {**fake_nbd_server.env, "KUBECONFIG": "rel/a.yaml:/abs/b.yaml"}
     done = subprocess.run(
-        [sys.executable, "-m", "nbctl", "launch", "-d", ".", "-f", "nb.yaml", "--name", "x", "-n", "ns",
-         "--context", "ctx", "--gpus", "2", "--gpu-type", "a100", "--image", "img:1", "--port", "9000",
-         "--no-sync", "--attach", "--env", "A=1", "--cpu", "2", "--memory", "4Gi"],
-        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "nbctl",
+            "launch",
+            "-d",
+            ".",
+            "-f",
+            "nb.yaml",
+            "--name",
+            "x",
+            "-n",
+            "ns",
+            "--context",
+            "ctx",
+            "--gpus",
+            "2",
+            "--gpu-type",
+            "a100",
+            "--image",
+            "img:1",
+            "--port",
+            "9000",
+            "--no-sync",
+            "--attach",
+            "--env",
+            "A=1",
+            "--cpu",
+            "2",
+            "--memory",
+            "4Gi",
+        ],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 0, done.stderr
     (req,) = fake_nbd_server.requests
     assert req.directory == str(tmp_path) and req.notebook_file == str(tmp_path / "nb.yaml")
     assert req.kubeconfig == f"{tmp_path}/rel/a.yaml:/abs/b.yaml"
-    assert (req.name, req.namespace, req.context, req.local_port, req.no_sync, req.attach) == ("x", "ns", "ctx", 9000, True, True)
+    assert (req.name, req.namespace, req.context, req.local_port, req.no_sync, req.attach) == (
+        "x",
+        "ns",
+        "ctx",
+        9000,
+        True,
+        True,
+    )
     assert req.spec.gpu_count == 2 and req.spec.gpu_type == "a100" and req.spec.image == "img:1"
     assert dict(req.spec.env) == {"A": "1"} and (req.spec.cpu, req.spec.memory) == ("2", "4Gi")
     explicit = nbctl("launch", str(tmp_path), "--kubeconfig", "/k/config", env=env)
@@ -291,7 +356,10 @@ def test_kubectl_notebook_is_launch(fake_nbd_server, tmp_path):
     assert usage.returncode == 0 and usage.stdout.startswith("usage: kubectl notebook [-h] [-d DIR]")
     missing = kubectl_notebook("-d", str(tmp_path / "absent"), env=fake_nbd_server.env)
     assert missing.returncode == 1
-    assert missing.stderr == f"kubectl notebook: {tmp_path / 'absent'} is not a directory; give the directory of the notebook project\n"
+    assert (
+        missing.stderr
+        == f"kubectl notebook: {tmp_path / 'absent'} is not a directory; give the directory of the notebook project\n"
+    )
 
 
 def test_launch_json_lines(fake_nbd_server, tmp_path):
@@ -307,8 +375,13 @@ def test_launch_json_lines(fake_nbd_server, tmp_path):
 def test_launch_failure_event_exits_1_with_the_message_and_log_tail(fake_nbd_server, tmp_path):
     fake_nbd_server.script.events = [
         fake_nbd_server.event(phase=pb.PhaseChanged(phase=pb.PHASE_BUILDING)),
-        fake_nbd_server.event(failed=pb.Failure(reason="BuildFailed", message="the image build failed; fix the Dockerfile",
-                                                log_tail=["ERROR: bad instruction", "exit 1"])),
+        fake_nbd_server.event(
+            failed=pb.Failure(
+                reason="BuildFailed",
+                message="the image build failed; fix the Dockerfile",
+                log_tail=["ERROR: bad instruction", "exit 1"],
+            )
+        ),
     ]
     done = nbctl("launch", str(tmp_path), env=fake_nbd_server.env)
     assert done.returncode == 1
@@ -319,10 +392,14 @@ def test_launch_failure_event_exits_1_with_the_message_and_log_tail(fake_nbd_ser
 
 
 def test_launch_error_status_is_one_line(fake_nbd_server, tmp_path):
-    fake_nbd_server.script.error = (grpc.StatusCode.FAILED_PRECONDITION,
-                                    "the Notebook CRD is not installed; run kubectl apply -k cluster/manifests")
-    assert_one_line_error(nbctl("launch", str(tmp_path), env=fake_nbd_server.env),
-                          "the Notebook CRD is not installed; run kubectl apply -k cluster/manifests")
+    fake_nbd_server.script.error = (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "the Notebook CRD is not installed; run kubectl apply -k cluster/manifests",
+    )
+    assert_one_line_error(
+        nbctl("launch", str(tmp_path), env=fake_nbd_server.env),
+        "the Notebook CRD is not installed; run kubectl apply -k cluster/manifests",
+    )
 
 
 def test_launch_ending_without_ready_is_an_error(fake_nbd_server, tmp_path):
@@ -346,8 +423,13 @@ def test_version_mismatch_of_the_fake(fake_nbd_server, tmp_path):
 def test_ctrl_c_cancels_the_launch_and_exits_130(fake_nbd_server, tmp_path):
     fake_nbd_server.script.events = [fake_nbd_server.event(phase=pb.PhaseChanged(phase=pb.PHASE_PACKAGING))]
     fake_nbd_server.script.hang = True
-    proc = subprocess.Popen([*INTERRUPTIBLE_NBCTL, "launch", str(tmp_path)], env=fake_nbd_server.env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [*INTERRUPTIBLE_NBCTL, "launch", str(tmp_path)],
+        env=fake_nbd_server.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert fake_nbd_server.launch_started.wait(30)
         # Interrupt once the client has rendered the first event: the stream is being read.
@@ -365,7 +447,7 @@ def test_open_hands_the_url_to_the_browser(fake_nbd_server, tmp_path):
     fake_nbd_server.script.events = fake_nbd_server.happy_events()
     opened = tmp_path / "opened"
     browser = tmp_path / "browser"
-    browser.write_text(f"#!/bin/sh\necho \"$1\" > {opened}\n")
+    browser.write_text(f'#!/bin/sh\necho "$1" > {opened}\n')
     browser.chmod(0o755)
     done = nbctl("launch", str(tmp_path), "--open", env={**fake_nbd_server.env, "BROWSER": f"{browser} %s"})
     assert done.returncode == 0, done.stderr
@@ -384,8 +466,13 @@ def test_progress_bars_on_a_terminal_render_and_end(tmp_path):
     out, err = io.StringIO(), io.StringIO()
     r = LaunchRenderer(out, err, progress_bars=True)
     for done_bytes in (0, 1024, 2048):
-        r.handle(notebooks_pb2.LaunchEvent(progress=notebooks_pb2.Progress(
-            phase=notebooks_pb2.PHASE_UPLOADING, done_bytes=done_bytes, total_bytes=2048)))
+        r.handle(
+            notebooks_pb2.LaunchEvent(
+                progress=notebooks_pb2.Progress(
+                    phase=notebooks_pb2.PHASE_UPLOADING, done_bytes=done_bytes, total_bytes=2048
+                )
+            )
+        )
     r.handle(notebooks_pb2.LaunchEvent(build_log=notebooks_pb2.LogLine(text="building")))
     r.handle(notebooks_pb2.LaunchEvent(ready=notebooks_pb2.Ready(url="http://127.0.0.1:1/?token=t")))
     r.close()
@@ -399,8 +486,13 @@ def test_concurrent_first_calls_share_one_daemon(nbd_isolated_env):
     # Each finds no daemon and starts one; all but one of those lose the lock and exit, and every
     # client ends up talking to the winner.
     procs = [
-        subprocess.Popen([sys.executable, "-m", "nbctl", "list", "--output", "json"], env=env,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-m", "nbctl", "list", "--output", "json"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for _ in range(4)
     ]
     results = [(p.wait(60), p.stderr.read()) for p in procs]

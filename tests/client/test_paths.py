@@ -16,11 +16,35 @@ HOME = {"HOME": "/home/u"}
     [
         (HOME, None, None, "/home/u/.local/state/nbd/nbd.sock", "/home/u/.local/state/nbd"),
         ({**HOME, "XDG_STATE_HOME": "/xdg/state"}, None, None, "/xdg/state/nbd/nbd.sock", "/xdg/state/nbd"),
-        ({**HOME, "XDG_RUNTIME_DIR": "/run/user/1"}, None, None, "/run/user/1/nbd/nbd.sock", "/home/u/.local/state/nbd"),
+        (
+            {**HOME, "XDG_RUNTIME_DIR": "/run/user/1"},
+            None,
+            None,
+            "/run/user/1/nbd/nbd.sock",
+            "/home/u/.local/state/nbd",
+        ),
         ({**HOME, "NBD_STATE_DIR": "/s", "XDG_STATE_HOME": "/x"}, None, None, "/s/nbd.sock", "/s"),
-        ({**HOME, "NBD_SOCKET": "/t/n.sock", "XDG_RUNTIME_DIR": "/run/user/1"}, None, None, "/t/n.sock", "/home/u/.local/state/nbd"),
-        ({**HOME, "NBD_SOCKET": "/t/n.sock", "NBD_STATE_DIR": "/s"}, "/flag.sock", "/flagstate", "/flag.sock", "/flagstate"),
-        ({**HOME, "XDG_RUNTIME_DIR": "", "XDG_STATE_HOME": ""}, None, "/only/state", "/only/state/nbd.sock", "/only/state"),
+        (
+            {**HOME, "NBD_SOCKET": "/t/n.sock", "XDG_RUNTIME_DIR": "/run/user/1"},
+            None,
+            None,
+            "/t/n.sock",
+            "/home/u/.local/state/nbd",
+        ),
+        (
+            {**HOME, "NBD_SOCKET": "/t/n.sock", "NBD_STATE_DIR": "/s"},
+            "/flag.sock",
+            "/flagstate",
+            "/flag.sock",
+            "/flagstate",
+        ),
+        (
+            {**HOME, "XDG_RUNTIME_DIR": "", "XDG_STATE_HOME": ""},
+            None,
+            "/only/state",
+            "/only/state/nbd.sock",
+            "/only/state",
+        ),
     ],
 )
 def test_rules(env, socket, state_dir, expected_socket, expected_state):

@@ -6,6 +6,7 @@ import json
 import os
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -42,7 +43,9 @@ class GCSEmulator:
         from google.auth.credentials import AnonymousCredentials
         from google.cloud import storage
 
-        return storage.Client(project="nbd-test", credentials=AnonymousCredentials(), client_options={"api_endpoint": self.host})
+        return storage.Client(
+            project="nbd-test", credentials=AnonymousCredentials(), client_options={"api_endpoint": self.host}
+        )
 
 
 @pytest.fixture
@@ -50,8 +53,23 @@ def gcs_emulator(monkeypatch: pytest.MonkeyPatch) -> Iterator[GCSEmulator]:
     """A fake-gcs-server with bucket `nbd-contexts`; STORAGE_EMULATOR_HOST points at it."""
     port = _free_port()
     proc = subprocess.Popen(
-        [_gcs_binary(), "-scheme", "http", "-host", "127.0.0.1", "-port", str(port), "-backend", "memory",
-         "-public-host", f"127.0.0.1:{port}", "-external-url", f"http://127.0.0.1:{port}", "-log-level", "warn"],
+        [
+            _gcs_binary(),
+            "-scheme",
+            "http",
+            "-host",
+            "127.0.0.1",
+            "-port",
+            str(port),
+            "-backend",
+            "memory",
+            "-public-host",
+            f"127.0.0.1:{port}",
+            "-external-url",
+            f"http://127.0.0.1:{port}",
+            "-log-level",
+            "warn",
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -91,15 +109,19 @@ def make_signing_key(directory: Path) -> SigningKey:
     ).decode()
     email = "nbd-signer@nbd-test.iam.gserviceaccount.com"
     path = directory / "sa.json"
-    path.write_text(json.dumps({
-        "type": "service_account",
-        "project_id": "nbd-test",
-        "private_key_id": "test-key-1",
-        "private_key": pem,
-        "client_email": email,
-        "client_id": "1",
-        "token_uri": "https://oauth2.googleapis.com/token",
-    }))
+    path.write_text(
+        json.dumps(
+            {
+                "type": "service_account",
+                "project_id": "nbd-test",
+                "private_key_id": "test-key-1",
+                "private_key": pem,
+                "client_email": email,
+                "client_id": "1",
+                "token_uri": "https://oauth2.googleapis.com/token",
+            }
+        )
+    )
     os.chmod(path, 0o600)
     return SigningKey(str(path), email, key)
 
@@ -110,8 +132,6 @@ def signing_key(tmp_path_factory: pytest.TempPathFactory) -> SigningKey:
 
 
 # The helper modules beside this file (signing_check) import by name.
-import sys as _sys
-
 _HERE = str(Path(__file__).resolve().parent)
-if _HERE not in _sys.path:
-    _sys.path.insert(0, _HERE)
+if _HERE not in sys.path:
+    sys.path.insert(0, _HERE)

@@ -48,10 +48,15 @@ def tarball(files: dict[str, str]) -> bytes:
 
 
 def put(url: str, body: bytes, md5_hex: str) -> int:
-    request = urllib.request.Request(url, data=body, method="PUT", headers={
-        "Content-MD5": base64.b64encode(bytes.fromhex(md5_hex)).decode(),
-        "Content-Type": "application/octet-stream",
-    })
+    request = urllib.request.Request(
+        url,
+        data=body,
+        method="PUT",
+        headers={
+            "Content-MD5": base64.b64encode(bytes.fromhex(md5_hex)).decode(),
+            "Content-Type": "application/octet-stream",
+        },
+    )
     with urllib.request.urlopen(request, timeout=30) as response:
         status: int = response.status
         return status
@@ -69,8 +74,19 @@ class Controller:
     def start(self) -> subprocess.Popen[bytes]:
         log = open(self.log_path, "ab")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "nbd_controller.main", "--kubeconfig", str(self.kubeconfig), "--log-level", "DEBUG"],
-            env={**os.environ, **self.env}, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            [
+                sys.executable,
+                "-m",
+                "nbd_controller.main",
+                "--kubeconfig",
+                str(self.kubeconfig),
+                "--log-level",
+                "DEBUG",
+            ],
+            env={**os.environ, **self.env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
         )
         log.close()
         self.procs.append(proc)
@@ -109,15 +125,24 @@ class Notebooks:
         self.namespace = namespace
 
     def create(self, name: str, spec: dict[str, Any]) -> dict[str, Any]:
-        body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Notebook", "metadata": {"name": name}, "spec": spec}
-        out: dict[str, Any] = self.custom.create_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, body)
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "Notebook",
+            "metadata": {"name": name},
+            "spec": spec,
+        }
+        out: dict[str, Any] = self.custom.create_namespaced_custom_object(
+            GROUP, VERSION, self.namespace, PLURAL, body
+        )
         return out
 
     def get(self, name: str) -> dict[str, Any] | None:
         from kubernetes.client.exceptions import ApiException
 
         try:
-            out: dict[str, Any] = self.custom.get_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name)
+            out: dict[str, Any] = self.custom.get_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, PLURAL, name
+            )
             return out
         except ApiException as e:
             if e.status == 404:
@@ -125,7 +150,9 @@ class Notebooks:
             raise
 
     def patch_spec(self, name: str, spec: dict[str, Any]) -> None:
-        self.custom.patch_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name, {"spec": spec})
+        self.custom.patch_namespaced_custom_object(
+            GROUP, VERSION, self.namespace, PLURAL, name, {"spec": spec}
+        )
 
     def delete(self, name: str) -> None:
         self.custom.delete_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name)
@@ -147,7 +174,11 @@ class Notebooks:
         from kubernetes.client.exceptions import ApiException
 
         try:
-            return dict(self.api_client.sanitize_for_serialization(self.core.read_namespaced_pod(name, self.namespace)))
+            return dict(
+                self.api_client.sanitize_for_serialization(
+                    self.core.read_namespaced_pod(name, self.namespace)
+                )
+            )
         except ApiException as e:
             if e.status == 404:
                 return None

@@ -39,7 +39,12 @@ def verify_v4(url: str, method: str, headers: dict[str, str], public_key: Any) -
     )
     scope = query["X-Goog-Credential"].split("/", 1)[1]
     string_to_sign = "\n".join(
-        ["GOOG4-RSA-SHA256", query["X-Goog-Date"], scope, hashlib.sha256(canonical_request.encode()).hexdigest()]
+        [
+            "GOOG4-RSA-SHA256",
+            query["X-Goog-Date"],
+            scope,
+            hashlib.sha256(canonical_request.encode()).hexdigest(),
+        ]
     )
     public_key.verify(signature, string_to_sign.encode(), padding.PKCS1v15(), hashes.SHA256())
     return query

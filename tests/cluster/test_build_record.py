@@ -28,12 +28,23 @@ def test_the_record_stays_bounded_and_keeps_what_notebooks_name(kubesim_factory:
     try:
         kube = Kube(api)
         core = client.CoreV1Api(api)
-        core.create_namespaced_config_map("default", {
-            "metadata": {"name": BUILDS_CONFIGMAP}, "data": {md5(i): image(i) for i in range(MAX_RECORDS)}})
+        core.create_namespaced_config_map(
+            "default",
+            {"metadata": {"name": BUILDS_CONFIGMAP}, "data": {md5(i): image(i) for i in range(MAX_RECORDS)}},
+        )
         # A Notebook names an early record, which must survive the pruning.
-        client.CustomObjectsApi(api).create_namespaced_custom_object("nbd.dev", "v1alpha1", "default", "notebooks", {
-            "apiVersion": "nbd.dev/v1alpha1", "kind": "Notebook", "metadata": {"name": "nb"},
-            "spec": {"build": {"upload": {"md5": md5(0), "requestID": "r"}}}})
+        client.CustomObjectsApi(api).create_namespaced_custom_object(
+            "nbd.dev",
+            "v1alpha1",
+            "default",
+            "notebooks",
+            {
+                "apiVersion": "nbd.dev/v1alpha1",
+                "kind": "Notebook",
+                "metadata": {"name": "nb"},
+                "spec": {"build": {"upload": {"md5": md5(0), "requestID": "r"}}},
+            },
+        )
 
         new = MAX_RECORDS + 1
         for extra in range(new, new + 5 * (MAX_RECORDS - KEEP_RECORDS)):  # several prunings' worth
@@ -41,12 +52,16 @@ def test_the_record_stays_bounded_and_keeps_what_notebooks_name(kubesim_factory:
         record = kube.get_builds("default")
         assert len(record) <= MAX_RECORDS
         assert md5(0) in record  # named by a Notebook
-        assert all(md5(i) in record for i in range(new, new + 5 * (MAX_RECORDS - KEEP_RECORDS)))  # all new ones
+        assert all(
+            md5(i) in record for i in range(new, new + 5 * (MAX_RECORDS - KEEP_RECORDS))
+        )  # all new ones
 
         # Recording the same build again writes nothing; forgetting removes one record.
         before = core.read_namespaced_config_map(BUILDS_CONFIGMAP, "default").metadata.resource_version
         kube.record_build("default", md5(new), image(new))
-        assert core.read_namespaced_config_map(BUILDS_CONFIGMAP, "default").metadata.resource_version == before
+        assert (
+            core.read_namespaced_config_map(BUILDS_CONFIGMAP, "default").metadata.resource_version == before
+        )
         kube.forget_build("default", md5(new))
         assert md5(new) not in kube.get_builds("default")
         kube.forget_build("absent-namespace", md5(new))  # no record there: nothing to forget

@@ -59,13 +59,17 @@ def test_builds_the_example_project(store: ImageStore, tmp_path: Path) -> None:
     assert lines[0] == "#1 [internal] load build definition from Dockerfile"
     assert "#2 [internal] load metadata for docker.io/library/python:3.11-slim" in lines
     assert any(line.startswith("#4 [1/6] FROM docker.io/library/python:3.11-slim") for line in lines)
-    assert ('#5 [2/6] RUN --mount=type=cache,target=/root/.cache/pip pip install "jupyterlab>=4.2,<5" ipykernel'
-            in lines)
+    assert (
+        '#5 [2/6] RUN --mount=type=cache,target=/root/.cache/pip pip install "jupyterlab>=4.2,<5" ipykernel'
+        in lines
+    )
     assert f"#11 naming to {REF} done" in lines
     image = store.get(REF)
     assert image is not None and image.rootfs is not None
     assert image.config.workdir == "/content"
-    assert (image.rootfs / "content" / "hello.py").read_text() == (ROOT / "examples/hello/hello.py").read_text()
+    assert (image.rootfs / "content" / "hello.py").read_text() == (
+        ROOT / "examples/hello/hello.py"
+    ).read_text()
     assert (image.rootfs / "tmp" / "requirements.txt").is_file()
     # What the Dockerfile installs is in the image's own Python environment, first on its PATH.
     assert image.config.env_value("PATH").startswith("/kubesim-python/bin:")
@@ -100,13 +104,17 @@ def test_a_notebook_edit_reuses_every_layer_before_copy(tmp_path: Path) -> None:
     """BuildKit's cache: parent + instruction + digest of the files COPY brings in; times do not count."""
     store = ImageStore(tmp_path / "images", tmp_path / "layers")  # a cache of this test's own
     register(store)
-    ctx = _context(tmp_path, (
-        "FROM python:3.11-slim\n"
-        "WORKDIR /content\n"
-        "COPY requirements.txt /tmp/requirements.txt\n"
-        "RUN --mount=type=cache,target=/cache echo ran >> /cache/runs && echo installed > /content/deps.txt\n"
-        "COPY . /content\n"
-    ), {"requirements.txt": "humanize\n", "nb.ipynb": "{}"})
+    ctx = _context(
+        tmp_path,
+        (
+            "FROM python:3.11-slim\n"
+            "WORKDIR /content\n"
+            "COPY requirements.txt /tmp/requirements.txt\n"
+            "RUN --mount=type=cache,target=/cache echo ran >> /cache/runs && echo installed > /content/deps.txt\n"
+            "COPY . /content\n"
+        ),
+        {"requirements.txt": "humanize\n", "nb.ipynb": "{}"},
+    )
     first = _build(store, ctx)
     assert _cached(first) == []
     runs = next((store.layers.root / ".cache").glob("*/runs"))
@@ -148,10 +156,13 @@ def test_env_change_invalidates_the_run_after_it(tmp_path: Path) -> None:
 
 def test_pip_installs_into_the_image_alone(store: ImageStore, tmp_path: Path) -> None:
     """A package one image installs is seen neither by another image nor by the host."""
-    with_pkg = _context(tmp_path, (
-        "FROM python:3.11-slim\nRUN --mount=type=cache,target=/root/.cache/pip pip install humanize\n"
-        "WORKDIR /out\nRUN python3 -c 'import humanize; print(humanize.intword(12345678))' > check.txt\n"
-    ))
+    with_pkg = _context(
+        tmp_path,
+        (
+            "FROM python:3.11-slim\nRUN --mount=type=cache,target=/root/.cache/pip pip install humanize\n"
+            "WORKDIR /out\nRUN python3 -c 'import humanize; print(humanize.intword(12345678))' > check.txt\n"
+        ),
+    )
     lines = _build(store, with_pkg, "reg.test/a:1")
     assert any("Successfully installed humanize" in line for line in lines) or _cached(lines)
     a = store.get("reg.test/a:1")
@@ -161,8 +172,10 @@ def test_pip_installs_into_the_image_alone(store: ImageStore, tmp_path: Path) ->
 
     plain = tmp_path / "plain"
     plain.mkdir()
-    (plain / "Dockerfile").write_text("FROM python:3.11-slim\nWORKDIR /out\n"
-                                      "RUN python3 -c 'import humanize' 2> err.txt; echo $? > code.txt\n")
+    (plain / "Dockerfile").write_text(
+        "FROM python:3.11-slim\nWORKDIR /out\n"
+        "RUN python3 -c 'import humanize' 2> err.txt; echo $? > code.txt\n"
+    )
     _build(store, plain, "reg.test/b:1")
     b = store.get("reg.test/b:1")
     assert b is not None and b.rootfs is not None
@@ -170,7 +183,11 @@ def test_pip_installs_into_the_image_alone(store: ImageStore, tmp_path: Path) ->
     assert "No module named 'humanize'" in (b.rootfs / "out" / "err.txt").read_text()
     assert not (_site_packages(b.rootfs) / "humanize").exists()
     base = store.get("python:3.11-slim")
-    assert base is not None and base.rootfs is not None and not (_site_packages(base.rootfs) / "humanize").exists()
+    assert (
+        base is not None
+        and base.rootfs is not None
+        and not (_site_packages(base.rootfs) / "humanize").exists()
+    )
     host = subprocess.run([sys.executable, "-c", "import humanize"], capture_output=True)
     assert host.returncode != 0, "the host's Python does not see what an image installed"
 
@@ -184,21 +201,29 @@ def test_run_cannot_change_the_hosts_system_directories(store: ImageStore, tmp_p
     assert not os.path.exists(marker)
     assert "Read-only file system" in log
     assert "may write only under the image's own top-level paths" in log
-    assert log.splitlines()[-1].startswith(f'error: failed to solve: process "/bin/sh -c echo x > {marker}" did not '
-                                           "complete successfully: exit code: ")
+    assert log.splitlines()[-1].startswith(
+        f'error: failed to solve: process "/bin/sh -c echo x > {marker}" did not '
+        "complete successfully: exit code: "
+    )
 
 
 def test_a_file_deleted_by_run_is_gone_from_the_image(store: ImageStore, tmp_path: Path) -> None:
-    ctx = _context(tmp_path, (
-        "FROM python:3.11-slim\nCOPY a.txt b.txt /content/\nRUN rm /content/a.txt && rm -r /kubesim-python/include\n"
-    ), {"a.txt": "a", "b.txt": "b"})
+    ctx = _context(
+        tmp_path,
+        (
+            "FROM python:3.11-slim\nCOPY a.txt b.txt /content/\nRUN rm /content/a.txt && rm -r /kubesim-python/include\n"
+        ),
+        {"a.txt": "a", "b.txt": "b"},
+    )
     _build(store, ctx)
     image = store.get(REF)
     assert image is not None and image.rootfs is not None
     assert sorted(os.listdir(image.rootfs / "content")) == ["b.txt"]
     assert not (image.rootfs / "kubesim-python" / "include").exists()
     base = store.get("python:3.11-slim")
-    assert base is not None and base.rootfs is not None and (base.rootfs / "kubesim-python" / "include").exists()
+    assert (
+        base is not None and base.rootfs is not None and (base.rootfs / "kubesim-python" / "include").exists()
+    )
 
 
 def test_a_failing_run_shows_its_output(store: ImageStore, tmp_path: Path) -> None:
@@ -207,8 +232,10 @@ def test_a_failing_run_shows_its_output(store: ImageStore, tmp_path: Path) -> No
     assert build(context=ctx, dockerfile=ctx / "Dockerfile", target=REF, store=store, out=out) == 1
     lines = out.getvalue().splitlines()
     assert any(line.startswith("#5 ") and line.endswith(" about-to-fail") for line in lines), lines
-    assert lines[-1] == ('error: failed to solve: process "/bin/sh -c echo about-to-fail && exit 3" did not complete '
-                         "successfully: exit code: 3")
+    assert lines[-1] == (
+        'error: failed to solve: process "/bin/sh -c echo about-to-fail && exit 3" did not complete '
+        "successfully: exit code: 3"
+    )
     assert store.get(REF) is None
 
 
@@ -220,8 +247,9 @@ def test_a_failing_run_shows_its_output(store: ImageStore, tmp_path: Path) -> No
         ("--frobnicate", "RUN --frobnicate: unknown flag"),
     ],
 )
-def test_run_flags_this_builder_cannot_honour_fail_the_build(store: ImageStore, tmp_path: Path, flag: str,
-                                                              message: str) -> None:
+def test_run_flags_this_builder_cannot_honour_fail_the_build(
+    store: ImageStore, tmp_path: Path, flag: str, message: str
+) -> None:
     ctx = _context(tmp_path, f"FROM python:3.11-slim\nRUN {flag} true\n")
     out = io.StringIO()
     assert build(context=ctx, dockerfile=ctx / "Dockerfile", target=REF, store=store, out=out) == 1
@@ -239,13 +267,19 @@ def test_missing_dockerfile_fails_with_buildkits_message(store: ImageStore, tmp_
 
 
 def test_env_cmd_entrypoint_run_and_args(store: ImageStore, tmp_path: Path) -> None:
-    ctx = _context(tmp_path, (
-        "ARG BASE=python:3.12\nFROM ${BASE}\nARG GREETING=hi\nENV A=1 B=\"two words\"\nENV C ${GREETING}-x\n"
-        "WORKDIR /app\nRUN echo made > made.txt && echo visible\n"
-        "COPY src/ lib/\nCOPY *.txt /notes/\nCMD [\"python3\", \"-m\", \"http.server\"]\n"
-    ), {"src/m.py": "m", "one.txt": "1", "two.txt": "2"})
+    ctx = _context(
+        tmp_path,
+        (
+            'ARG BASE=python:3.12\nFROM ${BASE}\nARG GREETING=hi\nENV A=1 B="two words"\nENV C ${GREETING}-x\n'
+            "WORKDIR /app\nRUN echo made > made.txt && echo visible\n"
+            'COPY src/ lib/\nCOPY *.txt /notes/\nCMD ["python3", "-m", "http.server"]\n'
+        ),
+        {"src/m.py": "m", "one.txt": "1", "two.txt": "2"},
+    )
     out = io.StringIO()
-    assert build(context=ctx, dockerfile=ctx / "Dockerfile", target=REF, store=store, out=out) == 0, out.getvalue()
+    assert build(context=ctx, dockerfile=ctx / "Dockerfile", target=REF, store=store, out=out) == 0, (
+        out.getvalue()
+    )
     image = store.get(REF)
     assert image is not None and image.rootfs is not None
     assert image.config.cmd == ["python3", "-m", "http.server"]
@@ -261,16 +295,28 @@ def test_env_cmd_entrypoint_run_and_args(store: ImageStore, tmp_path: Path) -> N
 @pytest.mark.parametrize(
     ("dockerfile", "message"),
     [
-        ("FROM python:3.12\nRUN exit 3\n",
-         'error: failed to solve: process "/bin/sh -c exit 3" did not complete successfully: exit code: 3'),
-        ("FROM python:3.12\nCOPY missing.txt /x\n",
-         'error: failed to solve: failed to compute cache key: failed to calculate checksum of ref: "/missing.txt": not found'),
-        ("FROM nosuch.example/img:1\n", "error: failed to solve: nosuch.example/img:1: failed to resolve source metadata"),
-        ("FROM python:3.12\nFLY away\n", "error: failed to solve: dockerfile parse error on line 2: unknown instruction: FLY"),
+        (
+            "FROM python:3.12\nRUN exit 3\n",
+            'error: failed to solve: process "/bin/sh -c exit 3" did not complete successfully: exit code: 3',
+        ),
+        (
+            "FROM python:3.12\nCOPY missing.txt /x\n",
+            'error: failed to solve: failed to compute cache key: failed to calculate checksum of ref: "/missing.txt": not found',
+        ),
+        (
+            "FROM nosuch.example/img:1\n",
+            "error: failed to solve: nosuch.example/img:1: failed to resolve source metadata",
+        ),
+        (
+            "FROM python:3.12\nFLY away\n",
+            "error: failed to solve: dockerfile parse error on line 2: unknown instruction: FLY",
+        ),
         ("RUN x\n", "error: failed to solve: dockerfile parse error: no build stage in current context"),
     ],
 )
-def test_build_errors_use_buildkits_words(store: ImageStore, tmp_path: Path, dockerfile: str, message: str) -> None:
+def test_build_errors_use_buildkits_words(
+    store: ImageStore, tmp_path: Path, dockerfile: str, message: str
+) -> None:
     ctx = _context(tmp_path, dockerfile)
     out = io.StringIO()
     assert build(context=ctx, dockerfile=ctx / "Dockerfile", target=REF, store=store, out=out) == 1
@@ -284,9 +330,22 @@ def test_buildctl_daemonless_script_with_the_jobs_arguments(store: ImageStore, t
     assert image is not None
     env = dict(e.split("=", 1) for e in image.config.env)
     done = subprocess.run(
-        ["buildctl-daemonless.sh", "build", "--frontend", "dockerfile.v0", "--local", f"context={ctx}",
-         "--local", f"dockerfile={ctx}", "--output", f"type=image,name={REF},push=true"],
-        env=env, capture_output=True, text=True, timeout=60,
+        [
+            "buildctl-daemonless.sh",
+            "build",
+            "--frontend",
+            "dockerfile.v0",
+            "--local",
+            f"context={ctx}",
+            "--local",
+            f"dockerfile={ctx}",
+            "--output",
+            f"type=image,name={REF},push=true",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"pushing manifest for {REF}@sha256:" in done.stdout
@@ -301,15 +360,31 @@ def test_kaniko_fork_executor(store: ImageStore, tmp_path: Path) -> None:
     env = dict(e.split("=", 1) for e in image.config.env)
     ctx = _context(tmp_path, None)
     done = subprocess.run(
-        [*image.config.entrypoint, f"--context=dir://{ctx}", f"--dockerfile={ctx}/Dockerfile", f"--destination={REF}"],
-        env=env, capture_output=True, text=True, timeout=60,
+        [
+            *image.config.entrypoint,
+            f"--context=dir://{ctx}",
+            f"--dockerfile={ctx}/Dockerfile",
+            f"--destination={REF}",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 1
     assert "please provide a valid path to a Dockerfile" in done.stdout
     (ctx / "Dockerfile").write_text("FROM python:3.12\nCOPY Dockerfile /d/\n")
     done = subprocess.run(
-        [*image.config.entrypoint, f"--context=dir://{ctx}", f"--dockerfile={ctx}/Dockerfile", f"--destination={REF}"],
-        env=env, capture_output=True, text=True, timeout=60,
+        [
+            *image.config.entrypoint,
+            f"--context=dir://{ctx}",
+            f"--dockerfile={ctx}/Dockerfile",
+            f"--destination={REF}",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 0, done.stdout
     assert f"Pushed {REF}" in done.stdout
@@ -320,8 +395,9 @@ def test_utility_image_names_resolve(store: ImageStore) -> None:
     assert store.get("python:3.12-alpine") is not None
 
 
-def test_without_root_a_run_fails_the_build_saying_why(store: ImageStore, tmp_path: Path,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_root_a_run_fails_the_build_saying_why(
+    store: ImageStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """RUN needs mount namespaces: a non-root kubesim says so instead of running on the host."""
     ctx = _context(tmp_path, "FROM python:3.11-slim\nRUN echo hi\n")
     store.get("python:3.11-slim")  # the base layer exists already; only the RUN needs root

@@ -15,14 +15,23 @@ def records(n: int) -> dict[str, str]:
     return {md5(i): f"reg/nbd/team-context:{md5(i)}" for i in range(n)}
 
 
-@pytest.mark.parametrize(("size", "in_use", "limit", "keep", "dropped"), [
-    (0, set(), 4, 3, []),
-    (3, set(), 4, 3, []),  # below the limit: nothing goes
-    (4, set(), 4, 3, [md5(0), md5(1)]),  # at the limit: down to keep - 1, room for the new one
-    (4, {md5(0)}, 4, 3, [md5(1), md5(2)]),  # a record a Notebook names stays
-    (4, {md5(0), md5(1), md5(2), md5(3)}, 4, 3, []),  # all in use: nothing can go
-    (6, set(), 4, 3, [md5(0), md5(1), md5(2), md5(3)]),  # over the limit (an older controller): back to keep
-])
+@pytest.mark.parametrize(
+    ("size", "in_use", "limit", "keep", "dropped"),
+    [
+        (0, set(), 4, 3, []),
+        (3, set(), 4, 3, []),  # below the limit: nothing goes
+        (4, set(), 4, 3, [md5(0), md5(1)]),  # at the limit: down to keep - 1, room for the new one
+        (4, {md5(0)}, 4, 3, [md5(1), md5(2)]),  # a record a Notebook names stays
+        (4, {md5(0), md5(1), md5(2), md5(3)}, 4, 3, []),  # all in use: nothing can go
+        (
+            6,
+            set(),
+            4,
+            3,
+            [md5(0), md5(1), md5(2), md5(3)],
+        ),  # over the limit (an older controller): back to keep
+    ],
+)
 def test_records_to_drop(size: int, in_use: set[str], limit: int, keep: int, dropped: list[str]) -> None:
     assert records_to_drop(records(size), in_use, limit=limit, keep=keep) == dropped
 

@@ -28,12 +28,21 @@ def test_config_defaults() -> None:
 
 
 def test_config_everything() -> None:
-    cfg = Config.from_env({
-        **BASE, "NBD_PREFIX": "/a/b/", "NBD_BUILDER": "kaniko", "NBD_KANIKO_IMAGE": "k:1",
-        "NBD_UTILITY_IMAGE": "u:1", "NBD_NAMESPACES": "a, b,", "NBD_GPU_LABEL_KEY": "cloud.google.com/gke-accelerator",
-        "NBD_UPLOAD_URL_TTL": "300", "NBD_SIGNING_SERVICE_ACCOUNT": "sa@p.iam.gserviceaccount.com",
-        "NBD_INSECURE_REGISTRY": "true", "NBD_CONCURRENCY": "8",
-    })
+    cfg = Config.from_env(
+        {
+            **BASE,
+            "NBD_PREFIX": "/a/b/",
+            "NBD_BUILDER": "kaniko",
+            "NBD_KANIKO_IMAGE": "k:1",
+            "NBD_UTILITY_IMAGE": "u:1",
+            "NBD_NAMESPACES": "a, b,",
+            "NBD_GPU_LABEL_KEY": "cloud.google.com/gke-accelerator",
+            "NBD_UPLOAD_URL_TTL": "300",
+            "NBD_SIGNING_SERVICE_ACCOUNT": "sa@p.iam.gserviceaccount.com",
+            "NBD_INSECURE_REGISTRY": "true",
+            "NBD_CONCURRENCY": "8",
+        }
+    )
     assert (cfg.prefix, cfg.builder, cfg.builder_image, cfg.utility_image) == ("a/b", "kaniko", "k:1", "u:1")
     assert cfg.namespaces == ("a", "b")
     assert cfg.gpu_label_key == "cloud.google.com/gke-accelerator"
@@ -178,20 +187,38 @@ def test_controller_role_grants_exactly_what_the_controller_uses() -> None:
 
     docs = list(yaml.safe_load_all((ROOT / "cluster" / "manifests" / "rbac-controller.yaml").read_text()))
     role = next(d for d in docs if d["kind"] == "ClusterRole")
-    granted = {(g, r, v) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]
-               for v in rule["verbs"]}
+    granted = {
+        (g, r, v)
+        for rule in role["rules"]
+        for g in rule["apiGroups"]
+        for r in rule["resources"]
+        for v in rule["verbs"]
+    }
     assert granted == set(PERMISSIONS)
 
 
 def test_user_role_is_enough_for_the_daemon_and_holds_no_write_beyond_notebooks() -> None:
     docs = list(yaml.safe_load_all((ROOT / "cluster" / "manifests" / "rbac-user.yaml").read_text()))
     role = next(d for d in docs if d["kind"] == "ClusterRole")
-    granted = {(g, r, v) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]
-               for v in rule["verbs"]}
+    granted = {
+        (g, r, v)
+        for rule in role["rules"]
+        for g in rule["apiGroups"]
+        for r in rule["resources"]
+        for v in rule["verbs"]
+    }
     needed = {("nbd.dev", "notebooks", v) for v in ("get", "list", "watch", "create", "patch", "delete")} | {
-        ("nbd.dev", "notebooks/status", "get"), ("", "pods", "get"), ("", "pods", "list"), ("", "pods", "watch"),
-        ("", "pods/log", "get"), ("", "pods/exec", "create"), ("", "pods/portforward", "create"),
-        ("batch", "jobs", "get"), ("batch", "jobs", "list"), ("", "events", "list"), ("", "secrets", "get"),
+        ("nbd.dev", "notebooks/status", "get"),
+        ("", "pods", "get"),
+        ("", "pods", "list"),
+        ("", "pods", "watch"),
+        ("", "pods/log", "get"),
+        ("", "pods/exec", "create"),
+        ("", "pods/portforward", "create"),
+        ("batch", "jobs", "get"),
+        ("batch", "jobs", "list"),
+        ("", "events", "list"),
+        ("", "secrets", "get"),
     }
     assert needed <= granted
     writes = {(g, r) for g, r, v in granted if v in ("create", "update", "patch", "delete")}

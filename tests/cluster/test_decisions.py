@@ -3,21 +3,30 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from nbd_controller.config import Config
 from nbd_controller.decisions import (
-    CreateBuildJob, CreatePod, CreateTokenSecret, DeleteBuildJob, DeleteObject, DeletePod, ForgetBuild,
-    IssueUploadURL, Observed, RecordBuild, decide,
+    CreateBuildJob,
+    CreatePod,
+    CreateTokenSecret,
+    DeleteBuildJob,
+    DeleteObject,
+    DeletePod,
+    ForgetBuild,
+    IssueUploadURL,
+    Observed,
+    RecordBuild,
+    decide,
 )
 from nbd_controller.manifests import notebook_pod
 from nbd_controller.patching import merge_patch
 
 CONFIG = Config(bucket="b", registry="reg", prefix="ctx")
-NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 MD5 = "0123456789abcdef0123456789abcdef"
 OTHER = "ffffffffffffffffffffffffffffffff"
 IMAGE = f"reg/nbd/team-context:{MD5}"
@@ -38,13 +47,22 @@ def upload(request_id: str = "r1", **extra: Any) -> dict[str, Any]:
 
 
 def cond(type_: str, status: str, reason: str) -> dict[str, Any]:
-    return {"type": type_, "status": status, "reason": reason, "message": "m",
-            "lastTransitionTime": "2025-12-31T00:00:00Z", "observedGeneration": 2}
+    return {
+        "type": type_,
+        "status": status,
+        "reason": reason,
+        "message": "m",
+        "lastTransitionTime": "2025-12-31T00:00:00Z",
+        "observedGeneration": 2,
+    }
 
 
 def job(outcome: str) -> dict[str, Any]:
-    conditions = {"running": [], "succeeded": [{"type": "Complete", "status": "True"}],
-                  "failed": [{"type": "Failed", "status": "True"}]}[outcome]
+    conditions = {
+        "running": [],
+        "succeeded": [{"type": "Complete", "status": "True"}],
+        "failed": [{"type": "Failed", "status": "True"}],
+    }[outcome]
     return {"metadata": {"name": f"nbd-build-{MD5}"}, "status": {"conditions": conditions}}
 
 
@@ -66,153 +84,441 @@ class Case:
     requeue: float | None = None
 
 
-MISSING = (f'Failed to pull image "{IMAGE}": rpc error: code = NotFound desc = failed to pull and unpack image '
-           f'"{IMAGE}": failed to resolve reference "{IMAGE}": {IMAGE}: not found')
-UNAUTHORIZED = (f'Failed to pull image "{IMAGE}": rpc error: code = Unknown desc = failed to pull and unpack image '
-                f'"{IMAGE}": failed to resolve reference "{IMAGE}": pull access denied, repository does not exist '
-                f'or may require authorization: authorization failed: 401 Unauthorized')
+MISSING = (
+    f'Failed to pull image "{IMAGE}": rpc error: code = NotFound desc = failed to pull and unpack image '
+    f'"{IMAGE}": failed to resolve reference "{IMAGE}": {IMAGE}: not found'
+)
+UNAUTHORIZED = (
+    f'Failed to pull image "{IMAGE}": rpc error: code = Unknown desc = failed to pull and unpack image '
+    f'"{IMAGE}": failed to resolve reference "{IMAGE}": pull access denied, repository does not exist '
+    f"or may require authorization: authorization failed: 401 Unauthorized"
+)
 VALID_URL = {"requestID": "r1", "signedURL": "https://u", "expiresAt": "2026-01-01T12:10:00Z"}
 READY_NB = nb({"image": "jupyter/base"})
 GPU_NB = nb({"image": "img", "resources": {"gpu": {"count": 8}}})
 
 CASES = [
-    Case("prebuilt image starts a pod", nb({"image": "jupyter/base"}),
-         actions=[CreateTokenSecret, CreatePod], phase="Starting",
-         conditions={"Uploaded": ("True", "NotNeeded"), "Built": ("True", "PrebuiltImage"),
-                     "Ready": ("False", "Starting")},
-         status={"image": "jupyter/base", "pod": "nb1-notebook", "tokenSecret": "nb1-token", "observedGeneration": 3}),
-    Case("neither image nor upload", nb({}), phase="Failed",
-         conditions={"Built": ("False", "InvalidSpec"), "Ready": ("False", "NotBuilt")}),
-    Case("name too long", nb({"image": "x"}, name="n" * 64), phase="Failed",
-         conditions={"Ready": ("False", "InvalidName")}),
-    Case("nothing stored: a URL is issued", nb(upload()), actions=[IssueUploadURL], phase="Uploading",
-         conditions={"Uploaded": ("False", "AwaitingUpload"), "Built": ("False", "WaitingForUpload"),
-                     "Ready": ("False", "WaitingForUpload")},
-         status={"upload": {"requestID": "r1"}, "build": {"md5": MD5, "image": IMAGE}}, requeue=5.0),
-    Case("a valid URL for the same request is kept", nb(upload(), {"upload": VALID_URL}),
-         phase="Uploading", status={"upload": VALID_URL}, requeue=5.0,
-         conditions={"Uploaded": ("False", "AwaitingUpload")}),
-    Case("an expiring URL is renewed",
-         nb(upload(), {"upload": {**VALID_URL, "expiresAt": "2026-01-01T12:00:30Z"}}),
-         actions=[IssueUploadURL], phase="Uploading", requeue=5.0),
-    Case("a new request gets a new URL", nb(upload("r2"), {"upload": VALID_URL}),
-         actions=[IssueUploadURL], phase="Uploading", status={"upload": {"requestID": "r2"}}, requeue=5.0),
-    Case("stored and matching: build", nb(upload(), {"upload": VALID_URL}), {"stored_md5": MD5},
-         actions=[CreateBuildJob], phase="Building",
-         conditions={"Uploaded": ("True", "Stored"), "Built": ("False", "Building"),
-                     "Ready": ("False", "WaitingForBuild")},
-         status={"upload": {"requestID": "r1", "storedMD5": MD5},
-                 "build": {"md5": MD5, "image": IMAGE, "job": f"nbd-build-{MD5}"}}),
-    Case("stored but different: delete, never build", nb(upload("r1", uploaded="r1")), {"stored_md5": OTHER},
-         actions=[DeleteObject], phase="Failed",
-         conditions={"Uploaded": ("False", "MD5Mismatch"), "Built": ("False", "WaitingForUpload")},
-         status={"upload": {"requestID": "r1"}}),
-    Case("after a mismatch the same request waits",
-         nb(upload("r1", uploaded="r1"), {"upload": {"requestID": "r1"},
-                                          "conditions": [cond("Uploaded", "False", "MD5Mismatch")]}),
-         phase="Failed", conditions={"Uploaded": ("False", "MD5Mismatch")}),
-    Case("after a mismatch a new request gets a URL",
-         nb(upload("r2", uploaded="r1"), {"upload": {"requestID": "r1"},
-                                          "conditions": [cond("Uploaded", "False", "MD5Mismatch")]}),
-         actions=[IssueUploadURL], phase="Uploading", conditions={"Uploaded": ("False", "AwaitingUpload")},
-         requeue=5.0),
-    Case("marked uploaded but nothing stored", nb(upload("r1", uploaded="r1"), {"upload": VALID_URL}),
-         phase="Failed", conditions={"Uploaded": ("False", "UploadMissing")}),
-    Case("a stale mark is ignored", nb(upload("r2", uploaded="r1"), {"upload": VALID_URL}),
-         actions=[IssueUploadURL], phase="Uploading", requeue=5.0),
-    Case("build running", nb(upload()), {"job": job("running")}, phase="Building",
-         conditions={"Uploaded": ("True", "Stored"), "Built": ("False", "Building")}),
-    Case("build succeeded: record, secret, pod", nb(upload()), {"job": job("succeeded")},
-         actions=[RecordBuild, CreateTokenSecret, CreatePod], phase="Starting",
-         conditions={"Built": ("True", "Built")}, status={"image": IMAGE}),
-    Case("the build's pod refused by a quota", nb(upload()),
-         {"job": job("running"), "build_create_error": 'pods "b" is forbidden: exceeded quota: q'},
-         phase="Failed", requeue=10.0,
-         conditions={"Built": ("False", "FailedCreate"), "Ready": ("False", "NotBuilt")}),
-    Case("the notebook pod refused by a quota", READY_NB,
-         {"secret_exists": True, "pod_create_error": 'pods "nb1-notebook" is forbidden: exceeded quota: q'},
-         phase="Failed", requeue=10.0, conditions={"Ready": ("False", "FailedCreate")}),
-    Case("build failed", nb(upload()), {"job": job("failed"), "build_log_tail": "#1 ERROR: boom\n"},
-         phase="Failed", conditions={"Built": ("False", "BuildFailed"), "Ready": ("False", "NotBuilt")}),
-    Case("built before: no upload, no build", nb(upload()), {"built_image": IMAGE, "secret_exists": True},
-         actions=[CreatePod], phase="Starting",
-         conditions={"Uploaded": ("True", "AlreadyBuilt"), "Built": ("True", "AlreadyBuilt")},
-         status={"upload": {"requestID": "r1", "storedMD5": MD5}}),
-    Case("the record of its own build keeps the Job and the reasons",
-         nb(upload(), {"build": {"md5": MD5, "image": IMAGE, "job": f"nbd-build-{MD5}"}}),
-         {"built_image": IMAGE, "secret_exists": True}, actions=[CreatePod], phase="Starting",
-         conditions={"Uploaded": ("True", "Stored"), "Built": ("True", "Built")},
-         status={"build": {"md5": MD5, "image": IMAGE, "job": f"nbd-build-{MD5}"}}),
-    Case("a new context stops the old pod until built", nb(upload()),
-         {"secret_exists": True, "pod": pod_for(nb(upload()), image="reg/nbd/team-context:old")},
-         actions=[IssueUploadURL, DeletePod], phase="Uploading", requeue=5.0),
-    Case("suspend deletes the pod", nb({"image": "jupyter/base", "suspend": True}),
-         {"secret_exists": True, "pod": pod_for(READY_NB)},
-         actions=[DeletePod], phase="Suspended", conditions={"Ready": ("False", "Suspended")}),
-    Case("suspended without a pod stays so", nb({"image": "jupyter/base", "suspend": True}),
-         {"secret_exists": True}, phase="Suspended"),
-    Case("pod ready", READY_NB,
-         {"secret_exists": True, "pod": pod_for(READY_NB, image="jupyter/base", phase="Running",
-                                                conditions=[{"type": "Ready", "status": "True"}])},
-         phase="Ready", conditions={"Ready": ("True", "PodReady")}),
-    Case("pod running, not ready", READY_NB,
-         {"secret_exists": True, "pod": pod_for(READY_NB, image="jupyter/base", phase="Running",
-                                                conditions=[{"type": "Ready", "status": "False"}])},
-         phase="Starting", conditions={"Ready": ("False", "ContainersNotReady")}),
-    Case("unschedulable", GPU_NB,
-         {"secret_exists": True, "pod": pod_for(GPU_NB, image="img", phase="Pending", conditions=[
-             {"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
-              "message": "0/1 nodes are available: 1 Insufficient nvidia.com/gpu."}])},
-         phase="Starting", conditions={"Ready": ("False", "Unschedulable")}),
-    Case("image pull error", READY_NB,
-         {"secret_exists": True, "pod": pod_for(READY_NB, image="jupyter/base", phase="Pending",
-                                                containerStatuses=[{"state": {"waiting": {"reason": "ErrImagePull"}}}])},
-         phase="Starting", conditions={"Ready": ("False", "ErrImagePull")}),
-    Case("an image the registry no longer has is built again", nb(upload()),
-         {"built_image": IMAGE, "secret_exists": True, "pod": pod_for(nb(upload()), phase="Pending", containerStatuses=[
-             {"state": {"waiting": {"reason": "ErrImagePull", "message": MISSING}}}])},
-         actions=[ForgetBuild, DeleteBuildJob, DeletePod], phase="Building", requeue=1.0,
-         conditions={"Built": ("False", "ImageMissing"), "Ready": ("False", "WaitingForBuild")}),
-    Case("the same, seen during the back-off (the message keeps the pull error)", nb(upload()),
-         {"built_image": IMAGE, "secret_exists": True, "pod": pod_for(nb(upload()), phase="Pending", containerStatuses=[
-             {"state": {"waiting": {"reason": "ImagePullBackOff",
-                                    "message": f'Back-off pulling image "{IMAGE}": ErrImagePull: {MISSING}'}}}])},
-         actions=[ForgetBuild, DeleteBuildJob, DeletePod], phase="Building", requeue=1.0,
-         conditions={"Built": ("False", "ImageMissing")}),
-    Case("a pull refused for credentials is not a missing image", nb(upload()),
-         {"built_image": IMAGE, "secret_exists": True, "pod": pod_for(nb(upload()), phase="Pending", containerStatuses=[
-             {"state": {"waiting": {"reason": "ErrImagePull", "message": UNAUTHORIZED}}}])},
-         phase="Starting", conditions={"Built": ("True", "AlreadyBuilt"), "Ready": ("False", "ErrImagePull")}),
-    Case("a missing prebuilt image is the user's to fix", READY_NB,
-         {"secret_exists": True, "pod": pod_for(READY_NB, image="jupyter/base", phase="Pending", containerStatuses=[
-             {"state": {"waiting": {"reason": "ErrImagePull", "message": MISSING}}}])},
-         phase="Starting", conditions={"Ready": ("False", "ErrImagePull")}),
-    Case("the old build Job is deleted before the new build", nb(upload()),
-         {"job": {**job("succeeded"), "metadata": {"name": f"nbd-build-{MD5}",
-                                                   "deletionTimestamp": "2026-01-01T11:59:59Z"}}},
-         phase="Building", requeue=1.0, conditions={"Built": ("False", "Rebuilding")}),
-    Case("image pull error of the seed init container", READY_NB,
-         {"secret_exists": True, "pod": pod_for(READY_NB, image="jupyter/base", phase="Pending",
-                                                initContainerStatuses=[{"state": {"waiting": {"reason": "ErrImagePull"}}}],
-                                                containerStatuses=[{"state": {"waiting": {"reason": "PodInitializing"}}}])},
-         phase="Starting", conditions={"Ready": ("False", "ErrImagePull")}),
-    Case("a failing seed init container", READY_NB,
-         {"secret_exists": True, "pod": pod_for(READY_NB, image="jupyter/base", phase="Pending",
-                                                initContainerStatuses=[{"state": {"waiting": {
-                                                    "reason": "CrashLoopBackOff", "message": "back-off 10s"}}}],
-                                                containerStatuses=[{"state": {"waiting": {"reason": "PodInitializing"}}}])},
-         phase="Starting", conditions={"Ready": ("False", "CrashLoopBackOff")}),
-    Case("a changed spec replaces the pod", nb({"image": "jupyter/base", "port": 9000}),
-         {"secret_exists": True, "pod": pod_for(READY_NB, image="jupyter/base")},
-         actions=[DeletePod], phase="Starting", conditions={"Ready": ("False", "Restarting")}, requeue=1.0),
-    Case("a terminating pod is waited for", READY_NB,
-         {"secret_exists": True,
-          "pod": {**pod_for(READY_NB, image="jupyter/base"),
-                  "metadata": {**pod_for(READY_NB)["metadata"], "deletionTimestamp": "2026-01-01T11:59:59Z"}}},
-         phase="Starting", requeue=1.0),
-    Case("a failed pod is recreated", READY_NB,
-         {"secret_exists": True, "pod": pod_for(READY_NB, image="jupyter/base", phase="Failed")},
-         actions=[DeletePod], phase="Starting", conditions={"Ready": ("False", "PodFailed")}),
+    Case(
+        "prebuilt image starts a pod",
+        nb({"image": "jupyter/base"}),
+        actions=[CreateTokenSecret, CreatePod],
+        phase="Starting",
+        conditions={
+            "Uploaded": ("True", "NotNeeded"),
+            "Built": ("True", "PrebuiltImage"),
+            "Ready": ("False", "Starting"),
+        },
+        status={
+            "image": "jupyter/base",
+            "pod": "nb1-notebook",
+            "tokenSecret": "nb1-token",
+            "observedGeneration": 3,
+        },
+    ),
+    Case(
+        "neither image nor upload",
+        nb({}),
+        phase="Failed",
+        conditions={"Built": ("False", "InvalidSpec"), "Ready": ("False", "NotBuilt")},
+    ),
+    Case(
+        "name too long",
+        nb({"image": "x"}, name="n" * 64),
+        phase="Failed",
+        conditions={"Ready": ("False", "InvalidName")},
+    ),
+    Case(
+        "nothing stored: a URL is issued",
+        nb(upload()),
+        actions=[IssueUploadURL],
+        phase="Uploading",
+        conditions={
+            "Uploaded": ("False", "AwaitingUpload"),
+            "Built": ("False", "WaitingForUpload"),
+            "Ready": ("False", "WaitingForUpload"),
+        },
+        status={"upload": {"requestID": "r1"}, "build": {"md5": MD5, "image": IMAGE}},
+        requeue=5.0,
+    ),
+    Case(
+        "a valid URL for the same request is kept",
+        nb(upload(), {"upload": VALID_URL}),
+        phase="Uploading",
+        status={"upload": VALID_URL},
+        requeue=5.0,
+        conditions={"Uploaded": ("False", "AwaitingUpload")},
+    ),
+    Case(
+        "an expiring URL is renewed",
+        nb(upload(), {"upload": {**VALID_URL, "expiresAt": "2026-01-01T12:00:30Z"}}),
+        actions=[IssueUploadURL],
+        phase="Uploading",
+        requeue=5.0,
+    ),
+    Case(
+        "a new request gets a new URL",
+        nb(upload("r2"), {"upload": VALID_URL}),
+        actions=[IssueUploadURL],
+        phase="Uploading",
+        status={"upload": {"requestID": "r2"}},
+        requeue=5.0,
+    ),
+    Case(
+        "stored and matching: build",
+        nb(upload(), {"upload": VALID_URL}),
+        {"stored_md5": MD5},
+        actions=[CreateBuildJob],
+        phase="Building",
+        conditions={
+            "Uploaded": ("True", "Stored"),
+            "Built": ("False", "Building"),
+            "Ready": ("False", "WaitingForBuild"),
+        },
+        status={
+            "upload": {"requestID": "r1", "storedMD5": MD5},
+            "build": {"md5": MD5, "image": IMAGE, "job": f"nbd-build-{MD5}"},
+        },
+    ),
+    Case(
+        "stored but different: delete, never build",
+        nb(upload("r1", uploaded="r1")),
+        {"stored_md5": OTHER},
+        actions=[DeleteObject],
+        phase="Failed",
+        conditions={"Uploaded": ("False", "MD5Mismatch"), "Built": ("False", "WaitingForUpload")},
+        status={"upload": {"requestID": "r1"}},
+    ),
+    Case(
+        "after a mismatch the same request waits",
+        nb(
+            upload("r1", uploaded="r1"),
+            {"upload": {"requestID": "r1"}, "conditions": [cond("Uploaded", "False", "MD5Mismatch")]},
+        ),
+        phase="Failed",
+        conditions={"Uploaded": ("False", "MD5Mismatch")},
+    ),
+    Case(
+        "after a mismatch a new request gets a URL",
+        nb(
+            upload("r2", uploaded="r1"),
+            {"upload": {"requestID": "r1"}, "conditions": [cond("Uploaded", "False", "MD5Mismatch")]},
+        ),
+        actions=[IssueUploadURL],
+        phase="Uploading",
+        conditions={"Uploaded": ("False", "AwaitingUpload")},
+        requeue=5.0,
+    ),
+    Case(
+        "marked uploaded but nothing stored",
+        nb(upload("r1", uploaded="r1"), {"upload": VALID_URL}),
+        phase="Failed",
+        conditions={"Uploaded": ("False", "UploadMissing")},
+    ),
+    Case(
+        "a stale mark is ignored",
+        nb(upload("r2", uploaded="r1"), {"upload": VALID_URL}),
+        actions=[IssueUploadURL],
+        phase="Uploading",
+        requeue=5.0,
+    ),
+    Case(
+        "build running",
+        nb(upload()),
+        {"job": job("running")},
+        phase="Building",
+        conditions={"Uploaded": ("True", "Stored"), "Built": ("False", "Building")},
+    ),
+    Case(
+        "build succeeded: record, secret, pod",
+        nb(upload()),
+        {"job": job("succeeded")},
+        actions=[RecordBuild, CreateTokenSecret, CreatePod],
+        phase="Starting",
+        conditions={"Built": ("True", "Built")},
+        status={"image": IMAGE},
+    ),
+    Case(
+        "the build's pod refused by a quota",
+        nb(upload()),
+        {"job": job("running"), "build_create_error": 'pods "b" is forbidden: exceeded quota: q'},
+        phase="Failed",
+        requeue=10.0,
+        conditions={"Built": ("False", "FailedCreate"), "Ready": ("False", "NotBuilt")},
+    ),
+    Case(
+        "the notebook pod refused by a quota",
+        READY_NB,
+        {"secret_exists": True, "pod_create_error": 'pods "nb1-notebook" is forbidden: exceeded quota: q'},
+        phase="Failed",
+        requeue=10.0,
+        conditions={"Ready": ("False", "FailedCreate")},
+    ),
+    Case(
+        "build failed",
+        nb(upload()),
+        {"job": job("failed"), "build_log_tail": "#1 ERROR: boom\n"},
+        phase="Failed",
+        conditions={"Built": ("False", "BuildFailed"), "Ready": ("False", "NotBuilt")},
+    ),
+    Case(
+        "built before: no upload, no build",
+        nb(upload()),
+        {"built_image": IMAGE, "secret_exists": True},
+        actions=[CreatePod],
+        phase="Starting",
+        conditions={"Uploaded": ("True", "AlreadyBuilt"), "Built": ("True", "AlreadyBuilt")},
+        status={"upload": {"requestID": "r1", "storedMD5": MD5}},
+    ),
+    Case(
+        "the record of its own build keeps the Job and the reasons",
+        nb(upload(), {"build": {"md5": MD5, "image": IMAGE, "job": f"nbd-build-{MD5}"}}),
+        {"built_image": IMAGE, "secret_exists": True},
+        actions=[CreatePod],
+        phase="Starting",
+        conditions={"Uploaded": ("True", "Stored"), "Built": ("True", "Built")},
+        status={"build": {"md5": MD5, "image": IMAGE, "job": f"nbd-build-{MD5}"}},
+    ),
+    Case(
+        "a new context stops the old pod until built",
+        nb(upload()),
+        {"secret_exists": True, "pod": pod_for(nb(upload()), image="reg/nbd/team-context:old")},
+        actions=[IssueUploadURL, DeletePod],
+        phase="Uploading",
+        requeue=5.0,
+    ),
+    Case(
+        "suspend deletes the pod",
+        nb({"image": "jupyter/base", "suspend": True}),
+        {"secret_exists": True, "pod": pod_for(READY_NB)},
+        actions=[DeletePod],
+        phase="Suspended",
+        conditions={"Ready": ("False", "Suspended")},
+    ),
+    Case(
+        "suspended without a pod stays so",
+        nb({"image": "jupyter/base", "suspend": True}),
+        {"secret_exists": True},
+        phase="Suspended",
+    ),
+    Case(
+        "pod ready",
+        READY_NB,
+        {
+            "secret_exists": True,
+            "pod": pod_for(
+                READY_NB,
+                image="jupyter/base",
+                phase="Running",
+                conditions=[{"type": "Ready", "status": "True"}],
+            ),
+        },
+        phase="Ready",
+        conditions={"Ready": ("True", "PodReady")},
+    ),
+    Case(
+        "pod running, not ready",
+        READY_NB,
+        {
+            "secret_exists": True,
+            "pod": pod_for(
+                READY_NB,
+                image="jupyter/base",
+                phase="Running",
+                conditions=[{"type": "Ready", "status": "False"}],
+            ),
+        },
+        phase="Starting",
+        conditions={"Ready": ("False", "ContainersNotReady")},
+    ),
+    Case(
+        "unschedulable",
+        GPU_NB,
+        {
+            "secret_exists": True,
+            "pod": pod_for(
+                GPU_NB,
+                image="img",
+                phase="Pending",
+                conditions=[
+                    {
+                        "type": "PodScheduled",
+                        "status": "False",
+                        "reason": "Unschedulable",
+                        "message": "0/1 nodes are available: 1 Insufficient nvidia.com/gpu.",
+                    }
+                ],
+            ),
+        },
+        phase="Starting",
+        conditions={"Ready": ("False", "Unschedulable")},
+    ),
+    Case(
+        "image pull error",
+        READY_NB,
+        {
+            "secret_exists": True,
+            "pod": pod_for(
+                READY_NB,
+                image="jupyter/base",
+                phase="Pending",
+                containerStatuses=[{"state": {"waiting": {"reason": "ErrImagePull"}}}],
+            ),
+        },
+        phase="Starting",
+        conditions={"Ready": ("False", "ErrImagePull")},
+    ),
+    Case(
+        "an image the registry no longer has is built again",
+        nb(upload()),
+        {
+            "built_image": IMAGE,
+            "secret_exists": True,
+            "pod": pod_for(
+                nb(upload()),
+                phase="Pending",
+                containerStatuses=[{"state": {"waiting": {"reason": "ErrImagePull", "message": MISSING}}}],
+            ),
+        },
+        actions=[ForgetBuild, DeleteBuildJob, DeletePod],
+        phase="Building",
+        requeue=1.0,
+        conditions={"Built": ("False", "ImageMissing"), "Ready": ("False", "WaitingForBuild")},
+    ),
+    Case(
+        "the same, seen during the back-off (the message keeps the pull error)",
+        nb(upload()),
+        {
+            "built_image": IMAGE,
+            "secret_exists": True,
+            "pod": pod_for(
+                nb(upload()),
+                phase="Pending",
+                containerStatuses=[
+                    {
+                        "state": {
+                            "waiting": {
+                                "reason": "ImagePullBackOff",
+                                "message": f'Back-off pulling image "{IMAGE}": ErrImagePull: {MISSING}',
+                            }
+                        }
+                    }
+                ],
+            ),
+        },
+        actions=[ForgetBuild, DeleteBuildJob, DeletePod],
+        phase="Building",
+        requeue=1.0,
+        conditions={"Built": ("False", "ImageMissing")},
+    ),
+    Case(
+        "a pull refused for credentials is not a missing image",
+        nb(upload()),
+        {
+            "built_image": IMAGE,
+            "secret_exists": True,
+            "pod": pod_for(
+                nb(upload()),
+                phase="Pending",
+                containerStatuses=[
+                    {"state": {"waiting": {"reason": "ErrImagePull", "message": UNAUTHORIZED}}}
+                ],
+            ),
+        },
+        phase="Starting",
+        conditions={"Built": ("True", "AlreadyBuilt"), "Ready": ("False", "ErrImagePull")},
+    ),
+    Case(
+        "a missing prebuilt image is the user's to fix",
+        READY_NB,
+        {
+            "secret_exists": True,
+            "pod": pod_for(
+                READY_NB,
+                image="jupyter/base",
+                phase="Pending",
+                containerStatuses=[{"state": {"waiting": {"reason": "ErrImagePull", "message": MISSING}}}],
+            ),
+        },
+        phase="Starting",
+        conditions={"Ready": ("False", "ErrImagePull")},
+    ),
+    Case(
+        "the old build Job is deleted before the new build",
+        nb(upload()),
+        {
+            "job": {
+                **job("succeeded"),
+                "metadata": {"name": f"nbd-build-{MD5}", "deletionTimestamp": "2026-01-01T11:59:59Z"},
+            }
+        },
+        phase="Building",
+        requeue=1.0,
+        conditions={"Built": ("False", "Rebuilding")},
+    ),
+    Case(
+        "image pull error of the seed init container",
+        READY_NB,
+        {
+            "secret_exists": True,
+            "pod": pod_for(
+                READY_NB,
+                image="jupyter/base",
+                phase="Pending",
+                initContainerStatuses=[{"state": {"waiting": {"reason": "ErrImagePull"}}}],
+                containerStatuses=[{"state": {"waiting": {"reason": "PodInitializing"}}}],
+            ),
+        },
+        phase="Starting",
+        conditions={"Ready": ("False", "ErrImagePull")},
+    ),
+    Case(
+        "a failing seed init container",
+        READY_NB,
+        {
+            "secret_exists": True,
+            "pod": pod_for(
+                READY_NB,
+                image="jupyter/base",
+                phase="Pending",
+                initContainerStatuses=[
+                    {"state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 10s"}}}
+                ],
+                containerStatuses=[{"state": {"waiting": {"reason": "PodInitializing"}}}],
+            ),
+        },
+        phase="Starting",
+        conditions={"Ready": ("False", "CrashLoopBackOff")},
+    ),
+    Case(
+        "a changed spec replaces the pod",
+        nb({"image": "jupyter/base", "port": 9000}),
+        {"secret_exists": True, "pod": pod_for(READY_NB, image="jupyter/base")},
+        actions=[DeletePod],
+        phase="Starting",
+        conditions={"Ready": ("False", "Restarting")},
+        requeue=1.0,
+    ),
+    Case(
+        "a terminating pod is waited for",
+        READY_NB,
+        {
+            "secret_exists": True,
+            "pod": {
+                **pod_for(READY_NB, image="jupyter/base"),
+                "metadata": {**pod_for(READY_NB)["metadata"], "deletionTimestamp": "2026-01-01T11:59:59Z"},
+            },
+        },
+        phase="Starting",
+        requeue=1.0,
+    ),
+    Case(
+        "a failed pod is recreated",
+        READY_NB,
+        {"secret_exists": True, "pod": pod_for(READY_NB, image="jupyter/base", phase="Failed")},
+        actions=[DeletePod],
+        phase="Starting",
+        conditions={"Ready": ("False", "PodFailed")},
+    ),
 ]
 
 
@@ -245,8 +551,15 @@ def test_actions_carry_what_the_executor_needs() -> None:
 
 
 def test_build_failure_message_has_the_log_tail_and_survives_later_rounds() -> None:
-    first = decide(CONFIG, Observed(notebook=nb(upload()), now=NOW, job=job("failed"),
-                                    build_log_tail="#5 ERROR: failed to solve: process did not complete\n"))
+    first = decide(
+        CONFIG,
+        Observed(
+            notebook=nb(upload()),
+            now=NOW,
+            job=job("failed"),
+            build_log_tail="#5 ERROR: failed to solve: process did not complete\n",
+        ),
+    )
     built = next(c for c in first.status["conditions"] if c["type"] == "Built")
     assert "failed to solve" in built["message"]
     assert f"nbd-build-{MD5}" in built["message"]

@@ -10,13 +10,23 @@ import pytest
 
 from nbd_controller.config import Config
 from nbd_controller.manifests import (
-    build_job, fetch_script, jupyter_command, notebook_pod, pod_spec_hash, seed_script, token_secret,
+    build_job,
+    fetch_script,
+    jupyter_command,
+    notebook_pod,
+    pod_spec_hash,
+    seed_script,
+    token_secret,
 )
 
 CONFIG = Config(bucket="b", registry="reg.example/proj", gpu_label_key="gpu.example/type")
 OWNER = {
-    "apiVersion": "nbd.dev/v1alpha1", "kind": "Notebook", "name": "nb1", "uid": "u-1",
-    "controller": True, "blockOwnerDeletion": True,
+    "apiVersion": "nbd.dev/v1alpha1",
+    "kind": "Notebook",
+    "name": "nb1",
+    "uid": "u-1",
+    "controller": True,
+    "blockOwnerDeletion": True,
 }
 MD5 = "0123456789abcdef0123456789abcdef"
 
@@ -32,8 +42,11 @@ def test_token_secret() -> None:
         "metadata": {
             "name": "nb1-token",
             "namespace": "team",
-            "labels": {"nbd.dev/notebook": "nb1", "nbd.dev/component": "notebook",
-                       "app.kubernetes.io/managed-by": "nbd-controller"},
+            "labels": {
+                "nbd.dev/notebook": "nb1",
+                "nbd.dev/component": "notebook",
+                "app.kubernetes.io/managed-by": "nbd-controller",
+            },
             "ownerReferences": [OWNER],
         },
         "type": "Opaque",
@@ -42,8 +55,12 @@ def test_token_secret() -> None:
 
 
 def _expected_job(build_container: dict[str, Any], volumes: list[dict[str, Any]]) -> dict[str, Any]:
-    labels = {"nbd.dev/requested-by": "nb1", "nbd.dev/component": "build",
-              "app.kubernetes.io/managed-by": "nbd-controller", "nbd.dev/context-md5": MD5}
+    labels = {
+        "nbd.dev/requested-by": "nb1",
+        "nbd.dev/component": "build",
+        "app.kubernetes.io/managed-by": "nbd-controller",
+        "nbd.dev/context-md5": MD5,
+    }
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -63,17 +80,19 @@ def _expected_job(build_container: dict[str, Any], volumes: list[dict[str, Any]]
                     "restartPolicy": "Never",
                     "automountServiceAccountToken": False,
                     "enableServiceLinks": False,
-                    "initContainers": [{
-                        "name": "fetch",
-                        "image": "python:3.12-alpine",
-                        "command": ["python3", "-c", fetch_script()],
-                        "env": [
-                            {"name": "NBD_CONTEXT_URL", "value": "https://signed/get"},
-                            {"name": "NBD_CONTEXT_MD5", "value": MD5},
-                            {"name": "NBD_WORKSPACE", "value": "/workspace"},
-                        ],
-                        "volumeMounts": [{"name": "workspace", "mountPath": "/workspace"}],
-                    }],
+                    "initContainers": [
+                        {
+                            "name": "fetch",
+                            "image": "python:3.12-alpine",
+                            "command": ["python3", "-c", fetch_script()],
+                            "env": [
+                                {"name": "NBD_CONTEXT_URL", "value": "https://signed/get"},
+                                {"name": "NBD_CONTEXT_MD5", "value": MD5},
+                                {"name": "NBD_WORKSPACE", "value": "/workspace"},
+                            ],
+                            "volumeMounts": [{"name": "workspace", "mountPath": "/workspace"}],
+                        }
+                    ],
                     "containers": [build_container],
                     "volumes": volumes,
                 },
@@ -83,20 +102,36 @@ def _expected_job(build_container: dict[str, Any], volumes: list[dict[str, Any]]
 
 
 def test_buildkit_job_uses_buildctl_daemonless_with_the_real_arguments() -> None:
-    job = build_job(CONFIG, _notebook(build={"upload": {"md5": MD5, "requestID": "r"}}), MD5, "IMG", "https://signed/get")
+    job = build_job(
+        CONFIG, _notebook(build={"upload": {"md5": MD5, "requestID": "r"}}), MD5, "IMG", "https://signed/get"
+    )
     assert job == _expected_job(
         {
             "name": "build",
             "image": "moby/buildkit:v0.23.2-rootless",
             "command": ["buildctl-daemonless.sh"],
-            "args": ["build", "--frontend", "dockerfile.v0", "--local", "context=/workspace",
-                     "--local", "dockerfile=/workspace", "--output", "type=image,name=IMG,push=true"],
+            "args": [
+                "build",
+                "--frontend",
+                "dockerfile.v0",
+                "--local",
+                "context=/workspace",
+                "--local",
+                "dockerfile=/workspace",
+                "--output",
+                "type=image,name=IMG,push=true",
+            ],
             "env": [{"name": "BUILDKITD_FLAGS", "value": "--oci-worker-no-process-sandbox"}],
-            "securityContext": {"runAsUser": 1000, "runAsGroup": 1000,
-                                "seccompProfile": {"type": "Unconfined"},
-                                "appArmorProfile": {"type": "Unconfined"}},
-            "volumeMounts": [{"name": "workspace", "mountPath": "/workspace"},
-                             {"name": "buildkitd", "mountPath": "/home/user/.local/share/buildkit"}],
+            "securityContext": {
+                "runAsUser": 1000,
+                "runAsGroup": 1000,
+                "seccompProfile": {"type": "Unconfined"},
+                "appArmorProfile": {"type": "Unconfined"},
+            },
+            "volumeMounts": [
+                {"name": "workspace", "mountPath": "/workspace"},
+                {"name": "buildkitd", "mountPath": "/home/user/.local/share/buildkit"},
+            ],
         },
         [{"name": "workspace", "emptyDir": {}}, {"name": "buildkitd", "emptyDir": {}}],
     )
@@ -109,8 +144,13 @@ def test_kaniko_job_and_insecure_registry() -> None:
         {
             "name": "build",
             "image": "ghcr.io/osscontainertools/kaniko:latest",
-            "args": ["--context=dir:///workspace", "--dockerfile=/workspace/Dockerfile",
-                     "--destination=IMG", "--cache=false", "--insecure"],
+            "args": [
+                "--context=dir:///workspace",
+                "--dockerfile=/workspace/Dockerfile",
+                "--destination=IMG",
+                "--cache=false",
+                "--insecure",
+            ],
             "volumeMounts": [{"name": "workspace", "mountPath": "/workspace"}],
         },
         [{"name": "workspace", "emptyDir": {}}],
@@ -119,13 +159,16 @@ def test_kaniko_job_and_insecure_registry() -> None:
 
 def test_buildkit_insecure_registry_output() -> None:
     config = Config(bucket="b", registry="r", insecure_registry=True)
-    args = build_job(config, _notebook(), MD5, "IMG", "u")["spec"]["template"]["spec"]["containers"][0]["args"]
+    args = build_job(config, _notebook(), MD5, "IMG", "u")["spec"]["template"]["spec"]["containers"][0][
+        "args"
+    ]
     assert args[-1] == "type=image,name=IMG,push=true,registry.insecure=true"
 
 
 def test_notebook_pod_with_gpu_env_and_defaults() -> None:
     notebook = _notebook(
-        port=9999, workdir="/content",
+        port=9999,
+        workdir="/content",
         resources={"gpu": {"count": 2, "type": "nvidia-l4"}, "cpu": "2", "memory": "8Gi"},
         env=[{"name": "A", "value": "1"}, {"name": "JUPYTER_TOKEN", "value": "ignored"}],
     )
@@ -137,8 +180,11 @@ def test_notebook_pod_with_gpu_env_and_defaults() -> None:
         "metadata": {
             "name": "nb1-notebook",
             "namespace": "team",
-            "labels": {"nbd.dev/notebook": "nb1", "nbd.dev/component": "notebook",
-                       "app.kubernetes.io/managed-by": "nbd-controller"},
+            "labels": {
+                "nbd.dev/notebook": "nb1",
+                "nbd.dev/component": "notebook",
+                "app.kubernetes.io/managed-by": "nbd-controller",
+            },
             "annotations": {"nbd.dev/spec-hash": expected_hash},
             "ownerReferences": [OWNER],
         },
@@ -148,45 +194,68 @@ def test_notebook_pod_with_gpu_env_and_defaults() -> None:
             "enableServiceLinks": False,
             "nodeSelector": {"gpu.example/type": "nvidia-l4"},
             # /content is an emptyDir (at subPath workdir), seeded from the image's /content once.
-            "initContainers": [{
-                "name": "seed-workdir",
-                "image": "IMG",
-                "command": [
-                    "/bin/sh", "-c",
-                    'set -eu; if [ ! -e "$1/.nbd-seeded" ]; then rm -rf "$1/workdir"; mkdir "$1/workdir"; '
-                    'if [ -d "$2" ]; then cp -a "$2/." "$1/workdir/"; fi; : > "$1/.nbd-seeded"; fi',
-                    "seed-workdir", "/nbd-workdir-volume", "/content",
-                ],
-                "workingDir": "/",
-                "volumeMounts": [{"name": "workdir", "mountPath": "/nbd-workdir-volume"}],
-                "resources": {"requests": {"cpu": "2", "memory": "8Gi"}, "limits": {"cpu": "2", "memory": "8Gi"}},
-            }],
-            "containers": [{
-                "name": "notebook",
-                "image": "IMG",
-                "command": [
-                    "/bin/sh", "-c",
-                    'if command -v jupyter-lab >/dev/null 2>&1; then exec jupyter lab "$@"; fi; '
-                    'if command -v jupyter-notebook >/dev/null 2>&1; then exec jupyter notebook "$@"; fi; '
-                    'exec jupyter server "$@"',
-                    "jupyter", "--ip=0.0.0.0", "--port=9999", "--port-retries=0",
-                    "--allow-root", "--no-browser", "--notebook-dir=/content",
-                ],
-                "workingDir": "/content",
-                "env": [
-                    {"name": "JUPYTER_TOKEN", "valueFrom": {"secretKeyRef": {"name": "nb1-token", "key": "token"}}},
-                    {"name": "NBD_NOTEBOOK", "value": "nb1"},
-                    {"name": "A", "value": "1"},
-                ],
-                "ports": [{"name": "http", "containerPort": 9999, "protocol": "TCP"}],
-                "volumeMounts": [{"name": "workdir", "mountPath": "/content", "subPath": "workdir"}],
-                "readinessProbe": {"httpGet": {"path": "/api", "port": 9999}, "periodSeconds": 2,
-                                   "timeoutSeconds": 2, "failureThreshold": 3},
-                "resources": {
-                    "requests": {"cpu": "2", "memory": "8Gi"},
-                    "limits": {"cpu": "2", "memory": "8Gi", "nvidia.com/gpu": "2"},
-                },
-            }],
+            "initContainers": [
+                {
+                    "name": "seed-workdir",
+                    "image": "IMG",
+                    "command": [
+                        "/bin/sh",
+                        "-c",
+                        'set -eu; if [ ! -e "$1/.nbd-seeded" ]; then rm -rf "$1/workdir"; mkdir "$1/workdir"; '
+                        'if [ -d "$2" ]; then cp -a "$2/." "$1/workdir/"; fi; : > "$1/.nbd-seeded"; fi',
+                        "seed-workdir",
+                        "/nbd-workdir-volume",
+                        "/content",
+                    ],
+                    "workingDir": "/",
+                    "volumeMounts": [{"name": "workdir", "mountPath": "/nbd-workdir-volume"}],
+                    "resources": {
+                        "requests": {"cpu": "2", "memory": "8Gi"},
+                        "limits": {"cpu": "2", "memory": "8Gi"},
+                    },
+                }
+            ],
+            "containers": [
+                {
+                    "name": "notebook",
+                    "image": "IMG",
+                    "command": [
+                        "/bin/sh",
+                        "-c",
+                        'if command -v jupyter-lab >/dev/null 2>&1; then exec jupyter lab "$@"; fi; '
+                        'if command -v jupyter-notebook >/dev/null 2>&1; then exec jupyter notebook "$@"; fi; '
+                        'exec jupyter server "$@"',
+                        "jupyter",
+                        "--ip=0.0.0.0",
+                        "--port=9999",
+                        "--port-retries=0",
+                        "--allow-root",
+                        "--no-browser",
+                        "--notebook-dir=/content",
+                    ],
+                    "workingDir": "/content",
+                    "env": [
+                        {
+                            "name": "JUPYTER_TOKEN",
+                            "valueFrom": {"secretKeyRef": {"name": "nb1-token", "key": "token"}},
+                        },
+                        {"name": "NBD_NOTEBOOK", "value": "nb1"},
+                        {"name": "A", "value": "1"},
+                    ],
+                    "ports": [{"name": "http", "containerPort": 9999, "protocol": "TCP"}],
+                    "volumeMounts": [{"name": "workdir", "mountPath": "/content", "subPath": "workdir"}],
+                    "readinessProbe": {
+                        "httpGet": {"path": "/api", "port": 9999},
+                        "periodSeconds": 2,
+                        "timeoutSeconds": 2,
+                        "failureThreshold": 3,
+                    },
+                    "resources": {
+                        "requests": {"cpu": "2", "memory": "8Gi"},
+                        "limits": {"cpu": "2", "memory": "8Gi", "nvidia.com/gpu": "2"},
+                    },
+                }
+            ],
             "volumes": [{"name": "workdir", "emptyDir": {}}],
         },
     }
@@ -196,14 +265,24 @@ def test_notebook_pod_with_gpu_env_and_defaults() -> None:
     ("spec", "command", "resources", "selector"),
     [
         ({}, jupyter_command(8888, "/content"), None, None),
-        ({"command": ["python3", "-m", "http.server", "8888"], "workdir": "/w"},
-         ["python3", "-m", "http.server", "8888"], None, None),
+        (
+            {"command": ["python3", "-m", "http.server", "8888"], "workdir": "/w"},
+            ["python3", "-m", "http.server", "8888"],
+            None,
+            None,
+        ),
         ({"resources": {"gpu": {"count": 0, "type": "t4"}}}, jupyter_command(8888, "/content"), None, None),
-        ({"resources": {"gpu": {"count": 1}}}, jupyter_command(8888, "/content"),
-         {"limits": {"nvidia.com/gpu": "1"}}, None),
+        (
+            {"resources": {"gpu": {"count": 1}}},
+            jupyter_command(8888, "/content"),
+            {"limits": {"nvidia.com/gpu": "1"}},
+            None,
+        ),
     ],
 )
-def test_notebook_pod_variants(spec: dict[str, Any], command: list[str], resources: Any, selector: Any) -> None:
+def test_notebook_pod_variants(
+    spec: dict[str, Any], command: list[str], resources: Any, selector: Any
+) -> None:
     pod = notebook_pod(CONFIG, _notebook(**spec), "IMG")
     container = pod["spec"]["containers"][0]
     assert container["command"] == command
@@ -280,8 +359,9 @@ def test_a_seed_that_cannot_copy_fails_without_marking_the_volume_seeded(tmp_pat
     (fake / "cp").write_text("#!/bin/sh\necho 'cp: error writing: No space left on device' >&2\nexit 1\n")
     os.chmod(fake / "cp", 0o755)
     env = {**os.environ, "PATH": f"{fake}:{os.environ['PATH']}"}
-    result = subprocess.run(seed_script(str(image))[:-2] + [str(volume), str(image)], capture_output=True,
-                            text=True, env=env)
+    result = subprocess.run(
+        seed_script(str(image))[:-2] + [str(volume), str(image)], capture_output=True, text=True, env=env
+    )
     assert result.returncode != 0 and "No space left on device" in result.stderr
     assert not (volume / ".nbd-seeded").exists()
     _seed(volume, image)
@@ -312,9 +392,17 @@ def test_default_command_starts_the_richest_ui_the_image_has(tmp_path, scripts, 
         script.write_text('#!/bin/sh\necho "$(basename "$0") $*"\n')
         script.chmod(0o755)
     command = jupyter_command(8888, "/content")
-    done = subprocess.run(command, env={"PATH": f"{bindir}:/usr/bin:/bin"}, capture_output=True, text=True, timeout=10)
+    done = subprocess.run(
+        command, env={"PATH": f"{bindir}:/usr/bin:/bin"}, capture_output=True, text=True, timeout=10
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == [
-        "jupyter", expected,
-        "--ip=0.0.0.0", "--port=8888", "--port-retries=0", "--allow-root", "--no-browser", "--notebook-dir=/content",
+        "jupyter",
+        expected,
+        "--ip=0.0.0.0",
+        "--port=8888",
+        "--port-retries=0",
+        "--allow-root",
+        "--no-browser",
+        "--notebook-dir=/content",
     ]

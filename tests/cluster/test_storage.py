@@ -14,12 +14,11 @@ import tarfile
 import urllib.error
 import urllib.parse
 import urllib.request
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-
 import signing_check
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
@@ -47,10 +46,15 @@ def _tarball(files: dict[str, bytes]) -> bytes:
 
 
 def _put(url: str, body: bytes, md5_hex: str, content_type: str = CONTENT_TYPE) -> int:
-    request = urllib.request.Request(url, data=body, method="PUT", headers={
-        "Content-MD5": base64.b64encode(bytes.fromhex(md5_hex)).decode(),
-        "Content-Type": content_type,
-    })
+    request = urllib.request.Request(
+        url,
+        data=body,
+        method="PUT",
+        headers={
+            "Content-MD5": base64.b64encode(bytes.fromhex(md5_hex)).decode(),
+            "Content-Type": content_type,
+        },
+    )
     with urllib.request.urlopen(request, timeout=10) as response:
         status: int = response.status
         return status
@@ -59,7 +63,7 @@ def _put(url: str, body: bytes, md5_hex: str, content_type: str = CONTENT_TYPE) 
 def test_signed_put_url_is_a_valid_v4_signature_bound_to_md5_and_type(gcs_emulator, signing_key) -> None:  # type: ignore[no-untyped-def]
     store = make_store(_config(gcs_emulator.bucket, signing_key.path))
     md5 = hashlib.md5(b"context").hexdigest()
-    before = datetime.now(timezone.utc)
+    before = datetime.now(UTC)
     url = store.signed_put_url(md5, CONTENT_TYPE, timedelta(seconds=900))
     headers = {"Content-MD5": base64.b64encode(bytes.fromhex(md5)).decode(), "Content-Type": CONTENT_TYPE}
     query = verify_v4(url, "PUT", headers, signing_key.private_key.public_key())  # type: ignore[attr-defined]
@@ -68,16 +72,19 @@ def test_signed_put_url_is_a_valid_v4_signature_bound_to_md5_and_type(gcs_emulat
     assert query["X-Goog-Credential"].startswith(signing_key.email + "/")
     assert query["X-Goog-Credential"].endswith("/auto/storage/goog4_request")
     assert int(query["X-Goog-Expires"]) <= 900
-    signed_at = datetime.strptime(query["X-Goog-Date"], "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
+    signed_at = datetime.strptime(query["X-Goog-Date"], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
     assert abs((signed_at - before).total_seconds()) < 5
     assert urllib.parse.urlsplit(url).path == f"/{gcs_emulator.bucket}/contexts/{md5}.tar.gz"
     # A different Content-MD5 or content type does not verify: both are bound by the signature.
     with pytest.raises(InvalidSignature):
-        verify_v4(url, "PUT", {**headers, "Content-MD5": base64.b64encode(b"x" * 16).decode()},
-                  signing_key.private_key.public_key())  # type: ignore[attr-defined]
+        verify_v4(
+            url,
+            "PUT",
+            {**headers, "Content-MD5": base64.b64encode(b"x" * 16).decode()},
+            signing_key.private_key.public_key(),
+        )  # type: ignore[attr-defined]
     with pytest.raises(InvalidSignature):
-        verify_v4(url, "PUT", {**headers, "Content-Type": "text/plain"},
-                  signing_key.private_key.public_key())  # type: ignore[attr-defined]
+        verify_v4(url, "PUT", {**headers, "Content-Type": "text/plain"}, signing_key.private_key.public_key())  # type: ignore[attr-defined]
     with pytest.raises(InvalidSignature):
         verify_v4(url, "GET", headers, signing_key.private_key.public_key())  # type: ignore[attr-defined]
 
@@ -110,8 +117,15 @@ def test_stat_reports_the_md5_of_wrong_bytes(gcs_emulator, signing_key) -> None:
 def _run_fetch(url: str, md5: str, workspace: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-c", fetch_script()],
-        env={"NBD_CONTEXT_URL": url, "NBD_CONTEXT_MD5": md5, "NBD_WORKSPACE": str(workspace), "PATH": "/usr/bin:/bin"},
-        capture_output=True, text=True, timeout=60,
+        env={
+            "NBD_CONTEXT_URL": url,
+            "NBD_CONTEXT_MD5": md5,
+            "NBD_WORKSPACE": str(workspace),
+            "PATH": "/usr/bin:/bin",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -152,7 +166,9 @@ class _FakeIAM:
         self.email = email
         self.calls: list[str] = []
 
-    def __call__(self, url: str, method: str = "GET", body: bytes | None = None, headers: Any = None, **_: Any) -> Any:
+    def __call__(
+        self, url: str, method: str = "GET", body: bytes | None = None, headers: Any = None, **_: Any
+    ) -> Any:
         self.calls.append(url)
         assert method == "POST"
         assert url.endswith(f"/serviceAccounts/{self.email}:signBlob")

@@ -7,7 +7,6 @@ import gzip
 import os
 import shutil
 import socket
-import subprocess
 import tarfile
 import tempfile
 import threading
@@ -26,9 +25,9 @@ from nbd.context import (
     build_context,
     build_context_sync,
     forget_context,
+    pack,
     plan_context,
 )
-from nbd.context import pack
 from nbd.context.pack import package
 from nbd.errors import Cancelled
 
@@ -183,11 +182,19 @@ def test_dockerfile_specific_ignore_file_wins(tmp_path: Path) -> None:
         },
     )
     built = build(root, tmp_path / "t", dockerfile="build/app.Dockerfile")
-    assert names(built.path) == [".dockerignore", "build", "build/app.Dockerfile", "build/app.Dockerfile.dockerignore", "public"]
+    assert names(built.path) == [
+        ".dockerignore",
+        "build",
+        "build/app.Dockerfile",
+        "build/app.Dockerfile.dockerignore",
+        "public",
+    ]
 
 
 def test_dockerfile_inside_an_ignored_directory_is_still_sent(tmp_path: Path) -> None:
-    root = write_tree(tmp_path / "src", {"docker/Dockerfile": "FROM x\n", "docker/other": "o", ".dockerignore": "docker\n"})
+    root = write_tree(
+        tmp_path / "src", {"docker/Dockerfile": "FROM x\n", "docker/other": "o", ".dockerignore": "docker\n"}
+    )
     built = build(root, tmp_path / "t", dockerfile="docker/Dockerfile")
     assert names(built.path) == [".dockerignore", "docker", "docker/Dockerfile"]
 
@@ -196,7 +203,10 @@ def test_missing_dockerfile_is_a_clear_error(tmp_path: Path) -> None:
     root = write_tree(tmp_path / "src", {"train.py": "x"})
     with pytest.raises(MissingDockerfile) as info:
         build(root, tmp_path / "t")
-    assert str(info.value) == f"{root} has no Dockerfile; add a Dockerfile or launch a prebuilt image with --image"
+    assert (
+        str(info.value)
+        == f"{root} has no Dockerfile; add a Dockerfile or launch a prebuilt image with --image"
+    )
     assert info.value.reason == "MissingDockerfile"
     assert not (tmp_path / "t" / "spool").exists()
 
@@ -254,7 +264,9 @@ def test_unreadable_file_injected_at_the_io_seam(tmp_path: Path) -> None:
     assert os.listdir(tmp_path / "spool") == []  # the partial archive is gone
 
 
-def world_traversable_tree(request: pytest.FixtureRequest, files: dict[str, bytes | str]) -> tuple[Path, Path]:
+def world_traversable_tree(
+    request: pytest.FixtureRequest, files: dict[str, bytes | str]
+) -> tuple[Path, Path]:
     """(base, root): a tree that "nobody" can traverse (pytest's tmp_path sits under a 0700 directory)."""
     base = Path(tempfile.mkdtemp(prefix="nbd-unreadable-", dir="/tmp"))
     request.addfinalizer(lambda: shutil.rmtree(base, ignore_errors=True))
@@ -382,7 +394,9 @@ def test_racy_timestamps_are_not_cached(tmp_path: Path) -> None:
 
 def test_cancel_between_files_leaves_nothing(tmp_path: Path) -> None:
     # Many batches, so that the flag set at the first progress report stops the rest.
-    root = write_tree(tmp_path / "src", {f"f{i}.txt": os.urandom(20_000) for i in range(2000)} | {"Dockerfile": "x"})
+    root = write_tree(
+        tmp_path / "src", {f"f{i}.txt": os.urandom(20_000) for i in range(2000)} | {"Dockerfile": "x"}
+    )
     flag = threading.Event()
     seen: list[ContextProgress] = []
 
@@ -397,7 +411,11 @@ def test_cancel_between_files_leaves_nothing(tmp_path: Path) -> None:
 
 
 def test_async_build_reports_progress_on_the_loop_and_cancels(tmp_path: Path, old_ns: int) -> None:
-    root = write_tree(tmp_path / "src", {f"d{i // 50}/f{i}.txt": "y" * 1000 for i in range(500)} | {"Dockerfile": "x"}, mtime_ns=old_ns)
+    root = write_tree(
+        tmp_path / "src",
+        {f"d{i // 50}/f{i}.txt": "y" * 1000 for i in range(500)} | {"Dockerfile": "x"},
+        mtime_ns=old_ns,
+    )
 
     async def main() -> None:
         loop_thread = threading.get_ident()
@@ -422,7 +440,9 @@ def test_async_build_reports_progress_on_the_loop_and_cancels(tmp_path: Path, ol
     asyncio.run(main())
 
 
-def test_file_that_changes_size_while_packaging_is_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_file_that_changes_size_while_packaging_is_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     root = write_tree(tmp_path / "src", BASE)
     plan = plan_context(root)
     (root / "train.py").write_text("a longer content than before\n")

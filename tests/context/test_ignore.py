@@ -27,8 +27,20 @@ def excluded_paths(dockerignore: str, paths: list[str]) -> set[str]:
 DOCKER_DOC_EXAMPLES = [
     pytest.param(
         "# comment\n*/temp*\n*/*/temp*\ntemp?\n",
-        ["somedir", "somedir/temporary.txt", "somedir/temp", "somedir/subdir", "somedir/subdir/temporary.txt",
-         "tempa", "tempb", "temp", "tempab", "temporary.txt", "a/b/c", "a/b/c/temp1"],
+        [
+            "somedir",
+            "somedir/temporary.txt",
+            "somedir/temp",
+            "somedir/subdir",
+            "somedir/subdir/temporary.txt",
+            "tempa",
+            "tempb",
+            "temp",
+            "tempab",
+            "temporary.txt",
+            "a/b/c",
+            "a/b/c/temp1",
+        ],
         {"somedir/temporary.txt", "somedir/temp", "somedir/subdir/temporary.txt", "tempa", "tempb"},
         id="comment,*/temp*,*/*/temp*,temp?",
     ),
@@ -119,7 +131,12 @@ def test_single_pattern(pattern: str, path: str, excluded: bool) -> None:
 
 def test_exception_re_includes_below_an_excluded_directory() -> None:
     paths = ["docs", "docs/a.md", "docs/keep.md", "docs/sub", "docs/sub/keep.md"]
-    assert excluded_paths("docs\n!docs/keep.md\n", paths) == {"docs", "docs/a.md", "docs/sub", "docs/sub/keep.md"}
+    assert excluded_paths("docs\n!docs/keep.md\n", paths) == {
+        "docs",
+        "docs/a.md",
+        "docs/sub",
+        "docs/sub/keep.md",
+    }
     assert excluded_paths("docs\n!**/keep.md\n", paths) == {"docs", "docs/a.md", "docs/sub"}
 
 
@@ -158,7 +175,15 @@ def test_parse_dockerignore(text: str, patterns: list[str]) -> None:
 
 @pytest.mark.parametrize(
     ("path", "cleaned"),
-    [("", "."), ("a//b", "a/b"), ("/../a", "/a"), ("a/../..", ".."), ("./", "."), ("//x", "/x"), ("a/b/./", "a/b")],
+    [
+        ("", "."),
+        ("a//b", "a/b"),
+        ("/../a", "/a"),
+        ("a/../..", ".."),
+        ("./", "."),
+        ("//x", "/x"),
+        ("a/b/./", "a/b"),
+    ],
 )
 def test_go_clean(path: str, cleaned: str) -> None:
     assert go_clean(path) == cleaned

@@ -17,7 +17,9 @@ COMPONENTS = ["a", "b", "*", "?", "**", "a*", "*.md", "[ab]", "README*", "tmp", 
 
 paths = st.lists(st.sampled_from(NAMES), min_size=1, max_size=4).map("/".join)
 patterns = st.builds(
-    lambda neg, lead, parts, trail: ("!" if neg else "") + ("/" if lead else "") + "/".join(parts) + ("/" if trail else ""),
+    lambda neg, lead, parts, trail: (
+        ("!" if neg else "") + ("/" if lead else "") + "/".join(parts) + ("/" if trail else "")
+    ),
     st.booleans(),
     st.booleans(),
     st.lists(st.sampled_from(COMPONENTS), min_size=1, max_size=3),
@@ -78,8 +80,13 @@ def test_walk_includes_exactly_what_the_matcher_includes(files: list[str], data:
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(paths, min_size=1, max_size=20), st.lists(patterns.filter(lambda p: not p.startswith("!")), max_size=5))
-def test_without_exceptions_a_path_is_excluded_iff_it_or_a_parent_matches(files: list[str], pats: list[str]) -> None:
+@given(
+    st.lists(paths, min_size=1, max_size=20),
+    st.lists(patterns.filter(lambda p: not p.startswith("!")), max_size=5),
+)
+def test_without_exceptions_a_path_is_excluded_iff_it_or_a_parent_matches(
+    files: list[str], pats: list[str]
+) -> None:
     matcher = PatternMatcher(parse_dockerignore("\n".join(pats)))
     infos = {"": EMPTY_MATCH_INFO}
     all_paths = {"/".join(f.split("/")[:k]) for f in files for k in range(1, f.count("/") + 2)}

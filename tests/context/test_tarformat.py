@@ -48,7 +48,9 @@ def test_every_header_is_one_block_with_a_valid_checksum() -> None:
 def test_python_tarfile_reads_back_every_member() -> None:
     data = archive(MEMBERS)
     with tarfile.open(fileobj=io.BytesIO(data)) as t:
-        got = [(m.name, m.mode, m.type, m.linkname, m.size, m.uid, m.gid, m.uname, m.gname, m.mtime) for m in t]
+        got = [
+            (m.name, m.mode, m.type, m.linkname, m.size, m.uid, m.gid, m.uname, m.gname, m.mtime) for m in t
+        ]
         contents = {m.name: t.extractfile(m).read() for m in t if m.isfile()}  # type: ignore[union-attr]
     expected = [
         (n.decode().rstrip("/"), mode, typ, link.decode(), len(d), 0, 0, "", "", 0)
@@ -61,7 +63,9 @@ def test_python_tarfile_reads_back_every_member() -> None:
 def test_gnu_tar_lists_the_same_members(tmp_path: Path) -> None:
     path = tmp_path / "t.tar"
     path.write_bytes(archive(MEMBERS))
-    listing = subprocess.run(["tar", "tf", str(path)], check=True, capture_output=True).stdout.decode().splitlines()
+    listing = (
+        subprocess.run(["tar", "tf", str(path)], check=True, capture_output=True).stdout.decode().splitlines()
+    )
     assert listing == [n.decode() for n, *_ in MEMBERS]
     verbose = subprocess.run(["tar", "tvf", str(path)], check=True, capture_output=True).stdout.decode()
     assert "-rwxr-xr-x 0/0" in verbose and "link -> a.txt" in verbose and "t" * 150 in verbose

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from nbd.app import BUILTIN, App, import_capabilities, install_capabilities
-from nbd.capabilities import LogReader, SyncControl
 from nbd.capabilities import Launcher as LauncherProtocol
+from nbd.capabilities import LogReader, SyncControl
 from nbdlocal.paths import DaemonPaths
 
 DAEMON = Path(__file__).resolve().parents[2] / "daemon" / "nbd"
@@ -35,7 +35,7 @@ def test_the_default_imports_exactly_the_list() -> None:
     assert [name for name, _ in imported] == list(BUILTIN)
     for name, module in imported:
         assert not isinstance(module, BaseException), f"{name}: {module!r}"
-        assert callable(getattr(module, "install"))
+        assert callable(module.install)
 
 
 def test_the_default_install_serves_launch_logs_and_sync(app: App) -> None:

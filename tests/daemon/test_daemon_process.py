@@ -10,14 +10,22 @@ import socket as socketlib
 import stat
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from nbd.session import ForwardRecord, ForwardStatus, ForwardState, NotebookSpec, Phase, RuntimeRecord, Session
+from nbd.session import (
+    ForwardRecord,
+    ForwardState,
+    ForwardStatus,
+    NotebookSpec,
+    Phase,
+    RuntimeRecord,
+    Session,
+)
 from nbd.store import SessionStore
 
 
@@ -73,7 +81,10 @@ def test_second_daemon_is_refused_with_the_first_ones_pid(daemon_factory):
     second = daemon_factory(capabilities="none", wait=False)
     assert second.proc.wait(30) == 1
     out = second.output.read_text()
-    assert f"nbd is already running (pid {first.pid}, socket {first.socket}); stop it with `nbctl daemon stop`" in out
+    assert (
+        f"nbd is already running (pid {first.pid}, socket {first.socket}); stop it with `nbctl daemon stop`"
+        in out
+    )
     with first.client() as client:  # The first one is unharmed.
         assert client.version().pid == first.pid
 
@@ -120,7 +131,7 @@ def _session(name: str, **kw) -> Session:
         url=f"http://127.0.0.1:8888/?token=t-{name}",
         spec=NotebookSpec(gpu_count=1, env={"A": "b"}, command=("jupyter", "lab")),
         forward=ForwardStatus(state=ForwardState.ACTIVE, local_port=8888, remote_port=8888),
-        created=datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc),
+        created=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
         **kw,
     )
 
@@ -128,7 +139,9 @@ def _session(name: str, **kw) -> Session:
 def test_sessions_survive_restarts(daemon_factory, nbd_isolated_env):
     store = SessionStore(nbd_isolated_env.paths.sessions_dir)
     store.save(_session("alpha"))
-    record = RuntimeRecord(forward=ForwardRecord("/k", "kubesim", "team", {"nbd.dev/notebook": "beta"}, 8888, 8890))
+    record = RuntimeRecord(
+        forward=ForwardRecord("/k", "kubesim", "team", {"nbd.dev/notebook": "beta"}, 8888, 8890)
+    )
     store.save(_session("beta", runtime=record))
     d = daemon_factory(capabilities="none")
     with d.client() as client:
@@ -137,7 +150,7 @@ def test_sessions_survive_restarts(daemon_factory, nbd_isolated_env):
         got = client.get("team/alpha")
         assert got.url == "http://127.0.0.1:8888/?token=t-alpha"
         assert got.spec.gpu_count == 1 and list(got.spec.command) == ["jupyter", "lab"]
-        assert got.created.seconds == int(datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc).timestamp())
+        assert got.created.seconds == int(datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC).timestamp())
     assert d.stop() == 0
     d2 = daemon_factory(capabilities="none")
     with d2.client() as client:
@@ -197,7 +210,15 @@ def test_state_dir_that_cannot_be_created_is_one_clear_line(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
     done = subprocess.run(
-        [sys.executable, "-m", "nbd", "--state-dir", str(blocker / "state"), "--socket", str(blocker / "s.sock")],
+        [
+            sys.executable,
+            "-m",
+            "nbd",
+            "--state-dir",
+            str(blocker / "state"),
+            "--socket",
+            str(blocker / "s.sock"),
+        ],
         capture_output=True,
         text=True,
         timeout=30,

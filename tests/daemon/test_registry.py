@@ -212,10 +212,22 @@ def test_bus_fans_out_and_drops_slow_subscribers(caplog):
 @pytest.mark.parametrize(
     "call, message",
     [
-        (lambda c: c.require_launcher(), "launch is not available in this daemon build: the launch capability is not installed"),
-        (lambda c: c.require_stopper(), "stop is not available in this daemon build: the launch capability is not installed"),
-        (lambda c: c.require_logs(), "logs is not available in this daemon build: the logs capability is not installed"),
-        (lambda c: c.require_sync(), "sync is not available in this daemon build: the sync capability is not installed"),
+        (
+            lambda c: c.require_launcher(),
+            "launch is not available in this daemon build: the launch capability is not installed",
+        ),
+        (
+            lambda c: c.require_stopper(),
+            "stop is not available in this daemon build: the launch capability is not installed",
+        ),
+        (
+            lambda c: c.require_logs(),
+            "logs is not available in this daemon build: the logs capability is not installed",
+        ),
+        (
+            lambda c: c.require_sync(),
+            "sync is not available in this daemon build: the sync capability is not installed",
+        ),
     ],
 )
 def test_missing_capabilities_are_unimplemented(call, message):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -26,7 +26,7 @@ from nbd.session import (
 )
 from nbd.store import SessionStore, key_filename, session_from_json, session_to_json
 
-T = datetime(2026, 3, 4, 5, 6, 7, 890000, tzinfo=timezone.utc)
+T = datetime(2026, 3, 4, 5, 6, 7, 890000, tzinfo=UTC)
 
 
 def full_session() -> Session:
@@ -39,21 +39,44 @@ def full_session() -> Session:
         phase=Phase.READY,
         message="ready",
         url="http://127.0.0.1:8888/?token=x",
-        spec=NotebookSpec(image="img", gpu_count=0, gpu_type="t4", cpu="2", memory="8Gi", env={"K": "V"},
-                          command=("jupyter", "lab"), workdir="/content", port=8888),
+        spec=NotebookSpec(
+            image="img",
+            gpu_count=0,
+            gpu_type="t4",
+            cpu="2",
+            memory="8Gi",
+            env={"K": "V"},
+            command=("jupyter", "lab"),
+            workdir="/content",
+            port=8888,
+        ),
         context_md5="0123abcd",
         image="registry/nb:0123abcd",
         pod="nb-0",
-        forward=ForwardStatus(state=ForwardState.ACTIVE, local_port=8888, remote_port=8888, pod="nb-0",
-                              open_connections=2, last_probe=T),
-        sync=SyncStatus(state=SyncState.WATCHING, files=3, cycles=4, last_cycle=T,
-                        conflicts=(Conflict("a.txt", "a.conflict-remote.txt", "both changed", T),),
-                        problems=(Problem("b.bin", "permission denied", T),), local_root="/home/u/project",
-                        remote_root="/content"),
+        forward=ForwardStatus(
+            state=ForwardState.ACTIVE,
+            local_port=8888,
+            remote_port=8888,
+            pod="nb-0",
+            open_connections=2,
+            last_probe=T,
+        ),
+        sync=SyncStatus(
+            state=SyncState.WATCHING,
+            files=3,
+            cycles=4,
+            last_cycle=T,
+            conflicts=(Conflict("a.txt", "a.conflict-remote.txt", "both changed", T),),
+            problems=(Problem("b.bin", "permission denied", T),),
+            local_root="/home/u/project",
+            remote_root="/content",
+        ),
         created=T,
         updated=T,
         runtime=RuntimeRecord(
-            forward=ForwardRecord("/home/u/.kube/config", "prod", "team", {"nbd.dev/notebook": "nb"}, 8888, 8890, None),
+            forward=ForwardRecord(
+                "/home/u/.kube/config", "prod", "team", {"nbd.dev/notebook": "nb"}, 8888, 8890, None
+            ),
             sync=SyncRecord("/home/u/project", "/content", pod_uid="uid-1", paused=True),
             launch=LaunchRecord(no_sync=True),
         ),
@@ -73,8 +96,16 @@ def test_gpu_count_zero_and_unset_stay_distinct():
 
 
 def test_unknown_fields_are_ignored_and_missing_ones_default():
-    data = {"format": 1, "session": {"name": "a", "namespace": "n", "context": "c", "from_the_future": 1,
-                                     "forward": {"state": "ACTIVE", "new_field": True}}}
+    data = {
+        "format": 1,
+        "session": {
+            "name": "a",
+            "namespace": "n",
+            "context": "c",
+            "from_the_future": 1,
+            "forward": {"state": "ACTIVE", "new_field": True},
+        },
+    }
     s = session_from_json(data)
     assert s.forward.state == ForwardState.ACTIVE and s.phase == Phase.UNSPECIFIED
 
@@ -87,14 +118,28 @@ def test_unknown_fields_are_ignored_and_missing_ones_default():
         ({"format": 1}, "not a session file"),
         ({"format": 1, "session": {"namespace": "n", "context": "c"}}, "name and namespace are required"),
         ({"format": 1, "session": {"name": "a", "namespace": "n"}}, "context is required"),
-        ({"format": 1, "session": {"name": "a", "namespace": "n", "context": "c", "phase": "DANCING"}},
-         "session.phase: 'DANCING' is not a Phase"),
-        ({"format": 1, "session": {"name": "a", "namespace": "n", "context": "c", "spec": {"gpu_count": "2"}}},
-         "session.spec.gpu_count"),
-        ({"format": 1, "session": {"name": "a", "namespace": "n", "context": "c", "created": 5}},
-         "session.created: expected a timestamp"),
-        ({"format": 1, "session": {"name": "a", "namespace": "n", "context": "c", "sync": {"conflicts": {}}}},
-         "session.sync.conflicts: expected a list"),
+        (
+            {"format": 1, "session": {"name": "a", "namespace": "n", "context": "c", "phase": "DANCING"}},
+            "session.phase: 'DANCING' is not a Phase",
+        ),
+        (
+            {
+                "format": 1,
+                "session": {"name": "a", "namespace": "n", "context": "c", "spec": {"gpu_count": "2"}},
+            },
+            "session.spec.gpu_count",
+        ),
+        (
+            {"format": 1, "session": {"name": "a", "namespace": "n", "context": "c", "created": 5}},
+            "session.created: expected a timestamp",
+        ),
+        (
+            {
+                "format": 1,
+                "session": {"name": "a", "namespace": "n", "context": "c", "sync": {"conflicts": {}}},
+            },
+            "session.sync.conflicts: expected a list",
+        ),
     ],
 )
 def test_malformed_sessions_are_rejected_naming_the_field(data, message):
@@ -157,15 +202,32 @@ def test_missing_directory_loads_nothing(tmp_path):
 
 def test_the_untyped_extra_of_older_files_loads_into_the_runtime_record():
     # The shape the daemon wrote while the record was the free-form field `extra`.
-    data = {"format": 1, "session": {
-        "name": "nb", "namespace": "team", "context": "c",
-        "extra": {
-            "forward": {"kubeconfig": "/k", "context": "c", "namespace": "team", "selector": {"nbd.dev/notebook": "nb"},
-                        "remote_port": 8888, "local_port": 8891, "probe_path": "/api"},
-            "sync": {"directory": "/home/u/project", "remote_root": "/content", "pod_uid": "u-1", "paused": False},
-            "launch": {"no_sync": True},
+    data = {
+        "format": 1,
+        "session": {
+            "name": "nb",
+            "namespace": "team",
+            "context": "c",
+            "extra": {
+                "forward": {
+                    "kubeconfig": "/k",
+                    "context": "c",
+                    "namespace": "team",
+                    "selector": {"nbd.dev/notebook": "nb"},
+                    "remote_port": 8888,
+                    "local_port": 8891,
+                    "probe_path": "/api",
+                },
+                "sync": {
+                    "directory": "/home/u/project",
+                    "remote_root": "/content",
+                    "pod_uid": "u-1",
+                    "paused": False,
+                },
+                "launch": {"no_sync": True},
+            },
         },
-    }}
+    }
     s = session_from_json(data)
     assert s.runtime == RuntimeRecord(
         forward=ForwardRecord("/k", "c", "team", {"nbd.dev/notebook": "nb"}, 8888, 8891, "/api"),
@@ -178,8 +240,16 @@ def test_the_untyped_extra_of_older_files_loads_into_the_runtime_record():
 @pytest.mark.parametrize(
     "runtime",
     [
-        {"forward": {"kubeconfig": "/k", "context": "c", "namespace": "n", "selector": {}, "remote_port": 0,
-                     "local_port": 1}},
+        {
+            "forward": {
+                "kubeconfig": "/k",
+                "context": "c",
+                "namespace": "n",
+                "selector": {},
+                "remote_port": 0,
+                "local_port": 1,
+            }
+        },
         {"forward": {"selector": "a=1"}},
         {"sync": {"directory": "relative", "remote_root": "/content"}},
         {"launch": {"no_sync": "yes"}},
@@ -187,8 +257,10 @@ def test_the_untyped_extra_of_older_files_loads_into_the_runtime_record():
     ],
 )
 def test_an_unreadable_runtime_record_leaves_the_session_loaded_without_it(runtime, caplog):
-    data = {"format": 1, "session": {"name": "nb", "namespace": "team", "context": "c", "phase": "READY",
-                                     "runtime": runtime}}
+    data = {
+        "format": 1,
+        "session": {"name": "nb", "namespace": "team", "context": "c", "phase": "READY", "runtime": runtime},
+    }
     with caplog.at_level(logging.WARNING, logger="nbd.store"):
         s = session_from_json(data)
     assert s.phase == Phase.READY and s.runtime == RuntimeRecord()

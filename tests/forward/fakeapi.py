@@ -97,8 +97,17 @@ class FakeApi:
     def expire_watches(self) -> None:
         """Send every watcher a 410 Expired ERROR event (the client must re-list)."""
         for q in self._watchers:
-            q.put_nowait({"type": "ERROR", "object": {"kind": "Status", "code": 410, "reason": "Expired",
-                                                      "message": "too old resource version"}})
+            q.put_nowait(
+                {
+                    "type": "ERROR",
+                    "object": {
+                        "kind": "Status",
+                        "code": 410,
+                        "reason": "Expired",
+                        "message": "too old resource version",
+                    },
+                }
+            )
 
     async def drop_streams(self) -> None:
         for ws in list(self._streams):
@@ -115,7 +124,9 @@ class FakeApi:
         app.router.add_get("/api/v1/namespaces/{ns}/pods/{name}/exec", self._exec)
         self.runner = web.AppRunner(app)
         await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", self.port, ssl_context=self.ssl_context, reuse_address=True)
+        site = web.TCPSite(
+            self.runner, "127.0.0.1", self.port, ssl_context=self.ssl_context, reuse_address=True
+        )
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         self.port = port
@@ -147,7 +158,9 @@ class FakeApi:
                     "kind": "Config",
                     "clusters": [{"name": "fake", "cluster": cluster}],
                     "users": [{"name": "me", "user": user}],
-                    "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "me", "namespace": NS}}],
+                    "contexts": [
+                        {"name": "fake", "context": {"cluster": "fake", "user": "me", "namespace": NS}}
+                    ],
                     "current-context": "fake",
                 }
             )
@@ -177,7 +190,9 @@ class FakeApi:
         selector = request.query.get("labelSelector", "")
         if request.query.get("watch") != "true":
             items = [p.manifest(self.rv) for p in self.pods.values() if self._matches(p, selector)]
-            return web.json_response({"kind": "PodList", "metadata": {"resourceVersion": str(self.rv)}, "items": items})
+            return web.json_response(
+                {"kind": "PodList", "metadata": {"resourceVersion": str(self.rv)}, "items": items}
+            )
         resp = web.StreamResponse()
         resp.content_type = "application/json"
         await resp.prepare(request)
@@ -190,12 +205,15 @@ class FakeApi:
             while True:
                 try:
                     event = await asyncio.wait_for(q.get(), max(0.0, end - loop.time()))
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     break
                 if event is None:
                     break
                 pod_labels = event["object"]["metadata"]["labels"]
-                if all(pod_labels.get(k) == v for k, _, v in (t.partition("=") for t in filter(None, selector.split(",")))):
+                if all(
+                    pod_labels.get(k) == v
+                    for k, _, v in (t.partition("=") for t in filter(None, selector.split(",")))
+                ):
                     await resp.write(json.dumps(event).encode() + b"\n")
         finally:
             self._watchers.remove(q)
@@ -208,7 +226,12 @@ class FakeApi:
         self.portforward_requests += 1
         pod = self.pods.get(request.match_info["name"])
         if pod is None:
-            return _status(404, "NotFound", f'pods "{request.match_info["name"]}" not found', name=request.match_info["name"])
+            return _status(
+                404,
+                "NotFound",
+                f'pods "{request.match_info["name"]}" not found',
+                name=request.match_info["name"],
+            )
         port = int(request.query["ports"])
         ws = web.WebSocketResponse(protocols=("v4.channel.k8s.io",), max_msg_size=0)
         await ws.prepare(request)
@@ -223,9 +246,7 @@ class FakeApi:
                     raise OSError("connection refused")
                 reader, writer = await asyncio.open_connection("127.0.0.1", target)
             except OSError as e:
-                await ws.send_bytes(
-                    b"\x01" + f"error forwarding port {port} to pod {pod.name}: {e}".encode()
-                )
+                await ws.send_bytes(b"\x01" + f"error forwarding port {port} to pod {pod.name}: {e}".encode())
                 return ws
             await self._relay(ws, reader, writer)
         finally:
@@ -233,7 +254,9 @@ class FakeApi:
             await ws.close()
         return ws
 
-    async def _relay(self, ws: web.WebSocketResponse, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _relay(
+        self, ws: web.WebSocketResponse, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         async def up() -> None:
             async for msg in ws:
                 if msg.type is aiohttp.WSMsgType.BINARY and msg.data[:1] == b"\x00":
@@ -261,17 +284,31 @@ class FakeApi:
 async def _exec_handler(api: FakeApi, request: web.Request) -> web.StreamResponse:
     """Run the command as a local process and speak the exec channel protocol (v5 or v4)."""
     if request.match_info["name"] not in api.pods:
-        return _status(404, "NotFound", f'pods "{request.match_info["name"]}" not found', name=request.match_info["name"])
+        return _status(
+            404, "NotFound", f'pods "{request.match_info["name"]}" not found', name=request.match_info["name"]
+        )
     command = request.query.getall("command")
     ws = web.WebSocketResponse(protocols=api.exec_protocols, max_msg_size=0)
     await ws.prepare(request)
     try:
         proc = await asyncio.create_subprocess_exec(
-            *command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+            *command,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
         )
     except OSError as e:
-        await ws.send_bytes(b"\x03" + json.dumps({"metadata": {}, "status": "Failure", "reason": "InternalError",
-                                                   "message": f"cannot run {command[0]}: {e}"}).encode())
+        await ws.send_bytes(
+            b"\x03"
+            + json.dumps(
+                {
+                    "metadata": {},
+                    "status": "Failure",
+                    "reason": "InternalError",
+                    "message": f"cannot run {command[0]}: {e}",
+                }
+            ).encode()
+        )
         await ws.close()
         return ws
     assert proc.stdin and proc.stdout and proc.stderr
@@ -295,9 +332,13 @@ async def _exec_handler(api: FakeApi, request: web.Request) -> web.StreamRespons
     if code == 0:
         status: dict[str, Any] = {"metadata": {}, "status": "Success"}
     else:
-        status = {"metadata": {}, "status": "Failure", "reason": "NonZeroExitCode",
-                  "message": f"command terminated with non-zero exit code: {code}",
-                  "details": {"causes": [{"reason": "ExitCode", "message": str(code)}]}}
+        status = {
+            "metadata": {},
+            "status": "Failure",
+            "reason": "NonZeroExitCode",
+            "message": f"command terminated with non-zero exit code: {code}",
+            "details": {"causes": [{"reason": "ExitCode", "message": str(code)}]},
+        }
     await ws.send_bytes(b"\x03" + json.dumps(status).encode())
     feeder.cancel()
     await ws.close()

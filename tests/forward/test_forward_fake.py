@@ -12,8 +12,8 @@ from fakeapi import FakeApi, FakePod, echo_server, http_server
 
 from nbd.errors import FailedPrecondition
 from nbd.forward import Forward, ForwardRecord, choose_port
-from nbd.status import ForwardState, ForwardStatus
 from nbd.kube import KubeClient
+from nbd.status import ForwardState, ForwardStatus
 
 pytestmark = pytest.mark.anyio
 
@@ -74,14 +74,18 @@ async def forward_factory(kube: KubeClient) -> AsyncIterator[Callable[..., Await
         await fwd.stop()
 
 
-async def test_bytes_round_trip_through_forward(fake: FakeApi, echo: int, forward_factory: Callable[..., Awaitable[Forward]]) -> None:
+async def test_bytes_round_trip_through_forward(
+    fake: FakeApi, echo: int, forward_factory: Callable[..., Awaitable[Forward]]
+) -> None:
     fake.add_pod(FakePod("nb-1", LABELS, {REMOTE: echo}))
     fwd = await forward_factory()
     payload = os.urandom(3 * 1024 * 1024 + 17)
     assert await roundtrip(fwd.local_port, payload) == payload
 
 
-async def test_concurrent_connections_keep_their_own_bytes(fake: FakeApi, echo: int, forward_factory: Callable[..., Awaitable[Forward]]) -> None:
+async def test_concurrent_connections_keep_their_own_bytes(
+    fake: FakeApi, echo: int, forward_factory: Callable[..., Awaitable[Forward]]
+) -> None:
     fake.add_pod(FakePod("nb-1", LABELS, {REMOTE: echo}))
     fwd = await forward_factory()
     payloads = [os.urandom(20_000 + i) for i in range(60)]
@@ -90,7 +94,9 @@ async def test_concurrent_connections_keep_their_own_bytes(fake: FakeApi, echo: 
     assert fake.portforward_requests == 60
 
 
-async def test_http_through_forward(fake: FakeApi, forward_factory: Callable[..., Awaitable[Forward]]) -> None:
+async def test_http_through_forward(
+    fake: FakeApi, forward_factory: Callable[..., Awaitable[Forward]]
+) -> None:
     server, port = await http_server(b"jupyter says hi")
     fake.add_pod(FakePod("nb-1", LABELS, {REMOTE: port}))
     fwd = await forward_factory()
@@ -99,7 +105,12 @@ async def test_http_through_forward(fake: FakeApi, forward_factory: Callable[...
     server.close()
 
 
-async def test_error_channel_closes_only_that_connection(fake: FakeApi, echo: int, forward_factory: Callable[..., Awaitable[Forward]], caplog: pytest.LogCaptureFixture) -> None:
+async def test_error_channel_closes_only_that_connection(
+    fake: FakeApi,
+    echo: int,
+    forward_factory: Callable[..., Awaitable[Forward]],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     pod = FakePod("nb-1", LABELS, {})  # nothing listens on the remote port
     fake.add_pod(pod)
     fwd = await forward_factory()
@@ -112,7 +123,9 @@ async def test_error_channel_closes_only_that_connection(fake: FakeApi, echo: in
     assert await roundtrip(fwd.local_port, b"again") == b"again"
 
 
-async def test_pod_side_close_closes_local_connection(fake: FakeApi, echo: int, forward_factory: Callable[..., Awaitable[Forward]]) -> None:
+async def test_pod_side_close_closes_local_connection(
+    fake: FakeApi, echo: int, forward_factory: Callable[..., Awaitable[Forward]]
+) -> None:
     fake.add_pod(FakePod("nb-1", LABELS, {REMOTE: echo}))
     fwd = await forward_factory()
     reader, writer = await asyncio.open_connection("127.0.0.1", fwd.local_port)
@@ -125,7 +138,9 @@ async def test_pod_side_close_closes_local_connection(fake: FakeApi, echo: int, 
     assert await roundtrip(fwd.local_port, b"new") == b"new"
 
 
-async def test_connection_waits_for_a_ready_pod(fake: FakeApi, echo: int, forward_factory: Callable[..., Awaitable[Forward]]) -> None:
+async def test_connection_waits_for_a_ready_pod(
+    fake: FakeApi, echo: int, forward_factory: Callable[..., Awaitable[Forward]]
+) -> None:
     fwd = await forward_factory()
     await until(lambda: fwd.pods.synced, what="the pod list")
     assert fwd.status().state == ForwardState.WAITING_FOR_POD
@@ -140,14 +155,18 @@ async def test_connection_waits_for_a_ready_pod(fake: FakeApi, echo: int, forwar
     assert fwd.status().state == ForwardState.ACTIVE and fwd.status().pod == "nb-1"
 
 
-async def test_connection_gives_up_after_connect_timeout(fake: FakeApi, forward_factory: Callable[..., Awaitable[Forward]]) -> None:
+async def test_connection_gives_up_after_connect_timeout(
+    fake: FakeApi, forward_factory: Callable[..., Awaitable[Forward]]
+) -> None:
     fwd = await forward_factory(connect_timeout=0.5)
     reader, writer = await asyncio.open_connection("127.0.0.1", fwd.local_port)
     assert await asyncio.wait_for(reader.read(), 5) == b""
     writer.close()
 
 
-async def test_api_server_503_is_waited_out(fake: FakeApi, echo: int, forward_factory: Callable[..., Awaitable[Forward]]) -> None:
+async def test_api_server_503_is_waited_out(
+    fake: FakeApi, echo: int, forward_factory: Callable[..., Awaitable[Forward]]
+) -> None:
     fake.add_pod(FakePod("nb-1", LABELS, {REMOTE: echo}))
     fwd = await forward_factory()
     await until(lambda: fwd.status().state == ForwardState.ACTIVE, what="active")
@@ -158,7 +177,9 @@ async def test_api_server_503_is_waited_out(fake: FakeApi, echo: int, forward_fa
     assert fake.portforward_requests == 1  # the 503s never reached the handler
 
 
-async def test_recreated_pod_is_used_by_new_connections(fake: FakeApi, echo: int, forward_factory: Callable[..., Awaitable[Forward]]) -> None:
+async def test_recreated_pod_is_used_by_new_connections(
+    fake: FakeApi, echo: int, forward_factory: Callable[..., Awaitable[Forward]]
+) -> None:
     server2, echo2 = await http_server(b"second pod")
     fake.add_pod(FakePod("nb-1", LABELS, {REMOTE: echo}))
     fwd = await forward_factory()
@@ -173,7 +194,9 @@ async def test_recreated_pod_is_used_by_new_connections(fake: FakeApi, echo: int
     server2.close()
 
 
-async def test_newest_ready_pod_wins(fake: FakeApi, echo: int, forward_factory: Callable[..., Awaitable[Forward]]) -> None:
+async def test_newest_ready_pod_wins(
+    fake: FakeApi, echo: int, forward_factory: Callable[..., Awaitable[Forward]]
+) -> None:
     server2, port2 = await http_server(b"newer")
     fake.add_pod(FakePod("nb-old", LABELS, {REMOTE: echo}, created="2026-01-01T00:00:00Z"))
     fake.add_pod(FakePod("nb-new", LABELS, {REMOTE: port2}, created="2026-01-01T00:01:00Z"))
@@ -184,7 +207,9 @@ async def test_newest_ready_pod_wins(fake: FakeApi, echo: int, forward_factory: 
     server2.close()
 
 
-async def test_local_half_close_still_delivers_the_answer(fake: FakeApi, echo: int, forward_factory: Callable[..., Awaitable[Forward]]) -> None:
+async def test_local_half_close_still_delivers_the_answer(
+    fake: FakeApi, echo: int, forward_factory: Callable[..., Awaitable[Forward]]
+) -> None:
     fake.add_pod(FakePod("nb-1", LABELS, {REMOTE: echo}))
     fwd = await forward_factory(eof_linger=0.3)
     reader, writer = await asyncio.open_connection("127.0.0.1", fwd.local_port)
@@ -195,7 +220,9 @@ async def test_local_half_close_still_delivers_the_answer(fake: FakeApi, echo: i
     writer.close()
 
 
-async def test_rejected_credentials_show_in_status(fake: FakeApi, echo: int, forward_factory: Callable[..., Awaitable[Forward]]) -> None:
+async def test_rejected_credentials_show_in_status(
+    fake: FakeApi, echo: int, forward_factory: Callable[..., Awaitable[Forward]]
+) -> None:
     fake.add_pod(FakePod("nb-1", LABELS, {REMOTE: echo}))
     fwd = await forward_factory()
     await until(lambda: fwd.status().state == ForwardState.ACTIVE, what="active")
@@ -207,7 +234,9 @@ async def test_rejected_credentials_show_in_status(fake: FakeApi, echo: int, for
     assert "rejected your credentials" in fwd.status().message
 
 
-async def test_status_changes_are_pushed(fake: FakeApi, echo: int, forward_factory: Callable[..., Awaitable[Forward]]) -> None:
+async def test_status_changes_are_pushed(
+    fake: FakeApi, echo: int, forward_factory: Callable[..., Awaitable[Forward]]
+) -> None:
     seen: list[ForwardStatus] = []
     fwd = await forward_factory()
     fwd.on_change(seen.append)
@@ -219,7 +248,9 @@ async def test_status_changes_are_pushed(fake: FakeApi, echo: int, forward_facto
     assert seen[-1].local_port == fwd.local_port and seen[-1].remote_port == REMOTE
 
 
-async def test_probe_through_the_tunnel(fake: FakeApi, forward_factory: Callable[..., Awaitable[Forward]]) -> None:
+async def test_probe_through_the_tunnel(
+    fake: FakeApi, forward_factory: Callable[..., Awaitable[Forward]]
+) -> None:
     server, port = await http_server(b"{}")
     fake.add_pod(FakePod("nb-1", LABELS, {REMOTE: port}))
     fwd = await forward_factory(probe_path="/api", probe_interval=0.2)
@@ -227,8 +258,10 @@ async def test_probe_through_the_tunnel(fake: FakeApi, forward_factory: Callable
     assert fwd.status().state == ForwardState.ACTIVE
     server.close()
     await server.wait_closed()
-    await until(lambda: (s := fwd.status()).state == ForwardState.ERROR and s.message.startswith("probe GET /api"),
-                what="probe failure")
+    await until(
+        lambda: (s := fwd.status()).state == ForwardState.ERROR and s.message.startswith("probe GET /api"),
+        what="probe failure",
+    )
     server, port2 = await http_server(b"{}")
     fake.pods["nb-1"].ports[REMOTE] = port2
     await until(lambda: fwd.status().state == ForwardState.ACTIVE, what="recovery")
@@ -284,7 +317,9 @@ async def test_stop_closes_listener_and_connections(fake: FakeApi, echo: int, ku
     assert fwd.status().state == ForwardState.STOPPED
 
 
-async def test_forward_recovers_when_the_cluster_comes_back(fake: FakeApi, echo: int, forward_factory: Callable[..., Awaitable[Forward]]) -> None:
+async def test_forward_recovers_when_the_cluster_comes_back(
+    fake: FakeApi, echo: int, forward_factory: Callable[..., Awaitable[Forward]]
+) -> None:
     """The API server vanishes (laptop asleep, VPN down) and returns on the same address."""
     fake.add_pod(FakePod("nb-1", LABELS, {REMOTE: echo}))
     fwd = await forward_factory(connect_timeout=15.0)
@@ -293,8 +328,13 @@ async def test_forward_recovers_when_the_cluster_comes_back(fake: FakeApi, echo:
     await fake.stop()
     await until(lambda: fwd.pods.last_error is not None, what="the watch to notice")
     assert fwd.pods.last_error is not None and fwd.pods.last_error.reason == "ClusterUnreachable"
-    await until(lambda: (s := fwd.status()).state == ForwardState.ERROR
-                and s.message.startswith("cannot reach the cluster at "), what="error state")
+    await until(
+        lambda: (
+            (s := fwd.status()).state == ForwardState.ERROR
+            and s.message.startswith("cannot reach the cluster at ")
+        ),
+        what="error state",
+    )
     pending = asyncio.create_task(roundtrip(port, b"after the nap"))
     await asyncio.sleep(0.5)
     assert not pending.done()
@@ -315,7 +355,9 @@ async def test_invalid_forward_definitions(kube: KubeClient, selector: dict[str,
         Forward(kube, "default", selector, remote)
 
 
-async def test_probe_of_a_port_that_does_not_speak_http(fake: FakeApi, echo: int, forward_factory: Callable[..., Awaitable[Forward]]) -> None:
+async def test_probe_of_a_port_that_does_not_speak_http(
+    fake: FakeApi, echo: int, forward_factory: Callable[..., Awaitable[Forward]]
+) -> None:
     async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.read(100)
         writer.write(b"SSH-2.0-not-http\r\n")
@@ -328,5 +370,8 @@ async def test_probe_of_a_port_that_does_not_speak_http(fake: FakeApi, echo: int
     await until(lambda: fwd.status().last_probe is not None, what="a probe")
     status = fwd.status()
     assert status.state == ForwardState.ERROR
-    assert status.message == f"probe GET /api through 127.0.0.1:{fwd.local_port} failed: the pod's port 8888 did not answer HTTP"
+    assert (
+        status.message
+        == f"probe GET /api through 127.0.0.1:{fwd.local_port} failed: the pod's port 8888 did not answer HTTP"
+    )
     server.close()

@@ -14,13 +14,13 @@ try:
 except ImportError:
     pytest.skip("kubesim's kubelet is not available: pods would never run", allow_module_level=True)
 
-from kubesim.testing import KubesimServer  # noqa: E402
 from podspecs import echo_pod, http_pod  # noqa: E402
 
+from kubesim.testing import KubesimServer  # noqa: E402
 from nbd.errors import FailedPrecondition  # noqa: E402
 from nbd.forward import Forward  # noqa: E402
-from nbd.status import ForwardState  # noqa: E402
 from nbd.kube import KubeClient, PodCache, load_target, open_exec  # noqa: E402
+from nbd.status import ForwardState  # noqa: E402
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
 
@@ -40,6 +40,7 @@ async def until(predicate, timeout: float = 20.0, what: str = "condition") -> No
 async def roundtrip(port: int, payload: bytes, timeout: float = 30) -> bytes:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
+
         async def send() -> None:
             for i in range(0, len(payload), 65536):
                 writer.write(payload[i : i + 65536])
@@ -92,7 +93,10 @@ async def test_http_to_a_pods_http_server(kube: KubeClient) -> None:
         answer = await asyncio.wait_for(reader.read(), 10)
         writer.close()
         assert answer.startswith(b"HTTP/1.0 200"), answer[:200]
-        await until(lambda: fwd.status().state == ForwardState.ACTIVE and fwd.status().last_probe is not None, what="a good probe")
+        await until(
+            lambda: fwd.status().state == ForwardState.ACTIVE and fwd.status().last_probe is not None,
+            what="a good probe",
+        )
     finally:
         await fwd.stop()
 
@@ -122,7 +126,7 @@ async def _first_success(port: int, deadline_s: float) -> float:
         try:
             if await roundtrip(port, b"ping", 5) == b"ping":
                 return loop.time()
-        except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError):
+        except (TimeoutError, OSError, asyncio.IncompleteReadError):
             if loop.time() > end:
                 raise
         await asyncio.sleep(0.05)
@@ -214,7 +218,9 @@ async def test_port_taken_by_another_program(kube: KubeClient) -> None:
         blocker.bind(("127.0.0.1", 0))
         blocker.listen()
         taken = blocker.getsockname()[1]
-        with pytest.raises(FailedPrecondition, match=f"port {taken} on 127.0.0.1 is in use by another program"):
+        with pytest.raises(
+            FailedPrecondition, match=f"port {taken} on 127.0.0.1 is in use by another program"
+        ):
             await started(kube, {"app": "x"}, explicit_port=taken)
 
 

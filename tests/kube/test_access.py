@@ -13,7 +13,15 @@ import pytest
 from certs import make_pki
 from fakeapi import FakeApi, FakePod
 
-from nbd.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, NbdError, NotFound, PermissionDenied, Unavailable
+from nbd.errors import (
+    DeadlineExceeded,
+    FailedPrecondition,
+    InvalidArgument,
+    NbdError,
+    NotFound,
+    PermissionDenied,
+    Unavailable,
+)
 from nbd.kube import (
     NOTEBOOK,
     KubeClient,
@@ -70,7 +78,11 @@ async def test_run_maps_unauthorized(fake: FakeApi, kube: KubeClient) -> None:
 async def test_run_maps_a_missing_crd(fake: FakeApi, kube: KubeClient) -> None:
     with pytest.raises(FailedPrecondition) as info:
         await kube.run(
-            kube.custom.list_namespaced_custom_object, "nbd.dev", "v1alpha1", "default", "notebooks",
+            kube.custom.list_namespaced_custom_object,
+            "nbd.dev",
+            "v1alpha1",
+            "default",
+            "notebooks",
             nbd_resource=NOTEBOOK,
         )
     assert info.value.reason == "CRDNotInstalled"
@@ -92,21 +104,29 @@ async def test_run_maps_an_unreachable_cluster(tmp_path: Path) -> None:
         with pytest.raises(Unavailable, match="cannot reach the cluster"):
             await kube.transport.get_json("/api/v1/namespaces/default/pods")
         with pytest.raises(Unavailable, match="cannot reach the cluster"):
-            await open_channel(kube.target, "default", "p", "portforward", [("ports", "1")], ["v4.channel.k8s.io"])
+            await open_channel(
+                kube.target, "default", "p", "portforward", [("ports", "1")], ["v4.channel.k8s.io"]
+            )
     finally:
         await kube.aclose()
 
 
 async def test_channel_errors_carry_the_servers_message(fake: FakeApi, kube: KubeClient) -> None:
     with pytest.raises(NotFound, match='pods "ghost" not found'):
-        await open_channel(kube.target, "default", "ghost", "portforward", [("ports", "1")], ["v4.channel.k8s.io"])
+        await open_channel(
+            kube.target, "default", "ghost", "portforward", [("ports", "1")], ["v4.channel.k8s.io"]
+        )
     fake.fail(503, 5)
     with pytest.raises(Unavailable) as info:
-        await open_channel(kube.target, "default", "ghost", "portforward", [("ports", "1")], ["v4.channel.k8s.io"])
+        await open_channel(
+            kube.target, "default", "ghost", "portforward", [("ports", "1")], ["v4.channel.k8s.io"]
+        )
     assert info.value.reason == "ServerUnavailable"
 
 
-async def test_exec_plugin_token_is_refreshed(fake: FakeApi, kube: KubeClient, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_exec_plugin_token_is_refreshed(
+    fake: FakeApi, kube: KubeClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(transport_module, "AUTH_REFRESH_SECONDS", 0.0)
     calls: list[int] = []
     cfg = kube.target.configuration
@@ -174,7 +194,9 @@ async def test_pod_cache_survives_api_outages(fake: FakeApi, kube: KubeClient) -
 
 
 @pytest.mark.parametrize("protocols", [("v5.channel.k8s.io",), ("v4.channel.k8s.io",)])
-async def test_exec_stdin_stdout_and_exit_code(fake: FakeApi, kube: KubeClient, protocols: tuple[str, ...]) -> None:
+async def test_exec_stdin_stdout_and_exit_code(
+    fake: FakeApi, kube: KubeClient, protocols: tuple[str, ...]
+) -> None:
     fake.exec_protocols = protocols
     fake.add_pod(FakePod("p1", LABELS, {}))
     script = "import sys; data = sys.stdin.buffer.read(5); sys.stdout.buffer.write(data[::-1]); sys.stderr.write('err'); sys.exit(3)"
@@ -210,7 +232,14 @@ async def test_exec_without_a_command_is_refused(kube: KubeClient) -> None:
     ("status", "code"),
     [
         ({"status": "Success"}, 0),
-        ({"status": "Failure", "reason": "NonZeroExitCode", "details": {"causes": [{"reason": "ExitCode", "message": "42"}]}}, 42),
+        (
+            {
+                "status": "Failure",
+                "reason": "NonZeroExitCode",
+                "details": {"causes": [{"reason": "ExitCode", "message": "42"}]},
+            },
+            42,
+        ),
     ],
 )
 def test_exit_code_from_status(status: dict[str, object], code: int) -> None:
@@ -219,7 +248,9 @@ def test_exit_code_from_status(status: dict[str, object], code: int) -> None:
 
 def test_exit_status_without_code_is_an_error() -> None:
     with pytest.raises(NbdError, match="exec failed: executable not found"):
-        exit_code_from_status({"status": "Failure", "reason": "InternalError", "message": "executable not found"})
+        exit_code_from_status(
+            {"status": "Failure", "reason": "InternalError", "message": "executable not found"}
+        )
 
 
 # -- TLS: bearer token and client certificates ------------------------------------------------
@@ -238,7 +269,9 @@ def server_context(pki_dir: Path, require_client_cert: bool) -> ssl.SSLContext:
 async def test_tls_auth_paths(tmp_path: Path, mode: str) -> None:
     pki_dir = tmp_path / "pki"
     pki_dir.mkdir()
-    api = FakeApi(ssl_context=server_context(pki_dir, mode == "client-cert"), client_cert_required=mode == "client-cert")
+    api = FakeApi(
+        ssl_context=server_context(pki_dir, mode == "client-cert"), client_cert_required=mode == "client-cert"
+    )
     await api.start()
     try:
         if mode == "token":
@@ -247,7 +280,10 @@ async def test_tls_auth_paths(tmp_path: Path, mode: str) -> None:
             path = api.kubeconfig(
                 tmp_path,
                 cluster_extra={"certificate-authority": str(pki_dir / "ca.crt")},
-                user={"client-certificate": str(pki_dir / "client.crt"), "client-key": str(pki_dir / "client.key")},
+                user={
+                    "client-certificate": str(pki_dir / "client.crt"),
+                    "client-key": str(pki_dir / "client.key"),
+                },
             )
         else:
             path = api.kubeconfig(tmp_path, cluster_extra={"insecure-skip-tls-verify": True})
@@ -272,7 +308,9 @@ async def test_tls_with_an_unknown_ca_is_named(tmp_path: Path) -> None:
     api = FakeApi(ssl_context=server_context(pki_dir, False))
     await api.start()
     try:
-        kube = KubeClient(await load_target(str(api.kubeconfig(tmp_path)), None, None))  # no CA: system bundle
+        kube = KubeClient(
+            await load_target(str(api.kubeconfig(tmp_path)), None, None)
+        )  # no CA: system bundle
         try:
             with pytest.raises(Unavailable) as info:
                 await kube.transport.get_json("/api/v1/namespaces/default/pods")
@@ -286,14 +324,15 @@ async def test_tls_with_an_unknown_ca_is_named(tmp_path: Path) -> None:
 async def test_exec_credential_plugin_with_refresh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A real exec plugin: its short-lived token is re-fetched before expiry, for both clients."""
     import datetime
-    import json
 
     monkeypatch.setattr(transport_module, "AUTH_REFRESH_SECONDS", 0.0)
     current = tmp_path / "current-token"
     current.write_text("tok-1")
     calls = tmp_path / "calls"
     plugin = tmp_path / "plugin.py"
-    expiry = (datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(minutes=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    expiry = (datetime.datetime.now(datetime.UTC) + datetime.timedelta(minutes=2)).strftime(
+        "%Y-%m-%dT%H:%M:%SZ"
+    )
     plugin.write_text(
         "import json, pathlib\n"
         f"pathlib.Path({str(calls)!r}).open('a').write('x')\n"
@@ -304,8 +343,14 @@ async def test_exec_credential_plugin_with_refresh(tmp_path: Path, monkeypatch: 
     api = FakeApi(token="tok-1")
     await api.start()
     try:
-        exec_user = {"exec": {"apiVersion": "client.authentication.k8s.io/v1beta1", "command": sys.executable,
-                              "args": [str(plugin)], "interactiveMode": "Never"}}
+        exec_user = {
+            "exec": {
+                "apiVersion": "client.authentication.k8s.io/v1beta1",
+                "command": sys.executable,
+                "args": [str(plugin)],
+                "interactiveMode": "Never",
+            }
+        }
         kube = KubeClient(await load_target(str(api.kubeconfig(tmp_path, user=exec_user)), None, None))
         try:
             api.add_pod(FakePod("p1", LABELS, {}))

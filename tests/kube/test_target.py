@@ -42,7 +42,9 @@ def write_config(path: Path, **overrides: Any) -> Path:
         (None, None, "~/.kube/config"),
     ],
 )
-def test_resolve_kubeconfig_path(monkeypatch: pytest.MonkeyPatch, explicit: str | None, env: str | None, expected: str) -> None:
+def test_resolve_kubeconfig_path(
+    monkeypatch: pytest.MonkeyPatch, explicit: str | None, env: str | None, expected: str
+) -> None:
     if env is None:
         monkeypatch.delenv("KUBECONFIG", raising=False)
     else:
@@ -96,7 +98,9 @@ def test_unknown_context_lists_the_available_ones(tmp_path: Path) -> None:
     with pytest.raises(InvalidArgument) as info:
         load_target_blocking(str(path), "staging", None)
     assert info.value.reason == "UnknownContext"
-    assert str(info.value) == f'context "staging" is not in the kubeconfig {path}; available contexts: prod, dev'
+    assert (
+        str(info.value) == f'context "staging" is not in the kubeconfig {path}; available contexts: prod, dev'
+    )
 
 
 def test_no_current_context(tmp_path: Path) -> None:
@@ -141,7 +145,9 @@ def test_empty_or_not_a_kubeconfig(tmp_path: Path, content: str, reason: str) ->
 
 
 def test_context_naming_a_missing_cluster(tmp_path: Path) -> None:
-    path = write_config(tmp_path / "k", contexts=[{"name": "prod", "context": {"cluster": "ghost", "user": "u"}}])
+    path = write_config(
+        tmp_path / "k", contexts=[{"name": "prod", "context": {"cluster": "ghost", "user": "u"}}]
+    )
     with pytest.raises(InvalidArgument) as info:
         load_target_blocking(str(path), None, None)
     assert info.value.reason == "InvalidKubeconfig"
@@ -153,7 +159,16 @@ def test_client_certificate_and_ca_files(tmp_path: Path) -> None:
         (tmp_path / name).write_text("x")
     path = write_config(
         tmp_path / "k",
-        clusters=[{"name": "c1", "cluster": {"server": "https://h:6443", "certificate-authority": "ca.crt", "tls-server-name": "api.local"}}],
+        clusters=[
+            {
+                "name": "c1",
+                "cluster": {
+                    "server": "https://h:6443",
+                    "certificate-authority": "ca.crt",
+                    "tls-server-name": "api.local",
+                },
+            }
+        ],
         users=[{"name": "u", "user": {"client-certificate": "client.crt", "client-key": "client.key"}}],
     )
     cfg = load_target_blocking(str(path), None, None).configuration

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import copy
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -17,34 +18,42 @@ WIDGET_CRD: dict[str, Any] = {
         "group": "example.dev",
         "scope": "Namespaced",
         "names": {"plural": "widgets", "singular": "widget", "kind": "Widget", "shortNames": ["wd"]},
-        "versions": [{
-            "name": "v1",
-            "served": True,
-            "storage": True,
-            "subresources": {"status": {}},
-            "additionalPrinterColumns": [
-                {"name": "Port", "type": "integer", "jsonPath": ".spec.port"},
-                {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status'},
-            ],
-            "schema": {"openAPIV3Schema": {
-                "type": "object",
-                "properties": {
-                    "spec": {
-                        "type": "object",
-                        "required": ["port"],
-                        "properties": {
-                            "port": {"type": "integer", "minimum": 1, "maximum": 65535},
-                            "mode": {"type": "string", "enum": ["a", "b"], "default": "a"},
-                            "name": {"type": "string", "pattern": "^[a-z]+$", "maxLength": 8},
-                            "tags": {"type": "array", "items": {"type": "string"}, "maxItems": 3},
-                            "env": {"type": "object", "additionalProperties": {"type": "string"}},
-                            "free": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
-                        },
+        "versions": [
+            {
+                "name": "v1",
+                "served": True,
+                "storage": True,
+                "subresources": {"status": {}},
+                "additionalPrinterColumns": [
+                    {"name": "Port", "type": "integer", "jsonPath": ".spec.port"},
+                    {
+                        "name": "Ready",
+                        "type": "string",
+                        "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
                     },
-                    "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+                ],
+                "schema": {
+                    "openAPIV3Schema": {
+                        "type": "object",
+                        "properties": {
+                            "spec": {
+                                "type": "object",
+                                "required": ["port"],
+                                "properties": {
+                                    "port": {"type": "integer", "minimum": 1, "maximum": 65535},
+                                    "mode": {"type": "string", "enum": ["a", "b"], "default": "a"},
+                                    "name": {"type": "string", "pattern": "^[a-z]+$", "maxLength": 8},
+                                    "tags": {"type": "array", "items": {"type": "string"}, "maxItems": 3},
+                                    "env": {"type": "object", "additionalProperties": {"type": "string"}},
+                                    "free": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+                                },
+                            },
+                            "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+                        },
+                    }
                 },
-            }},
-        }],
+            }
+        ],
     },
 }
 
@@ -54,8 +63,12 @@ def widget_crd() -> dict[str, Any]:
 
 
 def widget(name: str, port: int = 80, **spec: Any) -> dict[str, Any]:
-    return {"apiVersion": "example.dev/v1", "kind": "Widget", "metadata": {"name": name},
-            "spec": {"port": port, **spec}}
+    return {
+        "apiVersion": "example.dev/v1",
+        "kind": "Widget",
+        "metadata": {"name": name},
+        "spec": {"port": port, **spec},
+    }
 
 
 @pytest.fixture

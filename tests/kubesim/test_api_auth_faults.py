@@ -21,13 +21,16 @@ from kubesim.testing import KubesimServer
 
 @pytest.fixture
 def tls_server(kubesim_factory: Any) -> KubesimServer:
-    return kubesim_factory(tls=True, kubelet=False, extra_tokens={"alice-token": "alice"},
-                           forbidden=[("alice", "secret-ns")])  # type: ignore[no-any-return]
+    return kubesim_factory(
+        tls=True, kubelet=False, extra_tokens={"alice-token": "alice"}, forbidden=[("alice", "secret-ns")]
+    )  # type: ignore[no-any-return]
 
 
 def _get(server: KubesimServer, path: str, token: str | None) -> tuple[int, dict[str, Any]]:
     ctx = ssl.create_default_context(cafile=str(server.ca_file))
-    req = urllib.request.Request(server.url + path, headers={"Authorization": f"Bearer {token}"} if token else {})
+    req = urllib.request.Request(
+        server.url + path, headers={"Authorization": f"Bearer {token}"} if token else {}
+    )
     try:
         with urllib.request.urlopen(req, context=ctx, timeout=10) as resp:
             return resp.status, json.loads(resp.read())
@@ -63,15 +66,19 @@ def test_https_with_client_certificate(tls_server: KubesimServer) -> None:
     who = json.loads(tls_server.kubectl("auth", "whoami", "-o", "json", context="kubesim-cert").stdout)
     assert who["status"]["userInfo"]["username"] == "kubesim-cert-user"
     assert "system:masters" in who["status"]["userInfo"]["groups"]
-    assert tls_server.kubectl("auth", "can-i", "create", "pods", context="kubesim-cert").stdout.strip() == "yes"
+    assert (
+        tls_server.kubectl("auth", "can-i", "create", "pods", context="kubesim-cert").stdout.strip() == "yes"
+    )
 
 
 def test_forbidden_namespace_answers_403(tls_server: KubesimServer) -> None:
     tls_server.admin.forbid("alice", "team-b")
     status, body = _get(tls_server, "/api/v1/namespaces/secret-ns/pods", "alice-token")
     assert status == 403 and body["reason"] == "Forbidden"
-    assert body["message"] == ('pods is forbidden: User "alice" cannot list resource "pods" in API group "" '
-                               'in the namespace "secret-ns"')
+    assert body["message"] == (
+        'pods is forbidden: User "alice" cannot list resource "pods" in API group "" '
+        'in the namespace "secret-ns"'
+    )
     status, body = _get(tls_server, "/apis/batch/v1/namespaces/team-b/jobs/j1", "alice-token")
     assert status == 403
     assert body["message"].startswith('jobs.batch "j1" is forbidden: User "alice" cannot get resource "jobs"')
@@ -139,8 +146,9 @@ def test_drop_streams_closes_open_watch(apiserver: KubesimServer) -> None:
 
     def run() -> None:
         try:
-            resp = core.list_namespaced_config_map("default", watch=True, resource_version=rv,
-                                                   _preload_content=False)
+            resp = core.list_namespaced_config_map(
+                "default", watch=True, resource_version=rv, _preload_content=False
+            )
             opened.set()
             for _ in resp.stream(1024):
                 pass
@@ -202,5 +210,7 @@ def test_kubectl_auth_can_i_sees_forbidden_namespace(kubesim_factory: Any, tmp_p
     assert server.kubectl("auth", "can-i", "get", "pods", "-n", "open").stdout.strip() == "yes"
     res = server.kubectl("get", "pods", "-n", "locked", check=False)
     assert res.returncode == 1
-    assert ('Error from server (Forbidden): pods is forbidden: User "alice" cannot list resource "pods" in API '
-            'group "" in the namespace "locked"') in res.stderr
+    assert (
+        'Error from server (Forbidden): pods is forbidden: User "alice" cannot list resource "pods" in API '
+        'group "" in the namespace "locked"'
+    ) in res.stderr

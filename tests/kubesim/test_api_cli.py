@@ -12,8 +12,21 @@ from pathlib import Path
 
 
 def _serve(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "kubesim", "serve", "--state-dir", str(tmp_path / "state"),
-                           "--no-kubelet", *args], capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kubesim",
+            "serve",
+            "--state-dir",
+            str(tmp_path / "state"),
+            "--no-kubelet",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_port_in_use(tmp_path: Path) -> None:
@@ -33,9 +46,22 @@ def test_malformed_pairs(tmp_path: Path) -> None:
 
 def test_sigterm_stops_cleanly_and_writes_files(tmp_path: Path) -> None:
     kubeconfig = tmp_path / "out" / "kc.yaml"
-    proc = subprocess.Popen([sys.executable, "-m", "kubesim", "serve", "--state-dir", str(tmp_path / "state"),
-                             "--no-kubelet", "--kubeconfig-out", str(kubeconfig)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "kubesim",
+            "serve",
+            "--state-dir",
+            str(tmp_path / "state"),
+            "--no-kubelet",
+            "--kubeconfig-out",
+            str(kubeconfig),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         info_path = tmp_path / "state" / "server.json"
         deadline = time.monotonic() + 30

@@ -10,10 +10,29 @@ from pathlib import Path
 import pytest
 
 KUBESIM = Path(__file__).resolve().parents[2] / "kubesim"
-PURE = ["selectors.py", "patch.py", "schema.py", "tables.py", "discovery.py", "openapi.py", "resources.py",
-        "protobuf.py"]
-API_SERVER = PURE + ["store.py", "apiserver.py", "faults.py", "auth.py", "tls.py", "kubeconfig.py", "cluster.py",
-                     "cli.py", "testing.py", "__init__.py", "__main__.py"]
+PURE = [
+    "selectors.py",
+    "patch.py",
+    "schema.py",
+    "tables.py",
+    "discovery.py",
+    "openapi.py",
+    "resources.py",
+    "protobuf.py",
+]
+API_SERVER = PURE + [
+    "store.py",
+    "apiserver.py",
+    "faults.py",
+    "auth.py",
+    "tls.py",
+    "kubeconfig.py",
+    "cluster.py",
+    "cli.py",
+    "testing.py",
+    "__init__.py",
+    "__main__.py",
+]
 IO_MODULES = {"asyncio", "aiohttp", "socket", "subprocess", "kubernetes", "grpc", "urllib", "ssl"}
 
 
@@ -35,7 +54,19 @@ def test_pure_modules_do_no_io(module: str) -> None:
 
 def test_api_server_modules_are_mypy_strict_clean(tmp_path: Path) -> None:
     files = [str(KUBESIM / m) for m in API_SERVER]
-    proc = subprocess.run([sys.executable, "-m", "mypy", "--strict", "--follow-imports=silent",
-                           "--cache-dir", str(tmp_path / "mypy"), *files], capture_output=True, text=True,
-                          timeout=280)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mypy",
+            "--strict",
+            "--follow-imports=silent",
+            "--cache-dir",
+            str(tmp_path / "mypy"),
+            *files,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr

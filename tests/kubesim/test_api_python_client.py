@@ -13,15 +13,21 @@ from kubernetes.client.rest import ApiException
 
 from kubesim.testing import KubesimServer
 
-
 GROUP, VERSION, PLURAL = "example.dev", "v1", "widgets"
 
 
-def _pod(name: str, labels: dict[str, str] | None = None, containers: list[dict[str, Any]] | None = None
-         ) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": labels or {}},
-            "spec": {"containers": containers or [{"name": "main", "image": "busybox:1.36",
-                                                   "command": ["sleep", "3600"]}]}}
+def _pod(
+    name: str, labels: dict[str, str] | None = None, containers: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": labels or {}},
+        "spec": {
+            "containers": containers
+            or [{"name": "main", "image": "busybox:1.36", "command": ["sleep", "3600"]}]
+        },
+    }
 
 
 def _status(e: ApiException) -> dict[str, Any]:
@@ -29,8 +35,12 @@ def _status(e: ApiException) -> dict[str, Any]:
 
 
 def widget(name: str, port: int = 80, **spec: Any) -> dict[str, Any]:
-    return {"apiVersion": "example.dev/v1", "kind": "Widget", "metadata": {"name": name},
-            "spec": {"port": port, **spec}}
+    return {
+        "apiVersion": "example.dev/v1",
+        "kind": "Widget",
+        "metadata": {"name": name},
+        "spec": {"port": port, **spec},
+    }
 
 
 @pytest.fixture
@@ -67,8 +77,9 @@ def test_configmap_crud_and_errors(api: Any) -> None:
 
 def test_generate_name_and_secret_string_data(api: Any) -> None:
     core = client.CoreV1Api(api)
-    s = core.create_namespaced_secret("default", {"metadata": {"generateName": "tok-"},
-                                                  "stringData": {"k": "v"}})
+    s = core.create_namespaced_secret(
+        "default", {"metadata": {"generateName": "tok-"}, "stringData": {"k": "v"}}
+    )
     assert s.metadata.name.startswith("tok-") and len(s.metadata.name) == 9
     assert s.data == {"k": "dg=="} and s.type == "Opaque"
 
@@ -101,14 +112,40 @@ def test_label_and_field_selectors(api: Any) -> None:
 
 def test_strategic_merge_of_containers_by_name(api: Any) -> None:
     apps = client.AppsV1Api(api)
-    apps.create_namespaced_deployment("default", {
-        "metadata": {"name": "d"},
-        "spec": {"selector": {"matchLabels": {"app": "d"}}, "template": {
-            "metadata": {"labels": {"app": "d"}},
-            "spec": {"containers": [{"name": "a", "image": "img:1", "env": [{"name": "X", "value": "1"}]},
-                                    {"name": "b", "image": "img:1"}]}}}})
-    apps.patch_namespaced_deployment("d", "default", {"spec": {"template": {"spec": {"containers": [
-        {"name": "b", "image": "img:2"}, {"name": "a", "env": [{"name": "Y", "value": "2"}]}]}}}})
+    apps.create_namespaced_deployment(
+        "default",
+        {
+            "metadata": {"name": "d"},
+            "spec": {
+                "selector": {"matchLabels": {"app": "d"}},
+                "template": {
+                    "metadata": {"labels": {"app": "d"}},
+                    "spec": {
+                        "containers": [
+                            {"name": "a", "image": "img:1", "env": [{"name": "X", "value": "1"}]},
+                            {"name": "b", "image": "img:1"},
+                        ]
+                    },
+                },
+            },
+        },
+    )
+    apps.patch_namespaced_deployment(
+        "d",
+        "default",
+        {
+            "spec": {
+                "template": {
+                    "spec": {
+                        "containers": [
+                            {"name": "b", "image": "img:2"},
+                            {"name": "a", "env": [{"name": "Y", "value": "2"}]},
+                        ]
+                    }
+                }
+            }
+        },
+    )
     spec = apps.read_namespaced_deployment("d", "default").spec.template.spec
     by_name = {c.name: c for c in spec.containers}
     assert [c.name for c in spec.containers] == ["a", "b"]
@@ -116,8 +153,9 @@ def test_strategic_merge_of_containers_by_name(api: Any) -> None:
     assert [(e.name, e.value) for e in by_name["a"].env] == [("X", "1"), ("Y", "2")]
     # Pods: only images may change, as on a real server; a list body is a JSON patch.
     core = client.CoreV1Api(api)
-    core.create_namespaced_pod("default", _pod("p", containers=[{"name": "a", "image": "img:1"},
-                                                              {"name": "b", "image": "img:1"}]))
+    core.create_namespaced_pod(
+        "default", _pod("p", containers=[{"name": "a", "image": "img:1"}, {"name": "b", "image": "img:1"}])
+    )
     core.patch_namespaced_pod("p", "default", {"spec": {"containers": [{"name": "b", "image": "img:2"}]}})
     assert [c.image for c in core.read_namespaced_pod("p", "default").spec.containers] == ["img:1", "img:2"]
     with pytest.raises(ApiException) as e:
@@ -133,25 +171,36 @@ def test_status_subresource_of_builtin(api: Any) -> None:
     core.patch_namespaced_pod_status("s", "default", {"status": {"phase": "Running"}})
     assert core.read_namespaced_pod_status("s", "default").status.phase == "Running"
     # Main-resource writes ignore status.
-    core.patch_namespaced_pod("s", "default", {"status": {"phase": "Failed"}, "metadata": {"labels": {"a": "b"}}})
+    core.patch_namespaced_pod(
+        "s", "default", {"status": {"phase": "Failed"}, "metadata": {"labels": {"a": "b"}}}
+    )
     pod = core.read_namespaced_pod("s", "default")
     assert pod.status.phase == "Running" and pod.metadata.labels == {"a": "b"}
 
 
 def test_custom_resource_crud_status_and_generation(api: Any, crd: None) -> None:
     crd = client.ApiextensionsV1Api(api).read_custom_resource_definition("widgets.example.dev")
-    assert {c.type: c.status for c in crd.status.conditions} == {"Established": "True", "NamesAccepted": "True"}
+    assert {c.type: c.status for c in crd.status.conditions} == {
+        "Established": "True",
+        "NamesAccepted": "True",
+    }
     co = client.CustomObjectsApi(api)
-    w = co.create_namespaced_custom_object(GROUP, VERSION, "default", PLURAL,
-                                           {**widget("w1"), "status": {"x": 1}, "junk": 1})
+    w = co.create_namespaced_custom_object(
+        GROUP, VERSION, "default", PLURAL, {**widget("w1"), "status": {"x": 1}, "junk": 1}
+    )
     assert w["spec"] == {"port": 80, "mode": "a"}  # defaulted
     assert "status" not in w and "junk" not in w  # status reset on create, unknown field pruned
     assert w["metadata"]["generation"] == 1
     w = co.patch_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, "w1", {"spec": {"port": 81}})
     assert w["metadata"]["generation"] == 2
-    w = co.patch_namespaced_custom_object_status(GROUP, VERSION, "default", PLURAL, "w1",
-                                                 {"status": {"conditions": [{"type": "Ready", "status": "True"}]},
-                                                  "spec": {"port": 5}})
+    w = co.patch_namespaced_custom_object_status(
+        GROUP,
+        VERSION,
+        "default",
+        PLURAL,
+        "w1",
+        {"status": {"conditions": [{"type": "Ready", "status": "True"}]}, "spec": {"port": 5}},
+    )
     assert w["spec"]["port"] == 81 and w["metadata"]["generation"] == 2
     assert w["status"]["conditions"][0]["type"] == "Ready"
     items = co.list_namespaced_custom_object(GROUP, VERSION, "default", PLURAL)["items"]
@@ -169,15 +218,22 @@ def test_custom_resource_validation_errors(api: Any, crd: None) -> None:
     st = _status(e.value)
     assert e.value.status == 422 and st["reason"] == "Invalid"
     assert st["message"].startswith('Widget.example.dev "bad" is invalid: ')
-    assert "spec.port: Invalid value: 0: spec.port in body should be greater than or equal to 1" in st["message"]
+    assert (
+        "spec.port: Invalid value: 0: spec.port in body should be greater than or equal to 1" in st["message"]
+    )
     fields = {(c["field"], c["reason"]) for c in st["details"]["causes"]}
     assert fields == {("spec.port", "FieldValueInvalid"), ("spec.mode", "FieldValueNotSupported")}
     with pytest.raises(ApiException) as e:
-        co.create_namespaced_custom_object(GROUP, VERSION, "default", PLURAL,
-                                           {"apiVersion": "example.dev/v1", "kind": "Widget",
-                                            "metadata": {"name": "x"}, "spec": {}})
+        co.create_namespaced_custom_object(
+            GROUP,
+            VERSION,
+            "default",
+            PLURAL,
+            {"apiVersion": "example.dev/v1", "kind": "Widget", "metadata": {"name": "x"}, "spec": {}},
+        )
     assert _status(e.value)["details"]["causes"] == [
-        {"reason": "FieldValueRequired", "message": "Required value", "field": "spec.port"}]
+        {"reason": "FieldValueRequired", "message": "Required value", "field": "spec.port"}
+    ]
 
 
 def test_server_side_apply_creates_then_updates(api: Any, crd: None) -> None:
@@ -186,8 +242,16 @@ def test_server_side_apply_creates_then_updates(api: Any, crd: None) -> None:
 
     def apply(**kw: Any) -> Any:
         return co.patch_namespaced_custom_object_with_http_info(
-            GROUP, VERSION, "default", PLURAL, "ssa", body, field_manager="tests",
-            _content_type="application/apply-patch+yaml", **kw)
+            GROUP,
+            VERSION,
+            "default",
+            PLURAL,
+            "ssa",
+            body,
+            field_manager="tests",
+            _content_type="application/apply-patch+yaml",
+            **kw,
+        )
 
     for port, expected_status in ((90, 201), (91, 200)):
         body["spec"]["port"] = port
@@ -212,15 +276,19 @@ def test_watch_resumes_from_resource_version(api: Any) -> None:
     core.delete_namespaced_config_map("w1", "default")
     seen = []
     last = rv
-    for ev in watch.Watch().stream(core.list_namespaced_config_map, "default", resource_version=rv,
-                                   timeout_seconds=1):
+    for ev in watch.Watch().stream(
+        core.list_namespaced_config_map, "default", resource_version=rv, timeout_seconds=1
+    ):
         seen.append((ev["type"], ev["object"].metadata.name))
         last = ev["object"].metadata.resource_version
     assert seen == [("ADDED", "w0"), ("ADDED", "w1"), ("ADDED", "w2"), ("MODIFIED", "w0"), ("DELETED", "w1")]
     # Resuming from the last seen version yields only what happened after it.
     core.create_namespaced_config_map("default", {"metadata": {"name": "w3"}})
-    again = list(watch.Watch().stream(core.list_namespaced_config_map, "default", resource_version=last,
-                                      timeout_seconds=1))
+    again = list(
+        watch.Watch().stream(
+            core.list_namespaced_config_map, "default", resource_version=last, timeout_seconds=1
+        )
+    )
     assert [(e["type"], e["object"].metadata.name) for e in again] == [("ADDED", "w3")]
 
 
@@ -228,8 +296,11 @@ def test_watch_without_version_lists_current_state_and_filters(api: Any) -> None
     core = client.CoreV1Api(api)
     core.create_namespaced_config_map("default", {"metadata": {"name": "keep", "labels": {"k": "1"}}})
     core.create_namespaced_config_map("default", {"metadata": {"name": "other"}})
-    events = list(watch.Watch().stream(core.list_namespaced_config_map, "default", label_selector="k=1",
-                                       timeout_seconds=1))
+    events = list(
+        watch.Watch().stream(
+            core.list_namespaced_config_map, "default", label_selector="k=1", timeout_seconds=1
+        )
+    )
     assert [(e["type"], e["object"].metadata.name) for e in events] == [("ADDED", "keep")]
 
 
@@ -262,8 +333,14 @@ def test_watch_live_events_and_bookmarks(kubesim_factory: Any) -> None:
 
     t = threading.Thread(target=later)
     t.start()
-    raw = core.list_namespaced_config_map("default", watch=True, resource_version=rv, allow_watch_bookmarks=True,
-                                          timeout_seconds=1, _preload_content=False)
+    raw = core.list_namespaced_config_map(
+        "default",
+        watch=True,
+        resource_version=rv,
+        allow_watch_bookmarks=True,
+        timeout_seconds=1,
+        _preload_content=False,
+    )
     types = [json.loads(line)["type"] for line in raw.data.decode().splitlines()]
     t.join()
     assert "ADDED" in types and "BOOKMARK" in types
@@ -275,14 +352,38 @@ def test_delete_cascade_background_foreground_orphan(api: Any) -> None:
     batch = client.BatchV1Api(api)
 
     def job(name: str) -> Any:
-        return batch.create_namespaced_job("default", {
-            "metadata": {"name": name},
-            "spec": {"template": {"spec": {"restartPolicy": "Never",
-                                           "containers": [{"name": "c", "image": "busybox:1.36"}]}}}})
+        return batch.create_namespaced_job(
+            "default",
+            {
+                "metadata": {"name": name},
+                "spec": {
+                    "template": {
+                        "spec": {
+                            "restartPolicy": "Never",
+                            "containers": [{"name": "c", "image": "busybox:1.36"}],
+                        }
+                    }
+                },
+            },
+        )
 
     def child(owner: Any, name: str) -> None:
-        core.create_namespaced_config_map("default", {"metadata": {"name": name, "ownerReferences": [{
-            "apiVersion": "batch/v1", "kind": "Job", "name": owner.metadata.name, "uid": owner.metadata.uid}]}})
+        core.create_namespaced_config_map(
+            "default",
+            {
+                "metadata": {
+                    "name": name,
+                    "ownerReferences": [
+                        {
+                            "apiVersion": "batch/v1",
+                            "kind": "Job",
+                            "name": owner.metadata.name,
+                            "uid": owner.metadata.uid,
+                        }
+                    ],
+                }
+            },
+        )
 
     def exists(name: str) -> bool:
         return any(c.metadata.name == name for c in core.list_namespaced_config_map("default").items)
@@ -305,7 +406,9 @@ def test_delete_cascade_background_foreground_orphan(api: Any) -> None:
 
 def test_finalizers_hold_deletion(api: Any) -> None:
     core = client.CoreV1Api(api)
-    core.create_namespaced_config_map("default", {"metadata": {"name": "f", "finalizers": ["example.dev/hold"]}})
+    core.create_namespaced_config_map(
+        "default", {"metadata": {"name": "f", "finalizers": ["example.dev/hold"]}}
+    )
     core.delete_namespaced_config_map("f", "default")
     cm = core.read_namespaced_config_map("f", "default")
     assert cm.metadata.deletion_timestamp is not None
@@ -330,15 +433,22 @@ def test_namespace_delete_removes_contents(api: Any) -> None:
 def test_events_core_and_events_k8s_io(api: Any) -> None:
     core = client.CoreV1Api(api)
     pod = core.create_namespaced_pod("default", _pod("ev"))
-    core.create_namespaced_event("default", {
-        "metadata": {"name": "ev.1"}, "involvedObject": {"kind": "Pod", "name": "ev", "namespace": "default",
-                                                         "uid": pod.metadata.uid},
-        "reason": "FailedScheduling", "message": "0/1 nodes are available", "type": "Warning"})
+    core.create_namespaced_event(
+        "default",
+        {
+            "metadata": {"name": "ev.1"},
+            "involvedObject": {"kind": "Pod", "name": "ev", "namespace": "default", "uid": pod.metadata.uid},
+            "reason": "FailedScheduling",
+            "message": "0/1 nodes are available",
+            "type": "Warning",
+        },
+    )
     evs = core.list_namespaced_event("default", field_selector=f"involvedObject.uid={pod.metadata.uid}").items
     assert [e.reason for e in evs] == ["FailedScheduling"]
     v1 = client.EventsV1Api(api).list_namespaced_event("default").items
-    assert [(e.reason, e.note, e.regarding.name) for e in v1] == [("FailedScheduling", "0/1 nodes are available",
-                                                                  "ev")]
+    assert [(e.reason, e.note, e.regarding.name) for e in v1] == [
+        ("FailedScheduling", "0/1 nodes are available", "ev")
+    ]
 
 
 def test_dynamic_client_discovery_sees_new_crd(api: Any, crd: None) -> None:
@@ -365,8 +475,10 @@ def test_abandoned_watch_is_released(kubesim_inprocess: KubesimServer) -> None:
     store = kubesim_inprocess.extra["cluster"].store
     host, port = kubesim_inprocess.url.rsplit("//", 1)[1].split(":")
     sock = socketlib.create_connection((host, int(port)), timeout=5)
-    sock.sendall(f"GET /api/v1/namespaces/default/configmaps?watch=true HTTP/1.1\r\nHost: {host}\r\n"
-                 f"Authorization: Bearer {kubesim_inprocess.token}\r\n\r\n".encode())
+    sock.sendall(
+        f"GET /api/v1/namespaces/default/configmaps?watch=true HTTP/1.1\r\nHost: {host}\r\n"
+        f"Authorization: Bearer {kubesim_inprocess.token}\r\n\r\n".encode()
+    )
     assert b"200 OK" in sock.recv(4096)
     deadline = time.monotonic() + 5
     while not store.watches():

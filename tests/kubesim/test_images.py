@@ -10,18 +10,21 @@ import pytest
 from kubesim.images import Image, ImageConfig, ImageStore, InvalidReference, matches, normalize
 
 
-@pytest.mark.parametrize("ref, canonical", [
-    ("busybox", "docker.io/library/busybox:latest"),
-    ("busybox:1.36", "docker.io/library/busybox:1.36"),
-    ("library/busybox", "docker.io/library/busybox:latest"),
-    ("docker.io/busybox", "docker.io/library/busybox:latest"),
-    ("user/app", "docker.io/user/app:latest"),
-    ("gcr.io/proj/img:v1", "gcr.io/proj/img:v1"),
-    ("localhost:5000/a", "localhost:5000/a:latest"),
-    ("localhost/a:b", "localhost/a:b"),
-    ("python:3.11-slim", "docker.io/library/python:3.11-slim"),
-    ("a@sha256:" + "0" * 64, "docker.io/library/a@sha256:" + "0" * 64),
-])
+@pytest.mark.parametrize(
+    "ref, canonical",
+    [
+        ("busybox", "docker.io/library/busybox:latest"),
+        ("busybox:1.36", "docker.io/library/busybox:1.36"),
+        ("library/busybox", "docker.io/library/busybox:latest"),
+        ("docker.io/busybox", "docker.io/library/busybox:latest"),
+        ("user/app", "docker.io/user/app:latest"),
+        ("gcr.io/proj/img:v1", "gcr.io/proj/img:v1"),
+        ("localhost:5000/a", "localhost:5000/a:latest"),
+        ("localhost/a:b", "localhost/a:b"),
+        ("python:3.11-slim", "docker.io/library/python:3.11-slim"),
+        ("a@sha256:" + "0" * 64, "docker.io/library/a@sha256:" + "0" * 64),
+    ],
+)
 def test_normalize(ref: str, canonical: str) -> None:
     assert normalize(ref) == canonical
 
@@ -32,15 +35,18 @@ def test_normalize_rejects(ref: str) -> None:
         normalize(ref)
 
 
-@pytest.mark.parametrize("pattern, ref, ok", [
-    ("moby/buildkit:*", "moby/buildkit:v0.16.0", True),
-    ("moby/buildkit", "docker.io/moby/buildkit:latest", True),
-    ("moby/buildkit:v*", "moby/buildkit:latest", False),
-    ("python", "python:3.12", True),
-    ("python", "pythonx", False),
-    ("*.example.com/*", "reg.example.com/team:1", True),
-    ("busybox:*", "NOT VALID", False),
-])
+@pytest.mark.parametrize(
+    "pattern, ref, ok",
+    [
+        ("moby/buildkit:*", "moby/buildkit:v0.16.0", True),
+        ("moby/buildkit", "docker.io/moby/buildkit:latest", True),
+        ("moby/buildkit:v*", "moby/buildkit:latest", False),
+        ("python", "python:3.12", True),
+        ("python", "pythonx", False),
+        ("*.example.com/*", "reg.example.com/team:1", True),
+        ("busybox:*", "NOT VALID", False),
+    ],
+)
 def test_matches(pattern: str, ref: str, ok: bool) -> None:
     assert matches(pattern, ref) is ok
 
@@ -72,8 +78,11 @@ def test_put_get_replace_and_list(tmp_path: Path) -> None:
     (rootfs / "app").mkdir(parents=True)
     (rootfs / "app" / "x").write_text("1")
     store = ImageStore(tmp_path / "images")
-    store.put("example.com/t/app:v1", ImageConfig(entrypoint=["python3"], cmd=["-m", "app"], env=["A=1"], workdir="/app"),
-              rootfs)
+    store.put(
+        "example.com/t/app:v1",
+        ImageConfig(entrypoint=["python3"], cmd=["-m", "app"], env=["A=1"], workdir="/app"),
+        rootfs,
+    )
     image = store.get("example.com/t/app:v1")
     assert image is not None and image.config.workdir == "/app" and image.config.env == ["A=1"]
     assert image.rootfs is not None and (image.rootfs / "app" / "x").read_text() == "1"
@@ -114,12 +123,15 @@ def test_providers_resolve_in_order_before_builtins(tmp_path: Path) -> None:
 
 
 def test_config_from_oci_json() -> None:
-    cfg = ImageConfig.from_json({"config": {"Entrypoint": ["e"], "Cmd": ["c"], "Env": ["A=1"], "WorkingDir": "/w"}})
+    cfg = ImageConfig.from_json(
+        {"config": {"Entrypoint": ["e"], "Cmd": ["c"], "Env": ["A=1"], "WorkingDir": "/w"}}
+    )
     assert cfg == ImageConfig(["e"], ["c"], ["A=1"], "/w")
 
 
-def test_pod_runs_a_put_image_with_its_layer_config_and_private_copy(tmp_path: Path,
-                                                                      tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_pod_runs_a_put_image_with_its_layer_config_and_private_copy(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     import time
 
     from kubernetes import client
@@ -128,25 +140,43 @@ def test_pod_runs_a_put_image_with_its_layer_config_and_private_copy(tmp_path: P
 
     rootfs = tmp_path / "rootfs"
     (rootfs / "kubesim-test-app").mkdir(parents=True)
-    (rootfs / "kubesim-test-app" / "run.sh").write_text('#!/bin/sh\necho "$GREETING from $(pwd) args:$*"\n'
-                                                        'echo changed > /kubesim-test-app/state\n')
+    (rootfs / "kubesim-test-app" / "run.sh").write_text(
+        '#!/bin/sh\necho "$GREETING from $(pwd) args:$*"\necho changed > /kubesim-test-app/state\n'
+    )
     (rootfs / "kubesim-test-app" / "run.sh").chmod(0o755)
     server = start_inprocess(tmp_path_factory.mktemp("images-inproc"))
     try:
         kubelet = server.extra["cluster"].kubelet
-        kubelet.images.put("registry.example/team/app:v1",
-                           ImageConfig(entrypoint=["/kubesim-test-app/run.sh"], cmd=["default-arg"],
-                                       env=["GREETING=hello"], workdir="/kubesim-test-app"), rootfs)
+        kubelet.images.put(
+            "registry.example/team/app:v1",
+            ImageConfig(
+                entrypoint=["/kubesim-test-app/run.sh"],
+                cmd=["default-arg"],
+                env=["GREETING=hello"],
+                workdir="/kubesim-test-app",
+            ),
+            rootfs,
+        )
         api = server.api_client()
         core = client.CoreV1Api(api)
-        core.create_namespaced_pod("default", {"metadata": {"name": "app"}, "spec": {
-            "restartPolicy": "Never",
-            "containers": [{"name": "c", "image": "registry.example/team/app:v1"}]}})
+        core.create_namespaced_pod(
+            "default",
+            {
+                "metadata": {"name": "app"},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [{"name": "c", "image": "registry.example/team/app:v1"}],
+                },
+            },
+        )
         deadline = time.monotonic() + 30
         while core.read_namespaced_pod("app", "default").status.phase != "Succeeded":
             assert time.monotonic() < deadline, "pod did not succeed"
             time.sleep(0.1)
-        assert core.read_namespaced_pod_log("app", "default") == "hello from /kubesim-test-app args:default-arg\n"
+        assert (
+            core.read_namespaced_pod_log("app", "default")
+            == "hello from /kubesim-test-app args:default-arg\n"
+        )
         # The pod wrote into its own copy of the layer, not into the store.
         image = kubelet.images.get("registry.example/team/app:v1")
         assert image is not None and image.rootfs is not None

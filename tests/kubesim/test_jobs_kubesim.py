@@ -14,34 +14,58 @@ pytestmark = pytest.mark.timeout(120)
 
 
 def job(**spec: Any) -> dict[str, Any]:
-    base = {"completions": 1, "parallelism": 1, "backoffLimit": 6,
-            "template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c"}]}}}
+    base = {
+        "completions": 1,
+        "parallelism": 1,
+        "backoffLimit": 6,
+        "template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c"}]}},
+    }
     base.update(spec)
     return {"metadata": {"name": "j", "uid": "u"}, "spec": base, "status": {}}
 
 
 def pods(*phases: str, restarts: int = 0) -> list[dict[str, Any]]:
-    return [{"metadata": {"name": f"p{i}"},
-             "status": {"phase": ph, "containerStatuses": [{"restartCount": restarts}]}} for i, ph in enumerate(phases)]
+    return [
+        {
+            "metadata": {"name": f"p{i}"},
+            "status": {"phase": ph, "containerStatuses": [{"restartCount": restarts}]},
+        }
+        for i, ph in enumerate(phases)
+    ]
 
 
 def conditions(status: dict[str, Any]) -> dict[str, str]:
     return {c["type"]: c.get("reason", "") for c in status.get("conditions") or []}
 
 
-@pytest.mark.parametrize("spec, existing, create, conds, active", [
-    ({}, [], 1, {}, 0),
-    ({}, pods("Running"), 0, {}, 1),
-    ({}, pods("Succeeded"), 0, {"SuccessCriteriaMet": "CompletionsReached", "Complete": "CompletionsReached"}, 0),
-    ({"backoffLimit": 1}, pods("Failed"), 1, {}, 0),
-    ({"backoffLimit": 1}, pods("Failed", "Failed"), 0,
-     {"FailureTarget": "BackoffLimitExceeded", "Failed": "BackoffLimitExceeded"}, 0),
-    ({"completions": 3, "parallelism": 2}, pods("Succeeded"), 2, {}, 0),
-    ({"completions": 3, "parallelism": 2}, pods("Succeeded", "Succeeded", "Running"), 0, {}, 1),
-    ({"suspend": True}, [], 0, {}, 0),
-])
-def test_plan(spec: dict[str, Any], existing: list[dict[str, Any]], create: int, conds: dict[str, str],
-              active: int) -> None:
+@pytest.mark.parametrize(
+    "spec, existing, create, conds, active",
+    [
+        ({}, [], 1, {}, 0),
+        ({}, pods("Running"), 0, {}, 1),
+        (
+            {},
+            pods("Succeeded"),
+            0,
+            {"SuccessCriteriaMet": "CompletionsReached", "Complete": "CompletionsReached"},
+            0,
+        ),
+        ({"backoffLimit": 1}, pods("Failed"), 1, {}, 0),
+        (
+            {"backoffLimit": 1},
+            pods("Failed", "Failed"),
+            0,
+            {"FailureTarget": "BackoffLimitExceeded", "Failed": "BackoffLimitExceeded"},
+            0,
+        ),
+        ({"completions": 3, "parallelism": 2}, pods("Succeeded"), 2, {}, 0),
+        ({"completions": 3, "parallelism": 2}, pods("Succeeded", "Succeeded", "Running"), 0, {}, 1),
+        ({"suspend": True}, [], 0, {}, 0),
+    ],
+)
+def test_plan(
+    spec: dict[str, Any], existing: list[dict[str, Any]], create: int, conds: dict[str, str], active: int
+) -> None:
     p = plan(job(**spec), existing, 1_700_000_000.0)
     assert p.create == create
     assert conditions(p.status) == conds
@@ -65,7 +89,6 @@ def test_plan_deadline_and_finished_jobs() -> None:
     assert plan(done, [], 1_700_000_000.0).create == 0
 
 
-
 @pytest.fixture(scope="module")
 def ks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubesimServer]:
     server = start_kubesim(tmp_path_factory.mktemp("jobs"))
@@ -83,10 +106,20 @@ def clients(ks: KubesimServer) -> Iterator[tuple[Any, Any]]:
 
 
 def job_manifest(name: str, script: str, backoff: int = 6) -> dict[str, Any]:
-    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name},
-            "spec": {"backoffLimit": backoff, "template": {"spec": {
-                "restartPolicy": "Never",
-                "containers": [{"name": "c", "image": "busybox", "command": ["sh", "-c", script]}]}}}}
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name},
+        "spec": {
+            "backoffLimit": backoff,
+            "template": {
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [{"name": "c", "image": "busybox", "command": ["sh", "-c", script]}],
+                }
+            },
+        },
+    }
 
 
 def test_job_succeeds(ks: KubesimServer, clients: tuple[Any, Any]) -> None:
@@ -113,5 +146,8 @@ def test_job_fails_after_backoff_limit(ks: KubesimServer, clients: tuple[Any, An
     st = batch.read_namespaced_job("breaks", "default").status
     assert st.failed == 3
     failed = [c for c in st.conditions if c.type == "Failed"][0]
-    assert failed.reason == "BackoffLimitExceeded" and failed.message == "Job has reached the specified backoff limit"
+    assert (
+        failed.reason == "BackoffLimitExceeded"
+        and failed.message == "Job has reached the specified backoff limit"
+    )
     assert len(core.list_namespaced_pod("default", label_selector="job-name=breaks").items) == 3

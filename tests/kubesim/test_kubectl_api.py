@@ -31,8 +31,10 @@ def with_crd(apiserver: KubesimServer, crd_manifest: dict[str, Any], tmp_path: P
 
 def test_get_prints_server_side_tables(apiserver: KubesimServer) -> None:
     api = apiserver.api_client()
-    client.CoreV1Api(api).create_namespaced_pod("default", {
-        "metadata": {"name": "web"}, "spec": {"containers": [{"name": "c", "image": "busybox:1.36"}]}})
+    client.CoreV1Api(api).create_namespaced_pod(
+        "default",
+        {"metadata": {"name": "web"}, "spec": {"containers": [{"name": "c", "image": "busybox:1.36"}]}},
+    )
     out = apiserver.kubectl("get", "pods").stdout.splitlines()
     assert out[0].split() == ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]
     assert out[1].split()[:4] == ["web", "0/1", "Pending", "0"]
@@ -48,8 +50,9 @@ def test_get_prints_server_side_tables(apiserver: KubesimServer) -> None:
     api.close()
 
 
-def test_custom_resource_printer_columns_and_short_names(with_crd: KubesimServer, make_widget: Any,
-                                                         tmp_path: Path) -> None:
+def test_custom_resource_printer_columns_and_short_names(
+    with_crd: KubesimServer, make_widget: Any, tmp_path: Path
+) -> None:
     with_crd.kubectl("apply", "-f", _write(tmp_path, "w.yaml", make_widget("w1", port=8080)))
     lines = with_crd.kubectl("get", "wd").stdout.splitlines()
     assert lines[0].split() == ["NAME", "PORT", "READY"]
@@ -59,9 +62,22 @@ def test_custom_resource_printer_columns_and_short_names(with_crd: KubesimServer
 
 
 def test_get_watch_streams_changes(apiserver: KubesimServer) -> None:
-    proc = subprocess.Popen(["kubectl", "--kubeconfig", str(apiserver.kubeconfig), "--cache-dir",
-                             str(apiserver.cache_dir), "get", "configmaps", "-w", "--output-watch-events"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            "kubectl",
+            "--kubeconfig",
+            str(apiserver.kubeconfig),
+            "--cache-dir",
+            str(apiserver.cache_dir),
+            "get",
+            "configmaps",
+            "-w",
+            "--output-watch-events",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     lines: list[str] = []
     seen = threading.Event()
 
@@ -92,8 +108,9 @@ def test_get_watch_streams_changes(apiserver: KubesimServer) -> None:
     assert any(line.split()[0] == "ADDED" and "fresh" in line for line in lines)
 
 
-def test_apply_client_side_and_server_side(with_crd: KubesimServer, crd_manifest: dict[str, Any],
-                                           make_widget: Any, tmp_path: Path) -> None:
+def test_apply_client_side_and_server_side(
+    with_crd: KubesimServer, crd_manifest: dict[str, Any], make_widget: Any, tmp_path: Path
+) -> None:
     k = with_crd.kubectl
     # Re-applying the CRD is a no-op, server-side apply of it works too.
     crd_file = _write(tmp_path, "crd.yaml", crd_manifest)
@@ -117,10 +134,16 @@ def test_apply_client_side_and_server_side(with_crd: KubesimServer, crd_manifest
     k("apply", "--server-side", "--force-conflicts", "-f", _write(tmp_path, "w2.yaml", w2))
     got = json.loads(k("get", "widget", "w2", "-o", "json", "--show-managed-fields").stdout)
     assert got["spec"]["port"] == 83
-    assert any(m["manager"] == "kubectl" and m["operation"] == "Apply" for m in got["metadata"]["managedFields"])
+    assert any(
+        m["manager"] == "kubectl" and m["operation"] == "Apply" for m in got["metadata"]["managedFields"]
+    )
     # Built-in kinds take the strategic-merge path.
-    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
-           "spec": {"containers": [{"name": "a", "image": "img:1"}, {"name": "b", "image": "img:1"}]}}
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "p"},
+        "spec": {"containers": [{"name": "a", "image": "img:1"}, {"name": "b", "image": "img:1"}]},
+    }
     k("apply", "-f", _write(tmp_path, "p.yaml", pod))
     pod["spec"]["containers"][1]["image"] = "img:2"
     res = k("apply", "-f", _write(tmp_path, "p.yaml", pod))
@@ -129,12 +152,17 @@ def test_apply_client_side_and_server_side(with_crd: KubesimServer, crd_manifest
     assert [(c["name"], c["image"]) for c in images] == [("a", "img:1"), ("b", "img:2")]
 
 
-def test_invalid_custom_resource_is_rejected(with_crd: KubesimServer, make_widget: Any, tmp_path: Path) -> None:
+def test_invalid_custom_resource_is_rejected(
+    with_crd: KubesimServer, make_widget: Any, tmp_path: Path
+) -> None:
     bad = make_widget("bad", port=70000, mode="z")
     res = with_crd.kubectl("apply", "-f", _write(tmp_path, "bad.yaml", bad), check=False)
     assert res.returncode == 1
     assert 'The Widget "bad" is invalid' in res.stderr
-    assert "spec.port: Invalid value: 70000: spec.port in body should be less than or equal to 65535" in res.stderr
+    assert (
+        "spec.port: Invalid value: 70000: spec.port in body should be less than or equal to 65535"
+        in res.stderr
+    )
     assert 'spec.mode: Unsupported value: "z": supported values: "a", "b"' in res.stderr
     unknown = make_widget("unk", port=1, colour="red")
     res = with_crd.kubectl("create", "-f", _write(tmp_path, "unk.yaml", unknown), check=False)
@@ -145,18 +173,49 @@ def test_invalid_custom_resource_is_rejected(with_crd: KubesimServer, make_widge
     assert "colour" not in got["spec"]
 
 
-def test_wait_for_condition_set_through_status(with_crd: KubesimServer, make_widget: Any, tmp_path: Path) -> None:
+def test_wait_for_condition_set_through_status(
+    with_crd: KubesimServer, make_widget: Any, tmp_path: Path
+) -> None:
     with_crd.kubectl("apply", "-f", _write(tmp_path, "w.yaml", make_widget("w1")))
-    waiter = subprocess.Popen(["kubectl", "--kubeconfig", str(with_crd.kubeconfig), "--cache-dir",
-                               str(with_crd.cache_dir), "wait", "--for=condition=Ready", "widget/w1",
-                               "--timeout=30s"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    waiter = subprocess.Popen(
+        [
+            "kubectl",
+            "--kubeconfig",
+            str(with_crd.kubeconfig),
+            "--cache-dir",
+            str(with_crd.cache_dir),
+            "wait",
+            "--for=condition=Ready",
+            "widget/w1",
+            "--timeout=30s",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         time.sleep(0.5)  # let it start watching; the condition must arrive through the watch or the get
         api = with_crd.api_client()
         client.CustomObjectsApi(api).patch_namespaced_custom_object_status(
-            "example.dev", "v1", "default", "widgets", "w1",
-            {"status": {"conditions": [{"type": "Ready", "status": "True", "reason": "Done", "message": "",
-                                        "lastTransitionTime": "2026-01-01T00:00:00Z"}]}})
+            "example.dev",
+            "v1",
+            "default",
+            "widgets",
+            "w1",
+            {
+                "status": {
+                    "conditions": [
+                        {
+                            "type": "Ready",
+                            "status": "True",
+                            "reason": "Done",
+                            "message": "",
+                            "lastTransitionTime": "2026-01-01T00:00:00Z",
+                        }
+                    ]
+                }
+            },
+        )
         api.close()
         out, err = waiter.communicate(timeout=40)
     finally:
@@ -207,10 +266,18 @@ def test_explain_and_events(with_crd: KubesimServer) -> None:
     assert "port" in out
     api = with_crd.api_client()
     core = client.CoreV1Api(api)
-    core.create_namespaced_event("default", {
-        "metadata": {"name": "e1"}, "involvedObject": {"kind": "Pod", "name": "x", "namespace": "default"},
-        "reason": "FailedScheduling", "message": "0/1 nodes are available: 1 Insufficient nvidia.com/gpu.",
-        "type": "Warning", "firstTimestamp": "2026-01-01T00:00:00Z", "lastTimestamp": "2026-01-01T00:00:00Z"})
+    core.create_namespaced_event(
+        "default",
+        {
+            "metadata": {"name": "e1"},
+            "involvedObject": {"kind": "Pod", "name": "x", "namespace": "default"},
+            "reason": "FailedScheduling",
+            "message": "0/1 nodes are available: 1 Insufficient nvidia.com/gpu.",
+            "type": "Warning",
+            "firstTimestamp": "2026-01-01T00:00:00Z",
+            "lastTimestamp": "2026-01-01T00:00:00Z",
+        },
+    )
     api.close()
     out = with_crd.kubectl("get", "events").stdout
     assert "FailedScheduling" in out and "pod/x" in out
@@ -234,8 +301,9 @@ def test_typed_kubectl_commands_send_protobuf(apiserver: KubesimServer) -> None:
     assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
     deploy = json.loads(k("get", "deploy", "web", "-n", "team", "-o", "json").stdout)
     assert deploy["spec"]["replicas"] == 2
-    assert deploy["spec"]["template"]["spec"]["containers"][0]["ports"] == [{"containerPort": 80,
-                                                                            "protocol": "TCP"}]
+    assert deploy["spec"]["template"]["spec"]["containers"][0]["ports"] == [
+        {"containerPort": 80, "protocol": "TCP"}
+    ]
     assert k("create", "token", "robot", "-n", "team").stdout.startswith("kubesim.")
     assert k("auth", "can-i", "list", "pods", "-n", "team").stdout.strip() == "yes"
     k("scale", "deployment", "web", "-n", "team", "--replicas=3")

@@ -12,12 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from polling import wait_for
+
 from kubesim.testing import KubesimServer, start_inprocess, start_kubesim
 
 pytestmark = pytest.mark.timeout(120)
-
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +38,12 @@ def core(ks: KubesimServer) -> Iterator[Any]:
 def pod(name: str, command: list[str], image: str = "busybox", **spec: Any) -> dict[str, Any]:
     container = {"name": "c", "image": image, "command": command}
     container.update(spec.pop("container", {}))
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
-            "spec": {"containers": [container], "terminationGracePeriodSeconds": 2, **spec}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {"containers": [container], "terminationGracePeriodSeconds": 2, **spec},
+    }
 
 
 def status(core: Any, name: str) -> Any:
@@ -96,8 +99,12 @@ def test_crashing_container_is_restarted_with_backoff(core: Any) -> None:
 
     def crash_looping() -> bool:
         cs = status(core, "crash").container_statuses
-        return bool(cs and cs[0].restart_count >= 2 and cs[0].state.waiting
-                    and cs[0].state.waiting.reason == "CrashLoopBackOff")
+        return bool(
+            cs
+            and cs[0].restart_count >= 2
+            and cs[0].state.waiting
+            and cs[0].state.waiting.reason == "CrashLoopBackOff"
+        )
 
     wait_for(crash_looping, 30, "CrashLoopBackOff with restarts")
     cs = status(core, "crash").container_statuses[0]
@@ -108,12 +115,21 @@ def test_crashing_container_is_restarted_with_backoff(core: Any) -> None:
 
 
 def test_init_containers_run_first_in_order(core: Any) -> None:
-    manifest = pod("init", ["sh", "-c", "cat /work/order; echo main >> /work/order; sleep 3600"],
-                   container={"volumeMounts": [{"name": "w", "mountPath": "/work"}]},
-                   volumes=[{"name": "w", "emptyDir": {}}])
+    manifest = pod(
+        "init",
+        ["sh", "-c", "cat /work/order; echo main >> /work/order; sleep 3600"],
+        container={"volumeMounts": [{"name": "w", "mountPath": "/work"}]},
+        volumes=[{"name": "w", "emptyDir": {}}],
+    )
     manifest["spec"]["initContainers"] = [
-        {"name": f"i{i}", "image": "busybox", "command": ["sh", "-c", f"sleep 0.2; echo i{i} >> /work/order"],
-         "volumeMounts": [{"name": "w", "mountPath": "/work"}]} for i in (1, 2)]
+        {
+            "name": f"i{i}",
+            "image": "busybox",
+            "command": ["sh", "-c", f"sleep 0.2; echo i{i} >> /work/order"],
+            "volumeMounts": [{"name": "w", "mountPath": "/work"}],
+        }
+        for i in (1, 2)
+    ]
     core.create_namespaced_pod("default", manifest)
     wait_for(lambda: phase(core, "init") == "Running", what="Running")
     wait_for(lambda: log(core, "init", container="c") == "i1\ni2\n", what="main log")
@@ -124,11 +140,15 @@ def test_init_containers_run_first_in_order(core: Any) -> None:
 
 
 def test_pod_needing_more_gpus_stays_pending_until_capacity_frees(core: Any) -> None:
-    core.create_namespaced_pod("default", pod("gpu-a", ["sleep", "3600"],
-                                              container={"resources": {"limits": {"nvidia.com/gpu": "1"}}}))
+    core.create_namespaced_pod(
+        "default",
+        pod("gpu-a", ["sleep", "3600"], container={"resources": {"limits": {"nvidia.com/gpu": "1"}}}),
+    )
     wait_for(lambda: phase(core, "gpu-a") == "Running", what="gpu-a Running")
-    core.create_namespaced_pod("default", pod("gpu-b", ["sleep", "3600"],
-                                              container={"resources": {"limits": {"nvidia.com/gpu": "1"}}}))
+    core.create_namespaced_pod(
+        "default",
+        pod("gpu-b", ["sleep", "3600"], container={"resources": {"limits": {"nvidia.com/gpu": "1"}}}),
+    )
 
     def unschedulable() -> Any:
         conds = status(core, "gpu-b").conditions or []
@@ -151,8 +171,10 @@ def test_node_selector_must_match_labels(core: Any) -> None:
     assert node.metadata.labels["kubernetes.io/os"] == "linux"
     assert node.status.allocatable["nvidia.com/gpu"] == "1"
     core.create_namespaced_pod("default", pod("sel", ["sleep", "1"], nodeSelector={"disktype": "ssd"}))
-    cond = wait_for(lambda: [c for c in status(core, "sel").conditions or [] if c.type == "PodScheduled"],
-                    what="PodScheduled")[0]
+    cond = wait_for(
+        lambda: [c for c in status(core, "sel").conditions or [] if c.type == "PodScheduled"],
+        what="PodScheduled",
+    )[0]
     assert cond.status == "False" and "didn't match Pod's node affinity/selector" in cond.message
     delete(core, "sel")
 
@@ -175,13 +197,21 @@ def test_missing_image_is_err_image_pull_then_backoff(core: Any) -> None:
 
 
 def test_missing_secret_is_create_container_config_error(core: Any) -> None:
-    manifest = pod("nosecret", ["sleep", "1"],
-                   container={"env": [{"name": "X", "valueFrom": {"secretKeyRef": {"name": "gone", "key": "k"}}}]})
+    manifest = pod(
+        "nosecret",
+        ["sleep", "1"],
+        container={"env": [{"name": "X", "valueFrom": {"secretKeyRef": {"name": "gone", "key": "k"}}}]},
+    )
     core.create_namespaced_pod("default", manifest)
 
     def waiting() -> Any:
         cs = status(core, "nosecret").container_statuses
-        return cs and cs[0].state.waiting and cs[0].state.waiting.reason == "CreateContainerConfigError" and cs[0]
+        return (
+            cs
+            and cs[0].state.waiting
+            and cs[0].state.waiting.reason == "CreateContainerConfigError"
+            and cs[0]
+        )
 
     cs = wait_for(waiting, what="CreateContainerConfigError")
     assert cs.state.waiting.message == 'secret "gone" not found'
@@ -189,17 +219,26 @@ def test_missing_secret_is_create_container_config_error(core: Any) -> None:
 
 
 def test_env_sources_and_secret_volume(core: Any) -> None:
-    core.create_namespaced_secret("default", {"metadata": {"name": "s1"}, "stringData": {"token": "t0ps3cret"}})
+    core.create_namespaced_secret(
+        "default", {"metadata": {"name": "s1"}, "stringData": {"token": "t0ps3cret"}}
+    )
     core.create_namespaced_config_map("default", {"metadata": {"name": "cm1"}, "data": {"mode": "fast"}})
-    manifest = pod("envs", ["sh", "-c", "echo $TOKEN $MODE $ME $NS; cat /etc/s1/token; echo; pwd"],
-                   restartPolicy="Never",
-                   container={"workingDir": "/content",
-                              "env": [{"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "s1", "key": "token"}}},
-                                      {"name": "MODE", "valueFrom": {"configMapKeyRef": {"name": "cm1", "key": "mode"}}},
-                                      {"name": "ME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-                                      {"name": "NS", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}],
-                              "volumeMounts": [{"name": "sv", "mountPath": "/etc/s1", "readOnly": True}]},
-                   volumes=[{"name": "sv", "secret": {"secretName": "s1"}}])
+    manifest = pod(
+        "envs",
+        ["sh", "-c", "echo $TOKEN $MODE $ME $NS; cat /etc/s1/token; echo; pwd"],
+        restartPolicy="Never",
+        container={
+            "workingDir": "/content",
+            "env": [
+                {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "s1", "key": "token"}}},
+                {"name": "MODE", "valueFrom": {"configMapKeyRef": {"name": "cm1", "key": "mode"}}},
+                {"name": "ME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                {"name": "NS", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+            ],
+            "volumeMounts": [{"name": "sv", "mountPath": "/etc/s1", "readOnly": True}],
+        },
+        volumes=[{"name": "sv", "secret": {"secretName": "s1"}}],
+    )
     core.create_namespaced_pod("default", manifest)
     wait_for(lambda: phase(core, "envs") == "Succeeded", what="Succeeded")
     assert log(core, "envs") == "t0ps3cret fast envs default\nt0ps3cret\n/content\n"
@@ -208,10 +247,17 @@ def test_env_sources_and_secret_volume(core: Any) -> None:
 
 def test_content_is_private_per_pod(core: Any) -> None:
     for name in ("priv-a", "priv-b"):
-        core.create_namespaced_pod("default", pod(name, ["sh", "-c", f"echo {name} > mine; sleep 0.3; ls"],
-                                                  restartPolicy="Never", container={"workingDir": "/content"}))
+        core.create_namespaced_pod(
+            "default",
+            pod(
+                name,
+                ["sh", "-c", f"echo {name} > mine; sleep 0.3; ls"],
+                restartPolicy="Never",
+                container={"workingDir": "/content"},
+            ),
+        )
     for name in ("priv-a", "priv-b"):
-        wait_for(lambda: phase(core, name) == "Succeeded", what=f"{name} Succeeded")
+        wait_for(lambda: phase(core, name) == "Succeeded", what=f"{name} Succeeded")  # noqa: B023
         assert log(core, name) == "mine\n"
     assert not Path("/content/mine").exists()
     for name in ("priv-a", "priv-b"):
@@ -220,11 +266,19 @@ def test_content_is_private_per_pod(core: Any) -> None:
 
 def test_empty_dir_over_tmp_does_not_hide_the_pods_own_folders(core: Any) -> None:
     # kubesim's state dir (the sources of the pod's mounts) is under /tmp in tests.
-    core.create_namespaced_pod("default", pod("tmpvol", ["sh", "-c", "echo a > /tmp/x; echo b > y; ls /tmp; pwd"],
-                                              restartPolicy="Never",
-                                              container={"workingDir": "/zz-kubesim-workdir",
-                                                         "volumeMounts": [{"name": "t", "mountPath": "/tmp"}]},
-                                              volumes=[{"name": "t", "emptyDir": {}}]))
+    core.create_namespaced_pod(
+        "default",
+        pod(
+            "tmpvol",
+            ["sh", "-c", "echo a > /tmp/x; echo b > y; ls /tmp; pwd"],
+            restartPolicy="Never",
+            container={
+                "workingDir": "/zz-kubesim-workdir",
+                "volumeMounts": [{"name": "t", "mountPath": "/tmp"}],
+            },
+            volumes=[{"name": "t", "emptyDir": {}}],
+        ),
+    )
     wait_for(lambda: phase(core, "tmpvol") in ("Succeeded", "Failed"), what="tmpvol finished")
     assert phase(core, "tmpvol") == "Succeeded"
     # "/tmp" sorts before "/zz-...": made first, it would hide the workdir's source under /tmp.
@@ -234,7 +288,7 @@ def test_empty_dir_over_tmp_does_not_hide_the_pods_own_folders(core: Any) -> Non
 
 def test_pod_reaches_the_api_server_through_the_host_port_relay(core: Any, ks: KubesimServer) -> None:
     port = int(ks.url.rsplit(":", 1)[1])
-    script = (f"import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:{port}/version').read().decode())")
+    script = f"import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:{port}/version').read().decode())"
     core.create_namespaced_pod("default", pod("relay", ["python3", "-c", script], restartPolicy="Never"))
     wait_for(lambda: phase(core, "relay") in ("Succeeded", "Failed"), what="relay pod finished")
     assert '"minor"' in log(core, "relay")
@@ -245,8 +299,11 @@ def test_pod_reaches_the_api_server_through_the_host_port_relay(core: Any, ks: K
 def test_readiness_probe_gates_ready(core: Any, ks: KubesimServer) -> None:
     go = ks.state_dir / "go-probe"
     script = f"while [ ! -e {go} ]; do sleep 0.05; done; exec python3 -m http.server 8080 --bind 127.0.0.1"
-    manifest = pod("probe", ["sh", "-c", script],
-                   container={"readinessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1}})
+    manifest = pod(
+        "probe",
+        ["sh", "-c", script],
+        container={"readinessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1}},
+    )
     core.create_namespaced_pod("default", manifest)
     wait_for(lambda: phase(core, "probe") == "Running", what="Running")
     time.sleep(1.5)  # a few failed probes
@@ -306,8 +363,11 @@ def test_fault_recreate_pod_gives_new_uid(core: Any, ks: KubesimServer) -> None:
 
 
 def test_liveness_probe_failure_restarts_the_container(core: Any) -> None:
-    manifest = pod("unlive", ["sleep", "3600"],
-                   container={"livenessProbe": {"tcpSocket": {"port": 9}, "periodSeconds": 1, "failureThreshold": 1}})
+    manifest = pod(
+        "unlive",
+        ["sleep", "3600"],
+        container={"livenessProbe": {"tcpSocket": {"port": 9}, "periodSeconds": 1, "failureThreshold": 1}},
+    )
     core.create_namespaced_pod("default", manifest)
 
     def restarted() -> bool:
@@ -323,9 +383,15 @@ def test_host_network_pod_listens_on_the_host(core: Any) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    core.create_namespaced_pod("default", pod("hostnet", ["python3", "-m", "http.server", str(port), "--bind",
-                                                          "127.0.0.1"], hostNetwork=True,
-                                              container={"workingDir": "/content"}))
+    core.create_namespaced_pod(
+        "default",
+        pod(
+            "hostnet",
+            ["python3", "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+            hostNetwork=True,
+            container={"workingDir": "/content"},
+        ),
+    )
     wait_for(lambda: phase(core, "hostnet") == "Running", what="Running")
 
     def answers() -> bool:
@@ -370,10 +436,17 @@ def test_gpu_capacity_change_schedules_pending_pod_and_host_port_added(inproc: K
     api = inproc.api_client()
     core = client.CoreV1Api(api)
     kubelet = inproc.extra["cluster"].kubelet
-    core.create_namespaced_pod("default", pod("wants-gpu", ["sleep", "3600"],
-                                              container={"resources": {"limits": {"nvidia.com/gpu": "1"}}}))
-    wait_for(lambda: any(c.type == "PodScheduled" and c.status == "False"
-                         for c in status(core, "wants-gpu").conditions or []), what="Unschedulable")
+    core.create_namespaced_pod(
+        "default",
+        pod("wants-gpu", ["sleep", "3600"], container={"resources": {"limits": {"nvidia.com/gpu": "1"}}}),
+    )
+    wait_for(
+        lambda: any(
+            c.type == "PodScheduled" and c.status == "False"
+            for c in status(core, "wants-gpu").conditions or []
+        ),
+        what="Unschedulable",
+    )
     _call(inproc, lambda: kubelet.set_gpus(1))
     wait_for(lambda: phase(core, "wants-gpu") == "Running", what="scheduled after capacity grew")
 
@@ -391,9 +464,13 @@ def test_gpu_capacity_change_schedules_pending_pod_and_host_port_added(inproc: K
     t = threading.Thread(target=serve, daemon=True)
     t.start()
     _call(inproc, lambda: kubelet.add_host_port(port))
-    script = (f"import socket,time\nfor i in range(50):\n    try:\n        s=socket.create_connection(('127.0.0.1',{port}))\n"
-              f"        break\n    except OSError:\n        time.sleep(0.1)\nprint(s.recv(100).decode(), end='')")
-    core.create_namespaced_pod("default", pod("host-client", ["python3", "-c", script], restartPolicy="Never"))
+    script = (
+        f"import socket,time\nfor i in range(50):\n    try:\n        s=socket.create_connection(('127.0.0.1',{port}))\n"
+        f"        break\n    except OSError:\n        time.sleep(0.1)\nprint(s.recv(100).decode(), end='')"
+    )
+    core.create_namespaced_pod(
+        "default", pod("host-client", ["python3", "-c", script], restartPolicy="Never")
+    )
     wait_for(lambda: phase(core, "host-client") in ("Succeeded", "Failed"), what="host-client finished")
     assert log(core, "host-client") == "hello from the host\n"
     t.join(5)
@@ -401,24 +478,39 @@ def test_gpu_capacity_change_schedules_pending_pod_and_host_port_added(inproc: K
     api.close()
 
 
-def test_without_namespaces_pods_still_run_and_say_so(tmp_path_factory: pytest.TempPathFactory,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    import kubesim.kubelet.namespaces as namespaces
+def test_without_namespaces_pods_still_run_and_say_so(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from kubernetes import client
 
-    monkeypatch.setattr(namespaces, "namespaces_available", lambda: (False, "namespaces disabled for this test"))
+    import kubesim.kubelet.namespaces as namespaces
+
+    monkeypatch.setattr(
+        namespaces, "namespaces_available", lambda: (False, "namespaces disabled for this test")
+    )
     server = start_inprocess(tmp_path_factory.mktemp("kubelet-noiso"))
     try:
         api = server.api_client()
         core = client.CoreV1Api(api)
-        core.create_namespaced_pod("default", pod("plain", ["sh", "-c", "echo here > f; cat f; pwd"],
-                                                  restartPolicy="Never", container={"workingDir": "/content"}))
+        core.create_namespaced_pod(
+            "default",
+            pod(
+                "plain",
+                ["sh", "-c", "echo here > f; cat f; pwd"],
+                restartPolicy="Never",
+                container={"workingDir": "/content"},
+            ),
+        )
         wait_for(lambda: phase(core, "plain") == "Succeeded", what="Succeeded")
         out = log(core, "plain").splitlines()
         assert out[0] == "here"
         assert out[1].startswith(str(server.state_dir)) and out[1].endswith("/fs/content")
         warnings = [e for e in events(core, "plain") if e.reason == "NoIsolation"]
-        assert warnings and warnings[0].type == "Warning" and "namespaces disabled for this test" in warnings[0].message
+        assert (
+            warnings
+            and warnings[0].type == "Warning"
+            and "namespaces disabled for this test" in warnings[0].message
+        )
         assert not Path("/content/f").exists()
         api.close()
     finally:

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from polling import wait_for
+
 from kubesim.images import ImageConfig, ImageStore
 from kubesim.testing import KubesimServer, start_inprocess, start_kubesim
 
@@ -42,10 +42,24 @@ def core(ks: KubesimServer) -> Iterator[Any]:
 
 
 def _pod(name: str, script: str, image: str = IMAGE, **spec: Any) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
-            "spec": {"containers": [{"name": "c", "image": image, "command": ["sh", "-c", script],
-                                     "volumeMounts": [{"name": "data", "mountPath": "/data"}]}],
-                     "volumes": [{"name": "data", "emptyDir": {}}], "terminationGracePeriodSeconds": 1, **spec}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {
+            "containers": [
+                {
+                    "name": "c",
+                    "image": image,
+                    "command": ["sh", "-c", script],
+                    "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+                }
+            ],
+            "volumes": [{"name": "data", "emptyDir": {}}],
+            "terminationGracePeriodSeconds": 1,
+            **spec,
+        },
+    }
 
 
 def _status(core: Any, name: str, init: bool = False) -> Any:
@@ -77,23 +91,28 @@ def _delete(core: Any, name: str) -> None:
 
 # Each instance says what it found, then changes its image's file, writes a file of its own
 # outside any volume and appends to a file in the emptyDir.
-SCRIPT = ("echo \"image file: $(cat /content/from_image.txt)\"; echo \"own file: $(cat /content/mine 2>/dev/null)\"; "
-          "echo \"volume lines: $(cat /data/kept 2>/dev/null | wc -l)\"; "
-          "echo changed > /content/from_image.txt; echo mine > /content/mine; echo run >> /data/kept; "
-          "echo written; sleep 3600")
+SCRIPT = (
+    'echo "image file: $(cat /content/from_image.txt)"; echo "own file: $(cat /content/mine 2>/dev/null)"; '
+    'echo "volume lines: $(cat /data/kept 2>/dev/null | wc -l)"; '
+    "echo changed > /content/from_image.txt; echo mine > /content/mine; echo run >> /data/kept; "
+    "echo written; sleep 3600"
+)
 
 
 @pytest.mark.parametrize("how", ["kill", "liveness"])
-def test_a_restarted_container_starts_from_its_image_and_keeps_its_volumes(core: Any, ks: KubesimServer,
-                                                                            how: str) -> None:
+def test_a_restarted_container_starts_from_its_image_and_keeps_its_volumes(
+    core: Any, ks: KubesimServer, how: str
+) -> None:
     name = f"fresh-{how}"
     manifest = _pod(name, SCRIPT)
     if how == "liveness":
         # Fails once /content/unhealthy exists: a restart by the kubelet's own decision. A fresh
         # instance has no such file, so it stays alive.
         manifest["spec"]["containers"][0]["livenessProbe"] = {
-            "exec": {"command": ["sh", "-c", "! test -e /content/unhealthy"]}, "periodSeconds": 1,
-            "failureThreshold": 1}
+            "exec": {"command": ["sh", "-c", "! test -e /content/unhealthy"]},
+            "periodSeconds": 1,
+            "failureThreshold": 1,
+        }
     core.create_namespaced_pod("default", manifest)
     first = wait_for(lambda: _running(core, name, 0), 30, "the first instance running")
     wait_for(lambda: "written" in _log(core, name), 15, "the first instance's writes")
@@ -127,10 +146,21 @@ def test_commands_exec_d_into_a_container_die_with_its_instance(core: Any, ks: K
     wait_for(lambda: _running(core, name, 0), 30, "running")
     # A detached loop started by exec outlives the exec (as a sync agent or a kernel may); it
     # leaves its pid in the volume.
-    ks.kubectl("exec", name, "-c", "c", "--", "sh", "-c",
-               "nohup sh -c 'echo $$ > /data/orphan.pid; while true; do sleep 0.1; done' >/dev/null 2>&1 &")
-    pid_file = wait_for(lambda: next(ks.state_dir.rglob(f"default_{name}_*/volumes/data/orphan.pid"), None), 10,
-                        "the exec'd loop's pid")
+    ks.kubectl(
+        "exec",
+        name,
+        "-c",
+        "c",
+        "--",
+        "sh",
+        "-c",
+        "nohup sh -c 'echo $$ > /data/orphan.pid; while true; do sleep 0.1; done' >/dev/null 2>&1 &",
+    )
+    pid_file = wait_for(
+        lambda: next(ks.state_dir.rglob(f"default_{name}_*/volumes/data/orphan.pid"), None),
+        10,
+        "the exec'd loop's pid",
+    )
     pid = int(wait_for(lambda: pid_file.read_text().strip(), 10, "the pid written"))
     assert _alive(pid)
     ks.admin.kill_pod("default", name)
@@ -143,16 +173,38 @@ def test_init_and_main_containers_of_one_image_have_filesystems_of_their_own(cor
     """An init container sees its image's /content, not the volume the main container mounts there
     (what nbd's notebook pod relies on to seed its /content volume from the image)."""
     name = "seeded"
-    manifest = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": {
-        # The subPath folder does not exist yet when the init container runs: it makes it.
-        "initContainers": [{"name": "seed", "image": IMAGE, "workingDir": "/",
-                            "command": ["sh", "-c", "echo init > /content/init_only; mkdir /seed/content; "
-                                                    "cp -a /content/. /seed/content/"],
-                            "volumeMounts": [{"name": "work", "mountPath": "/seed"}]}],
-        "containers": [{"name": "c", "image": IMAGE,
-                        "command": ["sh", "-c", "ls /content; echo done; sleep 3600"],
-                        "volumeMounts": [{"name": "work", "mountPath": "/content", "subPath": "content"}]}],
-        "volumes": [{"name": "work", "emptyDir": {}}], "terminationGracePeriodSeconds": 1}}
+    manifest = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {
+            # The subPath folder does not exist yet when the init container runs: it makes it.
+            "initContainers": [
+                {
+                    "name": "seed",
+                    "image": IMAGE,
+                    "workingDir": "/",
+                    "command": [
+                        "sh",
+                        "-c",
+                        "echo init > /content/init_only; mkdir /seed/content; "
+                        "cp -a /content/. /seed/content/",
+                    ],
+                    "volumeMounts": [{"name": "work", "mountPath": "/seed"}],
+                }
+            ],
+            "containers": [
+                {
+                    "name": "c",
+                    "image": IMAGE,
+                    "command": ["sh", "-c", "ls /content; echo done; sleep 3600"],
+                    "volumeMounts": [{"name": "work", "mountPath": "/content", "subPath": "content"}],
+                }
+            ],
+            "volumes": [{"name": "work", "emptyDir": {}}],
+            "terminationGracePeriodSeconds": 1,
+        },
+    }
     core.create_namespaced_pod("default", manifest)
     wait_for(lambda: "done" in _log(core, name), 30, "the main container's listing")
     assert _log(core, name).splitlines() == ["from_image.txt", "init_only", "done"]
@@ -167,15 +219,22 @@ def test_a_sub_path_leaving_its_volume_is_a_config_error(core: Any) -> None:
 
     def config_error() -> Any:
         cs = _status(core, name)
-        return cs is not None and cs.state.waiting is not None and cs.state.waiting.reason == "CreateContainerConfigError" \
+        return (
+            cs is not None
+            and cs.state.waiting is not None
+            and cs.state.waiting.reason == "CreateContainerConfigError"
             and cs.state.waiting.message
+        )
 
-    assert "subPath '../../etc' must be a relative path" in wait_for(config_error, 30, "CreateContainerConfigError")
+    assert "subPath '../../etc' must be a relative path" in wait_for(
+        config_error, 30, "CreateContainerConfigError"
+    )
     _delete(core, name)
 
 
-def test_a_container_whose_mounts_fail_is_a_start_error(tmp_path_factory: pytest.TempPathFactory,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_container_whose_mounts_fail_is_a_start_error(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The mount namespace of an instance cannot be made: StartError with mount's words, then
     the restart policy decides, as after any failed start."""
     from kubernetes import client
@@ -221,8 +280,16 @@ def test_container_namespace_reports_a_failed_overlay(tmp_path: Path) -> None:
             for d in ("u", "w", "m"):
                 (tmp_path / d).mkdir()
             with pytest.raises(RuntimeError) as e:
-                await ns.start(Overlay(str(tmp_path), ("missing-lower",), str(tmp_path / "u"), str(tmp_path / "w"),
-                                       str(tmp_path / "m")), [])
+                await ns.start(
+                    Overlay(
+                        str(tmp_path),
+                        ("missing-lower",),
+                        str(tmp_path / "u"),
+                        str(tmp_path / "w"),
+                        str(tmp_path / "m"),
+                    ),
+                    [],
+                )
             assert ns.pid is None
             return str(e.value)
         finally:

@@ -11,12 +11,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-
 from polling import wait_for
+
 from kubesim.testing import KubesimServer, start_kubesim
 
 pytestmark = pytest.mark.timeout(120)
-
 
 
 @pytest.fixture(scope="module")
@@ -29,11 +28,21 @@ def ks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubesimServer]:
 def web_pod(name: str, port: int = 8888) -> dict[str, Any]:
     # Each pod serves its own /content, holding a file that names the pod.
     script = f"echo {name} > whoami; exec python3 -m http.server {port} --bind 127.0.0.1"
-    return {"metadata": {"name": name},
-            "spec": {"terminationGracePeriodSeconds": 1,
-                     "containers": [{"name": "web", "image": "python:3.11", "command": ["sh", "-c", script],
-                                     "workingDir": "/content",
-                                     "readinessProbe": {"tcpSocket": {"port": port}, "periodSeconds": 1}}]}}
+    return {
+        "metadata": {"name": name},
+        "spec": {
+            "terminationGracePeriodSeconds": 1,
+            "containers": [
+                {
+                    "name": "web",
+                    "image": "python:3.11",
+                    "command": ["sh", "-c", script],
+                    "workingDir": "/content",
+                    "readinessProbe": {"tcpSocket": {"port": port}, "periodSeconds": 1},
+                }
+            ],
+        },
+    }
 
 
 @pytest.fixture(scope="module")
@@ -44,12 +53,13 @@ def core(ks: KubesimServer) -> Iterator[Any]:
     core = client.CoreV1Api(api)
     for name in ("web-a", "web-b"):
         core.create_namespaced_pod("default", web_pod(name))
+
     def ready(name: str) -> bool:
         cs = core.read_namespaced_pod(name, "default").status.container_statuses
         return bool(cs and cs[0].ready)
 
     for name in ("web-a", "web-b"):
-        wait_for(lambda: ready(name), 30, f"{name} ready")
+        wait_for(lambda: ready(name), 30, f"{name} ready")  # noqa: B023
     yield core
     api.close()
 
@@ -80,9 +90,21 @@ def v4_get(core: Any, pod: str, path: str, port: int = 8888) -> bytes:
 
 def test_kubectl_port_forward_carries_http(ks: KubesimServer, core: Any) -> None:
     local = free_port()
-    proc = subprocess.Popen(["kubectl", "--kubeconfig", str(ks.kubeconfig), "--cache-dir", str(ks.cache_dir),
-                             "port-forward", "pod/web-a", f"{local}:8888"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            "kubectl",
+            "--kubeconfig",
+            str(ks.kubeconfig),
+            "--cache-dir",
+            str(ks.cache_dir),
+            "port-forward",
+            "pod/web-a",
+            f"{local}:8888",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stdout is not None
         assert "Forwarding from 127.0.0.1" in proc.stdout.readline()
@@ -100,15 +122,36 @@ def test_kubectl_port_forward_carries_http(ks: KubesimServer, core: Any) -> None
 
 
 def core_exec_write(ks: KubesimServer, pod: str, path: str, data: bytes) -> None:
-    out = subprocess.run(["kubectl", "--kubeconfig", str(ks.kubeconfig), "--cache-dir", str(ks.cache_dir),
-                          "exec", "-i", pod, "--", "sh", "-c", f"cat > {path}"], input=data, capture_output=True,
-                         timeout=60)
+    out = subprocess.run(
+        [
+            "kubectl",
+            "--kubeconfig",
+            str(ks.kubeconfig),
+            "--cache-dir",
+            str(ks.cache_dir),
+            "exec",
+            "-i",
+            pod,
+            "--",
+            "sh",
+            "-c",
+            f"cat > {path}",
+        ],
+        input=data,
+        capture_output=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
 
 
 def test_kubectl_refuses_a_pod_that_is_not_running(ks: KubesimServer, core: Any) -> None:
-    core.create_namespaced_pod("default", {"metadata": {"name": "never-runs"}, "spec": {
-        "containers": [{"name": "c", "image": "nosuch/img", "command": ["true"]}]}})
+    core.create_namespaced_pod(
+        "default",
+        {
+            "metadata": {"name": "never-runs"},
+            "spec": {"containers": [{"name": "c", "image": "nosuch/img", "command": ["true"]}]},
+        },
+    )
     out = ks.kubectl("port-forward", "pod/never-runs", f"{free_port()}:80", check=False, timeout=20)
     assert out.returncode != 0 and "pod is not running. Current status=Pending" in out.stderr
     core.delete_namespaced_pod("never-runs", "default", grace_period_seconds=0)
@@ -151,9 +194,21 @@ def test_drop_streams_closes_an_open_port_forward(ks: KubesimServer, core: Any) 
 
 def test_drop_streams_ends_kubectl_port_forward(ks: KubesimServer, core: Any) -> None:
     local = free_port()
-    proc = subprocess.Popen(["kubectl", "--kubeconfig", str(ks.kubeconfig), "--cache-dir", str(ks.cache_dir),
-                             "port-forward", "pod/web-b", f"{local}:8888"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            "kubectl",
+            "--kubeconfig",
+            str(ks.kubeconfig),
+            "--cache-dir",
+            str(ks.cache_dir),
+            "port-forward",
+            "pod/web-b",
+            f"{local}:8888",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stdout is not None and proc.stderr is not None
         proc.stdout.readline()
@@ -187,9 +242,22 @@ while True:
 
 
 def test_kubectl_port_forward_upload_with_half_close(ks: KubesimServer, core: Any) -> None:
-    core.create_namespaced_pod("default", {"metadata": {"name": "md5"}, "spec": {"containers": [{
-        "name": "c", "image": "python", "command": ["python3", "-c", MD5_SERVER],
-        "readinessProbe": {"tcpSocket": {"port": 7000}, "periodSeconds": 1}}]}})
+    core.create_namespaced_pod(
+        "default",
+        {
+            "metadata": {"name": "md5"},
+            "spec": {
+                "containers": [
+                    {
+                        "name": "c",
+                        "image": "python",
+                        "command": ["python3", "-c", MD5_SERVER],
+                        "readinessProbe": {"tcpSocket": {"port": 7000}, "periodSeconds": 1},
+                    }
+                ]
+            },
+        },
+    )
 
     def ready() -> bool:
         cs = core.read_namespaced_pod("md5", "default").status.container_statuses
@@ -197,9 +265,21 @@ def test_kubectl_port_forward_upload_with_half_close(ks: KubesimServer, core: An
 
     wait_for(ready, 30, "md5 ready")
     local = free_port()
-    proc = subprocess.Popen(["kubectl", "--kubeconfig", str(ks.kubeconfig), "--cache-dir", str(ks.cache_dir),
-                             "port-forward", "pod/md5", f"{local}:7000"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            "kubectl",
+            "--kubeconfig",
+            str(ks.kubeconfig),
+            "--cache-dir",
+            str(ks.cache_dir),
+            "port-forward",
+            "pod/md5",
+            f"{local}:7000",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stdout is not None
         proc.stdout.readline()

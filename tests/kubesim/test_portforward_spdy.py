@@ -21,14 +21,19 @@ def test_syn_stream_roundtrip_with_one_context_per_direction() -> None:
     parser = spdy.Parser()
     wire = b""
     for sid, stype in ((1, "error"), (3, "data"), (5, "error"), (7, "data")):
-        wire += spdy.encode_syn_stream(client, sid, {"streamtype": stype, "port": "8888", "requestID": str(sid // 4)})
+        wire += spdy.encode_syn_stream(
+            client, sid, {"streamtype": stype, "port": "8888", "requestID": str(sid // 4)}
+        )
     # Frames arrive split at arbitrary points (WebSocket message boundaries mean nothing).
     frames: list[spdy.Frame] = []
     for i in range(0, len(wire), 7):
-        frames += parser.feed(wire[i:i + 7])
+        frames += parser.feed(wire[i : i + 7])
     assert [f.stream_id for f in frames] == [1, 3, 5, 7]
     assert all(isinstance(f, spdy.ControlFrame) and f.type == spdy.SYN_STREAM for f in frames)
-    assert [f.header("streamtype") for f in frames if isinstance(f, spdy.ControlFrame)] == ["error", "data"] * 2
+    assert [f.header("streamtype") for f in frames if isinstance(f, spdy.ControlFrame)] == [
+        "error",
+        "data",
+    ] * 2
     assert frames[3].header("requestid") == "1"  # names are lower-cased
 
 
@@ -39,20 +44,28 @@ def test_a_fresh_context_per_frame_breaks_the_peer() -> None:
         parser.feed(spdy.encode_syn_stream(spdy.HeaderCompressor(), 3, {"a": "b"}))
 
 
-@pytest.mark.parametrize("encoded, expected", [
-    (spdy.encode_data(3, b"hello"), spdy.DataFrame(3, 0, b"hello")),
-    (spdy.encode_data(3, b"", fin=True), spdy.DataFrame(3, spdy.FLAG_FIN, b"")),
-    (spdy.encode_ping(7), spdy.ControlFrame(spdy.PING, 0, value=7)),
-    (spdy.encode_rst(5, spdy.RST_CANCEL), spdy.ControlFrame(spdy.RST_STREAM, 0, 5, value=spdy.RST_CANCEL)),
-    (spdy.encode_goaway(9, 0), spdy.ControlFrame(spdy.GOAWAY, 0, 9, value=0)),
-    (spdy.encode_window_update(1, 1000), spdy.ControlFrame(spdy.WINDOW_UPDATE, 0, 1, value=1000)),
-])
+@pytest.mark.parametrize(
+    "encoded, expected",
+    [
+        (spdy.encode_data(3, b"hello"), spdy.DataFrame(3, 0, b"hello")),
+        (spdy.encode_data(3, b"", fin=True), spdy.DataFrame(3, spdy.FLAG_FIN, b"")),
+        (spdy.encode_ping(7), spdy.ControlFrame(spdy.PING, 0, value=7)),
+        (
+            spdy.encode_rst(5, spdy.RST_CANCEL),
+            spdy.ControlFrame(spdy.RST_STREAM, 0, 5, value=spdy.RST_CANCEL),
+        ),
+        (spdy.encode_goaway(9, 0), spdy.ControlFrame(spdy.GOAWAY, 0, 9, value=0)),
+        (spdy.encode_window_update(1, 1000), spdy.ControlFrame(spdy.WINDOW_UPDATE, 0, 1, value=1000)),
+    ],
+)
 def test_frame_roundtrip(encoded: bytes, expected: spdy.Frame) -> None:
     assert spdy.Parser().feed(encoded) == [expected]
 
 
 def test_syn_reply_decodes_with_headers() -> None:
-    frame = spdy.Parser().feed(spdy.encode_syn_reply(spdy.HeaderCompressor(), 3, {"x": ["a", "b"]}, fin=True))[0]
+    frame = spdy.Parser().feed(
+        spdy.encode_syn_reply(spdy.HeaderCompressor(), 3, {"x": ["a", "b"]}, fin=True)
+    )[0]
     assert isinstance(frame, spdy.ControlFrame) and frame.type == spdy.SYN_REPLY and frame.fin
     assert frame.headers == {"x": ["a", "b"]}
 

@@ -25,7 +25,9 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-_ERROR = "<?xml version='1.0' encoding='UTF-8'?><Error><Code>{code}</Code><Message>{message}</Message></Error>"
+_ERROR = (
+    "<?xml version='1.0' encoding='UTF-8'?><Error><Code>{code}</Code><Message>{message}</Message></Error>"
+)
 
 
 class FaultProxy:
@@ -101,18 +103,31 @@ class FaultProxy:
         else:
             body = await request.read()
         if fault == "403":
-            return web.Response(status=403, text=_ERROR.format(code="SignatureDoesNotMatch", message="bad signature"),
-                                content_type="application/xml")
+            return web.Response(
+                status=403,
+                text=_ERROR.format(code="SignatureDoesNotMatch", message="bad signature"),
+                content_type="application/xml",
+            )
         if fault == "expired":
-            return web.Response(status=400, text=_ERROR.format(code="ExpiredToken", message="The provided token has expired."),
-                                content_type="application/xml")
+            return web.Response(
+                status=400,
+                text=_ERROR.format(code="ExpiredToken", message="The provided token has expired."),
+                content_type="application/xml",
+            )
         if fault == "503":
-            return web.Response(status=503, text=_ERROR.format(code="ServiceUnavailable", message="try again"),
-                                content_type="application/xml")
+            return web.Response(
+                status=503,
+                text=_ERROR.format(code="ServiceUnavailable", message="try again"),
+                content_type="application/xml",
+            )
         if fault == "baddigest":
-            return web.Response(status=400, text=_ERROR.format(
-                code="BadDigest", message="The MD5 you specified did not match what we received."),
-                content_type="application/xml")
+            return web.Response(
+                status=400,
+                text=_ERROR.format(
+                    code="BadDigest", message="The MD5 you specified did not match what we received."
+                ),
+                content_type="application/xml",
+            )
         if fault == "corrupt" and body:
             body = body[:-1] + bytes([body[-1] ^ 0xFF])  # stored as is: the emulator checks no MD5
         return await self._forward(request, body)
@@ -129,12 +144,19 @@ class FaultProxy:
 
     async def _forward(self, request: web.Request, body: bytes) -> web.Response:
         assert self._session is not None
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length", "transfer-encoding")}
+        headers = {
+            k: v
+            for k, v in request.headers.items()
+            if k.lower() not in ("host", "content-length", "transfer-encoding")
+        }
         url = self.upstream.rstrip("/") + request.rel_url.raw_path_qs
-        async with self._session.request(request.method, url, data=body if body else None, headers=headers) as resp:
+        async with self._session.request(
+            request.method, url, data=body if body else None, headers=headers
+        ) as resp:
             data = await resp.read()
             out_headers: dict[str, Any] = {
-                k: v for k, v in resp.headers.items()
+                k: v
+                for k, v in resp.headers.items()
                 if k.lower() not in ("content-length", "transfer-encoding", "content-encoding", "connection")
             }
             return web.Response(status=resp.status, body=data, headers=out_headers)

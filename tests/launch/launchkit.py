@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-
 from fixtures_daemon import DaemonProcess
 from fixtures_stack import LocalStack
 
@@ -82,14 +81,24 @@ class LaunchKit:
     def env(self, **extra: str) -> dict[str, str]:
         return {"KUBECONFIG": self.kubeconfig, **extra}
 
-    def nbctl(self, *args: str, env: dict[str, str] | None = None, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    def nbctl(
+        self, *args: str, env: dict[str, str] | None = None, timeout: float = 60.0
+    ) -> subprocess.CompletedProcess[str]:
         return self.daemon.run_nbctl(*args, env=env if env is not None else self.env(), timeout=timeout)
 
-    def launch(self, directory: Path | str, namespace: str, *args: str, env: dict[str, str] | None = None,
-               timeout: float = 120.0) -> LaunchResult:
+    def launch(
+        self,
+        directory: Path | str,
+        namespace: str,
+        *args: str,
+        env: dict[str, str] | None = None,
+        timeout: float = 120.0,
+    ) -> LaunchResult:
         self.launched.setdefault(namespace, set())
         started = time.monotonic()
-        proc = self.nbctl("launch", str(directory), "-n", namespace, "--output", "json", *args, env=env, timeout=timeout)
+        proc = self.nbctl(
+            "launch", str(directory), "-n", namespace, "--output", "json", *args, env=env, timeout=timeout
+        )
         seconds = time.monotonic() - started
         events = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
         return LaunchResult(proc.returncode, events, proc.stderr, seconds)

@@ -26,8 +26,12 @@ playwright = pytest.importorskip("playwright.sync_api", reason="playwright is in
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--no-first-run",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
 ]
 # JupyterLab's first start and the first kernel may take a while on a loaded 2-core machine.
 UI_TIMEOUT_MS = 90_000
@@ -36,8 +40,9 @@ UI_TIMEOUT_MS = 90_000
 @pytest.fixture
 def browser() -> Iterator[Any]:
     if not os.path.exists(CHROMIUM):
-        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium); "
-                    ".ci/run does that")
+        pytest.fail(
+            f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium); .ci/run does that"
+        )
     with playwright.sync_playwright() as p:
         instance = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         try:
@@ -97,8 +102,9 @@ def _open_notebook(page: Any) -> None:
 
 
 def _wait_kernel_idle(page: Any) -> None:
-    page.wait_for_selector('.jp-NotebookPanel .jp-Notebook-ExecutionIndicator[data-status="idle"]',
-                           timeout=UI_TIMEOUT_MS)
+    page.wait_for_selector(
+        '.jp-NotebookPanel .jp-Notebook-ExecutionIndicator[data-status="idle"]', timeout=UI_TIMEOUT_MS
+    )
 
 
 def _outputs(page: Any) -> str:
@@ -109,7 +115,9 @@ def _wait_output(page: Any, text: str) -> None:
     page.wait_for_function(
         """t => [...document.querySelectorAll('.jp-NotebookPanel .jp-OutputArea-output')]
                 .some(e => e.innerText.includes(t))""",
-        arg=text, timeout=UI_TIMEOUT_MS)
+        arg=text,
+        timeout=UI_TIMEOUT_MS,
+    )
 
 
 def _menu(page: Any, menu: str, item: str) -> None:
@@ -133,7 +141,9 @@ def _add_cell_and_run(page: Any, source: str) -> None:
     page.keyboard.press("Shift+Enter")
 
 
-def test_a_person_opens_the_url_and_works_in_jupyterlab(kit: LaunchKit, ns: str, tmp_path: Path, browser: Any) -> None:
+def test_a_person_opens_the_url_and_works_in_jupyterlab(
+    kit: LaunchKit, ns: str, tmp_path: Path, browser: Any
+) -> None:
     project = make_project(tmp_path)
     # Content of its own: other tests of this cluster expect to upload examples/hello themselves.
     (project / "notes.md").write_text("Opened in a browser.\n")
@@ -151,7 +161,9 @@ def test_a_person_opens_the_url_and_works_in_jupyterlab(kit: LaunchKit, ns: str,
     _open_lab(page, url)
     listing = page.locator(".jp-DirListing-content").inner_text()
     assert "hello.ipynb" in listing and "hello.py" in listing
-    wait_until(lambda: _listing_times_are_local(page), timeout=60, what="the file browser to show local times")
+    wait_until(
+        lambda: _listing_times_are_local(page), timeout=60, what="the file browser to show local times"
+    )
     screens.take("jupyterlab")
 
     # 2. hello.ipynb opens, its kernel becomes idle, and every cell runs.
@@ -165,9 +177,14 @@ def test_a_person_opens_the_url_and_works_in_jupyterlab(kit: LaunchKit, ns: str,
 
     # 3. A new cell writes a file in /content; the sync brings it to the local directory.
     _add_cell_and_run(page, "open('from_browser.txt', 'w').write('written in JupyterLab')")
-    wait_until(lambda: (project / "from_browser.txt").is_file()
-               and (project / "from_browser.txt").read_text() == "written in JupyterLab",
-               timeout=60, what="the file written by a cell to reach the local directory")
+    wait_until(
+        lambda: (
+            (project / "from_browser.txt").is_file()
+            and (project / "from_browser.txt").read_text() == "written in JupyterLab"
+        ),
+        timeout=60,
+        what="the file written by a cell to reach the local directory",
+    )
     screens.take("file-written")
 
     # 4. Saving the notebook puts its outputs into the local hello.ipynb.
@@ -193,8 +210,9 @@ def test_a_person_opens_the_url_and_works_in_jupyterlab(kit: LaunchKit, ns: str,
     def pod_has_edit() -> bool:
         import urllib.request
 
-        request = urllib.request.Request(f"{base}/api/contents/hello.py?content=1",
-                                         headers={"Authorization": f"token {token}"})
+        request = urllib.request.Request(
+            f"{base}/api/contents/hello.py?content=1", headers={"Authorization": f"token {token}"}
+        )
         try:
             with urllib.request.urlopen(request, timeout=10) as resp:
                 return "edited on the laptop!" in json.loads(resp.read())["content"]
@@ -210,12 +228,32 @@ def test_a_person_opens_the_url_and_works_in_jupyterlab(kit: LaunchKit, ns: str,
     pods = kit.pods(ns, "nbd.dev/notebook=proj")
     assert len(pods) == 1
     old_uid = pods[0].metadata.uid
-    subprocess.run(["kubectl", "--kubeconfig", kit.kubeconfig, "-n", ns, "delete", "pod", pods[0].metadata.name,
-                    "--wait=false"], check=True, capture_output=True, timeout=60)
-    wait_until(lambda: any(p.metadata.uid != old_uid for p in kit.pods(ns, "nbd.dev/notebook=proj")),
-               timeout=120, what="the notebook's pod to be replaced")
-    wait_until(lambda: (kit.session(ns, "proj") or {}).get("sync", {}).get("state") == "SYNC_STATE_WATCHING",
-               timeout=120, what="the sync to watch the new pod")
+    subprocess.run(
+        [
+            "kubectl",
+            "--kubeconfig",
+            kit.kubeconfig,
+            "-n",
+            ns,
+            "delete",
+            "pod",
+            pods[0].metadata.name,
+            "--wait=false",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    wait_until(
+        lambda: any(p.metadata.uid != old_uid for p in kit.pods(ns, "nbd.dev/notebook=proj")),
+        timeout=120,
+        what="the notebook's pod to be replaced",
+    )
+    wait_until(
+        lambda: (kit.session(ns, "proj") or {}).get("sync", {}).get("state") == "SYNC_STATE_WATCHING",
+        timeout=120,
+        what="the sync to watch the new pod",
+    )
     _open_lab(page, url)
     assert (kit.session(ns, "proj") or {}).get("url") == url
     _open_notebook(page)

@@ -138,7 +138,10 @@ def test_workdirs_agree(workdir: str) -> None:
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (NotebookSpec(env={"A.B": "1"}), "invalid environment variable name 'A.B': use letters, digits and '_'"),
+        (
+            NotebookSpec(env={"A.B": "1"}),
+            "invalid environment variable name 'A.B': use letters, digits and '_'",
+        ),
         (NotebookSpec(gpu_count=65), "--gpus must be a whole number ≥ 0 and ≤ 64, got 65"),
         (NotebookSpec(gpu_type="t" * 64), "--gpu-type must be at most 63 characters, got 64"),
     ],

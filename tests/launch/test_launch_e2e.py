@@ -20,7 +20,9 @@ PACKAGE, UPLOAD, BUILD = "STEP_PACKAGE", "STEP_UPLOAD", "STEP_BUILD"
 UPLOADING, BUILDING, READY = "PHASE_UPLOADING", "PHASE_BUILDING", "PHASE_READY"
 
 
-def test_launch_answers_through_the_url_then_relaunch_is_cached(kit: LaunchKit, ns: str, tmp_path: Path) -> None:
+def test_launch_answers_through_the_url_then_relaunch_is_cached(
+    kit: LaunchKit, ns: str, tmp_path: Path
+) -> None:
     project = make_project(tmp_path)
     first = kit.launch(project, ns)
     assert first.rc == 0, first.stderr
@@ -39,11 +41,17 @@ def test_launch_answers_through_the_url_then_relaunch_is_cached(kit: LaunchKit, 
     assert listed is not None
     assert listed["phase"] == READY and listed["url"] == url
     assert listed["forward"]["state"] == "FORWARD_STATE_ACTIVE"
-    assert listed["sync"]["state"] in ("SYNC_STATE_CONNECTING", "SYNC_STATE_SCANNING", "SYNC_STATE_SYNCING",
-                                       "SYNC_STATE_WATCHING")
+    assert listed["sync"]["state"] in (
+        "SYNC_STATE_CONNECTING",
+        "SYNC_STATE_SCANNING",
+        "SYNC_STATE_SYNCING",
+        "SYNC_STATE_WATCHING",
+    )
     # The initial reconcile settles into watching both sides.
-    wait_until(lambda: (kit.session(ns, "proj") or {}).get("sync", {}).get("state") == "SYNC_STATE_WATCHING",
-               what="the sync to watch")
+    wait_until(
+        lambda: (kit.session(ns, "proj") or {}).get("sync", {}).get("state") == "SYNC_STATE_WATCHING",
+        what="the sync to watch",
+    )
 
     # Unchanged: nothing is packaged, uploaded or built again; the same URL comes back and the
     # running pod is kept (a relaunch of a live session re-attaches).
@@ -158,7 +166,9 @@ def test_attach_and_directories_whose_names_collide(kit: LaunchKit, ns: str, tmp
     assert renamed.url != first.url
 
 
-def test_kubectl_notebook_through_the_kubectl_plugin_mechanism(kit: LaunchKit, ns: str, tmp_path: Path) -> None:
+def test_kubectl_notebook_through_the_kubectl_plugin_mechanism(
+    kit: LaunchKit, ns: str, tmp_path: Path
+) -> None:
     import shutil
     import subprocess
     import sys
@@ -171,15 +181,25 @@ def test_kubectl_notebook_through_the_kubectl_plugin_mechanism(kit: LaunchKit, n
     env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")])
     listed = subprocess.run([kubectl, "plugin", "list"], env=env, capture_output=True, text=True, timeout=60)
     assert "kubectl-notebook" in listed.stdout, listed.stdout + listed.stderr
-    proc = subprocess.run([kubectl, "notebook", "-d", str(project), "-n", ns], env=env, capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run(
+        [kubectl, "notebook", "-d", str(project), "-n", ns],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     url = proc.stdout.strip()
     assert url.startswith("http://127.0.0.1:") and "token=" in url, proc.stdout
     assert http_get(api_url(url))[0] == 200
     # A failure keeps kubectl's exit code non-zero and the message on one line.
-    bad = subprocess.run([kubectl, "notebook", "-d", str(tmp_path / "nowhere"), "-n", ns], env=env,
-                         capture_output=True, text=True, timeout=60)
+    bad = subprocess.run(
+        [kubectl, "notebook", "-d", str(tmp_path / "nowhere"), "-n", ns],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert bad.returncode != 0
     assert "is not a directory" in bad.stderr
 
@@ -203,33 +223,47 @@ def test_the_directory_and_the_notebook_stay_in_sync(kit: LaunchKit, ns: str, tm
     for rel in ("hello.py", "notebook.yaml"):
         local = (project / rel).stat().st_mtime
         try:
-            wait_until(lambda rel=rel, local=local: abs(pod_time(rel) - local) < 1.0, timeout=60,
-                       what=f"{rel} in the pod to show its local modification time")
+            wait_until(
+                lambda rel=rel, local=local: abs(pod_time(rel) - local) < 1.0,
+                timeout=60,
+                what=f"{rel} in the pod to show its local modification time",
+            )
         except AssertionError as e:
             log = (kit.daemon.dirs.state_dir / "nbd.log").read_text(errors="replace").splitlines()
             told = [line for line in log if "file times" in line or "sync" in line.lower()][-20:]
-            raise AssertionError(f"{e}; pod time {pod_time(rel)}, local {local}; daemon log:\n" + "\n".join(told)) from e
+            raise AssertionError(
+                f"{e}; pod time {pod_time(rel)}, local {local}; daemon log:\n" + "\n".join(told)
+            ) from e
 
     # Local → notebook: a file written here shows up in Jupyter's /content.
     (project / "from_laptop.txt").write_text("written locally\n")
-    wait_until(lambda: http_get(api_url(launched.url, "api/contents/from_laptop.txt"))[0] == 200,
-               what="the local file to reach the pod")
+    wait_until(
+        lambda: http_get(api_url(launched.url, "api/contents/from_laptop.txt"))[0] == 200,
+        what="the local file to reach the pod",
+    )
 
     # Notebook → local: a file saved through Jupyter lands in the directory.
     body = json.dumps({"type": "file", "format": "text", "content": "written in the notebook\n"}).encode()
-    request = urllib.request.Request(f"{base}/api/contents/from_notebook.txt", data=body, method="PUT",
-                                     headers={"Authorization": f"token {token}", "Content-Type": "application/json"})
+    request = urllib.request.Request(
+        f"{base}/api/contents/from_notebook.txt",
+        data=body,
+        method="PUT",
+        headers={"Authorization": f"token {token}", "Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(request, timeout=10) as resp:
         assert resp.status in (200, 201)
     target = project / "from_notebook.txt"
-    wait_until(lambda: target.exists() and target.read_text() == "written in the notebook\n",
-               what="the notebook's file to reach the directory")
+    wait_until(
+        lambda: target.exists() and target.read_text() == "written in the notebook\n",
+        what="the notebook's file to reach the directory",
+    )
     session = kit.session(ns, "synced")
     assert session is not None and int(session["sync"].get("files_to_local") or 0) >= 1
 
 
-
-def test_a_killed_daemon_comes_back_with_the_session(kit: LaunchKit, ns: str, tmp_path: Path, daemon_factory: Any) -> None:
+def test_a_killed_daemon_comes_back_with_the_session(
+    kit: LaunchKit, ns: str, tmp_path: Path, daemon_factory: Any
+) -> None:
     """SIGKILL the daemon: the next one resumes the forward on the same port, nothing rebuilt."""
     import socket
 
@@ -255,11 +289,17 @@ def test_a_killed_daemon_comes_back_with_the_session(kit: LaunchKit, ns: str, tm
     again.cleanup(ns)
 
 
-def test_a_notebook_launched_from_elsewhere_is_not_taken_over(kit: LaunchKit, ns: str, tmp_path: Path) -> None:
+def test_a_notebook_launched_from_elsewhere_is_not_taken_over(
+    kit: LaunchKit, ns: str, tmp_path: Path
+) -> None:
     foreign = {
-        "apiVersion": "nbd.dev/v1alpha1", "kind": "Notebook",
-        "metadata": {"name": "foreign", "namespace": ns,
-                     "annotations": {"nbd.dev/local-directory": "/home/someone/foreign"}},
+        "apiVersion": "nbd.dev/v1alpha1",
+        "kind": "Notebook",
+        "metadata": {
+            "name": "foreign",
+            "namespace": ns,
+            "annotations": {"nbd.dev/local-directory": "/home/someone/foreign"},
+        },
         "spec": {"image": "python:3.11-slim", "suspend": True},
     }
     kit.stack.custom().create_namespaced_custom_object("nbd.dev", "v1alpha1", ns, "notebooks", foreign)
@@ -274,8 +314,9 @@ def test_a_notebook_launched_from_elsewhere_is_not_taken_over(kit: LaunchKit, ns
     assert kit.session(ns, "foreign") is None
 
 
-def test_an_image_without_jupyterlab_says_so_and_opens_what_it_has(kit: LaunchKit, ns: str, tmp_path: Path,
-                                                                  jupyter_image: str) -> None:
+def test_an_image_without_jupyterlab_says_so_and_opens_what_it_has(
+    kit: LaunchKit, ns: str, tmp_path: Path, jupyter_image: str
+) -> None:
     """A prebuilt image with only jupyter_server: the URL is the server root, and the user is told why."""
     project = make_project(tmp_path)
     launched = kit.launch(project, ns, "--image", jupyter_image)

@@ -29,7 +29,9 @@ def _one_line_failure(result: LaunchResult) -> str:
 def _kubeconfig(path: Path, server: str, *, token: str = "", context: str = "kubesim") -> Path:
     user: dict[str, Any] = {"token": token} if token else {}
     doc = {
-        "apiVersion": "v1", "kind": "Config", "current-context": context,
+        "apiVersion": "v1",
+        "kind": "Config",
+        "current-context": context,
         "clusters": [{"name": "c", "cluster": {"server": server}}],
         "users": [{"name": "u", "user": user}],
         "contexts": [{"name": context, "context": {"cluster": "c", "user": "u", "namespace": "default"}}],
@@ -41,14 +43,18 @@ def _kubeconfig(path: Path, server: str, *, token: str = "", context: str = "kub
 def _admin(kit: LaunchKit, endpoint: str, body: dict[str, str]) -> None:
     info = json.loads((Path(kit.stack.stack.state_dir) / "kubesim" / "server.json").read_text())
     request = urllib.request.Request(
-        f"{kit.stack.api_url}/_kubesim/{endpoint}", data=json.dumps(body).encode(), method="POST",
+        f"{kit.stack.api_url}/_kubesim/{endpoint}",
+        data=json.dumps(body).encode(),
+        method="POST",
         headers={"Authorization": f"Bearer {info['adminToken']}", "Content-Type": "application/json"},
     )
     with urllib.request.urlopen(request, timeout=10) as resp:
         resp.read()
 
 
-def test_missing_dockerfile_is_caught_before_anything_reaches_the_cluster(kit: LaunchKit, ns: str, tmp_path: Path) -> None:
+def test_missing_dockerfile_is_caught_before_anything_reaches_the_cluster(
+    kit: LaunchKit, ns: str, tmp_path: Path
+) -> None:
     project = make_project(tmp_path, "nodocker")
     (project / "Dockerfile").unlink()
     result = kit.launch(project, ns)
@@ -74,7 +80,9 @@ def test_env_name_the_crd_refuses_is_caught_before_packaging(kit: LaunchKit, ns:
     assert kit.notebook(ns, "dotted") is None, "no Notebook is created for a spec the CRD refuses"
 
 
-def test_special_files_are_skipped_and_links_leaving_the_directory_refused(kit: LaunchKit, ns: str, tmp_path: Path) -> None:
+def test_special_files_are_skipped_and_links_leaving_the_directory_refused(
+    kit: LaunchKit, ns: str, tmp_path: Path
+) -> None:
     project = make_project(tmp_path, "special")
     os.mkfifo(project / "a.fifo")
     (project / "inside.txt").symlink_to("hello.py")
@@ -201,9 +209,22 @@ def test_unreadable_files(kit: LaunchKit, ns: str, tmp_path: Path) -> None:
     output = dirs.root / "daemon.out"
     with open(output, "wb") as out:
         proc = subprocess.Popen(
-            [setpriv, "--bounding-set", "-dac_override,-dac_read_search", sys.executable, "-m", "nbd",
-             "--socket", str(dirs.socket), "--state-dir", str(dirs.state_dir)],
-            env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            [
+                setpriv,
+                "--bounding-set",
+                "-dac_override,-dac_read_search",
+                sys.executable,
+                "-m",
+                "nbd",
+                "--socket",
+                str(dirs.socket),
+                "--state-dir",
+                str(dirs.state_dir),
+            ],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     daemon = DaemonProcess(dirs=dirs, proc=proc, env=env, output=output)
     try:

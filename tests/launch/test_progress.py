@@ -28,7 +28,9 @@ def test_is_current(generation: int | None, observed: int | None, current: bool)
     assert prog.is_current(_nb(generation, observed)) is current
 
 
-UNSCHEDULABLE = PodStatus(pod="n-notebook", phase="Pending", reason="Unschedulable", message="Insufficient nvidia.com/gpu")
+UNSCHEDULABLE = PodStatus(
+    pod="n-notebook", phase="Pending", reason="Unschedulable", message="Insufficient nvidia.com/gpu"
+)
 
 
 @pytest.mark.parametrize(
@@ -38,7 +40,11 @@ UNSCHEDULABLE = PodStatus(pod="n-notebook", phase="Pending", reason="Unschedulab
         ({"type": "Ready", "status": "False", "reason": "Starting"}, UNSCHEDULABLE, "Unschedulable"),
         # The controller is replacing the pod: the unschedulable one is the previous spec's.
         ({"type": "Ready", "status": "False", "reason": "Restarting"}, UNSCHEDULABLE, None),
-        ({"type": "Ready", "status": "False", "reason": "Unschedulable", "message": "0/1 nodes"}, None, "Unschedulable"),
+        (
+            {"type": "Ready", "status": "False", "reason": "Unschedulable", "message": "0/1 nodes"},
+            None,
+            "Unschedulable",
+        ),
         (None, PodStatus(pod="p", phase="Pending", reason="ErrImagePull"), "ErrImagePull"),
         (None, PodStatus(pod="p", phase="Pending", reason="ContainerCreating"), None),
     ],
@@ -56,9 +62,16 @@ def test_start_failure(ready: dict[str, Any] | None, pod: PodStatus | None, reas
         (
             "The build in Job nbd-build-x failed. Last lines of its log:\nerror: boom\nexit 3\n"
             "Fix the Dockerfile or context and launch again (a new context gets a new build).",
-            [], "the build in Job nbd-build-x failed", ("error: boom", "exit 3"),
+            [],
+            "the build in Job nbd-build-x failed",
+            ("error: boom", "exit 3"),
         ),
-        ("The build in Job j failed; see the log of its pod.", ["streamed"], "the build in Job j failed; see the log of its pod", ("streamed",)),
+        (
+            "The build in Job j failed; see the log of its pod.",
+            ["streamed"],
+            "the build in Job j failed; see the log of its pod",
+            ("streamed",),
+        ),
         ("", [], "see the build log", ()),
     ],
 )

@@ -55,7 +55,10 @@ def test_explicit_bad_names_are_refused(bad: str) -> None:
         ("env: {A: 1, B: x}\n", {"env": [{"name": "A", "value": "1"}, {"name": "B", "value": "x"}]}),
         ("env: [{name: A, value: v}]\n", {"env": [{"name": "A", "value": "v"}]}),
         ("command: jupyter lab\n", {"command": ["sh", "-c", "jupyter lab"]}),
-        ("command: [python3, app.py]\nport: 9000\nworkdir: /work\n", {"command": ["python3", "app.py"], "port": 9000, "workdir": "/work"}),
+        (
+            "command: [python3, app.py]\nport: 9000\nworkdir: /work\n",
+            {"command": ["python3", "app.py"], "port": 9000, "workdir": "/work"},
+        ),
         (
             "apiVersion: nbd.dev/v1alpha1\nkind: Notebook\nspec: {image: busybox}\n",
             {"image": "busybox"},
@@ -90,12 +93,20 @@ def test_bad_notebook_file_names_the_file_and_the_fix(text: str, message: str) -
 
 
 def test_overrides_win_and_env_merges_by_name() -> None:
-    base = parse_notebook_file("resources: {gpu: {count: 1, type: t4}, cpu: 2}\nenv: {A: file, B: file}\n", "f")
-    merged = merge_spec(base, NotebookSpec(gpu_count=2, memory="4Gi", env={"B": "flag", "C": "flag"}, image="img"))
+    base = parse_notebook_file(
+        "resources: {gpu: {count: 1, type: t4}, cpu: 2}\nenv: {A: file, B: file}\n", "f"
+    )
+    merged = merge_spec(
+        base, NotebookSpec(gpu_count=2, memory="4Gi", env={"B": "flag", "C": "flag"}, image="img")
+    )
     assert merged == {
         "image": "img",
         "resources": {"gpu": {"count": 2, "type": "t4"}, "cpu": "2", "memory": "4Gi"},
-        "env": [{"name": "A", "value": "file"}, {"name": "B", "value": "flag"}, {"name": "C", "value": "flag"}],
+        "env": [
+            {"name": "A", "value": "file"},
+            {"name": "B", "value": "flag"},
+            {"name": "C", "value": "flag"},
+        ],
     }
     assert base["resources"]["gpu"]["count"] == 1, "the file's spec is not mutated"
 

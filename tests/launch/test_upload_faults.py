@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -77,14 +76,18 @@ def _stored(stack: LocalStack, md5: str) -> str | None:
         raise
 
 
-@pytest.mark.parametrize("faults, notice", [
-    (["403"], "fresh"),
-    (["expired"], "fresh"),
-    (["503", "503"], ""),
-    (["drop"], ""),
-])
-def test_refused_failed_or_dropped_puts_are_retried(fkit: LaunchKit, fns: str, proxy: FaultProxy, tmp_path: Path,
-                                                   faults: list[str], notice: str) -> None:
+@pytest.mark.parametrize(
+    "faults, notice",
+    [
+        (["403"], "fresh"),
+        (["expired"], "fresh"),
+        (["503", "503"], ""),
+        (["drop"], ""),
+    ],
+)
+def test_refused_failed_or_dropped_puts_are_retried(
+    fkit: LaunchKit, fns: str, proxy: FaultProxy, tmp_path: Path, faults: list[str], notice: str
+) -> None:
     project = make_project(tmp_path, "retried")
     (project / "salt.txt").write_text(fns)  # a context of its own: never stored before
     proxy.faults.extend(faults)
@@ -96,8 +99,9 @@ def test_refused_failed_or_dropped_puts_are_retried(fkit: LaunchKit, fns: str, p
     assert http_get(api_url(result.url))[0] == 200
 
 
-def test_bad_digest_is_final_and_the_next_launch_packages_again(fkit: LaunchKit, fns: str, proxy: FaultProxy,
-                                                                 tmp_path: Path) -> None:
+def test_bad_digest_is_final_and_the_next_launch_packages_again(
+    fkit: LaunchKit, fns: str, proxy: FaultProxy, tmp_path: Path
+) -> None:
     project = make_project(tmp_path, "digest")
     (project / "salt.txt").write_text(fns)
     proxy.faults.append("baddigest")
@@ -135,7 +139,9 @@ def test_stored_bytes_that_do_not_match_fail_the_launch_and_the_next_uploads_aga
     assert "PHASE_UPLOADING" in again.phases() and "PHASE_BUILDING" in again.phases()
 
 
-def test_ctrl_c_mid_upload_leaves_nothing_half_done(fkit: LaunchKit, fns: str, proxy: FaultProxy, tmp_path: Path) -> None:
+def test_ctrl_c_mid_upload_leaves_nothing_half_done(
+    fkit: LaunchKit, fns: str, proxy: FaultProxy, tmp_path: Path
+) -> None:
     project = make_project(tmp_path, "interrupted")
     (project / "data.bin").write_bytes(os.urandom(4 << 20))
     proxy.slow_rate = 256 * 1024  # about 16 s for the whole archive
@@ -143,7 +149,10 @@ def test_ctrl_c_mid_upload_leaves_nothing_half_done(fkit: LaunchKit, fns: str, p
     env = {**fkit.daemon.env, **fkit.env()}
     proc = subprocess.Popen(
         [sys.executable, "-m", "nbctl", "launch", str(project), "-n", fns, "--output", "json"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         assert proxy.put_started.wait(30), "the upload started"
@@ -159,10 +168,15 @@ def test_ctrl_c_mid_upload_leaves_nothing_half_done(fkit: LaunchKit, fns: str, p
             proc.wait()
     assert proc.returncode == 130, err
     assert "cancelled" in err
-    md5 = next(json.loads(line)["phase"]["message"].split()[-1] for line in out.splitlines()
-               if "PHASE_UPLOADING" in line)
-    session = wait_until(lambda: (s := fkit.session(fns, "interrupted")) and s["phase"] == "PHASE_FAILED" and s,
-                         what="the session to be marked failed")
+    md5 = next(
+        json.loads(line)["phase"]["message"].split()[-1]
+        for line in out.splitlines()
+        if "PHASE_UPLOADING" in line
+    )
+    session = wait_until(
+        lambda: (s := fkit.session(fns, "interrupted")) and s["phase"] == "PHASE_FAILED" and s,
+        what="the session to be marked failed",
+    )
     assert "cancelled" in session["message"]
     assert _stored(fkit.stack, md5) is None, "no object stored for an interrupted upload"
 
@@ -173,7 +187,9 @@ def test_ctrl_c_mid_upload_leaves_nothing_half_done(fkit: LaunchKit, fns: str, p
     assert _stored(fkit.stack, md5) is not None
 
 
-def test_ctrl_c_while_repackaging_a_live_session_leaves_it_running(fkit: LaunchKit, fns: str, tmp_path: Path) -> None:
+def test_ctrl_c_while_repackaging_a_live_session_leaves_it_running(
+    fkit: LaunchKit, fns: str, tmp_path: Path
+) -> None:
     project = make_project(tmp_path, "kept")
     first = fkit.launch(project, fns, "--no-sync")
     assert first.rc == 0, first.stderr
@@ -184,7 +200,10 @@ def test_ctrl_c_while_repackaging_a_live_session_leaves_it_running(fkit: LaunchK
     env = {**fkit.daemon.env, **fkit.env()}
     proc = subprocess.Popen(
         [sys.executable, "-m", "nbctl", "launch", str(project), "-n", fns, "--no-sync", "--output", "json"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         assert proc.stdout is not None
@@ -198,8 +217,10 @@ def test_ctrl_c_while_repackaging_a_live_session_leaves_it_running(fkit: LaunchK
             proc.kill()
             proc.wait()
     assert proc.returncode == 130, err
-    session = wait_until(lambda: (s := fkit.session(fns, "kept")) and "cancelled" in s.get("message", "") and s,
-                         what="the cancelled relaunch to be recorded")
+    session = wait_until(
+        lambda: (s := fkit.session(fns, "kept")) and "cancelled" in s.get("message", "") and s,
+        what="the cancelled relaunch to be recorded",
+    )
     assert session["phase"] == "PHASE_READY"
     assert http_get(api_url(first.url))[0] == 200
     attached = fkit.launch(project, fns, "--attach")

@@ -22,7 +22,11 @@ NotebookFactory = Callable[..., Notebook]
 
 @pytest.fixture
 def notebook_factory(
-    local_stack: LocalStack, stack_namespace: str, daemon_factory: DaemonFactory, tmp_path: Path, jupyter_image: str
+    local_stack: LocalStack,
+    stack_namespace: str,
+    daemon_factory: DaemonFactory,
+    tmp_path: Path,
+    jupyter_image: str,
 ) -> Iterator[NotebookFactory]:
     """`notebook_factory(name="nb", files=3, build=False, launch=True)`: a launched Notebook.
 
@@ -36,8 +40,12 @@ def notebook_factory(
         directory = tmp_path / name
         make_project(directory, files, dockerfile=build)
         nb = Notebook(
-            name=name, namespace=stack_namespace, directory=directory, stack=local_stack,
-            daemon=daemon_factory(env=env), restart=lambda: daemon_factory(env=env),
+            name=name,
+            namespace=stack_namespace,
+            directory=directory,
+            stack=local_stack,
+            daemon=daemon_factory(env=env),
+            restart=lambda: daemon_factory(env=env),
         )
         made.append(nb)
         if launch:

@@ -17,11 +17,11 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from fixtures_daemon import DaemonFactory, DaemonProcess
+from fixtures_daemon import DaemonProcess
 from fixtures_stack import LocalStack
 
 DEADLINE = 60.0
@@ -32,7 +32,9 @@ COPY . /content
 """
 
 
-def wait_for(predicate: Callable[[], Any], what: str, timeout: float = DEADLINE, interval: float = 0.1) -> Any:
+def wait_for(
+    predicate: Callable[[], Any], what: str, timeout: float = DEADLINE, interval: float = 0.1
+) -> Any:
     """Polls `predicate` until it returns something truthy; fails naming `what` at the deadline."""
     deadline = time.monotonic() + timeout
     last: Any = None
@@ -91,7 +93,9 @@ class Notebook:
 
     # --- the daemon and nbctl -------------------------------------------------------------------
 
-    def nbctl(self, *args: str, check: bool = True, timeout: float = 90.0) -> subprocess.CompletedProcess[str]:
+    def nbctl(
+        self, *args: str, check: bool = True, timeout: float = 90.0
+    ) -> subprocess.CompletedProcess[str]:
         result = self.daemon.run_nbctl(*args, env={"KUBECONFIG": self.stack.kubeconfig}, timeout=timeout)
         if check and result.returncode != 0:
             raise AssertionError(
@@ -112,8 +116,9 @@ class Notebook:
         return self.nbctl_json("sync", self.name, action, *extra)
 
     def launch(self, *extra: str) -> str:
-        result = self.nbctl("launch", str(self.directory), "--name", self.name, "-n", self.namespace, *extra,
-                            timeout=240.0)
+        result = self.nbctl(
+            "launch", str(self.directory), "--name", self.name, "-n", self.namespace, *extra, timeout=240.0
+        )
         url = result.stdout.strip().splitlines()[-1]
         assert url.startswith("http://127.0.0.1:"), (url, result.stderr)
         self.url = url
@@ -124,14 +129,18 @@ class Notebook:
         self.daemon = self.restart()
         # The daemon answers before its resume of persisted sessions finished; until then the
         # Sync RPC says the session is not running.
-        wait_for(lambda: self.nbctl("sync", self.name, check=False).returncode == 0, "the session to be resumed")
+        wait_for(
+            lambda: self.nbctl("sync", self.name, check=False).returncode == 0, "the session to be resumed"
+        )
         return self.daemon
 
     # --- what the session says ------------------------------------------------------------------
 
     def wait_sync(self, *states: str, timeout: float = DEADLINE) -> dict[str, Any]:
         wanted = {f"SYNC_STATE_{s.upper()}" for s in states}
-        return wait_for(lambda: (s := self.sync()) and s["state"] in wanted and s, f"sync state in {wanted}", timeout)  # type: ignore[no-any-return]
+        return wait_for(
+            lambda: (s := self.sync()) and s["state"] in wanted and s, f"sync state in {wanted}", timeout
+        )  # type: ignore[no-any-return]
 
     def flush(self) -> dict[str, Any]:
         return self.sync("flush")
@@ -145,16 +154,34 @@ class Notebook:
         ).items
         assert pods, f"no notebook pod in {self.namespace}"
         newest = max(pods, key=lambda p: p.metadata.creation_timestamp)
-        return {"name": newest.metadata.name, "uid": newest.metadata.uid,
-                "ready": any(c.type == "Ready" and c.status == "True" for c in (newest.status.conditions or []))
-                and not newest.metadata.deletion_timestamp}
+        return {
+            "name": newest.metadata.name,
+            "uid": newest.metadata.uid,
+            "ready": any(c.type == "Ready" and c.status == "True" for c in (newest.status.conditions or []))
+            and not newest.metadata.deletion_timestamp,
+        }
 
     def pod_sh(self, script: str, timeout: float = 30.0) -> str:
         """Runs `sh -c script` in the notebook pod (with the real kubectl); returns stdout."""
         result = subprocess.run(
-            ["kubectl", "--kubeconfig", self.stack.kubeconfig, "-n", self.namespace, "exec", self.pod()["name"],
-             "-c", "notebook", "--", "sh", "-c", script],
-            capture_output=True, text=True, timeout=timeout,
+            [
+                "kubectl",
+                "--kubeconfig",
+                self.stack.kubeconfig,
+                "-n",
+                self.namespace,
+                "exec",
+                self.pod()["name"],
+                "-c",
+                "notebook",
+                "--",
+                "sh",
+                "-c",
+                script,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
         if result.returncode != 0:
             raise AssertionError(f"kubectl exec {script!r} failed: {result.stderr.strip()}")
@@ -168,7 +195,9 @@ class Notebook:
         quoted = text.replace("'", "'\\''")
         target = f"/content/{path}"
         tmp = f"{posixpath.dirname(target)}/.{posixpath.basename(target)}.tmp"
-        self.pod_sh(f"mkdir -p {posixpath.dirname(target)} && printf '%s' '{quoted}' > {tmp} && mv {tmp} {target}")
+        self.pod_sh(
+            f"mkdir -p {posixpath.dirname(target)} && printf '%s' '{quoted}' > {tmp} && mv {tmp} {target}"
+        )
 
     def pod_files(self) -> set[str]:
         out = self.pod_sh("cd /content && find . -type f | sed 's|^\\./||'")
@@ -186,8 +215,6 @@ def make_project(directory: Path, files: int = 3, dockerfile: bool = False) -> N
     for i in range(files):
         (directory / "data" / f"f{i:02d}.txt").parent.mkdir(exist_ok=True)
         (directory / "data" / f"f{i:02d}.txt").write_text(f"file {i}\n")
-
-
 
 
 def kubesim_admin(stack: LocalStack) -> Any:

@@ -18,8 +18,12 @@ def _notebook_container(nb: Any) -> dict[str, Any]:
     """The notebook container's containerID, restartCount and readiness, as the pod status says."""
     pod = nb.stack.core().read_namespaced_pod(nb.pod()["name"], nb.namespace)
     (cs,) = [c for c in pod.status.container_statuses or [] if c.name == "notebook"]
-    return {"id": cs.container_id or "", "restarts": cs.restart_count, "ready": bool(cs.ready),
-            "uid": pod.metadata.uid}
+    return {
+        "id": cs.container_id or "",
+        "restarts": cs.restart_count,
+        "ready": bool(cs.ready),
+        "uid": pod.metadata.uid,
+    }
 
 
 def _bound_instance(nb: Any) -> tuple[str, str]:
@@ -44,7 +48,8 @@ def _restart_container(nb: Any, before: dict[str, Any]) -> dict[str, Any]:
     kubesim_admin(nb.stack).kill_pod(nb.namespace, nb.pod()["name"])
     after: dict[str, Any] = wait_for(
         lambda: (c := _notebook_container(nb)) and c["restarts"] > before["restarts"] and c["ready"] and c,
-        "the notebook container to be restarted and Ready")
+        "the notebook container to be restarted and Ready",
+    )
     assert after["uid"] == before["uid"] and after["id"] != before["id"]
     return after
 
@@ -111,6 +116,9 @@ def test_a_session_recorded_without_the_container_id_resumes_without_its_ancesto
     nb.wait_sync("watching")
     nb.flush()
     _nothing_lost(nb)
-    assert [line for line in nb.daemon.log_text().splitlines()
-            if "notebook container of " in line and f"/{nb.namespace}/{nb.name} replaced: restarting its sync "
-            "from an empty ancestor" in line]
+    assert [
+        line
+        for line in nb.daemon.log_text().splitlines()
+        if "notebook container of " in line
+        and f"/{nb.namespace}/{nb.name} replaced: restarting its sync from an empty ancestor" in line
+    ]

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import threading
 
-from nbdapi.v1 import notebooks_pb2 as pb
 from sessions_support import wait_for, write
+
+from nbdapi.v1 import notebooks_pb2 as pb
 
 
 class Collector:
@@ -39,40 +40,58 @@ def test_events_stream_forward_state_sync_changes_and_conflicts(notebook_factory
     with nb.daemon.client() as client:
         collector = Collector(client.events([nb.name], initial=True))
         try:
-            snapshot = wait_for(lambda: collector.find(lambda e: e.kind == pb.SESSION_EVENT_KIND_SNAPSHOT),
-                                "the initial snapshot")
+            snapshot = wait_for(
+                lambda: collector.find(lambda e: e.kind == pb.SESSION_EVENT_KIND_SNAPSHOT),
+                "the initial snapshot",
+            )
             assert snapshot[0].session.forward.state == pb.FORWARD_STATE_ACTIVE
             assert snapshot[0].session.forward.local_port == nb.port
 
             # A local edit: a SyncChange to the pod.
             write(nb.directory / "main.py", "print('changed')\n")
-            change = wait_for(lambda: collector.find(
-                lambda e: e.kind == pb.SESSION_EVENT_KIND_SYNC_CHANGE and e.sync_change.path == "main.py"),
-                "a SyncChange event for main.py")[0]
+            change = wait_for(
+                lambda: collector.find(
+                    lambda e: e.kind == pb.SESSION_EVENT_KIND_SYNC_CHANGE and e.sync_change.path == "main.py"
+                ),
+                "a SyncChange event for main.py",
+            )[0]
             assert change.sync_change.direction == pb.SyncChange.DIRECTION_TO_REMOTE
             assert change.sync_change.action == "modify"
             assert change.sync_change.bytes == len("print('changed')\n")
 
             # A pod-side edit: a SyncChange to local.
             nb.pod_write("out.csv", "a,b\n")
-            wait_for(lambda: collector.find(
-                lambda e: e.kind == pb.SESSION_EVENT_KIND_SYNC_CHANGE and e.sync_change.path == "out.csv"
-                and e.sync_change.direction == pb.SyncChange.DIRECTION_TO_LOCAL
-                and e.sync_change.action == "create"),
-                "a SyncChange event for out.csv to local")
+            wait_for(
+                lambda: collector.find(
+                    lambda e: (
+                        e.kind == pb.SESSION_EVENT_KIND_SYNC_CHANGE
+                        and e.sync_change.path == "out.csv"
+                        and e.sync_change.direction == pb.SyncChange.DIRECTION_TO_LOCAL
+                        and e.sync_change.action == "create"
+                    )
+                ),
+                "a SyncChange event for out.csv to local",
+            )
 
             # A conflict: a Conflict event, and the session's sync status lists it.
             nb.sync("pause")
             write(nb.directory / "data" / "f01.txt", "local\n")
             nb.pod_write("data/f01.txt", "pod\n")
             nb.sync("resume")
-            conflict = wait_for(lambda: collector.find(lambda e: e.kind == pb.SESSION_EVENT_KIND_CONFLICT),
-                                "a Conflict event")[0]
+            conflict = wait_for(
+                lambda: collector.find(lambda e: e.kind == pb.SESSION_EVENT_KIND_CONFLICT), "a Conflict event"
+            )[0]
             assert conflict.conflict.path == "data/f01.txt"
             assert conflict.conflict.copy_path.startswith("data/f01.conflict-")
-            wait_for(lambda: collector.find(lambda e: e.kind == pb.SESSION_EVENT_KIND_UPDATED
-                                            and [c.path for c in e.session.sync.conflicts] == ["data/f01.txt"]),
-                     "an update listing the conflict")
+            wait_for(
+                lambda: collector.find(
+                    lambda e: (
+                        e.kind == pb.SESSION_EVENT_KIND_UPDATED
+                        and [c.path for c in e.session.sync.conflicts] == ["data/f01.txt"]
+                    )
+                ),
+                "an update listing the conflict",
+            )
 
             # The pod goes: the forward waits for a pod, then is active on the new one.
             mark = len(collector.events)
@@ -80,17 +99,29 @@ def test_events_stream_forward_state_sync_changes_and_conflicts(notebook_factory
             nb.stack.core().delete_namespaced_pod(pod["name"], nb.namespace, grace_period_seconds=0)
 
             def forward_states() -> list[int]:
-                return [e.session.forward.state for e in collector.events[mark:]
-                        if e.kind == pb.SESSION_EVENT_KIND_UPDATED]
+                return [
+                    e.session.forward.state
+                    for e in collector.events[mark:]
+                    if e.kind == pb.SESSION_EVENT_KIND_UPDATED
+                ]
 
             wait_for(lambda: pb.FORWARD_STATE_WAITING_FOR_POD in forward_states(), "a waiting-for-pod update")
-            wait_for(lambda: (s := forward_states()) and pb.FORWARD_STATE_ACTIVE
-                     in s[s.index(pb.FORWARD_STATE_WAITING_FOR_POD):], "the forward active again")
+            wait_for(
+                lambda: (
+                    (s := forward_states())
+                    and pb.FORWARD_STATE_ACTIVE in s[s.index(pb.FORWARD_STATE_WAITING_FOR_POD) :]
+                ),
+                "the forward active again",
+            )
             # The sync went through reconnecting and back to watching.
             sync_states = [e.session.sync.state for e in collector.events[mark:]]
-            wait_for(lambda: pb.SYNC_STATE_WATCHING in [e.session.sync.state for e in collector.events[mark:]]
-                     and pb.SYNC_STATE_CONNECTING in [e.session.sync.state for e in collector.events[mark:]],
-                     f"the sync to reconnect ({sync_states})")
+            wait_for(
+                lambda: (
+                    pb.SYNC_STATE_WATCHING in [e.session.sync.state for e in collector.events[mark:]]
+                    and pb.SYNC_STATE_CONNECTING in [e.session.sync.state for e in collector.events[mark:]]
+                ),
+                f"the sync to reconnect ({sync_states})",
+            )
         finally:
             collector.close()
     assert collector.error is None

@@ -43,7 +43,9 @@ def test_dropped_streams(notebook_factory):
     write(nb.directory / "after_drop.txt", "local\n")
     nb.pod_write("pod_after_drop.txt", "pod\n")
     wait_for(lambda: nb.pod_read("after_drop.txt") == "local\n", "a local edit in the pod after the drop")
-    wait_for(lambda: read(nb.directory / "pod_after_drop.txt") == "pod\n", "a pod edit locally after the drop")
+    wait_for(
+        lambda: read(nb.directory / "pod_after_drop.txt") == "pod\n", "a pod edit locally after the drop"
+    )
     status = nb.flush()
     assert status["state"] == "SYNC_STATE_WATCHING"
     assert int(status["cycles"]) > before
@@ -68,7 +70,15 @@ def test_streams_dropped_while_the_api_server_is_unavailable(notebook_factory):
     wait_for(lambda: jupyter_api(nb.port)["version"], "the Jupyter API after the outage")
     wait_for(lambda: nb.pod_read("during_outage.txt") == "local\n", "the outage's local edit in the pod")
     nb.pod_write("after_outage.txt", "pod\n")
-    wait_for(lambda: read(nb.directory / "after_outage.txt") == "pod\n", "a pod edit locally after the outage")
-    wait_for(lambda: (s := nb.status()) and s["forward"]["state"] == "FORWARD_STATE_ACTIVE"
-             and s["sync"]["state"] == "SYNC_STATE_WATCHING", "the session to be active and watching")
+    wait_for(
+        lambda: read(nb.directory / "after_outage.txt") == "pod\n", "a pod edit locally after the outage"
+    )
+    wait_for(
+        lambda: (
+            (s := nb.status())
+            and s["forward"]["state"] == "FORWARD_STATE_ACTIVE"
+            and s["sync"]["state"] == "SYNC_STATE_WATCHING"
+        ),
+        "the session to be active and watching",
+    )
     assert nb.flush().get("conflicts", []) == []

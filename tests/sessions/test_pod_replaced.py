@@ -12,8 +12,10 @@ from sessions_support import jupyter_api, read, wait_for, write
 def _replace_pod(nb):
     old = nb.pod()
     nb.stack.core().delete_namespaced_pod(old["name"], nb.namespace, grace_period_seconds=0)
-    return wait_for(lambda: (p := nb.pod()) and p["uid"] != old["uid"] and p["ready"] and p,
-                    "the controller's new pod to be Ready")
+    return wait_for(
+        lambda: (p := nb.pod()) and p["uid"] != old["uid"] and p["ready"] and p,
+        "the controller's new pod to be Ready",
+    )
 
 
 def test_pod_replaced_with_a_prebuilt_image(notebook_factory):
@@ -31,7 +33,9 @@ def test_pod_replaced_with_a_prebuilt_image(notebook_factory):
         pass
     wait_for(lambda: (p := nb.pod()) and p["uid"] != old["uid"] and p["ready"], "the new pod to be Ready")
     wait_for(lambda: jupyter_api(port)["version"], "the Jupyter API of the new pod through the same port")
-    wait_for(lambda: nb.status()["forward"]["state"] == "FORWARD_STATE_ACTIVE", "the forward to be active again")
+    wait_for(
+        lambda: nb.status()["forward"]["state"] == "FORWARD_STATE_ACTIVE", "the forward to be active again"
+    )
 
     nb.wait_sync("watching")
     nb.flush()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import socket
 
 import pytest
-
 from sessions_support import jupyter_api, read, wait_for, write
 
 

@@ -26,8 +26,10 @@ def test_daemon_killed_and_restarted_resumes_forward_and_sync(notebook_factory):
 
     nb.restart_daemon()
     wait_for(lambda: jupyter_api(port)["version"], f"the Jupyter API through 127.0.0.1:{port} again")
-    session = wait_for(lambda: (s := nb.status()) and s["forward"]["state"] == "FORWARD_STATE_ACTIVE" and s,
-                       "the forward to be active")
+    session = wait_for(
+        lambda: (s := nb.status()) and s["forward"]["state"] == "FORWARD_STATE_ACTIVE" and s,
+        "the forward to be active",
+    )
     assert session["phase"] == "PHASE_READY"
     assert session["url"] == url
     assert session["forward"]["local_port"] == port
@@ -85,8 +87,10 @@ def test_restart_with_the_port_taken_moves_the_url(notebook_factory):
         squatter.bind(("127.0.0.1", old_port))
         squatter.listen()
         nb.restart_daemon()
-        session = wait_for(lambda: (s := nb.status()) and s["forward"]["local_port"] != old_port and s,
-                           "the forward on another port")
+        session = wait_for(
+            lambda: (s := nb.status()) and s["forward"]["local_port"] != old_port and s,
+            "the forward on another port",
+        )
         new_port = session["forward"]["local_port"]
         assert session["url"] == f"http://127.0.0.1:{new_port}/?token={token}"
         wait_for(lambda: jupyter_api(new_port)["version"], "the Jupyter API on the new port")

@@ -33,7 +33,9 @@ class Pair:
         return SyncOptions(**kw)
 
     @contextlib.asynccontextmanager
-    async def session(self, factory: TransportFactory = local_process_factory, **kw: Any) -> AsyncIterator[SyncSession]:
+    async def session(
+        self, factory: TransportFactory = local_process_factory, **kw: Any
+    ) -> AsyncIterator[SyncSession]:
         s = SyncSession(str(self.local), factory, str(self.state), self.options(**kw), self.events.append)
         await s.start()
         try:
@@ -81,7 +83,9 @@ def oldest_python() -> str | None:
     import glob
 
     for version in ("3.8", "3.9"):
-        for path in sorted(glob.glob(f"/root/.pyenv/versions/{version}.*/bin/python3")) + [f"/usr/bin/python{version}"]:
+        for path in sorted(glob.glob(f"/root/.pyenv/versions/{version}.*/bin/python3")) + [
+            f"/usr/bin/python{version}"
+        ]:
             if os.access(path, os.X_OK):
                 return path
     return None

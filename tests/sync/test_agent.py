@@ -43,7 +43,9 @@ async def chunks(*parts: bytes) -> AsyncIterator[bytes]:
 class Agent:
     def __init__(self, root: Path, cache: Path) -> None:
         self.changes: list[list[str] | None] = []
-        self.ep = RemoteEndpoint(local_process_factory, str(root), cache_dir=str(cache), max_file_size=1 << 20 << 7)
+        self.ep = RemoteEndpoint(
+            local_process_factory, str(root), cache_dir=str(cache), max_file_size=1 << 20 << 7
+        )
 
     async def __aenter__(self) -> RemoteEndpoint:
         await self.ep.start(self.changes.append)
@@ -94,7 +96,15 @@ def test_scan_digests_ignores_and_temp_files(tmp_path: Path) -> None:
     async def go() -> None:
         async with Agent(root, tmp_path) as ep:
             res = await ep.scan()
-            assert set(res.entries) == {"a.txt", "run.sh", "sub", "sub/keep.py", ".gitignore", ".nbdignore", "link"}
+            assert set(res.entries) == {
+                "a.txt",
+                "run.sh",
+                "sub",
+                "sub/keep.py",
+                ".gitignore",
+                ".nbdignore",
+                "link",
+            }
             assert res.entries["a.txt"] == file_entry(b"hello")
             assert res.entries["run.sh"].executable
             assert res.entries["link"] == Entry("symlink", target="a.txt")
@@ -145,8 +155,12 @@ def test_paths_are_validated_and_links_never_written_through(tmp_path: Path) -> 
                     await ep.write(bad, None, file_entry(b"x"), chunks(b"x"))
             with pytest.raises(SyncRefused, match="symbolic link"):
                 await ep.write("escape/pwned", None, file_entry(b"x"), chunks(b"x"))
-            results = await ep.ops([{"op": "mkdir", "path": "escape/d"}, {"op": "delete", "path": "../r",
-                                                                           "expected": ["dir", "", False, ""]}])
+            results = await ep.ops(
+                [
+                    {"op": "mkdir", "path": "escape/d"},
+                    {"op": "delete", "path": "../r", "expected": ["dir", "", False, ""]},
+                ]
+            )
             assert all(isinstance(r, str) for r in results)
             with pytest.raises(SyncRefused):
                 async for _ in ep.read("/etc/passwd", ""):
@@ -166,14 +180,21 @@ def test_metadata_operations(tmp_path: Path) -> None:
     async def go() -> None:
         async with Agent(root, tmp_path) as ep:
             f = file_entry(b"data")
-            r = await ep.ops([
-                {"op": "chmod", "path": "f", "expected": ["file", f.digest, False, ""], "executable": True},
-                {"op": "symlink", "path": "l", "expected": None, "target": "f"},
-                {"op": "mkdir", "path": "n"},
-                {"op": "delete", "path": "d", "expected": ["dir", "", False, ""]},
-                {"op": "delete", "path": "f", "expected": ["file", "0" * 64, False, ""]},
-                {"op": "move", "path": "n", "dest": "m", "expected": ["dir", "", False, ""]},
-            ])
+            r = await ep.ops(
+                [
+                    {
+                        "op": "chmod",
+                        "path": "f",
+                        "expected": ["file", f.digest, False, ""],
+                        "executable": True,
+                    },
+                    {"op": "symlink", "path": "l", "expected": None, "target": "f"},
+                    {"op": "mkdir", "path": "n"},
+                    {"op": "delete", "path": "d", "expected": ["dir", "", False, ""]},
+                    {"op": "delete", "path": "f", "expected": ["file", "0" * 64, False, ""]},
+                    {"op": "move", "path": "n", "dest": "m", "expected": ["dir", "", False, ""]},
+                ]
+            )
             assert isinstance(r[0], Entry) and r[0].executable and os.access(root / "f", os.X_OK)
             assert os.readlink(root / "l") == "f"
             assert r[2] == Entry("dir")
@@ -191,7 +212,12 @@ def test_large_binary_file_both_ways(tmp_path: Path) -> None:
 
     async def go() -> None:
         async with Agent(root, tmp_path) as ep:
-            e = await ep.write("big.bin", None, file_entry(data), chunks(*(data[i:i + (1 << 20)] for i in range(0, len(data), 1 << 20))))
+            e = await ep.write(
+                "big.bin",
+                None,
+                file_entry(data),
+                chunks(*(data[i : i + (1 << 20)] for i in range(0, len(data), 1 << 20))),
+            )
             assert e.size == len(data)
             got = bytearray()
             async for c in ep.read("big.bin", e.digest):
@@ -216,26 +242,32 @@ def test_compressible_data_is_compressed_and_restored(tmp_path: Path) -> None:
     run(go())
 
 
-@pytest.mark.parametrize("parts, compressed", [
-    ([b"x = 1\n" * 2000], [True]),  # text: compressed
-    ([os.urandom(20_000)], [False]),  # random: the probe refuses it
-    ([os.urandom(3000)], [False]),  # random below the probe threshold: tried whole, not kept
-    ([b"ab"], [False]),  # tiny: never tried
-    ([b""], [False]),
-    ([b"y" * 5000, os.urandom(9000), b"z" * 70], [True, False, True]),  # a mixed batch
-])
+@pytest.mark.parametrize(
+    "parts, compressed",
+    [
+        ([b"x = 1\n" * 2000], [True]),  # text: compressed
+        ([os.urandom(20_000)], [False]),  # random: the probe refuses it
+        ([os.urandom(3000)], [False]),  # random below the probe threshold: tried whole, not kept
+        ([b"ab"], [False]),  # tiny: never tried
+        ([b""], [False]),
+        ([b"y" * 5000, os.urandom(9000), b"z" * 70], [True, False, True]),  # a mixed batch
+    ],
+)
 def test_pack_parts_compresses_per_part(parts: list[bytes], compressed: list[bool]) -> None:
     body, zl = pack_parts(parts)
     assert [z >= 0 for z in zl] == compressed
     assert unpack_parts(body, [len(p) for p in parts], zl) == parts
 
 
-@pytest.mark.parametrize("part, size, why", [
-    (b"not zlib at all", 5, "corrupted"),
-    (__import__("zlib").compress(b"a" * 100), 50, "wrong size"),  # inflates beyond what was announced
-    (__import__("zlib").compress(b"a" * 100), 200, "wrong size"),
-    (__import__("zlib").compress(b"a" * 100)[:-3], 100, "wrong size"),  # truncated stream
-])
+@pytest.mark.parametrize(
+    "part, size, why",
+    [
+        (b"not zlib at all", 5, "corrupted"),
+        (__import__("zlib").compress(b"a" * 100), 50, "wrong size"),  # inflates beyond what was announced
+        (__import__("zlib").compress(b"a" * 100), 200, "wrong size"),
+        (__import__("zlib").compress(b"a" * 100)[:-3], 100, "wrong size"),  # truncated stream
+    ],
+)
 def test_unpack_parts_refuses_bad_parts(part: bytes, size: int, why: str) -> None:
     body = part + b"raw!"
     out = unpack_parts(body, [size, 4], [len(part), -1])
@@ -251,6 +283,7 @@ def test_mixed_batch_round_trips_both_ways(tmp_path: Path) -> None:
     async def go() -> None:
         async with Agent(root, tmp_path) as ep:
             from nbd.sync.endpoint import PutItem
+
             items = [PutItem(f"f{i}", None, file_entry(d), d) for i, d in enumerate(datas)]
             results = await ep.put_many(items)
             assert all(isinstance(r, Entry) for r in results)
@@ -272,7 +305,7 @@ def test_large_write_through_each_write_back_path(
     data = os.urandom(3 * WRITEBACK_STEP + 12345)
     tree.write_begin(1, "big", None, False, _sha(data))
     for i in range(0, len(data), 1 << 20):
-        tree.write_chunk(1, data[i:i + (1 << 20)])
+        tree.write_chunk(1, data[i : i + (1 << 20)])
     e = tree.write_end(1, True)
     assert e[2] == len(data) and e[4] == _sha(data)
     assert (tmp_path / "big").read_bytes() == data
@@ -307,6 +340,7 @@ def test_polling_fallback_reports_changes(tmp_path: Path) -> None:
     w = Watcher(tree, seen.append, poll_interval=0.05)
     w.mode = "poll"
     import threading
+
     threading.Thread(target=w._run_poll, daemon=True).start()
 
     async def go() -> None:
@@ -320,26 +354,29 @@ def test_polling_fallback_reports_changes(tmp_path: Path) -> None:
         w.stopped = True
 
 
-@pytest.mark.parametrize("rules,path,is_dir,ignored", [
-    ([], ".git", True, True),
-    ([], "a/.git/config", False, True),
-    ([], "__pycache__", True, True),
-    ([], ".DS_Store", False, True),
-    ([], "x.py", False, False),
-    ([("", "*.log")], "a/b/c.log", False, True),
-    ([("", "*.log\n!keep.log")], "keep.log", False, False),
-    ([("", "/build")], "build", True, True),
-    ([("", "/build")], "a/build", True, False),
-    ([("", "data/")], "data", False, False),
-    ([("", "data/")], "data", True, True),
-    ([("sub", "*.tmp")], "sub/x.tmp", False, True),
-    ([("sub", "*.tmp")], "x.tmp", False, False),
-    ([("", "docs/**/*.pdf")], "docs/a/b/c.pdf", False, True),
-    ([("", "docs/**/*.pdf")], "docs/c.pdf", False, True),
-    ([("", "a?c")], "abc", False, True),
-    ([("", "[ab].txt")], "b.txt", False, True),
-    ([("", "# comment\n\n")], "# comment", False, False),
-])
+@pytest.mark.parametrize(
+    "rules,path,is_dir,ignored",
+    [
+        ([], ".git", True, True),
+        ([], "a/.git/config", False, True),
+        ([], "__pycache__", True, True),
+        ([], ".DS_Store", False, True),
+        ([], "x.py", False, False),
+        ([("", "*.log")], "a/b/c.log", False, True),
+        ([("", "*.log\n!keep.log")], "keep.log", False, False),
+        ([("", "/build")], "build", True, True),
+        ([("", "/build")], "a/build", True, False),
+        ([("", "data/")], "data", False, False),
+        ([("", "data/")], "data", True, True),
+        ([("sub", "*.tmp")], "sub/x.tmp", False, True),
+        ([("sub", "*.tmp")], "x.tmp", False, False),
+        ([("", "docs/**/*.pdf")], "docs/a/b/c.pdf", False, True),
+        ([("", "docs/**/*.pdf")], "docs/c.pdf", False, True),
+        ([("", "a?c")], "abc", False, True),
+        ([("", "[ab].txt")], "b.txt", False, True),
+        ([("", "# comment\n\n")], "# comment", False, False),
+    ],
+)
 def test_ignore_rules(rules: list[tuple[str, str]], path: str, is_dir: bool, ignored: bool) -> None:
     r = IgnoreRules()
     for base, text in rules:

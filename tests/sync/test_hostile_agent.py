@@ -51,7 +51,7 @@ class HostileAgent:
         self.writes: list[str] = []
 
     async def send(self, data: bytes) -> None:
-        for header, body in self.decoder.feed(data):
+        for header, _body in self.decoder.feed(data):
             self.answer(header)
 
     def answer(self, h: dict[str, Any]) -> None:
@@ -59,7 +59,12 @@ class HostileAgent:
         reply: dict[str, Any] = {"id": rid, "ok": True}
         body = b""
         if op == "scan":
-            doc = {"entries": self.entries, "absent": ["../gone"], "problems": [], "rules": {"../.gitignore": "*"}}
+            doc = {
+                "entries": self.entries,
+                "absent": ["../gone"],
+                "problems": [],
+                "rules": {"../.gitignore": "*"},
+            }
             reply["z"] = 1
             body = zlib.compress(json.dumps(doc).encode())
         elif op == "read_many":
@@ -74,7 +79,9 @@ class HostileAgent:
         elif op in ("put_many", "stage_many", "commit_many", "batch"):
             items = h.get("files") or h.get("ops") or h.get("handles") or []
             self.writes += [str(i[0] if isinstance(i, list) else i) for i in items]
-            reply["results"] = [[False, "no"] for _ in items] if op == "batch" else ["refused by the fake" for _ in items]
+            reply["results"] = (
+                [[False, "no"] for _ in items] if op == "batch" else ["refused by the fake" for _ in items]
+            )
         elif op == "write_begin" or op == "write_chunk":
             return
         self.out.put_nowait(encode_frame(reply, body))

@@ -49,9 +49,14 @@ class PodSide:
 
 def _start_pod(server: Any, name: str, command: list[str]) -> PodSide:
     pod = {
-        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
-        "spec": {"containers": [{"name": "notebook", "image": "python", "workingDir": "/content",
-                                 "command": command}]},
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {
+            "containers": [
+                {"name": "notebook", "image": "python", "workingDir": "/content", "command": command}
+            ]
+        },
     }
     server.kubectl("apply", "-f", "-", input=json.dumps(pod))
     server.kubectl("wait", "--for=condition=Ready", f"pod/{name}", "--timeout=60s")
@@ -78,24 +83,37 @@ def test_sync_with_a_pod_through_exec(sync_kubesim: Any, pair: Pair) -> None:
     pair.remote = pod.content
 
     async def go() -> None:
-        async with pod.factory() as factory, \
-                pair.session(factory, remote_root="/content", agent_cache_dir="/tmp") as s:
+        async with (
+            pod.factory() as factory,
+            pair.session(factory, remote_root="/content", agent_cache_dir="/tmp") as s,
+        ):
             st = await s.flush(60)
             assert st.state == SyncState.WATCHING
             assert tree(pod.content) == tree(pair.local)
             # Inside the pod, the notebook writes a file: it arrives locally.
             sync_kubesim.kubectl("exec", pod.name, "--", "sh", "-c", "echo result > /content/out.txt")
-            await until(lambda: (pair.local / "out.txt").exists() and
-                        (pair.local / "out.txt").read_bytes() == b"result\n", what="file from the pod")
+            await until(
+                lambda: (
+                    (pair.local / "out.txt").exists() and (pair.local / "out.txt").read_bytes() == b"result\n"
+                ),
+                what="file from the pod",
+            )
             (pair.local / "train.py").write_bytes(b"print('edited')\n")
-            await until(lambda: (pod.content / "train.py").read_bytes() == b"print('edited')\n", what="edit to the pod")
+            await until(
+                lambda: (pod.content / "train.py").read_bytes() == b"print('edited')\n",
+                what="edit to the pod",
+            )
             # Every exec stream dropped: the session reconnects and converges without conflicts.
             dropped = sync_kubesim.admin.drop_streams()
             assert dropped >= 1
             (pair.local / "after-drop.txt").write_bytes(b"x")
-            sync_kubesim.kubectl("exec", pod.name, "--", "sh", "-c", "echo y > /content/remote-after-drop.txt")
-            await until(lambda: any(isinstance(e, StateChanged) and "reconnect" in e.message for e in pair.events),
-                        what="reconnect")
+            sync_kubesim.kubectl(
+                "exec", pod.name, "--", "sh", "-c", "echo y > /content/remote-after-drop.txt"
+            )
+            await until(
+                lambda: any(isinstance(e, StateChanged) and "reconnect" in e.message for e in pair.events),
+                what="reconnect",
+            )
             st = await s.flush(60)
             assert st.conflicts == ()
             assert tree(pod.content) == tree(pair.local)
@@ -110,8 +128,10 @@ def test_a_new_pod_with_empty_content_is_refilled(sync_kubesim: Any, pair: Pair)
         (pair.local / f"f{i}.txt").write_bytes(b"%d" % i)
 
     async def go(pod: PodSide) -> None:
-        async with pod.factory() as factory, \
-                pair.session(factory, remote_root="/content", agent_cache_dir="/tmp") as s:
+        async with (
+            pod.factory() as factory,
+            pair.session(factory, remote_root="/content", agent_cache_dir="/tmp") as s,
+        ):
             await s.flush(60)
             assert tree(pod.content) == tree(pair.local)
 
@@ -126,10 +146,20 @@ def test_a_new_pod_with_empty_content_is_refilled(sync_kubesim: Any, pair: Pair)
 def test_jupyter_saves_arrive_locally(sync_kubesim: Any, pair: Pair) -> None:
     pytest.importorskip("jupyter_server")
     token = secrets.token_hex(8)
-    pod = _start_pod(sync_kubesim, "nb-jupyter", [
-        sys.executable, "-m", "jupyter_server", "--ServerApp.port=8888", f"--IdentityProvider.token={token}",
-        "--ServerApp.root_dir=/content", "--allow-root", "--ServerApp.open_browser=False",
-    ])
+    pod = _start_pod(
+        sync_kubesim,
+        "nb-jupyter",
+        [
+            sys.executable,
+            "-m",
+            "jupyter_server",
+            "--ServerApp.port=8888",
+            f"--IdentityProvider.token={token}",
+            "--ServerApp.root_dir=/content",
+            "--allow-root",
+            "--ServerApp.open_browser=False",
+        ],
+    )
     save = (
         "import json,sys,time,urllib.request\n"
         "body=json.dumps({'type':'notebook','format':'json','content':{'cells':[{'cell_type':'code','source':"
@@ -146,11 +176,15 @@ def test_jupyter_saves_arrive_locally(sync_kubesim: Any, pair: Pair) -> None:
     )
 
     async def go() -> None:
-        async with pod.factory() as factory, \
-                pair.session(factory, remote_root="/content", agent_cache_dir="/tmp") as s:
+        async with (
+            pod.factory() as factory,
+            pair.session(factory, remote_root="/content", agent_cache_dir="/tmp") as s,
+        ):
             await s.flush(60)
             await asyncio.to_thread(sync_kubesim.kubectl, "exec", pod.name, "--", "python3", "-c", save)
-            await until(lambda: (pair.local / "analysis.ipynb").exists(), timeout=20, what="the saved notebook")
+            await until(
+                lambda: (pair.local / "analysis.ipynb").exists(), timeout=20, what="the saved notebook"
+            )
             nb = json.loads((pair.local / "analysis.ipynb").read_text())
             assert "".join(nb["cells"][0]["source"]) == "1+1"
             st = await s.flush(30)
@@ -167,15 +201,21 @@ def test_pod_recreated_under_a_running_session_is_refilled(sync_kubesim: Any, pa
         (pair.local / f"f{i}.txt").write_bytes(b"%d" % i)
 
     async def go() -> None:
-        async with pod.factory() as factory, \
-                pair.session(factory, remote_root="/content", agent_cache_dir="/tmp") as s:
+        async with (
+            pod.factory() as factory,
+            pair.session(factory, remote_root="/content", agent_cache_dir="/tmp") as s,
+        ):
             await s.flush(60)
             old = pod.content
             await asyncio.to_thread(sync_kubesim.admin.recreate_pod, "default", pod.name)
 
             def replaced() -> bool:
                 try:  # pods' folders come and go while we look
-                    roots = list(Path(sync_kubesim.state_dir).rglob(f"default_{pod.name}_*/containers/notebook/*/fs/content"))
+                    roots = list(
+                        Path(sync_kubesim.state_dir).rglob(
+                            f"default_{pod.name}_*/containers/notebook/*/fs/content"
+                        )
+                    )
                     return any(r != old and len(list(r.iterdir())) == 30 for r in roots)
                 except OSError:
                     return False
@@ -193,11 +233,16 @@ def test_streams_dropped_mid_transfer_leave_no_partial_file(sync_kubesim: Any, p
     (pair.local / "weights.bin").write_bytes(data)
 
     async def go() -> None:
-        async with pod.factory() as factory, \
-                pair.session(factory, remote_root="/content", agent_cache_dir="/tmp") as s:
+        async with (
+            pod.factory() as factory,
+            pair.session(factory, remote_root="/content", agent_cache_dir="/tmp") as s,
+        ):
             # Drop every exec stream as soon as the transfer is under way.
-            await until(lambda: any(n.startswith(".nbd-tmp-") for n in os.listdir(pod.content)), timeout=30,
-                        what="a transfer in flight")
+            await until(
+                lambda: any(n.startswith(".nbd-tmp-") for n in os.listdir(pod.content)),
+                timeout=30,
+                what="a transfer in flight",
+            )
             assert await asyncio.to_thread(sync_kubesim.admin.drop_streams) >= 1
             for name in os.listdir(pod.content):
                 assert name.startswith(".nbd-tmp-") or (pod.content / name).read_bytes() == data
@@ -213,11 +258,21 @@ def test_missing_python_in_the_pod_is_named(sync_kubesim: Any, pair: Pair) -> No
     pod = _start_pod(sync_kubesim, "nb-nopython", ["python3", "-c", "import time; time.sleep(1e9)"])
 
     async def go() -> None:
-        async with pod.factory() as factory, \
-                pair.session(factory, remote_root="/content", agent_cache_dir="/tmp",
-                             python="/nonexistent/python3", reconnect_max=1.0) as s:
-            await until(lambda: "python3" in s.status().message and s.status().state == SyncState.CONNECTING,
-                        timeout=30, what="a message naming python3")
+        async with (
+            pod.factory() as factory,
+            pair.session(
+                factory,
+                remote_root="/content",
+                agent_cache_dir="/tmp",
+                python="/nonexistent/python3",
+                reconnect_max=1.0,
+            ) as s,
+        ):
+            await until(
+                lambda: "python3" in s.status().message and s.status().state == SyncState.CONNECTING,
+                timeout=30,
+                what="a message naming python3",
+            )
             assert "needs python3" in s.status().message or "python3" in s.status().message
 
     run(go())

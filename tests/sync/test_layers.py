@@ -10,7 +10,17 @@ import nbd.sync
 from .conftest import parse
 
 PACKAGE = Path(nbd.sync.__file__).parent
-FORBIDDEN_IN_CORE = {"asyncio", "grpc", "kubernetes", "watchdog", "aiohttp", "os", "socket", "subprocess", "threading"}
+FORBIDDEN_IN_CORE = {
+    "asyncio",
+    "grpc",
+    "kubernetes",
+    "watchdog",
+    "aiohttp",
+    "os",
+    "socket",
+    "subprocess",
+    "threading",
+}
 
 
 def _imports(module: str) -> set[str]:
@@ -44,10 +54,22 @@ def test_the_status_vocabulary_is_pure() -> None:
 
 
 def test_layers_point_down() -> None:
-    order = ["snapshot", "reconcile", "agent", "shipping", "endpoint", "local", "remote", "exec_transport",
-             "transition", "state", "sides", "session"]
+    order = [
+        "snapshot",
+        "reconcile",
+        "agent",
+        "shipping",
+        "endpoint",
+        "local",
+        "remote",
+        "exec_transport",
+        "transition",
+        "state",
+        "sides",
+        "session",
+    ]
     for i, module in enumerate(order):
-        above = {f"nbd.sync.{m}" for m in order[i + 1:]}
+        above = {f"nbd.sync.{m}" for m in order[i + 1 :]}
         imported = {name for name in _imports(module) for m in above if name == m or name.startswith(m + ".")}
         assert not imported, (module, imported)
 

@@ -65,13 +65,15 @@ def simulate(plan: Plan, local: Snapshot, remote: Snapshot) -> tuple[Snapshot, S
         for p in sub:
             del re[p]
         for p, e in sub.items():
-            re[m.dest + p[len(m.path):]] = e
+            re[m.dest + p[len(m.path) :]] = e
     failed = _apply_side(plan.to_local, lo, re)
     failed += _apply_side(plan.to_remote, re, lo)
     return lo, re, failed
 
 
-def cycle(ancestor: Snapshot, local: Snapshot, remote: Snapshot, guard: DeleteGuard | None = None) -> tuple[Snapshot, Snapshot, Snapshot, Plan]:
+def cycle(
+    ancestor: Snapshot, local: Snapshot, remote: Snapshot, guard: DeleteGuard | None = None
+) -> tuple[Snapshot, Snapshot, Snapshot, Plan]:
     plan = reconcile(ancestor, local, remote, stamp=STAMP, guard=guard)
     lo, re, failed = simulate(plan, local, remote)
     assert failed == [], failed
@@ -86,9 +88,12 @@ A0: Snapshot = {"a.txt": F("1"), "d": DIR, "d/x": F("x"), "d/y": F("y")}
 CASES: list[tuple[str, Snapshot, Snapshot, Snapshot, Callable[[Snapshot, Snapshot, Plan], None]]] = []
 
 
-def case(name: str, ancestor: Snapshot, local: Snapshot, remote: Snapshot) -> Callable[[Callable[[Snapshot, Snapshot, Plan], None]], None]:
+def case(
+    name: str, ancestor: Snapshot, local: Snapshot, remote: Snapshot
+) -> Callable[[Callable[[Snapshot, Snapshot, Plan], None]], None]:
     def register(check: Callable[[Snapshot, Snapshot, Plan], None]) -> None:
         CASES.append((name, ancestor, local, remote, check))
+
     return register
 
 
@@ -125,20 +130,32 @@ def _(lo: Snapshot, re: Snapshot, plan: Plan) -> None:
     assert lo["n.ipynb"] == F("L") and lo[f"n.conflict-remote-{STAMP}.ipynb"] == F("R")
 
 
-@case("modify beats delete (local deleted, remote modified)", A0,
-      {k: v for k, v in A0.items() if k != "a.txt"}, {**A0, "a.txt": F("2")})
+@case(
+    "modify beats delete (local deleted, remote modified)",
+    A0,
+    {k: v for k, v in A0.items() if k != "a.txt"},
+    {**A0, "a.txt": F("2")},
+)
 def _(lo: Snapshot, re: Snapshot, plan: Plan) -> None:
     assert lo["a.txt"] == re["a.txt"] == F("2") and not plan.conflicts
 
 
-@case("modify beats delete (remote deleted, local modified)", A0,
-      {**A0, "a.txt": F("2")}, {k: v for k, v in A0.items() if k != "a.txt"})
+@case(
+    "modify beats delete (remote deleted, local modified)",
+    A0,
+    {**A0, "a.txt": F("2")},
+    {k: v for k, v in A0.items() if k != "a.txt"},
+)
 def _(lo: Snapshot, re: Snapshot, plan: Plan) -> None:
     assert re["a.txt"] == F("2")
 
 
-@case("deleted dir: unchanged children go, a modified child stays", A0,
-      {"a.txt": F("1")}, {**A0, "d/y": F("y2"), "d/z": F("z")})
+@case(
+    "deleted dir: unchanged children go, a modified child stays",
+    A0,
+    {"a.txt": F("1")},
+    {**A0, "d/y": F("y2"), "d/z": F("z")},
+)
 def _(lo: Snapshot, re: Snapshot, plan: Plan) -> None:
     assert lo == re == {"a.txt": F("1"), "d": DIR, "d/y": F("y2"), "d/z": F("z")}
 
@@ -148,28 +165,43 @@ def _(lo: Snapshot, re: Snapshot, plan: Plan) -> None:
     assert re == {"a.txt": F("1")}
 
 
-@case("dir replaced by a file, other side untouched: dir contents go", A0,
-      {"a.txt": F("1"), "d": F("file")}, A0)
+@case(
+    "dir replaced by a file, other side untouched: dir contents go", A0, {"a.txt": F("1"), "d": F("file")}, A0
+)
 def _(lo: Snapshot, re: Snapshot, plan: Plan) -> None:
     assert re == {"a.txt": F("1"), "d": F("file")}
 
 
-@case("dir replaced by a file locally, remote added inside: remote dir kept aside", A0,
-      {"a.txt": F("1"), "d": F("file")}, {**A0, "d/new": F("n")})
+@case(
+    "dir replaced by a file locally, remote added inside: remote dir kept aside",
+    A0,
+    {"a.txt": F("1"), "d": F("file")},
+    {**A0, "d/new": F("n")},
+)
 def _(lo: Snapshot, re: Snapshot, plan: Plan) -> None:
     copy = f"d.conflict-remote-{STAMP}"
     assert lo == re
     assert lo["d"] == F("file") and lo[copy + "/new"] == F("n") and lo[copy + "/x"] == F("x")
 
 
-@case("dir replaced by a file remotely, local modified inside: local dir wins the name", A0,
-      {**A0, "d/x": F("x2")}, {"a.txt": F("1"), "d": F("file")})
+@case(
+    "dir replaced by a file remotely, local modified inside: local dir wins the name",
+    A0,
+    {**A0, "d/x": F("x2")},
+    {"a.txt": F("1"), "d": F("file")},
+)
 def _(lo: Snapshot, re: Snapshot, plan: Plan) -> None:
-    assert lo == re and lo["d"] == DIR and lo["d/x"] == F("x2") and lo[f"d.conflict-remote-{STAMP}"] == F("file")
+    assert (
+        lo == re and lo["d"] == DIR and lo["d/x"] == F("x2") and lo[f"d.conflict-remote-{STAMP}"] == F("file")
+    )
 
 
-@case("file replaced by a dir on one side propagates", A0,
-      A0, {**{k: v for k, v in A0.items() if k != "a.txt"}, "a.txt": DIR, "a.txt/in": F("i")})
+@case(
+    "file replaced by a dir on one side propagates",
+    A0,
+    A0,
+    {**{k: v for k, v in A0.items() if k != "a.txt"}, "a.txt": DIR, "a.txt/in": F("i")},
+)
 def _(lo: Snapshot, re: Snapshot, plan: Plan) -> None:
     assert lo["a.txt"] == DIR and lo["a.txt/in"] == F("i")
 
@@ -195,8 +227,13 @@ def _(lo: Snapshot, re: Snapshot, plan: Plan) -> None:
 
 
 @pytest.mark.parametrize("name,ancestor,local,remote,check", CASES, ids=[c[0] for c in CASES])
-def test_case(name: str, ancestor: Snapshot, local: Snapshot, remote: Snapshot,
-              check: Callable[[Snapshot, Snapshot, Plan], None]) -> None:
+def test_case(
+    name: str,
+    ancestor: Snapshot,
+    local: Snapshot,
+    remote: Snapshot,
+    check: Callable[[Snapshot, Snapshot, Plan], None],
+) -> None:
     new_ancestor, lo, re, plan = cycle(ancestor, local, remote)
     check(lo, re, plan)
     assert lo == re, "both sides converge"
@@ -238,12 +275,15 @@ def test_refused_change_keeps_ancestor_for_replanning() -> None:
     assert plan2.conflicts and lo2 == re2
 
 
-@pytest.mark.parametrize("path,name", [
-    ("a/notebook.ipynb", f"a/notebook.conflict-remote-{STAMP}.ipynb"),
-    (".env", f".env.conflict-remote-{STAMP}"),
-    ("Makefile", f"Makefile.conflict-remote-{STAMP}"),
-    ("x.tar.gz", f"x.tar.conflict-remote-{STAMP}.gz"),
-])
+@pytest.mark.parametrize(
+    "path,name",
+    [
+        ("a/notebook.ipynb", f"a/notebook.conflict-remote-{STAMP}.ipynb"),
+        (".env", f".env.conflict-remote-{STAMP}"),
+        ("Makefile", f"Makefile.conflict-remote-{STAMP}"),
+        ("x.tar.gz", f"x.tar.conflict-remote-{STAMP}.gz"),
+    ],
+)
 def test_conflict_name(path: str, name: str) -> None:
     assert conflict_name(path, STAMP, set()) == name
 
@@ -253,18 +293,37 @@ def test_conflict_name_avoids_taken_names() -> None:
     assert conflict_name("a.txt", STAMP, {first}) == f"a.conflict-remote-{STAMP}-2.txt"
 
 
-@pytest.mark.parametrize("path,ok", [
-    ("a", True), ("a/b.c", True), ("", False), ("/etc/passwd", False), ("../x", False), ("a/../b", False),
-    ("a//b", False), ("./a", False), ("a/", False), ("a\x00b", False),
-])
+@pytest.mark.parametrize(
+    "path,ok",
+    [
+        ("a", True),
+        ("a/b.c", True),
+        ("", False),
+        ("/etc/passwd", False),
+        ("../x", False),
+        ("a/../b", False),
+        ("a//b", False),
+        ("./a", False),
+        ("a/", False),
+        ("a\x00b", False),
+    ],
+)
 def test_path_problem(path: str, ok: bool) -> None:
     assert (path_problem(path) is None) == ok
 
 
-@pytest.mark.parametrize("path,target,escapes", [
-    ("l", "a", False), ("d/l", "../a", False), ("d/l", "../../a", True), ("l", "/etc/passwd", True),
-    ("l", "..", True), ("d/e/l", "../../x/y", False), ("l", "", True),
-])
+@pytest.mark.parametrize(
+    "path,target,escapes",
+    [
+        ("l", "a", False),
+        ("d/l", "../a", False),
+        ("d/l", "../../a", True),
+        ("l", "/etc/passwd", True),
+        ("l", "..", True),
+        ("d/e/l", "../../x/y", False),
+        ("l", "", True),
+    ],
+)
 def test_symlink_escapes(path: str, target: str, escapes: bool) -> None:
     assert symlink_escapes(path, target) == escapes
 
@@ -325,8 +384,11 @@ def versions(snapshot: Snapshot, ancestor: Snapshot) -> set[tuple[str, str]]:
 
 
 def contents(snapshot: Snapshot) -> set[tuple[str, str]]:
-    return {("file", e.digest) if e.kind == "file" else ("symlink", e.target)
-            for e in snapshot.values() if not e.is_dir}
+    return {
+        ("file", e.digest) if e.kind == "file" else ("symlink", e.target)
+        for e in snapshot.values()
+        if not e.is_dir
+    }
 
 
 @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -380,7 +442,9 @@ def _diff_roots(ancestor: Snapshot, *sides: Snapshot) -> list[str]:
 
 @settings(max_examples=400, deadline=None)
 @given(base=history, local_ops=history, remote_ops=history)
-def test_reconciling_only_changed_subtrees_plans_the_same(base: list, local_ops: list, remote_ops: list) -> None:  # type: ignore[type-arg]
+def test_reconciling_only_changed_subtrees_plans_the_same(
+    base: list, local_ops: list, remote_ops: list
+) -> None:  # type: ignore[type-arg]
     """The session reconciles only the subtrees its watchers reported; outside them both sides
     equal the ancestor, so the plan must be the one a full reconcile makes."""
     from nbd.sync.snapshot import restrict
@@ -391,8 +455,14 @@ def test_reconciling_only_changed_subtrees_plans_the_same(base: list, local_ops:
         return  # the refill rule needs whole trees: the session reconciles everything then
     full = reconcile(ancestor, local, remote, stamp=STAMP, guard=None)
     roots = _diff_roots(ancestor, local, remote)
-    scoped = reconcile(restrict(ancestor, roots), restrict(local, roots), restrict(remote, roots), stamp=STAMP,
-                       guard=None, refill=False)
+    scoped = reconcile(
+        restrict(ancestor, roots),
+        restrict(local, roots),
+        restrict(remote, roots),
+        stamp=STAMP,
+        guard=None,
+        refill=False,
+    )
     assert sorted(map(repr, full.to_local)) == sorted(map(repr, scoped.to_local))
     assert sorted(map(repr, full.to_remote)) == sorted(map(repr, scoped.to_remote))
     assert full.remote_moves == scoped.remote_moves
@@ -400,13 +470,28 @@ def test_reconciling_only_changed_subtrees_plans_the_same(base: list, local_ops:
 
 
 def test_scoped_guard_counts_the_whole_ancestor() -> None:
-    ancestor = {f"f{i}": F(str(i)) for i in range(100)} | {"d": DIR} | {f"d/x{i}": F(f"x{i}") for i in range(30)}
+    ancestor = (
+        {f"f{i}": F(str(i)) for i in range(100)} | {"d": DIR} | {f"d/x{i}": F(f"x{i}") for i in range(30)}
+    )
     local = {k: v for k, v in ancestor.items() if not k.startswith("d")}
     from nbd.sync.snapshot import restrict
 
-    plan = reconcile(restrict(ancestor, ["d"]), restrict(local, ["d"]), restrict(ancestor, ["d"]), stamp=STAMP,
-                     refill=False, ancestor_files=130, guard=DeleteGuard(0.5, 20))
+    plan = reconcile(
+        restrict(ancestor, ["d"]),
+        restrict(local, ["d"]),
+        restrict(ancestor, ["d"]),
+        stamp=STAMP,
+        refill=False,
+        ancestor_files=130,
+        guard=DeleteGuard(0.5, 20),
+    )
     assert not plan.halt_reason and len(plan.to_remote) == 31
-    alone = reconcile(restrict(ancestor, ["d"]), restrict(local, ["d"]), restrict(ancestor, ["d"]), stamp=STAMP,
-                      refill=False, guard=DeleteGuard(0.5, 20))
+    alone = reconcile(
+        restrict(ancestor, ["d"]),
+        restrict(local, ["d"]),
+        restrict(ancestor, ["d"]),
+        stamp=STAMP,
+        refill=False,
+        guard=DeleteGuard(0.5, 20),
+    )
     assert alone.halt_reason  # without the whole count, 30 of 30 files would look like a mass deletion

@@ -3,14 +3,12 @@ agent as a child process, watchdog on the local side."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -38,7 +36,9 @@ def test_create_modify_rename_delete_and_type_changes(pair: Pair, direction: str
         async with pair.session() as s:
             await s.flush(10)
             (src / "a.txt").write_bytes(b"one")
-            await until(lambda: (dst / "a.txt").exists() and (dst / "a.txt").read_bytes() == b"one", what="create")
+            await until(
+                lambda: (dst / "a.txt").exists() and (dst / "a.txt").read_bytes() == b"one", what="create"
+            )
             (src / "a.txt").write_bytes(b"two")
             await until(lambda: (dst / "a.txt").read_bytes() == b"two", what="modify")
             os.rename(src / "a.txt", src / "b.txt")
@@ -48,7 +48,9 @@ def test_create_modify_rename_delete_and_type_changes(pair: Pair, direction: str
             await until(lambda: (dst / "d" / "e" / "f").exists(), what="nested create")
             shutil.rmtree(src / "d")
             (src / "d").write_bytes(b"now a file")
-            await until(lambda: (dst / "d").is_file() and (dst / "d").read_bytes() == b"now a file", what="dir→file")
+            await until(
+                lambda: (dst / "d").is_file() and (dst / "d").read_bytes() == b"now a file", what="dir→file"
+            )
             (src / "b.txt").unlink()
             await until(lambda: not (dst / "b.txt").exists(), what="delete")
             await s.flush(10)
@@ -187,14 +189,20 @@ def test_reconnects_after_the_agent_dies_and_converges(pair: Pair) -> None:
         async with pair.session(factory) as s:
             await s.flush(10)
             transports[-1].proc.kill()
-            await until(lambda: len(transports) == 2 and s.status().state == SyncState.WATCHING, what="reconnect")
+            await until(
+                lambda: len(transports) == 2 and s.status().state == SyncState.WATCHING, what="reconnect"
+            )
             (pair.local / "b").write_bytes(b"b")
             (pair.remote / "c").write_bytes(b"c")
             st = await s.flush(10)
             assert tree(pair.local) == tree(pair.remote)
             assert st.conflicts == ()
-            assert any(isinstance(e, StateChanged) and e.state == SyncState.CONNECTING and "reconnecting" in e.message
-                       for e in pair.events)
+            assert any(
+                isinstance(e, StateChanged)
+                and e.state == SyncState.CONNECTING
+                and "reconnecting" in e.message
+                for e in pair.events
+            )
 
     run(go())
 
@@ -254,8 +262,13 @@ def test_flush_on_a_stopped_session_is_a_clear_error(pair: Pair) -> None:
 def test_missing_python_in_the_pod_is_reported(pair: Pair) -> None:
     async def go() -> None:
         async with pair.session(python="/nonexistent/python3") as s:
-            await until(lambda: s.status().state in (SyncState.CONNECTING, SyncState.ERROR)
-                        and "python3" in s.status().message, what="error message")
+            await until(
+                lambda: (
+                    s.status().state in (SyncState.CONNECTING, SyncState.ERROR)
+                    and "python3" in s.status().message
+                ),
+                what="error message",
+            )
 
     run(go())
 
@@ -276,8 +289,18 @@ def test_kill_9_mid_transfer_leaves_no_partial_file_and_restart_converges(pair: 
     data = os.urandom(256 << 20)
     (pair.local / "big.bin").write_bytes(data)
     (pair.remote / "big2.bin").write_bytes(data[: 128 << 20])
-    proc = subprocess.Popen([sys.executable, "-c", KILLED_DAEMON, str(pair.local), str(pair.remote),
-                             str(pair.state), str(pair.cache)], start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            KILLED_DAEMON,
+            str(pair.local),
+            str(pair.remote),
+            str(pair.state),
+            str(pair.cache),
+        ],
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 30
         # Wait until a temp file exists on either side (a transfer is in flight), then kill -9.

@@ -31,8 +31,26 @@ from .conftest import oldest_python, parse, recording_factory, run
 AGENT_DIR = Path(nbd.sync.agent.__file__).parent
 
 # Every module the agent may import: the standard library of Python 3.8 that it needs.
-AGENT_STDLIB = {"__future__", "errno", "hashlib", "json", "os", "re", "stat", "struct", "sys", "threading",
-                "time", "typing", "zlib", "ctypes", "select", "queue", "fcntl", "cProfile"}
+AGENT_STDLIB = {
+    "__future__",
+    "errno",
+    "hashlib",
+    "json",
+    "os",
+    "re",
+    "stat",
+    "struct",
+    "sys",
+    "threading",
+    "time",
+    "typing",
+    "zlib",
+    "ctypes",
+    "select",
+    "queue",
+    "fcntl",
+    "cProfile",
+}
 BOOTSTRAP_STDLIB = {"hashlib", "os", "sys", "runpy", "importlib", "io", "zipfile"}
 
 
@@ -45,7 +63,9 @@ def _pythons() -> list[Any]:
     old = oldest_python()
     return [
         pytest.param(sys.executable, id="this-python"),
-        pytest.param(old, id="oldest-python", marks=pytest.mark.skipif(old is None, reason="no Python 3.8/3.9 here")),
+        pytest.param(
+            old, id="oldest-python", marks=pytest.mark.skipif(old is None, reason="no Python 3.8/3.9 here")
+        ),
     ]
 
 
@@ -63,7 +83,11 @@ def test_the_zipapp_is_built_deterministically() -> None:
     for tz, umask in (("UTC", "022"), ("America/Los_Angeles", "077"), ("Asia/Kolkata", "002")):
         done = subprocess.run(
             ["sh", "-c", f'umask {umask} && exec "$0" -c "$1"', sys.executable, code],
-            env={**os.environ, "TZ": tz}, capture_output=True, text=True, timeout=60, check=True,
+            env={**os.environ, "TZ": tz},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
         )
         assert done.stdout.strip() == app.digest, (tz, umask)
 
@@ -82,7 +106,10 @@ def test_the_zipapp_holds_the_package_files_and_an_entry_point() -> None:
         assert names[1:] == [f"nbd_agent/{m}" for m in modules]
         for m in modules:  # the pod runs the very files the daemon imports
             assert z.read(f"nbd_agent/{m}") == (AGENT_DIR / m).read_bytes()
-        assert all(i.date_time == (1980, 1, 1, 0, 0, 0) and i.compress_type == zipfile.ZIP_STORED for i in z.infolist())
+        assert all(
+            i.date_time == (1980, 1, 1, 0, 0, 0) and i.compress_type == zipfile.ZIP_STORED
+            for i in z.infolist()
+        )
 
 
 def test_every_agent_module_and_the_bootstrap_are_python38_syntax() -> None:
@@ -124,7 +151,9 @@ class _Agent:
     """The agent as a child process, spoken to in frames over its stdin/stdout."""
 
     def __init__(self, argv: list[str]) -> None:
-        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.proc = subprocess.Popen(
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
         self.decoder = FrameDecoder()
         self.frames: list[tuple[dict[str, Any], bytes]] = []
 
@@ -168,7 +197,9 @@ def test_the_zipapp_runs_as_python_file_pyz(tmp_path: Path, python: str) -> None
 def test_the_zipapp_refuses_a_missing_root(tmp_path: Path, python: str) -> None:
     pyz = tmp_path / "agent.pyz"
     pyz.write_bytes(agent_app().data)
-    done = subprocess.run([python, str(pyz), str(tmp_path / "nope")], capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [python, str(pyz), str(tmp_path / "nope")], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 2 and "is not a directory" in done.stderr
     done = subprocess.run([python, str(pyz)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "usage" in done.stderr
@@ -221,10 +252,17 @@ def test_a_corrupted_cached_copy_is_sent_again(tmp_path: Path) -> None:
     assert cached.read_bytes() == app.data
 
 
-@pytest.mark.parametrize("sent, code, message", [
-    (lambda data: data[:-1] + bytes([data[-1] ^ 1]), 4, "corrupted transfer"),  # the right size, other bytes
-    (lambda data: data[: len(data) // 2], 3, ""),  # the stream ends before all of it came
-])
+@pytest.mark.parametrize(
+    "sent, code, message",
+    [
+        (
+            lambda data: data[:-1] + bytes([data[-1] ^ 1]),
+            4,
+            "corrupted transfer",
+        ),  # the right size, other bytes
+        (lambda data: data[: len(data) // 2], 3, ""),  # the stream ends before all of it came
+    ],
+)
 def test_the_bootstrap_refuses_a_bad_transfer(
     tmp_path: Path, sent: Callable[[bytes], bytes], code: int, message: str
 ) -> None:
@@ -232,7 +270,9 @@ def test_the_bootstrap_refuses_a_bad_transfer(
     root.mkdir()
     app = agent_app()
     done = subprocess.run(
-        agent_command(app, str(root), str(tmp_path), sys.executable), input=sent(app.data), capture_output=True,
+        agent_command(app, str(root), str(tmp_path), sys.executable),
+        input=sent(app.data),
+        capture_output=True,
         timeout=60,
     )
     assert done.returncode == code
@@ -268,16 +308,34 @@ def test_the_daemon_imports_the_agents_paths_frames_and_ignore_rules() -> None:
 
     assert same("path_problem", remote, paths)  # what the daemon accepts from the pod ...
     assert same("check_path", tree, paths)  # ... is what the agent (and the local Tree) accepts
-    assert same("Tree", local, tree) and same("Refused", local, tree, paths) and same("TEMP_PREFIX", local, paths)
+    assert (
+        same("Tree", local, tree)
+        and same("Refused", local, tree, paths)
+        and same("TEMP_PREFIX", local, paths)
+    )
     assert same("FrameDecoder", remote, frames) and same("ChunkPacker", remote, server, frames)
     assert same("pack_parts", remote, server, frames) and same("unpack_parts", remote, server, frames)
     assert same("rules_from_files", session, ignore) and same("is_rule_file", sides, ignore)
     assert same("IgnoreRules", tree, ignore)
 
 
-SHARED = {"check_path", "path_problem", "failure_message", "frame_head", "encode_frame", "frame_parts",
-          "FrameDecoder", "ChunkPacker", "pack_parts", "unpack_parts", "split_parts", "IgnoreRules",
-          "rules_from_files", "is_rule_file", "_glob_to_regex"}
+SHARED = {
+    "check_path",
+    "path_problem",
+    "failure_message",
+    "frame_head",
+    "encode_frame",
+    "frame_parts",
+    "FrameDecoder",
+    "ChunkPacker",
+    "pack_parts",
+    "unpack_parts",
+    "split_parts",
+    "IgnoreRules",
+    "rules_from_files",
+    "is_rule_file",
+    "_glob_to_regex",
+}
 
 
 def test_no_twin_of_the_shared_code_is_left_in_the_daemon() -> None:
@@ -295,21 +353,33 @@ def test_no_twin_of_the_shared_code_is_left_in_the_daemon() -> None:
 
 def test_the_daemon_loads_only_the_agent_modules_it_shares() -> None:
     """The watcher and the request loop run only in the pod; the daemon's sync never loads them."""
-    code = ("import sys, nbd.sync.session, nbd.sync.exec_transport; "
-            "print(' '.join(sorted(m for m in sys.modules if m.startswith('nbd.sync.agent.'))))")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    code = (
+        "import sys, nbd.sync.session, nbd.sync.exec_transport; "
+        "print(' '.join(sorted(m for m in sys.modules if m.startswith('nbd.sync.agent.'))))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
     loaded = set(done.stdout.split())
-    assert {"nbd.sync.agent.paths", "nbd.sync.agent.frames", "nbd.sync.agent.ignore", "nbd.sync.agent.tree"} <= loaded
+    assert {
+        "nbd.sync.agent.paths",
+        "nbd.sync.agent.frames",
+        "nbd.sync.agent.ignore",
+        "nbd.sync.agent.tree",
+    } <= loaded
     assert not loaded & {"nbd.sync.agent.server", "nbd.sync.agent.watcher", "nbd.sync.agent.__main__"}
 
 
-@pytest.mark.parametrize("path, message", [
-    ("", "empty path"),
-    (None, "empty path"),
-    ("a\x00b", "path contains a NUL byte: 'a\\x00b'"),
-    ("/etc/passwd", "absolute path: '/etc/passwd'"),
-    ("a/../b", "path is not normalised (empty, '.' or '..' component): 'a/../b'"),
-])
+@pytest.mark.parametrize(
+    "path, message",
+    [
+        ("", "empty path"),
+        (None, "empty path"),
+        ("a\x00b", "path contains a NUL byte: 'a\\x00b'"),
+        ("/etc/passwd", "absolute path: '/etc/passwd'"),
+        ("a/../b", "path is not normalised (empty, '.' or '..' component): 'a/../b'"),
+    ],
+)
 def test_a_refused_path_says_why_in_the_words_the_daemon_reports(path: Any, message: str) -> None:
     assert paths.path_problem(path) == message.split(": '")[0]
     with pytest.raises(paths.Refused) as e:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -15,7 +15,7 @@ from nbd.sync.state import AncestorStore
 
 F1 = Entry("file", "a" * 64, 1)
 F2 = Entry("file", "b" * 64, 2, True)
-T1 = datetime.fromtimestamp(1.0, timezone.utc)
+T1 = datetime.fromtimestamp(1.0, UTC)
 
 
 def test_snapshot_and_journal_round_trip(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ class ForwardProxy:
     port: int = 0
     _server: asyncio.AbstractServer | None = None
 
-    async def start(self) -> "ForwardProxy":
+    async def start(self) -> ForwardProxy:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
@@ -33,10 +33,15 @@ class ForwardProxy:
             lines = head.decode("latin-1").split("\r\n")
             self.seen.append(lines[0])
             method, target, version = lines[0].split(" ", 2)
-            headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
+            headers = {
+                k.strip().lower(): v.strip()
+                for k, _, v in (line.partition(":") for line in lines[1:] if line)
+            }
             if self.credentials is not None and headers.get("proxy-authorization") != self.credentials:
-                writer.write(b"HTTP/1.1 407 Proxy Authentication Required\r\n"
-                             b"Proxy-Authenticate: Basic realm=\"corp\"\r\nContent-Length: 0\r\n\r\n")
+                writer.write(
+                    b"HTTP/1.1 407 Proxy Authentication Required\r\n"
+                    b'Proxy-Authenticate: Basic realm="corp"\r\nContent-Length: 0\r\n\r\n'
+                )
                 await writer.drain()
                 return
             if method == "CONNECT":
@@ -54,8 +59,12 @@ class ForwardProxy:
                 authority, _, path = rest.partition("/")
                 host, _, port = authority.rpartition(":")
                 up_reader, up_writer = await asyncio.open_connection(host, int(port or 80))
-                kept = [line for line in lines[1:] if line and not line.lower().startswith("proxy-authorization:")]
-                up_writer.write(("\r\n".join([f"{method} /{path} {version}", *kept]) + "\r\n\r\n").encode("latin-1"))
+                kept = [
+                    line for line in lines[1:] if line and not line.lower().startswith("proxy-authorization:")
+                ]
+                up_writer.write(
+                    ("\r\n".join([f"{method} /{path} {version}", *kept]) + "\r\n\r\n").encode("latin-1")
+                )
             await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
         except (OSError, asyncio.IncompleteReadError, ValueError):
             pass

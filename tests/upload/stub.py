@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-
 STOPPING = web.AppKey("stopping", asyncio.Event)
 
 
@@ -44,7 +43,7 @@ class StubGCS:
     _runner: web.AppRunner | None = None
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
-    async def start(self) -> "StubGCS":
+    async def start(self) -> StubGCS:
         app = web.Application(client_max_size=1 << 31)
         self._stopping = asyncio.Event()
         app[STOPPING] = self._stopping
@@ -73,12 +72,14 @@ class StubGCS:
         status, body = answer
         if status == 200:
             if request.headers.get("Content-MD5") != digest:
-                return web.Response(status=400, body=gcs_error("BadDigest", "The MD5 you specified did not match."))
+                return web.Response(
+                    status=400, body=gcs_error("BadDigest", "The MD5 you specified did not match.")
+                )
             self.committed[request.path] = data
         return web.Response(status=status, body=body, content_type="application/xml")
 
 
-def drop_mid_body(after: int) -> Callable[[web.Request], "asyncio.Future[web.StreamResponse]"]:
+def drop_mid_body(after: int) -> Callable[[web.Request], asyncio.Future[web.StreamResponse]]:
     """Reads `after` bytes of the body, then closes the connection without answering."""
 
     async def handler(request: web.Request) -> web.StreamResponse:
@@ -95,7 +96,7 @@ def drop_mid_body(after: int) -> Callable[[web.Request], "asyncio.Future[web.Str
     return handler  # type: ignore[return-value]
 
 
-def stall() -> Callable[[web.Request], "asyncio.Future[web.StreamResponse]"]:
+def stall() -> Callable[[web.Request], asyncio.Future[web.StreamResponse]]:
     """Reads nothing and never answers (until the client gives up)."""
 
     async def handler(request: web.Request) -> web.StreamResponse:
@@ -108,7 +109,7 @@ def stall() -> Callable[[web.Request], "asyncio.Future[web.StreamResponse]"]:
     return handler  # type: ignore[return-value]
 
 
-def slow_reader(delay: float) -> Callable[[web.Request], "asyncio.Future[web.StreamResponse]"]:
+def slow_reader(delay: float) -> Callable[[web.Request], asyncio.Future[web.StreamResponse]]:
     """Reads the body slowly, so the client is mid-upload for a while."""
 
     async def handler(request: web.Request) -> web.StreamResponse:
@@ -119,7 +120,7 @@ def slow_reader(delay: float) -> Callable[[web.Request], "asyncio.Future[web.Str
     return handler  # type: ignore[return-value]
 
 
-def answer_early(status: int, body: bytes) -> Callable[[web.Request], "asyncio.Future[web.StreamResponse]"]:
+def answer_early(status: int, body: bytes) -> Callable[[web.Request], asyncio.Future[web.StreamResponse]]:
     """Answers before reading the body, then closes (as a front end refusing a request does)."""
 
     async def handler(request: web.Request) -> web.StreamResponse:
@@ -133,7 +134,7 @@ def answer_early(status: int, body: bytes) -> Callable[[web.Request], "asyncio.F
     return handler  # type: ignore[return-value]
 
 
-def chunked_error(status: int, body: bytes) -> Callable[[web.Request], "asyncio.Future[web.StreamResponse]"]:
+def chunked_error(status: int, body: bytes) -> Callable[[web.Request], asyncio.Future[web.StreamResponse]]:
     """Reads the body, then answers with a chunked body in two pieces."""
 
     async def handler(request: web.Request) -> web.StreamResponse:

@@ -25,7 +25,7 @@ def self_signed(tmp_path: Path) -> tuple[str, str]:
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
@@ -34,13 +34,17 @@ def self_signed(tmp_path: Path) -> tuple[str, str]:
         .serial_number(1)
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
+        )
         .sign(key, hashes.SHA256())
     )
     cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     key_path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
     )
     return str(cert_path), str(key_path)
 
@@ -93,7 +97,10 @@ def test_put_over_tls(tmp_path: Path) -> None:
     [
         (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", (200, b"ok")),
         (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n", (201, b"")),
-        (b"HTTP/1.1 400 Bad\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n0\r\nT: v\r\n\r\n", (400, b"abcde")),
+        (
+            b"HTTP/1.1 400 Bad\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n0\r\nT: v\r\n\r\n",
+            (400, b"abcde"),
+        ),
         (b"HTTP/1.0 503 Busy\r\n\r\nuntil close", (503, b"until close")),
     ],
 )
@@ -112,8 +119,13 @@ def test_response_parsing(tmp_path: Path, answer: bytes, expected: tuple[int, by
         port = server.sockets[0].getsockname()[1]
         try:
             return await put_file(
-                f"http://127.0.0.1:{port}/o", {}, str(tmp_path / "body"), 5, lambda n: None,
-                connect_timeout=5, response_timeout=5,
+                f"http://127.0.0.1:{port}/o",
+                {},
+                str(tmp_path / "body"),
+                5,
+                lambda n: None,
+                connect_timeout=5,
+                response_timeout=5,
             )
         finally:
             server.close()
@@ -137,8 +149,13 @@ def test_garbage_answer_is_a_protocol_error(tmp_path: Path) -> None:
         try:
             with pytest.raises(HTTPProtocolError):
                 await put_file(
-                    f"http://127.0.0.1:{port}/o", {}, str(tmp_path / "body"), 1, lambda n: None,
-                    connect_timeout=5, response_timeout=5,
+                    f"http://127.0.0.1:{port}/o",
+                    {},
+                    str(tmp_path / "body"),
+                    1,
+                    lambda n: None,
+                    connect_timeout=5,
+                    response_timeout=5,
                 )
         finally:
             server.close()
@@ -157,8 +174,14 @@ def run_raw_server(tmp_path: Path, size: int, serve: Any, **kwargs: Any) -> tupl
         start = time.monotonic()
         try:
             answer = await put_file(
-                f"http://127.0.0.1:{port}/o", {}, str(tmp_path / "body"), size, lambda n: None,
-                connect_timeout=5, response_timeout=5, **kwargs,
+                f"http://127.0.0.1:{port}/o",
+                {},
+                str(tmp_path / "body"),
+                size,
+                lambda n: None,
+                connect_timeout=5,
+                response_timeout=5,
+                **kwargs,
             )
         finally:
             server.close()

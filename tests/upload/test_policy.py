@@ -17,7 +17,12 @@ from .stub import gcs_error
         (200, b"", Action.DONE, ""),
         (201, b"", Action.DONE, ""),
         (400, gcs_error("BadDigest", "The MD5 you specified did not match."), Action.BAD_DIGEST, "BadDigest"),
-        (400, gcs_error("ExpiredToken", "The provided token has expired."), Action.REFRESH_URL, "ExpiredToken"),
+        (
+            400,
+            gcs_error("ExpiredToken", "The provided token has expired."),
+            Action.REFRESH_URL,
+            "ExpiredToken",
+        ),
         (400, gcs_error("InvalidArgument", "Request has expired"), Action.REFRESH_URL, "InvalidArgument"),
         (403, gcs_error("SignatureDoesNotMatch", "x"), Action.REFRESH_URL, "SignatureDoesNotMatch"),
         (403, gcs_error("AccessDenied", "x"), Action.REFRESH_URL, "AccessDenied"),

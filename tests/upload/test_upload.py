@@ -148,7 +148,10 @@ def test_signature_refused_then_a_fresh_url_succeeds(tmp_path: Path) -> None:
         assert result.url_refreshes == 1
 
     stub = run_with_stub(
-        [(403, gcs_error("SignatureDoesNotMatch", "The request signature we calculated does not match")), (200, b"")],
+        [
+            (403, gcs_error("SignatureDoesNotMatch", "The request signature we calculated does not match")),
+            (200, b""),
+        ],
         body,
     )
     assert [s.path_qs for s in stub.seen] == ["/b/o?sig=old", "/b/o?sig=new"]
@@ -353,7 +356,9 @@ def test_a_chunked_error_body_is_parsed(tmp_path: Path) -> None:
             await upload(path, md5, get_url, policy=FAST)
         assert info.value.store_code == "InvalidBucketName"
 
-    run_with_stub([chunked_error(400, gcs_error("InvalidBucketName", "The specified bucket is not valid."))], body)
+    run_with_stub(
+        [chunked_error(400, gcs_error("InvalidBucketName", "The specified bucket is not valid."))], body
+    )
 
 
 def test_a_url_that_is_not_http_is_rejected(tmp_path: Path) -> None:

@@ -120,7 +120,13 @@ def build_context_sync(
         try:
             if os.stat(previous.path).st_size == previous.size:
                 return BuiltContext(
-                    previous.path, previous.md5_hex, previous.md5_b64, previous.size, previous.files, True, warnings,
+                    previous.path,
+                    previous.md5_hex,
+                    previous.md5_b64,
+                    previous.size,
+                    previous.files,
+                    True,
+                    warnings,
                     outside,
                 )
         except OSError:
@@ -142,7 +148,14 @@ def build_context_sync(
             ),
         )
     return BuiltContext(
-        packaged.path, packaged.md5_hex, packaged.md5_b64, packaged.size, packaged.files, False, warnings, outside
+        packaged.path,
+        packaged.md5_hex,
+        packaged.md5_b64,
+        packaged.size,
+        packaged.files,
+        False,
+        warnings,
+        outside,
     )
 
 
@@ -194,4 +207,6 @@ def forget_context(
 ) -> None:
     """Drops the manifest record of `root` so that the next build packages it again."""
     cleaned = os.path.normpath(dockerfile).replace(os.sep, "/")
-    manifest.invalidate(manifest.record_path(os.fspath(cache_dir), os.path.realpath(os.fspath(root)), cleaned))
+    manifest.invalidate(
+        manifest.record_path(os.fspath(cache_dir), os.path.realpath(os.fspath(root)), cleaned)
+    )

@@ -317,6 +317,6 @@ class PatternMatcher:
 
 
 def _ancestors(path: str) -> list[str]:
-    """"a/b/c" -> ["a", "a/b"] (the root-level path has none)."""
+    """ "a/b/c" -> ["a", "a/b"] (the root-level path has none)."""
     parts = path.split("/")[:-1]
     return ["/".join(parts[: k + 1]) for k in range(len(parts))]

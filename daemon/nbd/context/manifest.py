@@ -24,7 +24,16 @@ from typing import Any
 from . import tarformat
 from .walk import ContextPlan
 
-__all__ = ["FORMAT_VERSION", "ManifestRecord", "manifest_digest", "load", "save", "record_path", "is_racy", "invalidate"]
+__all__ = [
+    "FORMAT_VERSION",
+    "ManifestRecord",
+    "manifest_digest",
+    "load",
+    "save",
+    "record_path",
+    "is_racy",
+    "invalidate",
+]
 
 FORMAT_VERSION = 1
 RACY_NS = 2_000_000_000

@@ -61,7 +61,9 @@ MIN_SAVING = 0.10
 DEFAULT_LEVEL = 1
 STALE_PARTIAL_SECONDS = 3600
 
-_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
+_OPEN_FLAGS = (
+    os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
+)
 _DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
 _OPEN_DIRS = 16
 _IOV_MAX = 1024
@@ -215,7 +217,11 @@ def _batch_bytes(
                     raise _unreadable(prefix + item.path, e) from e
                 finally:
                     os.close(fd)
-                append(header_blocks(fsencode(item.path), 0o755 if item.mode & 0o111 else 0o644, size, tf.REGULAR))
+                append(
+                    header_blocks(
+                        fsencode(item.path), 0o755 if item.mode & 0o111 else 0o644, size, tf.REGULAR
+                    )
+                )
                 append(data)
                 append(padding[-size % 512])
             elif kind == DIR:
@@ -228,7 +234,11 @@ def _batch_bytes(
 
 
 def _encode_batch(
-    items: list[_Item], root: str, level: int, cancel: CancelFlag | None, open_file: Callable[[str], int] | None
+    items: list[_Item],
+    root: str,
+    level: int,
+    cancel: CancelFlag | None,
+    open_file: Callable[[str], int] | None,
 ) -> Pieces:
     """One member for a batch of small members: read, probed, then compressed or stored."""
     data = _batch_bytes(items, root, cancel, open_file)
@@ -285,8 +295,12 @@ class _Writer(threading.Thread):
     """
 
     def __init__(
-        self, fd: int, jobs: "queue.Queue[_Job | None]", progress: Callable[[PackProgress], None] | None,
-        files_total: int, bytes_total: int,
+        self,
+        fd: int,
+        jobs: queue.Queue[_Job | None],
+        progress: Callable[[PackProgress], None] | None,
+        files_total: int,
+        bytes_total: int,
     ) -> None:
         super().__init__(name="nbd-context-writer", daemon=True)
         self._fd = fd
@@ -341,7 +355,9 @@ class _Writer(threading.Thread):
                         if now >= next_report:
                             next_report = now + _PROGRESS_INTERVAL
                             self._progress(
-                                PackProgress(self.files_done, self._files_total, self.bytes_done, self._bytes_total)
+                                PackProgress(
+                                    self.files_done, self._files_total, self.bytes_done, self._bytes_total
+                                )
                             )
                 except BaseException as e:  # reported to the producer, which stops
                     self.error = e
@@ -396,7 +412,13 @@ def write_archive(
     def flush_batch() -> None:
         nonlocal items, items_bytes, items_files, items_content
         if items:
-            jobs.put(_Job(pool.submit(_encode_batch, items, root, level, cancel, open_file), items_files, items_content))
+            jobs.put(
+                _Job(
+                    pool.submit(_encode_batch, items, root, level, cancel, open_file),
+                    items_files,
+                    items_content,
+                )
+            )
             items, items_bytes, items_files, items_content = [], 0, 0, 0
 
     def check() -> None:
@@ -458,7 +480,9 @@ def _big_file(
     except OSError as e:
         raise _unreadable(path, e) from e
     try:
-        header = tf.header_blocks(os.fsencode(entry.path), 0o755 if entry.mode & 0o111 else 0o644, size, tf.REGULAR)
+        header = tf.header_blocks(
+            os.fsencode(entry.path), 0o755 if entry.mode & 0o111 else 0o644, size, tf.REGULAR
+        )
         remaining = size
         compress: bool | None = None
         while remaining > 0:

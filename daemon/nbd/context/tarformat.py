@@ -198,7 +198,7 @@ def stored_member(data: bytes | bytearray | memoryview) -> list[bytes | memoryvi
     return pieces
 
 
-def compressor(level: int) -> "zlib._Compress":
+def compressor(level: int) -> zlib._Compress:
     """A raw-deflate compressor at `level` (1 = fastest), clamped to the library's range."""
     obj: zlib._Compress = DEFLATE.compressobj(max(1, min(level, MAX_LEVEL)), zlib.DEFLATED, -15)
     return obj

@@ -27,7 +27,17 @@ from typing import NamedTuple
 from .errors import BadIgnoreFile, ContextError, MissingDockerfile, UnreadableFile
 from .ignore import EMPTY_MATCH_INFO, IgnorePatternError, MatchInfo, PatternMatcher, parse_dockerignore
 
-__all__ = ["Entry", "ContextPlan", "FILE", "DIR", "SYMLINK", "plan_context", "walk_context", "sort_plan", "ignore_file_for"]
+__all__ = [
+    "Entry",
+    "ContextPlan",
+    "FILE",
+    "DIR",
+    "SYMLINK",
+    "plan_context",
+    "walk_context",
+    "sort_plan",
+    "ignore_file_for",
+]
 
 FILE = 0
 DIR = 1
@@ -173,7 +183,8 @@ def walk_context(root: str | os.PathLike[str], dockerfile: str = "Dockerfile") -
         matcher = PatternMatcher(parse_dockerignore(ignore_text))
     except IgnorePatternError as e:
         raise BadIgnoreFile(
-            f"{os.path.join(root_s, ignore_file)}: {e}; fix the pattern", path=os.path.join(root_s, ignore_file)
+            f"{os.path.join(root_s, ignore_file)}: {e}; fix the pattern",
+            path=os.path.join(root_s, ignore_file),
         ) from e
 
     # Always sent, whatever the patterns say; their parents must be entered to reach them.
@@ -236,7 +247,9 @@ def walk_context(root: str | os.PathLike[str], dockerfile: str = "Dockerfile") -
                         if de.is_file(follow_symlinks=False):
                             st = de.stat(follow_symlinks=False)
                             append(
-                                new_entry(Entry, (rel, FILE, st.st_size, st.st_mode, st.st_mtime_ns, st.st_ino, ""))
+                                new_entry(
+                                    Entry, (rel, FILE, st.st_size, st.st_mode, st.st_mtime_ns, st.st_ino, "")
+                                )
                             )
                         elif de.is_dir(follow_symlinks=False):
                             append(new_entry(Entry, (rel, DIR, 0, 0, 0, de.inode(), "")))
@@ -274,7 +287,9 @@ def walk_context(root: str | os.PathLike[str], dockerfile: str = "Dockerfile") -
     )
 
 
-def _emit_parents(rel: str, held: dict[str, Entry], emitted: set[str], append: Callable[[Entry], None]) -> None:
+def _emit_parents(
+    rel: str, held: dict[str, Entry], emitted: set[str], append: Callable[[Entry], None]
+) -> None:
     """Emits the held (excluded but entered) ancestors of an included path, outermost first."""
     parent = rel.rpartition("/")[0]
     chain: list[str] = []

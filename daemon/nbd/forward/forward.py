@@ -115,7 +115,7 @@ class Forward:
     # -- persistence -------------------------------------------------------------------------
 
     @classmethod
-    def from_record(cls, kube: KubeClient, record: ForwardRecord, **options: Any) -> "Forward":
+    def from_record(cls, kube: KubeClient, record: ForwardRecord, **options: Any) -> Forward:
         """Rebuild a persisted forward; `start()` binds the recorded port again when free."""
         return cls(
             kube,
@@ -162,9 +162,7 @@ class Forward:
         self._stopped = False
         sock = bind_port(self.preferred_port, self.explicit_port)
         self._port = int(sock.getsockname()[1])
-        self._server = await asyncio.start_server(
-            self._accept, sock=sock, limit=256 * 1024
-        )
+        self._server = await asyncio.start_server(self._accept, sock=sock, limit=256 * 1024)
         self._unsubscribe = self.pods.on_change(self._pod_changed)
         if self._owns_pods:
             await self.pods.start()
@@ -172,7 +170,10 @@ class Forward:
             self._probe_task = asyncio.create_task(self._probe_loop(), name=f"forward-probe-{self._port}")
         log.info(
             "forward 127.0.0.1:%d -> %s/%s:%d started",
-            self._port, self.namespace, selector_string(self.selector), self.remote_port,
+            self._port,
+            self.namespace,
+            selector_string(self.selector),
+            self.remote_port,
         )
         self._notify()
 
@@ -289,7 +290,8 @@ class Forward:
                     raise last
                 raise DeadlineExceeded(
                     f"no Ready pod matching {selector_string(self.selector)} after "
-                    f"{self.connect_timeout:g} s", reason="PodNotReady",
+                    f"{self.connect_timeout:g} s",
+                    reason="PodNotReady",
                 )
             pod = self.pods.ready_pod() or await self.pods.wait_ready_pod(remaining)
             try:
@@ -321,7 +323,10 @@ class Forward:
             if result.error is not None:
                 log.warning(
                     "forward 127.0.0.1:%d -> pod %s:%d: %s",
-                    self._port, channel.pod, self.remote_port, result.error.strip(),
+                    self._port,
+                    channel.pod,
+                    self.remote_port,
+                    result.error.strip(),
                 )
         except asyncio.CancelledError:
             writer.close()
@@ -351,7 +356,7 @@ class Forward:
             if not line:
                 return False, f"the pod closed the connection to port {self.remote_port} without answering"
             return False, f"the pod's port {self.remote_port} did not answer HTTP"
-        except (asyncio.TimeoutError, TimeoutError):
+        except TimeoutError:
             waited = time.monotonic() - started
             return False, f"no answer through the tunnel after {waited:.0f} s"
         except OSError as e:
@@ -365,13 +370,15 @@ class Forward:
             if self.pods.ready_pod() is not None:
                 ok, message = await self.probe()
                 self._health.probe_ok = ok
-                self._health.probe_message = "" if ok else (
-                    f"probe GET {self.probe_path} through 127.0.0.1:{self._port} failed: {message}"
+                self._health.probe_message = (
+                    ""
+                    if ok
+                    else (f"probe GET {self.probe_path} through 127.0.0.1:{self._port} failed: {message}")
                 )
                 self._health.last_probe = time.time()
                 self._notify()
             self._probe_now.clear()
             try:
                 await asyncio.wait_for(self._probe_now.wait(), self.probe_interval)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass

@@ -50,7 +50,9 @@ class RelayResult:
     closed_by: str = "local"
 
 
-async def _local_to_pod(reader: asyncio.StreamReader, ws: aiohttp.ClientWebSocketResponse, result: RelayResult) -> None:
+async def _local_to_pod(
+    reader: asyncio.StreamReader, ws: aiohttp.ClientWebSocketResponse, result: RelayResult
+) -> None:
     while True:
         data = await reader.read(READ_CHUNK)
         if not data:
@@ -145,7 +147,7 @@ async def relay_v4(
         if not ws.closed:
             try:
                 await asyncio.wait_for(ws.close(), 2.0)
-            except (asyncio.TimeoutError, OSError, aiohttp.ClientError):
+            except (TimeoutError, OSError, aiohttp.ClientError):
                 pass
         try:
             if writer.can_write_eof() and not writer.is_closing():

@@ -70,11 +70,13 @@ def masked_frame(channel: int, data: bytes | bytearray | memoryview) -> bytearra
         struct.pack_into("!BBH", frame, 0, _BINARY_FIN, _MASKED | 126, length)
     else:
         struct.pack_into("!BBQ", frame, 0, _BINARY_FIN, _MASKED | 127, length)
-    frame[start - 4:start] = key
+    frame[start - 4 : start] = key
     return frame
 
 
-async def send_frame(ws: aiohttp.ClientWebSocketResponse, channel: int, data: bytes | bytearray | memoryview) -> None:
+async def send_frame(
+    ws: aiohttp.ClientWebSocketResponse, channel: int, data: bytes | bytearray | memoryview
+) -> None:
     """Send `[channel] + data` as one binary message, waiting while the connection's writer is paused.
 
     Writes the frame to the connection's transport directly (aiohttp frames are written whole and

@@ -206,7 +206,7 @@ class ExecChannel:
         self._room.set()
         try:
             await asyncio.wait_for(asyncio.shield(self._pump), 5)
-        except (asyncio.TimeoutError, asyncio.CancelledError):
+        except (TimeoutError, asyncio.CancelledError):
             self._pump.cancel()
 
 

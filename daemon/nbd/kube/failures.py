@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import nbdcontract
-
 from nbd.errors import (
     AlreadyExists,
     DeadlineExceeded,
@@ -176,9 +175,7 @@ def _is_tls_failure(exc: BaseException) -> ssl.SSLError | None:
     return None
 
 
-def error_from_exception(
-    exc: BaseException, *, url: str, resource: ResourceRef | None = None
-) -> NbdError:
+def error_from_exception(exc: BaseException, *, url: str, resource: ResourceRef | None = None) -> NbdError:
     """Map any exception raised while talking to the API server to an `NbdError`.
 
     Handles `kubernetes.client.ApiException`, urllib3 errors, aiohttp errors and OSError; an

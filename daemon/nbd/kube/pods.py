@@ -134,7 +134,7 @@ class PodCache:
             self._changed.clear()
             try:
                 await asyncio.wait_for(self._changed.wait(), remaining)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     def on_change(self, callback: Callable[[PodChange], None]) -> Callable[[], None]:
@@ -174,7 +174,7 @@ class PodCache:
             self._changed.clear()
             try:
                 await asyncio.wait_for(self._changed.wait(), remaining)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 return self.synced
         return True
 

@@ -51,7 +51,7 @@ class KubeTarget:
     context: str
     namespace: str
     configuration: Configuration
-    _transports: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Transport]" = field(
+    _transports: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Transport] = field(
         default_factory=weakref.WeakKeyDictionary, repr=False
     )
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -61,7 +61,7 @@ class KubeTarget:
         """The API server URL, e.g. https://127.0.0.1:6443."""
         return str(self.configuration.host).rstrip("/")
 
-    def transport(self) -> "Transport":
+    def transport(self) -> Transport:
         """The aiohttp transport of this target for the running event loop (created on first use)."""
         from nbd.kube.transport import Transport
 
@@ -115,9 +115,7 @@ def _context_entry(merged: Any, name: str) -> dict[str, Any]:
     return {}
 
 
-def load_target_blocking(
-    kubeconfig: str | None, context: str | None, namespace: str | None
-) -> KubeTarget:
+def load_target_blocking(kubeconfig: str | None, context: str | None, namespace: str | None) -> KubeTarget:
     """Load a kubeconfig context into a `KubeTarget` (blocking: may run an exec plugin).
 
     Raises:
@@ -165,8 +163,7 @@ def load_target_blocking(
         context = str(current)
     if context not in available:
         raise InvalidArgument(
-            f'context "{context}" is not in the kubeconfig {shown}; '
-            f"available contexts: {shown_available}",
+            f'context "{context}" is not in the kubeconfig {shown}; available contexts: {shown_available}',
             reason="UnknownContext",
         )
     configuration = Configuration()
@@ -202,8 +199,6 @@ def _cluster_of(merged: Any, context: str) -> dict[str, Any] | None:
     return None
 
 
-async def load_target(
-    kubeconfig: str | None, context: str | None, namespace: str | None
-) -> KubeTarget:
+async def load_target(kubeconfig: str | None, context: str | None, namespace: str | None) -> KubeTarget:
     """`load_target_blocking` in a thread: the event loop never waits on an exec plugin."""
     return await asyncio.to_thread(load_target_blocking, kubeconfig, context, namespace)

@@ -41,7 +41,7 @@ AUTH_REFRESH_SECONDS = 30.0
 Query = Sequence[tuple[str, str]]
 
 
-def _ssl_context(target: "KubeTarget") -> ssl.SSLContext | bool:
+def _ssl_context(target: KubeTarget) -> ssl.SSLContext | bool:
     cfg = target.configuration
     if not str(cfg.host).startswith("https"):
         return False
@@ -74,7 +74,7 @@ class Transport:
     cached Authorization header is never older than AUTH_REFRESH_SECONDS when a hook exists.
     """
 
-    def __init__(self, target: "KubeTarget") -> None:
+    def __init__(self, target: KubeTarget) -> None:
         self.target = target
         self.base = URL(target.host)
         cfg = target.configuration
@@ -163,7 +163,7 @@ class Transport:
                 data = json.loads(body)
         except NbdError:
             raise
-        except (aiohttp.ClientError, OSError, asyncio.TimeoutError, ValueError) as e:
+        except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as e:
             raise error_from_exception(e, url=self.url, resource=resource) from e
         if not isinstance(data, dict):
             raise NbdError(f"the cluster at {self.url} answered {path} with non-object JSON")
@@ -209,7 +209,7 @@ class Transport:
                         yield event
         except NbdError:
             raise
-        except (aiohttp.ClientError, OSError, asyncio.TimeoutError, ValueError) as e:
+        except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as e:
             raise error_from_exception(e, url=self.url, resource=resource) from e
 
     async def ws_connect(
@@ -251,7 +251,7 @@ class Transport:
                 f"the cluster at {self.url} refused the stream upgrade ({e.status} {e.message})",
                 reason="UpgradeFailed",
             ) from e
-        except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as e:
+        except (TimeoutError, aiohttp.ClientError, OSError) as e:
             raise error_from_exception(e, url=self.url) from e
 
     async def _body_of(self, url: URL, query: Query, headers: Mapping[str, str]) -> bytes | None:
@@ -265,7 +265,7 @@ class Transport:
                 timeout=aiohttp.ClientTimeout(total=5),
             ) as resp:
                 return await resp.read()
-        except (aiohttp.ClientError, OSError, asyncio.TimeoutError):
+        except (TimeoutError, aiohttp.ClientError, OSError):
             return None
 
     async def aclose(self) -> None:

@@ -19,7 +19,17 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from nbd.errors import FailedPrecondition, InvalidArgument, NbdError, NotFound
-from nbd.events import Cached, CachedStep, Failure, LaunchPayload, LogLine, Notice, NoticeLevel, PhaseChanged, Progress
+from nbd.events import (
+    Cached,
+    CachedStep,
+    Failure,
+    LaunchPayload,
+    LogLine,
+    Notice,
+    NoticeLevel,
+    PhaseChanged,
+    Progress,
+)
 from nbd.launch import progress as prog
 from nbd.launch.notebooks import NotebookClient, containers_of
 from nbd.registry import SessionRegistry
@@ -71,14 +81,16 @@ async def package(directory: str, spool_dir: str, cache_dir: str, emit: Emit) ->
 
     def progress(p: Any) -> None:
         elapsed = max(time.monotonic() - started, 1e-6)
-        emit(Progress(
-            Phase.PACKAGING,
-            done_bytes=int(getattr(p, "done_bytes", 0)),
-            total_bytes=int(getattr(p, "total_bytes", 0)),
-            done_files=int(getattr(p, "done_files", 0)),
-            total_files=int(getattr(p, "total_files", 0)),
-            bytes_per_second=getattr(p, "done_bytes", 0) / elapsed,
-        ))
+        emit(
+            Progress(
+                Phase.PACKAGING,
+                done_bytes=int(getattr(p, "done_bytes", 0)),
+                total_bytes=int(getattr(p, "total_bytes", 0)),
+                done_files=int(getattr(p, "done_files", 0)),
+                total_files=int(getattr(p, "total_files", 0)),
+                bytes_per_second=getattr(p, "done_bytes", 0) / elapsed,
+            )
+        )
 
     os.makedirs(spool_dir, mode=0o700, exist_ok=True)
     os.makedirs(cache_dir, mode=0o700, exist_ok=True)
@@ -94,7 +106,9 @@ async def package(directory: str, spool_dir: str, cache_dir: str, emit: Emit) ->
             reason="LinkOutsideContext",
         )
     if built.cached:
-        emit(Cached(CachedStep.PACKAGE, "the directory is unchanged since it was last packaged", built.md5_hex))
+        emit(
+            Cached(CachedStep.PACKAGE, "the directory is unchanged since it was last packaged", built.md5_hex)
+        )
     return built
 
 
@@ -114,9 +128,7 @@ class Delivery:
         """The session as `nbctl` commands accept it (NAMESPACE/NAME is unambiguous)."""
         return f"{self.key.namespace}/{self.key.name}"
 
-    async def upload(
-        self, md5: str, md5_b64: str, path: str, request_id: str
-    ) -> tuple[bool, str]:
+    async def upload(self, md5: str, md5_b64: str, path: str, request_id: str) -> tuple[bool, str]:
         """Uploads the context unless the cluster stores it.
 
         Returns whether bytes were sent and the requestID whose URL took them (the controller
@@ -126,8 +138,10 @@ class Delivery:
         from nbd.upload import BadDigest, SignedURL, UploadProgress, upload
 
         answer = await self.notebooks.wait_for(
-            self.key.name, lambda nb: prog.upload_answer(nb, request_id, md5) or prog.upload_failure(nb, request_id),
-            timeout=CONTROLLER_TIMEOUT, what="the controller to answer the upload request",
+            self.key.name,
+            lambda nb: prog.upload_answer(nb, request_id, md5) or prog.upload_failure(nb, request_id),
+            timeout=CONTROLLER_TIMEOUT,
+            what="the controller to answer the upload request",
         )
         if isinstance(answer, Failure):
             raise FailedPrecondition(answer.message, reason=answer.reason)
@@ -144,20 +158,35 @@ class Delivery:
             if first:
                 return SignedURL(first.pop().signed_url)
             rid = new_request_id()
-            await self.notebooks.patch_spec(self.key.name, {"build": {"upload": {"md5": md5, "requestID": rid}}})
+            await self.notebooks.patch_spec(
+                self.key.name, {"build": {"upload": {"md5": md5, "requestID": rid}}}
+            )
             fresh = await self.notebooks.wait_for(
-                self.key.name, lambda nb: prog.upload_answer(nb, rid, md5), timeout=CONTROLLER_TIMEOUT,
+                self.key.name,
+                lambda nb: prog.upload_answer(nb, rid, md5),
+                timeout=CONTROLLER_TIMEOUT,
                 what="a fresh upload URL",
             )
             request_id = rid
-            self.emit(Notice("the upload URL expired or was refused; retrying with a fresh one", NoticeLevel.WARNING))
+            self.emit(
+                Notice(
+                    "the upload URL expired or was refused; retrying with a fresh one", NoticeLevel.WARNING
+                )
+            )
             if fresh.stored:
                 raise AlreadyStored()
             return SignedURL(fresh.signed_url)
 
         def progress(p: UploadProgress) -> None:
-            self.emit(Progress(Phase.UPLOADING, done_bytes=p.done_bytes, total_bytes=p.total_bytes,
-                          bytes_per_second=p.bytes_per_second, eta_seconds=p.eta_seconds))
+            self.emit(
+                Progress(
+                    Phase.UPLOADING,
+                    done_bytes=p.done_bytes,
+                    total_bytes=p.total_bytes,
+                    bytes_per_second=p.bytes_per_second,
+                    eta_seconds=p.eta_seconds,
+                )
+            )
 
         try:
             await upload(path, md5_b64, get_url, progress=progress)
@@ -178,8 +207,10 @@ class Delivery:
         # The controller verifies the stored object before building: a mismatch (or a missing
         # object) shows on the Uploaded condition of our request, never on Built.
         answer = await self.notebooks.wait_for(
-            self.key.name, lambda nb: prog.upload_failure(nb, request_id) or prog.build_state(nb, md5),
-            timeout=CONTROLLER_TIMEOUT, what="the controller to start the build",
+            self.key.name,
+            lambda nb: prog.upload_failure(nb, request_id) or prog.build_state(nb, md5),
+            timeout=CONTROLLER_TIMEOUT,
+            what="the controller to start the build",
         )
         await self._upload_refused(answer, path)
         state: prog.BuildState = answer
@@ -197,9 +228,12 @@ class Delivery:
         try:
             answer = await self.notebooks.wait_for(
                 self.key.name,
-                lambda nb: prog.upload_failure(nb, request_id)
-                or ((s := prog.build_state(nb, md5)) is not None and (s.done or s.failed) and s),
-                timeout=BUILD_TIMEOUT, what="the image build",
+                lambda nb: (
+                    prog.upload_failure(nb, request_id)
+                    or ((s := prog.build_state(nb, md5)) is not None and (s.done or s.failed) and s)
+                ),
+                timeout=BUILD_TIMEOUT,
+                what="the image build",
             )
             await self._upload_refused(answer, path)
             final: prog.BuildState = answer
@@ -207,12 +241,12 @@ class Delivery:
                 # Let the follower print what is left of the log before the failure.
                 try:
                     await asyncio.wait_for(asyncio.shield(follower), 5.0)
-                except (asyncio.TimeoutError, NbdError):
+                except (TimeoutError, NbdError):
                     pass
                 raise BuildError(prog.build_failure(final, tail[-LOG_TAIL:], self.ref))
             try:
                 await asyncio.wait_for(asyncio.shield(follower), 5.0)
-            except (asyncio.TimeoutError, NbdError):
+            except (TimeoutError, NbdError):
                 pass
             return str(final.image)
         finally:
@@ -228,8 +262,9 @@ class Delivery:
         if answer.reason == "MD5Mismatch":
             # What was stored is not what was packaged: package from scratch next time.
             await asyncio.to_thread(discard_archive, self.cache_dir, self.directory, path, forget_context)
-        raise FailedPrecondition(f"{answer.message.rstrip('.')}; relaunch to upload the context again",
-                                 reason=answer.reason)
+        raise FailedPrecondition(
+            f"{answer.message.rstrip('.')}; relaunch to upload the context again", reason=answer.reason
+        )
 
     async def _follow_build(self, md5: str, tail: list[str]) -> None:
         """Streams every line of the build pod's containers (the fetch init container first)."""
@@ -262,7 +297,9 @@ class Delivery:
                 return
             status = obj.get("status") or {}
             for cs in (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or []):
-                if cs.get("name") == container and ((cs.get("state") or {}).get("running") or (cs.get("state") or {}).get("terminated")):
+                if cs.get("name") == container and (
+                    (cs.get("state") or {}).get("running") or (cs.get("state") or {}).get("terminated")
+                ):
                     return
             if status.get("phase") in ("Succeeded", "Failed"):
                 return

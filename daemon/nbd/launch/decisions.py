@@ -169,9 +169,14 @@ def decide(existing: Existing | None, notebook: ObservedNotebook | None, intent:
             "pass another --name, or stop it first with `nbctl stop --delete`",
         )
     if intent.attach:
-        if existing is None or existing.session.phase != Phase.READY or not (existing.running and existing.forwarding):
+        if (
+            existing is None
+            or existing.session.phase != Phase.READY
+            or not (existing.running and existing.forwarding)
+        ):
             return Refuse(
-                "NothingToAttach", f"there is no live session of {name} to attach to; launch it without --attach"
+                "NothingToAttach",
+                f"there is no live session of {name} to attach to; launch it without --attach",
             )
         return Attach(existing.session)
     if existing is None and notebook is not None and notebook.owner and notebook.owner != intent.directory:
@@ -186,9 +191,15 @@ def decide(existing: Existing | None, notebook: ObservedNotebook | None, intent:
 def new_session(intent: Intent, now: datetime) -> Session:
     """The session a fresh launch records before its first step."""
     return Session(
-        name=intent.key.name, namespace=intent.key.namespace, context=intent.key.context,
-        kubeconfig=intent.kubeconfig, directory=intent.directory, spec=intent.spec,
-        phase=Phase.PACKAGING, created=now, updated=now,
+        name=intent.key.name,
+        namespace=intent.key.namespace,
+        context=intent.key.context,
+        kubeconfig=intent.kubeconfig,
+        directory=intent.directory,
+        spec=intent.spec,
+        phase=Phase.PACKAGING,
+        created=now,
+        updated=now,
         sync=SyncStatus(state=SyncState.DISABLED if intent.no_sync else SyncState.UNSPECIFIED),
     )
 
@@ -237,9 +248,15 @@ def stopped(current: Session, *, deleted: bool) -> dict[str, Any]:
     if deleted:
         return {"phase": Phase.STOPPED, "message": "deleted"}
     return {
-        "phase": Phase.STOPPED, "url": "", "pod": "",
-        "forward": dataclasses.replace(current.forward, state=ForwardState.STOPPED, open_connections=0, pod=""),
-        "sync": dataclasses.replace(current.sync, state=SyncState.DISABLED, message="stopped with the notebook"),
+        "phase": Phase.STOPPED,
+        "url": "",
+        "pod": "",
+        "forward": dataclasses.replace(
+            current.forward, state=ForwardState.STOPPED, open_connections=0, pod=""
+        ),
+        "sync": dataclasses.replace(
+            current.sync, state=SyncState.DISABLED, message="stopped with the notebook"
+        ),
         "message": SUSPENDED,
     }
 

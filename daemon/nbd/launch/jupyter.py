@@ -9,7 +9,6 @@ its own `spec.command` keeps the server root: nbd does not know what it serves.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 
 import aiohttp
@@ -19,12 +18,17 @@ __all__ = ["UI", "detect_ui", "notebook_url"]
 # Paths by preference, with what a person is told when the image falls back to them.
 _CANDIDATES = (
     ("lab", "/lab", ""),
-    ("notebook", "/tree",
-     "the image has no JupyterLab: the URL opens the classic notebook UI; "
-     "add jupyterlab to the Dockerfile's pip install for JupyterLab"),
+    (
+        "notebook",
+        "/tree",
+        "the image has no JupyterLab: the URL opens the classic notebook UI; "
+        "add jupyterlab to the Dockerfile's pip install for JupyterLab",
+    ),
 )
-_BARE = ("the image has neither JupyterLab nor the notebook UI: the URL opens the bare Jupyter server, "
-         "where no notebook can be opened; add `jupyterlab` to the Dockerfile's pip install")
+_BARE = (
+    "the image has neither JupyterLab nor the notebook UI: the URL opens the bare Jupyter server, "
+    "where no notebook can be opened; add `jupyterlab` to the Dockerfile's pip install"
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,13 +51,14 @@ async def detect_ui(local_port: int, token: str, *, timeout: float = 10.0) -> UI
         async with aiohttp.ClientSession(timeout=client_timeout) as http:
             for kind, path, note in _CANDIDATES:
                 try:
-                    async with http.get(f"http://127.0.0.1:{local_port}{path}", headers=headers,
-                                        allow_redirects=False) as response:
+                    async with http.get(
+                        f"http://127.0.0.1:{local_port}{path}", headers=headers, allow_redirects=False
+                    ) as response:
                         if response.status == 200:
                             return UI(kind, path, note)
-                except (aiohttp.ClientError, asyncio.TimeoutError):
+                except (TimeoutError, aiohttp.ClientError):
                     continue
-    except (aiohttp.ClientError, asyncio.TimeoutError):
+    except (TimeoutError, aiohttp.ClientError):
         pass
     return UI("server", "/", _BARE)
 

@@ -133,7 +133,9 @@ class Launcher:
             def emit(payload: LaunchPayload) -> None:
                 queue.put_nowait(payload)
 
-            task = asyncio.get_running_loop().create_task(self._run(resolved, request, emit), name=f"launch {key}")
+            task = asyncio.get_running_loop().create_task(
+                self._run(resolved, request, emit), name=f"launch {key}"
+            )
             task.add_done_callback(lambda _t: queue.put_nowait(None))
             try:
                 while True:
@@ -148,7 +150,8 @@ class Launcher:
                 if not task.done():
                     # Decided on the session as the cancel finds it, before the step is undone.
                     outcome = cancelled(
-                        self.app.registry.find(key), running=self.live.runtime(key) is not None,
+                        self.app.registry.find(key),
+                        running=self.live.runtime(key) is not None,
                         applied=resolved.applied,
                     )
                     task.cancel()
@@ -158,21 +161,31 @@ class Launcher:
     async def _resolve(self, request: LaunchRequest) -> _Resolved:
         directory = os.path.abspath(request.directory or ".")
         if not os.path.isdir(directory):
-            raise InvalidArgument(f"{directory} is not a directory; pass the project directory to launch", reason="NoDirectory")
+            raise InvalidArgument(
+                f"{directory} is not a directory; pass the project directory to launch", reason="NoDirectory"
+            )
         file_spec: dict[str, Any] = {}
         path = request.notebook_file or os.path.join(directory, NOTEBOOK_FILE)
         if request.notebook_file and not os.path.isfile(path):
-            raise InvalidArgument(f"notebook file {path} does not exist; fix the -f path", reason="NoNotebookFile")
+            raise InvalidArgument(
+                f"notebook file {path} does not exist; fix the -f path", reason="NoNotebookFile"
+            )
         if os.path.isfile(path):
             text = await asyncio.to_thread(_read_text, path)
             file_spec = parse_notebook_file(text, path)
         spec = merge_spec(file_spec, request.spec)
         name = validate_name(request.name) if request.name else notebook_name_for(os.path.basename(directory))
-        target = await load_target(request.kubeconfig or None, request.context or None, request.namespace or None)
+        target = await load_target(
+            request.kubeconfig or None, request.context or None, request.namespace or None
+        )
         intent = Intent(
-            key=SessionKey(target.context, target.namespace, name), directory=directory,
-            kubeconfig=target.kubeconfig, spec=session_spec(spec), image=str(spec.get("image") or ""),
-            attach=request.attach, no_sync=request.no_sync,
+            key=SessionKey(target.context, target.namespace, name),
+            directory=directory,
+            kubeconfig=target.kubeconfig,
+            spec=session_spec(spec),
+            image=str(spec.get("image") or ""),
+            attach=request.attach,
+            no_sync=request.no_sync,
         )
         return _Resolved(target, spec, intent)
 
@@ -181,8 +194,14 @@ class Launcher:
         key, intent = resolved.key, resolved.intent
         session = registry.find(key)
         runtime = self.live.runtime(key)
-        existing = None if session is None else Existing(
-            session, running=runtime is not None, forwarding=runtime is not None and runtime.forward is not None
+        existing = (
+            None
+            if session is None
+            else Existing(
+                session,
+                running=runtime is not None,
+                forwarding=runtime is not None and runtime.forward is not None,
+            )
         )
         notebook: ObservedNotebook | None = None
         if observes_notebook(existing, intent):
@@ -202,7 +221,9 @@ class Launcher:
         if plan.fresh:
             await registry.put(new_session(intent, utcnow()))
         else:
-            await registry.update(key, spec=intent.spec, kubeconfig=intent.kubeconfig, directory=intent.directory, message="")
+            await registry.update(
+                key, spec=intent.spec, kubeconfig=intent.kubeconfig, directory=intent.directory, message=""
+            )
 
         try:
             await self._launch_steps(resolved, plan, request, notebooks, kube, emit)
@@ -220,7 +241,12 @@ class Launcher:
             emit(Failure("Internal", message))
 
     async def _launch_steps(
-        self, resolved: _Resolved, plan: Launch, request: LaunchRequest, notebooks: NotebookClient, kube: KubeClient,
+        self,
+        resolved: _Resolved,
+        plan: Launch,
+        request: LaunchRequest,
+        notebooks: NotebookClient,
+        kube: KubeClient,
         emit: Emit,
     ) -> None:
         registry = self.app.registry
@@ -252,7 +278,12 @@ class Launcher:
     # --- start, forward, sync --------------------------------------------------------------------
 
     async def _start(
-        self, resolved: _Resolved, plan: Launch, request: LaunchRequest, notebooks: NotebookClient, kube: KubeClient,
+        self,
+        resolved: _Resolved,
+        plan: Launch,
+        request: LaunchRequest,
+        notebooks: NotebookClient,
+        kube: KubeClient,
         emit: Emit,
     ) -> None:
         registry = self.app.registry
@@ -273,7 +304,9 @@ class Launcher:
         current = registry.find(key)
         assert current is not None  # a launch's session leaves the registry only by a stop with --delete
         record = dataclasses.replace(current.runtime, launch=LaunchRecord(no_sync=request.no_sync))
-        session = await registry.update(key, phase=Phase.READY, url=url, pod=started.pod, message="", runtime=record)
+        session = await registry.update(
+            key, phase=Phase.READY, url=url, pod=started.pod, message="", runtime=record
+        )
         if plan.sync:
             workdir = str(resolved.spec.get("workdir") or DEFAULT_WORKDIR)
             await runtime.start_sync(resolved.directory, workdir)
@@ -308,4 +341,6 @@ def _read_text(path: str) -> str:
         with open(path, encoding="utf-8") as f:
             return f.read()
     except OSError as e:
-        raise InvalidArgument(f"cannot read {path}: {e.strerror}; fix its permissions", reason="UnreadableNotebookFile") from e
+        raise InvalidArgument(
+            f"cannot read {path}: {e.strerror}; fix its permissions", reason="UnreadableNotebookFile"
+        ) from e

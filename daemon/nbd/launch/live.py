@@ -44,7 +44,9 @@ class KubeClients:
         key = (session.kubeconfig, session.context)
         client = self._clients.get(key)
         if client is None:
-            target = await load_target(session.kubeconfig or None, session.context or None, session.namespace or None)
+            target = await load_target(
+                session.kubeconfig or None, session.context or None, session.namespace or None
+            )
             client = KubeClient(target)
             self._clients[key] = client
         return client

@@ -43,7 +43,9 @@ class NotebookLogs:
         else:
             pods = await notebooks.notebook_pods(session.name)
             if not pods:
-                raise NotFound(f"notebook {session.name} has no pod now (stopped?); relaunch it", reason="NoPod")
+                raise NotFound(
+                    f"notebook {session.name} has no pod now (stopped?); relaunch it", reason="NoPod"
+                )
         pod = pods[-1]
         containers = [query.container] if query.container else containers_of(pod)
         for container in containers:

@@ -17,12 +17,19 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
-from nbdcontract import (
-    COMPONENT_BUILD, GROUP, LABEL_COMPONENT, LABEL_CONTEXT_MD5, LABEL_NOTEBOOK, PLURAL, TOKEN_KEY, VERSION,
-)
 
 from nbd.errors import DeadlineExceeded, NbdError, NotFound
 from nbd.kube import NOTEBOOK, KubeClient, ResourceRef, error_from_exception, error_from_status
+from nbdcontract import (
+    COMPONENT_BUILD,
+    GROUP,
+    LABEL_COMPONENT,
+    LABEL_CONTEXT_MD5,
+    LABEL_NOTEBOOK,
+    PLURAL,
+    TOKEN_KEY,
+    VERSION,
+)
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +118,9 @@ class NotebookClient:
                 if not version:
                     obj = await self.get(name)
                     if obj is None:
-                        raise NotFound(f"the Notebook {self.namespace}/{name} was deleted", reason="NotebookDeleted")
+                        raise NotFound(
+                            f"the Notebook {self.namespace}/{name} was deleted", reason="NotebookDeleted"
+                        )
                     version = str(obj["metadata"].get("resourceVersion") or "")
                     yield obj
                 params = {
@@ -131,7 +140,9 @@ class NotebookClient:
                         break
                     version = str((obj.get("metadata") or {}).get("resourceVersion") or version)
                     if kind == "DELETED":
-                        raise NotFound(f"the Notebook {self.namespace}/{name} was deleted", reason="NotebookDeleted")
+                        raise NotFound(
+                            f"the Notebook {self.namespace}/{name} was deleted", reason="NotebookDeleted"
+                        )
                     if kind in ("ADDED", "MODIFIED"):
                         backoff = 0.1
                         yield obj
@@ -177,7 +188,9 @@ class NotebookClient:
 
     async def pod(self, name: str) -> dict[str, Any] | None:
         try:
-            return await self.kube.transport.get_json(f"/api/v1/namespaces/{self.namespace}/pods/{name}", resource=POD)
+            return await self.kube.transport.get_json(
+                f"/api/v1/namespaces/{self.namespace}/pods/{name}", resource=POD
+            )
         except NotFound:
             return None
 
@@ -196,7 +209,9 @@ class NotebookClient:
         )
         raw = (data.get("data") or {}).get(TOKEN_KEY)
         if not raw:
-            raise NotFound(f"the token Secret {self.namespace}/{secret} has no key {TOKEN_KEY!r}", reason="NoToken")
+            raise NotFound(
+                f"the token Secret {self.namespace}/{secret} has no key {TOKEN_KEY!r}", reason="NoToken"
+            )
         return base64.b64decode(raw).decode()
 
     async def log_lines(
@@ -229,7 +244,7 @@ class NotebookClient:
                     yield pending.decode("utf-8", "replace")
         except NbdError:
             raise
-        except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as e:
+        except (TimeoutError, aiohttp.ClientError, OSError) as e:
             raise error_from_exception(e, url=transport.url) from e
 
 
@@ -247,7 +262,11 @@ def condition(notebook: Notebook, type_: str) -> dict[str, Any] | None:
 def containers_of(pod: dict[str, Any]) -> list[str]:
     """Init containers then containers, in the order they run."""
     spec = pod.get("spec") or {}
-    return [str(c["name"]) for c in (spec.get("initContainers") or []) + (spec.get("containers") or []) if c.get("name")]
+    return [
+        str(c["name"])
+        for c in (spec.get("initContainers") or []) + (spec.get("containers") or [])
+        if c.get("name")
+    ]
 
 
 def dumps(obj: Any) -> str:

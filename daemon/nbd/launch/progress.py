@@ -14,7 +14,13 @@ from typing import Any
 from nbd.events import Failure, PodStatus
 
 # Pod waiting reasons after which the launch stops waiting: the user has to change something.
-FATAL_WAITING = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError", "CrashLoopBackOff"}
+FATAL_WAITING = {
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "InvalidImageName",
+    "CreateContainerConfigError",
+    "CrashLoopBackOff",
+}
 
 
 @dataclass(frozen=True)
@@ -39,7 +45,9 @@ def upload_answer(notebook: dict[str, Any], request_id: str, md5: str) -> Upload
     if upload.get("storedMD5") == md5:
         return UploadAnswer(request_id, stored=True)
     if upload.get("signedURL"):
-        return UploadAnswer(request_id, signed_url=str(upload["signedURL"]), expires_at=str(upload.get("expiresAt") or ""))
+        return UploadAnswer(
+            request_id, signed_url=str(upload["signedURL"]), expires_at=str(upload.get("expiresAt") or "")
+        )
     return None
 
 
@@ -117,7 +125,9 @@ def pod_status(pod: dict[str, Any]) -> PodStatus:
     status = pod.get("status") or {}
     phase = str(status.get("phase") or "Pending")
     ready = any(
-        c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [] if isinstance(c, dict)
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in status.get("conditions") or []
+        if isinstance(c, dict)
     )
     reason, message = "", ""
     for c in status.get("conditions") or []:
@@ -129,7 +139,9 @@ def pod_status(pod: dict[str, Any]) -> PodStatus:
             if waiting:
                 reason, message = str(waiting.get("reason") or ""), str(waiting.get("message") or "")
                 break
-    return PodStatus(pod=str(meta.get("name") or ""), phase=phase, reason=reason, message=message, ready=ready)
+    return PodStatus(
+        pod=str(meta.get("name") or ""), phase=phase, reason=reason, message=message, ready=ready
+    )
 
 
 def start_failure(notebook: dict[str, Any], pod: PodStatus | None) -> Failure | None:

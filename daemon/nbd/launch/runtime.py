@@ -21,10 +21,6 @@ import os
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
-from nbdcontract import LABEL_COMPONENT as COMPONENT_LABEL
-from nbdcontract import LABEL_NOTEBOOK as NOTEBOOK_LABEL
-from nbdcontract import COMPONENT_NOTEBOOK, NOTEBOOK_CONTAINER
-
 from nbd.errors import DeadlineExceeded, FailedPrecondition, NbdError
 from nbd.events import Direction, SyncChange
 from nbd.forward import Forward
@@ -32,6 +28,9 @@ from nbd.kube import KubeClient, PodCache
 from nbd.registry import SessionRegistry
 from nbd.session import ForwardRecord, RuntimeRecord, SessionKey, SyncRecord
 from nbd.status import ForwardStatus, SyncState
+from nbdcontract import COMPONENT_NOTEBOOK, NOTEBOOK_CONTAINER
+from nbdcontract import LABEL_COMPONENT as COMPONENT_LABEL
+from nbdcontract import LABEL_NOTEBOOK as NOTEBOOK_LABEL
 
 if TYPE_CHECKING:
     from nbd.sync import SyncEvent, SyncSession
@@ -88,7 +87,9 @@ class SessionRuntime:
     async def start_forward(self, remote_port: int, *, preferred: int | None, explicit: int | None) -> int:
         """Binds the notebook's local port (stable across relaunches) and starts relaying."""
         if self.forward is not None:
-            if self.forward.remote_port == remote_port and (explicit is None or explicit == self.forward.local_port):
+            if self.forward.remote_port == remote_port and (
+                explicit is None or explicit == self.forward.local_port
+            ):
                 return self.forward.local_port
             await self.stop_forward()
         await self._ensure_pods()
@@ -121,8 +122,12 @@ class SessionRuntime:
         session = self.registry.find(self.key)
         if session is not None and forward.local_port != record.local_port:
             # The recorded port was taken meanwhile: the URL and the record follow the new one.
-            log.warning("port %d of %s is taken; the notebook is now at port %d",
-                        record.local_port, self.key, forward.local_port)
+            log.warning(
+                "port %d of %s is taken; the notebook is now at port %d",
+                record.local_port,
+                self.key,
+                forward.local_port,
+            )
             changes["url"] = _with_port(session.url, record.local_port, forward.local_port)
             await self._update_runtime(forward=forward.record(), changes=changes)
         else:
@@ -174,7 +179,9 @@ class SessionRuntime:
         self._sync_config = (directory, remote_root)
         session = self.registry.find(self.key)
         recorded = session.runtime.sync if session is not None else None
-        same = recorded is not None and recorded.directory == directory and recorded.remote_root == remote_root
+        same = (
+            recorded is not None and recorded.directory == directory and recorded.remote_root == remote_root
+        )
         self._pod_uid = recorded.pod_uid if recorded is not None and same else ""
         self._container_id = recorded.container_id if recorded is not None and same else ""
         # A pause outlives a daemon restart (this runtime restores a session); a launch syncs.
@@ -184,15 +191,22 @@ class SessionRuntime:
 
     def _sync_record(self) -> SyncRecord:
         directory, remote_root = self._sync_config
-        return SyncRecord(directory, remote_root, pod_uid=self._pod_uid, paused=self._paused,
-                          container_id=self._container_id)
+        return SyncRecord(
+            directory,
+            remote_root,
+            pod_uid=self._pod_uid,
+            paused=self._paused,
+            container_id=self._container_id,
+        )
 
     async def _open_sync(self) -> None:
         from nbd.sync import SyncOptions, SyncSession
         from nbd.sync.exec_transport import exec_transport_factory
 
         directory, remote_root = self._sync_config
-        factory = exec_transport_factory(self.kube.target, self.key.namespace, self._current_pod, NOTEBOOK_CONTAINER)
+        factory = exec_transport_factory(
+            self.kube.target, self.key.namespace, self._current_pod, NOTEBOOK_CONTAINER
+        )
         session = SyncSession(
             directory,
             factory,
@@ -237,9 +251,13 @@ class SessionRuntime:
             if self._rebinding is None and not self._stopping:
                 self._rebinding = asyncio.get_running_loop().create_task(self._rebind(instance))
             if uid != self._pod_uid:
-                raise AgentLost(f"pod {name} replaced the pod the sync ran against; restarting the sync against it")
-            raise AgentLost(f"the notebook container of pod {name} was restarted (a new instance); "
-                            "restarting the sync against it")
+                raise AgentLost(
+                    f"pod {name} replaced the pod the sync ran against; restarting the sync against it"
+                )
+            raise AgentLost(
+                f"the notebook container of pod {name} was restarted (a new instance); "
+                "restarting the sync against it"
+            )
         return name
 
     async def _rebind(self, instance: tuple[str, str]) -> None:
@@ -274,7 +292,9 @@ class SessionRuntime:
             return
         if isinstance(event, ChangeApplied):
             direction = Direction.TO_LOCAL if event.direction == "to_local" else Direction.TO_REMOTE
-            self.registry.publish_detail(self.key, SyncChange(direction, event.path, event.action, event.bytes))
+            self.registry.publish_detail(
+                self.key, SyncChange(direction, event.path, event.action, event.bytes)
+            )
         elif isinstance(event, ConflictFound):
             self.registry.publish_detail(self.key, event.conflict)
         elif isinstance(event, ProblemFound):
@@ -321,7 +341,9 @@ class SessionRuntime:
             # pausing it again (after this callback returns) keeps the state the user chose.
             session = self.sync
             if session is not None:
-                asyncio.get_running_loop().call_soon(lambda: session.pause() if self.sync is session else None)
+                asyncio.get_running_loop().call_soon(
+                    lambda: session.pause() if self.sync is session else None
+                )
 
     async def _restore_times(self, pod: str) -> None:
         """Sets the local modification times on the pod's files that still have the archive's.
@@ -336,9 +358,17 @@ class SessionRuntime:
         for attempt in range(TIMES_ATTEMPTS):
             try:
                 payload = await asyncio.to_thread(
-                    lambda: times.encode(times.local_times(directory, lambda rel, _d: rel.split("/", 1)[0] != ".git")))
-                channel = await open_exec(self.kube.target, self.key.namespace, pod, NOTEBOOK_CONTAINER,
-                                          times.restore_script(remote_root))
+                    lambda: times.encode(
+                        times.local_times(directory, lambda rel, _d: rel.split("/", 1)[0] != ".git")
+                    )
+                )
+                channel = await open_exec(
+                    self.kube.target,
+                    self.key.namespace,
+                    pod,
+                    NOTEBOOK_CONTAINER,
+                    times.restore_script(remote_root),
+                )
                 try:
                     await channel.write_stdin(payload)
                     await channel.close_stdin()
@@ -348,14 +378,28 @@ class SessionRuntime:
                 finally:
                     await channel.close()
                 if code == 0:
-                    log.info("local file times set on %s path(s) of %s/%s", out.decode(errors="replace").strip(),
-                             self.key.namespace, pod)
+                    log.info(
+                        "local file times set on %s path(s) of %s/%s",
+                        out.decode(errors="replace").strip(),
+                        self.key.namespace,
+                        pod,
+                    )
                     return
-                log.warning("setting local file times in %s/%s exited %s: %s", self.key.namespace, pod, code,
-                            err.decode(errors="replace").strip()[-500:])
-            except (NbdError, OSError, asyncio.TimeoutError) as e:
-                log.warning("could not set local file times in %s/%s (attempt %d): %s", self.key.namespace, pod,
-                            attempt + 1, e)
+                log.warning(
+                    "setting local file times in %s/%s exited %s: %s",
+                    self.key.namespace,
+                    pod,
+                    code,
+                    err.decode(errors="replace").strip()[-500:],
+                )
+            except (TimeoutError, NbdError, OSError) as e:
+                log.warning(
+                    "could not set local file times in %s/%s (attempt %d): %s",
+                    self.key.namespace,
+                    pod,
+                    attempt + 1,
+                    e,
+                )
             if self.sync is None or self._stopping:
                 return
             await asyncio.sleep(2.0 * (attempt + 1))
@@ -369,7 +413,7 @@ class SessionRuntime:
             if session.status().state in (SyncState.SCANNING, SyncState.SYNCING, SyncState.WATCHING):
                 try:
                     await session.flush(STOP_FLUSH)
-                except (NbdError, asyncio.TimeoutError) as e:
+                except (TimeoutError, NbdError) as e:
                     log.warning("sync of %s did not settle before stopping: %s", self.key, e)
         self._stopping = True
         try:
@@ -404,7 +448,11 @@ class SessionRuntime:
         await asyncio.gather(*self._pending, return_exceptions=True)
 
     async def _update_runtime(
-        self, *, forward: ForwardRecord | None = None, sync: SyncRecord | None = None, changes: dict[str, Any] | None = None
+        self,
+        *,
+        forward: ForwardRecord | None = None,
+        sync: SyncRecord | None = None,
+        changes: dict[str, Any] | None = None,
     ) -> None:
         """Records the given parts of the runtime record (and other session `changes`) at once."""
         session = self.registry.find(self.key)
@@ -448,4 +496,3 @@ def _remove(path: str) -> None:
             os.unlink(p)
         except FileNotFoundError:
             pass
-

@@ -16,22 +16,43 @@ import re
 from typing import Any
 
 import yaml
-from nbdcontract import (
-    API_VERSION, DNS_LABEL_MAX, ENV_NAME_MAX, GPU_COUNT_MAX, GPU_TYPE_MAX, KIND, LABEL_MANAGED_BY,
-    MANAGED_BY_DAEMON, PORT_MAX, PORT_MIN, valid_env_name, valid_gpu_count, valid_gpu_type, valid_notebook_name,
-    valid_port, valid_workdir,
-)
-
-# Re-exported: the launch modules take the spec's defaults and the directory annotation from here.
-from nbdcontract import ANNOTATION_LOCAL_DIRECTORY as LOCAL_DIRECTORY_ANNOTATION
-from nbdcontract import DEFAULT_PORT, DEFAULT_WORKDIR
 
 from nbd.errors import InvalidArgument
 from nbd.session import NotebookSpec
 
+# Re-exported: the launch modules take the spec's defaults and the directory annotation from here.
+from nbdcontract import ANNOTATION_LOCAL_DIRECTORY as LOCAL_DIRECTORY_ANNOTATION
+from nbdcontract import (
+    API_VERSION,
+    DEFAULT_PORT,
+    DEFAULT_WORKDIR,
+    DNS_LABEL_MAX,
+    ENV_NAME_MAX,
+    GPU_COUNT_MAX,
+    GPU_TYPE_MAX,
+    KIND,
+    LABEL_MANAGED_BY,
+    MANAGED_BY_DAEMON,
+    PORT_MAX,
+    PORT_MIN,
+    valid_env_name,
+    valid_gpu_count,
+    valid_gpu_type,
+    valid_notebook_name,
+    valid_port,
+    valid_workdir,
+)
+
 __all__ = [
-    "DEFAULT_PORT", "DEFAULT_WORKDIR", "LOCAL_DIRECTORY_ANNOTATION", "NotebookFileError",
-    "merge_spec", "notebook_manifest", "notebook_name_for", "parse_notebook_file", "validate_name",
+    "DEFAULT_PORT",
+    "DEFAULT_WORKDIR",
+    "LOCAL_DIRECTORY_ANNOTATION",
+    "NotebookFileError",
+    "merge_spec",
+    "notebook_manifest",
+    "notebook_name_for",
+    "parse_notebook_file",
+    "validate_name",
 ]
 
 _SPEC_KEYS = {"image", "resources", "env", "command", "workdir", "port"}
@@ -81,7 +102,9 @@ def parse_notebook_file(text: str, source: str) -> dict[str, Any]:
     if doc is None:
         return {}
     if not isinstance(doc, dict):
-        raise NotebookFileError(f"{source} must be a mapping of Notebook spec fields, not {type(doc).__name__}")
+        raise NotebookFileError(
+            f"{source} must be a mapping of Notebook spec fields, not {type(doc).__name__}"
+        )
     if "kind" in doc or "apiVersion" in doc:
         if doc.get("kind") != KIND or doc.get("apiVersion") != API_VERSION:
             raise NotebookFileError(
@@ -131,7 +154,9 @@ def _resources(value: Any, source: str) -> dict[str, Any]:
         raise NotebookFileError(f"{source}: resources must be a mapping with gpu, cpu, memory")
     unknown = sorted(set(value) - _RESOURCE_KEYS)
     if unknown:
-        raise NotebookFileError(f"{source}: unknown resources field(s) {', '.join(unknown)}; allowed: cpu, gpu, memory")
+        raise NotebookFileError(
+            f"{source}: unknown resources field(s) {', '.join(unknown)}; allowed: cpu, gpu, memory"
+        )
     out: dict[str, Any] = {}
     for key in ("cpu", "memory"):
         if value.get(key) is not None:
@@ -141,7 +166,9 @@ def _resources(value: Any, source: str) -> dict[str, Any]:
         if isinstance(gpu, int) and not isinstance(gpu, bool):
             gpu = {"count": gpu}
         if not isinstance(gpu, dict) or set(gpu) - _GPU_KEYS:
-            raise NotebookFileError(f"{source}: resources.gpu must be a number or a mapping with count and type")
+            raise NotebookFileError(
+                f"{source}: resources.gpu must be a number or a mapping with count and type"
+            )
         g: dict[str, Any] = {}
         if gpu.get("count") is not None:
             g["count"] = _gpu_count(gpu["count"], f"{source}: resources.gpu.count")
@@ -229,9 +256,15 @@ def session_spec(spec: dict[str, Any]) -> NotebookSpec:
     )
 
 
-def notebook_manifest(name: str, namespace: str, spec: dict[str, Any], *, directory: str = "") -> dict[str, Any]:
+def notebook_manifest(
+    name: str, namespace: str, spec: dict[str, Any], *, directory: str = ""
+) -> dict[str, Any]:
     """The Notebook object the daemon applies (server-side apply) for a launch."""
-    metadata: dict[str, Any] = {"name": name, "namespace": namespace, "labels": {LABEL_MANAGED_BY: MANAGED_BY_DAEMON}}
+    metadata: dict[str, Any] = {
+        "name": name,
+        "namespace": namespace,
+        "labels": {LABEL_MANAGED_BY: MANAGED_BY_DAEMON},
+    }
     if directory:
         metadata["annotations"] = {LOCAL_DIRECTORY_ANNOTATION: directory}
     full = dict(spec)
@@ -247,7 +280,9 @@ def _string(value: Any, what: str) -> str:
 
 def _port(value: Any, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not valid_port(value):
-        raise NotebookFileError(f"{what} must be a port number between {PORT_MIN} and {PORT_MAX}, got {value!r}")
+        raise NotebookFileError(
+            f"{what} must be a port number between {PORT_MIN} and {PORT_MAX}, got {value!r}"
+        )
     return int(value)
 
 

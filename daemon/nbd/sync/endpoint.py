@@ -103,7 +103,9 @@ class Endpoint(Protocol):
     async def read_many(self, files: list[tuple[str, str]]) -> list[bytes | str]:
         """Several small files: bytes, or an error message per file."""
 
-    async def write(self, path: str, expected: Entry | None, new: Entry, chunks: AsyncIterator[bytes]) -> Entry: ...
+    async def write(
+        self, path: str, expected: Entry | None, new: Entry, chunks: AsyncIterator[bytes]
+    ) -> Entry: ...
 
     async def put_many(self, items: list[PutItem]) -> list[Entry | str]: ...
 

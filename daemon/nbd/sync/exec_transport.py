@@ -43,17 +43,24 @@ class ExecTransport:
     async def _why_ended(self) -> str:
         try:
             code: int | None = await self.channel.wait(timeout=2)
-        except (NbdError, asyncio.TimeoutError) as e:
+        except (TimeoutError, NbdError) as e:
             code, detail = None, str(e)
         else:
             detail = ""
         stderr = (await asyncio.wait_for(self.channel.read_stderr(), 1)).decode("utf-8", "replace").strip()
         tail = stderr.splitlines()[-1] if stderr else ""
-        missing = code == 127 or "python3: not found" in stderr or (
-            "python" in detail + stderr and ("No such file" in detail + stderr or "not found" in detail + stderr)
+        missing = (
+            code == 127
+            or "python3: not found" in stderr
+            or (
+                "python" in detail + stderr
+                and ("No such file" in detail + stderr or "not found" in detail + stderr)
+            )
         )
         if missing:
-            return f"python3 was not found in pod {self.pod}; the sync agent needs python3 in the notebook image"
+            return (
+                f"python3 was not found in pod {self.pod}; the sync agent needs python3 in the notebook image"
+            )
         if code is not None:
             return f"the sync agent in pod {self.pod} exited with code {code}" + (f": {tail}" if tail else "")
         return f"the exec stream to pod {self.pod} ended" + (f": {detail}" if detail else "")

@@ -35,7 +35,15 @@ from watchdog.observers import Observer
 
 from nbd.sync.agent.paths import TEMP_PREFIX, Refused, failure_message
 from nbd.sync.agent.tree import Tree
-from nbd.sync.endpoint import ChangeCallback, PutItem, ScanResult, SyncRefused, entry_from_wire, expected_wire, scan_from_wire
+from nbd.sync.endpoint import (
+    ChangeCallback,
+    PutItem,
+    ScanResult,
+    SyncRefused,
+    entry_from_wire,
+    expected_wire,
+    scan_from_wire,
+)
 from nbd.sync.snapshot import Entry
 
 __all__ = ["LocalEndpoint"]
@@ -138,7 +146,7 @@ class LocalEndpoint:
         """The relative path of a watched absolute path, or None when it is not synchronised."""
         if path == self.root or not path.startswith(self.root + os.sep):
             return None
-        rel = path[len(self.root) + 1:].replace(os.sep, "/")
+        rel = path[len(self.root) + 1 :].replace(os.sep, "/")
         name = rel.rsplit("/", 1)[-1]
         if name.startswith(TEMP_PREFIX):
             return None
@@ -158,7 +166,9 @@ class LocalEndpoint:
 
     async def start(self, on_change: ChangeCallback) -> None:
         if not os.path.isdir(self.root):
-            raise SyncRefused(f"the local directory {self.root} does not exist; create it or launch from another one")
+            raise SyncRefused(
+                f"the local directory {self.root} does not exist; create it or launch from another one"
+            )
         await asyncio.to_thread(self.tree.clean_temp_files)
         self._loop = asyncio.get_running_loop()
         self._on_change = on_change
@@ -217,7 +227,7 @@ class LocalEndpoint:
 
     def _read_all(self, files: list[tuple[str, str]]) -> list[bytes | str]:
         out: list[bytes | str] = []
-        for path, digest in files:
+        for path, _digest in files:
             try:
                 out.append(b"".join(self.tree.read_chunks(path, "")))
             except (Refused, OSError) as e:
@@ -231,7 +241,9 @@ class LocalEndpoint:
         self._handles += 1
         return self._handles
 
-    async def write(self, path: str, expected: Entry | None, new: Entry, chunks: AsyncIterator[bytes]) -> Entry:
+    async def write(
+        self, path: str, expected: Entry | None, new: Entry, chunks: AsyncIterator[bytes]
+    ) -> Entry:
         handle = self._handle()
         try:
             await asyncio.to_thread(
@@ -252,7 +264,14 @@ class LocalEndpoint:
 
     def _put_all(self, items: list[PutItem], base: int) -> list[Entry | str]:
         batch = [
-            (base + i, item.path, expected_wire(item.expected), item.new.executable, item.new.digest, item.data)
+            (
+                base + i,
+                item.path,
+                expected_wire(item.expected),
+                item.new.executable,
+                item.new.digest,
+                item.data,
+            )
             for i, item in enumerate(items)
         ]
         out: list[Entry | str] = []
@@ -262,7 +281,14 @@ class LocalEndpoint:
 
     def _stage_all(self, items: list[PutItem], base: int) -> list[int | str]:
         batch = [
-            (base + i, item.path, expected_wire(item.expected), item.new.executable, item.new.digest, item.data)
+            (
+                base + i,
+                item.path,
+                expected_wire(item.expected),
+                item.new.executable,
+                item.new.digest,
+                item.data,
+            )
             for i, item in enumerate(items)
         ]
         out: list[int | str] = []
@@ -276,7 +302,10 @@ class LocalEndpoint:
         return await asyncio.to_thread(self._stage_all, items, base)
 
     def _commit_all(self, handles: list[int]) -> list[Entry | str]:
-        return [r if isinstance(r, str) else entry_from_wire(r)[1] for r in self.tree.commit_many(handles, self.fsync)]
+        return [
+            r if isinstance(r, str) else entry_from_wire(r)[1]
+            for r in self.tree.commit_many(handles, self.fsync)
+        ]
 
     async def commit_many(self, handles: list[int]) -> list[Entry | str]:
         return await asyncio.to_thread(self._commit_all, handles)

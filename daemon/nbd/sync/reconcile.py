@@ -169,19 +169,25 @@ class _Reconciler:
         # Both sides changed. Modify beats delete.
         if l is None:
             if r is not None and r.is_dir and a is not None and a.is_dir:
-                self.deleted_dir(path, deleter=self.plan.to_local, keeper=self.plan.to_remote, keeper_index=self.iR)
+                self.deleted_dir(
+                    path, deleter=self.plan.to_local, keeper=self.plan.to_remote, keeper_index=self.iR
+                )
             else:
                 self.replace(path, self.iL, self.iR, self.plan.to_local)
             return
         if r is None:
             if l.is_dir and a is not None and a.is_dir:
-                self.deleted_dir(path, deleter=self.plan.to_remote, keeper=self.plan.to_local, keeper_index=self.iL)
+                self.deleted_dir(
+                    path, deleter=self.plan.to_remote, keeper=self.plan.to_local, keeper_index=self.iL
+                )
             else:
                 self.replace(path, self.iR, self.iL, self.plan.to_remote)
             return
         self.conflict(path, l, r)
 
-    def deleted_dir(self, path: str, deleter: list[Change], keeper: list[Change], keeper_index: PathIndex) -> None:
+    def deleted_dir(
+        self, path: str, deleter: list[Change], keeper: list[Change], keeper_index: PathIndex
+    ) -> None:
         """One side deleted directory `path`, the other changed something inside it: decide per
         child, then keep the directory on both sides iff anything inside survives."""
         before = len(keeper)
@@ -213,7 +219,7 @@ class _Reconciler:
         self.taken.add(copy)
         self.plan.remote_moves.append(Move(path, copy, r))
         for q, s in self.iR.subtree(path).items():
-            moved = copy + q[len(path):]
+            moved = copy + q[len(path) :]
             self.plan.to_local.append(Change(moved, None, s, moved if s.kind == "file" else ""))
         for q, s in self.iL.subtree(path).items():
             self.plan.to_remote.append(Change(q, None, s, q if s.kind == "file" else ""))
@@ -275,7 +281,9 @@ def reconcile(
     return plan
 
 
-def settle(ancestor: Mapping[str, Entry], local: Mapping[str, Entry], remote: Mapping[str, Entry]) -> Snapshot:
+def settle(
+    ancestor: Mapping[str, Entry], local: Mapping[str, Entry], remote: Mapping[str, Entry]
+) -> Snapshot:
     """The new ancestor: every path both sides now agree on takes that state; a path where they
     still differ (a refused or failed change) keeps its old ancestor state so the next cycle
     re-plans it."""

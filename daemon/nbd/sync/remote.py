@@ -82,7 +82,10 @@ class LocalProcessTransport:
     @classmethod
     async def start(cls, argv: list[str]) -> LocalProcessTransport:
         proc = await asyncio.create_subprocess_exec(
-            *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=None,
+            *argv,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=None,
             limit=1 << 22,
         )
         return cls(proc)
@@ -117,7 +120,9 @@ class _Reply:
 
     def __init__(self, loop: asyncio.AbstractEventLoop, streaming: bool) -> None:
         self.future: asyncio.Future[tuple[dict[str, Any], bytes]] = loop.create_future()
-        self.queue: asyncio.Queue[tuple[dict[str, Any], bytes]] | None = asyncio.Queue() if streaming else None
+        self.queue: asyncio.Queue[tuple[dict[str, Any], bytes]] | None = (
+            asyncio.Queue() if streaming else None
+        )
 
 
 class RemoteEndpoint:
@@ -165,7 +170,7 @@ class RemoteEndpoint:
         self.transport = transport
         try:
             rest = await asyncio.wait_for(self._bootstrap(transport, app), self.connect_timeout)
-        except (asyncio.TimeoutError, EOFError) as e:
+        except (TimeoutError, EOFError) as e:
             await transport.close()
             raise AgentLost(
                 f"the sync agent did not start in the pod (is python3 in the image, and {self.root} a directory?)"
@@ -332,12 +337,20 @@ class RemoteEndpoint:
                 out.append(part)
         return out
 
-    async def write(self, path: str, expected: Entry | None, new: Entry, chunks: AsyncIterator[bytes]) -> Entry:
+    async def write(
+        self, path: str, expected: Entry | None, new: Entry, chunks: AsyncIterator[bytes]
+    ) -> Entry:
         handle = self._next_id()
-        await self._send({
-            "op": "write_begin", "handle": handle, "path": path, "expected": expected_wire(expected),
-            "executable": new.executable, "digest": new.digest,
-        })
+        await self._send(
+            {
+                "op": "write_begin",
+                "handle": handle,
+                "path": path,
+                "expected": expected_wire(expected),
+                "executable": new.executable,
+                "digest": new.digest,
+            }
+        )
         packer = ChunkPacker()
         try:
             async for chunk in chunks:
@@ -356,9 +369,12 @@ class RemoteEndpoint:
     async def put_many(self, items: list[PutItem]) -> list[Entry | str]:
         body, zl = await asyncio.to_thread(pack_parts, [i.data for i in items])
         header = {
-            "op": "put_many", "zl": zl, "fsync": self.fsync,
+            "op": "put_many",
+            "zl": zl,
+            "fsync": self.fsync,
             "files": [
-                [i.path, expected_wire(i.expected), i.new.executable, i.new.digest, len(i.data)] for i in items
+                [i.path, expected_wire(i.expected), i.new.executable, i.new.digest, len(i.data)]
+                for i in items
             ],
         }
         h, _ = await self.request(header, body)
@@ -370,10 +386,12 @@ class RemoteEndpoint:
     async def stage_many(self, items: list[PutItem]) -> list[int | str]:
         body, zl = await asyncio.to_thread(pack_parts, [i.data for i in items])
         header = {
-            "op": "stage_many", "zl": zl,
+            "op": "stage_many",
+            "zl": zl,
             "handles": [self._next_id() for _ in items],
             "files": [
-                [i.path, expected_wire(i.expected), i.new.executable, i.new.digest, len(i.data)] for i in items
+                [i.path, expected_wire(i.expected), i.new.executable, i.new.digest, len(i.data)]
+                for i in items
             ],
         }
         h, _ = await self.request(header, body)

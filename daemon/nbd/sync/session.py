@@ -24,12 +24,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from nbd.errors import DeadlineExceeded, FailedPrecondition, NbdError
+from nbd.status import Conflict, Problem, SyncState, SyncStatus, from_epoch, utcnow
 from nbd.sync.agent.ignore import rules_from_files
 from nbd.sync.local import LocalEndpoint
 from nbd.sync.reconcile import Change, DeleteGuard, Plan, reconcile, settle
 from nbd.sync.remote import AgentLost, RemoteEndpoint, TransportFactory
 from nbd.sync.sides import Side
-from nbd.status import Conflict, Problem, SyncState, SyncStatus, from_epoch, utcnow
 from nbd.sync.snapshot import (
     Entry,
     Snapshot,
@@ -143,13 +143,19 @@ class SyncSession:
         o = self.options
         self.local = Side(LocalEndpoint(self.local_root, max_file_size=o.max_file_size, fsync=o.fsync))
         self.remote_endpoint = RemoteEndpoint(
-            transport_factory, o.remote_root, max_file_size=o.max_file_size, cache_dir=o.agent_cache_dir,
-            python=o.python, fsync=o.fsync,
+            transport_factory,
+            o.remote_root,
+            max_file_size=o.max_file_size,
+            cache_dir=o.agent_cache_dir,
+            python=o.python,
+            fsync=o.fsync,
         )
         self.remote = Side(self.remote_endpoint)
         self.ancestor: Snapshot = {}
         # The state, message, counters and conflicts; problems and files are added by `status()`.
-        self._status = SyncStatus(state=SyncState.DISABLED, local_root=self.local_root, remote_root=o.remote_root)
+        self._status = SyncStatus(
+            state=SyncState.DISABLED, local_root=self.local_root, remote_root=o.remote_root
+        )
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._resumed = asyncio.Event()
@@ -222,7 +228,9 @@ class SyncSession:
         if self._task is None:
             raise FailedPrecondition("the sync session is not running; start it first")
         if self._paused or self._status.state == SyncState.HALTED:
-            raise FailedPrecondition(f"the sync session is {self._status.state.name.lower()}: {self._status.message}")
+            raise FailedPrecondition(
+                f"the sync session is {self._status.state.name.lower()}: {self._status.message}"
+            )
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._flushes.append(fut)
         self.local.mark(None)
@@ -230,7 +238,7 @@ class SyncSession:
         self._wake.set()
         try:
             await asyncio.wait_for(asyncio.shield(fut), timeout)
-        except asyncio.TimeoutError as e:
+        except TimeoutError as e:
             raise DeadlineExceeded(
                 f"the sync did not settle within {timeout:g}s ({self._status.state.name.lower()}: "
                 f"{self._status.message}); try again or check `nbctl sync status`"
@@ -293,7 +301,10 @@ class SyncSession:
         while True:
             if self._paused:
                 await self._resumed.wait()
-            if self.options.full_rescan_interval and time.monotonic() - self._last_full > self.options.full_rescan_interval:
+            if (
+                self.options.full_rescan_interval
+                and time.monotonic() - self._last_full > self.options.full_rescan_interval
+            ):
                 self.local.mark(None)
                 self.remote.mark(None)
             if self.local.dirty or self.remote.dirty:
@@ -314,7 +325,7 @@ class SyncSession:
             self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), self.options.debounce)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 return
 
     def _settle_flushes(self, error: BaseException | None = None) -> None:
@@ -326,7 +337,9 @@ class SyncSession:
                     f.set_exception(error)
         self._flushes.clear()
 
-    def _filtered(self, A: Snapshot, L: Snapshot, R: Snapshot) -> tuple[Snapshot, Snapshot, Snapshot, set[str]]:
+    def _filtered(
+        self, A: Snapshot, L: Snapshot, R: Snapshot
+    ) -> tuple[Snapshot, Snapshot, Snapshot, set[str]]:
         """The three trees without what must not be synced: paths either side ignores, paths a
         scan could not read (too large, unreadable), symbolic links leading outside the root.
         Sets `self._scan_problems`."""
@@ -341,7 +354,9 @@ class SyncSession:
                 if e.kind == "symlink" and symlink_escapes(path, e.target):
                     excluded.add(path)
                     problems[path] = Problem(
-                        path, f"symbolic link to {e.target!r} leads outside the synced directory; not synced", now
+                        path,
+                        f"symbolic link to {e.target!r} leads outside the synced directory; not synced",
+                        now,
                     )
         if self.local.rules != self.remote.rules:
             lr, rr = rules_from_files(self.local.rules), rules_from_files(self.remote.rules)
@@ -358,7 +373,9 @@ class SyncSession:
         if roots is None:
             return self._filtered(self.ancestor, self.local.snapshot, self.remote.snapshot)
         return self._filtered(
-            restrict(self.ancestor, roots), restrict(self.local.snapshot, roots), restrict(self.remote.snapshot, roots)
+            restrict(self.ancestor, roots),
+            restrict(self.local.snapshot, roots),
+            restrict(self.remote.snapshot, roots),
         )
 
     async def _cycle(self) -> None:
@@ -405,11 +422,18 @@ class SyncSession:
                 self.local.mark(None)
                 self.remote.mark(None)
 
-    async def _reconcile_and_apply(self, roots: list[str] | None, now: float) -> tuple[Plan, int, dict[str, Problem]]:
+    async def _reconcile_and_apply(
+        self, roots: list[str] | None, now: float
+    ) -> tuple[Plan, int, dict[str, Problem]]:
         A, L, R, excluded = self._views(roots)
         guard = None if self._force else self.options.delete_guard
         plan = reconcile(
-            A, L, R, stamp=_stamp(now), guard=guard, refill=roots is None,
+            A,
+            L,
+            R,
+            stamp=_stamp(now),
+            guard=guard,
+            refill=roots is None,
             ancestor_files=None if roots is None else self._ancestor_files,
         )
         if plan.halt_reason:
@@ -425,8 +449,14 @@ class SyncSession:
         conflicts: list[Conflict] = []
         if not plan.empty:
             self._set_state(SyncState.SYNCING, self._describe(plan))
-            applied = await apply_plan(plan, self.local.endpoint, self.remote.endpoint,
-                                       self.local.snapshot, self.remote.snapshot, self._report_change)
+            applied = await apply_plan(
+                plan,
+                self.local.endpoint,
+                self.remote.endpoint,
+                self.local.snapshot,
+                self.remote.snapshot,
+                self._report_change,
+            )
             landed = len(applied.done_to_local) + len(applied.done_to_remote)
             for c in plan.conflicts:
                 c = replace(c, time=from_epoch(now))
@@ -484,8 +514,12 @@ class SyncSession:
             pass
         elif direction == "to_local":
             s = self._status
-            self._status = replace(s, files_to_local=s.files_to_local + 1, bytes_to_local=s.bytes_to_local + nbytes)
+            self._status = replace(
+                s, files_to_local=s.files_to_local + 1, bytes_to_local=s.bytes_to_local + nbytes
+            )
         else:
             s = self._status
-            self._status = replace(s, files_to_remote=s.files_to_remote + 1, bytes_to_remote=s.bytes_to_remote + nbytes)
+            self._status = replace(
+                s, files_to_remote=s.files_to_remote + 1, bytes_to_remote=s.bytes_to_remote + nbytes
+            )
         self._emit(ChangeApplied(direction, change.path, change.action, nbytes))

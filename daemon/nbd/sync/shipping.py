@@ -108,7 +108,9 @@ def agent_sources() -> list[tuple[str, bytes]]:
 def build_zipapp(sources: list[tuple[str, bytes]]) -> bytes:
     """The zipapp of the agent modules `sources`: the same sources give the same bytes."""
     buf = io.BytesIO()
-    entries = [("__main__.py", ARCHIVE_MAIN)] + [(f"{ARCHIVE_PACKAGE}/{name}", data) for name, data in sorted(sources)]
+    entries = [("__main__.py", ARCHIVE_MAIN)] + [
+        (f"{ARCHIVE_PACKAGE}/{name}", data) for name, data in sorted(sources)
+    ]
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as z:
         for name, data in entries:
             info = zipfile.ZipInfo(name, date_time=ZIP_EPOCH)
@@ -131,7 +133,9 @@ def agent_command(app: AgentApp, root: str, cache_dir: str = "/tmp", python: str
     return [python, "-c", BOOTSTRAP, app.digest, str(len(app.data)), root, cache_dir]
 
 
-async def ship(app: AgentApp, send: Callable[[bytes], Awaitable[None]], receive: Callable[[], Awaitable[bytes]]) -> bytes:
+async def ship(
+    app: AgentApp, send: Callable[[bytes], Awaitable[None]], receive: Callable[[], Awaitable[bytes]]
+) -> bytes:
     """Answer the bootstrap: send the zipapp when it asks; return the bytes after READY (the
     start of the agent's frames). EOFError when the stream ends first."""
     buf = b""

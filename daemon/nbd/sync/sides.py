@@ -8,9 +8,9 @@ rescans the whole side.
 
 from __future__ import annotations
 
+from nbd.status import Problem
 from nbd.sync.agent.ignore import is_rule_file
 from nbd.sync.endpoint import Endpoint, ScanResult
-from nbd.status import Problem
 from nbd.sync.snapshot import Entry, Snapshot, drop_subtrees, is_under, minimal_roots
 
 __all__ = ["Side"]

@@ -38,8 +38,12 @@ def _entry_from_json(v: list[Any]) -> Entry:
 
 # A conflict's time is stored as epoch seconds (0: unknown), as it always was.
 def _conflict_to_json(c: Conflict) -> dict[str, Any]:
-    return {"path": c.path, "copy_path": c.copy_path, "message": c.message,
-            "time": c.time.timestamp() if c.time is not None else 0.0}
+    return {
+        "path": c.path,
+        "copy_path": c.copy_path,
+        "message": c.message,
+        "time": c.time.timestamp() if c.time is not None else 0.0,
+    }
 
 
 def _conflict_from_json(c: dict[str, Any]) -> Conflict:

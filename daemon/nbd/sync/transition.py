@@ -56,15 +56,22 @@ def _patch_move(snapshot: Snapshot, src: str, dest: str) -> None:
     for p in moved:
         del snapshot[p]
     for p, e in moved.items():
-        snapshot[dest + p[len(src):]] = e
+        snapshot[dest + p[len(src) :]] = e
 
 
 ChangeReporter = Callable[[str, Change, int], None]
 
 
 class _Side:
-    def __init__(self, source: Endpoint, target: Endpoint, snapshot: Snapshot, direction: str,
-                 applied: Applied, report: ChangeReporter) -> None:
+    def __init__(
+        self,
+        source: Endpoint,
+        target: Endpoint,
+        snapshot: Snapshot,
+        direction: str,
+        applied: Applied,
+        report: ChangeReporter,
+    ) -> None:
         self.source, self.target, self.snapshot = source, target, snapshot
         self.direction = direction
         self.applied = applied
@@ -117,7 +124,7 @@ class _Side:
         # Transition: one durability sync, then every rename (each target re-checked).
         staged.sort(key=lambda s: s[0].path)
         for i in range(0, len(staged), COMMIT_FILES):
-            part = staged[i:i + COMMIT_FILES]
+            part = staged[i : i + COMMIT_FILES]
             results = await self.target.commit_many([handle for _, handle, _ in part])
             for (c, _, nbytes), r in zip(part, results):
                 if isinstance(r, str):
@@ -138,10 +145,23 @@ class _Side:
             elif c.new.kind == "dir":
                 ops.append({"op": "mkdir", "path": c.path})
             elif c.new.kind == "symlink":
-                ops.append({"op": "symlink", "path": c.path, "expected": expected_wire(c.old), "target": c.new.target})
+                ops.append(
+                    {
+                        "op": "symlink",
+                        "path": c.path,
+                        "expected": expected_wire(c.old),
+                        "target": c.new.target,
+                    }
+                )
             else:  # a mode change only
-                ops.append({"op": "chmod", "path": c.path, "expected": expected_wire(c.old),
-                            "executable": c.new.executable})
+                ops.append(
+                    {
+                        "op": "chmod",
+                        "path": c.path,
+                        "expected": expected_wire(c.old),
+                        "executable": c.new.executable,
+                    }
+                )
         results = await self.target.ops(ops)
         for c, r in zip(changes, results):
             if isinstance(r, str):
@@ -203,7 +223,10 @@ class _Side:
 
         try:
             entry = await self.target.write(
-                change.path, change.old, change.new, counting(self.source.read(change.source, change.new.digest))
+                change.path,
+                change.old,
+                change.new,
+                counting(self.source.read(change.source, change.new.digest)),
             )
         except SyncRefused as e:
             self.fail(change, str(e))
@@ -222,12 +245,16 @@ async def apply_plan(
     """Apply `plan`, patching both snapshots in place with the resulting states."""
     applied = Applied()
     if plan.remote_moves:
-        ops = [{"op": "move", "path": m.path, "dest": m.dest, "expected": expected_wire(m.expected)}
-               for m in plan.remote_moves]
+        ops = [
+            {"op": "move", "path": m.path, "dest": m.dest, "expected": expected_wire(m.expected)}
+            for m in plan.remote_moves
+        ]
         results = await remote.ops(ops)
         for m, r in zip(plan.remote_moves, results):
             if isinstance(r, str):
-                applied.problems.append(Problem(m.path, f"could not keep the remote version aside: {r}", utcnow()))
+                applied.problems.append(
+                    Problem(m.path, f"could not keep the remote version aside: {r}", utcnow())
+                )
             else:
                 _patch_move(remote_snapshot, m.path, m.dest)
     await _Side(remote, local, local_snapshot, "to_local", applied, report).run(plan.to_local)

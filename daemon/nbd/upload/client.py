@@ -28,8 +28,8 @@ from nbd.errors import Cancelled
 
 from .errors import BadDigest, UploadFailed, UploadForbidden, UploadRejected
 from .http import ProxyRefused, put_file
-from .proxy import Proxy, ProxySettingError, proxy_for
 from .policy import Action, RetryPolicy, backoff_delay, classify, url_expiry
+from .proxy import Proxy, ProxySettingError, proxy_for
 
 __all__ = ["CancelFlag", "SignedURL", "UploadProgress", "UploadResult", "upload"]
 
@@ -105,7 +105,9 @@ class _Meter:
         self._samples.append((now, self.done))
         while len(self._samples) > 2 and now - self._samples[0][0] > _RATE_WINDOW:
             self._samples.popleft()
-        if self._progress is not None and (now - self._last_report >= _PROGRESS_INTERVAL or self.done == self.total):
+        if self._progress is not None and (
+            now - self._last_report >= _PROGRESS_INTERVAL or self.done == self.total
+        ):
             self._last_report = now
             self._progress(self.snapshot(now))
 
@@ -158,16 +160,18 @@ async def _put_once(
                 raise UploadRejected(
                     f"{e}: the proxy asks for credentials; put them in {e.proxy.variable} as "
                     f"http://USER:PASSWORD@{e.proxy.address}",
-                    reason="ProxyAuthenticationRequired", status=e.status,
+                    reason="ProxyAuthenticationRequired",
+                    status=e.status,
                 ) from e
             if e.status == 403:
                 raise UploadRejected(
                     f"{e}: the proxy does not allow it; ask its admins to, or add {e.target.rpartition(':')[0]} "
                     "to NO_PROXY if it is reachable directly",
-                    reason="ProxyForbidden", status=e.status,
+                    reason="ProxyForbidden",
+                    status=e.status,
                 ) from e
             raise _Transient(str(e)) from e
-        except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError) as e:
+        except (TimeoutError, OSError, asyncio.IncompleteReadError) as e:
             raise _Transient(_describe(e)) from e
     finally:
         if not task.done():

@@ -17,7 +17,9 @@ class UploadError(NbdError):
 
     default_reason = "UploadFailed"
 
-    def __init__(self, message: str, *, reason: str | None = None, status: int = 0, store_code: str = "") -> None:
+    def __init__(
+        self, message: str, *, reason: str | None = None, status: int = 0, store_code: str = ""
+    ) -> None:
         super().__init__(message, reason=reason)
         self.status = status
         self.store_code = store_code

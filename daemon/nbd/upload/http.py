@@ -38,7 +38,9 @@ class ProxyRefused(ConnectionError):
     """The proxy answered CONNECT with something other than 200."""
 
     def __init__(self, proxy: Proxy, status: int, target: str) -> None:
-        super().__init__(f"the proxy {proxy.address} ({proxy.variable}) answered {status} to CONNECT {target}")
+        super().__init__(
+            f"the proxy {proxy.address} ({proxy.variable}) answered {status} to CONNECT {target}"
+        )
         self.proxy = proxy
         self.status = status
         self.target = target
@@ -117,8 +119,9 @@ async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str]) -> b
     return bytes(body[:_MAX_BODY])
 
 
-async def _tunnel(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, proxy: Proxy, host: str,
-                  port: int) -> None:
+async def _tunnel(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, proxy: Proxy, host: str, port: int
+) -> None:
     """Asks the proxy for a tunnel to host:port (RFC 9110 §9.3.6); returns once it is open."""
     authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     lines = [f"CONNECT {authority} HTTP/1.1", f"Host: {authority}", "User-Agent: nbd"]
@@ -158,12 +161,15 @@ async def put_file(
     context = (ssl_context or ssl.create_default_context()) if tls else None
     if proxy is None:
         reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(host, port, ssl=context, server_hostname=host if tls else None, limit=_MAX_HEAD),
+            asyncio.open_connection(
+                host, port, ssl=context, server_hostname=host if tls else None, limit=_MAX_HEAD
+            ),
             connect_timeout,
         )
     else:
         reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(proxy.host, proxy.port, limit=_MAX_HEAD), connect_timeout)
+            asyncio.open_connection(proxy.host, proxy.port, limit=_MAX_HEAD), connect_timeout
+        )
     loop = asyncio.get_running_loop()
     try:
         extra: list[str] = []
@@ -177,7 +183,11 @@ async def put_file(
             if proxy.authorization:
                 extra.append(f"Proxy-Authorization: {proxy.authorization}")
         lines = [f"PUT {target} HTTP/1.1", f"Host: {host_header}", f"Content-Length: {size}", *extra]
-        lines += [f"{k}: {v}" for k, v in headers.items() if k.lower() not in ("host", "content-length", "connection")]
+        lines += [
+            f"{k}: {v}"
+            for k, v in headers.items()
+            if k.lower() not in ("host", "content-length", "connection")
+        ]
         expect = size >= EXPECT_CONTINUE_FROM
         if expect:
             lines.append("Expect: 100-continue")
@@ -191,7 +201,7 @@ async def put_file(
                 # a server that ignores Expect gets the body after a short wait (RFC 9110 §10.1.1).
                 try:
                     status, response_headers = await asyncio.wait_for(_read_head(reader), expect_timeout)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
                 else:
                     if not 100 <= status < 200:
@@ -213,7 +223,7 @@ async def put_file(
         try:
             timeout = response_timeout if send_error is None else 2.0
             return await asyncio.wait_for(_read_response(reader), timeout)
-        except (OSError, asyncio.IncompleteReadError, HTTPProtocolError, asyncio.TimeoutError):
+        except (TimeoutError, OSError, asyncio.IncompleteReadError, HTTPProtocolError):
             if send_error is not None:
                 raise send_error from None
             raise

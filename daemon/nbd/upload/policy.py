@@ -16,7 +16,15 @@ from dataclasses import dataclass
 from time import strptime
 from urllib.parse import parse_qs, urlsplit
 
-__all__ = ["Action", "Decision", "RetryPolicy", "backoff_delay", "classify", "parse_store_error", "url_expiry"]
+__all__ = [
+    "Action",
+    "Decision",
+    "RetryPolicy",
+    "backoff_delay",
+    "classify",
+    "parse_store_error",
+    "url_expiry",
+]
 
 
 class Action(enum.Enum):
@@ -63,7 +71,9 @@ class RetryPolicy:
 
 _CODE = re.compile(r"<Code>\s*([^<]*?)\s*</Code>", re.S)
 _MESSAGE = re.compile(r"<Message>\s*([^<]*?)\s*</Message>", re.S)
-_REFRESH_CODES = frozenset({"SignatureDoesNotMatch", "AccessDenied", "ExpiredToken", "AuthenticationRequired"})
+_REFRESH_CODES = frozenset(
+    {"SignatureDoesNotMatch", "AccessDenied", "ExpiredToken", "AuthenticationRequired"}
+)
 
 
 def parse_store_error(body: bytes) -> tuple[str, str]:

@@ -43,7 +43,9 @@ class Incoming(object):
 
     __slots__ = ("fd", "tmp", "rel", "expected", "executable", "digest", "hash", "size")
 
-    def __init__(self, tmp: str, rel: str, expected: Optional[List[Any]], executable: bool, digest: str) -> None:
+    def __init__(
+        self, tmp: str, rel: str, expected: Optional[List[Any]], executable: bool, digest: str
+    ) -> None:
         self.fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
         self.tmp = tmp
         self.rel = rel
@@ -89,6 +91,7 @@ def syncfs(path: str) -> None:
     """Flush the file system holding `path` (Linux syncfs), else everything (sync)."""
     try:
         import ctypes
+
         libc = ctypes.CDLL(None, use_errno=True)
         fd = os.open(path, os.O_RDONLY)
         try:
@@ -110,6 +113,7 @@ def sync_file_range() -> Any:
         fn = None
         try:
             import ctypes
+
             libc = ctypes.CDLL(None, use_errno=True)
             fn = libc.sync_file_range
             fn.argtypes = [ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_uint]

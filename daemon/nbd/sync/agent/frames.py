@@ -66,8 +66,8 @@ class FrameDecoder(object):
             total = HEADER.size + hl + bl
             if len(self.buf) < total:
                 break
-            header = json.loads(bytes(self.buf[HEADER.size:HEADER.size + hl]).decode("utf-8"))
-            body = bytes(self.buf[HEADER.size + hl:total])
+            header = json.loads(bytes(self.buf[HEADER.size : HEADER.size + hl]).decode("utf-8"))
+            body = bytes(self.buf[HEADER.size + hl : total])
             del self.buf[:total]
             out.append((header, body))
         return out
@@ -154,12 +154,12 @@ def unpack_parts(body: bytes, sizes: List[int], zl: List[int]) -> List[Any]:
     for size, z in zip(sizes, zl):
         size, z = int(size), int(z)
         if z < 0:
-            out.append(body[off:off + size])
+            out.append(body[off : off + size])
             off += size
             continue
         d = zlib.decompressobj()
         try:
-            data = d.decompress(body[off:off + z], size + 1)
+            data = d.decompress(body[off : off + z], size + 1)
         except zlib.error as e:
             data = None
             out.append("corrupted compressed content: %s" % e)
@@ -174,6 +174,6 @@ def split_parts(blob: bytes, sizes: List[int]) -> List[bytes]:
     compression, whose whole body may be compressed at once instead)."""
     parts, off = [], 0
     for size in sizes:
-        parts.append(blob[off:off + size])
+        parts.append(blob[off : off + size])
         off += size
     return parts

@@ -44,11 +44,11 @@ def _glob_to_regex(glob: str) -> str:
     while i < n:
         c = glob[i]
         if c == "*":
-            if glob[i:i + 3] == "**/":
+            if glob[i : i + 3] == "**/":
                 out.append("(?:.*/)?")
                 i += 3
                 continue
-            if glob[i:i + 2] == "**":
+            if glob[i : i + 2] == "**":
                 out.append(".*")
                 i += 2
                 continue
@@ -60,7 +60,7 @@ def _glob_to_regex(glob: str) -> str:
             if j < 0:
                 out.append(re.escape(c))
             else:
-                inner = glob[i + 1:j]
+                inner = glob[i + 1 : j]
                 if inner.startswith("!"):
                     inner = "^" + inner[1:]
                 out.append("[" + inner.replace("\\", "\\\\") + "]")
@@ -123,7 +123,7 @@ class IgnoreRules(object):
             if base:
                 if not path.startswith(base + "/"):
                     continue
-                rel = path[len(base) + 1:]
+                rel = path[len(base) + 1 :]
             else:
                 rel = path
             if regex.match(rel):

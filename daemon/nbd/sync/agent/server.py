@@ -35,6 +35,7 @@ from .paths import Refused, failure_message
 from .tree import Tree
 from .watcher import Watcher
 
+
 class Server(object):
     """Serves one tree over a pair of file descriptors (stdin and stdout)."""
 
@@ -45,6 +46,7 @@ class Server(object):
         for fd in (in_fd, out_fd):  # larger pipes: fewer, larger reads and writes
             try:
                 import fcntl
+
                 fcntl.fcntl(fd, 1031, 1 << 20)  # F_SETPIPE_SZ
             except (ImportError, OSError):
                 pass
@@ -64,8 +66,11 @@ class Server(object):
                 if handle in self.tree.writes and handle not in self.chunk_errors:
                     self.tree.write_chunk(handle, unpack_chunk(data, z))
             except (Refused, OSError, zlib.error) as e:
-                self.chunk_errors[handle] = str(e) if isinstance(e, Refused) else "write failed: %s" % (
-                    getattr(e, "strerror", None) or e)
+                self.chunk_errors[handle] = (
+                    str(e)
+                    if isinstance(e, Refused)
+                    else "write failed: %s" % (getattr(e, "strerror", None) or e)
+                )
             finally:
                 self.disk.task_done()
 
@@ -84,8 +89,15 @@ class Server(object):
             self.send({"op": "changed", "paths": paths})
 
     def serve(self) -> None:
-        self.send({"op": "hello", "version": PROTOCOL_VERSION, "pid": os.getpid(),
-                   "python": sys.version.split()[0], "root": self.tree.root})
+        self.send(
+            {
+                "op": "hello",
+                "version": PROTOCOL_VERSION,
+                "pid": os.getpid(),
+                "python": sys.version.split()[0],
+                "root": self.tree.root,
+            }
+        )
         while True:
             try:
                 header, body = read_frame(self.inp)
@@ -119,7 +131,9 @@ class Server(object):
             return {"z": 1}, pack_json(res)
         if op == "watch":
             if self.watcher is None:
-                self.watcher = Watcher(t, self.on_change, float(h.get("quiet", 0.01)), float(h.get("max_delay", 0.05)))
+                self.watcher = Watcher(
+                    t, self.on_change, float(h.get("quiet", 0.01)), float(h.get("max_delay", 0.05))
+                )
                 mode = self.watcher.start()
             else:
                 mode = self.watcher.mode
@@ -152,8 +166,11 @@ class Server(object):
             files = h["files"]
             sizes = [item[4] for item in files]
             # Per file: its bytes, or a str saying why they are unusable.
-            datas: List[Any] = list(unpack_parts(body, sizes, h["zl"]) if h.get("zl") is not None
-                                    else split_parts(unpack_chunk(body, h.get("z")), sizes))
+            datas: List[Any] = list(
+                unpack_parts(body, sizes, h["zl"])
+                if h.get("zl") is not None
+                else split_parts(unpack_chunk(body, h.get("z")), sizes)
+            )
             batch = []
             handles = h.get("handles")
             refused: Dict[int, str] = {}
@@ -166,20 +183,33 @@ class Server(object):
                 batch.append((handle, path, expected, bool(executable), digest, datas[i]))
             if refused:
                 with t.batch_scope():
-                    done = iter(t.stage_many(batch) if op == "stage_many" else t.put_many(batch, bool(h.get("fsync", True))))
-                return {"results": [refused[i] if i in refused else next(done) for i in range(len(files))]}, b""
+                    done = iter(
+                        t.stage_many(batch)
+                        if op == "stage_many"
+                        else t.put_many(batch, bool(h.get("fsync", True)))
+                    )
+                return {
+                    "results": [refused[i] if i in refused else next(done) for i in range(len(files))]
+                }, b""
             with t.batch_scope():
                 if op == "stage_many":
                     return {"results": t.stage_many(batch)}, b""
                 return {"results": t.put_many(batch, bool(h.get("fsync", True)))}, b""
         if op == "commit_many":
             with t.batch_scope():
-                return {"results": t.commit_many([int(x) for x in h["handles"]], bool(h.get("fsync", True)))}, b""
+                return {
+                    "results": t.commit_many([int(x) for x in h["handles"]], bool(h.get("fsync", True)))
+                }, b""
         if op == "write_begin":
             # No reply: a refusal is remembered and reported by the matching write_end.
             try:
-                t.write_begin(int(h["handle"]), h["path"], h.get("expected"), bool(h.get("executable")),
-                              h.get("digest", ""))
+                t.write_begin(
+                    int(h["handle"]),
+                    h["path"],
+                    h.get("expected"),
+                    bool(h.get("executable")),
+                    h.get("digest", ""),
+                )
             except (Refused, OSError) as e:
                 self.begin_errors[int(h["handle"])] = str(e)
             return None
@@ -226,9 +256,8 @@ def main(argv: List[str]) -> int:
     profile = os.environ.get("NBD_AGENT_PROFILE")  # a path: write cProfile stats there at exit
     if profile:
         import cProfile
+
         cProfile.runctx("server.serve()", globals(), {"server": server}, profile)
     else:
         server.serve()
     return 0
-
-

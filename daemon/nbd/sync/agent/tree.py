@@ -107,11 +107,11 @@ class Tree:
             try:
                 st = os.lstat(cur)
             except FileNotFoundError:
-                raise Refused("parent directory %r does not exist" % cur[len(self.root) + 1:])
+                raise Refused("parent directory %r does not exist" % cur[len(self.root) + 1 :]) from None
             if stat.S_ISLNK(st.st_mode):
-                raise Refused("refusing to go through the symbolic link %r" % cur[len(self.root) + 1:])
+                raise Refused("refusing to go through the symbolic link %r" % cur[len(self.root) + 1 :])
             if not stat.S_ISDIR(st.st_mode):
-                raise Refused("%r is not a directory" % cur[len(self.root) + 1:])
+                raise Refused("%r is not a directory" % cur[len(self.root) + 1 :])
         if checked is not None and len(parts) > 1:
             checked.add("/".join(parts[:-1]))
         return os.path.join(cur, parts[-1])
@@ -124,7 +124,9 @@ class Tree:
 
     # -- scanning
 
-    def entry_of(self, rel: str, full: str, st: os.stat_result, problems: List[List[str]]) -> Optional[WireEntry]:
+    def entry_of(
+        self, rel: str, full: str, st: os.stat_result, problems: List[List[str]]
+    ) -> Optional[WireEntry]:
         mode = st.st_mode
         if stat.S_ISDIR(mode):
             return [rel, "dir", 0, False, "", ""]
@@ -136,8 +138,13 @@ class Tree:
                 return None
         if stat.S_ISREG(mode):
             if self.max_file_size and st.st_size > self.max_file_size:
-                problems.append([rel, "file of %d bytes is above the sync size limit of %d bytes; not synced"
-                                 % (st.st_size, self.max_file_size)])
+                problems.append(
+                    [
+                        rel,
+                        "file of %d bytes is above the sync size limit of %d bytes; not synced"
+                        % (st.st_size, self.max_file_size),
+                    ]
+                )
                 return None
             key = _stat_key(st)
             cached = self.cache.get(rel)
@@ -280,7 +287,11 @@ class Tree:
         if cur is None:
             raise Refused("%s disappeared since the last scan" % rel)
         kind, digest, executable, target = expected
-        if cur[1] != kind or (kind == "file" and cur[4] != digest) or (kind == "symlink" and cur[5] != target):
+        if (
+            cur[1] != kind
+            or (kind == "file" and cur[4] != digest)
+            or (kind == "symlink" and cur[5] != target)
+        ):
             raise Refused("%s changed since the last scan" % rel)
         return cur
 
@@ -307,9 +318,13 @@ class Tree:
 
     # -- writing (see `durability` for how the bytes land)
 
-    def write_begin(self, handle: int, rel: str, expected: Optional[WireEntry], executable: bool, digest: str) -> None:
+    def write_begin(
+        self, handle: int, rel: str, expected: Optional[WireEntry], executable: bool, digest: str
+    ) -> None:
         self.expect(rel, expected)
-        self.writes[handle] = Incoming(temp_path(self.abspath(rel), handle), rel, expected, executable, digest)
+        self.writes[handle] = Incoming(
+            temp_path(self.abspath(rel), handle), rel, expected, executable, digest
+        )
 
     def write_chunk(self, handle: int, data: bytes) -> None:
         w = self.writes.get(handle)
@@ -367,8 +382,16 @@ class Tree:
         self.write_seal(handle, fsync)
         return self.write_commit(handle)
 
-    def put(self, handle: int, rel: str, expected: Optional[WireEntry], executable: bool, digest: str,
-            data: bytes, fsync: bool = True) -> WireEntry:
+    def put(
+        self,
+        handle: int,
+        rel: str,
+        expected: Optional[WireEntry],
+        executable: bool,
+        digest: str,
+        data: bytes,
+        fsync: bool = True,
+    ) -> WireEntry:
         self.write_begin(handle, rel, expected, executable, digest)
         try:
             self.write_chunk(handle, data)
@@ -410,8 +433,9 @@ class Tree:
                 results.append(failure_message(e, rel))
         return results
 
-    def put_many(self, items: List[Tuple[int, str, Optional[WireEntry], bool, str, bytes]],
-                 fsync: bool = True) -> List[Any]:
+    def put_many(
+        self, items: List[Tuple[int, str, Optional[WireEntry], bool, str, bytes]], fsync: bool = True
+    ) -> List[Any]:
         """Stage then commit in one call (one file-system sync for the whole batch)."""
         staged = self.stage_many(items)
         committed = iter(self.commit_many([r for r in staged if not isinstance(r, str)], fsync))
@@ -436,7 +460,7 @@ class Tree:
         except FileExistsError:
             st = os.lstat(full)
             if not stat.S_ISDIR(st.st_mode):
-                raise Refused("%s exists and is not a directory" % rel)
+                raise Refused("%s exists and is not a directory" % rel) from None
         return [rel, "dir", 0, False, "", ""]
 
     def symlink(self, handle: int, rel: str, expected: Optional[WireEntry], target: str) -> WireEntry:
@@ -462,7 +486,7 @@ class Tree:
                 os.rmdir(full)
             except OSError as e:
                 if e.errno in (errno.ENOTEMPTY, errno.EEXIST):
-                    raise Refused("%s is not empty (it holds files not synced); not removed" % rel)
+                    raise Refused("%s is not empty (it holds files not synced); not removed" % rel) from e
                 raise
         else:
             os.unlink(full)
@@ -491,5 +515,3 @@ class Tree:
         if os.path.lexists(dst):
             raise Refused("%s already exists" % dest)
         os.rename(src, dst)
-
-

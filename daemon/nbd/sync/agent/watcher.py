@@ -36,8 +36,18 @@ IN_IGNORED = 0x8000
 IN_ISDIR = 0x40000000
 IN_ONLYDIR = 0x01000000
 IN_DONT_FOLLOW = 0x02000000
-WATCH_MASK = (IN_MODIFY | IN_ATTRIB | IN_CLOSE_WRITE | IN_MOVED_FROM | IN_MOVED_TO | IN_CREATE
-              | IN_DELETE | IN_DELETE_SELF | IN_ONLYDIR | IN_DONT_FOLLOW)
+WATCH_MASK = (
+    IN_MODIFY
+    | IN_ATTRIB
+    | IN_CLOSE_WRITE
+    | IN_MOVED_FROM
+    | IN_MOVED_TO
+    | IN_CREATE
+    | IN_DELETE
+    | IN_DELETE_SELF
+    | IN_ONLYDIR
+    | IN_DONT_FOLLOW
+)
 
 
 class Watcher(object):
@@ -47,9 +57,15 @@ class Watcher(object):
     everything", after `quiet` seconds without a new event (at most `max_delay` after the first).
     """
 
-    def __init__(self, tree: Tree, report: Callable[[Optional[List[str]]], None],
-                 quiet: float = 0.01, max_delay: float = 0.05, poll_interval: float = 1.0,
-                 hold: float = 2.0) -> None:
+    def __init__(
+        self,
+        tree: Tree,
+        report: Callable[[Optional[List[str]]], None],
+        quiet: float = 0.01,
+        max_delay: float = 0.05,
+        poll_interval: float = 1.0,
+        hold: float = 2.0,
+    ) -> None:
         self.tree = tree
         self.hold = hold
         self.report = report
@@ -68,6 +84,7 @@ class Watcher(object):
         try:
             import ctypes
             import ctypes.util
+
             libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
             fd = libc.inotify_init1(0o2000000)  # IN_CLOEXEC
             if fd < 0:
@@ -96,8 +113,10 @@ class Watcher(object):
             # Out of inotify watches (fs.inotify.max_user_watches): directories without a watch
             # would go unseen, so poll as well.
             import ctypes
-            sys.stderr.write("nbd-agent: inotify_add_watch failed (errno %d); polling as well\n"
-                             % ctypes.get_errno())
+
+            sys.stderr.write(
+                "nbd-agent: inotify_add_watch failed (errno %d); polling as well\n" % ctypes.get_errno()
+            )
             self.polling = True
             self.mode = "inotify+poll"
             threading.Thread(target=self._run_poll, name="poll", daemon=True).start()
@@ -130,6 +149,7 @@ class Watcher(object):
         held back (a save in progress, e.g. Jupyter writing in place) until it is closed, or
         `hold` seconds passed (a file kept open, like a log)."""
         import select
+
         pending: Set[str] = set()
         held: Dict[str, float] = {}
         rescan_all = False
@@ -172,7 +192,7 @@ class Watcher(object):
             off = 0
             while off + 16 <= len(data):
                 wd, mask, _cookie, length = struct.unpack_from("iIII", data, off)
-                name = data[off + 16:off + 16 + length].rstrip(b"\x00").decode("utf-8", "surrogateescape")
+                name = data[off + 16 : off + 16 + length].rstrip(b"\x00").decode("utf-8", "surrogateescape")
                 off += 16 + length
                 if mask & IN_Q_OVERFLOW:
                     rescan_all = True
@@ -237,4 +257,3 @@ class Watcher(object):
                 changed = [p for p in set(now) | set(before) if now.get(p) != before.get(p)]
                 self.report(sorted(changed))
                 before = now
-

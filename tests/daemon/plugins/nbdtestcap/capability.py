@@ -43,9 +43,15 @@ class FakeLauncher:
             raise RuntimeError("leaked secret-token-123")
         reg = self.app.registry
         session = await reg.put(
-            Session(name=name, namespace=request.namespace or "default", context=request.context or "fake",
-                    kubeconfig=request.kubeconfig, directory=request.directory, phase=Phase.PACKAGING,
-                    spec=request.spec)
+            Session(
+                name=name,
+                namespace=request.namespace or "default",
+                context=request.context or "fake",
+                kubeconfig=request.kubeconfig,
+                directory=request.directory,
+                phase=Phase.PACKAGING,
+                spec=request.spec,
+            )
         )
         ref = reg.ref_of(session)
         if name == "hang":
@@ -59,13 +65,25 @@ class FakeLauncher:
             return
         yield LaunchEvent(ref, PhaseChanged(Phase.PACKAGING, "packaging " + request.directory))
         for done in (0, 512, 1024):
-            yield LaunchEvent(ref, Progress(Phase.PACKAGING, done_bytes=done, total_bytes=1024, done_files=done // 512, total_files=2))
+            yield LaunchEvent(
+                ref,
+                Progress(
+                    Phase.PACKAGING, done_bytes=done, total_bytes=1024, done_files=done // 512, total_files=2
+                ),
+            )
         yield LaunchEvent(ref, Cached(CachedStep.UPLOAD, "already uploaded", "abc123"))
         yield LaunchEvent(ref, PhaseChanged(Phase.BUILDING))
         yield LaunchEvent(ref, LogLine("STEP 1/2: FROM python", container="build"))
         if name == "fail":
             await reg.update(session.key, phase=Phase.FAILED, message="the build failed")
-            yield LaunchEvent(ref, Failure("BuildFailed", "the image build failed: pip install exited 1; fix requirements.txt and launch again", ("ERROR: no such package", "exit 1")))
+            yield LaunchEvent(
+                ref,
+                Failure(
+                    "BuildFailed",
+                    "the image build failed: pip install exited 1; fix requirements.txt and launch again",
+                    ("ERROR: no such package", "exit 1"),
+                ),
+            )
             return
         yield LaunchEvent(ref, Notice("port 8888 is busy, using 8889", NoticeLevel.WARNING))
         yield LaunchEvent(ref, PodStatus("nb-pod", "Pending", "ContainerCreating"))
@@ -86,7 +104,7 @@ class FakeLogs:
         prefix = "build" if query.source == LogSource.BUILD else "notebook"
         lines = [f"{prefix} line {i}" for i in range(1, 6)]
         if query.tail_lines:
-            lines = lines[-query.tail_lines:]
+            lines = lines[-query.tail_lines :]
         for text in lines:
             yield LogLine(text, container=query.container or prefix)
         if query.follow:
@@ -98,9 +116,15 @@ class FakeSync:
         self.app = app
 
     async def sync(self, session: Session, action: SyncAction) -> SyncStatus:
-        state = {SyncAction.PAUSE: SyncState.PAUSED, SyncAction.RESUME: SyncState.WATCHING,
-                 SyncAction.FLUSH: SyncState.WATCHING, SyncAction.STATUS: session.sync.state}[action]
-        status = dataclasses.replace(session.sync, state=state, message=action.name.lower(), local_root=session.directory)
+        state = {
+            SyncAction.PAUSE: SyncState.PAUSED,
+            SyncAction.RESUME: SyncState.WATCHING,
+            SyncAction.FLUSH: SyncState.WATCHING,
+            SyncAction.STATUS: session.sync.state,
+        }[action]
+        status = dataclasses.replace(
+            session.sync, state=state, message=action.name.lower(), local_root=session.directory
+        )
         await self.app.registry.update(session.key, sync=status)
         self.app.registry.publish_detail(session.key, SyncChange(Direction.TO_LOCAL, "out.csv", "create", 10))
         return status
