@@ -56,6 +56,7 @@ async def _daemon_main(argv: list[str]) -> None:
         remote_root = argv[3]
     else:
         from nbd.kube.target import load_target
+        from nbd.kube.transport import close_transport
         from nbd.sync.exec_transport import exec_transport_factory
 
         kubeconfig, namespace, pod = argv[3], argv[4], argv[5]
@@ -102,7 +103,7 @@ async def _daemon_main(argv: list[str]) -> None:
             )
     await session.stop()
     if mode != "local":
-        await target.aclose()
+        await close_transport(target)
 
 
 class Daemon:

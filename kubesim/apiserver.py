@@ -33,10 +33,11 @@ from aiohttp import web
 
 from kubesim import discovery, openapi, protobuf, tables
 from kubesim.auth import Auth, User
+from kubesim.errors import ApiError, now_rfc3339
 from kubesim.faults import Faults
 from kubesim.patch import json_patch
 from kubesim.resources import ResourceInfo
-from kubesim.store import ApiError, Store, now_rfc3339
+from kubesim.store import Store
 
 __all__ = ["ApiServer", "SubresourceHandler", "VERSION_INFO", "json_response", "status_response"]
 

@@ -15,7 +15,7 @@ import hmac
 from dataclasses import dataclass, field
 from typing import Any
 
-from kubesim.store import ApiError
+from kubesim.errors import ApiError
 
 __all__ = ["Auth", "User"]
 

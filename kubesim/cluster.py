@@ -26,7 +26,7 @@ from typing import Any
 
 from aiohttp import web
 
-from kubesim import kubeconfig, tls
+from kubesim import kubeconfig, streams, tls
 from kubesim.apiserver import ApiServer
 from kubesim.auth import Auth
 from kubesim.faults import Faults
@@ -153,7 +153,8 @@ class Cluster:
         else:
             self.kubelet = kubelet
             self._components.append(kubelet)
-            self._mount_streams(kubelet)
+            # The kubelet half serves pods/log, pods/exec and pods/portforward on the router.
+            streams.register(self.api, kubelet)
         try:
             from kubesim.jobs import JobController  # type: ignore[import-not-found,unused-ignore]
 
@@ -170,23 +171,6 @@ class Cluster:
             except Exception:
                 log.exception("%s failed to start", type(c).__name__)
                 self._components.remove(c)
-
-    def _mount_streams(self, kubelet: Any) -> None:
-        """Let the kubelet half mount pods/log, pods/exec, pods/portforward on the router."""
-        for owner in (kubelet,):
-            for attr in ("mount", "register_routes", "mount_subresources"):
-                fn = getattr(owner, attr, None)
-                if callable(fn):
-                    fn(self.api)
-                    return
-        try:
-            import kubesim.streams as streams
-
-            fn = getattr(streams, "mount", None)
-            if callable(fn):
-                _construct(fn, dict(api=self.api, kubelet=kubelet, store=self.store, faults=self.faults))
-        except Exception:
-            log.exception("mounting pod streams failed: logs/exec/port-forward unavailable")
 
     async def stop(self) -> None:
         for c in reversed(self._components):

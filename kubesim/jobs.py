@@ -28,7 +28,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from kubesim.store import JOBS, PODS, ApiError, Store, WatchEvent, now_rfc3339
+from kubesim.errors import ApiError, now_rfc3339
+from kubesim.store import JOBS, PODS, Store, WatchEvent
 
 __all__ = ["JobController", "Plan", "plan"]
 

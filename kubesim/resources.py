@@ -16,6 +16,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from kubesim.errors import ApiError, now_rfc3339
+
 __all__ = [
     "KindKey",
     "PrinterColumn",
@@ -484,8 +486,6 @@ def prepare_create(info: ResourceInfo, obj: dict[str, Any], store: Any) -> dict[
     if key == ("", "pods"):
         spec = obj.setdefault("spec", {})
         if not isinstance(spec.get("containers"), list) or not spec["containers"]:
-            from kubesim.store import ApiError
-
             raise ApiError.invalid(
                 info,
                 meta["name"],
@@ -516,8 +516,6 @@ def prepare_create(info: ResourceInfo, obj: dict[str, Any], store: Any) -> dict[
             spec["selector"] = {"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}
         tspec = tmpl.setdefault("spec", {})
         if tspec.get("restartPolicy") not in ("Never", "OnFailure"):
-            from kubesim.store import ApiError
-
             raise ApiError.invalid(
                 info,
                 meta["name"],
@@ -606,8 +604,6 @@ def _check_data_size(info: ResourceInfo, obj: dict[str, Any]) -> None:
     else:
         return
     if total > MAX_DATA_BYTES:
-        from kubesim.store import ApiError
-
         raise ApiError.invalid(
             info,
             obj["metadata"]["name"],
@@ -661,7 +657,6 @@ def prepare_update(
 
     `trusted` writes (the kubelet binding a pod, controllers) skip the immutability checks.
     """
-    from kubesim.store import ApiError
 
     key = (info.group, info.resource)
     name = old["metadata"]["name"]
@@ -718,7 +713,6 @@ def prepare_update(
 def admit_crd(crd: dict[str, Any], registry: Registry) -> dict[str, Any]:
     """Validate and default a CustomResourceDefinition, and set its status as the real server
     does once names are accepted (Established and NamesAccepted True)."""
-    from kubesim.store import ApiError, now_rfc3339
 
     info = registry.get(("apiextensions.k8s.io", "v1", "customresourcedefinitions"))
     assert info is not None

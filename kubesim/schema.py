@@ -21,6 +21,7 @@ import json
 import re
 from typing import Any
 
+from kubesim.errors import ApiError
 from kubesim.resources import ResourceInfo
 
 __all__ = ["admit", "prune", "apply_defaults", "validate"]
@@ -273,7 +274,6 @@ def admit(
     warnings: list[str] | None,
 ) -> dict[str, Any]:
     """Prune, default and validate a custom resource; raise ApiError on failure."""
-    from kubesim.store import ApiError
 
     schema = info.schema
     if not schema:

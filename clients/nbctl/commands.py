@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from nbctl.main import EXIT_ERROR, EXIT_OK, CommandError
+from nbctl.errors import EXIT_ERROR, EXIT_OK, CommandError
 from nbctl.output import emit_json, enum_name, phase_name, print_table, when
 from nbdclient import daemon as daemon_control
 from nbdclient.client import Client, connect

@@ -15,7 +15,7 @@ import sys
 import time
 from typing import Any, TextIO
 
-from nbctl.main import EXIT_INTERRUPTED, EXIT_OK, CommandError
+from nbctl.errors import EXIT_INTERRUPTED, EXIT_OK, CommandError
 from nbctl.output import emit_json, phase_name
 
 __all__ = ["LaunchRenderer", "build_request", "run"]

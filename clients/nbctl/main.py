@@ -15,16 +15,9 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
+from nbctl.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, CommandError
+
 __all__ = ["EXIT_ERROR", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "kubectl_plugin_main", "main"]
-
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
-
-
-class CommandError(Exception):
-    """A failure the CLI reports as one line (exit 1) without a traceback."""
 
 
 def _common(p: argparse.ArgumentParser) -> None:

@@ -19,15 +19,12 @@ from __future__ import annotations
 import fcntl
 import os
 import sys
-from typing import TYPE_CHECKING
 
-from kubesim.images.layers import cache_key
+from kubesim.images.image import ImageConfig
+from kubesim.images.layers import LayerStore, cache_key
 from kubesim.images.rootfs import Step, StepUnavailable, run_step
 
-if TYPE_CHECKING:
-    from kubesim.images.store import Image, ImageConfig, ImageStore
-
-__all__ = ["ENV_DIR", "python_image", "base_layer", "python_config"]
+__all__ = ["ENV_DIR", "base_layer", "python_config", "python_config_fallback"]
 
 ENV_DIR = "/kubesim-python"
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -40,8 +37,6 @@ def _base_interpreter() -> str:
 
 
 def python_config() -> ImageConfig:
-    from kubesim.images.store import ImageConfig
-
     version = ".".join(str(v) for v in sys.version_info[:3])
     return ImageConfig(
         cmd=["python3"],
@@ -53,11 +48,10 @@ def python_config() -> ImageConfig:
     )
 
 
-def base_layer(store: ImageStore) -> str:
+def base_layer(layers: LayerStore) -> str:
     """The id of the layer holding the environment, made on first use (raises StepUnavailable)."""
     interpreter = _base_interpreter()
     layer_id = cache_key("python-venv", interpreter, sys.version)
-    layers = store.layers
     if layers.exists(layer_id):
         return layer_id
     with open(layers.root / ".python-base.lock", "w") as lock:
@@ -77,18 +71,5 @@ def base_layer(store: ImageStore) -> str:
     return layer_id
 
 
-def python_image(store: ImageStore, ref: str) -> Image | None:
-    """The image `ref` (a `python:*` name) resolves to, stored under its name on first use."""
-    from kubesim.images.store import Image
-
-    try:
-        layer_id = base_layer(store)
-    except (StepUnavailable, OSError):
-        return Image(ref, python_config_fallback(), None)
-    return store.put_layers(ref, python_config(), [layer_id])
-
-
 def python_config_fallback() -> ImageConfig:
-    from kubesim.images.store import ImageConfig
-
     return ImageConfig(cmd=["python3"])

@@ -24,66 +24,16 @@ import tempfile
 import threading
 import urllib.parse
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kubesim.images.image import Image, ImageConfig
 from kubesim.images.layers import LAYER_DIR_ENV, LayerStore, cache_key, content_digest
 from kubesim.images.names import InvalidReference, matches, normalize
+from kubesim.images.python import base_layer, python_config, python_config_fallback
+from kubesim.images.rootfs import StepUnavailable
 
 __all__ = ["Image", "ImageConfig", "ImageProvider", "ImageStore", "BUILTIN_IMAGES", "InvalidReference"]
-
-
-@dataclass(frozen=True)
-class ImageConfig:
-    """The parts of an OCI image config a kubelet uses.
-
-    `env` entries are `NAME=value`; `workdir` "" means "/". Serialised as config.json with keys
-    `entrypoint`, `cmd`, `env`, `workdir` (OCI-style `Entrypoint`, `Cmd`, `Env`, `WorkingDir`,
-    optionally nested under `config`, are accepted when reading).
-    """
-
-    entrypoint: list[str] = field(default_factory=list)
-    cmd: list[str] = field(default_factory=list)
-    env: list[str] = field(default_factory=list)
-    workdir: str = ""
-
-    def to_json(self) -> dict[str, Any]:
-        return {"entrypoint": self.entrypoint, "cmd": self.cmd, "env": self.env, "workdir": self.workdir}
-
-    def env_value(self, key: str, default: str = "") -> str:
-        for item in self.env:
-            name, _, value = item.partition("=")
-            if name == key:
-                return value
-        return default
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> ImageConfig:
-        d = data.get("config", data) if isinstance(data.get("config"), dict) else data
-
-        def pick(*keys: str) -> Any:
-            for k in keys:
-                if d.get(k) is not None:
-                    return d[k]
-            return None
-
-        return cls(
-            entrypoint=list(pick("entrypoint", "Entrypoint") or []),
-            cmd=list(pick("cmd", "Cmd") or []),
-            env=list(pick("env", "Env") or []),
-            workdir=str(pick("workdir", "WorkingDir") or ""),
-        )
-
-
-@dataclass(frozen=True)
-class Image:
-    """A resolved image: its normalised name, config, rootfs folder (None: empty) and layer ids."""
-
-    name: str
-    config: ImageConfig
-    rootfs: Path | None = None
-    layers: tuple[str, ...] = ()
 
 
 # Called with the normalised name; returns the image or None (not this provider's).
@@ -114,9 +64,12 @@ class ImageStore:
             self._providers.append((f"{short}:*", provider))
 
     def _python(self, ref: str) -> Image | None:
-        from kubesim.images.python import python_image
-
-        return python_image(self, ref)
+        """The image `ref` (a `python:*` name) resolves to, stored under its name on first use."""
+        try:
+            layer_id = base_layer(self.layers)
+        except (StepUnavailable, OSError):
+            return Image(ref, python_config_fallback(), None)
+        return self.put_layers(ref, python_config(), [layer_id])
 
     def _folder(self, name: str) -> Path:
         return self.root / urllib.parse.quote(normalize(name), safe="")

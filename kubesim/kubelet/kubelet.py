@@ -19,13 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kubesim.errors import ApiError, now_rfc3339
 from kubesim.images import ImageStore, normalize
 from kubesim.kubelet.namespaces import namespaces_available
 from kubesim.kubelet.node import NodeConfig, node_object, parse_label
 from kubesim.kubelet.pod import PodWorker, _Gone
 from kubesim.kubelet.scheduler import fit
 from kubesim.kubelet.spec import Lookup
-from kubesim.store import NODES, PODS, ApiError, Store, WatchEvent, now_rfc3339
+from kubesim.store import NODES, PODS, Store, WatchEvent
 
 __all__ = ["Kubelet", "KubeletConfig"]
 
@@ -84,7 +85,6 @@ class Kubelet:
         config: KubeletConfig | None = None,
         faults: Any = None,
         *,
-        api: Any = None,
         state_dir: Path | str | None = None,
         node_name: str = "kubesim-node",
         gpus: int = 0,
@@ -116,7 +116,6 @@ class Kubelet:
                 backoff_initial=backoff_initial,
                 backoff_max=backoff_max,
             )
-        self.api = api
         self.store = store
         self.config: KubeletConfig = config
         self.faults = faults
@@ -158,8 +157,6 @@ class Kubelet:
         # The first namespace check runs `unshare` once; keep it off the event loop.
         await asyncio.to_thread(namespaces_available)
         self._register_node()
-        if self.api is not None:
-            self.mount(self.api)
         self._unsubscribe = self.store.subscribe(PODS, self._on_pod_event)
         self._scheduler = asyncio.ensure_future(self._schedule_loop())
         items, _ = self.store.list(PODS)
@@ -195,13 +192,6 @@ class Kubelet:
         t = asyncio.ensure_future(coro)
         self._tasks.add(t)
         t.add_done_callback(self._tasks.discard)
-
-    def mount(self, api: Any) -> None:
-        """Serve pods/log, pods/exec and pods/portforward on `api` (an `ApiServer`)."""
-        from kubesim.streams import register
-
-        self.api = api
-        register(api, self)
 
     # ------------------------------------------------------------------ configuration at run time
 

@@ -31,26 +31,67 @@ import secrets
 import shutil
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from kubesim.images import Image, InvalidReference
+from kubesim.errors import now_rfc3339
+from kubesim.images import Image, ImageStore, InvalidReference
 from kubesim.kubelet.containerfs import InstanceFS, effective_workdir, host_path, instance_fs
 from kubesim.kubelet.logs import LogFile
 from kubesim.kubelet.namespaces import ContainerNamespace, Mount, Sandbox
 from kubesim.kubelet.probes import ProbeRunner
 from kubesim.kubelet.relay import splice
 from kubesim.kubelet.runtime import ContainerProcess
-from kubesim.kubelet.spec import SYSTEM_PATH, ConfigError, resolve_argv, resolve_env
+from kubesim.kubelet.spec import SYSTEM_PATH, ConfigError, Lookup, resolve_argv, resolve_env
 from kubesim.kubelet.status import ContainerView, PodFacts, Terminated, pod_status, will_restart
 from kubesim.kubelet.volumes import pod_volumes, volume_mounts
-from kubesim.store import now_rfc3339
 
-if TYPE_CHECKING:
-    from kubesim.kubelet.kubelet import Kubelet
+__all__ = ["ExecTarget", "NodeAgent", "PodWorker"]
 
-__all__ = ["PodWorker", "ExecTarget"]
+
+class RuntimeSettings(Protocol):
+    """The kubelet settings a pod worker reads (`kubesim.kubelet.kubelet.KubeletConfig`)."""
+
+    @property
+    def api_port(self) -> int | None: ...
+    @property
+    def backoff_max(self) -> float: ...
+    def backoff_delay(self, attempt: int) -> float: ...
+
+
+class NodeAgent(Protocol):
+    """What a pod worker uses of the node agent that owns it (`kubesim.kubelet.kubelet.Kubelet`).
+
+    Written down here so the worker depends on these few members, not on the kubelet module.
+    """
+
+    @property
+    def config(self) -> RuntimeSettings: ...
+    @property
+    def images(self) -> ImageStore: ...
+    @property
+    def host_ports(self) -> set[int]: ...
+    @property
+    def python_bin_dir(self) -> str: ...
+    @property
+    def state_dir(self) -> Path: ...
+    def normalize_image(self, ref: str) -> str: ...
+    def lookup_fn(self, namespace: str) -> Lookup: ...
+    def write_status(
+        self, worker: PodWorker, compute: Callable[[dict[str, Any]], dict[str, Any]]
+    ) -> None: ...
+    def event(
+        self,
+        namespace: str,
+        ref: dict[str, Any],
+        reason: str,
+        message: str,
+        type: str = "Normal",
+        component: str = "kubelet",
+    ) -> None: ...
+
 
 log = logging.getLogger("kubesim.kubelet.pod")
 
@@ -94,7 +135,7 @@ class _Instance:
 
 
 class PodWorker:
-    def __init__(self, kubelet: Kubelet, pod: dict[str, Any]) -> None:
+    def __init__(self, kubelet: NodeAgent, pod: dict[str, Any]) -> None:
         self.kubelet = kubelet
         self.pod = pod
         md = pod["metadata"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["register", "mount"]
+__all__ = ["register"]
 
 
 def register(api: Any, kubelet: Any) -> None:
@@ -25,8 +25,3 @@ def register(api: Any, kubelet: Any) -> None:
         "", "v1", "pods", "portforward", make_portforward_handler(kubelet), ("GET", "POST")
     )
     kubelet._streams_mounted = True
-
-
-def mount(api: Any, kubelet: Any) -> None:
-    """Alias of `register` (the name `kubesim.cluster` looks for)."""
-    register(api, kubelet)

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from kubesim.store import PODS, ApiError
+from kubesim.errors import ApiError
+from kubesim.store import PODS
 
 if TYPE_CHECKING:
     from kubesim.kubelet import Kubelet

@@ -32,6 +32,7 @@ from nbd.kube import (
     open_exec,
 )
 from nbd.kube import transport as transport_module
+from nbd.kube.transport import transport_for
 
 pytestmark = pytest.mark.anyio
 
@@ -147,7 +148,7 @@ async def test_static_token_is_not_reloaded(fake: FakeApi, kube: KubeClient) -> 
     for _ in range(3):
         await kube.transport.get_json("/api/v1/namespaces/default/pods")
     assert kube.transport.auth_header.__self__ is kube.transport  # one transport reused
-    assert kube.target.transport() is kube.transport
+    assert transport_for(kube.target) is kube.transport
 
 
 async def test_pod_cache_follows_the_watch(fake: FakeApi, kube: KubeClient) -> None:

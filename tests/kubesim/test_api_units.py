@@ -9,6 +9,7 @@ import pytest
 
 from kubesim import patch as patching
 from kubesim import schema, tables
+from kubesim.errors import ApiError
 from kubesim.resources import Registry, ResourceInfo
 from kubesim.selectors import (
     SelectorError,
@@ -16,7 +17,7 @@ from kubesim.selectors import (
     parse_field_selector,
     parse_label_selector,
 )
-from kubesim.store import JOBS, NODES, PODS, ApiError, Store
+from kubesim.store import JOBS, NODES, PODS, Store
 
 CM = ("", "v1", "configmaps")
 

@@ -38,13 +38,14 @@ class PodSide:
     async def factory(self) -> AsyncIterator[Any]:
         """An exec transport factory for this pod (its API connection closed afterwards)."""
         from nbd.kube.target import load_target
+        from nbd.kube.transport import close_transport
         from nbd.sync.exec_transport import exec_transport_factory
 
         target = await load_target(str(self.server.kubeconfig), None, "default")
         try:
             yield exec_transport_factory(target, "default", self.name)
         finally:
-            await target.aclose()
+            await close_transport(target)
 
 
 def _start_pod(server: Any, name: str, command: list[str]) -> PodSide:

@@ -24,6 +24,7 @@ from aiohttp._websocket.helpers import websocket_mask
 
 from nbd.errors import Unavailable
 from nbd.kube.target import KubeTarget
+from nbd.kube.transport import transport_for
 
 __all__ = [
     "Channel",
@@ -159,7 +160,7 @@ async def open_channel(
         nbd.errors.NbdError: mapped from the API server's answer (401/403 PermissionDenied, 404 NotFound,
             503 Unavailable, unreachable cluster Unavailable, ...).
     """
-    transport = target.transport()
+    transport = transport_for(target)
     ws = await transport.ws_connect(pod_path(namespace, pod, subresource), query, protocols)
     if not ws.protocol:
         await ws.close()

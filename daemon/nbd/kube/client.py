@@ -18,7 +18,7 @@ from kubernetes.client import ApiClient, BatchV1Api, CoreV1Api, CustomObjectsApi
 
 from nbd.kube.failures import ResourceRef, error_from_exception
 from nbd.kube.target import KubeTarget
-from nbd.kube.transport import Transport
+from nbd.kube.transport import Transport, close_transport, transport_for
 
 __all__ = ["KubeClient"]
 
@@ -73,7 +73,7 @@ class KubeClient:
     @property
     def transport(self) -> Transport:
         """The target's aiohttp transport for the running loop (streams, watches, channels)."""
-        return self.target.transport()
+        return transport_for(self.target)
 
     async def run(
         self,
@@ -98,7 +98,7 @@ class KubeClient:
 
     async def aclose(self) -> None:
         """Release the pool, the blocking client's connections and this loop's transport."""
-        await self.target.aclose()
+        await close_transport(self.target)
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self._shutdown_blocking)
 

@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-import threading
-import weakref
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 import yaml
 from kubernetes.client import Configuration
@@ -24,9 +22,6 @@ from kubernetes.config.config_exception import ConfigException
 from kubernetes.config.kube_config import KubeConfigLoader, KubeConfigMerger
 
 from nbd.errors import FailedPrecondition, InvalidArgument
-
-if TYPE_CHECKING:
-    from nbd.kube.transport import Transport
 
 __all__ = ["KubeTarget", "load_target", "load_target_blocking", "resolve_kubeconfig_path"]
 
@@ -37,8 +32,9 @@ DEFAULT_KUBECONFIG = "~/.kube/config"
 class KubeTarget:
     """A resolved (kubeconfig, context, namespace) with the `kubernetes` Configuration built from it.
 
-    Identity matters: one aiohttp session per target and event loop is kept on the target itself, so
-    every channel opened for it reuses connections, TLS settings and cached credentials.
+    Identity matters: `nbd.kube.transport.transport_for` keeps one aiohttp session per target and
+    event loop, so every channel opened for it reuses connections, TLS settings and cached
+    credentials.
 
     Attributes:
         kubeconfig: The kubeconfig path as resolved (may be a KUBECONFIG-style list).
@@ -51,35 +47,11 @@ class KubeTarget:
     context: str
     namespace: str
     configuration: Configuration
-    _transports: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Transport] = field(
-        default_factory=weakref.WeakKeyDictionary, repr=False
-    )
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def host(self) -> str:
         """The API server URL, e.g. https://127.0.0.1:6443."""
         return str(self.configuration.host).rstrip("/")
-
-    def transport(self) -> Transport:
-        """The aiohttp transport of this target for the running event loop (created on first use)."""
-        from nbd.kube.transport import Transport
-
-        loop = asyncio.get_running_loop()
-        with self._lock:
-            transport = self._transports.get(loop)
-            if transport is None or transport.closed:
-                transport = Transport(self)
-                self._transports[loop] = transport
-            return transport
-
-    async def aclose(self) -> None:
-        """Close this loop's transport (its aiohttp session and pooled connections)."""
-        loop = asyncio.get_running_loop()
-        with self._lock:
-            transport = self._transports.pop(loop, None)
-        if transport is not None:
-            await transport.aclose()
 
 
 def resolve_kubeconfig_path(kubeconfig: str | None) -> str:

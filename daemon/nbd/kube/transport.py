@@ -16,9 +16,11 @@ import json
 import logging
 import socket
 import ssl
+import threading
 import time
+import weakref
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import aiohttp
 import certifi
@@ -26,11 +28,9 @@ from yarl import URL
 
 from nbd.errors import NbdError
 from nbd.kube.failures import ResourceRef, error_from_exception, error_from_status
+from nbd.kube.target import KubeTarget
 
-if TYPE_CHECKING:
-    from nbd.kube.target import KubeTarget
-
-__all__ = ["Transport", "AUTH_REFRESH_SECONDS"]
+__all__ = ["AUTH_REFRESH_SECONDS", "Transport", "close_transport", "transport_for"]
 
 log = logging.getLogger(__name__)
 
@@ -271,3 +271,33 @@ class Transport:
     async def aclose(self) -> None:
         self.closed = True
         await self.session.close()
+
+
+# One transport per (target, event loop): the target is keyed by identity (KubeTarget has eq=False),
+# and both levels are weak, so a dropped target or a closed loop takes its sessions with it.
+_transports: weakref.WeakKeyDictionary[
+    KubeTarget, weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Transport]
+] = weakref.WeakKeyDictionary()
+_transports_lock = threading.Lock()
+
+
+def transport_for(target: KubeTarget) -> Transport:
+    """The aiohttp transport of `target` for the running event loop (created on first use)."""
+    loop = asyncio.get_running_loop()
+    with _transports_lock:
+        per_loop = _transports.setdefault(target, weakref.WeakKeyDictionary())
+        transport = per_loop.get(loop)
+        if transport is None or transport.closed:
+            transport = Transport(target)
+            per_loop[loop] = transport
+        return transport
+
+
+async def close_transport(target: KubeTarget) -> None:
+    """Close `target`'s transport of the running loop (its aiohttp session and pooled connections)."""
+    loop = asyncio.get_running_loop()
+    with _transports_lock:
+        per_loop = _transports.get(target)
+        transport = per_loop.pop(loop, None) if per_loop is not None else None
+    if transport is not None:
+        await transport.aclose()
