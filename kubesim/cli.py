@@ -62,6 +62,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="an extra label of the node (e.g. nvidia.com/gpu.product=nvidia-l4); repeatable",
     )
+    s.add_argument(
+        "--node-taint",
+        action="append",
+        default=[],
+        metavar="KEY[=VALUE]:EFFECT",
+        help="a taint of the node (e.g. nvidia.com/gpu=present:NoSchedule); repeatable",
+    )
     s.add_argument("--node-name", default="kubesim-node")
     s.add_argument("--history-size", type=int, default=10000, help="watch events kept (older → 410 Expired)")
     s.add_argument("--bookmark-interval", type=float, default=10.0, help="seconds between watch BOOKMARKs")
@@ -102,6 +109,7 @@ async def _serve(args: argparse.Namespace) -> int:
         kubelet_options={
             "host_ports": list(args.host_port),
             "node_labels": [f"{k}={v}" for k, v in _pairs(args.node_label, "--node-label")],
+            "node_taints": list(args.node_taint),
         },
     )
     cluster = Cluster(opts)

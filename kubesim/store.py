@@ -64,7 +64,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kubesim import patch as patching
-from kubesim import podsecurity, quota, resources, schema
+from kubesim import podsecurity, priority, quota, resources, schema
 from kubesim.errors import ApiError, now_rfc3339
 from kubesim.resources import KindKey, Registry, ResourceInfo
 from kubesim.selectors import (
@@ -98,6 +98,7 @@ NAMESPACES: KindKey = ("", "v1", "namespaces")
 EVENTS: KindKey = ("", "v1", "events")
 SECRETS: KindKey = ("", "v1", "secrets")
 QUOTAS: KindKey = ("", "v1", "resourcequotas")
+PRIORITY_CLASSES: KindKey = ("scheduling.k8s.io", "v1", "priorityclasses")
 CRDS: KindKey = ("apiextensions.k8s.io", "v1", "customresourcedefinitions")
 
 _NAME_CHARS = "bcdfghjklmnpqrstvwxz2456789"
@@ -565,6 +566,7 @@ class Store:
         if info.key in (PODS, JOBS):
             self._admit_pod_security(info, obj, ns, warnings)
         if info.key == PODS:
+            self._admit_priority(obj)
             self._admit_quota(obj, ns)
         if info.is_custom:
             obj = schema.admit(info, obj, None, field_validation, warnings)
@@ -887,6 +889,18 @@ class Store:
         found = podsecurity.violations(obj, warn)
         if found and warnings is not None:
             warnings.append(podsecurity.message(warn, found, "would violate"))
+
+    def _admit_priority(self, pod: dict[str, Any]) -> None:
+        """The Priority plugin: resolves `priorityClassName` into `spec.priority`, or refuses the pod."""
+        refusal = priority.resolve(pod, list(self._bucket(self.info(PRIORITY_CLASSES)).values()))
+        if refusal is not None:
+            name = pod["metadata"]["name"]
+            raise ApiError(
+                403,
+                "Forbidden",
+                f'pods "{name}" is forbidden: {refusal.message}',
+                {"name": name, "kind": "pods"},
+            )
 
     def _admit_quota(self, pod: dict[str, Any], ns: str) -> None:
         """The quota plugin: a pod that does not fit a ResourceQuota of its namespace is refused."""

@@ -22,7 +22,7 @@ from typing import Any
 from kubesim.errors import ApiError, now_rfc3339
 from kubesim.images import ImageStore, normalize
 from kubesim.kubelet.namespaces import namespaces_available
-from kubesim.kubelet.node import NodeConfig, node_object, parse_label
+from kubesim.kubelet.node import NodeConfig, node_object, parse_label, parse_taint
 from kubesim.kubelet.pod import PodWorker, _Gone
 from kubesim.kubelet.scheduler import fit
 from kubesim.kubelet.spec import Lookup
@@ -53,11 +53,14 @@ class KubeletConfig:
     # Extra node labels (`k=v` strings or a dict), merged into `node.labels`, e.g.
     # {"nvidia.com/gpu.product": "NVIDIA-L4"}; the form `--node-label k=v` maps to.
     node_labels: dict[str, str] | list[str] = field(default_factory=dict)
+    # Extra node taints in kubectl's `key[=value]:Effect` form, appended to `node.taints`.
+    node_taints: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         labels = self.node_labels
         pairs = dict(parse_label(x) for x in labels) if isinstance(labels, list) else dict(labels)
         self.node.labels.update(pairs)
+        self.node.taints.extend(parse_taint(t) for t in self.node_taints)
 
     def backoff_delay(self, attempt: int) -> float:
         return float(min(self.backoff_initial * (2 ** min(attempt, 20)), self.backoff_max))
@@ -89,6 +92,7 @@ class Kubelet:
         node_name: str = "kubesim-node",
         gpus: int = 0,
         node_labels: dict[str, str] | list[str] | None = None,
+        node_taints: list[str] | None = None,
         host_ports: list[int] | None = None,
         api_url: str | None = None,
         backoff_initial: float = 1.0,
@@ -110,7 +114,12 @@ class Kubelet:
                 api_port = parts.port or (443 if parts.scheme == "https" else 80)
             config = KubeletConfig(
                 state_dir=Path(state_dir),
-                node=NodeConfig(name=node_name, gpus=gpus, labels=labels),
+                node=NodeConfig(
+                    name=node_name,
+                    gpus=gpus,
+                    labels=labels,
+                    taints=[parse_taint(t) for t in node_taints or []],
+                ),
                 host_ports=list(host_ports or []),
                 api_port=api_port,
                 backoff_initial=backoff_initial,
@@ -133,6 +142,7 @@ class Kubelet:
         self.python_bin_dir = os.path.dirname(sys.executable)
         self.workers: dict[str, PodWorker] = {}  # by uid
         self._unsubscribe: Callable[[], None] | None = None
+        self._unsubscribe_node: Callable[[], None] | None = None
         self._schedule_needed = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._scheduler: asyncio.Task[None] | None = None
@@ -158,6 +168,8 @@ class Kubelet:
         await asyncio.to_thread(namespaces_available)
         self._register_node()
         self._unsubscribe = self.store.subscribe(PODS, self._on_pod_event)
+        # A node change (a taint removed, a label added, capacity grown) can make a pending pod fit.
+        self._unsubscribe_node = self.store.subscribe(NODES, lambda _ev: self._schedule_needed.set())
         self._scheduler = asyncio.ensure_future(self._schedule_loop())
         items, _ = self.store.list(PODS)
         for pod in items:
@@ -182,6 +194,8 @@ class Kubelet:
         self._stopped = True
         if self._unsubscribe is not None:
             self._unsubscribe()
+        if self._unsubscribe_node is not None:
+            self._unsubscribe_node()
         if self._scheduler is not None:
             self._scheduler.cancel()
         await asyncio.gather(*(w.kill() for w in list(self.workers.values())), return_exceptions=True)
@@ -343,9 +357,10 @@ class Kubelet:
         assert node is not None
         labels = node["metadata"].get("labels") or {}
         allocatable = (node.get("status") or {}).get("allocatable") or self.config.node.allocatable()
+        taints = (node.get("spec") or {}).get("taints") or []
         for pod in pending:
             bound = [p for p in pods if (p.get("spec") or {}).get("nodeName") == self.node_name]
-            result = fit(pod, labels, allocatable, bound)
+            result = fit(pod, labels, allocatable, bound, taints)
             ns, name = pod["metadata"].get("namespace", "default"), pod["metadata"]["name"]
             if result.ok:
                 self._bind(pod)

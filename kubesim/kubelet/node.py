@@ -9,7 +9,7 @@ import platform
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["NodeConfig", "machine_arch", "node_object", "parse_label"]
+__all__ = ["NodeConfig", "machine_arch", "node_object", "parse_label", "parse_taint"]
 
 GPU_RESOURCE = "nvidia.com/gpu"
 
@@ -38,6 +38,24 @@ def parse_label(text: str) -> tuple[str, str]:
     return key.strip(), value.strip()
 
 
+TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
+
+
+def parse_taint(text: str) -> dict[str, str]:
+    """`key[=value]:Effect` (kubectl taint's form) -> a Node `spec.taints` item; ValueError otherwise."""
+    body, sep, effect = text.rpartition(":")
+    key, _, value = body.partition("=")
+    if not sep or not key.strip() or effect not in TAINT_EFFECTS:
+        raise ValueError(
+            f"node taint {text!r} must look like key[=value]:Effect with Effect one of "
+            f"{', '.join(TAINT_EFFECTS)} (e.g. nvidia.com/gpu=present:NoSchedule)"
+        )
+    taint = {"key": key.strip(), "effect": effect}
+    if value.strip():
+        taint["value"] = value.strip()
+    return taint
+
+
 @dataclass
 class NodeConfig:
     """What the node offers. `gpus` is the `nvidia.com/gpu` capacity (changeable at run time)."""
@@ -48,6 +66,8 @@ class NodeConfig:
     pods: int = 110
     gpus: int = 0
     labels: dict[str, str] = field(default_factory=dict)
+    # `spec.taints` items, e.g. {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}.
+    taints: list[dict[str, str]] = field(default_factory=list)
 
     def all_labels(self) -> dict[str, str]:
         base = {
@@ -83,7 +103,7 @@ def node_object(cfg: NodeConfig, now: str, kubelet_port: int = 10250) -> dict[st
         "apiVersion": "v1",
         "kind": "Node",
         "metadata": {"name": cfg.name, "labels": cfg.all_labels()},
-        "spec": {},
+        "spec": {"taints": [dict(t) for t in cfg.taints]} if cfg.taints else {},
         "status": {
             "capacity": cfg.allocatable(),
             "allocatable": cfg.allocatable(),

@@ -1,7 +1,9 @@
 """Whether a pod fits the node, and the scheduler's message when it does not.
 
-The decision is the real scheduler's filter stage reduced to one node: node selector and required
-node affinity must match the node's labels; the pod's effective requests (per resource, the
+The decision is the real scheduler's filter stage reduced to one node, its plugins in the default
+profile's order, the first failure deciding the message: every taint of the node whose effect is
+`NoSchedule` or `NoExecute` must be tolerated by the pod (`PreferNoSchedule` only scores, so it never
+blocks); node selector and required node affinity must match the node's labels; the pod's effective requests (per resource, the
 larger of the sum over containers and the largest init container; a limit without a request
 counts as the request) plus those of the pods already bound and not terminal must fit the
 node's allocatable. Messages read like kube-scheduler 1.32's FailedScheduling events:
@@ -13,13 +15,13 @@ Pure: no I/O.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from kubesim.quantity import parse_quantity
 
-__all__ = ["Fit", "fit", "pod_requests"]
+__all__ = ["Fit", "fit", "pod_requests", "tolerates", "untolerated_taint"]
 
 
 @dataclass(frozen=True)
@@ -87,19 +89,63 @@ def _selector_matches(pod: dict[str, Any], labels: dict[str, str]) -> bool:
     return True
 
 
+_BLOCKING_EFFECTS = ("NoSchedule", "NoExecute")
+
+_NOT_HELPFUL = "preemption: 0/1 nodes are available: 1 Preemption is not helpful for scheduling."
+
+
+def tolerates(toleration: dict[str, Any], taint: dict[str, Any]) -> bool:
+    """Does one toleration match one taint?
+
+    An empty effect matches every effect; an empty key (only valid with `Exists`) matches every
+    key; `Exists` ignores the value; `Equal`, the default operator, needs the same value, a missing
+    value being the empty one.
+    """
+    effect = toleration.get("effect") or ""
+    if effect and effect != taint.get("effect"):
+        return False
+    key = toleration.get("key") or ""
+    operator = toleration.get("operator") or "Equal"
+    if key and key != taint.get("key"):
+        return False
+    if not key and operator != "Exists":
+        return False
+    if operator == "Exists":
+        return True
+    if operator == "Equal":
+        return (toleration.get("value") or "") == (taint.get("value") or "")
+    return False
+
+
+def untolerated_taint(
+    taints: Sequence[dict[str, Any]], tolerations: Sequence[dict[str, Any]]
+) -> dict[str, Any] | None:
+    """The first taint that blocks scheduling and that no toleration matches, or None."""
+    for taint in taints:
+        if taint.get("effect") not in _BLOCKING_EFFECTS:
+            continue
+        if not any(tolerates(t, taint) for t in tolerations):
+            return taint
+    return None
+
+
 def fit(
     pod: dict[str, Any],
     node_labels: dict[str, str],
     allocatable: dict[str, str],
     bound_pods: Iterable[dict[str, Any]],
+    taints: Sequence[dict[str, Any]] = (),
 ) -> Fit:
-    """Does `pod` fit, given the pods already bound to the node (terminal ones are skipped)?"""
+    """Does `pod` fit, given the node's taints and the pods already bound to it (terminal ones skipped)?"""
     reasons: list[str] = []
+    blocking = untolerated_taint(taints, (pod.get("spec") or {}).get("tolerations") or [])
+    if blocking is not None:
+        shown = f"{{{blocking.get('key', '')}: {blocking.get('value') or ''}}}"
+        return Fit(False, f"0/1 nodes are available: 1 node(s) had untolerated taint {shown}. {_NOT_HELPFUL}")
     if not _selector_matches(pod, node_labels):
         return Fit(
             False,
-            "0/1 nodes are available: 1 node(s) didn't match Pod's node affinity/selector. "
-            "preemption: 0/1 nodes are available: 1 Preemption is not helpful for scheduling.",
+            f"0/1 nodes are available: 1 node(s) didn't match Pod's node affinity/selector. {_NOT_HELPFUL}",
         )
     used: dict[str, float] = {}
     count = 0

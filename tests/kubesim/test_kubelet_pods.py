@@ -166,6 +166,44 @@ def test_pod_needing_more_gpus_stays_pending_until_capacity_frees(core: Any) -> 
     delete(core, "gpu-b")
 
 
+def test_taint_keeps_an_intolerant_pod_pending_until_it_is_removed(core: Any) -> None:
+    taint = {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}
+    core.patch_node("kubesim-node", {"spec": {"taints": [taint]}})
+    try:
+        core.create_namespaced_pod(
+            "default",
+            pod(
+                "tol",
+                ["sleep", "3600"],
+                tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+            ),
+        )
+        core.create_namespaced_pod("default", pod("intol", ["sleep", "3600"]))
+        wait_for(lambda: phase(core, "tol") == "Running", what="tolerating pod Running")
+
+        def unschedulable() -> Any:
+            conds = status(core, "intol").conditions or []
+            return [c for c in conds if c.type == "PodScheduled" and c.status == "False"]
+
+        cond = wait_for(unschedulable, what="PodScheduled=False")[0]
+        assert cond.reason == "Unschedulable"
+        assert cond.message == (
+            "0/1 nodes are available: 1 node(s) had untolerated taint {nvidia.com/gpu: present}. "
+            "preemption: 0/1 nodes are available: 1 Preemption is not helpful for scheduling."
+        )
+        ev = wait_for(
+            lambda: [e for e in events(core, "intol") if e.reason == "FailedScheduling"],
+            what="FailedScheduling",
+        )
+        assert ev[0].type == "Warning" and "untolerated taint" in ev[0].message
+    finally:
+        core.patch_node("kubesim-node", {"spec": {"taints": None}})
+    # Removing the taint is a node change: the scheduler retries without any pod event.
+    wait_for(lambda: phase(core, "intol") == "Running", what="intolerant pod scheduled once the taint went")
+    delete(core, "tol")
+    delete(core, "intol")
+
+
 def test_node_selector_must_match_labels(core: Any) -> None:
     node = core.read_node("kubesim-node")
     assert node.metadata.labels["kubernetes.io/os"] == "linux"

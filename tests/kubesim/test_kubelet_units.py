@@ -14,8 +14,8 @@ from kubesim.images.layers import LayerStore
 from kubesim.kubelet import logs as logfiles
 from kubesim.kubelet.containerfs import host_path, instance_fs
 from kubesim.kubelet.namespaces import Mount, _container_script, _script
-from kubesim.kubelet.node import NodeConfig, machine_arch, node_object, parse_label
-from kubesim.kubelet.scheduler import fit, pod_requests
+from kubesim.kubelet.node import NodeConfig, machine_arch, node_object, parse_label, parse_taint
+from kubesim.kubelet.scheduler import fit, pod_requests, tolerates, untolerated_taint
 from kubesim.kubelet.spec import ConfigError, expand, parse_quantity, resolve_argv, resolve_env
 from kubesim.kubelet.status import ContainerView, PodFacts, Terminated, pod_phase, pod_status, will_restart
 from kubesim.kubelet.volumes import pod_volumes, volume_mounts
@@ -195,6 +195,109 @@ def test_fit_node_affinity_expressions() -> None:
     assert not fit(pod, LABELS, ALLOC, []).ok
 
 
+GPU_TAINT = {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}
+
+
+@pytest.mark.parametrize(
+    "toleration, taint, matches",
+    [
+        ({"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}, GPU_TAINT, True),
+        ({"key": "nvidia.com/gpu", "operator": "Exists"}, GPU_TAINT, True),
+        ({"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}, GPU_TAINT, True),
+        ({"key": "nvidia.com/gpu", "operator": "Equal", "value": "present"}, GPU_TAINT, True),
+        ({"key": "nvidia.com/gpu", "operator": "Equal", "value": "absent"}, GPU_TAINT, False),
+        ({"key": "nvidia.com/gpu"}, GPU_TAINT, False),
+        ({"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoExecute"}, GPU_TAINT, False),
+        ({"key": "sku", "operator": "Exists"}, GPU_TAINT, False),
+        ({"operator": "Exists"}, GPU_TAINT, True),
+        ({"operator": "Exists", "effect": "NoExecute"}, GPU_TAINT, False),
+        ({"value": "present"}, GPU_TAINT, False),
+        ({"key": "sku"}, {"key": "sku", "effect": "NoSchedule"}, True),
+        ({"key": "sku", "value": ""}, {"key": "sku", "value": "gpu", "effect": "NoSchedule"}, False),
+        ({"key": "nvidia.com/gpu", "operator": "Gt", "value": "1"}, GPU_TAINT, False),
+    ],
+)
+def test_tolerates(toleration: dict[str, Any], taint: dict[str, Any], matches: bool) -> None:
+    assert tolerates(toleration, taint) is matches
+
+
+@pytest.mark.parametrize(
+    "taints, tolerations, blocking",
+    [
+        ([], [], None),
+        ([GPU_TAINT], [], GPU_TAINT),
+        ([{"key": "soft", "effect": "PreferNoSchedule"}], [], None),
+        ([{"key": "evict", "effect": "NoExecute"}], [], {"key": "evict", "effect": "NoExecute"}),
+        (
+            [GPU_TAINT, {"key": "sku", "value": "gpu", "effect": "NoSchedule"}],
+            [{"key": "nvidia.com/gpu", "operator": "Exists"}],
+            {"key": "sku", "value": "gpu", "effect": "NoSchedule"},
+        ),
+        (
+            [GPU_TAINT, {"key": "sku", "value": "gpu", "effect": "NoSchedule"}],
+            [{"key": "nvidia.com/gpu", "operator": "Exists"}, {"key": "sku", "value": "gpu"}],
+            None,
+        ),
+    ],
+)
+def test_untolerated_taint(
+    taints: list[dict[str, Any]], tolerations: list[dict[str, Any]], blocking: dict[str, Any] | None
+) -> None:
+    assert untolerated_taint(taints, tolerations) == blocking
+
+
+@pytest.mark.parametrize(
+    "taints, tolerations, selector, gpus, message",
+    [
+        ([GPU_TAINT], [], None, 0, "1 node(s) had untolerated taint {nvidia.com/gpu: present}. "),
+        (
+            [{"key": "node.kubernetes.io/not-ready", "effect": "NoExecute"}],
+            [],
+            None,
+            0,
+            "1 node(s) had untolerated taint {node.kubernetes.io/not-ready: }. ",
+        ),
+        # The taint filter runs before node affinity and resources: its reason is the one reported.
+        ([GPU_TAINT], [], {"nvidia.com/gpu.product": "A100"}, 5, "had untolerated taint"),
+        (
+            [GPU_TAINT],
+            [{"key": "nvidia.com/gpu", "operator": "Exists"}],
+            {"nvidia.com/gpu.product": "A100"},
+            5,
+            "didn't match Pod's node affinity/selector",
+        ),
+        (
+            [GPU_TAINT],
+            [{"key": "nvidia.com/gpu", "operator": "Exists"}],
+            None,
+            5,
+            "Insufficient nvidia.com/gpu",
+        ),
+        ([GPU_TAINT], [{"key": "nvidia.com/gpu", "operator": "Exists"}], None, 1, ""),
+    ],
+)
+def test_fit_with_taints(
+    taints: list[dict[str, Any]],
+    tolerations: list[dict[str, Any]],
+    selector: dict[str, str] | None,
+    gpus: int,
+    message: str,
+) -> None:
+    pod = _pod(gpus=gpus, selector=selector)
+    pod["spec"]["tolerations"] = tolerations
+    result = fit(pod, LABELS, ALLOC, [], taints)
+    assert result.ok is (message == "")
+    assert message in result.message
+    if not result.ok:
+        assert result.message.startswith("0/1 nodes are available: 1 ")
+        tail = (
+            "1 No preemption victims found for incoming pod."
+            if "Insufficient" in message
+            else "1 Preemption is not helpful for scheduling."
+        )
+        assert result.message.endswith(" preemption: 0/1 nodes are available: " + tail)
+
+
 def test_pod_requests_init_max_and_limits_as_requests() -> None:
     pod = {
         "spec": {
@@ -296,6 +399,33 @@ def test_node_object_labels_and_capacity() -> None:
     assert node["status"]["allocatable"]["nvidia.com/gpu"] == "2"
     assert {c["type"]: c["status"] for c in node["status"]["conditions"]}["Ready"] == "True"
     assert all(a["address"] in ("127.0.0.1", "kubesim-node") for a in node["status"]["addresses"])
+
+
+@pytest.mark.parametrize(
+    "text, taint",
+    [
+        (
+            "nvidia.com/gpu=present:NoSchedule",
+            {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"},
+        ),
+        ("dedicated:NoExecute", {"key": "dedicated", "effect": "NoExecute"}),
+        ("sku=gpu:PreferNoSchedule", {"key": "sku", "value": "gpu", "effect": "PreferNoSchedule"}),
+    ],
+)
+def test_parse_taint(text: str, taint: dict[str, str]) -> None:
+    assert parse_taint(text) == taint
+
+
+@pytest.mark.parametrize("text", ["nvidia.com/gpu=present", "=x:NoSchedule", "k=v:Sometimes", ":NoSchedule"])
+def test_parse_taint_rejects_malformed(text: str) -> None:
+    with pytest.raises(ValueError, match=r"key\[=value\]:Effect"):
+        parse_taint(text)
+
+
+def test_node_object_carries_taints() -> None:
+    assert "taints" not in node_object(NodeConfig(), "now")["spec"]
+    node = node_object(NodeConfig(taints=[parse_taint("nvidia.com/gpu=present:NoSchedule")]), "now")
+    assert node["spec"]["taints"] == [{"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}]
 
 
 def test_parse_label_rejects_missing_equals() -> None:
@@ -518,6 +648,19 @@ def test_kubelet_config_node_labels_and_keyword_construction(tmp_path: Path) -> 
     assert kubelet.host_ports == {5000, 6443} and kubelet.config.api_port == 6443
     with pytest.raises(ValueError, match="state_dir"):
         Kubelet(Store())
+
+
+def test_kubelet_config_and_keyword_construction_take_taints(tmp_path: Path) -> None:
+    from kubesim.kubelet import Kubelet, KubeletConfig
+    from kubesim.store import Store
+
+    gpu = {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}
+    cfg = KubeletConfig(state_dir=tmp_path, node_taints=["nvidia.com/gpu=present:NoSchedule"])
+    assert cfg.node.taints == [gpu]
+    with pytest.raises(ValueError, match="Effect"):
+        KubeletConfig(state_dir=tmp_path, node_taints=["nvidia.com/gpu"])
+    kubelet = Kubelet(Store(), state_dir=tmp_path, node_taints=["sku=gpu:NoSchedule"])
+    assert kubelet.config.node.taints == [{"key": "sku", "value": "gpu", "effect": "NoSchedule"}]
 
 
 @pytest.mark.parametrize(
