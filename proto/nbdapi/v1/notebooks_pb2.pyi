@@ -1,13 +1,12 @@
 import datetime
-from collections.abc import Iterable as _Iterable
-from collections.abc import Mapping as _Mapping
-from typing import ClassVar as _ClassVar
 
-from google.protobuf import descriptor as _descriptor
-from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -59,7 +58,6 @@ class SessionEventKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SESSION_EVENT_KIND_SYNC_CHANGE: _ClassVar[SessionEventKind]
     SESSION_EVENT_KIND_CONFLICT: _ClassVar[SessionEventKind]
     SESSION_EVENT_KIND_PROBLEM: _ClassVar[SessionEventKind]
-
 PHASE_UNSPECIFIED: Phase
 PHASE_PACKAGING: Phase
 PHASE_UPLOADING: Phase
@@ -103,8 +101,7 @@ class NotebookSpec(_message.Message):
         VALUE_FIELD_NUMBER: _ClassVar[int]
         key: str
         value: str
-        def __init__(self, key: str | None = ..., value: str | None = ...) -> None: ...
-
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     GPU_COUNT_FIELD_NUMBER: _ClassVar[int]
     GPU_TYPE_FIELD_NUMBER: _ClassVar[int]
@@ -123,32 +120,10 @@ class NotebookSpec(_message.Message):
     command: _containers.RepeatedScalarFieldContainer[str]
     workdir: str
     port: int
-    def __init__(
-        self,
-        image: str | None = ...,
-        gpu_count: int | None = ...,
-        gpu_type: str | None = ...,
-        cpu: str | None = ...,
-        memory: str | None = ...,
-        env: _Mapping[str, str] | None = ...,
-        command: _Iterable[str] | None = ...,
-        workdir: str | None = ...,
-        port: int | None = ...,
-    ) -> None: ...
+    def __init__(self, image: _Optional[str] = ..., gpu_count: _Optional[int] = ..., gpu_type: _Optional[str] = ..., cpu: _Optional[str] = ..., memory: _Optional[str] = ..., env: _Optional[_Mapping[str, str]] = ..., command: _Optional[_Iterable[str]] = ..., workdir: _Optional[str] = ..., port: _Optional[int] = ...) -> None: ...
 
 class LaunchRequest(_message.Message):
-    __slots__ = (
-        "directory",
-        "name",
-        "namespace",
-        "context",
-        "kubeconfig",
-        "notebook_file",
-        "spec",
-        "local_port",
-        "no_sync",
-        "attach",
-    )
+    __slots__ = ("directory", "name", "namespace", "context", "kubeconfig", "notebook_file", "spec", "local_port", "no_sync", "attach")
     DIRECTORY_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
@@ -169,33 +144,10 @@ class LaunchRequest(_message.Message):
     local_port: int
     no_sync: bool
     attach: bool
-    def __init__(
-        self,
-        directory: str | None = ...,
-        name: str | None = ...,
-        namespace: str | None = ...,
-        context: str | None = ...,
-        kubeconfig: str | None = ...,
-        notebook_file: str | None = ...,
-        spec: NotebookSpec | _Mapping | None = ...,
-        local_port: int | None = ...,
-        no_sync: bool | None = ...,
-        attach: bool | None = ...,
-    ) -> None: ...
+    def __init__(self, directory: _Optional[str] = ..., name: _Optional[str] = ..., namespace: _Optional[str] = ..., context: _Optional[str] = ..., kubeconfig: _Optional[str] = ..., notebook_file: _Optional[str] = ..., spec: _Optional[_Union[NotebookSpec, _Mapping]] = ..., local_port: _Optional[int] = ..., no_sync: _Optional[bool] = ..., attach: _Optional[bool] = ...) -> None: ...
 
 class LaunchEvent(_message.Message):
-    __slots__ = (
-        "time",
-        "session",
-        "phase",
-        "progress",
-        "cached",
-        "build_log",
-        "pod",
-        "ready",
-        "failed",
-        "notice",
-    )
+    __slots__ = ("time", "session", "phase", "progress", "cached", "build_log", "pod", "ready", "failed", "notice")
     TIME_FIELD_NUMBER: _ClassVar[int]
     SESSION_FIELD_NUMBER: _ClassVar[int]
     PHASE_FIELD_NUMBER: _ClassVar[int]
@@ -216,19 +168,7 @@ class LaunchEvent(_message.Message):
     ready: Ready
     failed: Failure
     notice: Notice
-    def __init__(
-        self,
-        time: datetime.datetime | _timestamp_pb2.Timestamp | _Mapping | None = ...,
-        session: str | None = ...,
-        phase: PhaseChanged | _Mapping | None = ...,
-        progress: Progress | _Mapping | None = ...,
-        cached: Cached | _Mapping | None = ...,
-        build_log: LogLine | _Mapping | None = ...,
-        pod: PodStatus | _Mapping | None = ...,
-        ready: Ready | _Mapping | None = ...,
-        failed: Failure | _Mapping | None = ...,
-        notice: Notice | _Mapping | None = ...,
-    ) -> None: ...
+    def __init__(self, time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., session: _Optional[str] = ..., phase: _Optional[_Union[PhaseChanged, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., cached: _Optional[_Union[Cached, _Mapping]] = ..., build_log: _Optional[_Union[LogLine, _Mapping]] = ..., pod: _Optional[_Union[PodStatus, _Mapping]] = ..., ready: _Optional[_Union[Ready, _Mapping]] = ..., failed: _Optional[_Union[Failure, _Mapping]] = ..., notice: _Optional[_Union[Notice, _Mapping]] = ...) -> None: ...
 
 class PhaseChanged(_message.Message):
     __slots__ = ("phase", "message")
@@ -236,18 +176,10 @@ class PhaseChanged(_message.Message):
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     phase: Phase
     message: str
-    def __init__(self, phase: Phase | str | None = ..., message: str | None = ...) -> None: ...
+    def __init__(self, phase: _Optional[_Union[Phase, str]] = ..., message: _Optional[str] = ...) -> None: ...
 
 class Progress(_message.Message):
-    __slots__ = (
-        "phase",
-        "done_bytes",
-        "total_bytes",
-        "done_files",
-        "total_files",
-        "bytes_per_second",
-        "eta_seconds",
-    )
+    __slots__ = ("phase", "done_bytes", "total_bytes", "done_files", "total_files", "bytes_per_second", "eta_seconds")
     PHASE_FIELD_NUMBER: _ClassVar[int]
     DONE_BYTES_FIELD_NUMBER: _ClassVar[int]
     TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
@@ -262,16 +194,7 @@ class Progress(_message.Message):
     total_files: int
     bytes_per_second: float
     eta_seconds: float
-    def __init__(
-        self,
-        phase: Phase | str | None = ...,
-        done_bytes: int | None = ...,
-        total_bytes: int | None = ...,
-        done_files: int | None = ...,
-        total_files: int | None = ...,
-        bytes_per_second: float | None = ...,
-        eta_seconds: float | None = ...,
-    ) -> None: ...
+    def __init__(self, phase: _Optional[_Union[Phase, str]] = ..., done_bytes: _Optional[int] = ..., total_bytes: _Optional[int] = ..., done_files: _Optional[int] = ..., total_files: _Optional[int] = ..., bytes_per_second: _Optional[float] = ..., eta_seconds: _Optional[float] = ...) -> None: ...
 
 class Cached(_message.Message):
     __slots__ = ("step", "reason", "md5")
@@ -281,7 +204,6 @@ class Cached(_message.Message):
         STEP_PACKAGE: _ClassVar[Cached.Step]
         STEP_UPLOAD: _ClassVar[Cached.Step]
         STEP_BUILD: _ClassVar[Cached.Step]
-
     STEP_UNSPECIFIED: Cached.Step
     STEP_PACKAGE: Cached.Step
     STEP_UPLOAD: Cached.Step
@@ -292,12 +214,7 @@ class Cached(_message.Message):
     step: Cached.Step
     reason: str
     md5: str
-    def __init__(
-        self,
-        step: Cached.Step | str | None = ...,
-        reason: str | None = ...,
-        md5: str | None = ...,
-    ) -> None: ...
+    def __init__(self, step: _Optional[_Union[Cached.Step, str]] = ..., reason: _Optional[str] = ..., md5: _Optional[str] = ...) -> None: ...
 
 class PodStatus(_message.Message):
     __slots__ = ("pod", "phase", "reason", "message", "ready")
@@ -311,14 +228,7 @@ class PodStatus(_message.Message):
     reason: str
     message: str
     ready: bool
-    def __init__(
-        self,
-        pod: str | None = ...,
-        phase: str | None = ...,
-        reason: str | None = ...,
-        message: str | None = ...,
-        ready: bool | None = ...,
-    ) -> None: ...
+    def __init__(self, pod: _Optional[str] = ..., phase: _Optional[str] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ..., ready: _Optional[bool] = ...) -> None: ...
 
 class Ready(_message.Message):
     __slots__ = ("url", "local_port", "session", "ui", "note")
@@ -332,14 +242,7 @@ class Ready(_message.Message):
     session: Session
     ui: str
     note: str
-    def __init__(
-        self,
-        url: str | None = ...,
-        local_port: int | None = ...,
-        session: Session | _Mapping | None = ...,
-        ui: str | None = ...,
-        note: str | None = ...,
-    ) -> None: ...
+    def __init__(self, url: _Optional[str] = ..., local_port: _Optional[int] = ..., session: _Optional[_Union[Session, _Mapping]] = ..., ui: _Optional[str] = ..., note: _Optional[str] = ...) -> None: ...
 
 class Failure(_message.Message):
     __slots__ = ("reason", "message", "log_tail")
@@ -349,12 +252,7 @@ class Failure(_message.Message):
     reason: str
     message: str
     log_tail: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(
-        self,
-        reason: str | None = ...,
-        message: str | None = ...,
-        log_tail: _Iterable[str] | None = ...,
-    ) -> None: ...
+    def __init__(self, reason: _Optional[str] = ..., message: _Optional[str] = ..., log_tail: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Notice(_message.Message):
     __slots__ = ("level", "message")
@@ -363,7 +261,6 @@ class Notice(_message.Message):
         LEVEL_UNSPECIFIED: _ClassVar[Notice.Level]
         LEVEL_INFO: _ClassVar[Notice.Level]
         LEVEL_WARNING: _ClassVar[Notice.Level]
-
     LEVEL_UNSPECIFIED: Notice.Level
     LEVEL_INFO: Notice.Level
     LEVEL_WARNING: Notice.Level
@@ -371,7 +268,7 @@ class Notice(_message.Message):
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     level: Notice.Level
     message: str
-    def __init__(self, level: Notice.Level | str | None = ..., message: str | None = ...) -> None: ...
+    def __init__(self, level: _Optional[_Union[Notice.Level, str]] = ..., message: _Optional[str] = ...) -> None: ...
 
 class ForwardStatus(_message.Message):
     __slots__ = ("state", "local_port", "remote_port", "pod", "message", "open_connections", "last_probe")
@@ -389,16 +286,7 @@ class ForwardStatus(_message.Message):
     message: str
     open_connections: int
     last_probe: _timestamp_pb2.Timestamp
-    def __init__(
-        self,
-        state: ForwardState | str | None = ...,
-        local_port: int | None = ...,
-        remote_port: int | None = ...,
-        pod: str | None = ...,
-        message: str | None = ...,
-        open_connections: int | None = ...,
-        last_probe: datetime.datetime | _timestamp_pb2.Timestamp | _Mapping | None = ...,
-    ) -> None: ...
+    def __init__(self, state: _Optional[_Union[ForwardState, str]] = ..., local_port: _Optional[int] = ..., remote_port: _Optional[int] = ..., pod: _Optional[str] = ..., message: _Optional[str] = ..., open_connections: _Optional[int] = ..., last_probe: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Conflict(_message.Message):
     __slots__ = ("path", "copy_path", "message", "time")
@@ -410,13 +298,7 @@ class Conflict(_message.Message):
     copy_path: str
     message: str
     time: _timestamp_pb2.Timestamp
-    def __init__(
-        self,
-        path: str | None = ...,
-        copy_path: str | None = ...,
-        message: str | None = ...,
-        time: datetime.datetime | _timestamp_pb2.Timestamp | _Mapping | None = ...,
-    ) -> None: ...
+    def __init__(self, path: _Optional[str] = ..., copy_path: _Optional[str] = ..., message: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Problem(_message.Message):
     __slots__ = ("path", "message", "time")
@@ -426,29 +308,10 @@ class Problem(_message.Message):
     path: str
     message: str
     time: _timestamp_pb2.Timestamp
-    def __init__(
-        self,
-        path: str | None = ...,
-        message: str | None = ...,
-        time: datetime.datetime | _timestamp_pb2.Timestamp | _Mapping | None = ...,
-    ) -> None: ...
+    def __init__(self, path: _Optional[str] = ..., message: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class SyncStatus(_message.Message):
-    __slots__ = (
-        "state",
-        "message",
-        "files",
-        "cycles",
-        "bytes_to_remote",
-        "bytes_to_local",
-        "files_to_remote",
-        "files_to_local",
-        "last_cycle",
-        "conflicts",
-        "problems",
-        "local_root",
-        "remote_root",
-    )
+    __slots__ = ("state", "message", "files", "cycles", "bytes_to_remote", "bytes_to_local", "files_to_remote", "files_to_local", "last_cycle", "conflicts", "problems", "local_root", "remote_root", "resolved_conflicts")
     STATE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     FILES_FIELD_NUMBER: _ClassVar[int]
@@ -462,6 +325,7 @@ class SyncStatus(_message.Message):
     PROBLEMS_FIELD_NUMBER: _ClassVar[int]
     LOCAL_ROOT_FIELD_NUMBER: _ClassVar[int]
     REMOTE_ROOT_FIELD_NUMBER: _ClassVar[int]
+    RESOLVED_CONFLICTS_FIELD_NUMBER: _ClassVar[int]
     state: SyncState
     message: str
     files: int
@@ -475,43 +339,11 @@ class SyncStatus(_message.Message):
     problems: _containers.RepeatedCompositeFieldContainer[Problem]
     local_root: str
     remote_root: str
-    def __init__(
-        self,
-        state: SyncState | str | None = ...,
-        message: str | None = ...,
-        files: int | None = ...,
-        cycles: int | None = ...,
-        bytes_to_remote: int | None = ...,
-        bytes_to_local: int | None = ...,
-        files_to_remote: int | None = ...,
-        files_to_local: int | None = ...,
-        last_cycle: datetime.datetime | _timestamp_pb2.Timestamp | _Mapping | None = ...,
-        conflicts: _Iterable[Conflict | _Mapping] | None = ...,
-        problems: _Iterable[Problem | _Mapping] | None = ...,
-        local_root: str | None = ...,
-        remote_root: str | None = ...,
-    ) -> None: ...
+    resolved_conflicts: _containers.RepeatedCompositeFieldContainer[Conflict]
+    def __init__(self, state: _Optional[_Union[SyncState, str]] = ..., message: _Optional[str] = ..., files: _Optional[int] = ..., cycles: _Optional[int] = ..., bytes_to_remote: _Optional[int] = ..., bytes_to_local: _Optional[int] = ..., files_to_remote: _Optional[int] = ..., files_to_local: _Optional[int] = ..., last_cycle: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., conflicts: _Optional[_Iterable[_Union[Conflict, _Mapping]]] = ..., problems: _Optional[_Iterable[_Union[Problem, _Mapping]]] = ..., local_root: _Optional[str] = ..., remote_root: _Optional[str] = ..., resolved_conflicts: _Optional[_Iterable[_Union[Conflict, _Mapping]]] = ...) -> None: ...
 
 class Session(_message.Message):
-    __slots__ = (
-        "name",
-        "namespace",
-        "context",
-        "kubeconfig",
-        "directory",
-        "phase",
-        "message",
-        "url",
-        "spec",
-        "context_md5",
-        "image",
-        "pod",
-        "forward",
-        "sync",
-        "created",
-        "updated",
-        "ref",
-    )
+    __slots__ = ("name", "namespace", "context", "kubeconfig", "directory", "phase", "message", "url", "spec", "context_md5", "image", "pod", "forward", "sync", "created", "updated", "ref")
     NAME_FIELD_NUMBER: _ClassVar[int]
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
@@ -546,26 +378,7 @@ class Session(_message.Message):
     created: _timestamp_pb2.Timestamp
     updated: _timestamp_pb2.Timestamp
     ref: str
-    def __init__(
-        self,
-        name: str | None = ...,
-        namespace: str | None = ...,
-        context: str | None = ...,
-        kubeconfig: str | None = ...,
-        directory: str | None = ...,
-        phase: Phase | str | None = ...,
-        message: str | None = ...,
-        url: str | None = ...,
-        spec: NotebookSpec | _Mapping | None = ...,
-        context_md5: str | None = ...,
-        image: str | None = ...,
-        pod: str | None = ...,
-        forward: ForwardStatus | _Mapping | None = ...,
-        sync: SyncStatus | _Mapping | None = ...,
-        created: datetime.datetime | _timestamp_pb2.Timestamp | _Mapping | None = ...,
-        updated: datetime.datetime | _timestamp_pb2.Timestamp | _Mapping | None = ...,
-        ref: str | None = ...,
-    ) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., namespace: _Optional[str] = ..., context: _Optional[str] = ..., kubeconfig: _Optional[str] = ..., directory: _Optional[str] = ..., phase: _Optional[_Union[Phase, str]] = ..., message: _Optional[str] = ..., url: _Optional[str] = ..., spec: _Optional[_Union[NotebookSpec, _Mapping]] = ..., context_md5: _Optional[str] = ..., image: _Optional[str] = ..., pod: _Optional[str] = ..., forward: _Optional[_Union[ForwardStatus, _Mapping]] = ..., sync: _Optional[_Union[SyncStatus, _Mapping]] = ..., created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ref: _Optional[str] = ...) -> None: ...
 
 class StopRequest(_message.Message):
     __slots__ = ("session", "delete")
@@ -573,19 +386,19 @@ class StopRequest(_message.Message):
     DELETE_FIELD_NUMBER: _ClassVar[int]
     session: str
     delete: bool
-    def __init__(self, session: str | None = ..., delete: bool | None = ...) -> None: ...
+    def __init__(self, session: _Optional[str] = ..., delete: _Optional[bool] = ...) -> None: ...
 
 class StopResponse(_message.Message):
     __slots__ = ("session",)
     SESSION_FIELD_NUMBER: _ClassVar[int]
     session: Session
-    def __init__(self, session: Session | _Mapping | None = ...) -> None: ...
+    def __init__(self, session: _Optional[_Union[Session, _Mapping]] = ...) -> None: ...
 
 class GetRequest(_message.Message):
     __slots__ = ("session",)
     SESSION_FIELD_NUMBER: _ClassVar[int]
     session: str
-    def __init__(self, session: str | None = ...) -> None: ...
+    def __init__(self, session: _Optional[str] = ...) -> None: ...
 
 class ListRequest(_message.Message):
     __slots__ = ()
@@ -595,7 +408,7 @@ class ListResponse(_message.Message):
     __slots__ = ("sessions",)
     SESSIONS_FIELD_NUMBER: _ClassVar[int]
     sessions: _containers.RepeatedCompositeFieldContainer[Session]
-    def __init__(self, sessions: _Iterable[Session | _Mapping] | None = ...) -> None: ...
+    def __init__(self, sessions: _Optional[_Iterable[_Union[Session, _Mapping]]] = ...) -> None: ...
 
 class LogsRequest(_message.Message):
     __slots__ = ("session", "source", "follow", "tail_lines", "container")
@@ -609,14 +422,7 @@ class LogsRequest(_message.Message):
     follow: bool
     tail_lines: int
     container: str
-    def __init__(
-        self,
-        session: str | None = ...,
-        source: LogSource | str | None = ...,
-        follow: bool | None = ...,
-        tail_lines: int | None = ...,
-        container: str | None = ...,
-    ) -> None: ...
+    def __init__(self, session: _Optional[str] = ..., source: _Optional[_Union[LogSource, str]] = ..., follow: _Optional[bool] = ..., tail_lines: _Optional[int] = ..., container: _Optional[str] = ...) -> None: ...
 
 class LogLine(_message.Message):
     __slots__ = ("container", "text", "time")
@@ -626,12 +432,7 @@ class LogLine(_message.Message):
     container: str
     text: str
     time: _timestamp_pb2.Timestamp
-    def __init__(
-        self,
-        container: str | None = ...,
-        text: str | None = ...,
-        time: datetime.datetime | _timestamp_pb2.Timestamp | _Mapping | None = ...,
-    ) -> None: ...
+    def __init__(self, container: _Optional[str] = ..., text: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class SyncRequest(_message.Message):
     __slots__ = ("session", "action", "force")
@@ -642,7 +443,6 @@ class SyncRequest(_message.Message):
         ACTION_PAUSE: _ClassVar[SyncRequest.Action]
         ACTION_RESUME: _ClassVar[SyncRequest.Action]
         ACTION_FLUSH: _ClassVar[SyncRequest.Action]
-
     ACTION_UNSPECIFIED: SyncRequest.Action
     ACTION_STATUS: SyncRequest.Action
     ACTION_PAUSE: SyncRequest.Action
@@ -654,18 +454,13 @@ class SyncRequest(_message.Message):
     session: str
     action: SyncRequest.Action
     force: bool
-    def __init__(
-        self,
-        session: str | None = ...,
-        action: SyncRequest.Action | str | None = ...,
-        force: bool | None = ...,
-    ) -> None: ...
+    def __init__(self, session: _Optional[str] = ..., action: _Optional[_Union[SyncRequest.Action, str]] = ..., force: _Optional[bool] = ...) -> None: ...
 
 class SyncResponse(_message.Message):
     __slots__ = ("status",)
     STATUS_FIELD_NUMBER: _ClassVar[int]
     status: SyncStatus
-    def __init__(self, status: SyncStatus | _Mapping | None = ...) -> None: ...
+    def __init__(self, status: _Optional[_Union[SyncStatus, _Mapping]] = ...) -> None: ...
 
 class EventsRequest(_message.Message):
     __slots__ = ("sessions", "initial")
@@ -673,7 +468,7 @@ class EventsRequest(_message.Message):
     INITIAL_FIELD_NUMBER: _ClassVar[int]
     sessions: _containers.RepeatedScalarFieldContainer[str]
     initial: bool
-    def __init__(self, sessions: _Iterable[str] | None = ..., initial: bool | None = ...) -> None: ...
+    def __init__(self, sessions: _Optional[_Iterable[str]] = ..., initial: _Optional[bool] = ...) -> None: ...
 
 class SyncChange(_message.Message):
     __slots__ = ("direction", "path", "action", "bytes")
@@ -682,7 +477,6 @@ class SyncChange(_message.Message):
         DIRECTION_UNSPECIFIED: _ClassVar[SyncChange.Direction]
         DIRECTION_TO_LOCAL: _ClassVar[SyncChange.Direction]
         DIRECTION_TO_REMOTE: _ClassVar[SyncChange.Direction]
-
     DIRECTION_UNSPECIFIED: SyncChange.Direction
     DIRECTION_TO_LOCAL: SyncChange.Direction
     DIRECTION_TO_REMOTE: SyncChange.Direction
@@ -694,13 +488,7 @@ class SyncChange(_message.Message):
     path: str
     action: str
     bytes: int
-    def __init__(
-        self,
-        direction: SyncChange.Direction | str | None = ...,
-        path: str | None = ...,
-        action: str | None = ...,
-        bytes: int | None = ...,
-    ) -> None: ...
+    def __init__(self, direction: _Optional[_Union[SyncChange.Direction, str]] = ..., path: _Optional[str] = ..., action: _Optional[str] = ..., bytes: _Optional[int] = ...) -> None: ...
 
 class SessionEvent(_message.Message):
     __slots__ = ("time", "kind", "session", "sync_change", "conflict", "problem")
@@ -716,12 +504,4 @@ class SessionEvent(_message.Message):
     sync_change: SyncChange
     conflict: Conflict
     problem: Problem
-    def __init__(
-        self,
-        time: datetime.datetime | _timestamp_pb2.Timestamp | _Mapping | None = ...,
-        kind: SessionEventKind | str | None = ...,
-        session: Session | _Mapping | None = ...,
-        sync_change: SyncChange | _Mapping | None = ...,
-        conflict: Conflict | _Mapping | None = ...,
-        problem: Problem | _Mapping | None = ...,
-    ) -> None: ...
+    def __init__(self, time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., kind: _Optional[_Union[SessionEventKind, str]] = ..., session: _Optional[_Union[Session, _Mapping]] = ..., sync_change: _Optional[_Union[SyncChange, _Mapping]] = ..., conflict: _Optional[_Union[Conflict, _Mapping]] = ..., problem: _Optional[_Union[Problem, _Mapping]] = ...) -> None: ...
