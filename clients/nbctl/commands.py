@@ -178,6 +178,11 @@ def _print_sync(status: Any) -> None:
         )
     for p in status.problems:
         print(f"problem:  {p.path}: {p.message}")
+    if status.resolved_conflicts:
+        print(
+            f"resolved: {len(status.resolved_conflicts)} conflict(s) resolved lately"
+            " (the copy deleted or renamed, or the file edited since); --output json lists them"
+        )
 
 
 def cmd_sync(args: argparse.Namespace) -> int:

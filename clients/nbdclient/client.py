@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Generic, TypeVar, cast
 
@@ -19,7 +20,7 @@ import grpc
 from nbdapi.v1 import daemon_pb2, daemon_pb2_grpc, notebooks_pb2, notebooks_pb2_grpc
 from nbdclient import daemon as daemon_control
 from nbdclient.daemon import CHANNEL_OPTIONS
-from nbdclient.errors import NbdClientError, from_rpc_error
+from nbdclient.errors import SESSIONS_RESUMING, NbdClientError, from_rpc_error
 from nbdlocal.paths import DaemonPaths, resolve
 
 __all__ = ["CHANNEL_OPTIONS", "Client", "Stream", "connect"]
@@ -110,6 +111,8 @@ class Client:
         self.daemon = daemon
         self._notebooks = notebooks_pb2_grpc.NotebooksStub(channel)  # type: ignore[no-untyped-call]
         self._daemon = daemon_pb2_grpc.DaemonStub(channel)  # type: ignore[no-untyped-call]
+        # Seconds a unary call keeps asking a daemon that is still resuming its sessions.
+        self.resume_retry = 60.0
 
     def close(self) -> None:
         daemon_control.close_channel(self.channel)
@@ -121,10 +124,17 @@ class Client:
         self.close()
 
     def _unary(self, method: Any, request: Any, timeout: float | None = None) -> Any:
-        try:
-            return daemon_control.unary_call(method, request, timeout)
-        except grpc.RpcError as e:
-            raise from_rpc_error(e, str(self.paths.socket), str(self.paths.log_file)) from None
+        # A daemon that is still resuming its sessions answers UNAVAILABLE (reason
+        # SessionsResuming) after a wait of its own: asked again until `resume_retry` runs out.
+        deadline = time.monotonic() + self.resume_retry
+        while True:
+            try:
+                return daemon_control.unary_call(method, request, timeout)
+            except grpc.RpcError as e:
+                error = from_rpc_error(e, str(self.paths.socket), str(self.paths.log_file))
+            if error.reason != SESSIONS_RESUMING or time.monotonic() >= deadline:
+                raise error
+            time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
 
     def _stream(self, method: Callable[..., Any], request: Any) -> Stream[Any]:
         with daemon_control.deferred_interrupt():

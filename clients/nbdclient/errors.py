@@ -15,11 +15,14 @@ __all__ = [
     "DaemonNotRunning",
     "DaemonStartError",
     "NbdClientError",
+    "SESSIONS_RESUMING",
     "VersionMismatch",
     "from_rpc_error",
 ]
 
 REASON_METADATA = "nbd-reason"
+# The reason of an UNAVAILABLE answer from a daemon still resuming its sessions (retry it).
+SESSIONS_RESUMING = "SessionsResuming"
 
 
 class NbdClientError(Exception):

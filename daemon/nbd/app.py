@@ -19,6 +19,7 @@ from typing import ParamSpec, TypeVar
 
 from nbd.bus import EventBus
 from nbd.capabilities import Capabilities
+from nbd.errors import Unavailable
 from nbd.events import SessionEvent
 from nbd.registry import SessionRegistry
 from nbd.session import utcnow
@@ -35,6 +36,11 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+# How long a session RPC waits for the resume of the persisted sessions at daemon start.
+SESSIONS_WAIT = 30.0
+# The reason of the UNAVAILABLE answer when that wait runs out; clients retry on it.
+SESSIONS_RESUMING = "SessionsResuming"
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -83,6 +89,10 @@ class App:
         # Set once the capabilities are installed; the RPCs they serve wait for it, so a client
         # that connects while they load gets an answer, never a spurious UNIMPLEMENTED.
         self.capabilities_ready = asyncio.Event()
+        # Set once the start hooks (the resume of the persisted sessions) are done; the RPCs that
+        # touch sessions wait for it, at most `sessions_wait` seconds, then answer UNAVAILABLE.
+        self.sessions_ready = asyncio.Event()
+        self.sessions_wait = SESSIONS_WAIT
 
     # --- blocking work ---------------------------------------------------------------------------
 
@@ -108,8 +118,24 @@ class App:
         self._stop_hooks.append((name or str(getattr(hook, "__qualname__", "hook")), hook))
 
     async def run_start_hooks(self) -> None:
-        for name, hook in self._start_hooks:
-            self.spawn(self._guarded(name, hook), name=f"start:{name}")
+        """Runs the start hooks concurrently and returns once all of them are done."""
+        tasks = [
+            self.spawn(self._guarded(name, hook), name=f"start:{name}") for name, hook in self._start_hooks
+        ]
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def wait_sessions_ready(self) -> None:
+        """Returns once the persisted sessions are resumed; raises `Unavailable` (which clients
+        retry on) if that takes longer than `sessions_wait`."""
+        await self.capabilities_ready.wait()
+        if self.sessions_ready.is_set():
+            return
+        try:
+            await asyncio.wait_for(self.sessions_ready.wait(), self.sessions_wait)
+        except TimeoutError:
+            raise Unavailable(
+                "the daemon is still resuming its sessions; try again in a moment", reason=SESSIONS_RESUMING
+            ) from None
 
     async def run_stop_hooks(self) -> None:
         for name, hook in reversed(self._stop_hooks):

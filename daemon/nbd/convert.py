@@ -100,6 +100,7 @@ def sync_to_proto(s: SyncStatus) -> pb.SyncStatus:
         files_to_local=s.files_to_local,
         last_cycle=timestamp(s.last_cycle),
         conflicts=[conflict_to_proto(c) for c in s.conflicts],
+        resolved_conflicts=[conflict_to_proto(c) for c in s.resolved_conflicts],
         problems=[problem_to_proto(p) for p in s.problems],
         local_root=s.local_root,
         remote_root=s.remote_root,

@@ -74,7 +74,10 @@ async def serve(app: App, *, grace: float = DEFAULT_GRACE, capabilities: Iterabl
             log.info("capabilities: %s", ", ".join(installed) or "none")
         finally:
             app.capabilities_ready.set()
-        await app.run_start_hooks()
+        try:
+            await app.run_start_hooks()
+        finally:
+            app.sessions_ready.set()
 
     app.spawn(install(), name="install capabilities")
 

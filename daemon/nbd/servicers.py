@@ -39,7 +39,7 @@ class NotebooksServicer(notebooks_pb2_grpc.NotebooksServicer):
     async def Launch(
         self, request: notebooks_pb2.LaunchRequest, context: Context
     ) -> AsyncIterator[notebooks_pb2.LaunchEvent]:
-        await self.app.capabilities_ready.wait()
+        await self.app.wait_sessions_ready()
         launcher = self.app.capabilities.require_launcher()
         launch = convert.launch_request_from_proto(request)
         events = launcher.launch(launch)
@@ -50,7 +50,7 @@ class NotebooksServicer(notebooks_pb2_grpc.NotebooksServicer):
             await _close(events)
 
     async def Stop(self, request: notebooks_pb2.StopRequest, context: Context) -> notebooks_pb2.StopResponse:
-        await self.app.capabilities_ready.wait()
+        await self.app.wait_sessions_ready()
         launcher = self.app.capabilities.require_stopper()
         session = self.app.registry.resolve(request.session)
         stopped = await launcher.stop(session, delete=request.delete)
@@ -76,7 +76,7 @@ class NotebooksServicer(notebooks_pb2_grpc.NotebooksServicer):
             await _close(lines)
 
     async def Sync(self, request: notebooks_pb2.SyncRequest, context: Context) -> notebooks_pb2.SyncResponse:
-        await self.app.capabilities_ready.wait()
+        await self.app.wait_sessions_ready()
         action, force = convert.sync_request_from_proto(request)
         control = self.app.capabilities.require_sync()
         session = self.app.registry.resolve(request.session)

@@ -120,7 +120,9 @@ class SyncStatus:
         cycles: Reconcile cycles run since the session started.
         bytes_to_remote, bytes_to_local, files_to_remote, files_to_local: What was copied, each way.
         last_cycle: When the last cycle ended.
-        conflicts: Recent conflicts, oldest first (bounded by the engine).
+        conflicts: Open conflicts, oldest first (bounded by the engine): the user has not yet
+            deleted or renamed the copy, nor edited the file since.
+        resolved_conflicts: The last resolved conflicts, oldest first (bounded by the engine).
         problems: Paths that are not synced now, sorted by path.
         local_root, remote_root: The two directories kept equal.
     """
@@ -135,6 +137,7 @@ class SyncStatus:
     files_to_local: int = 0
     last_cycle: datetime | None = None
     conflicts: tuple[Conflict, ...] = ()
+    resolved_conflicts: tuple[Conflict, ...] = ()
     problems: tuple[Problem, ...] = ()
     local_root: str = ""
     remote_root: str = ""

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from polling import wait_for
 
 import nbdclient
 from nbdapi.v1 import notebooks_pb2 as pb
@@ -342,3 +343,93 @@ def test_the_daemon_answers_while_capabilities_load_and_launch_waits_for_them(da
         gate.touch()
         launching.join(30)
         assert events and events[-1].WhichOneof("event") == "ready"
+
+
+def _persist_ready_session(paths, name: str, directory: str) -> None:
+    from nbd.session import Phase, Session
+    from nbd.store import SessionStore
+
+    SessionStore(paths.sessions_dir).save(
+        Session(name=name, namespace="default", context="fake", directory=directory, phase=Phase.READY)
+    )
+
+
+def test_session_rpcs_answer_unavailable_while_the_resume_outlasts_their_wait(
+    daemon_factory, nbd_isolated_env, tmp_path
+):
+    from fixtures_daemon import TEST_PLUGINS
+
+    gate = tmp_path / "resume-gate"
+    _persist_ready_session(nbd_isolated_env.paths, "nb", str(tmp_path))
+    d = daemon_factory(
+        capabilities="nbdtestcap.slowresume",
+        env={
+            "PYTHONPATH": str(TEST_PLUGINS),
+            "NBD_TEST_RESUME_GATE": str(gate),
+            "NBD_TEST_SESSIONS_WAIT": "0.2",
+        },
+    )
+    with d.client() as client:
+        client.resume_retry = 0.0  # See the daemon's own answer, not the client's retries.
+        assert [s.name for s in client.list()] == ["nb"]  # Reads are served during the resume.
+        for call in (
+            lambda: client.sync("nb", "status"),
+            lambda: client.stop("nb"),
+            lambda: list(client.launch(directory=str(tmp_path), name="nb")),
+        ):
+            with pytest.raises(NbdClientError) as e:
+                call()
+            assert e.value.code == grpc.StatusCode.UNAVAILABLE
+            assert e.value.reason == "SessionsResuming"
+            assert "still resuming its sessions; try again" in str(e.value)
+        assert client.get("nb").message != "resumed after the gate"
+        gate.touch()
+        wait_for(lambda: client.get("nb").message == "resumed after the gate", what="the resume")
+        assert client.sync("nb", "status").local_root == str(tmp_path)
+
+
+def test_a_launch_during_the_resume_waits_for_it(daemon_factory, nbd_isolated_env, tmp_path):
+    from fixtures_daemon import TEST_PLUGINS
+
+    gate = tmp_path / "resume-gate"
+    _persist_ready_session(nbd_isolated_env.paths, "nb", str(tmp_path))
+    d = daemon_factory(
+        capabilities="nbdtestcap.slowresume",
+        env={"PYTHONPATH": str(TEST_PLUGINS), "NBD_TEST_RESUME_GATE": str(gate)},
+    )
+    with d.client() as client:
+        events: list[pb.LaunchEvent] = []
+        launching = threading.Thread(
+            target=lambda: events.extend(client.launch(directory=str(tmp_path), name="nb"))
+        )
+        launching.start()
+        launching.join(0.5)
+        assert launching.is_alive() and events == [], "Launch must wait for the resume"
+        # The resume ran to its end before the launch touched the session.
+        gate.touch()
+        launching.join(30)
+        assert events and events[-1].WhichOneof("event") == "ready"
+
+
+def test_the_client_retries_a_call_until_the_resume_ends(daemon_factory, nbd_isolated_env, tmp_path):
+    from fixtures_daemon import TEST_PLUGINS
+
+    gate = tmp_path / "resume-gate"
+    _persist_ready_session(nbd_isolated_env.paths, "nb", str(tmp_path))
+    d = daemon_factory(
+        capabilities="nbdtestcap.slowresume",
+        env={
+            "PYTHONPATH": str(TEST_PLUGINS),
+            "NBD_TEST_RESUME_GATE": str(gate),
+            "NBD_TEST_SESSIONS_WAIT": "0.2",
+        },
+    )
+    with d.client() as client:
+        opened = threading.Timer(1.0, gate.touch)
+        opened.start()
+        try:
+            status = client.sync("nb", "status")  # UNAVAILABLE a few times, then answered.
+        finally:
+            opened.cancel()
+        assert gate.exists() and status.local_root == str(tmp_path)
+        assert client.get("nb").message == "resumed after the gate"

@@ -95,3 +95,25 @@ def test_halted_by_the_delete_guard_until_resume_force(notebook_factory):
     # The guard is back for the next cycles: force was for one cycle only.
     assert nb.sync()["state"] == "SYNC_STATE_WATCHING"
     wait_for(lambda: nb.status()["sync"]["state"] == "SYNC_STATE_WATCHING", "the session's sync state")
+
+
+def test_deleting_the_conflict_copy_resolves_the_conflict(notebook_factory):
+    nb = notebook_factory()
+    nb.sync("pause")
+    write(nb.directory / "main.py", "print('local version')\n")
+    nb.pod_write("main.py", "print('pod version')\n")
+    nb.sync("resume")
+    nb.flush()
+    (copy,) = [c["copy_path"] for c in nb.sync().get("conflicts", [])]
+
+    (nb.directory / copy).unlink()
+    wait_for(lambda: not nb.sync().get("conflicts"), "the conflict to be resolved")
+    nb.flush()
+    assert nb.pod_read(copy) is None
+    status = nb.sync()
+    assert [(c["path"], c["copy_path"]) for c in status["resolved_conflicts"]] == [("main.py", copy)]
+    text = nb.nbctl("sync", nb.name).stdout
+    assert "conflict: " not in text
+    assert "resolved: 1 conflict(s) resolved lately" in text
+    # The session's own status counts only the open conflicts.
+    assert not re.search(r"^conflicts:", nb.nbctl("status", nb.name).stdout, re.M)

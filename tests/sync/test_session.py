@@ -99,6 +99,87 @@ def test_conflict_keeps_both_versions(pair: Pair) -> None:
     run(go())
 
 
+async def _make_conflict(pair: Pair, s: Any, name: str) -> Any:
+    s.pause()
+    (pair.local / name).write_bytes(b"local edit")
+    (pair.remote / name).write_bytes(b"remote edit")
+    s.resume()
+    st = await s.flush(10)
+    return next(c for c in st.conflicts if c.path == name)
+
+
+@pytest.mark.parametrize("how", ["delete", "rename", "edit"])
+def test_a_conflict_stays_open_until_resolved_then_moves_to_history(pair: Pair, how: str) -> None:
+    (pair.local / "nb.ipynb").write_bytes(b"base")
+    (pair.local / "other.ipynb").write_bytes(b"base")
+
+    async def go() -> None:
+        async with pair.session() as s:
+            await s.flush(10)
+            conflict = await _make_conflict(pair, s, "nb.ipynb")
+            untouched = await _make_conflict(pair, s, "other.ipynb")
+            st = await s.flush(10)
+            assert {c.path for c in st.conflicts} == {"nb.ipynb", "other.ipynb"}
+            assert st.resolved_conflicts == ()
+            if how == "delete":
+                (pair.local / conflict.copy_path).unlink()
+            elif how == "rename":
+                os.rename(pair.local / conflict.copy_path, pair.local / "kept-remote.ipynb")
+            else:
+                (pair.local / "nb.ipynb").write_bytes(b"merged by hand")
+            await until(lambda: len(s.status().resolved_conflicts) == 1, what="resolved")
+            st = s.status()
+            assert st.conflicts == (untouched,)
+            assert st.resolved_conflicts == (conflict,)
+        # The split survives a restart of the session (the journal, then the compacted snapshot).
+        for _ in range(2):
+            async with pair.session() as s:
+                st = await s.flush(10)
+                assert st.conflicts == (untouched,)
+                assert st.resolved_conflicts == (conflict,)
+
+    run(go())
+
+
+def test_the_resolved_history_is_bounded(pair: Pair, monkeypatch: pytest.MonkeyPatch) -> None:
+    import nbd.sync.session as session_module
+
+    monkeypatch.setattr(session_module, "MAX_RESOLVED_CONFLICTS", 2)
+    names = [f"nb{i}.ipynb" for i in range(3)]
+    for name in names:
+        (pair.local / name).write_bytes(b"base")
+
+    async def go() -> None:
+        async with pair.session() as s:
+            await s.flush(10)
+            for i, name in enumerate(names):
+                conflict = await _make_conflict(pair, s, name)
+                (pair.local / conflict.copy_path).unlink()
+                await until(lambda: not s.status().conflicts, what="resolved")
+                assert len(s.status().resolved_conflicts) == min(i + 1, 2)
+            assert [c.path for c in s.status().resolved_conflicts] == names[1:]
+        async with pair.session() as s:
+            st = await s.flush(10)
+            assert [c.path for c in st.resolved_conflicts] == names[1:] and st.conflicts == ()
+
+    run(go())
+
+
+def test_a_conflict_stays_open_while_the_user_leaves_it(pair: Pair) -> None:
+    (pair.local / "nb.ipynb").write_bytes(b"base")
+
+    async def go() -> None:
+        async with pair.session() as s:
+            await s.flush(10)
+            conflict = await _make_conflict(pair, s, "nb.ipynb")
+            (pair.local / "unrelated.txt").write_bytes(b"x")
+            await until(lambda: (pair.remote / "unrelated.txt").exists(), what="unrelated change synced")
+            st = await s.flush(10)
+            assert st.conflicts == (conflict,) and st.resolved_conflicts == ()
+
+    run(go())
+
+
 def test_modify_beats_delete(pair: Pair) -> None:
     (pair.local / "keep.txt").write_bytes(b"v1")
 

@@ -54,6 +54,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 MAX_CONFLICTS = 200
+# Resolved conflicts kept for `nbctl sync NAME status` (the newest).
+MAX_RESOLVED_CONFLICTS = 50
 
 
 @dataclass(frozen=True)
@@ -178,9 +180,18 @@ class SyncSession:
             return
         self.ancestor, conflicts = await asyncio.to_thread(self._store.load)
         if self._store.journal_entries:
-            await asyncio.to_thread(self._store.save, dict(self.ancestor), conflicts)
+            await asyncio.to_thread(
+                self._store.save,
+                dict(self.ancestor),
+                conflicts,
+                self._store.resolved[-MAX_RESOLVED_CONFLICTS:],
+            )
         self._ancestor_files = sum(1 for e in self.ancestor.values() if not e.is_dir)
-        self._status = replace(self._status, conflicts=tuple(conflicts))
+        self._status = replace(
+            self._status,
+            conflicts=tuple(conflicts),
+            resolved_conflicts=tuple(self._store.resolved[-MAX_RESOLVED_CONFLICTS:]),
+        )
         self._set_state(SyncState.CONNECTING, "starting")
         self._task = asyncio.create_task(self._run(), name=f"sync {self.local_root}")
 
@@ -195,7 +206,12 @@ class SyncSession:
         await self.local.endpoint.close()
         self._started_local = False
         if self._store.journal_entries:
-            await asyncio.to_thread(self._store.save, dict(self.ancestor), list(self._status.conflicts))
+            await asyncio.to_thread(
+                self._store.save,
+                dict(self.ancestor),
+                list(self._status.conflicts),
+                self._status.resolved_conflicts,
+            )
         for f in self._flushes:
             if not f.done():
                 f.set_exception(FailedPrecondition("the sync session stopped"))
@@ -492,16 +508,52 @@ class SyncSession:
                 self.ancestor[path] = e
         if delta:
             self._ancestor_files = sum(1 for e in self.ancestor.values() if not e.is_dir)
-        await self._persist(delta, conflicts)
+        resolved = await asyncio.to_thread(self._resolved_conflicts)
+        if resolved:
+            done = {(c.path, c.copy_path) for c in resolved}
+            self._status = replace(
+                self._status,
+                conflicts=tuple(c for c in self._status.conflicts if (c.path, c.copy_path) not in done),
+                resolved_conflicts=(*self._status.resolved_conflicts, *resolved)[-MAX_RESOLVED_CONFLICTS:],
+            )
+        await self._persist(delta, conflicts, resolved)
         return plan, landed, problems
 
-    async def _persist(self, delta: dict[str, Entry | None], conflicts: list[Conflict]) -> None:
-        if not delta and not conflicts:
+    def _resolved_conflicts(self) -> list[Conflict]:
+        """The open conflicts the user resolved locally: the copy is gone (deleted or renamed), or
+        the file was edited after the conflict."""
+        resolved = []
+        for c in self._status.conflicts:
+            copy = os.path.join(self.local_root, *c.copy_path.split("/")) if c.copy_path else ""
+            if copy and not os.path.lexists(copy):
+                resolved.append(c)
+                continue
+            try:
+                mtime = os.lstat(os.path.join(self.local_root, *c.path.split("/"))).st_mtime
+            except OSError:
+                continue  # the file itself is gone: the copy still holds the other side's version
+            if c.time is not None and mtime > c.time.timestamp():
+                resolved.append(c)
+        return resolved
+
+    async def _persist(
+        self,
+        delta: dict[str, Entry | None],
+        conflicts: list[Conflict],
+        resolved: list[Conflict] | None = None,
+    ) -> None:
+        resolved = resolved or []
+        if not delta and not conflicts and not resolved:
             return
         if not self._store.needs_compaction(len(self.ancestor), pending=len(delta)):
-            await asyncio.to_thread(self._store.append, delta, conflicts)
+            await asyncio.to_thread(self._store.append, delta, conflicts, resolved)
         else:  # a large delta (the first cycle): write the snapshot directly
-            await asyncio.to_thread(self._store.save, dict(self.ancestor), list(self._status.conflicts))
+            await asyncio.to_thread(
+                self._store.save,
+                dict(self.ancestor),
+                list(self._status.conflicts),
+                self._status.resolved_conflicts,
+            )
 
     def _describe(self, plan: Plan) -> str:
         n_local, n_remote = len(plan.to_local), len(plan.to_remote)

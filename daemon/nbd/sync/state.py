@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from nbd.errors import FailedPrecondition
@@ -50,6 +50,10 @@ def _conflict_from_json(c: dict[str, Any]) -> Conflict:
     return Conflict(str(c["path"]), str(c["copy_path"]), str(c["message"]), from_epoch(float(c["time"])))
 
 
+def _key(c: Conflict) -> tuple[str, str]:
+    return c.path, c.copy_path
+
+
 class AncestorStore:
     """Load, journal and compact the ancestor kept at `path` (and `path + ".journal"`)."""
 
@@ -57,11 +61,14 @@ class AncestorStore:
         self.path = path
         self.journal_path = path + ".journal"
         self.journal_entries = 0
+        self.resolved: list[Conflict] = []
 
     def load(self) -> tuple[Snapshot, list[Conflict]]:
-        """The persisted ancestor and conflicts (empty when there is none yet)."""
+        """The persisted ancestor and open conflicts (empty when there is none yet); the resolved
+        conflicts are left in `resolved`."""
         ancestor: Snapshot = {}
         conflicts: list[Conflict] = []
+        self.resolved = []
         try:
             with open(self.path, encoding="utf-8") as f:
                 doc = json.load(f)
@@ -75,6 +82,7 @@ class AncestorStore:
             # Paths are interned like the scans' (one string per path across all three trees).
             ancestor = {sys.intern(p): _entry_from_json(v) for p, v in doc.get("ancestor", {}).items()}
             conflicts = [_conflict_from_json(c) for c in doc.get("conflicts", [])]
+            self.resolved = [_conflict_from_json(c) for c in doc.get("resolved_conflicts", [])]
         try:
             with open(self.journal_path, encoding="utf-8") as f:
                 for line in f:
@@ -87,6 +95,9 @@ class AncestorStore:
                     for p in record.get("del", []):
                         ancestor.pop(p, None)
                     conflicts += [_conflict_from_json(c) for c in record.get("conflicts", [])]
+                    for c in map(_conflict_from_json, record.get("resolved", [])):
+                        conflicts = [o for o in conflicts if _key(o) != _key(c)]
+                        self.resolved.append(c)
                     self.journal_entries += len(record.get("set", {})) + len(record.get("del", []))
         except FileNotFoundError:
             pass
@@ -94,15 +105,23 @@ class AncestorStore:
             raise FailedPrecondition(f"the sync journal {self.journal_path} is unreadable ({e})") from e
         return ancestor, conflicts
 
-    def append(self, changed: Mapping[str, Entry | None], conflicts: list[Conflict]) -> None:
-        """Journal one cycle's delta (None: the path left the ancestor)."""
-        if not changed and not conflicts:
+    def append(
+        self,
+        changed: Mapping[str, Entry | None],
+        conflicts: list[Conflict],
+        resolved: Sequence[Conflict] = (),
+    ) -> None:
+        """Journal one cycle's delta (None: the path left the ancestor), its new conflicts and the
+        conflicts the user resolved."""
+        if not changed and not conflicts and not resolved:
             return
-        record = {
+        record: dict[str, Any] = {
             "set": {p: _entry_to_json(e) for p, e in changed.items() if e is not None},
             "del": [p for p, e in changed.items() if e is None],
             "conflicts": [_conflict_to_json(c) for c in conflicts],
         }
+        if resolved:
+            record["resolved"] = [_conflict_to_json(c) for c in resolved]
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         with open(self.journal_path, "a", encoding="utf-8") as f:
             f.write(json.dumps(record, separators=(",", ":")) + "\n")
@@ -114,12 +133,15 @@ class AncestorStore:
         """Whether the journal (plus `pending` entries about to be added) outgrew the tree."""
         return self.journal_entries + pending > max(1000, tree_size // 2)
 
-    def save(self, ancestor: Mapping[str, Entry], conflicts: list[Conflict]) -> None:
+    def save(
+        self, ancestor: Mapping[str, Entry], conflicts: list[Conflict], resolved: Sequence[Conflict] = ()
+    ) -> None:
         """Rewrite the snapshot atomically and empty the journal."""
         doc = {
             "version": STATE_VERSION,
             "ancestor": {p: _entry_to_json(e) for p, e in ancestor.items()},
             "conflicts": [_conflict_to_json(c) for c in conflicts],
+            "resolved_conflicts": [_conflict_to_json(c) for c in resolved],
         }
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         tmp = f"{self.path}.tmp-{os.getpid()}"

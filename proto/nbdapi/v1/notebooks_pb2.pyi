@@ -311,7 +311,7 @@ class Problem(_message.Message):
     def __init__(self, path: _Optional[str] = ..., message: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class SyncStatus(_message.Message):
-    __slots__ = ("state", "message", "files", "cycles", "bytes_to_remote", "bytes_to_local", "files_to_remote", "files_to_local", "last_cycle", "conflicts", "problems", "local_root", "remote_root")
+    __slots__ = ("state", "message", "files", "cycles", "bytes_to_remote", "bytes_to_local", "files_to_remote", "files_to_local", "last_cycle", "conflicts", "problems", "local_root", "remote_root", "resolved_conflicts")
     STATE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     FILES_FIELD_NUMBER: _ClassVar[int]
@@ -325,6 +325,7 @@ class SyncStatus(_message.Message):
     PROBLEMS_FIELD_NUMBER: _ClassVar[int]
     LOCAL_ROOT_FIELD_NUMBER: _ClassVar[int]
     REMOTE_ROOT_FIELD_NUMBER: _ClassVar[int]
+    RESOLVED_CONFLICTS_FIELD_NUMBER: _ClassVar[int]
     state: SyncState
     message: str
     files: int
@@ -338,7 +339,8 @@ class SyncStatus(_message.Message):
     problems: _containers.RepeatedCompositeFieldContainer[Problem]
     local_root: str
     remote_root: str
-    def __init__(self, state: _Optional[_Union[SyncState, str]] = ..., message: _Optional[str] = ..., files: _Optional[int] = ..., cycles: _Optional[int] = ..., bytes_to_remote: _Optional[int] = ..., bytes_to_local: _Optional[int] = ..., files_to_remote: _Optional[int] = ..., files_to_local: _Optional[int] = ..., last_cycle: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., conflicts: _Optional[_Iterable[_Union[Conflict, _Mapping]]] = ..., problems: _Optional[_Iterable[_Union[Problem, _Mapping]]] = ..., local_root: _Optional[str] = ..., remote_root: _Optional[str] = ...) -> None: ...
+    resolved_conflicts: _containers.RepeatedCompositeFieldContainer[Conflict]
+    def __init__(self, state: _Optional[_Union[SyncState, str]] = ..., message: _Optional[str] = ..., files: _Optional[int] = ..., cycles: _Optional[int] = ..., bytes_to_remote: _Optional[int] = ..., bytes_to_local: _Optional[int] = ..., files_to_remote: _Optional[int] = ..., files_to_local: _Optional[int] = ..., last_cycle: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., conflicts: _Optional[_Iterable[_Union[Conflict, _Mapping]]] = ..., problems: _Optional[_Iterable[_Union[Problem, _Mapping]]] = ..., local_root: _Optional[str] = ..., remote_root: _Optional[str] = ..., resolved_conflicts: _Optional[_Iterable[_Union[Conflict, _Mapping]]] = ...) -> None: ...
 
 class Session(_message.Message):
     __slots__ = ("name", "namespace", "context", "kubeconfig", "directory", "phase", "message", "url", "spec", "context_md5", "image", "pod", "forward", "sync", "created", "updated", "ref")
