@@ -224,9 +224,9 @@ def run(quick: bool = False) -> list[Figure]:
         api = server.api_client()
         core = client.CoreV1Api(api)
         script = (root / "source.py").read_text()
-        core.create_namespaced_pod(
+        core.create_namespaced_pod(  # the client serializes a plain manifest as it is
             "default",
-            {
+            {  # type: ignore[arg-type]
                 "metadata": {"name": "source"},
                 "spec": {
                     "containers": [
@@ -242,7 +242,8 @@ def run(quick: bool = False) -> list[Figure]:
         )
         deadline = time.monotonic() + 60
         while True:
-            cs = core.read_namespaced_pod("source", "default").status.container_statuses
+            status = core.read_namespaced_pod("source", "default").status
+            cs = status.container_statuses if status else None
             if cs and cs[0].ready:
                 break
             if time.monotonic() > deadline:

@@ -10,12 +10,13 @@ import signal
 import subprocess
 import sys
 import tarfile
-import time
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+
+import polling
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,14 +25,8 @@ GROUP, VERSION, PLURAL = "nbd.dev", "v1alpha1", "notebooks"
 
 def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 60.0, interval: float = 0.1) -> T:
     """Polls `probe` until it returns something truthy; fails naming `what` at the deadline."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
+    result: T = polling.wait_for(probe, timeout, what, interval)
+    return result
 
 
 def tarball(files: dict[str, str]) -> bytes:

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 from fakeapi import FakeApi, FakePod, echo_server, http_server
+from polling import until
 
 from nbd.errors import FailedPrecondition
 from nbd.forward import Forward, ForwardRecord, choose_port
@@ -19,15 +20,6 @@ pytestmark = pytest.mark.anyio
 
 LABELS = {"app": "nb", "nbd.dev/notebook": "hello"}
 REMOTE = 8888
-
-
-async def until(predicate: Callable[[], bool], timeout: float = 5.0, what: str = "condition") -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 async def roundtrip(port: int, payload: bytes) -> bytes:

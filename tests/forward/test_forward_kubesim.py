@@ -6,15 +6,11 @@ import asyncio
 import os
 import socket
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
+import polling
 import pytest
-
-try:
-    from kubesim.kubelet import Kubelet  # noqa: F401
-except ImportError:
-    pytest.skip("kubesim's kubelet is not available: pods would never run", allow_module_level=True)
-
-from podspecs import echo_pod, http_pod  # noqa: E402
+from podspecs import echo_pod, http_pod
 
 from kubesim.testing import KubesimServer  # noqa: E402
 from nbd.errors import FailedPrecondition  # noqa: E402
@@ -28,13 +24,9 @@ NS = "default"
 PORT = 8080
 
 
-async def until(predicate, timeout: float = 20.0, what: str = "condition") -> None:  # type: ignore[no-untyped-def]
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
+async def until(predicate: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
+    """`polling.until` with this file's longer default deadline (a kubesim pod behind the relay)."""
+    return await polling.until(predicate, timeout, what, interval=0.02)
 
 
 async def roundtrip(port: int, payload: bytes, timeout: float = 30) -> bytes:

@@ -6,12 +6,13 @@ import asyncio
 import socket
 import ssl
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from certs import make_pki
 from fakeapi import FakeApi, FakePod
+from polling import until
 
 from nbd.errors import (
     DeadlineExceeded,
@@ -37,15 +38,6 @@ from nbd.kube.transport import transport_for
 pytestmark = pytest.mark.anyio
 
 LABELS = {"app": "nb"}
-
-
-async def until(predicate: Callable[[], bool], timeout: float = 5.0, what: str = "condition") -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 @pytest.fixture

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import polling
 from fixtures_daemon import DaemonProcess
 from fixtures_stack import LocalStack
 
@@ -153,14 +154,8 @@ def api_url(notebook_url: str, path: str = "api/contents") -> str:
 
 
 def wait_until(check: Callable[[], Any], timeout: float = 30.0, what: str = "the condition") -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+    """`polling.wait_for` with the launch tests' longer default deadline."""
+    return polling.wait_for(check, timeout, what)
 
 
 def make_project(root: Path, name: str = "proj", *, source: Path = HELLO) -> Path:

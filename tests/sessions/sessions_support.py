@@ -14,13 +14,13 @@ import json
 import os
 import posixpath
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import polling
 from fixtures_daemon import DaemonProcess
 from fixtures_stack import LocalStack
 
@@ -32,23 +32,15 @@ COPY . /content
 """
 
 
+TRANSIENT = (AssertionError, OSError, subprocess.SubprocessError, ValueError, KeyError)
+
+
 def wait_for(
     predicate: Callable[[], Any], what: str, timeout: float = DEADLINE, interval: float = 0.1
 ) -> Any:
-    """Polls `predicate` until it returns something truthy; fails naming `what` at the deadline."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        try:
-            last = predicate()
-        except (AssertionError, OSError, subprocess.SubprocessError, ValueError, KeyError) as e:
-            last = e
-        else:
-            if last:
-                return last
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what} (last: {last!r})")
-        time.sleep(interval)
+    """Polls `predicate` until it returns something truthy; fails naming `what` at the deadline. A
+    command or probe that fails meanwhile (an assertion, an OS or subprocess error) counts as "not yet"."""
+    return polling.wait_for(predicate, timeout, what, interval, retry_on=TRANSIENT)
 
 
 def jupyter_api(port: int, timeout: float = 5.0) -> dict[str, Any]:

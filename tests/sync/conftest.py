@@ -7,13 +7,13 @@ import ast
 import asyncio
 import contextlib
 import os
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+from polling import until  # noqa: F401  (the sync tests import it from here)
 
 from nbd.sync import SyncEvent, SyncOptions, SyncSession, local_process_factory
 from nbd.sync.remote import TransportFactory
@@ -50,15 +50,6 @@ def pair(tmp_path: Path) -> Pair:
     for d in (p.local, p.remote, p.cache):
         d.mkdir()
     return p
-
-
-async def until(cond: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
-    """Poll `cond` until it holds; fail after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 def tree(root: Path) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """nbd's two-way sync engine: a local directory and a pod's /content, kept equal both ways.
 
-Layers, each importing only those below it (tests/sync/test_layers.py keeps them):
+Layers, each importing only those below it (the import-linter contracts of pyproject.toml keep them):
 `session` (the asyncio loop) → `sides` (what is known of each side) / `state` (the persisted
 ancestor) → `transition` (applying plans: stage, then transition) → `exec_transport` / `remote` /
 `local` (the two endpoints) → `endpoint` → `shipping` (the agent's zipapp and its bootstrap) →
