@@ -28,6 +28,9 @@ class ImageConfig:
     env: list[str] = field(default_factory=list)
     workdir: str = ""
     user: str = ""
+    # The image's tool makes a user namespace of its own in which it is root (rootless BuildKit's
+    # rootlesskit): kubesim runs it as root after the runAsNonRoot checks. Not serialised.
+    userns_root: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {

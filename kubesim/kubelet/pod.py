@@ -449,6 +449,8 @@ class PodWorker:
             who = resolve_identity(self.pod, c, image.config.user, host_passwd, host_group)
         except NonRootViolation as e:
             raise ConfigError(str(e)) from e
+        if image.config.userns_root:
+            who = Identity(0, 0, (), "/root")
         base = {
             "PATH": os.pathsep.join([self.kubelet.python_bin_dir, SYSTEM_PATH]),
             "HOSTNAME": self.name,

@@ -182,7 +182,10 @@ def _finished_log(core: Any, name: str) -> str:
 
 def test_the_image_user_runs_the_container_and_root_owned_image_files_stay_read_only(core: Any) -> None:
     _create(
-        core, "imguser", USER_IMAGE, "id -u; id -g; echo $HOME; (echo x >> /content/built.txt) 2>/dev/null || echo denied"
+        core,
+        "imguser",
+        USER_IMAGE,
+        "id -u; id -g; echo $HOME; (echo x >> /content/built.txt) 2>/dev/null || echo denied",
     )
     out = _finished_log(core, "imguser").split()
     assert out[0] == "1000" and out[3] == "denied", out
