@@ -52,6 +52,10 @@ class Config:
     # NBD_WATCH_READ_TIMEOUT seconds: a watch that delivers nothing for this long is taken for a dead
     # connection and listed again. The API server sends a bookmark every minute to a watch that asks.
     watch_read_timeout: float = 90.0
+    # NBD_NOTEBOOK_FS_GROUP: the notebook pod's fsGroup, so /content is writable for whatever user
+    # the image runs as (100 is "users", the group of Jupyter's docker-stacks user). "off" leaves
+    # it to admission (OpenShift's restricted SCC assigns one from the namespace's range).
+    notebook_fs_group: int | None = 100
 
     @property
     def builder_image(self) -> str:
@@ -124,4 +128,19 @@ class Config:
             concurrency=integer("NBD_CONCURRENCY", 4, 1, 256),
             resync_seconds=resync,
             watch_read_timeout=watch_read_timeout,
+            notebook_fs_group=_fs_group(get("NBD_NOTEBOOK_FS_GROUP")),
         )
+
+
+def _fs_group(raw: str | None) -> int | None:
+    if raw is None or raw.strip() == "":
+        return 100
+    if raw.strip().lower() == "off":
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 2**31 - 1:
+        raise ConfigError(f"NBD_NOTEBOOK_FS_GROUP={raw!r}: give a group id (0 to 2147483647) or off")
+    return value

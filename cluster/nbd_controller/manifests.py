@@ -235,6 +235,7 @@ _SEED_SCRIPT = (
     f'if [ ! -e "$1/{SEEDED_MARKER}" ]; then '
     f'rm -rf "$1/{WORKDIR_SUBPATH}"; mkdir "$1/{WORKDIR_SUBPATH}"; '
     f'if [ -d "$2" ]; then cp -a "$2/." "$1/{WORKDIR_SUBPATH}/"; fi; '
+    f'chmod -R g+rwX "$1/{WORKDIR_SUBPATH}"; '
     f': > "$1/{SEEDED_MARKER}"; '
     "fi"
 )
@@ -244,8 +245,9 @@ def seed_script(workdir: str) -> list[str]:
     """The seed init container's command: fill the workdir volume from the image's `workdir`, once.
 
     It runs from the notebook's own image, so `workdir` there is what the image was built with.
-    `cp -a` keeps modes, times and links. The marker is written after the copy, so a copy cut
-    short is redone from scratch at the next start, and a completed one is never redone: an
+    `cp -a` keeps modes, times and links; the group (the pod's fsGroup, through the volume's
+    setgid folders) gets write access, as the kubelet gives it on the volume itself. The marker
+    is written after the copy, so a copy cut short is redone from scratch at the next start, and a completed one is never redone: an
     init container that runs again (a new sandbox for the same pod) leaves the user's work alone.
     """
     return ["/bin/sh", "-c", _SEED_SCRIPT, "seed-workdir", SEED_MOUNT, workdir]
@@ -364,6 +366,15 @@ def notebook_pod(config: Config, notebook: dict[str, Any], image: str) -> dict[s
         "containers": [container],
         "volumes": [{"name": WORKDIR_VOLUME, "emptyDir": {}}],
     }
+    if config.notebook_fs_group is not None:
+        # The workspace volume belongs to this group, with group write and setgid folders, and every
+        # container of the pod has the group: the seed, Jupyter and the sync agent (exec'd as the
+        # image's user) can write /content whatever user the image runs as. OnRootMismatch keeps
+        # a large volume from being walked again at every container start.
+        pod_spec["securityContext"] = {
+            "fsGroup": config.notebook_fs_group,
+            "fsGroupChangePolicy": "OnRootMismatch",
+        }
     if selector:
         pod_spec["nodeSelector"] = selector
     pod: dict[str, Any] = {

@@ -420,10 +420,16 @@ def register(store: ImageStore) -> None:
     ]
 
     def buildkit(ref: str) -> Image:
-        # The rootless image's entrypoint is rootlesskit; nbd's Job sets command explicitly.
-        return Image(
-            ref, ImageConfig(entrypoint=["buildctl-daemonless.sh"], env=env, workdir="/home/user"), None
+        # The rootless image's entrypoint is rootlesskit; nbd's Job sets command explicitly. It
+        # runs as `user` (1000:1000) and is root in the user namespace rootlesskit makes.
+        config = ImageConfig(
+            entrypoint=["buildctl-daemonless.sh"],
+            env=env,
+            workdir="/home/user",
+            user="1000:1000",
+            userns_root=True,
         )
+        return Image(ref, config, None)
 
     def kaniko(ref: str) -> Image:
         return Image(

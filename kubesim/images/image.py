@@ -17,18 +17,29 @@ __all__ = ["Image", "ImageConfig"]
 class ImageConfig:
     """The parts of an OCI image config a kubelet uses.
 
-    `env` entries are `NAME=value`; `workdir` "" means "/". Serialised as config.json with keys
-    `entrypoint`, `cmd`, `env`, `workdir` (OCI-style `Entrypoint`, `Cmd`, `Env`, `WorkingDir`,
-    optionally nested under `config`, are accepted when reading).
+    `env` entries are `NAME=value`; `workdir` "" means "/"; `user` is the Dockerfile's last `USER`
+    ("" means root). Serialised as config.json with keys `entrypoint`, `cmd`, `env`, `workdir`,
+    `user` (OCI-style `Entrypoint`, `Cmd`, `Env`, `WorkingDir`, `User`, optionally nested under
+    `config`, are accepted when reading).
     """
 
     entrypoint: list[str] = field(default_factory=list)
     cmd: list[str] = field(default_factory=list)
     env: list[str] = field(default_factory=list)
     workdir: str = ""
+    user: str = ""
+    # The image's tool makes a user namespace of its own in which it is root (rootless BuildKit's
+    # rootlesskit): kubesim runs it as root after the runAsNonRoot checks. Not serialised.
+    userns_root: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        return {"entrypoint": self.entrypoint, "cmd": self.cmd, "env": self.env, "workdir": self.workdir}
+        return {
+            "entrypoint": self.entrypoint,
+            "cmd": self.cmd,
+            "env": self.env,
+            "workdir": self.workdir,
+            "user": self.user,
+        }
 
     def env_value(self, key: str, default: str = "") -> str:
         for item in self.env:
@@ -52,6 +63,7 @@ class ImageConfig:
             cmd=list(pick("cmd", "Cmd") or []),
             env=list(pick("env", "Env") or []),
             workdir=str(pick("workdir", "WorkingDir") or ""),
+            user=str(pick("user", "User") or ""),
         )
 
 

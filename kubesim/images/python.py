@@ -30,10 +30,39 @@ ENV_DIR = "/kubesim-python"
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
+def _open_to_everyone(path: str) -> bool:
+    """Whether any user can run `path`: it and every folder above it are world-executable.
+
+    A container that runs as a non-root user (a Dockerfile `USER`, `runAsUser`) must reach the
+    environment's interpreter, as it reaches `/usr/local/bin/python3` in a real image.
+    """
+    try:
+        if not os.stat(path).st_mode & 0o001:
+            return False
+        parent = os.path.dirname(path)
+        while parent not in ("/", ""):
+            if not os.stat(parent).st_mode & 0o001:
+                return False
+            parent = os.path.dirname(parent)
+    except OSError:
+        return False
+    return True
+
+
 def _base_interpreter() -> str:
-    """The interpreter a virtual environment is made from (not kubesim's own venv)."""
-    base = getattr(sys, "_base_executable", "") or sys.executable
-    return os.path.realpath(base)
+    """The interpreter a virtual environment is made from (not kubesim's own venv).
+
+    kubesim's own interpreter, unless a non-root user could not run it (one under a private
+    home such as /root): then this machine's system interpreter of the same minor version."""
+    base = os.path.realpath(getattr(sys, "_base_executable", "") or sys.executable)
+    if _open_to_everyone(base):
+        return base
+    minor = f"python{sys.version_info[0]}.{sys.version_info[1]}"
+    for candidate in (f"/usr/local/bin/{minor}", f"/usr/bin/{minor}"):
+        real = os.path.realpath(candidate)
+        if os.path.isfile(real) and _open_to_everyone(real):
+            return real
+    return base
 
 
 def python_config() -> ImageConfig:

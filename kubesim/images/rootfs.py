@@ -78,6 +78,8 @@ class Step:
     env: dict[str, str] | None = None
     # (node cache directory, container path) pairs from RUN --mount=type=cache.
     caches: Sequence[tuple[Path, str]] = ()
+    # (uid, gid) the command runs as after a Dockerfile USER; None: root.
+    user: tuple[int, int] | None = None
 
 
 def _script(store: LayerStore, step: Step, merged: Path, work: Path, empty: Path) -> str:
@@ -107,8 +109,12 @@ def _script(store: LayerStore, step: Step, merged: Path, work: Path, empty: Path
         "mount -o remount,bind,ro /",
         f"mkdir -p {q(step.workdir)} 2>/dev/null || true",
         f"cd {q(step.workdir)}",
-        'exec "$@"',
     ]
+    if step.user is not None:
+        uid, gid = step.user
+        lines.append(f'exec setpriv --reuid={uid} --regid={gid} --clear-groups -- "$@"')
+    else:
+        lines.append('exec "$@"')
     return "\n".join(lines)
 
 

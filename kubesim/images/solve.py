@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from kubesim.identity import Identity, UnknownUser, host_group, host_passwd, resolve_identity
 from kubesim.images.dockerfile import Instruction, json_or_shell, pairs, run_mounts, substitute
 from kubesim.images.layers import cache_key, content_digest
 from kubesim.images.python import SYSTEM_PATH
@@ -101,6 +102,8 @@ class Solver:
                 " ".join(instruction.flags),
                 json.dumps(self._run_env(state), sort_keys=True),
                 state.config.workdir or "/",
+                # Root's key stays what it was; another USER is part of what the step is.
+                *([f"user={state.config.user}"] if state.config.user else []),
             )
         return None
 
@@ -136,9 +139,15 @@ class Solver:
             )
         elif keyword == "LABEL":
             state.labels.update(pairs(text))
+        elif keyword == "USER":
+            user = substitute(text, state.variables).strip()
+            if not user:
+                raise BuildError(
+                    f"dockerfile parse error on line {instruction.line}: USER requires exactly one argument"
+                )
+            state.config = replace(state.config, user=user)
         elif keyword in (
             "EXPOSE",
-            "USER",
             "VOLUME",
             "SHELL",
             "STOPSIGNAL",
@@ -271,6 +280,12 @@ class Solver:
             del tail[:-20]
             self.line(text)
 
+        try:
+            user = run_user(state.config.user)
+        except UnknownUser as e:
+            raise BuildError(str(e)) from e
+        if user is not None and not state.config.env_value("HOME"):
+            env["HOME"] = user.home
         step = Step(
             argv=command,
             lower=list(state.layers),
@@ -278,6 +293,7 @@ class Solver:
             workdir=state.config.workdir or "/",
             env=env,
             caches=caches,
+            user=None if user is None else (user.uid, user.gid),
         )
         try:
             code = run_step(self.store.layers, step, output)
@@ -295,3 +311,12 @@ class Solver:
             raise BuildError(
                 f'process "{" ".join(command)}" did not complete successfully: exit code: {code}'
             )
+
+
+def run_user(user: str) -> Identity | None:
+    """Who a RUN step runs as after `USER user` (None: root, the builder's own identity), resolved
+    in the passwd and group files the step sees, as BuildKit does. Raises UnknownUser."""
+    if not user:
+        return None
+    who = resolve_identity({}, {}, user, host_passwd, host_group)
+    return None if who.is_root_unchanged else who

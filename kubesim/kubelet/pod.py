@@ -37,6 +37,14 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from kubesim.errors import now_rfc3339
+from kubesim.identity import (
+    Identity,
+    NonRootViolation,
+    UnknownUser,
+    host_group,
+    host_passwd,
+    resolve_identity,
+)
 from kubesim.images import Image, ImageStore, InvalidReference
 from kubesim.kubelet.containerfs import InstanceFS, effective_workdir, host_path, instance_fs
 from kubesim.kubelet.logs import LogFile
@@ -429,17 +437,24 @@ class PodWorker:
 
     # ------------------------------------------------------------------ containers
 
-    def _command(self, c: dict[str, Any]) -> tuple[list[str], dict[str, str], str, list[Mount]]:
-        """The container's argv, environment, working directory and volume mounts.
+    def _command(self, c: dict[str, Any]) -> tuple[list[str], dict[str, str], str, list[Mount], Identity]:
+        """The container's argv, environment, working directory, volume mounts and identity.
 
-        Raises ConfigError (CreateContainerConfigError) when one cannot be resolved.
+        Raises ConfigError (CreateContainerConfigError) when one cannot be resolved, and
+        UnknownUser when the image's user is not in the passwd file (a start error).
         """
         image = self.images.get(c["name"])
         assert image is not None
+        try:
+            who = resolve_identity(self.pod, c, image.config.user, host_passwd, host_group)
+        except NonRootViolation as e:
+            raise ConfigError(str(e)) from e
+        if image.config.userns_root:
+            who = Identity(0, 0, (), "/root")
         base = {
             "PATH": os.pathsep.join([self.kubelet.python_bin_dir, SYSTEM_PATH]),
             "HOSTNAME": self.name,
-            "HOME": "/root",
+            "HOME": who.home,
             "KUBERNETES_SERVICE_HOST": "127.0.0.1",
             "KUBERNETES_SERVICE_PORT": str(self.kubelet.config.api_port or 443),
         }
@@ -447,7 +462,7 @@ class PodWorker:
         argv = resolve_argv(c, image.config.entrypoint, image.config.cmd, env)
         if not argv:
             raise ConfigError("no command specified")
-        return argv, env, effective_workdir(c, image), volume_mounts(c, self.volume_dirs)
+        return argv, env, effective_workdir(c, image), volume_mounts(c, self.volume_dirs), who
 
     async def _create(self, c: dict[str, Any], instance: int, volumes: list[Mount]) -> _Instance:
         """A new instance of container `c`: its filesystem, fresh from the image, and its namespace.
@@ -536,11 +551,14 @@ class PodWorker:
         name = c["name"]
         fp = f"spec.{'initContainers' if c in self.init_specs else 'containers'}{{{name}}}"
         try:
-            argv, env, workdir, volumes = self._command(c)
+            argv, env, workdir, volumes, who = self._command(c)
         except ConfigError as e:
             v.waiting_reason, v.waiting_message = "CreateContainerConfigError", str(e)
             self.event("Failed", f"Error: {e}", "Warning", fp)
             self.publish()
+            return None
+        except UnknownUser as e:
+            self._start_error(v, fp, str(e))
             return None
         instance = self.instances.get(name, -1) + 1
         self.instances[name] = instance
@@ -550,13 +568,21 @@ class PodWorker:
             self._start_error(v, fp, f"error during container init: {e}")
             return None
         self.live[name] = inst
+        # The container's processes, and every command exec'd into it, run as its identity.
         if inst.namespace is not None:
             target = ExecTarget(
-                inst.namespace.enter(workdir), env, None, workdir, inst.fs.view, inst.namespace.root
+                inst.namespace.enter(workdir) + who.prefix(),
+                env,
+                None,
+                workdir,
+                inst.fs.view,
+                inst.namespace.root,
             )
         else:
             cwd = host_path(workdir, inst.fs.view)
-            target = ExecTarget([], env, cwd if os.path.isdir(cwd) else str(self.dir), workdir, inst.fs.view)
+            target = ExecTarget(
+                who.prefix(), env, cwd if os.path.isdir(cwd) else str(self.dir), workdir, inst.fs.view
+            )
         problem = self._check_executable(argv[0], target)
         if problem is not None:
             await self._end(name)

@@ -11,7 +11,18 @@ outlive every container restart (only a new pod gets new ones). Under the pod's 
 hostPath volumes bind the host path; persistentVolumeClaim volumes bind
 `<state>/volumes/<namespace>/<claim>/`, which outlives the pod. A container gets the volumes its
 own volumeMounts name, at their paths (a subPath folder is made when the container starts, as the
-kubelet does).
+kubelet does: with the mode of the volume's root, so an fsGroup's access reaches into it).
+
+Ownership and modes follow the kubelet and common storage:
+* an emptyDir is a root-owned directory of mode 0777;
+* a persistentVolumeClaim's root is root-owned, mode 0755, as a fresh ext4 filesystem's is: a
+  non-root container can write it only through the pod's fsGroup;
+* with `securityContext.fsGroup`, every volume but hostPath is given to that group the way the
+  kubelet's volume ownership management does: each file and directory gets the group, group read
+  and write (read only for a secret, configMap, downwardAPI or projected volume), and directories
+  also group execute and the setgid bit, so files made later inherit the group. With
+  `fsGroupChangePolicy: OnRootMismatch` a volume whose root already has the group and the modes is
+  left alone (a large claim is not walked at every start).
 """
 
 from __future__ import annotations
@@ -24,7 +35,13 @@ from typing import Any
 from kubesim.kubelet.namespaces import Mount
 from kubesim.kubelet.spec import ConfigError, Lookup
 
-__all__ = ["pod_volumes", "volume_mounts"]
+__all__ = ["pod_volumes", "volume_mounts", "set_volume_ownership"]
+
+EMPTY_DIR_MODE = 0o777
+CLAIM_ROOT_MODE = 0o755
+_RW, _RO, _X = 0o660, 0o440, 0o110
+# Volumes the kubelet writes itself (atomic writer): their files stay read-only to the group.
+_READ_ONLY_KINDS = ("secret", "configMap", "downwardAPI", "projected")
 
 
 def _write_items(folder: Path, data: dict[str, bytes], items: list[dict[str, Any]] | None, mode: int) -> None:
@@ -96,7 +113,9 @@ def _volume_dir(
     if "persistentVolumeClaim" in vol:
         claim = str((vol["persistentVolumeClaim"] or {}).get("claimName", name))
         folder = state_dir / "volumes" / ns / claim
-        folder.mkdir(parents=True, exist_ok=True)
+        if not folder.exists():
+            folder.mkdir(parents=True)
+            os.chmod(folder, CLAIM_ROOT_MODE)
         return folder
     for kind, key, secret in (("Secret", "secret", True), ("ConfigMap", "configMap", False)):
         if key in vol:
@@ -140,9 +159,36 @@ def _volume_dir(
                     0o644,
                 )
         return folder
-    # emptyDir and anything else kubesim does not model: a per-pod folder.
+    # emptyDir and anything else kubesim does not model: a per-pod folder, open to every user.
     folder.mkdir(parents=True, exist_ok=True)
+    os.chmod(folder, EMPTY_DIR_MODE)
     return folder
+
+
+def _needs_change(root: Path, gid: int, read_only: bool) -> bool:
+    """OnRootMismatch: whether the volume's root lacks the group or the modes."""
+    st = root.lstat()
+    want = (_RO if read_only else _RW) | _X | 0o2000
+    return st.st_gid != gid or (st.st_mode & want) != want
+
+
+def set_volume_ownership(root: Path, gid: int, read_only: bool, policy: str = "Always") -> None:
+    """Give the volume at `root` to group `gid` as the kubelet does for a pod's fsGroup."""
+    if policy == "OnRootMismatch" and not _needs_change(root, gid, read_only):
+        return
+    mask = _RO if read_only else _RW
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in [None, *filenames, *dirnames]:
+            path = dirpath if name is None else os.path.join(dirpath, name)
+            st = os.lstat(path)
+            os.lchown(path, -1, gid)
+            if os.path.islink(path):
+                continue
+            is_dir = os.path.isdir(path)
+            if name is not None and is_dir:
+                continue  # os.walk visits it as a dirpath next
+            bits = mask | (_X | 0o2000 if is_dir else 0)
+            os.chmod(path, (st.st_mode & 0o7777) | bits)
 
 
 def pod_volumes(pod: dict[str, Any], pod_dir: Path, state_dir: Path, lookup: Lookup) -> dict[str, Path]:
@@ -155,6 +201,14 @@ def pod_volumes(pod: dict[str, Any], pod_dir: Path, state_dir: Path, lookup: Loo
     volume_dirs = {
         v["name"]: _volume_dir(pod, v, pod_dir, state_dir, lookup) for v in spec.get("volumes") or []
     }
+    sc = spec.get("securityContext") or {}
+    if sc.get("fsGroup") is not None:
+        policy = str(sc.get("fsGroupChangePolicy") or "Always")
+        for v in spec.get("volumes") or []:
+            if "hostPath" in v:
+                continue
+            read_only = any(kind in v for kind in _READ_ONLY_KINDS)
+            set_volume_ownership(volume_dirs[v["name"]], int(sc["fsGroup"]), read_only, policy)
     for c in (spec.get("initContainers") or []) + (spec.get("containers") or []):
         for vm in c.get("volumeMounts") or []:
             if vm.get("name", "") not in volume_dirs:
@@ -172,6 +226,7 @@ def volume_mounts(container: dict[str, Any], volume_dirs: dict[str, Path]) -> li
     mounts: dict[str, Mount] = {}
     for vm in container.get("volumeMounts") or []:
         src = volume_dirs[vm.get("name", "")]
+        root = src
         if vm.get("subPath"):
             sub = str(vm["subPath"])
             if sub.startswith("/") or ".." in Path(sub).parts:
@@ -179,6 +234,7 @@ def volume_mounts(container: dict[str, Any], volume_dirs: dict[str, Path]) -> li
             src = src / sub
             if not src.exists():
                 src.mkdir(parents=True, exist_ok=True)
+                os.chmod(src, root.stat().st_mode & 0o7777)
         target = os.path.normpath(vm.get("mountPath", ""))
         if target not in mounts:
             mounts[target] = Mount(str(src), target, bool(vm.get("readOnly")), src.is_file())

@@ -23,9 +23,15 @@ ROOT = Path(__file__).resolve().parents[2]
 GROUP, VERSION, PLURAL = "nbd.dev", "v1alpha1", "notebooks"
 
 
-def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 60.0, interval: float = 0.1) -> T:
+def wait_for(
+    what: str,
+    probe: Callable[[], T | None],
+    timeout: float = 60.0,
+    interval: float = 0.1,
+    retry_on: tuple[type[BaseException], ...] = (),
+) -> T:
     """Polls `probe` until it returns something truthy; fails naming `what` at the deadline."""
-    result: T = polling.wait_for(probe, timeout, what, interval)
+    result: T = polling.wait_for(probe, timeout, what, interval, retry_on)
     return result
 
 

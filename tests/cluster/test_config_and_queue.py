@@ -61,11 +61,46 @@ def test_config_everything() -> None:
         ({**BASE, "NBD_RESYNC_SECONDS": "x"}, "not a number"),
         ({**BASE, "NBD_WATCH_READ_TIMEOUT": "soon"}, "NBD_WATCH_READ_TIMEOUT='soon' is not a number"),
         ({**BASE, "NBD_WATCH_READ_TIMEOUT": "0"}, "NBD_WATCH_READ_TIMEOUT=0 is out of range"),
+        ({**BASE, "NBD_NOTEBOOK_FS_GROUP": "users"}, "NBD_NOTEBOOK_FS_GROUP='users': give a group id"),
+        ({**BASE, "NBD_NOTEBOOK_FS_GROUP": "-1"}, "NBD_NOTEBOOK_FS_GROUP='-1': give a group id"),
+        ({**BASE, "NBD_NOTEBOOK_FS_GROUP": "2147483648"}, "or off"),
     ],
 )
 def test_config_errors_name_the_variable(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
         Config.from_env(env)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (None, 100),
+        ("", 100),
+        ("0", 0),
+        ("1000", 1000),
+        (" 2147483647 ", 2**31 - 1),
+        ("off", None),
+        ("OFF", None),
+    ],
+)
+def test_notebook_fs_group(raw: str | None, expected: int | None) -> None:
+    env = BASE if raw is None else {**BASE, "NBD_NOTEBOOK_FS_GROUP": raw}
+    assert Config.from_env(env).notebook_fs_group == expected
+
+
+def test_no_fs_group_leaves_the_pod_without_a_security_context() -> None:
+    from nbd_controller.manifests import notebook_pod
+
+    notebook = {
+        "apiVersion": "nbd.dev/v1alpha1",
+        "kind": "Notebook",
+        "metadata": {"name": "nb", "namespace": "team", "uid": "u1"},
+        "spec": {"md5": "a" * 32},
+    }
+    with_group = notebook_pod(Config.from_env(BASE), notebook, "IMG")["spec"]
+    without = notebook_pod(Config.from_env({**BASE, "NBD_NOTEBOOK_FS_GROUP": "off"}), notebook, "IMG")["spec"]
+    assert with_group["securityContext"] == {"fsGroup": 100, "fsGroupChangePolicy": "OnRootMismatch"}
+    assert "securityContext" not in without
 
 
 def test_names_are_deterministic_and_bounded() -> None:

@@ -168,15 +168,26 @@ def test_upload_build_and_a_ready_notebook_through_port_forward(cluster: dict[st
     nb.patch_spec("hello", {"suspend": False})
     wait_for("ready again", lambda: nb.status("hello").get("phase") == "Ready", timeout=60)
     nb.delete("hello")
-    wait_for(
-        "the pod, secret and job to go",
-        lambda: (
-            nb.pod(status["pod"]) is None
-            and not core.list_namespaced_secret("default", label_selector="nbd.dev/notebook=hello").items
-            and not nb.jobs("nbd.dev/requested-by=hello")
-        ),
-        timeout=60,
-    )
+
+    def all_gone() -> bool:
+        left = [
+            *(["pod"] if nb.pod(status["pod"]) is not None else []),
+            *(
+                f"secret {s.metadata.name}"
+                for s in core.list_namespaced_secret("default", label_selector="nbd.dev/notebook=hello").items
+            ),
+            *(f"job {j['metadata']['name']}" for j in nb.jobs("nbd.dev/requested-by=hello")),
+        ]
+        if left:
+            raise StillThere(", ".join(left))
+        return True
+
+    # The pod goes after Jupyter's own shutdown (its grace period), which a loaded machine stretches.
+    wait_for("the pod, secret and job to go", all_gone, timeout=120, retry_on=(StillThere,))
+
+
+class StillThere(Exception):
+    """What is left of a deleted Notebook, shown when the wait for it to go times out."""
 
 
 @needs_jobs

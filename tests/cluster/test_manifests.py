@@ -192,6 +192,7 @@ def test_notebook_pod_with_gpu_env_and_defaults() -> None:
             "restartPolicy": "Always",
             "automountServiceAccountToken": False,
             "enableServiceLinks": False,
+            "securityContext": {"fsGroup": 100, "fsGroupChangePolicy": "OnRootMismatch"},
             "nodeSelector": {"gpu.example/type": "nvidia-l4"},
             # /content is an emptyDir (at subPath workdir), seeded from the image's /content once.
             "initContainers": [
@@ -202,7 +203,8 @@ def test_notebook_pod_with_gpu_env_and_defaults() -> None:
                         "/bin/sh",
                         "-c",
                         'set -eu; if [ ! -e "$1/.nbd-seeded" ]; then rm -rf "$1/workdir"; mkdir "$1/workdir"; '
-                        'if [ -d "$2" ]; then cp -a "$2/." "$1/workdir/"; fi; : > "$1/.nbd-seeded"; fi',
+                        'if [ -d "$2" ]; then cp -a "$2/." "$1/workdir/"; fi; chmod -R g+rwX "$1/workdir"; '
+                        ': > "$1/.nbd-seeded"; fi',
                         "seed-workdir",
                         "/nbd-workdir-volume",
                         "/content",
@@ -317,7 +319,9 @@ def test_the_seed_copies_the_image_workdir_once_keeping_modes_times_and_links(tm
     work = volume / "workdir"
     assert (work / "main.py").read_text() == "print('hello')\n"
     assert (work / "main.py").stat().st_mtime == 1_600_000_000
-    assert (work / "run.sh").stat().st_mode & 0o777 == 0o750
+    # The owner's bits are kept; the group (the pod's fsGroup) may write, as on the volume itself.
+    assert (work / "run.sh").stat().st_mode & 0o777 == 0o770
+    assert (work / "main.py").stat().st_mode & 0o070 == 0o060
     assert os.readlink(work / "link.py") == "main.py" and (work / "sub").is_dir()
     assert (volume / ".nbd-seeded").exists()
 

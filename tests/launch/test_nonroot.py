@@ -1,0 +1,84 @@
+"""A notebook image that runs as a non-root user (`USER 1000`, as Jupyter's docker-stacks images do)
+launches, saves from Jupyter and syncs both ways on the local cluster, which runs containers as
+their user and gives volumes to the pod's fsGroup as a real kubelet does."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from launchkit import LaunchKit, make_project, wait_until
+
+
+def _api(url: str, path: str, method: str = "GET", body: dict[str, Any] | None = None) -> tuple[int, Any]:
+    token = url.split("token=", 1)[1]
+    base = url.split("/lab?", 1)[0]
+    request = urllib.request.Request(
+        f"{base}/api/{path}",
+        method=method,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Authorization": f"token {token}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            return resp.status, json.loads(resp.read() or b"null")
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode(errors="replace")
+    except OSError as e:
+        return 0, str(e)
+
+
+def test_a_uid_1000_image_launches_saves_and_syncs(kit: LaunchKit, ns: str, tmp_path: Path) -> None:
+    project = make_project(tmp_path, "nonroot")
+    dockerfile = project / "Dockerfile"
+    dockerfile.write_text(dockerfile.read_text() + "USER 1000\n")
+    launched = kit.launch(project, ns)
+    if launched.rc != 0:
+        logs = kit.nbctl("logs", f"{ns}/nonroot")
+        raise AssertionError(f"{launched.stderr}\n{logs.stdout[-3000:]}{logs.stderr[-1000:]}")
+    url = launched.url
+
+    pod = kit.pods(ns, "nbd.dev/notebook=nonroot")[0]
+    assert pod.spec.security_context.fs_group is not None, "the workspace volume is given to a group"
+
+    # Jupyter, running as uid 1000, saves a new notebook file into /content.
+    status, body = _api(
+        url,
+        "contents/from_jupyter.txt",
+        "PUT",
+        {"type": "file", "format": "text", "content": "saved in the pod\n"},
+    )
+    assert status in (200, 201), body
+    wait_until(
+        lambda: (
+            (project / "from_jupyter.txt").is_file()
+            and (project / "from_jupyter.txt").read_text() == "saved in the pod\n"
+        ),
+        timeout=60,
+        what="Jupyter's save to reach the local directory",
+    )
+    # It also overwrites a file that came with the image (seeded into the volume).
+    status, body = _api(
+        url, "contents/hello.py", "PUT", {"type": "file", "format": "text", "content": "x = 1\n"}
+    )
+    assert status in (200, 201), body
+    wait_until(
+        lambda: (project / "hello.py").read_text() == "x = 1\n", timeout=60, what="the overwrite to sync back"
+    )
+
+    # A local edit reaches the pod (the sync agent writes as the container's user).
+    (project / "local_edit.txt").write_text("from the laptop\n")
+
+    def pod_has_it() -> bool:
+        status, body = _api(url, "contents/local_edit.txt?content=1")
+        return status == 200 and body["content"] == "from the laptop\n"
+
+    wait_until(pod_has_it, timeout=60, what="the local edit to reach the pod")
+    # And a kernel runs as that user.
+    status, kernel = _api(url, "kernels", "POST", {"name": "python3"})
+    assert status in (200, 201), kernel
+    session = kit.session(ns, "nonroot") or {}
+    assert not session.get("sync", {}).get("conflicts"), session
