@@ -40,6 +40,16 @@ class Config:
     kaniko_image: str = DEFAULT_KANIKO_IMAGE  # NBD_KANIKO_IMAGE
     utility_image: str = DEFAULT_UTILITY_IMAGE  # NBD_UTILITY_IMAGE
     insecure_registry: bool = False  # NBD_INSECURE_REGISTRY: push over plain HTTP.
+    # NBD_REGISTRY_SECRET: a kubernetes.io/dockerconfigjson Secret, in each namespace notebooks run
+    # in, that builders push with and notebook pods pull with (imagePullSecrets). None: no credential
+    # is mounted (the registry is open, or the node or workload identity authenticates).
+    registry_secret: str | None = None
+    # NBD_BUILD_SERVICE_ACCOUNT: the build pods' Kubernetes service account (GKE Workload Identity,
+    # EKS IRSA or Pod Identity bind a cloud identity to it); its token is mounted. None: the
+    # namespace's default account, with no token mounted.
+    build_service_account: str | None = None
+    build_cache: bool = True  # NBD_BUILD_CACHE: import and export a layer cache in the registry.
+    cache_repo: str = ""  # NBD_CACHE_REPO: default <registry>/nbd/cache.
     namespaces: tuple[str, ...] = ()  # NBD_NAMESPACES: comma-separated; empty = all namespaces.
     gpu_label_key: str = "nvidia.com/gpu.product"  # NBD_GPU_LABEL_KEY: node label for gpu.type.
     gpu_resource: str = "nvidia.com/gpu"  # NBD_GPU_RESOURCE
@@ -56,6 +66,12 @@ class Config:
     @property
     def builder_image(self) -> str:
         return self.buildkit_image if self.builder == "buildkit" else self.kaniko_image
+
+    def cache_ref(self, namespace: str) -> str:
+        """Where a namespace's layer cache lives: a tag of the cache repository (BuildKit), or a
+        repository of its own (kaniko, which tags each cached layer by its key)."""
+        repo = self.cache_repo or f"{self.registry}/nbd/cache"
+        return f"{repo}:{namespace}" if self.builder == "buildkit" else f"{repo}/{namespace}"
 
     @staticmethod
     def from_env(env: Mapping[str, str]) -> Config:
@@ -93,6 +109,15 @@ class Config:
         prefix = (get("NBD_PREFIX") or "contexts").strip("/")
         namespaces = tuple(n.strip() for n in (get("NBD_NAMESPACES") or "").split(",") if n.strip())
         insecure = (get("NBD_INSECURE_REGISTRY") or "false").lower() in ("1", "true", "yes")
+        cache_raw = (get("NBD_BUILD_CACHE") or "true").lower()
+        if cache_raw not in ("1", "true", "yes", "0", "false", "no"):
+            raise ConfigError(f"NBD_BUILD_CACHE={cache_raw!r}: use true or false")
+        names = {}
+        for variable in ("NBD_REGISTRY_SECRET", "NBD_BUILD_SERVICE_ACCOUNT"):
+            value = get(variable)
+            if value is not None and not re.fullmatch(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?", value):
+                raise ConfigError(f"{variable}={value!r} is not a valid object name")
+            names[variable] = value
         resync_raw = get("NBD_RESYNC_SECONDS")
         try:
             resync = float(resync_raw) if resync_raw else 300.0
@@ -114,6 +139,10 @@ class Config:
             kaniko_image=get("NBD_KANIKO_IMAGE") or DEFAULT_KANIKO_IMAGE,
             utility_image=get("NBD_UTILITY_IMAGE") or DEFAULT_UTILITY_IMAGE,
             insecure_registry=insecure,
+            registry_secret=names["NBD_REGISTRY_SECRET"],
+            build_service_account=names["NBD_BUILD_SERVICE_ACCOUNT"],
+            build_cache=cache_raw in ("1", "true", "yes"),
+            cache_repo=(get("NBD_CACHE_REPO") or "").rstrip("/"),
             namespaces=namespaces,
             gpu_label_key=get("NBD_GPU_LABEL_KEY") or "nvidia.com/gpu.product",
             gpu_resource=get("NBD_GPU_RESOURCE") or "nvidia.com/gpu",

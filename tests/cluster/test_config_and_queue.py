@@ -25,6 +25,7 @@ def test_config_defaults() -> None:
     assert cfg == Config(bucket="my-bucket", registry="europe-docker.pkg.dev/p/nbd")
     assert cfg.builder_image == "moby/buildkit:v0.23.2-rootless"
     assert cfg.upload_url_ttl == 900
+    assert (cfg.build_cache, cfg.cache_ref("team")) == (True, "europe-docker.pkg.dev/p/nbd/nbd/cache:team")
 
 
 def test_config_everything() -> None:
@@ -41,8 +42,14 @@ def test_config_everything() -> None:
             "NBD_SIGNING_SERVICE_ACCOUNT": "sa@p.iam.gserviceaccount.com",
             "NBD_INSECURE_REGISTRY": "true",
             "NBD_CONCURRENCY": "8",
+            "NBD_REGISTRY_SECRET": "regcred",
+            "NBD_BUILD_SERVICE_ACCOUNT": "nbd-builder",
+            "NBD_BUILD_CACHE": "false",
+            "NBD_CACHE_REPO": "europe-docker.pkg.dev/p/cache/",
         }
     )
+    assert (cfg.registry_secret, cfg.build_service_account) == ("regcred", "nbd-builder")
+    assert (cfg.build_cache, cfg.cache_ref("team")) == (False, "europe-docker.pkg.dev/p/cache/team")
     assert (cfg.prefix, cfg.builder, cfg.builder_image, cfg.utility_image) == ("a/b", "kaniko", "k:1", "u:1")
     assert cfg.namespaces == ("a", "b")
     assert cfg.gpu_label_key == "cloud.google.com/gke-accelerator"
@@ -61,6 +68,12 @@ def test_config_everything() -> None:
         ({**BASE, "NBD_RESYNC_SECONDS": "x"}, "not a number"),
         ({**BASE, "NBD_WATCH_READ_TIMEOUT": "soon"}, "NBD_WATCH_READ_TIMEOUT='soon' is not a number"),
         ({**BASE, "NBD_WATCH_READ_TIMEOUT": "0"}, "NBD_WATCH_READ_TIMEOUT=0 is out of range"),
+        ({**BASE, "NBD_BUILD_CACHE": "maybe"}, "NBD_BUILD_CACHE='maybe': use true or false"),
+        (
+            {**BASE, "NBD_REGISTRY_SECRET": "Reg_Cred"},
+            "NBD_REGISTRY_SECRET='Reg_Cred' is not a valid object name",
+        ),
+        ({**BASE, "NBD_BUILD_SERVICE_ACCOUNT": "a b"}, "NBD_BUILD_SERVICE_ACCOUNT='a b' is not a valid"),
     ],
 )
 def test_config_errors_name_the_variable(env: dict[str, str], message: str) -> None:
