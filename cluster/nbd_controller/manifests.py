@@ -406,6 +406,11 @@ def notebook_pod(config: Config, notebook: dict[str, Any], image: str) -> dict[s
         "workingDir": "/",
         "volumeMounts": [{"name": WORKDIR_VOLUME, "mountPath": SEED_MOUNT}],
     }
+    if not spec.get("image"):
+        # A forced rebuild pushes the same tag again: a node that pulled it before must look at
+        # the registry (a manifest request; layers it has are not downloaded again).
+        container["imagePullPolicy"] = "Always"
+        seed["imagePullPolicy"] = "Always"
     if resources_:
         container["resources"] = resources_
         # The same cpu and memory keep the pod's QoS class; copying files needs no GPU.

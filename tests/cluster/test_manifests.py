@@ -274,6 +274,8 @@ def test_notebook_pod_with_gpu_env_and_defaults() -> None:
                     ],
                     "workingDir": "/",
                     "volumeMounts": [{"name": "workdir", "mountPath": "/nbd-workdir-volume"}],
+                    # A built image's tag is pushed again by a forced rebuild: always ask the registry.
+                    "imagePullPolicy": "Always",
                     "resources": {
                         "requests": {"cpu": "2", "memory": "8Gi"},
                         "limits": {"cpu": "2", "memory": "8Gi"},
@@ -315,6 +317,7 @@ def test_notebook_pod_with_gpu_env_and_defaults() -> None:
                         "timeoutSeconds": 2,
                         "failureThreshold": 3,
                     },
+                    "imagePullPolicy": "Always",
                     "resources": {
                         "requests": {"cpu": "2", "memory": "8Gi"},
                         "limits": {"cpu": "2", "memory": "8Gi", "nvidia.com/gpu": "2"},
