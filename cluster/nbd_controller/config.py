@@ -50,6 +50,9 @@ class Config:
     build_service_account: str | None = None
     build_cache: bool = True  # NBD_BUILD_CACHE: import and export a layer cache in the registry.
     cache_repo: str = ""  # NBD_CACHE_REPO: default <registry>/nbd/cache.
+    # NBD_CACHE_SHARED: one cache for every namespace (`shared`) instead of one per namespace. A
+    # cache is only as trusted as whoever may build into it: share it within one team.
+    cache_shared: bool = False
     namespaces: tuple[str, ...] = ()  # NBD_NAMESPACES: comma-separated; empty = all namespaces.
     gpu_label_key: str = "nvidia.com/gpu.product"  # NBD_GPU_LABEL_KEY: node label for gpu.type.
     gpu_resource: str = "nvidia.com/gpu"  # NBD_GPU_RESOURCE
@@ -71,7 +74,8 @@ class Config:
         """Where a namespace's layer cache lives: a tag of the cache repository (BuildKit), or a
         repository of its own (kaniko, which tags each cached layer by its key)."""
         repo = self.cache_repo or f"{self.registry}/nbd/cache"
-        return f"{repo}:{namespace}" if self.builder == "buildkit" else f"{repo}/{namespace}"
+        scope = "shared" if self.cache_shared else namespace
+        return f"{repo}:{scope}" if self.builder == "buildkit" else f"{repo}/{scope}"
 
     @staticmethod
     def from_env(env: Mapping[str, str]) -> Config:
@@ -143,6 +147,7 @@ class Config:
             build_service_account=names["NBD_BUILD_SERVICE_ACCOUNT"],
             build_cache=cache_raw in ("1", "true", "yes"),
             cache_repo=(get("NBD_CACHE_REPO") or "").rstrip("/"),
+            cache_shared=(get("NBD_CACHE_SHARED") or "false").lower() in ("1", "true", "yes"),
             namespaces=namespaces,
             gpu_label_key=get("NBD_GPU_LABEL_KEY") or "nvidia.com/gpu.product",
             gpu_resource=get("NBD_GPU_RESOURCE") or "nvidia.com/gpu",

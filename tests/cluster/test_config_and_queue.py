@@ -50,6 +50,12 @@ def test_config_everything() -> None:
     )
     assert (cfg.registry_secret, cfg.build_service_account) == ("regcred", "nbd-builder")
     assert (cfg.build_cache, cfg.cache_ref("team")) == (False, "europe-docker.pkg.dev/p/cache/team")
+    shared = Config.from_env({**BASE, "NBD_CACHE_SHARED": "true"})
+    assert (
+        shared.cache_ref("team")
+        == shared.cache_ref("other")
+        == "europe-docker.pkg.dev/p/nbd/nbd/cache:shared"
+    )
     assert (cfg.prefix, cfg.builder, cfg.builder_image, cfg.utility_image) == ("a/b", "kaniko", "k:1", "u:1")
     assert cfg.namespaces == ("a", "b")
     assert cfg.gpu_label_key == "cloud.google.com/gke-accelerator"
