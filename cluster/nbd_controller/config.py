@@ -17,9 +17,16 @@ __all__ = ["Config", "ConfigError", "BUILDERS", "MAX_UPLOAD_URL_TTL"]
 MAX_UPLOAD_URL_TTL = 900
 BUILDERS = ("buildkit", "kaniko")
 
-DEFAULT_BUILDKIT_IMAGE = "moby/buildkit:v0.23.2-rootless"
+# The builders run every user's Dockerfile with the registry's credentials: pinned by tag (to read)
+# and digest (what runs), so a re-pushed tag never changes them. Raise both together.
+DEFAULT_BUILDKIT_IMAGE = (
+    "moby/buildkit:v0.23.2-rootless@sha256:cab936745de5d673465948f1e93ff4d6e372bbe33f218afd3314eba45a6f85a9"
+)
 # Kaniko was archived upstream in 2025; this is a maintained fork's image. Override as needed.
-DEFAULT_KANIKO_IMAGE = "ghcr.io/osscontainertools/kaniko:latest"
+DEFAULT_KANIKO_IMAGE = (
+    "ghcr.io/osscontainertools/kaniko:v1.27.6-alpine"
+    "@sha256:795a358f6c22a9fcd66bb7e14bd97728155e1c171ca951f3c3ba6501054234ce"
+)
 # The init container only needs python3 (stdlib) to fetch, check and unpack the context.
 DEFAULT_UTILITY_IMAGE = "python:3.12-alpine"
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import re
 from pathlib import Path
 
 import pytest
 import yaml
 
-from nbd_controller.config import Config, ConfigError
+from nbd_controller.config import DEFAULT_BUILDKIT_IMAGE, DEFAULT_KANIKO_IMAGE, Config, ConfigError
 from nbd_controller.crd import crd_yaml, notebook_crd
 from nbd_controller.naming import build_job_name, image_ref, object_name, pod_name, token_secret_name
 from nbd_controller.workqueue import WorkQueue
@@ -23,7 +24,9 @@ BASE = {"NBD_BUCKET": "my-bucket", "NBD_REGISTRY": "europe-docker.pkg.dev/p/nbd/
 def test_config_defaults() -> None:
     cfg = Config.from_env(BASE)
     assert cfg == Config(bucket="my-bucket", registry="europe-docker.pkg.dev/p/nbd")
-    assert cfg.builder_image == "moby/buildkit:v0.23.2-rootless"
+    assert cfg.builder_image == DEFAULT_BUILDKIT_IMAGE
+    for image in (DEFAULT_BUILDKIT_IMAGE, DEFAULT_KANIKO_IMAGE):
+        assert re.fullmatch(r"[a-z0-9./-]+:v[0-9][\w.-]*@sha256:[0-9a-f]{64}", image), image
     assert cfg.upload_url_ttl == 900
     assert (cfg.build_cache, cfg.cache_ref("team")) == (True, "europe-docker.pkg.dev/p/nbd/nbd/cache:team")
 

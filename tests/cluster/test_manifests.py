@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from nbd_controller.config import Config
+from nbd_controller.config import DEFAULT_BUILDKIT_IMAGE, DEFAULT_KANIKO_IMAGE, Config
 from nbd_controller.manifests import (
     build_job,
     fetch_script,
@@ -113,7 +113,7 @@ def test_buildkit_job_uses_buildctl_daemonless_with_the_real_arguments() -> None
     assert job == _expected_job(
         {
             "name": "build",
-            "image": "moby/buildkit:v0.23.2-rootless",
+            "image": DEFAULT_BUILDKIT_IMAGE,
             "command": ["buildctl-daemonless.sh"],
             "args": [
                 "build",
@@ -152,7 +152,7 @@ def test_kaniko_job_and_insecure_registry() -> None:
     assert job == _expected_job(
         {
             "name": "build",
-            "image": "ghcr.io/osscontainertools/kaniko:latest",
+            "image": DEFAULT_KANIKO_IMAGE,
             "args": [
                 "--context=dir:///workspace",
                 "--dockerfile=/workspace/Dockerfile",
