@@ -557,6 +557,14 @@ def test_kaniko_caches_run_layers_in_its_cache_repository(
     rc, uncached = kaniko("--cache=false")
     assert rc == 0 and _ran(uncached)
 
+    # A cache repository that wants credentials the image's registry does not: the cache push fails.
+    RegistryPolicy(pod_env.root).require("cache.test/nbd", "other", "x")
+    rc, refused = kaniko("--cache=true", "--cache-repo=cache.test/nbd/cache/team")
+    assert rc == 1
+    assert refused[-1] == (
+        "error building image: failed to solve: failed to push to cache cache.test/nbd/cache/team: unexpected "
+        "status from POST request to https://cache.test/v2/nbd/cache/team/blobs/uploads/: 401 Unauthorized"
+    )
     RegistryPolicy(pod_env.root).require("registry.test:5000/nbd", "pusher", "s3cret")
     rc, refused = kaniko("--cache=true", f"--cache-repo={repo}")
     assert rc == 1 and "UNAUTHORIZED: authentication required" in refused[-1]

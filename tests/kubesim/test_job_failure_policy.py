@@ -97,6 +97,39 @@ def _spec(policy: dict[str, Any], restart: str = "Never", **extra: Any) -> dict[
                 "the container or initContainer names in the pod template"
             ],
         ),
+        (
+            _spec(
+                {
+                    "rules": [
+                        {"action": "FailIndex", "onExitCodes": {"operator": "Between", "values": [1, 1]}},
+                        {"action": "", "onPodConditions": [{"type": "Bad Type", "status": ""}]},
+                    ]
+                }
+            ),
+            [
+                'spec.podFailurePolicy.rules[0].action: Invalid value: "FailIndex": requires the '
+                "backoffLimitPerIndex to be set",
+                'spec.podFailurePolicy.rules[0].onExitCodes.operator: Unsupported value: "Between": supported '
+                'values: "In", "NotIn"',
+                "spec.podFailurePolicy.rules[0].onExitCodes.values[1]: Duplicate value: 1",
+                'spec.podFailurePolicy.rules[1].action: Required value: valid values: ["Count", "FailIndex", '
+                '"FailJob", "Ignore"]',
+                'spec.podFailurePolicy.rules[1].onPodConditions[0].type: Invalid value: "Bad Type": name part '
+                "must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an "
+                "alphanumeric character",
+                "spec.podFailurePolicy.rules[1].onPodConditions[0].status: Required value: valid values: "
+                '["False", "True", "Unknown"]',
+            ],
+        ),
+        (
+            _spec({"rules": [{"action": "Ignore", "onExitCodes": {"values": []}}]}),
+            [
+                'spec.podFailurePolicy.rules[0].onExitCodes.operator: Required value: valid values: ["In", '
+                '"NotIn"]',
+                "spec.podFailurePolicy.rules[0].onExitCodes.values: Invalid value: []: at least one value is "
+                "required",
+            ],
+        ),
     ],
 )
 def test_validation_says_what_upstream_says(spec: dict[str, Any], messages: list[str]) -> None:
@@ -231,3 +264,33 @@ def test_an_evicted_pod_is_replaced_and_the_job_completes(ks: KubesimServer) -> 
     assert first.metadata.name not in names
     events = core.list_namespaced_event("default", field_selector="involvedObject.name=drained").items
     assert sum(1 for e in events if e.reason == "SuccessfulCreate") == 2
+
+
+def test_an_eviction_names_its_pod_and_the_pod_exists(ks: KubesimServer) -> None:
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    core = client.CoreV1Api(ks.api_client())
+    core.create_namespaced_pod(
+        "default",
+        {"metadata": {"name": "stays"}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}},
+    )
+    for name, body, status, message in (
+        (
+            "stays",
+            {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": "other"}},
+            400,
+            "name in URL does not match name in Eviction object: stays != other",
+        ),
+        (
+            "absent",
+            {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": "absent"}},
+            404,
+            'pods "absent" not found',
+        ),
+    ):
+        with pytest.raises(ApiException) as caught:
+            core.create_namespaced_pod_eviction(name, "default", body)
+        assert caught.value.status == status
+        assert json.loads(caught.value.body)["message"] == message
+    assert core.read_namespaced_pod("stays", "default").metadata.deletion_timestamp is None
