@@ -25,7 +25,7 @@ def test_rebuild_builds_unchanged_content_again_and_says_so(kit: LaunchKit, ns: 
     assert BUILD not in rebuilt.cached_steps() and BUILDING in rebuilt.phases()
     notices = [n["message"] for n in rebuilt.of("notice")]
     assert f"Building context {first.md5} again, as request" in "\n".join(notices), notices
-    lines = [line["line"] for line in rebuilt.of("build_log")]
+    lines = [line["text"] for line in rebuilt.of("build_log")]
     # Nothing comes from the cache: every RUN of the Dockerfile ran.
     assert lines and not any(
         line.endswith(" CACHED") and "RUN" in prev for prev, line in zip(lines, lines[1:])
