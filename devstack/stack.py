@@ -198,6 +198,8 @@ def controller_env(stack: Stack, key_file: str, gcs_port: int) -> dict[str, str]
             "NBD_SIGNING_KEY_FILE": key_file,
             "STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{gcs_port}",
             "NBD_RESYNC_SECONDS": "30",
+            # One person's cluster: every namespace shares one layer cache.
+            "NBD_CACHE_SHARED": "true",
         }
     )
     return env

@@ -26,7 +26,7 @@ from typing import Any
 
 from aiohttp import web
 
-from kubesim import kubeconfig, streams, tls
+from kubesim import eviction, kubeconfig, streams, tls
 from kubesim.apiserver import ApiServer
 from kubesim.auth import Auth
 from kubesim.faults import Faults
@@ -155,6 +155,7 @@ class Cluster:
             self._components.append(kubelet)
             # The kubelet half serves pods/log, pods/exec and pods/portforward on the router.
             streams.register(self.api, kubelet)
+        eviction.register(self.api)
         try:
             from kubesim.jobs import JobController  # type: ignore[import-not-found,unused-ignore]
 

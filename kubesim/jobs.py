@@ -10,7 +10,11 @@ upstream), and ends the Job:
   (reason CompletionsReached), `completionTime`;
 * failure: failures > `backoffLimit` → FailureTarget and Failed (reason BackoffLimitExceeded,
   "Job has reached the specified backoff limit"), active pods deleted; likewise
-  `activeDeadlineSeconds` (reason DeadlineExceeded).
+  `activeDeadlineSeconds` (reason DeadlineExceeded);
+* `podFailurePolicy` (kubesim/jobpolicy.py): a failed pod matching an `Ignore` rule is not
+  counted and is replaced (a pod the cluster disrupted: condition DisruptionTarget); one matching
+  `FailJob` fails the Job at once (reason PodFailurePolicy); with `podReplacementPolicy: Failed`
+  (the default under a policy) a pod being deleted is replaced only once it has failed.
 
 `spec.suspend` deletes the active pods and creates none. The decision (`plan`) is pure; the
 controller applies it to the store.
@@ -28,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from kubesim import jobpolicy
 from kubesim.errors import ApiError, now_rfc3339
 from kubesim.store import JOBS, PODS, Store, WatchEvent
 
@@ -87,7 +92,27 @@ def plan(job: dict[str, Any], pods: list[dict[str, Any]], now: float) -> Plan:
     live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
     active = [p for p in live if (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")]
     succeeded = sum(1 for p in pods if (p.get("status") or {}).get("phase") == "Succeeded")
-    failed = sum(1 for p in pods if (p.get("status") or {}).get("phase") == "Failed")
+    policy = spec.get("podFailurePolicy")
+    failed = 0
+    fail_job: jobpolicy.Match | None = None
+    for p in pods:
+        if (p.get("status") or {}).get("phase") != "Failed":
+            continue
+        decided = jobpolicy.match(policy, p)
+        if decided is not None and decided.action == "Ignore":
+            continue  # not counted toward backoffLimit, and replaced
+        if decided is not None and decided.action == "FailJob" and fail_job is None:
+            fail_job = decided
+        failed += 1
+    # podReplacementPolicy Failed: a pod being deleted is replaced only once it has failed.
+    replacing = 0
+    if spec.get("podReplacementPolicy") == "Failed":
+        replacing = sum(
+            1
+            for p in pods
+            if p["metadata"].get("deletionTimestamp")
+            and (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
+        )
     restarts = 0
     if on_failure:
         for p in active:
@@ -148,6 +173,8 @@ def plan(job: dict[str, Any], pods: list[dict[str, Any]], now: float) -> Plan:
         status["active"] = 0
         result.events.append(("Normal", "Completed", "Job completed"))
         return result
+    if fail_job is not None:
+        return fail("PodFailurePolicy", fail_job.message)
     if failed + restarts > backoff_limit:
         return fail("BackoffLimitExceeded", "Job has reached the specified backoff limit")
     deadline = spec.get("activeDeadlineSeconds")
@@ -155,7 +182,7 @@ def plan(job: dict[str, Any], pods: list[dict[str, Any]], now: float) -> Plan:
     if deadline is not None and started is not None and now - started > int(deadline):
         return fail("DeadlineExceeded", "Job was active longer than specified deadline")
     want = min(parallelism, completions - succeeded)
-    result.create = max(0, want - len(active))
+    result.create = max(0, want - len(active) - replacing)
     return result
 
 

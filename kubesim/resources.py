@@ -16,6 +16,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from kubesim import jobpolicy
 from kubesim.errors import ApiError, now_rfc3339
 
 __all__ = [
@@ -501,7 +502,11 @@ def prepare_create(info: ResourceInfo, obj: dict[str, Any], store: Any) -> dict[
         spec.setdefault("backoffLimit", 6)
         spec.setdefault("completionMode", "NonIndexed")
         spec.setdefault("suspend", False)
-        spec.setdefault("podReplacementPolicy", "TerminatingOrFailed")
+        # As upstream: with a podFailurePolicy a pod is replaced only once it has failed.
+        spec.setdefault(
+            "podReplacementPolicy",
+            "Failed" if spec.get("podFailurePolicy") is not None else "TerminatingOrFailed",
+        )
         tmpl = spec.setdefault("template", {})
         tmeta = tmpl.setdefault("metadata", {})
         labels = tmeta.setdefault("labels", {})
@@ -528,6 +533,9 @@ def prepare_create(info: ResourceInfo, obj: dict[str, Any], store: Any) -> dict[
                     }
                 ],
             )
+        policy_causes = jobpolicy.validate(spec)
+        if policy_causes:
+            raise ApiError.invalid(info, meta["name"], policy_causes)
         _default_pod_spec(tspec)
         meta.setdefault("labels", {}).update(
             {

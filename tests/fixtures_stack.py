@@ -67,6 +67,12 @@ class LocalStack:
         api = config.new_client_from_config(config_file=self.kubeconfig)
         return client.CoreV1Api(api)
 
+    def batch(self) -> Any:
+        from kubernetes import client, config
+
+        api = config.new_client_from_config(config_file=self.kubeconfig)
+        return client.BatchV1Api(api)
+
     def custom(self) -> Any:
         from kubernetes import client, config
 

@@ -73,6 +73,7 @@ def build_request(args: argparse.Namespace) -> Any:
         local_port=args.port,
         no_sync=args.no_sync,
         attach=args.attach,
+        rebuild=args.rebuild,
     )
 
 

@@ -64,6 +64,11 @@ def _launch_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-sync", action="store_true", help="do not sync the directory with the pod")
     p.add_argument("--open", action="store_true", help="open the notebook in a browser once ready")
     p.add_argument("--attach", action="store_true", help="attach to the live session of this directory")
+    p.add_argument(
+        "--rebuild",
+        action="store_true",
+        help="build the image again even if this content was built (without the layer cache)",
+    )
 
 
 def build_parser(prog: str = "nbctl") -> argparse.ArgumentParser:

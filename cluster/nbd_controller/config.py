@@ -17,9 +17,16 @@ __all__ = ["Config", "ConfigError", "BUILDERS", "MAX_UPLOAD_URL_TTL"]
 MAX_UPLOAD_URL_TTL = 900
 BUILDERS = ("buildkit", "kaniko")
 
-DEFAULT_BUILDKIT_IMAGE = "moby/buildkit:v0.23.2-rootless"
+# The builders run every user's Dockerfile with the registry's credentials: pinned by tag (to read)
+# and digest (what runs), so a re-pushed tag never changes them. Raise both together.
+DEFAULT_BUILDKIT_IMAGE = (
+    "moby/buildkit:v0.23.2-rootless@sha256:cab936745de5d673465948f1e93ff4d6e372bbe33f218afd3314eba45a6f85a9"
+)
 # Kaniko was archived upstream in 2025; this is a maintained fork's image. Override as needed.
-DEFAULT_KANIKO_IMAGE = "ghcr.io/osscontainertools/kaniko:latest"
+DEFAULT_KANIKO_IMAGE = (
+    "ghcr.io/osscontainertools/kaniko:v1.27.6-alpine"
+    "@sha256:795a358f6c22a9fcd66bb7e14bd97728155e1c171ca951f3c3ba6501054234ce"
+)
 # The init container only needs python3 (stdlib) to fetch, check and unpack the context.
 DEFAULT_UTILITY_IMAGE = "python:3.12-alpine"
 
@@ -40,6 +47,19 @@ class Config:
     kaniko_image: str = DEFAULT_KANIKO_IMAGE  # NBD_KANIKO_IMAGE
     utility_image: str = DEFAULT_UTILITY_IMAGE  # NBD_UTILITY_IMAGE
     insecure_registry: bool = False  # NBD_INSECURE_REGISTRY: push over plain HTTP.
+    # NBD_REGISTRY_SECRET: a kubernetes.io/dockerconfigjson Secret, in each namespace notebooks run
+    # in, that builders push with and notebook pods pull with (imagePullSecrets). None: no credential
+    # is mounted (the registry is open, or the node or workload identity authenticates).
+    registry_secret: str | None = None
+    # NBD_BUILD_SERVICE_ACCOUNT: the build pods' Kubernetes service account (GKE Workload Identity,
+    # EKS IRSA or Pod Identity bind a cloud identity to it); its token is mounted. None: the
+    # namespace's default account, with no token mounted.
+    build_service_account: str | None = None
+    build_cache: bool = True  # NBD_BUILD_CACHE: import and export a layer cache in the registry.
+    cache_repo: str = ""  # NBD_CACHE_REPO: default <registry>/nbd/cache.
+    # NBD_CACHE_SHARED: one cache for every namespace (`shared`) instead of one per namespace. A
+    # cache is only as trusted as whoever may build into it: share it within one team.
+    cache_shared: bool = False
     namespaces: tuple[str, ...] = ()  # NBD_NAMESPACES: comma-separated; empty = all namespaces.
     gpu_label_key: str = "nvidia.com/gpu.product"  # NBD_GPU_LABEL_KEY: node label for gpu.type.
     gpu_resource: str = "nvidia.com/gpu"  # NBD_GPU_RESOURCE
@@ -60,6 +80,13 @@ class Config:
     @property
     def builder_image(self) -> str:
         return self.buildkit_image if self.builder == "buildkit" else self.kaniko_image
+
+    def cache_ref(self, namespace: str) -> str:
+        """Where a namespace's layer cache lives: a tag of the cache repository (BuildKit), or a
+        repository of its own (kaniko, which tags each cached layer by its key)."""
+        repo = self.cache_repo or f"{self.registry}/nbd/cache"
+        scope = "shared" if self.cache_shared else namespace
+        return f"{repo}:{scope}" if self.builder == "buildkit" else f"{repo}/{scope}"
 
     @staticmethod
     def from_env(env: Mapping[str, str]) -> Config:
@@ -97,6 +124,15 @@ class Config:
         prefix = (get("NBD_PREFIX") or "contexts").strip("/")
         namespaces = tuple(n.strip() for n in (get("NBD_NAMESPACES") or "").split(",") if n.strip())
         insecure = (get("NBD_INSECURE_REGISTRY") or "false").lower() in ("1", "true", "yes")
+        cache_raw = (get("NBD_BUILD_CACHE") or "true").lower()
+        if cache_raw not in ("1", "true", "yes", "0", "false", "no"):
+            raise ConfigError(f"NBD_BUILD_CACHE={cache_raw!r}: use true or false")
+        names = {}
+        for variable in ("NBD_REGISTRY_SECRET", "NBD_BUILD_SERVICE_ACCOUNT"):
+            value = get(variable)
+            if value is not None and not re.fullmatch(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?", value):
+                raise ConfigError(f"{variable}={value!r} is not a valid object name")
+            names[variable] = value
         resync_raw = get("NBD_RESYNC_SECONDS")
         try:
             resync = float(resync_raw) if resync_raw else 300.0
@@ -118,6 +154,11 @@ class Config:
             kaniko_image=get("NBD_KANIKO_IMAGE") or DEFAULT_KANIKO_IMAGE,
             utility_image=get("NBD_UTILITY_IMAGE") or DEFAULT_UTILITY_IMAGE,
             insecure_registry=insecure,
+            registry_secret=names["NBD_REGISTRY_SECRET"],
+            build_service_account=names["NBD_BUILD_SERVICE_ACCOUNT"],
+            build_cache=cache_raw in ("1", "true", "yes"),
+            cache_repo=(get("NBD_CACHE_REPO") or "").rstrip("/"),
+            cache_shared=(get("NBD_CACHE_SHARED") or "false").lower() in ("1", "true", "yes"),
             namespaces=namespaces,
             gpu_label_key=get("NBD_GPU_LABEL_KEY") or "nvidia.com/gpu.product",
             gpu_resource=get("NBD_GPU_RESOURCE") or "nvidia.com/gpu",

@@ -84,6 +84,14 @@ def _spec_schema() -> dict[str, Any]:
                             "controller then verifies the stored object and builds it."
                         ),
                     },
+                    "rebuild": {
+                        "type": "string",
+                        "maxLength": REQUEST_ID_MAX,
+                        "description": (
+                            "Set to upload.requestID to build the context again although it was built "
+                            "(once per requestID, taking nothing from the layer cache)."
+                        ),
+                    },
                 },
             },
             "resources": {
@@ -155,6 +163,12 @@ def _status_schema() -> dict[str, Any]:
                     "md5": {"type": "string"},
                     "image": {"type": "string"},
                     "job": {"type": "string"},
+                    "failedJobUID": {"type": "string", "description": "The failed build Job reported."},
+                    "failedRequestID": {"type": "string", "description": "The request that saw it fail."},
+                    "rebuiltRequestID": {
+                        "type": "string",
+                        "description": "The request whose rebuild started.",
+                    },
                 },
             },
             "image": {"type": "string", "description": "The image the notebook Pod runs."},

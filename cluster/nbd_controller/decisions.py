@@ -60,6 +60,8 @@ class DeleteObject:
 class CreateBuildJob:
     md5: str
     image: str
+    # A forced rebuild: take nothing from the layer cache.
+    fresh: bool = False
 
 
 @dataclass(frozen=True)
@@ -133,10 +135,21 @@ class Observed:
     pod: dict[str, Any] | None = None
     build_create_error: str | None = None
     pod_create_error: str | None = None
+    # Why the pod of a running build Job does not start (an image pull of the builder, a missing
+    # Secret, no node), and whether that pod is still Pending at all.
+    build_pod_problem: str | None = None
+    build_pod_pending: bool = False
 
 
 # A pod the cluster refused (quota, admission) is tried again this often; it may fit later.
 REFUSED_RETRY_SECONDS = 10.0
+# A build pod that is still Pending is looked at this often, so that why it does not start (an
+# image pull, a missing Secret) shows within seconds.
+BUILD_START_POLL_SECONDS = 2.0
+# The Built reason while a failed build of earlier request is built again.
+RETRYING = "RetryingFailedBuild"
+# The Built reason of a build that spec.build.rebuild forced for unchanged content.
+REBUILD_REQUESTED = "RebuildRequested"
 
 
 @dataclass
@@ -199,6 +212,15 @@ class _Builder:
         return Plan(self.actions, status, self.requeue)
 
 
+def _keep_retrying(b: _Builder, same_md5: bool) -> bool:
+    """Keeps saying that this build is a retry of a failed one (or a forced rebuild) while it runs."""
+    built = get_condition(b.conditions, "Built")
+    if same_md5 and built is not None and built.get("reason") in (RETRYING, REBUILD_REQUESTED):
+        b.condition("Built", False, str(built["reason"]), str(built.get("message")))
+        return True
+    return False
+
+
 def _resolve_image(config: Config, b: _Builder) -> tuple[str | None, str | None]:
     """Runs the upload/build pipeline; returns (image, phase-if-not-ready-for-a-pod)."""
     observed = b.observed
@@ -221,10 +243,35 @@ def _resolve_image(config: Config, b: _Builder) -> tuple[str | None, str | None]
     job_name = build_job_name(md5)
     b.status["build"] = {"md5": md5, "image": image}
     stored = {"requestID": request_id, "storedMD5": md5}
+    previous_build = b.old.get("build") or {}
+    same_md5 = previous_build.get("md5") == md5
+    # What this Notebook remembers of its build: the failed Job it reported (by uid, with the request
+    # that saw it fail) and the request whose forced rebuild it started.
+    for key in ("failedJobUID", "failedRequestID", "rebuiltRequestID"):
+        if same_md5 and previous_build.get(key):
+            b.status["build"][key] = previous_build[key]
+    rebuild = (spec.get("build") or {}).get("rebuild") == request_id and b.status["build"].get(
+        "rebuiltRequestID"
+    ) != request_id
+    job_meta = (observed.job or {}).get("metadata") or {}
+
+    if rebuild and (
+        observed.built_image or (observed.job is not None and not job_meta.get("deletionTimestamp"))
+    ):
+        # Asked to build unchanged content again: forget the record and the old Job first.
+        if observed.built_image:
+            b.actions.append(ForgetBuild(md5))
+        if observed.job is not None:
+            b.actions.append(DeleteBuildJob(md5))
+        b.status["upload"] = stored
+        b.condition(
+            "Built", False, REBUILD_REQUESTED, f"Building context {md5} again, as request {request_id} asked."
+        )
+        b.requeue_in(1.0)
+        return None, "Building"
 
     if observed.built_image:
         b.status["upload"] = stored
-        previous_build = b.old.get("build") or {}
         if previous_build.get("md5") == md5 and previous_build.get("job"):
             # This Notebook saw its build: keep naming the Job whose pod holds the build log.
             b.status["build"]["job"] = previous_build["job"]
@@ -235,10 +282,12 @@ def _resolve_image(config: Config, b: _Builder) -> tuple[str | None, str | None]
         b.condition("Built", True, "AlreadyBuilt", f"Context {md5} was built before as {image}.")
         return image, None
 
-    if observed.job is not None and (observed.job.get("metadata") or {}).get("deletionTimestamp"):
-        # The Job of a build whose image is gone: a new build starts once it is deleted.
+    if observed.job is not None and job_meta.get("deletionTimestamp"):
+        # The Job of a build whose image is gone, of a failed build being retried or of a forced
+        # rebuild: a new build starts once it is deleted.
         b.status["upload"] = stored
-        b.condition("Built", False, "Rebuilding", f"Waiting for the old build Job {job_name} to go away.")
+        if not _keep_retrying(b, same_md5):
+            b.condition("Built", False, "Rebuilding", f"Waiting for the old build Job {job_name} to go away.")
         b.requeue_in(1.0)
         return None, "Building"
 
@@ -252,8 +301,28 @@ def _resolve_image(config: Config, b: _Builder) -> tuple[str | None, str | None]
             b.condition("Built", True, "Built", f"Built and pushed {image} in Job {job_name}.")
             return image, None
         if outcome == "failed":
+            uid = str(job_meta.get("uid") or "")
+            failed_for = b.status["build"].get("failedRequestID")
+            if b.status["build"].get("failedJobUID") == uid and failed_for and failed_for != request_id:
+                # A new launch of content whose build failed: that failure belonged to an earlier
+                # request. Build again (the failure may have been the registry, a network, a flaky
+                # RUN); this request's own failure, if it comes, stays.
+                b.actions.append(DeleteBuildJob(md5))
+                b.condition(
+                    "Built",
+                    False,
+                    RETRYING,
+                    f"Retrying the failed build of context {md5}: Job {job_name} failed for request "
+                    f"{failed_for}; building again for request {request_id}.",
+                )
+                b.requeue_in(1.0)
+                return None, "Building"
+            if b.status["build"].get("failedJobUID") != uid or not failed_for:
+                # The first look at this failure: it is this request's.
+                b.status["build"]["failedJobUID"] = uid
+                b.status["build"]["failedRequestID"] = request_id
             previous = get_condition(b.conditions, "Built")
-            hint = "\nFix the Dockerfile or context and launch again (a new context gets a new build)."
+            hint = "\nFix the Dockerfile or context and launch again (a launch after a failure builds again)."
             if observed.build_log_tail is not None:
                 tail = observed.build_log_tail.strip()
                 message = f"The build in Job {job_name} failed. Last lines of its log:\n{tail}{hint}"
@@ -274,7 +343,21 @@ def _resolve_image(config: Config, b: _Builder) -> tuple[str | None, str | None]
             )
             b.requeue_in(REFUSED_RETRY_SECONDS)
             return None, "Failed"
-        b.condition("Built", False, "Building", f"Building {image} in Job {job_name}.")
+        if observed.build_pod_problem:
+            b.condition(
+                "Built",
+                False,
+                "BuildNotStarting",
+                f"The pod of build Job {job_name} cannot start: {observed.build_pod_problem}. The build "
+                "starts by itself once this is fixed (ask an admin about the builder image, the registry "
+                "Secret or the nodes).",
+            )
+        else:
+            if not _keep_retrying(b, same_md5):
+                b.condition("Built", False, "Building", f"Building {image} in Job {job_name}.")
+        if observed.build_pod_pending:
+            # Nothing about a pod that does not start changes the Job: look again soon.
+            b.requeue_in(BUILD_START_POLL_SECONDS)
         return None, "Building"
 
     # Not built and not being built: the stored object decides.
@@ -283,8 +366,11 @@ def _resolve_image(config: Config, b: _Builder) -> tuple[str | None, str | None]
         b.status["upload"] = stored
         b.status["build"]["job"] = job_name
         b.condition("Uploaded", True, "Stored", f"Context {md5} is stored and its MD5 verified.")
-        b.condition("Built", False, "Building", f"Building {image} in Job {job_name}.")
-        b.actions.append(CreateBuildJob(md5, image))
+        if not _keep_retrying(b, same_md5):
+            b.condition("Built", False, "Building", f"Building {image} in Job {job_name}.")
+        if rebuild:
+            b.status["build"]["rebuiltRequestID"] = request_id
+        b.actions.append(CreateBuildJob(md5, image, fresh=rebuild))
         return None, "Building"
 
     previous_upload = b.old.get("upload") or {}

@@ -214,6 +214,48 @@ class Kube:
         message = str(max(events, key=when).message or "")
         return message.removeprefix("Error creating: ") or None
 
+    def build_pod_problem(self, namespace: str, md5: str) -> tuple[bool, str | None]:
+        """Whether the newest pod of the build of `md5` is still Pending, and why it does not start.
+
+        The why is what the cluster says: the scheduler's condition, a container's waiting reason
+        and message (an image pull of the builder, a missing Secret key), else the latest warning
+        event of the pod (FailedMount of a missing Secret, FailedScheduling).
+        """
+        selector = f"{LABEL_COMPONENT}=build,{LABEL_CONTEXT_MD5}={md5}"
+        items = self.core.list_namespaced_pod(namespace, label_selector=selector).items
+        pods = [self.to_dict(p) for p in items]
+        pods = [p for p in pods if not (p.get("metadata") or {}).get("deletionTimestamp")]
+        if not pods:
+            return False, None
+        pod = max(pods, key=lambda p: str((p.get("metadata") or {}).get("creationTimestamp") or ""))
+        status = pod.get("status") or {}
+        if status.get("phase") not in (None, "Pending"):
+            return False, None
+        for condition in status.get("conditions") or []:
+            if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
+                return True, f"{condition.get('reason') or 'Unschedulable'}: {condition.get('message') or ''}"
+        for container in (status.get("initContainerStatuses") or []) + (
+            status.get("containerStatuses") or []
+        ):
+            waiting = (container.get("state") or {}).get("waiting") or {}
+            if waiting.get("reason") not in (None, "ContainerCreating", "PodInitializing"):
+                return (
+                    True,
+                    f"{waiting['reason']}: {waiting.get('message') or ''} (container {container.get('name')})",
+                )
+        name = pod["metadata"]["name"]
+        selector = f"involvedObject.kind=Pod,involvedObject.name={name},type=Warning"
+        events = self.core.list_namespaced_event(namespace, field_selector=selector).items
+        if events:
+
+            def when(e: Any) -> str:
+                stamp = e.last_timestamp or e.event_time or e.metadata.creation_timestamp
+                return stamp.isoformat() if stamp is not None else ""
+
+            latest = max(events, key=when)
+            return True, f"{latest.reason}: {latest.message}"
+        return True, None
+
     def build_log_tail(self, namespace: str, md5: str, lines: int = 20) -> str | None:
         """The last lines of the failed container's log of the build of `md5`."""
         selector = f"{LABEL_COMPONENT}=build,{LABEL_CONTEXT_MD5}={md5}"

@@ -56,6 +56,7 @@ __all__ = [
     "seed_script",
     "ANNOTATION_SPEC_HASH",
     "WORKSPACE",
+    "BUILD_POD_FAILURE_POLICY",
 ]
 
 WORKSPACE = "/workspace"
@@ -68,6 +69,10 @@ WORKDIR_SUBPATH = "workdir"
 SEED_CONTAINER = "seed-workdir"
 SEED_MOUNT = "/nbd-workdir-volume"
 SEEDED_MARKER = ".nbd-seeded"
+# The registry Secret's volume and where each builder reads it ($DOCKER_CONFIG).
+REGISTRY_AUTH_VOLUME = "registry-auth"
+BUILDKIT_DOCKER_CONFIG = "/home/user/.docker"
+KANIKO_DOCKER_CONFIG = "/kaniko/.docker"
 
 
 @cache
@@ -113,44 +118,61 @@ def token_secret(notebook: dict[str, Any], token: str) -> dict[str, Any]:
     }
 
 
-def _builder_container(config: Config, image: str) -> dict[str, Any]:
-    mounts = [{"name": "workspace", "mountPath": WORKSPACE}]
+def _builder_container(config: Config, image: str, namespace: str, import_cache: bool) -> dict[str, Any]:
+    mounts: list[dict[str, Any]] = [{"name": "workspace", "mountPath": WORKSPACE}]
+    env: list[dict[str, str]] = []
+    docker_config = KANIKO_DOCKER_CONFIG if config.builder == "kaniko" else BUILDKIT_DOCKER_CONFIG
+    if config.registry_secret:
+        # Both builders read $DOCKER_CONFIG/config.json, the file the Secret's key becomes.
+        mounts.append({"name": REGISTRY_AUTH_VOLUME, "mountPath": docker_config, "readOnly": True})
+        env.append({"name": "DOCKER_CONFIG", "value": docker_config})
+    cache = config.cache_ref(namespace)
     if config.builder == "kaniko":
         args = [
             f"--context=dir://{WORKSPACE}",
             f"--dockerfile={WORKSPACE}/Dockerfile",
             f"--destination={image}",
-            "--cache=false",
         ]
+        if config.build_cache and import_cache:
+            args += ["--cache=true", f"--cache-repo={cache}"]
+        else:
+            args.append("--cache=false")
         if config.insecure_registry:
             args.append("--insecure")
-        return {
+        container: dict[str, Any] = {
             "name": BUILD_CONTAINER,
             "image": config.kaniko_image,
             "args": args,
             "volumeMounts": mounts,
         }
-    output = f"type=image,name={image},push=true"
-    if config.insecure_registry:
-        output += ",registry.insecure=true"
+        if env:
+            container["env"] = env
+        return container
+    insecure = ",registry.insecure=true" if config.insecure_registry else ""
+    args = [
+        "build",
+        "--frontend",
+        "dockerfile.v0",
+        "--local",
+        f"context={WORKSPACE}",
+        "--local",
+        f"dockerfile={WORKSPACE}",
+        "--output",
+        f"type=image,name={image},push=true{insecure}",
+    ]
+    if config.build_cache:
+        # mode=max exports every layer, the dependency layers under the final COPY included.
+        args += ["--export-cache", f"type=registry,ref={cache},mode=max{insecure}"]
+        if import_cache:
+            args += ["--import-cache", f"type=registry,ref={cache}{insecure}"]
     return {
         "name": BUILD_CONTAINER,
         "image": config.buildkit_image,
         "command": ["buildctl-daemonless.sh"],
-        "args": [
-            "build",
-            "--frontend",
-            "dockerfile.v0",
-            "--local",
-            f"context={WORKSPACE}",
-            "--local",
-            f"dockerfile={WORKSPACE}",
-            "--output",
-            output,
-        ],
+        "args": args,
         # Rootless BuildKit inside an unprivileged pod: no process sandbox, unconfined profiles
         # (as in BuildKit's examples/kubernetes/job.rootless.yaml).
-        "env": [{"name": "BUILDKITD_FLAGS", "value": "--oci-worker-no-process-sandbox"}],
+        "env": [{"name": "BUILDKITD_FLAGS", "value": "--oci-worker-no-process-sandbox"}, *env],
         "securityContext": {
             "runAsUser": 1000,
             "runAsGroup": 1000,
@@ -161,14 +183,30 @@ def _builder_container(config: Config, image: str) -> dict[str, Any]:
     }
 
 
+# A pod the cluster took away (preemption, eviction, a node drain) is retried: such a failure says
+# nothing about the build. Any other failure fails the Job (backoffLimit 0).
+BUILD_POD_FAILURE_POLICY: dict[str, Any] = {
+    "rules": [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}]
+}
+
+
 def build_job(
-    config: Config, notebook: dict[str, Any], md5: str, image: str, context_url: str
+    config: Config,
+    notebook: dict[str, Any],
+    md5: str,
+    image: str,
+    context_url: str,
+    *,
+    import_cache: bool = True,
 ) -> dict[str, Any]:
     """The Job building context `md5` into `image`.
 
     Its init container fetches the context through `context_url` (a signed GET URL), checks the MD5
     and unpacks it into the shared emptyDir; the builder then builds and pushes. backoffLimit is 0: a
-    build of fixed content fails the same way twice, and the first failure's log is what the user needs.
+    build of fixed content fails the same way twice, and the first failure's log is what the user
+    needs; a pod the cluster disrupted is not counted (`BUILD_POD_FAILURE_POLICY`). With the cache
+    on, the build imports and exports the namespace's layer cache; `import_cache=False` (a forced
+    rebuild) runs every step and still exports.
     """
     name = notebook["metadata"]["name"]
     labels = {
@@ -177,15 +215,36 @@ def build_job(
         LABEL_MANAGED_BY: MANAGED_BY,
         LABEL_CONTEXT_MD5: md5,
     }
+    namespace = notebook["metadata"]["namespace"]
     volumes: list[dict[str, Any]] = [{"name": "workspace", "emptyDir": {}}]
     if config.builder == "buildkit":
         volumes.append({"name": "buildkitd", "emptyDir": {}})
+    if config.registry_secret:
+        volumes.append(
+            {
+                "name": REGISTRY_AUTH_VOLUME,
+                "secret": {
+                    "secretName": config.registry_secret,
+                    "items": [{"key": ".dockerconfigjson", "path": "config.json"}],
+                },
+            }
+        )
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+    }
+    if config.build_service_account:
+        # The account's token is what Workload Identity (GKE) or IRSA (EKS) exchanges for a cloud
+        # identity that may push to the registry.
+        pod_spec["serviceAccountName"] = config.build_service_account
+        pod_spec["automountServiceAccountToken"] = True
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {
             "name": build_job_name(md5),
-            "namespace": notebook["metadata"]["namespace"],
+            "namespace": namespace,
             "labels": labels,
             "annotations": {ANNOTATION_IMAGE: image},
             "ownerReferences": [owner_reference(notebook)],
@@ -193,12 +252,11 @@ def build_job(
         "spec": {
             "backoffLimit": 0,
             "activeDeadlineSeconds": 3600,
+            "podFailurePolicy": BUILD_POD_FAILURE_POLICY,
             "template": {
                 "metadata": {"labels": labels},
                 "spec": {
-                    "restartPolicy": "Never",
-                    "automountServiceAccountToken": False,
-                    "enableServiceLinks": False,
+                    **pod_spec,
                     "initContainers": [
                         {
                             "name": FETCH_CONTAINER,
@@ -212,7 +270,7 @@ def build_job(
                             "volumeMounts": [{"name": "workspace", "mountPath": WORKSPACE}],
                         }
                     ],
-                    "containers": [_builder_container(config, image)],
+                    "containers": [_builder_container(config, image, namespace, import_cache)],
                     "volumes": volumes,
                 },
             },
@@ -350,6 +408,11 @@ def notebook_pod(config: Config, notebook: dict[str, Any], image: str) -> dict[s
         "workingDir": "/",
         "volumeMounts": [{"name": WORKDIR_VOLUME, "mountPath": SEED_MOUNT}],
     }
+    if not spec.get("image"):
+        # A forced rebuild pushes the same tag again: a node that pulled it before must look at
+        # the registry (a manifest request; layers it has are not downloaded again).
+        container["imagePullPolicy"] = "Always"
+        seed["imagePullPolicy"] = "Always"
     if resources_:
         container["resources"] = resources_
         # The same cpu and memory keep the pod's QoS class; copying files needs no GPU.
@@ -377,6 +440,8 @@ def notebook_pod(config: Config, notebook: dict[str, Any], image: str) -> dict[s
         }
     if selector:
         pod_spec["nodeSelector"] = selector
+    if config.registry_secret:
+        pod_spec["imagePullSecrets"] = [{"name": config.registry_secret}]
     pod: dict[str, Any] = {
         "apiVersion": "v1",
         "kind": "Pod",

@@ -69,7 +69,8 @@ class Reconciler:
         namespace, name = meta["namespace"], meta["name"]
         spec = notebook.get("spec") or {}
         upload = (spec.get("build") or {}).get("upload") if not spec.get("image") else None
-        built_image = stored_md5 = log_tail = create_error = None
+        built_image = stored_md5 = log_tail = create_error = pod_problem = None
+        pod_pending = False
         job = None
         if upload:
             md5 = str(upload["md5"])
@@ -87,6 +88,10 @@ class Reconciler:
                     create_error = await self._call(
                         self.kube.failed_create_message, namespace, "Job", build_job_name(md5)
                     )
+                elif job_outcome(job) == "running" and not (job.get("status") or {}).get("ready"):
+                    # A pod that does not start (its image, a Secret, no node) changes nothing of
+                    # the Job: ask the pod.
+                    pod_pending, pod_problem = await self._call(self.kube.build_pod_problem, namespace, md5)
         secret_exists, pod = await asyncio.gather(
             self._call(self.kube.secret_exists, namespace, token_secret_name(name)),
             self._call(self.kube.get_pod, namespace, pod_name(name)),
@@ -101,6 +106,8 @@ class Reconciler:
             secret_exists=secret_exists,
             pod=pod,
             build_create_error=create_error,
+            build_pod_problem=pod_problem,
+            build_pod_pending=pod_pending,
         )
 
     async def act(self, notebook: dict[str, Any], plan: Plan) -> str | None:
@@ -127,13 +134,12 @@ class Reconciler:
                         "%s/%s: stored context does not match MD5 %s; deleting it", namespace, name, md5
                     )
                     await self._call(self.store.delete, md5)
-                case CreateBuildJob(md5=md5, image=image):
+                case CreateBuildJob(md5=md5, image=image, fresh=fresh):
                     url = await self._call(
                         self.store.signed_get_url, md5, timedelta(seconds=self.config.download_url_ttl)
                     )
-                    created = await self._call(
-                        self.kube.create, build_job(self.config, notebook, md5, image, url)
-                    )
+                    manifest = build_job(self.config, notebook, md5, image, url, import_cache=not fresh)
+                    created = await self._call(self.kube.create, manifest)
                     log.info(
                         "%s/%s: build Job %s %s",
                         namespace,

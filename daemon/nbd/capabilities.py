@@ -54,6 +54,8 @@ class LaunchRequest:
     local_port: int = 0
     no_sync: bool = False
     attach: bool = False
+    # Build the image again although this content was built (spec.build.rebuild).
+    rebuild: bool = False
 
 
 class LogSource(enum.Enum):

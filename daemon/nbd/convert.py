@@ -150,6 +150,7 @@ def launch_request_from_proto(msg: pb.LaunchRequest) -> caps.LaunchRequest:
         local_port=msg.local_port,
         no_sync=msg.no_sync,
         attach=msg.attach,
+        rebuild=msg.rebuild,
     )
 
 

@@ -30,6 +30,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import dataclass
 from hashlib import sha256
 from pathlib import Path
 from typing import TextIO
@@ -37,6 +38,13 @@ from typing import TextIO
 from kubesim.images.dockerfile import Instruction, pairs, parse_dockerfile, substitute
 from kubesim.images.layers import LAYER_DIR_ENV, tree_bytes
 from kubesim.images.names import InvalidReference, normalize
+from kubesim.images.registry import (
+    CacheManifests,
+    Presented,
+    RegistryPolicy,
+    docker_config_credentials,
+    push_refusal,
+)
 from kubesim.images.rootfs import HOST_NETNS_ENV
 from kubesim.images.solve import FS_STEPS, BuildError, Solver, State
 from kubesim.images.store import Image, ImageConfig, ImageStore
@@ -137,9 +145,31 @@ def build(
     out: TextIO,
     style: str = "buildkit",
     push: bool = True,
+    cache: BuildCache | None = None,
+    credentials: Presented | None = None,
 ) -> int:
-    """Builds `dockerfile` with `context` into image `target` in `store`; returns an exit code."""
+    """Builds `dockerfile` with `context` into image `target` in `store`; returns an exit code.
+
+    `cache` None is a long-lived daemon's local cache (every layer of the node's store is a hit);
+    a `BuildCache` is a build pod's fresh daemon: hits come only from the imported caches. Pushes
+    of the image and of an exported cache present `credentials` to the registry policy.
+    """
     progress = _Progress(out, style)
+    policy = RegistryPolicy(store.root)
+    presented = credentials or {}
+    manifests = CacheManifests(store.layers.root)
+    if style != "buildkit" and push:
+        # kaniko checks that it may push before it builds anything.
+        refused = policy.check(target, presented)
+        if refused is not None:
+            out.write(
+                "error checking push permissions -- make sure you entered the correct tag name, and that "
+                f'you are authenticated correctly, and try again: checking push permission for "{target}": '
+                f"POST https://{refused.host}/v2/{refused.repository}/blobs/uploads/: UNAUTHORIZED: "
+                "authentication required\n"
+            )
+            out.flush()
+            return 1
     name = dockerfile.name
     if style == "buildkit":
         progress.step("[internal] load build definition from " + name)
@@ -186,6 +216,25 @@ def build(
         else:
             progress.step(f"Retrieving image manifest {base_name}")
         solver = Solver(store, context, progress.line, progress.note)
+        if cache is not None:
+            solver.allowed = set()
+            if style != "buildkit":
+                # kaniko caches RUN layers only (COPY needs --cache-copy-layers).
+                solver.cached_keywords = ("RUN",)
+            for ref in cache.imports:
+                if style == "buildkit":
+                    progress.step(f"importing cache manifest from {ref}")
+                refused = policy.check(ref, presented)
+                keys = None if refused is not None else manifests.read(ref)
+                if style == "buildkit":
+                    if refused is not None:
+                        progress.error(f"failed to authorize: {push_refusal(refused).replace('POST', 'GET')}")
+                    elif keys is None:
+                        progress.error(f"{ref}: not found")
+                    progress.done()
+                elif refused is None and keys is not None:
+                    progress.note(f"Checking for cached layers in {ref}: {len(keys)} found")
+                solver.allowed |= keys or set()
         steps = instructions[instructions.index(froms[0]) :]
         total = sum(1 for i in steps if i.keyword in FS_STEPS)
         index = 0
@@ -216,7 +265,7 @@ def build(
                 layer_key = solver.key(state, instruction)
                 if counted and style == "buildkit":
                     progress.step(f"[{index}/{total}] {shown}")
-                cached = layer_key is not None and store.layers.exists(layer_key)
+                cached = solver.is_cached(layer_key, keyword)
                 if counted and style != "buildkit":
                     progress.note(f"Using caching version of cmd: {shown}" if cached else shown)
                 solver.apply(state, instruction, layer_key)
@@ -235,12 +284,27 @@ def build(
             progress.note("exporting layers done")
             progress.note(f"writing image sha256:{digest} done")
             progress.note(f"naming to {target} done")
-            store.put_layers(target, config, state.layers)
             if push:
+                refused = policy.check(target, presented)
+                if refused is not None:
+                    progress.error(f"failed to push {target}: {push_refusal(refused)}")
+                    raise BuildError(f"failed to push {target}: {push_refusal(refused)}")
+                store.put_layers(target, config, state.layers)
                 progress.note("pushing layers done")
                 progress.note(f"pushing manifest for {target}@sha256:{digest} done")
+            else:
+                store.put_layers(target, config, state.layers)
             progress.done()
+            if cache is not None and cache.export:
+                _export_cache(progress, policy, manifests, cache, presented, solver.produced)
         else:
+            if cache is not None and cache.export:
+                # kaniko pushes each RUN layer to the cache repository as it is made.
+                refused = policy.check(cache.export, presented)
+                if refused is not None:
+                    raise BuildError(f"failed to push to cache {cache.export}: {push_refusal(refused)}")
+                progress.note(f"Pushing layers to cache now: {cache.export}")
+                manifests.write(cache.export, solver.produced, merge=True)
             store.put_layers(target, config, state.layers)
             progress.note(f"Pushing image to {target}")
             progress.note(f"Pushed {target}")
@@ -252,6 +316,43 @@ def build(
         out.flush()
         return 1
     return 0
+
+
+@dataclass(frozen=True)
+class BuildCache:
+    """A build pod's cache: the refs it imports and the one it exports to (None: no export)."""
+
+    imports: tuple[str, ...] = ()
+    export: str | None = None
+    mode: str = "min"
+
+
+def _export_cache(
+    progress: _Progress,
+    policy: RegistryPolicy,
+    manifests: CacheManifests,
+    cache: BuildCache,
+    presented: Presented,
+    produced: list[str],
+) -> None:
+    assert cache.export is not None
+    progress.step("exporting cache to registry")
+    refused = policy.check(cache.export, presented)
+    if refused is not None:
+        progress.error(f"failed to push {cache.export}: {push_refusal(refused)}")
+        raise BuildError(f"failed to push {cache.export}: {push_refusal(refused)}")
+    # A single stage's image holds every layer it made, so mode=min and mode=max export the same.
+    progress.note("preparing build cache for export done")
+    manifests.write(cache.export, produced)
+    progress.note(f"writing cache manifest {cache.export} done")
+    progress.done()
+
+
+def _cache_option(spec: str) -> dict[str, str]:
+    """`type=registry,ref=R,mode=max` as a dict; a bare `R` is `type=registry,ref=R`."""
+    if "=" not in spec:
+        return {"type": "registry", "ref": spec}
+    return _parse_output(spec)
 
 
 def _normal(name: str) -> str:
@@ -288,6 +389,9 @@ def buildctl_main(argv: list[str], out: TextIO | None = None) -> int:
     outputs: list[str] = []
     frontend = ""
     opts: dict[str, str] = {}
+    exports: list[dict[str, str]] = []
+    imports: list[dict[str, str]] = []
+    no_cache = False
     i = 1
     while i < len(args):
         arg = args[i]
@@ -305,10 +409,15 @@ def buildctl_main(argv: list[str], out: TextIO | None = None) -> int:
         elif arg == "--opt":
             key, _, val = value.partition("=")
             opts[key] = val
+        elif arg == "--export-cache":
+            exports.append(_cache_option(value))
+        elif arg == "--import-cache":
+            imports.append(_cache_option(value))
+        elif arg == "--no-cache":
+            no_cache = True
+            i -= 1
         elif arg in (
             "--progress",
-            "--export-cache",
-            "--import-cache",
             "--secret",
             "--ssh",
             "--metadata-file",
@@ -339,7 +448,18 @@ def buildctl_main(argv: list[str], out: TextIO | None = None) -> int:
     except BuildError as e:
         out.write(f"error: {e}\n")
         return 1
+    for option in exports + imports:
+        if option.get("type") != "registry" or not option.get("ref"):
+            out.write(f"error: this builder only implements cache type=registry,ref=REF, not {option}\n")
+            return 1
     dockerfile = Path(locals_["dockerfile"]) / opts.get("filename", "Dockerfile")
+    # buildctl-daemonless.sh starts a daemon of its own in the pod, whose state is gone after the
+    # build: only an imported cache gives hits (--no-cache: none at all).
+    cache = BuildCache(
+        imports=() if no_cache else tuple(o["ref"] for o in imports),
+        export=exports[-1]["ref"] if exports else None,
+        mode=exports[-1].get("mode", "min") if exports else "min",
+    )
     return build(
         context=Path(locals_["context"]),
         dockerfile=dockerfile,
@@ -347,13 +467,16 @@ def buildctl_main(argv: list[str], out: TextIO | None = None) -> int:
         store=store,
         out=out,
         push=push,
+        cache=cache,
+        credentials=docker_config_credentials(os.environ),
     )
 
 
 def kaniko_main(argv: list[str], out: TextIO | None = None) -> int:
     """The kaniko executor's `--context=dir://DIR --dockerfile=FILE --destination=REF`."""
     out = out or sys.stdout
-    context = dockerfile = destination = ""
+    context = dockerfile = destination = cache_repo = ""
+    use_cache = False
     for arg in argv:
         key, _, value = arg.partition("=")
         if key in ("--context", "-c"):
@@ -362,6 +485,13 @@ def kaniko_main(argv: list[str], out: TextIO | None = None) -> int:
             dockerfile = value
         elif key in ("--destination", "-d"):
             destination = value
+        elif key == "--cache":
+            use_cache = value in ("", "true")
+        elif key == "--cache-repo":
+            cache_repo = value
+    if use_cache and not cache_repo:
+        # kaniko infers <destination repository>/cache; nbd always names the repository.
+        cache_repo = destination.rsplit(":", 1)[0] + "/cache"
     if not context or not destination:
         out.write("Error: --context=dir://DIR and --destination=REF are required\n")
         return 1
@@ -373,8 +503,17 @@ def kaniko_main(argv: list[str], out: TextIO | None = None) -> int:
     except BuildError as e:
         out.write(f"Error: {e}\n")
         return 1
+    # The executor runs in a fresh pod: only the cache repository gives hits (or nothing, without --cache).
+    cache = BuildCache(imports=(cache_repo,), export=cache_repo) if use_cache else BuildCache()
     return build(
-        context=Path(context), dockerfile=path, target=destination, store=store, out=out, style="kaniko"
+        context=Path(context),
+        dockerfile=path,
+        target=destination,
+        store=store,
+        out=out,
+        style="kaniko",
+        cache=cache,
+        credentials=docker_config_credentials(os.environ, home="/kaniko"),
     )
 
 

@@ -68,6 +68,20 @@ class Solver:
     context: Path
     line: Output
     note: Output
+    # The cache keys a build may take from the cache (None: every layer of the node's store, a
+    # long-lived daemon's local cache), and the instructions that consult it at all.
+    allowed: set[str] | None = None
+    cached_keywords: tuple[str, ...] = FS_STEPS
+    # Every layer key this build produced or reused, for a cache export.
+    produced: list[str] = field(default_factory=list)
+
+    def is_cached(self, key: str | None, keyword: str) -> bool:
+        """Whether the step with cache key `key` is taken from the cache instead of run."""
+        if key is None or keyword not in self.cached_keywords:
+            return False
+        if self.allowed is not None and key not in self.allowed:
+            return False
+        return self.store.layers.exists(key)
 
     def base(self, name: str) -> State:
         if name == "scratch":
@@ -115,9 +129,10 @@ class Solver:
             path = self._workdir_path(state, instruction)
             state.config = replace(state.config, workdir=path)
         if key is not None:
-            cached = self.store.layers.exists(key)
+            cached = self.is_cached(key, keyword)
             if not cached:
                 self._make_layer(state, instruction, key)
+            self.produced.append(key)
             state.layers.append(key)
             state.key = key
             return cached

@@ -319,6 +319,20 @@ class Kubelet:
         await w.terminate(grace)
         with contextlib.suppress(ApiError):
             current = self.store.get(PODS, w.namespace, w.name)
+            if (
+                current is not None
+                and current["metadata"].get("uid") == w.uid
+                and (current.get("spec") or {}).get("restartPolicy") in ("Never", "OnFailure")
+                and (current.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
+            ):
+                # As the kubelet does, a deleted pod whose containers will not run again ends in a
+                # terminal phase before it goes: the Job controller sees it fail (and why: its
+                # conditions, e.g. DisruptionTarget, stay).
+                def terminal(pod: dict[str, Any]) -> None:
+                    if pod["metadata"].get("uid") == w.uid:
+                        pod.setdefault("status", {})["phase"] = "Failed"
+
+                self.store.update_status(PODS, w.namespace, w.name, terminal)
             if current is not None and current["metadata"].get("uid") == w.uid:
                 self.store.delete(
                     PODS, w.namespace, w.name, grace_period_seconds=0, preconditions={"uid": w.uid}

@@ -46,6 +46,7 @@ from kubesim.identity import (
     resolve_identity,
 )
 from kubesim.images import Image, ImageStore, InvalidReference
+from kubesim.images.registry import Presented, RegistryPolicy, pull_refusal, pull_secret_credentials
 from kubesim.kubelet.containerfs import InstanceFS, effective_workdir, host_path, instance_fs
 from kubesim.kubelet.logs import LogFile
 from kubesim.kubelet.namespaces import ContainerNamespace, Mount, Sandbox
@@ -284,10 +285,23 @@ class PodWorker:
         except Exception:
             log.exception("pod %s/%s worker failed", self.namespace, self.name)
 
+    def _pull_credentials(self) -> Presented:
+        """What the pod's imagePullSecrets present to registries (missing Secrets present nothing)."""
+        lookup = self.kubelet.lookup_fn(self.namespace)
+        found = []
+        for ref in (self.pod.get("spec") or {}).get("imagePullSecrets") or []:
+            secret = lookup("Secret", str((ref or {}).get("name") or ""))
+            if secret is not None:
+                found.append(secret)
+        return pull_secret_credentials(found)
+
     async def _pull_images(self) -> bool:
         attempt = 0
+        policy = RegistryPolicy(self.kubelet.images.root)
         while not self.terminating:
             missing = []
+            refused: dict[str, str] = {}
+            presented = self._pull_credentials()
             for c, v in zip(self.init_specs + self.specs, self.init_views + self.views):
                 if self.images.get(c["name"]) is not None:
                     continue
@@ -304,6 +318,11 @@ class PodWorker:
                     missing.append(c)
                     continue
                 if image is None:
+                    missing.append(c)
+                    continue
+                failure = policy.check(ref, presented)
+                if failure is not None:
+                    refused[c["name"]] = pull_refusal(failure)
                     missing.append(c)
                     continue
                 self.images[c["name"]] = image
@@ -323,10 +342,16 @@ class PodWorker:
                 if v.waiting_reason == "InvalidImageName":
                     continue
                 full = self.kubelet.normalize_image(ref)
-                msg = (
-                    f'Failed to pull image "{ref}": rpc error: code = NotFound desc = failed to pull and unpack '
-                    f'image "{full}": failed to resolve reference "{full}": {full}: not found'
-                )
+                if c["name"] in refused:
+                    msg = (
+                        f'Failed to pull image "{ref}": rpc error: code = Unknown desc = failed to pull and unpack '
+                        f'image "{full}": failed to resolve reference "{full}": {refused[c["name"]]}'
+                    )
+                else:
+                    msg = (
+                        f'Failed to pull image "{ref}": rpc error: code = NotFound desc = failed to pull and '
+                        f'unpack image "{full}": failed to resolve reference "{full}": {full}: not found'
+                    )
                 fp = f"spec.containers{{{c['name']}}}"
                 if attempt == 0 or v.waiting_reason == "ImagePullBackOff":
                     self.event("Pulling", f'Pulling image "{ref}"', field_path=fp)

@@ -208,6 +208,10 @@ def pod_status(
         ),
         _condition("PodScheduled", True, now, previous),
     ]
+    # Conditions others own (DisruptionTarget of an eviction or preemption, readiness gates) stay,
+    # as the kubelet keeps every condition type it does not manage.
+    owned = {c["type"] for c in conditions}
+    conditions += [c for c in old.get("conditions") or [] if c.get("type") not in owned]
     status: dict[str, Any] = {
         "phase": phase,
         "conditions": conditions,

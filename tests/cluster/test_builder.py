@@ -406,3 +406,167 @@ def test_without_root_a_run_fails_the_build_saying_why(
     assert build(context=ctx, dockerfile=ctx / "Dockerfile", target=REF, store=store, out=out) == 1
     assert "RUN needs root and unshare(1) to mount the image's layers; run kubesim as root" in out.getvalue()
     assert store.get(REF) is None
+
+
+CACHE = "registry.test:5000/nbd/cache:team"
+CACHED_RUN = "FROM python:3.12\nWORKDIR /content\nRUN echo ran-step\nCOPY . /content\n"
+
+
+@pytest.fixture
+def pod_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ImageStore:
+    """A store and layers of this test's own, found by the builders as in a build pod."""
+    from kubesim.images.buildkit import STORE_ENV
+    from kubesim.images.layers import LAYER_DIR_ENV
+
+    s = ImageStore(tmp_path / "images", tmp_path / "layers")
+    register(s)
+    monkeypatch.setenv(STORE_ENV, str(s.root))
+    monkeypatch.setenv(LAYER_DIR_ENV, str(s.layers.root))
+    monkeypatch.delenv("DOCKER_CONFIG", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    return s
+
+
+def _buildctl(ctx: Path, *extra: str, target: str = REF) -> tuple[int, list[str]]:
+    from kubesim.images.buildkit import buildctl_main
+
+    out = io.StringIO()
+    argv = [
+        "build",
+        "--frontend",
+        "dockerfile.v0",
+        "--local",
+        f"context={ctx}",
+        "--local",
+        f"dockerfile={ctx}",
+    ]
+    rc = buildctl_main([*argv, "--output", f"type=image,name={target},push=true", *extra], out)
+    return rc, out.getvalue().splitlines()
+
+
+def _ran(lines: list[str]) -> bool:
+    """Whether the RUN printed (BuildKit: `#N 0.012 ran-step`; kaniko: the bare line)."""
+    import re
+
+    return any(line == "ran-step" or re.fullmatch(r"#\d+ \d+\.\d{3} ran-step", line) for line in lines)
+
+
+def _docker_config(tmp_path: Path, user: str, password: str) -> Path:
+    import base64
+    import json
+
+    folder = tmp_path / f"docker-{user}-{password}"
+    folder.mkdir()
+    auth = base64.b64encode(f"{user}:{password}".encode()).decode()
+    (folder / "config.json").write_text(json.dumps({"auths": {"registry.test:5000": {"auth": auth}}}))
+    return folder
+
+
+CACHE_FLAGS = (
+    "--export-cache",
+    f"type=registry,ref={CACHE},mode=max",
+    "--import-cache",
+    f"type=registry,ref={CACHE}",
+)
+
+
+def test_a_build_pod_takes_hits_only_from_the_imported_registry_cache(
+    pod_env: ImageStore, tmp_path: Path
+) -> None:
+    ctx = _context(tmp_path, CACHED_RUN, {"nb.ipynb": "{}"})
+    rc, first = _buildctl(ctx, *CACHE_FLAGS)
+    assert rc == 0, first
+    assert f"#4 importing cache manifest from {CACHE}" in first and f"#4 ERROR: {CACHE}: not found" in first
+    assert _ran(first) and not _cached(first)
+    assert any(line.endswith(f"writing cache manifest {CACHE} done") for line in first)
+
+    (ctx / "nb.ipynb").write_text('{"cells": []}')
+    rc, second = _buildctl(ctx, *CACHE_FLAGS)
+    assert rc == 0, second
+    assert not _ran(second)
+    assert _cached(second) == ["WORKDIR /content", "RUN echo ran-step"]
+
+    # Without the import a build pod's fresh daemon has no cache, though the node has the layers;
+    # --no-cache takes nothing either.
+    for flags in (CACHE_FLAGS[:2], (*CACHE_FLAGS, "--no-cache")):
+        rc, lines = _buildctl(ctx, *flags)
+        assert rc == 0 and _ran(lines) and not _cached(lines), lines
+
+    rc, lines = _buildctl(ctx, "--export-cache", "type=local,dest=/tmp/cache")
+    assert rc == 1 and lines[-1].startswith("error: this builder only implements cache type=registry,ref=REF")
+
+
+def test_a_registry_that_wants_credentials_refuses_the_push_and_the_cache(
+    pod_env: ImageStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kubesim.images.registry import RegistryPolicy
+
+    ctx = _context(tmp_path, CACHED_RUN, {"nb.ipynb": "{}"})
+    assert _buildctl(ctx, *CACHE_FLAGS)[0] == 0
+    RegistryPolicy(pod_env.root).require("registry.test:5000/nbd", "pusher", "s3cret")
+    uploads = "https://registry.test:5000/v2/nbd/team-context/blobs/uploads/"
+    for config in (None, _docker_config(tmp_path, "pusher", "guess")):
+        if config is not None:
+            monkeypatch.setenv("DOCKER_CONFIG", str(config))
+        rc, lines = _buildctl(ctx, *CACHE_FLAGS)
+        assert rc == 1
+        # The cache import is refused too, which only costs the hits.
+        assert any(
+            "ERROR: failed to authorize: unexpected status from GET request to" in line for line in lines
+        )
+        assert _ran(lines)
+        assert (
+            lines[-1]
+            == f"error: failed to solve: failed to push {REF}: unexpected status from POST request to {uploads}: 401 Unauthorized"
+        )
+    monkeypatch.setenv("DOCKER_CONFIG", str(_docker_config(tmp_path, "pusher", "s3cret")))
+    rc, lines = _buildctl(ctx, *CACHE_FLAGS)
+    assert rc == 0, lines
+    assert _cached(lines) == ["WORKDIR /content", "RUN echo ran-step", "COPY . /content"]  # nothing changed
+
+    # A cache elsewhere that wants credentials of its own: the image is pushed, the export fails the build.
+    RegistryPolicy(pod_env.root).require("cache.test/nbd", "other", "x")
+    rc, lines = _buildctl(ctx, "--export-cache", "type=registry,ref=cache.test/nbd/cache:team,mode=max")
+    assert rc == 1
+    assert lines[-1] == (
+        "error: failed to solve: failed to push cache.test/nbd/cache:team: unexpected status from POST request "
+        "to https://cache.test/v2/nbd/cache/blobs/uploads/: 401 Unauthorized"
+    )
+
+
+def test_kaniko_caches_run_layers_in_its_cache_repository(
+    pod_env: ImageStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kubesim.images.buildkit import kaniko_main
+    from kubesim.images.registry import RegistryPolicy
+
+    ctx = _context(tmp_path, CACHED_RUN, {"nb.ipynb": "{}"})
+    repo = "registry.test:5000/nbd/cache/team"
+
+    def kaniko(*extra: str) -> tuple[int, list[str]]:
+        out = io.StringIO()
+        argv = [f"--context=dir://{ctx}", f"--dockerfile={ctx}/Dockerfile", f"--destination={REF}", *extra]
+        return kaniko_main(argv, out), out.getvalue().splitlines()
+
+    rc, first = kaniko("--cache=true", f"--cache-repo={repo}")
+    assert rc == 0 and _ran(first), first
+    (ctx / "nb.ipynb").write_text('{"cells": []}')
+    rc, second = kaniko("--cache=true", f"--cache-repo={repo}")
+    assert rc == 0 and not _ran(second), second
+    assert any(line.endswith("Using caching version of cmd: RUN echo ran-step") for line in second)
+    rc, uncached = kaniko("--cache=false")
+    assert rc == 0 and _ran(uncached)
+
+    # A cache repository that wants credentials the image's registry does not: the cache push fails.
+    RegistryPolicy(pod_env.root).require("cache.test/nbd", "other", "x")
+    rc, refused = kaniko("--cache=true", "--cache-repo=cache.test/nbd/cache/team")
+    assert rc == 1
+    assert refused[-1] == (
+        "error building image: failed to solve: failed to push to cache cache.test/nbd/cache/team: unexpected "
+        "status from POST request to https://cache.test/v2/nbd/cache/team/blobs/uploads/: 401 Unauthorized"
+    )
+    RegistryPolicy(pod_env.root).require("registry.test:5000/nbd", "pusher", "s3cret")
+    rc, refused = kaniko("--cache=true", f"--cache-repo={repo}")
+    assert rc == 1 and "UNAUTHORIZED: authentication required" in refused[-1]
+    monkeypatch.setenv("DOCKER_CONFIG", str(_docker_config(tmp_path, "pusher", "s3cret")))
+    assert kaniko("--cache=true", f"--cache-repo={repo}")[0] == 0

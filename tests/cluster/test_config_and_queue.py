@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import re
 from pathlib import Path
 
 import pytest
 import yaml
 
-from nbd_controller.config import Config, ConfigError
+from nbd_controller.config import DEFAULT_BUILDKIT_IMAGE, DEFAULT_KANIKO_IMAGE, Config, ConfigError
 from nbd_controller.crd import crd_yaml, notebook_crd
 from nbd_controller.naming import build_job_name, image_ref, object_name, pod_name, token_secret_name
 from nbd_controller.workqueue import WorkQueue
@@ -23,8 +24,11 @@ BASE = {"NBD_BUCKET": "my-bucket", "NBD_REGISTRY": "europe-docker.pkg.dev/p/nbd/
 def test_config_defaults() -> None:
     cfg = Config.from_env(BASE)
     assert cfg == Config(bucket="my-bucket", registry="europe-docker.pkg.dev/p/nbd")
-    assert cfg.builder_image == "moby/buildkit:v0.23.2-rootless"
+    assert cfg.builder_image == DEFAULT_BUILDKIT_IMAGE
+    for image in (DEFAULT_BUILDKIT_IMAGE, DEFAULT_KANIKO_IMAGE):
+        assert re.fullmatch(r"[a-z0-9./-]+:v[0-9][\w.-]*@sha256:[0-9a-f]{64}", image), image
     assert cfg.upload_url_ttl == 900
+    assert (cfg.build_cache, cfg.cache_ref("team")) == (True, "europe-docker.pkg.dev/p/nbd/nbd/cache:team")
 
 
 def test_config_everything() -> None:
@@ -41,7 +45,19 @@ def test_config_everything() -> None:
             "NBD_SIGNING_SERVICE_ACCOUNT": "sa@p.iam.gserviceaccount.com",
             "NBD_INSECURE_REGISTRY": "true",
             "NBD_CONCURRENCY": "8",
+            "NBD_REGISTRY_SECRET": "regcred",
+            "NBD_BUILD_SERVICE_ACCOUNT": "nbd-builder",
+            "NBD_BUILD_CACHE": "false",
+            "NBD_CACHE_REPO": "europe-docker.pkg.dev/p/cache/",
         }
+    )
+    assert (cfg.registry_secret, cfg.build_service_account) == ("regcred", "nbd-builder")
+    assert (cfg.build_cache, cfg.cache_ref("team")) == (False, "europe-docker.pkg.dev/p/cache/team")
+    shared = Config.from_env({**BASE, "NBD_CACHE_SHARED": "true"})
+    assert (
+        shared.cache_ref("team")
+        == shared.cache_ref("other")
+        == "europe-docker.pkg.dev/p/nbd/nbd/cache:shared"
     )
     assert (cfg.prefix, cfg.builder, cfg.builder_image, cfg.utility_image) == ("a/b", "kaniko", "k:1", "u:1")
     assert cfg.namespaces == ("a", "b")
@@ -64,6 +80,12 @@ def test_config_everything() -> None:
         ({**BASE, "NBD_NOTEBOOK_FS_GROUP": "users"}, "NBD_NOTEBOOK_FS_GROUP='users': give a group id"),
         ({**BASE, "NBD_NOTEBOOK_FS_GROUP": "-1"}, "NBD_NOTEBOOK_FS_GROUP='-1': give a group id"),
         ({**BASE, "NBD_NOTEBOOK_FS_GROUP": "2147483648"}, "or off"),
+        ({**BASE, "NBD_BUILD_CACHE": "maybe"}, "NBD_BUILD_CACHE='maybe': use true or false"),
+        (
+            {**BASE, "NBD_REGISTRY_SECRET": "Reg_Cred"},
+            "NBD_REGISTRY_SECRET='Reg_Cred' is not a valid object name",
+        ),
+        ({**BASE, "NBD_BUILD_SERVICE_ACCOUNT": "a b"}, "NBD_BUILD_SERVICE_ACCOUNT='a b' is not a valid"),
     ],
 )
 def test_config_errors_name_the_variable(env: dict[str, str], message: str) -> None:

@@ -118,8 +118,12 @@ def test_upload_url_then_verified_upload_then_one_build_job(stack: dict[str, Any
     assert [j["metadata"]["name"] for j in jobs] == [f"nbd-build-{md5}"]
     template = jobs[0]["spec"]["template"]["spec"]
     assert template["containers"][0]["command"] == ["buildctl-daemonless.sh"]
-    assert template["containers"][0]["args"][-1] == (
+    args = template["containers"][0]["args"]
+    assert args[args.index("--output") + 1] == (
         f"type=image,name=registry.kubesim:5000/nbd/default-context:{md5},push=true,registry.insecure=true"
+    )
+    assert args[args.index("--import-cache") + 1] == (
+        "type=registry,ref=registry.kubesim:5000/nbd/cache:default,registry.insecure=true"
     )
     assert jobs[0]["metadata"]["ownerReferences"][0]["name"] == "one"
 

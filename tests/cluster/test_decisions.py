@@ -605,3 +605,98 @@ def test_transition_time_is_kept_while_the_status_stays() -> None:
 )
 def test_merge_patch(old: dict[str, Any], new: dict[str, Any], patch: dict[str, Any]) -> None:
     assert merge_patch(old, new) == patch
+
+
+def _failed_job(uid: str) -> dict[str, Any]:
+    out = job("failed")
+    out["metadata"]["uid"] = uid
+    return out
+
+
+def _built(plan: Any) -> dict[str, Any]:
+    return dict(next(c for c in plan.status["conditions"] if c["type"] == "Built"))
+
+
+def test_a_failed_build_stays_failed_for_its_request_and_a_new_request_retries_it() -> None:
+    first = decide(
+        CONFIG, Observed(notebook=nb(upload("r1")), now=NOW, job=_failed_job("j1"), build_log_tail="x")
+    )
+    assert (first.status["phase"], _built(first)["reason"]) == ("Failed", "BuildFailed")
+    assert first.status["build"]["failedJobUID"] == "j1" and first.status["build"]["failedRequestID"] == "r1"
+    # The same request looks again: still failed, nothing deleted.
+    again = decide(CONFIG, Observed(notebook=nb(upload("r1"), first.status), now=NOW, job=_failed_job("j1")))
+    assert again.actions == [] and _built(again)["reason"] == "BuildFailed"
+    # A new launch (a new request) of the same content: the failed Job goes, the build starts again.
+    retry = decide(CONFIG, Observed(notebook=nb(upload("r2"), first.status), now=NOW, job=_failed_job("j1")))
+    assert retry.actions == [DeleteBuildJob(MD5)] and retry.status["phase"] == "Building"
+    built = _built(retry)
+    assert built["reason"] == "RetryingFailedBuild"
+    assert built["message"] == (
+        f"Retrying the failed build of context {MD5}: Job nbd-build-{MD5} failed for request r1; "
+        "building again for request r2."
+    )
+    deleting = _failed_job("j1")
+    deleting["metadata"]["deletionTimestamp"] = "2026-01-01T12:00:00Z"
+    waiting = decide(CONFIG, Observed(notebook=nb(upload("r2"), retry.status), now=NOW, job=deleting))
+    assert waiting.actions == [] and _built(waiting)["reason"] == "RetryingFailedBuild"
+    rebuilt = decide(CONFIG, Observed(notebook=nb(upload("r2"), waiting.status), now=NOW, stored_md5=MD5))
+    assert (
+        rebuilt.actions == [CreateBuildJob(MD5, IMAGE)] and _built(rebuilt)["reason"] == "RetryingFailedBuild"
+    )
+    # That build fails too: it is request r2's failure now, and it stays.
+    second = decide(
+        CONFIG,
+        Observed(
+            notebook=nb(upload("r2"), rebuilt.status), now=NOW, job=_failed_job("j2"), build_log_tail="y"
+        ),
+    )
+    assert second.actions == [] and _built(second)["reason"] == "BuildFailed"
+    assert second.status["build"]["failedRequestID"] == "r2"
+    # A failure seen first by a later request is that request's own.
+    late = decide(
+        CONFIG, Observed(notebook=nb(upload("r3")), now=NOW, job=_failed_job("j3"), build_log_tail="z")
+    )
+    assert late.actions == [] and late.status["build"]["failedRequestID"] == "r3"
+
+
+def test_rebuild_forgets_the_record_and_builds_once_per_request_without_the_cache() -> None:
+    spec = upload("r5", rebuild="r5")
+    first = decide(CONFIG, Observed(notebook=nb(spec), now=NOW, built_image=IMAGE, job=job("succeeded")))
+    assert first.actions == [ForgetBuild(MD5), DeleteBuildJob(MD5)]
+    assert _built(first)["reason"] == "RebuildRequested" and first.status["phase"] == "Building"
+    created = decide(CONFIG, Observed(notebook=nb(spec, first.status), now=NOW, stored_md5=MD5))
+    assert created.actions == [CreateBuildJob(MD5, IMAGE, fresh=True)]
+    assert created.status["build"]["rebuiltRequestID"] == "r5"
+    running = decide(CONFIG, Observed(notebook=nb(spec, created.status), now=NOW, job=job("running")))
+    assert running.actions == [] and _built(running)["reason"] == "RebuildRequested"
+    done = decide(
+        CONFIG, Observed(notebook=nb(spec, running.status), now=NOW, job=job("succeeded"), secret_exists=True)
+    )
+    assert type(done.actions[0]) is RecordBuild and _built(done)["reason"] == "Built"
+    # Recorded again: the same request asks for nothing more.
+    later = decide(
+        CONFIG, Observed(notebook=nb(spec, done.status), now=NOW, built_image=IMAGE, secret_exists=True)
+    )
+    assert not any(isinstance(a, (ForgetBuild, DeleteBuildJob)) for a in later.actions)
+    # A rebuild that names another request than the upload's is stale: ignored.
+    stale = decide(CONFIG, Observed(notebook=nb(upload("r6", rebuild="r5")), now=NOW, built_image=IMAGE))
+    assert not any(isinstance(a, (ForgetBuild, DeleteBuildJob)) for a in stale.actions)
+
+
+def test_a_build_pod_that_cannot_start_says_why_and_is_looked_at_again_soon() -> None:
+    problem = 'ErrImagePull: Failed to pull image "moby/buildkit:v0": not found (container build)'
+    plan = decide(
+        CONFIG,
+        Observed(
+            notebook=nb(upload()),
+            now=NOW,
+            job=job("running"),
+            build_pod_problem=problem,
+            build_pod_pending=True,
+        ),
+    )
+    built = _built(plan)
+    assert built["reason"] == "BuildNotStarting" and problem in built["message"]
+    assert plan.status["phase"] == "Building" and plan.requeue_after == 2.0
+    started = decide(CONFIG, Observed(notebook=nb(upload(), plan.status), now=NOW, job=job("running")))
+    assert _built(started)["reason"] == "Building" and started.requeue_after is None

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from nbd_controller.config import Config
+from nbd_controller.config import DEFAULT_BUILDKIT_IMAGE, DEFAULT_KANIKO_IMAGE, Config
 from nbd_controller.manifests import (
     build_job,
     fetch_script,
@@ -74,6 +74,11 @@ def _expected_job(build_container: dict[str, Any], volumes: list[dict[str, Any]]
         "spec": {
             "backoffLimit": 0,
             "activeDeadlineSeconds": 3600,
+            "podFailurePolicy": {
+                "rules": [
+                    {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
+                ]
+            },
             "template": {
                 "metadata": {"labels": labels},
                 "spec": {
@@ -108,7 +113,7 @@ def test_buildkit_job_uses_buildctl_daemonless_with_the_real_arguments() -> None
     assert job == _expected_job(
         {
             "name": "build",
-            "image": "moby/buildkit:v0.23.2-rootless",
+            "image": DEFAULT_BUILDKIT_IMAGE,
             "command": ["buildctl-daemonless.sh"],
             "args": [
                 "build",
@@ -120,6 +125,10 @@ def test_buildkit_job_uses_buildctl_daemonless_with_the_real_arguments() -> None
                 "dockerfile=/workspace",
                 "--output",
                 "type=image,name=IMG,push=true",
+                "--export-cache",
+                "type=registry,ref=reg.example/proj/nbd/cache:team,mode=max",
+                "--import-cache",
+                "type=registry,ref=reg.example/proj/nbd/cache:team",
             ],
             "env": [{"name": "BUILDKITD_FLAGS", "value": "--oci-worker-no-process-sandbox"}],
             "securityContext": {
@@ -143,12 +152,13 @@ def test_kaniko_job_and_insecure_registry() -> None:
     assert job == _expected_job(
         {
             "name": "build",
-            "image": "ghcr.io/osscontainertools/kaniko:latest",
+            "image": DEFAULT_KANIKO_IMAGE,
             "args": [
                 "--context=dir:///workspace",
                 "--dockerfile=/workspace/Dockerfile",
                 "--destination=IMG",
-                "--cache=false",
+                "--cache=true",
+                "--cache-repo=r/nbd/cache/team",
                 "--insecure",
             ],
             "volumeMounts": [{"name": "workspace", "mountPath": "/workspace"}],
@@ -157,12 +167,67 @@ def test_kaniko_job_and_insecure_registry() -> None:
     )
 
 
-def test_buildkit_insecure_registry_output() -> None:
+def _build_container(config: Config, **kwargs: Any) -> dict[str, Any]:
+    container: dict[str, Any] = build_job(config, _notebook(), MD5, "IMG", "u", **kwargs)["spec"]["template"][
+        "spec"
+    ]["containers"][0]
+    return container
+
+
+def test_buildkit_insecure_registry_output_and_cache() -> None:
     config = Config(bucket="b", registry="r", insecure_registry=True)
-    args = build_job(config, _notebook(), MD5, "IMG", "u")["spec"]["template"]["spec"]["containers"][0][
-        "args"
+    assert _build_container(config)["args"][-6:] == [
+        "--output",
+        "type=image,name=IMG,push=true,registry.insecure=true",
+        "--export-cache",
+        "type=registry,ref=r/nbd/cache:team,mode=max,registry.insecure=true",
+        "--import-cache",
+        "type=registry,ref=r/nbd/cache:team,registry.insecure=true",
     ]
-    assert args[-1] == "type=image,name=IMG,push=true,registry.insecure=true"
+
+
+@pytest.mark.parametrize("builder", ["buildkit", "kaniko"])
+def test_cache_off_a_cache_repo_of_its_own_and_a_rebuild(builder: str) -> None:
+    off = Config(bucket="b", registry="r", builder=builder, build_cache=False)
+    args = _build_container(off)["args"]
+    assert not any("cache" in a for a in args if a != "--cache=false")
+    own = Config(bucket="b", registry="r", builder=builder, cache_repo="cache.example/team-cache")
+    args = _build_container(own)["args"]
+    ref = "cache.example/team-cache:team" if builder == "buildkit" else "cache.example/team-cache/team"
+    assert any(ref in a for a in args)
+    # A forced rebuild takes nothing from the cache; BuildKit still exports what it built.
+    rebuild = _build_container(own, import_cache=False)["args"]
+    assert not any("--import-cache" in a or "--cache=true" in a for a in rebuild)
+    if builder == "buildkit":
+        assert "--export-cache" in rebuild
+
+
+@pytest.mark.parametrize(
+    ("builder", "docker_config"), [("buildkit", "/home/user/.docker"), ("kaniko", "/kaniko/.docker")]
+)
+def test_registry_secret_and_build_service_account(builder: str, docker_config: str) -> None:
+    config = Config(
+        bucket="b", registry="r", builder=builder, registry_secret="regcred", build_service_account="builder"
+    )
+    spec = build_job(config, _notebook(), MD5, "IMG", "u")["spec"]["template"]["spec"]
+    assert spec["serviceAccountName"] == "builder"
+    assert spec["automountServiceAccountToken"] is True
+    assert {
+        "name": "registry-auth",
+        "secret": {"secretName": "regcred", "items": [{"key": ".dockerconfigjson", "path": "config.json"}]},
+    } in spec["volumes"]
+    container = spec["containers"][0]
+    assert {"name": "registry-auth", "mountPath": docker_config, "readOnly": True} in container[
+        "volumeMounts"
+    ]
+    assert {"name": "DOCKER_CONFIG", "value": docker_config} in container["env"]
+    pod = notebook_pod(config, _notebook(), "IMG")
+    assert pod["spec"]["imagePullSecrets"] == [{"name": "regcred"}]
+    plain = Config(bucket="b", registry="r", builder=builder)
+    assert "imagePullSecrets" not in notebook_pod(plain, _notebook(), "IMG")["spec"]
+    assert (
+        "serviceAccountName" not in build_job(plain, _notebook(), MD5, "IMG", "u")["spec"]["template"]["spec"]
+    )
 
 
 def test_notebook_pod_with_gpu_env_and_defaults() -> None:
@@ -211,6 +276,8 @@ def test_notebook_pod_with_gpu_env_and_defaults() -> None:
                     ],
                     "workingDir": "/",
                     "volumeMounts": [{"name": "workdir", "mountPath": "/nbd-workdir-volume"}],
+                    # A built image's tag is pushed again by a forced rebuild: always ask the registry.
+                    "imagePullPolicy": "Always",
                     "resources": {
                         "requests": {"cpu": "2", "memory": "8Gi"},
                         "limits": {"cpu": "2", "memory": "8Gi"},
@@ -252,6 +319,7 @@ def test_notebook_pod_with_gpu_env_and_defaults() -> None:
                         "timeoutSeconds": 2,
                         "failureThreshold": 3,
                     },
+                    "imagePullPolicy": "Always",
                     "resources": {
                         "requests": {"cpu": "2", "memory": "8Gi"},
                         "limits": {"cpu": "2", "memory": "8Gi", "nvidia.com/gpu": "2"},

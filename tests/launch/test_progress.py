@@ -108,3 +108,32 @@ def _uploaded(request_id: str, reason: str) -> dict[str, Any]:
 def test_upload_failure(notebook: dict[str, Any], request_id: str, reason: str | None) -> None:
     failure = prog.upload_failure(notebook, request_id)
     assert (failure.reason if failure else None) == reason
+
+
+def _built(reason: str, generation: int = 2, observed: int = 2, md5: str = "a" * 32) -> dict[str, Any]:
+    return {
+        "metadata": {"name": "n", "generation": generation},
+        "status": {
+            "observedGeneration": observed,
+            "build": {"md5": md5},
+            "conditions": [
+                {"type": "Built", "status": "False", "reason": reason, "message": f"{reason} says"}
+            ],
+        },
+    }
+
+
+@pytest.mark.parametrize(
+    "notebook, notice",
+    [
+        (_built("RetryingFailedBuild"), ("RetryingFailedBuild says", False)),
+        (_built("RebuildRequested"), ("RebuildRequested says", False)),
+        (_built("BuildNotStarting"), ("BuildNotStarting says", True)),
+        (_built("FailedCreate"), ("FailedCreate says", True)),
+        (_built("Building"), None),
+        (_built("BuildNotStarting", generation=3), None),  # of the last spec: not said
+        (_built("BuildNotStarting", md5="b" * 32), None),  # of another context
+    ],
+)
+def test_build_notice(notebook: dict[str, Any], notice: tuple[str, bool] | None) -> None:
+    assert prog.build_notice(notebook, "a" * 32) == notice

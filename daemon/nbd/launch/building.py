@@ -122,6 +122,9 @@ class Delivery:
     directory: str
     cache_dir: str
     emit: Emit
+    # `nbctl launch --rebuild`: spec.build.rebuild names the request, so unchanged content builds again.
+    rebuild: bool = False
+    _announced: str = ""
 
     @property
     def ref(self) -> str:
@@ -158,9 +161,10 @@ class Delivery:
             if first:
                 return SignedURL(first.pop().signed_url)
             rid = new_request_id()
-            await self.notebooks.patch_spec(
-                self.key.name, {"build": {"upload": {"md5": md5, "requestID": rid}}}
-            )
+            renewed: dict[str, Any] = {"upload": {"md5": md5, "requestID": rid}}
+            if self.rebuild:
+                renewed["rebuild"] = rid  # the forced rebuild belongs to the request that uploads
+            await self.notebooks.patch_spec(self.key.name, {"build": renewed})
             fresh = await self.notebooks.wait_for(
                 self.key.name,
                 lambda nb: prog.upload_answer(nb, rid, md5),
@@ -203,14 +207,26 @@ class Delivery:
 
     # --- build -----------------------------------------------------------------------------------
 
+    def _announce(self, notebook: dict[str, Any], md5: str) -> None:
+        """Says, once each, what the controller reports about a build that retries or cannot start."""
+        notice = prog.build_notice(notebook, md5)
+        if notice is None or notice[0] == self._announced:
+            return
+        self._announced = notice[0]
+        message, warning = notice
+        self.emit(Notice(message, NoticeLevel.WARNING if warning else NoticeLevel.INFO))
+
     async def build(self, md5: str, path: str, request_id: str, *, uploaded: bool) -> str:
         # The controller verifies the stored object before building: a mismatch (or a missing
-        # object) shows on the Uploaded condition of our request, never on Built.
+        # object) shows on the Uploaded condition of our request, never on Built. Only a status
+        # of the current spec counts: the last launch's BuildFailed (or Built, before a forced
+        # rebuild) is not this launch's answer.
+        def started(nb: dict[str, Any]) -> Any:
+            self._announce(nb, md5)
+            return prog.upload_failure(nb, request_id) or (prog.is_current(nb) and prog.build_state(nb, md5))
+
         answer = await self.notebooks.wait_for(
-            self.key.name,
-            lambda nb: prog.upload_failure(nb, request_id) or prog.build_state(nb, md5),
-            timeout=CONTROLLER_TIMEOUT,
-            what="the controller to start the build",
+            self.key.name, started, timeout=CONTROLLER_TIMEOUT, what="the controller to start the build"
         )
         await self._upload_refused(answer, path)
         state: prog.BuildState = answer
@@ -226,14 +242,18 @@ class Delivery:
         tail: list[str] = []
         follower = asyncio.get_running_loop().create_task(self._follow_build(md5, tail))
         try:
+
+            def finished(nb: dict[str, Any]) -> Any:
+                self._announce(nb, md5)
+                return prog.upload_failure(nb, request_id) or (
+                    prog.is_current(nb)
+                    and (s := prog.build_state(nb, md5)) is not None
+                    and (s.done or s.failed)
+                    and s
+                )
+
             answer = await self.notebooks.wait_for(
-                self.key.name,
-                lambda nb: (
-                    prog.upload_failure(nb, request_id)
-                    or ((s := prog.build_state(nb, md5)) is not None and (s.done or s.failed) and s)
-                ),
-                timeout=BUILD_TIMEOUT,
-                what="the image build",
+                self.key.name, finished, timeout=BUILD_TIMEOUT, what="the image build"
             )
             await self._upload_refused(answer, path)
             final: prog.BuildState = answer

@@ -260,7 +260,10 @@ class Launcher:
             built = await package(directory, self.spool_dir, self.cache_dir, emit)
             md5, built_path, md5_b64 = built.md5_hex, built.path, built.md5_b64
             await registry.update(key, context_md5=md5)
-            spec["build"] = {"upload": {"md5": md5, "requestID": new_request_id()}}
+            request_id = new_request_id()
+            spec["build"] = {"upload": {"md5": md5, "requestID": request_id}}
+            if request.rebuild:
+                spec["build"]["rebuild"] = request_id
 
         manifest = notebook_manifest(resolved.name, key.namespace, spec, directory=directory)
         resolved.applied = True
@@ -268,7 +271,9 @@ class Launcher:
 
         if plan.package:
             request_id = spec["build"]["upload"]["requestID"]
-            delivery = Delivery(registry, notebooks, key, directory, self.cache_dir, emit)
+            delivery = Delivery(
+                registry, notebooks, key, directory, self.cache_dir, emit, rebuild=request.rebuild
+            )
             uploaded, request_id = await delivery.upload(md5, md5_b64, built_path, request_id)
             image = await delivery.build(md5, built_path, request_id, uploaded=uploaded)
         await registry.update(key, image=image)

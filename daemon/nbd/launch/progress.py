@@ -103,6 +103,26 @@ def build_state(notebook: dict[str, Any], md5: str) -> BuildState | None:
     )
 
 
+# Built reasons a person waiting for the build should read as they come: a retry of a failed
+# build, a forced rebuild, a build pod the cluster does not start (and says why).
+BUILD_NOTICES = {
+    "RetryingFailedBuild": False,
+    "RebuildRequested": False,
+    "BuildNotStarting": True,
+    "FailedCreate": True,
+}
+
+
+def build_notice(notebook: dict[str, Any], md5: str) -> tuple[str, bool] | None:
+    """(message, is a warning) of the current Built condition when it is one of BUILD_NOTICES."""
+    if not is_current(notebook):
+        return None
+    state = build_state(notebook, md5)
+    if state is None or state.reason not in BUILD_NOTICES or not state.message:
+        return None
+    return state.message, BUILD_NOTICES[state.reason]
+
+
 def upload_failure(notebook: dict[str, Any], request_id: str) -> Failure | None:
     """A failure the controller reported for our upload (e.g. the stored bytes do not match).
 
