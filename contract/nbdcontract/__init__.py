@@ -69,6 +69,29 @@ __all__ = [
     "valid_gpu_count",
     "valid_gpu_type",
     "valid_port",
+    "RUN_KIND",
+    "RUN_LIST_KIND",
+    "RUN_PLURAL",
+    "RUN_SINGULAR",
+    "RUN_SHORT_NAMES",
+    "LABEL_RUN",
+    "LABEL_REQUESTED_BY_KIND",
+    "LABEL_COMPLETION_INDEX",
+    "COMPONENT_RUN",
+    "COMPONENT_OUTPUTS",
+    "RUN_CONTAINER",
+    "RUN_PHASES",
+    "RUN_PHASES_FINISHED",
+    "CONDITION_STARTED",
+    "CONDITION_FINISHED",
+    "RUN_CONDITION_TYPES",
+    "RUN_NODES_MAX",
+    "RUN_NODES_DEFAULT",
+    "DEFAULT_MASTER_PORT",
+    "DEFAULT_OUTPUTS",
+    "DEFAULT_OUTPUTS_SIZE",
+    "RUN_ENV",
+    "valid_run_nodes",
 ]
 
 # --- the resource ------------------------------------------------------------------------------
@@ -180,3 +203,53 @@ def valid_gpu_type(product: str) -> bool:
 
 def valid_port(port: int) -> bool:
     return PORT_MIN <= port <= PORT_MAX
+
+
+# --- the Run: the same content and image as a training job ---------------------------------------
+#
+# A Run shares the group, the spec rules (resources, env, workdir, build.upload) and the build path
+# with Notebook: one build per context MD5 per namespace, whichever kind asked for it. Its spec adds
+# `command` (required), `nodes`, `masterPort`, `outputs: {path, size, storageClass}`,
+# `ttlSecondsAfterFinished` and `stop`. The controller makes one Job per Run (an Indexed Job of
+# `nodes` completions and as many in parallel, with a headless Service named after the Run when
+# nodes > 1) and a PersistentVolumeClaim for its outputs, which outlives the Job's pods.
+
+RUN_KIND = "Run"
+RUN_LIST_KIND = f"{RUN_KIND}List"
+RUN_PLURAL = "runs"
+RUN_SINGULAR = "run"
+RUN_SHORT_NAMES = ("nbrun",)
+
+# On a Run's Job, its pods, its Service and its outputs claim: the Run's name.
+LABEL_RUN = "nbd.dev/run"
+# On build Jobs and their pods, beside LABEL_REQUESTED_BY: the kind ("Notebook" or "Run") whose
+# reconcile created the Job. A build Job without it was requested by a Notebook.
+LABEL_REQUESTED_BY_KIND = "nbd.dev/requested-by-kind"
+# The Job controller's label (and annotation) on an Indexed Job's pods: the completion index, which
+# is the rank of the node.
+LABEL_COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
+COMPONENT_RUN = "run"
+COMPONENT_OUTPUTS = "outputs"
+# The container of a run's pod that runs the command; its exit code is the run's.
+RUN_CONTAINER = "run"
+
+RUN_PHASES = ("Pending", "Uploading", "Building", "Starting", "Running", "Succeeded", "Failed", "Stopped")
+RUN_PHASES_FINISHED = ("Succeeded", "Failed", "Stopped")
+CONDITION_STARTED = "Started"
+CONDITION_FINISHED = "Finished"
+RUN_CONDITION_TYPES = (CONDITION_UPLOADED, CONDITION_BUILT, CONDITION_STARTED, CONDITION_FINISHED)
+
+RUN_NODES_MAX = 64
+RUN_NODES_DEFAULT = 1
+# Where rank 0 listens for the others (torchrun's default rendezvous port).
+DEFAULT_MASTER_PORT = 29500
+DEFAULT_OUTPUTS = "/content/outputs"
+DEFAULT_OUTPUTS_SIZE = "10Gi"
+
+# The environment every pod of a run gets, as torchrun reads it: rank 0's stable DNS name and
+# port, the number of nodes, this node's rank (the completion index) and the GPUs per node.
+RUN_ENV = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "NODE_RANK", "NPROC_PER_NODE")
+
+
+def valid_run_nodes(nodes: int) -> bool:
+    return 1 <= nodes <= RUN_NODES_MAX
