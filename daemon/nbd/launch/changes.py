@@ -17,7 +17,8 @@ tests/launch/test_changes.py.
 - The daemon's own writes (its field manager with its own identity in `nbd.dev/written-by`) are
   adopted: the record moves to the new generation.
 - A session in the middle of a launch or a stop, or already gone, is left to what drives it; a
-  session whose Notebook this daemon never wrote has nothing to follow.
+  session whose Notebook this daemon never wrote has nothing to follow, except a ready one
+  recorded before daemons followed Notebooks, which adopts what it finds.
 
 Who made a write is read from `metadata.managedFields`: the newest entry (by time, later entries
 winning ties) that owns fields of the spec. Its time has a one-second resolution, so two writes in
@@ -163,13 +164,22 @@ def judge(session: Session, seen: Seen | None, *, identity: str) -> Verdict | No
     `identity` is this daemon's (what it writes in `nbd.dev/written-by`). None: nothing to do.
     """
     record = session.runtime.notebook
-    if session.phase in _DRIVEN or session.phase == Phase.GONE or record is None:
+    if session.phase in _DRIVEN or session.phase == Phase.GONE:
+        return None
+    if record is None and session.phase != Phase.READY:
         return None
     name = session.name
     ways = f"the local files are kept; `nbctl launch {session.directory or 'DIR'}` starts it anew, `nbctl stop {name} --delete` forgets it"
     if seen is None or seen.deleted or seen.deleting:
         who = _who(seen, identity, deleter=True) if seen is not None else ""
         return Gone(f"the Notebook was deleted in the cluster{_by(who)}; {ways}", who)
+    if record is None:
+        # A ready session recorded before its daemon followed Notebooks: what runs now is its.
+        return Note(
+            NotebookState.FOLLOWING,
+            generation=seen.generation,
+            record=NotebookRecord(seen.uid, seen.generation),
+        )
     if record.uid and seen.uid != record.uid:
         who = _who(seen, identity)
         return Gone(f"the Notebook was deleted in the cluster and created again{_by(who)}; {ways}", who)
