@@ -315,12 +315,13 @@ class Launcher:
         session = await registry.update(
             key, phase=Phase.READY, url=url, pod=started.pod, message="", runtime=record, notebook=following
         )
-        self.live.follow(key, kube)
         if plan.sync:
             workdir = str(resolved.spec.get("workdir") or DEFAULT_WORKDIR)
             await runtime.start_sync(resolved.directory, workdir)
         elif runtime.sync is not None:
             await runtime.stop_sync(flush=True)
+        # Followed once its forward and sync run, so a change seen from now on stops them whole.
+        self.live.follow(key, kube)
         session = registry.find(key) or session
         emit(PhaseChanged(Phase.READY, f"notebook ready at http://127.0.0.1:{port}{ui.path}"))
         emit(Ready(url, port, session, ui=ui.kind, note=ui.note))

@@ -10,7 +10,6 @@ that following a build never holds a thread.
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -85,7 +84,16 @@ class NotebookClient:
     async def _notebook_call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
         """A blocking call about Notebooks (a 404 of the type reads "the CRD is not installed");
         a write's answer (the object after it) becomes `written`."""
-        result = await self.kube.run(functools.partial(fn, *args, **kwargs), nbd_resource=NOTEBOOK)
+
+        def call() -> Any:
+            # The raw answer: the client's own decoding of these calls drops the object.
+            response = fn(*args, _preload_content=False, **kwargs)
+            try:
+                return json.loads(response.data or b"null")
+            except ValueError:
+                return None
+
+        result = await self.kube.run(call, nbd_resource=NOTEBOOK)
         meta = result.get("metadata") if isinstance(result, dict) else None
         if isinstance(meta, dict) and meta.get("uid") and isinstance(meta.get("generation"), int):
             self.written = NotebookRecord(str(meta["uid"]), int(meta["generation"]))
