@@ -74,6 +74,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         for s in sessions
     ]
     print_table(["NAME", "NAMESPACE", "CONTEXT", "PHASE", "URL", "SYNC", "NOTEBOOK", "DIRECTORY"], rows)
+    return EXIT_OK
 
 
 def _notebook_word(notebook: Any) -> str:
@@ -83,7 +84,6 @@ def _notebook_word(notebook: Any) -> str:
     if not notebook.state:
         return ""
     return enum_name(pb.NotebookState, notebook.state, "NOTEBOOK_STATE_")
-    return EXIT_OK
 
 
 def _print_session(s: Any) -> None:

@@ -4,6 +4,7 @@ resourceVersion, an API server that refuses for a while)."""
 
 from __future__ import annotations
 
+import getpass
 import json
 import socket
 import subprocess
@@ -25,6 +26,12 @@ def kubectl(nb: Any, *args: str) -> str:
     if result.returncode != 0:
         raise AssertionError(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")
     return result.stdout
+
+
+def identity_of(dirs: Any) -> str:
+    """The identity a daemon on these dirs writes on Notebooks (user@host#id)."""
+    ident = (dirs.state_dir / "identity").read_text().strip()
+    return f"{getpass.getuser()}@{socket.gethostname()}#{ident}"
 
 
 def notebook_object(nb: Any) -> dict[str, Any]:
@@ -161,7 +168,7 @@ def test_deleted_by_another_nbd_names_it(notebook_factory, daemon_factory, nbd_d
         timeout=240,
     )
     assert launched.returncode == 0, launched.stderr
-    identity = (nbd_dirs.state_dir / "identity").read_text().strip()
+    identity = identity_of(nbd_dirs)
     stopped = other.run_nbctl("stop", nb.name, "--delete", timeout=60)
     assert stopped.returncode == 0, stopped.stderr
     session = wait_phase(nb, "gone")
@@ -233,7 +240,7 @@ def test_spec_changed_by_a_second_daemon(notebook_factory, daemon_factory, nbd_d
         timeout=240,
     )
     assert result.returncode == 0, result.stderr
-    identity = (nbd_dirs.state_dir / "identity").read_text().strip()
+    identity = identity_of(nbd_dirs)
     session = wait_notebook(nb, "changed")
     assert session["phase"] == "PHASE_READY"
     assert session["notebook"]["changed_by"] == f"another nbd ({identity})"

@@ -93,7 +93,7 @@ class NotebookClient:
             except ValueError:
                 return None
 
-        result = await self.kube.run(call, nbd_resource=NOTEBOOK)
+        result = await self.kube.run(call, nbd_resource=NOTEBOOK)  # type: ignore[call-arg]
         meta = result.get("metadata") if isinstance(result, dict) else None
         if isinstance(meta, dict) and meta.get("uid") and isinstance(meta.get("generation"), int):
             self.written = NotebookRecord(str(meta["uid"]), int(meta["generation"]))
