@@ -261,15 +261,27 @@ def test_spec_changed_by_a_second_daemon(notebook_factory, daemon_factory, nbd_d
 
 def test_spec_edited_with_kubectl(notebook_factory, jupyter_image):
     nb = notebook_factory()
-    kubectl(nb, "patch", "notebook", nb.name, "--type", "merge", "-p", '{"spec":{"env":{"EDITED":"1"}}}')
+    kubectl(
+        nb,
+        "patch",
+        "notebook",
+        nb.name,
+        "--type",
+        "merge",
+        "-p",
+        '{"spec":{"env":[{"name":"EDITED","value":"1"}]}}',
+    )
     session = wait_notebook(nb, "changed")
     assert session["phase"] == "PHASE_READY"
     assert session["notebook"]["changed_by"] == "kubectl-patch"
-    assert notebook_object(nb)["spec"]["env"] == {"EDITED": "1"}
-    # A launch here applies this directory's spec again, and the session follows it from there.
-    nb.launch("--image", jupyter_image)
-    assert wait_notebook(nb, "following")["phase"] == "PHASE_READY"
-    assert "EDITED" not in (notebook_object(nb)["spec"].get("env") or {})
+    assert notebook_object(nb)["spec"]["env"] == [{"name": "EDITED", "value": "1"}]
+    # A launch here applies this directory's spec again (server-side apply: the fields the edit
+    # set and the launch does not stay the editor's), and the session follows it from there.
+    generation = notebook_object(nb)["metadata"]["generation"]
+    nb.launch("--image", jupyter_image, "--memory", "200Mi")
+    session = wait_notebook(nb, "following")
+    assert session["phase"] == "PHASE_READY"
+    assert int(session["notebook"]["generation"]) > generation
 
 
 # --- the watch's failures ---------------------------------------------------------------------

@@ -2,9 +2,9 @@
 
 The loop is an informer's for one object: list the Notebook by name (a list, so that an absent
 object still yields a resourceVersion to watch from), then watch from that version with bookmarks,
-re-watch from the last version seen when a watch ends (its timeout, a dropped connection), list
-again when the server says the version is too old (an ERROR event with a 410 Status) or after a
-failure, backing off (bounded) meanwhile. Every state seen (each list, each ADDED or MODIFIED, the
+re-watch from the last version seen when a watch ends or fails (its timeout, a dropped connection,
+a refused request), list again when the server says the version is too old (an ERROR event with a
+410 Status), backing off (bounded) after failures. Every state seen (each list, each ADDED or MODIFIED, the
 last state a DELETED carries) is handed to the owner, which judges it (`nbd.launch.changes`) and
 says whether to go on following. A failure that persists (a second one in a row) is reported too,
 so the session can say it cannot read its Notebook; the loop keeps trying until it is stopped.
@@ -152,8 +152,11 @@ class NotebookFollower:
                 log.info(
                     "following Notebook %s/%s: %s (failure %d)", self.namespace, self.name, err, failures
                 )
-                version = ""  # events may have been missed: list again
+                # A failed watch is resumed from the last version seen (no event is lost: a version
+                # the server no longer has answers 410, which lists again); a failed list is retried.
                 if failures >= 2:
+                    # Reported: the next success is a list, whose state replaces the error.
+                    version = ""
                     self.first.set()
                     await self._on_error(err)
                 await asyncio.sleep(backoff * (0.5 + random.random()))
