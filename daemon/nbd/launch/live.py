@@ -43,8 +43,25 @@ IDENTITY_FILE = "identity"
 
 def daemon_identity(state_dir: str) -> str:
     """This daemon's name on the Notebooks it writes: user@host#id, the id kept in the state dir
-    (so two daemons of one user on one machine, with their own state dirs, differ). Blocking."""
+    (so two daemons of one user on one machine, with their own state dirs, differ). Blocking.
+
+    A state dir where the id cannot be kept gets an id for this run only (logged): followers of
+    its Notebooks then name it differently after a restart, which costs clarity, never data.
+    """
     path = os.path.join(state_dir, IDENTITY_FILE)
+    try:
+        ident = _kept_id(path)
+    except OSError as e:
+        log.warning("cannot keep the daemon's identity in %s (%s); using one for this run", path, e.strerror)
+        ident = secrets.token_hex(4)
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid())
+    return f"{user}@{socket.gethostname()}#{ident}"
+
+
+def _kept_id(path: str) -> str:
     try:
         with open(path, encoding="utf-8") as f:
             ident = f.read().strip()
@@ -52,16 +69,12 @@ def daemon_identity(state_dir: str) -> str:
         ident = ""
     if not ident:
         ident = secrets.token_hex(4)
-        os.makedirs(state_dir, mode=0o700, exist_ok=True)
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
         tmp = f"{path}.{os.getpid()}.tmp"
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(ident + "\n")
         os.replace(tmp, path)
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = str(os.getuid())
-    return f"{user}@{socket.gethostname()}#{ident}"
+    return ident
 
 
 class KubeClients:
