@@ -68,12 +68,22 @@ def cmd_list(args: argparse.Namespace) -> int:
             phase_name(s.phase),
             s.url,
             enum_name(pb.SyncState, s.sync.state, "SYNC_STATE_"),
+            _notebook_word(s.notebook),
             s.directory,
         ]
         for s in sessions
     ]
-    print_table(["NAME", "NAMESPACE", "CONTEXT", "PHASE", "URL", "SYNC", "DIRECTORY"], rows)
+    print_table(["NAME", "NAMESPACE", "CONTEXT", "PHASE", "URL", "SYNC", "NOTEBOOK", "DIRECTORY"], rows)
     return EXIT_OK
+
+
+def _notebook_word(notebook: Any) -> str:
+    """The Notebook in the cluster in a word ("changed", "deleted", ...); "" before it was read."""
+    from nbdapi.v1 import notebooks_pb2 as pb
+
+    if not notebook.state:
+        return ""
+    return enum_name(pb.NotebookState, notebook.state, "NOTEBOOK_STATE_")
 
 
 def _print_session(s: Any) -> None:
@@ -106,6 +116,11 @@ def _print_session(s: Any) -> None:
             "sync",
             enum_name(pb.SyncState, s.sync.state, "SYNC_STATE_")
             + (f" ({s.sync.message})" if s.sync.message else ""),
+        ),
+        (
+            "notebook",
+            _notebook_word(s.notebook)
+            + (f" ({s.notebook.message})" if s.notebook.message and s.notebook.message != s.message else ""),
         ),
         ("conflicts", str(len(s.sync.conflicts)) if s.sync.conflicts else ""),
         ("problems", str(len(s.sync.problems)) if s.sync.problems else ""),

@@ -39,6 +39,8 @@ __all__ = [
     "MANAGED_BY_CONTROLLER",
     "NOTEBOOK_CONTAINER",
     "ANNOTATION_LOCAL_DIRECTORY",
+    "ANNOTATION_WRITTEN_BY",
+    "ANNOTATION_DELETED_BY",
     "ANNOTATION_SPEC_HASH",
     "ANNOTATION_IMAGE",
     "ANNOTATION_ABOUT",
@@ -132,6 +134,12 @@ NOTEBOOK_CONTAINER = "notebook"
 
 # On the Notebook: the directory it was launched from, as the launching machine names it.
 ANNOTATION_LOCAL_DIRECTORY = "nbd.dev/local-directory"
+# On the Notebook: the nbd daemon that last wrote its spec (user@host#id; every nbd write sets it),
+# so a daemon following the same Notebook tells its own writes from another daemon's.
+ANNOTATION_WRITTEN_BY = "nbd.dev/written-by"
+# On the Notebook, written right before an nbd deletes it: which daemon deleted it (a DELETED
+# watch event carries the object's last state, so followers can name the deleter).
+ANNOTATION_DELETED_BY = "nbd.dev/deleted-by"
 # On the notebook Pod: a digest of what the controller wants of it; a Pod whose digest differs is replaced.
 ANNOTATION_SPEC_HASH = "nbd.dev/spec-hash"
 # On a build Job: the image it builds.

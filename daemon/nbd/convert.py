@@ -15,7 +15,7 @@ from nbd import capabilities as caps
 from nbd import events as ev
 from nbd.errors import InvalidArgument
 from nbd.session import NotebookSpec, Session
-from nbd.status import Conflict, ForwardStatus, Problem, SyncStatus
+from nbd.status import Conflict, ForwardStatus, NotebookStatus, Problem, SyncStatus
 from nbdapi.v1 import notebooks_pb2 as pb
 
 
@@ -107,6 +107,16 @@ def sync_to_proto(s: SyncStatus) -> pb.SyncStatus:
     )
 
 
+def notebook_to_proto(n: NotebookStatus) -> pb.NotebookStatus:
+    return pb.NotebookStatus(
+        state=n.state.value,  # type: ignore[arg-type]
+        message=n.message,
+        changed_by=n.changed_by,
+        generation=n.generation,
+        observed=timestamp(n.observed),
+    )
+
+
 def session_to_proto(s: Session, ref: str) -> pb.Session:
     return pb.Session(
         name=s.name,
@@ -126,6 +136,7 @@ def session_to_proto(s: Session, ref: str) -> pb.Session:
         created=timestamp(s.created),
         updated=timestamp(s.updated),
         ref=ref,
+        notebook=notebook_to_proto(s.notebook),
     )
 
 

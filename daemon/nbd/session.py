@@ -16,13 +16,23 @@ loads is one the runtime can use.
 from __future__ import annotations
 
 import dataclasses
-import enum
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, NamedTuple
 
 from nbd.errors import InvalidArgument
-from nbd.status import Conflict, ForwardState, ForwardStatus, Problem, SyncState, SyncStatus, utcnow
+from nbd.status import (
+    Conflict,
+    ForwardState,
+    ForwardStatus,
+    NotebookState,
+    NotebookStatus,
+    Phase,
+    Problem,
+    SyncState,
+    SyncStatus,
+    utcnow,
+)
 
 __all__ = [
     "Conflict",
@@ -30,7 +40,10 @@ __all__ = [
     "ForwardState",
     "ForwardStatus",
     "LaunchRecord",
+    "NotebookRecord",
     "NotebookSpec",
+    "NotebookState",
+    "NotebookStatus",
     "Phase",
     "Problem",
     "RuntimeRecord",
@@ -41,20 +54,6 @@ __all__ = [
     "SyncStatus",
     "utcnow",
 ]
-
-
-class Phase(enum.Enum):
-    """Where a session is in its life; mirrors nbdapi.v1.Phase (same names without the prefix)."""
-
-    UNSPECIFIED = 0
-    PACKAGING = 1
-    UPLOADING = 2
-    BUILDING = 3
-    STARTING = 4
-    READY = 5
-    FAILED = 6
-    STOPPED = 7
-    STOPPING = 8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,6 +173,23 @@ class LaunchRecord:
 
 
 @dataclasses.dataclass(frozen=True)
+class NotebookRecord:
+    """The Notebook as this daemon last wrote it: what the follower compares the cluster's with.
+
+    Attributes:
+        uid: The Notebook's metadata.uid (another uid is another object of the same name).
+        generation: Its metadata.generation after this daemon's last write of its spec.
+    """
+
+    uid: str
+    generation: int
+
+    def __post_init__(self) -> None:
+        if isinstance(self.generation, bool) or not isinstance(self.generation, int) or self.generation < 0:
+            raise ValueError(f"generation must be a non-negative integer, not {self.generation!r}")
+
+
+@dataclasses.dataclass(frozen=True)
 class RuntimeRecord:
     """The persisted state of a session's live parts; None where that part never ran.
 
@@ -184,6 +200,8 @@ class RuntimeRecord:
     forward: ForwardRecord | None = None
     sync: SyncRecord | None = None
     launch: LaunchRecord = dataclasses.field(default_factory=LaunchRecord)
+    # None until this daemon wrote the Notebook (a launch that never applied it has none).
+    notebook: NotebookRecord | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -208,6 +226,7 @@ class Session:
     pod: str = ""
     forward: ForwardStatus = dataclasses.field(default_factory=ForwardStatus)
     sync: SyncStatus = dataclasses.field(default_factory=SyncStatus)
+    notebook: NotebookStatus = dataclasses.field(default_factory=NotebookStatus)
     created: datetime = dataclasses.field(default_factory=utcnow)
     updated: datetime = dataclasses.field(default_factory=utcnow)
     runtime: RuntimeRecord = dataclasses.field(default_factory=RuntimeRecord)

@@ -1,7 +1,8 @@
-"""The status vocabulary: how a session's forward and sync say where they stand.
+"""The status vocabulary: where a session is, and how its forward, sync and Notebook say where they stand.
 
 Each concept has exactly one type, defined here and imported by everything that produces or
-shows it: the forward (`nbd.forward`) and the sync engine (`nbd.sync`) build these values, the
+shows it: the forward (`nbd.forward`), the sync engine (`nbd.sync`) and the daemon's follower of
+the Notebook in the cluster (`nbd.launch.following`) build these values, the
 session (`nbd.session`) holds them, the store persists them generically (`nbd.store`), and the
 servicers convert them to protobuf at the edge (`nbd.convert`). So a new status field touches its
 type here, its conversion in `nbd.convert`, and the code that fills it in; nothing translates
@@ -26,6 +27,9 @@ __all__ = [
     "Conflict",
     "ForwardState",
     "ForwardStatus",
+    "NotebookState",
+    "NotebookStatus",
+    "Phase",
     "Problem",
     "SyncState",
     "SyncStatus",
@@ -41,6 +45,64 @@ def utcnow() -> datetime:
 def from_epoch(seconds: float | None) -> datetime | None:
     """A wall-clock time in epoch seconds as a UTC datetime; None for None or 0 (unset)."""
     return datetime.fromtimestamp(seconds, UTC) if seconds else None
+
+
+class Phase(enum.Enum):
+    """Where a session is in its life; mirrors nbdapi.v1.Phase (same names without the prefix).
+
+    STOPPED is a stop this daemon made; SUSPENDED is a suspend made elsewhere (another client,
+    `kubectl patch`, the controller); GONE is a Notebook deleted in the cluster while the session
+    still knew it (its local files are kept; a launch starts it anew, a stop with --delete forgets it).
+    """
+
+    UNSPECIFIED = 0
+    PACKAGING = 1
+    UPLOADING = 2
+    BUILDING = 3
+    STARTING = 4
+    READY = 5
+    FAILED = 6
+    STOPPED = 7
+    STOPPING = 8
+    GONE = 9
+    SUSPENDED = 10
+
+
+class NotebookState(enum.Enum):
+    """How the Notebook in the cluster compares with what this daemon last wrote; mirrors
+    nbdapi.v1.NotebookState."""
+
+    UNSPECIFIED = 0
+    # As this daemon last wrote it.
+    FOLLOWING = 1
+    # Its spec was changed by someone else; the daemon leaves it so.
+    CHANGED = 2
+    # Suspended by someone else.
+    SUSPENDED = 3
+    # Deleted in the cluster.
+    DELETED = 4
+    # The daemon cannot read it now (unreachable, forbidden); it keeps trying.
+    ERROR = 5
+
+
+@dataclass(frozen=True)
+class NotebookStatus:
+    """What the daemon last saw of the session's Notebook in the cluster.
+
+    Attributes:
+        state: See `NotebookState`; `message` says what changed and what to do.
+        message: A human sentence ("" while following).
+        changed_by: Who made the change, when the cluster says (a field manager such as
+            "kubectl-edit", or another nbd's identity); "" when unknown.
+        generation: The Notebook's metadata.generation last seen (0: none seen).
+        observed: When the daemon last heard from the cluster about it.
+    """
+
+    state: NotebookState = NotebookState.UNSPECIFIED
+    message: str = ""
+    changed_by: str = ""
+    generation: int = 0
+    observed: datetime | None = None
 
 
 class ForwardState(enum.Enum):

@@ -203,7 +203,16 @@ def test_session_commands_human_and_json(fake_daemon, tmp_path):
     assert session["directory"] == str(tmp_path)
 
     table = nbctl("list", env=env).stdout.splitlines()
-    assert table[0].split() == ["NAME", "NAMESPACE", "CONTEXT", "PHASE", "URL", "SYNC", "DIRECTORY"]
+    assert table[0].split() == [
+        "NAME",
+        "NAMESPACE",
+        "CONTEXT",
+        "PHASE",
+        "URL",
+        "SYNC",
+        "NOTEBOOK",
+        "DIRECTORY",
+    ]
     assert table[1].split()[:4] == ["nb", "team", "fake", "ready"]
 
     status = nbctl("status", "nb", env=env)

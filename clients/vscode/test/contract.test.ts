@@ -8,7 +8,7 @@ import { strict as assert } from "node:assert";
 import { test } from "node:test";
 import * as protoLoader from "@grpc/proto-loader";
 import { LOADER_OPTIONS, protoPaths } from "../src/client/proto";
-import { FORWARD_WORDS, PHASE_WORDS, SYNC_WORDS } from "../src/view/format";
+import { FORWARD_WORDS, NOTEBOOK_WORDS, PHASE_WORDS, SYNC_WORDS } from "../src/view/format";
 import { session, syncStatus } from "./fixtures";
 
 const definition = protoLoader.loadSync(["nbdapi/v1/notebooks.proto", "nbdapi/v1/daemon.proto"], {
@@ -68,6 +68,7 @@ const ENUM_WORDS: Array<{ name: string; words: Record<string, string> }> = [
   { name: "Phase", words: PHASE_WORDS },
   { name: "SyncState", words: SYNC_WORDS },
   { name: "ForwardState", words: FORWARD_WORDS },
+  { name: "NotebookState", words: NOTEBOOK_WORDS },
 ];
 
 for (const row of ENUM_WORDS) {

@@ -17,6 +17,7 @@ export function syncStatus(fields: Partial<SyncStatus> = {}): SyncStatus {
     filesToLocal: 0,
     lastCycle: null,
     conflicts: [],
+    resolvedConflicts: [],
     problems: [],
     localRoot: "",
     remoteRoot: "",
@@ -43,6 +44,7 @@ export function session(fields: Partial<Session> = {}): Session {
     created: null,
     updated: null,
     ref: "hello",
+    notebook: null,
     ...fields,
   };
 }

@@ -1,6 +1,6 @@
 import { strict as assert } from "node:assert";
 import { test } from "node:test";
-import { formatBytes, formatSeconds, phaseWord, plural, redactUrl, syncWord } from "../src/view/format";
+import { formatBytes, formatSeconds, notebookWord, phaseWord, plural, redactUrl, syncWord } from "../src/view/format";
 
 const BYTES: Array<[number, string]> = [
   [0, "0 B"],
@@ -41,6 +41,10 @@ for (const [url, text] of URLS) {
 test("enum words", () => {
   assert.equal(phaseWord("PHASE_READY"), "Ready");
   assert.equal(phaseWord("PHASE_STOPPING"), "Stopping");
+  assert.equal(phaseWord("PHASE_GONE"), "Gone");
+  assert.equal(phaseWord("PHASE_SUSPENDED"), "Suspended");
+  assert.equal(notebookWord("NOTEBOOK_STATE_CHANGED"), "changed elsewhere");
+  assert.equal(notebookWord("NOTEBOOK_STATE_LATER"), "later");
   assert.equal(phaseWord("PHASE_NEW_THING"), "New_thing");
   assert.equal(syncWord("SYNC_STATE_WATCHING"), "watching");
   assert.equal(syncWord("SYNC_STATE_LATER"), "later");

@@ -6,6 +6,10 @@ import { session, syncStatus } from "./fixtures";
 const conflict = { path: "a.py", copyPath: "a.conflict-remote-1.py", message: "", time: null };
 const problem = { path: "big.bin", message: "permission denied", time: null };
 
+function notebook(state: string, message = "") {
+  return { state: state as never, message, changedBy: "", generation: 2, observed: null };
+}
+
 const CASES: Array<{ name: string; s: ReturnType<typeof session>; text: string; severity: Severity }> = [
   { name: "ready, no sync", s: session(), text: "$(notebook) hello: Ready", severity: "normal" },
   {
@@ -45,6 +49,36 @@ const CASES: Array<{ name: string; s: ReturnType<typeof session>; text: string; 
     s: session({ sync: syncStatus({ state: "SYNC_STATE_HALTED", conflicts: [conflict] }) }),
     text: "$(notebook) hello: Ready  $(sync) halted  $(warning) 1 conflict",
     severity: "error",
+  },
+  {
+    name: "gone: deleted in the cluster",
+    s: session({ phase: "PHASE_GONE", sync: syncStatus({ state: "SYNC_STATE_DISABLED" }), notebook: notebook("NOTEBOOK_STATE_DELETED") }),
+    text: "$(trash) hello: Gone",
+    severity: "warning",
+  },
+  {
+    name: "suspended elsewhere",
+    s: session({ phase: "PHASE_SUSPENDED", notebook: notebook("NOTEBOOK_STATE_SUSPENDED") }),
+    text: "$(debug-pause) hello: Suspended",
+    severity: "warning",
+  },
+  {
+    name: "ready, its spec changed elsewhere",
+    s: session({ sync: syncStatus(), notebook: notebook("NOTEBOOK_STATE_CHANGED", "the Notebook's spec was changed") }),
+    text: "$(notebook) hello: Ready  $(sync) watching  $(edit) changed elsewhere",
+    severity: "warning",
+  },
+  {
+    name: "ready, its Notebook cannot be read",
+    s: session({ notebook: notebook("NOTEBOOK_STATE_ERROR") }),
+    text: "$(notebook) hello: Ready  $(cloud) cannot be read",
+    severity: "warning",
+  },
+  {
+    name: "ready, as launched: nothing more shown",
+    s: session({ notebook: notebook("NOTEBOOK_STATE_FOLLOWING") }),
+    text: "$(notebook) hello: Ready",
+    severity: "normal",
   },
   {
     name: "an unknown phase from a newer daemon",
@@ -94,6 +128,20 @@ test("sessionStatus tooltip: message, redacted URL, forward, sync, conflicts and
   assert.ok(!view.tooltip.includes("s3cret"));
 });
 
+test("sessionStatus tooltip: what happened to the Notebook in the cluster", () => {
+  const changed = sessionStatus(
+    session({ notebook: notebook("NOTEBOOK_STATE_CHANGED", "the Notebook's spec was changed in the cluster by kubectl-edit") }),
+  );
+  assert.equal(
+    changed.tooltip,
+    ["nbd: hello — Ready", "Notebook: changed elsewhere (the Notebook's spec was changed in the cluster by kubectl-edit)"].join("\n"),
+  );
+  const message = "the Notebook was deleted in the cluster; the local files are kept";
+  const gone = sessionStatus(session({ phase: "PHASE_GONE", message, notebook: notebook("NOTEBOOK_STATE_DELETED", message) }));
+  // The reason is said once.
+  assert.equal(gone.tooltip, ["nbd: hello — Gone", message, "Notebook: deleted in the cluster"].join("\n"));
+});
+
 test("disconnected and idle views", () => {
   const down = disconnectedStatus("The nbd daemon does not answer on /x.sock.");
   assert.equal(down.severity, "warning");
@@ -109,4 +157,7 @@ test("a click opens a ready notebook, follows a build, and does nothing otherwis
   assert.equal(sessionStatus(session({ url: "" })).command, undefined);
   assert.equal(sessionStatus(session({ phase: "PHASE_BUILDING" })).command, "nbd.showBuildLog");
   assert.equal(sessionStatus(session({ phase: "PHASE_FAILED", url: "http://x/" })).command, undefined);
+  // A gone or suspended notebook: a click launches it again.
+  assert.equal(sessionStatus(session({ phase: "PHASE_GONE" })).command, "nbd.launch");
+  assert.equal(sessionStatus(session({ phase: "PHASE_SUSPENDED" })).command, "nbd.launch");
 });

@@ -71,7 +71,7 @@ from nbd.launch.spec import (
     validate_name,
 )
 from nbd.launch.starting import StartError, wait_until_ready
-from nbd.session import LaunchRecord, Phase, Session, SessionKey, utcnow
+from nbd.session import LaunchRecord, NotebookState, NotebookStatus, Phase, Session, SessionKey, utcnow
 
 __all__ = ["Launcher"]
 
@@ -206,7 +206,9 @@ class Launcher:
         notebook: ObservedNotebook | None = None
         if observes_notebook(existing, intent):
             kube = self.live.clients.for_target(resolved.target)
-            notebook = ObservedNotebook.of(await NotebookClient(kube, key.namespace).get(resolved.name))
+            notebook = ObservedNotebook.of(
+                await NotebookClient(kube, key.namespace, self.live.identity).get(resolved.name)
+            )
         plan = decide(existing, notebook, intent)
         if isinstance(plan, Refuse):
             raise FailedPrecondition(plan.message, reason=plan.reason)
@@ -217,7 +219,7 @@ class Launcher:
             return
 
         kube = self.live.clients.for_target(resolved.target)
-        notebooks = NotebookClient(kube, key.namespace)
+        notebooks = NotebookClient(kube, key.namespace, self.live.identity)
         if plan.fresh:
             await registry.put(new_session(intent, utcnow()))
         else:
@@ -308,15 +310,23 @@ class Launcher:
             emit(Notice(ui.note, NoticeLevel.WARNING))
         current = registry.find(key)
         assert current is not None  # a launch's session leaves the registry only by a stop with --delete
-        record = dataclasses.replace(current.runtime, launch=LaunchRecord(no_sync=request.no_sync))
+        written = notebooks.written or current.runtime.notebook
+        record = dataclasses.replace(
+            current.runtime, launch=LaunchRecord(no_sync=request.no_sync), notebook=written
+        )
+        following = NotebookStatus(
+            NotebookState.FOLLOWING, generation=written.generation if written else 0, observed=utcnow()
+        )
         session = await registry.update(
-            key, phase=Phase.READY, url=url, pod=started.pod, message="", runtime=record
+            key, phase=Phase.READY, url=url, pod=started.pod, message="", runtime=record, notebook=following
         )
         if plan.sync:
             workdir = str(resolved.spec.get("workdir") or DEFAULT_WORKDIR)
             await runtime.start_sync(resolved.directory, workdir)
         elif runtime.sync is not None:
             await runtime.stop_sync(flush=True)
+        # Followed once its forward and sync run, so a change seen from now on stops them whole.
+        self.live.follow(key, kube)
         session = registry.find(key) or session
         emit(PhaseChanged(Phase.READY, f"notebook ready at http://127.0.0.1:{port}{ui.path}"))
         emit(Ready(url, port, session, ui=ui.kind, note=ui.note))
@@ -325,10 +335,19 @@ class Launcher:
 
     async def stop(self, session: Session, *, delete: bool) -> Session:
         registry = self.app.registry
+        if session.phase == Phase.GONE and not delete:
+            raise FailedPrecondition(
+                f"the Notebook of {session.name} is gone (deleted in the cluster), there is nothing to "
+                f"suspend; `nbctl launch {session.directory}` starts it anew, "
+                f"`nbctl stop {session.name} --delete` forgets it",
+                reason="NotebookGone",
+            )
+        kube = await self.live.clients.for_session(session)
+        if delete:
+            await self.live.unfollow(session.key)
         await registry.update(session.key, phase=Phase.STOPPING, message="")
         await self.live.release(session.key)
-        kube = await self.live.clients.for_session(session)
-        notebooks = NotebookClient(kube, session.namespace)
+        notebooks = NotebookClient(kube, session.namespace, self.live.identity)
         if delete:
             await notebooks.delete(session.name)
             gone = await registry.remove(session.key) or session
@@ -338,7 +357,13 @@ class Launcher:
         except NotFound:
             pass
         current = registry.find(session.key) or session
-        return await registry.update(session.key, **stopped(current, deleted=False))
+        changes = stopped(current, deleted=False)
+        if notebooks.written is not None:
+            changes["runtime"] = dataclasses.replace(current.runtime, notebook=notebooks.written)
+        result = await registry.update(session.key, **changes)
+        if result.runtime.notebook is not None:
+            self.live.follow(session.key, kube)
+        return result
 
 
 def _read_text(path: str) -> str:

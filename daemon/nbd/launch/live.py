@@ -2,27 +2,79 @@
 
 The launcher, the log reader and the sync commands are separate capabilities that share one
 `LiveSessions`: the launcher creates a session's runtime (its forward and sync) when the notebook
-is ready and releases it at a stop, the others read it. At daemon start it brings back the ready
-sessions (`decisions.at_daemon_start` says which, and what of them); at shutdown it stops every
-runtime without flushing and closes the clients.
+is ready and releases it at a stop, the others read it. It also follows each session's Notebook in
+the cluster (`nbd.launch.following`) and acts on what `nbd.launch.changes` makes of each state it
+sees: a Notebook deleted or suspended elsewhere stops the session's forward and sync (after a last
+pull) and the session says so; a spec changed elsewhere is reported, never written back. At daemon
+start it reads every followed Notebook first, so what changed while no daemon ran is acted on,
+then brings back the ready sessions (`decisions.at_daemon_start` says which, and what of them); at
+shutdown it stops every follower and runtime without flushing and closes the clients.
 """
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import getpass
 import logging
 import os
+import secrets
+import socket
 from typing import Any
 
 from nbd.app import App
 from nbd.errors import NbdError
 from nbd.kube import KubeClient, KubeTarget, load_target
+from nbd.launch.changes import Gone, Note, Seen, Suspended, gone_changes, judge, suspended_changes
 from nbd.launch.decisions import MarkFailed, Resume, at_daemon_start
+from nbd.launch.following import NotebookFollower
 from nbd.launch.runtime import SessionRuntime
-from nbd.session import Phase, Session, SessionKey
+from nbd.session import NotebookState, NotebookStatus, Phase, Session, SessionKey
+from nbd.status import utcnow
 
-__all__ = ["KubeClients", "LiveSessions"]
+__all__ = ["KubeClients", "LiveSessions", "daemon_identity"]
 
 log = logging.getLogger(__name__)
+
+# How long a resume waits for the first read of a session's Notebook before it goes on anyway.
+FIRST_READ = 15.0
+IDENTITY_FILE = "identity"
+
+
+def daemon_identity(state_dir: str) -> str:
+    """This daemon's name on the Notebooks it writes: user@host#id, the id kept in the state dir
+    (so two daemons of one user on one machine, with their own state dirs, differ). Blocking.
+
+    A state dir where the id cannot be kept gets an id for this run only (logged): followers of
+    its Notebooks then name it differently after a restart, which costs clarity, never data.
+    """
+    path = os.path.join(state_dir, IDENTITY_FILE)
+    try:
+        ident = _kept_id(path)
+    except OSError as e:
+        log.warning("cannot keep the daemon's identity in %s (%s); using one for this run", path, e.strerror)
+        ident = secrets.token_hex(4)
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid())
+    return f"{user}@{socket.gethostname()}#{ident}"
+
+
+def _kept_id(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as f:
+            ident = f.read().strip()
+    except FileNotFoundError:
+        ident = ""
+    if not ident:
+        ident = secrets.token_hex(4)
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(ident + "\n")
+        os.replace(tmp, path)
+    return ident
 
 
 class KubeClients:
@@ -64,7 +116,9 @@ class LiveSessions:
         self.app = app
         self.clients = KubeClients()
         self.runtimes: dict[SessionKey, SessionRuntime] = {}
+        self.followers: dict[SessionKey, NotebookFollower] = {}
         self.sync_dir = os.path.join(app.paths.state_dir, "sync")
+        self.identity = ""
 
     def runtime(self, key: SessionKey) -> SessionRuntime | None:
         return self.runtimes.get(key)
@@ -88,14 +142,126 @@ class LiveSessions:
         if self.app.registry.find(key) is not None:
             await self.app.registry.update(key, **changes)
 
+    # --- following the Notebook ------------------------------------------------------------------
+
+    def follow(self, key: SessionKey, kube: KubeClient) -> NotebookFollower:
+        """Follows the session's Notebook (a no-op when it is followed already)."""
+        follower = self.followers.get(key)
+        if follower is None or not follower.running:
+
+            async def seen(observed: Seen | None) -> bool:
+                return await self._seen(key, observed)
+
+            async def failed(error: NbdError) -> None:
+                await self._failed(key, error)
+
+            follower = NotebookFollower(kube, key.namespace, key.name, seen, failed)
+            self.followers[key] = follower
+            follower.start()
+        return follower
+
+    async def unfollow(self, key: SessionKey) -> None:
+        follower = self.followers.pop(key, None)
+        if follower is not None:
+            await follower.stop()
+
+    async def _seen(self, key: SessionKey, observed: Seen | None) -> bool:
+        """Acts on one state of the session's Notebook; False once there is nothing more to follow."""
+        try:
+            return await self._act(key, observed)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("acting on the Notebook of %s failed", key)
+            return True
+
+    async def _act(self, key: SessionKey, observed: Seen | None) -> bool:
+        registry = self.app.registry
+        session = registry.find(key)
+        if session is None:
+            return False
+        verdict = judge(session, observed, identity=self.identity)
+        if verdict is None:
+            return session.phase != Phase.GONE
+        if isinstance(verdict, Gone):
+            log.info("the Notebook of %s is gone: %s", key, verdict.message)
+            await self.release(key)
+            current = registry.find(key)
+            if current is not None:
+                await registry.update(key, **gone_changes(current, verdict))
+            self.followers.pop(key, None)
+            return False
+        if isinstance(verdict, Suspended):
+            log.info("the Notebook of %s was suspended elsewhere: %s", key, verdict.message)
+            await self.release(key)
+            current = registry.find(key)
+            if current is not None:
+                await registry.update(key, **suspended_changes(current, verdict))
+            return True
+        await self._note(session, verdict)
+        return True
+
+    async def _note(self, session: Session, note: Note) -> None:
+        now = session.notebook
+        wanted = NotebookStatus(
+            note.state, note.message, note.by, note.generation or now.generation, now.observed
+        )
+        record = note.record if note.record is not None else session.runtime.notebook
+        if wanted == now and record == session.runtime.notebook:
+            return
+        if wanted.state != now.state or wanted.message != now.message:
+            log.info("the Notebook of %s: %s %s", session.key, note.state.name, note.message)
+        changes: dict[str, Any] = {"notebook": dataclasses.replace(wanted, observed=utcnow())}
+        if record != session.runtime.notebook:
+            changes["runtime"] = dataclasses.replace(session.runtime, notebook=record)
+        await self.app.registry.update(session.key, **changes)
+
+    async def _failed(self, key: SessionKey, error: NbdError) -> None:
+        session = self.app.registry.find(key)
+        if session is None or session.phase == Phase.GONE:
+            return
+        message = f"cannot read the Notebook in the cluster ({error.message}); retrying"
+        if session.notebook.state == NotebookState.ERROR and session.notebook.message == message:
+            return
+        await self.app.registry.update(
+            key,
+            notebook=dataclasses.replace(
+                session.notebook, state=NotebookState.ERROR, message=message, observed=utcnow()
+            ),
+        )
+
     # --- daemon start and stop -------------------------------------------------------------------
 
     async def resume_all(self, app: App) -> None:
-        """At daemon start: bring back the forwards and syncs of ready sessions (no rebuild)."""
+        """At daemon start: read the followed Notebooks and act on what changed while no daemon
+        ran, then bring back the forwards and syncs of the sessions still ready (no rebuild)."""
+        self.identity = await asyncio.to_thread(daemon_identity, str(app.paths.state_dir))
         for session in list(app.registry.list()):
             action = at_daemon_start(session)
             if isinstance(action, MarkFailed):
                 await self.update_if_present(session.key, phase=Phase.FAILED, message=action.message)
+        firsts = []
+        for session in list(app.registry.list()):
+            if session.phase == Phase.GONE or (
+                session.runtime.notebook is None and session.phase != Phase.READY
+            ):
+                continue
+            try:
+                kube = await self.clients.for_session(session)
+            except NbdError as e:
+                log.warning("cannot follow the Notebook of %s: %s", session.key, e)
+                continue
+            firsts.append(self.follow(session.key, kube).first.wait())
+        if firsts:
+            try:
+                async with asyncio.timeout(FIRST_READ):
+                    await asyncio.gather(*firsts)
+            except TimeoutError:
+                log.warning(
+                    "some Notebooks were not read within %gs; resuming their sessions anyway", FIRST_READ
+                )
+        for session in list(app.registry.list()):
+            action = at_daemon_start(session)
             if not isinstance(action, Resume):
                 continue
             try:
@@ -117,6 +283,8 @@ class LiveSessions:
         log.info("resumed session %s", session.key)
 
     async def close(self, app: App) -> None:
+        for key in list(self.followers):
+            await self.unfollow(key)
         for key, runtime in list(self.runtimes.items()):
             try:
                 await runtime.stop(flush=False)

@@ -10,7 +10,6 @@ that following a build never holds a thread.
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -20,7 +19,10 @@ import aiohttp
 
 from nbd.errors import DeadlineExceeded, NbdError, NotFound
 from nbd.kube import NOTEBOOK, KubeClient, ResourceRef, error_from_exception, error_from_status
+from nbd.launch.spec import FIELD_MANAGER, WRITTEN_BY_ANNOTATION
+from nbd.session import NotebookRecord
 from nbdcontract import (
+    ANNOTATION_DELETED_BY,
     COMPONENT_BUILD,
     GROUP,
     LABEL_COMPONENT,
@@ -33,7 +35,6 @@ from nbdcontract import (
 
 log = logging.getLogger(__name__)
 
-FIELD_MANAGER = "nbd"
 WATCH_SECONDS = 60
 POD = ResourceRef(kind="Pod")
 
@@ -41,11 +42,19 @@ Notebook = dict[str, Any]
 
 
 class NotebookClient:
-    """One namespace's Notebooks (and the pods, logs and Secrets behind them) for one cluster."""
+    """One namespace's Notebooks (and the pods, logs and Secrets behind them) for one cluster.
 
-    def __init__(self, kube: KubeClient, namespace: str) -> None:
+    `identity` is the daemon's (see `nbd.launch.spec.WRITTEN_BY_ANNOTATION`): every write of a
+    Notebook's spec carries it, and a delete records it first, so that other daemons following the
+    Notebook can say who changed it. `written` is the Notebook as the last write through this
+    client left it (its uid and generation), what the session records to follow it.
+    """
+
+    def __init__(self, kube: KubeClient, namespace: str, identity: str = "") -> None:
         self.kube = kube
         self.namespace = namespace
+        self.identity = identity
+        self.written: NotebookRecord | None = None
 
     # --- the Notebook --------------------------------------------------------------------------
 
@@ -56,6 +65,9 @@ class NotebookClient:
     async def apply(self, manifest: Notebook) -> None:
         """Server-side apply of the daemon's fields of a Notebook (creates it when missing)."""
         name = manifest["metadata"]["name"]
+        if self.identity:
+            annotations = manifest["metadata"].setdefault("annotations", {})
+            annotations[WRITTEN_BY_ANNOTATION] = self.identity
         await self._notebook_call(
             self.kube.custom.patch_namespaced_custom_object,
             GROUP,
@@ -70,8 +82,21 @@ class NotebookClient:
         )
 
     async def _notebook_call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
-        """A blocking call about Notebooks (a 404 of the type reads "the CRD is not installed")."""
-        await self.kube.run(functools.partial(fn, *args, **kwargs), nbd_resource=NOTEBOOK)
+        """A blocking call about Notebooks (a 404 of the type reads "the CRD is not installed");
+        a write's answer (the object after it) becomes `written`."""
+
+        def call() -> Any:
+            # The raw answer: the client's own decoding of these calls drops the object.
+            response = fn(*args, _preload_content=False, **kwargs)
+            try:
+                return json.loads(response.data or b"null")
+            except ValueError:
+                return None
+
+        result = await self.kube.run(call, nbd_resource=NOTEBOOK)  # type: ignore[call-arg]
+        meta = result.get("metadata") if isinstance(result, dict) else None
+        if isinstance(meta, dict) and meta.get("uid") and isinstance(meta.get("generation"), int):
+            self.written = NotebookRecord(str(meta["uid"]), int(meta["generation"]))
 
     async def get(self, name: str) -> Notebook | None:
         try:
@@ -81,6 +106,9 @@ class NotebookClient:
 
     async def patch_spec(self, name: str, spec: dict[str, Any]) -> None:
         """A merge patch of the Notebook's spec (e.g. the upload request, `uploaded`, `suspend`)."""
+        body: dict[str, Any] = {"spec": spec}
+        if self.identity:
+            body["metadata"] = {"annotations": {WRITTEN_BY_ANNOTATION: self.identity}}
         await self._notebook_call(
             self.kube.custom.patch_namespaced_custom_object,
             GROUP,
@@ -88,12 +116,26 @@ class NotebookClient:
             self.namespace,
             PLURAL,
             name,
-            {"spec": spec},
+            body,
+            field_manager=FIELD_MANAGER,
             _content_type="application/merge-patch+json",
         )
 
     async def delete(self, name: str) -> None:
+        """Deletes the Notebook (gone already is fine), first annotating it with who deletes it."""
         try:
+            if self.identity:
+                await self._notebook_call(
+                    self.kube.custom.patch_namespaced_custom_object,
+                    GROUP,
+                    VERSION,
+                    self.namespace,
+                    PLURAL,
+                    name,
+                    {"metadata": {"annotations": {ANNOTATION_DELETED_BY: self.identity}}},
+                    field_manager=FIELD_MANAGER,
+                    _content_type="application/merge-patch+json",
+                )
             await self._notebook_call(
                 self.kube.custom.delete_namespaced_custom_object,
                 GROUP,

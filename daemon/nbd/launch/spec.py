@@ -19,9 +19,10 @@ import yaml
 
 from nbd.errors import InvalidArgument
 from nbd.session import NotebookSpec
+from nbdcontract import ANNOTATION_LOCAL_DIRECTORY as LOCAL_DIRECTORY_ANNOTATION
 
 # Re-exported: the launch modules take the spec's defaults and the directory annotation from here.
-from nbdcontract import ANNOTATION_LOCAL_DIRECTORY as LOCAL_DIRECTORY_ANNOTATION
+from nbdcontract import ANNOTATION_WRITTEN_BY as WRITTEN_BY_ANNOTATION
 from nbdcontract import (
     API_VERSION,
     DEFAULT_PORT,
@@ -46,7 +47,9 @@ from nbdcontract import (
 __all__ = [
     "DEFAULT_PORT",
     "DEFAULT_WORKDIR",
+    "FIELD_MANAGER",
     "LOCAL_DIRECTORY_ANNOTATION",
+    "WRITTEN_BY_ANNOTATION",
     "NotebookFileError",
     "merge_spec",
     "notebook_manifest",
@@ -256,17 +259,29 @@ def session_spec(spec: dict[str, Any]) -> NotebookSpec:
     )
 
 
+# The field manager of every write the daemon makes to a Notebook (server-side apply and patches).
+FIELD_MANAGER = "nbd"
+
+
 def notebook_manifest(
-    name: str, namespace: str, spec: dict[str, Any], *, directory: str = ""
+    name: str, namespace: str, spec: dict[str, Any], *, directory: str = "", written_by: str = ""
 ) -> dict[str, Any]:
-    """The Notebook object the daemon applies (server-side apply) for a launch."""
+    """The Notebook object the daemon applies (server-side apply) for a launch.
+
+    `written_by` is the applying daemon's identity (see `WRITTEN_BY_ANNOTATION`).
+    """
     metadata: dict[str, Any] = {
         "name": name,
         "namespace": namespace,
         "labels": {LABEL_MANAGED_BY: MANAGED_BY_DAEMON},
     }
+    annotations = {}
     if directory:
-        metadata["annotations"] = {LOCAL_DIRECTORY_ANNOTATION: directory}
+        annotations[LOCAL_DIRECTORY_ANNOTATION] = directory
+    if written_by:
+        annotations[WRITTEN_BY_ANNOTATION] = written_by
+    if annotations:
+        metadata["annotations"] = annotations
     full = dict(spec)
     full["suspend"] = False
     return {"apiVersion": API_VERSION, "kind": KIND, "metadata": metadata, "spec": full}

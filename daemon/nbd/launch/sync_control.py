@@ -10,7 +10,7 @@ from nbd.app import App
 from nbd.capabilities import SyncAction
 from nbd.errors import FailedPrecondition
 from nbd.launch.live import LiveSessions
-from nbd.session import Session
+from nbd.session import Phase, Session
 from nbd.status import SyncStatus
 
 __all__ = ["SyncCommands"]
@@ -28,6 +28,10 @@ class SyncCommands:
 
     async def sync(self, session: Session, action: SyncAction, *, force: bool = False) -> SyncStatus:
         runtime = self.live.runtime(session.key)
+        if runtime is None and session.phase == Phase.GONE:
+            raise FailedPrecondition(
+                f"session {session.name} does not sync: {session.message}", reason="NotebookGone"
+            )
         if runtime is None:
             raise FailedPrecondition(
                 f"session {session.name} is not running; relaunch it with `nbctl launch`", reason="NotRunning"

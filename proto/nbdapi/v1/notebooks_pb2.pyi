@@ -21,6 +21,8 @@ class Phase(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PHASE_FAILED: _ClassVar[Phase]
     PHASE_STOPPED: _ClassVar[Phase]
     PHASE_STOPPING: _ClassVar[Phase]
+    PHASE_GONE: _ClassVar[Phase]
+    PHASE_SUSPENDED: _ClassVar[Phase]
 
 class ForwardState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -41,6 +43,15 @@ class SyncState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SYNC_STATE_PAUSED: _ClassVar[SyncState]
     SYNC_STATE_HALTED: _ClassVar[SyncState]
     SYNC_STATE_ERROR: _ClassVar[SyncState]
+
+class NotebookState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    NOTEBOOK_STATE_UNSPECIFIED: _ClassVar[NotebookState]
+    NOTEBOOK_STATE_FOLLOWING: _ClassVar[NotebookState]
+    NOTEBOOK_STATE_CHANGED: _ClassVar[NotebookState]
+    NOTEBOOK_STATE_SUSPENDED: _ClassVar[NotebookState]
+    NOTEBOOK_STATE_DELETED: _ClassVar[NotebookState]
+    NOTEBOOK_STATE_ERROR: _ClassVar[NotebookState]
 
 class LogSource(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -67,6 +78,8 @@ PHASE_READY: Phase
 PHASE_FAILED: Phase
 PHASE_STOPPED: Phase
 PHASE_STOPPING: Phase
+PHASE_GONE: Phase
+PHASE_SUSPENDED: Phase
 FORWARD_STATE_UNSPECIFIED: ForwardState
 FORWARD_STATE_ACTIVE: ForwardState
 FORWARD_STATE_WAITING_FOR_POD: ForwardState
@@ -81,6 +94,12 @@ SYNC_STATE_WATCHING: SyncState
 SYNC_STATE_PAUSED: SyncState
 SYNC_STATE_HALTED: SyncState
 SYNC_STATE_ERROR: SyncState
+NOTEBOOK_STATE_UNSPECIFIED: NotebookState
+NOTEBOOK_STATE_FOLLOWING: NotebookState
+NOTEBOOK_STATE_CHANGED: NotebookState
+NOTEBOOK_STATE_SUSPENDED: NotebookState
+NOTEBOOK_STATE_DELETED: NotebookState
+NOTEBOOK_STATE_ERROR: NotebookState
 LOG_SOURCE_UNSPECIFIED: LogSource
 LOG_SOURCE_NOTEBOOK: LogSource
 LOG_SOURCE_BUILD: LogSource
@@ -344,8 +363,22 @@ class SyncStatus(_message.Message):
     resolved_conflicts: _containers.RepeatedCompositeFieldContainer[Conflict]
     def __init__(self, state: _Optional[_Union[SyncState, str]] = ..., message: _Optional[str] = ..., files: _Optional[int] = ..., cycles: _Optional[int] = ..., bytes_to_remote: _Optional[int] = ..., bytes_to_local: _Optional[int] = ..., files_to_remote: _Optional[int] = ..., files_to_local: _Optional[int] = ..., last_cycle: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., conflicts: _Optional[_Iterable[_Union[Conflict, _Mapping]]] = ..., problems: _Optional[_Iterable[_Union[Problem, _Mapping]]] = ..., local_root: _Optional[str] = ..., remote_root: _Optional[str] = ..., resolved_conflicts: _Optional[_Iterable[_Union[Conflict, _Mapping]]] = ...) -> None: ...
 
+class NotebookStatus(_message.Message):
+    __slots__ = ("state", "message", "changed_by", "generation", "observed")
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_BY_FIELD_NUMBER: _ClassVar[int]
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
+    OBSERVED_FIELD_NUMBER: _ClassVar[int]
+    state: NotebookState
+    message: str
+    changed_by: str
+    generation: int
+    observed: _timestamp_pb2.Timestamp
+    def __init__(self, state: _Optional[_Union[NotebookState, str]] = ..., message: _Optional[str] = ..., changed_by: _Optional[str] = ..., generation: _Optional[int] = ..., observed: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
 class Session(_message.Message):
-    __slots__ = ("name", "namespace", "context", "kubeconfig", "directory", "phase", "message", "url", "spec", "context_md5", "image", "pod", "forward", "sync", "created", "updated", "ref")
+    __slots__ = ("name", "namespace", "context", "kubeconfig", "directory", "phase", "message", "url", "spec", "context_md5", "image", "pod", "forward", "sync", "created", "updated", "ref", "notebook")
     NAME_FIELD_NUMBER: _ClassVar[int]
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
@@ -363,6 +396,7 @@ class Session(_message.Message):
     CREATED_FIELD_NUMBER: _ClassVar[int]
     UPDATED_FIELD_NUMBER: _ClassVar[int]
     REF_FIELD_NUMBER: _ClassVar[int]
+    NOTEBOOK_FIELD_NUMBER: _ClassVar[int]
     name: str
     namespace: str
     context: str
@@ -380,7 +414,8 @@ class Session(_message.Message):
     created: _timestamp_pb2.Timestamp
     updated: _timestamp_pb2.Timestamp
     ref: str
-    def __init__(self, name: _Optional[str] = ..., namespace: _Optional[str] = ..., context: _Optional[str] = ..., kubeconfig: _Optional[str] = ..., directory: _Optional[str] = ..., phase: _Optional[_Union[Phase, str]] = ..., message: _Optional[str] = ..., url: _Optional[str] = ..., spec: _Optional[_Union[NotebookSpec, _Mapping]] = ..., context_md5: _Optional[str] = ..., image: _Optional[str] = ..., pod: _Optional[str] = ..., forward: _Optional[_Union[ForwardStatus, _Mapping]] = ..., sync: _Optional[_Union[SyncStatus, _Mapping]] = ..., created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ref: _Optional[str] = ...) -> None: ...
+    notebook: NotebookStatus
+    def __init__(self, name: _Optional[str] = ..., namespace: _Optional[str] = ..., context: _Optional[str] = ..., kubeconfig: _Optional[str] = ..., directory: _Optional[str] = ..., phase: _Optional[_Union[Phase, str]] = ..., message: _Optional[str] = ..., url: _Optional[str] = ..., spec: _Optional[_Union[NotebookSpec, _Mapping]] = ..., context_md5: _Optional[str] = ..., image: _Optional[str] = ..., pod: _Optional[str] = ..., forward: _Optional[_Union[ForwardStatus, _Mapping]] = ..., sync: _Optional[_Union[SyncStatus, _Mapping]] = ..., created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ref: _Optional[str] = ..., notebook: _Optional[_Union[NotebookStatus, _Mapping]] = ...) -> None: ...
 
 class StopRequest(_message.Message):
     __slots__ = ("session", "delete")

@@ -22,7 +22,17 @@ export type Phase =
   | "PHASE_READY"
   | "PHASE_FAILED"
   | "PHASE_STOPPED"
-  | "PHASE_STOPPING";
+  | "PHASE_STOPPING"
+  | "PHASE_GONE"
+  | "PHASE_SUSPENDED";
+
+export type NotebookState =
+  | "NOTEBOOK_STATE_UNSPECIFIED"
+  | "NOTEBOOK_STATE_FOLLOWING"
+  | "NOTEBOOK_STATE_CHANGED"
+  | "NOTEBOOK_STATE_SUSPENDED"
+  | "NOTEBOOK_STATE_DELETED"
+  | "NOTEBOOK_STATE_ERROR";
 
 export type ForwardState =
   | "FORWARD_STATE_UNSPECIFIED"
@@ -102,9 +112,20 @@ export interface SyncStatus {
   filesToLocal: number;
   lastCycle: Timestamp | null;
   conflicts: Conflict[];
+  /** The last conflicts the user resolved, oldest first (not counted as open). */
+  resolvedConflicts: Conflict[];
   problems: Problem[];
   localRoot: string;
   remoteRoot: string;
+}
+
+/** What the daemon last saw of the session's Notebook in the cluster. */
+export interface NotebookStatus {
+  state: NotebookState;
+  message: string;
+  changedBy: string;
+  generation: number;
+  observed: Timestamp | null;
 }
 
 export interface Session {
@@ -125,6 +146,7 @@ export interface Session {
   created: Timestamp | null;
   updated: Timestamp | null;
   ref: string;
+  notebook: NotebookStatus | null;
 }
 
 export interface LaunchRequest {

@@ -6,7 +6,7 @@
  * and are pure functions tested as tables.
  */
 
-import type { ForwardState, Phase, SyncState } from "../client/types";
+import type { ForwardState, NotebookState, Phase, SyncState } from "../client/types";
 
 export const PHASE_WORDS: Record<Phase, string> = {
   PHASE_UNSPECIFIED: "Unknown",
@@ -18,6 +18,18 @@ export const PHASE_WORDS: Record<Phase, string> = {
   PHASE_FAILED: "Failed",
   PHASE_STOPPED: "Stopped",
   PHASE_STOPPING: "Stopping",
+  PHASE_GONE: "Gone",
+  PHASE_SUSPENDED: "Suspended",
+};
+
+/** How the Notebook in the cluster compares with what this daemon wrote, in a few words. */
+export const NOTEBOOK_WORDS: Record<NotebookState, string> = {
+  NOTEBOOK_STATE_UNSPECIFIED: "unknown",
+  NOTEBOOK_STATE_FOLLOWING: "as launched",
+  NOTEBOOK_STATE_CHANGED: "changed elsewhere",
+  NOTEBOOK_STATE_SUSPENDED: "suspended elsewhere",
+  NOTEBOOK_STATE_DELETED: "deleted in the cluster",
+  NOTEBOOK_STATE_ERROR: "cannot be read",
 };
 
 export const SYNC_WORDS: Record<SyncState, string> = {
@@ -47,6 +59,10 @@ export function phaseWord(phase: string): string {
 
 export function syncWord(state: string): string {
   return (SYNC_WORDS as Record<string, string>)[state] ?? state.replace(/^SYNC_STATE_/, "").toLowerCase();
+}
+
+export function notebookWord(state: string): string {
+  return (NOTEBOOK_WORDS as Record<string, string>)[state] ?? state.replace(/^NOTEBOOK_STATE_/, "").toLowerCase();
 }
 
 export function forwardWord(state: string): string {

@@ -7,7 +7,7 @@
  */
 
 import type { Session } from "../client/types";
-import { normalizeDirectory, sessionKey } from "./sessions";
+import { isLive, normalizeDirectory, sessionKey } from "./sessions";
 
 export type Choice = { kind: "one"; session: Session } | { kind: "ask"; sessions: Session[] } | { kind: "none" };
 
@@ -16,11 +16,10 @@ export type Choice = { kind: "one"; session: Session } | { kind: "ask"; sessions
  * @param folders the workspace folders, the active editor's folder first.
  */
 export function chooseSession(sessions: readonly Session[], folders: readonly string[]): Choice {
-  const live = (s: Session): boolean => s.phase !== "PHASE_STOPPED";
   for (const folder of folders) {
     const wanted = normalizeDirectory(folder);
     const matches = sessions.filter((s) => s.directory !== "" && normalizeDirectory(s.directory) === wanted);
-    const match = matches.find(live) ?? matches[0];
+    const match = matches.find(isLive) ?? matches[0];
     if (match !== undefined) {
       return { kind: "one", session: match };
     }

@@ -48,8 +48,13 @@ export class SessionStore {
   forDirectory(directory: string): Session | undefined {
     const wanted = normalizeDirectory(directory);
     const matches = this.all().filter((s) => s.directory !== "" && normalizeDirectory(s.directory) === wanted);
-    return matches.find((s) => s.phase !== "PHASE_STOPPED") ?? matches[0];
+    return matches.find(isLive) ?? matches[0];
   }
+}
+
+/** A session whose notebook may run: not stopped here, suspended elsewhere, or gone from the cluster. */
+export function isLive(session: Session): boolean {
+  return session.phase !== "PHASE_STOPPED" && session.phase !== "PHASE_SUSPENDED" && session.phase !== "PHASE_GONE";
 }
 
 /** A directory compared by its resolved absolute path, without a trailing separator. */

@@ -7,7 +7,7 @@
  */
 
 import type { Session } from "../client/types";
-import { forwardWord, phaseWord, plural, redactUrl, syncWord } from "./format";
+import { forwardWord, notebookWord, phaseWord, plural, redactUrl, syncWord } from "./format";
 
 export type Severity = "normal" | "warning" | "error";
 
@@ -28,6 +28,8 @@ const PHASE_ICONS: Record<string, string> = {
   PHASE_FAILED: "$(error)",
   PHASE_STOPPED: "$(debug-stop)",
   PHASE_STOPPING: "$(loading~spin)",
+  PHASE_GONE: "$(trash)",
+  PHASE_SUSPENDED: "$(debug-pause)",
 };
 
 /** The view when the daemon cannot be reached. */
@@ -64,9 +66,24 @@ export function sessionStatus(session: Session): StatusView {
   if (problems > 0) {
     parts.push(`$(info) ${plural(problems, "problem")}`);
   }
+  // A change made elsewhere that the phase does not say already (gone and suspended say it).
+  const notebook = session.notebook;
+  const notebookState = notebook?.state ?? "NOTEBOOK_STATE_UNSPECIFIED";
+  const notebookShown = notebookState === "NOTEBOOK_STATE_CHANGED" || notebookState === "NOTEBOOK_STATE_ERROR";
+  if (notebookShown) {
+    parts.push(`$(${notebookState === "NOTEBOOK_STATE_CHANGED" ? "edit" : "cloud"}) ${notebookWord(notebookState)}`);
+  }
 
   let severity: Severity = "normal";
-  if (conflicts > 0 || problems > 0 || syncState === "SYNC_STATE_PAUSED" || session.forward?.state === "FORWARD_STATE_ERROR") {
+  if (
+    conflicts > 0 ||
+    problems > 0 ||
+    notebookShown ||
+    session.phase === "PHASE_GONE" ||
+    session.phase === "PHASE_SUSPENDED" ||
+    syncState === "SYNC_STATE_PAUSED" ||
+    session.forward?.state === "FORWARD_STATE_ERROR"
+  ) {
     severity = "warning";
   }
   if (session.phase === "PHASE_FAILED" || syncState === "SYNC_STATE_ERROR" || syncState === "SYNC_STATE_HALTED") {
@@ -89,6 +106,10 @@ export function sessionStatus(session: Session): StatusView {
     const detail = sync.message !== "" ? ` (${sync.message})` : "";
     lines.push(`Sync: ${syncWord(syncState)}${detail}`);
   }
+  if (notebook !== null && notebookState !== "NOTEBOOK_STATE_UNSPECIFIED") {
+    const detail = notebook.message !== "" && notebook.message !== session.message ? ` (${notebook.message})` : "";
+    lines.push(`Notebook: ${notebookWord(notebookState)}${detail}`);
+  }
   for (const conflict of sync?.conflicts ?? []) {
     const kept = conflict.copyPath !== "" ? `; other version kept as ${conflict.copyPath}` : "";
     lines.push(`Conflict: ${conflict.path}${kept}`);
@@ -101,6 +122,8 @@ export function sessionStatus(session: Session): StatusView {
     command = "nbd.openInBrowser";
   } else if (session.phase === "PHASE_BUILDING") {
     command = "nbd.showBuildLog";
+  } else if (session.phase === "PHASE_GONE" || session.phase === "PHASE_SUSPENDED") {
+    command = "nbd.launch";
   }
   return { text: parts.join("  "), tooltip: lines.join("\n"), severity, command };
 }
