@@ -54,7 +54,7 @@ DEFAULT_WORKERS = 16
 # The capabilities this daemon has, each a module `nbd.<name>.capability` with `install(app)`.
 # Listed, not discovered: what the daemon serves is decided here, and a stray package cannot add
 # itself (tests/daemon/test_capabilities.py keeps this list and the modules in step).
-BUILTIN: tuple[str, ...] = ("launch",)
+BUILTIN: tuple[str, ...] = ("launch", "runs")
 
 
 class App:

@@ -22,6 +22,7 @@ from typing import Protocol, runtime_checkable
 
 from nbd.errors import Unimplemented
 from nbd.events import LaunchEvent, LogLine
+from nbd.runstate import ClusterTarget, FetchPayload, FetchRequest, RunEvent, RunInfo, RunRequest
 from nbd.session import NotebookSpec, Session, SyncStatus
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "LogReader",
     "LogSource",
     "LogsQuery",
+    "RunControl",
     "SyncAction",
     "SyncControl",
 ]
@@ -116,6 +118,30 @@ class SyncControl(Protocol):
     async def sync(self, session: Session, action: SyncAction, *, force: bool = False) -> SyncStatus: ...
 
 
+@runtime_checkable
+class RunControl(Protocol):
+    """Runs the directory's content as a Job and follows it (the runs capability)."""
+
+    def run(self, request: RunRequest) -> AsyncIterator[RunEvent]:
+        """Streams the run's creation, status and logs; ends after `RunFinished` or `Failure` (or
+        once the run runs, when detached). Raise `NbdError` for a request that cannot start at all."""
+        ...
+
+    def logs(
+        self, name: str, target: ClusterTarget, *, follow: bool, rank: int | None
+    ) -> AsyncIterator[RunEvent]: ...
+
+    async def get(self, name: str, target: ClusterTarget) -> RunInfo: ...
+
+    async def list(self, target: ClusterTarget) -> tuple[list[RunInfo], str, str]:
+        """The runs of the target's namespace, with the context and namespace they were read from."""
+        ...
+
+    async def stop(self, name: str, target: ClusterTarget) -> RunInfo: ...
+
+    def fetch(self, request: FetchRequest) -> AsyncIterator[FetchPayload]: ...
+
+
 @dataclasses.dataclass
 class Capabilities:
     """The optional parts of the daemon. `problems` says why a capability failed to install."""
@@ -123,6 +149,7 @@ class Capabilities:
     launcher: Launcher | None = None
     logs: LogReader | None = None
     sync: SyncControl | None = None
+    runs: RunControl | None = None
     problems: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def _missing(self, what: str, capability: str) -> Unimplemented:
@@ -159,3 +186,8 @@ class Capabilities:
         if self.sync is None:
             raise self._missing("sync", "sync")
         return self.sync
+
+    def require_runs(self) -> RunControl:
+        if self.runs is None:
+            raise self._missing("runs", "runs")
+        return self.runs

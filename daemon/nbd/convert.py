@@ -8,15 +8,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 from google.protobuf import timestamp_pb2
 
 from nbd import capabilities as caps
 from nbd import events as ev
+from nbd import runstate as rs
 from nbd.errors import InvalidArgument
 from nbd.session import NotebookSpec, Session
 from nbd.status import Conflict, ForwardStatus, NotebookStatus, Problem, SyncStatus
 from nbdapi.v1 import notebooks_pb2 as pb
+from nbdapi.v1 import runs_pb2 as rpb
 
 
 def timestamp(dt: datetime | None) -> timestamp_pb2.Timestamp | None:
@@ -205,24 +208,8 @@ def launch_event_to_proto(event: ev.LaunchEvent, ref_of: Callable[[Session], str
     """`ref_of(session) -> str` gives the reference of a session carried by a Ready payload."""
     msg = pb.LaunchEvent(time=timestamp(event.time), session=event.session)
     p = event.payload
-    if isinstance(p, ev.PhaseChanged):
-        msg.phase.CopyFrom(pb.PhaseChanged(phase=p.phase.value, message=p.message))  # type: ignore[arg-type]
-    elif isinstance(p, ev.Progress):
-        msg.progress.CopyFrom(
-            pb.Progress(
-                phase=p.phase.value,  # type: ignore[arg-type]
-                done_bytes=p.done_bytes,
-                total_bytes=p.total_bytes,
-                done_files=p.done_files,
-                total_files=p.total_files,
-                bytes_per_second=p.bytes_per_second,
-                eta_seconds=p.eta_seconds,
-            )
-        )
-    elif isinstance(p, ev.Cached):
-        msg.cached.CopyFrom(pb.Cached(step=p.step.value, reason=p.reason, md5=p.md5))  # type: ignore[arg-type]
-    elif isinstance(p, ev.LogLine):
-        msg.build_log.CopyFrom(log_line_to_proto(p))
+    if _fill_step(msg, p):
+        pass
     elif isinstance(p, ev.PodStatus):
         msg.pod.CopyFrom(
             pb.PodStatus(pod=p.pod, phase=p.phase, reason=p.reason, message=p.message, ready=p.ready)
@@ -237,13 +224,45 @@ def launch_event_to_proto(event: ev.LaunchEvent, ref_of: Callable[[Session], str
                 note=p.note,
             )
         )
-    elif isinstance(p, ev.Failure):
-        msg.failed.CopyFrom(pb.Failure(reason=p.reason, message=p.message, log_tail=list(p.log_tail)))
-    elif isinstance(p, ev.Notice):
-        msg.notice.CopyFrom(pb.Notice(level=p.level.value, message=p.message))  # type: ignore[arg-type]
     else:  # pragma: no cover - the union above is exhaustive
         raise TypeError(f"unknown launch event payload {type(p).__name__}")
     return msg
+
+
+def _fill_step(msg: Any, p: object) -> bool:
+    """Sets the oneof field of a payload a launch and a run share (their messages name them alike);
+    False for any other payload."""
+    if isinstance(p, ev.PhaseChanged):
+        msg.phase.CopyFrom(pb.PhaseChanged(phase=p.phase.value, message=p.message))  # type: ignore[arg-type]
+    elif isinstance(p, ev.Progress):
+        msg.progress.CopyFrom(progress_to_proto(p))
+    elif isinstance(p, ev.Cached):
+        msg.cached.CopyFrom(pb.Cached(step=p.step.value, reason=p.reason, md5=p.md5))  # type: ignore[arg-type]
+    elif isinstance(p, ev.LogLine):
+        msg.build_log.CopyFrom(log_line_to_proto(p))
+    elif isinstance(p, ev.Failure):
+        msg.failed.CopyFrom(pb.Failure(reason=p.reason, message=p.message, log_tail=list(p.log_tail)))
+    elif isinstance(p, ev.Notice):
+        msg.notice.CopyFrom(notice_to_proto(p))
+    else:
+        return False
+    return True
+
+
+def progress_to_proto(p: ev.Progress) -> pb.Progress:
+    return pb.Progress(
+        phase=p.phase.value,  # type: ignore[arg-type]
+        done_bytes=p.done_bytes,
+        total_bytes=p.total_bytes,
+        done_files=p.done_files,
+        total_files=p.total_files,
+        bytes_per_second=p.bytes_per_second,
+        eta_seconds=p.eta_seconds,
+    )
+
+
+def notice_to_proto(p: ev.Notice) -> pb.Notice:
+    return pb.Notice(level=p.level.value, message=p.message)  # type: ignore[arg-type]
 
 
 def session_event_to_proto(event: ev.SessionEvent, ref: str) -> pb.SessionEvent:
@@ -262,3 +281,103 @@ def session_event_to_proto(event: ev.SessionEvent, ref: str) -> pb.SessionEvent:
     elif isinstance(d, Problem):
         msg.problem.CopyFrom(problem_to_proto(d))
     return msg
+
+
+# --- runs --------------------------------------------------------------------------------------
+
+
+def target_from_proto(msg: rpb.ClusterTarget) -> rs.ClusterTarget:
+    return rs.ClusterTarget(context=msg.context, namespace=msg.namespace, kubeconfig=msg.kubeconfig)
+
+
+def run_request_from_proto(msg: rpb.RunRequest) -> rs.RunRequest:
+    if not msg.directory:
+        raise InvalidArgument("a directory to run is required")
+    if not msg.directory.startswith("/"):
+        raise InvalidArgument(f"the directory must be an absolute path, not {msg.directory!r}")
+    ttl = msg.ttl_seconds_after_finished if msg.HasField("ttl_seconds_after_finished") else None
+    if ttl is not None and ttl < 0:
+        raise InvalidArgument(f"the time to keep a finished run must be 0 s or more, not {ttl}")
+    return rs.RunRequest(
+        directory=msg.directory,
+        command=tuple(msg.command),
+        name=msg.name,
+        target=target_from_proto(msg.target),
+        notebook_file=msg.notebook_file,
+        spec=spec_from_proto(msg.spec),
+        nodes=msg.nodes or 1,
+        detach=msg.detach,
+        rebuild=msg.rebuild,
+        ttl_seconds_after_finished=ttl,
+    )
+
+
+def fetch_request_from_proto(msg: rpb.FetchRequest) -> rs.FetchRequest:
+    if msg.directory and not msg.directory.startswith("/"):
+        raise InvalidArgument(f"the directory must be an absolute path, not {msg.directory!r}")
+    return rs.FetchRequest(
+        run=msg.run, target=target_from_proto(msg.target), directory=msg.directory, path=msg.path
+    )
+
+
+def run_info_to_proto(r: rs.RunInfo) -> rpb.RunInfo:
+    msg = rpb.RunInfo(
+        name=r.name,
+        namespace=r.namespace,
+        context=r.context,
+        phase=r.phase.value,  # type: ignore[arg-type]
+        reason=r.reason,
+        message=r.message,
+        command=list(r.command),
+        nodes=r.nodes,
+        gpus_per_node=r.gpus_per_node,
+        gpu_type=r.gpu_type,
+        image=r.image,
+        context_md5=r.context_md5,
+        created=timestamp(r.created),
+        started=timestamp(r.started),
+        finished=timestamp(r.finished),
+        ranks=[
+            rpb.RankStatus(index=k.index, pod=k.pod, phase=k.phase, exit_code=k.exit_code) for k in r.ranks
+        ],
+        outputs_path=r.outputs_path,
+        directory=r.directory,
+        job=r.job,
+    )
+    if r.exit_code is not None:
+        msg.exit_code = r.exit_code
+    if r.failed_rank is not None:
+        msg.failed_rank = r.failed_rank
+    return msg
+
+
+def run_event_to_proto(event: rs.RunEvent) -> rpb.RunEvent:
+    msg = rpb.RunEvent(time=timestamp(event.time), run=event.run)
+    p = event.payload
+    if _fill_step(msg, p):
+        pass
+    elif isinstance(p, rs.RunStatus):
+        msg.status.CopyFrom(run_info_to_proto(p.info))
+    elif isinstance(p, rs.RunLog):
+        msg.log.CopyFrom(rpb.RunLog(rank=p.rank, text=p.text, pod=p.pod, time=timestamp(p.time)))
+    elif isinstance(p, rs.RunFinished):
+        msg.finished.CopyFrom(run_info_to_proto(p.info))
+    else:  # pragma: no cover - the union is exhaustive
+        raise TypeError(f"unknown run event payload {type(p).__name__}")
+    return msg
+
+
+def fetch_event_to_proto(p: rs.FetchPayload) -> rpb.FetchEvent:
+    if isinstance(p, ev.Progress):
+        return rpb.FetchEvent(progress=progress_to_proto(p))
+    if isinstance(p, ev.Notice):
+        return rpb.FetchEvent(notice=notice_to_proto(p))
+    return rpb.FetchEvent(
+        done=rpb.FetchResult(
+            destination=p.destination,
+            written=p.written,
+            unchanged=p.unchanged,
+            bytes=p.bytes,
+            conflicts=[conflict_to_proto(c) for c in p.conflicts],
+        )
+    )

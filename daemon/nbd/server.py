@@ -21,8 +21,8 @@ from grpc_reflection.v1alpha import reflection
 from nbd.app import App, import_capabilities, install_imported
 from nbd.instance import remove_socket
 from nbd.interceptors import ErrorInterceptor
-from nbd.servicers import DaemonServicer, NotebooksServicer
-from nbdapi.v1 import daemon_pb2, daemon_pb2_grpc, notebooks_pb2, notebooks_pb2_grpc
+from nbd.servicers import DaemonServicer, NotebooksServicer, RunsServicer
+from nbdapi.v1 import daemon_pb2, daemon_pb2_grpc, notebooks_pb2, notebooks_pb2_grpc, runs_pb2, runs_pb2_grpc
 
 __all__ = ["DEFAULT_GRACE", "SERVICE_NAMES", "serve"]
 
@@ -31,7 +31,8 @@ log = logging.getLogger(__name__)
 DEFAULT_GRACE = 5.0
 NOTEBOOKS_SERVICE = notebooks_pb2.DESCRIPTOR.services_by_name["Notebooks"].full_name
 DAEMON_SERVICE = daemon_pb2.DESCRIPTOR.services_by_name["Daemon"].full_name
-SERVICE_NAMES = (NOTEBOOKS_SERVICE, DAEMON_SERVICE)
+RUNS_SERVICE = runs_pb2.DESCRIPTOR.services_by_name["Runs"].full_name
+SERVICE_NAMES = (NOTEBOOKS_SERVICE, DAEMON_SERVICE, RUNS_SERVICE)
 
 
 async def serve(app: App, *, grace: float = DEFAULT_GRACE, capabilities: Iterable[str] | None = None) -> None:
@@ -48,6 +49,7 @@ async def serve(app: App, *, grace: float = DEFAULT_GRACE, capabilities: Iterabl
     )
     notebooks_pb2_grpc.add_NotebooksServicer_to_server(NotebooksServicer(app), server)  # type: ignore[no-untyped-call]
     daemon_pb2_grpc.add_DaemonServicer_to_server(DaemonServicer(app), server)  # type: ignore[no-untyped-call]
+    runs_pb2_grpc.add_RunsServicer_to_server(RunsServicer(app), server)  # type: ignore[no-untyped-call]
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

@@ -16,9 +16,9 @@ import grpc.aio
 from nbd import convert
 from nbd.app import App
 from nbd.version import API_VERSION
-from nbdapi.v1 import daemon_pb2, daemon_pb2_grpc, notebooks_pb2, notebooks_pb2_grpc
+from nbdapi.v1 import daemon_pb2, daemon_pb2_grpc, notebooks_pb2, notebooks_pb2_grpc, runs_pb2, runs_pb2_grpc
 
-__all__ = ["DaemonServicer", "NotebooksServicer"]
+__all__ = ["DaemonServicer", "NotebooksServicer", "RunsServicer"]
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 
@@ -122,3 +122,67 @@ class DaemonServicer(daemon_pb2_grpc.DaemonServicer):
         grace = request.grace_seconds if request.grace_seconds > 0 else None
         self.app.request_shutdown(grace)
         return daemon_pb2.ShutdownResponse()
+
+
+class RunsServicer(runs_pb2_grpc.RunsServicer):
+    """The run RPCs: runs live in the cluster, so none waits for the persisted sessions."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+
+    async def _runs(self) -> Any:
+        await self.app.capabilities_ready.wait()
+        return self.app.capabilities.require_runs()
+
+    async def Run(self, request: runs_pb2.RunRequest, context: Context) -> AsyncIterator[runs_pb2.RunEvent]:
+        runs = await self._runs()
+        events = runs.run(convert.run_request_from_proto(request))
+        try:
+            async for event in events:
+                yield convert.run_event_to_proto(event)
+        finally:
+            await _close(events)
+
+    async def Logs(
+        self, request: runs_pb2.RunLogsRequest, context: Context
+    ) -> AsyncIterator[runs_pb2.RunEvent]:
+        runs = await self._runs()
+        rank = request.rank if request.HasField("rank") and request.rank >= 0 else None
+        events = runs.logs(
+            request.run, convert.target_from_proto(request.target), follow=request.follow, rank=rank
+        )
+        try:
+            async for event in events:
+                yield convert.run_event_to_proto(event)
+        finally:
+            await _close(events)
+
+    async def GetRun(self, request: runs_pb2.GetRunRequest, context: Context) -> runs_pb2.RunInfo:
+        runs = await self._runs()
+        info = await runs.get(request.run, convert.target_from_proto(request.target))
+        return convert.run_info_to_proto(info)
+
+    async def ListRuns(
+        self, request: runs_pb2.ListRunsRequest, context: Context
+    ) -> runs_pb2.ListRunsResponse:
+        runs = await self._runs()
+        found, ctx, namespace = await runs.list(convert.target_from_proto(request.target))
+        return runs_pb2.ListRunsResponse(
+            runs=[convert.run_info_to_proto(r) for r in found], context=ctx, namespace=namespace
+        )
+
+    async def StopRun(self, request: runs_pb2.StopRunRequest, context: Context) -> runs_pb2.RunInfo:
+        runs = await self._runs()
+        info = await runs.stop(request.run, convert.target_from_proto(request.target))
+        return convert.run_info_to_proto(info)
+
+    async def Fetch(
+        self, request: runs_pb2.FetchRequest, context: Context
+    ) -> AsyncIterator[runs_pb2.FetchEvent]:
+        runs = await self._runs()
+        events = runs.fetch(convert.fetch_request_from_proto(request))
+        try:
+            async for event in events:
+                yield convert.fetch_event_to_proto(event)
+        finally:
+            await _close(events)

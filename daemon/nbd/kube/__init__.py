@@ -11,6 +11,7 @@ from nbd.kube.client import KubeClient
 from nbd.kube.exec import ExecChannel, exit_code_from_status, open_exec
 from nbd.kube.failures import (
     NOTEBOOK,
+    RUN,
     ResourceRef,
     cluster_unreachable,
     crd_not_installed,
@@ -26,6 +27,7 @@ __all__ = [
     "KubeClient",
     "KubeTarget",
     "NOTEBOOK",
+    "RUN",
     "PodCache",
     "PodChange",
     "ResourceRef",

@@ -29,6 +29,7 @@ from nbd.errors import (
 __all__ = [
     "ResourceRef",
     "NOTEBOOK",
+    "RUN",
     "crd_not_installed",
     "cluster_unreachable",
     "error_from_status",
@@ -55,6 +56,7 @@ class ResourceRef:
 
 
 NOTEBOOK = ResourceRef(kind=nbdcontract.KIND, group=nbdcontract.GROUP, custom=True)
+RUN = ResourceRef(kind=nbdcontract.RUN_KIND, group=nbdcontract.GROUP, custom=True)
 
 
 def crd_not_installed(resource: ResourceRef = NOTEBOOK) -> FailedPrecondition:

@@ -14,7 +14,7 @@ import asyncio
 import os
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -32,7 +32,6 @@ from nbd.events import (
 )
 from nbd.launch import progress as prog
 from nbd.launch.notebooks import NotebookClient, containers_of
-from nbd.registry import SessionRegistry
 from nbd.session import Phase, SessionKey
 
 if TYPE_CHECKING:
@@ -114,9 +113,13 @@ async def package(directory: str, spool_dir: str, cache_dir: str, emit: Emit) ->
 
 @dataclass
 class Delivery:
-    """The upload and build of one launch (one session's context) on one cluster."""
+    """The upload and build of one launch (one session's context) or one run on one cluster.
 
-    registry: SessionRegistry
+    `enter` records the phase the delivery enters (uploading, building) wherever its owner keeps
+    it: a launch in its session, a run nowhere but in the events it streams.
+    """
+
+    enter: Callable[[Phase], Awaitable[None]]
     notebooks: NotebookClient
     key: SessionKey
     directory: str
@@ -152,7 +155,7 @@ class Delivery:
             self.emit(Cached(CachedStep.UPLOAD, f"the cluster already stores context {md5}", md5))
             return False, request_id
         self.emit(PhaseChanged(Phase.UPLOADING, f"uploading context {md5}"))
-        await self.registry.update(self.key, phase=Phase.UPLOADING)
+        await self.enter(Phase.UPLOADING)
         first: list[prog.UploadAnswer] = [answer]
 
         async def get_url() -> SignedURL:
@@ -238,7 +241,7 @@ class Delivery:
         if state.failed:
             raise BuildError(prog.build_failure(state, [], self.ref))
         self.emit(PhaseChanged(Phase.BUILDING, f"building image for context {md5}"))
-        await self.registry.update(self.key, phase=Phase.BUILDING)
+        await self.enter(Phase.BUILDING)
         tail: list[str] = []
         follower = asyncio.get_running_loop().create_task(self._follow_build(md5, tail))
         try:

@@ -273,8 +273,12 @@ class Launcher:
 
         if plan.package:
             request_id = spec["build"]["upload"]["requestID"]
+
+            async def enter(phase: Phase) -> None:
+                await registry.update(key, phase=phase)
+
             delivery = Delivery(
-                registry, notebooks, key, directory, self.cache_dir, emit, rebuild=request.rebuild
+                enter, notebooks, key, directory, self.cache_dir, emit, rebuild=request.rebuild
             )
             uploaded, request_id = await delivery.upload(md5, md5_b64, built_path, request_id)
             image = await delivery.build(md5, built_path, request_id, uploaded=uploaded)

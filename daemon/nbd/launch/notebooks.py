@@ -25,10 +25,12 @@ from nbdcontract import (
     ANNOTATION_DELETED_BY,
     COMPONENT_BUILD,
     GROUP,
+    KIND,
     LABEL_COMPONENT,
     LABEL_CONTEXT_MD5,
     LABEL_NOTEBOOK,
     PLURAL,
+    SINGULAR,
     TOKEN_KEY,
     VERSION,
 )
@@ -50,6 +52,13 @@ class NotebookClient:
     client left it (its uid and generation), what the session records to follow it.
     """
 
+    # The resource this client writes: Notebooks here, Runs in `nbd.runs.client.RunClient`, which
+    # go through the same upload and build handshake.
+    plural = PLURAL
+    singular = SINGULAR
+    noun = KIND
+    resource = NOTEBOOK
+
     def __init__(self, kube: KubeClient, namespace: str, identity: str = "") -> None:
         self.kube = kube
         self.namespace = namespace
@@ -60,7 +69,7 @@ class NotebookClient:
 
     @property
     def _path(self) -> str:
-        return f"/apis/{GROUP}/{VERSION}/namespaces/{self.namespace}/{PLURAL}"
+        return f"/apis/{GROUP}/{VERSION}/namespaces/{self.namespace}/{self.plural}"
 
     async def apply(self, manifest: Notebook) -> None:
         """Server-side apply of the daemon's fields of a Notebook (creates it when missing)."""
@@ -73,7 +82,7 @@ class NotebookClient:
             GROUP,
             VERSION,
             self.namespace,
-            PLURAL,
+            self.plural,
             name,
             manifest,
             field_manager=FIELD_MANAGER,
@@ -93,14 +102,14 @@ class NotebookClient:
             except ValueError:
                 return None
 
-        result = await self.kube.run(call, nbd_resource=NOTEBOOK)  # type: ignore[call-arg]
+        result = await self.kube.run(call, nbd_resource=self.resource)  # type: ignore[call-arg]
         meta = result.get("metadata") if isinstance(result, dict) else None
         if isinstance(meta, dict) and meta.get("uid") and isinstance(meta.get("generation"), int):
             self.written = NotebookRecord(str(meta["uid"]), int(meta["generation"]))
 
     async def get(self, name: str) -> Notebook | None:
         try:
-            return await self.kube.transport.get_json(f"{self._path}/{name}", resource=NOTEBOOK)
+            return await self.kube.transport.get_json(f"{self._path}/{name}", resource=self.resource)
         except NotFound:
             return None
 
@@ -114,7 +123,7 @@ class NotebookClient:
             GROUP,
             VERSION,
             self.namespace,
-            PLURAL,
+            self.plural,
             name,
             body,
             field_manager=FIELD_MANAGER,
@@ -130,7 +139,7 @@ class NotebookClient:
                     GROUP,
                     VERSION,
                     self.namespace,
-                    PLURAL,
+                    self.plural,
                     name,
                     {"metadata": {"annotations": {ANNOTATION_DELETED_BY: self.identity}}},
                     field_manager=FIELD_MANAGER,
@@ -141,7 +150,7 @@ class NotebookClient:
                 GROUP,
                 VERSION,
                 self.namespace,
-                PLURAL,
+                self.plural,
                 name,
                 propagation_policy="Background",
             )
@@ -161,7 +170,7 @@ class NotebookClient:
                     obj = await self.get(name)
                     if obj is None:
                         raise NotFound(
-                            f"the Notebook {self.namespace}/{name} was deleted", reason="NotebookDeleted"
+                            f"the {self.noun} {self.namespace}/{name} was deleted", reason="NotebookDeleted"
                         )
                     version = str(obj["metadata"].get("resourceVersion") or "")
                     yield obj
@@ -173,7 +182,7 @@ class NotebookClient:
                     "timeoutSeconds": str(WATCH_SECONDS),
                 }
                 async for event in self.kube.transport.stream_json_lines(
-                    self._path, params, read_timeout=WATCH_SECONDS + 15, resource=NOTEBOOK
+                    self._path, params, read_timeout=WATCH_SECONDS + 15, resource=self.resource
                 ):
                     kind = event.get("type")
                     obj = event.get("object") or {}
@@ -183,7 +192,7 @@ class NotebookClient:
                     version = str((obj.get("metadata") or {}).get("resourceVersion") or version)
                     if kind == "DELETED":
                         raise NotFound(
-                            f"the Notebook {self.namespace}/{name} was deleted", reason="NotebookDeleted"
+                            f"the {self.noun} {self.namespace}/{name} was deleted", reason="NotebookDeleted"
                         )
                     if kind in ("ADDED", "MODIFIED"):
                         backoff = 0.1
@@ -194,7 +203,9 @@ class NotebookClient:
                     "not-found",
                 ):
                     raise
-                log.info("Notebook watch of %s/%s interrupted (%s); watching again", self.namespace, name, e)
+                log.info(
+                    "%s watch of %s/%s interrupted (%s); watching again", self.noun, self.namespace, name, e
+                )
                 version = ""
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
@@ -212,7 +223,7 @@ class NotebookClient:
         except TimeoutError as e:
             raise DeadlineExceeded(
                 f"timed out after {timeout:.0f}s waiting for {what}; is nbd-controller running? "
-                f"see `kubectl get notebook {name} -n {self.namespace} -o yaml`",
+                f"see `kubectl get {self.singular} {name} -n {self.namespace} -o yaml`",
                 reason="ControllerTimeout",
             ) from e
         raise AssertionError("unreachable: the watch never ends")
