@@ -133,8 +133,39 @@ def _print_session(s: Any) -> None:
             print(f"{key + ':':<{width + 1}} {value}")
 
 
+def _is_run(args: argparse.Namespace, client: Client) -> bool:
+    """Whether NAME is a run: with --run, or when no session has that name and a run has."""
+    import grpc
+
+    from nbctl.runs import target_of
+
+    if getattr(args, "run", False):
+        return True
+    if "/" in args.session:
+        return False
+    try:
+        client.get(args.session)
+        return False
+    except NbdClientError as e:
+        if e.code != grpc.StatusCode.NOT_FOUND:
+            raise
+    try:
+        client.get_run(args.session, target=target_of(args))
+        return True
+    except NbdClientError as e:
+        if e.code != grpc.StatusCode.NOT_FOUND:
+            raise
+    raise CommandError(
+        f"no session or run {args.session}; `nbctl list` shows the sessions, `nbctl runs` the runs"
+    )
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     with _client(args) as client:
+        if _is_run(args, client):
+            from nbctl.runs import run_status
+
+            return run_status(args, args.session)
         session = client.get(args.session)
     if _json(args):
         emit_json(session)
@@ -145,6 +176,15 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_stop(args: argparse.Namespace) -> int:
     with _client(args) as client:
+        if _is_run(args, client):
+            from nbctl.runs import run_stop
+
+            if args.delete:
+                raise CommandError(
+                    f"{args.session} is a run: `nbctl stop {args.session}` stops it; "
+                    f"`kubectl delete run {args.session}` deletes it with its outputs"
+                )
+            return run_stop(args, args.session)
         session = client.stop(args.session, delete=args.delete)
     if _json(args):
         emit_json(session)
@@ -157,6 +197,10 @@ def cmd_logs(args: argparse.Namespace) -> int:
     if args.tail < 0:
         raise CommandError("--tail must be 0 (all) or more")
     with _client(args) as client:
+        if _is_run(args, client):
+            from nbctl.runs import run_logs
+
+            return run_logs(args, args.session)
         with client.logs(
             args.session, build=args.build, follow=args.follow, tail_lines=args.tail, container=args.container
         ) as lines:

@@ -71,6 +71,48 @@ def _launch_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _cluster_flags(p: argparse.ArgumentParser, what: str = "a run's") -> None:
+    p.add_argument("-n", "--namespace", default="", help=f"{what} namespace (default: the context's)")
+    p.add_argument("--context", default="", help="kubeconfig context (default: the current context)")
+    p.add_argument(
+        "--kubeconfig", default="", help="kubeconfig path (default: $KUBECONFIG, else ~/.kube/config)"
+    )
+
+
+def _run_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("directory", nargs="?", metavar="DIR", help="the directory to run (default: .)")
+    p.add_argument(
+        "-d", "--directory", dest="directory_opt", metavar="DIR", help="the directory (same as DIR)"
+    )
+    p.add_argument(
+        "-f",
+        "--file",
+        dest="notebook_file",
+        metavar="FILE",
+        help="a notebook.yaml (default DIR/notebook.yaml)",
+    )
+    p.add_argument("--name", default="", help="run name (default: the directory's name and a random suffix)")
+    _cluster_flags(p)
+    p.add_argument("--nodes", type=int, default=1, metavar="N", help="nodes (pods) of the run, 1 or more")
+    p.add_argument("--gpus", type=int, default=None, metavar="N", help="GPUs per node")
+    p.add_argument("--gpu-type", default="", metavar="T", help="GPU type (node selector)")
+    p.add_argument(
+        "--image", default="", metavar="IMG", help="a prebuilt image: nothing is uploaded or built"
+    )
+    p.add_argument("--cpu", default="", help="CPU request per node, e.g. 2")
+    p.add_argument("--memory", default="", help="memory request per node, e.g. 8Gi")
+    p.add_argument(
+        "--env", action="append", default=[], metavar="K=V", help="environment variable (repeatable)"
+    )
+    p.add_argument("--detach", action="store_true", help="return once the run is running")
+    p.add_argument(
+        "--ttl", type=int, default=None, metavar="SECONDS", help="delete the finished run after this long"
+    )
+    p.add_argument(
+        "--rebuild", action="store_true", help="build the image again even if this content was built"
+    )
+
+
 def build_parser(prog: str = "nbctl") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog,
@@ -84,8 +126,28 @@ def build_parser(prog: str = "nbctl") -> argparse.ArgumentParser:
     p = sub.add_parser("list", help="list the sessions")
     _common(p)
 
-    p = sub.add_parser("status", help="show one session")
-    p.add_argument("session", metavar="NAME", help="NAME, NAMESPACE/NAME or CONTEXT/NAMESPACE/NAME")
+    p = sub.add_parser("status", help="show one session or run")
+    p.add_argument("session", metavar="NAME", help="NAME, NAMESPACE/NAME or CONTEXT/NAMESPACE/NAME, or a run")
+    p.add_argument("--run", action="store_true", help="NAME is a run (default: a session, else a run)")
+    _cluster_flags(p)
+    _common(p)
+
+    p = sub.add_parser(
+        "run",
+        help="run a command on the directory's content as a job: nbctl run [DIR] [flags] -- COMMAND [ARGS...]",
+    )
+    _run_flags(p)
+    _common(p)
+
+    p = sub.add_parser("runs", help="list the runs of a namespace")
+    _cluster_flags(p)
+    _common(p)
+
+    p = sub.add_parser("fetch", help="bring a run's outputs into the local directory")
+    p.add_argument("run", metavar="RUN")
+    p.add_argument("path", nargs="?", default="", metavar="PATH", help="a path under the run's outputs")
+    p.add_argument("-d", "--directory", default="", metavar="DIR", help="default: the directory it ran from")
+    _cluster_flags(p)
     _common(p)
 
     p = sub.add_parser("launch", help="launch (or re-attach to) the notebook of a directory")
@@ -93,13 +155,18 @@ def build_parser(prog: str = "nbctl") -> argparse.ArgumentParser:
     _launch_flags(p)
     _common(p)
 
-    p = sub.add_parser("stop", help="stop a notebook (the pod goes; --delete removes everything)")
+    p = sub.add_parser("stop", help="stop a notebook (the pod goes; --delete removes everything) or a run")
     p.add_argument("session", metavar="NAME")
     p.add_argument("--delete", action="store_true", help="delete the notebook and what it created")
+    p.add_argument("--run", action="store_true", help="NAME is a run (default: a session, else a run)")
+    _cluster_flags(p)
     _common(p)
 
-    p = sub.add_parser("logs", help="print a notebook's (or its build's) log")
+    p = sub.add_parser("logs", help="print a notebook's (or its build's) log, or a run's")
     p.add_argument("session", metavar="NAME")
+    p.add_argument("--run", action="store_true", help="NAME is a run (default: a session, else a run)")
+    p.add_argument("--rank", type=int, default=None, metavar="I", help="a run's rank I only")
+    _cluster_flags(p)
     p.add_argument("--build", action="store_true", help="the image build's log")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
     p.add_argument("--tail", type=int, default=0, metavar="N", help="only the last N lines")
@@ -134,6 +201,10 @@ def _dispatch(args: argparse.Namespace) -> Callable[[argparse.Namespace], int]:
         from nbctl import launch
 
         return launch.run
+    if args.command in ("run", "runs", "fetch"):
+        from nbctl import runs
+
+        return getattr(runs, f"cmd_{args.command}")  # type: ignore[no-any-return]
     from nbctl import commands
 
     if args.command == "daemon":
@@ -156,8 +227,27 @@ def build_plugin_parser(prog: str = "kubectl notebook") -> argparse.ArgumentPars
     return parser
 
 
+def _split_command(argv: list[str]) -> tuple[list[str], list[str] | None]:
+    """`nbctl run [flags] -- COMMAND...`: the flags, and the command after the first `--` (None
+    when there is no `--`) when the subcommand is `run`."""
+    first = next((a for a in argv if not a.startswith("-")), "")
+    if first != "run" or "--" not in argv:
+        return argv, None
+    i = argv.index("--")
+    return argv[:i], argv[i + 1 :]
+
+
 def run(argv: Sequence[str], prog: str = "nbctl", parser: argparse.ArgumentParser | None = None) -> int:
-    args = (parser or build_parser(prog)).parse_args(argv)
+    flags, command = _split_command(list(argv))
+    parser = parser or build_parser(prog)
+    args = parser.parse_args(flags)
+    if args.command == "run":
+        if not command:
+            parser.exit(
+                EXIT_USAGE,
+                f"{prog}: no command to run; put it after `--`, e.g. `{prog} run -- python train.py`\n",
+            )
+        args.run_command = command
     try:
         return _dispatch(args)(args)
     except KeyboardInterrupt:
@@ -188,8 +278,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def kubectl_plugin_main(argv: Sequence[str] | None = None) -> int:
-    """`kubectl notebook -d DIR [launch flags]`: the same as `nbctl launch DIR`."""
+    """`kubectl notebook -d DIR [launch flags]`: the same as `nbctl launch DIR`;
+    `kubectl notebook run [flags] -- COMMAND`: the same as `nbctl run`."""
     args = sys.argv[1:] if argv is None else list(argv)
+    if args and args[0] == "run":
+        return run(args, prog="kubectl notebook")
     return run(args, prog="kubectl notebook", parser=build_plugin_parser())
 
 

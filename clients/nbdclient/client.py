@@ -17,7 +17,7 @@ from typing import Any, Generic, TypeVar, cast
 
 import grpc
 
-from nbdapi.v1 import daemon_pb2, daemon_pb2_grpc, notebooks_pb2, notebooks_pb2_grpc
+from nbdapi.v1 import daemon_pb2, daemon_pb2_grpc, notebooks_pb2, notebooks_pb2_grpc, runs_pb2, runs_pb2_grpc
 from nbdclient import daemon as daemon_control
 from nbdclient.daemon import CHANNEL_OPTIONS
 from nbdclient.errors import SESSIONS_RESUMING, NbdClientError, from_rpc_error
@@ -111,6 +111,7 @@ class Client:
         self.daemon = daemon
         self._notebooks = notebooks_pb2_grpc.NotebooksStub(channel)  # type: ignore[no-untyped-call]
         self._daemon = daemon_pb2_grpc.DaemonStub(channel)  # type: ignore[no-untyped-call]
+        self._runs = runs_pb2_grpc.RunsStub(channel)  # type: ignore[no-untyped-call]
         # Seconds a unary call keeps asking a daemon that is still resuming its sessions.
         self.resume_retry = 60.0
 
@@ -212,6 +213,57 @@ class Client:
     ) -> Stream[notebooks_pb2.SessionEvent]:
         return self._stream(
             self._notebooks.Events, notebooks_pb2.EventsRequest(sessions=list(sessions), initial=initial)
+        )
+
+    # --- Runs ------------------------------------------------------------------------------------
+
+    def run(self, request: runs_pb2.RunRequest | None = None, **fields: Any) -> Stream[runs_pb2.RunEvent]:
+        """Streams a run: its creation, status and every rank's log, until it ends (or runs, detached)."""
+        if request is None:
+            request = runs_pb2.RunRequest(**fields)
+        return self._stream(self._runs.Run, request)
+
+    def run_logs(
+        self,
+        run: str,
+        *,
+        follow: bool = False,
+        rank: int | None = None,
+        target: runs_pb2.ClusterTarget | None = None,
+    ) -> Stream[runs_pb2.RunEvent]:
+        request = runs_pb2.RunLogsRequest(run=run, follow=follow, target=target)
+        if rank is not None:
+            request.rank = rank
+        return self._stream(self._runs.Logs, request)
+
+    def get_run(self, run: str, *, target: runs_pb2.ClusterTarget | None = None) -> runs_pb2.RunInfo:
+        reply: runs_pb2.RunInfo = self._unary(
+            self._runs.GetRun, runs_pb2.GetRunRequest(run=run, target=target), 60.0
+        )
+        return reply
+
+    def list_runs(self, *, target: runs_pb2.ClusterTarget | None = None) -> runs_pb2.ListRunsResponse:
+        reply: runs_pb2.ListRunsResponse = self._unary(
+            self._runs.ListRuns, runs_pb2.ListRunsRequest(target=target), 60.0
+        )
+        return reply
+
+    def stop_run(self, run: str, *, target: runs_pb2.ClusterTarget | None = None) -> runs_pb2.RunInfo:
+        reply: runs_pb2.RunInfo = self._unary(
+            self._runs.StopRun, runs_pb2.StopRunRequest(run=run, target=target), 180.0
+        )
+        return reply
+
+    def fetch(
+        self,
+        run: str,
+        *,
+        directory: str = "",
+        path: str = "",
+        target: runs_pb2.ClusterTarget | None = None,
+    ) -> Stream[runs_pb2.FetchEvent]:
+        return self._stream(
+            self._runs.Fetch, runs_pb2.FetchRequest(run=run, directory=directory, path=path, target=target)
         )
 
 
