@@ -8,17 +8,19 @@
 
 import * as vscode from "vscode";
 import * as os from "node:os";
-import { connect, launchRequest, NbdError, SessionWatcher, type NbdClient, type Session, type SyncAction } from "./client";
+import { connect, launchRequest, NbdError, runFileRequest, SessionWatcher, type NbdClient, type Session, type SyncAction } from "./client";
 import { LaunchRenderer, renderLogLine } from "./view/launchLog";
 import { chooseSession, sessionRef } from "./view/pick";
 import { eventNotice, SessionStore } from "./view/sessions";
 import { disconnectedStatus, idleStatus, sessionStatus, type StatusView } from "./view/status";
 import { phaseWord, syncWord } from "./view/format";
+import { RunRenderer, runOutcome } from "./view/runLog";
 
 const EXTENSION_VERSION = "0.1.0";
 
 class NbdExtension implements vscode.Disposable {
   private readonly output = vscode.window.createOutputChannel("nbd");
+  private readonly runOutput = vscode.window.createOutputChannel("nbd run");
   private readonly statusItem = vscode.window.createStatusBarItem(vscode.StatusBarAlignment.Left, 50);
   private readonly store = new SessionStore();
   private readonly watcher: SessionWatcher;
@@ -72,6 +74,7 @@ class NbdExtension implements vscode.Disposable {
     this.client?.close();
     this.statusItem.dispose();
     this.output.dispose();
+    this.runOutput.dispose();
   }
 
   private config(): vscode.WorkspaceConfiguration {
@@ -170,6 +173,17 @@ class NbdExtension implements vscode.Disposable {
     };
   }
 
+  /** `run` for a command that takes the resource it was invoked on (a menu passes its URI). */
+  private runWith<A>(body: (arg?: A) => Promise<void>): (arg?: A) => Promise<void> {
+    return async (arg?: A) => {
+      try {
+        await body(arg);
+      } catch (err) {
+        this.showError(err);
+      }
+    };
+  }
+
   /** The session a command acts on: the workspace's, the only one, or the user's pick. */
   private async pickSession(client: NbdClient): Promise<Session | undefined> {
     const choice = chooseSession(await client.list(), this.folders());
@@ -239,6 +253,80 @@ class NbdExtension implements vscode.Disposable {
     );
   }
 
+  /**
+   * Runs the active (or right-clicked) file as a job on the cluster, with the folder's content and
+   * image, streaming every rank's log to the "nbd run" channel. Cancelling the progress detaches:
+   * the run goes on in the cluster.
+   */
+  async runFile(uri?: vscode.Uri): Promise<void> {
+    const target = uri ?? vscode.window.activeTextEditor?.document.uri;
+    if (target === undefined || target.scheme !== "file") {
+      throw new Error("nbd: open the .py, .sh or .ipynb file to run first.");
+    }
+    const folder = vscode.workspace.getWorkspaceFolder(target);
+    if (folder === undefined) {
+      throw new Error(`nbd: ${target.fsPath} is not in an open folder; a run runs the folder's content.`);
+    }
+    const document = vscode.workspace.textDocuments.find((d) => d.uri.toString() === target.toString());
+    if (document?.isDirty === true) {
+      // What runs is what is on disk: save first, so the run has the edit the user sees.
+      await document.save();
+    }
+    const config = this.config();
+    const request = runFileRequest(
+      folder.uri.fsPath,
+      target.fsPath,
+      {
+        context: config.get<string>("launch.context", ""),
+        namespace: config.get<string>("launch.namespace", ""),
+        kubeconfig: config.get<string>("launch.kubeconfig", ""),
+      },
+      process.env,
+      folder.uri.fsPath,
+      os.homedir(),
+    );
+    const client = await this.getClient();
+    this.runOutput.show(true);
+    this.runOutput.appendLine(`Running ${request.command.join(" ")} in ${request.directory}`);
+    const renderer = new RunRenderer();
+    let name = "";
+    const detach = new AbortController();
+    await vscode.window.withProgress(
+      { location: vscode.ProgressLocation.Notification, title: "nbd: running", cancellable: true },
+      async (progress, token) => {
+        token.onCancellationRequested(() => detach.abort());
+        try {
+          for await (const event of client.run(request, { signal: detach.signal })) {
+            name = event.run !== "" ? event.run : name;
+            for (const line of renderer.render(event)) {
+              this.runOutput.appendLine(line);
+            }
+            if (event.event === "status" && event.status) {
+              progress.report({ message: `${name}: ${event.status.phase.replace(/^RUN_PHASE_/, "").toLowerCase()}` });
+            } else if (event.event === "failed" && event.failed) {
+              void vscode.window.showErrorMessage(event.failed.message);
+            }
+          }
+        } catch (err) {
+          if (!detach.signal.aborted) throw err;
+          const left = name !== "" ? `Run ${name} goes on in the cluster; \`nbctl logs ${name} -f\` follows it, \`nbctl stop ${name}\` stops it.` : "Run cancelled.";
+          this.runOutput.appendLine(left);
+          void vscode.window.showInformationMessage(`nbd: ${left}`);
+          return;
+        }
+        const finished = renderer.finished;
+        if (finished !== undefined) {
+          const outcome = `nbd: ${runOutcome(finished)}`;
+          if (finished.phase === "RUN_PHASE_SUCCEEDED") {
+            void vscode.window.showInformationMessage(outcome);
+          } else {
+            void vscode.window.showErrorMessage(outcome);
+          }
+        }
+      },
+    );
+  }
+
   async stop(): Promise<void> {
     const client = await this.getClient();
     const session = await this.pickSession(client);
@@ -300,8 +388,9 @@ class NbdExtension implements vscode.Disposable {
   }
 
   /** Every command the extension contributes, by id (package.json lists the same ids). */
-  commands(): Record<string, () => Promise<void>> {
+  commands(): Record<string, (...args: never[]) => Promise<void>> {
     return {
+      "nbd.runFile": this.runWith((uri?: vscode.Uri) => this.runFile(uri)),
       "nbd.launch": this.run(() => this.launch()),
       "nbd.stop": this.run(() => this.stop()),
       "nbd.openInBrowser": this.run(() => this.openInBrowser()),

@@ -32,3 +32,36 @@ test("launchRequest: KUBECONFIG from the environment, settings passed through", 
     { directory: "/work/proj/hello", context: "gke", namespace: "ml", kubeconfig: "/work/proj/a:/work/proj/b", noSync: true },
   );
 });
+
+// --- runFileRequest: how a file of the workspace runs as a job --------------------------------
+
+import { commandForFile, runFileRequest } from "../src/client/request";
+
+const COMMANDS: Array<[string, string[] | undefined]> = [
+  ["train.py", ["python", "train.py"]],
+  ["src/Train.PY", ["python", "src/Train.PY"]],
+  ["scripts/go.sh", ["bash", "scripts/go.sh"]],
+  ["nb/eda.ipynb", ["jupyter", "nbconvert", "--to", "notebook", "--execute", "nb/eda.ipynb", "--output-dir", "outputs"]],
+  ["README.md", undefined],
+  ["Makefile", undefined],
+];
+for (const [file, want] of COMMANDS) {
+  test(`commandForFile(${file})`, () => assert.deepEqual(commandForFile(file), want));
+}
+
+test("runFileRequest: the file relative to the folder, with the launch's cluster settings", () => {
+  assert.deepEqual(
+    runFileRequest("/p/hello", "/p/hello/src/train.py", { context: "gke", namespace: "ml", kubeconfig: "~/k" }, {}, CWD, HOME),
+    {
+      directory: "/p/hello",
+      target: { context: "gke", namespace: "ml", kubeconfig: "/home/u/k" },
+      command: ["python", "src/train.py"],
+    },
+  );
+});
+
+test("runFileRequest: a file outside the folder, the folder itself and an unknown kind are refused", () => {
+  assert.throws(() => runFileRequest("/p/hello", "/p/other/x.py", {}, {}, CWD, HOME), /is not inside \/p\/hello/);
+  assert.throws(() => runFileRequest("/p/hello", "/p/hello", {}, {}, CWD, HOME), /is not inside/);
+  assert.throws(() => runFileRequest("/p/hello", "/p/hello/notes.txt", {}, {}, CWD, HOME), /cannot tell how to run notes\.txt; run a \.py, \.sh or \.ipynb file/);
+});

@@ -16,6 +16,9 @@ import type {
   LaunchRequest,
   LogLine,
   LogsRequest,
+  RunEvent,
+  RunInfo,
+  RunRequest,
   Session,
   SessionEvent,
   SyncAction,
@@ -59,6 +62,7 @@ export class NbdClient {
   private readonly channel: grpc.Channel;
   private readonly notebooks: grpc.Client;
   private readonly daemon: grpc.Client;
+  private readonly runs: grpc.Client;
   private readonly health: grpc.Client;
   private closed = false;
 
@@ -69,12 +73,13 @@ export class NbdClient {
    */
   constructor(socketPath: string, extraChannelOptions: grpc.ChannelOptions = {}) {
     this.socketPath = socketPath;
-    const { Notebooks, Daemon, Health } = services();
+    const { Notebooks, Daemon, Runs, Health } = services();
     const credentials = grpc.credentials.createInsecure();
     this.channel = new grpc.Channel(grpcTarget(socketPath), credentials, { ...CHANNEL_OPTIONS, ...extraChannelOptions });
     const shared = { channelOverride: this.channel };
     this.notebooks = new Notebooks(grpcTarget(socketPath), credentials, shared);
     this.daemon = new Daemon(grpcTarget(socketPath), credentials, shared);
+    this.runs = new Runs(grpcTarget(socketPath), credentials, shared);
     this.health = new Health(grpcTarget(socketPath), credentials, shared);
   }
 
@@ -204,5 +209,25 @@ export class NbdClient {
       { sessions: request.sessions ?? [], initial: request.initial ?? true },
       options,
     );
+  }
+
+  // --- nbdapi.v1.Runs -------------------------------------------------------------------------
+
+  /** Run streams the run's creation, status and every rank's log until it ends (or runs, detached). */
+  run(request: RunRequest, options: CallOptions = {}): AsyncGenerator<RunEvent> {
+    return this.stream<RunEvent>(this.runs, "Run", request, options);
+  }
+
+  /** A run's log (every rank), following it until it ends when asked. */
+  runLogs(run: string, follow: boolean, options: CallOptions = {}): AsyncGenerator<RunEvent> {
+    return this.stream<RunEvent>(this.runs, "Logs", { run, follow }, options);
+  }
+
+  getRun(run: string, options: CallOptions = { deadlineMs: 30_000 }): Promise<RunInfo> {
+    return this.unary<RunInfo>(this.runs, "GetRun", { run }, options);
+  }
+
+  stopRun(run: string, options: CallOptions = { deadlineMs: 180_000 }): Promise<RunInfo> {
+    return this.unary<RunInfo>(this.runs, "StopRun", { run }, options);
   }
 }

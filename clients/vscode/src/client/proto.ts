@@ -47,6 +47,7 @@ export type ClientConstructor = grpc.ServiceClientConstructor;
 export interface Services {
   Notebooks: ClientConstructor;
   Daemon: ClientConstructor;
+  Runs: ClientConstructor;
   Health: ClientConstructor;
 }
 
@@ -58,7 +59,7 @@ export function services(): Services {
     return cached;
   }
   const { apiRoot, healthRoot } = protoPaths();
-  const apiFiles = ["nbdapi/v1/notebooks.proto", "nbdapi/v1/daemon.proto"];
+  const apiFiles = ["nbdapi/v1/notebooks.proto", "nbdapi/v1/daemon.proto", "nbdapi/v1/runs.proto"];
   for (const file of apiFiles) {
     if (!fs.existsSync(path.join(apiRoot, file))) {
       throw new Error(`nbd: ${path.join(apiRoot, file)} is missing; build the extension with \`npm run build\`.`);
@@ -73,6 +74,7 @@ export function services(): Services {
   cached = {
     Notebooks: v1.Notebooks as ClientConstructor,
     Daemon: v1.Daemon as ClientConstructor,
+    Runs: v1.Runs as ClientConstructor,
     Health: healthV1.Health as ClientConstructor,
   };
   return cached;

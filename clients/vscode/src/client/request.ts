@@ -8,7 +8,7 @@
 
 import * as path from "node:path";
 import type { Env } from "./discovery";
-import type { LaunchRequest } from "./types";
+import type { LaunchRequest, RunRequest } from "./types";
 
 export interface LaunchSettings {
   context?: string;
@@ -48,5 +48,46 @@ export function launchRequest(directory: string, settings: LaunchSettings, env: 
     namespace: settings.namespace ?? "",
     kubeconfig: absoluteKubeconfig(kubeconfig, cwd, home),
     noSync: settings.noSync ?? false,
+  };
+}
+
+/**
+ * How a file of the workspace is run as a job: a Python script with `python`, a shell script with
+ * `bash`, a notebook executed by `jupyter nbconvert` (its executed copy lands in outputs/).
+ * Undefined for a file nbd cannot tell how to run.
+ */
+export function commandForFile(relative: string): string[] | undefined {
+  const extension = path.posix.extname(relative).toLowerCase();
+  switch (extension) {
+    case ".py":
+      return ["python", relative];
+    case ".sh":
+      return ["bash", relative];
+    case ".ipynb":
+      return ["jupyter", "nbconvert", "--to", "notebook", "--execute", relative, "--output-dir", "outputs"];
+    default:
+      return undefined;
+  }
+}
+
+/**
+ * The RunRequest that runs `file` (an absolute path inside `directory`) as a job, in /content,
+ * with the same cluster settings as a launch.
+ */
+export function runFileRequest(directory: string, file: string, settings: LaunchSettings, env: Env, cwd: string, home: string): RunRequest {
+  const launch = launchRequest(directory, settings, env, cwd, home);
+  const relative = path.relative(launch.directory, path.resolve(cwd, file));
+  if (relative === "" || relative.startsWith("..") || path.isAbsolute(relative)) {
+    throw new Error(`nbd: ${file} is not inside ${launch.directory}; a run runs the folder's content.`);
+  }
+  const posix = relative.split(path.sep).join("/");
+  const command = commandForFile(posix);
+  if (command === undefined) {
+    throw new Error(`nbd: cannot tell how to run ${posix}; run a .py, .sh or .ipynb file, or use \`nbctl run -- COMMAND\`.`);
+  }
+  return {
+    directory: launch.directory,
+    target: { context: launch.context ?? "", namespace: launch.namespace ?? "", kubeconfig: launch.kubeconfig ?? "" },
+    command,
   };
 }

@@ -160,6 +160,7 @@ export interface LaunchRequest {
   localPort?: number;
   noSync?: boolean;
   attach?: boolean;
+  rebuild?: boolean;
 }
 
 export interface PhaseChanged {
@@ -271,4 +272,92 @@ export interface VersionResponse {
   stateDir: string;
   logFile: string;
   started: Timestamp | null;
+}
+
+// --- nbdapi.v1.Runs ---------------------------------------------------------------------------
+
+export type RunPhase =
+  | "RUN_PHASE_UNSPECIFIED"
+  | "RUN_PHASE_PACKAGING"
+  | "RUN_PHASE_UPLOADING"
+  | "RUN_PHASE_BUILDING"
+  | "RUN_PHASE_PENDING"
+  | "RUN_PHASE_STARTING"
+  | "RUN_PHASE_RUNNING"
+  | "RUN_PHASE_SUCCEEDED"
+  | "RUN_PHASE_FAILED"
+  | "RUN_PHASE_STOPPED";
+
+export interface ClusterTarget {
+  context: string;
+  namespace: string;
+  kubeconfig: string;
+}
+
+export interface RunRequest {
+  directory: string;
+  name?: string;
+  target?: ClusterTarget;
+  notebookFile?: string;
+  command: string[];
+  nodes?: number;
+  detach?: boolean;
+  rebuild?: boolean;
+}
+
+export interface RankStatus {
+  index: number;
+  pod: string;
+  phase: string;
+  /** Set once the rank's container ended (proto3 optional: absent until then). */
+  exitCode?: number;
+}
+
+export interface RunInfo {
+  name: string;
+  namespace: string;
+  context: string;
+  phase: RunPhase;
+  reason: string;
+  message: string;
+  command: string[];
+  nodes: number;
+  gpusPerNode: number;
+  gpuType: string;
+  image: string;
+  contextMd5: string;
+  created: Timestamp | null;
+  started: Timestamp | null;
+  finished: Timestamp | null;
+  exitCode?: number;
+  failedRank?: number;
+  ranks: RankStatus[];
+  outputsPath: string;
+  directory: string;
+  job: string;
+}
+
+export interface RunLog {
+  rank: number;
+  text: string;
+  pod: string;
+  time: Timestamp | null;
+}
+
+export type RunEventName = "phase" | "progress" | "cached" | "buildLog" | "notice" | "failed" | "status" | "log" | "finished";
+
+export interface RunEvent {
+  time: Timestamp | null;
+  run: string;
+  /** The name of the field of the `event` oneof that is present. */
+  event?: RunEventName;
+  phase?: PhaseChanged | null;
+  progress?: Progress | null;
+  cached?: Cached | null;
+  buildLog?: LogLine | null;
+  notice?: Notice | null;
+  failed?: Failure | null;
+  status?: RunInfo | null;
+  log?: RunLog | null;
+  finished?: RunInfo | null;
 }
