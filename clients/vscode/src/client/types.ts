@@ -160,6 +160,7 @@ export interface LaunchRequest {
   localPort?: number;
   noSync?: boolean;
   attach?: boolean;
+  rebuild?: boolean;
 }
 
 export interface PhaseChanged {
