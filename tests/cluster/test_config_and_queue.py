@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from nbd_controller.config import DEFAULT_BUILDKIT_IMAGE, DEFAULT_KANIKO_IMAGE, Config, ConfigError
-from nbd_controller.crd import crd_yaml, notebook_crd
+from nbd_controller.crd import crd_yaml, notebook_crd, run_crd
 from nbd_controller.naming import build_job_name, image_ref, object_name, pod_name, token_secret_name
 from nbd_controller.workqueue import WorkQueue
 
@@ -143,6 +143,17 @@ def test_committed_crd_yaml_is_generated_from_crd_py() -> None:
     assert text == crd_yaml(), "crd.yaml is stale: python -m nbd_controller.crd > cluster/manifests/crd.yaml"
 
 
+def test_committed_run_crd_yaml_is_generated_from_crd_py() -> None:
+    text = (ROOT / "cluster" / "manifests" / "run-crd.yaml").read_text()
+    assert yaml.safe_load(text) == run_crd()
+    assert text == crd_yaml("run"), (
+        "run-crd.yaml is stale: python -m nbd_controller.crd run > cluster/manifests/run-crd.yaml"
+    )
+    kustomization = yaml.safe_load((ROOT / "cluster" / "manifests" / "kustomization.yaml").read_text())
+    assert {"crd.yaml", "run-crd.yaml"} <= set(kustomization["resources"])
+    assert not any(t.__class__.__name__ in ("AnchorToken", "AliasToken") for t in yaml.scan(text))
+
+
 def test_crd_yaml_has_no_anchors_or_aliases() -> None:
     # kustomize before 4.4 refuses YAML anchors; the schema shares dicts, which PyYAML would alias.
     tokens = list(yaml.scan(crd_yaml()))
@@ -254,7 +265,7 @@ def test_controller_role_grants_exactly_what_the_controller_uses() -> None:
     assert granted == set(PERMISSIONS)
 
 
-def test_user_role_is_enough_for_the_daemon_and_holds_no_write_beyond_notebooks() -> None:
+def test_user_role_is_enough_for_the_daemon_and_holds_no_write_beyond_notebooks_and_runs() -> None:
     docs = list(yaml.safe_load_all((ROOT / "cluster" / "manifests" / "rbac-user.yaml").read_text()))
     role = next(d for d in docs if d["kind"] == "ClusterRole")
     granted = {
@@ -264,7 +275,9 @@ def test_user_role_is_enough_for_the_daemon_and_holds_no_write_beyond_notebooks(
         for r in rule["resources"]
         for v in rule["verbs"]
     }
-    needed = {("nbd.dev", "notebooks", v) for v in ("get", "list", "watch", "create", "patch", "delete")} | {
+    verbs = ("get", "list", "watch", "create", "patch", "delete")
+    needed = {("nbd.dev", plural, v) for v in verbs for plural in ("notebooks", "runs")} | {
+        ("nbd.dev", "runs/status", "get"),
         ("nbd.dev", "notebooks/status", "get"),
         ("", "pods", "get"),
         ("", "pods", "list"),
@@ -279,4 +292,10 @@ def test_user_role_is_enough_for_the_daemon_and_holds_no_write_beyond_notebooks(
     }
     assert needed <= granted
     writes = {(g, r) for g, r, v in granted if v in ("create", "update", "patch", "delete")}
-    assert writes == {("nbd.dev", "notebooks"), ("", "pods/exec"), ("", "pods/portforward")}
+    assert writes == {
+        ("nbd.dev", "notebooks"),
+        ("nbd.dev", "runs"),
+        ("", "pods/exec"),
+        ("", "pods/portforward"),
+    }
+    assert ("nbd.dev", "runs", "update") not in granted
