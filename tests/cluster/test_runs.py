@@ -8,7 +8,10 @@ import hashlib
 from typing import Any
 
 from controller_stack import Notebooks, Runs, put, tarball, wait_for
-from test_full_path import cluster, needs_jobs, upload_and_mark  # noqa: F401 - fixture
+from test_full_path import cluster, needs_jobs, upload_and_mark
+
+# The fixture, re-exported so that pytest finds it here.
+__all__ = ["cluster"]
 
 RUN_DOCKERFILE = "FROM python:3.11-slim\nWORKDIR /content\nCOPY . /content\n"
 SCRIPT = (
