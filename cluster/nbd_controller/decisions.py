@@ -893,6 +893,7 @@ def decide_run(config: Config, observed: RunObserved) -> Plan:
             return finish("Failed", message)
         image, phase = _resolve_image(config, b)
         if image is None:
+            _fetch(config, b, observed)
             built = get_condition(b.conditions, "Built") or {}
             if spec.get("stop"):
                 b.condition(CONDITION_STARTED, False, "Stopped", "Stopped before it started.")

@@ -299,3 +299,59 @@ def test_user_role_is_enough_for_the_daemon_and_holds_no_write_beyond_notebooks_
         ("", "pods/portforward"),
     }
     assert ("nbd.dev", "runs", "update") not in granted
+
+
+def test_config_of_runs() -> None:
+    cfg = Config.from_env(BASE)
+    assert (cfg.outputs_storage_class, cfg.outputs_rwx_storage_class, cfg.cluster_domain) == (
+        None,
+        None,
+        "cluster.local",
+    )
+    cfg = Config.from_env(
+        {
+            **BASE,
+            "NBD_OUTPUTS_STORAGE_CLASS": "premium-rwo",
+            "NBD_OUTPUTS_RWX_STORAGE_CLASS": "filestore",
+            "NBD_CLUSTER_DOMAIN": "corp.internal.",
+        }
+    )
+    assert (cfg.outputs_storage_class, cfg.outputs_rwx_storage_class, cfg.cluster_domain) == (
+        "premium-rwo",
+        "filestore",
+        "corp.internal",
+    )
+    for variable, value in (
+        ("NBD_OUTPUTS_STORAGE_CLASS", "Bad_Class"),
+        ("NBD_OUTPUTS_RWX_STORAGE_CLASS", "-x"),
+        ("NBD_CLUSTER_DOMAIN", "under_score.local"),
+    ):
+        with pytest.raises(ConfigError, match=variable):
+            Config.from_env({**BASE, variable: value})
+
+
+def test_run_names() -> None:
+    from nbd_controller.naming import (
+        outputs_claim_name,
+        outputs_reader_name,
+        rank0_address,
+        run_job_name,
+        run_service_name,
+    )
+    from nbdcontract import RUN_NAME_MAX, valid_run_name
+
+    assert (run_job_name("t"), run_service_name("t"), outputs_claim_name("t"), outputs_reader_name("t")) == (
+        "t",
+        "t",
+        "t-outputs",
+        "t-outputs-reader",
+    )
+    assert rank0_address("t", "ns", "cluster.local") == "t-0.t.ns.svc.cluster.local"
+    longest = "a" * RUN_NAME_MAX
+    assert valid_run_name(longest) and not valid_run_name(longest + "a")
+    # Hostnames of an Indexed Job's pods are JOB-INDEX: the longest name leaves room for index 63.
+    assert len(f"{run_job_name(longest)}-63") <= 63
+    for derived in (outputs_claim_name(longest), outputs_reader_name(longest)):
+        assert len(derived) <= 63 and derived != outputs_claim_name(longest[:-1] + "b")
+    for bad in ("1run", "Run", "run-", "a.b", "", "run\n"):
+        assert not valid_run_name(bad), bad
