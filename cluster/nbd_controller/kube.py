@@ -156,7 +156,13 @@ class Kube:
         if len(data) >= MAX_RECORDS:
             items: list[dict[str, Any]] = []
             for plural in (PLURAL, RUN_PLURAL):
-                listed: Any = self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, plural)
+                try:
+                    listed: Any = self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, plural)
+                except ApiException as e:
+                    # The Run CRD may not be installed yet (an upgrade applies it after the controller).
+                    if e.status != 404 or plural == PLURAL:
+                        raise
+                    continue
                 items += listed.get("items") or []
             in_use = {
                 str((((n.get("spec") or {}).get("build") or {}).get("upload") or {}).get("md5"))

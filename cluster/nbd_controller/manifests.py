@@ -722,6 +722,22 @@ def outputs_reader_pod(config: Config, run: dict[str, Any], request_id: str) -> 
             "automountServiceAccountToken": False,
             "enableServiceLinks": False,
             "terminationGracePeriodSeconds": 1,
+            # A ReadWriteOnce claim in use mounts only on its pod's node: go there if a rank runs.
+            "affinity": {
+                "podAffinity": {
+                    "preferredDuringSchedulingIgnoredDuringExecution": [
+                        {
+                            "weight": 100,
+                            "podAffinityTerm": {
+                                "labelSelector": {
+                                    "matchLabels": {LABEL_RUN: name, LABEL_COMPONENT: COMPONENT_RUN}
+                                },
+                                "topologyKey": "kubernetes.io/hostname",
+                            },
+                        }
+                    ]
+                }
+            },
             "containers": [
                 {
                     "name": "reader",
