@@ -910,8 +910,10 @@ def decide_run(config: Config, observed: RunObserved) -> Plan:
                 b.condition(CONDITION_FINISHED, True, "BuildFailed", str(built.get("message")))
                 return finish("Failed", str(built.get("message")))
             b.condition(CONDITION_FINISHED, False, "NotStarted", "The run has not started.")
-            failure = str(built.get("message") or "") if phase == "Failed" else None
-            return finish(phase or "Pending", failure)
+            waiting = {"Uploading": "Waiting for the context's upload.", "Building": "Building the image."}
+            if phase == "Failed":
+                return finish(phase, str(built.get("message") or ""))
+            return finish(phase or "Pending", waiting.get(phase or "", "Waiting for the build."))
         b.status["image"] = image
         b.status["outputsClaim"] = outputs_claim_name(name)
         if not observed.claim_exists:

@@ -28,12 +28,29 @@ from .naming import (
     VERSION,
 )
 
-__all__ = ["main", "run"]
+__all__ = ["main", "run", "owner_keys"]
 
 log = logging.getLogger("nbd_controller")
 
 # (kind, namespace, name): a Notebook and a Run of the same name are different keys.
 Key = tuple[str, str, str]
+
+
+def owner_keys(namespace: str, labels: dict[str, str], by_md5: dict[tuple[str, str], set[Key]]) -> set[Key]:
+    """The Notebooks and Runs to look at when an object the controller made (a pod, a Job) changes:
+    the one it belongs to, the one that asked for a build, and every one waiting on that build."""
+    keys: set[Key] = set()
+    if labels.get(LABEL_NOTEBOOK):
+        keys.add((KIND, namespace, labels[LABEL_NOTEBOOK]))
+    if labels.get(LABEL_RUN):
+        keys.add((RUN_KIND, namespace, labels[LABEL_RUN]))
+    if labels.get(LABEL_REQUESTED_BY):
+        # A build Job without the kind label was requested by a Notebook.
+        keys.add((labels.get(LABEL_REQUESTED_BY_KIND) or KIND, namespace, labels[LABEL_REQUESTED_BY]))
+    md5 = labels.get(LABEL_CONTEXT_MD5)
+    if md5:
+        keys |= by_md5.get((namespace, md5), set())
+    return keys
 
 
 def _api_client(kubeconfig: str | None) -> Any:
@@ -94,20 +111,8 @@ async def run(cfg: Config, kubeconfig: str | None = None) -> None:
 
     def on_owned(kind: str, obj: dict[str, Any]) -> None:
         meta = obj.get("metadata") or {}
-        namespace = meta.get("namespace", "")
-        labels = meta.get("labels") or {}
-        if labels.get(LABEL_NOTEBOOK):
-            queue.add((KIND, namespace, labels[LABEL_NOTEBOOK]))
-        if labels.get(LABEL_RUN):
-            queue.add((RUN_KIND, namespace, labels[LABEL_RUN]))
-        if labels.get(LABEL_REQUESTED_BY):
-            # A build Job without the kind label was requested by a Notebook.
-            requester = labels.get(LABEL_REQUESTED_BY_KIND) or KIND
-            queue.add((requester, namespace, labels[LABEL_REQUESTED_BY]))
-        md5 = labels.get(LABEL_CONTEXT_MD5)
-        if md5:
-            for key in by_md5.get((namespace, md5), set()):
-                queue.add(key)
+        for key in owner_keys(meta.get("namespace", ""), meta.get("labels") or {}, by_md5):
+            queue.add(key)
 
     from kubernetes import client
 

@@ -355,3 +355,21 @@ def test_run_names() -> None:
         assert len(derived) <= 63 and derived != outputs_claim_name(longest[:-1] + "b")
     for bad in ("1run", "Run", "run-", "a.b", "", "run\n"):
         assert not valid_run_name(bad), bad
+
+
+def test_owned_objects_wake_their_notebook_or_run_by_kind() -> None:
+    from nbd_controller.main import owner_keys
+
+    waiting = {("team", "m1"): {("Notebook", "team", "nb"), ("Run", "team", "nb")}}
+    assert owner_keys("team", {"nbd.dev/notebook": "x"}, waiting) == {("Notebook", "team", "x")}
+    assert owner_keys("team", {"nbd.dev/run": "x"}, waiting) == {("Run", "team", "x")}
+    build = {"nbd.dev/requested-by": "r", "nbd.dev/requested-by-kind": "Run", "nbd.dev/context-md5": "m1"}
+    # A Notebook and a Run of one name are two keys; both wait on the shared build.
+    assert owner_keys("team", build, waiting) == {
+        ("Run", "team", "r"),
+        ("Notebook", "team", "nb"),
+        ("Run", "team", "nb"),
+    }
+    legacy = {"nbd.dev/requested-by": "old", "nbd.dev/context-md5": "m2"}
+    assert owner_keys("team", legacy, waiting) == {("Notebook", "team", "old")}
+    assert owner_keys("other", build, waiting) == {("Run", "other", "r")}
