@@ -87,6 +87,11 @@ def test_one_node_run_fails_with_its_exit_code_and_its_output_is_fetched(cluster
     assert build["metadata"]["labels"]["nbd.dev/requested-by-kind"] == "Run"
     assert build["metadata"]["labels"]["nbd.dev/requested-by"] == "train"
 
+    # The Job goes (as ttlSecondsAfterFinished would make it): the Run stays as it ended, and no
+    # second Job is made.
+    runs.batch.delete_namespaced_job("train", "default", propagation_policy="Background")
+    wait_for("the Job to go", lambda: not runs.jobs("nbd.dev/run=train"), timeout=30)
+
     # Fetching: a reader pod mounts the claim read-only and sees the file.
     runs.patch_spec("train", {"fetch": {"requestID": "f1"}})
     fetch = wait_for(
@@ -118,7 +123,10 @@ def test_one_node_run_fails_with_its_exit_code_and_its_output_is_fetched(cluster
         timeout=60,
     )
     # The run stays as it ended.
-    assert runs.status("train")["phase"] == "Failed"
+    after = runs.status("train")
+    assert (after["phase"], after["exitCode"], after["failedRank"]) == ("Failed", 3, 0)
+    assert _conditions(after)["Finished"] == ("True", "ScriptFailed")
+    assert not runs.jobs("nbd.dev/run=train")
 
     # Deleting the Run takes its Job, its claim and the reader with it.
     runs.delete("train")
@@ -201,6 +209,21 @@ def test_stop_deletes_the_job_and_keeps_the_run_and_its_outputs(cluster: dict[st
     wait_for("the run to run", lambda: runs.status("long").get("phase") == "Running", timeout=120)
     [job] = runs.jobs("nbd.dev/run=long")
     assert job["spec"]["ttlSecondsAfterFinished"] == 300
+    # A controller killed while the run runs finds it again and makes no second Job.
+    controller = cluster["controller"]
+    controller.kill()
+    controller.start()
+    runs.patch_spec("long", {"env": [{"name": "WAKE", "value": "1"}]})  # something to look at
+    wait_for(
+        "the restarted controller to see the run",
+        lambda: (
+            (runs.get("long") or {}).get("status", {}).get("observedGeneration")
+            == (runs.get("long") or {}).get("metadata", {}).get("generation")
+        ),
+        timeout=60,
+    )
+    assert [j["metadata"]["uid"] for j in runs.jobs("nbd.dev/run=long")] == [job["metadata"]["uid"]]
+    assert runs.status("long")["phase"] == "Running"
     runs.patch_spec("long", {"stop": True})
     status = _finished(runs, "long", timeout=60)
     assert status["phase"] == "Stopped", status
