@@ -1025,7 +1025,7 @@ def decide_run(config: Config, observed: RunObserved) -> Plan:
     if problem is not None:
         b.condition(CONDITION_STARTED, False, problem[0], problem[1])
         return finish("Starting", problem[1])
-    if not get_condition(b.conditions, CONDITION_STARTED) or not ranks:
+    if (get_condition(b.conditions, CONDITION_STARTED) or {}).get("status") != "True":
         b.condition(CONDITION_STARTED, False, "Starting", "Waiting for the run's pods to start.")
     if ranks and all(entry["phase"] == "Succeeded" for entry, _ in ranks):
         return finish("Running", "Waiting for the Job to complete.")

@@ -467,6 +467,35 @@ CASES = [
         {"Finished": ("True", "JobDeleted")},
     ),
     Case(
+        "a Job someone else deletes while it runs: wait for it to go (then JobDeleted)",
+        run(status={**STARTED, "phase": "Running"}),
+        {
+            "built_image": IMAGE,
+            "claim_exists": True,
+            "run_job": {
+                **job(active=1),
+                "metadata": {"name": "train", "deletionTimestamp": "2026-01-01T11:59:00Z"},
+            },
+            "run_pods": (pod(None, "Running"),),
+        },
+        [],
+        "Running",
+    ),
+    Case(
+        "every rank succeeded but the Job has not said so yet",
+        run({"nodes": 2}, status=STARTED),
+        {
+            "built_image": IMAGE,
+            "claim_exists": True,
+            "service_exists": True,
+            "run_job": job(succeeded=2),
+            "run_pods": (pod(0, "Succeeded", 0), pod(1, "Succeeded", 0)),
+        },
+        [],
+        "Running",
+        {"Started": ("True", "Started"), "Finished": ("False", "Running")},
+    ),
+    Case(
         "a name that cannot be a Service's: InvalidName",
         run(name="1train"),
         {"built_image": IMAGE},
@@ -653,3 +682,17 @@ def test_fetch_reader(
     if CreatePod in actions:
         manifest = next(a for a in plan.actions if isinstance(a, CreatePod)).manifest
         assert manifest["metadata"]["annotations"]["nbd.dev/fetch-request"] == spec["fetch"]["requestID"]
+
+
+def test_pods_created_but_pending_say_starting() -> None:
+    observed = {
+        "built_image": IMAGE,
+        "claim_exists": True,
+        "run_job": job(active=1),
+        "run_pods": (pod(None, "Pending"),),
+    }
+    status = {**STARTED, "conditions": [cond("Started", "False", "Creating")]}
+    plan = decide_run(CONFIG, RunObserved(run=run(status=status), now=NOW, **observed))
+    assert plan.status["phase"] == "Starting" and plan.actions == []
+    started = next(c for c in plan.status["conditions"] if c["type"] == "Started")
+    assert (started["status"], started["reason"]) == ("False", "Starting")
