@@ -38,6 +38,7 @@ from nbdcontract import (
     NOTEBOOK_CONTAINER,
     RUN_CONTAINER,
     RUN_NODES_DEFAULT,
+    RUN_TORCHRUN_ENV,
 )
 
 from .config import Config
@@ -519,7 +520,8 @@ def _outputs(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_env(config: Config, run: dict[str, Any]) -> list[dict[str, Any]]:
-    """The environment of every pod of a run: torchrun's variables, then the spec's env.
+    """The environment of every pod of a run: torchrun's variables (also as the PET_* options a bare
+    `torchrun` reads), then the spec's env.
 
     NODE_RANK is the pod's completion index, read through the downward API from the annotation the
     Job controller puts on an Indexed Job's pods; one node is rank 0 talking to itself.
@@ -546,8 +548,10 @@ def run_env(config: Config, run: dict[str, Any]) -> list[dict[str, Any]]:
         {"name": "WORLD_SIZE", "value": str(nodes)},
         rank,
         {"name": "NPROC_PER_NODE", "value": str(gpus if gpus > 0 else 1)},
-        {"name": "NBD_RUN", "value": name},
     ]
+    by_name = {e["name"]: e for e in env}
+    env += [{**by_name[source], "name": pet} for pet, source in RUN_TORCHRUN_ENV.items()]
+    env.append({"name": "NBD_RUN", "value": name})
     reserved = {e["name"] for e in env}
     for item in spec.get("env") or []:
         if item["name"] not in reserved:

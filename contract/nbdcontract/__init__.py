@@ -101,6 +101,7 @@ __all__ = [
     "ANNOTATION_COMPLETION_INDEX",
     "ANNOTATION_FETCH_REQUEST",
     "RUN_REASONS_TERMINAL",
+    "RUN_TORCHRUN_ENV",
 ]
 
 # --- the resource ------------------------------------------------------------------------------
@@ -269,6 +270,16 @@ RUN_ENV = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "NODE_RANK", "NPROC_PER_N
 def valid_run_nodes(nodes: int) -> bool:
     return 1 <= nodes <= RUN_NODES_MAX
 
+
+# torchrun reads its options from PET_<OPTION> when they are not on its command line: each pod also
+# gets these, equal to the variable named, so a bare `torchrun train.py` joins the others.
+RUN_TORCHRUN_ENV = {
+    "PET_NNODES": "WORLD_SIZE",
+    "PET_NODE_RANK": "NODE_RANK",
+    "PET_MASTER_ADDR": "MASTER_ADDR",
+    "PET_MASTER_PORT": "MASTER_PORT",
+    "PET_NPROC_PER_NODE": "NPROC_PER_NODE",
+}
 
 # A Run's name is also its Job's, its headless Service's (a DNS-1035 label: it starts with a letter)
 # and the stem of its pods' hostnames `NAME-INDEX` (at most 63 characters with the index).

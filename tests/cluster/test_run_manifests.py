@@ -25,6 +25,7 @@ LABELS = {
     "app.kubernetes.io/managed-by": "nbd-controller",
 }
 OUTPUT_LABELS = {**LABELS, "nbd.dev/component": "outputs"}
+INDEX = "metadata.annotations['batch.kubernetes.io/job-completion-index']"
 POLICY = {
     "rules": [
         {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
@@ -83,6 +84,11 @@ def test_one_node_job() -> None:
                                 {"name": "WORLD_SIZE", "value": "1"},
                                 {"name": "NODE_RANK", "value": "0"},
                                 {"name": "NPROC_PER_NODE", "value": "1"},
+                                {"name": "PET_NNODES", "value": "1"},
+                                {"name": "PET_NODE_RANK", "value": "0"},
+                                {"name": "PET_MASTER_ADDR", "value": "127.0.0.1"},
+                                {"name": "PET_MASTER_PORT", "value": "29500"},
+                                {"name": "PET_NPROC_PER_NODE", "value": "1"},
                                 {"name": "NBD_RUN", "value": "train"},
                                 {"name": "LR", "value": "0.1"},
                             ],
@@ -153,6 +159,11 @@ def test_indexed_job_of_two_gpu_nodes() -> None:
                 },
             },
             {"name": "NPROC_PER_NODE", "value": "4"},
+            {"name": "PET_NNODES", "value": "2"},
+            {"name": "PET_NODE_RANK", "valueFrom": {"fieldRef": {"fieldPath": INDEX}}},
+            {"name": "PET_MASTER_ADDR", "value": "train-0.train.team.svc.corp.internal"},
+            {"name": "PET_MASTER_PORT", "value": "29400"},
+            {"name": "PET_NPROC_PER_NODE", "value": "4"},
             {"name": "NBD_RUN", "value": "train"},
         ],
         "volumeMounts": [{"name": "outputs", "mountPath": "/work/out"}],

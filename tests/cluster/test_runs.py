@@ -19,7 +19,7 @@ SCRIPT = (
     "print('data:', open('data.txt').read().strip(), flush=True)\n"
     "print('rank', os.environ['NODE_RANK'], 'of', os.environ['WORLD_SIZE'], 'master', "
     "os.environ['MASTER_ADDR'] + ':' + os.environ['MASTER_PORT'], 'nproc', os.environ['NPROC_PER_NODE'], "
-    "'cwd', os.getcwd(), flush=True)\n"
+    "'cwd', os.getcwd(), 'torchrun', os.environ['PET_NNODES'], os.environ['PET_NODE_RANK'], flush=True)\n"
     "open('/content/outputs/x', 'w').write('result 42\\n')\n"
     "sys.exit(int(os.environ.get('EXIT', '0')))\n"
 )
@@ -75,7 +75,7 @@ def test_one_node_run_fails_with_its_exit_code_and_its_output_is_fetched(cluster
     assert [p.metadata.name for p in pods.items] == [rank["pod"]]
     log = runs.core.read_namespaced_pod_log(rank["pod"], "default", container="run")
     assert "data: from the image" in log
-    assert "rank 0 of 1 master 127.0.0.1:29500 nproc 1 cwd /content" in log
+    assert "rank 0 of 1 master 127.0.0.1:29500 nproc 1 cwd /content torchrun 1 0" in log
     [job] = runs.jobs("nbd.dev/run=train")
     assert job["spec"]["completions"] == 1 and job["spec"]["backoffLimit"] == 3
     assert job["metadata"]["ownerReferences"][0]["kind"] == "Run"
@@ -289,6 +289,13 @@ def test_a_run_of_two_nodes_gets_an_indexed_job_and_a_headless_service(cluster: 
             "fieldRef": {"fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"}
         },
         "NPROC_PER_NODE": "1",
+        "PET_NNODES": "2",
+        "PET_NODE_RANK": {
+            "fieldRef": {"fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"}
+        },
+        "PET_MASTER_ADDR": "ddp-0.ddp.default.svc.cluster.local",
+        "PET_MASTER_PORT": "29400",
+        "PET_NPROC_PER_NODE": "1",
         "NBD_RUN": "ddp",
         "LR": "0.1",
     }
