@@ -1,4 +1,4 @@
-"""What to do about one Notebook, decided from what was observed: no I/O.
+"""What to do about one Notebook or Run, decided from what was observed: no I/O.
 
 `decide(config, observed)` returns a `Plan`: the actions that move the cluster toward the
 Notebook's spec and the status that describes where it stands. The reconciler gathers `Observed`
@@ -7,6 +7,10 @@ a plan twice, or a plan made from slightly stale observations, is harmless. The 
 pipeline is upload → verify → build → record → pod, and a later step never starts before the
 earlier one's outcome is known: in particular a build only starts after the stored object's MD5 was
 seen to equal the spec's.
+
+A Run (`decide_run(config, RunObserved)`) goes through the same upload → verify → build → record
+steps (`_resolve_image`, the very code a Notebook's decision runs), then to its outputs claim, its
+headless Service (more than one node) and its Job; the Job's conditions and pods give its outcome.
 """
 
 from __future__ import annotations

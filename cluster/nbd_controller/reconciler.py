@@ -1,4 +1,5 @@
-"""One reconcile of one Notebook: observe, decide (pure), act, report.
+"""One reconcile of one Notebook or Run: observe, decide (pure), act, report. Both kinds observe
+and act on the build path through the same methods (`observe_build`, `act`).
 
 Every step is safe to repeat: creates are create-if-absent, deletes delete-if-present, the status is
 written only when it changed. A controller killed between any two steps finds, next time, the
