@@ -303,3 +303,19 @@ def test_a_run_of_two_nodes_gets_an_indexed_job_and_a_headless_service(cluster: 
     assert claim.spec.access_modes == ["ReadWriteMany"]
     runs.patch_spec("ddp", {"stop": True})
     assert _finished(runs, "ddp", timeout=60)["phase"] == "Stopped"
+
+
+@needs_jobs
+def test_a_run_whose_build_fails_is_failed_with_the_build_log(cluster: dict[str, Any]) -> None:
+    runs = _runs(cluster)
+    body = tarball({"Dockerfile": "FROM python:3.11-slim\nRUN echo no-such-step >&2 && exit 7\n", "a": "a\n"})
+    md5 = upload_and_mark(runs, "broken", body, command=["python", "-V"])
+    status = _finished(runs, "broken")
+    assert status["phase"] == "Failed", status
+    assert _conditions(status)["Built"] == ("False", "BuildFailed")
+    assert _conditions(status)["Finished"] == ("True", "BuildFailed")
+    assert _conditions(status)["Started"] == ("False", "NotBuilt")
+    assert "no-such-step" in status["message"]
+    assert "job" not in status and "exitCode" not in status
+    assert not runs.jobs("nbd.dev/run=broken")
+    assert len(_build_jobs(runs, md5)) == 1
