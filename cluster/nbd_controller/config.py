@@ -76,6 +76,13 @@ class Config:
     # the image runs as (100 is "users", the group of Jupyter's docker-stacks user). "off" leaves
     # it to admission (OpenShift's restricted SCC assigns one from the namespace's range).
     notebook_fs_group: int | None = 100
+    # NBD_OUTPUTS_STORAGE_CLASS: the storage class of a one-node run's outputs claim (ReadWriteOnce)
+    # when its spec.outputs.storageClass is unset; NBD_OUTPUTS_RWX_STORAGE_CLASS the same for runs
+    # of several nodes (ReadWriteMany: Filestore, EFS, an NFS provisioner). None: the cluster default.
+    outputs_storage_class: str | None = None
+    outputs_rwx_storage_class: str | None = None
+    # NBD_CLUSTER_DOMAIN: the cluster's DNS domain, in MASTER_ADDR (rank 0's fully qualified name).
+    cluster_domain: str = "cluster.local"
 
     @property
     def builder_image(self) -> str:
@@ -128,7 +135,12 @@ class Config:
         if cache_raw not in ("1", "true", "yes", "0", "false", "no"):
             raise ConfigError(f"NBD_BUILD_CACHE={cache_raw!r}: use true or false")
         names = {}
-        for variable in ("NBD_REGISTRY_SECRET", "NBD_BUILD_SERVICE_ACCOUNT"):
+        for variable in (
+            "NBD_REGISTRY_SECRET",
+            "NBD_BUILD_SERVICE_ACCOUNT",
+            "NBD_OUTPUTS_STORAGE_CLASS",
+            "NBD_OUTPUTS_RWX_STORAGE_CLASS",
+        ):
             value = get(variable)
             if value is not None and not re.fullmatch(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?", value):
                 raise ConfigError(f"{variable}={value!r} is not a valid object name")
@@ -145,6 +157,9 @@ class Config:
             raise ConfigError(f"NBD_WATCH_READ_TIMEOUT={watch_raw!r} is not a number") from None
         if not 1 <= watch_read_timeout <= 3600:
             raise ConfigError(f"NBD_WATCH_READ_TIMEOUT={watch_raw} is out of range [1, 3600]")
+        domain = (get("NBD_CLUSTER_DOMAIN") or "cluster.local").strip(".")
+        if not re.fullmatch(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?", domain):
+            raise ConfigError(f"NBD_CLUSTER_DOMAIN={domain!r} is not a DNS domain")
         return Config(
             bucket=bucket,
             prefix=prefix,
@@ -170,6 +185,9 @@ class Config:
             resync_seconds=resync,
             watch_read_timeout=watch_read_timeout,
             notebook_fs_group=_fs_group(get("NBD_NOTEBOOK_FS_GROUP")),
+            outputs_storage_class=names["NBD_OUTPUTS_STORAGE_CLASS"],
+            outputs_rwx_storage_class=names["NBD_OUTPUTS_RWX_STORAGE_CLASS"],
+            cluster_domain=domain,
         )
 
 

@@ -1,4 +1,4 @@
-"""What to do about one Notebook, decided from what was observed: no I/O.
+"""What to do about one Notebook or Run, decided from what was observed: no I/O.
 
 `decide(config, observed)` returns a `Plan`: the actions that move the cluster toward the
 Notebook's spec and the status that describes where it stands. The reconciler gathers `Observed`
@@ -7,6 +7,10 @@ a plan twice, or a plan made from slightly stale observations, is harmless. The 
 pipeline is upload → verify → build → record → pod, and a later step never starts before the
 earlier one's outcome is known: in particular a build only starts after the stored object's MD5 was
 seen to equal the spec's.
+
+A Run (`decide_run(config, RunObserved)`) goes through the same upload → verify → build → record
+steps (`_resolve_image`, the very code a Notebook's decision runs), then to its outputs claim, its
+headless Service (more than one node) and its Job; the Job's conditions and pods give its outcome.
 """
 
 from __future__ import annotations
@@ -15,12 +19,42 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from nbdcontract import DEFAULT_PORT, DNS_LABEL_MAX
+from nbdcontract import (
+    ANNOTATION_COMPLETION_INDEX,
+    ANNOTATION_FETCH_REQUEST,
+    CONDITION_FINISHED,
+    CONDITION_STARTED,
+    DEFAULT_PORT,
+    DNS_LABEL_MAX,
+    RUN_CONTAINER,
+    RUN_NODES_DEFAULT,
+    RUN_REASONS_TERMINAL,
+    valid_run_name,
+)
 
 from .conditions import get_condition, rfc3339, set_condition
 from .config import Config
-from .manifests import ANNOTATION_SPEC_HASH, notebook_pod
-from .naming import build_job_name, image_ref, object_name, pod_name, token_secret_name
+from .manifests import (
+    ANNOTATION_SPEC_HASH,
+    READER_SECONDS,
+    notebook_pod,
+    outputs_claim,
+    outputs_reader_pod,
+    run_job,
+    run_service,
+)
+from .naming import (
+    build_job_name,
+    image_ref,
+    object_name,
+    outputs_claim_name,
+    outputs_reader_name,
+    pod_name,
+    rank0_address,
+    run_job_name,
+    run_service_name,
+    token_secret_name,
+)
 
 __all__ = [
     "Observed",
@@ -36,7 +70,14 @@ __all__ = [
     "CreateTokenSecret",
     "CreatePod",
     "DeletePod",
+    "CreateObject",
+    "CreateRunJob",
+    "DeleteRunJob",
     "Action",
+    "BuildObserved",
+    "RunObserved",
+    "decide_run",
+    "run_job_outcome",
 ]
 
 # While waiting for an upload, the store is looked at this often even if no one marks it done.
@@ -97,8 +138,30 @@ class DeletePod:
     name: str
 
 
+@dataclass(frozen=True)
+class CreateObject:
+    """Create-if-absent one of a Run's objects (its outputs claim, its headless Service)."""
+
+    manifest: dict[str, Any] = field(hash=False, compare=True)
+
+
+@dataclass(frozen=True)
+class CreateRunJob:
+    manifest: dict[str, Any] = field(hash=False, compare=True)
+
+
+@dataclass(frozen=True)
+class DeleteRunJob:
+    """Delete a Run's Job and, with it, its pods."""
+
+    name: str
+
+
 Action = (
-    IssueUploadURL
+    CreateObject
+    | CreateRunJob
+    | DeleteRunJob
+    | IssueUploadURL
     | DeleteObject
     | CreateBuildJob
     | RecordBuild
@@ -115,30 +178,36 @@ _IMAGE_NOT_FOUND = ("not found", "manifest unknown", "code = NotFound")
 
 
 @dataclass(frozen=True, kw_only=True)
-class Observed:
-    """What the reconciler saw of one Notebook and its dependents.
+class BuildObserved:
+    """What the reconciler saw of the shared build path of one Notebook or Run.
 
     `stored_md5` is the MD5 of `<prefix>/<md5>.tar.gz` in the store (None: absent); it is only
     looked at when the context is neither built nor being built. `build_log_tail` is only fetched
     for a failed build Job whose failure is not yet reported. `build_create_error` is the latest
-    `FailedCreate` event of a build Job that has no pod (admission or a quota refused it), and
-    `pod_create_error` what the API server answered when this round's notebook pod was refused.
+    `FailedCreate` event of a build Job that has no pod (admission or a quota refused it).
     """
 
-    notebook: dict[str, Any]
     now: datetime
     built_image: str | None = None
     stored_md5: str | None = None
     job: dict[str, Any] | None = None
     build_log_tail: str | None = None
-    secret_exists: bool = False
-    pod: dict[str, Any] | None = None
     build_create_error: str | None = None
-    pod_create_error: str | None = None
     # Why the pod of a running build Job does not start (an image pull of the builder, a missing
     # Secret, no node), and whether that pod is still Pending at all.
     build_pod_problem: str | None = None
     build_pod_pending: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class Observed(BuildObserved):
+    """What the reconciler saw of one Notebook and its dependents. `pod_create_error` is what the
+    API server answered when this round's notebook pod was refused."""
+
+    notebook: dict[str, Any]
+    secret_exists: bool = False
+    pod: dict[str, Any] | None = None
+    pod_create_error: str | None = None
 
 
 # A pod the cluster refused (quota, admission) is tried again this often; it may fit later.
@@ -187,11 +256,11 @@ def _parse_time(text: str | None) -> datetime | None:
 class _Builder:
     """Accumulates conditions, actions and status fields during one decision."""
 
-    def __init__(self, observed: Observed) -> None:
+    def __init__(self, observed: BuildObserved, obj: dict[str, Any]) -> None:
         self.observed = observed
-        notebook = observed.notebook
-        self.generation = int(notebook["metadata"].get("generation") or 0)
-        old = notebook.get("status") or {}
+        self.obj = obj
+        self.generation = int(obj["metadata"].get("generation") or 0)
+        old = obj.get("status") or {}
         self.old = old
         self.conditions: list[dict[str, Any]] = list(old.get("conditions") or [])
         self.actions: list[Action] = []
@@ -222,9 +291,9 @@ def _keep_retrying(b: _Builder, same_md5: bool) -> bool:
 
 
 def _resolve_image(config: Config, b: _Builder) -> tuple[str | None, str | None]:
-    """Runs the upload/build pipeline; returns (image, phase-if-not-ready-for-a-pod)."""
+    """Runs the upload/build pipeline of a Notebook or a Run; returns (image, phase-if-not-ready)."""
     observed = b.observed
-    notebook = observed.notebook
+    notebook = b.obj
     spec = notebook["spec"]
     namespace = notebook["metadata"]["namespace"]
     if spec.get("image"):
@@ -480,7 +549,7 @@ def _image_missing(pod: dict[str, Any]) -> str | None:
 
 def decide(config: Config, observed: Observed) -> Plan:
     """The plan for one Notebook (see the module docstring)."""
-    b = _Builder(observed)
+    b = _Builder(observed, observed.notebook)
     notebook = observed.notebook
     name = notebook["metadata"]["name"]
     spec = notebook["spec"]
@@ -563,3 +632,405 @@ def decide(config: Config, observed: Observed) -> Plan:
     ready, reason, message = _pod_state(pod, port)
     b.condition("Ready", ready, reason, message)
     return b.finish("Ready" if ready else "Starting")
+
+
+# --- runs ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunObserved(BuildObserved):
+    """What the reconciler saw of one Run: the build path (shared with Notebooks), its Job and the
+    Job's pods, whether its outputs claim and Service exist, and its outputs reader pod.
+
+    `run_create_error` is the API server's refusal of this round's Job (or the latest FailedCreate
+    event of a Job without pods); `reader_create_error` its refusal of the reader pod."""
+
+    run: dict[str, Any]
+    run_job: dict[str, Any] | None = None
+    run_pods: tuple[dict[str, Any], ...] = ()
+    claim_exists: bool = False
+    service_exists: bool = False
+    reader: dict[str, Any] | None = None
+    run_create_error: str | None = None
+    reader_create_error: str | None = None
+
+
+def run_job_outcome(job: dict[str, Any]) -> tuple[str, dict[str, Any] | None]:
+    """('succeeded' | 'failed' | 'running', the deciding condition).
+
+    Only the Job's conditions decide: with a backoffLimit, `status.failed > 0` may be a pod that
+    will be replaced. FailureTarget and SuccessCriteriaMet come first, once the outcome is known
+    (the remaining pods are then being terminated)."""
+    conditions = [c for c in (job.get("status") or {}).get("conditions") or [] if c.get("status") == "True"]
+    for wanted, outcome in (("Failed", "failed"), ("FailureTarget", "failed"), ("Complete", "succeeded")):
+        for condition in conditions:
+            if condition.get("type") == wanted:
+                return outcome, condition
+    for condition in conditions:
+        if condition.get("type") == "SuccessCriteriaMet":
+            return "succeeded", condition
+    return "running", None
+
+
+def _run_container(pod: dict[str, Any]) -> dict[str, Any]:
+    for container in (pod.get("status") or {}).get("containerStatuses") or []:
+        if container.get("name") == RUN_CONTAINER:
+            return dict(container)
+    return {}
+
+
+def _rank_of(pod: dict[str, Any], nodes: int) -> int | None:
+    if nodes == 1:
+        return 0
+    annotations = (pod.get("metadata") or {}).get("annotations") or {}
+    labels = (pod.get("metadata") or {}).get("labels") or {}
+    raw = annotations.get(ANNOTATION_COMPLETION_INDEX, labels.get(ANNOTATION_COMPLETION_INDEX))
+    try:
+        return int(str(raw))
+    except ValueError:
+        return None
+
+
+def _ranks(pods: tuple[dict[str, Any], ...], nodes: int) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """Per rank, its newest pod (a disrupted pod is replaced by another of the same index), as
+    (status entry, pod), in rank order."""
+    newest: dict[int, dict[str, Any]] = {}
+    for pod in pods:
+        index = _rank_of(pod, nodes)
+        if index is None:
+            continue
+        stamp = str((pod.get("metadata") or {}).get("creationTimestamp") or "")
+        seen = newest.get(index)
+        if seen is None or stamp >= str((seen.get("metadata") or {}).get("creationTimestamp") or ""):
+            newest[index] = pod
+    out = []
+    for index in sorted(newest):
+        pod = newest[index]
+        entry: dict[str, Any] = {
+            "index": index,
+            "pod": pod["metadata"]["name"],
+            "phase": str((pod.get("status") or {}).get("phase") or "Pending"),
+        }
+        terminated = (_run_container(pod).get("state") or {}).get("terminated")
+        if terminated and terminated.get("exitCode") is not None:
+            entry["exitCode"] = int(terminated["exitCode"])
+        out.append((entry, pod))
+    return out
+
+
+def _first_failed(ranks: list[tuple[dict[str, Any], dict[str, Any]]]) -> tuple[dict[str, Any], str] | None:
+    """The rank whose command failed first (the others were stopped after it), with its message."""
+    failed = []
+    for entry, pod in ranks:
+        if entry.get("exitCode") in (None, 0):
+            continue
+        terminated = (_run_container(pod).get("state") or {}).get("terminated") or {}
+        failed.append((str(terminated.get("finishedAt") or "~"), entry["index"], entry, terminated))
+    if not failed:
+        return None
+    _, _, entry, terminated = min(failed, key=lambda f: (f[0], f[1]))
+    detail = terminated.get("message") or terminated.get("reason") or ""
+    return entry, f": {detail}" if detail and detail != "Error" else ""
+
+
+def _not_starting(pods: list[tuple[dict[str, Any], dict[str, Any]]]) -> tuple[str, str] | None:
+    """Why a rank's pod does not start (no node fits, its image does not pull), if one does not."""
+    for entry, pod in pods:
+        status = pod.get("status") or {}
+        if status.get("phase") not in (None, "Pending"):
+            continue
+        for condition in status.get("conditions") or []:
+            if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
+                message = str(condition.get("message") or "The scheduler found no node for the pod.")
+                return (
+                    str(condition.get("reason") or "Unschedulable"),
+                    f"Rank {entry['index']}: {message} (ask for fewer GPUs or nodes, or another gpu.type)",
+                )
+        for container in status.get("containerStatuses") or []:
+            waiting = (container.get("state") or {}).get("waiting") or {}
+            if waiting.get("reason") not in (None, "ContainerCreating", "PodInitializing"):
+                return str(
+                    waiting["reason"]
+                ), f"Rank {entry['index']}: {waiting.get('message') or waiting['reason']}"
+    return None
+
+
+def _fetch(config: Config, b: _Builder, observed: RunObserved) -> None:
+    """The outputs reader pod: one per spec.fetch.requestID, ready or why not, in status.fetch."""
+    run = observed.run
+    name = run["metadata"]["name"]
+    wanted = ((run["spec"].get("fetch") or {}).get("requestID")) or None
+    reader = observed.reader
+    reader_name = outputs_reader_name(name)
+    reader_meta = (reader or {}).get("metadata") or {}
+    live = reader is not None and not reader_meta.get("deletionTimestamp")
+    if wanted is None:
+        if live:
+            b.actions.append(DeletePod(reader_name))
+        return
+    request_id = str(wanted)
+    old = b.old.get("fetch") or {}
+    fetch: dict[str, Any] = {"requestID": request_id, "ready": False}
+    b.status["fetch"] = fetch
+    if not observed.claim_exists:
+        fetch["message"] = "The run's outputs claim does not exist yet: the reader starts once the run does."
+        return
+    if reader is not None and not live:
+        fetch["message"] = f"Waiting for the previous reader pod {reader_name} to go away."
+        b.requeue_in(1.0)
+        return
+    if reader is not None:
+        served = (reader_meta.get("annotations") or {}).get(ANNOTATION_FETCH_REQUEST)
+        if served != request_id:
+            b.actions.append(DeletePod(reader_name))
+            fetch["message"] = (
+                f"Replacing the reader pod of request {served} with one for request {request_id}."
+            )
+            b.requeue_in(1.0)
+            return
+        phase = (reader.get("status") or {}).get("phase")
+        if phase in ("Succeeded", "Failed"):
+            b.actions.append(DeletePod(reader_name))
+            fetch["expired"] = True
+            fetch["message"] = (
+                f"The reader pod of request {request_id} ended (it lives {READER_SECONDS} s at most); "
+                "set a new spec.fetch.requestID for another."
+            )
+            return
+        fetch["pod"] = reader_name
+        conditions = {c.get("type"): c for c in (reader.get("status") or {}).get("conditions") or []}
+        ready = conditions.get("Ready") or {}
+        if ready.get("status") == "True":
+            fetch["ready"] = True
+            return
+        problem = _not_starting([({"index": 0}, reader)])
+        fetch["message"] = (
+            problem[1].removeprefix("Rank 0: ") if problem else f"Waiting for the reader pod {reader_name}."
+        )
+        return
+    if old.get("requestID") == request_id and old.get("expired"):
+        b.status["fetch"] = dict(old)
+        return
+    if observed.reader_create_error:
+        fetch["message"] = f"The cluster refused the reader pod: {observed.reader_create_error}"
+        b.requeue_in(REFUSED_RETRY_SECONDS)
+        return
+    b.actions.append(CreatePod(outputs_reader_pod(config, run, request_id)))
+    fetch["pod"] = reader_name
+    fetch["message"] = f"Creating the reader pod {reader_name}."
+
+
+# The Run status fields that describe its Job once it existed; they are kept from round to round.
+_RUN_RECORD = (
+    "image",
+    "job",
+    "service",
+    "masterAddr",
+    "outputsClaim",
+    "startTime",
+    "completionTime",
+    "exitCode",
+    "failedRank",
+    "ranks",
+    "message",
+    "upload",
+    "build",
+)
+
+
+def decide_run(config: Config, observed: RunObserved) -> Plan:
+    """The plan for one Run: the shared build path, then its outputs claim, Service and Job, and
+    the Job's outcome as conditions, an exit code and the rank that failed."""
+    run = observed.run
+    meta = run["metadata"]
+    name, namespace = meta["name"], meta["namespace"]
+    spec = run["spec"]
+    nodes = int(spec.get("nodes") or RUN_NODES_DEFAULT)
+    b = _Builder(observed, run)
+
+    def finish(phase: str, message: str | None = None) -> Plan:
+        if message is not None:
+            b.status["message"] = message
+        return b.finish(phase)
+
+    if not valid_run_name(name):
+        message = (
+            f"A Run name starts with a letter, has at most 60 lowercase letters, digits and '-' "
+            f"(it names a Service and the pods' hostnames): {name!r} does not."
+        )
+        b.condition(CONDITION_STARTED, False, "InvalidName", message)
+        b.condition(CONDITION_FINISHED, True, "InvalidName", message)
+        return finish("Failed", message)
+
+    for key in _RUN_RECORD:
+        if key in b.old:
+            b.status[key] = b.old[key]
+    finished = get_condition(b.conditions, CONDITION_FINISHED)
+    job = observed.run_job
+    job_meta = (job or {}).get("metadata") or {}
+    if (
+        finished is not None
+        and finished.get("status") == "True"
+        and finished.get("reason") in RUN_REASONS_TERMINAL
+    ):
+        # A finished run stays as it ended, whatever happens to its Job afterwards (a TTL, a stop).
+        if finished.get("reason") == "Stopped" and job is not None and not job_meta.get("deletionTimestamp"):
+            b.actions.append(DeleteRunJob(run_job_name(name)))
+        _fetch(config, b, observed)
+        return b.finish(str(b.old.get("phase") or "Failed"))
+
+    stop_message = (
+        f"Stopped (spec.stop is true): the Job and its pods are deleted; the outputs stay in claim "
+        f"{outputs_claim_name(name)}."
+    )
+
+    if job is None:
+        if b.status.get("job"):
+            message = f"The Job {b.status['job']} was deleted before its outcome was seen."
+            if spec.get("stop"):
+                b.condition(CONDITION_FINISHED, True, "Stopped", stop_message)
+                b.status.setdefault("completionTime", rfc3339(observed.now))
+                _fetch(config, b, observed)
+                return finish("Stopped", stop_message)
+            b.condition(CONDITION_FINISHED, True, "JobDeleted", message)
+            _fetch(config, b, observed)
+            return finish("Failed", message)
+        image, phase = _resolve_image(config, b)
+        if image is None:
+            _fetch(config, b, observed)
+            built = get_condition(b.conditions, "Built") or {}
+            if spec.get("stop"):
+                b.condition(CONDITION_STARTED, False, "Stopped", "Stopped before it started.")
+                b.condition(
+                    CONDITION_FINISHED, True, "Stopped", "Stopped (spec.stop is true) before it started."
+                )
+                b.status["completionTime"] = rfc3339(observed.now)
+                return finish("Stopped", "Stopped before it started.")
+            reason = {"Failed": "NotBuilt", "Building": "WaitingForBuild"}.get(
+                phase or "", "WaitingForUpload"
+            )
+            b.condition(CONDITION_STARTED, False, reason, "The run starts once its image is built.")
+            if phase == "Failed" and built.get("reason") == "BuildFailed":
+                b.condition(CONDITION_FINISHED, True, "BuildFailed", str(built.get("message")))
+                return finish("Failed", str(built.get("message")))
+            b.condition(CONDITION_FINISHED, False, "NotStarted", "The run has not started.")
+            waiting = {"Uploading": "Waiting for the context's upload.", "Building": "Building the image."}
+            if phase == "Failed":
+                return finish(phase, str(built.get("message") or ""))
+            return finish(phase or "Pending", waiting.get(phase or "", "Waiting for the build."))
+        b.status["image"] = image
+        b.status["outputsClaim"] = outputs_claim_name(name)
+        if not observed.claim_exists:
+            b.actions.append(CreateObject(outputs_claim(config, run)))
+        if nodes > 1:
+            b.status["service"] = run_service_name(name)
+            b.status["masterAddr"] = rank0_address(name, namespace, config.cluster_domain)
+            if not observed.service_exists:
+                b.actions.append(CreateObject(run_service(run)))
+        else:
+            b.status["masterAddr"] = "127.0.0.1"
+        _fetch(config, b, observed)
+        if spec.get("stop"):
+            b.condition(CONDITION_STARTED, False, "Stopped", "Stopped before it started.")
+            b.condition(CONDITION_FINISHED, True, "Stopped", stop_message)
+            b.status["completionTime"] = rfc3339(observed.now)
+            return finish("Stopped", stop_message)
+        if observed.run_create_error:
+            message = (
+                f"The cluster refused the run's Job: {observed.run_create_error}. It is tried again every "
+                f"{REFUSED_RETRY_SECONDS:g} s."
+            )
+            b.condition(CONDITION_STARTED, False, "FailedCreate", message)
+            b.condition(CONDITION_FINISHED, False, "NotStarted", "The run has not started.")
+            b.requeue_in(REFUSED_RETRY_SECONDS)
+            return finish("Failed", message)
+        b.actions.append(CreateRunJob(run_job(config, run, image)))
+        b.status["job"] = run_job_name(name)
+        b.condition(CONDITION_STARTED, False, "Creating", f"Creating Job {run_job_name(name)}.")
+        b.condition(CONDITION_FINISHED, False, "NotStarted", "The run has not started.")
+        return finish("Starting", f"Creating Job {run_job_name(name)} of {nodes} node(s).")
+
+    # The Job exists: its outcome and its pods say where the run is.
+    b.status["job"] = run_job_name(name)
+    b.status.setdefault("outputsClaim", outputs_claim_name(name))
+    job_status = job.get("status") or {}
+    if job_status.get("startTime"):
+        b.status["startTime"] = job_status["startTime"]
+    ranks = _ranks(observed.run_pods, nodes)
+    b.status["ranks"] = [entry for entry, _ in ranks]
+    _fetch(config, b, observed)
+    outcome, condition = run_job_outcome(job)
+    if ranks and any(entry["phase"] != "Pending" for entry, _ in ranks):
+        b.condition(
+            CONDITION_STARTED, True, "Started", f"The run's pods started in Job {run_job_name(name)}."
+        )
+    if outcome == "succeeded":
+        b.status["exitCode"] = 0
+        b.status.pop("failedRank", None)
+        b.status["completionTime"] = str(
+            job_status.get("completionTime")
+            or (condition or {}).get("lastTransitionTime")
+            or rfc3339(observed.now)
+        )
+        message = (
+            f"All {nodes} rank(s) exited with code 0." if nodes > 1 else "The command exited with code 0."
+        )
+        b.condition(
+            CONDITION_STARTED, True, "Started", f"The run's pods started in Job {run_job_name(name)}."
+        )
+        b.condition(CONDITION_FINISHED, True, "Succeeded", message)
+        return finish("Succeeded", message)
+    if outcome == "failed":
+        b.status["completionTime"] = str((condition or {}).get("lastTransitionTime") or rfc3339(observed.now))
+        job_reason = str((condition or {}).get("reason") or "")
+        first = _first_failed(ranks)
+        if job_reason == "DeadlineExceeded":
+            reason = "DeadlineExceeded"
+            message = f"The run was stopped after spec.activeDeadlineSeconds ({spec.get('activeDeadlineSeconds')} s)."
+        elif first is not None:
+            entry, detail = first
+            b.status["exitCode"] = entry["exitCode"]
+            b.status["failedRank"] = entry["index"]
+            if nodes == 1:
+                reason = "ScriptFailed"
+                message = f"The command exited with code {entry['exitCode']}{detail} (pod {entry['pod']})."
+            else:
+                reason = "RankFailed"
+                message = (
+                    f"Rank {entry['index']} (pod {entry['pod']}) exited with code {entry['exitCode']}{detail}; "
+                    "the other ranks were stopped."
+                )
+        else:
+            reason = "JobFailed"
+            message = f"Job {run_job_name(name)} failed: {(condition or {}).get('message') or job_reason}."
+        b.condition(CONDITION_FINISHED, True, reason, message)
+        return finish("Failed", message)
+    if spec.get("stop") or job_meta.get("deletionTimestamp"):
+        if not job_meta.get("deletionTimestamp"):
+            b.actions.append(DeleteRunJob(run_job_name(name)))
+        if spec.get("stop"):
+            b.condition(CONDITION_FINISHED, True, "Stopped", stop_message)
+            b.status["completionTime"] = rfc3339(observed.now)
+            return finish("Stopped", stop_message)
+        b.requeue_in(1.0)
+        message = f"The Job {run_job_name(name)} is being deleted."
+        return finish(str(b.old.get("phase") or "Running"), message)
+    b.condition(CONDITION_FINISHED, False, "Running", "The run has not finished.")
+    running = [entry for entry, _ in ranks if entry["phase"] == "Running"]
+    if running:
+        message = f"{len(running)} of {nodes} rank(s) running." if nodes > 1 else "The command is running."
+        return finish("Running", message)
+    if observed.run_create_error:
+        message = f"The cluster refused a pod of Job {run_job_name(name)}: {observed.run_create_error}."
+        b.condition(CONDITION_STARTED, False, "FailedCreate", message)
+        b.requeue_in(REFUSED_RETRY_SECONDS)
+        return finish("Starting", message)
+    problem = _not_starting(ranks)
+    if problem is not None:
+        b.condition(CONDITION_STARTED, False, problem[0], problem[1])
+        return finish("Starting", problem[1])
+    if (get_condition(b.conditions, CONDITION_STARTED) or {}).get("status") != "True":
+        b.condition(CONDITION_STARTED, False, "Starting", "Waiting for the run's pods to start.")
+    if ranks and all(entry["phase"] == "Succeeded" for entry, _ in ranks):
+        return finish("Running", "Waiting for the Job to complete.")
+    return finish("Starting", "Waiting for the run's pods to start.")

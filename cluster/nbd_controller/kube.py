@@ -15,7 +15,7 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from nbdcontract import ANNOTATION_ABOUT
+from nbdcontract import ANNOTATION_ABOUT, COMPONENT_RUN, LABEL_RUN, RUN_PLURAL
 
 from .builds import MAX_RECORDS, records_to_drop
 from .naming import (
@@ -39,6 +39,14 @@ PERMISSIONS: frozenset[tuple[str, str, str]] = frozenset(
         ("nbd.dev", "notebooks", "list"),
         ("nbd.dev", "notebooks", "watch"),
         ("nbd.dev", "notebooks/status", "patch"),
+        ("nbd.dev", "runs", "get"),
+        ("nbd.dev", "runs", "list"),
+        ("nbd.dev", "runs", "watch"),
+        ("nbd.dev", "runs/status", "patch"),
+        ("", "services", "get"),
+        ("", "services", "create"),
+        ("", "persistentvolumeclaims", "get"),
+        ("", "persistentvolumeclaims", "create"),
         ("", "pods", "get"),
         ("", "pods", "list"),
         ("", "pods", "watch"),
@@ -92,10 +100,13 @@ class Kube:
                 return None
             raise
 
-    # Notebooks.
+    # Notebooks and Runs.
     def get_notebook(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.get_custom(PLURAL, namespace, name)
+
+    def get_custom(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            out: Any = self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+            out: Any = self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, plural, name)
             return dict(out)
         except ApiException as e:
             if e.status == 404:
@@ -103,13 +114,28 @@ class Kube:
             raise
 
     def patch_notebook_status(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
+        self.patch_custom_status(PLURAL, namespace, name, patch)
+
+    def patch_custom_status(self, plural: str, namespace: str, name: str, patch: dict[str, Any]) -> None:
         try:
             self.custom.patch_namespaced_custom_object_status(
-                GROUP, VERSION, namespace, PLURAL, name, {"status": patch}
+                GROUP, VERSION, namespace, plural, name, {"status": patch}
             )
         except ApiException as e:
             if e.status != 404:
                 raise
+
+    def run_pods(self, namespace: str, run: str) -> list[dict[str, Any]]:
+        """The pods of a Run's Job (every rank, every attempt)."""
+        selector = f"{LABEL_RUN}={run},{LABEL_COMPONENT}={COMPONENT_RUN}"
+        items = self.core.list_namespaced_pod(namespace, label_selector=selector).items
+        return [self.to_dict(p) for p in items]
+
+    def claim_exists(self, namespace: str, name: str) -> bool:
+        return self._get(self.core.read_namespaced_persistent_volume_claim, name, namespace) is not None
+
+    def service_exists(self, namespace: str, name: str) -> bool:
+        return self._get(self.core.read_namespaced_service, name, namespace) is not None
 
     # Build record.
     def get_builds(self, namespace: str) -> dict[str, str]:
@@ -128,8 +154,16 @@ class Kube:
             return
         victims: list[str] = []
         if len(data) >= MAX_RECORDS:
-            listed: Any = self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)
-            items: list[dict[str, Any]] = listed.get("items") or []
+            items: list[dict[str, Any]] = []
+            for plural in (PLURAL, RUN_PLURAL):
+                try:
+                    listed: Any = self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, plural)
+                except ApiException as e:
+                    # The Run CRD may not be installed yet (an upgrade applies it after the controller).
+                    if e.status != 404 or plural == PLURAL:
+                        raise
+                    continue
+                items += listed.get("items") or []
             in_use = {
                 str((((n.get("spec") or {}).get("build") or {}).get("upload") or {}).get("md5"))
                 for n in items
@@ -181,7 +215,7 @@ class Kube:
                 raise
 
     def create(self, manifest: dict[str, Any]) -> bool:
-        """Creates a Pod, Secret or Job; False when it already existed."""
+        """Creates a Pod, Secret, Job, Service or PersistentVolumeClaim; False when it already existed."""
         namespace = manifest["metadata"]["namespace"]
         kind = manifest["kind"]
         body: Any = manifest
@@ -192,6 +226,10 @@ class Kube:
                 self.core.create_namespaced_secret(namespace, body)
             elif kind == "Job":
                 self.batch.create_namespaced_job(namespace, body)
+            elif kind == "Service":
+                self.core.create_namespaced_service(namespace, body)
+            elif kind == "PersistentVolumeClaim":
+                self.core.create_namespaced_persistent_volume_claim(namespace, body)
             else:
                 raise ValueError(f"cannot create a {kind}")
         except ApiException as e:

@@ -13,9 +13,12 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from nbdcontract import LABEL_REQUESTED_BY_KIND, LABEL_RUN, RUN_KIND, RUN_PLURAL
+
 from .config import Config, ConfigError
 from .naming import (
     GROUP,
+    KIND,
     LABEL_CONTEXT_MD5,
     LABEL_MANAGED_BY,
     LABEL_NOTEBOOK,
@@ -25,11 +28,29 @@ from .naming import (
     VERSION,
 )
 
-__all__ = ["main", "run"]
+__all__ = ["main", "run", "owner_keys"]
 
 log = logging.getLogger("nbd_controller")
 
-Key = tuple[str, str]
+# (kind, namespace, name): a Notebook and a Run of the same name are different keys.
+Key = tuple[str, str, str]
+
+
+def owner_keys(namespace: str, labels: dict[str, str], by_md5: dict[tuple[str, str], set[Key]]) -> set[Key]:
+    """The Notebooks and Runs to look at when an object the controller made (a pod, a Job) changes:
+    the one it belongs to, the one that asked for a build, and every one waiting on that build."""
+    keys: set[Key] = set()
+    if labels.get(LABEL_NOTEBOOK):
+        keys.add((KIND, namespace, labels[LABEL_NOTEBOOK]))
+    if labels.get(LABEL_RUN):
+        keys.add((RUN_KIND, namespace, labels[LABEL_RUN]))
+    if labels.get(LABEL_REQUESTED_BY):
+        # A build Job without the kind label was requested by a Notebook.
+        keys.add((labels.get(LABEL_REQUESTED_BY_KIND) or KIND, namespace, labels[LABEL_REQUESTED_BY]))
+    md5 = labels.get(LABEL_CONTEXT_MD5)
+    if md5:
+        keys |= by_md5.get((namespace, md5), set())
+    return keys
 
 
 def _api_client(kubeconfig: str | None) -> Any:
@@ -54,43 +75,44 @@ async def run(cfg: Config, kubeconfig: str | None = None) -> None:
     store = make_store(cfg)
     kube = Kube(_api_client(kubeconfig))
     reconciler = Reconciler(cfg, kube, store, executor)
-    # Notebooks waiting on a shared build Job are found through this index: (namespace, md5) -> names.
-    by_md5: dict[tuple[str, str], set[str]] = {}
+    # Notebooks and Runs waiting on a shared build Job are found through this index:
+    # (namespace, md5) -> keys.
+    by_md5: dict[tuple[str, str], set[Key]] = {}
     md5_of: dict[Key, str] = {}
     known: set[Key] = set()
 
     async def handle(key: Key) -> float | None:
-        return await reconciler.reconcile(*key)
+        kind, namespace, name = key
+        return await reconciler.reconcile(namespace, name, kind)
 
     queue: WorkQueue[Key] = WorkQueue(handle, concurrency=cfg.concurrency)
 
-    def on_notebook(kind: str, obj: dict[str, Any]) -> None:
-        meta = obj.get("metadata") or {}
-        key = (meta.get("namespace", ""), meta.get("name", ""))
-        old = md5_of.pop(key, None)
-        if old is not None:
-            by_md5.get((key[0], old), set()).discard(key[1])
-        upload = ((obj.get("spec") or {}).get("build") or {}).get("upload") or {}
-        if kind != "DELETED" and upload.get("md5"):
-            md5_of[key] = upload["md5"]
-            by_md5.setdefault((key[0], upload["md5"]), set()).add(key[1])
-        if kind == "DELETED":
-            known.discard(key)
-        else:
-            known.add(key)
-            queue.add(key)
+    def on_resource(resource_kind: str) -> Any:
+        def on_event(kind: str, obj: dict[str, Any]) -> None:
+            meta = obj.get("metadata") or {}
+            key = (resource_kind, meta.get("namespace", ""), meta.get("name", ""))
+            old = md5_of.pop(key, None)
+            if old is not None:
+                by_md5.get((key[1], old), set()).discard(key)
+            upload = ((obj.get("spec") or {}).get("build") or {}).get("upload") or {}
+            if kind != "DELETED" and upload.get("md5"):
+                md5_of[key] = upload["md5"]
+                by_md5.setdefault((key[1], upload["md5"]), set()).add(key)
+            if kind == "DELETED":
+                known.discard(key)
+            else:
+                known.add(key)
+                queue.add(key)
+
+        return on_event
+
+    on_notebook = on_resource(KIND)
+    on_run = on_resource(RUN_KIND)
 
     def on_owned(kind: str, obj: dict[str, Any]) -> None:
         meta = obj.get("metadata") or {}
-        namespace = meta.get("namespace", "")
-        labels = meta.get("labels") or {}
-        for label in (LABEL_NOTEBOOK, LABEL_REQUESTED_BY):
-            if labels.get(label):
-                queue.add((namespace, labels[label]))
-        md5 = labels.get(LABEL_CONTEXT_MD5)
-        if md5:
-            for name in by_md5.get((namespace, md5), set()):
-                queue.add((namespace, name))
+        for key in owner_keys(meta.get("namespace", ""), meta.get("labels") or {}, by_md5):
+            queue.add(key)
 
     from kubernetes import client
 
@@ -102,6 +124,7 @@ async def run(cfg: Config, kubeconfig: str | None = None) -> None:
         if namespace is None:
             specs: list[tuple[str, Any, tuple[Any, ...], dict[str, Any], Any]] = [
                 ("notebooks", custom.list_cluster_custom_object, (GROUP, VERSION, PLURAL), {}, on_notebook),
+                ("runs", custom.list_cluster_custom_object, (GROUP, VERSION, RUN_PLURAL), {}, on_run),
                 ("pods", kube.core.list_pod_for_all_namespaces, (), {"label_selector": selector}, on_owned),
                 ("jobs", kube.batch.list_job_for_all_namespaces, (), {"label_selector": selector}, on_owned),
             ]
@@ -113,6 +136,13 @@ async def run(cfg: Config, kubeconfig: str | None = None) -> None:
                     (GROUP, VERSION, namespace, PLURAL),
                     {},
                     on_notebook,
+                ),
+                (
+                    f"runs/{namespace}",
+                    custom.list_namespaced_custom_object,
+                    (GROUP, VERSION, namespace, RUN_PLURAL),
+                    {},
+                    on_run,
                 ),
                 (
                     f"pods/{namespace}",

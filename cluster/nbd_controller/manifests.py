@@ -19,14 +19,26 @@ from importlib import resources
 from typing import Any
 
 from nbdcontract import (
+    ANNOTATION_COMPLETION_INDEX,
+    ANNOTATION_FETCH_REQUEST,
     ANNOTATION_IMAGE,
     ANNOTATION_SPEC_HASH,
     COMPONENT_BUILD,
     COMPONENT_NOTEBOOK,
+    COMPONENT_OUTPUTS,
+    COMPONENT_RUN,
+    DEFAULT_MASTER_PORT,
+    DEFAULT_OUTPUTS,
+    DEFAULT_OUTPUTS_SIZE,
     DEFAULT_PORT,
     DEFAULT_WORKDIR,
     GPU_COUNT_DEFAULT,
+    LABEL_REQUESTED_BY_KIND,
+    LABEL_RUN,
     NOTEBOOK_CONTAINER,
+    RUN_CONTAINER,
+    RUN_NODES_DEFAULT,
+    RUN_TORCHRUN_ENV,
 )
 
 from .config import Config
@@ -41,7 +53,12 @@ from .naming import (
     MANAGED_BY,
     TOKEN_KEY,
     build_job_name,
+    outputs_claim_name,
+    outputs_reader_name,
     pod_name,
+    rank0_address,
+    run_job_name,
+    run_service_name,
     token_secret_name,
 )
 
@@ -57,6 +74,14 @@ __all__ = [
     "ANNOTATION_SPEC_HASH",
     "WORKSPACE",
     "BUILD_POD_FAILURE_POLICY",
+    "RUN_POD_FAILURE_POLICY",
+    "RUN_BACKOFF_LIMIT",
+    "READER_SECONDS",
+    "run_job",
+    "run_service",
+    "outputs_claim",
+    "outputs_reader_pod",
+    "run_env",
 ]
 
 WORKSPACE = "/workspace"
@@ -81,11 +106,12 @@ def fetch_script() -> str:
     return resources.files("nbd_controller").joinpath("fetch.py").read_text()
 
 
-def owner_reference(notebook: dict[str, Any]) -> dict[str, Any]:
-    meta = notebook["metadata"]
+def owner_reference(owner: dict[str, Any]) -> dict[str, Any]:
+    """The reference to a Notebook or a Run (its `kind`; a Notebook when the dict has none)."""
+    meta = owner["metadata"]
     return {
         "apiVersion": API_VERSION,
-        "kind": KIND,
+        "kind": str(owner.get("kind") or KIND),
         "name": meta["name"],
         "uid": meta["uid"],
         "controller": True,
@@ -199,7 +225,7 @@ def build_job(
     *,
     import_cache: bool = True,
 ) -> dict[str, Any]:
-    """The Job building context `md5` into `image`.
+    """The Job building context `md5` into `image`, for the Notebook or Run `notebook`.
 
     Its init container fetches the context through `context_url` (a signed GET URL), checks the MD5
     and unpacks it into the shared emptyDir; the builder then builds and pushes. backoffLimit is 0: a
@@ -211,6 +237,7 @@ def build_job(
     name = notebook["metadata"]["name"]
     labels = {
         LABEL_REQUESTED_BY: name,
+        LABEL_REQUESTED_BY_KIND: str(notebook.get("kind") or KIND),
         LABEL_COMPONENT: COMPONENT_BUILD,
         LABEL_MANAGED_BY: MANAGED_BY,
         LABEL_CONTEXT_MD5: md5,
@@ -456,3 +483,279 @@ def notebook_pod(config: Config, notebook: dict[str, Any], image: str) -> dict[s
     }
     pod["metadata"]["annotations"][ANNOTATION_SPEC_HASH] = pod_spec_hash(pod)
     return pod
+
+
+# --- runs ----------------------------------------------------------------------------------------
+
+# A pod the cluster took away (preemption, eviction, a drain) is replaced and not counted; a
+# non-zero exit of the command fails the whole Job at once (every other rank is stopped), so a
+# failing script is never run twice. What neither rule classifies (a pod lost with its node, a
+# failure before the command ran) counts against RUN_BACKOFF_LIMIT.
+RUN_POD_FAILURE_POLICY: dict[str, Any] = {
+    "rules": [
+        {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+        {
+            "action": "FailJob",
+            "onExitCodes": {"containerName": RUN_CONTAINER, "operator": "NotIn", "values": [0]},
+        },
+    ]
+}
+RUN_BACKOFF_LIMIT = 3
+# The outputs reader pod lives at most this long (its activeDeadlineSeconds and its sleep).
+READER_SECONDS = 3600
+# The run's pods mount the outputs claim through this volume.
+OUTPUTS_VOLUME = "outputs"
+
+
+def _run_labels(run_name: str, component: str) -> dict[str, str]:
+    return {LABEL_RUN: run_name, LABEL_COMPONENT: component, LABEL_MANAGED_BY: MANAGED_BY}
+
+
+def _nodes(spec: dict[str, Any]) -> int:
+    return int(spec.get("nodes") or RUN_NODES_DEFAULT)
+
+
+def _outputs(spec: dict[str, Any]) -> dict[str, Any]:
+    return dict(spec.get("outputs") or {})
+
+
+def run_env(config: Config, run: dict[str, Any]) -> list[dict[str, Any]]:
+    """The environment of every pod of a run: torchrun's variables (also as the PET_* options a bare
+    `torchrun` reads), then the spec's env.
+
+    NODE_RANK is the pod's completion index, read through the downward API from the annotation the
+    Job controller puts on an Indexed Job's pods; one node is rank 0 talking to itself.
+    """
+    meta = run["metadata"]
+    spec = run["spec"]
+    name = meta["name"]
+    nodes = _nodes(spec)
+    gpus = _gpu_count(spec)
+    if nodes > 1:
+        master = rank0_address(name, meta["namespace"], config.cluster_domain)
+        rank: dict[str, Any] = {
+            "name": "NODE_RANK",
+            "valueFrom": {
+                "fieldRef": {"fieldPath": f"metadata.annotations['{ANNOTATION_COMPLETION_INDEX}']"}
+            },
+        }
+    else:
+        master = "127.0.0.1"
+        rank = {"name": "NODE_RANK", "value": "0"}
+    env: list[dict[str, Any]] = [
+        {"name": "MASTER_ADDR", "value": master},
+        {"name": "MASTER_PORT", "value": str(int(spec.get("masterPort") or DEFAULT_MASTER_PORT))},
+        {"name": "WORLD_SIZE", "value": str(nodes)},
+        rank,
+        {"name": "NPROC_PER_NODE", "value": str(gpus if gpus > 0 else 1)},
+    ]
+    by_name = {e["name"]: e for e in env}
+    env += [{**by_name[source], "name": pet} for pet, source in RUN_TORCHRUN_ENV.items()]
+    env.append({"name": "NBD_RUN", "value": name})
+    reserved = {e["name"] for e in env}
+    for item in spec.get("env") or []:
+        if item["name"] not in reserved:
+            env.append({"name": item["name"], "value": str(item.get("value", ""))})
+    return env
+
+
+def _gpu_count(spec: dict[str, Any]) -> int:
+    gpu = (spec.get("resources") or {}).get("gpu") or {}
+    return int(gpu.get("count", GPU_COUNT_DEFAULT)) if gpu else 0
+
+
+def run_job(config: Config, run: dict[str, Any], image: str) -> dict[str, Any]:
+    """The Job of a Run: one pod (completions 1), or an Indexed Job of `nodes` pods at once.
+
+    /content is the image's own (what the build copied in): a run's pod never restarts
+    (restartPolicy Never), so nothing can reset it under the command, and nothing syncs into it.
+    Only the outputs claim, mounted at outputs.path, outlives the pod.
+    """
+    meta = run["metadata"]
+    spec = run["spec"]
+    name = meta["name"]
+    nodes = _nodes(spec)
+    workdir = str(spec.get("workdir") or DEFAULT_WORKDIR)
+    outputs_path = str(_outputs(spec).get("path") or DEFAULT_OUTPUTS)
+    resources_, selector = _resources(config, spec)
+    labels = _run_labels(name, COMPONENT_RUN)
+    container: dict[str, Any] = {
+        "name": RUN_CONTAINER,
+        "image": image,
+        "command": [str(word) for word in spec["command"]],
+        "workingDir": workdir,
+        "env": run_env(config, run),
+        "volumeMounts": [{"name": OUTPUTS_VOLUME, "mountPath": outputs_path}],
+    }
+    if nodes > 1:
+        container["ports"] = [
+            {"name": "master", "containerPort": int(spec.get("masterPort") or DEFAULT_MASTER_PORT)}
+        ]
+    if not spec.get("image"):
+        container["imagePullPolicy"] = "Always"
+    if resources_:
+        container["resources"] = resources_
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "containers": [container],
+        "volumes": [
+            {"name": OUTPUTS_VOLUME, "persistentVolumeClaim": {"claimName": outputs_claim_name(name)}}
+        ],
+    }
+    if nodes > 1:
+        # Indexed Job pods get hostname JOB-INDEX; with the headless Service as subdomain, rank 0
+        # is JOB-0.SERVICE.NAMESPACE.svc.DOMAIN.
+        pod_spec["subdomain"] = run_service_name(name)
+    if config.notebook_fs_group is not None:
+        # The claim's root is the volume's: fsGroup makes it writable whatever user the image runs as.
+        pod_spec["securityContext"] = {
+            "fsGroup": config.notebook_fs_group,
+            "fsGroupChangePolicy": "OnRootMismatch",
+        }
+    if selector:
+        pod_spec["nodeSelector"] = selector
+    if config.registry_secret:
+        pod_spec["imagePullSecrets"] = [{"name": config.registry_secret}]
+    job_spec: dict[str, Any] = {
+        "backoffLimit": RUN_BACKOFF_LIMIT,
+        "podFailurePolicy": RUN_POD_FAILURE_POLICY,
+        "completions": nodes,
+        "parallelism": nodes,
+        "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+    }
+    if nodes > 1:
+        job_spec["completionMode"] = "Indexed"
+    if spec.get("ttlSecondsAfterFinished") is not None:
+        job_spec["ttlSecondsAfterFinished"] = int(spec["ttlSecondsAfterFinished"])
+    if spec.get("activeDeadlineSeconds") is not None:
+        job_spec["activeDeadlineSeconds"] = int(spec["activeDeadlineSeconds"])
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": run_job_name(name),
+            "namespace": meta["namespace"],
+            "labels": labels,
+            "annotations": {ANNOTATION_IMAGE: image},
+            "ownerReferences": [owner_reference(run)],
+        },
+        "spec": job_spec,
+    }
+
+
+def run_service(run: dict[str, Any]) -> dict[str, Any]:
+    """The headless Service that gives a multi-node run's pods their DNS names.
+
+    publishNotReadyAddresses: the ranks look each other up before any is ready (they have no
+    readiness probe, and a rendezvous happens before the training loop)."""
+    meta = run["metadata"]
+    name = meta["name"]
+    port = int(run["spec"].get("masterPort") or DEFAULT_MASTER_PORT)
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": run_service_name(name),
+            "namespace": meta["namespace"],
+            "labels": _run_labels(name, COMPONENT_RUN),
+            "ownerReferences": [owner_reference(run)],
+        },
+        "spec": {
+            "clusterIP": "None",
+            "selector": {LABEL_RUN: name, LABEL_COMPONENT: COMPONENT_RUN},
+            "publishNotReadyAddresses": True,
+            "ports": [{"name": "master", "port": port, "targetPort": port, "protocol": "TCP"}],
+        },
+    }
+
+
+def outputs_claim(config: Config, run: dict[str, Any]) -> dict[str, Any]:
+    """The PersistentVolumeClaim of a run's outputs: ReadWriteOnce for one node, ReadWriteMany for
+    more (every rank mounts it), owned by the Run so that it goes with it."""
+    meta = run["metadata"]
+    spec = run["spec"]
+    name = meta["name"]
+    outputs = _outputs(spec)
+    many = _nodes(spec) > 1
+    claim_spec: dict[str, Any] = {
+        "accessModes": ["ReadWriteMany" if many else "ReadWriteOnce"],
+        "resources": {"requests": {"storage": str(outputs.get("size") or DEFAULT_OUTPUTS_SIZE)}},
+    }
+    storage_class = outputs.get("storageClass") or (
+        config.outputs_rwx_storage_class if many else config.outputs_storage_class
+    )
+    if storage_class:
+        claim_spec["storageClassName"] = str(storage_class)
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {
+            "name": outputs_claim_name(name),
+            "namespace": meta["namespace"],
+            "labels": _run_labels(name, COMPONENT_OUTPUTS),
+            "ownerReferences": [owner_reference(run)],
+        },
+        "spec": claim_spec,
+    }
+
+
+def outputs_reader_pod(config: Config, run: dict[str, Any], request_id: str) -> dict[str, Any]:
+    """A pod that mounts a run's outputs claim read-only at outputs.path, for the daemon to exec
+    into and copy files out of with its sync agent.
+
+    It runs the utility image (python3, which the agent needs, whatever the run's image holds) and
+    only sleeps; it ends by itself after READER_SECONDS (activeDeadlineSeconds)."""
+    meta = run["metadata"]
+    name = meta["name"]
+    path = str(_outputs(run["spec"]).get("path") or DEFAULT_OUTPUTS)
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": outputs_reader_name(name),
+            "namespace": meta["namespace"],
+            "labels": _run_labels(name, COMPONENT_OUTPUTS),
+            "annotations": {ANNOTATION_FETCH_REQUEST: request_id},
+            "ownerReferences": [owner_reference(run)],
+        },
+        "spec": {
+            "restartPolicy": "Never",
+            "activeDeadlineSeconds": READER_SECONDS,
+            "automountServiceAccountToken": False,
+            "enableServiceLinks": False,
+            "terminationGracePeriodSeconds": 1,
+            # A ReadWriteOnce claim in use mounts only on its pod's node: go there if a rank runs.
+            "affinity": {
+                "podAffinity": {
+                    "preferredDuringSchedulingIgnoredDuringExecution": [
+                        {
+                            "weight": 100,
+                            "podAffinityTerm": {
+                                "labelSelector": {
+                                    "matchLabels": {LABEL_RUN: name, LABEL_COMPONENT: COMPONENT_RUN}
+                                },
+                                "topologyKey": "kubernetes.io/hostname",
+                            },
+                        }
+                    ]
+                }
+            },
+            "containers": [
+                {
+                    "name": "reader",
+                    "image": config.utility_image,
+                    "command": ["sleep", str(READER_SECONDS)],
+                    "workingDir": path,
+                    "volumeMounts": [{"name": OUTPUTS_VOLUME, "mountPath": path, "readOnly": True}],
+                }
+            ],
+            "volumes": [
+                {
+                    "name": OUTPUTS_VOLUME,
+                    "persistentVolumeClaim": {"claimName": outputs_claim_name(name), "readOnly": True},
+                }
+            ],
+        },
+    }

@@ -46,6 +46,11 @@ __all__ = [
     "build_job_name",
     "image_ref",
     "object_name",
+    "run_job_name",
+    "run_service_name",
+    "outputs_claim_name",
+    "outputs_reader_name",
+    "rank0_address",
 ]
 
 # Per namespace, the record of built contexts: data[<md5>] = <image reference>. It outlives Jobs and
@@ -86,3 +91,28 @@ def image_ref(registry: str, namespace: str, md5: str) -> str:
 def object_name(prefix: str, md5: str) -> str:
     """The object holding an uploaded context."""
     return f"{prefix}/{md5}.tar.gz" if prefix else f"{md5}.tar.gz"
+
+
+def run_job_name(run: str) -> str:
+    """A Run's Job: named after the Run, so an Indexed Job's pods get hostnames `RUN-INDEX`."""
+    return run
+
+
+def run_service_name(run: str) -> str:
+    """The headless Service of a run of several nodes: the pods' `subdomain`."""
+    return run
+
+
+def outputs_claim_name(run: str) -> str:
+    """The PersistentVolumeClaim holding a run's outputs, owned by the Run."""
+    return _bounded(run, "-outputs")
+
+
+def outputs_reader_name(run: str) -> str:
+    """The pod that mounts a run's outputs claim read-only for the daemon to fetch from."""
+    return _bounded(run, "-outputs-reader")
+
+
+def rank0_address(run: str, namespace: str, domain: str) -> str:
+    """Rank 0's fully qualified name: hostname `RUN-0` in subdomain `RUN` (the headless Service)."""
+    return f"{run_job_name(run)}-0.{run_service_name(run)}.{namespace}.svc.{domain}"

@@ -1,4 +1,5 @@
-"""One reconcile of one Notebook: observe, decide (pure), act, report.
+"""One reconcile of one Notebook or Run: observe, decide (pure), act, report. Both kinds observe
+and act on the build path through the same methods (`observe_build`, `act`).
 
 Every step is safe to repeat: creates are create-if-absent, deletes delete-if-present, the status is
 written only when it changed. A controller killed between any two steps finds, next time, the
@@ -19,26 +20,43 @@ from typing import Any, TypeVar
 
 from kubernetes.client.exceptions import ApiException
 
+from nbdcontract import RUN_KIND, RUN_PLURAL
+
 from .conditions import get_condition, rfc3339
 from .config import Config
 from .decisions import (
     CreateBuildJob,
+    CreateObject,
     CreatePod,
+    CreateRunJob,
     CreateTokenSecret,
     DeleteBuildJob,
     DeleteObject,
     DeletePod,
+    DeleteRunJob,
     ForgetBuild,
     IssueUploadURL,
     Observed,
     Plan,
     RecordBuild,
+    RunObserved,
     decide,
+    decide_run,
     job_outcome,
+    run_job_outcome,
 )
 from .kube import Kube, api_message
 from .manifests import build_job, token_secret
-from .naming import build_job_name, pod_name, token_secret_name
+from .naming import (
+    KIND,
+    build_job_name,
+    outputs_claim_name,
+    outputs_reader_name,
+    pod_name,
+    run_job_name,
+    run_service_name,
+    token_secret_name,
+)
 from .patching import merge_patch
 from .storage import CONTENT_TYPE, ObjectStore
 
@@ -64,10 +82,11 @@ class Reconciler:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.executor, functools.partial(fn, *args))
 
-    async def observe(self, notebook: dict[str, Any]) -> Observed:
-        meta = notebook["metadata"]
-        namespace, name = meta["namespace"], meta["name"]
-        spec = notebook.get("spec") or {}
+    async def observe_build(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """The build path of a Notebook or a Run: the fields of `BuildObserved` (but `now`)."""
+        meta = obj["metadata"]
+        namespace = meta["namespace"]
+        spec = obj.get("spec") or {}
         upload = (spec.get("build") or {}).get("upload") if not spec.get("image") else None
         built_image = stored_md5 = log_tail = create_error = pod_problem = None
         pod_pending = False
@@ -80,7 +99,7 @@ class Reconciler:
                 if job is None:
                     stored_md5 = await self._call(self.store.stat, md5)
                 elif job_outcome(job) == "failed":
-                    built = get_condition((notebook.get("status") or {}).get("conditions") or [], "Built")
+                    built = get_condition((obj.get("status") or {}).get("conditions") or [], "Built")
                     if built is None or built.get("reason") != "BuildFailed":
                         log_tail = await self._call(self.kube.build_log_tail, namespace, md5)
                 elif job_outcome(job) == "running" and not _has_pods(job):
@@ -92,6 +111,20 @@ class Reconciler:
                     # A pod that does not start (its image, a Secret, no node) changes nothing of
                     # the Job: ask the pod.
                     pod_pending, pod_problem = await self._call(self.kube.build_pod_problem, namespace, md5)
+        return {
+            "built_image": built_image,
+            "stored_md5": stored_md5,
+            "job": job,
+            "build_log_tail": log_tail,
+            "build_create_error": create_error,
+            "build_pod_problem": pod_problem,
+            "build_pod_pending": pod_pending,
+        }
+
+    async def observe(self, notebook: dict[str, Any]) -> Observed:
+        meta = notebook["metadata"]
+        namespace, name = meta["namespace"], meta["name"]
+        build = await self.observe_build(notebook)
         secret_exists, pod = await asyncio.gather(
             self._call(self.kube.secret_exists, namespace, token_secret_name(name)),
             self._call(self.kube.get_pod, namespace, pod_name(name)),
@@ -99,19 +132,42 @@ class Reconciler:
         return Observed(
             notebook=notebook,
             now=datetime.now(UTC),
-            built_image=built_image,
-            stored_md5=stored_md5,
-            job=job,
-            build_log_tail=log_tail,
             secret_exists=secret_exists,
             pod=pod,
-            build_create_error=create_error,
-            build_pod_problem=pod_problem,
-            build_pod_pending=pod_pending,
+            **build,
+        )
+
+    async def observe_run(self, run: dict[str, Any]) -> RunObserved:
+        meta = run["metadata"]
+        namespace, name = meta["namespace"], meta["name"]
+        build = await self.observe_build(run)
+        job, pods, claim, service, reader = await asyncio.gather(
+            self._call(self.kube.get_job, namespace, run_job_name(name)),
+            self._call(self.kube.run_pods, namespace, name),
+            self._call(self.kube.claim_exists, namespace, outputs_claim_name(name)),
+            self._call(self.kube.service_exists, namespace, run_service_name(name)),
+            self._call(self.kube.get_pod, namespace, outputs_reader_name(name)),
+        )
+        create_error = None
+        if job is not None and run_job_outcome(job)[0] == "running" and not _has_pods(job):
+            create_error = await self._call(
+                self.kube.failed_create_message, namespace, "Job", run_job_name(name)
+            )
+        return RunObserved(
+            run=run,
+            now=datetime.now(UTC),
+            run_job=job,
+            run_pods=tuple(pods),
+            claim_exists=claim,
+            service_exists=service,
+            reader=reader,
+            run_create_error=create_error,
+            **build,
         )
 
     async def act(self, notebook: dict[str, Any], plan: Plan) -> str | None:
-        """Carries the plan out; returns the API server's refusal of the notebook pod, if any."""
+        """Carries the plan of a Notebook or a Run out; returns the API server's refusal of the pod
+        it creates (the notebook pod, a run's reader pod) or of a run's Job, if any."""
         refused = None
         meta = notebook["metadata"]
         namespace, name = meta["namespace"], meta["name"]
@@ -187,10 +243,41 @@ class Reconciler:
                 case DeletePod(name=pod):
                     await self._call(self.kube.delete_pod, namespace, pod)
                     log.info("%s/%s: deleted pod %s", namespace, name, pod)
+                case CreateObject(manifest=manifest):
+                    created = await self._call(self.kube.create, manifest)
+                    log.info(
+                        "%s/%s: %s %s %s",
+                        namespace,
+                        name,
+                        manifest["kind"],
+                        manifest["metadata"]["name"],
+                        "created" if created else "already exists",
+                    )
+                case CreateRunJob(manifest=manifest):
+                    try:
+                        created = await self._call(self.kube.create, manifest)
+                    except ApiException as e:
+                        if e.status not in (403, 422):
+                            raise
+                        refused = api_message(e)
+                        log.warning("%s/%s: the cluster refused the run's Job: %s", namespace, name, refused)
+                        continue
+                    log.info(
+                        "%s/%s: Job %s %s",
+                        namespace,
+                        name,
+                        manifest["metadata"]["name"],
+                        "created" if created else "already exists",
+                    )
+                case DeleteRunJob(name=job):
+                    await self._call(self.kube.delete_job, namespace, job)
+                    log.info("%s/%s: deleted Job %s and its pods", namespace, name, job)
         return refused
 
-    async def reconcile(self, namespace: str, name: str) -> float | None:
-        """Drives one Notebook a step toward its spec; returns when to look again (None: on change)."""
+    async def reconcile(self, namespace: str, name: str, kind: str = KIND) -> float | None:
+        """Drives one Notebook or Run a step toward its spec; returns when to look again (None: on change)."""
+        if kind == RUN_KIND:
+            return await self.reconcile_run(namespace, name)
         notebook = await self._call(self.kube.get_notebook, namespace, name)
         if notebook is None or notebook["metadata"].get("deletionTimestamp"):
             # Owner references make the garbage collector remove what it owned.
@@ -206,4 +293,24 @@ class Reconciler:
         patch = merge_patch(old, plan.status)
         if patch:
             await self._call(self.kube.patch_notebook_status, namespace, name, patch)
+        return plan.requeue_after
+
+    async def reconcile_run(self, namespace: str, name: str) -> float | None:
+        run = await self._call(self.kube.get_custom, RUN_PLURAL, namespace, name)
+        if run is None or run["metadata"].get("deletionTimestamp"):
+            return None
+        run.setdefault("spec", {})
+        run.setdefault("kind", RUN_KIND)
+        observed = await self.observe_run(run)
+        plan = decide_run(self.config, observed)
+        refused = await self.act(run, plan)
+        if refused is not None:
+            if any(isinstance(a, CreateRunJob) for a in plan.actions):
+                observed = dataclasses.replace(observed, run_create_error=refused)
+            else:
+                observed = dataclasses.replace(observed, reader_create_error=refused)
+            plan = decide_run(self.config, observed)
+        patch = merge_patch(run.get("status") or {}, plan.status)
+        if patch:
+            await self._call(self.kube.patch_custom_status, RUN_PLURAL, namespace, name, patch)
         return plan.requeue_after

@@ -94,6 +94,14 @@ __all__ = [
     "DEFAULT_OUTPUTS_SIZE",
     "RUN_ENV",
     "valid_run_nodes",
+    "RUN_NAME",
+    "RUN_NAME_MAX",
+    "valid_run_name",
+    "RUN_COMMAND_MIN",
+    "ANNOTATION_COMPLETION_INDEX",
+    "ANNOTATION_FETCH_REQUEST",
+    "RUN_REASONS_TERMINAL",
+    "RUN_TORCHRUN_ENV",
 ]
 
 # --- the resource ------------------------------------------------------------------------------
@@ -261,3 +269,40 @@ RUN_ENV = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "NODE_RANK", "NPROC_PER_N
 
 def valid_run_nodes(nodes: int) -> bool:
     return 1 <= nodes <= RUN_NODES_MAX
+
+
+# torchrun reads its options from PET_<OPTION> when they are not on its command line: each pod also
+# gets these, equal to the variable named, so a bare `torchrun train.py` joins the others.
+RUN_TORCHRUN_ENV = {
+    "PET_NNODES": "WORLD_SIZE",
+    "PET_NODE_RANK": "NODE_RANK",
+    "PET_MASTER_ADDR": "MASTER_ADDR",
+    "PET_MASTER_PORT": "MASTER_PORT",
+    "PET_NPROC_PER_NODE": "NPROC_PER_NODE",
+}
+
+# A Run's name is also its Job's, its headless Service's (a DNS-1035 label: it starts with a letter)
+# and the stem of its pods' hostnames `NAME-INDEX` (at most 63 characters with the index).
+RUN_NAME_MAX = 60
+RUN_NAME = re.compile(r"^[a-z]([-a-z0-9]{0,58}[a-z0-9])?$")
+# spec.command: at least one word.
+RUN_COMMAND_MIN = 1
+# The Job controller's annotation on an Indexed Job's pods (the same key as the label): NODE_RANK.
+ANNOTATION_COMPLETION_INDEX = LABEL_COMPLETION_INDEX
+# On a run's outputs reader pod: the spec.fetch.requestID it serves.
+ANNOTATION_FETCH_REQUEST = "nbd.dev/fetch-request"
+# Reasons of Finished=True after which a Run never starts again (its Job ran, or it was stopped).
+RUN_REASONS_TERMINAL = (
+    "Succeeded",
+    "ScriptFailed",
+    "RankFailed",
+    "Stopped",
+    "DeadlineExceeded",
+    "JobFailed",
+    "JobDeleted",
+)
+
+
+def valid_run_name(name: str) -> bool:
+    """A Run name that its Job, Service and pod hostnames can carry."""
+    return len(name) <= RUN_NAME_MAX and RUN_NAME.fullmatch(name) is not None

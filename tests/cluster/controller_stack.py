@@ -114,7 +114,10 @@ class Controller:
 
 
 class Notebooks:
-    """Notebook CRUD through the kubernetes client."""
+    """Notebook CRUD through the kubernetes client (`Runs` for Runs)."""
+
+    plural = PLURAL
+    kind = "Notebook"
 
     def __init__(self, api_client: Any, namespace: str = "default") -> None:
         from kubernetes import client
@@ -128,12 +131,12 @@ class Notebooks:
     def create(self, name: str, spec: dict[str, Any]) -> dict[str, Any]:
         body = {
             "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "Notebook",
+            "kind": self.kind,
             "metadata": {"name": name},
             "spec": spec,
         }
         out: dict[str, Any] = self.custom.create_namespaced_custom_object(
-            GROUP, VERSION, self.namespace, PLURAL, body
+            GROUP, VERSION, self.namespace, self.plural, body
         )
         return out
 
@@ -142,7 +145,7 @@ class Notebooks:
 
         try:
             out: dict[str, Any] = self.custom.get_namespaced_custom_object(
-                GROUP, VERSION, self.namespace, PLURAL, name
+                GROUP, VERSION, self.namespace, self.plural, name
             )
             return out
         except ApiException as e:
@@ -152,11 +155,11 @@ class Notebooks:
 
     def patch_spec(self, name: str, spec: dict[str, Any]) -> None:
         self.custom.patch_namespaced_custom_object(
-            GROUP, VERSION, self.namespace, PLURAL, name, {"spec": spec}
+            GROUP, VERSION, self.namespace, self.plural, name, {"spec": spec}
         )
 
     def delete(self, name: str) -> None:
-        self.custom.delete_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name)
+        self.custom.delete_namespaced_custom_object(GROUP, VERSION, self.namespace, self.plural, name)
 
     def status(self, name: str) -> dict[str, Any]:
         return dict((self.get(name) or {}).get("status") or {})
@@ -184,3 +187,28 @@ class Notebooks:
             if e.status == 404:
                 return None
             raise
+
+
+class Runs(Notebooks):
+    """Run CRUD through the kubernetes client."""
+
+    plural = "runs"
+    kind = "Run"
+
+    def exec(self, pod: str, command: list[str], container: str | None = None) -> str:
+        """The output of `command` run in `pod` (pods/exec over WebSocket)."""
+        from kubernetes.stream import stream
+
+        kwargs: dict[str, Any] = {"container": container} if container else {}
+        out: str = stream(
+            self.core.connect_get_namespaced_pod_exec,
+            pod,
+            self.namespace,
+            command=command,
+            stderr=True,
+            stdin=False,
+            stdout=True,
+            tty=False,
+            **kwargs,
+        )
+        return out

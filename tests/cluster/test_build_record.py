@@ -21,9 +21,10 @@ def image(i: int) -> str:
     return f"europe-west4-docker.pkg.dev/{'p' * 30}/{'r' * 40}/nbd/{'team' * 30}-context:{md5(i)}"
 
 
-def test_the_record_stays_bounded_and_keeps_what_notebooks_name(kubesim_factory: Any) -> None:
+def test_the_record_stays_bounded_and_keeps_what_notebooks_and_runs_name(kubesim_factory: Any) -> None:
     server = kubesim_factory(kubelet=False)
     server.kubectl("apply", "-f", "cluster/manifests/crd.yaml")
+    server.kubectl("apply", "-f", "cluster/manifests/run-crd.yaml")
     api = server.api_client()
     try:
         kube = Kube(api)
@@ -45,6 +46,19 @@ def test_the_record_stays_bounded_and_keeps_what_notebooks_name(kubesim_factory:
                 "spec": {"build": {"upload": {"md5": md5(0), "requestID": "r"}}},
             },
         )
+        # And a Run another one.
+        client.CustomObjectsApi(api).create_namespaced_custom_object(
+            "nbd.dev",
+            "v1alpha1",
+            "default",
+            "runs",
+            {
+                "apiVersion": "nbd.dev/v1alpha1",
+                "kind": "Run",
+                "metadata": {"name": "run"},
+                "spec": {"build": {"upload": {"md5": md5(1), "requestID": "r"}}, "command": ["true"]},
+            },
+        )
 
         new = MAX_RECORDS + 1
         for extra in range(new, new + 5 * (MAX_RECORDS - KEEP_RECORDS)):  # several prunings' worth
@@ -52,6 +66,7 @@ def test_the_record_stays_bounded_and_keeps_what_notebooks_name(kubesim_factory:
         record = kube.get_builds("default")
         assert len(record) <= MAX_RECORDS
         assert md5(0) in record  # named by a Notebook
+        assert md5(1) in record  # named by a Run
         assert all(
             md5(i) in record for i in range(new, new + 5 * (MAX_RECORDS - KEEP_RECORDS))
         )  # all new ones
@@ -65,5 +80,20 @@ def test_the_record_stays_bounded_and_keeps_what_notebooks_name(kubesim_factory:
         kube.forget_build("default", md5(new))
         assert md5(new) not in kube.get_builds("default")
         kube.forget_build("absent-namespace", md5(new))  # no record there: nothing to forget
+    finally:
+        api.close()
+
+
+def test_pruning_the_record_works_before_the_run_crd_is_installed(kubesim_factory: Any) -> None:
+    server = kubesim_factory(kubelet=False)
+    server.kubectl("apply", "-f", "cluster/manifests/crd.yaml")
+    api = server.api_client()
+    try:
+        client.CoreV1Api(api).create_namespaced_config_map(
+            "default",
+            {"metadata": {"name": BUILDS_CONFIGMAP}, "data": {md5(i): image(i) for i in range(MAX_RECORDS)}},
+        )
+        Kube(api).record_build("default", md5(MAX_RECORDS), image(MAX_RECORDS))
+        assert md5(MAX_RECORDS) in Kube(api).get_builds("default")
     finally:
         api.close()

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from nbd_controller.config import DEFAULT_BUILDKIT_IMAGE, DEFAULT_KANIKO_IMAGE, Config, ConfigError
-from nbd_controller.crd import crd_yaml, notebook_crd
+from nbd_controller.crd import crd_yaml, notebook_crd, run_crd
 from nbd_controller.naming import build_job_name, image_ref, object_name, pod_name, token_secret_name
 from nbd_controller.workqueue import WorkQueue
 
@@ -143,6 +143,17 @@ def test_committed_crd_yaml_is_generated_from_crd_py() -> None:
     assert text == crd_yaml(), "crd.yaml is stale: python -m nbd_controller.crd > cluster/manifests/crd.yaml"
 
 
+def test_committed_run_crd_yaml_is_generated_from_crd_py() -> None:
+    text = (ROOT / "cluster" / "manifests" / "run-crd.yaml").read_text()
+    assert yaml.safe_load(text) == run_crd()
+    assert text == crd_yaml("run"), (
+        "run-crd.yaml is stale: python -m nbd_controller.crd run > cluster/manifests/run-crd.yaml"
+    )
+    kustomization = yaml.safe_load((ROOT / "cluster" / "manifests" / "kustomization.yaml").read_text())
+    assert {"crd.yaml", "run-crd.yaml"} <= set(kustomization["resources"])
+    assert not any(t.__class__.__name__ in ("AnchorToken", "AliasToken") for t in yaml.scan(text))
+
+
 def test_crd_yaml_has_no_anchors_or_aliases() -> None:
     # kustomize before 4.4 refuses YAML anchors; the schema shares dicts, which PyYAML would alias.
     tokens = list(yaml.scan(crd_yaml()))
@@ -254,7 +265,7 @@ def test_controller_role_grants_exactly_what_the_controller_uses() -> None:
     assert granted == set(PERMISSIONS)
 
 
-def test_user_role_is_enough_for_the_daemon_and_holds_no_write_beyond_notebooks() -> None:
+def test_user_role_is_enough_for_the_daemon_and_holds_no_write_beyond_notebooks_and_runs() -> None:
     docs = list(yaml.safe_load_all((ROOT / "cluster" / "manifests" / "rbac-user.yaml").read_text()))
     role = next(d for d in docs if d["kind"] == "ClusterRole")
     granted = {
@@ -264,7 +275,9 @@ def test_user_role_is_enough_for_the_daemon_and_holds_no_write_beyond_notebooks(
         for r in rule["resources"]
         for v in rule["verbs"]
     }
-    needed = {("nbd.dev", "notebooks", v) for v in ("get", "list", "watch", "create", "patch", "delete")} | {
+    verbs = ("get", "list", "watch", "create", "patch", "delete")
+    needed = {("nbd.dev", plural, v) for v in verbs for plural in ("notebooks", "runs")} | {
+        ("nbd.dev", "runs/status", "get"),
         ("nbd.dev", "notebooks/status", "get"),
         ("", "pods", "get"),
         ("", "pods", "list"),
@@ -279,4 +292,84 @@ def test_user_role_is_enough_for_the_daemon_and_holds_no_write_beyond_notebooks(
     }
     assert needed <= granted
     writes = {(g, r) for g, r, v in granted if v in ("create", "update", "patch", "delete")}
-    assert writes == {("nbd.dev", "notebooks"), ("", "pods/exec"), ("", "pods/portforward")}
+    assert writes == {
+        ("nbd.dev", "notebooks"),
+        ("nbd.dev", "runs"),
+        ("", "pods/exec"),
+        ("", "pods/portforward"),
+    }
+    assert ("nbd.dev", "runs", "update") not in granted
+
+
+def test_config_of_runs() -> None:
+    cfg = Config.from_env(BASE)
+    assert (cfg.outputs_storage_class, cfg.outputs_rwx_storage_class, cfg.cluster_domain) == (
+        None,
+        None,
+        "cluster.local",
+    )
+    cfg = Config.from_env(
+        {
+            **BASE,
+            "NBD_OUTPUTS_STORAGE_CLASS": "premium-rwo",
+            "NBD_OUTPUTS_RWX_STORAGE_CLASS": "filestore",
+            "NBD_CLUSTER_DOMAIN": "corp.internal.",
+        }
+    )
+    assert (cfg.outputs_storage_class, cfg.outputs_rwx_storage_class, cfg.cluster_domain) == (
+        "premium-rwo",
+        "filestore",
+        "corp.internal",
+    )
+    for variable, value in (
+        ("NBD_OUTPUTS_STORAGE_CLASS", "Bad_Class"),
+        ("NBD_OUTPUTS_RWX_STORAGE_CLASS", "-x"),
+        ("NBD_CLUSTER_DOMAIN", "under_score.local"),
+    ):
+        with pytest.raises(ConfigError, match=variable):
+            Config.from_env({**BASE, variable: value})
+
+
+def test_run_names() -> None:
+    from nbd_controller.naming import (
+        outputs_claim_name,
+        outputs_reader_name,
+        rank0_address,
+        run_job_name,
+        run_service_name,
+    )
+    from nbdcontract import RUN_NAME_MAX, valid_run_name
+
+    assert (run_job_name("t"), run_service_name("t"), outputs_claim_name("t"), outputs_reader_name("t")) == (
+        "t",
+        "t",
+        "t-outputs",
+        "t-outputs-reader",
+    )
+    assert rank0_address("t", "ns", "cluster.local") == "t-0.t.ns.svc.cluster.local"
+    longest = "a" * RUN_NAME_MAX
+    assert valid_run_name(longest) and not valid_run_name(longest + "a")
+    # Hostnames of an Indexed Job's pods are JOB-INDEX: the longest name leaves room for index 63.
+    assert len(f"{run_job_name(longest)}-63") <= 63
+    for derived in (outputs_claim_name(longest), outputs_reader_name(longest)):
+        assert len(derived) <= 63 and derived != outputs_claim_name(longest[:-1] + "b")
+    for bad in ("1run", "Run", "run-", "a.b", "", "run\n"):
+        assert not valid_run_name(bad), bad
+
+
+def test_owned_objects_wake_their_notebook_or_run_by_kind() -> None:
+    from nbd_controller.main import owner_keys
+
+    waiting = {("team", "m1"): {("Notebook", "team", "nb"), ("Run", "team", "nb")}}
+    assert owner_keys("team", {"nbd.dev/notebook": "x"}, waiting) == {("Notebook", "team", "x")}
+    assert owner_keys("team", {"nbd.dev/run": "x"}, waiting) == {("Run", "team", "x")}
+    build = {"nbd.dev/requested-by": "r", "nbd.dev/requested-by-kind": "Run", "nbd.dev/context-md5": "m1"}
+    # A Notebook and a Run of one name are two keys; both wait on the shared build.
+    assert owner_keys("team", build, waiting) == {
+        ("Run", "team", "r"),
+        ("Notebook", "team", "nb"),
+        ("Run", "team", "nb"),
+    }
+    legacy = {"nbd.dev/requested-by": "old", "nbd.dev/context-md5": "m2"}
+    assert owner_keys("team", legacy, waiting) == {("Notebook", "team", "old")}
+    assert owner_keys("other", build, waiting) == {("Run", "other", "r")}

@@ -242,3 +242,57 @@ def test_a_watch_on_a_dead_connection_is_noticed_and_a_new_notebook_reconciled(
     finally:
         controller.stop()
         print("---- controller log ----\n" + controller.log()[-6000:])
+
+
+def _run_yaml(name: str, spec: str) -> str:
+    return f"apiVersion: nbd.dev/v1alpha1\nkind: Run\nmetadata: {{name: {name}, namespace: default}}\nspec: {spec}\n"
+
+
+@pytest.mark.parametrize(
+    ("spec", "field", "words"),
+    [
+        ("{image: x}", "spec.command", "Required value"),
+        ("{image: x, command: []}", "spec.command", "should have at least 1 items"),
+        ("{image: x, command: echo}", "spec.command", "must be of type array"),
+        ("{image: x, command: [echo], nodes: 0}", "spec.nodes", "should be greater than or equal to 1"),
+        ("{image: x, command: [echo], nodes: 65}", "spec.nodes", "should be less than or equal to 64"),
+        ("{image: x, command: [echo], masterPort: 0}", "spec.masterPort", "greater than or equal to 1"),
+        ("{image: x, command: [echo], workdir: rel}", "spec.workdir", "should match"),
+        ("{image: x, command: [echo], outputs: {path: out}}", "spec.outputs.path", "should match"),
+        ("{image: x, command: [echo], env: [{name: A.B}]}", "spec.env[0].name", "should match"),
+        ("{image: x, command: [echo], fetch: {}}", "spec.fetch.requestID", "Required value"),
+        (
+            "{image: x, command: [echo], ttlSecondsAfterFinished: -1}",
+            "spec.ttlSecondsAfterFinished",
+            "greater",
+        ),
+        (
+            "{command: [echo], build: {upload: {md5: 0123456789ABCDEF0123456789ABCDEF, requestID: r}}}",
+            "spec.build.upload.md5",
+            "should match",
+        ),
+    ],
+)
+def test_the_run_crd_refuses_a_bad_spec(stack: dict[str, Any], spec: str, field: str, words: str) -> None:
+    result = stack["server"].kubectl("apply", "-f", "-", input=_run_yaml("bad", spec), check=False)
+    assert result.returncode != 0
+    assert field in result.stderr and words in result.stderr, result.stderr
+
+
+def test_the_run_crd_defaults_and_prints_its_columns(stack: dict[str, Any]) -> None:
+    server = stack["server"]
+    server.kubectl("apply", "-f", "-", input=_run_yaml("good", "{image: x, command: [python, train.py]}"))
+    run = stack["nb"].custom.get_namespaced_custom_object("nbd.dev", "v1alpha1", "default", "runs", "good")
+    assert run["spec"] == {
+        "image": "x",
+        "command": ["python", "train.py"],
+        "workdir": "/content",
+        "nodes": 1,
+        "masterPort": 29500,
+        "outputs": {"path": "/content/outputs", "size": "10Gi"},
+        "stop": False,
+    }
+    table = server.kubectl("get", "nbrun")
+    assert table.stdout.split()[:6] == ["NAME", "PHASE", "NODES", "GPU", "EXIT", "AGE"]
+    both = server.kubectl("get", "nbd")
+    assert "run.nbd.dev/good" in both.stdout, both.stdout

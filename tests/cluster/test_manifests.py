@@ -57,6 +57,7 @@ def test_token_secret() -> None:
 def _expected_job(build_container: dict[str, Any], volumes: list[dict[str, Any]]) -> dict[str, Any]:
     labels = {
         "nbd.dev/requested-by": "nb1",
+        "nbd.dev/requested-by-kind": "Notebook",
         "nbd.dev/component": "build",
         "app.kubernetes.io/managed-by": "nbd-controller",
         "nbd.dev/context-md5": MD5,
