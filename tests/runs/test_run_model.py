@@ -128,7 +128,9 @@ def _run(status: dict[str, Any], **spec: Any) -> dict[str, Any]:
                 "exitCode": 3,
                 "failedRank": 1,
                 "completionTime": "2026-12-03T10:05:00Z",
-                "conditions": [{"type": "Finished", "reason": "RankFailed", "message": "rank 1 exited with 3"}],
+                "conditions": [
+                    {"type": "Finished", "reason": "RankFailed", "message": "rank 1 exited with 3"}
+                ],
                 "ranks": [
                     {"index": 1, "pod": "t-1-1-x", "phase": "Failed", "exitCode": 3},
                     {"index": 0, "pod": "t-1-0-y", "phase": "Failed"},
