@@ -149,12 +149,14 @@ def _is_run(args: argparse.Namespace, client: Client) -> bool:
     except NbdClientError as e:
         if e.code != grpc.StatusCode.NOT_FOUND:
             raise
+        not_a_session = e
     try:
         client.get_run(args.session, target=target_of(args))
         return True
     except NbdClientError as e:
         if e.code != grpc.StatusCode.NOT_FOUND:
-            raise
+            # A daemon without runs (or a cluster it cannot reach): the name was a session's.
+            raise not_a_session from None
     raise CommandError(
         f"no session or run {args.session}; `nbctl list` shows the sessions, `nbctl runs` the runs"
     )
