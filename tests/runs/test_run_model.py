@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 
 from nbd.errors import InvalidArgument
-from nbd.runs.model import RUN_NAME_MAX, rank_prefix, run_info, run_manifest, run_name_for, validate_run
+from nbd.runs.model import rank_prefix, run_info, run_manifest, run_name_for, validate_run
 from nbd.runstate import Rank, RunPhase
-from nbdcontract import RUN_NODES_MAX, valid_notebook_name
+from nbdcontract import RUN_NAME_MAX, RUN_NODES_MAX, valid_run_name
 
 
 @pytest.mark.parametrize(
@@ -19,18 +19,19 @@ from nbdcontract import RUN_NODES_MAX, valid_notebook_name
         ("hello", "ab1cd", "hello-ab1cd"),
         ("My Project", "x0000", "my-project-x0000"),
         ("___", "zzzzz", "notebook-zzzzz"),
+        ("2024 experiment", "a1b2c", "run-2024-experiment-a1b2c"),
         ("a" * 80, "q1w2e", "a" * (RUN_NAME_MAX - 6) + "-q1w2e"),
     ],
 )
 def test_run_names(directory: str, suffix: str, expected: str) -> None:
     name = run_name_for(directory, suffix)
     assert name == expected
-    assert valid_notebook_name(name) and len(name) <= RUN_NAME_MAX
+    assert valid_run_name(name) and len(name) <= RUN_NAME_MAX
 
 
 def test_a_new_name_each_time() -> None:
     names = {run_name_for("train") for _ in range(50)}
-    assert len(names) == 50 and all(valid_notebook_name(n) for n in names)
+    assert len(names) == 50 and all(valid_run_name(n) for n in names)
 
 
 @pytest.mark.parametrize(
@@ -42,6 +43,7 @@ def test_a_new_name_each_time() -> None:
         ("r", ["python"], RUN_NODES_MAX + 1, "BadNodes", "--nodes 65 is out of range"),
         ("Bad_Name", ["python"], 1, "BadRunName", "run name 'Bad_Name' is not valid"),
         ("a" * 61, ["python"], 1, "BadRunName", "at most 60"),
+        ("1abc", ["python"], 1, "BadRunName", "starting with a letter"),
     ],
 )
 def test_bad_requests_are_refused_before_packaging(

@@ -18,13 +18,13 @@ from nbd.runstate import Rank, RunInfo, RunPhase
 from nbdcontract import (
     API_VERSION,
     DEFAULT_OUTPUTS,
-    DNS_LABEL_MAX,
     LABEL_MANAGED_BY,
     MANAGED_BY_DAEMON,
     RUN_KIND,
+    RUN_NAME_MAX,
     RUN_NODES_MAX,
     RUN_PHASES_FINISHED,
-    valid_notebook_name,
+    valid_run_name,
     valid_run_nodes,
 )
 
@@ -39,8 +39,6 @@ __all__ = [
 # The suffix that makes each run of a directory a new Run: 5 characters of [a-z0-9].
 SUFFIX_LENGTH = 5
 _SUFFIX_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
-# An Indexed Job's pods are named and hostnamed RUN-INDEX (a DNS label): leave room for "-63".
-RUN_NAME_MAX = DNS_LABEL_MAX - 3
 
 
 # The controller's phases (nbdcontract.RUN_PHASES) as the API's.
@@ -64,7 +62,10 @@ def run_name_for(directory_name: str, suffix: str | None = None) -> str:
         if suffix is not None
         else "".join(secrets.choice(_SUFFIX_ALPHABET) for _ in range(SUFFIX_LENGTH))
     )
-    base = notebook_name_for(directory_name)[: RUN_NAME_MAX - len(suffix) - 1].rstrip("-") or "run"
+    base = notebook_name_for(directory_name)
+    if not base[:1].isalpha():
+        base = f"run-{base}"  # a Run's name starts with a letter (it is a Service's too)
+    base = base[: RUN_NAME_MAX - len(suffix) - 1].rstrip("-")
     return f"{base}-{suffix}"
 
 
@@ -78,10 +79,10 @@ def validate_run(name: str, command: list[str], nodes: int) -> None:
         raise InvalidArgument(
             f"--nodes {nodes} is out of range; give 1 to {RUN_NODES_MAX} nodes", reason="BadNodes"
         )
-    if not valid_notebook_name(name) or len(name) > RUN_NAME_MAX:
+    if not valid_run_name(name):
         raise InvalidArgument(
             f"run name {name!r} is not valid: use at most {RUN_NAME_MAX} lowercase letters, digits and "
-            "'-', starting and ending with a letter or digit",
+            "'-', starting with a letter and ending with a letter or digit",
             reason="BadRunName",
         )
 

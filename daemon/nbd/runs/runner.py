@@ -32,7 +32,7 @@ from nbd.events import Failure, LaunchPayload, Notice, NoticeLevel, PhaseChanged
 from nbd.kube import KubeTarget, load_target
 from nbd.launch.building import BuildError, Delivery, new_request_id, package
 from nbd.launch.live import KubeClients, daemon_identity
-from nbd.launch.spec import merge_spec, parse_notebook_file, validate_name
+from nbd.launch.spec import merge_spec, parse_notebook_file
 from nbd.runs.client import RunClient
 from nbd.runs.fetching import FetchPlan, after_fetch, plan_fetch
 from nbd.runs.model import run_info, run_manifest, run_name_for, validate_run
@@ -143,7 +143,7 @@ class Runner:
             raise InvalidArgument(
                 f"{directory} is not a directory; pass the project directory to run", reason="NoDirectory"
             )
-        name = validate_name(request.name) if request.name else run_name_for(os.path.basename(directory))
+        name = request.name or run_name_for(os.path.basename(directory))
         validate_run(name, list(request.command), request.nodes)
         file_spec: dict[str, Any] = {}
         path = request.notebook_file or os.path.join(directory, NOTEBOOK_FILE)
