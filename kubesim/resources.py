@@ -497,9 +497,13 @@ def prepare_create(info: ResourceInfo, obj: dict[str, Any], store: Any) -> dict[
     elif key == ("batch", "jobs"):
         spec = obj.setdefault("spec", {})
         uid = meta["uid"]
+        mode_causes = jobpolicy.validate_spec(spec)
+        if mode_causes:
+            raise ApiError.invalid(info, meta["name"], mode_causes)
         spec.setdefault("parallelism", 1)
         spec.setdefault("completions", 1)
-        spec.setdefault("backoffLimit", 6)
+        # As upstream: with a per-index limit the Job-wide one defaults to "no limit".
+        spec.setdefault("backoffLimit", 2147483647 if spec.get("backoffLimitPerIndex") is not None else 6)
         spec.setdefault("completionMode", "NonIndexed")
         spec.setdefault("suspend", False)
         # As upstream: with a podFailurePolicy a pod is replaced only once it has failed.

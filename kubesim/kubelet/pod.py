@@ -170,7 +170,9 @@ class PodWorker:
         if self.init_views:
             self.init_views[0].waiting_reason = "ContainerCreating"
         self.dir = kubelet.state_dir / "pods" / f"{self.namespace}_{self.name}_{self.uid}"
-        self.sandbox = Sandbox(self.name, host_network=bool(spec.get("hostNetwork")))
+        # The pod's hostname: spec.hostname when set (an Indexed Job's pods get one), else its name.
+        self.hostname: str = str(spec.get("hostname") or self.name)[:63]
+        self.sandbox = Sandbox(self.hostname, host_network=bool(spec.get("hostNetwork")))
         self.volume_dirs: dict[str, Path] = {}
         self.live: dict[str, _Instance] = {}  # container name -> its current instance
         self.images: dict[str, Image | None] = {}
@@ -478,7 +480,7 @@ class PodWorker:
             who = Identity(0, 0, (), "/root")
         base = {
             "PATH": os.pathsep.join([self.kubelet.python_bin_dir, SYSTEM_PATH]),
-            "HOSTNAME": self.name,
+            "HOSTNAME": self.hostname,
             "HOME": who.home,
             "KUBERNETES_SERVICE_HOST": "127.0.0.1",
             "KUBERNETES_SERVICE_PORT": str(self.kubelet.config.api_port or 443),
