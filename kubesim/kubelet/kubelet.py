@@ -21,7 +21,9 @@ from typing import Any
 
 from kubesim.errors import ApiError, now_rfc3339
 from kubesim.images import ImageStore, normalize
+from kubesim.kubelet.dns import DnsServer
 from kubesim.kubelet.namespaces import namespaces_available
+from kubesim.kubelet.network import NetworkError, PodNetwork
 from kubesim.kubelet.node import NodeConfig, node_object, parse_label, parse_taint
 from kubesim.kubelet.pod import PodWorker, _Gone
 from kubesim.kubelet.scheduler import fit
@@ -147,6 +149,10 @@ class Kubelet:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._scheduler: asyncio.Task[None] | None = None
         self._stopped = False
+        # The pod network and cluster DNS (root only; None: pods keep only `lo`).
+        self.network: PodNetwork | None = None
+        self.dns: DnsServer | None = None
+        self.network_problem = ""
         if faults is not None:
             faults.on_kill_pod = self.kill_pod
             faults.on_recreate_pod = self.recreate_pod
@@ -165,7 +171,11 @@ class Kubelet:
         if node.cpu == NodeConfig().cpu:
             node.cpu = os.cpu_count() or 2
         # The first namespace check runs `unshare` once; keep it off the event loop.
-        await asyncio.to_thread(namespaces_available)
+        isolated, why = await asyncio.to_thread(namespaces_available)
+        if isolated:
+            await self._start_network()
+        else:
+            self.network_problem = why
         self._register_node()
         self._unsubscribe = self.store.subscribe(PODS, self._on_pod_event)
         # A node change (a taint removed, a label added, capacity grown) can make a pending pod fit.
@@ -175,6 +185,30 @@ class Kubelet:
         for pod in items:
             self._consider(pod)
         self._schedule_needed.set()
+
+    async def _start_network(self) -> None:
+        network = PodNetwork()
+        try:
+            await network.start()
+        except NetworkError as e:
+            self.network_problem = f"the pod network could not be made: {e}"
+            log.error("%s", self.network_problem)
+            return
+        dns = DnsServer(self.store, network.gateway, 53)
+        try:
+            await dns.start()
+        except Exception as e:
+            await dns.stop()
+            await network.stop()
+            self.network_problem = f"cluster DNS could not listen on {network.gateway}:53: {e}"
+            log.error("%s", self.network_problem)
+            return
+        self.network, self.dns = network, dns
+
+    @property
+    def dns_address(self) -> str | None:
+        """The cluster DNS server's address (the bridge's), None without a pod network."""
+        return self.dns.address if self.dns is not None else None
 
     def _register_node(self) -> None:
         obj = node_object(self.config.node, now_rfc3339())
@@ -201,6 +235,12 @@ class Kubelet:
         await asyncio.gather(*(w.kill() for w in list(self.workers.values())), return_exceptions=True)
         for t in list(self._tasks):
             t.cancel()
+        if self.dns is not None:
+            await self.dns.stop()
+            self.dns = None
+        if self.network is not None:
+            await self.network.stop()
+            self.network = None
 
     def _spawn(self, coro: Any) -> None:
         t = asyncio.ensure_future(coro)
