@@ -550,7 +550,9 @@ def test_without_namespaces_pods_still_run_and_say_so(
             warnings
             and warnings[0].type == "Warning"
             and "namespaces disabled for this test" in warnings[0].message
+            and "no address of its own (podIP 127.0.0.1) and no cluster DNS" in warnings[0].message
         )
+        assert status(core, "plain").pod_ip == "127.0.0.1"
         assert not Path("/content/f").exists()
         api.close()
     finally:
