@@ -12,7 +12,9 @@ Pods reach each other through the bridge (every pod of one kubesim is on its one
 host reaches them too (the bridge has an address). Nothing is NATed: pods have no way out of
 the machine, as on an isolated cluster network. `detach` deletes a pod's host end (the other end
 goes with it, as it does when the pod's namespace ends); `stop` deletes the bridge. Bridges left
-by a kubesim that died without stopping (its pid is gone) are removed by the next one that starts.
+by a kubesim that died without stopping are removed by the next one that starts: each kubesim
+holds an flock on `/run/lock/kubesim-<bridge>.lock` while its bridge lives, so a free lock (or, with
+no lock file, a pid in the name that no longer runs) marks a bridge as abandoned.
 """
 
 from __future__ import annotations
@@ -63,14 +65,35 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _owner_lock(bridge: str) -> str:
+    return os.path.join(os.path.dirname(LOCK_FILE), f"kubesim-{bridge}.lock")
+
+
+def _abandoned(bridge: str, pid: int) -> bool:
+    """Whether no running kubesim owns `bridge`: its owner's lock is free, or (no lock file) its pid is gone."""
+    try:
+        fd = os.open(_owner_lock(bridge), os.O_RDWR)
+    except FileNotFoundError:
+        return not _alive(pid)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+    return True
+
+
 def _remove_stale_bridges() -> None:
-    """Delete the bridges of kubesims that are gone (their pid, in the name, no longer runs)."""
+    """Delete the bridges of kubesims that are gone (see `_abandoned`)."""
     for line in _ip("-o", "link", "show", "type", "bridge").splitlines():
         m = re.match(rf"\d+: ({BRIDGE_PREFIX}([0-9a-f]+)x[0-9a-f]+)[:@]", line)
-        if m and not _alive(int(m.group(2), 16)):
+        if m and _abandoned(m.group(1), int(m.group(2), 16)):
             with contextlib.suppress(NetworkError):
                 _ip("link", "del", m.group(1))
                 log.info("removed the stale pod bridge %s", m.group(1))
+            with contextlib.suppress(OSError):
+                os.unlink(_owner_lock(m.group(1)))
 
 
 def _used_networks() -> list[ipaddress.IPv4Network]:
@@ -94,6 +117,7 @@ class PodNetwork:
         self._next = 2
         self._by_uid: dict[str, tuple[str, str]] = {}  # pod uid -> (address, host veth)
         self._veths = itertools.count()
+        self._owner_fd: int | None = None  # held (flock) while this bridge lives
 
     # ------------------------------------------------------------------ bridge
 
@@ -111,13 +135,14 @@ class PodNetwork:
                 raise NetworkError("no free 10.N.0.0/16 for the pod network")
             self.subnet = net
             self.gateway = str(net.network_address + 1)
-            _ip("link", "add", self.bridge, "type", "bridge")
+            self._owner_fd = os.open(_owner_lock(self.bridge), os.O_RDWR | os.O_CREAT, 0o644)
+            fcntl.flock(self._owner_fd, fcntl.LOCK_EX)
             try:
+                _ip("link", "add", self.bridge, "type", "bridge")
                 _ip("addr", "add", f"{self.gateway}/16", "dev", self.bridge)
                 _ip("link", "set", self.bridge, "up")
             except NetworkError:
-                with contextlib.suppress(NetworkError):
-                    _ip("link", "del", self.bridge)
+                self.stop_sync()
                 raise
         log.info("pod network %s on bridge %s", net, self.bridge)
 
@@ -133,6 +158,11 @@ class PodNetwork:
             with contextlib.suppress(NetworkError):
                 _ip("link", "del", self.bridge)
             self.subnet = None
+        if self._owner_fd is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(_owner_lock(self.bridge))
+            os.close(self._owner_fd)
+            self._owner_fd = None
 
     async def stop(self) -> None:
         await asyncio.to_thread(self.stop_sync)

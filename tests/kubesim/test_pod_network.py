@@ -319,3 +319,30 @@ def test_pod_deletion_and_shutdown_leave_no_links(tmp_path_factory: pytest.TempP
     finally:
         server.stop()
     assert ours(bridges(), "ksim") == [] and ours(veths(), "kv") == []
+
+
+def test_a_starting_kubesim_removes_only_abandoned_bridges(tmp_path_factory: pytest.TempPathFactory) -> None:
+    import fcntl
+    import os
+
+    from kubesim.kubelet import network
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    abandoned, owned = f"ksim{gone.pid:x}x7e", f"ksim{gone.pid:x}x7f"
+    lock = network._owner_lock(owned)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # a live owner (in another pid namespace, say) holds it
+        for name in (abandoned, owned):
+            subprocess.run(["ip", "link", "add", name, "type", "bridge"], check=True)
+        server = start_kubesim(tmp_path_factory.mktemp("network-stale"))
+        try:
+            assert abandoned not in bridges() and owned in bridges()
+        finally:
+            server.stop()
+    finally:
+        subprocess.run(["ip", "link", "del", owned], capture_output=True)
+        subprocess.run(["ip", "link", "del", abandoned], capture_output=True)
+        os.close(fd)
+        os.unlink(lock)
