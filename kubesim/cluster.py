@@ -157,6 +157,12 @@ class Cluster:
             streams.register(self.api, kubelet)
         eviction.register(self.api)
         try:
+            from kubesim.claims import ClaimController
+
+            self._components.append(ClaimController(self.store, o.state_dir / "node" / "volumes"))
+        except Exception:
+            log.exception("claim controller not available: PersistentVolumeClaims stay Pending")
+        try:
             from kubesim.jobs import JobController  # type: ignore[import-not-found,unused-ignore]
 
             self._components.append(

@@ -240,3 +240,257 @@ def match(policy: dict[str, Any] | None, pod: dict[str, Any]) -> Match | None:
                         f"Pod {who} has condition {condition['type']} matching {action} rule at index {index}",
                     )
     return None
+
+
+# --------------------------------------------------------------------------- Indexed Jobs
+
+INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
+FAILURE_COUNT_ANNOTATION = "batch.kubernetes.io/job-index-failure-count"
+IGNORED_COUNT_ANNOTATION = "batch.kubernetes.io/job-index-ignored-failure-count"
+MAX_PARALLELISM_INDEXED = 100_000
+MAX_FAILED_INDEXES = 100_000
+COMPLETIONS_SOFT_LIMIT = 100_000
+MODES = ("Indexed", "NonIndexed")
+
+
+def validate_spec(spec: dict[str, Any]) -> list[dict[str, str]]:
+    """Upstream's checks of a Job's completion mode, per-index limits and successPolicy (before defaults)."""
+    causes: list[dict[str, str]] = []
+
+    def add(field: str, reason: str, message: str) -> None:
+        causes.append({"field": f"spec.{field}", "reason": reason, "message": message})
+
+    for name in (
+        "parallelism",
+        "completions",
+        "activeDeadlineSeconds",
+        "backoffLimit",
+        "backoffLimitPerIndex",
+    ):
+        value = spec.get(name)
+        if value is not None and int(value) < 0:
+            add(name, "FieldValueInvalid", f"Invalid value: {value}: must be greater than or equal to 0")
+    per_index = spec.get("backoffLimitPerIndex")
+    max_failed = spec.get("maxFailedIndexes")
+    if max_failed is not None:
+        if int(max_failed) < 0:
+            add(
+                "maxFailedIndexes",
+                "FieldValueInvalid",
+                f"Invalid value: {max_failed}: must be greater than or equal to 0",
+            )
+        if per_index is None:
+            add(
+                "backoffLimitPerIndex",
+                "FieldValueRequired",
+                "Required value: when maxFailedIndexes is specified",
+            )
+    mode = spec.get("completionMode")
+    completions = spec.get("completions")
+    parallelism = spec.get("parallelism")
+    if mode is not None and mode not in MODES:
+        add(
+            "completionMode",
+            "FieldValueNotSupported",
+            f'Unsupported value: "{mode}": supported values: "NonIndexed", "Indexed"',
+        )
+    if mode == "Indexed":
+        if completions is None:
+            add("completions", "FieldValueRequired", "Required value: when completion mode is Indexed")
+        if parallelism is not None and int(parallelism) > MAX_PARALLELISM_INDEXED:
+            add(
+                "parallelism",
+                "FieldValueInvalid",
+                f"Invalid value: {parallelism}: must be less than or equal to {MAX_PARALLELISM_INDEXED} "
+                "when completion mode is Indexed",
+            )
+        if completions is not None and max_failed is not None and int(max_failed) > int(completions):
+            add(
+                "maxFailedIndexes",
+                "FieldValueInvalid",
+                f"Invalid value: {max_failed}: must be less than or equal to completions",
+            )
+        if max_failed is not None and int(max_failed) > MAX_FAILED_INDEXES:
+            add(
+                "maxFailedIndexes",
+                "FieldValueInvalid",
+                f"Invalid value: {max_failed}: must be less than or equal to {MAX_FAILED_INDEXES}",
+            )
+        if (
+            completions is not None
+            and int(completions) > COMPLETIONS_SOFT_LIMIT
+            and per_index is not None
+            and max_failed is None
+        ):
+            add(
+                "maxFailedIndexes",
+                "FieldValueRequired",
+                f"Required value: must be specified when completions is above {COMPLETIONS_SOFT_LIMIT}",
+            )
+    else:
+        if per_index is not None:
+            add(
+                "backoffLimitPerIndex",
+                "FieldValueInvalid",
+                f"Invalid value: {per_index}: requires indexed completion mode",
+            )
+        if max_failed is not None:
+            add(
+                "maxFailedIndexes",
+                "FieldValueInvalid",
+                f"Invalid value: {max_failed}: requires indexed completion mode",
+            )
+    success = spec.get("successPolicy")
+    if success is not None:
+        if mode != "Indexed":
+            add("successPolicy", "FieldValueInvalid", "Invalid value: requires indexed completion mode")
+        else:
+            causes.extend(_validate_success_policy(success, int(completions or 0)))
+    return causes
+
+
+def _validate_success_policy(policy: dict[str, Any], completions: int) -> list[dict[str, str]]:
+    causes: list[dict[str, str]] = []
+    rules = policy.get("rules") or []
+    if not rules:
+        causes.append(
+            {
+                "field": "spec.successPolicy.rules",
+                "reason": "FieldValueRequired",
+                "message": "Required value: at least one rules must be specified when the successPolicy is specified",
+            }
+        )
+    for i, rule in enumerate(rules):
+        path = f"spec.successPolicy.rules[{i}]"
+        indexes = rule.get("succeededIndexes")
+        count = rule.get("succeededCount")
+        if indexes is None and count is None:
+            causes.append(
+                {
+                    "field": path,
+                    "reason": "FieldValueRequired",
+                    "message": "Required value: at least one of succeededCount or succeededIndexes must be specified",
+                }
+            )
+        total = None
+        if indexes is not None:
+            try:
+                total = len(parse_intervals(str(indexes), completions, strict=True))
+            except ValueError as e:
+                causes.append(
+                    {
+                        "field": f"{path}.succeededIndexes",
+                        "reason": "FieldValueInvalid",
+                        "message": f'Invalid value: "{indexes}": error parsing succeededIndexes: {e}',
+                    }
+                )
+        if count is not None:
+            if int(count) < 0:
+                causes.append(
+                    {
+                        "field": f"{path}.succeededCount",
+                        "reason": "FieldValueInvalid",
+                        "message": f"Invalid value: {count}: must be greater than or equal to 0",
+                    }
+                )
+            elif int(count) > completions:
+                causes.append(
+                    {
+                        "field": f"{path}.succeededCount",
+                        "reason": "FieldValueInvalid",
+                        "message": f"Invalid value: {count}: must be less than or equal to {completions} "
+                        "(the number of specified completions)",
+                    }
+                )
+            elif total is not None and int(count) > total:
+                causes.append(
+                    {
+                        "field": f"{path}.succeededCount",
+                        "reason": "FieldValueInvalid",
+                        "message": f"Invalid value: {count}: must be less than or equal to {total} "
+                        "(the number of indexes in the specified succeededIndexes field)",
+                    }
+                )
+    return causes
+
+
+def parse_intervals(text: str, completions: int, strict: bool = False) -> set[int]:
+    """The indexes of an interval list like "0-2,5" (the format of status.completedIndexes).
+
+    Upstream's controller ignores malformed parts and indexes past `completions`; with `strict`
+    (validation) they are errors (ValueError).
+    """
+    out: set[int] = set()
+    last = -1
+    for part in text.split(",") if text else []:
+        bounds = part.split("-")
+        try:
+            if len(bounds) not in (1, 2):
+                raise ValueError(
+                    f"the fragment {part!r} violates the requirement that an index interval can have at most two parts separated by '-'"
+                )
+            lo = int(bounds[0])
+            hi = int(bounds[-1])
+            if lo < 0 or hi >= completions:
+                raise ValueError(
+                    f"too large index: {max(lo, hi)}" if hi >= completions else f"negative index: {lo}"
+                )
+            if lo > hi:
+                raise ValueError(f"non-increasing order, previous: {lo}, current: {hi}")
+            if lo <= last:
+                raise ValueError(f"non-increasing order, previous: {last}, current: {lo}")
+        except ValueError:
+            if strict:
+                raise
+            continue
+        last = hi
+        out.update(range(lo, hi + 1))
+    return out
+
+
+def format_intervals(indexes: set[int] | list[int]) -> str:
+    """Indexes as upstream writes them in status.completedIndexes: sorted, runs joined by '-'."""
+    parts: list[str] = []
+    run: list[int] = []
+    for i in sorted(set(indexes)):
+        if run and i == run[-1] + 1:
+            run.append(i)
+            continue
+        if run:
+            parts.append(str(run[0]) if len(run) == 1 else f"{run[0]}-{run[-1]}")
+        run = [i]
+    if run:
+        parts.append(str(run[0]) if len(run) == 1 else f"{run[0]}-{run[-1]}")
+    return ",".join(parts)
+
+
+def pod_index(pod: dict[str, Any], completions: int) -> int | None:
+    """A pod's completion index (its annotation, else its label), None when missing or out of range."""
+    md = pod.get("metadata") or {}
+    raw = (md.get("annotations") or {}).get(INDEX_ANNOTATION)
+    if raw is None:
+        raw = (md.get("labels") or {}).get(INDEX_ANNOTATION)
+    try:
+        index = int(str(raw))
+    except ValueError:
+        return None
+    return index if 0 <= index < completions and str(index) == str(raw) else None
+
+
+def success_rule(policy: dict[str, Any] | None, succeeded: set[int], completions: int) -> int | None:
+    """The index of the first successPolicy rule the succeeded indexes meet, None when none does."""
+    if not policy:
+        return None
+    for i, rule in enumerate(policy.get("rules") or []):
+        indexes = rule.get("succeededIndexes")
+        count = rule.get("succeededCount")
+        if indexes is not None:
+            wanted = parse_intervals(str(indexes), completions)
+            done = len(wanted & succeeded)
+            if (count is not None and done >= int(count)) or (
+                count is None and wanted and done == len(wanted)
+            ):
+                return i
+        elif count is not None and len(succeeded) >= int(count):
+            return i
+    return None

@@ -1,4 +1,4 @@
-"""The Job controller of kubesim (batch/v1 Jobs, NonIndexed completion mode).
+"""The Job controller of kubesim (batch/v1 Jobs, NonIndexed and Indexed completion modes).
 
 For each Job it keeps `min(parallelism, completions - succeeded)` pods running from the
 template (labels `job-name`, `controller-uid`, `batch.kubernetes.io/job-name`,
@@ -15,6 +15,20 @@ upstream), and ends the Job:
   counted and is replaced (a pod the cluster disrupted: condition DisruptionTarget); one matching
   `FailJob` fails the Job at once (reason PodFailurePolicy); with `podReplacementPolicy: Failed`
   (the default under a policy) a pod being deleted is replaced only once it has failed.
+
+Indexed Jobs (`completionMode: Indexed`, `plan_indexed`): one pod per completion index below
+`completions`, at most `parallelism` at a time, lowest missing index first. Each pod has the
+annotation and label `batch.kubernetes.io/job-completion-index`, the env `JOB_COMPLETION_INDEX`
+(a downward API fieldRef to that annotation, added to every container), `spec.hostname`
+`JOBNAME-INDEX` unless the template names one, and a name `JOBNAME-INDEX-xxxxx`. A failed
+index's pod is replaced with the same index. `status.completedIndexes` and (with
+`backoffLimitPerIndex`) `status.failedIndexes` are interval lists ("0-2,5"). With
+`backoffLimitPerIndex` an index fails after that many retries (or at once on a `FailIndex` rule),
+its pods are stopped, and the Job fails with MaxFailedIndexesExceeded once more than
+`maxFailedIndexes` indexes failed, or with FailedIndexes when every index ended and some failed;
+the per-index count travels on the replacement pods as `batch.kubernetes.io/job-index-failure-count`.
+A `successPolicy` rule met (succeededIndexes / succeededCount) completes the Job at once (reason
+SuccessPolicy) and stops the other pods. Whenever a Job ends, its active pods are deleted.
 
 `spec.suspend` deletes the active pods and creates none. The decision (`plan`) is pure; the
 controller applies it to the store.
@@ -36,7 +50,7 @@ from kubesim import jobpolicy
 from kubesim.errors import ApiError, now_rfc3339
 from kubesim.store import JOBS, PODS, Store, WatchEvent
 
-__all__ = ["JobController", "Plan", "plan"]
+__all__ = ["JobController", "Plan", "plan", "plan_indexed"]
 
 log = logging.getLogger("kubesim.jobs")
 
@@ -48,6 +62,8 @@ class Plan:
     """What to do for one Job now."""
 
     create: int = 0
+    # Indexed Jobs: the completion indexes to create a pod for, with that index's failures so far.
+    create_indexes: list[tuple[int, int]] = field(default_factory=list)
     delete: list[str] = field(default_factory=list)
     status: dict[str, Any] = field(default_factory=dict)
     events: list[tuple[str, str, str]] = field(default_factory=list)  # (type, reason, message)
@@ -82,6 +98,8 @@ def _finished(job: dict[str, Any]) -> bool:
 def plan(job: dict[str, Any], pods: list[dict[str, Any]], now: float) -> Plan:
     """Pure decision for `job` given its pods (see module docstring)."""
     spec = job.get("spec") or {}
+    if spec.get("completionMode") == "Indexed":
+        return plan_indexed(job, pods, now)
     old = job.get("status") or {}
     now_s = now_rfc3339(now)
     completions = int(spec["completions"]) if spec.get("completions") is not None else 1
@@ -186,6 +204,157 @@ def plan(job: dict[str, Any], pods: list[dict[str, Any]], now: float) -> Plan:
     return result
 
 
+def plan_indexed(job: dict[str, Any], pods: list[dict[str, Any]], now: float) -> Plan:
+    """Pure decision for an Indexed Job (see module docstring)."""
+    spec = job.get("spec") or {}
+    old = job.get("status") or {}
+    now_s = now_rfc3339(now)
+    completions = int(spec.get("completions") or 0)
+    parallelism = int(spec["parallelism"]) if spec.get("parallelism") is not None else 1
+    backoff_limit = int(spec["backoffLimit"]) if spec.get("backoffLimit") is not None else 6
+    per_index = spec.get("backoffLimitPerIndex")
+    max_failed = spec.get("maxFailedIndexes")
+    on_failure = ((spec.get("template") or {}).get("spec") or {}).get("restartPolicy") == "OnFailure"
+    policy = spec.get("podFailurePolicy")
+
+    def phase(p: dict[str, Any]) -> str:
+        return str((p.get("status") or {}).get("phase") or "")
+
+    live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+    active = [p for p in live if phase(p) not in ("Succeeded", "Failed")]
+    succeeded = jobpolicy.parse_intervals(str(old.get("completedIndexes") or ""), completions)
+    failed_indexes = jobpolicy.parse_intervals(str(old.get("failedIndexes") or ""), completions)
+    failures: dict[int, int] = {}  # index -> failures counted toward backoffLimitPerIndex
+    failed = 0
+    fail_job: jobpolicy.Match | None = None
+    for p in pods:
+        index = jobpolicy.pod_index(p, completions)
+        if index is None:
+            continue
+        annotations = p["metadata"].get("annotations") or {}
+        try:
+            before = int(annotations.get(jobpolicy.FAILURE_COUNT_ANNOTATION) or 0)
+        except ValueError:
+            before = 0
+        failures[index] = max(failures.get(index, 0), before)
+        if phase(p) == "Succeeded":
+            succeeded.add(index)
+            continue
+        if phase(p) != "Failed":
+            continue
+        decided = jobpolicy.match(policy, p)
+        if decided is not None and decided.action == "Ignore":
+            continue
+        failed += 1
+        failures[index] = max(failures[index], before + 1)
+        if decided is not None and decided.action == "FailJob" and fail_job is None:
+            fail_job = decided
+        if decided is not None and decided.action == "FailIndex" and per_index is not None:
+            failed_indexes.add(index)
+        elif per_index is not None and before + 1 > int(per_index):
+            failed_indexes.add(index)
+    failed_indexes -= succeeded
+    replacing: set[int] = set()
+    if spec.get("podReplacementPolicy") == "Failed":
+        for p in pods:
+            index = jobpolicy.pod_index(p, completions)
+            if (
+                index is not None
+                and p["metadata"].get("deletionTimestamp")
+                and phase(p) not in ("Succeeded", "Failed")
+            ):
+                replacing.add(index)
+    restarts = 0
+    if on_failure:
+        for p in active:
+            for cs in (p.get("status") or {}).get("containerStatuses") or []:
+                restarts += int(cs.get("restartCount") or 0)
+    ready = sum(
+        1
+        for p in active
+        for c in (p.get("status") or {}).get("conditions") or []
+        if c.get("type") == "Ready" and c.get("status") == "True"
+    )
+    status: dict[str, Any] = dict(old)
+    status.update(
+        {
+            "active": len(active),
+            "succeeded": len(succeeded),
+            "failed": failed,
+            "ready": ready,
+            "terminating": len(pods) - len(live),
+            "uncountedTerminatedPods": {},
+            "completedIndexes": jobpolicy.format_intervals(succeeded),
+        }
+    )
+    if per_index is not None:
+        status["failedIndexes"] = jobpolicy.format_intervals(failed_indexes)
+    for k in ("active", "succeeded", "failed"):
+        if status[k] == 0 and k not in old:
+            status.pop(k)
+    result = Plan(status=status)
+    if _finished(job):
+        return result
+    if spec.get("suspend"):
+        result.delete = [p["metadata"]["name"] for p in active]
+        status["active"] = 0
+        return result
+    status.setdefault("startTime", now_s)
+    conds = list(old.get("conditions") or [])
+    deletes = [p["metadata"]["name"] for p in active]
+
+    def end(kind: str, reason: str, message: str, etype: str, event: str, event_msg: str) -> Plan:
+        first = "SuccessCriteriaMet" if kind == "Complete" else "FailureTarget"
+        conds.extend([_cond(first, reason, message, now_s), _cond(kind, reason, message, now_s)])
+        status["conditions"] = conds
+        if kind == "Complete":
+            status["completionTime"] = now_s
+        status["active"] = 0
+        result.delete = deletes
+        result.events.append((etype, event, event_msg))
+        return result
+
+    def fail(reason: str, message: str) -> Plan:
+        return end("Failed", reason, message, "Warning", reason, message)
+
+    if fail_job is not None:
+        return fail("PodFailurePolicy", fail_job.message)
+    if max_failed is not None and len(failed_indexes) > int(max_failed):
+        return fail(
+            "MaxFailedIndexesExceeded", "Job has exceeded the specified maximal number of failed indexes"
+        )
+    rule = jobpolicy.success_rule(spec.get("successPolicy"), succeeded, completions)
+    if rule is not None:
+        msg = f"Matched rules at index {rule}"
+        return end("Complete", "SuccessPolicy", msg, "Normal", "Completed", "Job completed")
+    if len(succeeded) + len(failed_indexes) >= completions:
+        if failed_indexes:
+            return fail("FailedIndexes", "Job has failed indexes")
+        msg = "Reached expected number of succeeded pods"
+        return end("Complete", "CompletionsReached", msg, "Normal", "Completed", "Job completed")
+    if failed + restarts > backoff_limit:
+        return fail("BackoffLimitExceeded", "Job has reached the specified backoff limit")
+    deadline = spec.get("activeDeadlineSeconds")
+    started = _parse_time(status.get("startTime"))
+    if deadline is not None and started is not None and now - started > int(deadline):
+        return fail("DeadlineExceeded", "Job was active longer than specified deadline")
+    # The pods of a failed index stop, as upstream's controller terminates them.
+    result.delete = [
+        p["metadata"]["name"] for p in active if jobpolicy.pod_index(p, completions) in failed_indexes
+    ]
+    running = {jobpolicy.pod_index(p, completions) for p in active} - failed_indexes
+    busy = running | replacing
+    room = parallelism - len(running) - len(replacing - running)
+    for index in range(completions):
+        if room <= 0:
+            break
+        if index in succeeded or index in failed_indexes or index in busy:
+            continue
+        result.create_indexes.append((index, failures.get(index, 0)))
+        room -= 1
+    return result
+
+
 class JobController:
     def __init__(
         self, store: Store, faults: Any = None, api: Any = None, clock: Callable[[], float] = time.time
@@ -271,9 +440,11 @@ class JobController:
         for pod_name in p.delete:
             with contextlib.suppress(ApiError):
                 self.store.delete(PODS, ns, pod_name)
-        for _ in range(p.create):
+        wanted: list[tuple[int, int] | None] = [None] * p.create + list(p.create_indexes)
+        for item in wanted:
             try:
-                pod = self.store.create(PODS, self.pod_for(job), ns, field_manager="kube-controller-manager")
+                body = self.pod_for(job) if item is None else self.pod_for(job, *item)
+                pod = self.store.create(PODS, body, ns, field_manager="kube-controller-manager")
             except ApiError as e:
                 # Admission (a ResourceQuota, Pod Security) refused the pod: say so on the Job, as
                 # the real controller does, and try again later with a growing delay.
@@ -310,11 +481,39 @@ class JobController:
                 component="job-controller",
             )
 
-    def pod_for(self, job: dict[str, Any]) -> dict[str, Any]:
+    def pod_for(self, job: dict[str, Any], index: int | None = None, failures: int = 0) -> dict[str, Any]:
+        """A pod from `job`'s template; for an Indexed Job, the pod of completion `index`."""
         md = job["metadata"]
         tmpl = copy.deepcopy((job.get("spec") or {}).get("template") or {})
         tmeta = tmpl.get("metadata") or {}
         labels = dict(tmeta.get("labels") or {})
+        annotations = dict(tmeta.get("annotations") or {})
+        pod_spec = tmpl.get("spec") or {}
+        prefix = md["name"][:57]
+        if index is not None:
+            # As upstream: the index as annotation and label, JOB_COMPLETION_INDEX from the
+            # annotation by the downward API, a stable hostname, and the per-index failure count.
+            annotations[jobpolicy.INDEX_ANNOTATION] = str(index)
+            labels[jobpolicy.INDEX_ANNOTATION] = str(index)
+            if (job.get("spec") or {}).get("backoffLimitPerIndex") is not None:
+                annotations[jobpolicy.FAILURE_COUNT_ANNOTATION] = str(failures)
+            if not pod_spec.get("hostname"):
+                pod_spec["hostname"] = f"{md['name']}-{index}"[:63].rstrip("-.")
+            for c in (pod_spec.get("initContainers") or []) + (pod_spec.get("containers") or []):
+                env = c.setdefault("env", [])
+                if not any(e.get("name") == "JOB_COMPLETION_INDEX" for e in env):
+                    env.append(
+                        {
+                            "name": "JOB_COMPLETION_INDEX",
+                            "valueFrom": {
+                                "fieldRef": {
+                                    "apiVersion": "v1",
+                                    "fieldPath": f"metadata.annotations['{jobpolicy.INDEX_ANNOTATION}']",
+                                }
+                            },
+                        }
+                    )
+            prefix = f"{md['name'][:50]}-{index}"
         labels.update(
             {
                 "batch.kubernetes.io/controller-uid": md["uid"],
@@ -328,10 +527,10 @@ class JobController:
             "apiVersion": "v1",
             "kind": "Pod",
             "metadata": {
-                "name": f"{md['name'][:57]}-{suffix}",
+                "name": f"{prefix}-{suffix}",
                 "namespace": md.get("namespace", "default"),
                 "labels": labels,
-                "annotations": dict(tmeta.get("annotations") or {}),
+                "annotations": annotations,
                 "ownerReferences": [
                     {
                         "apiVersion": "batch/v1",
@@ -343,5 +542,5 @@ class JobController:
                     }
                 ],
             },
-            "spec": tmpl.get("spec") or {},
+            "spec": pod_spec,
         }

@@ -235,6 +235,16 @@ def builtin_resources() -> list[ResourceInfo]:
             ["pvc"],
             subresources=dict(st),
         ),
+        ResourceInfo(
+            "",
+            "v1",
+            "persistentvolumes",
+            "PersistentVolume",
+            False,
+            "persistentvolume",
+            ["pv"],
+            subresources=dict(st),
+        ),
         ResourceInfo("", "v1", "endpoints", "Endpoints", True, "endpoints", ["ep"]),
         ResourceInfo(
             "",
@@ -497,9 +507,13 @@ def prepare_create(info: ResourceInfo, obj: dict[str, Any], store: Any) -> dict[
     elif key == ("batch", "jobs"):
         spec = obj.setdefault("spec", {})
         uid = meta["uid"]
+        mode_causes = jobpolicy.validate_spec(spec)
+        if mode_causes:
+            raise ApiError.invalid(info, meta["name"], mode_causes)
         spec.setdefault("parallelism", 1)
         spec.setdefault("completions", 1)
-        spec.setdefault("backoffLimit", 6)
+        # As upstream: with a per-index limit the Job-wide one defaults to "no limit".
+        spec.setdefault("backoffLimit", 2147483647 if spec.get("backoffLimitPerIndex") is not None else 6)
         spec.setdefault("completionMode", "NonIndexed")
         spec.setdefault("suspend", False)
         # As upstream: with a podFailurePolicy a pod is replaced only once it has failed.
@@ -550,6 +564,55 @@ def prepare_create(info: ResourceInfo, obj: dict[str, Any], store: Any) -> dict[
                 )
             }
         )
+    elif key == ("", "persistentvolumeclaims"):
+        spec = obj.setdefault("spec", {})
+        causes = []
+        if not spec.get("accessModes"):
+            causes.append(
+                {
+                    "field": "spec.accessModes",
+                    "reason": "FieldValueRequired",
+                    "message": "Required value: at least 1 access mode is required",
+                }
+            )
+        modes = ("ReadOnlyMany", "ReadWriteMany", "ReadWriteOnce", "ReadWriteOncePod")
+        for mode in spec.get("accessModes") or []:
+            if mode not in modes:
+                causes.append(
+                    {
+                        "field": "spec.accessModes",
+                        "reason": "FieldValueNotSupported",
+                        "message": f'Unsupported value: "{mode}": supported values: '
+                        + ", ".join(f'"{m}"' for m in modes),
+                    }
+                )
+        if "ReadWriteOncePod" in (spec.get("accessModes") or []) and len(spec["accessModes"]) > 1:
+            causes.append(
+                {
+                    "field": "spec.accessModes",
+                    "reason": "FieldValueForbidden",
+                    "message": "Forbidden: may not use ReadWriteOncePod with other access modes",
+                }
+            )
+        if not ((spec.get("resources") or {}).get("requests") or {}).get("storage"):
+            causes.append(
+                {
+                    "field": "spec.resources[storage]",
+                    "reason": "FieldValueRequired",
+                    "message": "Required value",
+                }
+            )
+        if causes:
+            raise ApiError.invalid(info, meta["name"], causes)
+        spec.setdefault("volumeMode", "Filesystem")
+        # The admission plugin StorageObjectInUseProtection: a claim in use is not deleted.
+        finalizers = meta.setdefault("finalizers", [])
+        if "kubernetes.io/pvc-protection" not in finalizers:
+            finalizers.append("kubernetes.io/pvc-protection")
+        obj["status"] = {"phase": "Pending"}
+    elif key == ("", "persistentvolumes"):
+        obj.setdefault("spec", {}).setdefault("persistentVolumeReclaimPolicy", "Retain")
+        obj["status"] = {"phase": "Available"}
     elif key == ("", "namespaces"):
         meta.setdefault("labels", {})["kubernetes.io/metadata.name"] = meta["name"]
         obj["spec"] = {"finalizers": ["kubernetes"]}

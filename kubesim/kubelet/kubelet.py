@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import shutil
@@ -21,10 +22,12 @@ from typing import Any
 
 from kubesim.errors import ApiError, now_rfc3339
 from kubesim.images import ImageStore, normalize
-from kubesim.kubelet.namespaces import namespaces_available
+from kubesim.kubelet import namespaces
+from kubesim.kubelet.dns import DnsServer
+from kubesim.kubelet.network import NetworkError, PodNetwork
 from kubesim.kubelet.node import NodeConfig, node_object, parse_label, parse_taint
 from kubesim.kubelet.pod import PodWorker, _Gone
-from kubesim.kubelet.scheduler import fit
+from kubesim.kubelet.scheduler import claims_problem, fit, volume_binding_message
 from kubesim.kubelet.spec import Lookup
 from kubesim.store import NODES, PODS, Store, WatchEvent
 
@@ -34,6 +37,8 @@ log = logging.getLogger("kubesim.kubelet")
 
 SECRETS = ("", "v1", "secrets")
 CONFIGMAPS = ("", "v1", "configmaps")
+PVCS = ("", "v1", "persistentvolumeclaims")
+PVS = ("", "v1", "persistentvolumes")
 
 
 @dataclass
@@ -143,10 +148,15 @@ class Kubelet:
         self.workers: dict[str, PodWorker] = {}  # by uid
         self._unsubscribe: Callable[[], None] | None = None
         self._unsubscribe_node: Callable[[], None] | None = None
+        self._unsubscribe_claims: Callable[[], None] | None = None
         self._schedule_needed = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._scheduler: asyncio.Task[None] | None = None
         self._stopped = False
+        # The pod network and cluster DNS (root only; None: pods keep only `lo`).
+        self.network: PodNetwork | None = None
+        self.dns: DnsServer | None = None
+        self.network_problem = ""
         if faults is not None:
             faults.on_kill_pod = self.kill_pod
             faults.on_recreate_pod = self.recreate_pod
@@ -165,16 +175,46 @@ class Kubelet:
         if node.cpu == NodeConfig().cpu:
             node.cpu = os.cpu_count() or 2
         # The first namespace check runs `unshare` once; keep it off the event loop.
-        await asyncio.to_thread(namespaces_available)
+        isolated, why = await asyncio.to_thread(namespaces.namespaces_available)
+        if isolated:
+            await self._start_network()
+        else:
+            self.network_problem = why
         self._register_node()
         self._unsubscribe = self.store.subscribe(PODS, self._on_pod_event)
         # A node change (a taint removed, a label added, capacity grown) can make a pending pod fit.
         self._unsubscribe_node = self.store.subscribe(NODES, lambda _ev: self._schedule_needed.set())
+        # A claim bound (or created) can make a pending pod schedulable.
+        self._unsubscribe_claims = self.store.subscribe(PVCS, lambda _ev: self._schedule_needed.set())
         self._scheduler = asyncio.ensure_future(self._schedule_loop())
         items, _ = self.store.list(PODS)
         for pod in items:
             self._consider(pod)
         self._schedule_needed.set()
+
+    async def _start_network(self) -> None:
+        network = PodNetwork()
+        try:
+            await network.start()
+        except NetworkError as e:
+            self.network_problem = f"the pod network could not be made: {e}"
+            log.error("%s", self.network_problem)
+            return
+        dns = DnsServer(self.store, network.gateway, 53)
+        try:
+            await dns.start()
+        except Exception as e:
+            await dns.stop()
+            await network.stop()
+            self.network_problem = f"cluster DNS could not listen on {network.gateway}:53: {e}"
+            log.error("%s", self.network_problem)
+            return
+        self.network, self.dns = network, dns
+
+    @property
+    def dns_address(self) -> str | None:
+        """The cluster DNS server's address (the bridge's), None without a pod network."""
+        return self.dns.address if self.dns is not None else None
 
     def _register_node(self) -> None:
         obj = node_object(self.config.node, now_rfc3339())
@@ -196,11 +236,19 @@ class Kubelet:
             self._unsubscribe()
         if self._unsubscribe_node is not None:
             self._unsubscribe_node()
+        if self._unsubscribe_claims is not None:
+            self._unsubscribe_claims()
         if self._scheduler is not None:
             self._scheduler.cancel()
         await asyncio.gather(*(w.kill() for w in list(self.workers.values())), return_exceptions=True)
         for t in list(self._tasks):
             t.cancel()
+        if self.dns is not None:
+            await self.dns.stop()
+            self.dns = None
+        if self.network is not None:
+            await self.network.stop()
+            self.network = None
 
     def _spawn(self, coro: Any) -> None:
         t = asyncio.ensure_future(coro)
@@ -232,9 +280,11 @@ class Kubelet:
 
     def lookup_fn(self, namespace: str) -> Lookup:
         def lookup(kind: str, name: str) -> dict[str, Any] | None:
-            key = SECRETS if kind == "Secret" else CONFIGMAPS
+            key = {"Secret": SECRETS, "PersistentVolumeClaim": PVCS, "PersistentVolume": PVS}.get(
+                kind, CONFIGMAPS
+            )
             try:
-                return self.store.get(key, namespace, name)
+                return self.store.get(key, None if kind == "PersistentVolume" else namespace, name)
             except ApiError:
                 return None
 
@@ -374,8 +424,13 @@ class Kubelet:
         taints = (node.get("spec") or {}).get("taints") or []
         for pod in pending:
             bound = [p for p in pods if (p.get("spec") or {}).get("nodeName") == self.node_name]
-            result = fit(pod, labels, allocatable, bound, taints)
             ns, name = pod["metadata"].get("namespace", "default"), pod["metadata"]["name"]
+            # VolumeBinding's PreFilter first: a missing, deleted or unbound claim fits no node.
+            problem = claims_problem(pod, functools.partial(self.store.get, PVCS, ns))
+            if problem is not None:
+                self._unschedulable(pod, volume_binding_message(problem))
+                continue
+            result = fit(pod, labels, allocatable, bound, taints)
             if result.ok:
                 self._bind(pod)
                 refreshed = self.store.get(PODS, ns, name)

@@ -50,6 +50,7 @@ from kubesim.images.registry import Presented, RegistryPolicy, pull_refusal, pul
 from kubesim.kubelet.containerfs import InstanceFS, effective_workdir, host_path, instance_fs
 from kubesim.kubelet.logs import LogFile
 from kubesim.kubelet.namespaces import ContainerNamespace, Mount, Sandbox
+from kubesim.kubelet.network import NetworkError, PodNetwork, hosts_file, resolv_conf
 from kubesim.kubelet.probes import ProbeRunner
 from kubesim.kubelet.relay import splice
 from kubesim.kubelet.runtime import ContainerProcess
@@ -86,6 +87,12 @@ class NodeAgent(Protocol):
     def python_bin_dir(self) -> str: ...
     @property
     def state_dir(self) -> Path: ...
+    @property
+    def network(self) -> PodNetwork | None: ...
+    @property
+    def dns_address(self) -> str | None: ...
+    @property
+    def network_problem(self) -> str: ...
     def normalize_image(self, ref: str) -> str: ...
     def lookup_fn(self, namespace: str) -> Lookup: ...
     def write_status(
@@ -170,8 +177,12 @@ class PodWorker:
         if self.init_views:
             self.init_views[0].waiting_reason = "ContainerCreating"
         self.dir = kubelet.state_dir / "pods" / f"{self.namespace}_{self.name}_{self.uid}"
-        self.sandbox = Sandbox(self.name, host_network=bool(spec.get("hostNetwork")))
+        # The pod's hostname: spec.hostname when set (an Indexed Job's pods get one), else its name.
+        self.hostname: str = str(spec.get("hostname") or self.name)[:63]
+        self.sandbox = Sandbox(self.hostname, host_network=bool(spec.get("hostNetwork")))
         self.volume_dirs: dict[str, Path] = {}
+        self.pod_ip = "127.0.0.1"  # its own address once the sandbox is on the pod network
+        self.dns_mounts: list[Mount] = []  # /etc/hosts and /etc/resolv.conf of every container
         self.live: dict[str, _Instance] = {}  # container name -> its current instance
         self.images: dict[str, Image | None] = {}
         self.procs: dict[str, ContainerProcess] = {}
@@ -217,7 +228,10 @@ class PodWorker:
         if self.removed:
             return
         facts = PodFacts(
-            start_time=self.start_time, sandbox_ready=self.sandbox_ready, init_done=self.init_done
+            start_time=self.start_time,
+            sandbox_ready=self.sandbox_ready,
+            init_done=self.init_done,
+            pod_ip=self.pod_ip,
         )
         try:
             self.kubelet.write_status(
@@ -412,7 +426,19 @@ class PodWorker:
             try:
                 # The pod's sandbox mounts nothing: each container instance mounts its own.
                 await self.sandbox.start([])
+                await self._attach_network()
                 break
+            except NetworkError as e:
+                # As a CNI failure is reported: the sandbox goes and is made again later.
+                await self.sandbox.stop()
+                self.event(
+                    "FailedCreatePodSandBox",
+                    f"Failed to create pod sandbox: failed to setup network for sandbox: {e}",
+                    "Warning",
+                )
+                log.error("pod %s/%s: %s", self.namespace, self.name, e)
+                await self._sleep(self.kubelet.config.backoff_delay(attempt))
+                attempt += 1
             except RuntimeError as e:
                 # As the kubelet does, keep retrying: the cause may be transient.
                 self.event("FailedCreatePodSandBox", f"Failed to create pod sandbox: {e}", "Warning")
@@ -423,14 +449,37 @@ class PodWorker:
                 await self._sleep(self.kubelet.config.backoff_delay(attempt))
                 attempt += 1
         if not self.sandbox.isolated:
-            msg = f"pod runs without namespace isolation: {self.sandbox.reason}"
+            msg = (
+                f"pod runs without namespace isolation: {self.sandbox.reason}; it has no address of its own "
+                "(podIP 127.0.0.1) and no cluster DNS"
+            )
             log.warning("pod %s/%s: %s", self.namespace, self.name, msg)
             self.event("NoIsolation", msg, "Warning")
+        elif not self.sandbox.host_network and self.kubelet.network is None:
+            msg = f"pod has only a loopback interface: {self.kubelet.network_problem}"
+            log.warning("pod %s/%s: %s", self.namespace, self.name, msg)
+            self.event("NoPodNetwork", msg, "Warning")
         else:
             for port in sorted(self.kubelet.host_ports):
                 await self.add_relay(port)
         self.sandbox_ready = True
         return True
+
+    async def _attach_network(self) -> None:
+        """Put the sandbox on the pod network and write the pod's /etc/hosts and /etc/resolv.conf."""
+        network = self.kubelet.network
+        if not self.sandbox.isolated or self.sandbox.host_network or network is None:
+            return
+        assert self.sandbox.pid is not None
+        self.pod_ip = await network.attach(self.uid, self.sandbox.pid)
+        etc = self.dir / "etc"
+        etc.mkdir(parents=True, exist_ok=True)
+        (etc / "hosts").write_text(hosts_file(self.pod, self.pod_ip))
+        self.dns_mounts = [Mount(str(etc / "hosts"), "/etc/hosts", is_file=True)]
+        resolv = resolv_conf(self.pod, self.kubelet.dns_address or "")
+        if resolv is not None:
+            (etc / "resolv.conf").write_text(resolv)
+            self.dns_mounts.append(Mount(str(etc / "resolv.conf"), "/etc/resolv.conf", is_file=True))
 
     async def add_relay(self, port: int) -> None:
         """Listen on 127.0.0.1:`port` inside the pod and relay to the host's 127.0.0.1:`port`."""
@@ -478,16 +527,21 @@ class PodWorker:
             who = Identity(0, 0, (), "/root")
         base = {
             "PATH": os.pathsep.join([self.kubelet.python_bin_dir, SYSTEM_PATH]),
-            "HOSTNAME": self.name,
+            "HOSTNAME": self.hostname,
             "HOME": who.home,
             "KUBERNETES_SERVICE_HOST": "127.0.0.1",
             "KUBERNETES_SERVICE_PORT": str(self.kubelet.config.api_port or 443),
         }
-        env = resolve_env(self.pod, c, base, image.config.env, self.kubelet.lookup_fn(self.namespace))
+        # status.podIP in a fieldRef is the sandbox's address, known before the status says it.
+        seen = dict(self.pod, status=dict(self.pod.get("status") or {}, podIP=self.pod_ip))
+        env = resolve_env(seen, c, base, image.config.env, self.kubelet.lookup_fn(self.namespace))
         argv = resolve_argv(c, image.config.entrypoint, image.config.cmd, env)
         if not argv:
             raise ConfigError("no command specified")
-        return argv, env, effective_workdir(c, image), volume_mounts(c, self.volume_dirs), who
+        mounts = volume_mounts(c, self.volume_dirs)
+        # The kubelet's /etc/hosts and /etc/resolv.conf, unless the container mounts its own there.
+        mounts += [m for m in self.dns_mounts if all(v.target != m.target for v in mounts)]
+        return argv, env, effective_workdir(c, image), mounts, who
 
     async def _create(self, c: dict[str, Any], instance: int, volumes: list[Mount]) -> _Instance:
         """A new instance of container `c`: its filesystem, fresh from the image, and its namespace.
@@ -853,6 +907,8 @@ class PodWorker:
         for name in list(self.live):
             await self._end(name)
         await self.sandbox.stop()
+        if self.kubelet.network is not None:
+            await self.kubelet.network.detach(self.uid)
         self.sandbox_ready = False
 
     # ------------------------------------------------------------------ streams

@@ -15,13 +15,22 @@ Pure: no I/O.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from kubesim.quantity import parse_quantity
 
-__all__ = ["Fit", "fit", "pod_requests", "tolerates", "untolerated_taint"]
+__all__ = [
+    "Fit",
+    "claims_problem",
+    "fit",
+    "pod_claims",
+    "pod_requests",
+    "tolerates",
+    "untolerated_taint",
+    "volume_binding_message",
+]
 
 
 @dataclass(frozen=True)
@@ -171,3 +180,33 @@ def fit(
         f"0/1 nodes are available: {parts}. preemption: 0/1 nodes are available: "
         "1 No preemption victims found for incoming pod.",
     )
+
+
+def pod_claims(pod: dict[str, Any]) -> list[str]:
+    """The claim names a pod's volumes use (ephemeral volumes' claims are named POD-VOLUME)."""
+    out = []
+    for v in (pod.get("spec") or {}).get("volumes") or []:
+        if "persistentVolumeClaim" in v:
+            out.append(str((v["persistentVolumeClaim"] or {}).get("claimName", "")))
+        elif "ephemeral" in v:
+            out.append(f"{pod['metadata']['name']}-{v['name']}")
+    return out
+
+
+def claims_problem(pod: dict[str, Any], get_claim: Callable[[str], dict[str, Any] | None]) -> str | None:
+    """The scheduler's VolumeBinding verdict on `pod`: None when its claims are usable, else why not."""
+    unbound = False
+    for name in pod_claims(pod):
+        claim = get_claim(name)
+        if claim is None:
+            return f'persistentvolumeclaim "{name}" not found'
+        if claim["metadata"].get("deletionTimestamp"):
+            return f'persistentvolumeclaim "{name}" is being deleted'
+        if (claim.get("status") or {}).get("phase") != "Bound":
+            unbound = True
+    return "pod has unbound immediate PersistentVolumeClaims" if unbound else None
+
+
+def volume_binding_message(problem: str) -> str:
+    """The FailedScheduling message of a VolumeBinding PreFilter rejection (no node can help)."""
+    return f"0/1 nodes are available: {problem}. {_NOT_HELPFUL}"

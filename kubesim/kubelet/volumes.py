@@ -8,8 +8,9 @@ outlive every container restart (only a new pod gets new ones). Under the pod's 
 * `containers/<container>/<instance>/`: each container instance's own filesystem
   (`kubesim.kubelet.containerfs`), removed when the instance ends;
 * `logs/`: container logs.
-hostPath volumes bind the host path; persistentVolumeClaim volumes bind
-`<state>/volumes/<namespace>/<claim>/`, which outlives the pod. A container gets the volumes its
+hostPath volumes bind the host path; persistentVolumeClaim volumes bind the folder of the
+claim's bound PersistentVolume (its hostPath, made by `kubesim.claims`), which outlives the pod;
+a claim that is missing or not bound is a FailedMount. A container gets the volumes its
 own volumeMounts name, at their paths (a subPath folder is made when the container starts, as the
 kubelet does: with the mode of the volume's root, so an fsGroup's access reaches into it).
 
@@ -111,12 +112,8 @@ def _volume_dir(
             raise ConfigError(f"hostPath type check failed: {path} does not exist")
         return path
     if "persistentVolumeClaim" in vol:
-        claim = str((vol["persistentVolumeClaim"] or {}).get("claimName", name))
-        folder = state_dir / "volumes" / ns / claim
-        if not folder.exists():
-            folder.mkdir(parents=True)
-            os.chmod(folder, CLAIM_ROOT_MODE)
-        return folder
+        claim_name = str((vol["persistentVolumeClaim"] or {}).get("claimName", name))
+        return _claim_dir(ns, name, claim_name, lookup)
     for kind, key, secret in (("Secret", "secret", True), ("ConfigMap", "configMap", False)):
         if key in vol:
             src = vol[key] or {}
@@ -162,6 +159,29 @@ def _volume_dir(
     # emptyDir and anything else kubesim does not model: a per-pod folder, open to every user.
     folder.mkdir(parents=True, exist_ok=True)
     os.chmod(folder, EMPTY_DIR_MODE)
+    return folder
+
+
+def _claim_dir(ns: str, volume: str, claim_name: str, lookup: Lookup) -> Path:
+    """The folder of the PersistentVolume bound to claim `claim_name` (its hostPath)."""
+    prefix = (
+        f"Unable to attach or mount volumes: unmounted volumes=[{volume}], unattached volumes=[], "
+        f"failed to process volumes=[{volume}]: error processing PVC {ns}/{claim_name}: "
+    )
+    claim = lookup("PersistentVolumeClaim", claim_name)
+    if claim is None:
+        raise ConfigError(f'{prefix}persistentvolumeclaim "{claim_name}" not found')
+    pv_name = (claim.get("spec") or {}).get("volumeName")
+    if (claim.get("status") or {}).get("phase") != "Bound" or not pv_name:
+        raise ConfigError(f"{prefix}PVC is not bound")
+    pv = lookup("PersistentVolume", str(pv_name))
+    path = (((pv or {}).get("spec") or {}).get("hostPath") or {}).get("path")
+    if pv is None or not path:
+        raise ConfigError(f'{prefix}persistentvolume "{pv_name}" not found or has no hostPath')
+    folder = Path(str(path))
+    if not folder.exists():
+        folder.mkdir(parents=True)
+        os.chmod(folder, CLAIM_ROOT_MODE)
     return folder
 
 

@@ -191,7 +191,18 @@ def test_the_image_user_runs_the_container_and_root_owned_image_files_stay_read_
     assert out[0] == "1000" and out[3] == "denied", out
 
 
+def _claim(core: Any, name: str) -> None:
+    core.create_namespaced_persistent_volume_claim(
+        "default",
+        {
+            "metadata": {"name": name},
+            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+        },
+    )
+
+
 def test_run_as_user_and_fs_group_make_volumes_writable(core: Any) -> None:
+    _claim(core, "ws")
     script = (
         "id -u; id -G; stat -c '%a %g' /data /claim; "
         "echo a > /data/f && echo a > /claim/f && echo wrote; stat -c '%g' /data/f /claim/f"
@@ -218,6 +229,7 @@ def test_run_as_user_and_fs_group_make_volumes_writable(core: Any) -> None:
 
 
 def test_a_claim_without_fs_group_is_not_writable_by_a_non_root_user(core: Any) -> None:
+    _claim(core, "ws2")
     _create(
         core,
         "nofsgroup",

@@ -77,7 +77,9 @@ def test_pod_runs_to_success_with_status_fields(core: Any) -> None:
     st = status(core, "ok")
     cs = st.container_statuses[0]
     assert cs.state.terminated.exit_code == 0 and cs.state.terminated.reason == "Completed"
-    assert st.pod_ip == "127.0.0.1" and st.host_ip == "127.0.0.1" and st.start_time is not None
+    # Its own address on the pod network (a 10.N.0.0/16 of the bridge); the node is the host.
+    assert st.pod_ip.startswith("10.") and st.pod_ips[0].ip == st.pod_ip
+    assert st.host_ip == "127.0.0.1" and st.start_time is not None
     assert {c.type: c.status for c in st.conditions}["PodScheduled"] == "True"
     assert log(core, "ok") == "hello\n"
     reasons = [e.reason for e in events(core, "ok")]
@@ -548,7 +550,9 @@ def test_without_namespaces_pods_still_run_and_say_so(
             warnings
             and warnings[0].type == "Warning"
             and "namespaces disabled for this test" in warnings[0].message
+            and "no address of its own (podIP 127.0.0.1) and no cluster DNS" in warnings[0].message
         )
+        assert status(core, "plain").pod_ip == "127.0.0.1"
         assert not Path("/content/f").exists()
         api.close()
     finally:
