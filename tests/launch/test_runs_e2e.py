@@ -339,8 +339,15 @@ def _torch_wheel_available() -> bool:
     not _torch_wheel_available(),
     reason="no local torch 2.13.0 wheel; the socket test covers the ranks meeting",
 )
+@pytest.mark.timeout(1200)
 def test_torchrun_on_two_nodes_all_reduces_with_gloo(kit: LaunchKit, ns: str, tmp_path: Path) -> None:
     directory = make_project(tmp_path, "ddp", source=REPO / "examples" / "ddp")
+    # The example's own training, without its JupyterLab layer (a run needs none).
+    (directory / "Dockerfile").write_text(
+        "FROM python:3.11-slim\nCOPY requirements.txt /tmp/requirements.txt\n"
+        "RUN pip install -r /tmp/requirements.txt\nWORKDIR /content\nCOPY . /content\n"
+    )
+    age(directory)
     proc = run(kit, directory, ns, "--name", "ddp", "--nodes", "2", "--", "torchrun", "train.py", timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.splitlines()
