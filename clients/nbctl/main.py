@@ -106,6 +106,14 @@ def _run_flags(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--detach", action="store_true", help="return once the run is running")
     p.add_argument(
+        "--fetch",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="PATH",
+        help="once the run ended, fetch its outputs (or PATH under them) into DIR",
+    )
+    p.add_argument(
         "--ttl", type=int, default=None, metavar="SECONDS", help="delete the finished run after this long"
     )
     p.add_argument(

@@ -74,6 +74,10 @@ def build_run_request(args: argparse.Namespace) -> Any:
         raise CommandError("no command to run; put it after `--`, e.g. `nbctl run -- python train.py`")
     if args.nodes < 1:
         raise CommandError(f"--nodes {args.nodes} is out of range; give 1 node or more")
+    if args.fetch is not None and args.detach:
+        raise CommandError(
+            "--fetch waits for the run to end and --detach does not; use `nbctl fetch RUN` later"
+        )
     if args.ttl is not None and args.ttl < 0:
         raise CommandError("--ttl must be 0 seconds or more")
     # The flags a run shares with a launch (directory, file, resources, env, cluster) are read alike.
@@ -194,6 +198,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     if failure is not None:
         raise CommandError(failure.message or f"the run failed ({failure.reason or 'no reason given'})")
     if finished is not None:
+        if args.fetch is not None:
+            fetch_args = argparse.Namespace(**vars(args))
+            fetch_args.run, fetch_args.path, fetch_args.directory = name, args.fetch, request.directory
+            cmd_fetch(fetch_args)
         return _exit_code_of(finished)
     if request.detach and running is not None:
         if renderer is not None:

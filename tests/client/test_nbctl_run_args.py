@@ -39,6 +39,11 @@ def kubectl_notebook(*args: str) -> subprocess.CompletedProcess[str]:
             "nbctl: --nodes 0 is out of range; give 1 node or more\n",
         ),
         (["run", "--ttl", "-1", "--", "true"], 1, "nbctl: --ttl must be 0 seconds or more\n"),
+        (
+            ["run", "--detach", "--fetch", "--", "true"],
+            1,
+            "nbctl: --fetch waits for the run to end and --detach does not; use `nbctl fetch RUN` later\n",
+        ),
         (["run", "--env", "NOEQUALS", "--", "true"], 1, "nbctl: --env 'NOEQUALS' is not KEY=VALUE\n"),
         (
             ["run", "/no/such/dir", "--", "true"],
