@@ -128,6 +128,18 @@ def instance_fs(
         dst = folder / "fs" / wd.lstrip("/")
         dst.mkdir(parents=True, exist_ok=True)
         mounts[wd] = view[wd] = Mount(str(dst), wd)
+    # A volume below a folder the image does not have (a claim at /content/outputs in an image
+    # without /content): a runtime makes the mount point inside the container's own root. Here
+    # the container's root is this machine's, so the folder above the mount point gets a private
+    # folder of the instance first; otherwise `mkdir -p` of the mount point would land on the host
+    # and be seen by every later container.
+    for target in [t for t in list(mounts) if t.count("/") > 1]:
+        top = "/" + target.strip("/").split("/")[0]
+        if top in mounts or top.lstrip("/") in SYSTEM_DIRS or not private_workdir(top):
+            continue
+        dst = folder / "fs" / top.lstrip("/")
+        dst.mkdir(parents=True, exist_ok=True)
+        mounts[top] = view[top] = Mount(str(dst), top)
     return InstanceFS(folder, overlay, list(mounts.values()), list(view.values()))
 
 

@@ -304,6 +304,34 @@ def test_content_is_private_per_pod(core: Any) -> None:
         delete(core, name)
 
 
+def test_a_volume_below_a_folder_the_image_lacks_leaves_the_host_alone(core: Any) -> None:
+    # busybox has no /zz-kubesim-top: the mount point's parent is made in the container, as a
+    # runtime makes it in the container's root, never on this machine for later pods to see.
+    top = Path("/zz-kubesim-top")
+    assert not top.exists()
+    for name in ("deep-a", "deep-b"):
+        core.create_namespaced_pod(
+            "default",
+            pod(
+                name,
+                [
+                    "sh",
+                    "-c",
+                    f"echo {name} > /zz-kubesim-top/{name}; ls /zz-kubesim-top; ls /zz-kubesim-top/out",
+                ],
+                restartPolicy="Never",
+                volumes=[{"name": "o", "emptyDir": {}}],
+                container={"volumeMounts": [{"name": "o", "mountPath": "/zz-kubesim-top/out"}]},
+            ),
+        )
+    for name in ("deep-a", "deep-b"):
+        wait_for(lambda: phase(core, name) == "Succeeded", what=f"{name} Succeeded")  # noqa: B023
+        assert log(core, name) == f"{name}\nout\n"
+    assert not top.exists() or not any(top.iterdir())
+    for name in ("deep-a", "deep-b"):
+        delete(core, name)
+
+
 def test_empty_dir_over_tmp_does_not_hide_the_pods_own_folders(core: Any) -> None:
     # kubesim's state dir (the sources of the pod's mounts) is under /tmp in tests.
     core.create_namespaced_pod(
