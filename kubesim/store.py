@@ -581,7 +581,17 @@ class Store:
         self._put(info, (ns, name), obj)
         self._record(info, "ADDED", obj, None)
         self._after_write(info, obj)
-        return self._present(info, obj)
+        created = self._present(info, obj)
+        if self._owners_all_gone(obj):
+            # The garbage collector deletes a dependent none of whose owners exists any more (a
+            # controller that created it from a stale view of a deleted owner): the create
+            # succeeds, and the object goes right after, as upstream's collector removes it.
+            self._try_delete(info, obj, "Background")
+        return created
+
+    def _owners_all_gone(self, obj: dict[str, Any]) -> bool:
+        refs = [r for r in obj["metadata"].get("ownerReferences") or [] if r.get("uid")]
+        return bool(refs) and all(self._find_uid(r["uid"]) is None for r in refs)
 
     # ------------------------------------------------------------------ updates
 
