@@ -93,6 +93,10 @@ class NodeAgent(Protocol):
     def dns_address(self) -> str | None: ...
     @property
     def network_problem(self) -> str: ...
+    @property
+    def node_name(self) -> str: ...
+    def attach_conflict(self, pod: dict[str, Any], node: str) -> str | None: ...
+    def detach_volumes(self, uid: str) -> None: ...
     def normalize_image(self, ref: str) -> str: ...
     def lookup_fn(self, namespace: str) -> Lookup: ...
     def write_status(
@@ -404,6 +408,29 @@ class PodWorker:
         return False
 
     async def _setup_sandbox(self) -> bool:
+        attempt = 0
+        while not self.terminating:
+            # The attach-detach controller first: a ReadWriteOnce volume attached to another node
+            # keeps the pod ContainerCreating, retried, as on a real cluster.
+            conflict = self.kubelet.attach_conflict(self.pod, self.kubelet.node_name)
+            if conflict is None:
+                break
+            self.kubelet.event(
+                self.namespace,
+                {
+                    "kind": "Pod",
+                    "apiVersion": "v1",
+                    "namespace": self.namespace,
+                    "name": self.name,
+                    "uid": self.uid,
+                },
+                "FailedAttachVolume",
+                conflict,
+                "Warning",
+                component="attachdetach-controller",
+            )
+            await self._sleep(self.kubelet.config.backoff_delay(attempt))
+            attempt += 1
         attempt = 0
         while not self.terminating:
             try:
@@ -907,6 +934,7 @@ class PodWorker:
         for name in list(self.live):
             await self._end(name)
         await self.sandbox.stop()
+        self.kubelet.detach_volumes(self.uid)
         if self.kubelet.network is not None:
             await self.kubelet.network.detach(self.uid)
         self.sandbox_ready = False
