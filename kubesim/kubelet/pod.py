@@ -56,7 +56,7 @@ from kubesim.kubelet.relay import splice
 from kubesim.kubelet.runtime import ContainerProcess
 from kubesim.kubelet.spec import SYSTEM_PATH, ConfigError, Lookup, resolve_argv, resolve_env
 from kubesim.kubelet.status import ContainerView, PodFacts, Terminated, pod_status, will_restart
-from kubesim.kubelet.volumes import pod_volumes, volume_mounts
+from kubesim.kubelet.volumes import pod_volumes, read_only_volumes, volume_mounts
 
 __all__ = ["ExecTarget", "NodeAgent", "PodWorker"]
 
@@ -565,7 +565,7 @@ class PodWorker:
         argv = resolve_argv(c, image.config.entrypoint, image.config.cmd, env)
         if not argv:
             raise ConfigError("no command specified")
-        mounts = volume_mounts(c, self.volume_dirs)
+        mounts = volume_mounts(c, self.volume_dirs, read_only_volumes(self.pod))
         # The kubelet's /etc/hosts and /etc/resolv.conf, unless the container mounts its own there.
         mounts += [m for m in self.dns_mounts if all(v.target != m.target for v in mounts)]
         return argv, env, effective_workdir(c, image), mounts, who

@@ -261,3 +261,12 @@ def test_two_pods_of_one_node_share_a_read_write_once_claim(core: Any) -> None:
     )
     assert core.read_namespaced_pod_log("two", "default") == "1\n"
     core.delete_namespaced_pod("one", "default")
+
+
+def test_a_read_only_claim_volume_refuses_writes(core: Any) -> None:
+    core.create_namespaced_persistent_volume_claim("default", claim_body("ro"))
+    body = pod_body("looker", "ro", "ls /data; (echo x > /data/x) 2>/dev/null && echo wrote || echo refused")
+    body["spec"]["volumes"][0]["persistentVolumeClaim"]["readOnly"] = True
+    core.create_namespaced_pod("default", body)
+    wait_for(lambda: phase(core, "looker") == "Succeeded", timeout=30, what="looker done")
+    assert core.read_namespaced_pod_log("looker", "default") == "refused\n"
