@@ -235,12 +235,16 @@ class DnsServer:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        transport, _ = await loop.create_datagram_endpoint(
-            lambda: _Udp(self.store), local_addr=(self.address, self.port)
-        )
-        self._udp = transport
         self._tcp = await asyncio.start_server(self._handle_tcp, self.address, self.port)
-        self.port = self._tcp.sockets[0].getsockname()[1]
+        self.port = self._tcp.sockets[0].getsockname()[1]  # port 0: UDP takes the same one
+        try:
+            transport, _ = await loop.create_datagram_endpoint(
+                lambda: _Udp(self.store), local_addr=(self.address, self.port)
+            )
+        except BaseException:
+            await self.stop()
+            raise
+        self._udp = transport
 
     async def _handle_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
