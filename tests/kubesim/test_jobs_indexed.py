@@ -117,6 +117,16 @@ def test_validation_says_what_upstream_says(spec: dict[str, Any], message: str) 
     assert message in [f"{c['field']}: {c['message']}" for c in jobpolicy.validate_spec(spec)]
 
 
+def test_an_indexed_jobs_last_hostname_must_be_a_dns_label() -> None:
+    spec = {"completionMode": "Indexed", "completions": 10}
+    assert jobpolicy.validate_indexed_name("a" * 61, spec) == []
+    [cause] = jobpolicy.validate_indexed_name("a" * 62, spec)
+    assert cause["field"] == "metadata.name" and cause["message"] == (
+        f'Invalid value: "{"a" * 62}": will not able to create pod with invalid DNS label: {"a" * 62}-9'
+    )
+    assert jobpolicy.validate_indexed_name("a" * 62, {"completions": 10}) == []  # NonIndexed: no hostnames
+
+
 def test_valid_indexed_specs_pass() -> None:
     assert jobpolicy.validate_spec(job()["spec"]) == []
     spec = job(
