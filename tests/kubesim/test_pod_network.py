@@ -484,3 +484,42 @@ def test_without_cluster_dns_pods_keep_loopback_and_say_so(
         assert not [b for b in bridges() if b.startswith(f"ksim{pid:x}x")]  # the unused bridge went at once
     finally:
         server.stop()
+
+
+def test_names_outside_the_cluster_are_forwarded_upstream() -> None:
+    import asyncio
+
+    store: Any = FakeStore([svc("api", "10.96.0.7")], [])
+
+    class Upstream(asyncio.DatagramProtocol):
+        """A nameserver that knows one name: example.org A 192.0.2.9."""
+
+        def connection_made(self, transport: Any) -> None:
+            self.transport = transport
+
+        def datagram_received(self, data: bytes, addr: Any) -> None:
+            q = dns.parse_query(data)
+            if q.name == "example.org":
+                self.transport.sendto(dns.build_response(q, dns.NOERROR, ["192.0.2.9"]), addr)
+
+    async def run() -> list[bytes]:
+        loop = asyncio.get_running_loop()
+        up, _ = await loop.create_datagram_endpoint(Upstream, local_addr=("127.0.0.1", 0))
+        port = up.get_extra_info("sockname")[1]
+        try:
+            return [
+                await dns.respond(store, query("example.org"), [("127.0.0.1", port)], timeout=0.5) or b"",
+                await dns.respond(store, query("silent.example"), [("127.0.0.1", port)], timeout=0.3) or b"",
+                await dns.respond(store, query("api.default.svc.cluster.local"), [("127.0.0.1", port)])
+                or b"",
+                await dns.respond(store, query("example.org"), []) or b"",
+            ]
+        finally:
+            up.close()
+
+    found, silent, ours, alone = asyncio.run(run())
+    assert found[-4:] == socket.inet_aton("192.0.2.9")
+    assert struct.unpack("!H", silent[2:4])[0] & 0xF == dns.SERVFAIL  # no upstream answered
+    assert ours[-4:] == socket.inet_aton("10.96.0.7")  # the cluster's zone is never forwarded
+    assert struct.unpack("!H", alone[2:4])[0] & 0xF == dns.NXDOMAIN  # nowhere to forward to
+    assert dns.host_nameservers("/nonexistent") == []
