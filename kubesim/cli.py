@@ -70,6 +70,7 @@ def _parser() -> argparse.ArgumentParser:
         help="a taint of the node (e.g. nvidia.com/gpu=present:NoSchedule); repeatable",
     )
     s.add_argument("--node-name", default="kubesim-node")
+    s.add_argument("--nodes", type=int, default=1, help="nodes (kubelets): NAME, NAME-2, ...")
     s.add_argument("--history-size", type=int, default=10000, help="watch events kept (older → 410 Expired)")
     s.add_argument("--bookmark-interval", type=float, default=10.0, help="seconds between watch BOOKMARKs")
     s.add_argument("--no-kubelet", action="store_true", help="API server only: pods stay Pending")
@@ -100,6 +101,7 @@ async def _serve(args: argparse.Namespace) -> int:
         kubeconfig_out=args.kubeconfig_out,
         gpus=args.gpus,
         node_name=args.node_name,
+        nodes=max(1, args.nodes),
         history_size=args.history_size,
         bookmark_interval=args.bookmark_interval,
         kubelet=not args.no_kubelet,

@@ -48,6 +48,8 @@ class ClusterOptions:
     kubeconfig_out: Path | None = None
     gpus: int = 0
     node_name: str = "kubesim-node"
+    # Nodes: the first is `node_name`, the others `node_name-2`, ...; each its own kubelet.
+    nodes: int = 1
     history_size: int = 10000
     bookmark_interval: float = 10.0
     kubelet: bool = True
@@ -148,11 +150,25 @@ class Cluster:
                 **o.kubelet_options,
             )
             kubelet = Kubelet(self.store, config, self.faults)
+            followers = []
+            for i in range(2, o.nodes + 1):
+                options = dict(o.kubelet_options)
+                extra = KubeletConfig(
+                    state_dir=o.state_dir / f"node-{i}",
+                    node=NodeConfig(name=f"{o.node_name}-{i}", gpus=o.gpus),
+                    api_port=port,
+                    **options,
+                )
+                follower = Kubelet(self.store, extra, None)
+                follower.leader = kubelet
+                followers.append(follower)
+            kubelet.peers = [kubelet, *followers]
         except Exception:
             log.exception("kubelet not available: pods will stay Pending")
         else:
             self.kubelet = kubelet
             self._components.append(kubelet)
+            self._components.extend(followers)
             # The kubelet half serves pods/log, pods/exec and pods/portforward on the router.
             streams.register(self.api, kubelet)
         eviction.register(self.api)

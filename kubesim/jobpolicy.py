@@ -494,3 +494,22 @@ def success_rule(policy: dict[str, Any] | None, succeeded: set[int], completions
         elif count is not None and len(succeeded) >= int(count):
             return i
     return None
+
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+def validate_indexed_name(name: str, spec: dict[str, Any]) -> list[dict[str, str]]:
+    """Upstream's check that an Indexed Job's last pod hostname (NAME-(completions-1)) is a DNS label."""
+    if spec.get("completionMode") != "Indexed" or spec.get("completions") is None:
+        return []
+    hostname = f"{name}-{max(0, int(spec['completions']) - 1)}"
+    if len(hostname) <= 63 and _DNS_LABEL.match(hostname):
+        return []
+    return [
+        {
+            "field": "metadata.name",
+            "reason": "FieldValueInvalid",
+            "message": f'Invalid value: "{name}": will not able to create pod with invalid DNS label: {hostname}',
+        }
+    ]

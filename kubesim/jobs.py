@@ -95,6 +95,44 @@ def _finished(job: dict[str, Any]) -> bool:
     return False
 
 
+_TERMINAL = {"FailureTarget": "Failed", "SuccessCriteriaMet": "Complete"}
+
+
+def _ending(job: dict[str, Any]) -> dict[str, Any] | None:
+    """The FailureTarget or SuccessCriteriaMet condition of a Job whose terminal condition is not set yet."""
+    if _finished(job):
+        return None
+    for c in (job.get("status") or {}).get("conditions") or []:
+        if c.get("type") in _TERMINAL and c.get("status") == "True":
+            return dict(c)
+    return None
+
+
+def _unfinished(pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [p for p in pods if (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")]
+
+
+def _terminate(
+    result: Plan, pods: list[dict[str, Any]], target: dict[str, Any], now_s: str, first: bool = False
+) -> Plan:
+    """Ends a Job as upstream does since 1.31: FailureTarget/SuccessCriteriaMet first, its pods
+    deleted, and Failed/Complete (same reason and message) once none of its pods is still running."""
+    status = result.status
+    conds = list(status.get("conditions") or [])
+    if first:
+        conds.append(target)
+    running = _unfinished(pods)
+    result.delete = [p["metadata"]["name"] for p in running if not p["metadata"].get("deletionTimestamp")]
+    status["active"] = 0
+    if not running:
+        kind = _TERMINAL[target["type"]]
+        conds.append(_cond(kind, str(target.get("reason")), str(target.get("message")), now_s))
+        if kind == "Complete":
+            status["completionTime"] = now_s
+    status["conditions"] = conds
+    return result
+
+
 def plan(job: dict[str, Any], pods: list[dict[str, Any]], now: float) -> Plan:
     """Pure decision for `job` given its pods (see module docstring)."""
     spec = job.get("spec") or {}
@@ -160,6 +198,9 @@ def plan(job: dict[str, Any], pods: list[dict[str, Any]], now: float) -> Plan:
     result = Plan(status=status)
     if _finished(job):
         return result
+    ending = _ending(job)
+    if ending is not None:
+        return _terminate(result, pods, ending, now_rfc3339(now))
     if spec.get("suspend"):
         result.delete = [p["metadata"]["name"] for p in active]
         status["active"] = 0
@@ -168,29 +209,17 @@ def plan(job: dict[str, Any], pods: list[dict[str, Any]], now: float) -> Plan:
     conds = list(old.get("conditions") or [])
 
     def fail(reason: str, message: str) -> Plan:
-        conds.extend(
-            [_cond("FailureTarget", reason, message, now_s), _cond("Failed", reason, message, now_s)]
-        )
         status["conditions"] = conds
-        status["active"] = 0
-        result.delete = [p["metadata"]["name"] for p in active]
         result.events.append(("Warning", reason, message))
-        return result
+        return _terminate(result, pods, _cond("FailureTarget", reason, message, now_s), now_s, first=True)
 
     if succeeded >= completions:
         msg = "Reached expected number of succeeded pods"
-        conds.extend(
-            [
-                _cond("SuccessCriteriaMet", "CompletionsReached", msg, now_s),
-                _cond("Complete", "CompletionsReached", msg, now_s),
-            ]
-        )
         status["conditions"] = conds
-        status["completionTime"] = now_s
-        result.delete = [p["metadata"]["name"] for p in active]
-        status["active"] = 0
         result.events.append(("Normal", "Completed", "Job completed"))
-        return result
+        return _terminate(
+            result, pods, _cond("SuccessCriteriaMet", "CompletionsReached", msg, now_s), now_s, first=True
+        )
     if fail_job is not None:
         return fail("PodFailurePolicy", fail_job.message)
     if failed + restarts > backoff_limit:
@@ -295,24 +324,24 @@ def plan_indexed(job: dict[str, Any], pods: list[dict[str, Any]], now: float) ->
     result = Plan(status=status)
     if _finished(job):
         return result
+    ending = _ending(job)
+    if ending is not None:
+        # The pods the controller stops now do not fail their indexes.
+        if "failedIndexes" in old:
+            status["failedIndexes"] = old["failedIndexes"]
+        return _terminate(result, pods, ending, now_rfc3339(now))
     if spec.get("suspend"):
         result.delete = [p["metadata"]["name"] for p in active]
         status["active"] = 0
         return result
     status.setdefault("startTime", now_s)
     conds = list(old.get("conditions") or [])
-    deletes = [p["metadata"]["name"] for p in active]
 
     def end(kind: str, reason: str, message: str, etype: str, event: str, event_msg: str) -> Plan:
         first = "SuccessCriteriaMet" if kind == "Complete" else "FailureTarget"
-        conds.extend([_cond(first, reason, message, now_s), _cond(kind, reason, message, now_s)])
         status["conditions"] = conds
-        if kind == "Complete":
-            status["completionTime"] = now_s
-        status["active"] = 0
-        result.delete = deletes
         result.events.append((etype, event, event_msg))
-        return result
+        return _terminate(result, pods, _cond(first, reason, message, now_s), now_s, first=True)
 
     def fail(reason: str, message: str) -> Plan:
         return end("Failed", reason, message, "Warning", reason, message)

@@ -507,7 +507,7 @@ def prepare_create(info: ResourceInfo, obj: dict[str, Any], store: Any) -> dict[
     elif key == ("batch", "jobs"):
         spec = obj.setdefault("spec", {})
         uid = meta["uid"]
-        mode_causes = jobpolicy.validate_spec(spec)
+        mode_causes = jobpolicy.validate_indexed_name(meta["name"], spec) + jobpolicy.validate_spec(spec)
         if mode_causes:
             raise ApiError.invalid(info, meta["name"], mode_causes)
         spec.setdefault("parallelism", 1)

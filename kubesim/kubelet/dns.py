@@ -13,9 +13,12 @@ Answers (class IN, TTL 5 as CoreDNS's default), from the store at the time of th
 A Service's endpoints are what the endpoints controller would list: the pods of its namespace its
 selector matches that have a pod IP, are not terminal or being deleted, and are Ready, or any such
 pod when the Service sets `publishNotReadyAddresses`. A Service without a selector has none.
-Names outside `cluster.local` are not forwarded anywhere (pods have no way out): NXDOMAIN.
+Names outside `cluster.local` are forwarded, as CoreDNS's `forward . /etc/resolv.conf` does, to
+the nameservers of this machine's /etc/resolv.conf (UDP, each tried in turn for 2 s; none answers:
+SERVFAIL; none configured: NXDOMAIN). A pod gets the answer, though it has no route out of the
+machine; a BuildKit RUN, which runs in kubesim's own network namespace, can use it.
 
-`records(store, name)` is the lookup; `DnsServer` serves it; `parse_query`/`build_response` are the
+`records(store, name)` is the lookup; `DnsServer` serves it (and forwards the rest); `parse_query`/`build_response` are the
 wire format (RFC 1035), stdlib only.
 """
 
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import struct
 from dataclasses import dataclass
@@ -179,6 +183,70 @@ def records(store: Store, name: str) -> list[str] | None:
     return found or None
 
 
+Upstream = tuple[str, int]
+
+
+def host_nameservers(path: str = "/etc/resolv.conf") -> list[Upstream]:
+    """The IPv4 nameservers of this machine's resolv.conf, port 53."""
+    out: list[Upstream] = []
+    try:
+        with open(path) as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) >= 2 and parts[0] == "nameserver" and parts[1].count(".") == 3:
+                    out.append((parts[1], 53))
+    except OSError:
+        pass
+    return out
+
+
+class _Client(asyncio.DatagramProtocol):
+    def __init__(self, got: asyncio.Future[bytes]) -> None:
+        self.got = got
+
+    def datagram_received(self, reply: bytes, addr: Any) -> None:
+        if not self.got.done():
+            self.got.set_result(reply)
+
+    def error_received(self, exc: Exception) -> None:
+        if not self.got.done():
+            self.got.set_exception(exc)
+
+
+async def forward(data: bytes, upstreams: list[Upstream], timeout: float = 2.0) -> bytes | None:
+    """`data` asked of each upstream in turn over UDP; the first answer, None when none answers."""
+    loop = asyncio.get_running_loop()
+    for server in upstreams:
+        got: asyncio.Future[bytes] = loop.create_future()
+        try:
+            transport, _ = await loop.create_datagram_endpoint(
+                functools.partial(_Client, got), remote_addr=server
+            )
+        except OSError:
+            continue
+        try:
+            transport.sendto(data)
+            return await asyncio.wait_for(got, timeout)
+        except (OSError, TimeoutError):
+            continue
+        finally:
+            transport.close()
+    return None
+
+
+async def respond(store: Store, data: bytes, upstreams: list[Upstream], timeout: float = 2.0) -> bytes | None:
+    """The response to one DNS message: our zone from the store, other names forwarded."""
+    try:
+        q = parse_query(data)
+    except ValueError:
+        return answer(store, data)
+    in_zone = q.name == CLUSTER_DOMAIN or q.name.endswith("." + CLUSTER_DOMAIN)
+    if in_zone or not upstreams or (q.flags >> 11) & 0xF != 0:
+        return answer(store, data)
+    reply = await forward(data, upstreams, timeout)
+    return reply if reply is not None else build_response(q, SERVFAIL, [])
+
+
 def answer(store: Store, data: bytes) -> bytes | None:
     """The response to one DNS message (None: too malformed to answer)."""
     try:
@@ -201,15 +269,21 @@ def answer(store: Store, data: bytes) -> bytes | None:
 
 
 class _Udp(asyncio.DatagramProtocol):
-    def __init__(self, store: Store) -> None:
-        self.store = store
+    def __init__(self, server: DnsServer) -> None:
+        self.server = server
         self.transport: asyncio.DatagramTransport | None = None
+        self._pending: set[asyncio.Future[None]] = set()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        reply = answer(self.store, data)
+        task = asyncio.ensure_future(self._reply(data, addr))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _reply(self, data: bytes, addr: tuple[str, int]) -> None:
+        reply = await respond(self.server.store, data, self.server.upstreams, self.server.timeout)
         if reply is not None and self.transport is not None:
             if len(reply) > 512:
                 reply = _truncated(reply)
@@ -226,28 +300,41 @@ def _truncated(reply: bytes) -> bytes:
 class DnsServer:
     """Serves `records` on `address`:`port` over UDP and TCP."""
 
-    def __init__(self, store: Store, address: str, port: int = 53) -> None:
+    def __init__(
+        self,
+        store: Store,
+        address: str,
+        port: int = 53,
+        upstreams: list[Upstream] | None = None,
+        timeout: float = 2.0,
+    ) -> None:
         self.store = store
         self.address = address
         self.port = port
+        self.upstreams = host_nameservers() if upstreams is None else upstreams
+        self.timeout = timeout
         self._udp: asyncio.DatagramTransport | None = None
         self._tcp: asyncio.AbstractServer | None = None
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        transport, _ = await loop.create_datagram_endpoint(
-            lambda: _Udp(self.store), local_addr=(self.address, self.port)
-        )
-        self._udp = transport
         self._tcp = await asyncio.start_server(self._handle_tcp, self.address, self.port)
-        self.port = self._tcp.sockets[0].getsockname()[1]
+        self.port = self._tcp.sockets[0].getsockname()[1]  # port 0: UDP takes the same one
+        try:
+            transport, _ = await loop.create_datagram_endpoint(
+                lambda: _Udp(self), local_addr=(self.address, self.port)
+            )
+        except BaseException:
+            await self.stop()
+            raise
+        self._udp = transport
 
     async def _handle_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while True:
                 head = await reader.readexactly(2)
                 data = await reader.readexactly(struct.unpack("!H", head)[0])
-                reply = answer(self.store, data)
+                reply = await respond(self.store, data, self.upstreams, self.timeout)
                 if reply is None:
                     break
                 writer.write(struct.pack("!H", len(reply)) + reply)

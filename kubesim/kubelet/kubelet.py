@@ -27,7 +27,7 @@ from kubesim.kubelet.dns import DnsServer
 from kubesim.kubelet.network import NetworkError, PodNetwork
 from kubesim.kubelet.node import NodeConfig, node_object, parse_label, parse_taint
 from kubesim.kubelet.pod import PodWorker, _Gone
-from kubesim.kubelet.scheduler import claims_problem, fit, volume_binding_message
+from kubesim.kubelet.scheduler import claims_problem, fit, merge_messages, pod_claims, volume_binding_message
 from kubesim.kubelet.spec import Lookup
 from kubesim.store import NODES, PODS, Store, WatchEvent
 
@@ -157,6 +157,11 @@ class Kubelet:
         self.network: PodNetwork | None = None
         self.dns: DnsServer | None = None
         self.network_problem = ""
+        # Several nodes: the first kubelet (the leader) schedules for all, owns the pod network and
+        # DNS, and records which node each ReadWriteOnce volume is attached to.
+        self.leader: Kubelet = self
+        self.peers: list[Kubelet] = [self]
+        self.attachments: dict[str, tuple[str, set[str]]] = {}  # PV name -> (node, pod uids)
         if faults is not None:
             faults.on_kill_pod = self.kill_pod
             faults.on_recreate_pod = self.recreate_pod
@@ -176,11 +181,19 @@ class Kubelet:
             node.cpu = os.cpu_count() or 2
         # The first namespace check runs `unshare` once; keep it off the event loop.
         isolated, why = await asyncio.to_thread(namespaces.namespaces_available)
-        if isolated:
+        if self.leader is not self:
+            self.network, self.dns = self.leader.network, self.leader.dns
+            self.network_problem = self.leader.network_problem
+        elif isolated:
             await self._start_network()
         else:
             self.network_problem = why
         self._register_node()
+        if self.leader is not self:
+            self._unsubscribe = self.store.subscribe(PODS, self._on_pod_event)
+            for pod in self.store.list(PODS)[0]:
+                self._consider(pod)
+            return
         self._unsubscribe = self.store.subscribe(PODS, self._on_pod_event)
         # A node change (a taint removed, a label added, capacity grown) can make a pending pod fit.
         self._unsubscribe_node = self.store.subscribe(NODES, lambda _ev: self._schedule_needed.set())
@@ -243,6 +256,8 @@ class Kubelet:
         await asyncio.gather(*(w.kill() for w in list(self.workers.values())), return_exceptions=True)
         for t in list(self._tasks):
             t.cancel()
+        if self.leader is not self:
+            self.network = self.dns = None  # the leader's, stopped with it
         if self.dns is not None:
             await self.dns.stop()
             self.dns = None
@@ -316,9 +331,11 @@ class Kubelet:
             self.store.add_event(namespace, ref, reason, message, type=type, component=component)
 
     def worker(self, namespace: str, name: str) -> PodWorker | None:
-        for w in self.workers.values():
-            if w.namespace == namespace and w.name == name and not w.removed:
-                return w
+        """The pod's worker on this node or, asked of the leader, on any node (streams, faults)."""
+        for k in self.leader.peers if self.leader is self else [self]:
+            for w in k.workers.values():
+                if w.namespace == namespace and w.name == name and not w.removed:
+                    return w
         return None
 
     # ------------------------------------------------------------------ pod events
@@ -343,6 +360,8 @@ class Kubelet:
                 self._schedule_needed.set()
             return
         if node != self.node_name:
+            if self.leader is self and (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+                self._schedule_needed.set()  # room freed on another node
             return
         w = self.workers.get(uid)
         if w is None:
@@ -404,6 +423,56 @@ class Kubelet:
                 log.exception("scheduling failed")
             await asyncio.sleep(0.05)
 
+    def attach_conflict(self, pod: dict[str, Any], node: str) -> str | None:
+        """The attach-detach controller's verdict: None once every ReadWriteOnce volume of `pod` is
+        attached to `node` (it is, from now on), else the Multi-Attach error of the first that is
+        attached to another node."""
+        leader = self.leader
+        ns = pod["metadata"].get("namespace", "default")
+        uid = pod["metadata"]["uid"]
+        wanted: list[str] = []
+        for claim_name in pod_claims(pod):
+            claim = self.store.get(PVCS, ns, claim_name)
+            if claim is None:
+                continue
+            modes = set(
+                (claim.get("status") or {}).get("accessModes")
+                or (claim.get("spec") or {}).get("accessModes")
+                or []
+            )
+            pv = (claim.get("spec") or {}).get("volumeName")
+            if not pv or modes & {"ReadWriteMany", "ReadOnlyMany"}:
+                continue
+            held = leader.attachments.get(pv)
+            if held is not None and held[0] != node and held[1]:
+                users = []
+                for other in held[1]:
+                    for k in leader.peers:
+                        w = k.workers.get(other)
+                        if w is not None and w.namespace == ns:
+                            users.append(w.name)
+                if users:
+                    return f'Multi-Attach error for volume "{pv}" Volume is already used by pod(s) {", ".join(sorted(users))}'
+                return (
+                    f'Multi-Attach error for volume "{pv}" Volume is already exclusively attached to one node '
+                    "and can't be attached to another"
+                )
+            wanted.append(pv)
+        for pv in wanted:
+            held = leader.attachments.get(pv)
+            if held is None or not held[1]:
+                leader.attachments[pv] = (node, {uid})
+            else:
+                held[1].add(uid)
+        return None
+
+    def detach_volumes(self, uid: str) -> None:
+        """A pod is gone from its node: a volume no pod of that node uses any more is detached."""
+        for pv, (_node, users) in list(self.leader.attachments.items()):
+            users.discard(uid)
+            if not users:
+                del self.leader.attachments[pv]
+
     def _schedule_pending(self) -> None:
         pods, _ = self.store.list(PODS)
         pending = [
@@ -414,34 +483,54 @@ class Kubelet:
             and (p.get("spec") or {}).get("schedulerName", "default-scheduler") == "default-scheduler"
         ]
         pending.sort(key=lambda p: (p["metadata"].get("creationTimestamp", ""), p["metadata"]["name"]))
-        node = self.store.get(NODES, None, self.node_name)
-        if node is None:
-            self._register_node()
-            node = self.store.get(NODES, None, self.node_name)
-        assert node is not None
-        labels = node["metadata"].get("labels") or {}
-        allocatable = (node.get("status") or {}).get("allocatable") or self.config.node.allocatable()
-        taints = (node.get("spec") or {}).get("taints") or []
+        nodes = []
+        for k in self.peers:
+            node = self.store.get(NODES, None, k.node_name)
+            if node is None:
+                k._register_node()
+                node = self.store.get(NODES, None, k.node_name)
+            assert node is not None
+            nodes.append(
+                (
+                    k.node_name,
+                    node["metadata"].get("labels") or {},
+                    (node.get("status") or {}).get("allocatable") or k.config.node.allocatable(),
+                    (node.get("spec") or {}).get("taints") or [],
+                )
+            )
         for pod in pending:
-            bound = [p for p in pods if (p.get("spec") or {}).get("nodeName") == self.node_name]
             ns, name = pod["metadata"].get("namespace", "default"), pod["metadata"]["name"]
             # VolumeBinding's PreFilter first: a missing, deleted or unbound claim fits no node.
             problem = claims_problem(pod, functools.partial(self.store.get, PVCS, ns))
             if problem is not None:
                 self._unschedulable(pod, volume_binding_message(problem))
                 continue
-            result = fit(pod, labels, allocatable, bound, taints)
-            if result.ok:
-                self._bind(pod)
+            fits: list[tuple[int, int, str]] = []
+            messages: list[str] = []
+            for node_name, labels, allocatable, taints in nodes:
+                bound = [p for p in pods if (p.get("spec") or {}).get("nodeName") == node_name]
+                result = fit(pod, labels, allocatable, bound, taints)
+                if result.ok:
+                    live = sum(
+                        1
+                        for p in bound
+                        if (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
+                    )
+                    fits.append((live, len(fits), node_name))
+                else:
+                    messages.append(result.message)
+            if fits:
+                # Spread, as the default scoring does for equal nodes: the node with fewest live pods.
+                self._bind(pod, min(fits)[2])
                 refreshed = self.store.get(PODS, ns, name)
                 if refreshed is not None:
                     pods = [
                         refreshed if p["metadata"]["uid"] == refreshed["metadata"]["uid"] else p for p in pods
                     ]
             else:
-                self._unschedulable(pod, result.message)
+                self._unschedulable(pod, merge_messages(messages))
 
-    def _bind(self, pod: dict[str, Any]) -> None:
+    def _bind(self, pod: dict[str, Any], node_name: str) -> None:
         ns, name, uid = (
             pod["metadata"].get("namespace", "default"),
             pod["metadata"]["name"],
@@ -452,7 +541,7 @@ class Kubelet:
         def mutate(o: dict[str, Any]) -> None:
             if o["metadata"]["uid"] != uid:
                 raise _Gone()
-            o.setdefault("spec", {})["nodeName"] = self.node_name
+            o.setdefault("spec", {})["nodeName"] = node_name
             st = o.setdefault("status", {})
             st["phase"] = "Pending"
             conds = [c for c in st.get("conditions") or [] if c.get("type") != "PodScheduled"]
@@ -470,7 +559,7 @@ class Kubelet:
             ns,
             {"kind": "Pod", "apiVersion": "v1", "namespace": ns, "name": name, "uid": uid},
             "Scheduled",
-            f"Successfully assigned {ns}/{name} to {self.node_name}",
+            f"Successfully assigned {ns}/{name} to {node_name}",
             component="default-scheduler",
         )
 

@@ -56,7 +56,7 @@ from kubesim.kubelet.relay import splice
 from kubesim.kubelet.runtime import ContainerProcess
 from kubesim.kubelet.spec import SYSTEM_PATH, ConfigError, Lookup, resolve_argv, resolve_env
 from kubesim.kubelet.status import ContainerView, PodFacts, Terminated, pod_status, will_restart
-from kubesim.kubelet.volumes import pod_volumes, volume_mounts
+from kubesim.kubelet.volumes import pod_volumes, read_only_volumes, volume_mounts
 
 __all__ = ["ExecTarget", "NodeAgent", "PodWorker"]
 
@@ -93,6 +93,10 @@ class NodeAgent(Protocol):
     def dns_address(self) -> str | None: ...
     @property
     def network_problem(self) -> str: ...
+    @property
+    def node_name(self) -> str: ...
+    def attach_conflict(self, pod: dict[str, Any], node: str) -> str | None: ...
+    def detach_volumes(self, uid: str) -> None: ...
     def normalize_image(self, ref: str) -> str: ...
     def lookup_fn(self, namespace: str) -> Lookup: ...
     def write_status(
@@ -406,6 +410,29 @@ class PodWorker:
     async def _setup_sandbox(self) -> bool:
         attempt = 0
         while not self.terminating:
+            # The attach-detach controller first: a ReadWriteOnce volume attached to another node
+            # keeps the pod ContainerCreating, retried, as on a real cluster.
+            conflict = self.kubelet.attach_conflict(self.pod, self.kubelet.node_name)
+            if conflict is None:
+                break
+            self.kubelet.event(
+                self.namespace,
+                {
+                    "kind": "Pod",
+                    "apiVersion": "v1",
+                    "namespace": self.namespace,
+                    "name": self.name,
+                    "uid": self.uid,
+                },
+                "FailedAttachVolume",
+                conflict,
+                "Warning",
+                component="attachdetach-controller",
+            )
+            await self._sleep(self.kubelet.config.backoff_delay(attempt))
+            attempt += 1
+        attempt = 0
+        while not self.terminating:
             try:
                 self.volume_dirs = await asyncio.to_thread(
                     pod_volumes,
@@ -538,7 +565,7 @@ class PodWorker:
         argv = resolve_argv(c, image.config.entrypoint, image.config.cmd, env)
         if not argv:
             raise ConfigError("no command specified")
-        mounts = volume_mounts(c, self.volume_dirs)
+        mounts = volume_mounts(c, self.volume_dirs, read_only_volumes(self.pod))
         # The kubelet's /etc/hosts and /etc/resolv.conf, unless the container mounts its own there.
         mounts += [m for m in self.dns_mounts if all(v.target != m.target for v in mounts)]
         return argv, env, effective_workdir(c, image), mounts, who
@@ -907,6 +934,7 @@ class PodWorker:
         for name in list(self.live):
             await self._end(name)
         await self.sandbox.stop()
+        self.kubelet.detach_volumes(self.uid)
         if self.kubelet.network is not None:
             await self.kubelet.network.detach(self.uid)
         self.sandbox_ready = False

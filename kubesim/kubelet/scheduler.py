@@ -15,6 +15,7 @@ Pure: no I/O.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -210,3 +211,30 @@ def claims_problem(pod: dict[str, Any], get_claim: Callable[[str], dict[str, Any
 def volume_binding_message(problem: str) -> str:
     """The FailedScheduling message of a VolumeBinding PreFilter rejection (no node can help)."""
     return f"0/1 nodes are available: {problem}. {_NOT_HELPFUL}"
+
+
+_MESSAGE = re.compile(r"^0/1 nodes are available: (.*)\. preemption: 0/1 nodes are available: 1 (.*)\.$")
+
+
+def merge_messages(messages: Sequence[str]) -> str:
+    """One FailedScheduling message for several nodes, from each node's own (as the scheduler's FitError).
+
+    Per-node reasons ("1 Insufficient cpu") are counted over the nodes and sorted; so are the
+    preemption verdicts. A message of another shape is returned as it is.
+    """
+    if len(messages) == 1:
+        return messages[0]
+    reasons: dict[str, int] = {}
+    verdicts: dict[str, int] = {}
+    for m in messages:
+        found = _MESSAGE.match(m)
+        if found is None:
+            return m
+        for part in found.group(1).split(", "):
+            reason = part.split(" ", 1)[1] if part.startswith("1 ") else part
+            reasons[reason] = reasons.get(reason, 0) + 1
+        verdicts[found.group(2)] = verdicts.get(found.group(2), 0) + 1
+    n = len(messages)
+    said = ", ".join(sorted(f"{c} {r}" for r, c in reasons.items()))
+    why = ", ".join(sorted(f"{c} {r}" for r, c in verdicts.items()))
+    return f"0/{n} nodes are available: {said}. preemption: 0/{n} nodes are available: {why}."

@@ -36,7 +36,7 @@ from typing import Any
 from kubesim.kubelet.namespaces import Mount
 from kubesim.kubelet.spec import ConfigError, Lookup
 
-__all__ = ["pod_volumes", "volume_mounts", "set_volume_ownership"]
+__all__ = ["pod_volumes", "read_only_volumes", "volume_mounts", "set_volume_ownership"]
 
 EMPTY_DIR_MODE = 0o777
 CLAIM_ROOT_MODE = 0o755
@@ -238,8 +238,13 @@ def pod_volumes(pod: dict[str, Any], pod_dir: Path, state_dir: Path, lookup: Loo
     return volume_dirs
 
 
-def volume_mounts(container: dict[str, Any], volume_dirs: dict[str, Path]) -> list[Mount]:
+def volume_mounts(
+    container: dict[str, Any], volume_dirs: dict[str, Path], read_only: frozenset[str] = frozenset()
+) -> list[Mount]:
     """The bind mounts of `container`'s volumeMounts (the first mount of a path wins).
+
+    A volume named in `read_only` (a persistentVolumeClaim source with `readOnly: true`) is mounted
+    read-only whatever the volumeMount says, as the kubelet does.
 
     Raises ConfigError for a subPath leaving its volume (CreateContainerConfigError).
     """
@@ -257,5 +262,15 @@ def volume_mounts(container: dict[str, Any], volume_dirs: dict[str, Path]) -> li
                 os.chmod(src, root.stat().st_mode & 0o7777)
         target = os.path.normpath(vm.get("mountPath", ""))
         if target not in mounts:
-            mounts[target] = Mount(str(src), target, bool(vm.get("readOnly")), src.is_file())
+            ro = bool(vm.get("readOnly")) or vm.get("name", "") in read_only
+            mounts[target] = Mount(str(src), target, ro, src.is_file())
     return list(mounts.values())
+
+
+def read_only_volumes(pod: dict[str, Any]) -> frozenset[str]:
+    """The pod's volumes whose source forces read-only mounts (persistentVolumeClaim.readOnly)."""
+    return frozenset(
+        str(v["name"])
+        for v in (pod.get("spec") or {}).get("volumes") or []
+        if (v.get("persistentVolumeClaim") or {}).get("readOnly")
+    )

@@ -261,3 +261,41 @@ def test_two_pods_of_one_node_share_a_read_write_once_claim(core: Any) -> None:
     )
     assert core.read_namespaced_pod_log("two", "default") == "1\n"
     core.delete_namespaced_pod("one", "default")
+
+
+def test_a_read_only_claim_volume_refuses_writes(core: Any) -> None:
+    core.create_namespaced_persistent_volume_claim("default", claim_body("ro"))
+    body = pod_body("looker", "ro", "ls /data; (echo x > /data/x) 2>/dev/null && echo wrote || echo refused")
+    body["spec"]["volumes"][0]["persistentVolumeClaim"]["readOnly"] = True
+    core.create_namespaced_pod("default", body)
+    wait_for(lambda: phase(core, "looker") == "Succeeded", timeout=30, what="looker done")
+    assert core.read_namespaced_pod_log("looker", "default") == "refused\n"
+
+
+def test_claims_that_cannot_bind_say_why(core: Any) -> None:
+    from kubernetes import client
+
+    client.StorageV1Api(core.api_client).create_storage_class(
+        {"metadata": {"name": "elsewhere"}, "provisioner": "ebs.csi.aws.com"}
+    )
+    core.create_namespaced_persistent_volume_claim(
+        "default", claim_body("cloudy", storageClassName="elsewhere")
+    )
+    core.create_namespaced_persistent_volume_claim(
+        "default", claim_body("named", storageClassName="", volumeName="nosuch")
+    )
+    want = (
+        "Waiting for a volume to be created either by the external provisioner 'ebs.csi.aws.com' or manually by the "
+        "system administrator. If volume creation is delayed, please verify that the provisioner is running and "
+        "correctly registered."
+    )
+
+    def said(name: str, reason: str, message: str) -> bool:
+        return any(
+            e.reason == reason and e.message == message for e in events(core, "PersistentVolumeClaim", name)
+        )
+
+    wait_for(lambda: said("cloudy", "ExternalProvisioning", want), what="ExternalProvisioning")
+    wait_for(lambda: said("named", "FailedBinding", 'volume "nosuch" not found'), what="FailedBinding")
+    for name in ("cloudy", "named"):
+        assert core.read_namespaced_persistent_volume_claim(name, "default").status.phase == "Pending"

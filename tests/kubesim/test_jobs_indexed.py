@@ -43,6 +43,16 @@ def pod(index: int, phase: str, exit_code: int = 1, failures: int | None = None)
     return {"metadata": {"name": f"j-{index}-{phase.lower()}", "annotations": annotations}, "status": status}
 
 
+def then(j: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
+    """`j` as the controller left it (its status written)."""
+    return j | {"status": status}
+
+
+def ended(pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`pods` once the controller's deletions made the running ones fail."""
+    return [p | {"status": {"phase": "Failed"}} if p["status"]["phase"] == "Running" else p for p in pods]
+
+
 def conditions(status: dict[str, Any]) -> dict[str, str]:
     return {c["type"]: c.get("reason", "") for c in status.get("conditions") or []}
 
@@ -107,6 +117,16 @@ def test_validation_says_what_upstream_says(spec: dict[str, Any], message: str) 
     assert message in [f"{c['field']}: {c['message']}" for c in jobpolicy.validate_spec(spec)]
 
 
+def test_an_indexed_jobs_last_hostname_must_be_a_dns_label() -> None:
+    spec = {"completionMode": "Indexed", "completions": 10}
+    assert jobpolicy.validate_indexed_name("a" * 61, spec) == []
+    [cause] = jobpolicy.validate_indexed_name("a" * 62, spec)
+    assert cause["field"] == "metadata.name" and cause["message"] == (
+        f'Invalid value: "{"a" * 62}": will not able to create pod with invalid DNS label: {"a" * 62}-9'
+    )
+    assert jobpolicy.validate_indexed_name("a" * 62, {"completions": 10}) == []  # NonIndexed: no hostnames
+
+
 def test_valid_indexed_specs_pass() -> None:
     assert jobpolicy.validate_spec(job()["spec"]) == []
     spec = job(
@@ -153,14 +173,21 @@ def test_backoff_limit_per_index_zero_fails_the_index_and_max_failed_zero_the_jo
     pods = [pod(0, "Running"), pod(1, "Failed"), pod(2, "Running")]
     p = plan(job(backoffLimitPerIndex=0), pods, NOW)
     assert p.status["failedIndexes"] == "1" and p.create_indexes == [] and conditions(p.status) == {}
-    p = plan(job(backoffLimitPerIndex=0, maxFailedIndexes=0), pods, NOW)
-    assert conditions(p.status) == {
+    j = job(backoffLimitPerIndex=0, maxFailedIndexes=0)
+    p = plan(j, pods, NOW)
+    # As upstream since 1.31: FailureTarget first, the pods stopped, Failed once they ended.
+    assert conditions(p.status) == {"FailureTarget": "MaxFailedIndexesExceeded"}
+    assert sorted(p.delete) == ["j-0-running", "j-2-running"]
+    p2 = plan(then(j, p.status), pods, NOW + 1)
+    assert conditions(p2.status) == {"FailureTarget": "MaxFailedIndexesExceeded"}
+    p3 = plan(then(j, p2.status), ended(pods), NOW + 2)
+    assert conditions(p3.status) == {
         "FailureTarget": "MaxFailedIndexesExceeded",
         "Failed": "MaxFailedIndexesExceeded",
     }
-    failed = [c for c in p.status["conditions"] if c["type"] == "Failed"][0]
+    failed = [c for c in p3.status["conditions"] if c["type"] == "Failed"][0]
     assert failed["message"] == "Job has exceeded the specified maximal number of failed indexes"
-    assert sorted(p.delete) == ["j-0-running", "j-2-running"]
+    assert p3.status["failedIndexes"] == "1" and p3.delete == []  # the stopped pods fail no index
 
 
 def test_backoff_limit_per_index_retries_then_fails_when_all_indexes_ended() -> None:
@@ -181,23 +208,28 @@ def test_failure_policy_actions_on_indexes() -> None:
     p = plan(job(backoffLimitPerIndex=3, podFailurePolicy=rules("FailIndex")), pods, NOW)
     assert p.status["failedIndexes"] == "1" and p.create_indexes == [] and conditions(p.status) == {}
     p = plan(job(podFailurePolicy=rules("FailJob")), pods, NOW)
-    assert conditions(p.status)["Failed"] == "PodFailurePolicy" and sorted(p.delete) == [
-        "j-0-running",
-        "j-2-running",
-    ]
+    assert conditions(p.status) == {"FailureTarget": "PodFailurePolicy"}
+    assert sorted(p.delete) == ["j-0-running", "j-2-running"]
     p = plan(job(backoffLimit=0, podFailurePolicy=rules("Ignore")), pods, NOW)
     assert conditions(p.status) == {} and p.create_indexes == [(1, 0)] and p.status.get("failed", 0) == 0
     # Count (or no match): the Job-wide backoffLimit decides.
     p = plan(job(backoffLimit=0, podFailurePolicy=rules("Count")), pods, NOW)
-    assert conditions(p.status)["Failed"] == "BackoffLimitExceeded"
+    assert conditions(p.status) == {"FailureTarget": "BackoffLimitExceeded"}
 
 
 def test_success_policy_completes_early_and_stops_the_rest() -> None:
     policy = {"rules": [{"succeededIndexes": "0"}]}
-    p = plan(job(successPolicy=policy), [pod(0, "Succeeded"), pod(1, "Running"), pod(2, "Running")], NOW)
-    assert conditions(p.status) == {"SuccessCriteriaMet": "SuccessPolicy", "Complete": "SuccessPolicy"}
-    assert [c["message"] for c in p.status["conditions"]] == ["Matched rules at index 0"] * 2
+    j = job(successPolicy=policy)
+    pods = [pod(0, "Succeeded"), pod(1, "Running"), pod(2, "Running")]
+    p = plan(j, pods, NOW)
+    assert (
+        conditions(p.status) == {"SuccessCriteriaMet": "SuccessPolicy"} and "completionTime" not in p.status
+    )
     assert sorted(p.delete) == ["j-1-running", "j-2-running"]
+    p2 = plan(then(j, p.status), ended(pods), NOW + 1)
+    assert conditions(p2.status) == {"SuccessCriteriaMet": "SuccessPolicy", "Complete": "SuccessPolicy"}
+    assert [c["message"] for c in p2.status["conditions"]] == ["Matched rules at index 0"] * 2
+    assert p2.status["completionTime"] and p2.status["completedIndexes"] == "0"
     count = {"rules": [{"succeededIndexes": "0-2", "succeededCount": 2}]}
     assert conditions(plan(job(successPolicy=count), [pod(0, "Succeeded")], NOW).status) == {}
 

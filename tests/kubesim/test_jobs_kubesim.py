@@ -76,14 +76,22 @@ def test_plan_counts_restarts_under_on_failure() -> None:
     j = job(backoffLimit=2)
     j["spec"]["template"]["spec"]["restartPolicy"] = "OnFailure"
     p = plan(j, pods("Running", restarts=3), 1_700_000_000.0)
-    assert conditions(p.status)["Failed"] == "BackoffLimitExceeded" and p.delete == ["p0"]
+    assert conditions(p.status) == {"FailureTarget": "BackoffLimitExceeded"} and p.delete == ["p0"]
 
 
 def test_plan_deadline_and_finished_jobs() -> None:
     j = job(activeDeadlineSeconds=5)
     j["status"]["startTime"] = "2023-11-14T22:13:20Z"  # 1_700_000_000
     p = plan(j, pods("Running"), 1_700_000_010.0)
-    assert conditions(p.status)["Failed"] == "DeadlineExceeded" and p.delete == ["p0"]
+    # As upstream since 1.31: Failed (same reason) only once the Job's pods have ended.
+    assert conditions(p.status) == {"FailureTarget": "DeadlineExceeded"} and p.delete == ["p0"]
+    j["status"] = p.status
+    assert conditions(plan(j, pods("Running"), 1_700_000_011.0).status) == {
+        "FailureTarget": "DeadlineExceeded"
+    }
+    p = plan(j, pods("Failed"), 1_700_000_012.0)
+    assert conditions(p.status) == {"FailureTarget": "DeadlineExceeded", "Failed": "DeadlineExceeded"}
+    assert p.delete == [] and "completionTime" not in p.status
     done = job()
     done["status"]["conditions"] = [{"type": "Complete", "status": "True"}]
     assert plan(done, [], 1_700_000_000.0).create == 0

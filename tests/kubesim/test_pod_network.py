@@ -346,3 +346,180 @@ def test_a_starting_kubesim_removes_only_abandoned_bridges(tmp_path_factory: pyt
         subprocess.run(["ip", "link", "del", abandoned], capture_output=True)
         os.close(fd)
         os.unlink(lock)
+
+
+def test_the_server_answers_over_udp_and_tcp_and_truncates_big_udp_answers() -> None:
+    import asyncio
+
+    store: Any = FakeStore(
+        [svc("api", "10.96.0.7"), svc("w", "None")],
+        [pod(f"w-{i}", f"10.200.1.{i}") for i in range(1, 41)],
+    )
+
+    async def run() -> tuple[bytes, bytes, bytes]:
+        server = dns.DnsServer(store, "127.0.0.1", 0)
+        await server.start()
+        try:
+            loop = asyncio.get_running_loop()
+            got: asyncio.Future[bytes] = loop.create_future()
+
+            class Client(asyncio.DatagramProtocol):
+                def datagram_received(self, data: bytes, addr: Any) -> None:
+                    if not got.done():
+                        got.set_result(data)
+
+            transport, _ = await loop.create_datagram_endpoint(Client, remote_addr=("127.0.0.1", server.port))
+            transport.sendto(query("w.default.svc.cluster.local", qid=9))
+            udp = await asyncio.wait_for(got, 5)
+            transport.close()
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            replies = []
+            for name in ("w.default.svc.cluster.local", "api.default.svc.cluster.local"):
+                q = query(name, qid=10)
+                writer.write(struct.pack("!H", len(q)) + q)
+                size = struct.unpack("!H", await reader.readexactly(2))[0]
+                replies.append(await reader.readexactly(size))
+            writer.close()
+            return udp, replies[0], replies[1]
+        finally:
+            await server.stop()
+
+    udp, tcp_big, tcp_small = asyncio.run(run())
+    qid, flags, qd, an = struct.unpack("!HHHH", udp[:8])
+    assert qid == 9 and flags & 0x0200 and an == 0 and len(udp) <= 512  # truncated: retry over TCP
+    assert struct.unpack("!HHHH", tcp_big[:8])[3] == 40  # every endpoint over TCP
+    assert tcp_small[-4:] == socket.inet_aton("10.96.0.7")
+
+
+def test_a_failed_network_attach_is_retried_and_said(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kubernetes import client
+
+    from kubesim.kubelet import network
+    from kubesim.running import start_inprocess
+
+    real = network.PodNetwork.attach_sync
+    calls: list[str] = []
+
+    def flaky(self: network.PodNetwork, uid: str, pid: int) -> str:
+        calls.append(uid)
+        if len(calls) == 1:
+            raise network.NetworkError("ip link add: RTNETLINK answers: File exists")
+        return real(self, uid, pid)
+
+    monkeypatch.setattr(network.PodNetwork, "attach_sync", flaky)
+    server = start_inprocess(tmp_path_factory.mktemp("network-flaky"))
+    try:
+        core = client.CoreV1Api(server.api_client())
+        core.create_namespaced_pod(
+            "default",
+            {
+                "metadata": {"name": "retry"},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [{"name": "c", "image": "busybox", "command": ["true"]}],
+                },
+            },
+        )
+        wait_for(
+            lambda: core.read_namespaced_pod("retry", "default").status.phase == "Succeeded",
+            timeout=60,
+            what="the pod to run on a second try",
+        )
+        evs = [
+            e
+            for e in core.list_namespaced_event("default").items
+            if e.involved_object.name == "retry" and e.reason == "FailedCreatePodSandBox"
+        ]
+        assert evs and evs[0].message == (
+            "Failed to create pod sandbox: failed to setup network for sandbox: ip link add: RTNETLINK answers: File exists"
+        )
+        assert (
+            core.read_namespaced_pod("retry", "default").status.pod_ip.startswith("10.") and len(calls) == 2
+        )
+    finally:
+        server.stop()
+
+
+def test_without_cluster_dns_pods_keep_loopback_and_say_so(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from kubernetes import client
+
+    from kubesim.running import start_inprocess
+
+    async def refuse(self: dns.DnsServer) -> None:
+        raise OSError(98, "Address already in use")
+
+    monkeypatch.setattr(dns.DnsServer, "start", refuse)
+    server = start_inprocess(tmp_path_factory.mktemp("network-nodns"))
+    try:
+        pid = json.loads((server.state_dir / "server.json").read_text())["pid"]
+        core = client.CoreV1Api(server.api_client())
+        core.create_namespaced_pod(
+            "default",
+            {
+                "metadata": {"name": "alone"},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [{"name": "c", "image": "busybox", "command": ["true"]}],
+                },
+            },
+        )
+        wait_for(
+            lambda: core.read_namespaced_pod("alone", "default").status.phase == "Succeeded",
+            timeout=60,
+            what="the pod to run",
+        )
+        evs = [
+            e
+            for e in core.list_namespaced_event("default").items
+            if e.involved_object.name == "alone" and e.reason == "NoPodNetwork"
+        ]
+        assert evs and evs[0].type == "Warning" and "cluster DNS could not listen on 10." in evs[0].message
+        assert core.read_namespaced_pod("alone", "default").status.pod_ip == "127.0.0.1"
+        assert not [b for b in bridges() if b.startswith(f"ksim{pid:x}x")]  # the unused bridge went at once
+    finally:
+        server.stop()
+
+
+def test_names_outside_the_cluster_are_forwarded_upstream() -> None:
+    import asyncio
+
+    store: Any = FakeStore([svc("api", "10.96.0.7")], [])
+
+    class Upstream(asyncio.DatagramProtocol):
+        """A nameserver that knows one name: example.org A 192.0.2.9."""
+
+        def connection_made(self, transport: Any) -> None:
+            self.transport = transport
+
+        def datagram_received(self, data: bytes, addr: Any) -> None:
+            q = dns.parse_query(data)
+            if q.name == "example.org":
+                self.transport.sendto(dns.build_response(q, dns.NOERROR, ["192.0.2.9"]), addr)
+
+    async def run() -> list[bytes]:
+        loop = asyncio.get_running_loop()
+        up, _ = await loop.create_datagram_endpoint(Upstream, local_addr=("127.0.0.1", 0))
+        port = up.get_extra_info("sockname")[1]
+        try:
+            return [
+                await dns.respond(store, query("example.org"), [("127.0.0.1", port)], timeout=0.5) or b"",
+                await dns.respond(store, query("silent.example"), [("127.0.0.1", port)], timeout=0.3) or b"",
+                await dns.respond(store, query("api.default.svc.cluster.local"), [("127.0.0.1", port)])
+                or b"",
+                await dns.respond(store, query("example.org"), []) or b"",
+            ]
+        finally:
+            up.close()
+
+    found, silent, ours, alone = asyncio.run(run())
+    assert found[-4:] == socket.inet_aton("192.0.2.9")
+    assert struct.unpack("!H", silent[2:4])[0] & 0xF == dns.SERVFAIL  # no upstream answered
+    assert ours[-4:] == socket.inet_aton("10.96.0.7")  # the cluster's zone is never forwarded
+    assert struct.unpack("!H", alone[2:4])[0] & 0xF == dns.NXDOMAIN  # nowhere to forward to
+    assert dns.host_nameservers("/nonexistent") == []
