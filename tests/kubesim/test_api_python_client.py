@@ -388,6 +388,12 @@ def test_delete_cascade_background_foreground_orphan(api: Any) -> None:
     def exists(name: str) -> bool:
         return any(c.metadata.name == name for c in core.list_namespaced_config_map("default").items)
 
+    # A dependent created after its owner went (a controller's stale view) is collected too.
+    gone = job("gone")
+    batch.delete_namespaced_job("gone", "default", propagation_policy="Background")
+    child(gone, "late-child")
+    assert not exists("late-child")
+
     j = job("bg")
     child(j, "bg-child")
     batch.delete_namespaced_job("bg", "default", propagation_policy="Background")
