@@ -719,16 +719,23 @@ def _ranks(pods: tuple[dict[str, Any], ...], nodes: int) -> list[tuple[dict[str,
 
 
 def _first_failed(ranks: list[tuple[dict[str, Any], dict[str, Any]]]) -> tuple[dict[str, Any], str] | None:
-    """The rank whose command failed first (the others were stopped after it), with its message."""
+    """The rank whose command failed first (the others were stopped after it), with its message.
+
+    finishedAt has a resolution of one second, and the ranks the Job stopped after the failure end
+    within it: a pod being deleted (the Job controller deletes the rest) or ended by SIGTERM or
+    SIGKILL (exit 143, 137) comes after a rank that failed by itself."""
     failed = []
     for entry, pod in ranks:
         if entry.get("exitCode") in (None, 0):
             continue
         terminated = (_run_container(pod).get("state") or {}).get("terminated") or {}
-        failed.append((str(terminated.get("finishedAt") or "~"), entry["index"], entry, terminated))
+        stopped = bool((pod.get("metadata") or {}).get("deletionTimestamp"))
+        signalled = entry["exitCode"] in (137, 143)
+        key = (stopped, signalled, str(terminated.get("finishedAt") or "~"), entry["index"])
+        failed.append((key, entry, terminated))
     if not failed:
         return None
-    _, _, entry, terminated = min(failed, key=lambda f: (f[0], f[1]))
+    _, entry, terminated = min(failed, key=lambda f: f[0])
     detail = terminated.get("message") or terminated.get("reason") or ""
     return entry, f": {detail}" if detail and detail != "Error" else ""
 

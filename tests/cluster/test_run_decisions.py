@@ -83,6 +83,7 @@ def pod(
     exit_code: int | None = None,
     finished: str = "2026-01-01T11:58:00Z",
     created: str = "2026-01-01T11:00:00Z",
+    deleting: bool = False,
     **extra: Any,
 ) -> dict[str, Any]:
     annotations = {} if index is None else {"batch.kubernetes.io/job-completion-index": str(index)}
@@ -102,6 +103,7 @@ def pod(
             "name": f"train-{index}-{created[14:16]}",
             "annotations": annotations,
             "creationTimestamp": created,
+            **({"deletionTimestamp": "2026-01-01T11:58:00Z"} if deleting else {}),
         },
         "status": {"phase": phase, "containerStatuses": [{"name": "run", "state": state}], **extra},
     }
@@ -340,6 +342,25 @@ CASES = [
         "Failed",
         {"Finished": ("True", "RankFailed")},
         {"exitCode": 7, "failedRank": 1},
+    ),
+    Case(
+        "the same second: the rank that failed by itself counts, not the ones the Job stopped",
+        run({"nodes": 3}, status=STARTED),
+        {
+            "built_image": IMAGE,
+            "claim_exists": True,
+            "service_exists": True,
+            "run_job": job(("FailureTarget", "PodFailurePolicy")),
+            "run_pods": (
+                pod(0, "Failed", 143, finished="2026-01-01T11:58:00Z"),
+                pod(1, "Failed", 2, finished="2026-01-01T11:58:00Z", deleting=True),
+                pod(2, "Failed", 7, finished="2026-01-01T11:58:00Z"),
+            ),
+        },
+        [],
+        "Failed",
+        {"Finished": ("True", "RankFailed")},
+        {"exitCode": 7, "failedRank": 2},
     ),
     Case(
         "a rank replaced after a disruption: its newest pod counts",
