@@ -20,7 +20,7 @@ from typing import Any
 import polling
 import pytest
 from fixtures_daemon import DaemonProcess, NbdDirs, _spawn, _wait_serving
-from launchkit import REPO, LaunchKit, age, make_project
+from launchkit import REPO, LaunchKit, age, api_url, http_get, make_project
 
 SLIM = "FROM python:3.11-slim\nWORKDIR /content\nCOPY . /content\n"
 
@@ -110,16 +110,15 @@ def test_a_run_streams_its_log_exits_with_its_code_and_its_outputs_come_back(
     assert "kept your result.txt" in again.stderr
 
 
-def test_a_run_of_launched_content_neither_uploads_nor_builds(
+def test_a_run_of_launched_content_neither_uploads_nor_builds_and_the_notebook_sees_its_outputs(
     kit: LaunchKit, ns: str, tmp_path: Path
 ) -> None:
     directory = make_project(tmp_path)
-    launched = kit.launch(directory, ns, "--no-sync")
+    launched = kit.launch(directory, ns)
     assert launched.rc == 0, launched.stderr
     jobs = len(build_jobs(kit, ns))
-    rc, events, stderr = run_json(
-        kit, directory, ns, "--name", "after-launch", "--", "python", "-c", "print('same image')"
-    )
+    write = "import os; os.makedirs('outputs', exist_ok=True); open('outputs/score.txt', 'w').write('0.93\\n'); print('same image')"
+    rc, events, stderr = run_json(kit, directory, ns, "--name", "after-launch", "--", "python", "-c", write)
     assert rc == 0, stderr
     cached = {e["cached"]["step"] for e in events if "cached" in e}
     assert {"STEP_UPLOAD", "STEP_BUILD"} <= cached
@@ -130,6 +129,19 @@ def test_a_run_of_launched_content_neither_uploads_nor_builds(
     assert len(build_jobs(kit, ns)) == jobs
     finished = [e["finished"] for e in events if "finished" in e]
     assert finished and finished[-1]["phase"] == "RUN_PHASE_SUCCEEDED" and finished[-1]["image"]
+
+    # The run's outputs come into the directory, and the notebook of that directory sees them
+    # through its sync.
+    fetched = kit.nbctl("fetch", "after-launch", "-n", ns, timeout=300)
+    assert fetched.returncode == 0, fetched.stderr
+    assert (directory / "outputs" / "score.txt").read_text() == "0.93\n"
+    url = api_url(launched.url, "api/contents/outputs/score.txt")
+
+    def in_the_notebook() -> bool:
+        code, body = http_get(url)
+        return code == 200 and json.loads(body).get("content") == "0.93\n"
+
+    polling.wait_for(in_the_notebook, timeout=60, what="the fetched output in the notebook's /content")
 
 
 RANKS = """\
