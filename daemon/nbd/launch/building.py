@@ -290,17 +290,23 @@ class Delivery:
         )
 
     async def _follow_build(self, md5: str, tail: list[str]) -> None:
-        """Streams every line of the build pod's containers (the fetch init container first)."""
+        """Streams every line of the build pod's containers (the fetch init container first).
+
+        Only a pod of the current build Job counts: on a rebuild or a retry, the earlier Job and
+        its pod are still going away while the new one starts, and their log is not this build's.
+        A pod that goes before its log ended (evicted, replaced) is followed by the next one."""
         seen: set[str] = set()
         deadline = time.monotonic() + BUILD_TIMEOUT
         while time.monotonic() < deadline:
-            pods = [p for p in await self.notebooks.build_pods(md5) if p["metadata"]["name"] not in seen]
+            pods = await self._current_build_pods(md5)
+            pods = [p for p in pods if p["metadata"]["name"] not in seen]
             if not pods:
                 await asyncio.sleep(0.2)
                 continue
             pod = pods[-1]
             name = str(pod["metadata"]["name"])
             seen.add(name)
+            gone = False
             for container in containers_of(pod):
                 await self._wait_container_started(name, container)
                 try:
@@ -309,9 +315,23 @@ class Delivery:
                         del tail[:-200]
                         self.emit(LogLine(line, container))
                 except NotFound:
+                    gone = True
                     break
-            # The build container's log ended with the build: the Notebook says how it went.
-            return
+            if not gone:
+                # The build container's log ended with the build: the Notebook says how it went.
+                return
+
+    async def _current_build_pods(self, md5: str) -> list[dict[str, Any]]:
+        jobs = [j for j in await self.notebooks.build_jobs(md5) if not j["metadata"].get("deletionTimestamp")]
+        if not jobs:
+            return []
+        uid = jobs[-1]["metadata"].get("uid")
+        return [
+            p
+            for p in await self.notebooks.build_pods(md5)
+            if not p["metadata"].get("deletionTimestamp")
+            and any(r.get("uid") == uid for r in p["metadata"].get("ownerReferences") or [])
+        ]
 
     async def _wait_container_started(self, pod: str, container: str) -> None:
         while True:

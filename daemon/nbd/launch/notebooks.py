@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 WATCH_SECONDS = 60
 POD = ResourceRef(kind="Pod")
+JOB = ResourceRef(kind="Job", group="batch")
 
 Notebook = dict[str, Any]
 
@@ -246,6 +247,16 @@ class NotebookClient:
             )
         except NotFound:
             return None
+
+    async def build_jobs(self, md5: str) -> list[dict[str, Any]]:
+        """The build Jobs of a context (one, or an old one going while its rebuild starts)."""
+        sel = f"{LABEL_COMPONENT}={COMPONENT_BUILD},{LABEL_CONTEXT_MD5}={md5}"
+        data = await self.kube.transport.get_json(
+            f"/apis/batch/v1/namespaces/{self.namespace}/jobs", {"labelSelector": sel}, resource=JOB
+        )
+        items = [j for j in data.get("items") or [] if isinstance(j, dict)]
+        items.sort(key=lambda j: str((j.get("metadata") or {}).get("creationTimestamp") or ""))
+        return items
 
     async def build_pods(self, md5: str) -> list[dict[str, Any]]:
         return await self.pods({LABEL_COMPONENT: COMPONENT_BUILD, LABEL_CONTEXT_MD5: md5})
