@@ -31,7 +31,7 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from kubesim import discovery, openapi, protobuf, tables
+from kubesim import discovery, openapi, protobuf, rbac, tables
 from kubesim.auth import Auth, User
 from kubesim.errors import ApiError, now_rfc3339
 from kubesim.faults import Faults
@@ -454,7 +454,9 @@ class ApiServer:
         if not isinstance(body, dict):
             raise ApiError.bad_request("the body of the request must be a JSON object")
         warnings: list[str] = []
-        obj = self.store.create(t.info.key, body, t.namespace, warnings=warnings, **self._write_opts(request))
+        opts = self._write_opts(request)
+        with self.store.acting_as(request.get(USER_KEY)):
+            obj = self.store.create(t.info.key, body, t.namespace, warnings=warnings, **opts)
         return self._render(request, t.info, obj, status=201, warnings=warnings)
 
     async def _replace(self, request: web.Request, t: _Target) -> web.Response:
@@ -463,15 +465,11 @@ class ApiServer:
         if not isinstance(body, dict):
             raise ApiError.bad_request("the body of the request must be a JSON object")
         warnings: list[str] = []
-        obj = self.store.replace(
-            t.info.key,
-            t.namespace,
-            t.name,
-            body,
-            subresource=t.subresource,
-            warnings=warnings,
-            **self._write_opts(request),
-        )
+        opts = self._write_opts(request)
+        with self.store.acting_as(request.get(USER_KEY)):
+            obj = self.store.replace(
+                t.info.key, t.namespace, t.name, body, subresource=t.subresource, warnings=warnings, **opts
+            )
         return self._render(request, t.info, obj, warnings=warnings)
 
     async def _patch(self, request: web.Request, t: _Target) -> web.Response:
@@ -495,17 +493,19 @@ class ApiServer:
         body = await self._body(request)
         warnings: list[str] = []
         existed = self.store.get(t.info.key, t.namespace, t.name) is not None
-        obj = self.store.patch(
-            t.info.key,
-            t.namespace,
-            t.name,
-            body,
-            patch_type,
-            subresource=t.subresource,
-            force=query_bool(request.query, "force"),
-            warnings=warnings,
-            **self._write_opts(request),
-        )
+        opts = self._write_opts(request)
+        with self.store.acting_as(request.get(USER_KEY)):
+            obj = self.store.patch(
+                t.info.key,
+                t.namespace,
+                t.name,
+                body,
+                patch_type,
+                subresource=t.subresource,
+                force=query_bool(request.query, "force"),
+                warnings=warnings,
+                **opts,
+            )
         return self._render(request, t.info, obj, status=200 if existed else 201, warnings=warnings)
 
     def _delete_options(self, body: Any, q: Any) -> dict[str, Any]:
@@ -636,10 +636,21 @@ class ApiServer:
                     attrs.get("group", ""),
                     attrs.get("namespace") or None,
                     attrs.get("name"),
+                    attrs.get("subresource") or None,
                 )
             except ApiError as e:
                 allowed, reason = False, e.message
             body["status"] = {"allowed": allowed, **({"reason": reason} if reason else {})}
+        elif self.auth.rbac_objects is not None and "system:masters" not in user.groups:
+            found = rbac.rules_for(self.auth.rbac_objects(), user, spec.get("namespace") or None)
+            keys = ("verbs", "apiGroups", "resources", "resourceNames")
+            body["status"] = {
+                "resourceRules": [{k: list(r[k]) for k in keys if r.get(k)} for r in found],
+                "nonResourceRules": [
+                    {"verbs": ["get"], "nonResourceURLs": ["/api", "/api/*", "/apis", "/apis/*"]}
+                ],
+                "incomplete": False,
+            }
         else:
             body["status"] = {
                 "resourceRules": [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}],

@@ -5,16 +5,20 @@ kubesim's CA (user = certificate CN). When no token is configured and no client 
 presented, requests are anonymous and allowed (`require_auth=False`), which is what a test that
 wants no auth gets.
 
-Authorization: everything is allowed except (user, namespace) pairs made forbidden through the
-admin API; those answer 403 with the real server's wording, which is what clients must handle.
+Authorization: by default everything is allowed except (user, namespace) pairs made forbidden
+through the admin API. With `rbac_objects` set (`kubesim serve --rbac`) every request of a user outside
+`system:masters` is also checked against the cluster's Roles and bindings (`kubesim.rbac`), as a
+real cluster's RBAC authorizer does. Refusals answer 403 with the real server's wording.
 """
 
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from kubesim import rbac
 from kubesim.errors import ApiError
 
 __all__ = ["Auth", "User"]
@@ -33,6 +37,8 @@ class Auth:
     require_auth: bool = False
     # user -> namespaces in which every request is forbidden
     forbidden: dict[str, set[str]] = field(default_factory=dict)
+    # RBAC: a source of the cluster's RBAC objects, or None for no RBAC enforcement
+    rbac_objects: Callable[[], rbac.Objects] | None = None
 
     def add_token(self, token: str, user: str) -> None:
         self.tokens[token] = user
@@ -53,7 +59,7 @@ class Auth:
         if token:
             for known, user in self.tokens.items():
                 if hmac.compare_digest(token, known):
-                    return User(user)
+                    return _token_user(user)
             if self.admin_token and hmac.compare_digest(token, self.admin_token):
                 return User("kubesim-admin", ("system:masters", "system:authenticated"))
             raise _unauthorized()
@@ -82,19 +88,45 @@ class Auth:
         name: str | None = None,
         subresource: str | None = None,
     ) -> None:
-        """Raise 403 Forbidden when `user` may not act in `namespace`."""
-        if namespace is None or namespace not in self.forbidden.get(user.name, set()):
+        """Raise 403 Forbidden when `user` may not do `verb` on the resource."""
+        if self.can(user, verb, resource, group, namespace, name, subresource):
             return
         res = f"{resource}/{subresource}" if subresource else resource
         qualified = f"{resource}.{group}" if group else resource
         what = f'{qualified} "{name}"' if name else qualified
+        where = f'in the namespace "{namespace}"' if namespace else "at the cluster scope"
         raise ApiError(
             403,
             "Forbidden",
             f'{what} is forbidden: User "{user.name}" cannot {verb} resource "{res}" in API group '
-            f'"{group}" in the namespace "{namespace}"',
+            f'"{group}" {where}',
             {"name": name, "kind": resource} if name else {"kind": resource},
         )
+
+    def can(
+        self,
+        user: User,
+        verb: str,
+        resource: str,
+        group: str,
+        namespace: str | None,
+        name: str | None = None,
+        subresource: str | None = None,
+    ) -> bool:
+        if namespace is not None and namespace in self.forbidden.get(user.name, set()):
+            return False
+        if self.rbac_objects is None or "system:masters" in user.groups:
+            return True
+        attrs = rbac.Attributes(verb, group, resource, namespace, name or None, subresource or None)
+        return rbac.allows(self.rbac_objects(), user, attrs)
+
+
+def _token_user(name: str) -> User:
+    """The groups a token's user has: kubesim's own admin is in system:masters; a service account
+    in its `system:serviceaccounts` groups, as the service-account authenticator answers."""
+    if name == "kubesim-admin":
+        return User(name, ("system:masters", "system:authenticated"))
+    return User(name, rbac.service_account_groups(name) + ("system:authenticated",))
 
 
 def _bearer(header: str | None) -> str:

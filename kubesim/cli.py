@@ -69,6 +69,16 @@ def _parser() -> argparse.ArgumentParser:
         metavar="KEY[=VALUE]:EFFECT",
         help="a taint of the node (e.g. nvidia.com/gpu=present:NoSchedule); repeatable",
     )
+    s.add_argument(
+        "--rbac",
+        action="store_true",
+        help="authorize users outside system:masters by the cluster's Roles and bindings (needs --tls; the kubeconfig is the admin's)",
+    )
+    s.add_argument(
+        "--enforce-owner-references",
+        action="store_true",
+        help="the OwnerReferencesPermissionEnforcement admission plugin (blockOwnerDeletion needs update on OWNER/finalizers)",
+    )
     s.add_argument("--node-name", default="kubesim-node")
     s.add_argument("--nodes", type=int, default=1, help="nodes (kubelets): NAME, NAME-2, ...")
     s.add_argument("--history-size", type=int, default=10000, help="watch events kept (older → 410 Expired)")
@@ -108,12 +118,21 @@ async def _serve(args: argparse.Namespace) -> int:
         allow_anonymous=args.allow_anonymous,
         extra_tokens=dict(_pairs(args.extra_token, "--extra-token")),
         forbidden=_pairs(args.forbid, "--forbid"),
+        rbac=args.rbac,
+        owner_references_enforcement=args.enforce_owner_references,
         kubelet_options={
             "host_ports": list(args.host_port),
             "node_labels": [f"{k}={v}" for k, v in _pairs(args.node_label, "--node-label")],
             "node_taints": list(args.node_taint),
         },
     )
+    if args.rbac and not args.tls:
+        # kubectl sends no credentials over plain HTTP: every kubectl request would be anonymous.
+        print(
+            "kubesim: --rbac needs --tls (kubectl sends no credentials over plain HTTP); add --tls",
+            file=sys.stderr,
+        )
+        return 2
     cluster = Cluster(opts)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

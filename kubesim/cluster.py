@@ -58,6 +58,10 @@ class ClusterOptions:
     extra_tokens: dict[str, str] = field(default_factory=dict)
     forbidden: list[tuple[str, str]] = field(default_factory=list)
     kubelet_options: dict[str, Any] = field(default_factory=dict)
+    # RBAC authorization of every user outside system:masters (the kubeconfig written is then the
+    # admin's); and the OwnerReferencesPermissionEnforcement admission plugin.
+    rbac: bool = False
+    owner_references_enforcement: bool = False
 
 
 class Cluster:
@@ -75,6 +79,10 @@ class Cluster:
             self.auth.add_token(tok, user)
         for user, ns in options.forbidden:
             self.auth.forbid(user, ns)
+        if options.rbac:
+            self.auth.rbac_objects = self.store.rbac_objects
+        if options.owner_references_enforcement:
+            self.store.owner_references_check = self.auth.can
         self.api = ApiServer(self.store, self.faults, self.auth, bookmark_interval=options.bookmark_interval)
         self.url = ""
         self.kubeconfig_path: Path | None = None
@@ -111,7 +119,7 @@ class Cluster:
             self.kubeconfig_path,
             kubeconfig.build(
                 self.url,
-                token=o.token,
+                token=o.token or (self.admin_token if o.rbac else None),
                 ca_pem=ca,
                 client_cert_pem=self.certs.client_cert.read_bytes() if self.certs else None,
                 client_key_pem=self.certs.client_key.read_bytes() if self.certs else None,

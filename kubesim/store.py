@@ -50,6 +50,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import builtins
+import contextlib
 import copy
 import json
 import logging
@@ -59,12 +60,12 @@ import string
 import time
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from kubesim import patch as patching
-from kubesim import podsecurity, priority, quota, resources, schema
+from kubesim import podsecurity, priority, quota, rbac, resources, schema
 from kubesim.errors import ApiError, now_rfc3339
 from kubesim.resources import KindKey, Registry, ResourceInfo
 from kubesim.selectors import (
@@ -229,6 +230,11 @@ class Store:
         self._by_owner: dict[str, set[tuple[tuple[str, str], tuple[str, str]]]] = {}
         self._ns_count: dict[str, int] = {}
         self._refreshing_quotas = False
+        # OwnerReferencesPermissionEnforcement: `can(user, verb, resource, group, namespace, name,
+        # subresource)` of the authorizer when the plugin is on; `_requester` is the user whose
+        # request is being served (set by the API server around its synchronous store call).
+        self.owner_references_check: Callable[..., bool] | None = None
+        self._requester: Any = None
         # Called with the CRD object whenever a CRD is created/updated/deleted (discovery cache).
         self.on_registry_change: list[Callable[[], None]] = []
         for ns in ("default", "kube-system", "kube-public", "kube-node-lease"):
@@ -298,6 +304,85 @@ class Store:
 
     def _ns_key(self, info: ResourceInfo, namespace: str | None) -> str:
         return (namespace or "") if info.namespaced else ""
+
+    @contextlib.contextmanager
+    def acting_as(self, user: Any) -> Iterator[None]:
+        """Writes inside are made on behalf of `user` (admission plugins that check permissions)."""
+        previous, self._requester = self._requester, user
+        try:
+            yield
+        finally:
+            self._requester = previous
+
+    def _admit_owner_references(
+        self, info: ResourceInfo, obj: dict[str, Any], old: dict[str, Any] | None
+    ) -> None:
+        """OwnerReferencesPermissionEnforcement: changing an object's owner references needs
+        `delete` on it (creating it does not), and a new `blockOwnerDeletion: true` needs `update`
+        on the owner's `finalizers` subresource; otherwise 403, with upstream's wording."""
+        can, user = self.owner_references_check, self._requester
+        if can is None or user is None:
+            return
+        refs = [r for r in obj["metadata"].get("ownerReferences") or [] if isinstance(r, dict)]
+        old_refs = [r for r in ((old or {}).get("metadata") or {}).get("ownerReferences") or []]
+        if refs == old_refs:
+            return
+        ns = obj["metadata"].get("namespace") or None
+        name = obj["metadata"].get("name") or ""
+
+        def forbidden(why: str) -> ApiError:
+            return ApiError(
+                403,
+                "Forbidden",
+                f'{info.qualified()} "{name}" is forbidden: {why}',
+                {"name": name, "group": info.group, "kind": info.resource},
+            )
+
+        if old is not None and not can(user, "delete", info.resource, info.group, ns, name):
+            raise forbidden("cannot set an ownerRef on a resource you can't delete: , <nil>")
+        blocking_before = {
+            r.get("uid") for r in old_refs if isinstance(r, dict) and r.get("blockOwnerDeletion")
+        }
+        for ref in refs:
+            if not ref.get("blockOwnerDeletion") or ref.get("uid") in blocking_before:
+                continue
+            owner = self.registry.by_api_version_kind(
+                str(ref.get("apiVersion") or ""), str(ref.get("kind") or "")
+            )
+            if owner is None:
+                raise forbidden(
+                    "cannot set blockOwnerDeletion in this case because cannot find RESTMapping for "
+                    f"APIVersion {ref.get('apiVersion')} Kind {ref.get('kind')}: no matches for kind "
+                    f'"{ref.get("kind")}" in version "{ref.get("apiVersion")}"'
+                )
+            owner_ns = ns if owner.namespaced else None
+            if not can(
+                user,
+                "update",
+                owner.resource,
+                owner.group,
+                owner_ns,
+                str(ref.get("name") or ""),
+                "finalizers",
+            ):
+                raise forbidden(
+                    "cannot set blockOwnerDeletion if an ownerReference refers to a resource you "
+                    "can't set finalizers on: , <nil>"
+                )
+
+    def rbac_objects(self) -> rbac.Objects:
+        """The cluster's Roles, ClusterRoles and bindings, for the RBAC authorizer (no copies)."""
+        group = "rbac.authorization.k8s.io"
+
+        def bucket(resource: str) -> dict[tuple[str, str], dict[str, Any]]:
+            return self._bucket(self.info((group, "v1", resource)))
+
+        return rbac.Objects(
+            roles=dict(bucket("roles")),
+            cluster_roles={name: o for (_, name), o in bucket("clusterroles").items()},
+            role_bindings=list(bucket("rolebindings").values()),
+            cluster_role_bindings=list(bucket("clusterrolebindings").values()),
+        )
 
     def _items(self, info: ResourceInfo, namespace: str) -> list[dict[str, Any]]:
         """The stored objects of one kind in one namespace (no copies: read them, never mutate)."""
@@ -563,6 +648,7 @@ class Store:
         meta["creationTimestamp"] = now_rfc3339()
         meta["generation"] = 1
         obj = resources.prepare_create(info, obj, self)
+        self._admit_owner_references(info, obj, None)
         if info.key in (PODS, JOBS):
             self._admit_pod_security(info, obj, ns, warnings)
         if info.key == PODS:
@@ -835,6 +921,8 @@ class Store:
         new["apiVersion"] = info.api_version
         new["kind"] = info.kind
         new = resources.prepare_update(info, new, old, self, trusted=subresource is not None)
+        if subresource is None:
+            self._admit_owner_references(info, new, old)
         if info.is_custom:
             new = schema.admit(info, new, old, field_validation, warnings)
         if info.key == CRDS:
