@@ -10,6 +10,12 @@ against, since no real cluster can run on a laptop without Docker. It starts:
 - nbd-controller as a host process with the same configuration the manifests carry, pointed at
   the emulator and signing with a throw-away service-account key.
 
+With `rbac=True` the cluster is a hardened one: kubesim serves TLS and authorizes by RBAC with
+owner-reference enforcement, the controller runs as its service account
+`nbd-system/nbd-controller` holding only what `rbac-controller.yaml` grants, and
+`Stack.user_kubeconfig` authenticates as the user `nbd-user`, who holds only what a RoleBinding of
+`nbd-notebook-user` gives (none until one is made).
+
 Every process runs detached, with its log and pid recorded under the stack's state dir, so the
 stack outlives the command that started it (`up`) until `down` stops it. `up` on a running stack
 returns the running one.
@@ -19,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -34,6 +41,9 @@ from typing import Any
 __all__ = ["Stack", "StackError", "default_state_dir", "down", "status", "up"]
 
 REPO = Path(__file__).resolve().parent.parent
+# The identities of a hardened local cluster (`up(rbac=True)`).
+CONTROLLER_USER = "system:serviceaccount:nbd-system:nbd-controller"
+PLAIN_USER = "nbd-user"
 MANIFESTS = REPO / "cluster" / "manifests"
 BUCKET = "nbd-local"
 REGISTRY = "registry.nbd.local"
@@ -57,6 +67,8 @@ class Stack:
     namespace: str = NAMESPACE
     pids: dict[str, int] = field(default_factory=dict)
     logs: dict[str, str] = field(default_factory=dict)
+    # With rbac: the kubeconfig of the plain user `nbd-user` (KUBECONFIG for the daemon).
+    user_kubeconfig: str = ""
 
     def alive(self) -> bool:
         return bool(self.pids) and all(_alive(pid) for pid in self.pids.values())
@@ -110,14 +122,19 @@ def _spawn(
     return proc, str(log_path)
 
 
-def _wait_http(url: str, proc: subprocess.Popen[bytes], what: str, log: str, timeout: float = 30.0) -> None:
+def _wait_http(
+    url: str, proc: subprocess.Popen[bytes], what: str, log: str, timeout: float = 30.0, ca_pem: str = ""
+) -> None:
+    import ssl
+
+    context = ssl.create_default_context(cadata=ca_pem) if ca_pem else None
     deadline = time.monotonic() + timeout
     last = ""
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise StackError(f"{what} exited with code {proc.returncode}; see {log}")
         try:
-            with urllib.request.urlopen(url, timeout=2) as resp:
+            with urllib.request.urlopen(url, timeout=2, context=context) as resp:
                 if resp.status == 200:
                     return
         except (urllib.error.URLError, OSError) as e:
@@ -257,6 +274,7 @@ def up(
     controller: bool = True,
     extra_kubesim_args: list[str] | None = None,
     gcs_front_port: int | None = None,
+    rbac: bool = False,
 ) -> Stack:
     """Starts the local cluster (or returns the one already running from `state_dir`).
 
@@ -267,6 +285,7 @@ def up(
         gcs_front_port: A port on 127.0.0.1 that the caller serves in front of the GCS emulator
             (e.g. a fault-injecting proxy, forwarding to `Stack.gcs_url`): the controller's store
             calls and the signed URLs it hands out go there, and pods reach it too.
+        rbac: A hardened cluster (TLS, RBAC, owner-reference enforcement; see the module's doc).
     """
     state = Path(state_dir or default_state_dir())
     state.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -307,6 +326,7 @@ def up(
         kubeconfig = state / "kubeconfig"
         if kubeconfig.exists():
             kubeconfig.unlink()
+        controller_token, user_token = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
         kubesim, kubesim_log = _spawn(
             "kubesim",
             [
@@ -325,6 +345,17 @@ def up(
                 "--host-port",
                 str(gcs_port),
                 *(["--host-port", str(gcs_front_port)] if gcs_front_port else []),
+                *(
+                    [
+                        "--tls",
+                        "--rbac",
+                        "--enforce-owner-references",
+                        f"--extra-token={controller_token}={CONTROLLER_USER}",
+                        f"--extra-token={user_token}={PLAIN_USER}",
+                    ]
+                    if rbac
+                    else []
+                ),
                 *(extra_kubesim_args or []),
             ],
             state,
@@ -332,7 +363,7 @@ def up(
         started.append(kubesim)
         _wait_file(kubeconfig, kubesim, "kubesim", kubesim_log)
         api_url = _server_url(kubeconfig)
-        _wait_http(f"{api_url}/readyz", kubesim, "kubesim", kubesim_log)
+        _wait_http(f"{api_url}/readyz", kubesim, "kubesim", kubesim_log, ca_pem=_ca_pem(kubeconfig))
 
         stack = Stack(
             state_dir=str(state),
@@ -343,12 +374,19 @@ def up(
             logs={"gcs": gcs_log, "kubesim": kubesim_log},
         )
         _apply_manifests(str(kubeconfig), state)
+        controller_kubeconfig = kubeconfig
+        if rbac:
+            controller_kubeconfig = state / "controller.kubeconfig"
+            _token_kubeconfig(kubeconfig, controller_kubeconfig, controller_token)
+            user_kubeconfig = state / "user.kubeconfig"
+            _token_kubeconfig(kubeconfig, user_kubeconfig, user_token)
+            stack.user_kubeconfig = str(user_kubeconfig)
         if controller:
             key_file = state / "signing-key.json"
             _signing_key(key_file)
             ctl, ctl_log = _spawn(
                 "controller",
-                [sys.executable, "-m", "nbd_controller.main", "--kubeconfig", str(kubeconfig)],
+                [sys.executable, "-m", "nbd_controller.main", "--kubeconfig", str(controller_kubeconfig)],
                 state,
                 env=controller_env(stack, str(key_file), gcs_front_port or gcs_port),
             )
@@ -364,6 +402,27 @@ def up(
         for proc in reversed(started):
             _terminate(proc.pid)
         raise
+
+
+def _ca_pem(kubeconfig: Path) -> str:
+    import base64
+
+    import yaml
+
+    data = yaml.safe_load(kubeconfig.read_text())["clusters"][0]["cluster"].get("certificate-authority-data")
+    return base64.b64decode(data).decode() if data else ""
+
+
+def _token_kubeconfig(source: Path, target: Path, token: str) -> None:
+    """A copy of `source` (the same cluster) whose one user authenticates with `token`."""
+    import yaml
+
+    doc = yaml.safe_load(source.read_text())
+    doc["users"] = [{"name": "kubesim", "user": {"token": token}}]
+    doc["contexts"] = [c for c in doc["contexts"] if c["name"] == "kubesim"]
+    doc["current-context"] = "kubesim"
+    target.write_text(yaml.safe_dump(doc))
+    target.chmod(0o600)
 
 
 def _server_url(kubeconfig: Path) -> str:

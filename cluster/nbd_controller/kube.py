@@ -28,44 +28,9 @@ from .naming import (
     PLURAL,
     VERSION,
 )
+from .permissions import Permission
 
-__all__ = ["Kube", "PERMISSIONS", "api_message"]
-
-# Every (apiGroup, resource, verb) the controller uses, here and in watching.py; the ClusterRole in
-# cluster/manifests/rbac-controller.yaml grants exactly these (a test keeps them equal).
-PERMISSIONS: frozenset[tuple[str, str, str]] = frozenset(
-    {
-        ("nbd.dev", "notebooks", "get"),
-        ("nbd.dev", "notebooks", "list"),
-        ("nbd.dev", "notebooks", "watch"),
-        ("nbd.dev", "notebooks/status", "patch"),
-        ("nbd.dev", "runs", "get"),
-        ("nbd.dev", "runs", "list"),
-        ("nbd.dev", "runs", "watch"),
-        ("nbd.dev", "runs/status", "patch"),
-        ("", "services", "get"),
-        ("", "services", "create"),
-        ("", "persistentvolumeclaims", "get"),
-        ("", "persistentvolumeclaims", "create"),
-        ("", "pods", "get"),
-        ("", "pods", "list"),
-        ("", "pods", "watch"),
-        ("", "pods", "create"),
-        ("", "pods", "delete"),
-        ("", "pods/log", "get"),
-        ("", "events", "list"),
-        ("", "secrets", "get"),
-        ("", "secrets", "create"),
-        ("", "configmaps", "get"),
-        ("", "configmaps", "create"),
-        ("", "configmaps", "patch"),
-        ("batch", "jobs", "get"),
-        ("batch", "jobs", "list"),
-        ("batch", "jobs", "watch"),
-        ("batch", "jobs", "create"),
-        ("batch", "jobs", "delete"),
-    }
-)
+__all__ = ["Kube", "api_message"]
 
 log = logging.getLogger(__name__)
 
@@ -213,6 +178,21 @@ class Kube:
         except ApiException as e:
             if e.status != 404:
                 raise
+
+    def can(self, permission: Permission, namespace: str) -> bool:
+        """Whether the controller's identity has `permission` (in `namespace`, "" = every one)."""
+        attrs = client.V1ResourceAttributes(
+            verb=permission.verb,
+            group=permission.group,
+            resource=permission.resource,
+            subresource=permission.subresource or None,
+            namespace=namespace or None,
+        )
+        body = client.V1SelfSubjectAccessReview(
+            spec=client.V1SelfSubjectAccessReviewSpec(resource_attributes=attrs)
+        )
+        review = client.AuthorizationV1Api(self.api_client).create_self_subject_access_review(body)
+        return bool(review.status and review.status.allowed)
 
     def create(self, manifest: dict[str, Any]) -> bool:
         """Creates a Pod, Secret, Job, Service or PersistentVolumeClaim; False when it already existed."""

@@ -63,6 +63,22 @@ def _api_client(kubeconfig: str | None) -> Any:
     return client.ApiClient()
 
 
+async def _check_permissions(kube: Any, cfg: Config, loop: asyncio.AbstractEventLoop, executor: Any) -> None:
+    """Refuses to start (ConfigError) when the controller's role lacks a permission it needs."""
+    from kubernetes.client.exceptions import ApiException
+
+    from .permissions import describe, missing
+
+    try:
+        denied = await loop.run_in_executor(executor, missing, kube.can, cfg.namespaces)
+    except (ApiException, OSError) as e:
+        # Without the review API the check cannot answer; the calls themselves will tell.
+        log.warning("cannot check the controller's permissions (%s); going on", getattr(e, "reason", e))
+        return
+    if denied:
+        raise ConfigError(describe(denied))
+
+
 async def run(cfg: Config, kubeconfig: str | None = None) -> None:
     from .kube import Kube
     from .reconciler import Reconciler
@@ -74,6 +90,7 @@ async def run(cfg: Config, kubeconfig: str | None = None) -> None:
     executor = ThreadPoolExecutor(max_workers=cfg.concurrency * 3 + 4, thread_name_prefix="kube")
     store = make_store(cfg)
     kube = Kube(_api_client(kubeconfig))
+    await _check_permissions(kube, cfg, loop, executor)
     reconciler = Reconciler(cfg, kube, store, executor)
     # Notebooks and Runs waiting on a shared build Job are found through this index:
     # (namespace, md5) -> keys.

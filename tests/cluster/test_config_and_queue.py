@@ -251,7 +251,7 @@ def test_queue_retries_failures_with_backoff_and_honours_requeue() -> None:
 
 
 def test_controller_role_grants_exactly_what_the_controller_uses() -> None:
-    from nbd_controller.kube import PERMISSIONS
+    from nbd_controller.permissions import REQUIRED
 
     docs = list(yaml.safe_load_all((ROOT / "cluster" / "manifests" / "rbac-controller.yaml").read_text()))
     role = next(d for d in docs if d["kind"] == "ClusterRole")
@@ -262,7 +262,9 @@ def test_controller_role_grants_exactly_what_the_controller_uses() -> None:
         for r in rule["resources"]
         for v in rule["verbs"]
     }
-    assert granted == set(PERMISSIONS)
+    used = {(p.group, f"{p.resource}/{p.subresource}" if p.subresource else p.resource, p.verb) for p in REQUIRED}
+    assert granted == used
+    assert ("nbd.dev", "notebooks/finalizers", "update") in used  # blockOwnerDeletion on hardened clusters
 
 
 def test_user_role_is_enough_for_the_daemon_and_holds_no_write_beyond_notebooks_and_runs() -> None:
