@@ -31,6 +31,58 @@ DEFAULT_KANIKO_IMAGE = (
 DEFAULT_UTILITY_IMAGE = "python:3.12-alpine"
 
 
+# Requests small enough that a shared node holds many idle notebooks, and ephemeral-storage so the
+# kubelet evicts a runaway container rather than letting it fill the node's disk. An admin sizes
+# them for the cluster (a quota that demands limits, a LimitRange) in nbd-config.
+DEFAULT_NOTEBOOK_REQUESTS = (("cpu", "100m"), ("memory", "256Mi"), ("ephemeral-storage", "1Gi"))
+DEFAULT_NOTEBOOK_LIMITS = (("ephemeral-storage", "50Gi"),)
+# A build unpacks and writes image layers (pip wheels, CUDA libraries): memory and disk.
+DEFAULT_BUILD_REQUESTS = (("cpu", "250m"), ("memory", "512Mi"), ("ephemeral-storage", "5Gi"))
+DEFAULT_BUILD_LIMITS = (("memory", "8Gi"), ("ephemeral-storage", "50Gi"))
+
+_QUANTITY = re.compile(r"(\d+(?:\.\d+)?)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?")
+_SUFFIX = {
+    "m": 1e-3, "": 1.0, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18,
+    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
+}  # fmt: skip
+RESOURCE_NAMES = ("cpu", "memory", "ephemeral-storage")
+
+
+def quantity_value(text: str) -> float:
+    """The number a Kubernetes quantity stands for (`500m` is 0.5, `1Gi` 1073741824)."""
+    match = _QUANTITY.fullmatch(text)
+    if match is None:
+        raise ValueError(text)
+    return float(match.group(1)) * _SUFFIX[match.group(2) or ""]
+
+
+def _resource_list(name: str, raw: str | None, default: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+    if raw is None:
+        return default
+    if raw.strip().lower() == "none":
+        return ()
+    out: dict[str, str] = {}
+    for item in raw.split(","):
+        key, sep, value = (part.strip() for part in item.partition("="))
+        if not sep or key not in RESOURCE_NAMES or _QUANTITY.fullmatch(value) is None:
+            raise ConfigError(
+                f"{name}={raw!r}: write RESOURCE=QUANTITY,... with RESOURCE one of "
+                f"{', '.join(RESOURCE_NAMES)} (for example cpu=500m,memory=2Gi), or none"
+            )
+        out[key] = value
+    return tuple(out.items())
+
+
+def _check_within(kind: str, requests: tuple[tuple[str, str], ...], limits: tuple[tuple[str, str], ...]) -> None:
+    limit = dict(limits)
+    for key, value in requests:
+        if key in limit and quantity_value(value) > quantity_value(limit[key]):
+            raise ConfigError(
+                f"NBD_{kind}_REQUESTS asks {key}={value}, over NBD_{kind}_LIMITS {key}={limit[key]}: "
+                "a request must not exceed its limit"
+            )
+
+
 class ConfigError(ValueError):
     """A configuration value is missing or malformed; the message names the variable to fix."""
 
@@ -83,6 +135,14 @@ class Config:
     outputs_rwx_storage_class: str | None = None
     # NBD_CLUSTER_DOMAIN: the cluster's DNS domain, in MASTER_ADDR (rank 0's fully qualified name).
     cluster_domain: str = "cluster.local"
+    # Container requests and limits, as `cpu=100m,memory=256Mi,ephemeral-storage=1Gi` (`none`: none).
+    # NBD_NOTEBOOK_REQUESTS / NBD_NOTEBOOK_LIMITS: the notebook and run containers' defaults; a
+    # Notebook's or Run's spec.resources.cpu/memory set both the request and the limit of its own.
+    # NBD_BUILD_REQUESTS / NBD_BUILD_LIMITS: the build pod's (its fetch and its builder).
+    notebook_requests: tuple[tuple[str, str], ...] = DEFAULT_NOTEBOOK_REQUESTS
+    notebook_limits: tuple[tuple[str, str], ...] = DEFAULT_NOTEBOOK_LIMITS
+    build_requests: tuple[tuple[str, str], ...] = DEFAULT_BUILD_REQUESTS
+    build_limits: tuple[tuple[str, str], ...] = DEFAULT_BUILD_LIMITS
 
     @property
     def builder_image(self) -> str:
@@ -160,6 +220,17 @@ class Config:
         domain = (get("NBD_CLUSTER_DOMAIN") or "cluster.local").strip(".")
         if not re.fullmatch(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?", domain):
             raise ConfigError(f"NBD_CLUSTER_DOMAIN={domain!r} is not a DNS domain")
+        resources = {
+            name: _resource_list(name, get(name), default)
+            for name, default in (
+                ("NBD_NOTEBOOK_REQUESTS", DEFAULT_NOTEBOOK_REQUESTS),
+                ("NBD_NOTEBOOK_LIMITS", DEFAULT_NOTEBOOK_LIMITS),
+                ("NBD_BUILD_REQUESTS", DEFAULT_BUILD_REQUESTS),
+                ("NBD_BUILD_LIMITS", DEFAULT_BUILD_LIMITS),
+            )
+        }
+        _check_within("NOTEBOOK", resources["NBD_NOTEBOOK_REQUESTS"], resources["NBD_NOTEBOOK_LIMITS"])
+        _check_within("BUILD", resources["NBD_BUILD_REQUESTS"], resources["NBD_BUILD_LIMITS"])
         return Config(
             bucket=bucket,
             prefix=prefix,
@@ -188,6 +259,10 @@ class Config:
             outputs_storage_class=names["NBD_OUTPUTS_STORAGE_CLASS"],
             outputs_rwx_storage_class=names["NBD_OUTPUTS_RWX_STORAGE_CLASS"],
             cluster_domain=domain,
+            notebook_requests=resources["NBD_NOTEBOOK_REQUESTS"],
+            notebook_limits=resources["NBD_NOTEBOOK_LIMITS"],
+            build_requests=resources["NBD_BUILD_REQUESTS"],
+            build_limits=resources["NBD_BUILD_LIMITS"],
         )
 
 

@@ -144,6 +144,16 @@ def token_secret(notebook: dict[str, Any], token: str) -> dict[str, Any]:
     }
 
 
+def _build_resources(config: Config) -> dict[str, Any]:
+    """`{"resources": ...}` of the build pod's containers (empty when the admin configured none)."""
+    out: dict[str, Any] = {}
+    if config.build_requests:
+        out["requests"] = dict(config.build_requests)
+    if config.build_limits:
+        out["limits"] = dict(config.build_limits)
+    return {"resources": out} if out else {}
+
+
 def _builder_container(config: Config, image: str, namespace: str, import_cache: bool) -> dict[str, Any]:
     mounts: list[dict[str, Any]] = [{"name": "workspace", "mountPath": WORKSPACE}]
     env: list[dict[str, str]] = []
@@ -295,9 +305,13 @@ def build_job(
                                 {"name": "NBD_WORKSPACE", "value": WORKSPACE},
                             ],
                             "volumeMounts": [{"name": "workspace", "mountPath": WORKSPACE}],
+                            # The builder's own: an init container's never adds to the pod's.
+                            **_build_resources(config),
                         }
                     ],
-                    "containers": [_builder_container(config, image, namespace, import_cache)],
+                    "containers": [
+                        {**_builder_container(config, image, namespace, import_cache), **_build_resources(config)}
+                    ],
                     "volumes": volumes,
                 },
             },
@@ -360,10 +374,11 @@ def jupyter_command(port: int, workdir: str) -> list[str]:
 
 
 def _resources(config: Config, spec: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
-    """Container resources and the node selector from spec.resources."""
+    """Container resources and the node selector from spec.resources, over the configured defaults
+    (spec cpu and memory set both the request and the limit)."""
     wanted = spec.get("resources") or {}
-    requests: dict[str, str] = {}
-    limits: dict[str, str] = {}
+    requests: dict[str, str] = dict(config.notebook_requests)
+    limits: dict[str, str] = dict(config.notebook_limits)
     for key in ("cpu", "memory"):
         if wanted.get(key) not in (None, ""):
             requests[key] = str(wanted[key])

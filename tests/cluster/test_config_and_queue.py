@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import asyncio
 import re
+from typing import Any
 from pathlib import Path
 
 import pytest
@@ -262,7 +263,9 @@ def test_controller_role_grants_exactly_what_the_controller_uses() -> None:
         for r in rule["resources"]
         for v in rule["verbs"]
     }
-    used = {(p.group, f"{p.resource}/{p.subresource}" if p.subresource else p.resource, p.verb) for p in REQUIRED}
+    used = {
+        (p.group, f"{p.resource}/{p.subresource}" if p.subresource else p.resource, p.verb) for p in REQUIRED
+    }
     assert granted == used
     assert ("nbd.dev", "notebooks/finalizers", "update") in used  # blockOwnerDeletion on hardened clusters
 
@@ -375,3 +378,80 @@ def test_owned_objects_wake_their_notebook_or_run_by_kind() -> None:
     legacy = {"nbd.dev/requested-by": "old", "nbd.dev/context-md5": "m2"}
     assert owner_keys("team", legacy, waiting) == {("Notebook", "team", "old")}
     assert owner_keys("other", build, waiting) == {("Run", "other", "r")}
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        (
+            {},
+            (
+                (("cpu", "100m"), ("memory", "256Mi"), ("ephemeral-storage", "1Gi")),
+                (("ephemeral-storage", "50Gi"),),
+            ),
+        ),
+        (
+            {
+                "NBD_NOTEBOOK_REQUESTS": "cpu=1, memory=4Gi",
+                "NBD_NOTEBOOK_LIMITS": "memory=16Gi,ephemeral-storage=100Gi",
+            },
+            ((("cpu", "1"), ("memory", "4Gi")), (("memory", "16Gi"), ("ephemeral-storage", "100Gi"))),
+        ),
+        ({"NBD_NOTEBOOK_REQUESTS": "none", "NBD_NOTEBOOK_LIMITS": "NONE"}, ((), ())),
+    ],
+)
+def test_container_resource_defaults(env: dict[str, str], expected: Any) -> None:
+    cfg = Config.from_env({**BASE, **env})
+    assert (cfg.notebook_requests, cfg.notebook_limits) == expected
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (
+            {"NBD_BUILD_REQUESTS": "cpu:1"},
+            "NBD_BUILD_REQUESTS='cpu:1': write RESOURCE=QUANTITY,... with RESOURCE one of cpu, memory, "
+            "ephemeral-storage (for example cpu=500m,memory=2Gi), or none",
+        ),
+        ({"NBD_NOTEBOOK_LIMITS": "gpu=1"}, "NBD_NOTEBOOK_LIMITS='gpu=1': write RESOURCE=QUANTITY"),
+        ({"NBD_NOTEBOOK_REQUESTS": "memory=lots"}, "NBD_NOTEBOOK_REQUESTS='memory=lots': write"),
+        (
+            {"NBD_BUILD_REQUESTS": "memory=16Gi"},
+            "NBD_BUILD_REQUESTS asks memory=16Gi, over NBD_BUILD_LIMITS memory=8Gi: a request must not exceed its limit",
+        ),
+        (
+            {"NBD_NOTEBOOK_REQUESTS": "cpu=1500m", "NBD_NOTEBOOK_LIMITS": "cpu=1"},
+            "NBD_NOTEBOOK_REQUESTS asks cpu=1500m, over NBD_NOTEBOOK_LIMITS cpu=1",
+        ),
+    ],
+)
+def test_container_resource_errors_name_the_variable(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        Config.from_env({**BASE, **env})
+    assert str(e.value).startswith(message)
+
+
+def test_configured_resources_reach_the_pods_and_the_spec_wins_for_its_own() -> None:
+    from nbd_controller.manifests import build_job, notebook_pod
+
+    cfg = Config.from_env(
+        {
+            **BASE,
+            "NBD_NOTEBOOK_REQUESTS": "cpu=1,memory=2Gi",
+            "NBD_NOTEBOOK_LIMITS": "memory=4Gi",
+            "NBD_BUILD_LIMITS": "none",
+        }
+    )
+    md5 = "0" * 32
+    notebook = {
+        "metadata": {"name": "nb", "namespace": "t", "uid": "u"},
+        "spec": {"resources": {"memory": "8Gi"}, "build": {"upload": {"md5": md5}}},
+    }
+    container = notebook_pod(cfg, notebook, "IMG")["spec"]["containers"][0]
+    assert container["resources"] == {"requests": {"cpu": "1", "memory": "8Gi"}, "limits": {"memory": "8Gi"}}
+    job = build_job(cfg, notebook, md5, "IMG", "https://get")
+    template = job["spec"]["template"]["spec"]
+    assert template["containers"][0]["resources"] == {
+        "requests": {"cpu": "250m", "memory": "512Mi", "ephemeral-storage": "5Gi"}
+    }
+    assert template["initContainers"][0]["resources"] == template["containers"][0]["resources"]

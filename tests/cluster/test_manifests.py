@@ -54,7 +54,14 @@ def test_token_secret() -> None:
     }
 
 
+BUILD_RESOURCES = {
+    "requests": {"cpu": "250m", "memory": "512Mi", "ephemeral-storage": "5Gi"},
+    "limits": {"memory": "8Gi", "ephemeral-storage": "50Gi"},
+}
+
+
 def _expected_job(build_container: dict[str, Any], volumes: list[dict[str, Any]]) -> dict[str, Any]:
+    build_container = {**build_container, "resources": BUILD_RESOURCES}
     labels = {
         "nbd.dev/requested-by": "nb1",
         "nbd.dev/requested-by-kind": "Notebook",
@@ -97,6 +104,7 @@ def _expected_job(build_container: dict[str, Any], volumes: list[dict[str, Any]]
                                 {"name": "NBD_WORKSPACE", "value": "/workspace"},
                             ],
                             "volumeMounts": [{"name": "workspace", "mountPath": "/workspace"}],
+                            "resources": BUILD_RESOURCES,
                         }
                     ],
                     "containers": [build_container],
@@ -322,8 +330,14 @@ def test_notebook_pod_with_gpu_env_and_defaults() -> None:
                     },
                     "imagePullPolicy": "Always",
                     "resources": {
-                        "requests": {"cpu": "2", "memory": "8Gi"},
-                        "limits": {"cpu": "2", "memory": "8Gi", "nvidia.com/gpu": "2"},
+                        # the configured ephemeral-storage defaults, the spec's cpu and memory
+                        "requests": {"cpu": "2", "memory": "8Gi", "ephemeral-storage": "1Gi"},
+                        "limits": {
+                            "ephemeral-storage": "50Gi",
+                            "cpu": "2",
+                            "memory": "8Gi",
+                            "nvidia.com/gpu": "2",
+                        },
                     },
                 }
             ],
@@ -332,21 +346,33 @@ def test_notebook_pod_with_gpu_env_and_defaults() -> None:
     }
 
 
+# The configured defaults (Config's): small requests, and a disk bound the kubelet enforces.
+DEFAULTS = {
+    "requests": {"cpu": "100m", "memory": "256Mi", "ephemeral-storage": "1Gi"},
+    "limits": {"ephemeral-storage": "50Gi"},
+}
+
+
 @pytest.mark.parametrize(
     ("spec", "command", "resources", "selector"),
     [
-        ({}, jupyter_command(8888, "/content"), None, None),
+        ({}, jupyter_command(8888, "/content"), DEFAULTS, None),
         (
             {"command": ["python3", "-m", "http.server", "8888"], "workdir": "/w"},
             ["python3", "-m", "http.server", "8888"],
-            None,
+            DEFAULTS,
             None,
         ),
-        ({"resources": {"gpu": {"count": 0, "type": "t4"}}}, jupyter_command(8888, "/content"), None, None),
+        (
+            {"resources": {"gpu": {"count": 0, "type": "t4"}}},
+            jupyter_command(8888, "/content"),
+            DEFAULTS,
+            None,
+        ),
         (
             {"resources": {"gpu": {"count": 1}}},
             jupyter_command(8888, "/content"),
-            {"limits": {"nvidia.com/gpu": "1"}},
+            {**DEFAULTS, "limits": {"ephemeral-storage": "50Gi", "nvidia.com/gpu": "1"}},
             None,
         ),
     ],
@@ -364,7 +390,8 @@ def test_notebook_pod_variants(
     assert container["volumeMounts"] == [{"name": "workdir", "mountPath": workdir, "subPath": "workdir"}]
     (seed,) = pod["spec"]["initContainers"]
     assert seed["command"] == seed_script(workdir) and seed["command"][-1] == workdir
-    assert "resources" not in seed  # no cpu or memory asked: nothing to keep the QoS class of
+    # The seed asks the same cpu and memory (the pod's QoS class stays), and no GPU or disk bound.
+    assert seed["resources"] == {"requests": {"cpu": "100m", "memory": "256Mi"}}
     assert pod["spec"]["volumes"] == [{"name": "workdir", "emptyDir": {}}]
 
 
