@@ -56,7 +56,9 @@ def quantity_value(text: str) -> float:
     return float(match.group(1)) * _SUFFIX[match.group(2) or ""]
 
 
-def _resource_list(name: str, raw: str | None, default: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+def _resource_list(
+    name: str, raw: str | None, default: tuple[tuple[str, str], ...]
+) -> tuple[tuple[str, str], ...]:
     if raw is None:
         return default
     if raw.strip().lower() == "none":
@@ -73,7 +75,9 @@ def _resource_list(name: str, raw: str | None, default: tuple[tuple[str, str], .
     return tuple(out.items())
 
 
-def _check_within(kind: str, requests: tuple[tuple[str, str], ...], limits: tuple[tuple[str, str], ...]) -> None:
+def _check_within(
+    kind: str, requests: tuple[tuple[str, str], ...], limits: tuple[tuple[str, str], ...]
+) -> None:
     limit = dict(limits)
     for key, value in requests:
         if key in limit and quantity_value(value) > quantity_value(limit[key]):

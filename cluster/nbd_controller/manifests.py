@@ -310,7 +310,10 @@ def build_job(
                         }
                     ],
                     "containers": [
-                        {**_builder_container(config, image, namespace, import_cache), **_build_resources(config)}
+                        {
+                            **_builder_container(config, image, namespace, import_cache),
+                            **_build_resources(config),
+                        }
                     ],
                     "volumes": volumes,
                 },
