@@ -780,6 +780,9 @@ class ApiServer:
             return json_response({"dropped": await f.drop_streams()})
         elif path == "faults/stall-streams":
             return json_response({"stalled": f.stall_streams()})
+        elif path == "faults/exec-orphans":
+            f.exec_orphans = bool(body.get("on", True))
+            return json_response({"execOrphans": f.exec_orphans})
         elif path == "faults/kill-pod":
             await f.kill_pod(body["namespace"], body["name"])
         elif path == "faults/recreate-pod":

@@ -79,6 +79,11 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="the OwnerReferencesPermissionEnforcement admission plugin (blockOwnerDeletion needs update on OWNER/finalizers)",
     )
+    s.add_argument(
+        "--exec-orphans",
+        action="store_true",
+        help="exec'd commands outlive their client (stdin open, output unread), as with a real runtime",
+    )
     s.add_argument("--node-name", default="kubesim-node")
     s.add_argument("--nodes", type=int, default=1, help="nodes (kubelets): NAME, NAME-2, ...")
     s.add_argument("--history-size", type=int, default=10000, help="watch events kept (older → 410 Expired)")
@@ -120,6 +125,7 @@ async def _serve(args: argparse.Namespace) -> int:
         forbidden=_pairs(args.forbid, "--forbid"),
         rbac=args.rbac,
         owner_references_enforcement=args.enforce_owner_references,
+        exec_orphans=args.exec_orphans,
         kubelet_options={
             "host_ports": list(args.host_port),
             "node_labels": [f"{k}={v}" for k, v in _pairs(args.node_label, "--node-label")],

@@ -62,6 +62,8 @@ class ClusterOptions:
     # admin's); and the OwnerReferencesPermissionEnforcement admission plugin.
     rbac: bool = False
     owner_references_enforcement: bool = False
+    # exec'd commands outlive their client, as with a real container runtime
+    exec_orphans: bool = False
 
 
 class Cluster:
@@ -83,6 +85,7 @@ class Cluster:
             self.auth.rbac_objects = self.store.rbac_objects
         if options.owner_references_enforcement:
             self.store.owner_references_check = self.auth.can
+        self.faults.exec_orphans = options.exec_orphans
         self.api = ApiServer(self.store, self.faults, self.auth, bookmark_interval=options.bookmark_interval)
         self.url = ""
         self.kubeconfig_path: Path | None = None

@@ -57,6 +57,9 @@ class Faults:
         self.on_recreate_pod: PodCallback | None = None
         self.dropped = 0
         self.bookmarks_sent = 0  # by every watch so far (a quiet watch's proof of life)
+        # As a real container runtime: an exec'd command outlives its client. Off, kubesim kills it
+        # when the client's stream ends (a tidier world, where orphans never pile up by themselves).
+        self.exec_orphans = False
 
     # -------------------------------------------------------------- windows
 
@@ -142,12 +145,16 @@ class Faults:
         return len(streams)
 
     def stall_streams(self) -> int:
-        """Silence every open watch without closing it, as a connection that died with no FIN or
+        """Silence every open watch and pod stream (exec, port-forward, logs) without closing it, as a connection that died with no FIN or
         RST looks to its client (a control-plane upgrade, a NAT that forgot the flow): no events,
         no bookmarks, no end. Only a client-side read timeout notices. Returns how many stalled."""
         stalled = 0
         for s in list(self._streams):
-            if hasattr(s, "stalled"):
+            stall = getattr(s, "stall", None)
+            if callable(stall):  # exec, port-forward, logs: the connection goes silent both ways
+                stall()
+                stalled += 1
+            elif hasattr(s, "stalled"):
                 s.stalled = True
                 stalled += 1
         return stalled
@@ -216,6 +223,11 @@ class KubesimAdmin:
 
     def stall_streams(self) -> int:
         return int(self._call("POST", "faults/stall-streams")["stalled"])
+
+    def exec_orphans(self, on: bool = True) -> None:
+        """Let exec'd commands outlive their client (stdin held open, output unread), as on a real
+        cluster; off, a command is killed when its stream ends."""
+        self._call("POST", "faults/exec-orphans", {"on": on})
 
     def kill_pod(self, namespace: str, name: str) -> None:
         self._call("POST", "faults/kill-pod", {"namespace": namespace, "name": name})

@@ -61,6 +61,24 @@ class StreamHandle:
         self.request = request
         self.task = asyncio.current_task()
         self.dropped = False
+        self.stalled = False
+
+    def stall(self) -> None:
+        """Make the connection a black hole, as one that died with no FIN or RST (a NAT that forgot
+        the flow, a control-plane node that vanished): nothing more is read from the client (so no
+        pong answers its pings) and whatever the server writes is lost. Only a client that checks
+        the stream's liveness notices."""
+        self.stalled = True
+        transport = self.request.transport
+        if transport is None:
+            return
+        transport.pause_reading()
+
+        def lost(*_: object) -> None:
+            return None
+
+        transport.write = lost  # type: ignore[method-assign,assignment]
+        transport.writelines = lost  # type: ignore[method-assign,assignment]
 
     def close(self) -> None:
         self.dropped = True

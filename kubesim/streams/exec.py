@@ -115,7 +115,16 @@ def make_exec_handler(kubelet: Kubelet):  # type: ignore[no-untyped-def]
                     pumps.append(
                         asyncio.ensure_future(_pump(proc.stderr, channels.STDERR, send, want_stderr))
                     )
-                reader = asyncio.ensure_future(_read_client(ws, proc, master, v5, tty))
+                reader = asyncio.ensure_future(
+                    _read_client(
+                        ws,
+                        proc,
+                        master,
+                        v5,
+                        tty,
+                        orphans=kubelet.faults is not None and kubelet.faults.exec_orphans,
+                    )
+                )
                 code = await proc.wait()
                 done, _ = await asyncio.wait(pumps, timeout=5)
                 for p in pumps:
@@ -169,9 +178,17 @@ async def _pump_fd(fd: int, send: Any) -> None:
 
 
 async def _read_client(
-    ws: web.WebSocketResponse, proc: asyncio.subprocess.Process, master: int, v5: bool, tty: bool
+    ws: web.WebSocketResponse,
+    proc: asyncio.subprocess.Process,
+    master: int,
+    v5: bool,
+    tty: bool,
+    *,
+    orphans: bool = False,
 ) -> None:
-    """Feed stdin from the client; on the client's close, kill the command."""
+    """Feed stdin from the client; on the client's close, kill the command, or with `orphans`
+    leave it running with its stdin open and nobody reading its output, as a real runtime does
+    when the client vanished without closing stdin."""
     stdin = proc.stdin
     try:
         async for msg in ws:
@@ -201,7 +218,7 @@ async def _read_client(
                         master, termios.TIOCSWINSZ, struct.pack("HHHH", size["Height"], size["Width"], 0, 0)
                     )
     finally:
-        if proc.returncode is None:
+        if proc.returncode is None and not orphans:
             # The client is gone: nothing will read the output; the command goes too.
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)

@@ -277,3 +277,111 @@ def test_missing_python_in_the_pod_is_named(sync_kubesim: Any, pair: Pair) -> No
             assert "needs python3" in s.status().message or "python3" in s.status().message
 
     run(go())
+
+
+def test_a_stalled_stream_is_detected_and_the_session_reconnects(
+    sync_kubesim: Any, pair: Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A connection that dies silently (no FIN, no RST: every byte lost both ways) is found by the
+    WebSocket heartbeat; the session reconnects and an edit made meanwhile arrives."""
+    import time
+
+    import nbd.kube.transport as transport
+
+    monkeypatch.setattr(transport, "STREAM_HEARTBEAT", 1.0)
+    pod = _start_pod(sync_kubesim, "nb-stall", ["python3", "-c", "import time; time.sleep(1e9)"])
+    (pair.local / "before.txt").write_bytes(b"1")
+    pair.remote = pod.content
+
+    async def go() -> None:
+        async with (
+            pod.factory() as factory,
+            pair.session(factory, remote_root="/content", agent_cache_dir="/tmp") as s,
+        ):
+            await s.flush(60)
+            assert (pod.content / "before.txt").read_bytes() == b"1"
+            stalled = await asyncio.to_thread(sync_kubesim.admin.stall_streams)
+            assert stalled >= 1
+            started = time.monotonic()
+            (pair.local / "during-stall.txt").write_bytes(b"made while the stream was dead")
+            await until(
+                lambda: any(isinstance(e, StateChanged) and "reconnect" in e.message for e in pair.events),
+                timeout=30,
+                what="the stalled stream to be found dead",
+            )
+            detected = time.monotonic() - started
+            await until(
+                lambda: (pod.content / "during-stall.txt").exists(),
+                timeout=60,
+                what="the edit made during the stall to reach the pod",
+            )
+            st = await s.flush(60)
+            assert st.conflicts == ()
+            assert tree(pod.content) == tree(pair.local)
+            # A ping after 1 s of quiet, given up 0.5 s later: well within the deadline.
+            assert detected < 20, detected
+
+    run(go())
+
+
+def _agent_pids(marker: str) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if marker.encode() in cmdline and b"NBD-AGENT" in cmdline:
+            pids.append(int(entry.name))
+    return pids
+
+
+@pytest.mark.parametrize("guarded", [True, False], ids=["with-idle-exit", "without"])
+def test_an_orphaned_agent_exits_once_its_daemon_is_silent(sync_kubesim: Any, guarded: bool) -> None:
+    """On a real cluster an exec'd process outlives a client that vanished (kubesim's exec-orphans
+    mode does the same). The agent leaves by itself once its daemon has been silent for its idle
+    limit; without the limit it would stay for ever, which the second case shows."""
+    import signal
+    import time
+
+    from nbd.sync.remote import RemoteEndpoint
+
+    sync_kubesim.admin.exec_orphans(True)
+    pod = _start_pod(
+        sync_kubesim, f"nb-orphan-{int(guarded)}", ["python3", "-c", "import time; time.sleep(1e9)"]
+    )
+    marker = f"/tmp/orphan-{secrets.token_hex(4)}"
+    sync_kubesim.kubectl("exec", pod.name, "--", "mkdir", "-p", marker)
+
+    async def start_and_vanish() -> None:
+        async with pod.factory() as factory:
+            remote = RemoteEndpoint(
+                factory,
+                root="/content",
+                cache_dir=marker,
+                ping_interval=0.5 if guarded else 0,
+                agent_idle_exit=3.0,
+            )
+            await remote.start(lambda paths: None)
+            assert _agent_pids(marker), "the agent runs in the pod"
+            # The daemon goes away without a word (its pings stop); the stream ends, stdin stays open.
+            await remote.close()
+
+    run(start_and_vanish())
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline:
+        assert _agent_pids(marker), "the agent outlives its client, as on a real cluster"
+        time.sleep(0.1)
+    if guarded:
+        deadline = time.monotonic() + 20
+        while _agent_pids(marker) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _agent_pids(marker), "the orphaned agent exited after its idle limit"
+    else:
+        time.sleep(6)  # twice the idle limit the other case exits after
+        pids = _agent_pids(marker)
+        assert pids, "with no idle limit the orphan stays"
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import socket
 import ssl
 import threading
@@ -37,6 +38,22 @@ log = logging.getLogger(__name__)
 # The kubernetes loader refreshes an exec-plugin token once it is within 5 minutes of expiry; asking
 # the hook at least this often therefore always sends a token that is valid for minutes more.
 AUTH_REFRESH_SECONDS = 30.0
+
+
+# Exec and port-forward WebSockets ping the API server after this many quiet seconds and are closed
+# when no pong comes within half of it, as client-go's streams give up on a silent connection: a
+# stalled stream (a dropped NAT entry, a vanished control-plane node) ends and is opened again
+# instead of hanging forever. Pongs come from the API server, so a busy pod never trips it.
+# NBD_STREAM_HEARTBEAT overrides it (seconds; 0 turns it off).
+def _heartbeat_seconds(raw: str | None) -> float | None:
+    try:
+        value = float(raw) if raw else 20.0
+    except ValueError:
+        value = 20.0
+    return value if value > 0 else None
+
+
+STREAM_HEARTBEAT = _heartbeat_seconds(os.environ.get("NBD_STREAM_HEARTBEAT"))
 
 Query = Sequence[tuple[str, str]]
 
@@ -169,6 +186,42 @@ class Transport:
             raise NbdError(f"the cluster at {self.url} answered {path} with non-object JSON")
         return data
 
+    async def stream_lines(
+        self,
+        path: str,
+        params: Mapping[str, str] | Query | None = None,
+        *,
+        resource: ResourceRef | None = None,
+    ) -> AsyncIterator[str]:
+        """GET a streaming text response (a container's log) line by line, through the same proxy,
+        TLS server name and credentials as every other request; errors become `NbdError`s."""
+        headers = await self.auth_header()
+        try:
+            async with self.session.get(
+                self._url(path),
+                params=params,
+                headers=headers,
+                proxy=self._proxy,
+                proxy_headers=self._proxy_headers,
+                server_hostname=self._server_hostname,
+                timeout=aiohttp.ClientTimeout(total=None, connect=15),
+            ) as resp:
+                if resp.status >= 400:
+                    body = await resp.read()
+                    raise error_from_status(resp.status, body, url=self.url, resource=resource)
+                pending = b""
+                async for chunk in resp.content.iter_any():
+                    pending += chunk
+                    *lines, pending = pending.split(b"\n")
+                    for line in lines:
+                        yield line.decode("utf-8", "replace")
+                if pending:
+                    yield pending.decode("utf-8", "replace")
+        except NbdError:
+            raise
+        except (TimeoutError, aiohttp.ClientError, OSError) as e:
+            raise error_from_exception(e, url=self.url, resource=resource) from e
+
     async def stream_json_lines(
         self,
         path: str,
@@ -238,6 +291,7 @@ class Transport:
                 server_hostname=self._server_hostname,
                 timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=5.0),
                 autoping=True,
+                heartbeat=STREAM_HEARTBEAT,
                 max_msg_size=0,
                 compress=0,
             )

@@ -15,10 +15,8 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import aiohttp
-
 from nbd.errors import DeadlineExceeded, NbdError, NotFound
-from nbd.kube import NOTEBOOK, KubeClient, ResourceRef, error_from_exception, error_from_status
+from nbd.kube import NOTEBOOK, KubeClient, ResourceRef
 from nbd.launch.spec import FIELD_MANAGER, WRITTEN_BY_ANNOTATION
 from nbd.session import NotebookRecord
 from nbdcontract import (
@@ -282,34 +280,14 @@ class NotebookClient:
         self, pod: str, container: str, *, follow: bool, tail_lines: int = 0
     ) -> AsyncIterator[str]:
         """The container's log, line by line (following until the container ends when asked)."""
-        transport = self.kube.transport
         params = {"container": container}
         if follow:
             params["follow"] = "true"
         if tail_lines > 0:
             params["tailLines"] = str(tail_lines)
         path = f"/api/v1/namespaces/{self.namespace}/pods/{pod}/log"
-        headers = await transport.auth_header()
-        url = transport.base.with_path(transport.base.path.rstrip("/") + path, encoded=False)
-        try:
-            async with transport.session.get(
-                url, params=params, headers=headers, timeout=aiohttp.ClientTimeout(total=None, connect=15)
-            ) as resp:
-                if resp.status >= 400:
-                    body = await resp.read()
-                    raise error_from_status(resp.status, body, url=transport.url, resource=POD)
-                pending = b""
-                async for chunk in resp.content.iter_any():
-                    pending += chunk
-                    *lines, pending = pending.split(b"\n")
-                    for line in lines:
-                        yield line.decode("utf-8", "replace")
-                if pending:
-                    yield pending.decode("utf-8", "replace")
-        except NbdError:
-            raise
-        except (TimeoutError, aiohttp.ClientError, OSError) as e:
-            raise error_from_exception(e, url=transport.url) from e
+        async for line in self.kube.transport.stream_lines(path, params, resource=POD):
+            yield line
 
 
 def _component(pod: dict[str, Any]) -> str:

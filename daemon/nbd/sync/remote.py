@@ -140,6 +140,8 @@ class RemoteEndpoint:
         python: str = "python3",
         fsync: bool = True,
         connect_timeout: float = 60.0,
+        ping_interval: float = 15.0,
+        agent_idle_exit: float = 90.0,
     ) -> None:
         self.factory = factory
         self.root = root
@@ -148,6 +150,12 @@ class RemoteEndpoint:
         self.python = python
         self.fsync = fsync
         self.connect_timeout = connect_timeout
+        # The agent exits after `agent_idle_exit` seconds without a frame from us (so an agent
+        # whose daemon vanished never lingers in the pod); a ping every `ping_interval` keeps a
+        # quiet session's agent alive. 0 turns both off.
+        self.ping_interval = ping_interval
+        self.agent_idle_exit = agent_idle_exit
+        self._pinger: asyncio.Task[None] | None = None
         self.transport: AgentTransport | None = None
         self.hello: dict[str, Any] = {}
         self.watch_mode = ""
@@ -181,9 +189,31 @@ class RemoteEndpoint:
         self._reader = asyncio.create_task(self._read_loop(transport, decoder, frames))
         reply = await self._hello
         self.hello = reply
-        await self.request({"op": "configure", "max_file_size": self.max_file_size, "clean": True})
+        await self.request(
+            {
+                "op": "configure",
+                "max_file_size": self.max_file_size,
+                "clean": True,
+                "idle_exit": self.agent_idle_exit if self.ping_interval > 0 else 0,
+            }
+        )
         res, _ = await self.request({"op": "watch"})
         self.watch_mode = str(res.get("mode", ""))
+        if self.ping_interval > 0:
+            self._pinger = asyncio.create_task(self._ping_loop())
+
+    async def _ping_loop(self) -> None:
+        """Keep the agent's orphan guard from firing while the session is quiet. Liveness of the
+        stream itself is the transport's (WebSocket pings); a busy agent may answer late."""
+        while self.connected:
+            await asyncio.sleep(self.ping_interval)
+            rid, reply = self._register()
+            try:
+                await self._send({"op": "ping", "id": rid})
+            except (AgentLost, ConnectionError, OSError):
+                self._pending.pop(rid, None)
+                return
+            reply.future.add_done_callback(lambda f: f.exception() if not f.cancelled() else None)
 
     async def _bootstrap(self, transport: AgentTransport, app: AgentApp) -> bytes:
         """Ship the agent; return the bytes after its READY line."""
@@ -248,6 +278,9 @@ class RemoteEndpoint:
     async def close(self) -> None:
         transport, self.transport = self.transport, None
         self._on_change = None
+        if self._pinger is not None:
+            self._pinger.cancel()
+            self._pinger = None
         if transport is not None:
             await transport.close()
         if self._reader is not None:

@@ -17,6 +17,7 @@ import os
 import queue
 import sys
 import threading
+import time
 import zlib
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -58,6 +59,11 @@ class Server(object):
         self.disk: "queue.Queue[Tuple[int, bytes, bool]]" = queue.Queue(maxsize=8)
         self.chunk_errors: Dict[int, str] = {}
         threading.Thread(target=self._disk_writer, name="disk", daemon=True).start()
+        # Orphan guard: with `idle_exit` set (by `configure`), an agent left waiting that long for
+        # its daemon's next frame exits. On a real cluster an exec'd process outlives a client that
+        # vanished without closing stdin; the daemon pings far more often than this.
+        self.idle_exit = 0.0
+        self.waiting_since: Optional[float] = None
 
     def _disk_writer(self) -> None:
         while True:
@@ -82,6 +88,19 @@ class Server(object):
                     n = os.write(self.out_fd, view)
                     view = view[n:]
 
+    def _watchdog(self) -> None:
+        while True:
+            time.sleep(min(5.0, self.idle_exit / 4))
+            since = self.waiting_since
+            if since is not None and time.monotonic() - since > self.idle_exit:
+                # Only between frames: every write already finished (temp file, then rename), so
+                # leaving here loses nothing; the daemon starts a new agent when it comes back.
+                sys.stderr.write(
+                    "nbd-agent: no word from the daemon for %ds; exiting\n" % int(time.monotonic() - since)
+                )
+                sys.stderr.flush()
+                os._exit(3)
+
     def on_change(self, paths: Optional[List[str]]) -> None:
         if paths is None:
             self.send({"op": "changed", "all": True})
@@ -99,10 +118,12 @@ class Server(object):
             }
         )
         while True:
+            self.waiting_since = time.monotonic()
             try:
                 header, body = read_frame(self.inp)
             except EOFError:
                 return
+            self.waiting_since = None
             rid = header.get("id", 0)
             try:
                 reply = self.handle(header, body)
@@ -125,6 +146,10 @@ class Server(object):
         if op == "configure":
             t.max_file_size = int(h.get("max_file_size", 0))
             cleaned = t.clean_temp_files() if h.get("clean") else 0
+            idle_exit = float(h.get("idle_exit", 0) or 0)
+            if idle_exit > 0 and self.idle_exit == 0:
+                self.idle_exit = idle_exit
+                threading.Thread(target=self._watchdog, name="watchdog", daemon=True).start()
             return {"cleaned": cleaned}, b""
         if op == "scan":
             res = t.scan(h.get("paths"))
