@@ -16,6 +16,7 @@ __all__ = ["Config", "ConfigError", "BUILDERS", "MAX_UPLOAD_URL_TTL"]
 # The longest a signed PUT URL may live: a leaked URL is useful to nobody for long.
 MAX_UPLOAD_URL_TTL = 900
 BUILDERS = ("buildkit", "kaniko")
+POD_SECURITY = ("auto", "restricted", "baseline")
 
 # The builders run every user's Dockerfile with the registry's credentials: pinned by tag (to read)
 # and digest (what runs), so a re-pushed tag never changes them. Raise both together.
@@ -143,6 +144,10 @@ class Config:
     # NBD_NOTEBOOK_REQUESTS / NBD_NOTEBOOK_LIMITS: the notebook and run containers' defaults; a
     # Notebook's or Run's spec.resources.cpu/memory set both the request and the limit of its own.
     # NBD_BUILD_REQUESTS / NBD_BUILD_LIMITS: the build pod's (its fetch and its builder).
+    # NBD_POD_SECURITY: `auto` makes notebook and run pods pass the `restricted` Pod Security level
+    # in namespaces labelled for it (pod-security.kubernetes.io/enforce or warn), `restricted` does
+    # so everywhere, `baseline` never (root images and `sudo` keep working there).
+    pod_security: str = "auto"
     notebook_requests: tuple[tuple[str, str], ...] = DEFAULT_NOTEBOOK_REQUESTS
     notebook_limits: tuple[tuple[str, str], ...] = DEFAULT_NOTEBOOK_LIMITS
     build_requests: tuple[tuple[str, str], ...] = DEFAULT_BUILD_REQUESTS
@@ -233,6 +238,9 @@ class Config:
                 ("NBD_BUILD_LIMITS", DEFAULT_BUILD_LIMITS),
             )
         }
+        pod_security = (get("NBD_POD_SECURITY") or "auto").lower()
+        if pod_security not in POD_SECURITY:
+            raise ConfigError(f"NBD_POD_SECURITY={pod_security!r}: choose one of {', '.join(POD_SECURITY)}")
         _check_within("NOTEBOOK", resources["NBD_NOTEBOOK_REQUESTS"], resources["NBD_NOTEBOOK_LIMITS"])
         _check_within("BUILD", resources["NBD_BUILD_REQUESTS"], resources["NBD_BUILD_LIMITS"])
         return Config(
@@ -263,6 +271,7 @@ class Config:
             outputs_storage_class=names["NBD_OUTPUTS_STORAGE_CLASS"],
             outputs_rwx_storage_class=names["NBD_OUTPUTS_RWX_STORAGE_CLASS"],
             cluster_domain=domain,
+            pod_security=pod_security,
             notebook_requests=resources["NBD_NOTEBOOK_REQUESTS"],
             notebook_limits=resources["NBD_NOTEBOOK_LIMITS"],
             build_requests=resources["NBD_BUILD_REQUESTS"],

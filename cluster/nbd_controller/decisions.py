@@ -197,6 +197,9 @@ class BuildObserved:
     # Secret, no node), and whether that pod is still Pending at all.
     build_pod_problem: str | None = None
     build_pod_pending: bool = False
+    # The namespace's Pod Security label (`pod-security.kubernetes.io/enforce`, or `warn` when
+    # stricter): "restricted" makes notebook and run pods pass that level.
+    pod_security: str = "privileged"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -226,6 +229,13 @@ class Plan:
     actions: list[Action]
     status: dict[str, Any]
     requeue_after: float | None = None
+
+
+def restricted_pods(config: Config, observed: BuildObserved) -> bool:
+    """Whether notebook and run pods are made to pass the `restricted` Pod Security level."""
+    if config.pod_security == "auto":
+        return observed.pod_security == "restricted"
+    return config.pod_security == "restricted"
 
 
 def job_outcome(job: dict[str, Any]) -> str:
@@ -400,6 +410,19 @@ def _resolve_image(config: Config, b: _Builder) -> tuple[str | None, str | None]
             else:
                 message = f"The build in Job {job_name} failed; see the log of its pod.{hint}"
             b.condition("Built", False, "BuildFailed", message)
+            return None, "Failed"
+        if observed.build_create_error and "violates PodSecurity" in observed.build_create_error:
+            # No quota frees up for this: the namespace's level refuses what builders need.
+            b.condition(
+                "Built",
+                False,
+                "BuildForbidden",
+                f"The Pod Security level of namespace {namespace} refuses the build pod: "
+                f"{observed.build_create_error}. The builders (BuildKit rootless, kaniko) need Unconfined "
+                "seccomp and AppArmor profiles: label the namespace pod-security.kubernetes.io/enforce="
+                "privileged, or launch a prebuilt image (--image).",
+            )
+            b.requeue_in(REFUSED_RETRY_SECONDS)
             return None, "Failed"
         if observed.build_create_error:
             b.condition(
@@ -583,7 +606,7 @@ def decide(config: Config, observed: Observed) -> Plan:
         )
         return b.finish("Suspended")
 
-    desired = notebook_pod(config, notebook, image)
+    desired = notebook_pod(config, notebook, image, restricted=restricted_pods(config, observed))
     b.status["pod"] = desired["metadata"]["name"]
     if pod is None and observed.pod_create_error:
         b.condition(
@@ -951,7 +974,9 @@ def decide_run(config: Config, observed: RunObserved) -> Plan:
             b.condition(CONDITION_FINISHED, False, "NotStarted", "The run has not started.")
             b.requeue_in(REFUSED_RETRY_SECONDS)
             return finish("Failed", message)
-        b.actions.append(CreateRunJob(run_job(config, run, image)))
+        b.actions.append(
+            CreateRunJob(run_job(config, run, image, restricted=restricted_pods(config, observed)))
+        )
         b.status["job"] = run_job_name(name)
         b.condition(CONDITION_STARTED, False, "Creating", f"Creating Job {run_job_name(name)}.")
         b.condition(CONDITION_FINISHED, False, "NotStarted", "The run has not started.")

@@ -179,6 +179,21 @@ class Kube:
             if e.status != 404:
                 raise
 
+    def namespace_pod_security(self, namespace: str) -> str:
+        """The stricter of the namespace's enforced and warned Pod Security levels."""
+        try:
+            meta = self.core.read_namespace(namespace).metadata
+            labels = (meta.labels if meta is not None else None) or {}
+        except ApiException as e:
+            if e.status == 404:
+                return "privileged"
+            raise
+        order = ("privileged", "baseline", "restricted")
+        levels = [
+            labels.get(f"pod-security.kubernetes.io/{mode}", "privileged") for mode in ("enforce", "warn")
+        ]
+        return max((lv for lv in levels if lv in order), key=order.index, default="privileged")
+
     def can(self, permission: Permission, namespace: str) -> bool:
         """Whether the controller's identity has `permission` (in `namespace`, "" = every one)."""
         attrs = client.V1ResourceAttributes(

@@ -423,7 +423,24 @@ def pod_spec_hash(pod: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(wanted, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def notebook_pod(config: Config, notebook: dict[str, Any], image: str) -> dict[str, Any]:
+def restrict(pod_spec: dict[str, Any]) -> None:
+    """Make a pod spec pass the `restricted` Pod Security level: no privilege escalation, every
+    capability dropped, the runtime's default seccomp profile, and a non-root user (the kubelet
+    refuses to start an image whose user is root, so the failure names the image)."""
+    context = pod_spec.setdefault("securityContext", {})
+    context["runAsNonRoot"] = True
+    context["seccompProfile"] = {"type": "RuntimeDefault"}
+    for key in ("initContainers", "containers"):
+        for container in pod_spec.get(key) or []:
+            container["securityContext"] = {
+                "allowPrivilegeEscalation": False,
+                "capabilities": {"drop": ["ALL"]},
+            }
+
+
+def notebook_pod(
+    config: Config, notebook: dict[str, Any], image: str, *, restricted: bool = False
+) -> dict[str, Any]:
     """The notebook Pod running `image`."""
     meta = notebook["metadata"]
     spec = notebook["spec"]
@@ -483,6 +500,8 @@ def notebook_pod(config: Config, notebook: dict[str, Any], image: str) -> dict[s
             "fsGroup": config.notebook_fs_group,
             "fsGroupChangePolicy": "OnRootMismatch",
         }
+    if restricted:
+        restrict(pod_spec)
     if selector:
         pod_spec["nodeSelector"] = selector
     if config.registry_secret:
@@ -582,7 +601,7 @@ def _gpu_count(spec: dict[str, Any]) -> int:
     return int(gpu.get("count", GPU_COUNT_DEFAULT)) if gpu else 0
 
 
-def run_job(config: Config, run: dict[str, Any], image: str) -> dict[str, Any]:
+def run_job(config: Config, run: dict[str, Any], image: str, *, restricted: bool = False) -> dict[str, Any]:
     """The Job of a Run: one pod (completions 1), or an Indexed Job of `nodes` pods at once.
 
     /content is the image's own (what the build copied in): a run's pod never restarts
@@ -632,6 +651,8 @@ def run_job(config: Config, run: dict[str, Any], image: str) -> dict[str, Any]:
             "fsGroup": config.notebook_fs_group,
             "fsGroupChangePolicy": "OnRootMismatch",
         }
+    if restricted:
+        restrict(pod_spec)
     if selector:
         pod_spec["nodeSelector"] = selector
     if config.registry_secret:

@@ -46,6 +46,7 @@ REQUIRED: tuple[Permission, ...] = tuple(
     + _each("", "pods", "get list watch create delete")
     + _each("", "pods", "get", "log")
     + _each("", "events", "list")
+    + _each("", "namespaces", "get")
     + _each("", "secrets", "get create")
     + _each("", "configmaps", "get create patch")
     + _each("", "services", "get create")

@@ -111,7 +111,11 @@ class Reconciler:
                     # A pod that does not start (its image, a Secret, no node) changes nothing of
                     # the Job: ask the pod.
                     pod_pending, pod_problem = await self._call(self.kube.build_pod_problem, namespace, md5)
+        pod_security = "privileged"
+        if self.config.pod_security == "auto":
+            pod_security = await self._call(self.kube.namespace_pod_security, namespace)
         return {
+            "pod_security": pod_security,
             "built_image": built_image,
             "stored_md5": stored_md5,
             "job": job,

@@ -6,16 +6,26 @@ from __future__ import annotations
 
 import json
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
 
+from fixtures_stack import LocalStack, push_image
 from launchkit import LaunchKit, make_project, wait_until
+
+# A team's prebuilt image that runs as uid 1000, as Jupyter's docker-stacks images do.
+NONROOT_IMAGE = "registry.example/nbd-tests/jupyter-nonroot:1"
+_NONROOT_DOCKERFILE = (
+    "FROM python:3.11-slim\nRUN --mount=type=cache,target=/root/.cache/pip pip install jupyter_server\n"
+    "ENV HOME=/tmp\nUSER 1000\n"
+)
 
 
 def _api(url: str, path: str, method: str = "GET", body: dict[str, Any] | None = None) -> tuple[int, Any]:
     token = url.split("token=", 1)[1]
-    base = url.split("/lab?", 1)[0]
+    parts = urllib.parse.urlsplit(url)
+    base = f"{parts.scheme}://{parts.netloc}"
     request = urllib.request.Request(
         f"{base}/api/{path}",
         method=method,
@@ -82,3 +92,58 @@ def test_a_uid_1000_image_launches_saves_and_syncs(kit: LaunchKit, ns: str, tmp_
     assert status in (200, 201), kernel
     session = kit.session(ns, "nonroot") or {}
     assert not session.get("sync", {}).get("conflicts"), session
+
+
+def _restrict(kit: LaunchKit, ns: str) -> None:
+    kit.stack.core().patch_namespace(
+        ns, {"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "restricted"}}}
+    )
+
+
+def test_a_non_root_image_launches_in_a_restricted_namespace(
+    kit: LaunchKit, ns: str, tmp_path: Path, local_stack: LocalStack
+) -> None:
+    # Builders need Unconfined profiles, which no enforcing namespace admits: a team's prebuilt image.
+    image = push_image(local_stack, NONROOT_IMAGE, _NONROOT_DOCKERFILE)
+    _restrict(kit, ns)
+    project = make_project(tmp_path, "strict")
+    launched = kit.launch(project, ns, "--image", image)
+    assert launched.rc == 0, launched.stderr
+    pod = kit.pods(ns, "nbd.dev/notebook=strict")[0]
+    assert pod.spec.security_context.run_as_non_root is True
+    assert all(c.security_context.capabilities.drop == ["ALL"] for c in pod.spec.containers)
+    status, body = _api(launched.url, "status")
+    assert status == 200, body
+    (project / "edit.txt").write_text("synced into a restricted pod\n")
+
+    def pod_has_it() -> bool:
+        status, body = _api(launched.url, "contents/edit.txt?content=1")
+        return status == 200 and body["content"] == "synced into a restricted pod\n"
+
+    wait_until(pod_has_it, timeout=60, what="the local edit to reach the restricted pod")
+
+
+def test_a_root_image_in_a_restricted_namespace_fails_with_what_to_change(
+    kit: LaunchKit, ns: str, tmp_path: Path, jupyter_image: str
+) -> None:
+    _restrict(kit, ns)
+    launched = kit.launch(make_project(tmp_path, "rootimg"), ns, "--image", jupyter_image)
+    assert launched.rc != 0
+    lines = [line for line in launched.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, launched.stderr
+    assert "runAsNonRoot and image will run as root" in lines[0], lines[0]
+    assert "add `USER 1000` (a numeric non-root user) to the Dockerfile" in lines[0], lines[0]
+
+
+def test_a_build_in_a_restricted_namespace_fails_at_once_naming_the_label(
+    kit: LaunchKit, ns: str, tmp_path: Path
+) -> None:
+    _restrict(kit, ns)
+    launched = kit.launch(make_project(tmp_path, "nobuild"), ns, timeout=90)
+    assert launched.rc != 0
+    lines = [line for line in launched.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, launched.stderr
+    assert (
+        "refuses the build pod" in lines[0] and "pod-security.kubernetes.io/enforce=privileged" in lines[0]
+    ), lines[0]
+    assert 'violates PodSecurity "restricted:latest"' in lines[0], lines[0]

@@ -92,7 +92,7 @@ def build_state(notebook: dict[str, Any], md5: str) -> BuildState | None:
         return None  # status of an earlier context
     ok = cond.get("status") == "True"
     reason = str(cond.get("reason") or "")
-    failed = not ok and reason in ("BuildFailed", "MD5Mismatch", "InvalidSpec")
+    failed = not ok and reason in ("BuildFailed", "MD5Mismatch", "InvalidSpec", "BuildForbidden")
     return BuildState(
         done=ok,
         failed=failed,
@@ -188,6 +188,11 @@ def start_failure(notebook: dict[str, Any], pod: PodStatus | None) -> Failure | 
             "CrashLoopBackOff": "the notebook server keeps exiting; see `nbctl logs NAME`",
             "CreateContainerConfigError": "see `kubectl describe pod` for the missing configuration",
         }[pod.reason]
+        if pod.reason == "CreateContainerConfigError" and "runAsNonRoot" in (pod.message or ""):
+            hint = (
+                "the namespace admits only non-root containers (Pod Security `restricted`): add "
+                "`USER 1000` (a numeric non-root user) to the Dockerfile, or use a namespace at `baseline`"
+            )
         detail = f": {pod.message}" if pod.message else ""
         return Failure(pod.reason, f"the notebook pod is in {pod.reason}{detail}; {hint}")
     return None
@@ -197,8 +202,8 @@ def build_failure(state: BuildState, log_tail: list[str], ref: str = "NAME") -> 
     """The failure of a build; `ref` is how `nbctl logs` names the session."""
     if state.reason == "MD5Mismatch":
         return Failure("MD5Mismatch", state.message + "; relaunch to upload the context again")
-    if state.reason == "InvalidSpec":
-        return Failure("InvalidSpec", state.message)
+    if state.reason in ("InvalidSpec", "BuildForbidden"):
+        return Failure(state.reason, state.message)
     summary, tail_in_message = _split_build_message(state.message)
     return Failure(
         "BuildFailed",
