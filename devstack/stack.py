@@ -275,6 +275,7 @@ def up(
     extra_kubesim_args: list[str] | None = None,
     gcs_front_port: int | None = None,
     rbac: bool = False,
+    controller_env_extra: dict[str, str] | None = None,
 ) -> Stack:
     """Starts the local cluster (or returns the one already running from `state_dir`).
 
@@ -286,6 +287,7 @@ def up(
             (e.g. a fault-injecting proxy, forwarding to `Stack.gcs_url`): the controller's store
             calls and the signed URLs it hands out go there, and pods reach it too.
         rbac: A hardened cluster (TLS, RBAC, owner-reference enforcement; see the module's doc).
+        controller_env_extra: More of the controller's configuration (NBD_* variables).
     """
     state = Path(state_dir or default_state_dir())
     state.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -388,7 +390,10 @@ def up(
                 "controller",
                 [sys.executable, "-m", "nbd_controller.main", "--kubeconfig", str(controller_kubeconfig)],
                 state,
-                env=controller_env(stack, str(key_file), gcs_front_port or gcs_port),
+                env={
+                    **controller_env(stack, str(key_file), gcs_front_port or gcs_port),
+                    **(controller_env_extra or {}),
+                },
             )
             started.append(ctl)
             stack.pids["controller"] = ctl.pid

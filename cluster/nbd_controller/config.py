@@ -144,6 +144,10 @@ class Config:
     # NBD_NOTEBOOK_REQUESTS / NBD_NOTEBOOK_LIMITS: the notebook and run containers' defaults; a
     # Notebook's or Run's spec.resources.cpu/memory set both the request and the limit of its own.
     # NBD_BUILD_REQUESTS / NBD_BUILD_LIMITS: the build pod's (its fetch and its builder).
+    # NBD_BUILD_NAMESPACE: where build Jobs run, apart from the users' namespaces (builders need the
+    # `privileged` Pod Security level, which users' namespaces need not allow). None: each in the
+    # namespace of its Notebook or Run. The registry Secret and build service account live there.
+    build_namespace: str | None = None
     # NBD_POD_SECURITY: `auto` makes notebook and run pods pass the `restricted` Pod Security level
     # in namespaces labelled for it (pod-security.kubernetes.io/enforce or warn), `restricted` does
     # so everywhere, `baseline` never (root images and `sudo` keep working there).
@@ -152,6 +156,12 @@ class Config:
     notebook_limits: tuple[tuple[str, str], ...] = DEFAULT_NOTEBOOK_LIMITS
     build_requests: tuple[tuple[str, str], ...] = DEFAULT_BUILD_REQUESTS
     build_limits: tuple[tuple[str, str], ...] = DEFAULT_BUILD_LIMITS
+
+    def build_location(self, namespace: str) -> tuple[str, str]:
+        """(the namespace a build for `namespace` runs in, the `for_namespace` of its Job's name)."""
+        if self.build_namespace and self.build_namespace != namespace:
+            return self.build_namespace, namespace
+        return namespace, ""
 
     @property
     def builder_image(self) -> str:
@@ -238,6 +248,11 @@ class Config:
                 ("NBD_BUILD_LIMITS", DEFAULT_BUILD_LIMITS),
             )
         }
+        build_namespace = get("NBD_BUILD_NAMESPACE")
+        if build_namespace is not None and not re.fullmatch(
+            r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", build_namespace
+        ):
+            raise ConfigError(f"NBD_BUILD_NAMESPACE={build_namespace!r} is not a valid namespace name")
         pod_security = (get("NBD_POD_SECURITY") or "auto").lower()
         if pod_security not in POD_SECURITY:
             raise ConfigError(f"NBD_POD_SECURITY={pod_security!r}: choose one of {', '.join(POD_SECURITY)}")
@@ -272,6 +287,7 @@ class Config:
             outputs_rwx_storage_class=names["NBD_OUTPUTS_RWX_STORAGE_CLASS"],
             cluster_domain=domain,
             pod_security=pod_security,
+            build_namespace=build_namespace,
             notebook_requests=resources["NBD_NOTEBOOK_REQUESTS"],
             notebook_limits=resources["NBD_NOTEBOOK_LIMITS"],
             build_requests=resources["NBD_BUILD_REQUESTS"],

@@ -319,8 +319,11 @@ def _resolve_image(config: Config, b: _Builder) -> tuple[str | None, str | None]
     md5 = str(upload["md5"])
     request_id = str(upload["requestID"])
     image = observed.built_image or image_ref(config.registry, namespace, md5)
-    job_name = build_job_name(md5)
+    build_namespace, for_namespace = config.build_location(namespace)
+    job_name = build_job_name(md5, for_namespace)
     b.status["build"] = {"md5": md5, "image": image}
+    if for_namespace:
+        b.status["build"]["namespace"] = build_namespace
     stored = {"requestID": request_id, "storedMD5": md5}
     previous_build = b.old.get("build") or {}
     same_md5 = previous_build.get("md5") == md5
@@ -417,10 +420,11 @@ def _resolve_image(config: Config, b: _Builder) -> tuple[str | None, str | None]
                 "Built",
                 False,
                 "BuildForbidden",
-                f"The Pod Security level of namespace {namespace} refuses the build pod: "
+                f"The Pod Security level of namespace {build_namespace} refuses the build pod: "
                 f"{observed.build_create_error}. The builders (BuildKit rootless, kaniko) need Unconfined "
                 "seccomp and AppArmor profiles: label the namespace pod-security.kubernetes.io/enforce="
-                "privileged, or launch a prebuilt image (--image).",
+                "privileged (or have builds run in another one, NBD_BUILD_NAMESPACE), or launch a "
+                "prebuilt image (--image).",
             )
             b.requeue_in(REFUSED_RETRY_SECONDS)
             return None, "Failed"
@@ -430,7 +434,7 @@ def _resolve_image(config: Config, b: _Builder) -> tuple[str | None, str | None]
                 False,
                 "FailedCreate",
                 f"The cluster refused the pod of build Job {job_name}: {observed.build_create_error}. "
-                f"Free or raise the quota of namespace {namespace} (or ask an admin); the build starts by "
+                f"Free or raise the quota of namespace {build_namespace} (or ask an admin); the build starts by "
                 "itself once its pod is admitted.",
             )
             b.requeue_in(REFUSED_RETRY_SECONDS)

@@ -15,7 +15,7 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from nbdcontract import ANNOTATION_ABOUT, COMPONENT_RUN, LABEL_RUN, RUN_PLURAL
+from nbdcontract import ANNOTATION_ABOUT, COMPONENT_RUN, LABEL_FOR_NAMESPACE, LABEL_RUN, RUN_PLURAL
 
 from .builds import MAX_RECORDS, records_to_drop
 from .naming import (
@@ -247,14 +247,16 @@ class Kube:
         message = str(max(events, key=when).message or "")
         return message.removeprefix("Error creating: ") or None
 
-    def build_pod_problem(self, namespace: str, md5: str) -> tuple[bool, str | None]:
+    def build_pod_problem(self, namespace: str, md5: str, for_namespace: str = "") -> tuple[bool, str | None]:
         """Whether the newest pod of the build of `md5` is still Pending, and why it does not start.
 
         The why is what the cluster says: the scheduler's condition, a container's waiting reason
         and message (an image pull of the builder, a missing Secret key), else the latest warning
         event of the pod (FailedMount of a missing Secret, FailedScheduling).
         """
-        selector = f"{LABEL_COMPONENT}=build,{LABEL_CONTEXT_MD5}={md5}"
+        selector = f"{LABEL_COMPONENT}=build,{LABEL_CONTEXT_MD5}={md5}" + (
+            f",{LABEL_FOR_NAMESPACE}={for_namespace}" if for_namespace else ""
+        )
         items = self.core.list_namespaced_pod(namespace, label_selector=selector).items
         pods = [self.to_dict(p) for p in items]
         pods = [p for p in pods if not (p.get("metadata") or {}).get("deletionTimestamp")]
@@ -289,9 +291,13 @@ class Kube:
             return True, f"{latest.reason}: {latest.message}"
         return True, None
 
-    def build_log_tail(self, namespace: str, md5: str, lines: int = 20) -> str | None:
+    def build_log_tail(
+        self, namespace: str, md5: str, for_namespace: str = "", lines: int = 20
+    ) -> str | None:
         """The last lines of the failed container's log of the build of `md5`."""
-        selector = f"{LABEL_COMPONENT}=build,{LABEL_CONTEXT_MD5}={md5}"
+        selector = f"{LABEL_COMPONENT}=build,{LABEL_CONTEXT_MD5}={md5}" + (
+            f",{LABEL_FOR_NAMESPACE}={for_namespace}" if for_namespace else ""
+        )
         pods = self.core.list_namespaced_pod(namespace, label_selector=selector).items
         if not pods:
             return None

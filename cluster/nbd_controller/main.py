@@ -13,7 +13,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from nbdcontract import LABEL_REQUESTED_BY_KIND, LABEL_RUN, RUN_KIND, RUN_PLURAL
+from nbdcontract import LABEL_FOR_NAMESPACE, LABEL_REQUESTED_BY_KIND, LABEL_RUN, RUN_KIND, RUN_PLURAL
 
 from .config import Config, ConfigError
 from .naming import (
@@ -128,7 +128,10 @@ async def run(cfg: Config, kubeconfig: str | None = None) -> None:
 
     def on_owned(kind: str, obj: dict[str, Any]) -> None:
         meta = obj.get("metadata") or {}
-        for key in owner_keys(meta.get("namespace", ""), meta.get("labels") or {}, by_md5):
+        labels = meta.get("labels") or {}
+        # A build in the separate build namespace belongs to the namespace it builds for.
+        namespace = labels.get(LABEL_FOR_NAMESPACE) or meta.get("namespace", "")
+        for key in owner_keys(namespace, labels, by_md5):
             queue.add(key)
 
     from kubernetes import client
@@ -137,6 +140,8 @@ async def run(cfg: Config, kubeconfig: str | None = None) -> None:
     selector = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
     watchers: list[Watcher] = []
     scopes: list[str | None] = list(cfg.namespaces) or [None]
+    if cfg.namespaces and cfg.build_namespace and cfg.build_namespace not in cfg.namespaces:
+        scopes.append(cfg.build_namespace)
     for namespace in scopes:
         if namespace is None:
             specs: list[tuple[str, Any, tuple[Any, ...], dict[str, Any], Any]] = [

@@ -33,6 +33,7 @@ from nbdcontract import (
     DEFAULT_PORT,
     DEFAULT_WORKDIR,
     GPU_COUNT_DEFAULT,
+    LABEL_FOR_NAMESPACE,
     LABEL_REQUESTED_BY_KIND,
     LABEL_RUN,
     NOTEBOOK_CONTAINER,
@@ -86,6 +87,8 @@ __all__ = [
 
 WORKSPACE = "/workspace"
 FETCH_CONTAINER = "fetch"
+# How long a finished build Job in a separate build namespace stays (nothing owns it there).
+BUILD_JOB_TTL = 24 * 3600
 BUILD_CONTAINER = "build"
 # The notebook's working directory lives in this volume, at SUBPATH; the seed init container
 # mounts the whole volume at SEED_MOUNT (the marker sits beside the workdir, out of the sync).
@@ -252,7 +255,9 @@ def build_job(
         LABEL_MANAGED_BY: MANAGED_BY,
         LABEL_CONTEXT_MD5: md5,
     }
-    namespace = notebook["metadata"]["namespace"]
+    namespace, for_namespace = config.build_location(notebook["metadata"]["namespace"])
+    if for_namespace:
+        labels[LABEL_FOR_NAMESPACE] = for_namespace
     volumes: list[dict[str, Any]] = [{"name": "workspace", "emptyDir": {}}]
     if config.builder == "buildkit":
         volumes.append({"name": "buildkitd", "emptyDir": {}})
@@ -276,17 +281,25 @@ def build_job(
         # identity that may push to the registry.
         pod_spec["serviceAccountName"] = config.build_service_account
         pod_spec["automountServiceAccountToken"] = True
+    metadata: dict[str, Any] = {
+        "name": build_job_name(md5, for_namespace),
+        "namespace": namespace,
+        "labels": labels,
+        "annotations": {ANNOTATION_IMAGE: image},
+    }
+    lifetime: dict[str, Any] = {}
+    if for_namespace:
+        # An owner must be in the dependent's namespace: a Job in the build namespace has none,
+        # and goes a day after it finished (its image is recorded by then).
+        lifetime["ttlSecondsAfterFinished"] = BUILD_JOB_TTL
+    else:
+        metadata["ownerReferences"] = [owner_reference(notebook)]
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": {
-            "name": build_job_name(md5),
-            "namespace": namespace,
-            "labels": labels,
-            "annotations": {ANNOTATION_IMAGE: image},
-            "ownerReferences": [owner_reference(notebook)],
-        },
+        "metadata": metadata,
         "spec": {
+            **lifetime,
             "backoffLimit": 0,
             "activeDeadlineSeconds": 3600,
             "podFailurePolicy": BUILD_POD_FAILURE_POLICY,

@@ -78,9 +78,12 @@ def token_secret_name(notebook: str) -> str:
     return _bounded(notebook, "-token")
 
 
-def build_job_name(md5: str) -> str:
-    """The build Job of a context: one per (namespace, MD5), shared by Notebooks with that MD5."""
-    return f"nbd-build-{md5}"
+def build_job_name(md5: str, for_namespace: str = "") -> str:
+    """The build Job of a context: one per (namespace, MD5), shared by Notebooks with that MD5. In a
+    build namespace shared by several namespaces (`for_namespace` set) the name also says whose."""
+    if not for_namespace:
+        return f"nbd-build-{md5}"
+    return f"nbd-build-{md5}-{hashlib.sha256(for_namespace.encode()).hexdigest()[:8]}"
 
 
 def image_ref(registry: str, namespace: str, md5: str) -> str:

@@ -93,24 +93,28 @@ class Reconciler:
         job = None
         if upload:
             md5 = str(upload["md5"])
+            build_ns, for_ns = self.config.build_location(namespace)
+            job_name = build_job_name(md5, for_ns)
             built_image = (await self._call(self.kube.get_builds, namespace)).get(md5)
             if built_image is None:
-                job = await self._call(self.kube.get_job, namespace, build_job_name(md5))
+                job = await self._call(self.kube.get_job, build_ns, job_name)
                 if job is None:
                     stored_md5 = await self._call(self.store.stat, md5)
                 elif job_outcome(job) == "failed":
                     built = get_condition((obj.get("status") or {}).get("conditions") or [], "Built")
                     if built is None or built.get("reason") != "BuildFailed":
-                        log_tail = await self._call(self.kube.build_log_tail, namespace, md5)
+                        log_tail = await self._call(self.kube.build_log_tail, build_ns, md5, for_ns)
                 elif job_outcome(job) == "running" and not _has_pods(job):
                     # No pod yet: admission or a quota may be refusing it (FailedCreate events).
                     create_error = await self._call(
-                        self.kube.failed_create_message, namespace, "Job", build_job_name(md5)
+                        self.kube.failed_create_message, build_ns, "Job", job_name
                     )
                 elif job_outcome(job) == "running" and not (job.get("status") or {}).get("ready"):
                     # A pod that does not start (its image, a Secret, no node) changes nothing of
                     # the Job: ask the pod.
-                    pod_pending, pod_problem = await self._call(self.kube.build_pod_problem, namespace, md5)
+                    pod_pending, pod_problem = await self._call(
+                        self.kube.build_pod_problem, build_ns, md5, for_ns
+                    )
         pod_security = "privileged"
         if self.config.pod_security == "auto":
             pod_security = await self._call(self.kube.namespace_pod_security, namespace)
@@ -204,7 +208,7 @@ class Reconciler:
                         "%s/%s: build Job %s %s",
                         namespace,
                         name,
-                        build_job_name(md5),
+                        manifest["metadata"]["name"],
                         "created" if created else "already exists",
                     )
                 case RecordBuild(md5=md5, image=image):
@@ -219,7 +223,8 @@ class Reconciler:
                         md5,
                     )
                 case DeleteBuildJob(md5=md5):
-                    await self._call(self.kube.delete_job, namespace, build_job_name(md5))
+                    build_ns, for_ns = self.config.build_location(namespace)
+                    await self._call(self.kube.delete_job, build_ns, build_job_name(md5, for_ns))
                 case CreateTokenSecret():
                     await self._call(self.kube.create, token_secret(notebook, secrets.token_urlsafe(32)))
                 case CreatePod(manifest=manifest):

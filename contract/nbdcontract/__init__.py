@@ -32,6 +32,7 @@ __all__ = [
     "LABEL_REQUESTED_BY",
     "LABEL_COMPONENT",
     "LABEL_CONTEXT_MD5",
+    "LABEL_FOR_NAMESPACE",
     "LABEL_MANAGED_BY",
     "COMPONENT_NOTEBOOK",
     "COMPONENT_BUILD",
@@ -129,6 +130,8 @@ COMPONENT_NOTEBOOK = "notebook"
 COMPONENT_BUILD = "build"
 # On build Jobs and their pods: the context MD5 being built.
 LABEL_CONTEXT_MD5 = "nbd.dev/context-md5"
+# On a build Job in the admin's separate build namespace: the namespace it builds for.
+LABEL_FOR_NAMESPACE = "nbd.dev/for-namespace"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 # The Notebook itself is the daemon's; what the controller creates for it is the controller's.
 MANAGED_BY_DAEMON = "nbd"

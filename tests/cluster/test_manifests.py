@@ -506,3 +506,26 @@ def test_default_command_starts_the_richest_ui_the_image_has(tmp_path, scripts, 
         "--no-browser",
         "--notebook-dir=/content",
     ]
+
+
+def test_a_separate_build_namespace_holds_the_build_job_without_an_owner() -> None:
+    from nbd_controller.naming import build_job_name
+
+    config = Config(bucket="b", registry="r", build_namespace="nbd-builds")
+    job = build_job(
+        config, _notebook(build={"upload": {"md5": MD5, "requestID": "r"}}), MD5, "IMG", "https://get"
+    )
+    meta = job["metadata"]
+    assert meta["namespace"] == "nbd-builds"
+    assert "ownerReferences" not in meta  # an owner must share the dependent's namespace
+    assert job["spec"]["ttlSecondsAfterFinished"] == 24 * 3600
+    assert meta["labels"]["nbd.dev/for-namespace"] == "team"
+    assert job["spec"]["template"]["metadata"]["labels"]["nbd.dev/for-namespace"] == "team"
+    # Two namespaces building the same content in the shared namespace get two Jobs.
+    assert meta["name"] == build_job_name(MD5, "team") != build_job_name(MD5, "other")
+    assert len(meta["name"]) <= 63
+    # The build namespace itself builds as before.
+    same = Config(bucket="b", registry="r", build_namespace="team")
+    assert build_job(same, _notebook(build={"upload": {"md5": MD5, "requestID": "r"}}), MD5, "IMG", "u")[
+        "metadata"
+    ]["ownerReferences"]

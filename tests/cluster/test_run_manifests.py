@@ -95,8 +95,9 @@ def test_one_node_job() -> None:
                             "volumeMounts": [{"name": "outputs", "mountPath": "/content/outputs"}],
                             "imagePullPolicy": "Always",
                             "resources": {
-                                "requests": {"cpu": "2", "memory": "4Gi"},
-                                "limits": {"cpu": "2", "memory": "4Gi"},
+                                # the spec's cpu and memory over the configured defaults
+                                "requests": {"cpu": "2", "memory": "4Gi", "ephemeral-storage": "1Gi"},
+                                "limits": {"ephemeral-storage": "50Gi", "cpu": "2", "memory": "4Gi"},
                             },
                         }
                     ],
@@ -168,7 +169,10 @@ def test_indexed_job_of_two_gpu_nodes() -> None:
         ],
         "volumeMounts": [{"name": "outputs", "mountPath": "/work/out"}],
         "ports": [{"name": "master", "containerPort": 29400}],
-        "resources": {"limits": {"nvidia.com/gpu": "4"}},
+        "resources": {
+            "requests": {"cpu": "100m", "memory": "256Mi", "ephemeral-storage": "1Gi"},
+            "limits": {"ephemeral-storage": "50Gi", "nvidia.com/gpu": "4"},
+        },
     }
 
 

@@ -11,7 +11,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from fixtures_stack import LocalStack, push_image
+from fixtures_stack import LocalStack, make_namespace, push_image
 from launchkit import LaunchKit, make_project, wait_until
 
 # A team's prebuilt image that runs as uid 1000, as Jupyter's docker-stacks images do.
@@ -147,3 +147,42 @@ def test_a_build_in_a_restricted_namespace_fails_at_once_naming_the_label(
         "refuses the build pod" in lines[0] and "pod-security.kubernetes.io/enforce=privileged" in lines[0]
     ), lines[0]
     assert 'violates PodSecurity "restricted:latest"' in lines[0], lines[0]
+
+
+def test_builds_in_a_separate_namespace_serve_a_restricted_one(
+    launch_daemon: Any, stack_factory: Any, tmp_path: Path
+) -> None:
+    """The admin's layout for clusters that enforce Pod Security: users' namespaces at
+    `restricted`, builds in one `privileged` namespace of their own (NBD_BUILD_NAMESPACE)."""
+    stack = stack_factory(controller_env_extra={"NBD_BUILD_NAMESPACE": "nbd-builds"})
+    core = stack.core()
+    core.create_namespace(
+        {"metadata": {"name": "nbd-builds", "labels": {"pod-security.kubernetes.io/enforce": "privileged"}}}
+    )
+    ns = make_namespace(stack, "strict")
+    core.patch_namespace(ns, {"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "restricted"}}})
+    kit = LaunchKit(launch_daemon, stack)
+    project = make_project(tmp_path, "split")
+    dockerfile = project / "Dockerfile"
+    dockerfile.write_text(dockerfile.read_text() + "USER 1000\n")
+    try:
+        launched = kit.launch(project, ns, timeout=300)
+        assert launched.rc == 0, launched.stderr + stack.log("controller")[-3000:]
+        jobs = (
+            stack.batch()
+            .list_namespaced_job("nbd-builds", label_selector=f"nbd.dev/for-namespace={ns}")
+            .items
+        )
+        assert len(jobs) == 1 and not jobs[0].metadata.owner_references
+        assert (
+            stack.batch().list_namespaced_job(ns).items == []
+        )  # nothing of the build in the user's namespace
+        status, body = _api(launched.url, "status")
+        assert status == 200, body
+        # The same content again is not built again: the record is the user namespace's.
+        kit.nbctl("stop", f"{ns}/split", "--delete")
+        again = kit.launch(project, ns, timeout=300)
+        assert again.rc == 0, again.stderr
+        assert "STEP_BUILD" in again.cached_steps(), again.cached_steps()
+    finally:
+        kit.cleanup(ns)
