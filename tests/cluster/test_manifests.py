@@ -260,6 +260,8 @@ def test_notebook_pod_with_gpu_env_and_defaults() -> None:
             "enableServiceLinks": False,
             "securityContext": {"fsGroup": 100, "fsGroupChangePolicy": "OnRootMismatch"},
             "nodeSelector": {"gpu.example/type": "nvidia-l4"},
+            # A GPU pod tolerates the GPU nodes' taint by itself (GKE and EKS taint them).
+            "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
             # /content is an emptyDir (at subPath workdir), seeded from the image's /content once.
             "initContainers": [
                 {
