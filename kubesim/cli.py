@@ -100,9 +100,8 @@ def _pairs(values: list[str], what: str) -> list[tuple[str, str]]:
 
 
 async def _serve(args: argparse.Namespace) -> int:
-    from kubesim.cluster import Cluster, ClusterOptions
-
     from kubesim.autoscaler import parse_pool
+    from kubesim.cluster import Cluster, ClusterOptions
 
     try:
         pools = [parse_pool(text) for text in args.node_pool]
