@@ -18,6 +18,7 @@ from kubernetes.client.exceptions import ApiException
 from nbdcontract import ANNOTATION_ABOUT, COMPONENT_RUN, LABEL_RUN, RUN_PLURAL
 
 from .builds import MAX_RECORDS, records_to_drop
+from .scheduling import AUTOSCALER_EVENTS, NodeOffer, SchedulingObserved
 from .naming import (
     BUILDS_CONFIGMAP,
     GROUP,
@@ -59,6 +60,7 @@ PERMISSIONS: frozenset[tuple[str, str, str]] = frozenset(
         ("", "configmaps", "get"),
         ("", "configmaps", "create"),
         ("", "configmaps", "patch"),
+        ("", "nodes", "list"),
         ("batch", "jobs", "get"),
         ("batch", "jobs", "list"),
         ("batch", "jobs", "watch"),
@@ -325,6 +327,48 @@ class Kube:
                 return False
             raise
         return True
+
+    def scheduling(self, pod: dict[str, Any]) -> SchedulingObserved:
+        """What the verdict on an unscheduled pod needs: the autoscaler's events on it, its status
+        ConfigMap (None: absent; "" when it may not be read, so its absence is not assumed) and the
+        nodes (None when they may not be listed)."""
+        meta = pod["metadata"]
+        selector = f"involvedObject.kind=Pod,involvedObject.name={meta['name']}"
+        events = []
+        for e in self.core.list_namespaced_event(meta["namespace"], field_selector=selector).items:
+            uid = e.involved_object.uid if e.involved_object is not None else None
+            if e.reason not in AUTOSCALER_EVENTS or (uid and uid != meta.get("uid")):
+                continue
+            stamp = e.last_timestamp or e.event_time or e.metadata.creation_timestamp
+            events.append((str(e.reason), str(e.message or ""), stamp.isoformat() if stamp else ""))
+        status: str | None
+        try:
+            configmap = self.core.read_namespaced_config_map("cluster-autoscaler-status", "kube-system")
+            status = str((configmap.data or {}).get("status") or "")
+        except ApiException as e:
+            if e.status not in (403, 404):
+                raise
+            status = None if e.status == 404 else ""
+        nodes: tuple[NodeOffer, ...] | None
+        try:
+            items = self.core.list_node().items
+        except ApiException as e:
+            if e.status != 403:
+                raise
+            nodes = None
+        else:
+            nodes = tuple(
+                NodeOffer(
+                    name=str(n.metadata.name),
+                    labels=dict(n.metadata.labels or {}),
+                    taints=tuple(self.to_dict(t) for t in (n.spec.taints or []) if n.spec is not None),
+                    capacity=dict((n.status.capacity if n.status else None) or {}),
+                    allocatable=dict((n.status.allocatable if n.status else None) or {}),
+                    unschedulable=bool(n.spec.unschedulable) if n.spec is not None else False,
+                )
+                for n in items
+            )
+        return SchedulingObserved(events=tuple(events), status=status, nodes=nodes)
 
     def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self._get(self.core.read_namespaced_pod, name, namespace)
