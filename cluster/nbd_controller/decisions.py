@@ -26,16 +26,15 @@ from nbdcontract import (
     CONDITION_STARTED,
     DEFAULT_PORT,
     DNS_LABEL_MAX,
+    REASON_WAITING_FOR_NODE,
     RUN_CONTAINER,
     RUN_NODES_DEFAULT,
-    REASON_WAITING_FOR_NODE,
     RUN_REASONS_TERMINAL,
     valid_run_name,
 )
 
 from .conditions import get_condition, rfc3339, set_condition
 from .config import Config
-from .scheduling import SchedulingObserved, verdict
 from .manifests import (
     ANNOTATION_SPEC_HASH,
     READER_SECONDS,
@@ -57,6 +56,7 @@ from .naming import (
     run_service_name,
     token_secret_name,
 )
+from .scheduling import SchedulingObserved, verdict
 
 __all__ = [
     "Observed",

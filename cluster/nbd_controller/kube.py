@@ -18,7 +18,6 @@ from kubernetes.client.exceptions import ApiException
 from nbdcontract import ANNOTATION_ABOUT, COMPONENT_RUN, LABEL_RUN, RUN_PLURAL
 
 from .builds import MAX_RECORDS, records_to_drop
-from .scheduling import AUTOSCALER_EVENTS, NodeOffer, SchedulingObserved
 from .naming import (
     BUILDS_CONFIGMAP,
     GROUP,
@@ -29,6 +28,7 @@ from .naming import (
     PLURAL,
     VERSION,
 )
+from .scheduling import AUTOSCALER_EVENTS, NodeOffer, SchedulingObserved
 
 __all__ = ["Kube", "PERMISSIONS", "api_message"]
 

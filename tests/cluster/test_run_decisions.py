@@ -246,7 +246,9 @@ CASES = [
                 ),
             ),
             "scheduling": SchedulingObserved(
-                events=(("NotTriggerScaleUp", "pod didn't trigger scale-up: 1 Insufficient nvidia.com/gpu", "t1"),),
+                events=(
+                    ("NotTriggerScaleUp", "pod didn't trigger scale-up: 1 Insufficient nvidia.com/gpu", "t1"),
+                ),
                 status="",
             ),
         },

@@ -30,7 +30,10 @@ L4_STARTING = NodeOffer(
     allocatable={"nvidia.com/gpu": "0"},
 )
 T4 = NodeOffer("t4-1", {"nvidia.com/gpu.product": "Tesla-T4"}, capacity={"nvidia.com/gpu": "4"})
-STATUS = "autoscalerStatus: Running\nnodeGroups:\n- health:\n    maxSize: 3\n  name: l4-pool\n- health:\n    maxSize: 2\n  name: a100-pool\n"
+STATUS = (
+    "autoscalerStatus: Running\nnodeGroups:\n- health:\n    maxSize: 3\n  name: l4-pool\n"
+    "- health:\n    maxSize: 2\n  name: a100-pool\n"
+)
 TRIGGERED = ("TriggeredScaleUp", "pod triggered scale-up: [{l4-pool 0->1 (max: 3)}]", "2026-01-01T00:00:02Z")
 REFUSED = (
     "NotTriggerScaleUp",
