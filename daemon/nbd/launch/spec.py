@@ -33,13 +33,13 @@ from nbdcontract import (
     GPU_TYPE_MAX,
     KIND,
     LABEL_MANAGED_BY,
+    MANAGED_BY_DAEMON,
+    PORT_MAX,
+    PORT_MIN,
     label_key_problem,
     label_value_problem,
     priority_class_problem,
     toleration_problem,
-    MANAGED_BY_DAEMON,
-    PORT_MAX,
-    PORT_MIN,
     valid_env_name,
     valid_gpu_count,
     valid_gpu_type,
@@ -180,9 +180,7 @@ def _placement(spec: dict[str, Any], source: str) -> dict[str, Any]:
             problem = toleration_problem(toleration)
             if problem is not None:
                 raise NotebookFileError(f"{source}: tolerations[{i}]: {problem}")
-        out["tolerations"] = [
-            {k: v for k, v in t.items() if v is not None and v != ""} for t in tolerations
-        ]
+        out["tolerations"] = [{k: v for k, v in t.items() if v is not None and v != ""} for t in tolerations]
     selector = spec.get("nodeSelector")
     if selector is not None:
         if not isinstance(selector, dict):
