@@ -257,6 +257,7 @@ def up(
     controller: bool = True,
     extra_kubesim_args: list[str] | None = None,
     gcs_front_port: int | None = None,
+    controller_extra_env: dict[str, str] | None = None,
 ) -> Stack:
     """Starts the local cluster (or returns the one already running from `state_dir`).
 
@@ -267,6 +268,8 @@ def up(
         gcs_front_port: A port on 127.0.0.1 that the caller serves in front of the GCS emulator
             (e.g. a fault-injecting proxy, forwarding to `Stack.gcs_url`): the controller's store
             calls and the signed URLs it hands out go there, and pods reach it too.
+        controller_extra_env: More of the controller's configuration (what the nbd-config ConfigMap
+            holds in a cluster), e.g. {"NBD_DEFAULT_TOLERATIONS": "[...]"}.
     """
     state = Path(state_dir or default_state_dir())
     state.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -350,7 +353,10 @@ def up(
                 "controller",
                 [sys.executable, "-m", "nbd_controller.main", "--kubeconfig", str(kubeconfig)],
                 state,
-                env=controller_env(stack, str(key_file), gcs_front_port or gcs_port),
+                env={
+                    **controller_env(stack, str(key_file), gcs_front_port or gcs_port),
+                    **(controller_extra_env or {}),
+                },
             )
             started.append(ctl)
             stack.pids["controller"] = ctl.pid
