@@ -224,7 +224,7 @@ def _tolerations(raw: str | None) -> tuple[dict[str, Any], ...]:
         return ()
     try:
         value = json.loads(raw)
-    except ValueError as e:
+    except json.JSONDecodeError as e:
         raise ConfigError(
             f"NBD_DEFAULT_TOLERATIONS is not JSON ({e.msg}): give a list such as "
             '[{"key": "team", "operator": "Equal", "value": "ml", "effect": "NoSchedule"}]'

@@ -83,6 +83,18 @@ def api_message(e: ApiException) -> str:
     return f"{e.status} {e.reason}"
 
 
+def _offer(node: dict[str, Any]) -> NodeOffer:
+    meta, spec, status = node.get("metadata") or {}, node.get("spec") or {}, node.get("status") or {}
+    return NodeOffer(
+        name=str(meta.get("name") or ""),
+        labels=dict(meta.get("labels") or {}),
+        taints=tuple(spec.get("taints") or ()),
+        capacity=dict(status.get("capacity") or {}),
+        allocatable=dict(status.get("allocatable") or {}),
+        unschedulable=bool(spec.get("unschedulable")),
+    )
+
+
 class Kube:
     def __init__(self, api_client: client.ApiClient) -> None:
         self.api_client = api_client
@@ -357,17 +369,7 @@ class Kube:
                 raise
             nodes = None
         else:
-            nodes = tuple(
-                NodeOffer(
-                    name=str(n.metadata.name),
-                    labels=dict(n.metadata.labels or {}),
-                    taints=tuple(self.to_dict(t) for t in (n.spec.taints or []) if n.spec is not None),
-                    capacity=dict((n.status.capacity if n.status else None) or {}),
-                    allocatable=dict((n.status.allocatable if n.status else None) or {}),
-                    unschedulable=bool(n.spec.unschedulable) if n.spec is not None else False,
-                )
-                for n in items
-            )
+            nodes = tuple(_offer(self.to_dict(n)) for n in items)
         return SchedulingObserved(events=tuple(events), status=status, nodes=nodes)
 
     def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None:

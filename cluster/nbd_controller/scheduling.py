@@ -244,7 +244,9 @@ def verdict(
         config.autoscaler == "present" or observed.status is not None or latest is not None
     ):
         return Verdict(
-            True, REASON_WAITING_FOR_NODE, f"Waiting for {what}: waiting for the cluster autoscaler."
+            True,
+            REASON_WAITING_FOR_NODE,
+            f"Waiting for {what}: the cluster autoscaler is looking for a node pool.",
         )
     if observed.nodes is None:
         return Verdict(True, REASON_WAITING_FOR_NODE, f"Waiting for {what}: {scheduler_message}")

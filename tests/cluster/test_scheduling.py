@@ -109,14 +109,14 @@ CASES = [
         pod(),
         SchedulingObserved((), STATUS, (CPU,)),
         True,
-        "waiting for the cluster autoscaler.",
+        "the cluster autoscaler is looking for a node pool.",
     ),
     Case(
         "an autoscaler the admin declared",
         pod(),
         SchedulingObserved((), None, (CPU,)),
         True,
-        "waiting for the cluster autoscaler.",
+        "the cluster autoscaler is looking for a node pool.",
         Config(bucket="b", registry="r", autoscaler="present"),
     ),
     Case(
