@@ -481,3 +481,37 @@ def test_default_command_starts_the_richest_ui_the_image_has(tmp_path, scripts, 
         "--no-browser",
         "--notebook-dir=/content",
     ]
+
+
+def test_placement_merges_the_cluster_defaults_with_the_spec() -> None:
+    from nbd_controller.manifests import placement
+
+    config = Config(
+        bucket="b",
+        registry="r",
+        gpu_label_key="cloud.google.com/gke-accelerator",
+        default_tolerations=({"key": "team", "operator": "Exists"},),
+        default_node_selector={"pool": "shared", "zone": "a"},
+        default_priority_class="low",
+    )
+    gpu = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+    spec = {
+        "resources": {"gpu": {"count": 1, "type": "nvidia-l4"}},
+        "nodeSelector": {"pool": "gpu", "cloud.google.com/gke-accelerator": "ignored"},
+        # A toleration the defaults have already is not repeated; the GPU taint's neither.
+        "tolerations": [{"key": "team", "operator": "Exists"}, gpu, {"key": "spot", "operator": "Exists"}],
+        "priorityClassName": "high",
+    }
+    assert placement(config, spec, {"cloud.google.com/gke-accelerator": "nvidia-l4"}) == {
+        # The spec's keys override the defaults'; the GPU type's label overrides both.
+        "nodeSelector": {"pool": "gpu", "zone": "a", "cloud.google.com/gke-accelerator": "nvidia-l4"},
+        "tolerations": [{"key": "team", "operator": "Exists"}, gpu, {"key": "spot", "operator": "Exists"}],
+        "priorityClassName": "high",
+    }
+    # No GPU asked for: no GPU toleration; no spec values: the defaults alone.
+    assert placement(config, {}, {}) == {
+        "nodeSelector": {"pool": "shared", "zone": "a"},
+        "tolerations": [{"key": "team", "operator": "Exists"}],
+        "priorityClassName": "low",
+    }
+    assert placement(Config(bucket="b", registry="r"), {"resources": {"gpu": {"count": 0}}}, {}) == {}

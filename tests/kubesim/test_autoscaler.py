@@ -179,3 +179,29 @@ def test_a_pod_no_pool_fits_is_told_why(core: Any) -> None:
         what="the refusal of the pod without the toleration",
     )
     assert len(core.list_node(label_selector="kubesim.dev/node-pool=l4").items) == 1
+
+
+def test_a_bad_node_pool_flag_stops_kubesim_in_one_line(tmp_path: Any) -> None:
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kubesim",
+            "serve",
+            "--state-dir",
+            str(tmp_path),
+            "--node-pool",
+            '{"name": "x", "gpu": 1}',
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr == (
+        "kubesim: --node-pool: unknown field(s) gpu; allowed: devicePluginDelay, gpus, labels, maxNodes, name, "
+        "scaleUpDelay, taints\n"
+    )
