@@ -6,7 +6,8 @@ controller configured with default tolerations, a default node selector and a de
 - `l4`: nodes with one nvidia-l4, tainted nvidia.com/gpu (as GKE and EKS taint GPU nodes); a GPU
   pod tolerates that by itself;
 - `ml`: one nvidia-t4 each, also tainted dedicated=ml, which only a notebook.yaml toleration admits;
-- `slow`: one nvidia-a100, added a minute after it is asked for (longer than the timeout test waits).
+- `slow`: one nvidia-a100, added a minute after it is asked for (longer than the timeout test waits);
+- `h100`: one nvidia-h100, for the training run.
 
 What a person reads in the terminal is checked as they read it: `nbctl launch` without --output.
 """
@@ -49,6 +50,7 @@ POOLS = [
         "devicePluginDelay": 1,
     },
     {"name": "slow", "gpus": 1, "maxNodes": 1, "labels": [f"{GPU_LABEL}=nvidia-a100"], "scaleUpDelay": 60},
+    {"name": "h100", "gpus": 1, "maxNodes": 1, "labels": [f"{GPU_LABEL}=nvidia-h100"], "scaleUpDelay": 2},
 ]
 DEFAULT_TOLERATION = {"key": "team", "operator": "Exists", "effect": "NoSchedule"}
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
@@ -144,10 +146,10 @@ def test_no_pool_fits_fails_at_once_naming_what_the_cluster_offers(
     line = one_line(proc.stderr)
     assert "cannot be scheduled" in line
     assert (
-        "pod didn't trigger scale-up: 1 node(s) had untolerated taint {dedicated: ml}, 2 Insufficient nvidia.com/gpu"
+        "pod didn't trigger scale-up: 1 node(s) had untolerated taint {dedicated: ml}, 3 Insufficient nvidia.com/gpu"
         in line
     )
-    assert "the autoscaler's node pools are l4, ml, slow" in line
+    assert "the autoscaler's node pools are l4, ml, slow, h100" in line
     assert "ask for fewer GPUs" in line
     # It did not wait for the launch timeout (15 minutes by default).
     assert "launch timeout" not in line
@@ -224,3 +226,39 @@ def test_a_bad_timeout_and_bad_placement_are_refused_before_packaging(
     assert "tolerations[0]: a toleration with operator Exists takes no value" in line
     assert "packag" not in proc.stderr.lower()
     assert pkit.notebook(pns, "refused") is None
+
+
+def test_a_training_run_waits_for_its_pool_and_one_no_pool_fits_fails_at_once(
+    pkit: LaunchKit, pns: str, tmp_path: Path
+) -> None:
+    project = make_project(tmp_path, "trainer")
+    (project / "train.py").write_text("print('trained on', __import__('socket').gethostname(), flush=True)\n")
+    proc = pkit.nbctl(
+        "run", str(project), "-n", pns, "--name", "h100-run", "--gpus", "1", "--gpu-type", "nvidia-h100",
+        "--", "python", "train.py",
+        timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "trained on h100-run" in proc.stdout
+    assert "Waiting for a node with 1 nvidia.com/gpu (nvidia-h100)" in proc.stderr, proc.stderr
+    pods = pkit.pods(pns, "nbd.dev/run=h100-run")
+    assert [p.spec.node_name for p in pods] == ["h100-1"]
+    assert GPU_TOLERATION in tolerations(pods[0]) and DEFAULT_TOLERATION in tolerations(pods[0])
+    proc = pkit.nbctl(
+        "run",
+        str(project),
+        "-n",
+        pns,
+        "--name",
+        "too-big",
+        "--gpus",
+        "8",
+        "--",
+        "python",
+        "train.py",
+        timeout=300,
+    )
+    assert proc.returncode == 1, proc.stderr
+    line = one_line(proc.stderr)
+    assert "run too-big cannot start: rank 0: no node can run the pod" in line
+    assert "pod didn't trigger scale-up" in line and "the Run stays in the cluster" in line

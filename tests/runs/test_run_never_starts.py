@@ -22,7 +22,8 @@ def run(reason: str, message: str = "", *, generation: int = 2, observed: int = 
 @pytest.mark.parametrize(
     ("obj", "verdict"),
     [
-        (run("Unschedulable", "Rank 0: No node can run the pod"), "rank 0: No node can run the pod"),
+        (run("Unschedulable", "Rank 0: No node can run the pod."), "rank 0: no node can run the pod"),
+        (run("Unschedulable", "No node fits."), "no node fits"),
         # Waiting for a node (a pool scaling up) is not a verdict.
         (run("WaitingForNode", "Rank 0: Waiting for a node with 1 nvidia.com/gpu"), None),
         (run("Starting"), None),

@@ -106,7 +106,10 @@ def _never_starts(run: dict[str, Any]) -> str | None:
             and condition.get("status") == "False"
             and condition.get("reason") == REASON_UNSCHEDULABLE
         ):
-            message = str(condition.get("message") or "no node can run it")
+            message = str(condition.get("message") or "no node can run it").strip().rstrip(".")
+            rank, sep, why = message.partition(": ")
+            if sep and rank.startswith("Rank "):
+                return f"rank {rank.removeprefix('Rank ')}: {why[:1].lower()}{why[1:]}"
             return message[:1].lower() + message[1:]
     return None
 
@@ -294,7 +297,12 @@ class Runner:
                             f"`nbctl stop {name}` stops it",
                             reason=REASON_UNSCHEDULABLE,
                         )
-                    shape = (info.phase, info.reason, tuple((r.index, r.phase) for r in info.ranks))
+                    shape = (
+                        info.phase,
+                        info.reason,
+                        info.message,
+                        tuple((r.index, r.phase) for r in info.ranks),
+                    )
                     if shape != last:
                         last = shape
                         if not info.phase.finished:
