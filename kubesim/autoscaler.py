@@ -11,7 +11,9 @@ cluster-autoscaler does:
 - a pod no pool can help gets a `NotTriggerScaleUp` event ("pod didn't trigger scale-up: 1
   Insufficient nvidia.com/gpu, 1 max node group size reached"), the per-pool reasons counted;
 - a pod already waiting for a node being added gets nothing more (the real one leaves pods that
-  fit on upcoming nodes alone, and counts a GPU node without allocatable GPUs as upcoming).
+  fit on upcoming nodes alone, and counts a GPU node without allocatable GPUs as upcoming); once
+  that node is complete, a pod still unschedulable a few seconds later (another pod took the node)
+  is looked at again like any other.
 
 Each scale-up adds one node for one pod. The autoscaler publishes `kube-system/
 cluster-autoscaler-status` (data.status, the YAML of cluster-autoscaler 1.30 and later: node groups
@@ -50,6 +52,9 @@ CONFIGMAPS = ("", "v1", "configmaps")
 # Where cluster-autoscaler publishes its status.
 STATUS_CONFIGMAP = ("kube-system", "cluster-autoscaler-status")
 COMPONENT = "cluster-autoscaler"
+# After the node a pod waited for is complete, the scheduler has this long to place the pod there
+# before the pod is looked at again.
+SETTLE_SECONDS = 3.0
 _POOL_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,40}[a-z0-9])?$")
 
 
@@ -177,8 +182,10 @@ class Autoscaler:
         self.scan_interval = scan_interval
         self.sizes: dict[str, int] = {p.name: 0 for p in pools}
         self.ready: dict[str, int] = {p.name: 0 for p in pools}
-        # Pod uid -> pool whose new node it waits for; pod uid -> the refusal it was told.
+        # Pod uid -> pool whose new node it waits for; pod uid -> when that node was complete;
+        # pod uid -> the refusal it was told.
         self.waiting: dict[str, str] = {}
+        self.completed: dict[str, float] = {}
         self.refused: dict[str, str] = {}
         self._task: asyncio.Task[None] | None = None
         self._growing: set[asyncio.Task[None]] = set()
@@ -207,9 +214,12 @@ class Autoscaler:
     def scan(self) -> None:
         pods, _ = self.store.list(PODS)
         live = {p["metadata"]["uid"] for p in pods}
+        now = asyncio.get_running_loop().time()
         for uid in list(self.waiting):
-            if uid not in live:
-                del self.waiting[uid]
+            done = self.completed.get(uid)
+            if uid not in live or (done is not None and now - done > SETTLE_SECONDS):
+                self.waiting.pop(uid, None)
+                self.completed.pop(uid, None)
         for pod in pods:
             uid = pod["metadata"]["uid"]
             if not _unschedulable(pod):
@@ -241,11 +251,11 @@ class Autoscaler:
                 f"pod triggered scale-up: [{{{chosen.name} {before}->{before + 1} (max: {chosen.max_nodes})}}]",
             )
             self._publish()
-            task = asyncio.ensure_future(self._grow(chosen, before + 1))
+            task = asyncio.ensure_future(self._grow(chosen, before + 1, uid))
             self._growing.add(task)
             task.add_done_callback(self._growing.discard)
 
-    async def _grow(self, pool: NodePool, index: int) -> None:
+    async def _grow(self, pool: NodePool, index: int, uid: str) -> None:
         await asyncio.sleep(pool.scale_up_delay)
         # The node registers before its device plugin runs: no GPU allocatable yet.
         node = await self.add_node(pool.node_config(index, 0))
@@ -254,6 +264,7 @@ class Autoscaler:
         if pool.gpus:
             await asyncio.sleep(pool.device_plugin_delay)
             node.set_gpus(pool.gpus)
+        self.completed[uid] = asyncio.get_running_loop().time()
 
     def _event(self, pod: dict[str, Any], reason: str, message: str) -> None:
         ns = pod["metadata"].get("namespace", "default")

@@ -205,3 +205,45 @@ def test_a_bad_node_pool_flag_stops_kubesim_in_one_line(tmp_path: Any) -> None:
         "kubesim: --node-pool: unknown field(s) gpu; allowed: devicePluginDelay, gpus, labels, maxNodes, name, "
         "scaleUpDelay, taints\n"
     )
+
+
+def test_each_pod_gets_its_node_up_to_the_pools_maximum(tmp_path_factory: pytest.TempPathFactory) -> None:
+    from kubernetes import client
+
+    pool = {**L4, "name": "pair", "maxNodes": 2, "devicePluginDelay": 0.5}
+    server = start_kubesim(tmp_path_factory.mktemp("pair"), extra_args=["--node-pool", json.dumps(pool)])
+    api = server.api_client()
+    try:
+        core = client.CoreV1Api(api)
+        for name in ("first", "second", "third"):
+            core.create_namespaced_pod("default", gpu_pod(name))
+        wait_for(
+            lambda: all(
+                core.read_namespaced_pod(n, "default").status.phase == "Running" for n in ("first", "second")
+            ),
+            timeout=30,
+            what="two pods on two new nodes",
+        )
+        placed = {core.read_namespaced_pod(n, "default").spec.node_name for n in ("first", "second")}
+        assert placed == {"pair-1", "pair-2"}
+        said = {e[1] for n in ("first", "second") for e in events(core, n) if e[0] == "TriggeredScaleUp"}
+        assert said == {
+            "pod triggered scale-up: [{pair 0->1 (max: 2)}]",
+            "pod triggered scale-up: [{pair 1->2 (max: 2)}]",
+        }
+        wait_for(
+            lambda: (
+                (
+                    "NotTriggerScaleUp",
+                    "pod didn't trigger scale-up: 1 max node group size reached",
+                    "cluster-autoscaler",
+                )
+                in events(core, "third")
+            ),
+            timeout=20,
+            what="the third pod's refusal",
+        )
+        assert core.read_namespaced_pod("third", "default").spec.node_name is None
+    finally:
+        api.close()
+        server.stop()
