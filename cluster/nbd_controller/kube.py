@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
 from typing import Any
 
 from kubernetes import client
@@ -71,6 +73,9 @@ PERMISSIONS: frozenset[tuple[str, str, str]] = frozenset(
 
 log = logging.getLogger(__name__)
 
+# How long the autoscaler's status and the node list are reused for the verdicts on unscheduled pods.
+CLUSTER_VIEW_SECONDS = 5.0
+
 
 def api_message(e: ApiException) -> str:
     """The API server's message of a refusal (its Status body), else the HTTP reason."""
@@ -101,6 +106,10 @@ class Kube:
         self.core = client.CoreV1Api(api_client)
         self.batch = client.BatchV1Api(api_client)
         self.custom = client.CustomObjectsApi(api_client)
+        # The cluster's side of an unscheduled pod's verdict (the autoscaler's status, the nodes),
+        # read at most every CLUSTER_VIEW_SECONDS however many pods wait: (when, status, nodes).
+        self._cluster_view: tuple[float, str | None, tuple[NodeOffer, ...] | None] | None = None
+        self._cluster_view_lock = threading.Lock()
 
     def to_dict(self, obj: Any) -> dict[str, Any]:
         out: dict[str, Any] = self.api_client.sanitize_for_serialization(obj)
@@ -353,24 +362,33 @@ class Kube:
                 continue
             stamp = e.last_timestamp or e.event_time or e.metadata.creation_timestamp
             events.append((str(e.reason), str(e.message or ""), stamp.isoformat() if stamp else ""))
-        status: str | None
-        try:
-            configmap = self.core.read_namespaced_config_map("cluster-autoscaler-status", "kube-system")
-            status = str((configmap.data or {}).get("status") or "")
-        except ApiException as e:
-            if e.status not in (403, 404):
-                raise
-            status = None if e.status == 404 else ""
-        nodes: tuple[NodeOffer, ...] | None
-        try:
-            items = self.core.list_node().items
-        except ApiException as e:
-            if e.status != 403:
-                raise
-            nodes = None
-        else:
-            nodes = tuple(_offer(self.to_dict(n)) for n in items)
+        status, nodes = self._cluster()
         return SchedulingObserved(events=tuple(events), status=status, nodes=nodes)
+
+    def _cluster(self) -> tuple[str | None, tuple[NodeOffer, ...] | None]:
+        with self._cluster_view_lock:
+            seen = self._cluster_view
+            if seen is not None and time.monotonic() - seen[0] < CLUSTER_VIEW_SECONDS:
+                return seen[1], seen[2]
+            status: str | None
+            try:
+                configmap = self.core.read_namespaced_config_map("cluster-autoscaler-status", "kube-system")
+                status = str((configmap.data or {}).get("status") or "")
+            except ApiException as e:
+                if e.status not in (403, 404):
+                    raise
+                status = None if e.status == 404 else ""
+            nodes: tuple[NodeOffer, ...] | None
+            try:
+                items = self.core.list_node().items
+            except ApiException as e:
+                if e.status != 403:
+                    raise
+                nodes = None
+            else:
+                nodes = tuple(_offer(self.to_dict(n)) for n in items)
+            self._cluster_view = (time.monotonic(), status, nodes)
+            return status, nodes
 
     def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self._get(self.core.read_namespaced_pod, name, namespace)

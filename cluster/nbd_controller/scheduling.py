@@ -218,7 +218,8 @@ def verdict(
 ) -> Verdict:
     """Wait for a node, or fail with what the cluster offers (see the module docstring)."""
     what = wanted(config, pod)
-    latest = max(observed.events, key=lambda e: e[2], default=None)
+    # Event times have a resolution of a second: on a tie the scale-up counts (a timeout bounds it).
+    latest = max(observed.events, key=lambda e: (e[2], e[0] == TRIGGERED), default=None)
     if latest is not None and latest[0] == NOT_TRIGGERED:
         return Verdict(
             False,

@@ -105,6 +105,13 @@ CASES = [
         "will not add one",
     ),
     Case(
+        "a scale-up in the same second as a refusal counts",
+        pod(),
+        SchedulingObserved(((TRIGGERED[0], TRIGGERED[1], REFUSED[2]), REFUSED), STATUS, ()),
+        True,
+        "scaling up",
+    ),
+    Case(
         "an autoscaler that has not spoken yet",
         pod(),
         SchedulingObserved((), STATUS, (CPU,)),
