@@ -275,7 +275,7 @@ def up(
     extra_kubesim_args: list[str] | None = None,
     gcs_front_port: int | None = None,
     rbac: bool = False,
-    controller_env_extra: dict[str, str] | None = None,
+    controller_extra_env: dict[str, str] | None = None,
 ) -> Stack:
     """Starts the local cluster (or returns the one already running from `state_dir`).
 
@@ -287,7 +287,8 @@ def up(
             (e.g. a fault-injecting proxy, forwarding to `Stack.gcs_url`): the controller's store
             calls and the signed URLs it hands out go there, and pods reach it too.
         rbac: A hardened cluster (TLS, RBAC, owner-reference enforcement; see the module's doc).
-        controller_env_extra: More of the controller's configuration (NBD_* variables).
+        controller_extra_env: More of the controller's configuration (what the nbd-config ConfigMap
+            holds in a cluster), e.g. {"NBD_DEFAULT_TOLERATIONS": "[...]"}.
     """
     state = Path(state_dir or default_state_dir())
     state.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -392,7 +393,7 @@ def up(
                 state,
                 env={
                     **controller_env(stack, str(key_file), gcs_front_port or gcs_port),
-                    **(controller_env_extra or {}),
+                    **(controller_extra_env or {}),
                 },
             )
             started.append(ctl)

@@ -84,6 +84,17 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="exec'd commands outlive their client (stdin open, output unread), as with a real runtime",
     )
+    s.add_argument(
+        "--node-pool",
+        action="append",
+        default=[],
+        metavar="JSON",
+        help=(
+            "a node pool the simulated cluster autoscaler grows from zero, e.g. "
+            '\'{"name": "l4", "gpus": 1, "maxNodes": 3, "labels": ["cloud.google.com/gke-accelerator=nvidia-l4"], '
+            '"taints": ["nvidia.com/gpu=present:NoSchedule"], "scaleUpDelay": 2, "devicePluginDelay": 2}\'; repeatable'
+        ),
+    )
     s.add_argument("--node-name", default="kubesim-node")
     s.add_argument("--nodes", type=int, default=1, help="nodes (kubelets): NAME, NAME-2, ...")
     s.add_argument("--history-size", type=int, default=10000, help="watch events kept (older → 410 Expired)")
@@ -104,8 +115,17 @@ def _pairs(values: list[str], what: str) -> list[tuple[str, str]]:
 
 
 async def _serve(args: argparse.Namespace) -> int:
+    from kubesim.autoscaler import parse_pool
     from kubesim.cluster import Cluster, ClusterOptions
 
+    try:
+        pools = [parse_pool(text) for text in args.node_pool]
+    except ValueError as e:
+        print(f"kubesim: {e}", file=sys.stderr)
+        return 2
+    if len({p.name for p in pools}) != len(pools):
+        print("kubesim: two --node-pool have the same name; name each pool once", file=sys.stderr)
+        return 2
     opts = ClusterOptions(
         host=args.host,
         port=args.port,
@@ -126,6 +146,7 @@ async def _serve(args: argparse.Namespace) -> int:
         rbac=args.rbac,
         owner_references_enforcement=args.enforce_owner_references,
         exec_orphans=args.exec_orphans,
+        node_pools=pools,
         kubelet_options={
             "host_ports": list(args.host_port),
             "node_labels": [f"{k}={v}" for k, v in _pairs(args.node_label, "--node-label")],

@@ -64,6 +64,9 @@ class ClusterOptions:
     owner_references_enforcement: bool = False
     # exec'd commands outlive their client, as with a real container runtime
     exec_orphans: bool = False
+    # Node pools the simulated cluster autoscaler grows from zero (kubesim.autoscaler.NodePool);
+    # none: no autoscaler, and no cluster-autoscaler-status ConfigMap.
+    node_pools: list[Any] = field(default_factory=list)
 
 
 class Cluster:
@@ -183,6 +186,10 @@ class Cluster:
             # The kubelet half serves pods/log, pods/exec and pods/portforward on the router.
             streams.register(self.api, kubelet)
         eviction.register(self.api)
+        if o.node_pools and self.kubelet is not None:
+            from kubesim.autoscaler import Autoscaler
+
+            self._components.append(Autoscaler(self.store, list(o.node_pools), self.add_node))
         try:
             from kubesim.claims import ClaimController
 
@@ -205,6 +212,34 @@ class Cluster:
             except Exception:
                 log.exception("%s failed to start", type(c).__name__)
                 self._components.remove(c)
+
+    async def add_node(self, node: Any) -> Any:
+        """Start one more node (a kubelet the first one schedules for) from a `NodeConfig`.
+
+        Its images are the first node's (one registry for the cluster); the global `--node-label`
+        and `--node-taint` are not applied to it: the caller's NodeConfig says what it is.
+        """
+        from kubesim.kubelet import Kubelet, KubeletConfig
+
+        leader = self.kubelet
+        options = {
+            k: v for k, v in self.options.kubelet_options.items() if k not in ("node_labels", "node_taints")
+        }
+        config = KubeletConfig(
+            state_dir=self.options.state_dir / f"pool-{node.name}",
+            node=node,
+            api_port=int(self.url.rsplit(":", 1)[1]),
+            image_dir=leader.images.root,
+            **options,
+        )
+        kubelet = Kubelet(self.store, config, None)
+        kubelet.leader = leader
+        await kubelet.start()
+        leader.peers.append(kubelet)
+        # Stopped before the components that were there first (stop goes in reverse).
+        self._components.append(kubelet)
+        leader._schedule_needed.set()
+        return kubelet
 
     async def stop(self) -> None:
         for c in reversed(self._components):

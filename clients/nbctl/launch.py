@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import time
 from typing import Any, TextIO
@@ -18,7 +19,23 @@ from typing import Any, TextIO
 from nbctl.errors import EXIT_INTERRUPTED, EXIT_OK, CommandError
 from nbctl.output import emit_json, phase_name
 
-__all__ = ["LaunchRenderer", "build_request", "run"]
+__all__ = ["LaunchRenderer", "build_request", "parse_duration", "run"]
+
+_DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s?)?$")
+# The longest a launch may wait to start: a day (a pool that takes longer will not come).
+MAX_TIMEOUT = 24 * 3600
+
+
+def parse_duration(text: str, flag: str = "--timeout") -> int:
+    """ "20m", "90s", "90", "1h30m" -> seconds; a CommandError naming the flag otherwise."""
+    found = _DURATION.fullmatch(text.strip())
+    if not text.strip() or found is None or not any(found.groups()):
+        raise CommandError(f"{flag} {text!r} is not a duration; give e.g. 20m, 90s or 1h30m")
+    hours, minutes, seconds = (int(g or 0) for g in found.groups())
+    total = hours * 3600 + minutes * 60 + seconds
+    if not 1 <= total <= MAX_TIMEOUT:
+        raise CommandError(f"{flag} {text!r} must be between 1s and 24h")
+    return total
 
 
 def _human_bytes(n: float) -> str:
@@ -74,6 +91,7 @@ def build_request(args: argparse.Namespace) -> Any:
         no_sync=args.no_sync,
         attach=args.attach,
         rebuild=args.rebuild,
+        timeout_seconds=parse_duration(args.timeout) if getattr(args, "timeout", "") else 0,
     )
 
 

@@ -69,6 +69,15 @@ def _launch_flags(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="build the image again even if this content was built (without the layer cache)",
     )
+    p.add_argument(
+        "--timeout",
+        default="",
+        metavar="DURATION",
+        help=(
+            "how long the notebook may take to start once its image is ready, e.g. 20m, 90s, 1h30m "
+            "(default 15m): a GPU node pool scaling up takes minutes"
+        ),
+    )
 
 
 def _cluster_flags(p: argparse.ArgumentParser, what: str = "a run's") -> None:

@@ -7,16 +7,24 @@ takes a mapping, so tests pass dicts and never touch `os.environ`.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
-__all__ = ["Config", "ConfigError", "BUILDERS", "MAX_UPLOAD_URL_TTL"]
+from nbdcontract import label_key_problem, label_value_problem, priority_class_problem, toleration_problem
+
+__all__ = ["Config", "ConfigError", "BUILDERS", "AUTOSCALER_MODES", "MAX_UPLOAD_URL_TTL"]
 
 # The longest a signed PUT URL may live: a leaked URL is useful to nobody for long.
 MAX_UPLOAD_URL_TTL = 900
 BUILDERS = ("buildkit", "kaniko")
 POD_SECURITY = ("auto", "restricted", "baseline")
+# NBD_AUTOSCALER: `auto` finds the cluster autoscaler by its status ConfigMap and its events on the
+# pod; `present` says some autoscaler (Karpenter, a cloud's own) adds nodes even without them;
+# `none` says the nodes are all there will be.
+AUTOSCALER_MODES = ("auto", "present", "none")
 
 # The builders run every user's Dockerfile with the registry's credentials: pinned by tag (to read)
 # and digest (what runs), so a re-pushed tag never changes them. Raise both together.
@@ -163,6 +171,17 @@ class Config:
             return self.build_namespace, namespace
         return namespace, ""
 
+    # NBD_DEFAULT_TOLERATIONS: a JSON list of tolerations every notebook and run pod gets, e.g.
+    # [{"key": "team", "operator": "Equal", "value": "ml", "effect": "NoSchedule"}]; a spec's own
+    # tolerations are added to them.
+    default_tolerations: tuple[dict[str, Any], ...] = ()
+    # NBD_DEFAULT_NODE_SELECTOR: `key=value,key=value` node labels every pod needs; a key the spec's
+    # nodeSelector also has takes the spec's value.
+    default_node_selector: dict[str, str] = field(default_factory=dict)
+    # NBD_DEFAULT_PRIORITY_CLASS: the PriorityClass of pods whose spec names none.
+    default_priority_class: str | None = None
+    autoscaler: str = "auto"  # NBD_AUTOSCALER: auto | present | none (see AUTOSCALER_MODES).
+
     @property
     def builder_image(self) -> str:
         return self.buildkit_image if self.builder == "buildkit" else self.kaniko_image
@@ -258,6 +277,12 @@ class Config:
             raise ConfigError(f"NBD_POD_SECURITY={pod_security!r}: choose one of {', '.join(POD_SECURITY)}")
         _check_within("NOTEBOOK", resources["NBD_NOTEBOOK_REQUESTS"], resources["NBD_NOTEBOOK_LIMITS"])
         _check_within("BUILD", resources["NBD_BUILD_REQUESTS"], resources["NBD_BUILD_LIMITS"])
+        autoscaler = (get("NBD_AUTOSCALER") or "auto").lower()
+        if autoscaler not in AUTOSCALER_MODES:
+            raise ConfigError(f"NBD_AUTOSCALER={autoscaler!r}: choose one of {', '.join(AUTOSCALER_MODES)}")
+        priority = get("NBD_DEFAULT_PRIORITY_CLASS")
+        if priority is not None and priority_class_problem(priority) is not None:
+            raise ConfigError(f"NBD_DEFAULT_PRIORITY_CLASS: {priority_class_problem(priority)}")
         return Config(
             bucket=bucket,
             prefix=prefix,
@@ -292,7 +317,47 @@ class Config:
             notebook_limits=resources["NBD_NOTEBOOK_LIMITS"],
             build_requests=resources["NBD_BUILD_REQUESTS"],
             build_limits=resources["NBD_BUILD_LIMITS"],
+            default_tolerations=_tolerations(get("NBD_DEFAULT_TOLERATIONS")),
+            default_node_selector=_node_selector(get("NBD_DEFAULT_NODE_SELECTOR")),
+            default_priority_class=priority,
+            autoscaler=autoscaler,
         )
+
+
+def _tolerations(raw: str | None) -> tuple[dict[str, Any], ...]:
+    if raw is None:
+        return ()
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise ConfigError(
+            f"NBD_DEFAULT_TOLERATIONS is not JSON ({e.msg}): give a list such as "
+            '[{"key": "team", "operator": "Equal", "value": "ml", "effect": "NoSchedule"}]'
+        ) from None
+    if not isinstance(value, list):
+        raise ConfigError("NBD_DEFAULT_TOLERATIONS must be a JSON list of tolerations")
+    for i, toleration in enumerate(value):
+        problem = toleration_problem(toleration)
+        if problem is not None:
+            raise ConfigError(f"NBD_DEFAULT_TOLERATIONS[{i}]: {problem}")
+    return tuple({k: v for k, v in t.items() if v is not None and v != ""} for t in value)
+
+
+def _node_selector(raw: str | None) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in (raw or "").split(","):
+        if not item.strip():
+            continue
+        key, sep, value = item.strip().partition("=")
+        problem = (
+            "must look like key=value"
+            if not sep
+            else label_key_problem(key.strip()) or label_value_problem(value.strip())
+        )
+        if problem is not None:
+            raise ConfigError(f"NBD_DEFAULT_NODE_SELECTOR item {item.strip()!r}: {problem}")
+        out[key.strip()] = value.strip()
+    return out
 
 
 def _fs_group(raw: str | None) -> int | None:

@@ -27,12 +27,16 @@ from nbdcontract import (
     GROUP,
     IMAGE_MIN,
     KIND,
+    LABEL_KEY,
+    LABEL_VALUE,
+    LABEL_VALUE_MAX,
     LIST_KIND,
     MD5,
     PHASES,
     PLURAL,
     PORT_MAX,
     PORT_MIN,
+    PRIORITY_CLASS_NAME,
     REQUEST_ID_MAX,
     RUN_COMMAND_MIN,
     RUN_KIND,
@@ -46,6 +50,8 @@ from nbdcontract import (
     RUN_SINGULAR,
     SHORT_NAMES,
     SINGULAR,
+    TAINT_EFFECTS,
+    TOLERATION_OPERATORS,
     VERSION,
     WORKDIR,
 )
@@ -150,6 +156,41 @@ def _env_schema() -> dict[str, Any]:
     }
 
 
+def _placement_schema() -> dict[str, Any]:
+    """spec.tolerations, spec.nodeSelector and spec.priorityClassName: merged by the controller with
+    the cluster's defaults (nbd-config) and put on the pod as they are."""
+    return {
+        "tolerations": {
+            "type": "array",
+            "description": "Added to the cluster's default tolerations (a GPU request also tolerates the GPU taint).",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "key": {"type": "string", "pattern": LABEL_KEY.pattern},
+                    "operator": {"type": "string", "enum": list(TOLERATION_OPERATORS)},
+                    "value": {"type": "string", "pattern": LABEL_VALUE.pattern, "maxLength": LABEL_VALUE_MAX},
+                    "effect": {"type": "string", "enum": list(TAINT_EFFECTS)},
+                    "tolerationSeconds": {"type": "integer"},
+                },
+            },
+        },
+        "nodeSelector": {
+            "type": "object",
+            "description": "Node labels the pod needs; a key here overrides the cluster default's.",
+            "additionalProperties": {
+                "type": "string",
+                "pattern": LABEL_VALUE.pattern,
+                "maxLength": LABEL_VALUE_MAX,
+            },
+        },
+        "priorityClassName": {
+            "type": "string",
+            "pattern": PRIORITY_CLASS_NAME.pattern,
+            "description": "The pod's PriorityClass; default: the cluster's (nbd-config).",
+        },
+    }
+
+
 def _workdir_schema() -> dict[str, Any]:
     return {"type": "string", "pattern": WORKDIR.pattern, "default": DEFAULT_WORKDIR}
 
@@ -171,6 +212,7 @@ def _spec_schema() -> dict[str, Any]:
             "workdir": _workdir_schema(),
             "port": {"type": "integer", "minimum": PORT_MIN, "maximum": PORT_MAX, "default": DEFAULT_PORT},
             "suspend": {"type": "boolean", "default": False},
+            **_placement_schema(),
         },
     }
 
@@ -314,6 +356,7 @@ def _run_spec_schema() -> dict[str, Any]:
                 "description": "The command every node runs in workdir (no shell unless it names one).",
             },
             "workdir": _workdir_schema(),
+            **_placement_schema(),
             "nodes": {
                 "type": "integer",
                 "minimum": 1,

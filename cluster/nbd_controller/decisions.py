@@ -26,6 +26,7 @@ from nbdcontract import (
     CONDITION_STARTED,
     DEFAULT_PORT,
     DNS_LABEL_MAX,
+    REASON_WAITING_FOR_NODE,
     RUN_CONTAINER,
     RUN_NODES_DEFAULT,
     RUN_REASONS_TERMINAL,
@@ -55,6 +56,7 @@ from .naming import (
     run_service_name,
     token_secret_name,
 )
+from .scheduling import SchedulingObserved, verdict
 
 __all__ = [
     "Observed",
@@ -211,6 +213,8 @@ class Observed(BuildObserved):
     secret_exists: bool = False
     pod: dict[str, Any] | None = None
     pod_create_error: str | None = None
+    # Gathered only while the pod has no node: the autoscaler's events on it, its status, the nodes.
+    scheduling: SchedulingObserved | None = None
 
 
 # A pod the cluster refused (quota, admission) is tried again this often; it may fit later.
@@ -218,6 +222,9 @@ REFUSED_RETRY_SECONDS = 10.0
 # A build pod that is still Pending is looked at this often, so that why it does not start (an
 # image pull, a missing Secret) shows within seconds.
 BUILD_START_POLL_SECONDS = 2.0
+# While a pod waits for a node, its Notebook or Run is looked at this often: the autoscaler's
+# events on the pod (scaling up, or no pool fits) change nothing a watch would deliver.
+NODE_WAIT_POLL_SECONDS = 2.0
 # The Built reason while a failed build of earlier request is built again.
 RETRYING = "RetryingFailedBuild"
 # The Built reason of a build that spec.build.rebuild forced for unchanged content.
@@ -526,15 +533,31 @@ def _resolve_image(config: Config, b: _Builder) -> tuple[str | None, str | None]
     return None, "Uploading"
 
 
-def _pod_state(pod: dict[str, Any], port: int) -> tuple[bool, str, str]:
+def _unscheduled(
+    config: Config, pod: dict[str, Any], scheduling: SchedulingObserved | None
+) -> tuple[str, str] | None:
+    """(reason, message) of a pod the scheduler has not placed: waiting for a node, or never."""
+    conditions = {c.get("type"): c for c in (pod.get("status") or {}).get("conditions") or []}
+    scheduled = conditions.get("PodScheduled")
+    if scheduled is None or scheduled.get("status") != "False":
+        return None
+    reason = str(scheduled.get("reason") or "Unschedulable")
+    message = str(scheduled.get("message") or "The scheduler found no node for the pod.")
+    if reason != "Unschedulable":
+        return reason, message
+    found = verdict(config, pod, message, scheduling or SchedulingObserved(nodes=None))
+    return found.reason, found.message
+
+
+def _pod_state(
+    config: Config, pod: dict[str, Any], port: int, scheduling: SchedulingObserved | None = None
+) -> tuple[bool, str, str]:
     """(ready, reason, message) of a live notebook Pod, in terms a user can act on."""
     status = pod.get("status") or {}
     conditions = {c.get("type"): c for c in status.get("conditions") or []}
-    scheduled = conditions.get("PodScheduled")
-    if scheduled is not None and scheduled.get("status") == "False":
-        reason = str(scheduled.get("reason") or "Unschedulable")
-        message = str(scheduled.get("message") or "The scheduler found no node for the pod.")
-        return False, reason, f"{message} (ask for fewer GPUs or another spec.resources.gpu.type)"
+    unscheduled = _unscheduled(config, pod, scheduling)
+    if unscheduled is not None:
+        return False, unscheduled[0], unscheduled[1]
     ready = conditions.get("Ready")
     if ready is not None and ready.get("status") == "True":
         return True, "PodReady", f"Jupyter answers on port {port}."
@@ -656,8 +679,10 @@ def decide(config: Config, observed: Observed) -> Plan:
         b.condition("Ready", False, "WaitingForBuild", "The notebook starts once its image is built.")
         b.requeue_in(1.0)
         return b.finish("Building")
-    ready, reason, message = _pod_state(pod, port)
+    ready, reason, message = _pod_state(config, pod, port, observed.scheduling)
     b.condition("Ready", ready, reason, message)
+    if reason == REASON_WAITING_FOR_NODE:
+        b.requeue_in(NODE_WAIT_POLL_SECONDS)
     return b.finish("Ready" if ready else "Starting")
 
 
@@ -680,6 +705,8 @@ class RunObserved(BuildObserved):
     reader: dict[str, Any] | None = None
     run_create_error: str | None = None
     reader_create_error: str | None = None
+    # Gathered only while a rank's pod has no node (see Observed.scheduling).
+    scheduling: SchedulingObserved | None = None
 
 
 def run_job_outcome(job: dict[str, Any]) -> tuple[str, dict[str, Any] | None]:
@@ -767,19 +794,20 @@ def _first_failed(ranks: list[tuple[dict[str, Any], dict[str, Any]]]) -> tuple[d
     return entry, f": {detail}" if detail and detail != "Error" else ""
 
 
-def _not_starting(pods: list[tuple[dict[str, Any], dict[str, Any]]]) -> tuple[str, str] | None:
-    """Why a rank's pod does not start (no node fits, its image does not pull), if one does not."""
+def _not_starting(
+    config: Config,
+    pods: list[tuple[dict[str, Any], dict[str, Any]]],
+    scheduling: SchedulingObserved | None = None,
+) -> tuple[str, str] | None:
+    """Why a rank's pod does not start (it waits for a node, no node fits it, its image does not
+    pull), if one does not. `scheduling` is what was seen for the first rank with no node."""
     for entry, pod in pods:
         status = pod.get("status") or {}
         if status.get("phase") not in (None, "Pending"):
             continue
-        for condition in status.get("conditions") or []:
-            if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
-                message = str(condition.get("message") or "The scheduler found no node for the pod.")
-                return (
-                    str(condition.get("reason") or "Unschedulable"),
-                    f"Rank {entry['index']}: {message} (ask for fewer GPUs or nodes, or another gpu.type)",
-                )
+        unscheduled = _unscheduled(config, pod, scheduling)
+        if unscheduled is not None:
+            return unscheduled[0], f"Rank {entry['index']}: {unscheduled[1]}"
         for container in status.get("containerStatuses") or []:
             waiting = (container.get("state") or {}).get("waiting") or {}
             if waiting.get("reason") not in (None, "ContainerCreating", "PodInitializing"):
@@ -837,7 +865,7 @@ def _fetch(config: Config, b: _Builder, observed: RunObserved) -> None:
         if ready.get("status") == "True":
             fetch["ready"] = True
             return
-        problem = _not_starting([({"index": 0}, reader)])
+        problem = _not_starting(config, [({"index": 0}, reader)])
         fetch["message"] = (
             problem[1].removeprefix("Rank 0: ") if problem else f"Waiting for the reader pod {reader_name}."
         )
@@ -1061,9 +1089,11 @@ def decide_run(config: Config, observed: RunObserved) -> Plan:
         b.condition(CONDITION_STARTED, False, "FailedCreate", message)
         b.requeue_in(REFUSED_RETRY_SECONDS)
         return finish("Starting", message)
-    problem = _not_starting(ranks)
+    problem = _not_starting(config, ranks, observed.scheduling)
     if problem is not None:
         b.condition(CONDITION_STARTED, False, problem[0], problem[1])
+        if problem[0] == REASON_WAITING_FOR_NODE:
+            b.requeue_in(NODE_WAIT_POLL_SECONDS)
         return finish("Starting", problem[1])
     if (get_condition(b.conditions, CONDITION_STARTED) or {}).get("status") != "True":
         b.condition(CONDITION_STARTED, False, "Starting", "Waiting for the run's pods to start.")

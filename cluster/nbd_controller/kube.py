@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
 from typing import Any
 
 from kubernetes import client
@@ -29,10 +31,14 @@ from .naming import (
     VERSION,
 )
 from .permissions import Permission
+from .scheduling import AUTOSCALER_EVENTS, NodeOffer, SchedulingObserved
 
 __all__ = ["Kube", "api_message"]
 
 log = logging.getLogger(__name__)
+
+# How long the autoscaler's status and the node list are reused for the verdicts on unscheduled pods.
+CLUSTER_VIEW_SECONDS = 5.0
 
 
 def api_message(e: ApiException) -> str:
@@ -46,12 +52,28 @@ def api_message(e: ApiException) -> str:
     return f"{e.status} {e.reason}"
 
 
+def _offer(node: dict[str, Any]) -> NodeOffer:
+    meta, spec, status = node.get("metadata") or {}, node.get("spec") or {}, node.get("status") or {}
+    return NodeOffer(
+        name=str(meta.get("name") or ""),
+        labels=dict(meta.get("labels") or {}),
+        taints=tuple(spec.get("taints") or ()),
+        capacity=dict(status.get("capacity") or {}),
+        allocatable=dict(status.get("allocatable") or {}),
+        unschedulable=bool(spec.get("unschedulable")),
+    )
+
+
 class Kube:
     def __init__(self, api_client: client.ApiClient) -> None:
         self.api_client = api_client
         self.core = client.CoreV1Api(api_client)
         self.batch = client.BatchV1Api(api_client)
         self.custom = client.CustomObjectsApi(api_client)
+        # The cluster's side of an unscheduled pod's verdict (the autoscaler's status, the nodes),
+        # read at most every CLUSTER_VIEW_SECONDS however many pods wait: (when, status, nodes).
+        self._cluster_view: tuple[float, str | None, tuple[NodeOffer, ...] | None] | None = None
+        self._cluster_view_lock = threading.Lock()
 
     def to_dict(self, obj: Any) -> dict[str, Any]:
         out: dict[str, Any] = self.api_client.sanitize_for_serialization(obj)
@@ -326,6 +348,47 @@ class Kube:
                 return False
             raise
         return True
+
+    def scheduling(self, pod: dict[str, Any]) -> SchedulingObserved:
+        """What the verdict on an unscheduled pod needs: the autoscaler's events on it, its status
+        ConfigMap (None: absent; "" when it may not be read, so its absence is not assumed) and the
+        nodes (None when they may not be listed)."""
+        meta = pod["metadata"]
+        selector = f"involvedObject.kind=Pod,involvedObject.name={meta['name']}"
+        events = []
+        for e in self.core.list_namespaced_event(meta["namespace"], field_selector=selector).items:
+            uid = e.involved_object.uid if e.involved_object is not None else None
+            if e.reason not in AUTOSCALER_EVENTS or (uid and uid != meta.get("uid")):
+                continue
+            stamp = e.last_timestamp or e.event_time or e.metadata.creation_timestamp
+            events.append((str(e.reason), str(e.message or ""), stamp.isoformat() if stamp else ""))
+        status, nodes = self._cluster()
+        return SchedulingObserved(events=tuple(events), status=status, nodes=nodes)
+
+    def _cluster(self) -> tuple[str | None, tuple[NodeOffer, ...] | None]:
+        with self._cluster_view_lock:
+            seen = self._cluster_view
+            if seen is not None and time.monotonic() - seen[0] < CLUSTER_VIEW_SECONDS:
+                return seen[1], seen[2]
+            status: str | None
+            try:
+                configmap = self.core.read_namespaced_config_map("cluster-autoscaler-status", "kube-system")
+                status = str((configmap.data or {}).get("status") or "")
+            except ApiException as e:
+                if e.status not in (403, 404):
+                    raise
+                status = None if e.status == 404 else ""
+            nodes: tuple[NodeOffer, ...] | None
+            try:
+                items = self.core.list_node().items
+            except ApiException as e:
+                if e.status != 403:
+                    raise
+                nodes = None
+            else:
+                nodes = tuple(_offer(self.to_dict(n)) for n in items)
+            self._cluster_view = (time.monotonic(), status, nodes)
+            return status, nodes
 
     def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self._get(self.core.read_namespaced_pod, name, namespace)

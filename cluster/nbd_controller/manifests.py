@@ -69,6 +69,8 @@ __all__ = [
     "build_job",
     "notebook_pod",
     "pod_spec_hash",
+    "placement",
+    "gpu_toleration",
     "jupyter_command",
     "fetch_script",
     "seed_script",
@@ -430,6 +432,39 @@ def _env(notebook: dict[str, Any]) -> list[dict[str, Any]]:
     return env
 
 
+def gpu_toleration(config: Config) -> dict[str, str]:
+    """What a GPU pod tolerates by itself: the taint GKE and EKS put on GPU nodes (`nvidia.com/gpu`,
+    any value, NoSchedule), named after the GPU resource so another resource's nodes work alike."""
+    return {"key": config.gpu_resource, "operator": "Exists", "effect": "NoSchedule"}
+
+
+def placement(config: Config, spec: dict[str, Any], gpu_selector: dict[str, str]) -> dict[str, Any]:
+    """nodeSelector, tolerations and priorityClassName of a notebook or run pod.
+
+    The cluster's defaults (nbd-config) come first; the spec's nodeSelector keys override the
+    default's, and the GPU type's label (spec.resources.gpu.type) overrides both; tolerations are
+    the union of the defaults', the spec's and, when GPUs are asked for, the GPU taint's; the spec's
+    priorityClassName replaces the default's.
+    """
+    out: dict[str, Any] = {}
+    selector = {**config.default_node_selector, **dict(spec.get("nodeSelector") or {}), **gpu_selector}
+    if selector:
+        out["nodeSelector"] = selector
+    tolerations: list[dict[str, Any]] = []
+    wanted = [*config.default_tolerations, *(spec.get("tolerations") or [])]
+    if _gpu_count(spec) > 0:
+        wanted.append(gpu_toleration(config))
+    for toleration in wanted:
+        if dict(toleration) not in tolerations:
+            tolerations.append(dict(toleration))
+    if tolerations:
+        out["tolerations"] = tolerations
+    priority = spec.get("priorityClassName") or config.default_priority_class
+    if priority:
+        out["priorityClassName"] = str(priority)
+    return out
+
+
 def pod_spec_hash(pod: dict[str, Any]) -> str:
     """A digest of what the controller wants of the Pod; a Pod whose annotation differs is replaced."""
     wanted = {"metadata": {"labels": pod["metadata"]["labels"]}, "spec": pod["spec"]}
@@ -515,8 +550,7 @@ def notebook_pod(
         }
     if restricted:
         restrict(pod_spec)
-    if selector:
-        pod_spec["nodeSelector"] = selector
+    pod_spec.update(placement(config, spec, selector))
     if config.registry_secret:
         pod_spec["imagePullSecrets"] = [{"name": config.registry_secret}]
     pod: dict[str, Any] = {
@@ -666,8 +700,7 @@ def run_job(config: Config, run: dict[str, Any], image: str, *, restricted: bool
         }
     if restricted:
         restrict(pod_spec)
-    if selector:
-        pod_spec["nodeSelector"] = selector
+    pod_spec.update(placement(config, spec, selector))
     if config.registry_secret:
         pod_spec["imagePullSecrets"] = [{"name": config.registry_secret}]
     job_spec: dict[str, Any] = {

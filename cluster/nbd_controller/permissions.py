@@ -47,6 +47,7 @@ REQUIRED: tuple[Permission, ...] = tuple(
     + _each("", "pods", "get", "log")
     + _each("", "events", "list")
     + _each("", "namespaces", "get")
+    + _each("", "nodes", "list")
     + _each("", "secrets", "get create")
     + _each("", "configmaps", "get create patch")
     + _each("", "services", "get create")

@@ -58,6 +58,7 @@ from .naming import (
     token_secret_name,
 )
 from .patching import merge_patch
+from .scheduling import SchedulingObserved
 from .storage import CONTENT_TYPE, ObjectStore
 
 __all__ = ["Reconciler"]
@@ -142,8 +143,19 @@ class Reconciler:
             now=datetime.now(UTC),
             secret_exists=secret_exists,
             pod=pod,
+            scheduling=await self._scheduling([pod] if pod is not None else []),
             **build,
         )
+
+    async def _scheduling(self, pods: list[dict[str, Any]]) -> SchedulingObserved | None:
+        """The scheduling view of the first of `pods` the scheduler could not place, if one."""
+        for pod in pods:
+            if (pod.get("status") or {}).get("phase") not in (None, "Pending"):
+                continue
+            for condition in (pod.get("status") or {}).get("conditions") or []:
+                if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
+                    return await self._call(self.kube.scheduling, pod)
+        return None
 
     async def observe_run(self, run: dict[str, Any]) -> RunObserved:
         meta = run["metadata"]
@@ -170,6 +182,7 @@ class Reconciler:
             service_exists=service,
             reader=reader,
             run_create_error=create_error,
+            scheduling=await self._scheduling(list(pods)),
             **build,
         )
 

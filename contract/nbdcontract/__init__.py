@@ -66,6 +66,18 @@ __all__ = [
     "DEFAULT_WORKDIR",
     "IMAGE_MIN",
     "REQUEST_ID_MAX",
+    "LABEL_KEY",
+    "LABEL_VALUE",
+    "LABEL_VALUE_MAX",
+    "PRIORITY_CLASS_NAME",
+    "TOLERATION_OPERATORS",
+    "TAINT_EFFECTS",
+    "toleration_problem",
+    "label_key_problem",
+    "label_value_problem",
+    "priority_class_problem",
+    "REASON_WAITING_FOR_NODE",
+    "REASON_UNSCHEDULABLE",
     "valid_notebook_name",
     "valid_env_name",
     "valid_workdir",
@@ -196,6 +208,27 @@ IMAGE_MIN = 1
 # spec.build.upload.requestID and spec.build.uploaded.
 REQUEST_ID_MAX = 128
 
+# spec.nodeSelector, spec.tolerations, spec.priorityClassName: placement, with the API server's own
+# rules for label keys and values (a qualified name with an optional DNS-subdomain prefix), for
+# tolerations (an empty key needs `Exists`; `Exists` takes no value) and for object names.
+LABEL_KEY = re.compile(
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
+LABEL_KEY_PREFIX_MAX = 253
+LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$")
+LABEL_VALUE_MAX = 63
+PRIORITY_CLASS_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+TOLERATION_OPERATORS = ("Exists", "Equal")
+TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
+_TOLERATION_KEYS = ("key", "operator", "value", "effect", "tolerationSeconds")
+
+# Reasons of Ready=False (Notebook) and Started=False (Run) while the pod has no node: the first is
+# a wait (the autoscaler adds a node, or the nodes that fit are busy), the second a verdict (no node
+# and no node pool can ever run the pod as asked).
+REASON_WAITING_FOR_NODE = "WaitingForNode"
+REASON_UNSCHEDULABLE = "Unschedulable"
+
 
 def valid_notebook_name(name: str) -> bool:
     """A Notebook name every derived object name can be built from."""
@@ -222,6 +255,68 @@ def valid_gpu_type(product: str) -> bool:
 
 def valid_port(port: int) -> bool:
     return PORT_MIN <= port <= PORT_MAX
+
+
+def label_key_problem(key: object) -> str | None:
+    """Why `key` is not a label key the API server accepts (None: it is one)."""
+    if not isinstance(key, str) or not LABEL_KEY.fullmatch(key):
+        return f"{key!r} is not a label key (e.g. cloud.google.com/gke-accelerator)"
+    prefix, _, _ = key.rpartition("/")
+    if len(prefix) > LABEL_KEY_PREFIX_MAX:
+        return f"the prefix of label key {key!r} is longer than {LABEL_KEY_PREFIX_MAX} characters"
+    return None
+
+
+def label_value_problem(value: object) -> str | None:
+    """Why `value` is not a label value (at most 63 characters of [-A-Za-z0-9_.], alphanumeric ends)."""
+    if not isinstance(value, str) or len(value) > LABEL_VALUE_MAX or not LABEL_VALUE.fullmatch(value):
+        return (
+            f"{value!r} is not a label value (at most {LABEL_VALUE_MAX} letters, digits, '-', '_', '.', "
+            "starting and ending with a letter or digit)"
+        )
+    return None
+
+
+def priority_class_problem(name: object) -> str | None:
+    if not isinstance(name, str) or not PRIORITY_CLASS_NAME.fullmatch(name):
+        return f"{name!r} is not a PriorityClass name (lowercase letters, digits, '-' and '.')"
+    return None
+
+
+def toleration_problem(toleration: object) -> str | None:
+    """Why `toleration` is not one the API server accepts in a pod (None: it is one)."""
+    if not isinstance(toleration, dict):
+        return f"a toleration must be a mapping with key, operator, value, effect, not {toleration!r}"
+    unknown = sorted(set(toleration) - set(_TOLERATION_KEYS))
+    if unknown:
+        return f"unknown toleration field(s) {', '.join(map(str, unknown))}; allowed: {', '.join(_TOLERATION_KEYS)}"
+    key = toleration.get("key") or ""
+    operator = toleration.get("operator") or "Equal"
+    value = toleration.get("value") or ""
+    effect = toleration.get("effect") or ""
+    if operator not in TOLERATION_OPERATORS:
+        return f"toleration operator {operator!r} must be one of {', '.join(TOLERATION_OPERATORS)}"
+    if key:
+        problem = label_key_problem(key)
+        if problem is not None:
+            return f"toleration key {problem}"
+    elif operator != "Exists":
+        return "a toleration without a key must have operator Exists (it then tolerates every taint)"
+    if operator == "Exists" and value:
+        return f"a toleration with operator Exists takes no value (got {value!r})"
+    if value:
+        problem = label_value_problem(value)
+        if problem is not None:
+            return f"toleration value {problem}"
+    if effect and effect not in TAINT_EFFECTS:
+        return f"toleration effect {effect!r} must be one of {', '.join(TAINT_EFFECTS)} (or empty for all)"
+    seconds = toleration.get("tolerationSeconds")
+    if seconds is not None:
+        if isinstance(seconds, bool) or not isinstance(seconds, int):
+            return f"tolerationSeconds must be a whole number, got {seconds!r}"
+        if effect != "NoExecute":
+            return "tolerationSeconds only applies to effect NoExecute"
+    return None
 
 
 # --- the Run: the same content and image as a training job ---------------------------------------

@@ -58,6 +58,8 @@ class LaunchRequest:
     attach: bool = False
     # Build the image again although this content was built (spec.build.rebuild).
     rebuild: bool = False
+    # How long the notebook may take to start once its image is ready; 0: the default.
+    timeout_seconds: int = 0
 
 
 class LogSource(enum.Enum):

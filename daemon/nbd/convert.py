@@ -165,6 +165,7 @@ def launch_request_from_proto(msg: pb.LaunchRequest) -> caps.LaunchRequest:
         no_sync=msg.no_sync,
         attach=msg.attach,
         rebuild=msg.rebuild,
+        timeout_seconds=msg.timeout_seconds,
     )
 
 

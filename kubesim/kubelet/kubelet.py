@@ -60,6 +60,9 @@ class KubeletConfig:
     node_labels: dict[str, str] | list[str] = field(default_factory=dict)
     # Extra node taints in kubectl's `key[=value]:Effect` form, appended to `node.taints`.
     node_taints: list[str] = field(default_factory=list)
+    # Where the node's images are (default STATE/images). Nodes that share one folder see what any
+    # of them built or was given, as nodes pulling from one registry do.
+    image_dir: Path | None = None
 
     def __post_init__(self) -> None:
         labels = self.node_labels
@@ -135,7 +138,7 @@ class Kubelet:
         self.faults = faults
         self.state_dir = Path(config.state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        self.images = ImageStore(self.state_dir / "images")
+        self.images = ImageStore(Path(config.image_dir) if config.image_dir else self.state_dir / "images")
         # nbd's build images: the BuildKit/kaniko stand-in and the utility image.
         from kubesim.images import buildkit, utility
 

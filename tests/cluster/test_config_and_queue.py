@@ -161,7 +161,7 @@ def test_crd_yaml_has_no_anchors_or_aliases() -> None:
     assert not [t for t in tokens if isinstance(t, (yaml.AnchorToken, yaml.AliasToken))]
 
 
-PURE = ["config", "naming", "crd", "manifests", "decisions", "conditions", "patching", "builds"]
+PURE = ["config", "naming", "crd", "manifests", "decisions", "conditions", "patching", "builds", "scheduling"]
 FORBIDDEN = {"kubernetes", "asyncio", "google", "grpc", "aiohttp", "threading"}
 
 
@@ -455,3 +455,50 @@ def test_configured_resources_reach_the_pods_and_the_spec_wins_for_its_own() -> 
         "requests": {"cpu": "250m", "memory": "512Mi", "ephemeral-storage": "5Gi"}
     }
     assert template["initContainers"][0]["resources"] == template["containers"][0]["resources"]
+
+
+def test_placement_defaults() -> None:
+    env = {
+        "NBD_BUCKET": "bkt",
+        "NBD_REGISTRY": "r",
+        "NBD_DEFAULT_TOLERATIONS": '[{"key": "team", "operator": "Equal", "value": "ml", "effect": "NoSchedule"}]',
+        "NBD_DEFAULT_NODE_SELECTOR": "cloud.google.com/gke-nodepool=gpu, team=ml",
+        "NBD_DEFAULT_PRIORITY_CLASS": "notebooks",
+        "NBD_AUTOSCALER": "present",
+    }
+    config = Config.from_env(env)
+    assert config.default_tolerations == (
+        {"key": "team", "operator": "Equal", "value": "ml", "effect": "NoSchedule"},
+    )
+    assert config.default_node_selector == {"cloud.google.com/gke-nodepool": "gpu", "team": "ml"}
+    assert config.default_priority_class == "notebooks"
+    assert config.autoscaler == "present"
+    plain = Config.from_env({"NBD_BUCKET": "bkt", "NBD_REGISTRY": "r"})
+    assert (plain.default_tolerations, plain.default_node_selector, plain.default_priority_class) == (
+        (),
+        {},
+        None,
+    )
+    assert plain.autoscaler == "auto"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("NBD_DEFAULT_TOLERATIONS", "[{key: a}]", "NBD_DEFAULT_TOLERATIONS is not JSON"),
+        ("NBD_DEFAULT_TOLERATIONS", '{"key": "a"}', "must be a JSON list"),
+        (
+            "NBD_DEFAULT_TOLERATIONS",
+            '[{"key": "a", "operator": "Exists", "value": "b"}]',
+            r"\[0\]: a toleration",
+        ),
+        ("NBD_DEFAULT_NODE_SELECTOR", "team", "item 'team': must look like key=value"),
+        ("NBD_DEFAULT_NODE_SELECTOR", "a=b c", "is not a label value"),
+        ("NBD_DEFAULT_PRIORITY_CLASS", "High", "is not a PriorityClass name"),
+        ("NBD_AUTOSCALER", "karpenter", "choose one of auto, present, none"),
+    ],
+)
+def test_bad_placement_defaults_are_refused_in_one_line(variable: str, value: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as err:
+        Config.from_env({"NBD_BUCKET": "bkt", "NBD_REGISTRY": "r", variable: value})
+    assert variable in str(err.value) and "\n" not in str(err.value)

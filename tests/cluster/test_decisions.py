@@ -24,8 +24,10 @@ from nbd_controller.decisions import (
 )
 from nbd_controller.manifests import notebook_pod
 from nbd_controller.patching import merge_patch
+from nbd_controller.scheduling import NodeOffer, SchedulingObserved
 
 CONFIG = Config(bucket="b", registry="reg", prefix="ctx")
+CPU_NODE = NodeOffer(name="cpu-1", labels={}, capacity={"cpu": "8", "memory": "32Gi"})
 NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 MD5 = "0123456789abcdef0123456789abcdef"
 OTHER = "ffffffffffffffffffffffffffffffff"
@@ -348,9 +350,39 @@ CASES = [
                     }
                 ],
             ),
+            # No autoscaler, and the one node has no GPU: nothing can ever fit.
+            "scheduling": SchedulingObserved(nodes=(CPU_NODE,)),
         },
         phase="Starting",
         conditions={"Ready": ("False", "Unschedulable")},
+    ),
+    Case(
+        "waiting for a node",
+        GPU_NB,
+        {
+            "secret_exists": True,
+            "pod": pod_for(
+                GPU_NB,
+                image="img",
+                phase="Pending",
+                conditions=[
+                    {
+                        "type": "PodScheduled",
+                        "status": "False",
+                        "reason": "Unschedulable",
+                        "message": "0/1 nodes are available: 1 Insufficient nvidia.com/gpu.",
+                    }
+                ],
+            ),
+            "scheduling": SchedulingObserved(
+                events=(("TriggeredScaleUp", "pod triggered scale-up: [{l4 0->1 (max: 3)}]", "t1"),),
+                status="",
+                nodes=(CPU_NODE,),
+            ),
+        },
+        phase="Starting",
+        conditions={"Ready": ("False", "WaitingForNode")},
+        requeue=2.0,
     ),
     Case(
         "image pull error",
@@ -572,7 +604,11 @@ def test_unschedulable_message_is_the_schedulers() -> None:
     case = next(c for c in CASES if c.id == "unschedulable")
     plan = decide(CONFIG, Observed(notebook=case.notebook, now=NOW, **case.observed))
     ready = next(c for c in plan.status["conditions"] if c["type"] == "Ready")
-    assert ready["message"].startswith("0/1 nodes are available: 1 Insufficient nvidia.com/gpu.")
+    assert ready["message"].startswith(
+        "No node can run the pod and the cluster has no autoscaler to add one "
+        "(0/1 nodes are available: 1 Insufficient nvidia.com/gpu.); no node of the cluster has a GPU."
+    )
+    assert "ask for fewer GPUs" in ready["message"]
 
 
 def test_a_second_round_changes_nothing() -> None:

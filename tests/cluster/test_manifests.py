@@ -268,6 +268,8 @@ def test_notebook_pod_with_gpu_env_and_defaults() -> None:
             "enableServiceLinks": False,
             "securityContext": {"fsGroup": 100, "fsGroupChangePolicy": "OnRootMismatch"},
             "nodeSelector": {"gpu.example/type": "nvidia-l4"},
+            # A GPU pod tolerates the GPU nodes' taint by itself (GKE and EKS taint them).
+            "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
             # /content is an emptyDir (at subPath workdir), seeded from the image's /content once.
             "initContainers": [
                 {
@@ -529,3 +531,37 @@ def test_a_separate_build_namespace_holds_the_build_job_without_an_owner() -> No
     assert build_job(same, _notebook(build={"upload": {"md5": MD5, "requestID": "r"}}), MD5, "IMG", "u")[
         "metadata"
     ]["ownerReferences"]
+
+
+def test_placement_merges_the_cluster_defaults_with_the_spec() -> None:
+    from nbd_controller.manifests import placement
+
+    config = Config(
+        bucket="b",
+        registry="r",
+        gpu_label_key="cloud.google.com/gke-accelerator",
+        default_tolerations=({"key": "team", "operator": "Exists"},),
+        default_node_selector={"pool": "shared", "zone": "a"},
+        default_priority_class="low",
+    )
+    gpu = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+    spec = {
+        "resources": {"gpu": {"count": 1, "type": "nvidia-l4"}},
+        "nodeSelector": {"pool": "gpu", "cloud.google.com/gke-accelerator": "ignored"},
+        # A toleration the defaults have already is not repeated; the GPU taint's neither.
+        "tolerations": [{"key": "team", "operator": "Exists"}, gpu, {"key": "spot", "operator": "Exists"}],
+        "priorityClassName": "high",
+    }
+    assert placement(config, spec, {"cloud.google.com/gke-accelerator": "nvidia-l4"}) == {
+        # The spec's keys override the defaults'; the GPU type's label overrides both.
+        "nodeSelector": {"pool": "gpu", "zone": "a", "cloud.google.com/gke-accelerator": "nvidia-l4"},
+        "tolerations": [{"key": "team", "operator": "Exists"}, gpu, {"key": "spot", "operator": "Exists"}],
+        "priorityClassName": "high",
+    }
+    # No GPU asked for: no GPU toleration; no spec values: the defaults alone.
+    assert placement(config, {}, {}) == {
+        "nodeSelector": {"pool": "shared", "zone": "a"},
+        "tolerations": [{"key": "team", "operator": "Exists"}],
+        "priorityClassName": "low",
+    }
+    assert placement(Config(bucket="b", registry="r"), {"resources": {"gpu": {"count": 0}}}, {}) == {}

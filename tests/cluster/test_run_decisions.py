@@ -22,6 +22,7 @@ from nbd_controller.decisions import (
     run_job_outcome,
 )
 from nbd_controller.manifests import outputs_reader_pod
+from nbd_controller.scheduling import SchedulingObserved
 
 CONFIG = Config(bucket="b", registry="reg", prefix="ctx")
 NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
@@ -244,10 +245,49 @@ CASES = [
                     ],
                 ),
             ),
+            "scheduling": SchedulingObserved(
+                events=(
+                    ("NotTriggerScaleUp", "pod didn't trigger scale-up: 1 Insufficient nvidia.com/gpu", "t1"),
+                ),
+                status="",
+            ),
         },
         [],
         "Starting",
         {"Started": ("False", "Unschedulable")},
+    ),
+    Case(
+        "a pod waits while the cluster scales up",
+        run(status=STARTED),
+        {
+            "built_image": IMAGE,
+            "claim_exists": True,
+            "run_job": job(active=1),
+            "run_pods": (
+                pod(
+                    None,
+                    "Pending",
+                    conditions=[
+                        {
+                            "type": "PodScheduled",
+                            "status": "False",
+                            "reason": "Unschedulable",
+                            "message": "0/1 nodes: Insufficient nvidia.com/gpu.",
+                        }
+                    ],
+                ),
+            ),
+            "scheduling": SchedulingObserved(
+                events=(
+                    ("NotTriggerScaleUp", "pod didn't trigger scale-up: 1 max node group size reached", "t1"),
+                    ("TriggeredScaleUp", "pod triggered scale-up: [{a100 1->2 (max: 4)}]", "t2"),
+                ),
+                status="",
+            ),
+        },
+        [],
+        "Starting",
+        {"Started": ("False", "WaitingForNode")},
     ),
     Case(
         "a pod whose image does not pull says so",

@@ -140,6 +140,7 @@ def test_indexed_job_of_two_gpu_nodes() -> None:
         "subdomain": "train",
         "securityContext": {"fsGroup": 100, "fsGroupChangePolicy": "OnRootMismatch"},
         "nodeSelector": {"gpu.example/type": "nvidia-h100"},
+        "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
         "imagePullSecrets": [{"name": "pull"}],
     }
     assert container == {

@@ -154,7 +154,7 @@ def test_builds_in_a_separate_namespace_serve_a_restricted_one(
 ) -> None:
     """The admin's layout for clusters that enforce Pod Security: users' namespaces at
     `restricted`, builds in one `privileged` namespace of their own (NBD_BUILD_NAMESPACE)."""
-    stack = stack_factory(controller_env_extra={"NBD_BUILD_NAMESPACE": "nbd-builds"})
+    stack = stack_factory(controller_extra_env={"NBD_BUILD_NAMESPACE": "nbd-builds"})
     core = stack.core()
     core.create_namespace(
         {"metadata": {"name": "nbd-builds", "labels": {"pod-security.kubernetes.io/enforce": "privileged"}}}

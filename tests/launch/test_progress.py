@@ -34,11 +34,40 @@ UNSCHEDULABLE = PodStatus(
 
 
 @pytest.mark.parametrize(
+    ("ready", "wait"),
+    [
+        (None, None),
+        ({"type": "Ready", "status": "False", "reason": "Starting"}, None),
+        (
+            {
+                "type": "Ready",
+                "status": "False",
+                "reason": "WaitingForNode",
+                "message": "Waiting for a node with 1 nvidia.com/gpu (nvidia-l4): the cluster is scaling up.",
+            },
+            "waiting for a node with 1 nvidia.com/gpu (nvidia-l4): the cluster is scaling up",
+        ),
+    ],
+)
+def test_node_wait(ready: dict[str, Any] | None, wait: str | None) -> None:
+    assert prog.node_wait(_nb(1, 1, ready)) == wait
+
+
+@pytest.mark.parametrize(
+    ("seconds", "said"), [(0, "0s"), (45.9, "45s"), (60, "1m"), (80, "1m20s"), (3720, "1h2m")]
+)
+def test_duration(seconds: float, said: str) -> None:
+    assert prog.duration(seconds) == said
+
+
+@pytest.mark.parametrize(
     "ready, pod, reason",
     [
         (None, None, None),
-        ({"type": "Ready", "status": "False", "reason": "Starting"}, UNSCHEDULABLE, "Unschedulable"),
-        # The controller is replacing the pod: the unschedulable one is the previous spec's.
+        # An unschedulable pod alone is a wait (GPU pools scale from zero): the controller decides.
+        ({"type": "Ready", "status": "False", "reason": "Starting"}, UNSCHEDULABLE, None),
+        ({"type": "Ready", "status": "False", "reason": "WaitingForNode"}, UNSCHEDULABLE, None),
+        # The controller is replacing the pod: its verdict is about the previous spec's.
         ({"type": "Ready", "status": "False", "reason": "Restarting"}, UNSCHEDULABLE, None),
         (
             {"type": "Ready", "status": "False", "reason": "Unschedulable", "message": "0/1 nodes"},

@@ -63,6 +63,22 @@ def test_explicit_bad_names_are_refused(bad: str) -> None:
             "apiVersion: nbd.dev/v1alpha1\nkind: Notebook\nspec: {image: busybox}\n",
             {"image": "busybox"},
         ),
+        (
+            "tolerations:\n- {key: dedicated, operator: Equal, value: ml, effect: NoSchedule}\n"
+            "- {key: spot, operator: Exists}\n- {operator: Exists}\n"
+            "- {key: n, operator: Exists, effect: NoExecute, tolerationSeconds: 60}\n"
+            "nodeSelector: {cloud.google.com/gke-nodepool: gpu, team: ''}\npriorityClassName: high\n",
+            {
+                "tolerations": [
+                    {"key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoSchedule"},
+                    {"key": "spot", "operator": "Exists"},
+                    {"operator": "Exists"},
+                    {"key": "n", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 60},
+                ],
+                "nodeSelector": {"cloud.google.com/gke-nodepool": "gpu", "team": ""},
+                "priorityClassName": "high",
+            },
+        ),
     ],
 )
 def test_notebook_file_parses(text: str, spec: dict[str, Any]) -> None:
@@ -84,12 +100,29 @@ def test_notebook_file_parses(text: str, spec: dict[str, Any]) -> None:
         ("env: [x]\n", "env entries"),
         ("command: []\n", "non-empty list"),
         ("apiVersion: v1\nkind: Pod\n", "expected apiVersion nbd.dev/v1alpha1"),
+        ("tolerations: {key: a}\n", "tolerations must be a list"),
+        ("tolerations: [a]\n", r"tolerations\[0\]: a toleration must be a mapping"),
+        ("tolerations: [{key: a, op: Exists}]\n", r"unknown toleration field\(s\) op"),
+        ("tolerations: [{key: a, operator: In}]\n", "operator 'In' must be one of Exists, Equal"),
+        ("tolerations: [{value: x}]\n", "without a key must have operator Exists"),
+        ("tolerations: [{key: a, operator: Exists, value: x}]\n", "operator Exists takes no value"),
+        ("tolerations: [{key: 'bad key'}]\n", "is not a label key"),
+        ("tolerations: [{key: a, value: 'not ok'}]\n", "is not a label value"),
+        ("tolerations: [{key: a, effect: Never}]\n", "effect 'Never' must be one of"),
+        ("tolerations: [{key: a, tolerationSeconds: 5}]\n", "only applies to effect NoExecute"),
+        ("nodeSelector: [a]\n", "nodeSelector must be a mapping"),
+        ("nodeSelector: {a: 1}\n", "must be a string"),
+        ("nodeSelector: {'-a': b}\n", "is not a label key"),
+        ("nodeSelector: {a: 'b c'}\n", "is not a label value"),
+        ("priorityClassName: High\n", "is not a PriorityClass name"),
+        ("priorityClassName: 3\n", "is not a PriorityClass name"),
     ],
 )
 def test_bad_notebook_file_names_the_file_and_the_fix(text: str, message: str) -> None:
     with pytest.raises(NotebookFileError, match=message) as err:
         parse_notebook_file(text, "notebook.yaml")
     assert "notebook.yaml" in str(err.value) or "YAML" in str(err.value)
+    assert "\n" not in str(err.value)
 
 
 def test_overrides_win_and_env_merges_by_name() -> None:

@@ -57,7 +57,7 @@ test("request messages have the fields the client sends", () => {
   assert.deepEqual(fields("LogsRequest"), ["container", "follow", "session", "source", "tailLines"]);
   assert.deepEqual(
     fields("LaunchRequest"),
-    ["attach", "context", "directory", "kubeconfig", "localPort", "name", "namespace", "noSync", "notebookFile", "rebuild", "spec"],
+    ["attach", "context", "directory", "kubeconfig", "localPort", "name", "namespace", "noSync", "notebookFile", "rebuild", "spec", "timeoutSeconds"],
   );
 });
 

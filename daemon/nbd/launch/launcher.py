@@ -70,7 +70,7 @@ from nbd.launch.spec import (
     session_spec,
     validate_name,
 )
-from nbd.launch.starting import StartError, wait_until_ready
+from nbd.launch.starting import START_TIMEOUT, StartError, wait_until_ready
 from nbd.session import LaunchRecord, NotebookState, NotebookStatus, Phase, Session, SessionKey, utcnow
 
 __all__ = ["Launcher"]
@@ -301,7 +301,9 @@ class Launcher:
         key, name = resolved.key, resolved.name
         emit(PhaseChanged(Phase.STARTING, "starting the notebook pod"))
         await registry.update(key, phase=Phase.STARTING)
-        started = await wait_until_ready(notebooks, name, emit)
+        started = await wait_until_ready(
+            notebooks, name, emit, timeout=float(request.timeout_seconds or START_TIMEOUT)
+        )
         token = await notebooks.token(started.token_secret)
 
         runtime = self.live.runtime_for(key, kube)

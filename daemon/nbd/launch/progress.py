@@ -2,8 +2,12 @@
 
 Like kubespawner's progress messages, these turn cluster state into what a user needs to read:
 whether the upload was answered, whether the build is done or failed (with the log tail), what a
-starting pod is waiting on, and when waiting is pointless (an unschedulable GPU request, an image
-that cannot be pulled). No I/O: tested by table.
+starting pod is waiting on (a node the autoscaler adds), and when waiting is pointless (no node
+and no pool can ever run the pod, an image that cannot be pulled). No I/O: tested by table.
+
+A pod the scheduler could not place is not a failure by itself: GPU pools scale from zero. The
+controller decides (cluster/nbd_controller/scheduling.py) and says so in the Ready condition:
+REASON_WAITING_FOR_NODE while a node may come, REASON_UNSCHEDULABLE once none will.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from nbd.events import Failure, PodStatus
+from nbdcontract import REASON_UNSCHEDULABLE, REASON_WAITING_FOR_NODE
 
 # Pod waiting reasons after which the launch stops waiting: the user has to change something.
 FATAL_WAITING = {
@@ -168,17 +173,21 @@ def start_failure(notebook: dict[str, Any], pod: PodStatus | None) -> Failure | 
     """A reason to stop waiting for the notebook to start, with what to do about it."""
     cond = condition(notebook, "Ready")
     replacing = cond is not None and cond.get("reason") == "Restarting"  # the pod seen may be the old one
-    if pod is not None and pod.reason == "Unschedulable" and not replacing:
+    if (
+        cond is not None
+        and cond.get("status") == "False"
+        and cond.get("reason") == REASON_UNSCHEDULABLE
+        and not replacing
+    ):
+        message = str(cond.get("message") or "no node can run it").strip()
+        if "--gpus" not in message:  # a controller of an earlier version says no more than why
+            message = (
+                f"{message.rstrip('.')}; ask for fewer GPUs (--gpus) or another --gpu-type, "
+                "or ask your admin for capacity"
+            )
         return Failure(
-            "Unschedulable",
-            f"the notebook pod cannot be scheduled: {pod.message or 'no node fits it'}; "
-            "ask for fewer GPUs (--gpus) or another --gpu-type, or ask your admin for capacity",
-        )
-    if cond is not None and cond.get("status") == "False" and cond.get("reason") == "Unschedulable":
-        return Failure(
-            "Unschedulable",
-            f"the notebook pod cannot be scheduled: {cond.get('message') or 'no node fits it'}; "
-            "ask for fewer GPUs (--gpus) or another --gpu-type, or ask your admin for capacity",
+            REASON_UNSCHEDULABLE,
+            f"the notebook pod cannot be scheduled: {message[:1].lower()}{message[1:]}",
         )
     if pod is not None and pod.reason in FATAL_WAITING:
         hint = {
@@ -196,6 +205,28 @@ def start_failure(notebook: dict[str, Any], pod: PodStatus | None) -> Failure | 
         detail = f": {pod.message}" if pod.message else ""
         return Failure(pod.reason, f"the notebook pod is in {pod.reason}{detail}; {hint}")
     return None
+
+
+def node_wait(notebook: dict[str, Any]) -> str | None:
+    """What the notebook waits for while its pod has no node ("waiting for a node with 1
+    nvidia.com/gpu (nvidia-l4): the cluster is scaling up"), or None when it does not wait for one."""
+    cond = condition(notebook, "Ready")
+    if cond is None or cond.get("status") != "False" or cond.get("reason") != REASON_WAITING_FOR_NODE:
+        return None
+    message = str(cond.get("message") or "Waiting for a node.").strip().rstrip(".")
+    return message[:1].lower() + message[1:]
+
+
+def duration(seconds: float) -> str:
+    """1m20s, 45s, 1h2m: how long a person has been waiting."""
+    total = int(seconds)
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes}m"
+    if minutes:
+        return f"{minutes}m{secs:02d}s" if secs else f"{minutes}m"
+    return f"{secs}s"
 
 
 def build_failure(state: BuildState, log_tail: list[str], ref: str = "NAME") -> Failure:

@@ -36,6 +36,10 @@ from nbdcontract import (
     MANAGED_BY_DAEMON,
     PORT_MAX,
     PORT_MIN,
+    label_key_problem,
+    label_value_problem,
+    priority_class_problem,
+    toleration_problem,
     valid_env_name,
     valid_gpu_count,
     valid_gpu_type,
@@ -58,7 +62,17 @@ __all__ = [
     "validate_name",
 ]
 
-_SPEC_KEYS = {"image", "resources", "env", "command", "workdir", "port"}
+_SPEC_KEYS = {
+    "image",
+    "resources",
+    "env",
+    "command",
+    "workdir",
+    "port",
+    "tolerations",
+    "nodeSelector",
+    "priorityClassName",
+}
 _RESOURCE_KEYS = {"gpu", "cpu", "memory"}
 _GPU_KEYS = {"count", "type"}
 
@@ -149,6 +163,43 @@ def _validate_spec(spec: dict[str, Any], source: str) -> dict[str, Any]:
         out["env"] = _env(spec["env"], source)
     if "resources" in spec and spec["resources"] is not None:
         out["resources"] = _resources(spec["resources"], source)
+    out.update(_placement(spec, source))
+    return out
+
+
+def _placement(spec: dict[str, Any], source: str) -> dict[str, Any]:
+    """tolerations, nodeSelector and priorityClassName, checked with the API server's rules."""
+    out: dict[str, Any] = {}
+    tolerations = spec.get("tolerations")
+    if tolerations is not None:
+        if not isinstance(tolerations, list):
+            raise NotebookFileError(
+                f"{source}: tolerations must be a list of {{key, operator, value, effect}} mappings"
+            )
+        for i, toleration in enumerate(tolerations):
+            problem = toleration_problem(toleration)
+            if problem is not None:
+                raise NotebookFileError(f"{source}: tolerations[{i}]: {problem}")
+        out["tolerations"] = [{k: v for k, v in t.items() if v is not None and v != ""} for t in tolerations]
+    selector = spec.get("nodeSelector")
+    if selector is not None:
+        if not isinstance(selector, dict):
+            raise NotebookFileError(f"{source}: nodeSelector must be a mapping of node label keys to values")
+        for key, value in selector.items():
+            problem = label_key_problem(key)
+            if problem is None and not isinstance(value, str):
+                problem = f"the value of {key} must be a string (quote it), got {value!r}"
+            if problem is None:
+                problem = label_value_problem(value)
+            if problem is not None:
+                raise NotebookFileError(f"{source}: nodeSelector: {problem}")
+        out["nodeSelector"] = dict(selector)
+    priority = spec.get("priorityClassName")
+    if priority is not None:
+        problem = priority_class_problem(priority)
+        if problem is not None:
+            raise NotebookFileError(f"{source}: priorityClassName: {problem}")
+        out["priorityClassName"] = priority
     return out
 
 

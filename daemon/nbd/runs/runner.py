@@ -52,7 +52,7 @@ from nbd.runstate import (
 )
 from nbd.session import Phase, SessionKey
 from nbd.status import Conflict
-from nbdcontract import LABEL_COMPLETION_INDEX, RUN_CONTAINER
+from nbdcontract import CONDITION_STARTED, LABEL_COMPLETION_INDEX, REASON_UNSCHEDULABLE, RUN_CONTAINER
 
 __all__ = ["Runner"]
 
@@ -91,6 +91,27 @@ def _rank_of(pod: dict[str, Any]) -> int:
         return int(str(raw))
     except ValueError:
         return 0
+
+
+def _never_starts(run: dict[str, Any]) -> str | None:
+    """The controller's verdict that a rank's pod can never be placed (no node, no pool fits), if it
+    gave one; a pod merely waiting for a node (a pool scaling up) is not one."""
+    if not run.get("status") or (run.get("metadata") or {}).get("generation") != run["status"].get(
+        "observedGeneration", (run.get("metadata") or {}).get("generation")
+    ):
+        return None
+    for condition in run["status"].get("conditions") or []:
+        if (
+            condition.get("type") == CONDITION_STARTED
+            and condition.get("status") == "False"
+            and condition.get("reason") == REASON_UNSCHEDULABLE
+        ):
+            message = str(condition.get("message") or "no node can run it").strip().rstrip(".")
+            rank, sep, why = message.partition(": ")
+            if sep and rank.startswith("Rank "):
+                return f"rank {rank.removeprefix('Rank ')}: {why[:1].lower()}{why[1:]}"
+            return message[:1].lower() + message[1:]
+    return None
 
 
 def _started(pod: dict[str, Any]) -> bool:
@@ -269,7 +290,19 @@ class Runner:
                     info = run_info(obj, context)
                     if info.phase in (RunPhase.RUNNING,) or info.phase.finished:
                         deadline.reschedule(None)
-                    shape = (info.phase, info.reason, tuple((r.index, r.phase) for r in info.ranks))
+                    never = _never_starts(obj)
+                    if never is not None and not info.phase.finished:
+                        raise FailedPrecondition(
+                            f"run {name} cannot start: {never}; the Run stays in the cluster, "
+                            f"`nbctl stop {name}` stops it",
+                            reason=REASON_UNSCHEDULABLE,
+                        )
+                    shape = (
+                        info.phase,
+                        info.reason,
+                        info.message,
+                        tuple((r.index, r.phase) for r in info.ranks),
+                    )
                     if shape != last:
                         last = shape
                         if not info.phase.finished:

@@ -142,7 +142,7 @@ class NotebookSpec(_message.Message):
     def __init__(self, image: _Optional[str] = ..., gpu_count: _Optional[int] = ..., gpu_type: _Optional[str] = ..., cpu: _Optional[str] = ..., memory: _Optional[str] = ..., env: _Optional[_Mapping[str, str]] = ..., command: _Optional[_Iterable[str]] = ..., workdir: _Optional[str] = ..., port: _Optional[int] = ...) -> None: ...
 
 class LaunchRequest(_message.Message):
-    __slots__ = ("directory", "name", "namespace", "context", "kubeconfig", "notebook_file", "spec", "local_port", "no_sync", "attach", "rebuild")
+    __slots__ = ("directory", "name", "namespace", "context", "kubeconfig", "notebook_file", "spec", "local_port", "no_sync", "attach", "rebuild", "timeout_seconds")
     DIRECTORY_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
@@ -154,6 +154,7 @@ class LaunchRequest(_message.Message):
     NO_SYNC_FIELD_NUMBER: _ClassVar[int]
     ATTACH_FIELD_NUMBER: _ClassVar[int]
     REBUILD_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     directory: str
     name: str
     namespace: str
@@ -165,7 +166,8 @@ class LaunchRequest(_message.Message):
     no_sync: bool
     attach: bool
     rebuild: bool
-    def __init__(self, directory: _Optional[str] = ..., name: _Optional[str] = ..., namespace: _Optional[str] = ..., context: _Optional[str] = ..., kubeconfig: _Optional[str] = ..., notebook_file: _Optional[str] = ..., spec: _Optional[_Union[NotebookSpec, _Mapping]] = ..., local_port: _Optional[int] = ..., no_sync: _Optional[bool] = ..., attach: _Optional[bool] = ..., rebuild: _Optional[bool] = ...) -> None: ...
+    timeout_seconds: int
+    def __init__(self, directory: _Optional[str] = ..., name: _Optional[str] = ..., namespace: _Optional[str] = ..., context: _Optional[str] = ..., kubeconfig: _Optional[str] = ..., notebook_file: _Optional[str] = ..., spec: _Optional[_Union[NotebookSpec, _Mapping]] = ..., local_port: _Optional[int] = ..., no_sync: _Optional[bool] = ..., attach: _Optional[bool] = ..., rebuild: _Optional[bool] = ..., timeout_seconds: _Optional[int] = ...) -> None: ...
 
 class LaunchEvent(_message.Message):
     __slots__ = ("time", "session", "phase", "progress", "cached", "build_log", "pod", "ready", "failed", "notice")

@@ -161,6 +161,8 @@ export interface LaunchRequest {
   noSync?: boolean;
   attach?: boolean;
   rebuild?: boolean;
+  // How long the notebook may take to start once its image is ready; 0 or absent: 15 minutes.
+  timeoutSeconds?: number;
 }
 
 export interface PhaseChanged {
