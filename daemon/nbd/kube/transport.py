@@ -150,6 +150,15 @@ class Transport:
                     self._auth_at = time.monotonic()
         return {"Authorization": self._auth} if self._auth else {}
 
+    @property
+    def _route(self) -> dict[str, Any]:
+        """How every request reaches the API server: the kubeconfig's proxy and TLS server name."""
+        return {
+            "proxy": self._proxy,
+            "proxy_headers": self._proxy_headers,
+            "server_hostname": self._server_hostname,
+        }
+
     def _url(self, path: str) -> URL:
         return self.base.with_path(self.base.path.rstrip("/") + path, encoded=False)
 
@@ -169,9 +178,7 @@ class Transport:
                 self._url(path),
                 params=params,
                 headers=headers,
-                proxy=self._proxy,
-                proxy_headers=self._proxy_headers,
-                server_hostname=self._server_hostname,
+                **self._route,
                 timeout=aiohttp.ClientTimeout(total=timeout),
             ) as resp:
                 body = await resp.read()
@@ -201,9 +208,7 @@ class Transport:
                 self._url(path),
                 params=params,
                 headers=headers,
-                proxy=self._proxy,
-                proxy_headers=self._proxy_headers,
-                server_hostname=self._server_hostname,
+                **self._route,
                 timeout=aiohttp.ClientTimeout(total=None, connect=15),
             ) as resp:
                 if resp.status >= 400:
@@ -242,9 +247,7 @@ class Transport:
                 self._url(path),
                 params=params,
                 headers=headers,
-                proxy=self._proxy,
-                proxy_headers=self._proxy_headers,
-                server_hostname=self._server_hostname,
+                **self._route,
                 timeout=aiohttp.ClientTimeout(total=None, sock_read=read_timeout, connect=15),
             ) as resp:
                 if resp.status >= 400:
@@ -281,20 +284,19 @@ class Transport:
         headers = await self.auth_header()
         url = self._url(path)
         try:
-            return await self.session.ws_connect(
+            ws: aiohttp.ClientWebSocketResponse = await self.session.ws_connect(
                 url,
                 params=list(query),
                 protocols=tuple(protocols),
                 headers=headers,
-                proxy=self._proxy,
-                proxy_headers=self._proxy_headers,
-                server_hostname=self._server_hostname,
+                **self._route,
                 timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=5.0),
                 autoping=True,
                 heartbeat=STREAM_HEARTBEAT,
                 max_msg_size=0,
                 compress=0,
             )
+            return ws
         except aiohttp.WSServerHandshakeError as e:
             body: bytes | None = None
             if e.status in (403, 404):
@@ -314,8 +316,7 @@ class Transport:
                 url,
                 params=list(query),
                 headers=headers,
-                proxy=self._proxy,
-                server_hostname=self._server_hostname,
+                **self._route,
                 timeout=aiohttp.ClientTimeout(total=5),
             ) as resp:
                 return await resp.read()
