@@ -99,8 +99,14 @@ def classify(status: int, body: bytes) -> Decision:
 
 
 def url_expiry(url: str) -> float | None:
-    """The Unix time at which a V4 signed URL expires, or None when its query does not say."""
+    """The Unix time at which a signed URL expires, or None when its query does not say.
+
+    GCS and S3 V4 URLs say it as a date plus seconds; the in-cluster store's as Unix seconds.
+    """
     query = parse_qs(urlsplit(url).query)
+    absolute = (query.get("X-Nbd-Expires") or [""])[0]
+    if absolute.isdigit():
+        return float(absolute)
     date = (query.get("X-Goog-Date") or query.get("X-Amz-Date") or [""])[0]
     expires = (query.get("X-Goog-Expires") or query.get("X-Amz-Expires") or [""])[0]
     if not date or not expires:
