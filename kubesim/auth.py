@@ -6,7 +6,9 @@ presented, requests are anonymous and allowed (`require_auth=False`), which is w
 wants no auth gets.
 
 Authorization: everything is allowed except (user, namespace) pairs made forbidden through the
-admin API; those answer 403 with the real server's wording, which is what clients must handle.
+admin API, and requests of users put under RBAC (`rbac_users`, `--rbac-user`) that no Role or
+ClusterRole bound to them allows (`kubesim.rbac`); those answer 403 with the real server's wording,
+which is what clients must handle.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import hmac
 from dataclasses import dataclass, field
 from typing import Any
 
+from kubesim import rbac
 from kubesim.errors import ApiError
 
 __all__ = ["Auth", "User"]
@@ -33,6 +36,9 @@ class Auth:
     require_auth: bool = False
     # user -> namespaces in which every request is forbidden
     forbidden: dict[str, set[str]] = field(default_factory=dict)
+    # Users authorized by the cluster's RBAC objects only (read from `rules`, the store).
+    rbac_users: set[str] = field(default_factory=set)
+    rules: rbac.RuleSource | None = None
 
     def add_token(self, token: str, user: str) -> None:
         self.tokens[token] = user
@@ -82,17 +88,23 @@ class Auth:
         name: str | None = None,
         subresource: str | None = None,
     ) -> None:
-        """Raise 403 Forbidden when `user` may not act in `namespace`."""
-        if namespace is None or namespace not in self.forbidden.get(user.name, set()):
+        """Raise 403 Forbidden when `user` may not act in `namespace`, or RBAC does not allow it."""
+        under_rbac = user.name in self.rbac_users and self.rules is not None
+        if under_rbac:
+            assert self.rules is not None
+            if rbac.allowed(self.rules, user.name, user.groups, verb, group, resource, subresource, namespace, name):
+                return
+        elif namespace is None or namespace not in self.forbidden.get(user.name, set()):
             return
         res = f"{resource}/{subresource}" if subresource else resource
         qualified = f"{resource}.{group}" if group else resource
         what = f'{qualified} "{name}"' if name else qualified
+        where = f' in the namespace "{namespace}"' if namespace else " at the cluster scope"
         raise ApiError(
             403,
             "Forbidden",
             f'{what} is forbidden: User "{user.name}" cannot {verb} resource "{res}" in API group '
-            f'"{group}" in the namespace "{namespace}"',
+            f'"{group}"{where}',
             {"name": name, "kind": resource} if name else {"kind": resource},
         )
 
