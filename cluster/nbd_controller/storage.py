@@ -137,7 +137,7 @@ class S3Store:
         return object_name(self._prefix, md5)
 
     def stat(self, md5: str) -> str | None:
-        from botocore.exceptions import ClientError  # type: ignore[import-untyped]
+        from botocore.exceptions import ClientError
 
         try:
             head = self._client.head_object(Bucket=self._bucket, Key=self._key(md5))
@@ -197,8 +197,8 @@ class S3Store:
 
 
 def s3_client(config: Config) -> Any:
-    import boto3  # type: ignore[import-untyped]
-    from botocore.config import Config as BotoConfig  # type: ignore[import-untyped]
+    import boto3
+    from botocore.config import Config as BotoConfig
 
     return boto3.client(
         "s3",
