@@ -120,11 +120,14 @@ def _incluster(md5_b64: str, tmp: str) -> Iterator[Target]:
     try:
         from kubernetes import client
 
-        core = client.CoreV1Api(kubesim.api_client())
+        core: Any = client.CoreV1Api(kubesim.api_client())
         core.create_namespace({"metadata": {"name": "nbd-system"}})
         core.create_namespaced_service(
             "nbd-system",
-            {"metadata": {"name": "nbd-store"}, "spec": {"selector": {"a": "b"}, "ports": [{"name": "http", "port": 8080}]}},
+            {
+                "metadata": {"name": "nbd-store"},
+                "spec": {"selector": {"a": "b"}, "ports": [{"name": "http", "port": 8080}]},
+            },
         )
         signer = InClusterStore(root, "ctx", "nbd-system/nbd-store:http", f"http://127.0.0.1:{port}", 1 << 40)
         token = yaml.safe_load(Path(kubesim.kubeconfig).read_text())["users"][0]["user"]["token"]
@@ -167,8 +170,21 @@ def _measure(store: str, path: str, md5_b64: str, target: Target, runs: int) -> 
     def curl() -> None:
         _, url, extra = sign("curl")
         subprocess.run(
-            ["curl", "-sS", "--fail", "-o", "/dev/null", "-T", path, "-H", f"Content-MD5: {md5_b64}",
-             "-H", "Content-Type: application/octet-stream", *extra, url],
+            [
+                "curl",
+                "-sS",
+                "--fail",
+                "-o",
+                "/dev/null",
+                "-T",
+                path,
+                "-H",
+                f"Content-MD5: {md5_b64}",
+                "-H",
+                "Content-Type: application/octet-stream",
+                *extra,
+                url,
+            ],
             check=True,
         )
 
@@ -214,4 +230,3 @@ def run(quick: bool = False) -> list[Figure]:
                 )
             )
     return figures
-

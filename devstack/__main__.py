@@ -50,7 +50,11 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(
             f"local cluster running: API {stack.api_url}, kubeconfig {stack.kubeconfig}, store {stack.store}"
-            + (f" {stack.gcs_url or stack.s3_url}" if stack.store != "incluster" else f" in {stack.store_dir}")
+            + (
+                f" {stack.gcs_url or stack.s3_url}"
+                if stack.store != "incluster"
+                else f" in {stack.store_dir}"
+            )
         )
     return 0
 

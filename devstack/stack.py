@@ -82,7 +82,9 @@ class Stack:
 
             client = boto3.client("s3", endpoint_url=self.s3_url, region_name="us-east-1", **_s3_keys())
             try:
-                return str(client.head_object(Bucket=self.bucket, Key=f"contexts/{md5}.tar.gz")["ETag"]).strip('"')
+                return str(
+                    client.head_object(Bucket=self.bucket, Key=f"contexts/{md5}.tar.gz")["ETag"]
+                ).strip('"')
             except ClientError:
                 return None
         url = f"{self.gcs_url}/storage/v1/b/{self.bucket}/o/contexts%2F{md5}.tar.gz"
@@ -232,14 +234,19 @@ def _create_bucket(gcs_url: str, bucket: str) -> None:
 
 
 def _s3_keys() -> dict[str, str]:
-    return {"aws_access_key_id": S3_CREDENTIALS["AWS_ACCESS_KEY_ID"], "aws_secret_access_key": S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"]}
+    return {
+        "aws_access_key_id": S3_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        "aws_secret_access_key": S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+    }
 
 
 def _moto_argv() -> list[str]:
     script = Path(sys.executable).parent / "moto_server"
     found = str(script) if script.exists() else shutil.which("moto_server")
     if not found:
-        raise StackError("the S3 emulator is missing: pip install 'moto[server]' (nbd-devstack depends on it)")
+        raise StackError(
+            "the S3 emulator is missing: pip install 'moto[server]' (nbd-devstack depends on it)"
+        )
     return [found]
 
 
@@ -421,7 +428,10 @@ def up(
             _create_bucket(gcs_url, BUCKET)
         elif store == "s3":
             s3, s3_log = _spawn(
-                "s3", [*_moto_argv(), "-H", "127.0.0.1", "-p", str(store_port)], state, env={**os.environ, **S3_CREDENTIALS}
+                "s3",
+                [*_moto_argv(), "-H", "127.0.0.1", "-p", str(store_port)],
+                state,
+                env={**os.environ, **S3_CREDENTIALS},
             )
             started.append(s3)
             pids["s3"], logs["s3"] = s3.pid, s3_log

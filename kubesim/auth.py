@@ -92,7 +92,9 @@ class Auth:
         under_rbac = user.name in self.rbac_users and self.rules is not None
         if under_rbac:
             assert self.rules is not None
-            if rbac.allowed(self.rules, user.name, user.groups, verb, group, resource, subresource, namespace, name):
+            if rbac.allowed(
+                self.rules, user.name, user.groups, verb, group, resource, subresource, namespace, name
+            ):
                 return
         elif namespace is None or namespace not in self.forbidden.get(user.name, set()):
             return

@@ -40,7 +40,14 @@ log = logging.getLogger("kubesim.serviceproxy")
 
 PROXY_PATH = re.compile(r"^namespaces/([^/]+)/services/([^/]+)/proxy(/.*)?$")
 SERVICES = ("", "v1", "services")
-_VERBS = {"GET": "get", "HEAD": "get", "POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
+_VERBS = {
+    "GET": "get",
+    "HEAD": "get",
+    "POST": "create",
+    "PUT": "update",
+    "PATCH": "patch",
+    "DELETE": "delete",
+}
 _HOP = frozenset(
     {
         "connection",
@@ -105,7 +112,9 @@ class ServiceProxy:
         scheme, name, port = split_scheme_name_port(segment)
         service = self.store.get(SERVICES, namespace, name)
         if service is None:
-            raise ApiError(404, "NotFound", f'services "{name}" not found', {"name": name, "kind": "services"})
+            raise ApiError(
+                404, "NotFound", f'services "{name}" not found', {"name": name, "kind": "services"}
+            )
         service_port = _service_port(service, port)
         if service_port is None:
             raise ApiError(503, "ServiceUnavailable", f'no endpoints available for service "{segment}"')
@@ -118,7 +127,9 @@ class ServiceProxy:
             return scheme or "http", "127.0.0.1", host_port
         raise ApiError(503, "ServiceUnavailable", f'no endpoints available for service "{name}"')
 
-    async def handle(self, request: web.Request, namespace: str, segment: str, rest: str) -> web.StreamResponse:
+    async def handle(
+        self, request: web.Request, namespace: str, segment: str, rest: str
+    ) -> web.StreamResponse:
         scheme, host, port = self.backend(namespace, segment)
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
@@ -127,7 +138,9 @@ class ServiceProxy:
             )
         # The query goes on exactly as it came (a signed URL's query must not be re-encoded).
         raw_query = request.raw_path.partition("?")[2]
-        url = URL(f"{scheme}://{host}:{port}{rest or '/'}" + (f"?{raw_query}" if raw_query else ""), encoded=True)
+        url = URL(
+            f"{scheme}://{host}:{port}{rest or '/'}" + (f"?{raw_query}" if raw_query else ""), encoded=True
+        )
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP}
         body: Any = None
         if request.body_exists:
@@ -140,7 +153,12 @@ class ServiceProxy:
         prepared = False
         try:
             async with self._session.request(
-                request.method, url, headers=headers, data=body, allow_redirects=False, skip_auto_headers=("User-Agent",)
+                request.method,
+                url,
+                headers=headers,
+                data=body,
+                allow_redirects=False,
+                skip_auto_headers=("User-Agent",),
             ) as upstream:
                 response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
                 for key, value in upstream.headers.items():

@@ -89,7 +89,11 @@ def start_s3_emulator(bucket: str = "nbd-contexts", deadline: float = 30.0) -> S
     port = _free_port()
     env = {**os.environ, **S3_CREDENTIALS}
     process = subprocess.Popen(
-        moto_server_argv(port), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
+        moto_server_argv(port),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=env,
     )
     emulator = S3Emulator(process, port, bucket)
     end = time.monotonic() + deadline

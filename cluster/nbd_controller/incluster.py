@@ -65,6 +65,8 @@ def _load_key(root: str) -> bytes:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
+        fd = -1
+    if fd < 0:
         with open(path, "rb") as f:
             key = f.read()
         if len(key) < 32:
@@ -90,7 +92,13 @@ class InClusterStore:
     """
 
     def __init__(
-        self, root: str, prefix: str, service: str, internal_url: str, max_bytes: int, key: bytes | None = None
+        self,
+        root: str,
+        prefix: str,
+        service: str,
+        internal_url: str,
+        max_bytes: int,
+        key: bytes | None = None,
     ) -> None:
         os.makedirs(os.path.join(root, _INCOMING), exist_ok=True)
         self.root = root
@@ -102,7 +110,9 @@ class InClusterStore:
         self.key = key if key is not None else _load_key(root)
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
-        self._pattern = re.compile("^/" + re.escape(object_name(prefix, "X")).replace("X", "([0-9a-f]{32})") + "$")
+        self._pattern = re.compile(
+            "^/" + re.escape(object_name(prefix, "X")).replace("X", "([0-9a-f]{32})") + "$"
+        )
         # Leftovers of uploads cut by a crash are never renamed into place: remove them.
         for leftover in os.listdir(os.path.join(root, _INCOMING)):
             try:
@@ -291,7 +301,10 @@ class _Handler(BaseHTTPRequestHandler):
             return
         length_raw = self.headers.get("Content-Length")
         if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower() or not length_raw:
-            self._refuse(Refusal(411, "MissingContentLength", "You must provide the Content-Length HTTP header."), close=True)
+            self._refuse(
+                Refusal(411, "MissingContentLength", "You must provide the Content-Length HTTP header."),
+                close=True,
+            )
             return
         try:
             length = int(length_raw)

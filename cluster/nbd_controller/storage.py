@@ -221,7 +221,11 @@ def make_store(config: Config, env: dict[str, str] | None = None) -> ObjectStore
 
         try:
             return InClusterStore(
-                config.store_dir, config.prefix, config.store_service, config.store_url, config.store_max_bytes
+                config.store_dir,
+                config.prefix,
+                config.store_service,
+                config.store_url,
+                config.store_max_bytes,
             )
         except OSError as e:
             raise ConfigError(f"NBD_STORE_DIR={config.store_dir}: cannot use it ({e.strerror})") from e

@@ -25,9 +25,13 @@ def _mac(key: bytes, method: str, path: str, content_md5: str, content_type: str
     return hmac.new(key, message.encode(), hashlib.sha256).hexdigest()
 
 
-def sign_query(key: bytes, method: str, path: str, expires: int, content_md5: str = "", content_type: str = "") -> str:
+def sign_query(
+    key: bytes, method: str, path: str, expires: int, content_md5: str = "", content_type: str = ""
+) -> str:
     """The query string (without `?`) that authorizes `method path` until `expires`."""
-    return urlencode({EXPIRES: str(expires), SIGNATURE: _mac(key, method, path, content_md5, content_type, expires)})
+    return urlencode(
+        {EXPIRES: str(expires), SIGNATURE: _mac(key, method, path, content_md5, content_type, expires)}
+    )
 
 
 @dataclass(frozen=True)

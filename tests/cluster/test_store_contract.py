@@ -48,7 +48,9 @@ class StoreUnderTest:
 
 
 @pytest.fixture(params=["gcs", "s3", "incluster"])
-def any_store(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[StoreUnderTest]:
+def any_store(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[StoreUnderTest]:
     kind = request.param
     if kind == "gcs":
         emulator = request.getfixturevalue("gcs_emulator")
@@ -100,7 +102,10 @@ def _put(url: str, body: bytes, md5_hex: str, content_type: str = CONTENT_TYPE) 
         url,
         data=body,
         method="PUT",
-        headers={"Content-MD5": base64.b64encode(bytes.fromhex(md5_hex)).decode(), "Content-Type": content_type},
+        headers={
+            "Content-MD5": base64.b64encode(bytes.fromhex(md5_hex)).decode(),
+            "Content-Type": content_type,
+        },
     )
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
@@ -148,5 +153,3 @@ def test_get_url_of_a_missing_object_is_a_404(any_store: StoreUnderTest) -> None
     with pytest.raises(urllib.error.HTTPError) as caught:
         urllib.request.urlopen(any_store.store.signed_get_url(md5, timedelta(minutes=5)), timeout=10)
     assert caught.value.code == 404
-
-

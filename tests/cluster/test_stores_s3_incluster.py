@@ -25,7 +25,7 @@ from nbd_controller.incluster import InClusterStore
 from nbd_controller.storage import CONTENT_TYPE, S3_MD5_METADATA, S3Store, make_store
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from fixtures_s3 import S3_CREDENTIALS, s3_emulator  # noqa: E402,F401
+from fixtures_s3 import S3_CREDENTIALS  # noqa: E402
 
 SECRET = S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"]
 
@@ -68,7 +68,12 @@ def test_s3_put_url_is_a_valid_sigv4_signature_bound_to_md5_and_type(s3_emulator
 
 def test_s3_virtual_host_addressing_names_the_bucket_in_the_host() -> None:
     cfg = Config.from_env(
-        {"NBD_STORE": "s3", "NBD_BUCKET": "ctx", "NBD_REGISTRY": "r", "NBD_S3_ENDPOINT_URL": "https://s3.example.com"}
+        {
+            "NBD_STORE": "s3",
+            "NBD_BUCKET": "ctx",
+            "NBD_REGISTRY": "r",
+            "NBD_S3_ENDPOINT_URL": "https://s3.example.com",
+        }
     )
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "k")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "s")
@@ -120,7 +125,10 @@ def test_s3_multipart_object_md5_is_hashed_once_and_recorded_in_metadata(s3_emul
     [
         ({"NBD_STORE": "azure"}, "NBD_STORE='azure': choose one of gcs, s3, incluster"),
         ({"NBD_STORE": "s3"}, "NBD_BUCKET is not set"),
-        ({"NBD_STORE": "s3", "NBD_BUCKET": "bkt", "NBD_S3_ENDPOINT_URL": "minio:9000"}, "NBD_S3_ENDPOINT_URL"),
+        (
+            {"NBD_STORE": "s3", "NBD_BUCKET": "bkt", "NBD_S3_ENDPOINT_URL": "minio:9000"},
+            "NBD_S3_ENDPOINT_URL",
+        ),
         ({"NBD_STORE": "s3", "NBD_BUCKET": "bkt", "NBD_S3_PATH_STYLE": "maybe"}, "NBD_S3_PATH_STYLE"),
         ({"NBD_STORE": "incluster", "NBD_STORE_MAX_BYTES": "10GB"}, "NBD_STORE_MAX_BYTES"),
         ({"NBD_STORE": "incluster", "NBD_STORE_SERVICE": "nbd-store"}, "NBD_STORE_SERVICE"),
@@ -146,7 +154,9 @@ def incluster(tmp_path: Path) -> Iterator[tuple[InClusterStore, str]]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    store = InClusterStore(str(tmp_path / "store"), "contexts", "nbd-system/nbd-store:http", f"http://127.0.0.1:{port}", 1 << 30)
+    store = InClusterStore(
+        str(tmp_path / "store"), "contexts", "nbd-system/nbd-store:http", f"http://127.0.0.1:{port}", 1 << 30
+    )
     store.serve("127.0.0.1", port)
     try:
         yield store, f"http://127.0.0.1:{port}"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-
 import threading
 import urllib.error
 import urllib.request
@@ -106,12 +105,17 @@ def cluster(kubesim_factory: Any, backend: int) -> KubesimServer:
     return server
 
 
-def _call(server: KubesimServer, path: str, token: str, method: str = "GET", body: bytes | None = None) -> tuple[int, dict[str, Any], dict[str, str]]:
+def _call(
+    server: KubesimServer, path: str, token: str, method: str = "GET", body: bytes | None = None
+) -> tuple[int, dict[str, Any], dict[str, str]]:
     request = urllib.request.Request(
         server.url + path,
         data=body,
         method=method,
-        headers={"Authorization": f"Bearer {token}", **({"Content-Type": "application/octet-stream"} if body else {})},
+        headers={
+            "Authorization": f"Bearer {token}",
+            **({"Content-Type": "application/octet-stream"} if body else {}),
+        },
     )
     try:
         with urllib.request.urlopen(request, timeout=10) as resp:
@@ -125,7 +129,9 @@ PROXY = "/api/v1/namespaces/nbd-system/services/nbd-store:http/proxy"
 
 def test_proxy_forwards_method_path_query_and_body_without_credentials(cluster: KubesimServer) -> None:
     body = b"x" * (3 << 20)
-    status, echo, headers = _call(cluster, PROXY + "/contexts/a.tar.gz?X-Nbd-Expires=1&s=a%2Fb", "alice-token", "PUT", body)
+    status, echo, headers = _call(
+        cluster, PROXY + "/contexts/a.tar.gz?X-Nbd-Expires=1&s=a%2Fb", "alice-token", "PUT", body
+    )
     assert status == 201 and headers["X-Backend"] == "echo"
     assert echo["method"] == "PUT" and echo["path"] == "/contexts/a.tar.gz?X-Nbd-Expires=1&s=a%2Fb"
     assert echo["md5"] == hashlib.md5(body).hexdigest() and echo["size"] == len(body)
@@ -138,7 +144,9 @@ def test_proxy_forwards_method_path_query_and_body_without_credentials(cluster: 
 def test_rbac_on_the_subresource_names_the_whole_segment(cluster: KubesimServer) -> None:
     # The Role allows nbd-store:http only: not the Service under another spelling, nor another Service.
     for segment in ("nbd-store:8080", "nbd-store", "http:nbd-store:http", "other:http"):
-        status, answer, _ = _call(cluster, f"/api/v1/namespaces/nbd-system/services/{segment}/proxy/x", "alice-token")
+        status, answer, _ = _call(
+            cluster, f"/api/v1/namespaces/nbd-system/services/{segment}/proxy/x", "alice-token"
+        )
         assert status == 403, segment
         assert answer["reason"] == "Forbidden"
         assert answer["message"] == (
@@ -159,7 +167,14 @@ def test_a_role_naming_the_service_without_its_port_grants_nothing(cluster: Kube
         "nbd-system",
         {
             "metadata": {"name": "by-name"},
-            "rules": [{"apiGroups": [""], "resources": ["services/proxy"], "resourceNames": ["other"], "verbs": ["get"]}],
+            "rules": [
+                {
+                    "apiGroups": [""],
+                    "resources": ["services/proxy"],
+                    "resourceNames": ["other"],
+                    "verbs": ["get"],
+                }
+            ],
         },
     )
     rbac.create_namespaced_role_binding(
@@ -175,7 +190,10 @@ def test_a_role_naming_the_service_without_its_port_grants_nothing(cluster: Kube
     # services (the object) does not grant services/proxy either.
     rbac.create_namespaced_role(
         "nbd-system",
-        {"metadata": {"name": "svc"}, "rules": [{"apiGroups": [""], "resources": ["services"], "verbs": ["*"]}]},
+        {
+            "metadata": {"name": "svc"},
+            "rules": [{"apiGroups": [""], "resources": ["services"], "verbs": ["*"]}],
+        },
     )
     rbac.create_namespaced_role_binding(
         "nbd-system",
@@ -199,7 +217,8 @@ def test_proxy_errors_are_the_real_servers(cluster: KubesimServer, kubesim_facto
     assert (status, answer["reason"]) == (400, "BadRequest")
     core = client.CoreV1Api(cluster.api_client())
     core.create_namespaced_service(
-        "nbd-system", {"metadata": {"name": "lonely"}, "spec": {"selector": {"app": "none"}, "ports": [{"port": 80}]}}
+        "nbd-system",
+        {"metadata": {"name": "lonely"}, "spec": {"selector": {"app": "none"}, "ports": [{"port": 80}]}},
     )
     status, answer, _ = _call(cluster, "/api/v1/namespaces/nbd-system/services/lonely/proxy/", admin)
     assert (status, answer["message"]) == (503, 'no endpoints available for service "lonely"')
@@ -215,5 +234,3 @@ def test_discovery_lists_services_proxy(cluster: KubesimServer) -> None:
     status, answer, _ = _call(cluster, "/api/v1", cluster.token or "")
     proxy = [r for r in answer["resources"] if r["name"] == "services/proxy"]
     assert status == 200 and proxy and set(proxy[0]["verbs"]) >= {"get", "update", "create", "delete"}
-
-

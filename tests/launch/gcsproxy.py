@@ -132,7 +132,9 @@ class FaultProxy:
                 content_type="application/xml",
             )
         if fault == "corrupt" and body:
-            body = body[:-1] + bytes([body[-1] ^ 0xFF])  # the emulators store it as is; the in-cluster store refuses it
+            body = body[:-1] + bytes(
+                [body[-1] ^ 0xFF]
+            )  # the emulators store it as is; the in-cluster store refuses it
         return await self._forward(request, body)
 
     async def _read_slowly(self, request: web.Request) -> bytes:

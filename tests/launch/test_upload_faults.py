@@ -29,7 +29,6 @@ from launchkit import LaunchKit, api_url, http_get, make_project, wait_until
 
 from devstack import down, up
 
-
 STORES = ["gcs", "s3", "incluster"]
 
 

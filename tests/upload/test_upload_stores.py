@@ -82,14 +82,36 @@ def _presigned(base: str, n: int, expires_in: int = 900, signed_at: float | None
 @pytest.mark.parametrize(
     ("first", "outcome"),
     [
-        ((400, s3_error("BadDigest", "The Content-MD5 you specified did not match what we received.",
-                        ExpectedDigest="x", CalculatedDigest="y")), BadDigest),
-        ((403, s3_error("SignatureDoesNotMatch",
-                        "The request signature we calculated does not match the signature you provided. "
-                        "Check your key and signing method.", StringToSign="AWS4-HMAC-SHA256")), "refresh"),
+        (
+            (
+                400,
+                s3_error(
+                    "BadDigest",
+                    "The Content-MD5 you specified did not match what we received.",
+                    ExpectedDigest="x",
+                    CalculatedDigest="y",
+                ),
+            ),
+            BadDigest,
+        ),
+        (
+            (
+                403,
+                s3_error(
+                    "SignatureDoesNotMatch",
+                    "The request signature we calculated does not match the signature you provided. "
+                    "Check your key and signing method.",
+                    StringToSign="AWS4-HMAC-SHA256",
+                ),
+            ),
+            "refresh",
+        ),
         ((403, s3_error("AccessDenied", "Request has expired", Expires="2026-12-03T10:00:00Z")), "refresh"),
         ((503, s3_error("SlowDown", "Please reduce your request rate.")), "retry"),
-        ((400, s3_error("EntityTooLarge", "Your proposed upload exceeds the maximum allowed size")), UploadRejected),
+        (
+            (400, s3_error("EntityTooLarge", "Your proposed upload exceeds the maximum allowed size")),
+            UploadRejected,
+        ),
     ],
 )
 def test_s3_error_answers(tmp_path: Path, first: tuple[int, bytes], outcome: Any) -> None:
@@ -152,7 +174,9 @@ def proxied_store(kubesim_factory: Any, tmp_path: Path) -> Iterator[tuple[InClus
     """An in-cluster store behind kubesim's (TLS) service proxy; kubeconfigs of alice (who may use
     it through the manifests' Role) and of mallory (under RBAC with no binding but her group's)."""
     port = _free_port()
-    store = InClusterStore(str(tmp_path / "store"), "contexts", "nbd-system/nbd-store:http", f"http://127.0.0.1:{port}", 1 << 30)
+    store = InClusterStore(
+        str(tmp_path / "store"), "contexts", "nbd-system/nbd-store:http", f"http://127.0.0.1:{port}", 1 << 30
+    )
     store.serve("127.0.0.1", port)
     server = kubesim_factory(
         tls=True,
@@ -167,11 +191,16 @@ def proxied_store(kubesim_factory: Any, tmp_path: Path) -> Iterator[tuple[InClus
         "nbd-system",
         {
             "metadata": {"name": "nbd-store"},
-            "spec": {"selector": {"app.kubernetes.io/name": "nbd-controller"}, "ports": [{"name": "http", "port": 8080}]},
+            "spec": {
+                "selector": {"app.kubernetes.io/name": "nbd-controller"},
+                "ports": [{"name": "http", "port": 8080}],
+            },
         },
     )
     rbac = client.RbacAuthorizationV1Api(api)
-    docs = [d for d in yaml.safe_load_all((REPO / "cluster" / "manifests" / "rbac-user.yaml").read_text()) if d]
+    docs = [
+        d for d in yaml.safe_load_all((REPO / "cluster" / "manifests" / "rbac-user.yaml").read_text()) if d
+    ]
     role = next(d for d in docs if d["kind"] == "Role")
     rbac.create_namespaced_role("nbd-system", role)
     binding = next(d for d in docs if d["kind"] == "RoleBinding")
@@ -186,19 +215,25 @@ def proxied_store(kubesim_factory: Any, tmp_path: Path) -> Iterator[tuple[InClus
         store.close()
 
 
-async def _upload_as(kubeconfig: Path, store: InClusterStore, path: str, md5_b64: str, md5: str, **kw: Any) -> Any:
+async def _upload_as(
+    kubeconfig: Path, store: InClusterStore, path: str, md5_b64: str, md5: str, **kw: Any
+) -> Any:
     kube = KubeClient(await load_target(str(kubeconfig), None, None))
     try:
 
         async def get_url() -> SignedURL:
             return SignedURL(store.signed_put_url(md5, CONTENT_TYPE, timedelta(minutes=15)))
 
-        return await upload(path, md5_b64, get_url, policy=FAST, resolve=through_api_server(kube.transport), **kw)
+        return await upload(
+            path, md5_b64, get_url, policy=FAST, resolve=through_api_server(kube.transport), **kw
+        )
     finally:
         await kube.aclose()
 
 
-def test_upload_through_the_api_server_with_the_kubeconfig_credentials(proxied_store: Any, tmp_path: Path) -> None:
+def test_upload_through_the_api_server_with_the_kubeconfig_credentials(
+    proxied_store: Any, tmp_path: Path
+) -> None:
     store, alice, _, _ = proxied_store
     path, md5_b64, md5 = spooled(tmp_path, 6 << 20)
     seen: list[UploadProgress] = []
@@ -218,7 +253,9 @@ def test_bad_digest_through_the_api_server_stores_nothing(proxied_store: Any, tm
     assert store.stat(md5) is None and store.contexts() == []
 
 
-def test_a_user_the_api_server_forbids_gets_a_message_naming_the_role(proxied_store: Any, tmp_path: Path) -> None:
+def test_a_user_the_api_server_forbids_gets_a_message_naming_the_role(
+    proxied_store: Any, tmp_path: Path
+) -> None:
     store, alice, _, _ = proxied_store
     # Alice's group binding is what allows her: without the Role's RoleBinding she is refused.
     path, md5_b64, md5 = spooled(tmp_path, 1000)
@@ -242,7 +279,9 @@ def test_a_stopped_store_is_retried_then_fails(proxied_store: Any, tmp_path: Pat
     assert caught.value.status == 503 and caught.value.store_code == "ServiceUnavailable"
 
 
-def test_an_expired_signature_through_the_proxy_asks_for_a_fresh_url(proxied_store: Any, tmp_path: Path) -> None:
+def test_an_expired_signature_through_the_proxy_asks_for_a_fresh_url(
+    proxied_store: Any, tmp_path: Path
+) -> None:
     store, alice, _, _ = proxied_store
     path, md5_b64, md5 = spooled(tmp_path, 1000)
 
@@ -253,10 +292,14 @@ def test_an_expired_signature_through_the_proxy_asks_for_a_fresh_url(proxied_sto
         async def get_url() -> SignedURL:
             ttl = timedelta(seconds=-60) if not given else timedelta(minutes=15)
             given.append(store.signed_put_url(md5, CONTENT_TYPE, ttl))
-            return SignedURL(given[-1], expires_at=time.time() + 900)  # the clock of the cluster says otherwise
+            return SignedURL(
+                given[-1], expires_at=time.time() + 900
+            )  # the clock of the cluster says otherwise
 
         try:
-            result = await upload(path, md5_b64, get_url, policy=FAST, resolve=through_api_server(kube.transport))
+            result = await upload(
+                path, md5_b64, get_url, policy=FAST, resolve=through_api_server(kube.transport)
+            )
         finally:
             await kube.aclose()
         return result, given
@@ -269,8 +312,9 @@ def test_without_a_cluster_a_path_url_is_rejected(tmp_path: Path) -> None:
     path, md5_b64, _ = spooled(tmp_path, 10)
 
     async def get_url() -> SignedURL:
-        return SignedURL("/api/v1/namespaces/nbd-system/services/nbd-store:http/proxy/contexts/x?X-Nbd-Expires=9999999999")
+        return SignedURL(
+            "/api/v1/namespaces/nbd-system/services/nbd-store:http/proxy/contexts/x?X-Nbd-Expires=9999999999"
+        )
 
     with pytest.raises(UploadRejected, match="no cluster"):
         asyncio.run(upload(path, md5_b64, get_url, policy=FAST))
-

@@ -223,7 +223,11 @@ class Delivery:
 
         try:
             await upload(
-                path, md5_b64, get_url, progress=progress, resolve=through_api_server(self.notebooks.kube.transport)
+                path,
+                md5_b64,
+                get_url,
+                progress=progress,
+                resolve=through_api_server(self.notebooks.kube.transport),
             )
         except AlreadyStored:
             self.emit(Cached(CachedStep.UPLOAD, f"the cluster already stores context {md5}", md5))
