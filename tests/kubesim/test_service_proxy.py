@@ -234,3 +234,59 @@ def test_discovery_lists_services_proxy(cluster: KubesimServer) -> None:
     status, answer, _ = _call(cluster, "/api/v1", cluster.token or "")
     proxy = [r for r in answer["resources"] if r["name"] == "services/proxy"]
     assert status == 200 and proxy and set(proxy[0]["verbs"]) >= {"get", "update", "create", "delete"}
+
+
+WEB = """
+import http.server, os
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = ("pod " + os.environ["HOSTNAME"] + " " + self.path).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+http.server.HTTPServer(("0.0.0.0", 8081), H).serve_forever()
+"""
+
+
+def test_proxy_reaches_a_ready_pod_by_its_named_target_port(kubesim_factory: Any) -> None:
+    server: KubesimServer = kubesim_factory()
+    core = client.CoreV1Api(server.api_client())
+    core.create_namespaced_service(
+        "default",
+        {
+            "metadata": {"name": "web"},
+            "spec": {
+                "selector": {"app": "web"},
+                "ports": [{"name": "http", "port": 80, "targetPort": "web"}],
+            },
+        },
+    )
+    status, answer, _ = _call(
+        server, "/api/v1/namespaces/default/services/web:http/proxy/", server.token or ""
+    )
+    assert (status, answer["message"]) == (503, 'no endpoints available for service "web"')
+    core.create_namespaced_pod(
+        "default",
+        {
+            "metadata": {"name": "web-0", "labels": {"app": "web"}},
+            "spec": {
+                "containers": [
+                    {
+                        "name": "web",
+                        "image": "python:3.12",
+                        "command": ["python3", "-c", WEB],
+                        "ports": [{"name": "web", "containerPort": 8081}],
+                        "readinessProbe": {"tcpSocket": {"port": 8081}, "periodSeconds": 1},
+                    }
+                ]
+            },
+        },
+    )
+    server.kubectl("wait", "--for=condition=Ready", "pod/web-0", "--timeout=60s")
+    request = urllib.request.Request(
+        server.url + "/api/v1/namespaces/default/services/web:http/proxy/x/y?z=1",
+        headers={"Authorization": f"Bearer {server.token}"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        assert resp.read().decode() == "pod web-0 /x/y?z=1"
