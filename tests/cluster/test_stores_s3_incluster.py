@@ -276,3 +276,67 @@ def test_incluster_collector_removes_least_recently_used_unneeded(incluster) -> 
 def test_choose_evictions(sizes, needed, limit, evicted) -> None:  # type: ignore[no-untyped-def]
     stored = [StoredContext(m, s, t) for m, s, t in sizes]
     assert [c.md5 for c in choose_evictions(stored, needed, limit)] == evicted
+
+
+def _raw(base: str, head: str, body: bytes = b"") -> tuple[int, bytes]:
+    target = urllib.parse.urlsplit(base)
+    with socket.create_connection((target.hostname, target.port or 80), timeout=10) as sock:
+        sock.sendall(head.encode() + body)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    status = int(answer.split(b" ", 2)[1])
+    return status, answer
+
+
+def test_incluster_refuses_chunked_oversized_and_unsigned_puts(incluster) -> None:  # type: ignore[no-untyped-def]
+    store, base = incluster
+    md5 = hashlib.md5(b"x").hexdigest()
+    url = _direct(store, base, store.signed_put_url(md5, CONTENT_TYPE, timedelta(minutes=15)))
+    parts = urllib.parse.urlsplit(url)
+    common = (
+        f"PUT {parts.path}?{parts.query} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        f"Content-MD5: {base64.b64encode(bytes.fromhex(md5)).decode()}\r\nContent-Type: {CONTENT_TYPE}\r\n"
+    )
+    status, answer = _raw(base, common + "Transfer-Encoding: chunked\r\n\r\n", b"1\r\nx\r\n0\r\n\r\n")
+    assert (status, b"MissingContentLength" in answer) == (411, True)
+    store.max_bytes = 10
+    status, answer = _raw(base, common + "Content-Length: 11\r\n\r\n", b"x" * 11)
+    assert (status, b"EntityTooLarge" in answer) == (400, True)
+    status, answer = _put(f"{base}{parts.path}", b"x", md5)
+    assert (status, b"AccessDenied" in answer) == (403, True)
+    assert store.contexts() == []
+
+
+def test_incluster_refuses_a_signed_url_before_the_body_when_asked_to_continue(incluster) -> None:  # type: ignore[no-untyped-def]
+    store, base = incluster
+    md5 = hashlib.md5(b"x").hexdigest()
+    url = _direct(store, base, store.signed_put_url(md5, CONTENT_TYPE, timedelta(seconds=-5)))
+    parts = urllib.parse.urlsplit(url)
+    head = (
+        f"PUT {parts.path}?{parts.query} HTTP/1.1\r\nHost: x\r\nContent-Length: 1048576\r\nExpect: 100-continue\r\n"
+        f"Content-MD5: {base64.b64encode(bytes.fromhex(md5)).decode()}\r\nContent-Type: {CONTENT_TYPE}\r\n\r\n"
+    )
+    status, answer = _raw(base, head)  # no body sent: the refusal comes first
+    assert status == 403 and b"100 Continue" not in answer and b"Request has expired" in answer
+
+
+def test_incluster_key_and_directory_problems_are_clear(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    root.mkdir()
+    (root / ".key").write_bytes(b"short")
+    with pytest.raises(RuntimeError, match="damaged; delete it"):
+        InClusterStore(str(root), "contexts", "nbd-system/nbd-store:http", "http://127.0.0.1:1", 1 << 30)
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    cfg = Config.from_env({"NBD_STORE": "incluster", "NBD_REGISTRY": "r", "NBD_STORE_DIR": str(blocker)})
+    with pytest.raises(ConfigError, match="NBD_STORE_DIR"):
+        make_store(cfg)
+
+
+def test_incluster_key_survives_a_restart(tmp_path: Path) -> None:
+    args = (str(tmp_path / "s"), "contexts", "nbd-system/nbd-store:http", "http://127.0.0.1:1", 1 << 30)
+    first = InClusterStore(*args)
+    assert os.stat(tmp_path / "s" / ".key").st_mode & 0o777 == 0o600
+    url = first.signed_put_url("a" * 32, CONTENT_TYPE, timedelta(minutes=5))
+    assert InClusterStore(*args).key == first.key and "X-Nbd-Signature=" in url
