@@ -54,8 +54,10 @@ class Config:
     s3_path_style: bool = False  # NBD_S3_PATH_STYLE: ENDPOINT/BUCKET/KEY instead of BUCKET.ENDPOINT/KEY.
     # NBD_STORE_DIR: where the in-cluster store keeps contexts (the mount of its volume).
     store_dir: str = "/var/lib/nbd-store"
-    # NBD_STORE_LISTEN: the in-cluster store's HTTP address inside the controller's pod.
-    store_listen: str = "0.0.0.0:8080"
+    # NBD_STORE_LISTEN: the in-cluster store's HTTP address inside the controller's pod. Port 10250
+    # because the API server's service proxy must reach it, and the control plane of a private GKE
+    # cluster reaches nodes and pods only on 443 and 10250 without an extra firewall rule.
+    store_listen: str = "0.0.0.0:10250"
     # NBD_STORE_SERVICE: NAMESPACE/SERVICE:PORT of the in-cluster store's Service, which users'
     # machines reach through the API server's service proxy.
     store_service: str = DEFAULT_STORE_SERVICE
@@ -173,7 +175,7 @@ class Config:
         store_url = (get("NBD_STORE_URL") or DEFAULT_STORE_URL).rstrip("/")
         if not re.fullmatch(r"https?://[^/?#\s]+", store_url):
             raise ConfigError(f"NBD_STORE_URL={store_url!r}: give http(s)://HOST[:PORT], no path")
-        listen = get("NBD_STORE_LISTEN") or "0.0.0.0:8080"
+        listen = get("NBD_STORE_LISTEN") or "0.0.0.0:10250"
         host, _, port_text = listen.rpartition(":")
         if not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
             raise ConfigError(f"NBD_STORE_LISTEN={listen!r}: give HOST:PORT")

@@ -39,8 +39,8 @@ def test_the_store_service_reaches_the_controllers_port_and_volume() -> None:
     template = deployment["spec"]["template"]
     assert service["spec"]["selector"].items() <= template["metadata"]["labels"].items()
     container = template["spec"]["containers"][0]
-    assert {"name": port["targetPort"], "containerPort": 8080} in container["ports"]
-    assert Config.from_env({"NBD_STORE": "incluster", "NBD_REGISTRY": "r"}).store_listen.endswith(":8080")
+    assert {"name": port["targetPort"], "containerPort": 10250} in container["ports"]
+    assert Config.from_env({"NBD_STORE": "incluster", "NBD_REGISTRY": "r"}).store_listen.endswith(":10250")
     mount = next(m for m in container["volumeMounts"] if m["name"] == "store")
     assert mount["mountPath"] == Config.from_env({"NBD_STORE": "incluster", "NBD_REGISTRY": "r"}).store_dir
     volume = next(v for v in template["spec"]["volumes"] if v["name"] == "store")
