@@ -216,9 +216,15 @@ def proxied_store(kubesim_factory: Any, tmp_path: Path) -> Iterator[tuple[InClus
 
 
 async def _upload_as(
-    kubeconfig: Path, store: InClusterStore, path: str, md5_b64: str, md5: str, **kw: Any
+    kubeconfig: Path,
+    store: InClusterStore,
+    path: str,
+    md5_b64: str,
+    md5: str,
+    context: str | None = None,
+    **kw: Any,
 ) -> Any:
-    kube = KubeClient(await load_target(str(kubeconfig), None, None))
+    kube = KubeClient(await load_target(str(kubeconfig), context, None))
     try:
 
         async def get_url() -> SignedURL:
@@ -242,6 +248,14 @@ def test_upload_through_the_api_server_with_the_kubeconfig_credentials(
     assert store.stat(md5) == md5
     assert Path(store.root, "contexts", md5 + ".tar.gz").read_bytes() == Path(path).read_bytes()
     assert seen[-1].done_bytes == seen[-1].total_bytes == 6 << 20 and len(seen) >= 2
+
+
+def test_upload_through_the_api_server_with_a_client_certificate(proxied_store: Any, tmp_path: Path) -> None:
+    store, _, admin_kubeconfig, _ = proxied_store
+    path, md5_b64, md5 = spooled(tmp_path, 1 << 20)
+    # kubesim's kubeconfig has a context whose user is a TLS client certificate, no token.
+    asyncio.run(_upload_as(admin_kubeconfig, store, path, md5_b64, md5, context="kubesim-cert"))
+    assert store.stat(md5) == md5
 
 
 def test_bad_digest_through_the_api_server_stores_nothing(proxied_store: Any, tmp_path: Path) -> None:
