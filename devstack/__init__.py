@@ -1,4 +1,4 @@
-"""nbd's embedded local cluster (kubesim + GCS emulator + nbd-controller), for the demo and tests."""
+"""nbd's embedded local cluster (kubesim + a store for build contexts + nbd-controller), for the demo and tests."""
 
 from devstack.stack import Stack, StackError, default_state_dir, down, status, up
 

@@ -1,4 +1,4 @@
-"""`python -m devstack up|down|status [--state-dir DIR] [--gpus N] [--output json]`."""
+"""`python -m devstack up|down|status [--state-dir DIR] [--gpus N] [--store incluster|gcs|s3] [--output json]`."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from devstack.stack import StackError, default_state_dir, down, status, up
+from devstack.stack import DEFAULT_STORE, STORES, StackError, default_state_dir, down, status, up
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -14,11 +14,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=["up", "down", "status"])
     parser.add_argument("--state-dir", default=default_state_dir())
     parser.add_argument("--gpus", type=int, default=0, help="nvidia.com/gpu capacity of the local node")
+    parser.add_argument(
+        "--store",
+        choices=STORES,
+        default=DEFAULT_STORE,
+        help="where build contexts live: incluster (the controller's own store, no emulator; the "
+        "default), gcs (the GCS emulator) or s3 (the S3 emulator)",
+    )
     parser.add_argument("--output", choices=["text", "json"], default="text")
     args = parser.parse_args(argv)
     try:
         if args.command == "up":
-            stack = up(args.state_dir, gpus=args.gpus)
+            stack = up(args.state_dir, gpus=args.gpus, store=args.store)
         elif args.command == "down":
             stopped = down(args.state_dir)
             print(
@@ -42,7 +49,12 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"running": True, **stack.to_json()}))
     else:
         print(
-            f"local cluster running: API {stack.api_url}, kubeconfig {stack.kubeconfig}, GCS {stack.gcs_url}"
+            f"local cluster running: API {stack.api_url}, kubeconfig {stack.kubeconfig}, store {stack.store}"
+            + (
+                f" {stack.gcs_url or stack.s3_url}"
+                if stack.store != "incluster"
+                else f" in {stack.store_dir}"
+            )
         )
     return 0
 

@@ -1,10 +1,15 @@
-"""The embedded local cluster: kubesim, the GCS emulator and nbd-controller as local processes.
+"""The embedded local cluster: kubesim, a store for build contexts and nbd-controller as local processes.
 
 This is nbd's "local default": what `scripts/demo`, the end-to-end tests and the benchmarks run
 against, since no real cluster can run on a laptop without Docker. It starts:
 
-- fake-gcs-server (the GCS emulator) on 127.0.0.1 with a bucket for build contexts;
-- kubesim (the Kubernetes double), whose pods reach the emulator at their own 127.0.0.1;
+- the store (`store=`):
+  - `incluster` (the default): no emulator at all; the controller keeps contexts in the stack's
+    state dir and serves them, and uploads reach it through kubesim's service proxy, as on a
+    cluster without a bucket;
+  - `gcs`: fake-gcs-server (the GCS emulator) on 127.0.0.1 with a bucket;
+  - `s3`: moto_server (an S3 emulator) on 127.0.0.1 with a bucket;
+- kubesim (the Kubernetes double), whose pods reach the store at their own 127.0.0.1;
 - the cluster manifests applied with the real `kubectl apply -k cluster/manifests` (the CRD,
   RBAC, the configuration);
 - nbd-controller as a host process with the same configuration the manifests carry, pointed at
@@ -47,6 +52,10 @@ PLAIN_USER = "nbd-user"
 MANIFESTS = REPO / "cluster" / "manifests"
 BUCKET = "nbd-local"
 REGISTRY = "registry.nbd.local"
+STORES = ("incluster", "gcs", "s3")
+DEFAULT_STORE = "incluster"
+# The S3 emulator accepts any credentials; boto3 needs some to sign with.
+S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "nbd-local", "AWS_SECRET_ACCESS_KEY": "nbd-local-secret"}
 NAMESPACE = "default"
 STATE_FILE = "stack.json"
 
@@ -62,19 +71,62 @@ class Stack:
     state_dir: str
     kubeconfig: str
     api_url: str
-    gcs_url: str
+    gcs_url: str = ""  # the GCS emulator (store "gcs")
+    store: str = "gcs"
+    s3_url: str = ""  # the S3 emulator (store "s3")
+    store_dir: str = ""  # the in-cluster store's directory (store "incluster")
     bucket: str = BUCKET
     namespace: str = NAMESPACE
     pids: dict[str, int] = field(default_factory=dict)
     logs: dict[str, str] = field(default_factory=dict)
     # With rbac: the kubeconfig of the plain user `nbd-user` (KUBECONFIG for the daemon).
     user_kubeconfig: str = ""
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def stored_md5(self, md5: str) -> str | None:
+        """The hex MD5 of the stored context `md5`, or None when the store has none."""
+        if self.store == "incluster":
+            path = Path(self.store_dir) / "contexts" / f"{md5}.tar.gz"
+            return md5 if path.is_file() else None
+        if self.store == "s3":
+            import boto3
+            from botocore.exceptions import ClientError
+
+            client = boto3.client("s3", endpoint_url=self.s3_url, region_name="us-east-1", **_s3_keys())
+            try:
+                return str(
+                    client.head_object(Bucket=self.bucket, Key=f"contexts/{md5}.tar.gz")["ETag"]
+                ).strip('"')
+            except ClientError:
+                return None
+        url = f"{self.gcs_url}/storage/v1/b/{self.bucket}/o/contexts%2F{md5}.tar.gz"
+        try:
+            with urllib.request.urlopen(url, timeout=10) as resp:
+                import base64
+
+                return base64.b64decode(json.loads(resp.read())["md5Hash"]).hex()
+        except urllib.error.HTTPError as e:
+            if e.code == 404:
+                return None
+            raise
 
     def alive(self) -> bool:
         return bool(self.pids) and all(_alive(pid) for pid in self.pids.values())
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+    def store_url(self) -> str:
+        """Where the store itself listens (what a proxy put in front of it forwards to)."""
+        if self.store == "gcs":
+            return self.gcs_url
+        if self.store == "s3":
+            return self.s3_url
+        return self.store_listen_url
+
+    @property
+    def store_listen_url(self) -> str:
+        return self.extra.get("store_listen_url", "")
 
 
 def default_state_dir() -> str:
@@ -198,27 +250,81 @@ def _create_bucket(gcs_url: str, bucket: str) -> None:
             raise StackError(f"the GCS emulator refused to create bucket {bucket}: {e}") from e
 
 
-def controller_env(stack: Stack, key_file: str, gcs_port: int) -> dict[str, str]:
+def _s3_keys() -> dict[str, str]:
+    return {
+        "aws_access_key_id": S3_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        "aws_secret_access_key": S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+    }
+
+
+def _moto_argv() -> list[str]:
+    script = Path(sys.executable).parent / "moto_server"
+    found = str(script) if script.exists() else shutil.which("moto_server")
+    if not found:
+        raise StackError(
+            "the S3 emulator is missing: pip install 'moto[server]' (nbd-devstack depends on it)"
+        )
+    return [found]
+
+
+def _create_s3_bucket(s3_url: str, bucket: str) -> None:
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=s3_url, region_name="us-east-1", **_s3_keys())
+    try:
+        client.create_bucket(Bucket=bucket)
+    except client.exceptions.BucketAlreadyOwnedByYou:
+        pass
+
+
+def controller_env(stack: Stack, key_file: str, store_port: int, listen_port: int = 0) -> dict[str, str]:
     """The controller's configuration for the local cluster (what nbd-config holds in a cluster).
 
-    `gcs_port` is where the controller and the pods reach the store: the emulator's port, or the
-    port of whatever the caller put in front of it (`up(gcs_front_port=...)`); signed URLs name it.
+    `store_port` is where the pods (and, for the emulators, the controller) reach the store: the
+    emulator's or the in-cluster store's port, or the port of whatever the caller put in front of it
+    (`up(store_front_port=...)`); signed URLs name it. `listen_port` is where the in-cluster store
+    listens.
     """
     env = dict(os.environ)
     env.update(
         {
             "KUBECONFIG": stack.kubeconfig,
-            "NBD_BUCKET": stack.bucket,
+            "NBD_STORE": stack.store,
             "NBD_PREFIX": "contexts",
             "NBD_REGISTRY": REGISTRY,
             "NBD_INSECURE_REGISTRY": "true",
-            "NBD_SIGNING_KEY_FILE": key_file,
-            "STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{gcs_port}",
             "NBD_RESYNC_SECONDS": "30",
             # One person's cluster: every namespace shares one layer cache.
             "NBD_CACHE_SHARED": "true",
         }
     )
+    if stack.store == "gcs":
+        env.update(
+            {
+                "NBD_BUCKET": stack.bucket,
+                "NBD_SIGNING_KEY_FILE": key_file,
+                "STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{store_port}",
+            }
+        )
+    elif stack.store == "s3":
+        env.update(
+            {
+                "NBD_BUCKET": stack.bucket,
+                "NBD_S3_ENDPOINT_URL": f"http://127.0.0.1:{store_port}",
+                "NBD_S3_PATH_STYLE": "true",
+                "NBD_S3_REGION": "us-east-1",
+                **S3_CREDENTIALS,
+            }
+        )
+    else:
+        env.update(
+            {
+                "NBD_STORE_DIR": stack.store_dir,
+                "NBD_STORE_LISTEN": f"127.0.0.1:{listen_port}",
+                "NBD_STORE_URL": f"http://127.0.0.1:{store_port}",
+                "NBD_STORE_COLLECT_SECONDS": "30",
+            }
+        )
     return env
 
 
@@ -273,6 +379,8 @@ def up(
     gpus: int = 0,
     controller: bool = True,
     extra_kubesim_args: list[str] | None = None,
+    store: str = DEFAULT_STORE,
+    store_front_port: int | None = None,
     gcs_front_port: int | None = None,
     rbac: bool = False,
     controller_extra_env: dict[str, str] | None = None,
@@ -289,42 +397,74 @@ def up(
         rbac: A hardened cluster (TLS, RBAC, owner-reference enforcement; see the module's doc).
         controller_extra_env: More of the controller's configuration (what the nbd-config ConfigMap
             holds in a cluster), e.g. {"NBD_DEFAULT_TOLERATIONS": "[...]"}.
+        store: incluster (no emulator), gcs (fake-gcs-server) or s3 (moto_server).
+        store_front_port: A port on 127.0.0.1 that the caller serves in front of the store
+            (e.g. a fault-injecting proxy, forwarding to `Stack.store_url()`): the signed URLs the
+            controller hands out go there (for the in-cluster store: the service proxy forwards
+            there), and pods reach it too. `gcs_front_port` is the same, for store gcs.
     """
+    if store not in STORES:
+        raise StackError(f"unknown store {store!r}: choose one of {', '.join(STORES)}")
+    front = store_front_port or gcs_front_port
     state = Path(state_dir or default_state_dir())
     state.mkdir(parents=True, exist_ok=True, mode=0o700)
     running = load(str(state))
     if running is not None and running.alive():
+        if running.store != store:
+            raise StackError(
+                f"the local cluster in {state} runs with store {running.store}; stop it first "
+                f"(python -m devstack down --state-dir {state}, or scripts/demo --down) to use {store}"
+            )
         return running
     if running is not None:
         down(str(state))
     started: list[subprocess.Popen[bytes]] = []
     try:
-        gcs_port = _free_port()
-        gcs, gcs_log = _spawn(
-            "gcs",
-            [
-                _gcs_binary(),
-                "-scheme",
-                "http",
-                "-host",
-                "127.0.0.1",
-                "-port",
-                str(gcs_port),
-                "-backend",
-                "memory",
-                "-public-host",
-                "127.0.0.1",
-                "-external-url",
-                f"http://127.0.0.1:{gcs_port}",
-                "-log-level",
-                "warn",
-            ],
-            state,
-        )
-        started.append(gcs)
-        gcs_url = f"http://127.0.0.1:{gcs_port}"
-        _wait_http(f"{gcs_url}/_internal/healthcheck", gcs, "the GCS emulator", gcs_log)
-        _create_bucket(gcs_url, BUCKET)
+        store_port = _free_port()
+        pids: dict[str, int] = {}
+        logs: dict[str, str] = {}
+        gcs_url = s3_url = ""
+        if store == "gcs":
+            gcs, gcs_log = _spawn(
+                "gcs",
+                [
+                    _gcs_binary(),
+                    "-scheme",
+                    "http",
+                    "-host",
+                    "127.0.0.1",
+                    "-port",
+                    str(store_port),
+                    "-backend",
+                    "memory",
+                    "-public-host",
+                    "127.0.0.1",
+                    "-external-url",
+                    f"http://127.0.0.1:{store_port}",
+                    "-log-level",
+                    "warn",
+                ],
+                state,
+            )
+            started.append(gcs)
+            pids["gcs"], logs["gcs"] = gcs.pid, gcs_log
+            gcs_url = f"http://127.0.0.1:{store_port}"
+            _wait_http(f"{gcs_url}/_internal/healthcheck", gcs, "the GCS emulator", gcs_log)
+            _create_bucket(gcs_url, BUCKET)
+        elif store == "s3":
+            s3, s3_log = _spawn(
+                "s3",
+                [*_moto_argv(), "-H", "127.0.0.1", "-p", str(store_port)],
+                state,
+                env={**os.environ, **S3_CREDENTIALS},
+            )
+            started.append(s3)
+            pids["s3"], logs["s3"] = s3.pid, s3_log
+            s3_url = f"http://127.0.0.1:{store_port}"
+            _wait_http(f"{s3_url}/moto-api/", s3, "the S3 emulator", s3_log, timeout=60)
+            _create_s3_bucket(s3_url, BUCKET)
+        reach = front or store_port
+        store_dir = str(state / "store") if store == "incluster" else ""
 
         kubeconfig = state / "kubeconfig"
         if kubeconfig.exists():
@@ -346,8 +486,10 @@ def up(
                 "--gpus",
                 str(gpus),
                 "--host-port",
-                str(gcs_port),
-                *(["--host-port", str(gcs_front_port)] if gcs_front_port else []),
+                str(store_port),
+                *(["--host-port", str(front)] if front else []),
+                # The in-cluster store is the controller's, on this machine (not in a pod).
+                *(["--host-service", f"nbd-system/nbd-store={reach}"] if store == "incluster" else []),
                 *(
                     [
                         "--tls",
@@ -364,6 +506,7 @@ def up(
             state,
         )
         started.append(kubesim)
+        pids["kubesim"], logs["kubesim"] = kubesim.pid, kubesim_log
         _wait_file(kubeconfig, kubesim, "kubesim", kubesim_log)
         api_url = _server_url(kubeconfig)
         _wait_http(f"{api_url}/readyz", kubesim, "kubesim", kubesim_log, ca_pem=_ca_pem(kubeconfig))
@@ -373,8 +516,12 @@ def up(
             kubeconfig=str(kubeconfig),
             api_url=api_url,
             gcs_url=gcs_url,
-            pids={"gcs": gcs.pid, "kubesim": kubesim.pid},
-            logs={"gcs": gcs_log, "kubesim": kubesim_log},
+            store=store,
+            s3_url=s3_url,
+            store_dir=store_dir,
+            pids=pids,
+            logs=logs,
+            extra={"store_listen_url": f"http://127.0.0.1:{store_port}"} if store == "incluster" else {},
         )
         _apply_manifests(str(kubeconfig), state)
         controller_kubeconfig = kubeconfig
@@ -392,14 +539,15 @@ def up(
                 [sys.executable, "-m", "nbd_controller.main", "--kubeconfig", str(controller_kubeconfig)],
                 state,
                 env={
-                    **controller_env(stack, str(key_file), gcs_front_port or gcs_port),
+                    **controller_env(stack, str(key_file), reach, store_port),
                     **(controller_extra_env or {}),
                 },
             )
             started.append(ctl)
             stack.pids["controller"] = ctl.pid
             stack.logs["controller"] = ctl_log
-            time.sleep(0)  # the controller's readiness shows in its first reconcile; launches wait for it
+            if store == "incluster":
+                _wait_http(f"http://127.0.0.1:{store_port}/healthz", ctl, "the in-cluster store", ctl_log)
             if ctl.poll() is not None:
                 raise StackError(f"nbd-controller exited with code {ctl.returncode}; see {ctl_log}")
         _write(state, stack)
@@ -471,7 +619,7 @@ def down(state_dir: str | None = None) -> bool:
     stack = load(str(state))
     if stack is None:
         return False
-    for name in ("controller", "kubesim", "gcs"):
+    for name in ("controller", "kubesim", "gcs", "s3"):
         pid = stack.pids.get(name)
         if pid:
             _terminate(pid)

@@ -37,6 +37,7 @@ from kubesim.errors import ApiError, now_rfc3339
 from kubesim.faults import Faults
 from kubesim.patch import json_patch
 from kubesim.resources import ResourceInfo
+from kubesim.serviceproxy import PROXY_PATH, ServiceProxy
 from kubesim.store import Store
 
 __all__ = ["ApiServer", "SubresourceHandler", "VERSION_INFO", "json_response", "status_response"]
@@ -114,6 +115,11 @@ class ApiServer:
         self.bookmark_interval = bookmark_interval
         self._subresources: dict[tuple[str, str, str], tuple[SubresourceHandler, set[str]]] = {}
         self.on_shutdown: list[Callable[[], Awaitable[None]]] = []
+        self.service_proxy = ServiceProxy(store)
+        self.on_shutdown.append(self.service_proxy.close)
+        services = store.registry.get(("", "v1", "services"))
+        if services is not None:
+            services.subresources["proxy"] = ["create", "delete", "get", "patch", "update"]
         self.app = web.Application(middlewares=[self._middleware], client_max_size=1024**3)
         r = self.app.router
         r.add_get("/version", self._version)
@@ -255,7 +261,21 @@ class ApiServer:
     # ------------------------------------------------------------------ resource routing
 
     async def _core_resource(self, request: web.Request) -> web.StreamResponse:
-        return await self._resource(request, "", "v1", request.match_info["rest"])
+        rest = request.match_info["rest"]
+        proxied = PROXY_PATH.match(rest)
+        if proxied is not None:
+            namespace, segment, path = proxied.group(1), proxied.group(2), proxied.group(3) or ""
+            verb = {"GET": "get", "HEAD": "get", "POST": "create", "PUT": "update", "PATCH": "patch"}.get(
+                request.method, "delete" if request.method == "DELETE" else ""
+            )
+            if not verb:
+                raise ApiError(
+                    405, "MethodNotAllowed", "the server does not allow this method on the requested resource"
+                )
+            # The name authorized is the whole segment, port included (as the real server does).
+            self.auth.authorize(request[USER_KEY], verb, "services", "", namespace, segment, "proxy")
+            return await self.service_proxy.handle(request, namespace, segment, path)
+        return await self._resource(request, "", "v1", rest)
 
     async def _group_resource(self, request: web.Request) -> web.StreamResponse:
         return await self._resource(
@@ -641,7 +661,11 @@ class ApiServer:
             except ApiError as e:
                 allowed, reason = False, e.message
             body["status"] = {"allowed": allowed, **({"reason": reason} if reason else {})}
-        elif self.auth.rbac_objects is not None and "system:masters" not in user.groups:
+        elif (
+            self.auth.rbac_objects is not None
+            and "system:masters" not in user.groups
+            and (self.auth.rbac_all or user.name in self.auth.rbac_users)
+        ):
             found = rbac.rules_for(self.auth.rbac_objects(), user, spec.get("namespace") or None)
             keys = ("verbs", "apiGroups", "resources", "resourceNames")
             body["status"] = {

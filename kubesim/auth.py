@@ -6,9 +6,10 @@ presented, requests are anonymous and allowed (`require_auth=False`), which is w
 wants no auth gets.
 
 Authorization: by default everything is allowed except (user, namespace) pairs made forbidden
-through the admin API. With `rbac_objects` set (`kubesim serve --rbac`) every request of a user outside
-`system:masters` is also checked against the cluster's Roles and bindings (`kubesim.rbac`), as a
-real cluster's RBAC authorizer does. Refusals answer 403 with the real server's wording.
+through the admin API. Users under RBAC are also checked against the cluster's Roles and bindings
+(`kubesim.rbac`), as a real cluster's RBAC authorizer does: every user outside `system:masters`
+with `rbac_all` (`kubesim serve --rbac`), or the users named in `rbac_users` (`--rbac-user`).
+Refusals answer 403 with the real server's wording.
 """
 
 from __future__ import annotations
@@ -37,8 +38,11 @@ class Auth:
     require_auth: bool = False
     # user -> namespaces in which every request is forbidden
     forbidden: dict[str, set[str]] = field(default_factory=dict)
-    # RBAC: a source of the cluster's RBAC objects, or None for no RBAC enforcement
+    # RBAC: the source of the cluster's RBAC objects, and who is under it: every user outside
+    # system:masters (`rbac_all`), or only the users named in `rbac_users`.
     rbac_objects: Callable[[], rbac.Objects] | None = None
+    rbac_all: bool = False
+    rbac_users: set[str] = field(default_factory=set)
 
     def add_token(self, token: str, user: str) -> None:
         self.tokens[token] = user
@@ -116,6 +120,8 @@ class Auth:
         if namespace is not None and namespace in self.forbidden.get(user.name, set()):
             return False
         if self.rbac_objects is None or "system:masters" in user.groups:
+            return True
+        if not (self.rbac_all or user.name in self.rbac_users):
             return True
         attrs = rbac.Attributes(verb, group, resource, namespace, name or None, subresource or None)
         return rbac.allows(self.rbac_objects(), user, attrs)

@@ -41,6 +41,21 @@ def _parser() -> argparse.ArgumentParser:
         help="answer 403 to USER in NAMESPACE",
     )
     s.add_argument(
+        "--rbac-user",
+        action="append",
+        default=[],
+        metavar="USER",
+        help="authorize USER by the cluster's Roles, ClusterRoles and bindings only; repeatable",
+    )
+    s.add_argument(
+        "--host-service",
+        action="append",
+        default=[],
+        metavar="NS/NAME=PORT",
+        help="the Service NS/NAME is served by a process on this machine's 127.0.0.1:PORT "
+        "(its service proxy forwards there); repeatable",
+    )
+    s.add_argument(
         "--kubeconfig-out", type=Path, help="where to write the kubeconfig (default STATE/kubeconfig)"
     )
     s.add_argument(
@@ -114,6 +129,14 @@ def _pairs(values: list[str], what: str) -> list[tuple[str, str]]:
     return out
 
 
+def _host_service(value: str) -> tuple[str, str, int]:
+    where, _, port = value.partition("=")
+    ns, _, name = where.partition("/")
+    if not ns or not name or not port.isdigit():
+        raise SystemExit(f"kubesim: --host-service must look like NS/NAME=PORT, got {value!r}")
+    return ns, name, int(port)
+
+
 async def _serve(args: argparse.Namespace) -> int:
     from kubesim.autoscaler import parse_pool
     from kubesim.cluster import Cluster, ClusterOptions
@@ -147,6 +170,8 @@ async def _serve(args: argparse.Namespace) -> int:
         owner_references_enforcement=args.enforce_owner_references,
         exec_orphans=args.exec_orphans,
         node_pools=pools,
+        rbac_users=list(args.rbac_user),
+        host_services=[_host_service(v) for v in args.host_service],
         kubelet_options={
             "host_ports": list(args.host_port),
             "node_labels": [f"{k}={v}" for k, v in _pairs(args.node_label, "--node-label")],

@@ -57,6 +57,11 @@ class ClusterOptions:
     # extra (token, user) pairs and (user, namespace) pairs made forbidden at start
     extra_tokens: dict[str, str] = field(default_factory=dict)
     forbidden: list[tuple[str, str]] = field(default_factory=list)
+    # users authorized by RBAC objects only (the others may do everything)
+    rbac_users: list[str] = field(default_factory=list)
+    # (namespace, service, port): a Service whose backend is a process on this machine's
+    # 127.0.0.1:port (devstack's controller runs on the host, not in a pod)
+    host_services: list[tuple[str, str, int]] = field(default_factory=list)
     kubelet_options: dict[str, Any] = field(default_factory=dict)
     # RBAC authorization of every user outside system:masters (the kubeconfig written is then the
     # admin's); and the OwnerReferencesPermissionEnforcement admission plugin.
@@ -84,12 +89,15 @@ class Cluster:
             self.auth.add_token(tok, user)
         for user, ns in options.forbidden:
             self.auth.forbid(user, ns)
-        if options.rbac:
-            self.auth.rbac_objects = self.store.rbac_objects
+        self.auth.rbac_objects = self.store.rbac_objects
+        self.auth.rbac_all = options.rbac
+        self.auth.rbac_users = set(options.rbac_users)
         if options.owner_references_enforcement:
             self.store.owner_references_check = self.auth.can
         self.faults.exec_orphans = options.exec_orphans
         self.api = ApiServer(self.store, self.faults, self.auth, bookmark_interval=options.bookmark_interval)
+        for ns, svc, port in options.host_services:
+            self.api.service_proxy.host_backends[(ns, svc)] = port
         self.url = ""
         self.kubeconfig_path: Path | None = None
         self.certs: tls.CertPaths | None = None
@@ -256,6 +264,8 @@ class Cluster:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        for hook in self.api.on_shutdown:
+            await hook()
 
 
 def _construct(cls: Any, kwargs: dict[str, Any]) -> Any:

@@ -1,4 +1,4 @@
-"""pytest fixtures for end-to-end tests: the local cluster (kubesim + GCS emulator + controller).
+"""pytest fixtures for end-to-end tests: the local cluster (kubesim + the in-cluster store + controller).
 
     def test_launch(local_stack, stack_namespace, daemon_process, tmp_path):
         env = local_stack.env(stack_namespace)      # KUBECONFIG for nbctl / the daemon's client

@@ -15,7 +15,7 @@ from typing import Any
 
 from nbdcontract import label_key_problem, label_value_problem, priority_class_problem, toleration_problem
 
-__all__ = ["Config", "ConfigError", "BUILDERS", "AUTOSCALER_MODES", "MAX_UPLOAD_URL_TTL"]
+__all__ = ["Config", "ConfigError", "BUILDERS", "AUTOSCALER_MODES", "MAX_UPLOAD_URL_TTL", "STORES"]
 
 # The longest a signed PUT URL may live: a leaked URL is useful to nobody for long.
 MAX_UPLOAD_URL_TTL = 900
@@ -25,6 +25,11 @@ POD_SECURITY = ("auto", "restricted", "baseline")
 # pod; `present` says some autoscaler (Karpenter, a cloud's own) adds nodes even without them;
 # `none` says the nodes are all there will be.
 AUTOSCALER_MODES = ("auto", "present", "none")
+# Where build contexts live: Google Cloud Storage, an S3-compatible service (S3, MinIO, Ceph RGW,
+# R2), or the controller's own store on a volume (no bucket, reached through the API server).
+STORES = ("gcs", "s3", "incluster")
+DEFAULT_STORE_SERVICE = "nbd-system/nbd-store:http"
+DEFAULT_STORE_URL = "http://nbd-store.nbd-system.svc:8080"
 
 # The builders run every user's Dockerfile with the registry's credentials: pinned by tag (to read)
 # and digest (what runs), so a re-pushed tag never changes them. Raise both together.
@@ -104,7 +109,30 @@ class ConfigError(ValueError):
 class Config:
     """Everything an admin can configure. Field docs name the environment variable."""
 
-    bucket: str  # NBD_BUCKET: the bucket holding build contexts.
+    # NBD_STORE: gcs | s3 | incluster (see STORES).
+    store: str = "gcs"
+    bucket: str = ""  # NBD_BUCKET: the bucket holding build contexts (gcs, s3).
+    # NBD_S3_ENDPOINT_URL: an S3-compatible endpoint (MinIO, Ceph RGW, R2); None: AWS S3 itself.
+    # Signed URLs name it, so it must be reachable from the users' machines and the build pods.
+    s3_endpoint_url: str | None = None
+    s3_region: str = "us-east-1"  # NBD_S3_REGION (R2: auto)
+    s3_path_style: bool = False  # NBD_S3_PATH_STYLE: ENDPOINT/BUCKET/KEY instead of BUCKET.ENDPOINT/KEY.
+    # NBD_STORE_DIR: where the in-cluster store keeps contexts (the mount of its volume).
+    store_dir: str = "/var/lib/nbd-store"
+    # NBD_STORE_LISTEN: the in-cluster store's HTTP address inside the controller's pod. Port 10250
+    # because the API server's service proxy must reach it, and the control plane of a private GKE
+    # cluster reaches nodes and pods only on 443 and 10250 without an extra firewall rule.
+    store_listen: str = "0.0.0.0:10250"
+    # NBD_STORE_SERVICE: NAMESPACE/SERVICE:PORT of the in-cluster store's Service, which users'
+    # machines reach through the API server's service proxy.
+    store_service: str = DEFAULT_STORE_SERVICE
+    # NBD_STORE_URL: the in-cluster store as build pods reach it directly (the Service's DNS name).
+    store_url: str = DEFAULT_STORE_URL
+    # NBD_STORE_MAX_BYTES: the in-cluster store removes the least recently used contexts that no
+    # Notebook or Run needs once it holds more than this (suffixes Ki, Mi, Gi, Ti).
+    store_max_bytes: int = 20 << 30
+    # NBD_STORE_COLLECT_SECONDS: how often the in-cluster store checks its size.
+    store_collect_seconds: float = 60.0
     prefix: str = "contexts"  # NBD_PREFIX: objects are <prefix>/<md5>.tar.gz.
     registry: str  # NBD_REGISTRY: images are pushed to <registry>/nbd/<namespace>-context:<md5>.
     builder: str = "buildkit"  # NBD_BUILDER: buildkit | kaniko.
@@ -222,9 +250,34 @@ class Config:
         builder = get("NBD_BUILDER") or "buildkit"
         if builder not in BUILDERS:
             raise ConfigError(f"NBD_BUILDER={builder!r}: choose one of {', '.join(BUILDERS)}")
-        bucket = require("NBD_BUCKET")
-        if not re.fullmatch(r"[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]", bucket):
-            raise ConfigError(f"NBD_BUCKET={bucket!r} is not a valid bucket name")
+        store = (get("NBD_STORE") or "gcs").lower()
+        if store not in STORES:
+            raise ConfigError(f"NBD_STORE={store!r}: choose one of {', '.join(STORES)}")
+        bucket = ""
+        if store != "incluster":
+            bucket = require("NBD_BUCKET")
+            if not re.fullmatch(r"[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]", bucket):
+                raise ConfigError(f"NBD_BUCKET={bucket!r} is not a valid bucket name")
+        endpoint = get("NBD_S3_ENDPOINT_URL")
+        if endpoint is not None and not re.fullmatch(r"https?://[^/?#\s]+/?", endpoint):
+            raise ConfigError(f"NBD_S3_ENDPOINT_URL={endpoint!r}: give http(s)://HOST[:PORT], no path")
+        path_style_raw = (get("NBD_S3_PATH_STYLE") or "false").lower()
+        if path_style_raw not in ("1", "true", "yes", "0", "false", "no"):
+            raise ConfigError(f"NBD_S3_PATH_STYLE={path_style_raw!r}: use true or false")
+        region = get("NBD_S3_REGION") or "us-east-1"
+        if not re.fullmatch(r"[a-z0-9-]{2,32}", region):
+            raise ConfigError(f"NBD_S3_REGION={region!r} is not a region name (e.g. us-east-1, auto)")
+        store_service = get("NBD_STORE_SERVICE") or DEFAULT_STORE_SERVICE
+        if not re.fullmatch(r"[a-z0-9-]{1,63}/[a-z0-9-]{1,63}:[a-z0-9-]{1,15}", store_service):
+            raise ConfigError(f"NBD_STORE_SERVICE={store_service!r}: give NAMESPACE/SERVICE:PORT")
+        store_url = (get("NBD_STORE_URL") or DEFAULT_STORE_URL).rstrip("/")
+        if not re.fullmatch(r"https?://[^/?#\s]+", store_url):
+            raise ConfigError(f"NBD_STORE_URL={store_url!r}: give http(s)://HOST[:PORT], no path")
+        listen = get("NBD_STORE_LISTEN") or "0.0.0.0:10250"
+        host, _, port_text = listen.rpartition(":")
+        if not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+            raise ConfigError(f"NBD_STORE_LISTEN={listen!r}: give HOST:PORT")
+        max_bytes = _size("NBD_STORE_MAX_BYTES", get("NBD_STORE_MAX_BYTES"), 20 << 30)
         registry = require("NBD_REGISTRY").rstrip("/")
         prefix = (get("NBD_PREFIX") or "contexts").strip("/")
         namespaces = tuple(n.strip() for n in (get("NBD_NAMESPACES") or "").split(",") if n.strip())
@@ -284,7 +337,17 @@ class Config:
         if priority is not None and priority_class_problem(priority) is not None:
             raise ConfigError(f"NBD_DEFAULT_PRIORITY_CLASS: {priority_class_problem(priority)}")
         return Config(
+            store=store,
             bucket=bucket,
+            s3_endpoint_url=endpoint.rstrip("/") if endpoint else None,
+            s3_region=region,
+            s3_path_style=path_style_raw in ("1", "true", "yes"),
+            store_dir=get("NBD_STORE_DIR") or "/var/lib/nbd-store",
+            store_listen=listen,
+            store_service=store_service,
+            store_url=store_url,
+            store_max_bytes=max_bytes,
+            store_collect_seconds=float(integer("NBD_STORE_COLLECT_SECONDS", 60, 1, 86400)),
             prefix=prefix,
             registry=registry,
             builder=builder,
@@ -371,4 +434,19 @@ def _fs_group(raw: str | None) -> int | None:
         value = -1
     if not 0 <= value <= 2**31 - 1:
         raise ConfigError(f"NBD_NOTEBOOK_FS_GROUP={raw!r}: give a group id (0 to 2147483647) or off")
+    return value
+
+
+_SIZE_SUFFIXES = {"": 1, "Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "Ti": 1 << 40}
+
+
+def _size(name: str, raw: str | None, default: int) -> int:
+    if raw is None:
+        return default
+    match = re.fullmatch(r"(\d+)(Ki|Mi|Gi|Ti)?", raw)
+    if match is None:
+        raise ConfigError(f"{name}={raw!r}: give a size in bytes, optionally with Ki, Mi, Gi or Ti")
+    value = int(match.group(1)) * _SIZE_SUFFIXES[match.group(2) or ""]
+    if value < 1 << 20:
+        raise ConfigError(f"{name}={raw!r} is below 1Mi: the store could not hold one context")
     return value

@@ -195,8 +195,9 @@ async def run(cfg: Config, kubeconfig: str | None = None) -> None:
     for watcher in watchers:
         watcher.start()
     log.info(
-        "nbd-controller started: bucket %s, prefix %s, registry %s, builder %s, namespaces %s",
-        cfg.bucket,
+        "nbd-controller started: store %s, bucket %s, prefix %s, registry %s, builder %s, namespaces %s",
+        cfg.store,
+        cfg.bucket or "-",
         cfg.prefix,
         cfg.registry,
         cfg.builder,
@@ -211,9 +212,32 @@ async def run(cfg: Config, kubeconfig: str | None = None) -> None:
                 queue.add(key)
 
     resync_task = asyncio.create_task(resync())
+    collect_task: asyncio.Task[None] | None = None
+    from .incluster import InClusterStore
+
+    if isinstance(store, InClusterStore):
+        host, _, port = cfg.store_listen.rpartition(":")
+        bound = store.serve(host, int(port))
+        log.info("in-cluster store serving %s on %s:%d", cfg.store_dir, host, bound)
+
+        async def collect() -> None:
+            # Contexts named by an existing Notebook or Run are kept; the rest go oldest first.
+            while True:
+                await asyncio.sleep(cfg.store_collect_seconds)
+                needed = set(md5_of.values())
+                try:
+                    await loop.run_in_executor(executor, store.collect, needed)
+                except OSError as e:
+                    log.warning("in-cluster store: collection failed: %s", e)
+
+        collect_task = asyncio.create_task(collect())
     await stop.wait()
     log.info("nbd-controller stopping")
     resync_task.cancel()
+    if collect_task is not None:
+        collect_task.cancel()
+    if isinstance(store, InClusterStore):
+        store.close()
     for watcher in watchers:
         watcher.stop()
     await queue.stop()

@@ -1,5 +1,8 @@
 # mypy: disable-error-code="no-untyped-call"
-"""Object storage for build contexts: the `ObjectStore` interface and its GCS implementation.
+"""Object storage for build contexts: the `ObjectStore` interface, its GCS and S3 implementations.
+
+The third implementation, for clusters with no bucket, is `nbd_controller.incluster`. `make_store`
+picks one by `NBD_STORE` (gcs | s3 | incluster).
 
 Contexts are stored as `<prefix>/<md5>.tar.gz`. The controller never moves context bytes itself: it
 hands out V4 signed URLs (PUT for the uploader, bound to the Content-MD5 and content type; GET for
@@ -15,14 +18,16 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import os
+import re
 from datetime import timedelta
 from typing import Any, Protocol
 
 from .config import Config, ConfigError
 from .naming import object_name
 
-__all__ = ["ObjectStore", "GCSStore", "make_store", "iam_signing_credentials", "CONTENT_TYPE"]
+__all__ = ["ObjectStore", "GCSStore", "S3Store", "make_store", "iam_signing_credentials", "CONTENT_TYPE"]
 
 CONTENT_TYPE = "application/octet-stream"
 
@@ -108,8 +113,126 @@ class GCSStore:
             pass
 
 
-def make_store(config: Config, env: dict[str, str] | None = None) -> GCSStore:
-    """The store named by the configuration (GCS today)."""
+# The user metadata key under which the controller records an object's MD5 when its ETag is not
+# one (multipart uploads, SSE-KMS or SSE-C encryption): written only after hashing the bytes.
+S3_MD5_METADATA = "nbd-md5"
+_PLAIN_ETAG = re.compile(r'^"?([0-9a-f]{32})"?$')
+
+
+class S3Store:
+    """An S3-compatible bucket (AWS S3, MinIO, Ceph RGW, Cloudflare R2), through boto3.
+
+    URLs are SigV4 presigned: a PUT signs `content-md5` and `content-type` as headers (the store
+    refuses any other body with BadDigest, any other type with SignatureDoesNotMatch). Credentials
+    come from boto3's usual chain: EKS IRSA (AWS_WEB_IDENTITY_TOKEN_FILE) or Pod Identity
+    (AWS_CONTAINER_CREDENTIALS_FULL_URI), else AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY from a Secret.
+    """
+
+    def __init__(self, client: Any, bucket: str, prefix: str) -> None:
+        self._client = client
+        self._bucket = bucket
+        self._prefix = prefix
+
+    def _key(self, md5: str) -> str:
+        return object_name(self._prefix, md5)
+
+    def stat(self, md5: str) -> str | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            head = self._client.head_object(Bucket=self._bucket, Key=self._key(md5))
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+        plain = _PLAIN_ETAG.match(str(head.get("ETag") or ""))
+        encrypted = head.get("ServerSideEncryption") == "aws:kms" or head.get("SSECustomerAlgorithm")
+        if plain and not encrypted:
+            return plain.group(1)  # a single-part, unencrypted object's ETag is its MD5
+        recorded = str((head.get("Metadata") or {}).get(S3_MD5_METADATA) or "")
+        if re.fullmatch(r"[0-9a-f]{32}", recorded):
+            return recorded
+        return self._record_md5(md5, head)
+
+    def _record_md5(self, md5: str, head: dict[str, Any]) -> str:
+        """Hashes the object's bytes and records the MD5 in its metadata (a copy onto itself)."""
+        body = self._client.get_object(Bucket=self._bucket, Key=self._key(md5))["Body"]
+        digest = hashlib.md5()
+        for chunk in iter(lambda: body.read(1 << 20), b""):
+            digest.update(chunk)
+        found = digest.hexdigest()
+        self._client.copy_object(
+            Bucket=self._bucket,
+            Key=self._key(md5),
+            CopySource={"Bucket": self._bucket, "Key": self._key(md5)},
+            Metadata={**(head.get("Metadata") or {}), S3_MD5_METADATA: found},
+            MetadataDirective="REPLACE",
+            ContentType=str(head.get("ContentType") or CONTENT_TYPE),
+        )
+        return found
+
+    def signed_put_url(self, md5: str, content_type: str, expires: timedelta) -> str:
+        url: str = self._client.generate_presigned_url(
+            "put_object",
+            Params={
+                "Bucket": self._bucket,
+                "Key": self._key(md5),
+                "ContentMD5": hex_to_b64(md5),
+                "ContentType": content_type,
+            },
+            ExpiresIn=int(expires.total_seconds()),
+        )
+        return url
+
+    def signed_get_url(self, md5: str, expires: timedelta) -> str:
+        url: str = self._client.generate_presigned_url(
+            "get_object",
+            Params={"Bucket": self._bucket, "Key": self._key(md5)},
+            ExpiresIn=int(expires.total_seconds()),
+        )
+        return url
+
+    def delete(self, md5: str) -> None:
+        self._client.delete_object(Bucket=self._bucket, Key=self._key(md5))  # absent: 204 as well
+
+
+def s3_client(config: Config) -> Any:
+    import boto3
+    from botocore.config import Config as BotoConfig
+
+    return boto3.client(
+        "s3",
+        endpoint_url=config.s3_endpoint_url,
+        region_name=config.s3_region,
+        config=BotoConfig(
+            signature_version="s3v4",
+            s3={"addressing_style": "path" if config.s3_path_style else "virtual"},
+            retries={"max_attempts": 5, "mode": "standard"},
+        ),
+    )
+
+
+def make_store(config: Config, env: dict[str, str] | None = None) -> ObjectStore:
+    """The store named by the configuration (NBD_STORE)."""
+    if config.store == "s3":
+        return S3Store(s3_client(config), config.bucket, config.prefix)
+    if config.store == "incluster":
+        from .incluster import InClusterStore
+
+        try:
+            return InClusterStore(
+                config.store_dir,
+                config.prefix,
+                config.store_service,
+                config.store_url,
+                config.store_max_bytes,
+            )
+        except OSError as e:
+            raise ConfigError(f"NBD_STORE_DIR={config.store_dir}: cannot use it ({e.strerror})") from e
+    return _make_gcs_store(config, env)
+
+
+def _make_gcs_store(config: Config, env: dict[str, str] | None) -> GCSStore:
     import google.auth
     from google.auth.credentials import AnonymousCredentials
     from google.cloud import storage  # type: ignore[import-untyped]

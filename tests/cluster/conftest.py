@@ -135,3 +135,5 @@ def signing_key(tmp_path_factory: pytest.TempPathFactory) -> SigningKey:
 _HERE = str(Path(__file__).resolve().parent)
 if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
+
+from fixtures_s3 import s3_emulator  # noqa: E402,F401  (the S3 emulator's fixture, tests/fixtures_s3.py)

@@ -1,8 +1,9 @@
-"""A fault-injecting HTTP proxy in front of the GCS emulator, for the launch's upload tests.
+"""A fault-injecting HTTP proxy in front of a store, for the launch's upload tests.
 
-The emulator accepts every signed PUT; real GCS answers 403 (signature, expiry), 400 BadDigest,
-5xx, or drops the connection. The proxy passes everything through to the emulator except the
-object PUTs it is told to spoil, one queued fault per PUT:
+In front of the GCS or S3 emulator, or of the in-cluster store (between the API server's service
+proxy and the store). The emulators accept every signed PUT; a real store answers 403
+(signature, expiry), 400 BadDigest, 5xx, or drops the connection. The proxy passes everything
+through except the signed object PUTs it is told to spoil, one queued fault per PUT:
 
 - "403": 403 SignatureDoesNotMatch (the body is read first, as GCS does);
 - "expired": 400 ExpiredToken (a URL used after its expiry);
@@ -87,7 +88,9 @@ class FaultProxy:
     # --- proxying ------------------------------------------------------------------------------
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        is_object_put = request.method == "PUT" and "X-Goog-Signature" in request.query_string
+        is_object_put = request.method == "PUT" and any(
+            key in request.query for key in ("X-Goog-Signature", "X-Amz-Signature", "X-Nbd-Signature")
+        )
         fault = ""
         if is_object_put:
             self.puts += 1
@@ -129,7 +132,9 @@ class FaultProxy:
                 content_type="application/xml",
             )
         if fault == "corrupt" and body:
-            body = body[:-1] + bytes([body[-1] ^ 0xFF])  # stored as is: the emulator checks no MD5
+            body = body[:-1] + bytes(
+                [body[-1] ^ 0xFF]
+            )  # the emulators store it as is; the in-cluster store refuses it
         return await self._forward(request, body)
 
     async def _read_slowly(self, request: web.Request) -> bytes:

@@ -59,3 +59,24 @@ def test_backoff_grows_and_is_capped() -> None:
     for attempt, cap in [(1, 1), (2, 2), (3, 4), (4, 8), (10, 8)]:
         delays = [backoff_delay(attempt, policy, rng) for _ in range(50)]
         assert all(cap / 2 <= d <= cap for d in delays)
+
+
+def test_an_api_server_status_is_read_and_its_forbidden_is_final() -> None:
+    from nbd.upload.policy import Action, classify, parse_store_error
+
+    body = (
+        b'{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"services '
+        b'\\"nbd-store:http\\" is forbidden: User \\"bob\\" cannot update resource \\"services/proxy\\"",'
+        b'"reason":"Forbidden","details":{"name":"nbd-store:http","kind":"services"},"code":403}'
+    )
+    assert parse_store_error(body) == (
+        "Forbidden",
+        'services "nbd-store:http" is forbidden: User "bob" cannot update resource "services/proxy"',
+    )
+    assert classify(403, body).action is Action.FAIL
+    unavailable = (
+        b'{"kind":"Status","reason":"ServiceUnavailable","message":"no endpoints available","code":503}'
+    )
+    assert classify(503, unavailable).action is Action.RETRY
+    assert classify(401, b'{"kind":"Status","reason":"Unauthorized","code":401}').action is Action.REFRESH_URL
+    assert parse_store_error(b"{not json") == ("", "")

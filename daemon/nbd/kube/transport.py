@@ -123,6 +123,25 @@ class Transport:
     def url(self) -> str:
         return str(self.base)
 
+    @property
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS settings of the kubeconfig (CA, client certificate); None for plain HTTP."""
+        return self._ssl if isinstance(self._ssl, ssl.SSLContext) else None
+
+    @property
+    def server_hostname(self) -> str | None:
+        """The kubeconfig's tls-server-name, when the certificate names another host."""
+        return self._server_hostname
+
+    @property
+    def proxy_url(self) -> str | None:
+        """The kubeconfig's proxy-url for this server (None: connect directly)."""
+        return self._proxy
+
+    def absolute(self, path: str) -> str:
+        """The URL of a path on this API server, the path and query kept exactly as given."""
+        return str(self.base).rstrip("/") + path
+
     def _auth_blocking(self) -> str | None:
         cfg = self.target.configuration
         # auth_settings() calls get_api_key_with_prefix, which runs refresh_api_key_hook first.

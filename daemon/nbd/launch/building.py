@@ -36,6 +36,8 @@ from nbd.session import Phase, SessionKey
 
 if TYPE_CHECKING:
     from nbd.context import BuiltContext
+    from nbd.kube.transport import Transport
+    from nbd.upload import Resolve
 
 # How long the controller may take to answer before a launch says it is not running
 # (NBD_CONTROLLER_TIMEOUT seconds in the daemon's environment; tests shorten it).
@@ -109,6 +111,30 @@ async def package(directory: str, spool_dir: str, cache_dir: str, emit: Emit) ->
             Cached(CachedStep.PACKAGE, "the directory is unchanged since it was last packaged", built.md5_hex)
         )
     return built
+
+
+def through_api_server(transport: Transport) -> Resolve:
+    """Sends a path-only upload URL (the in-cluster store's) to the kubeconfig's API server.
+
+    The server, the credentials (refreshed before each attempt), the CA, the client certificate
+    and the proxy are the kubeconfig's, as for every other request of the daemon.
+    """
+    from nbd.upload import Destination
+    from nbd.upload.proxy import proxy_for
+
+    async def resolve(url_path: str) -> Destination:
+        url = transport.absolute(url_path)
+        proxy = transport.proxy_url
+        return Destination(
+            url,
+            await transport.auth_header(),
+            ssl_context=transport.ssl_context,
+            server_hostname=transport.server_hostname,
+            proxy=proxy_for(url, {"all_proxy": proxy}) if proxy else None,
+            via_api_server=True,
+        )
+
+    return resolve
 
 
 @dataclass
@@ -196,7 +222,13 @@ class Delivery:
             )
 
         try:
-            await upload(path, md5_b64, get_url, progress=progress)
+            await upload(
+                path,
+                md5_b64,
+                get_url,
+                progress=progress,
+                resolve=through_api_server(self.notebooks.kube.transport),
+            )
         except AlreadyStored:
             self.emit(Cached(CachedStep.UPLOAD, f"the cluster already stores context {md5}", md5))
             return False, request_id

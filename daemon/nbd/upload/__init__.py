@@ -10,6 +10,8 @@ Public API:
         `UploadFailed` (all `nbd.errors.NbdError`s) or `nbd.errors.Cancelled`.
 
     SignedURL(url, expires_at=None)        what `get_url()` returns
+    Destination / Resolve                  a path-only URL (`/api/...`) sent to the API server with
+                                           the kubeconfig's credentials (the in-cluster store)
     UploadProgress(done_bytes, total_bytes, bytes_per_second, eta_seconds, attempt)
     RetryPolicy(...)                       attempts, backoff, timeouts, chunk size
 
@@ -18,13 +20,15 @@ Decisions live in `nbd.upload.policy` (pure); the I/O in `nbd.upload.client`.
 
 from __future__ import annotations
 
-from .client import CancelFlag, SignedURL, UploadProgress, UploadResult, upload
+from .client import CancelFlag, Destination, Resolve, SignedURL, UploadProgress, UploadResult, upload
 from .errors import BadDigest, UploadError, UploadFailed, UploadForbidden, UploadRejected
 from .policy import RetryPolicy
 
 __all__ = [
     "BadDigest",
     "CancelFlag",
+    "Destination",
+    "Resolve",
     "RetryPolicy",
     "SignedURL",
     "UploadError",

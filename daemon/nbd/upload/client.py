@@ -18,6 +18,7 @@ import asyncio
 import collections
 import logging
 import os
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from .http import ProxyRefused, put_file
 from .policy import Action, RetryPolicy, backoff_delay, classify, url_expiry
 from .proxy import Proxy, ProxySettingError, proxy_for
 
-__all__ = ["CancelFlag", "SignedURL", "UploadProgress", "UploadResult", "upload"]
+__all__ = ["CancelFlag", "Destination", "Resolve", "SignedURL", "UploadProgress", "UploadResult", "upload"]
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,28 @@ class SignedURL:
 
 
 @dataclass(frozen=True)
+class Destination:
+    """Where one PUT goes and how: the whole URL, extra headers (credentials), TLS settings.
+
+    A store's own signed URL needs nothing more. A URL that is a path on the Kubernetes API
+    server (the in-cluster store, through the service proxy) gets the API server's address, the
+    kubeconfig's credentials and CA, and its proxy, from the `Resolve` the caller passes.
+    """
+
+    url: str
+    headers: dict[str, str]
+    ssl_context: ssl.SSLContext | None = None
+    server_hostname: str | None = None
+    proxy: Proxy | None = None
+    via_api_server: bool = False
+
+
+# Turns a path-only signed URL ("/api/v1/namespaces/NS/services/NAME:PORT/proxy/...") into a
+# Destination on the API server, with credentials fresh at each attempt.
+Resolve = Callable[[str], Awaitable[Destination]]
+
+
+@dataclass(frozen=True)
 class UploadProgress:
     done_bytes: int
     total_bytes: int
@@ -83,7 +106,7 @@ class _Transient(Exception):
 
 def _redact(url: str) -> str:
     parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}{parts.path}"
+    return f"{parts.scheme}://{parts.netloc}{parts.path}" if parts.scheme else parts.path
 
 
 class _Meter:
@@ -120,7 +143,7 @@ class _Meter:
 
 
 async def _put_once(
-    url: str,
+    destination: Destination,
     path: str,
     size: int,
     md5_b64: str,
@@ -129,8 +152,9 @@ async def _put_once(
     cancel: CancelFlag | None,
 ) -> tuple[int, bytes]:
     """One PUT; returns (status, body). Raises _Transient on connection failures and stalls."""
-    headers = {"Content-MD5": md5_b64, "Content-Type": CONTENT_TYPE}
-    proxy = _proxy(url)
+    headers = {**destination.headers, "Content-MD5": md5_b64, "Content-Type": CONTENT_TYPE}
+    url = destination.url
+    proxy = destination.proxy if destination.via_api_server else _proxy(url)
     task = asyncio.ensure_future(
         put_file(
             url,
@@ -142,6 +166,8 @@ async def _put_once(
             response_timeout=policy.response_timeout,
             chunk_bytes=policy.chunk_bytes,
             proxy=proxy,
+            ssl_context=destination.ssl_context,
+            server_hostname=destination.server_hostname,
         )
     )
     try:
@@ -225,6 +251,7 @@ async def upload(
     progress: Callable[[UploadProgress], None] | None = None,
     cancel: CancelFlag | None = None,
     policy: RetryPolicy = RetryPolicy(),
+    resolve: Resolve | None = None,
 ) -> UploadResult:
     """PUTs the file at `path` to a signed URL, with retries; returns when the store has it.
 
@@ -237,6 +264,8 @@ async def upload(
         cancel: Checked continuously; when set the request is aborted and `Cancelled` raised.
             Cancelling the awaiting task works as well. Either way nothing is committed.
         policy: Retry bounds and timeouts.
+        resolve: For a signed URL that is a path on the API server (`/api/...`): where and with
+            which credentials to send it (see `Destination`); called before every attempt.
 
     Raises:
         BadDigest: the store received bytes that do not match md5_b64 (not retried).
@@ -268,7 +297,13 @@ async def upload(
             refreshes += 1
             signed = await get_url()
             continue
-        if urlsplit(signed.url).scheme not in ("http", "https"):
+        via_api_server = signed.url.startswith("/api/")
+        if via_api_server and resolve is None:
+            raise UploadRejected(
+                "the upload URL is a path on the API server, and this client has no cluster to send it to",
+                reason="BadURL",
+            )
+        if not via_api_server and urlsplit(signed.url).scheme not in ("http", "https"):
             raise UploadRejected(
                 "the upload URL is not usable (it must be http(s)://HOST/...); this is a controller bug",
                 reason="BadURL",
@@ -280,8 +315,13 @@ async def upload(
             )
         attempts += 1
         meter = _Meter(size, attempts, progress)
+        if via_api_server:
+            assert resolve is not None
+            destination = await resolve(signed.url)
+        else:
+            destination = Destination(signed.url, {})
         try:
-            status, body = await _put_once(signed.url, file_path, size, md5_b64, meter, policy, cancel)
+            status, body = await _put_once(destination, file_path, size, md5_b64, meter, policy, cancel)
         except _Transient as e:
             last_error = str(e)
             log.info("upload to %s: attempt %d failed: %s", _redact(signed.url), attempts, e)
@@ -327,6 +367,14 @@ async def upload(
                 )
             await _sleep_unless_cancelled(backoff_delay(attempts, policy), cancel)
             continue
+        if via_api_server and decision.code in ("Forbidden", "NotFound"):
+            raise UploadRejected(
+                f"the API server refused the upload to the in-cluster store ({what}); ask the cluster's "
+                "admin to apply cluster/manifests (the Service nbd-store and the Role nbd-store-upload)",
+                reason=f"StoreProxy{decision.code}",
+                status=status,
+                store_code=decision.code,
+            )
         raise UploadRejected(
             f"the store refused the upload ({what}); check the controller's storage configuration",
             reason=decision.code or f"HTTP{status}",

@@ -148,6 +148,7 @@ async def put_file(
     ssl_context: ssl.SSLContext | None = None,
     expect_timeout: float = 1.0,
     proxy: Proxy | None = None,
+    server_hostname: str | None = None,
 ) -> tuple[int, bytes]:
     """PUTs `size` bytes of the file at `path` to `url`; returns (status, body).
 
@@ -155,14 +156,16 @@ async def put_file(
     is how long to wait for "100 Continue" before sending the body anyway. Raises OSError
     (ConnectionError, TimeoutError), asyncio.IncompleteReadError or HTTPProtocolError on transport
     failures; the caller decides whether to retry. Through a `proxy`, ProxyRefused when it refuses
-    the tunnel.
+    the tunnel. `server_hostname` is the name to check the TLS certificate against when it is not
+    the URL's host (a kubeconfig's tls-server-name).
     """
     host, host_header, port, target, tls = _target(url)
+    tls_name = server_hostname or host
     context = (ssl_context or ssl.create_default_context()) if tls else None
     if proxy is None:
         reader, writer = await asyncio.wait_for(
             asyncio.open_connection(
-                host, port, ssl=context, server_hostname=host if tls else None, limit=_MAX_HEAD
+                host, port, ssl=context, server_hostname=tls_name if tls else None, limit=_MAX_HEAD
             ),
             connect_timeout,
         )
@@ -176,7 +179,7 @@ async def put_file(
         if proxy is not None and tls:
             await asyncio.wait_for(_tunnel(reader, writer, proxy, host, port), connect_timeout)
             assert context is not None
-            await asyncio.wait_for(writer.start_tls(context, server_hostname=host), connect_timeout)
+            await asyncio.wait_for(writer.start_tls(context, server_hostname=tls_name), connect_timeout)
         elif proxy is not None:
             # A plain-HTTP store through a proxy: the absolute URL is the request target.
             target = f"http://{host_header}{target}"

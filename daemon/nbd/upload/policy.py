@@ -9,6 +9,7 @@ query (`X-Goog-Date` + `X-Goog-Expires`) and computes backoff delays (exponentia
 from __future__ import annotations
 
 import enum
+import json
 import random
 import re
 from calendar import timegm
@@ -77,8 +78,16 @@ _REFRESH_CODES = frozenset(
 
 
 def parse_store_error(body: bytes) -> tuple[str, str]:
-    """(code, message) from a GCS/S3-style XML error body; ("", "") when there is none."""
+    """(code, message) from a GCS/S3-style XML error body, or the reason and message of a
+    Kubernetes `Status`; ("", "") when there is none."""
     text = body[:16384].decode("utf-8", "replace")
+    if text.lstrip().startswith("{"):
+        try:
+            status = json.loads(text)
+        except ValueError:
+            status = None
+        if isinstance(status, dict) and status.get("kind") == "Status":
+            return str(status.get("reason") or ""), str(status.get("message") or "")
     code = _CODE.search(text)
     message = _MESSAGE.search(text)
     return (code.group(1) if code else "", message.group(1) if message else "")
@@ -91,6 +100,9 @@ def classify(status: int, body: bytes) -> Decision:
     code, message = parse_store_error(body)
     if status == 400 and code == "BadDigest":
         return Decision(Action.BAD_DIGEST, status, code, message)
+    if status == 403 and code == "Forbidden":
+        # RBAC of the API server's service proxy: a new URL would be refused the same way.
+        return Decision(Action.FAIL, status, code, message)
     if status in (401, 403) or code in _REFRESH_CODES or (status == 400 and "expired" in message.lower()):
         return Decision(Action.REFRESH_URL, status, code, message)
     if status in (408, 429) or status >= 500:
@@ -99,8 +111,14 @@ def classify(status: int, body: bytes) -> Decision:
 
 
 def url_expiry(url: str) -> float | None:
-    """The Unix time at which a V4 signed URL expires, or None when its query does not say."""
+    """The Unix time at which a signed URL expires, or None when its query does not say.
+
+    GCS and S3 V4 URLs say it as a date plus seconds; the in-cluster store's as Unix seconds.
+    """
     query = parse_qs(urlsplit(url).query)
+    absolute = (query.get("X-Nbd-Expires") or [""])[0]
+    if absolute.isdigit():
+        return float(absolute)
     date = (query.get("X-Goog-Date") or query.get("X-Amz-Date") or [""])[0]
     expires = (query.get("X-Goog-Expires") or query.get("X-Amz-Expires") or [""])[0]
     if not date or not expires:
