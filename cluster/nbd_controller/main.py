@@ -88,9 +88,11 @@ async def run(cfg: Config, kubeconfig: str | None = None) -> None:
 
     loop = asyncio.get_running_loop()
     executor = ThreadPoolExecutor(max_workers=cfg.concurrency * 3 + 4, thread_name_prefix="kube")
-    store = make_store(cfg)
     kube = Kube(_api_client(kubeconfig))
+    # Before anything else starts (the in-cluster store's listener among it): a role that lacks
+    # a permission is told at once.
     await _check_permissions(kube, cfg, loop, executor)
+    store = make_store(cfg)
     reconciler = Reconciler(cfg, kube, store, executor)
     # Notebooks and Runs waiting on a shared build Job are found through this index:
     # (namespace, md5) -> keys.

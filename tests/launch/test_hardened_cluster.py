@@ -104,8 +104,10 @@ def test_a_controller_whose_role_lacks_finalizers_refuses_to_start(hardened: Loc
     assert len(trimmed) == len(original) - 1
     rbac_api.patch_cluster_role("nbd-controller", {"rules": trimmed})
     state = Path(hardened.stack.state_dir)
-    gcs_port = int(hardened.stack.gcs_url.rsplit(":", 1)[1])
-    env = controller_env(hardened.stack, str(state / "signing-key.json"), gcs_port)
+    # The store's own port: the check refuses before the store would listen on it.
+    store_url = hardened.stack.gcs_url or hardened.stack.s3_url or hardened.stack.extra["store_listen_url"]
+    port = int(store_url.rsplit(":", 1)[1])
+    env = controller_env(hardened.stack, str(state / "signing-key.json"), port, port)
     try:
         started = time.monotonic()
         proc = subprocess.run(
