@@ -232,7 +232,10 @@ def test_prebuilt_image_runs_ready_suspends_and_resumes(cluster: dict[str, Any],
     status = wait_for("Ready", lambda: (s := nb.status("pre")).get("phase") == "Ready" and s, timeout=90)
     pod = nb.pod(status["pod"])
     assert pod is not None
-    assert pod["spec"]["containers"][0]["resources"]["limits"] == {"nvidia.com/gpu": "1"}
+    assert pod["spec"]["containers"][0]["resources"]["limits"] == {
+        "ephemeral-storage": "50Gi",
+        "nvidia.com/gpu": "1",
+    }
     code, payload = http_get(nb.api_client, status["pod"], 8888, "/api")
     assert code == 200 and "version" in json.loads(payload)
     nb.patch_spec("pre", {"suspend": True})
