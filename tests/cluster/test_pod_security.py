@@ -72,3 +72,12 @@ def test_a_bad_pod_security_setting_names_the_choices() -> None:
     with pytest.raises(ConfigError) as e:
         Config.from_env({"NBD_BUCKET": "bkt", "NBD_REGISTRY": "r", "NBD_POD_SECURITY": "strict"})
     assert str(e.value) == "NBD_POD_SECURITY='strict': choose one of auto, restricted, baseline"
+
+
+def test_a_bad_build_namespace_is_refused_naming_the_variable() -> None:
+    with pytest.raises(ConfigError) as e:
+        Config.from_env({"NBD_BUCKET": "bkt", "NBD_REGISTRY": "r", "NBD_BUILD_NAMESPACE": "Builds_Here"})
+    assert str(e.value) == "NBD_BUILD_NAMESPACE='Builds_Here' is not a valid namespace name"
+    ok = Config.from_env({"NBD_BUCKET": "bkt", "NBD_REGISTRY": "r", "NBD_BUILD_NAMESPACE": "nbd-builds"})
+    assert ok.build_location("team") == ("nbd-builds", "team")
+    assert ok.build_location("nbd-builds") == ("nbd-builds", "")
