@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from nbd.aio import wait_event
 from nbd.errors import DeadlineExceeded, InvalidArgument, NbdError, NotFound, Unavailable
 from nbd.forward.ports import LOOPBACK, bind_port
 from nbd.forward.relay import RelayResult, relay_v4
@@ -378,7 +379,4 @@ class Forward:
                 self._health.last_probe = time.time()
                 self._notify()
             self._probe_now.clear()
-            try:
-                await asyncio.wait_for(self._probe_now.wait(), self.probe_interval)
-            except TimeoutError:
-                pass
+            await wait_event(self._probe_now, self.probe_interval)

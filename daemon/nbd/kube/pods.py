@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+from nbd.aio import cancel_and_wait, wait_event
 from nbd.errors import DeadlineExceeded, NbdError
 
 __all__ = ["PodCache", "PodChange", "is_ready", "newest_ready", "selector_string"]
@@ -132,10 +133,7 @@ class PodCache:
                     reason="PodNotReady",
                 )
             self._changed.clear()
-            try:
-                await asyncio.wait_for(self._changed.wait(), remaining)
-            except TimeoutError:
-                pass
+            await wait_event(self._changed, remaining)
 
     def on_change(self, callback: Callable[[PodChange], None]) -> Callable[[], None]:
         """Call `callback` on every change; returns a function that unsubscribes."""
@@ -157,11 +155,7 @@ class PodCache:
     async def stop(self) -> None:
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+            await cancel_and_wait(task)
 
     async def wait_synced(self, timeout: float) -> bool:
         """Wait until the first list arrived; False on timeout."""
@@ -172,9 +166,7 @@ class PodCache:
             if remaining <= 0:
                 return False
             self._changed.clear()
-            try:
-                await asyncio.wait_for(self._changed.wait(), remaining)
-            except TimeoutError:
+            if not await wait_event(self._changed, remaining):
                 return self.synced
         return True
 

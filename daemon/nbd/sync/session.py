@@ -16,13 +16,13 @@ The session reports itself in `nbd.status`'s vocabulary (`SyncState`, `SyncStatu
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+from nbd.aio import cancel_and_wait, wait_event
 from nbd.errors import DeadlineExceeded, FailedPrecondition, NbdError
 from nbd.status import Conflict, Problem, SyncState, SyncStatus, from_epoch, utcnow
 from nbd.sync.agent.ignore import rules_from_files
@@ -199,9 +199,7 @@ class SyncSession:
         """Stop the task and both endpoints; the ancestor stays on disk for a later start."""
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
         await self.remote_endpoint.close()
         await self.local.endpoint.close()
         self._started_local = False
@@ -330,8 +328,7 @@ class SyncSession:
                 self._set_state(SyncState.WATCHING, "watching both sides")
             self._wake.clear()
             timeout = self.options.full_rescan_interval or None
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+            await wait_event(self._wake, timeout)
             await self._debounce()
 
     async def _debounce(self) -> None:
@@ -339,9 +336,7 @@ class SyncSession:
         start = time.monotonic()
         while time.monotonic() - start < self.options.max_debounce:
             self._wake.clear()
-            try:
-                await asyncio.wait_for(self._wake.wait(), self.options.debounce)
-            except TimeoutError:
+            if not await wait_event(self._wake, self.options.debounce):
                 return
 
     def _settle_flushes(self, error: BaseException | None = None) -> None:
