@@ -113,7 +113,7 @@ SESSION_EVENT_KIND_CONFLICT: SessionEventKind
 SESSION_EVENT_KIND_PROBLEM: SessionEventKind
 
 class NotebookSpec(_message.Message):
-    __slots__ = ("image", "gpu_count", "gpu_type", "cpu", "memory", "env", "command", "workdir", "port")
+    __slots__ = ("image", "gpu_count", "gpu_type", "cpu", "memory", "env", "command", "workdir", "port", "idle_stop_after", "workspace_size", "workspace_storage_class", "shm")
     class EnvEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -130,6 +130,10 @@ class NotebookSpec(_message.Message):
     COMMAND_FIELD_NUMBER: _ClassVar[int]
     WORKDIR_FIELD_NUMBER: _ClassVar[int]
     PORT_FIELD_NUMBER: _ClassVar[int]
+    IDLE_STOP_AFTER_FIELD_NUMBER: _ClassVar[int]
+    WORKSPACE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    WORKSPACE_STORAGE_CLASS_FIELD_NUMBER: _ClassVar[int]
+    SHM_FIELD_NUMBER: _ClassVar[int]
     image: str
     gpu_count: int
     gpu_type: str
@@ -139,7 +143,11 @@ class NotebookSpec(_message.Message):
     command: _containers.RepeatedScalarFieldContainer[str]
     workdir: str
     port: int
-    def __init__(self, image: _Optional[str] = ..., gpu_count: _Optional[int] = ..., gpu_type: _Optional[str] = ..., cpu: _Optional[str] = ..., memory: _Optional[str] = ..., env: _Optional[_Mapping[str, str]] = ..., command: _Optional[_Iterable[str]] = ..., workdir: _Optional[str] = ..., port: _Optional[int] = ...) -> None: ...
+    idle_stop_after: str
+    workspace_size: str
+    workspace_storage_class: str
+    shm: str
+    def __init__(self, image: _Optional[str] = ..., gpu_count: _Optional[int] = ..., gpu_type: _Optional[str] = ..., cpu: _Optional[str] = ..., memory: _Optional[str] = ..., env: _Optional[_Mapping[str, str]] = ..., command: _Optional[_Iterable[str]] = ..., workdir: _Optional[str] = ..., port: _Optional[int] = ..., idle_stop_after: _Optional[str] = ..., workspace_size: _Optional[str] = ..., workspace_storage_class: _Optional[str] = ..., shm: _Optional[str] = ...) -> None: ...
 
 class LaunchRequest(_message.Message):
     __slots__ = ("directory", "name", "namespace", "context", "kubeconfig", "notebook_file", "spec", "local_port", "no_sync", "attach", "rebuild", "timeout_seconds")
@@ -334,7 +342,7 @@ class Problem(_message.Message):
     def __init__(self, path: _Optional[str] = ..., message: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class SyncStatus(_message.Message):
-    __slots__ = ("state", "message", "files", "cycles", "bytes_to_remote", "bytes_to_local", "files_to_remote", "files_to_local", "last_cycle", "conflicts", "problems", "local_root", "remote_root", "resolved_conflicts")
+    __slots__ = ("state", "message", "files", "cycles", "bytes_to_remote", "bytes_to_local", "files_to_remote", "files_to_local", "last_cycle", "conflicts", "problems", "local_root", "remote_root", "resolved_conflicts", "not_synced")
     STATE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     FILES_FIELD_NUMBER: _ClassVar[int]
@@ -349,6 +357,7 @@ class SyncStatus(_message.Message):
     LOCAL_ROOT_FIELD_NUMBER: _ClassVar[int]
     REMOTE_ROOT_FIELD_NUMBER: _ClassVar[int]
     RESOLVED_CONFLICTS_FIELD_NUMBER: _ClassVar[int]
+    NOT_SYNCED_FIELD_NUMBER: _ClassVar[int]
     state: SyncState
     message: str
     files: int
@@ -363,7 +372,20 @@ class SyncStatus(_message.Message):
     local_root: str
     remote_root: str
     resolved_conflicts: _containers.RepeatedCompositeFieldContainer[Conflict]
-    def __init__(self, state: _Optional[_Union[SyncState, str]] = ..., message: _Optional[str] = ..., files: _Optional[int] = ..., cycles: _Optional[int] = ..., bytes_to_remote: _Optional[int] = ..., bytes_to_local: _Optional[int] = ..., files_to_remote: _Optional[int] = ..., files_to_local: _Optional[int] = ..., last_cycle: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., conflicts: _Optional[_Iterable[_Union[Conflict, _Mapping]]] = ..., problems: _Optional[_Iterable[_Union[Problem, _Mapping]]] = ..., local_root: _Optional[str] = ..., remote_root: _Optional[str] = ..., resolved_conflicts: _Optional[_Iterable[_Union[Conflict, _Mapping]]] = ...) -> None: ...
+    not_synced: _containers.RepeatedCompositeFieldContainer[NotSynced]
+    def __init__(self, state: _Optional[_Union[SyncState, str]] = ..., message: _Optional[str] = ..., files: _Optional[int] = ..., cycles: _Optional[int] = ..., bytes_to_remote: _Optional[int] = ..., bytes_to_local: _Optional[int] = ..., files_to_remote: _Optional[int] = ..., files_to_local: _Optional[int] = ..., last_cycle: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., conflicts: _Optional[_Iterable[_Union[Conflict, _Mapping]]] = ..., problems: _Optional[_Iterable[_Union[Problem, _Mapping]]] = ..., local_root: _Optional[str] = ..., remote_root: _Optional[str] = ..., resolved_conflicts: _Optional[_Iterable[_Union[Conflict, _Mapping]]] = ..., not_synced: _Optional[_Iterable[_Union[NotSynced, _Mapping]]] = ...) -> None: ...
+
+class NotSynced(_message.Message):
+    __slots__ = ("path", "size", "reason", "side")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    SIDE_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    size: int
+    reason: str
+    side: str
+    def __init__(self, path: _Optional[str] = ..., size: _Optional[int] = ..., reason: _Optional[str] = ..., side: _Optional[str] = ...) -> None: ...
 
 class NotebookStatus(_message.Message):
     __slots__ = ("state", "message", "changed_by", "generation", "observed")
@@ -380,7 +402,7 @@ class NotebookStatus(_message.Message):
     def __init__(self, state: _Optional[_Union[NotebookState, str]] = ..., message: _Optional[str] = ..., changed_by: _Optional[str] = ..., generation: _Optional[int] = ..., observed: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Session(_message.Message):
-    __slots__ = ("name", "namespace", "context", "kubeconfig", "directory", "phase", "message", "url", "spec", "context_md5", "image", "pod", "forward", "sync", "created", "updated", "ref", "notebook")
+    __slots__ = ("name", "namespace", "context", "kubeconfig", "directory", "phase", "message", "url", "spec", "context_md5", "image", "pod", "forward", "sync", "created", "updated", "ref", "notebook", "idle_stop_at", "idle_stop_after")
     NAME_FIELD_NUMBER: _ClassVar[int]
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
@@ -399,6 +421,8 @@ class Session(_message.Message):
     UPDATED_FIELD_NUMBER: _ClassVar[int]
     REF_FIELD_NUMBER: _ClassVar[int]
     NOTEBOOK_FIELD_NUMBER: _ClassVar[int]
+    IDLE_STOP_AT_FIELD_NUMBER: _ClassVar[int]
+    IDLE_STOP_AFTER_FIELD_NUMBER: _ClassVar[int]
     name: str
     namespace: str
     context: str
@@ -417,15 +441,19 @@ class Session(_message.Message):
     updated: _timestamp_pb2.Timestamp
     ref: str
     notebook: NotebookStatus
-    def __init__(self, name: _Optional[str] = ..., namespace: _Optional[str] = ..., context: _Optional[str] = ..., kubeconfig: _Optional[str] = ..., directory: _Optional[str] = ..., phase: _Optional[_Union[Phase, str]] = ..., message: _Optional[str] = ..., url: _Optional[str] = ..., spec: _Optional[_Union[NotebookSpec, _Mapping]] = ..., context_md5: _Optional[str] = ..., image: _Optional[str] = ..., pod: _Optional[str] = ..., forward: _Optional[_Union[ForwardStatus, _Mapping]] = ..., sync: _Optional[_Union[SyncStatus, _Mapping]] = ..., created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ref: _Optional[str] = ..., notebook: _Optional[_Union[NotebookStatus, _Mapping]] = ...) -> None: ...
+    idle_stop_at: _timestamp_pb2.Timestamp
+    idle_stop_after: str
+    def __init__(self, name: _Optional[str] = ..., namespace: _Optional[str] = ..., context: _Optional[str] = ..., kubeconfig: _Optional[str] = ..., directory: _Optional[str] = ..., phase: _Optional[_Union[Phase, str]] = ..., message: _Optional[str] = ..., url: _Optional[str] = ..., spec: _Optional[_Union[NotebookSpec, _Mapping]] = ..., context_md5: _Optional[str] = ..., image: _Optional[str] = ..., pod: _Optional[str] = ..., forward: _Optional[_Union[ForwardStatus, _Mapping]] = ..., sync: _Optional[_Union[SyncStatus, _Mapping]] = ..., created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ref: _Optional[str] = ..., notebook: _Optional[_Union[NotebookStatus, _Mapping]] = ..., idle_stop_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., idle_stop_after: _Optional[str] = ...) -> None: ...
 
 class StopRequest(_message.Message):
-    __slots__ = ("session", "delete")
+    __slots__ = ("session", "delete", "delete_workspace")
     SESSION_FIELD_NUMBER: _ClassVar[int]
     DELETE_FIELD_NUMBER: _ClassVar[int]
+    DELETE_WORKSPACE_FIELD_NUMBER: _ClassVar[int]
     session: str
     delete: bool
-    def __init__(self, session: _Optional[str] = ..., delete: _Optional[bool] = ...) -> None: ...
+    delete_workspace: bool
+    def __init__(self, session: _Optional[str] = ..., delete: _Optional[bool] = ..., delete_workspace: _Optional[bool] = ...) -> None: ...
 
 class StopResponse(_message.Message):
     __slots__ = ("session",)
