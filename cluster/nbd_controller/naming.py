@@ -73,6 +73,12 @@ def pod_name(notebook: str) -> str:
     return _bounded(notebook, "-notebook")
 
 
+def workspace_claim_name(notebook: str) -> str:
+    """The PersistentVolumeClaim holding the working directory when spec.workspace asks for one;
+    it outlives the pod (suspend, idle stop, replacement) and goes with the Notebook."""
+    return _bounded(notebook, "-workspace")
+
+
 def token_secret_name(notebook: str) -> str:
     """The Secret holding the Jupyter token (key `token`), owned by the Notebook."""
     return _bounded(notebook, "-token")

@@ -140,6 +140,8 @@ LABEL_REQUESTED_BY = "nbd.dev/requested-by"
 LABEL_COMPONENT = "nbd.dev/component"
 COMPONENT_NOTEBOOK = "notebook"
 COMPONENT_BUILD = "build"
+# On the notebook's workspace PersistentVolumeClaim (with LABEL_NOTEBOOK), when spec.workspace asks for one.
+COMPONENT_WORKSPACE = "workspace"
 # On build Jobs and their pods: the context MD5 being built.
 LABEL_CONTEXT_MD5 = "nbd.dev/context-md5"
 # On a build Job in the admin's separate build namespace: the namespace it builds for.
