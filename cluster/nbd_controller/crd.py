@@ -37,6 +37,9 @@ from nbdcontract import (
     PORT_MAX,
     PORT_MIN,
     PRIORITY_CLASS_NAME,
+    QUANTITY,
+    DNS_SUBDOMAIN,
+    DNS_SUBDOMAIN_MAX,
     REQUEST_ID_MAX,
     RUN_COMMAND_MIN,
     RUN_KIND,
@@ -136,6 +139,55 @@ def _resources_schema() -> dict[str, Any]:
             },
             "cpu": dict(_QUANTITY),
             "memory": dict(_QUANTITY),
+            "shm": {
+                "type": "string",
+                "pattern": QUANTITY.pattern,
+                "description": "Size of the memory-backed /dev/shm; 0 leaves the runtime's 64Mi. "
+                "Default: half the memory limit, else 1Gi.",
+            },
+        },
+    }
+
+
+def _size_schema(description: str) -> dict[str, Any]:
+    return {"type": "string", "pattern": QUANTITY.pattern, "description": description}
+
+
+def _name_schema(description: str) -> dict[str, Any]:
+    return {
+        "type": "string",
+        "pattern": DNS_SUBDOMAIN.pattern,
+        "maxLength": DNS_SUBDOMAIN_MAX,
+        "description": description,
+    }
+
+
+def _workspace_schema() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "description": "Keep the working directory on a PersistentVolumeClaim that outlives the pod.",
+        "required": ["size"],
+        "properties": {
+            "size": _size_schema("The claim's size (50Gi); it may grow if the StorageClass allows, never shrink."),
+            "storageClass": _name_schema("The claim's StorageClass; default: the cluster's default class."),
+        },
+    }
+
+
+def _volumes_schema() -> dict[str, Any]:
+    return {
+        "type": "array",
+        "description": "Existing PersistentVolumeClaims mounted in the pods.",
+        "x-kubernetes-list-type": "map",
+        "x-kubernetes-list-map-keys": ["mountPath"],
+        "items": {
+            "type": "object",
+            "required": ["claim", "mountPath"],
+            "properties": {
+                "claim": _name_schema("The claim's name, in the Notebook's namespace."),
+                "mountPath": {"type": "string", "pattern": WORKDIR.pattern},
+                "readOnly": {"type": "boolean", "default": False},
+            },
         },
     }
 
@@ -212,6 +264,8 @@ def _spec_schema() -> dict[str, Any]:
             "workdir": _workdir_schema(),
             "port": {"type": "integer", "minimum": PORT_MIN, "maximum": PORT_MAX, "default": DEFAULT_PORT},
             "suspend": {"type": "boolean", "default": False},
+            "workspace": _workspace_schema(),
+            "volumes": _volumes_schema(),
             **_placement_schema(),
         },
     }
@@ -356,6 +410,7 @@ def _run_spec_schema() -> dict[str, Any]:
                 "description": "The command every node runs in workdir (no shell unless it names one).",
             },
             "workdir": _workdir_schema(),
+            "volumes": _volumes_schema(),
             **_placement_schema(),
             "nodes": {
                 "type": "integer",

@@ -26,7 +26,11 @@ from nbdcontract import (
     CONDITION_STARTED,
     DEFAULT_PORT,
     DNS_LABEL_MAX,
+    REASON_CLAIM_MISSING,
     REASON_WAITING_FOR_NODE,
+    REASON_WORKSPACE_PENDING,
+    REASON_WORKSPACE_SIZE,
+    parse_size,
     RUN_CONTAINER,
     RUN_NODES_DEFAULT,
     RUN_REASONS_TERMINAL,
@@ -43,6 +47,7 @@ from .manifests import (
     outputs_reader_pod,
     run_job,
     run_service,
+    workspace_claim,
 )
 from .naming import (
     build_job_name,
@@ -55,6 +60,7 @@ from .naming import (
     run_job_name,
     run_service_name,
     token_secret_name,
+    workspace_claim_name,
 )
 from .scheduling import SchedulingObserved, verdict
 
@@ -80,6 +86,8 @@ __all__ = [
     "RunObserved",
     "decide_run",
     "run_job_outcome",
+    "ResizeClaim",
+    "ClaimsObserved",
 ]
 
 # While waiting for an upload, the store is looked at this often even if no one marks it done.
@@ -148,6 +156,14 @@ class CreateObject:
 
 
 @dataclass(frozen=True)
+class ResizeClaim:
+    """Ask for a larger workspace claim (its StorageClass allows expansion)."""
+
+    name: str
+    size: str
+
+
+@dataclass(frozen=True)
 class CreateRunJob:
     manifest: dict[str, Any] = field(hash=False, compare=True)
 
@@ -160,7 +176,8 @@ class DeleteRunJob:
 
 
 Action = (
-    CreateObject
+    ResizeClaim
+    | CreateObject
     | CreateRunJob
     | DeleteRunJob
     | IssueUploadURL
@@ -205,7 +222,20 @@ class BuildObserved:
 
 
 @dataclass(frozen=True, kw_only=True)
-class Observed(BuildObserved):
+class ClaimsObserved:
+    """The claims a pod mounts: which of spec.volumes' claims do not exist (looked at before a pod is
+    created), and, for a Notebook with spec.workspace, its claim, the latest Warning event about it
+    while it is Pending (ProvisioningFailed of a StorageClass that does not exist) and whether its
+    StorageClass allows expansion (looked at only when the spec asks for a larger size)."""
+
+    missing_claims: tuple[str, ...] = ()
+    workspace: dict[str, Any] | None = None
+    workspace_warning: str | None = None
+    workspace_expandable: bool | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Observed(BuildObserved, ClaimsObserved):
     """What the reconciler saw of one Notebook and its dependents. `pod_create_error` is what the
     API server answered when this round's notebook pod was refused."""
 
@@ -633,8 +663,13 @@ def decide(config: Config, observed: Observed) -> Plan:
         )
         return b.finish("Suspended")
 
+    if spec.get("workspace") and not _workspace(b, observed, notebook):
+        return b.finish("Failed")
     desired = notebook_pod(config, notebook, image, restricted=restricted_pods(config, observed))
     b.status["pod"] = desired["metadata"]["name"]
+    if pod is None and observed.missing_claims:
+        _claims_missing(b, observed, "Ready", notebook["metadata"]["namespace"])
+        return b.finish("Failed")
     if pod is None and observed.pod_create_error:
         b.condition(
             "Ready",
@@ -686,11 +721,83 @@ def decide(config: Config, observed: Observed) -> Plan:
     return b.finish("Ready" if ready else "Starting")
 
 
+# While a claim a pod needs is missing or not provisioned, the Notebook or Run is looked at this often.
+CLAIM_POLL_SECONDS = 3.0
+
+
+def _claims_missing(b: _Builder, observed: ClaimsObserved, condition: str, namespace: str) -> str:
+    names = ", ".join(observed.missing_claims)
+    message = (
+        f"PersistentVolumeClaim {names} (spec.volumes) does not exist in namespace {namespace}: create "
+        "it or remove it from spec.volumes; the pod is created once it exists."
+    )
+    b.condition(condition, False, REASON_CLAIM_MISSING, message)
+    b.requeue_in(CLAIM_POLL_SECONDS)
+    return message
+
+
+def _workspace(b: _Builder, observed: ClaimsObserved, notebook: dict[str, Any]) -> bool:
+    """Plans the workspace claim: create it, grow it, or say why it cannot be used. True when the
+    pod may go on (the claim exists or is being created with it)."""
+    meta = notebook["metadata"]
+    wanted = notebook["spec"]["workspace"]
+    name = workspace_claim_name(meta["name"])
+    claim = observed.workspace
+    if claim is None or (claim.get("metadata") or {}).get("deletionTimestamp"):
+        if claim is not None:
+            b.condition("Ready", False, REASON_WORKSPACE_PENDING, f"Waiting for the old claim {name} to go away.")
+            b.requeue_in(1.0)
+            return False
+        # The pod may be created in the same round: it waits for the claim to bind (a class that
+        # binds at the first consumer only provisions once a pod uses the claim).
+        b.actions.append(CreateObject(workspace_claim(notebook)))
+        return True
+    claim_spec = claim.get("spec") or {}
+    storage_class = str(claim_spec.get("storageClassName") or wanted.get("storageClass") or "")
+    has = str(((claim_spec.get("resources") or {}).get("requests") or {}).get("storage") or "")
+    has_bytes, want_bytes = parse_size(has), parse_size(str(wanted["size"]))
+    if has_bytes is not None and want_bytes is not None and want_bytes != has_bytes:
+        if want_bytes < has_bytes:
+            b.condition(
+                "Ready",
+                False,
+                REASON_WORKSPACE_SIZE,
+                f"The workspace claim {name} is {has}; a claim cannot shrink to {wanted['size']}. Set "
+                f"spec.workspace.size (--workspace-size) back to {has}, or delete the notebook with its "
+                "workspace (nbctl stop --delete --yes) to start over with a smaller one.",
+            )
+            return False
+        if not observed.workspace_expandable:
+            b.condition(
+                "Ready",
+                False,
+                REASON_WORKSPACE_SIZE,
+                f"The workspace claim {name} is {has} and its StorageClass {storage_class or '(none)'} does "
+                f"not allow expansion (allowVolumeExpansion), so it cannot grow to {wanted['size']}. Set "
+                f"spec.workspace.size (--workspace-size) back to {has}, or ask an admin to allow expansion.",
+            )
+            return False
+        b.actions.append(ResizeClaim(name, str(wanted["size"])))
+    if (claim.get("status") or {}).get("phase") != "Bound" and observed.workspace_warning:
+        b.condition(
+            "Ready",
+            False,
+            REASON_WORKSPACE_PENDING,
+            f"The workspace claim {name} is not provisioned (StorageClass "
+            f"{storage_class or 'the cluster default'}): {observed.workspace_warning}. Pick another "
+            "spec.workspace.storageClass (--workspace-storage-class; `kubectl get storageclass` lists "
+            "them) and delete the notebook with its workspace, or ask an admin.",
+        )
+        b.requeue_in(CLAIM_POLL_SECONDS)
+        return False
+    return True
+
+
 # --- runs ----------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, kw_only=True)
-class RunObserved(BuildObserved):
+class RunObserved(BuildObserved, ClaimsObserved):
     """What the reconciler saw of one Run: the build path (shared with Notebooks), its Job and the
     Job's pods, whether its outputs claim and Service exist, and its outputs reader pod.
 
@@ -1005,6 +1112,10 @@ def decide_run(config: Config, observed: RunObserved) -> Plan:
             b.condition(CONDITION_STARTED, False, "FailedCreate", message)
             b.condition(CONDITION_FINISHED, False, "NotStarted", "The run has not started.")
             b.requeue_in(REFUSED_RETRY_SECONDS)
+            return finish("Failed", message)
+        if observed.missing_claims:
+            message = _claims_missing(b, observed, CONDITION_STARTED, namespace)
+            b.condition(CONDITION_FINISHED, False, "NotStarted", "The run has not started.")
             return finish("Failed", message)
         b.actions.append(
             CreateRunJob(run_job(config, run, image, restricted=restricted_pods(config, observed)))

@@ -121,6 +121,32 @@ class Kube:
     def claim_exists(self, namespace: str, name: str) -> bool:
         return self._get(self.core.read_namespaced_persistent_volume_claim, name, namespace) is not None
 
+    def get_claim(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self._get(self.core.read_namespaced_persistent_volume_claim, name, namespace)
+
+    def claim_warning(self, namespace: str, name: str) -> str | None:
+        """The message of the latest Warning event of a claim (ProvisioningFailed, FailedBinding)."""
+        selector = f"involvedObject.kind=PersistentVolumeClaim,involvedObject.name={name},type=Warning"
+        events = self.core.list_namespaced_event(namespace, field_selector=selector).items
+        if not events:
+            return None
+
+        def when(e: Any) -> str:
+            stamp = e.last_timestamp or e.event_time or e.metadata.creation_timestamp
+            return stamp.isoformat() if stamp is not None else ""
+
+        latest = max(events, key=when)
+        return f"{latest.reason}: {latest.message}"
+
+    def storage_class_expandable(self, name: str) -> bool:
+        """Whether StorageClass `name` allows growing its claims (a missing class does not)."""
+        found = self._get(client.StorageV1Api(self.api_client).read_storage_class, name)
+        return bool((found or {}).get("allowVolumeExpansion"))
+
+    def resize_claim(self, namespace: str, name: str, size: str) -> None:
+        body = {"spec": {"resources": {"requests": {"storage": size}}}}
+        self.core.patch_namespaced_persistent_volume_claim(name, namespace, body)
+
     def service_exists(self, namespace: str, name: str) -> bool:
         return self._get(self.core.read_namespaced_service, name, namespace) is not None
 

@@ -27,6 +27,7 @@ from nbdcontract import (
     COMPONENT_NOTEBOOK,
     COMPONENT_OUTPUTS,
     COMPONENT_RUN,
+    COMPONENT_WORKSPACE,
     DEFAULT_MASTER_PORT,
     DEFAULT_OUTPUTS,
     DEFAULT_OUTPUTS_SIZE,
@@ -40,6 +41,10 @@ from nbdcontract import (
     RUN_CONTAINER,
     RUN_NODES_DEFAULT,
     RUN_TORCHRUN_ENV,
+    SHM_DEFAULT,
+    SHM_OFF,
+    SHM_PATH,
+    parse_size,
 )
 
 from .config import Config
@@ -61,6 +66,7 @@ from .naming import (
     run_job_name,
     run_service_name,
     token_secret_name,
+    workspace_claim_name,
 )
 
 __all__ = [
@@ -85,6 +91,10 @@ __all__ = [
     "outputs_claim",
     "outputs_reader_pod",
     "run_env",
+    "workspace_claim",
+    "shm_size",
+    "SHM_VOLUME",
+    "data_volumes",
 ]
 
 WORKSPACE = "/workspace"
@@ -99,6 +109,9 @@ WORKDIR_SUBPATH = "workdir"
 SEED_CONTAINER = "seed-workdir"
 SEED_MOUNT = "/nbd-workdir-volume"
 SEEDED_MARKER = ".nbd-seeded"
+# The memory-backed emptyDir mounted at /dev/shm, and the data claims' volumes (data-0, data-1, ...).
+SHM_VOLUME = "dshm"
+DATA_VOLUME_PREFIX = "data-"
 # The registry Secret's volume and where each builder reads it ($DOCKER_CONFIG).
 REGISTRY_AUTH_VOLUME = "registry-auth"
 BUILDKIT_DOCKER_CONFIG = "/home/user/.docker"
@@ -486,16 +499,103 @@ def restrict(pod_spec: dict[str, Any]) -> None:
             }
 
 
+_BINARY_UNITS = (("Ei", 2**60), ("Pi", 2**50), ("Ti", 2**40), ("Gi", 2**30), ("Mi", 2**20), ("Ki", 2**10))
+
+
+def _quantity(size: int) -> str:
+    """`size` bytes in the largest binary unit that divides it ("4Gi", "1536Mi", "1000")."""
+    for unit, scale in _BINARY_UNITS:
+        if size >= scale and size % scale == 0:
+            return f"{size // scale}{unit}"
+    return str(size)
+
+
+def shm_size(spec: dict[str, Any], resources_: dict[str, Any]) -> str | None:
+    """The sizeLimit of /dev/shm: spec.resources.shm, else half the container's memory limit, else
+    SHM_DEFAULT; None when spec.resources.shm is 0 (the runtime's own 64 MiB /dev/shm stays).
+
+    A memory-backed emptyDir counts against the container's memory limit, so half of it leaves the
+    other half to the processes; DataLoader workers pass batches through /dev/shm."""
+    wanted = (spec.get("resources") or {}).get("shm")
+    if wanted not in (None, ""):
+        return None if parse_size(str(wanted)) == 0 or str(wanted) == SHM_OFF else str(wanted)
+    limit = parse_size(str(((resources_.get("limits") or {}).get("memory")) or ""))
+    if limit:
+        return _quantity(limit // 2)
+    return SHM_DEFAULT
+
+
+def data_volumes(spec: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(pod volumes, container mounts) of spec.volumes: existing claims, read-only when asked (the
+    volume source too, so nothing in the pod can mount it writable)."""
+    volumes: list[dict[str, Any]] = []
+    mounts: list[dict[str, Any]] = []
+    for i, wanted in enumerate(spec.get("volumes") or []):
+        name = f"{DATA_VOLUME_PREFIX}{i}"
+        read_only = bool(wanted.get("readOnly"))
+        claim: dict[str, Any] = {"claimName": str(wanted["claim"])}
+        mount: dict[str, Any] = {"name": name, "mountPath": str(wanted["mountPath"])}
+        if read_only:
+            claim["readOnly"] = True
+            mount["readOnly"] = True
+        volumes.append({"name": name, "persistentVolumeClaim": claim})
+        mounts.append(mount)
+    return volumes, mounts
+
+
+def _shm_volume(size: str | None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    if size is None:
+        return [], []
+    return (
+        [{"name": SHM_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": size}}],
+        [{"name": SHM_VOLUME, "mountPath": SHM_PATH}],
+    )
+
+
+def workspace_claim(notebook: dict[str, Any]) -> dict[str, Any]:
+    """The PersistentVolumeClaim of spec.workspace (ReadWriteOnce: one pod mounts it), owned by the
+    Notebook: a suspend or a new pod keeps it, deleting the Notebook deletes it."""
+    meta = notebook["metadata"]
+    workspace = notebook["spec"]["workspace"]
+    claim_spec: dict[str, Any] = {
+        "accessModes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": str(workspace["size"])}},
+    }
+    if workspace.get("storageClass"):
+        claim_spec["storageClassName"] = str(workspace["storageClass"])
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {
+            "name": workspace_claim_name(meta["name"]),
+            "namespace": meta["namespace"],
+            "labels": _labels(meta["name"], COMPONENT_WORKSPACE),
+            "ownerReferences": [owner_reference(notebook)],
+        },
+        "spec": claim_spec,
+    }
+
+
 def notebook_pod(
     config: Config, notebook: dict[str, Any], image: str, *, restricted: bool = False
 ) -> dict[str, Any]:
-    """The notebook Pod running `image`."""
+    """The notebook Pod running `image`.
+
+    The workdir volume is an emptyDir, or the workspace claim when spec.workspace is set: the seed
+    fills it from the image once (the marker is in the volume's root), so a later pod on the same
+    claim keeps what is there. /dev/shm is a memory-backed emptyDir (`shm_size`); spec.volumes
+    are mounted in the notebook container only (the seed copies nothing from them)."""
     meta = notebook["metadata"]
     spec = notebook["spec"]
     name = meta["name"]
     port = int(spec.get("port", DEFAULT_PORT))
     workdir = str(spec.get("workdir") or DEFAULT_WORKDIR)
     resources_, selector = _resources(config, spec)
+    shm_volumes, shm_mounts = _shm_volume(shm_size(spec, resources_))
+    extra_volumes, extra_mounts = data_volumes(spec)
+    workdir_source: dict[str, Any] = {"emptyDir": {}}
+    if spec.get("workspace"):
+        workdir_source = {"persistentVolumeClaim": {"claimName": workspace_claim_name(name)}}
     container: dict[str, Any] = {
         "name": NOTEBOOK_CONTAINER,
         "image": image,
@@ -503,7 +603,11 @@ def notebook_pod(
         "workingDir": workdir,
         "env": _env(notebook),
         "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}],
-        "volumeMounts": [{"name": WORKDIR_VOLUME, "mountPath": workdir, "subPath": WORKDIR_SUBPATH}],
+        "volumeMounts": [
+            {"name": WORKDIR_VOLUME, "mountPath": workdir, "subPath": WORKDIR_SUBPATH},
+            *shm_mounts,
+            *extra_mounts,
+        ],
         "readinessProbe": {
             "httpGet": {"path": "/api", "port": port},
             "periodSeconds": 2,
@@ -537,7 +641,7 @@ def notebook_pod(
         "enableServiceLinks": False,
         "initContainers": [seed],
         "containers": [container],
-        "volumes": [{"name": WORKDIR_VOLUME, "emptyDir": {}}],
+        "volumes": [{"name": WORKDIR_VOLUME, **workdir_source}, *shm_volumes, *extra_volumes],
     }
     if config.notebook_fs_group is not None:
         # The workspace volume belongs to this group, with group write and setgid folders, and every
@@ -662,6 +766,8 @@ def run_job(config: Config, run: dict[str, Any], image: str, *, restricted: bool
     workdir = str(spec.get("workdir") or DEFAULT_WORKDIR)
     outputs_path = str(_outputs(spec).get("path") or DEFAULT_OUTPUTS)
     resources_, selector = _resources(config, spec)
+    shm_volumes, shm_mounts = _shm_volume(shm_size(spec, resources_))
+    extra_volumes, extra_mounts = data_volumes(spec)
     labels = _run_labels(name, COMPONENT_RUN)
     container: dict[str, Any] = {
         "name": RUN_CONTAINER,
@@ -669,7 +775,7 @@ def run_job(config: Config, run: dict[str, Any], image: str, *, restricted: bool
         "command": [str(word) for word in spec["command"]],
         "workingDir": workdir,
         "env": run_env(config, run),
-        "volumeMounts": [{"name": OUTPUTS_VOLUME, "mountPath": outputs_path}],
+        "volumeMounts": [{"name": OUTPUTS_VOLUME, "mountPath": outputs_path}, *shm_mounts, *extra_mounts],
     }
     if nodes > 1:
         container["ports"] = [
@@ -685,7 +791,9 @@ def run_job(config: Config, run: dict[str, Any], image: str, *, restricted: bool
         "enableServiceLinks": False,
         "containers": [container],
         "volumes": [
-            {"name": OUTPUTS_VOLUME, "persistentVolumeClaim": {"claimName": outputs_claim_name(name)}}
+            {"name": OUTPUTS_VOLUME, "persistentVolumeClaim": {"claimName": outputs_claim_name(name)}},
+            *shm_volumes,
+            *extra_volumes,
         ],
     }
     if nodes > 1:

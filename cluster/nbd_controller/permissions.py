@@ -51,7 +51,8 @@ REQUIRED: tuple[Permission, ...] = tuple(
     + _each("", "secrets", "get create")
     + _each("", "configmaps", "get create patch")
     + _each("", "services", "get create")
-    + _each("", "persistentvolumeclaims", "get create")
+    + _each("", "persistentvolumeclaims", "get create patch")
+    + _each("storage.k8s.io", "storageclasses", "get")
     + _each("batch", "jobs", "get list watch create delete")
 )
 

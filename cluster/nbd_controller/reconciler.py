@@ -39,6 +39,7 @@ from .decisions import (
     Observed,
     Plan,
     RecordBuild,
+    ResizeClaim,
     RunObserved,
     decide,
     decide_run,
@@ -56,6 +57,7 @@ from .naming import (
     run_job_name,
     run_service_name,
     token_secret_name,
+    workspace_claim_name,
 )
 from .patching import merge_patch
 from .scheduling import SchedulingObserved
@@ -130,6 +132,32 @@ class Reconciler:
             "build_pod_pending": pod_pending,
         }
 
+    async def observe_claims(self, obj: dict[str, Any], pod_exists: bool) -> dict[str, Any]:
+        """The fields of `ClaimsObserved`: data claims are looked up only while there is no pod."""
+        meta = obj["metadata"]
+        namespace = meta["namespace"]
+        spec = obj.get("spec") or {}
+        out: dict[str, Any] = {}
+        if not pod_exists and spec.get("volumes"):
+            names = sorted({str(v["claim"]) for v in spec["volumes"]})
+            found = await asyncio.gather(*(self._call(self.kube.claim_exists, namespace, n) for n in names))
+            out["missing_claims"] = tuple(n for n, ok in zip(names, found, strict=True) if not ok)
+        workspace = spec.get("workspace") if obj.get("kind", KIND) == KIND else None
+        if workspace:
+            name = workspace_claim_name(meta["name"])
+            claim = await self._call(self.kube.get_claim, namespace, name)
+            out["workspace"] = claim
+            if claim is not None:
+                claim_spec = claim.get("spec") or {}
+                if (claim.get("status") or {}).get("phase") != "Bound":
+                    out["workspace_warning"] = await self._call(self.kube.claim_warning, namespace, name)
+                has = str(((claim_spec.get("resources") or {}).get("requests") or {}).get("storage") or "")
+                if has != str(workspace.get("size")) and claim_spec.get("storageClassName"):
+                    out["workspace_expandable"] = await self._call(
+                        self.kube.storage_class_expandable, str(claim_spec["storageClassName"])
+                    )
+        return out
+
     async def observe(self, notebook: dict[str, Any]) -> Observed:
         meta = notebook["metadata"]
         namespace, name = meta["namespace"], meta["name"]
@@ -145,6 +173,7 @@ class Reconciler:
             pod=pod,
             scheduling=await self._scheduling([pod] if pod is not None else []),
             **build,
+            **await self.observe_claims(notebook, pod is not None),
         )
 
     async def _scheduling(self, pods: list[dict[str, Any]]) -> SchedulingObserved | None:
@@ -184,6 +213,7 @@ class Reconciler:
             run_create_error=create_error,
             scheduling=await self._scheduling(list(pods)),
             **build,
+            **await self.observe_claims(run, job is not None),
         )
 
     async def act(self, notebook: dict[str, Any], plan: Plan) -> str | None:
@@ -291,6 +321,9 @@ class Reconciler:
                         manifest["metadata"]["name"],
                         "created" if created else "already exists",
                     )
+                case ResizeClaim(name=claim, size=size):
+                    await self._call(self.kube.resize_claim, namespace, claim, size)
+                    log.info("%s/%s: asked for workspace claim %s to grow to %s", namespace, name, claim, size)
                 case DeleteRunJob(name=job):
                     await self._call(self.kube.delete_job, namespace, job)
                     log.info("%s/%s: deleted Job %s and its pods", namespace, name, job)

@@ -116,6 +116,21 @@ __all__ = [
     "ANNOTATION_FETCH_REQUEST",
     "RUN_REASONS_TERMINAL",
     "RUN_TORCHRUN_ENV",
+    "QUANTITY",
+    "parse_size",
+    "size_problem",
+    "SHM_PATH",
+    "SHM_DEFAULT",
+    "SHM_OFF",
+    "DNS_SUBDOMAIN",
+    "DNS_SUBDOMAIN_MAX",
+    "claim_name_problem",
+    "storage_class_problem",
+    "VOLUME_KEYS",
+    "volumes_problem",
+    "REASON_CLAIM_MISSING",
+    "REASON_WORKSPACE_PENDING",
+    "REASON_WORKSPACE_SIZE",
 ]
 
 # --- the resource ------------------------------------------------------------------------------
@@ -407,3 +422,142 @@ RUN_REASONS_TERMINAL = (
 def valid_run_name(name: str) -> bool:
     """A Run name that its Job, Service and pod hostnames can carry."""
     return len(name) <= RUN_NAME_MAX and RUN_NAME.fullmatch(name) is not None
+
+
+# --- volumes: the workspace claim, shared memory, data claims -------------------------------------
+#
+# spec.workspace = {size, storageClass}: the working directory lives on a PersistentVolumeClaim
+# (named by the controller's `naming.workspace_claim_name`) instead of an emptyDir, so it outlives
+# the pod. spec.resources.shm: the size of the memory-backed /dev/shm. spec.volumes: existing claims
+# mounted in the notebook and run pods.
+
+# A storage size or memory amount, as the API server's Quantity accepts for sizes: a decimal number
+# with an optional binary (Ki..Ei) or decimal (k..E) suffix. No exponent, no sign, no milli.
+QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
+_UNITS = {
+    "": 1,
+    "k": 10**3,
+    "M": 10**6,
+    "G": 10**9,
+    "T": 10**12,
+    "P": 10**15,
+    "E": 10**18,
+    "Ki": 2**10,
+    "Mi": 2**20,
+    "Gi": 2**30,
+    "Ti": 2**40,
+    "Pi": 2**50,
+    "Ei": 2**60,
+}
+
+
+def parse_size(text: object) -> int | None:
+    """Bytes of a size quantity ("50Gi", "512M", "1000"); None when it is not one."""
+    if isinstance(text, bool):
+        return None
+    if isinstance(text, int):
+        return text if text >= 0 else None
+    if not isinstance(text, str):
+        return None
+    match = QUANTITY.fullmatch(text)
+    if match is None:
+        return None
+    unit = match.group(2) or ""
+    number = text[: len(text) - len(unit)]
+    whole, _, frac = number.partition(".")
+    scale = _UNITS[unit]
+    return int(whole) * scale + (int(frac) * scale) // (10 ** len(frac)) if frac else int(whole) * scale
+
+
+def size_problem(value: object, what: str, *, zero: bool = True) -> str | None:
+    """Why `value` is not a size for `what` (None: it is one); `zero=False` refuses 0."""
+    size = parse_size(value)
+    if size is None:
+        return f"{what} must be a size like 50Gi, 512Mi or 8G, got {value!r}"
+    if size == 0 and not zero:
+        return f"{what} must be larger than 0, got {value!r}"
+    return None
+
+
+# /dev/shm: a memory-backed emptyDir of this size, by default half the memory limit, else SHM_DEFAULT;
+# SHM_OFF leaves the container runtime's own (64 MiB on containerd and Docker).
+SHM_PATH = "/dev/shm"
+SHM_DEFAULT = "1Gi"
+SHM_OFF = "0"
+
+# Names of claims and StorageClasses: DNS-1123 subdomains.
+DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+DNS_SUBDOMAIN_MAX = 253
+VOLUME_KEYS = ("claim", "mountPath", "readOnly")
+
+
+def _subdomain_problem(name: object, what: str) -> str | None:
+    if not isinstance(name, str) or len(name) > DNS_SUBDOMAIN_MAX or not DNS_SUBDOMAIN.fullmatch(name):
+        return (
+            f"{what} {name!r} is not a valid name (lowercase letters, digits, '-' and '.', "
+            "starting and ending with a letter or digit)"
+        )
+    return None
+
+
+def claim_name_problem(name: object) -> str | None:
+    return _subdomain_problem(name, "claim")
+
+
+def storage_class_problem(name: object) -> str | None:
+    return _subdomain_problem(name, "storageClass")
+
+
+def _inside(path: str, top: str) -> bool:
+    top = top.rstrip("/") or "/"
+    return path == top or path.startswith(top + "/")
+
+
+def volumes_problem(volumes: object, workdir: str = DEFAULT_WORKDIR) -> str | None:
+    """Why spec.volumes is not a list of data claims the pods can mount (None: it is one).
+
+    Each entry is {claim, mountPath, readOnly}: the claim a DNS name, the path absolute, neither the
+    working directory nor inside it (the sync owns it), nor /dev/shm, and no path twice (nor one
+    inside another: the later would hide part of the earlier)."""
+    if not isinstance(volumes, list):
+        return "volumes must be a list of {claim, mountPath, readOnly} mappings"
+    paths: list[str] = []
+    for i, volume in enumerate(volumes):
+        where = f"volumes[{i}]"
+        if not isinstance(volume, dict):
+            return f"{where} must be a mapping with claim, mountPath and readOnly"
+        unknown = sorted(set(volume) - set(VOLUME_KEYS))
+        if unknown:
+            return f"{where}: unknown field(s) {', '.join(map(str, unknown))}; allowed: {', '.join(VOLUME_KEYS)}"
+        problem = claim_name_problem(volume.get("claim"))
+        if problem is not None:
+            return f"{where}: {problem}"
+        path = volume.get("mountPath")
+        if not isinstance(path, str) or not WORKDIR.match(path):
+            return f"{where}: mountPath must be an absolute path, got {path!r}"
+        normal = "/" + "/".join(p for p in path.split("/") if p not in ("", "."))
+        if ".." in normal.split("/"):
+            return f"{where}: mountPath must not contain '..', got {path!r}"
+        if _inside(normal, workdir) or _inside(workdir, normal):
+            return (
+                f"{where}: mountPath {path} overlaps the working directory {workdir} (which is synced); "
+                "mount data elsewhere, e.g. /data"
+            )
+        if _inside(normal, SHM_PATH) or _inside(SHM_PATH, normal):
+            return f"{where}: mountPath {path} overlaps {SHM_PATH}; mount data elsewhere, e.g. /data"
+        for other in paths:
+            if _inside(normal, other) or _inside(other, normal):
+                return f"{where}: mountPath {path} overlaps another volume's {other}; give each its own path"
+        paths.append(normal)
+        read_only = volume.get("readOnly")
+        if read_only is not None and not isinstance(read_only, bool):
+            return f"{where}: readOnly must be true or false, got {read_only!r}"
+    return None
+
+
+# Reasons of Ready=False (Notebook) and Started=False (Run): a data claim that does not exist (the
+# pod is not created until it does), a workspace claim the cluster does not provision (its message
+# names the StorageClass), and a workspace size the claim cannot take.
+REASON_CLAIM_MISSING = "ClaimMissing"
+REASON_WORKSPACE_PENDING = "WorkspacePending"
+REASON_WORKSPACE_SIZE = "WorkspaceSizeUnchangeable"

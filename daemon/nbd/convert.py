@@ -42,6 +42,9 @@ def spec_to_proto(spec: NotebookSpec) -> pb.NotebookSpec:
         env=dict(spec.env),
         command=list(spec.command),
         workdir=spec.workdir,
+        workspace_size=spec.workspace_size,
+        workspace_storage_class=spec.workspace_storage_class,
+        shm=spec.shm,
     )
     if spec.gpu_count is not None:
         msg.gpu_count = spec.gpu_count
@@ -65,6 +68,9 @@ def spec_from_proto(msg: pb.NotebookSpec) -> NotebookSpec:
         command=tuple(msg.command),
         workdir=msg.workdir,
         port=msg.port if msg.HasField("port") else None,
+        workspace_size=msg.workspace_size,
+        workspace_storage_class=msg.workspace_storage_class,
+        shm=msg.shm,
     )
 
 

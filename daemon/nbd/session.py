@@ -69,6 +69,9 @@ class NotebookSpec:
     command: tuple[str, ...] = ()
     workdir: str = ""
     port: int | None = None
+    workspace_size: str = ""
+    workspace_storage_class: str = ""
+    shm: str = ""
 
 
 class SessionKey(NamedTuple):

@@ -323,7 +323,11 @@ def test_notebook_pod_with_gpu_env_and_defaults() -> None:
                         {"name": "A", "value": "1"},
                     ],
                     "ports": [{"name": "http", "containerPort": 9999, "protocol": "TCP"}],
-                    "volumeMounts": [{"name": "workdir", "mountPath": "/content", "subPath": "workdir"}],
+                    # /dev/shm: memory-backed, half the memory limit by default.
+                    "volumeMounts": [
+                        {"name": "workdir", "mountPath": "/content", "subPath": "workdir"},
+                        {"name": "dshm", "mountPath": "/dev/shm"},
+                    ],
                     "readinessProbe": {
                         "httpGet": {"path": "/api", "port": 9999},
                         "periodSeconds": 2,
@@ -343,7 +347,10 @@ def test_notebook_pod_with_gpu_env_and_defaults() -> None:
                     },
                 }
             ],
-            "volumes": [{"name": "workdir", "emptyDir": {}}],
+            "volumes": [
+                {"name": "workdir", "emptyDir": {}},
+                {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "4Gi"}},
+            ],
         },
     }
 
@@ -389,12 +396,19 @@ def test_notebook_pod_variants(
     assert pod["spec"].get("nodeSelector") == selector
     # Whatever the workdir, it is the volume, seeded from the same directory of the image.
     workdir = spec.get("workdir", "/content")
-    assert container["volumeMounts"] == [{"name": "workdir", "mountPath": workdir, "subPath": "workdir"}]
+    assert container["volumeMounts"] == [
+        {"name": "workdir", "mountPath": workdir, "subPath": "workdir"},
+        {"name": "dshm", "mountPath": "/dev/shm"},
+    ]
     (seed,) = pod["spec"]["initContainers"]
     assert seed["command"] == seed_script(workdir) and seed["command"][-1] == workdir
     # The seed asks the same cpu and memory (the pod's QoS class stays), and no GPU or disk bound.
     assert seed["resources"] == {"requests": {"cpu": "100m", "memory": "256Mi"}}
-    assert pod["spec"]["volumes"] == [{"name": "workdir", "emptyDir": {}}]
+    # No memory limit: /dev/shm is 1Gi.
+    assert pod["spec"]["volumes"] == [
+        {"name": "workdir", "emptyDir": {}},
+        {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}},
+    ]
 
 
 def _seed(volume: Any, workdir: Any) -> None:

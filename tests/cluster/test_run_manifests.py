@@ -92,7 +92,10 @@ def test_one_node_job() -> None:
                                 {"name": "NBD_RUN", "value": "train"},
                                 {"name": "LR", "value": "0.1"},
                             ],
-                            "volumeMounts": [{"name": "outputs", "mountPath": "/content/outputs"}],
+                            "volumeMounts": [
+                                {"name": "outputs", "mountPath": "/content/outputs"},
+                                {"name": "dshm", "mountPath": "/dev/shm"},
+                            ],
                             "imagePullPolicy": "Always",
                             "resources": {
                                 # the spec's cpu and memory over the configured defaults
@@ -101,7 +104,11 @@ def test_one_node_job() -> None:
                             },
                         }
                     ],
-                    "volumes": [{"name": "outputs", "persistentVolumeClaim": {"claimName": "train-outputs"}}],
+                    "volumes": [
+                        {"name": "outputs", "persistentVolumeClaim": {"claimName": "train-outputs"}},
+                        # /dev/shm is half the 4Gi memory limit (DataLoader workers use it).
+                        {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "2Gi"}},
+                    ],
                     "securityContext": {"fsGroup": 100, "fsGroupChangePolicy": "OnRootMismatch"},
                 },
             },
@@ -136,7 +143,10 @@ def test_indexed_job_of_two_gpu_nodes() -> None:
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
-        "volumes": [{"name": "outputs", "persistentVolumeClaim": {"claimName": "train-outputs"}}],
+        "volumes": [
+            {"name": "outputs", "persistentVolumeClaim": {"claimName": "train-outputs"}},
+            {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}},
+        ],
         "subdomain": "train",
         "securityContext": {"fsGroup": 100, "fsGroupChangePolicy": "OnRootMismatch"},
         "nodeSelector": {"gpu.example/type": "nvidia-h100"},
@@ -168,7 +178,7 @@ def test_indexed_job_of_two_gpu_nodes() -> None:
             {"name": "PET_NPROC_PER_NODE", "value": "4"},
             {"name": "NBD_RUN", "value": "train"},
         ],
-        "volumeMounts": [{"name": "outputs", "mountPath": "/work/out"}],
+        "volumeMounts": [{"name": "outputs", "mountPath": "/work/out"}, {"name": "dshm", "mountPath": "/dev/shm"}],
         "ports": [{"name": "master", "containerPort": 29400}],
         "resources": {
             "requests": {"cpu": "100m", "memory": "256Mi", "ephemeral-storage": "1Gi"},

@@ -39,6 +39,8 @@ from nbdcontract import (
     label_key_problem,
     label_value_problem,
     priority_class_problem,
+    size_problem,
+    storage_class_problem,
     toleration_problem,
     valid_env_name,
     valid_gpu_count,
@@ -46,6 +48,7 @@ from nbdcontract import (
     valid_notebook_name,
     valid_port,
     valid_workdir,
+    volumes_problem,
 )
 
 __all__ = [
@@ -72,8 +75,11 @@ _SPEC_KEYS = {
     "tolerations",
     "nodeSelector",
     "priorityClassName",
+    "workspace",
+    "volumes",
 }
-_RESOURCE_KEYS = {"gpu", "cpu", "memory"}
+_RESOURCE_KEYS = {"gpu", "cpu", "memory", "shm"}
+_WORKSPACE_KEYS = {"size", "storageClass"}
 _GPU_KEYS = {"count", "type"}
 
 
@@ -164,7 +170,50 @@ def _validate_spec(spec: dict[str, Any], source: str) -> dict[str, Any]:
     if "resources" in spec and spec["resources"] is not None:
         out["resources"] = _resources(spec["resources"], source)
     out.update(_placement(spec, source))
+    if spec.get("workspace") is not None:
+        out["workspace"] = _workspace(spec["workspace"], source)
+    if spec.get("volumes") is not None:
+        problem = volumes_problem(spec["volumes"], out.get("workdir") or DEFAULT_WORKDIR)
+        if problem is not None:
+            raise NotebookFileError(f"{source}: {problem}")
+        out["volumes"] = [
+            {"claim": v["claim"], "mountPath": v["mountPath"], "readOnly": bool(v.get("readOnly"))}
+            for v in spec["volumes"]
+        ]
     return out
+
+
+def _workspace(value: Any, source: str) -> dict[str, str]:
+    """spec.workspace: {size, storageClass}; a bare size ("50Gi") is accepted as the size."""
+    if isinstance(value, str | int) and not isinstance(value, bool):
+        value = {"size": value}
+    if not isinstance(value, dict) or set(value) - _WORKSPACE_KEYS:
+        raise NotebookFileError(f"{source}: workspace must be a mapping with size and storageClass")
+    if value.get("size") is None:
+        raise NotebookFileError(f"{source}: workspace.size is required (e.g. size: 50Gi)")
+    return _workspace_fields(str(value["size"]), value.get("storageClass"), f"{source}: workspace")
+
+
+def _workspace_fields(size: str, storage_class: Any, what: str) -> dict[str, str]:
+    problem = size_problem(size, f"{what}.size", zero=False)
+    if problem is not None:
+        raise NotebookFileError(problem)
+    out = {"size": size}
+    if storage_class is not None:
+        problem = storage_class_problem(storage_class)
+        if problem is not None:
+            raise NotebookFileError(f"{what}: {problem}")
+        out["storageClass"] = str(storage_class)
+    return out
+
+
+def _shm(value: Any, what: str) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    problem = size_problem(value, what)
+    if problem is not None:
+        raise NotebookFileError(f"{problem} (0 leaves the runtime's 64Mi)")
+    return str(value)
 
 
 def _placement(spec: dict[str, Any], source: str) -> dict[str, Any]:
@@ -209,12 +258,14 @@ def _resources(value: Any, source: str) -> dict[str, Any]:
     unknown = sorted(set(value) - _RESOURCE_KEYS)
     if unknown:
         raise NotebookFileError(
-            f"{source}: unknown resources field(s) {', '.join(unknown)}; allowed: cpu, gpu, memory"
+            f"{source}: unknown resources field(s) {', '.join(unknown)}; allowed: cpu, gpu, memory, shm"
         )
     out: dict[str, Any] = {}
     for key in ("cpu", "memory"):
         if value.get(key) is not None:
             out[key] = str(value[key])
+    if value.get("shm") is not None:
+        out["shm"] = _shm(value["shm"], f"{source}: resources.shm")
     gpu = value.get("gpu")
     if gpu is not None:
         if isinstance(gpu, int) and not isinstance(gpu, bool):
@@ -274,6 +325,8 @@ def merge_spec(file_spec: dict[str, Any], overrides: NotebookSpec) -> dict[str, 
         resources["cpu"] = overrides.cpu
     if overrides.memory:
         resources["memory"] = overrides.memory
+    if overrides.shm:
+        resources["shm"] = _shm(overrides.shm, "--shm")
     if overrides.gpu_count is not None or overrides.gpu_type:
         gpu = dict(resources.get("gpu") or {})
         if overrides.gpu_count is not None:
@@ -283,6 +336,21 @@ def merge_spec(file_spec: dict[str, Any], overrides: NotebookSpec) -> dict[str, 
         resources["gpu"] = gpu
     if resources:
         spec["resources"] = resources
+    if overrides.workspace_storage_class and not (overrides.workspace_size or spec.get("workspace")):
+        raise InvalidArgument(
+            "--workspace-storage-class needs a workspace: pass --workspace-size too (e.g. 50Gi)"
+        )
+    if overrides.workspace_size or overrides.workspace_storage_class:
+        workspace = dict(spec.get("workspace") or {})
+        spec["workspace"] = _workspace_fields(
+            overrides.workspace_size or str(workspace["size"]),
+            overrides.workspace_storage_class or workspace.get("storageClass"),
+            "--workspace",
+        )
+    if "volumes" in spec:
+        problem = volumes_problem(spec["volumes"], str(spec.get("workdir") or DEFAULT_WORKDIR))
+        if problem is not None:
+            raise InvalidArgument(problem)
     if overrides.env:
         env = {e["name"]: e["value"] for e in spec.get("env") or []}
         for name, value in overrides.env.items():
@@ -307,6 +375,9 @@ def session_spec(spec: dict[str, Any]) -> NotebookSpec:
         command=tuple(spec.get("command") or ()),
         workdir=str(spec.get("workdir") or DEFAULT_WORKDIR),
         port=int(spec.get("port") or DEFAULT_PORT),
+        workspace_size=str((spec.get("workspace") or {}).get("size") or ""),
+        workspace_storage_class=str((spec.get("workspace") or {}).get("storageClass") or ""),
+        shm=str(resources.get("shm") or ""),
     )
 
 

@@ -112,7 +112,8 @@ def run_manifest(
         annotations[WRITTEN_BY_ANNOTATION] = written_by
     if annotations:
         metadata["annotations"] = annotations
-    body = {k: v for k, v in spec.items() if k not in ("command", "port")}
+    # The workspace claim is the notebook's: a run's /content is its image's.
+    body = {k: v for k, v in spec.items() if k not in ("command", "port", "workspace")}
     body["command"] = list(command)
     body["nodes"] = nodes
     if ttl_seconds_after_finished is not None:
