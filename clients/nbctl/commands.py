@@ -17,7 +17,7 @@ from nbctl.errors import EXIT_ERROR, EXIT_OK, CommandError
 from nbctl.output import emit_json, enum_name, phase_name, print_table, when
 from nbdclient import daemon as daemon_control
 from nbdclient.client import Client, connect
-from nbdclient.errors import DaemonNotRunning, NbdClientError
+from nbdclient.errors import REASON_WORKSPACE_KEPT, DaemonNotRunning, NbdClientError
 from nbdlocal.paths import resolve
 from nbdlocal.version import API_VERSION, __version__
 
@@ -187,12 +187,30 @@ def cmd_stop(args: argparse.Namespace) -> int:
                     f"`kubectl delete run {args.session}` deletes it with its outputs"
                 )
             return run_stop(args, args.session)
-        session = client.stop(args.session, delete=args.delete)
+        if args.yes and not args.delete:
+            raise CommandError("--yes confirms deleting a workspace: it applies only with --delete")
+        session = _stop(client, args)
     if _json(args):
         emit_json(session)
     else:
         print(f"{'deleted' if args.delete else 'stopped'} {session.ref or session.name}")
     return EXIT_OK
+
+
+def _stop(client: Client, args: argparse.Namespace) -> Any:
+    """Stops (or deletes) a notebook; a delete that would take its workspace claim is asked about on
+    a terminal, refused elsewhere (the daemon's line says to pass --yes)."""
+    try:
+        return client.stop(args.session, delete=args.delete, delete_workspace=args.yes)
+    except NbdClientError as e:
+        if e.reason != REASON_WORKSPACE_KEPT or not (sys.stdin.isatty() and sys.stderr.isatty()):
+            raise
+        sys.stderr.write(f"{e.message}\nDelete the notebook and its workspace claim? [y/N] ")
+        sys.stderr.flush()
+        answer = sys.stdin.readline().strip().lower()
+        if answer not in ("y", "yes"):
+            raise CommandError("nothing deleted: the notebook and its workspace claim are kept") from None
+        return client.stop(args.session, delete=True, delete_workspace=True)
 
 
 def cmd_logs(args: argparse.Namespace) -> int:

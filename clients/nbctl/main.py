@@ -27,6 +27,16 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--socket", help="the daemon's socket (default: $NBD_SOCKET or the per-user default)")
 
 
+def _shm_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--shm",
+        default="",
+        metavar="SIZE",
+        help="size of the memory-backed /dev/shm, e.g. 8Gi; 0 keeps the runtime's 64Mi "
+        "(default: half the memory limit, else 1Gi)",
+    )
+
+
 def _launch_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "-d", "--directory", dest="directory_opt", metavar="DIR", help="the directory (same as DIR)"
@@ -51,6 +61,19 @@ def _launch_flags(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--cpu", default="", help="CPU request, e.g. 2")
     p.add_argument("--memory", default="", help="memory request, e.g. 8Gi")
+    p.add_argument(
+        "--workspace-size",
+        default="",
+        metavar="SIZE",
+        help="keep the working directory on a claim of this size, e.g. 50Gi (survives stop and pod loss)",
+    )
+    p.add_argument(
+        "--workspace-storage-class",
+        default="",
+        metavar="CLASS",
+        help="the workspace claim's StorageClass (default: the cluster's default class)",
+    )
+    _shm_flag(p)
     p.add_argument(
         "--env", action="append", default=[], metavar="K=V", help="environment variable (repeatable)"
     )
@@ -110,6 +133,7 @@ def _run_flags(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--cpu", default="", help="CPU request per node, e.g. 2")
     p.add_argument("--memory", default="", help="memory request per node, e.g. 8Gi")
+    _shm_flag(p)
     p.add_argument(
         "--env", action="append", default=[], metavar="K=V", help="environment variable (repeatable)"
     )
@@ -175,6 +199,11 @@ def build_parser(prog: str = "nbctl") -> argparse.ArgumentParser:
     p = sub.add_parser("stop", help="stop a notebook (the pod goes; --delete removes everything) or a run")
     p.add_argument("session", metavar="NAME")
     p.add_argument("--delete", action="store_true", help="delete the notebook and what it created")
+    p.add_argument(
+        "--yes",
+        action="store_true",
+        help="with --delete: also delete the notebook's workspace claim and its files, without asking",
+    )
     p.add_argument("--run", action="store_true", help="NAME is a run (default: a session, else a run)")
     _cluster_flags(p)
     _common(p)

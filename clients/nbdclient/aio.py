@@ -101,9 +101,12 @@ class AsyncClient:
             request = notebooks_pb2.LaunchRequest(**fields)
         return self._stream(self._notebooks.Launch, request)
 
-    async def stop(self, session: str, *, delete: bool = False) -> notebooks_pb2.Session:
+    async def stop(
+        self, session: str, *, delete: bool = False, delete_workspace: bool = False
+    ) -> notebooks_pb2.Session:
         reply = await self._unary(
-            self._notebooks.Stop, notebooks_pb2.StopRequest(session=session, delete=delete)
+            self._notebooks.Stop,
+            notebooks_pb2.StopRequest(session=session, delete=delete, delete_workspace=delete_workspace),
         )
         session_msg: notebooks_pb2.Session = reply.session
         return session_msg

@@ -165,9 +165,12 @@ class Client:
             request = notebooks_pb2.LaunchRequest(**fields)
         return self._stream(self._notebooks.Launch, request)
 
-    def stop(self, session: str, *, delete: bool = False) -> notebooks_pb2.Session:
+    def stop(
+        self, session: str, *, delete: bool = False, delete_workspace: bool = False
+    ) -> notebooks_pb2.Session:
         reply: notebooks_pb2.StopResponse = self._unary(
-            self._notebooks.Stop, notebooks_pb2.StopRequest(session=session, delete=delete)
+            self._notebooks.Stop,
+            notebooks_pb2.StopRequest(session=session, delete=delete, delete_workspace=delete_workspace),
         )
         return reply.session
 

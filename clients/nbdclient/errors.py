@@ -15,12 +15,16 @@ __all__ = [
     "DaemonNotRunning",
     "DaemonStartError",
     "NbdClientError",
+    "REASON_WORKSPACE_KEPT",
     "SESSIONS_RESUMING",
     "VersionMismatch",
     "from_rpc_error",
 ]
 
 REASON_METADATA = "nbd-reason"
+# The reason of a `stop(delete=True)` refused because the notebook's workspace claim (and every file
+# on it) would be deleted with it: ask, then stop again with `delete_workspace=True`.
+REASON_WORKSPACE_KEPT = "WorkspaceKept"
 # The reason of an UNAVAILABLE answer from a daemon still resuming its sessions (retry it).
 SESSIONS_RESUMING = "SessionsResuming"
 

@@ -19,6 +19,8 @@ from nbdcontract import (
     DEFAULT_OUTPUTS_SIZE,
     DEFAULT_PORT,
     DEFAULT_WORKDIR,
+    DNS_SUBDOMAIN,
+    DNS_SUBDOMAIN_MAX,
     ENV_NAME,
     ENV_NAME_MAX,
     GPU_COUNT_DEFAULT,
@@ -38,8 +40,6 @@ from nbdcontract import (
     PORT_MIN,
     PRIORITY_CLASS_NAME,
     QUANTITY,
-    DNS_SUBDOMAIN,
-    DNS_SUBDOMAIN_MAX,
     REQUEST_ID_MAX,
     RUN_COMMAND_MIN,
     RUN_KIND,
@@ -168,7 +168,9 @@ def _workspace_schema() -> dict[str, Any]:
         "description": "Keep the working directory on a PersistentVolumeClaim that outlives the pod.",
         "required": ["size"],
         "properties": {
-            "size": _size_schema("The claim's size (50Gi); it may grow if the StorageClass allows, never shrink."),
+            "size": _size_schema(
+                "The claim's size (50Gi); it may grow if the StorageClass allows, never shrink."
+            ),
             "storageClass": _name_schema("The claim's StorageClass; default: the cluster's default class."),
         },
     }

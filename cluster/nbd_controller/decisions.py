@@ -30,10 +30,10 @@ from nbdcontract import (
     REASON_WAITING_FOR_NODE,
     REASON_WORKSPACE_PENDING,
     REASON_WORKSPACE_SIZE,
-    parse_size,
     RUN_CONTAINER,
     RUN_NODES_DEFAULT,
     RUN_REASONS_TERMINAL,
+    parse_size,
     valid_run_name,
 )
 
@@ -745,7 +745,7 @@ def _workspace(b: _Builder, observed: ClaimsObserved, notebook: dict[str, Any]) 
     claim = observed.workspace
     if claim is None or (claim.get("metadata") or {}).get("deletionTimestamp"):
         if claim is not None:
-            b.condition("Ready", False, REASON_WORKSPACE_PENDING, f"Waiting for the old claim {name} to go away.")
+            b.condition("Ready", False, "WorkspaceDeleting", f"Waiting for the old claim {name} to go away.")
             b.requeue_in(1.0)
             return False
         # The pod may be created in the same round: it waits for the claim to bind (a class that

@@ -323,7 +323,9 @@ class Reconciler:
                     )
                 case ResizeClaim(name=claim, size=size):
                     await self._call(self.kube.resize_claim, namespace, claim, size)
-                    log.info("%s/%s: asked for workspace claim %s to grow to %s", namespace, name, claim, size)
+                    log.info(
+                        "%s/%s: asked for workspace claim %s to grow to %s", namespace, name, claim, size
+                    )
                 case DeleteRunJob(name=job):
                     await self._call(self.kube.delete_job, namespace, job)
                     log.info("%s/%s: deleted Job %s and its pods", namespace, name, job)

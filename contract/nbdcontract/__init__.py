@@ -528,7 +528,9 @@ def volumes_problem(volumes: object, workdir: str = DEFAULT_WORKDIR) -> str | No
             return f"{where} must be a mapping with claim, mountPath and readOnly"
         unknown = sorted(set(volume) - set(VOLUME_KEYS))
         if unknown:
-            return f"{where}: unknown field(s) {', '.join(map(str, unknown))}; allowed: {', '.join(VOLUME_KEYS)}"
+            return (
+                f"{where}: unknown field(s) {', '.join(map(str, unknown))}; allowed: {', '.join(VOLUME_KEYS)}"
+            )
         problem = claim_name_problem(volume.get("claim"))
         if problem is not None:
             return f"{where}: {problem}"

@@ -96,8 +96,11 @@ class Launcher(Protocol):
         """
         ...
 
-    async def stop(self, session: Session, *, delete: bool) -> Session:
-        """Suspends (or deletes) the session's notebook and returns the session after the change."""
+    async def stop(self, session: Session, *, delete: bool, delete_workspace: bool = False) -> Session:
+        """Suspends (or deletes) the session's notebook and returns the session after the change.
+
+        A delete of a notebook whose workspace claim exists is refused (FailedPrecondition) unless
+        `delete_workspace`: the claim, and every file on it, goes with the notebook."""
         ...
 
 

@@ -15,6 +15,7 @@ import grpc.aio
 
 from nbd import convert
 from nbd.app import App
+from nbd.errors import InvalidArgument
 from nbd.version import API_VERSION
 from nbdapi.v1 import daemon_pb2, daemon_pb2_grpc, notebooks_pb2, notebooks_pb2_grpc, runs_pb2, runs_pb2_grpc
 
@@ -53,7 +54,13 @@ class NotebooksServicer(notebooks_pb2_grpc.NotebooksServicer):
         await self.app.wait_sessions_ready()
         launcher = self.app.capabilities.require_stopper()
         session = self.app.registry.resolve(request.session)
-        stopped = await launcher.stop(session, delete=request.delete)
+        if request.delete_workspace and not request.delete:
+            raise InvalidArgument(
+                "delete_workspace applies only with delete (the workspace goes with the notebook)"
+            )
+        stopped = await launcher.stop(
+            session, delete=request.delete, delete_workspace=request.delete_workspace
+        )
         return notebooks_pb2.StopResponse(session=self._session(stopped))
 
     async def Get(self, request: notebooks_pb2.GetRequest, context: Context) -> notebooks_pb2.Session:

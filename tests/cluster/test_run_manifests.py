@@ -178,7 +178,10 @@ def test_indexed_job_of_two_gpu_nodes() -> None:
             {"name": "PET_NPROC_PER_NODE", "value": "4"},
             {"name": "NBD_RUN", "value": "train"},
         ],
-        "volumeMounts": [{"name": "outputs", "mountPath": "/work/out"}, {"name": "dshm", "mountPath": "/dev/shm"}],
+        "volumeMounts": [
+            {"name": "outputs", "mountPath": "/work/out"},
+            {"name": "dshm", "mountPath": "/dev/shm"},
+        ],
         "ports": [{"name": "master", "containerPort": 29400}],
         "resources": {
             "requests": {"cpu": "100m", "memory": "256Mi", "ephemeral-storage": "1Gi"},

@@ -59,7 +59,7 @@ from nbd.launch.decisions import (
 from nbd.launch.jupyter import CUSTOM as CUSTOM_UI
 from nbd.launch.jupyter import detect_ui, notebook_url
 from nbd.launch.live import LiveSessions
-from nbd.launch.notebooks import NotebookClient
+from nbd.launch.notebooks import REASON_WORKSPACE_KEPT, NotebookClient
 from nbd.launch.spec import (
     DEFAULT_PORT,
     DEFAULT_WORKDIR,
@@ -339,7 +339,7 @@ class Launcher:
 
     # --- stop ------------------------------------------------------------------------------------
 
-    async def stop(self, session: Session, *, delete: bool) -> Session:
+    async def stop(self, session: Session, *, delete: bool, delete_workspace: bool = False) -> Session:
         registry = self.app.registry
         if session.phase == Phase.GONE and not delete:
             raise FailedPrecondition(
@@ -349,11 +349,13 @@ class Launcher:
                 reason="NotebookGone",
             )
         kube = await self.live.clients.for_session(session)
+        notebooks = NotebookClient(kube, session.namespace, self.live.identity)
+        if delete and not delete_workspace:
+            await _keep_workspace(notebooks, session.name)
         if delete:
             await self.live.unfollow(session.key)
         await registry.update(session.key, phase=Phase.STOPPING, message="")
         await self.live.release(session.key)
-        notebooks = NotebookClient(kube, session.namespace, self.live.identity)
         if delete:
             await notebooks.delete(session.name)
             gone = await registry.remove(session.key) or session
@@ -370,6 +372,25 @@ class Launcher:
         if result.runtime.notebook is not None:
             self.live.follow(session.key, kube)
         return result
+
+
+async def _keep_workspace(notebooks: NotebookClient, name: str) -> None:
+    """Refuses to delete a Notebook whose workspace claim exists unless the caller said so: the
+    claim is the Notebook's (owner reference), so deleting the Notebook deletes every file on it."""
+    claims = [c for c in await notebooks.workspace_claims(name) if not c["metadata"].get("deletionTimestamp")]
+    if not claims:
+        return
+    claim = claims[0]
+    claim_name = str(claim["metadata"]["name"])
+    requests = ((claim.get("spec") or {}).get("resources") or {}).get("requests") or {}
+    size = str(
+        ((claim.get("status") or {}).get("capacity") or {}).get("storage") or requests.get("storage") or ""
+    )
+    raise FailedPrecondition(
+        f"notebook {name} keeps its files on workspace claim {claim_name} ({size}), which --delete deletes "
+        f"with every file on it: pass --yes to delete both, or run `nbctl stop {name}` to only suspend it",
+        reason=REASON_WORKSPACE_KEPT,
+    )
 
 
 def _read_text(path: str) -> str:

@@ -22,6 +22,7 @@ from nbd.session import NotebookRecord
 from nbdcontract import (
     ANNOTATION_DELETED_BY,
     COMPONENT_BUILD,
+    COMPONENT_WORKSPACE,
     GROUP,
     KIND,
     LABEL_COMPONENT,
@@ -38,6 +39,10 @@ log = logging.getLogger(__name__)
 WATCH_SECONDS = 60
 POD = ResourceRef(kind="Pod")
 JOB = ResourceRef(kind="Job", group="batch")
+CLAIM = ResourceRef(kind="PersistentVolumeClaim")
+# The reason of a delete refused because the Notebook's workspace claim would go with it (clients
+# ask for confirmation on it: nbdclient.errors.REASON_WORKSPACE_KEPT, the same string).
+REASON_WORKSPACE_KEPT = "WorkspaceKept"
 
 Notebook = dict[str, Any]
 
@@ -245,6 +250,17 @@ class NotebookClient:
             )
         except NotFound:
             return None
+
+    async def workspace_claims(self, name: str) -> list[dict[str, Any]]:
+        """The workspace PersistentVolumeClaim of Notebook `name` (found by the contract's labels,
+        as the controller names it), or none."""
+        sel = f"{LABEL_NOTEBOOK}={name},{LABEL_COMPONENT}={COMPONENT_WORKSPACE}"
+        data = await self.kube.transport.get_json(
+            f"/api/v1/namespaces/{self.namespace}/persistentvolumeclaims",
+            {"labelSelector": sel},
+            resource=CLAIM,
+        )
+        return [c for c in data.get("items") or [] if isinstance(c, dict)]
 
     async def build_jobs(self, md5: str) -> list[dict[str, Any]]:
         """The build Jobs of a context (one, or an old one going while its rebuild starts)."""

@@ -16,7 +16,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from nbd.events import Failure, PodStatus
-from nbdcontract import REASON_UNSCHEDULABLE, REASON_WAITING_FOR_NODE
+from nbdcontract import (
+    REASON_CLAIM_MISSING,
+    REASON_UNSCHEDULABLE,
+    REASON_WAITING_FOR_NODE,
+    REASON_WORKSPACE_PENDING,
+    REASON_WORKSPACE_SIZE,
+)
+
+# Ready reasons about the pod's claims: the launch ends with the controller's message (the
+# controller keeps looking, so a claim created or a class fixed later lets the notebook start).
+CLAIM_REASONS = (REASON_CLAIM_MISSING, REASON_WORKSPACE_PENDING, REASON_WORKSPACE_SIZE)
 
 # Pod waiting reasons after which the launch stops waiting: the user has to change something.
 FATAL_WAITING = {
@@ -189,6 +199,8 @@ def start_failure(notebook: dict[str, Any], pod: PodStatus | None) -> Failure | 
             REASON_UNSCHEDULABLE,
             f"the notebook pod cannot be scheduled: {message[:1].lower()}{message[1:]}",
         )
+    if cond is not None and cond.get("status") == "False" and cond.get("reason") in CLAIM_REASONS:
+        return Failure(str(cond["reason"]), str(cond.get("message") or cond["reason"]).strip())
     if pod is not None and pod.reason in FATAL_WAITING:
         hint = {
             "ErrImagePull": "check the image name (--image) and that the cluster can pull it",

@@ -92,7 +92,7 @@ class FakeLauncher:
         session = await reg.update(session.key, phase=Phase.READY, url=url, pod="nb-pod")
         yield LaunchEvent(ref, Ready(url, 8889, session))
 
-    async def stop(self, session: Session, *, delete: bool) -> Session:
+    async def stop(self, session: Session, *, delete: bool, delete_workspace: bool = False) -> Session:
         if delete:
             await self.app.registry.remove(session.key)
             return dataclasses.replace(session, phase=Phase.STOPPED, message="deleted")
