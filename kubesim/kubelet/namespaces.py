@@ -43,6 +43,7 @@ __all__ = [
     "ContainerNamespace",
     "Mount",
     "Overlay",
+    "Tmpfs",
     "Sandbox",
     "open_in_netns",
     "namespaces_available",
@@ -133,6 +134,19 @@ class Mount:
 
 
 @dataclass(frozen=True)
+class Tmpfs:
+    """A memory-backed filesystem of `size` bytes (None: the kernel's default, half the RAM) at
+    `target`, a host path, mounted in the pod sandbox's mount namespace: every container of the pod
+    shares it (a container's namespace is a copy of the sandbox's), and it goes with the sandbox.
+    Writes beyond `size` fail with ENOSPC, as on a node."""
+
+    target: str
+    size: int | None
+    mode: int = 0o1777
+    gid: int | None = None
+
+
+@dataclass(frozen=True)
 class Overlay:
     """An overlay mount at `merged` (a host path, mounted in one container's namespace only).
 
@@ -189,10 +203,26 @@ def mount_order(mounts: list[Mount]) -> list[Mount]:
     return ordered
 
 
-def _script(hostname: str, mounts: list[Mount], host_network: bool = False) -> str:
+def _tmpfs_lines(tmpfs: list[Tmpfs]) -> list[str]:
+    lines = []
+    for t in tmpfs:
+        options = [f"mode={t.mode:o}"]
+        if t.size is not None:
+            options.append(f"size={t.size}")
+        if t.gid is not None:
+            options.append(f"gid={t.gid}")
+        lines.append(f"mkdir -p {shlex.quote(t.target)}")
+        lines.append(f"mount -t tmpfs -o {','.join(options)} tmpfs {shlex.quote(t.target)}")
+    return lines
+
+
+def _script(
+    hostname: str, mounts: list[Mount], host_network: bool = False, tmpfs: list[Tmpfs] | None = None
+) -> str:
     lines = ["set -e"]
     if not host_network:
         lines += ["ip link set lo up", f"hostname {shlex.quote(hostname[:63])} 2>/dev/null || true"]
+    lines += _tmpfs_lines(tmpfs or [])
     lines += _mount_lines(mounts)
     lines += ["echo ready", "read _ || true"]
     return "\n".join(lines)
@@ -240,8 +270,9 @@ class Sandbox:
         self.reason = ""
         self._proc: asyncio.subprocess.Process | None = None
 
-    async def start(self, mounts: list[Mount]) -> None:
-        """Create the namespaces and mounts; raises RuntimeError when the mounts fail."""
+    async def start(self, mounts: list[Mount], tmpfs: list[Tmpfs] | None = None) -> None:
+        """Create the namespaces and mounts (`tmpfs`: the pod's memory-backed filesystems); raises
+        RuntimeError when the mounts fail."""
         ok, why = namespaces_available()
         if not ok:
             self.reason = why
@@ -255,7 +286,7 @@ class Sandbox:
             "--",
             "sh",
             "-c",
-            _script(self.hostname, mounts, self.host_network),
+            _script(self.hostname, mounts, self.host_network, tmpfs),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
@@ -343,7 +374,9 @@ class ContainerNamespace:
     async def start(self, overlay: Overlay | None, mounts: list[Mount]) -> None:
         """Make the namespace and its mounts; raises RuntimeError (with mount's words) when they fail."""
         assert self.sandbox.pid is not None, "the pod's sandbox is not isolated"
-        spaces = ["-i"] if self.sandbox.host_network else ["-n", "-u", "-i"]
+        # The sandbox's mount namespace is the starting point (its tmpfs mounts: /dev/shm, memory
+        # emptyDirs); the container's own is a private copy of it.
+        spaces = ["-m", "-i"] if self.sandbox.host_network else ["-m", "-n", "-u", "-i"]
         proc = await asyncio.create_subprocess_exec(
             "nsenter",
             "-t",

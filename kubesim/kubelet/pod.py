@@ -49,14 +49,21 @@ from kubesim.images import Image, ImageStore, InvalidReference
 from kubesim.images.registry import Presented, RegistryPolicy, pull_refusal, pull_secret_credentials
 from kubesim.kubelet.containerfs import InstanceFS, effective_workdir, host_path, instance_fs
 from kubesim.kubelet.logs import LogFile
-from kubesim.kubelet.namespaces import ContainerNamespace, Mount, Sandbox
+from kubesim.kubelet.namespaces import ContainerNamespace, Mount, Sandbox, Tmpfs
 from kubesim.kubelet.network import NetworkError, PodNetwork, hosts_file, resolv_conf
 from kubesim.kubelet.probes import ProbeRunner
 from kubesim.kubelet.relay import splice
 from kubesim.kubelet.runtime import ContainerProcess
 from kubesim.kubelet.spec import SYSTEM_PATH, ConfigError, Lookup, resolve_argv, resolve_env
 from kubesim.kubelet.status import ContainerView, PodFacts, Terminated, pod_status, will_restart
-from kubesim.kubelet.volumes import pod_volumes, read_only_volumes, volume_mounts
+from kubesim.kubelet.volumes import (
+    SHM_PATH,
+    SHM_SIZE,
+    memory_volumes,
+    pod_volumes,
+    read_only_volumes,
+    volume_mounts,
+)
 
 __all__ = ["ExecTarget", "NodeAgent", "PodWorker"]
 
@@ -451,8 +458,9 @@ class PodWorker:
             if self.terminating:
                 return False
             try:
-                # The pod's sandbox mounts nothing: each container instance mounts its own.
-                await self.sandbox.start([])
+                # The pod's sandbox mounts only its tmpfs (shared by its containers): each container
+                # instance bind-mounts its own volumes.
+                await self.sandbox.start([], self._tmpfs())
                 await self._attach_network()
                 break
             except NetworkError as e:
@@ -568,7 +576,21 @@ class PodWorker:
         mounts = volume_mounts(c, self.volume_dirs, read_only_volumes(self.pod))
         # The kubelet's /etc/hosts and /etc/resolv.conf, unless the container mounts its own there.
         mounts += [m for m in self.dns_mounts if all(v.target != m.target for v in mounts)]
+        if self.sandbox.isolated and all(os.path.normpath(v.target) != SHM_PATH for v in mounts):
+            mounts.append(Mount(str(self.dir / "shm"), SHM_PATH))
         return argv, env, effective_workdir(c, image), mounts, who
+
+    def _tmpfs(self) -> list[Tmpfs]:
+        """The pod's memory-backed filesystems: its 64 MiB /dev/shm and its `medium: Memory` emptyDirs."""
+        fs_group = ((self.pod.get("spec") or {}).get("securityContext") or {}).get("fsGroup")
+        out = [Tmpfs(str(self.dir / "shm"), SHM_SIZE)]
+        for name, size in memory_volumes(self.pod).items():
+            if fs_group is None:
+                out.append(Tmpfs(str(self.volume_dirs[name]), size, 0o777))
+            else:
+                # The kubelet's ownership management: the fsGroup, group rwx and setgid.
+                out.append(Tmpfs(str(self.volume_dirs[name]), size, 0o2777, int(fs_group)))
+        return out
 
     async def _create(self, c: dict[str, Any], instance: int, volumes: list[Mount]) -> _Instance:
         """A new instance of container `c`: its filesystem, fresh from the image, and its namespace.

@@ -15,7 +15,10 @@ own volumeMounts name, at their paths (a subPath folder is made when the contain
 kubelet does: with the mode of the volume's root, so an fsGroup's access reaches into it).
 
 Ownership and modes follow the kubelet and common storage:
-* an emptyDir is a root-owned directory of mode 0777;
+* an emptyDir is a root-owned directory of mode 0777; one with `medium: Memory` is a tmpfs of its
+  sizeLimit mounted there in the pod's sandbox (`memory_volumes`; writes beyond it fail with ENOSPC);
+* a container that mounts nothing at /dev/shm gets the pod's own 64 MiB tmpfs there (SHM_SIZE), as
+  containerd and Docker give every pod, shared by its containers;
 * a persistentVolumeClaim's root is root-owned, mode 0755, as a fresh ext4 filesystem's is: a
   non-root container can write it only through the pod's fsGroup;
 * with `securityContext.fsGroup`, every volume but hostPath is given to that group the way the
@@ -36,7 +39,19 @@ from typing import Any
 from kubesim.kubelet.namespaces import Mount
 from kubesim.kubelet.spec import ConfigError, Lookup
 
-__all__ = ["pod_volumes", "read_only_volumes", "volume_mounts", "set_volume_ownership"]
+__all__ = [
+    "pod_volumes",
+    "read_only_volumes",
+    "volume_mounts",
+    "set_volume_ownership",
+    "memory_volumes",
+    "SHM_SIZE",
+    "SHM_PATH",
+]
+
+# A container's /dev/shm when the pod mounts nothing there: containerd's and Docker's default.
+SHM_SIZE = 64 * 2**20
+SHM_PATH = "/dev/shm"
 
 EMPTY_DIR_MODE = 0o777
 CLAIM_ROOT_MODE = 0o755
@@ -265,6 +280,26 @@ def volume_mounts(
             ro = bool(vm.get("readOnly")) or vm.get("name", "") in read_only
             mounts[target] = Mount(str(src), target, ro, src.is_file())
     return list(mounts.values())
+
+
+def memory_volumes(pod: dict[str, Any]) -> dict[str, int | None]:
+    """The pod's emptyDir volumes with `medium: Memory`, each with its size in bytes: its sizeLimit,
+    else the pod's memory limit (the sum of its containers'), else None (the kernel's default), as
+    the kubelet sizes the tmpfs it mounts."""
+    from kubesim.quantity import parse_quantity
+
+    spec = pod.get("spec") or {}
+    limits = [
+        ((c.get("resources") or {}).get("limits") or {}).get("memory") for c in spec.get("containers") or []
+    ]
+    pod_limit = int(sum(parse_quantity(str(m)) for m in limits)) if limits and all(limits) else None
+    out: dict[str, int | None] = {}
+    for v in spec.get("volumes") or []:
+        empty = v.get("emptyDir")
+        if isinstance(empty, dict) and empty.get("medium") == "Memory":
+            size = empty.get("sizeLimit")
+            out[str(v["name"])] = int(parse_quantity(str(size))) if size not in (None, "") else pod_limit
+    return out
 
 
 def read_only_volumes(pod: dict[str, Any]) -> frozenset[str]:
