@@ -134,7 +134,7 @@ class LaunchKit:
     def cleanup(self, namespace: str) -> None:
         for s in self.sessions():
             if s.get("namespace") == namespace:
-                self.nbctl("stop", f"{namespace}/{s['name']}", "--delete")
+                self.nbctl("stop", f"{namespace}/{s['name']}", "--delete", "--yes")
 
 
 def http_get(url: str, timeout: float = 10.0) -> tuple[int, bytes]:
