@@ -15,6 +15,9 @@ local-path) and the pvc-protection controller, for one node:
   `storageClassName: ""` binds only to an existing Available PV of no class (`spec.volumeName` or
   the first that is large enough and offers the access modes), else stays Pending with
   `FailedBinding` ("no persistent volumes available for this claim and no storage class is set").
+* A bound claim may ask for more storage when its class has `allowVolumeExpansion: true` (the API
+  server refuses a smaller request, and any growth of another claim, as upstream does); its PV's
+  capacity and its `status.capacity` then grow at once.
 * Every claim carries the `kubernetes.io/pvc-protection` finalizer (the API server adds it at
   create). Deleting a claim marks it; the finalizer is removed once no pod that is not terminal
   (Succeeded/Failed) uses it, and the claim goes. Then, with reclaim policy Delete, its PV and the
@@ -158,8 +161,35 @@ class ClaimController:
             self._release(claim)
             return
         if (claim.get("status") or {}).get("phase") == "Bound":
+            self._expand(claim)
             return
         self._bind(claim)
+
+    def _expand(self, claim: dict[str, Any]) -> None:
+        """A bound claim asking for more than it has (the API server let only an expandable class's
+        claim grow): the volume grows at once, its folder has no size to change."""
+        from kubesim.quantity import parse_quantity
+
+        md = claim["metadata"]
+        wanted = _storage(claim)
+        has = str(((claim.get("status") or {}).get("capacity") or {}).get("storage") or "")
+        if not wanted or not has or parse_quantity(wanted) <= parse_quantity(has):
+            return
+        pv_name = (claim.get("spec") or {}).get("volumeName")
+        if pv_name:
+
+            def grow_pv(o: dict[str, Any]) -> None:
+                o["spec"].setdefault("capacity", {})["storage"] = wanted
+
+            with contextlib.suppress(ApiError):
+                self.store.update(PVS, None, pv_name, grow_pv)
+
+        def grow(o: dict[str, Any]) -> None:
+            o["status"].setdefault("capacity", {})["storage"] = wanted
+
+        with contextlib.suppress(ApiError):
+            self.store.update_status(PVCS, md.get("namespace", "default"), md["name"], grow)
+        self._event(claim, "Normal", "VolumeResizeSuccessful", f"resize volume {pv_name} succeeded")
 
     # ------------------------------------------------------------------ binding
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from kubesim import jobpolicy
 from kubesim.errors import ApiError, now_rfc3339
+from kubesim.quantity import parse_quantity
 
 __all__ = [
     "KindKey",
@@ -774,8 +775,75 @@ def prepare_update(
                         }
                     ],
                 )
+    elif key == ("", "persistentvolumeclaims") and not trusted:
+        _check_claim_update(info, name, new, old, store)
     _check_data_size(info, new)
     return new
+
+
+def _claim_storage(obj: dict[str, Any]) -> str:
+    return str((((obj.get("spec") or {}).get("resources") or {}).get("requests") or {}).get("storage") or "")
+
+
+def _check_claim_update(
+    info: ResourceInfo, name: str, new: dict[str, Any], old: dict[str, Any], store: Any
+) -> None:
+    """A claim's spec is immutable but for its storage request, which may only grow, and only on a
+    bound claim whose StorageClass allows expansion (the PersistentVolumeClaimResize admission)."""
+    spec, old_spec = new.setdefault("spec", {}), old.get("spec") or {}
+    spec.setdefault("volumeMode", old_spec.get("volumeMode", "Filesystem"))
+    for k in ("volumeName", "storageClassName"):
+        if k in old_spec and k not in spec:
+            spec[k] = old_spec[k]
+
+    def without_requests(s: dict[str, Any]) -> dict[str, Any]:
+        out = copy.deepcopy(s)
+        (out.get("resources") or {}).pop("requests", None)
+        if not out.get("resources"):
+            out.pop("resources", None)
+        return out
+
+    if without_requests(spec) != without_requests(old_spec):
+        raise ApiError.invalid(
+            info,
+            name,
+            [
+                {
+                    "field": "spec",
+                    "reason": "FieldValueForbidden",
+                    "message": "Forbidden: spec is immutable after creation except resources.requests and "
+                    "volumeAttributesClassName for bound claims",
+                }
+            ],
+        )
+    wanted, had = _claim_storage(new), _claim_storage(old)
+    if wanted == had:
+        return
+    if parse_quantity(wanted or "0") < parse_quantity(had or "0"):
+        raise ApiError.invalid(
+            info,
+            name,
+            [
+                {
+                    "field": "spec.resources.requests.storage",
+                    "reason": "FieldValueForbidden",
+                    "message": "Forbidden: field can not be less than previous value",
+                }
+            ],
+        )
+    class_name = old_spec.get("storageClassName")
+    storage_class = (
+        store.get(("storage.k8s.io", "v1", "storageclasses"), None, class_name) if class_name else None
+    )
+    bound = (old.get("status") or {}).get("phase") == "Bound"
+    if not bound or storage_class is None or not storage_class.get("allowVolumeExpansion"):
+        raise ApiError(
+            403,
+            "Forbidden",
+            f'{info.qualified()} "{name}" is forbidden: only dynamically provisioned pvc can be resized and '
+            "the storageclass that provisions the pvc must support resize",
+            {"name": name, "kind": info.resource},
+        )
 
 
 # ---------------------------------------------------------------------- CRDs

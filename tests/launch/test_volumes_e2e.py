@@ -83,6 +83,15 @@ def test_the_workspace_outlives_stop_and_a_new_pod_and_goes_only_with_yes(
     replaced = _ready_pod(kit, ns, "proj", not_uid=pod.metadata.uid)
     assert _exec(kit, ns, replaced.metadata.name, "cat /content/in-pod.txt") == (0, "kept\n")
 
+    # The size: never smaller; larger only where the StorageClass allows expansion (not this one).
+    base = [f for f in flags if f != "1Gi" and f != "--workspace-size"]
+    for size, words in (("512Mi", "cannot shrink"), ("2Gi", "allowVolumeExpansion")):
+        resized = kit.launch(project, ns, *base, "--workspace-size", size)
+        assert resized.rc != 0 and words in resized.stderr and "proj-workspace" in resized.stderr, (
+            resized.stderr
+        )
+    assert _claims(kit, ns)["proj-workspace"].spec.resources.requests["storage"] == "1Gi"
+
     # No terminal and no --yes: refused in one line that names the claim and says what to pass.
     refused = kit.nbctl("stop", f"{ns}/proj", "--delete")
     assert refused.returncode != 0
@@ -161,3 +170,35 @@ def test_bad_volume_fields_are_refused_before_packaging(kit: LaunchKit, ns: str,
     refused = kit.launch(project, ns)
     assert refused.rc != 0 and "overlaps the working directory" in refused.stderr, refused.stderr
     assert kit.notebook(ns, "proj") is None
+
+
+def test_a_workspace_of_an_expandable_class_grows(
+    kit: LaunchKit, ns: str, tmp_path: Path, jupyter_image: str
+) -> None:
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    storage = client.StorageV1Api(kit.stack.core().api_client)
+    try:
+        storage.create_storage_class(
+            {
+                "apiVersion": "storage.k8s.io/v1",
+                "kind": "StorageClass",
+                "metadata": {"name": "nbd-test-growable"},
+                "provisioner": "kubesim.dev/host-path",
+                "allowVolumeExpansion": True,
+            }
+        )
+    except ApiException as e:
+        if e.status != 409:
+            raise
+    project = make_project(tmp_path)
+    flags = ("--image", jupyter_image, "--no-sync", "--workspace-storage-class", "nbd-test-growable")
+    assert kit.launch(project, ns, *flags, "--workspace-size", "1Gi").rc == 0
+    grown = kit.launch(project, ns, *flags, "--workspace-size", "2Gi")
+    assert grown.rc == 0, grown.stderr
+    wait_until(
+        lambda: (_claims(kit, ns)["proj-workspace"].status.capacity or {}).get("storage") == "2Gi",
+        60,
+        "the workspace claim to grow",
+    )
