@@ -177,6 +177,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
+    if args.yes and not args.delete:
+        raise CommandError("--yes confirms deleting a workspace: it applies only with --delete")
     with _client(args) as client:
         if _is_run(args, client):
             from nbctl.runs import run_stop
@@ -187,8 +189,6 @@ def cmd_stop(args: argparse.Namespace) -> int:
                     f"`kubectl delete run {args.session}` deletes it with its outputs"
                 )
             return run_stop(args, args.session)
-        if args.yes and not args.delete:
-            raise CommandError("--yes confirms deleting a workspace: it applies only with --delete")
         session = _stop(client, args)
     if _json(args):
         emit_json(session)

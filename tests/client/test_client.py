@@ -67,6 +67,10 @@ def test_get_list_stop_and_delete(fake_daemon, tmp_path):
         assert client.get("one").phase == pb.PHASE_STOPPED
         client.stop("two", delete=True)
         assert [s.name for s in client.list()] == ["one"]
+        # delete_workspace only means something with delete: the servicer refuses it alone.
+        with pytest.raises(NbdClientError) as e:
+            client.stop("one", delete_workspace=True)
+        assert e.value.code == grpc.StatusCode.INVALID_ARGUMENT and "only with delete" in e.value.message
 
 
 def test_logs_build_notebook_tail_and_follow(fake_daemon, tmp_path):

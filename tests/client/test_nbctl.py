@@ -243,6 +243,10 @@ def test_errors_are_one_line_with_exit_code_1(fake_daemon):
         nbctl("launch", "/does/not/exist", env=env),
         "/does/not/exist is not a directory; give the directory of the notebook project",
     )
+    assert_one_line_error(
+        nbctl("stop", "ghost", "--yes", env=env),
+        "--yes confirms deleting a workspace: it applies only with --delete",
+    )
     internal = nbctl("launch", "/tmp", "--name", "boom", env=env)
     assert internal.returncode == 1 and len(internal.stderr.splitlines()) == 1
     assert "internal error in the nbd daemon" in internal.stderr and "secret" not in internal.stderr

@@ -110,3 +110,36 @@ def test_a_run_gets_shm_and_data_volumes_but_not_the_notebooks_workspace() -> No
     }
     body = run_manifest("r", "ns", spec, ["python"], 1)["spec"]
     assert "workspace" not in body and body["resources"] == {"shm": "1Gi"} and body["volumes"]
+
+
+@pytest.mark.parametrize(
+    ("reason", "ends"),
+    [
+        ("ClaimMissing", True),
+        ("WorkspacePending", True),
+        ("WorkspaceSizeUnchangeable", True),
+        ("WorkspaceDeleting", False),
+        ("Starting", False),
+    ],
+)
+def test_claim_reasons_end_the_launch_with_the_controllers_message(reason: str, ends: bool) -> None:
+    from nbd.launch import progress as prog
+
+    ready = {
+        "type": "Ready",
+        "status": "False",
+        "reason": reason,
+        "message": "PersistentVolumeClaim data ...",
+    }
+    notebook = {"metadata": {"name": "n"}, "status": {"conditions": [ready]}}
+    failure = prog.start_failure(notebook, None)
+    assert (failure is not None) is ends
+    if failure is not None:
+        assert (failure.reason, failure.message) == (reason, "PersistentVolumeClaim data ...")
+
+
+def test_the_workspace_kept_reason_is_the_same_on_both_sides() -> None:
+    from nbd.launch.notebooks import REASON_WORKSPACE_KEPT as daemon_side
+    from nbdclient.errors import REASON_WORKSPACE_KEPT as client_side
+
+    assert daemon_side == client_side

@@ -202,3 +202,60 @@ def test_a_workspace_of_an_expandable_class_grows(
         60,
         "the workspace claim to grow",
     )
+
+
+def _nbctl_on_a_terminal(kit: LaunchKit, answer: str, *args: str) -> tuple[int, str]:
+    """nbctl with its stdin and stderr on a pseudo-terminal: waits for the question, answers it."""
+    import os
+    import pty
+    import select
+    import subprocess
+    import sys
+    import time
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nbctl", *args],
+        env={**kit.daemon.env, **kit.env()},
+        stdin=slave,
+        stdout=subprocess.PIPE,
+        stderr=slave,
+    )
+    os.close(slave)
+    seen = b""
+    deadline = time.monotonic() + 60
+    answered = False
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.5)
+            if ready:
+                try:
+                    chunk = os.read(master, 4096)
+                except OSError:
+                    break  # the terminal closed: nbctl exited
+                if not chunk:
+                    break
+                seen += chunk
+            if not answered and b"[y/N]" in seen:
+                os.write(master, answer.encode() + b"\n")
+                answered = True
+            if proc.poll() is not None and not ready:
+                break
+        rc = proc.wait(timeout=30)
+    finally:
+        os.close(master)
+    return rc, seen.decode(errors="replace")
+
+
+def test_on_a_terminal_stop_delete_asks_naming_the_claim(
+    kit: LaunchKit, ns: str, tmp_path: Path, jupyter_image: str
+) -> None:
+    project = make_project(tmp_path)
+    launched = kit.launch(project, ns, "--image", jupyter_image, "--no-sync", "--workspace-size", "1Gi")
+    assert launched.rc == 0, launched.stderr
+    rc, shown = _nbctl_on_a_terminal(kit, "n", "stop", f"{ns}/proj", "--delete")
+    assert rc != 0 and "proj-workspace (1Gi)" in shown and "nothing deleted" in shown, shown
+    assert "proj-workspace" in _claims(kit, ns) and kit.notebook(ns, "proj") is not None
+    rc, shown = _nbctl_on_a_terminal(kit, "y", "stop", f"{ns}/proj", "--delete")
+    assert rc == 0, shown
+    wait_until(lambda: "proj-workspace" not in _claims(kit, ns), 60, "the workspace claim to go")
