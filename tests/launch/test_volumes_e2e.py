@@ -259,3 +259,23 @@ def test_on_a_terminal_stop_delete_asks_naming_the_claim(
     rc, shown = _nbctl_on_a_terminal(kit, "y", "stop", f"{ns}/proj", "--delete")
     assert rc == 0, shown
     wait_until(lambda: "proj-workspace" not in _claims(kit, ns), 60, "the workspace claim to go")
+
+
+def test_a_non_root_image_seeds_and_writes_a_workspace_through_the_fs_group(
+    kit: LaunchKit, ns: str, tmp_path: Path
+) -> None:
+    """A claim's root is root-owned 0755 (a fresh filesystem's): the seed and Jupyter, running as
+    uid 1000, write it only because the pod's fsGroup is given the volume."""
+    from fixtures_stack import push_image
+    from test_nonroot import _NONROOT_DOCKERFILE, NONROOT_IMAGE
+
+    image = push_image(kit.stack, NONROOT_IMAGE, _NONROOT_DOCKERFILE)
+    project = make_project(tmp_path)
+    launched = kit.launch(project, ns, "--image", image, "--no-sync", "--workspace-size", "1Gi")
+    assert launched.rc == 0, launched.stderr
+    pod = _ready_pod(kit, ns, "proj")
+    rc, out = _exec(
+        kit, ns, pod.metadata.name, "id -u; echo mine > /content/by-uid-1000.txt && ls -ld /content"
+    )
+    assert rc == 0, out
+    assert out.splitlines()[0] == "1000", out
