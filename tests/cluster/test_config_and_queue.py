@@ -161,7 +161,18 @@ def test_crd_yaml_has_no_anchors_or_aliases() -> None:
     assert not [t for t in tokens if isinstance(t, (yaml.AnchorToken, yaml.AliasToken))]
 
 
-PURE = ["config", "naming", "crd", "manifests", "decisions", "conditions", "patching", "builds", "scheduling"]
+PURE = [
+    "config",
+    "naming",
+    "crd",
+    "manifests",
+    "decisions",
+    "conditions",
+    "patching",
+    "builds",
+    "scheduling",
+    "idle",
+]
 FORBIDDEN = {"kubernetes", "asyncio", "google", "grpc", "aiohttp", "threading"}
 
 
