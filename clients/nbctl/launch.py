@@ -83,6 +83,7 @@ def build_request(args: argparse.Namespace) -> Any:
         workspace_size=getattr(args, "workspace_size", ""),
         workspace_storage_class=getattr(args, "workspace_storage_class", ""),
         shm=args.shm,
+        idle_stop_after=getattr(args, "idle_stop", "") or "",
     )
     if args.gpus is not None:
         spec.gpu_count = args.gpus

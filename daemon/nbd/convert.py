@@ -45,6 +45,7 @@ def spec_to_proto(spec: NotebookSpec) -> pb.NotebookSpec:
         workspace_size=spec.workspace_size,
         workspace_storage_class=spec.workspace_storage_class,
         shm=spec.shm,
+        idle_stop_after=spec.idle_stop_after,
     )
     if spec.gpu_count is not None:
         msg.gpu_count = spec.gpu_count
@@ -71,6 +72,7 @@ def spec_from_proto(msg: pb.NotebookSpec) -> NotebookSpec:
         workspace_size=msg.workspace_size,
         workspace_storage_class=msg.workspace_storage_class,
         shm=msg.shm,
+        idle_stop_after=msg.idle_stop_after,
     )
 
 
@@ -146,6 +148,9 @@ def session_to_proto(s: Session, ref: str) -> pb.Session:
         updated=timestamp(s.updated),
         ref=ref,
         notebook=notebook_to_proto(s.notebook),
+        idle_stop_at=timestamp(s.notebook.idle_stop_at),
+        idle_stop_after=s.notebook.idle_stop_after,
+        idle_message=s.notebook.idle_message,
     )
 
 

@@ -72,6 +72,8 @@ class NotebookSpec:
     workspace_size: str = ""
     workspace_storage_class: str = ""
     shm: str = ""
+    # spec.idle.stopAfter ("2h"; "0" off); "" leaves the cluster's default.
+    idle_stop_after: str = ""
 
 
 class SessionKey(NamedTuple):

@@ -4,11 +4,13 @@ spec.volumes' data claims (no pod while one is missing)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from test_decisions import CONFIG, NOW, Case, nb, pod_for
 
+from nbd_controller.config import Config
 from nbd_controller.decisions import (
     CreateObject,
     CreatePod,
@@ -18,6 +20,32 @@ from nbd_controller.decisions import (
     decide,
     decide_run,
 )
+from nbd_controller.manifests import notebook_pod
+
+CONFIG = Config(bucket="b", registry="reg", prefix="ctx")
+NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
+
+
+def nb(spec: dict[str, Any]) -> dict[str, Any]:
+    return {"metadata": {"name": "nb1", "namespace": "team", "uid": "u1", "generation": 3}, "spec": spec}
+
+
+def pod_for(notebook: dict[str, Any], image: str) -> dict[str, Any]:
+    pod = notebook_pod(CONFIG, notebook, image)
+    pod["status"] = {}
+    return pod
+
+
+@dataclass
+class Case:
+    id: str
+    notebook: dict[str, Any]
+    observed: dict[str, Any] = field(default_factory=dict)
+    actions: list[type] = field(default_factory=list)
+    phase: str = ""
+    conditions: dict[str, tuple[str, str]] = field(default_factory=dict)  # type -> (status, reason)
+    requeue: float | None = None
+
 
 WS = {"image": "jupyter/base", "workspace": {"size": "50Gi", "storageClass": "fast"}}
 WS_NB = nb(WS)

@@ -36,6 +36,8 @@ from nbdcontract import (
     MANAGED_BY_DAEMON,
     PORT_MAX,
     PORT_MIN,
+    duration_seconds,
+    human_duration,
     label_key_problem,
     label_value_problem,
     priority_class_problem,
@@ -77,9 +79,11 @@ _SPEC_KEYS = {
     "priorityClassName",
     "workspace",
     "volumes",
+    "idle",
 }
 _RESOURCE_KEYS = {"gpu", "cpu", "memory", "shm"}
 _WORKSPACE_KEYS = {"size", "storageClass"}
+_IDLE_KEYS = {"stopAfter"}
 _GPU_KEYS = {"count", "type"}
 
 
@@ -180,6 +184,8 @@ def _validate_spec(spec: dict[str, Any], source: str) -> dict[str, Any]:
             {"claim": v["claim"], "mountPath": v["mountPath"], "readOnly": bool(v.get("readOnly"))}
             for v in spec["volumes"]
         ]
+    if "idle" in spec and spec["idle"] is not None:
+        out["idle"] = _idle(spec["idle"], source)
     return out
 
 
@@ -214,6 +220,30 @@ def _shm(value: Any, what: str) -> str:
     if problem is not None:
         raise NotebookFileError(f"{problem} (0 leaves the runtime's 64Mi)")
     return str(value)
+
+
+def _idle(value: Any, source: str) -> dict[str, Any]:
+    """idle: {stopAfter: 2h}: suspend the notebook after that long idle ("0": never)."""
+    if not isinstance(value, dict):
+        raise NotebookFileError(f"{source}: idle must be a mapping, e.g. idle: {{stopAfter: 2h}}")
+    unknown = sorted(set(value) - _IDLE_KEYS)
+    if unknown:
+        raise NotebookFileError(
+            f"{source}: unknown idle field(s) {', '.join(map(str, unknown))}; allowed: {', '.join(sorted(_IDLE_KEYS))}"
+        )
+    out: dict[str, Any] = {}
+    if value.get("stopAfter") is not None:
+        out["stopAfter"] = idle_stop_after(value["stopAfter"], f"{source}: idle.stopAfter")
+    return out
+
+
+def idle_stop_after(value: Any, what: str) -> str:
+    """A checked idle duration in the form the CRD takes ("2h", "1h30m", "0")."""
+    try:
+        seconds = duration_seconds(value)
+    except ValueError as e:
+        raise NotebookFileError(f"{what}: {e}") from None
+    return human_duration(seconds) if seconds % 60 == 0 or seconds < 3600 else f"{seconds}s"
 
 
 def _placement(spec: dict[str, Any], source: str) -> dict[str, Any]:
@@ -320,6 +350,11 @@ def merge_spec(file_spec: dict[str, Any], overrides: NotebookSpec) -> dict[str, 
         spec["port"] = _port(overrides.port, "port")
     if overrides.command:
         spec["command"] = list(overrides.command)
+    if overrides.idle_stop_after:
+        spec["idle"] = {
+            **(spec.get("idle") or {}),
+            "stopAfter": idle_stop_after(overrides.idle_stop_after, "--idle-stop"),
+        }
     resources = dict(spec.get("resources") or {})
     if overrides.cpu:
         resources["cpu"] = overrides.cpu
@@ -378,6 +413,7 @@ def session_spec(spec: dict[str, Any]) -> NotebookSpec:
         workspace_size=str((spec.get("workspace") or {}).get("size") or ""),
         workspace_storage_class=str((spec.get("workspace") or {}).get("storageClass") or ""),
         shm=str(resources.get("shm") or ""),
+        idle_stop_after=str((spec.get("idle") or {}).get("stopAfter") or ""),
     )
 
 

@@ -87,6 +87,11 @@ def validate_run(name: str, command: list[str], nodes: int) -> None:
         )
 
 
+# Fields of notebook.yaml that only a notebook has: its server's command and port, its idle stop, its
+# workspace volume and its sync (a run's /content is its image's, its outputs are on their own claim).
+NOTEBOOK_ONLY = ("command", "port", "idle", "workspace", "sync")
+
+
 def run_manifest(
     name: str,
     namespace: str,
@@ -112,8 +117,7 @@ def run_manifest(
         annotations[WRITTEN_BY_ANNOTATION] = written_by
     if annotations:
         metadata["annotations"] = annotations
-    # The workspace claim is the notebook's: a run's /content is its image's.
-    body = {k: v for k, v in spec.items() if k not in ("command", "port", "workspace")}
+    body = {k: v for k, v in spec.items() if k not in NOTEBOOK_ONLY}
     body["command"] = list(command)
     body["nodes"] = nodes
     if ttl_seconds_after_finished is not None:
