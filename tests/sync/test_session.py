@@ -246,12 +246,58 @@ def test_large_file_and_size_limit(pair: Pair) -> None:
         async with pair.session(max_file_size=2 << 20) as s:
             st = await s.flush(60)
             assert not (pair.remote / "huge.bin").exists()
-            assert any(p.path == "huge.bin" and "size limit" in p.message for p in st.problems)
-            assert any(p.path == "big.bin" for p in st.problems)  # also above this session's limit
+            assert [(n.path, n.side, n.size) for n in st.not_synced] == [
+                ("big.bin", "local", 64 << 20),  # also above this session's limit
+                ("huge.bin", "local", 3 << 20),
+            ]
+            assert st.not_synced[1].reason == "too large (3 MiB > 2 MiB)"
+            assert not st.problems
         async with pair.session(max_file_size=1 << 30) as s:
             st = await s.flush(60)
             assert (pair.remote / "big.bin").read_bytes() == data
             assert st.bytes_to_remote >= len(data)
+
+    run(go())
+
+
+def test_a_pod_file_above_the_limit_stays_in_the_pod_until_it_shrinks(pair: Pair) -> None:
+    """A checkpoint written in the pod above the limit is never copied, never deleted, and an
+    older small local version is not pushed over it; under the limit again, it syncs."""
+    limit = 2 << 20
+    (pair.local / "ckpt").mkdir()
+    (pair.local / "ckpt" / "model.pt").write_bytes(b"small v1")
+    (pair.local / "notes.txt").write_bytes(b"notes")
+
+    async def go() -> None:
+        async with pair.session(max_file_size=limit) as s:
+            await s.flush(30)
+            assert both(pair, "ckpt/model.pt", b"small v1")
+            big = os.urandom(limit + (512 << 10))
+            (pair.remote / "ckpt" / "model.pt").write_bytes(big)
+            (pair.remote / "ckpt" / "other.pt").write_bytes(big)
+            await until(lambda: len(s.status().not_synced) == 2, what="both large files listed")
+            st = await s.flush(30)
+            assert [(n.path, n.side, n.size) for n in st.not_synced] == [
+                ("ckpt/model.pt", "remote", len(big)),
+                ("ckpt/other.pt", "remote", len(big)),
+            ]
+            assert st.not_synced[0].reason == "too large (2.5 MiB > 2 MiB)"
+            assert not st.conflicts and not st.problems
+            assert (pair.local / "ckpt" / "model.pt").read_bytes() == b"small v1"
+            assert not (pair.local / "ckpt" / "other.pt").exists()
+            assert (pair.remote / "ckpt" / "model.pt").read_bytes() == big
+            # A local edit of the small version is not pushed over the pod's large one either.
+            (pair.local / "ckpt" / "model.pt").write_bytes(b"small v2")
+            (pair.local / "notes.txt").write_bytes(b"notes v2")
+            await until(lambda: (pair.remote / "notes.txt").read_bytes() == b"notes v2", what="notes")
+            await s.flush(30)
+            assert (pair.remote / "ckpt" / "model.pt").read_bytes() == big
+            # Under the limit again, it syncs as any file.
+            (pair.remote / "ckpt" / "other.pt").write_bytes(b"shrunk")
+            await until(lambda: both(pair, "ckpt/other.pt", b"shrunk"), what="shrunk file synced")
+            st = await s.flush(30)
+            assert [n.path for n in st.not_synced] == ["ckpt/model.pt"]
+        assert (pair.remote / "ckpt" / "model.pt").read_bytes() == big
 
     run(go())
 

@@ -41,7 +41,7 @@ from nbd.capabilities import LaunchRequest
 from nbd.errors import FailedPrecondition, InvalidArgument, NbdError, NotFound
 from nbd.events import Failure, LaunchEvent, LaunchPayload, Notice, NoticeLevel, PhaseChanged, Ready
 from nbd.kube import KubeClient, KubeTarget, load_target
-from nbd.launch.building import BuildError, Delivery, new_request_id, package
+from nbd.launch.building import BuildError, Delivery, new_request_id, package, record_context_files
 from nbd.launch.decisions import (
     Attach,
     Existing,
@@ -68,8 +68,10 @@ from nbd.launch.spec import (
     notebook_name_for,
     parse_notebook_file,
     session_spec,
+    sync_max_file_size,
     validate_name,
 )
+from nbd.launch.runtime import context_files_dir
 from nbd.launch.starting import START_TIMEOUT, StartError, wait_until_ready
 from nbd.session import LaunchRecord, NotebookState, NotebookStatus, Phase, Session, SessionKey, utcnow
 
@@ -261,6 +263,7 @@ class Launcher:
         if plan.package:
             built = await package(directory, self.spool_dir, self.cache_dir, emit)
             md5, built_path, md5_b64 = built.md5_hex, built.path, built.md5_b64
+            await record_context_files(context_files_dir(self.live.sync_dir), directory, md5, built_path)
             await registry.update(key, context_md5=md5)
             request_id = new_request_id()
             spec["build"] = {"upload": {"md5": md5, "requestID": request_id}}
@@ -328,7 +331,9 @@ class Launcher:
         )
         if plan.sync:
             workdir = str(resolved.spec.get("workdir") or DEFAULT_WORKDIR)
-            await runtime.start_sync(resolved.directory, workdir)
+            await runtime.start_sync(
+                resolved.directory, workdir, max_file_size=sync_max_file_size(resolved.spec)
+            )
         elif runtime.sync is not None:
             await runtime.stop_sync(flush=True)
         # Followed once its forward and sync run, so a change seen from now on stops them whole.
