@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ import pytest
 from nbd.sync import ChangeApplied, ConflictFound, ProblemFound, StateChanged, SyncState
 from nbd.sync.agent.paths import TEMP_PREFIX
 from nbd.sync.remote import local_process_factory
+from nbd.sync.snapshot import Snapshot
 
 from .conftest import Pair, run, tree, until
 
@@ -500,5 +502,73 @@ def test_ignore_rules_apply_to_both_sides(pair: Pair) -> None:
             assert not (pair.local / "__pycache__").exists()
             # Files the other side ignores are left alone, never deleted.
             assert (pair.remote / "pod.log").exists() and (pair.remote / "build" / "out.o").exists()
+
+    run(go())
+
+
+def _context_of(tmp: Path, directory: Path) -> tuple[Snapshot, str]:
+    """Package `directory` as a launch does and return the recorded entries of its archive."""
+    from nbd.context import build_context_sync
+    from nbd.sync import context_files
+
+    (directory / "Dockerfile").write_text("FROM scratch\n")
+    built = build_context_sync(directory, tmp / "spool", tmp / "cache")
+    assert context_files.record(str(tmp / "records"), str(directory), built.md5_hex, built.path)
+    entries = context_files.load(str(tmp / "records"), str(directory), built.md5_hex)
+    assert entries is not None
+    return entries, built.md5_hex
+
+
+def test_a_sync_without_ancestor_starts_from_the_build_context(pair: Pair, tmp_path: Path) -> None:
+    """The pod holds the packaged files (its image), the local side was edited since: edits and
+    deletions travel to the pod without conflict copies; a file the build changed stays a
+    conflict; a file the build made is pulled."""
+    (pair.local / "d").mkdir()
+    for name, text in [("hello.ipynb", b"v1"), ("d/a.txt", b"a"), ("d/b.txt", b"b"), ("built.py", b"src")]:
+        (pair.local / name).write_bytes(text)
+    (pair.local / "run.sh").write_bytes(b"#!/bin/sh\n")
+    os.chmod(pair.local / "run.sh", 0o755)
+    context, _ = _context_of(tmp_path, pair.local)
+    assert context["run.sh"].executable and context["d"].is_dir and "Dockerfile" in context
+    shutil.copytree(pair.local, pair.remote, dirs_exist_ok=True)  # the image's /content
+    (pair.remote / "built.py").write_bytes(b"changed by the build")
+    (pair.remote / "made.txt").write_bytes(b"made by the build")
+    # Edits since the packaging.
+    (pair.local / "hello.ipynb").write_bytes(b"v2")
+    (pair.local / "d" / "a.txt").unlink()
+    (pair.local / "new.txt").write_bytes(b"new")
+
+    async def go() -> None:
+        async with pair.session(context_files=context) as s:
+            st = await s.flush(30)
+            assert [c.path for c in st.conflicts] == ["built.py"]
+            assert st.conflicts[0].copy_path.startswith("built.conflict-remote-")
+        assert (pair.remote / "hello.ipynb").read_bytes() == b"v2"
+        assert not (pair.remote / "d" / "a.txt").exists() and not (pair.local / "d" / "a.txt").exists()
+        assert (pair.local / "built.py").read_bytes() == b"src" == (pair.remote / "built.py").read_bytes()
+        assert (pair.local / "made.txt").read_bytes() == b"made by the build"
+        assert (pair.remote / "new.txt").read_bytes() == b"new"
+        assert tree(pair.local) == tree(pair.remote)
+        assert [p for p in os.listdir(pair.local) if ".conflict-" in p] == [st.conflicts[0].copy_path]
+
+    run(go())
+
+
+def test_the_seed_is_ignored_when_an_ancestor_exists_or_the_pod_differs(pair: Pair, tmp_path: Path) -> None:
+    """Without a context record the sync behaves as it always did: every difference is kept on
+    both sides. With a persisted ancestor, the record is not used at all."""
+    (pair.local / "a.txt").write_bytes(b"v1")
+    context, _ = _context_of(tmp_path, pair.local)
+    shutil.copytree(pair.local, pair.remote, dirs_exist_ok=True)
+    (pair.local / "a.txt").write_bytes(b"v2")
+
+    async def go() -> None:
+        async with pair.session(context_files=None) as s:
+            st = await s.flush(30)
+            assert [c.path for c in st.conflicts] == ["a.txt"]
+        (pair.remote / "a.txt").write_bytes(b"v1")  # back to the packaged version in the pod
+        async with pair.session(context_files=context) as s:  # an ancestor exists: no seed
+            st = await s.flush(30)
+        assert (pair.local / "a.txt").read_bytes() == b"v1", "the pod's change since the ancestor won"
 
     run(go())
