@@ -122,7 +122,9 @@ def test_bad_sync_max_file_size_is_one_line_naming_the_field_and_an_example(text
     with pytest.raises(NotebookFileError) as err:
         parse_notebook_file(text, "notebook.yaml")
     message = str(err.value)
-    assert message.startswith("notebook.yaml: sync.maxFileSize must be a size in bytes or a quantity like 100Mi")
+    assert message.startswith(
+        "notebook.yaml: sync.maxFileSize must be a size in bytes or a quantity like 100Mi"
+    )
     assert "\n" not in message
 
 

@@ -60,6 +60,7 @@ from nbd.launch.jupyter import CUSTOM as CUSTOM_UI
 from nbd.launch.jupyter import detect_ui, notebook_url
 from nbd.launch.live import LiveSessions
 from nbd.launch.notebooks import NotebookClient
+from nbd.launch.runtime import context_files_dir
 from nbd.launch.spec import (
     DEFAULT_PORT,
     DEFAULT_WORKDIR,
@@ -71,7 +72,6 @@ from nbd.launch.spec import (
     sync_max_file_size,
     validate_name,
 )
-from nbd.launch.runtime import context_files_dir
 from nbd.launch.starting import START_TIMEOUT, StartError, wait_until_ready
 from nbd.session import LaunchRecord, NotebookState, NotebookStatus, Phase, Session, SessionKey, utcnow
 

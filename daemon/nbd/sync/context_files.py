@@ -107,7 +107,8 @@ def load(store: str, directory: str, md5_hex: str) -> Snapshot | None:
         if doc.get("md5") != md5_hex:
             return None
         return {
-            str(p): Entry(v[0], str(v[1]), int(v[2]), bool(v[3]), str(v[4])) for p, v in doc["entries"].items()
+            str(p): Entry(v[0], str(v[1]), int(v[2]), bool(v[3]), str(v[4]))
+            for p, v in doc["entries"].items()
         }
     except FileNotFoundError:
         return None

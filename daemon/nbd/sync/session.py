@@ -24,10 +24,10 @@ from dataclasses import dataclass, replace
 
 from nbd.aio import cancel_and_wait, wait_event
 from nbd.errors import DeadlineExceeded, FailedPrecondition, NbdError
+from nbd.session import DEFAULT_SYNC_MAX_FILE_SIZE
 from nbd.status import Conflict, NotSynced, Problem, SyncState, SyncStatus, from_epoch, utcnow
 from nbd.sync.agent.ignore import rules_from_files
 from nbd.sync.local import LocalEndpoint
-from nbd.session import DEFAULT_SYNC_MAX_FILE_SIZE
 from nbd.sync.reconcile import Change, DeleteGuard, Plan, leave_large, reconcile, seed_ancestor, settle
 from nbd.sync.remote import AgentLost, RemoteEndpoint, TransportFactory
 from nbd.sync.sides import Side

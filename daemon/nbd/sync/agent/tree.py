@@ -162,8 +162,9 @@ class Tree:
         """Scan the whole tree, or only the subtrees at `paths` (absent ones are reported absent).
 
         Returns {"entries": [...], "absent": [...], "problems": [[path, message]], "large": [[path,
-        size]], "rules": {path: text}}; a file above `max_file_size` is in "large" only. Ignored paths are pruned with the rules known so far (rule files are read as the
-        walk meets them, like git).
+        size]], "rules": {path: text}}; a file above `max_file_size` is in "large" only. Ignored
+        paths are pruned with the rules known so far (rule files are read as the walk meets them,
+        like git).
         """
         entries: List[WireEntry] = []
         problems: List[List[str]] = []
