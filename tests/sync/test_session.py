@@ -407,7 +407,8 @@ KILLED_DAEMON = textwrap.dedent("""
     from nbd.sync import SyncSession, SyncOptions, local_process_factory
     async def main():
         s = SyncSession(sys.argv[1], local_process_factory, sys.argv[3],
-                        SyncOptions(remote_root=sys.argv[2], agent_cache_dir=sys.argv[4]))
+                        SyncOptions(remote_root=sys.argv[2], agent_cache_dir=sys.argv[4],
+                                    max_file_size=1 << 30))
         await s.start()
         await asyncio.sleep(3600)
     asyncio.run(main())
@@ -449,7 +450,7 @@ def test_kill_9_mid_transfer_leaves_no_partial_file_and_restart_converges(pair: 
                 assert (r / name).read_bytes() in (data, data[: 128 << 20])
 
     async def go() -> None:
-        async with pair.session() as s:
+        async with pair.session(max_file_size=1 << 30) as s:
             await s.flush(60)
         for r in (pair.local, pair.remote):
             assert not [n for n in os.listdir(r) if n.startswith(TEMP_PREFIX)]
