@@ -78,16 +78,15 @@ def discard_archive(cache_dir: str, directory: str, path: str, forget: Callable[
 
 async def record_context_files(store: str, directory: str, md5_hex: str, archive: str) -> None:
     """Records what the packaged context holds, for seeding a later sync's ancestor
-    (`nbd.sync.context_files`). A failure costs only that seed: it ends in a log line."""
-    import tarfile
-
+    (`nbd.sync.context_files`). A failure costs only that seed, never the launch: it ends in a
+    log line (the archive may be discarded meanwhile, e.g. after the store refused its MD5)."""
     from nbd.sync.context_files import record
 
     started = time.monotonic()
     try:
         written = await asyncio.to_thread(record, store, directory, md5_hex, archive)
-    except (OSError, tarfile.TarError) as e:
-        log.warning("could not record the files of context %s of %s: %s", md5_hex, directory, e)
+    except Exception as e:
+        log.warning("could not record the files of context %s of %s: %r", md5_hex, directory, e)
         return
     if written:
         log.info(

@@ -94,6 +94,9 @@ class _Resolved:
     # Set once this launch wrote to the cluster (the Notebook applied): from then on a cancelled
     # launch may have changed what runs (see `decisions.cancelled`).
     applied: bool = False
+    # The recording of the packaged context's files (the seed of a sync's ancestor), which runs
+    # beside the upload and the build; the sync waits for it before it starts.
+    recording: asyncio.Task[None] | None = None
 
     @property
     def key(self) -> SessionKey:
@@ -263,7 +266,9 @@ class Launcher:
         if plan.package:
             built = await package(directory, self.spool_dir, self.cache_dir, emit)
             md5, built_path, md5_b64 = built.md5_hex, built.path, built.md5_b64
-            await record_context_files(context_files_dir(self.live.sync_dir), directory, md5, built_path)
+            resolved.recording = asyncio.get_running_loop().create_task(
+                record_context_files(context_files_dir(self.live.sync_dir), directory, md5, built_path)
+            )
             await registry.update(key, context_md5=md5)
             request_id = new_request_id()
             spec["build"] = {"upload": {"md5": md5, "requestID": request_id}}
@@ -329,6 +334,8 @@ class Launcher:
         session = await registry.update(
             key, phase=Phase.READY, url=url, pod=started.pod, message="", runtime=record, notebook=following
         )
+        if resolved.recording is not None:
+            await resolved.recording
         if plan.sync:
             workdir = str(resolved.spec.get("workdir") or DEFAULT_WORKDIR)
             await runtime.start_sync(

@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import tarfile
+import uuid
 
 from nbd.sync.snapshot import DIR, Entry, Snapshot
 
@@ -67,7 +68,8 @@ def record(store: str, directory: str, md5_hex: str, archive: str, *, keep: int 
     """Record the entries of the context archive `archive` (MD5 `md5_hex`) of `directory`,
     unless they are recorded already; keep the newest `keep` records of the directory.
 
-    Returns whether a record was written. Raises OSError or tarfile.TarError.
+    Returns whether a record was written. Raises OSError, or tarfile.TarError, EOFError or
+    zlib.error for an archive that is not a whole tar.gz.
     """
     path = record_path(store, directory, md5_hex)
     if os.path.exists(path):
@@ -77,7 +79,7 @@ def record(store: str, directory: str, md5_hex: str, archive: str, *, keep: int 
     folder = os.path.dirname(path)
     os.makedirs(folder, mode=0o700, exist_ok=True)
     doc = {p: [e.kind, e.digest, e.size, e.executable, e.target] for p, e in entries.items()}
-    tmp = f"{path}.tmp-{os.getpid()}"
+    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump({"md5": md5_hex, "entries": doc}, f, separators=(",", ":"))
         f.flush()
