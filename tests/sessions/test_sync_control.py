@@ -149,3 +149,21 @@ def test_a_pod_file_above_sync_max_file_size_is_listed_not_synced(notebook_facto
     # Neither side's version moved: the small one stays local, the large one in the pod.
     assert read(nb.directory / "ckpt" / "model.pt") == "small local version\n"
     assert nb.pod_sh("wc -c < /content/ckpt/model.pt").strip() == "1572864"
+
+
+def test_a_relaunch_with_a_higher_sync_max_file_size_brings_the_file(notebook_factory, jupyter_image):
+    nb = notebook_factory(launch=False)
+    write(nb.directory / "notebook.yaml", "sync: {maxFileSize: 1Mi}\n")
+    nb.launch("--image", jupyter_image)
+    nb.wait_sync("watching")
+    nb.pod_sh("head -c 1572864 /dev/zero > /content/.big.tmp && mv /content/.big.tmp /content/big.bin")
+    wait_for(lambda: nb.sync().get("not_synced"), "the large file to be listed")
+    assert not (nb.directory / "big.bin").exists()
+
+    write(nb.directory / "notebook.yaml", "sync: {maxFileSize: 2Mi}\n")
+    nb.launch("--image", jupyter_image)
+    wait_for(
+        lambda: (nb.directory / "big.bin").is_file() and (nb.directory / "big.bin").stat().st_size == 1572864,
+        "the file under the new limit locally",
+    )
+    assert not nb.flush().get("not_synced")

@@ -187,7 +187,10 @@ class SessionRuntime:
         becoming conflict copies.
         """
         if self.sync is not None:
-            return
+            if max_file_size == self._max_file_size:
+                return
+            # A relaunch changed sync.maxFileSize: the sync restarts with it, from its ancestor.
+            await self.stop_sync(flush=True)
         await self._ensure_pods()
         os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
         self._sync_config = (directory, remote_root)

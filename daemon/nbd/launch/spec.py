@@ -53,6 +53,7 @@ __all__ = [
     "DEFAULT_WORKDIR",
     "FIELD_MANAGER",
     "LOCAL_DIRECTORY_ANNOTATION",
+    "LOCAL_ONLY_FIELDS",
     "WRITTEN_BY_ANNOTATION",
     "NotebookFileError",
     "merge_spec",
@@ -76,7 +77,7 @@ _SPEC_KEYS = {
     "sync",
 }
 # Spec fields only the daemon reads (how the local directory syncs): never sent to the cluster.
-_LOCAL_KEYS = {"sync"}
+LOCAL_ONLY_FIELDS = frozenset({"sync"})
 _SYNC_KEYS = {"maxFileSize"}
 _BYTES = re.compile(r"([0-9]+(?:\.[0-9]+)?)(k|M|G|T|Ki|Mi|Gi|Ti)?")
 _BYTE_SUFFIX = {
@@ -381,7 +382,7 @@ def notebook_manifest(
         annotations[WRITTEN_BY_ANNOTATION] = written_by
     if annotations:
         metadata["annotations"] = annotations
-    full = {k: v for k, v in spec.items() if k not in _LOCAL_KEYS}
+    full = {k: v for k, v in spec.items() if k not in LOCAL_ONLY_FIELDS}
     full["suspend"] = False
     return {"apiVersion": API_VERSION, "kind": KIND, "metadata": metadata, "spec": full}
 

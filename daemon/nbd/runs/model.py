@@ -13,7 +13,12 @@ from datetime import datetime
 from typing import Any
 
 from nbd.errors import InvalidArgument
-from nbd.launch.spec import LOCAL_DIRECTORY_ANNOTATION, WRITTEN_BY_ANNOTATION, notebook_name_for
+from nbd.launch.spec import (
+    LOCAL_DIRECTORY_ANNOTATION,
+    LOCAL_ONLY_FIELDS,
+    WRITTEN_BY_ANNOTATION,
+    notebook_name_for,
+)
 from nbd.runstate import Rank, RunInfo, RunPhase
 from nbdcontract import (
     API_VERSION,
@@ -112,7 +117,7 @@ def run_manifest(
         annotations[WRITTEN_BY_ANNOTATION] = written_by
     if annotations:
         metadata["annotations"] = annotations
-    body = {k: v for k, v in spec.items() if k not in ("command", "port")}
+    body = {k: v for k, v in spec.items() if k not in ("command", "port") and k not in LOCAL_ONLY_FIELDS}
     body["command"] = list(command)
     body["nodes"] = nodes
     if ttl_seconds_after_finished is not None:
