@@ -316,3 +316,14 @@ def test_seeding_never_loses_a_version_the_context_does_not_hold(
         for p, e in side.items():
             if e.kind == "file" and e != context.get(p):
                 assert e.digest in survived, (p, e, plan)
+
+
+def test_a_seeded_sync_keeps_the_delete_guard() -> None:
+    """Local deletions since the build become deletions in the pod only within the guard."""
+    context: Snapshot = {f"f{i:02d}": F(str(i)) for i in range(40)}
+    local = {p: e for p, e in context.items() if p >= "f30"}
+    plan = reconcile(seed_ancestor(context, context), local, context, stamp=STAMP)
+    assert "delete 30 of 40 files on the remote side" in plan.halt_reason
+    small = {p: e for p, e in context.items() if p != "f00"}
+    plan = reconcile(seed_ancestor(context, context), small, context, stamp=STAMP)
+    assert not plan.halt_reason and [(c.path, c.action) for c in plan.to_remote] == [("f00", "delete")]

@@ -573,3 +573,26 @@ def test_the_seed_is_ignored_when_an_ancestor_exists_or_the_pod_differs(pair: Pa
         assert (pair.local / "a.txt").read_bytes() == b"v1", "the pod's change since the ancestor won"
 
     run(go())
+
+
+def test_a_seeded_sync_leaves_what_the_local_rules_ignore_since_the_build(pair: Pair, tmp_path: Path) -> None:
+    """An ignore rule added locally since the build keeps the image's files under it in the pod,
+    even those deleted locally: ignored paths are out of the reconcile, seeded or not."""
+    (pair.local / "data").mkdir()
+    (pair.local / "data" / "set.csv").write_bytes(b"1,2")
+    (pair.local / "a.txt").write_bytes(b"a")
+    context, _ = _context_of(tmp_path, pair.local)
+    shutil.copytree(pair.local, pair.remote, dirs_exist_ok=True)
+    (pair.local / ".nbdignore").write_text("data/\n")
+    shutil.rmtree(pair.local / "data")
+    (pair.local / "a.txt").unlink()
+
+    async def go() -> None:
+        async with pair.session(context_files=context) as s:
+            st = await s.flush(30)
+        assert (pair.remote / "data" / "set.csv").read_bytes() == b"1,2"
+        assert not (pair.remote / "a.txt").exists(), "a deletion outside the ignored folder travels"
+        assert (pair.remote / ".nbdignore").read_text() == "data/\n"
+        assert not st.conflicts
+
+    run(go())
