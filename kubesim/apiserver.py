@@ -37,7 +37,7 @@ from kubesim.errors import ApiError, now_rfc3339
 from kubesim.faults import Faults
 from kubesim.patch import json_patch
 from kubesim.resources import ResourceInfo
-from kubesim.serviceproxy import PROXY_PATH, ServiceProxy
+from kubesim.serviceproxy import POD_PROXY_PATH, PROXY_PATH, ServiceProxy
 from kubesim.store import Store
 
 __all__ = ["ApiServer", "SubresourceHandler", "VERSION_INFO", "json_response", "status_response"]
@@ -99,6 +99,17 @@ class _Target:
     subresource: str | None
 
 
+# The verb a proxy subresource request is authorized with, by HTTP method.
+_PROXY_VERBS = {
+    "GET": "get",
+    "HEAD": "get",
+    "POST": "create",
+    "PUT": "update",
+    "PATCH": "patch",
+    "DELETE": "delete",
+}
+
+
 class ApiServer:
     """Routes and handlers; see the module docstring."""
 
@@ -120,6 +131,9 @@ class ApiServer:
         services = store.registry.get(("", "v1", "services"))
         if services is not None:
             services.subresources["proxy"] = ["create", "delete", "get", "patch", "update"]
+        pods = store.registry.get(("", "v1", "pods"))
+        if pods is not None:
+            pods.subresources.setdefault("proxy", ["create", "delete", "get", "patch", "update"])
         self.app = web.Application(middlewares=[self._middleware], client_max_size=1024**3)
         r = self.app.router
         r.add_get("/version", self._version)
@@ -263,11 +277,20 @@ class ApiServer:
     async def _core_resource(self, request: web.Request) -> web.StreamResponse:
         rest = request.match_info["rest"]
         proxied = PROXY_PATH.match(rest)
+        to_pod = POD_PROXY_PATH.match(rest)
+        if to_pod is not None:
+            namespace, segment, path = to_pod.group(1), to_pod.group(2), to_pod.group(3) or ""
+            verb = _PROXY_VERBS.get(request.method, "")
+            if not verb:
+                raise ApiError(
+                    405, "MethodNotAllowed", "the server does not allow this method on the requested resource"
+                )
+            self.auth.authorize(request[USER_KEY], verb, "pods", "", namespace, segment, "proxy")
+            backend = self.service_proxy.pod_backend(namespace, segment)
+            return await self.service_proxy.handle(request, namespace, segment, path, backend)
         if proxied is not None:
             namespace, segment, path = proxied.group(1), proxied.group(2), proxied.group(3) or ""
-            verb = {"GET": "get", "HEAD": "get", "POST": "create", "PUT": "update", "PATCH": "patch"}.get(
-                request.method, "delete" if request.method == "DELETE" else ""
-            )
+            verb = _PROXY_VERBS.get(request.method, "")
             if not verb:
                 raise ApiError(
                     405, "MethodNotAllowed", "the server does not allow this method on the requested resource"

@@ -1,4 +1,5 @@
-"""The `services/proxy` subresource: the API server forwards an HTTP request to a Service's backend.
+"""The `services/proxy` and `pods/proxy` subresources: the API server forwards an HTTP request to a
+Service's backend, or to one pod.
 
 Path: `/api/v1/namespaces/NS/services/[SCHEME:]NAME[:PORT]/proxy[/PATH]`, any method; the
 query is passed on verbatim. As the real server does it:
@@ -16,6 +17,12 @@ query is passed on verbatim. As the real server does it:
 
 Endpoints are the Service's ready pods (kubesim's endpoints controller, `kubelet.dns.endpoints`)
 at their pod IP and the target port (a named targetPort resolved through the container ports).
+`pods/proxy` (`/api/v1/namespaces/NS/pods/[SCHEME:]NAME[:PORT]/proxy[/PATH]`) goes to the pod's
+IP, as the real server's pod strategy does: an unknown pod is 404 `pods "NAME" not found`; a pod
+without an address (not scheduled or not started yet) is 400 `address not allowed`; without PORT,
+the first containerPort of the pod's containers, and with none at all the request goes to port 80.
+It is authorized as `pods/proxy` with the segment as the name.
+
 kubesim also knows Services served by a process on this machine (`host_backends`, from
 `--host-service`), which the real server cannot have: devstack's controller runs on the host.
 """
@@ -39,7 +46,9 @@ __all__ = ["ServiceProxy", "PROXY_PATH"]
 log = logging.getLogger("kubesim.serviceproxy")
 
 PROXY_PATH = re.compile(r"^namespaces/([^/]+)/services/([^/]+)/proxy(/.*)?$")
+POD_PROXY_PATH = re.compile(r"^namespaces/([^/]+)/pods/([^/]+)/proxy(/.*)?$")
 SERVICES = ("", "v1", "services")
+PODS = ("", "v1", "pods")
 _VERBS = {
     "GET": "get",
     "HEAD": "get",
@@ -127,10 +136,39 @@ class ServiceProxy:
             return scheme or "http", "127.0.0.1", host_port
         raise ApiError(503, "ServiceUnavailable", f'no endpoints available for service "{name}"')
 
+    def pod_backend(self, namespace: str, segment: str) -> tuple[str, str, int]:
+        """(scheme, host, port) of a `pods/proxy` request, or the ApiError the real server answers."""
+        scheme, name, port = split_scheme_name_port(segment)
+        pod = self.store.get(PODS, namespace, name)
+        if pod is None:
+            raise ApiError(404, "NotFound", f'pods "{name}" not found', {"name": name, "kind": "pods"})
+        if not port:
+            for container in (pod.get("spec") or {}).get("containers") or []:
+                if container.get("ports"):
+                    port = str(container["ports"][0].get("containerPort"))
+                    break
+        ip = str((pod.get("status") or {}).get("podIP") or "")
+        if not ip:
+            raise ApiError(400, "BadRequest", "address not allowed")
+        if not port:
+            port = "80"
+        if not port.isdigit():
+            raise ApiError(
+                503,
+                "ServiceUnavailable",
+                f"error trying to reach service: dial tcp: address {ip}:{port}: invalid port",
+            )
+        return scheme or "http", ip, int(port)
+
     async def handle(
-        self, request: web.Request, namespace: str, segment: str, rest: str
+        self,
+        request: web.Request,
+        namespace: str,
+        segment: str,
+        rest: str,
+        backend: tuple[str, str, int] | None = None,
     ) -> web.StreamResponse:
-        scheme, host, port = self.backend(namespace, segment)
+        scheme, host, port = backend or self.backend(namespace, segment)
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),

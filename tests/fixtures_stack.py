@@ -91,9 +91,14 @@ def _start(**options: Any) -> tuple[LocalStack, str]:
     return LocalStack(up(state, **options)), state
 
 
+# The shared cluster's controller asks an idle-stopping notebook's Jupyter every second (60 s by
+# default), so idle stops take seconds in the tests that set one.
+SHARED_CONTROLLER_ENV = {"NBD_IDLE_CHECK_SECONDS": "1"}
+
+
 @pytest.fixture(scope="session")
 def local_stack() -> Iterator[LocalStack]:
-    stack, state = _start()
+    stack, state = _start(controller_extra_env=SHARED_CONTROLLER_ENV)
     yield stack
     down(state)
     shutil.rmtree(state, ignore_errors=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from nbctl.errors import EXIT_ERROR, EXIT_OK, CommandError
-from nbctl.output import emit_json, enum_name, phase_name, print_table, when
+from nbctl.output import auto_stop, emit_json, enum_name, phase_name, print_table, when
 from nbdclient import daemon as daemon_control
 from nbdclient.client import Client, connect
 from nbdclient.errors import DaemonNotRunning, NbdClientError
@@ -69,11 +69,14 @@ def cmd_list(args: argparse.Namespace) -> int:
             s.url,
             enum_name(pb.SyncState, s.sync.state, "SYNC_STATE_"),
             _notebook_word(s.notebook),
+            auto_stop(s),
             s.directory,
         ]
         for s in sessions
     ]
-    print_table(["NAME", "NAMESPACE", "CONTEXT", "PHASE", "URL", "SYNC", "NOTEBOOK", "DIRECTORY"], rows)
+    print_table(
+        ["NAME", "NAMESPACE", "CONTEXT", "PHASE", "URL", "SYNC", "NOTEBOOK", "AUTO-STOP", "DIRECTORY"], rows
+    )
     return EXIT_OK
 
 
@@ -122,6 +125,7 @@ def _print_session(s: Any) -> None:
             _notebook_word(s.notebook)
             + (f" ({s.notebook.message})" if s.notebook.message and s.notebook.message != s.message else ""),
         ),
+        ("auto-stop", auto_stop(s, long=True)),
         ("conflicts", str(len(s.sync.conflicts)) if s.sync.conflicts else ""),
         ("problems", str(len(s.sync.problems)) if s.sync.problems else ""),
         ("created", when(s.created)),

@@ -75,7 +75,12 @@ def build_request(args: argparse.Namespace) -> Any:
             raise CommandError(f"--env {item!r} is not KEY=VALUE")
         env[key] = value
     spec = pb.NotebookSpec(
-        image=args.image, gpu_type=args.gpu_type, cpu=args.cpu, memory=args.memory, env=env
+        image=args.image,
+        gpu_type=args.gpu_type,
+        cpu=args.cpu,
+        memory=args.memory,
+        env=env,
+        idle_stop_after=getattr(args, "idle_stop", "") or "",
     )
     if args.gpus is not None:
         spec.gpu_count = args.gpus

@@ -78,6 +78,15 @@ def _launch_flags(p: argparse.ArgumentParser) -> None:
             "(default 15m): a GPU node pool scaling up takes minutes"
         ),
     )
+    p.add_argument(
+        "--idle-stop",
+        default="",
+        metavar="DURATION",
+        help=(
+            "suspend the notebook after this long idle, e.g. 2h or 90m; 0 never (default: notebook.yaml's "
+            "idle.stopAfter, else the cluster's); a busy kernel is never idle"
+        ),
+    )
 
 
 def _cluster_flags(p: argparse.ArgumentParser, what: str = "a run's") -> None:

@@ -56,6 +56,38 @@ def when(ts: Any) -> str:
     return dt.strftime("%Y-%m-%d %H:%M:%S")
 
 
+def _left(seconds: float) -> str:
+    total = max(0, int(seconds))
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    if minutes:
+        return f"{minutes}m{secs:02d}s" if minutes < 10 else f"{minutes}m"
+    return f"{secs}s"
+
+
+def auto_stop(session: Any, *, now: float | None = None, long: bool = False) -> str:
+    """The idle auto-stop of a session in a few words: "in 1h12m", "busy", "" when there is none."""
+    import time
+
+    after = str(session.idle_stop_after)
+    if not after or after == "0":
+        return ""
+    stop_at = session.idle_stop_at
+    if stop_at.seconds or stop_at.nanos:
+        left = stop_at.seconds - (time.time() if now is None else now)
+        short = f"in {_left(left)}" if left > 0 else "now"
+        if not long:
+            return short
+        return f"{short}, at {when(stop_at)}, after {after} idle" + (
+            f" ({session.idle_message})" if session.idle_message else ""
+        )
+    if not long:
+        return "when idle " + after
+    return f"after {after} idle" + (f" ({session.idle_message})" if session.idle_message else "")
+
+
 def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     widths = [len(h) for h in headers]
     for row in rows:

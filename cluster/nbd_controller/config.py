@@ -13,7 +13,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from nbdcontract import label_key_problem, label_value_problem, priority_class_problem, toleration_problem
+from nbdcontract import (
+    duration_seconds,
+    label_key_problem,
+    label_value_problem,
+    priority_class_problem,
+    toleration_problem,
+)
 
 __all__ = ["Config", "ConfigError", "BUILDERS", "AUTOSCALER_MODES", "MAX_UPLOAD_URL_TTL", "STORES"]
 
@@ -209,6 +215,11 @@ class Config:
     # NBD_DEFAULT_PRIORITY_CLASS: the PriorityClass of pods whose spec names none.
     default_priority_class: str | None = None
     autoscaler: str = "auto"  # NBD_AUTOSCALER: auto | present | none (see AUTOSCALER_MODES).
+    # NBD_IDLE_STOP_AFTER: the spec.idle.stopAfter of notebooks whose spec sets none ("4h"; "0", the
+    # default, never stops them), in seconds.
+    idle_stop_after: int = 0
+    # NBD_IDLE_CHECK_SECONDS: how often a Ready notebook with an idle stop is asked whether it is idle.
+    idle_check_seconds: float = 60.0
 
     @property
     def builder_image(self) -> str:
@@ -333,6 +344,10 @@ class Config:
         autoscaler = (get("NBD_AUTOSCALER") or "auto").lower()
         if autoscaler not in AUTOSCALER_MODES:
             raise ConfigError(f"NBD_AUTOSCALER={autoscaler!r}: choose one of {', '.join(AUTOSCALER_MODES)}")
+        try:
+            idle_stop_after = duration_seconds(get("NBD_IDLE_STOP_AFTER") or "0")
+        except ValueError as e:
+            raise ConfigError(f"NBD_IDLE_STOP_AFTER: {e}") from None
         priority = get("NBD_DEFAULT_PRIORITY_CLASS")
         if priority is not None and priority_class_problem(priority) is not None:
             raise ConfigError(f"NBD_DEFAULT_PRIORITY_CLASS: {priority_class_problem(priority)}")
@@ -384,6 +399,8 @@ class Config:
             default_node_selector=_node_selector(get("NBD_DEFAULT_NODE_SELECTOR")),
             default_priority_class=priority,
             autoscaler=autoscaler,
+            idle_stop_after=idle_stop_after,
+            idle_check_seconds=float(integer("NBD_IDLE_CHECK_SECONDS", 60, 1, 3600)),
         )
 
 

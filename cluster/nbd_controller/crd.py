@@ -19,6 +19,7 @@ from nbdcontract import (
     DEFAULT_OUTPUTS_SIZE,
     DEFAULT_PORT,
     DEFAULT_WORKDIR,
+    DURATION,
     ENV_NAME,
     ENV_NAME_MAX,
     GPU_COUNT_DEFAULT,
@@ -212,7 +213,38 @@ def _spec_schema() -> dict[str, Any]:
             "workdir": _workdir_schema(),
             "port": {"type": "integer", "minimum": PORT_MIN, "maximum": PORT_MAX, "default": DEFAULT_PORT},
             "suspend": {"type": "boolean", "default": False},
+            "idle": _idle_schema(),
             **_placement_schema(),
+        },
+    }
+
+
+def _idle_schema() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "description": "Idle auto-stop: suspend the notebook once it has been idle this long.",
+        "properties": {
+            "stopAfter": {
+                "type": "string",
+                "pattern": DURATION.pattern,
+                "description": (
+                    'A duration such as "2h", "90m" or "1h30m"; "0" never stops it. Unset: the '
+                    "cluster's default (NBD_IDLE_STOP_AFTER)."
+                ),
+            }
+        },
+    }
+
+
+def _idle_status_schema() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {
+            "stopAfter": {"type": "string"},
+            "lastActivity": {"type": "string", "format": "date-time"},
+            "stopAt": {"type": "string", "format": "date-time"},
+            "busy": {"type": "boolean"},
+            "message": {"type": "string"},
         },
     }
 
@@ -277,6 +309,7 @@ def _status_schema() -> dict[str, Any]:
             "image": {"type": "string", "description": "The image the notebook Pod runs."},
             "pod": {"type": "string"},
             "tokenSecret": {"type": "string"},
+            "idle": _idle_status_schema(),
             "conditions": _conditions_schema(),
         },
     }

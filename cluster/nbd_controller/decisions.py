@@ -22,10 +22,12 @@ from typing import Any
 from nbdcontract import (
     ANNOTATION_COMPLETION_INDEX,
     ANNOTATION_FETCH_REQUEST,
+    ANNOTATION_IDLE_STOPPED,
     CONDITION_FINISHED,
     CONDITION_STARTED,
     DEFAULT_PORT,
     DNS_LABEL_MAX,
+    REASON_IDLE_STOPPED,
     REASON_WAITING_FOR_NODE,
     RUN_CONTAINER,
     RUN_NODES_DEFAULT,
@@ -35,6 +37,7 @@ from nbdcontract import (
 
 from .conditions import get_condition, rfc3339, set_condition
 from .config import Config
+from .idle import IdleObserved, decide_idle
 from .manifests import (
     ANNOTATION_SPEC_HASH,
     READER_SECONDS,
@@ -72,6 +75,8 @@ __all__ = [
     "CreateTokenSecret",
     "CreatePod",
     "DeletePod",
+    "IdleStop",
+    "ClearIdleStop",
     "CreateObject",
     "CreateRunJob",
     "DeleteRunJob",
@@ -141,6 +146,18 @@ class DeletePod:
 
 
 @dataclass(frozen=True)
+class IdleStop:
+    """Suspend the notebook (spec.suspend) for `idle_seconds` of idleness, marking it as an idle stop."""
+
+    idle_seconds: int
+
+
+@dataclass(frozen=True)
+class ClearIdleStop:
+    """Remove the idle-stop mark of a notebook that was started again."""
+
+
+@dataclass(frozen=True)
 class CreateObject:
     """Create-if-absent one of a Run's objects (its outputs claim, its headless Service)."""
 
@@ -172,6 +189,8 @@ Action = (
     | CreateTokenSecret
     | CreatePod
     | DeletePod
+    | IdleStop
+    | ClearIdleStop
 )
 
 # How container runtimes say that an image reference does not exist in its registry (containerd,
@@ -215,6 +234,8 @@ class Observed(BuildObserved):
     pod_create_error: str | None = None
     # Gathered only while the pod has no node: the autoscaler's events on it, its status, the nodes.
     scheduling: SchedulingObserved | None = None
+    # Gathered only for a Ready notebook with an idle stop: Jupyter's activity and nbd's.
+    idle: IdleObserved | None = None
 
 
 # A pod the cluster refused (quota, admission) is tried again this often; it may fit later.
@@ -625,13 +646,24 @@ def decide(config: Config, observed: Observed) -> Plan:
     b.status["tokenSecret"] = token_secret_name(name)
     if not observed.secret_exists:
         b.actions.append(CreateTokenSecret(token_secret_name(name)))
+    idle_mark = ((notebook["metadata"].get("annotations") or {}).get(ANNOTATION_IDLE_STOPPED)) or ""
     if spec.get("suspend"):
         if live_pod:
             b.actions.append(DeletePod(pod_name(name)))
-        b.condition(
-            "Ready", False, "Suspended", "spec.suspend is true: set it to false to start the notebook."
-        )
+        if idle_mark:
+            b.condition(
+                "Ready",
+                False,
+                REASON_IDLE_STOPPED,
+                f"Stopped after {idle_mark} idle; launch it again to resume (its workspace is kept).",
+            )
+        else:
+            b.condition(
+                "Ready", False, "Suspended", "spec.suspend is true: set it to false to start the notebook."
+            )
         return b.finish("Suspended")
+    if idle_mark:
+        b.actions.append(ClearIdleStop())
 
     desired = notebook_pod(config, notebook, image, restricted=restricted_pods(config, observed))
     b.status["pod"] = desired["metadata"]["name"]
@@ -683,6 +715,13 @@ def decide(config: Config, observed: Observed) -> Plan:
     b.condition("Ready", ready, reason, message)
     if reason == REASON_WAITING_FOR_NODE:
         b.requeue_in(NODE_WAIT_POLL_SECONDS)
+    if ready and observed.idle is not None and observed.idle.stop_after > 0:
+        verdict = decide_idle(observed.now, observed.idle)
+        b.status["idle"] = verdict.status
+        if verdict.stop:
+            b.actions += [IdleStop(verdict.idle_seconds), DeletePod(pod_name(name))]
+        else:
+            b.requeue_in(config.idle_check_seconds)
     return b.finish("Ready" if ready else "Starting")
 
 

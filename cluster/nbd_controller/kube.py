@@ -17,9 +17,17 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from nbdcontract import ANNOTATION_ABOUT, COMPONENT_RUN, LABEL_FOR_NAMESPACE, LABEL_RUN, RUN_PLURAL
+from nbdcontract import (
+    ANNOTATION_ABOUT,
+    COMPONENT_RUN,
+    LABEL_FOR_NAMESPACE,
+    LABEL_RUN,
+    MANAGED_BY_CONTROLLER,
+    RUN_PLURAL,
+)
 
 from .builds import MAX_RECORDS, records_to_drop
+from .idle import PROBE_TIMEOUT, JupyterActivity, decode, parse_activity, probe_paths, token_of
 from .naming import (
     BUILDS_CONFIGMAP,
     GROUP,
@@ -62,6 +70,10 @@ def _offer(node: dict[str, Any]) -> NodeOffer:
         allocatable=dict(status.get("allocatable") or {}),
         unschedulable=bool(spec.get("unschedulable")),
     )
+
+
+# The field manager of the controller's writes of a Notebook's spec (an idle stop's suspend).
+FIELD_MANAGER = MANAGED_BY_CONTROLLER
 
 
 class Kube:
@@ -111,6 +123,53 @@ class Kube:
         except ApiException as e:
             if e.status != 404:
                 raise
+
+    def patch_notebook(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
+        """A merge patch of the Notebook itself (its spec or metadata), as the controller."""
+        try:
+            self.custom.patch_namespaced_custom_object(
+                GROUP,
+                VERSION,
+                namespace,
+                PLURAL,
+                name,
+                patch,
+                field_manager=FIELD_MANAGER,
+                _content_type="application/merge-patch+json",
+            )
+        except ApiException as e:
+            if e.status != 404:
+                raise
+
+    def jupyter_activity(self, namespace: str, pod: str, port: int, token_secret: str) -> JupyterActivity:
+        """Jupyter's view of its own activity, asked through the API server's pods/proxy."""
+        secret = self._get(self.core.read_namespaced_secret, token_secret, namespace)
+        token = token_of(secret)
+        if token is None:
+            return JupyterActivity(error=f"the token Secret {token_secret} has no token")
+        answers: dict[str, Any] = {}
+        for what, path in probe_paths(pod, namespace, port).items():
+            method, url, headers, body, _ = self.api_client.param_serialize(
+                "GET",
+                path,
+                query_params=[("token", token), ("no_track_activity", "1")],
+                header_params={"Accept": "application/json"},
+                auth_settings=["BearerToken"],
+            )
+            try:
+                response = self.api_client.call_api(
+                    method, url, header_params=headers, body=body, _request_timeout=PROBE_TIMEOUT
+                )
+                response.read()
+            except Exception as e:  # urllib3 errors: timeouts, refused connections
+                return JupyterActivity(error=f"Jupyter did not answer: {type(e).__name__}")
+            if response.status != 200:
+                return JupyterActivity(error=f"Jupyter's /api/{what} answered HTTP {response.status}")
+            try:
+                answers[what] = decode(response.data or b"", what)
+            except ValueError as e:
+                return JupyterActivity(error=str(e))
+        return parse_activity(answers["status"], answers["kernels"], answers["terminals"])
 
     def run_pods(self, namespace: str, run: str) -> list[dict[str, Any]]:
         """The pods of a Run's Job (every rank, every attempt)."""

@@ -20,11 +20,12 @@ from typing import Any, TypeVar
 
 from kubernetes.client.exceptions import ApiException
 
-from nbdcontract import RUN_KIND, RUN_PLURAL
+from nbdcontract import ANNOTATION_IDLE_STOPPED, DEFAULT_PORT, RUN_KIND, RUN_PLURAL, human_duration
 
 from .conditions import get_condition, rfc3339
 from .config import Config
 from .decisions import (
+    ClearIdleStop,
     CreateBuildJob,
     CreateObject,
     CreatePod,
@@ -35,6 +36,7 @@ from .decisions import (
     DeletePod,
     DeleteRunJob,
     ForgetBuild,
+    IdleStop,
     IssueUploadURL,
     Observed,
     Plan,
@@ -45,6 +47,7 @@ from .decisions import (
     job_outcome,
     run_job_outcome,
 )
+from .idle import IdleObserved, JupyterActivity, nbd_activity, ready_since, stop_after
 from .kube import Kube, api_message
 from .manifests import build_job, token_secret
 from .naming import (
@@ -78,6 +81,9 @@ class Reconciler:
         self.kube = kube
         self.store = store
         self.executor = executor
+        # The last answer of each notebook's Jupyter (by pod uid), with when it was asked: asked
+        # again only after config.idle_check_seconds, however often the notebook is reconciled.
+        self._jupyter: dict[str, tuple[float, JupyterActivity]] = {}
 
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -144,7 +150,43 @@ class Reconciler:
             secret_exists=secret_exists,
             pod=pod,
             scheduling=await self._scheduling([pod] if pod is not None else []),
+            idle=await self._idle(notebook, pod),
             **build,
+        )
+
+    async def _idle(self, notebook: dict[str, Any], pod: dict[str, Any] | None) -> IdleObserved | None:
+        """The idle view of a running notebook with an idle stop (None otherwise)."""
+        spec = notebook.get("spec") or {}
+        seconds = stop_after(spec, self.config.idle_stop_after)
+        if (
+            seconds <= 0
+            or spec.get("suspend")
+            or pod is None
+            or (pod.get("metadata") or {}).get("deletionTimestamp")
+        ):
+            return None
+        since = ready_since(pod)
+        if since is None:
+            return IdleObserved(stop_after=seconds, jupyter=None)
+        uid = str(pod["metadata"].get("uid") or "")
+        loop = asyncio.get_running_loop()
+        cached = self._jupyter.get(uid)
+        if cached is not None and loop.time() - cached[0] < self.config.idle_check_seconds:
+            activity = cached[1]
+        else:
+            meta = notebook["metadata"]
+            activity = await self._call(
+                self.kube.jupyter_activity,
+                meta["namespace"],
+                pod["metadata"]["name"],
+                int(spec.get("port") or DEFAULT_PORT),
+                token_secret_name(meta["name"]),
+            )
+            if len(self._jupyter) > 4096:
+                self._jupyter.clear()
+            self._jupyter[uid] = (loop.time(), activity)
+        return IdleObserved(
+            stop_after=seconds, jupyter=activity, nbd_activity=nbd_activity(notebook), ready_since=since
         )
 
     async def _scheduling(self, pods: list[dict[str, Any]]) -> SchedulingObserved | None:
@@ -265,6 +307,16 @@ class Reconciler:
                 case DeletePod(name=pod):
                     await self._call(self.kube.delete_pod, namespace, pod)
                     log.info("%s/%s: deleted pod %s", namespace, name, pod)
+                case IdleStop(idle_seconds=idle):
+                    patch = {
+                        "metadata": {"annotations": {ANNOTATION_IDLE_STOPPED: human_duration(idle)}},
+                        "spec": {"suspend": True},
+                    }
+                    await self._call(self.kube.patch_notebook, namespace, name, patch)
+                    log.info("%s/%s: suspended after %s idle", namespace, name, human_duration(idle))
+                case ClearIdleStop():
+                    patch = {"metadata": {"annotations": {ANNOTATION_IDLE_STOPPED: None}}}
+                    await self._call(self.kube.patch_notebook, namespace, name, patch)
                 case CreateObject(manifest=manifest):
                     created = await self._call(self.kube.create, manifest)
                     log.info(

@@ -37,6 +37,12 @@ __all__ = [
     "COMPONENT_NOTEBOOK",
     "COMPONENT_BUILD",
     "COMPONENT_WORKSPACE",
+    "ANNOTATION_ACTIVITY",
+    "ANNOTATION_IDLE_STOPPED",
+    "REASON_IDLE_STOPPED",
+    "DURATION",
+    "duration_seconds",
+    "human_duration",
     "MANAGED_BY_DAEMON",
     "MANAGED_BY_CONTROLLER",
     "NOTEBOOK_CONTAINER",
@@ -320,6 +326,54 @@ def toleration_problem(toleration: object) -> str | None:
         if effect != "NoExecute":
             return "tolerationSeconds only applies to effect NoExecute"
     return None
+
+
+# --- idle auto-stop ------------------------------------------------------------------------------
+#
+# spec.idle.stopAfter (a duration such as "2h", "90m", "1h30m"; "0" turns it off) suspends a notebook
+# that stays idle that long: the controller sets spec.suspend and ANNOTATION_IDLE_STOPPED, and the
+# Ready condition's reason is REASON_IDLE_STOPPED. The controller's NBD_IDLE_STOP_AFTER is the
+# default of a spec that sets none. The daemon refreshes ANNOTATION_ACTIVITY (an RFC 3339 time) while
+# a connection through its forward is open or the sync moves files: activity Jupyter cannot see.
+
+ANNOTATION_ACTIVITY = "nbd.dev/activity"
+# Set with spec.suspend by an idle stop: how long the notebook was idle, as DURATION text ("2h3m").
+ANNOTATION_IDLE_STOPPED = "nbd.dev/idle-stopped"
+REASON_IDLE_STOPPED = "IdleStopped"
+DURATION = re.compile(r"^(?:0|(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?)$")
+DURATION_MAX_SECONDS = 366 * 24 * 3600
+
+
+def duration_seconds(text: object) -> int:
+    """Seconds of a duration ("2h", "90m", "1h30m", "45s", "0"); raises ValueError naming the form."""
+    if isinstance(text, bool) or not isinstance(text, (str, int)):
+        raise ValueError(f"{text!r} is not a duration (e.g. 2h, 90m, 1h30m; 0 turns it off)")
+    if isinstance(text, int):
+        if text != 0:
+            raise ValueError(f"{text!r} needs a unit (e.g. 2h, 90m, 45s); 0 alone turns it off")
+        seconds = 0
+    else:
+        match = DURATION.fullmatch(text.strip())
+        if match is None or text.strip() == "":
+            raise ValueError(f"{text!r} is not a duration (e.g. 2h, 90m, 1h30m; 0 turns it off)")
+        h, m, s = (int(g) if g else 0 for g in match.groups())
+        seconds = h * 3600 + m * 60 + s
+    if not 0 <= seconds <= DURATION_MAX_SECONDS:
+        raise ValueError(f"{text!r} is out of range (0 to 366 days)")
+    return seconds
+
+
+def human_duration(seconds: float) -> str:
+    """A duration as a person reads it, to the minute past an hour: 7380 -> "2h3m", 95 -> "1m35s"."""
+    total = max(0, int(seconds))
+    if total == 0:
+        return "0"
+    h, rest = divmod(total, 3600)
+    m, s = divmod(rest, 60)
+    out = (f"{h}h" if h else "") + (f"{m}m" if m else "")
+    if s and h == 0:
+        out += f"{s}s"
+    return out or "0"
 
 
 # --- the Run: the same content and image as a training job ---------------------------------------

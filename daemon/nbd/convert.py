@@ -42,6 +42,7 @@ def spec_to_proto(spec: NotebookSpec) -> pb.NotebookSpec:
         env=dict(spec.env),
         command=list(spec.command),
         workdir=spec.workdir,
+        idle_stop_after=spec.idle_stop_after,
     )
     if spec.gpu_count is not None:
         msg.gpu_count = spec.gpu_count
@@ -65,6 +66,7 @@ def spec_from_proto(msg: pb.NotebookSpec) -> NotebookSpec:
         command=tuple(msg.command),
         workdir=msg.workdir,
         port=msg.port if msg.HasField("port") else None,
+        idle_stop_after=msg.idle_stop_after,
     )
 
 
@@ -145,6 +147,9 @@ def session_to_proto(s: Session, ref: str) -> pb.Session:
         updated=timestamp(s.updated),
         ref=ref,
         notebook=notebook_to_proto(s.notebook),
+        idle_stop_at=timestamp(s.notebook.idle_stop_at),
+        idle_stop_after=s.notebook.idle_stop_after,
+        idle_message=s.notebook.idle_message,
     )
 
 

@@ -70,6 +70,8 @@ class NotebookSpec:
     command: tuple[str, ...] = ()
     workdir: str = ""
     port: int | None = None
+    # spec.idle.stopAfter ("2h"; "0" off); "" leaves the cluster's default.
+    idle_stop_after: str = ""
 
 
 class SessionKey(NamedTuple):

@@ -98,6 +98,9 @@ class NotebookStatus:
             "kubectl-edit", or another nbd's identity); "" when unknown.
         generation: The Notebook's metadata.generation last seen (0: none seen).
         observed: When the daemon last heard from the cluster about it.
+        idle_stop_after: The controller's idle stop in effect ("2h"; "" when off).
+        idle_stop_at: When it suspends the notebook unless it is used (None: off, busy, unknown).
+        idle_message: The controller's sentence about idleness ("Idle since 14:02 UTC; ...").
     """
 
     state: NotebookState = NotebookState.UNSPECIFIED
@@ -105,6 +108,9 @@ class NotebookStatus:
     changed_by: str = ""
     generation: int = 0
     observed: datetime | None = None
+    idle_stop_after: str = ""
+    idle_stop_at: datetime | None = None
+    idle_message: str = ""
 
 
 class ForwardState(enum.Enum):

@@ -211,6 +211,7 @@ def test_session_commands_human_and_json(fake_daemon, tmp_path):
         "URL",
         "SYNC",
         "NOTEBOOK",
+        "AUTO-STOP",
         "DIRECTORY",
     ]
     assert table[1].split()[:4] == ["nb", "team", "fake", "ready"]

@@ -161,7 +161,18 @@ def test_crd_yaml_has_no_anchors_or_aliases() -> None:
     assert not [t for t in tokens if isinstance(t, (yaml.AnchorToken, yaml.AliasToken))]
 
 
-PURE = ["config", "naming", "crd", "manifests", "decisions", "conditions", "patching", "builds", "scheduling"]
+PURE = [
+    "config",
+    "naming",
+    "crd",
+    "manifests",
+    "decisions",
+    "conditions",
+    "patching",
+    "builds",
+    "scheduling",
+    "idle",
+]
 FORBIDDEN = {"kubernetes", "asyncio", "google", "grpc", "aiohttp", "threading"}
 
 
@@ -482,6 +493,15 @@ def test_placement_defaults() -> None:
     assert plain.autoscaler == "auto"
 
 
+def test_idle_stop_defaults() -> None:
+    plain = Config.from_env({"NBD_BUCKET": "bkt", "NBD_REGISTRY": "r"})
+    assert (plain.idle_stop_after, plain.idle_check_seconds) == (0, 60.0)
+    config = Config.from_env(
+        {"NBD_BUCKET": "bkt", "NBD_REGISTRY": "r", "NBD_IDLE_STOP_AFTER": "4h", "NBD_IDLE_CHECK_SECONDS": "30"}
+    )
+    assert (config.idle_stop_after, config.idle_check_seconds) == (4 * 3600, 30.0)
+
+
 @pytest.mark.parametrize(
     ("variable", "value", "message"),
     [
@@ -496,6 +516,9 @@ def test_placement_defaults() -> None:
         ("NBD_DEFAULT_NODE_SELECTOR", "a=b c", "is not a label value"),
         ("NBD_DEFAULT_PRIORITY_CLASS", "High", "is not a PriorityClass name"),
         ("NBD_AUTOSCALER", "karpenter", "choose one of auto, present, none"),
+        ("NBD_IDLE_STOP_AFTER", "2 hours", "is not a duration"),
+        ("NBD_IDLE_STOP_AFTER", "9999h", "out of range"),
+        ("NBD_IDLE_CHECK_SECONDS", "0", "out of range"),
     ],
 )
 def test_bad_placement_defaults_are_refused_in_one_line(variable: str, value: str, message: str) -> None:

@@ -132,6 +132,17 @@ CASES = [
         Suspended(SUSPENDED.format("kubectl-patch"), "kubectl-patch", NotebookRecord(UID, 4)),
     ),
     Case(
+        "suspended by the controller's idle stop: says how long it was idle",
+        session(),
+        seen(generation=4, suspend=True, writer="nbd-controller", idle_stopped="2h3m"),
+        Suspended(
+            "stopped after 2h3m idle (no kernel, terminal, browser or sync activity); "
+            "`nbctl launch /home/ada/proj` starts it again",
+            "the idle stop",
+            NotebookRecord(UID, 4),
+        ),
+    ),
+    Case(
         "suspended by another nbd's stop",
         session(),
         seen(generation=4, suspend=True, written_by=OTHER),
@@ -312,6 +323,22 @@ def test_seen_of_a_notebook() -> None:
         deleted_by=ME,
     )
     assert Seen.of({"metadata": {"generation": True}, "spec": {"suspend": "yes"}}) == Seen(uid="")
+
+
+def test_seen_of_an_idle_stopping_notebook() -> None:
+    idle = {"stopAfter": "2h", "stopAt": "2026-01-01T02:00:00Z", "message": "Idle since 00:00 UTC; ..."}
+    seen = Seen.of({"metadata": {"uid": UID}, "spec": {}, "status": {"idle": idle}})
+    assert (seen.idle_stop_after, seen.idle_stop_at, seen.idle_message) == (
+        "2h",
+        "2026-01-01T02:00:00Z",
+        "Idle since 00:00 UTC; ...",
+    )
+    # Busy: no time to stop at, whatever the status still says.
+    busy = Seen.of({"metadata": {"uid": UID}, "status": {"idle": {**idle, "busy": True}}})
+    assert busy.idle_stop_at == ""
+    stopped = Seen.of({"metadata": {"uid": UID, "annotations": {"nbd.dev/idle-stopped": "2h3m"}}, "spec": {}})
+    assert stopped.idle_stopped == "2h3m"
+    assert Seen.of({"metadata": {"uid": UID}, "status": {"idle": "garbage"}}).idle_stop_after == ""
 
 
 # --- what the session becomes -------------------------------------------------------------------

@@ -66,7 +66,10 @@ def test_the_run_manifest_takes_the_notebook_spec_but_not_its_server() -> None:
         "port": 9999,
         "workdir": "/content",
         "build": {"upload": {"md5": "a" * 32, "requestID": "r1"}},
-        "sync": {"maxFileSize": 1 << 20},  # the local sync's setting: never sent to the cluster
+        # A notebook's own: never in a run.
+        "idle": {"stopAfter": "2h"},
+        "workspace": {"size": "50Gi"},
+        "sync": {"maxFileSize": "100Mi"},
     }
     manifest = run_manifest(
         "t-1", "team", spec, ["python", "train.py"], 2, ttl_seconds_after_finished=600, directory="/src/t"

@@ -16,6 +16,7 @@ any HTTP answer counts) every `probe_interval`; the result and the pod cache's s
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -105,6 +106,11 @@ class Forward:
         self._server: asyncio.Server | None = None
         self._port = 0
         self._connections: set[asyncio.Task[None]] = set()
+        # Each connection's peer port, the local ports of the latest probes, and whether a person's
+        # connection (not a probe's) closed since `take_activity` was last asked.
+        self._peers: dict[asyncio.Task[None], int] = {}
+        self._probe_ports: collections.deque[int] = collections.deque(maxlen=16)
+        self._used = False
         self._health = _Health()
         self._listeners: list[Callable[[ForwardStatus], None]] = []
         self._last_status: ForwardStatus | None = None
@@ -272,10 +278,20 @@ class Forward:
     def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.create_task(self._serve(reader, writer))
         self._connections.add(task)
+        peer = writer.get_extra_info("peername")
+        self._peers[task] = int(peer[1]) if isinstance(peer, tuple) and len(peer) >= 2 else 0
         task.add_done_callback(self._connection_done)
 
     def _connection_done(self, task: asyncio.Task[None]) -> None:
         self._connections.discard(task)
+        if self._peers.pop(task, 0) not in self._probe_ports:
+            self._used = True
+
+    def take_activity(self) -> bool:
+        """Whether a person's connection (a browser's, an editor's; never the forward's own probe)
+        is open now or closed since the last call."""
+        used, self._used = self._used, False
+        return used or any(port not in self._probe_ports for port in self._peers.values())
 
     async def _open(self) -> Channel:
         """A portforward stream to the current pod, waiting/retrying within connect_timeout."""
@@ -346,6 +362,7 @@ class Forward:
         try:
             async with asyncio.timeout(self.probe_timeout + self.connect_timeout):
                 reader, writer = await asyncio.open_connection(LOOPBACK, self._port)
+                self._probe_ports.append(int(writer.get_extra_info("sockname")[1]))
                 writer.write(
                     f"GET {path} HTTP/1.1\r\nHost: {LOOPBACK}:{self._port}\r\n"
                     "User-Agent: nbd-probe\r\nConnection: close\r\n\r\n".encode("ascii")

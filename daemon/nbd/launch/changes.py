@@ -34,7 +34,7 @@ from typing import Any
 from nbd.launch.spec import FIELD_MANAGER, WRITTEN_BY_ANNOTATION
 from nbd.session import NotebookRecord, Session
 from nbd.status import ForwardState, NotebookState, Phase, SyncState
-from nbdcontract import ANNOTATION_DELETED_BY
+from nbdcontract import ANNOTATION_DELETED_BY, ANNOTATION_IDLE_STOPPED
 
 __all__ = [
     "Gone",
@@ -66,12 +66,20 @@ class Seen:
     writer: str = ""  # the field manager of the newest write of the spec ("" unknown)
     written_by: str = ""  # the nbd that last wrote the spec (its annotation)
     deleted_by: str = ""  # the nbd that deleted it (its annotation)
+    idle_stopped: str = ""  # how long it was idle when the controller's idle stop suspended it
+    # status.idle as the controller reports it: the setting, when it stops if unused, and why.
+    idle_stop_after: str = ""
+    idle_stop_at: str = ""
+    idle_message: str = ""
 
     @classmethod
     def of(cls, notebook: dict[str, Any], *, deleted: bool = False) -> Seen:
         meta = notebook.get("metadata") or {}
         annotations = meta.get("annotations") or {}
         spec = notebook.get("spec") or {}
+        idle = (notebook.get("status") or {}).get("idle") or {}
+        if not isinstance(idle, dict):
+            idle = {}
         generation = meta.get("generation")
         return cls(
             uid=str(meta.get("uid") or ""),
@@ -82,6 +90,10 @@ class Seen:
             writer=spec_writer(meta.get("managedFields")),
             written_by=str(annotations.get(WRITTEN_BY_ANNOTATION) or ""),
             deleted_by=str(annotations.get(ANNOTATION_DELETED_BY) or ""),
+            idle_stopped=str(annotations.get(ANNOTATION_IDLE_STOPPED) or ""),
+            idle_stop_after=str(idle.get("stopAfter") or ""),
+            idle_stop_at=str(idle.get("stopAt") or "") if not idle.get("busy") else "",
+            idle_message=str(idle.get("message") or ""),
         )
 
 
@@ -191,6 +203,13 @@ def judge(session: Session, seen: Seen | None, *, identity: str) -> Verdict | No
             record=NotebookRecord(seen.uid, seen.generation),
         )
     who = _who(seen, identity)
+    if seen.suspend and session.phase in _RUNNING and seen.idle_stopped:
+        return Suspended(
+            f"stopped after {seen.idle_stopped} idle (no kernel, terminal, browser or sync activity); "
+            f"`nbctl launch {session.directory or 'DIR'}` starts it again",
+            "the idle stop",
+            NotebookRecord(seen.uid, seen.generation),
+        )
     if seen.suspend and session.phase in _RUNNING:
         return Suspended(
             f"suspended in the cluster{_by(who)}; `nbctl launch {session.directory or 'DIR'}` starts it again",
@@ -258,6 +277,7 @@ def suspended_changes(current: Session, verdict: Suspended) -> dict[str, Any]:
             message=verdict.message,
             changed_by=verdict.by,
             generation=verdict.record.generation,
+            idle_stop_at=None,
         ),
         "runtime": dataclasses.replace(current.runtime, notebook=verdict.record),
     }

@@ -20,6 +20,7 @@ import logging
 import os
 import secrets
 import socket
+from datetime import datetime
 from typing import Any
 
 from nbd.app import App
@@ -75,6 +76,27 @@ def _kept_id(path: str) -> str:
             f.write(ident + "\n")
         os.replace(tmp, path)
     return ident
+
+
+def _idle_fields(seen: Seen | None, now: NotebookStatus) -> dict[str, Any]:
+    """The session's view of the controller's idle stop, from the Notebook's status.idle."""
+    if seen is None:
+        return {
+            "idle_stop_after": now.idle_stop_after,
+            "idle_stop_at": now.idle_stop_at,
+            "idle_message": now.idle_message,
+        }
+    stop_at = None
+    if seen.idle_stop_at:
+        try:
+            stop_at = datetime.fromisoformat(seen.idle_stop_at.replace("Z", "+00:00"))
+        except ValueError:
+            stop_at = None
+    return {
+        "idle_stop_after": seen.idle_stop_after,
+        "idle_stop_at": stop_at,
+        "idle_message": seen.idle_message,
+    }
 
 
 class KubeClients:
@@ -198,13 +220,18 @@ class LiveSessions:
             if current is not None:
                 await registry.update(key, **suspended_changes(current, verdict))
             return True
-        await self._note(session, verdict)
+        await self._note(session, verdict, observed)
         return True
 
-    async def _note(self, session: Session, note: Note) -> None:
+    async def _note(self, session: Session, note: Note, seen: Seen | None = None) -> None:
         now = session.notebook
         wanted = NotebookStatus(
-            note.state, note.message, note.by, note.generation or now.generation, now.observed
+            note.state,
+            note.message,
+            note.by,
+            note.generation or now.generation,
+            now.observed,
+            **_idle_fields(seen, now),
         )
         record = note.record if note.record is not None else session.runtime.notebook
         if wanted == now and record == session.runtime.notebook:

@@ -19,16 +19,18 @@ import hashlib
 import logging
 import os
 from collections.abc import Awaitable
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from nbd.errors import DeadlineExceeded, FailedPrecondition, NbdError
 from nbd.events import Direction, SyncChange
 from nbd.forward import Forward
-from nbd.kube import KubeClient, PodCache
+from nbd.kube import NOTEBOOK, KubeClient, PodCache
+from nbd.launch.spec import FIELD_MANAGER
 from nbd.registry import SessionRegistry
 from nbd.session import DEFAULT_SYNC_MAX_FILE_SIZE, ForwardRecord, RuntimeRecord, SessionKey, SyncRecord
 from nbd.status import ForwardStatus, SyncState
-from nbdcontract import COMPONENT_NOTEBOOK, NOTEBOOK_CONTAINER
+from nbdcontract import ANNOTATION_ACTIVITY, COMPONENT_NOTEBOOK, GROUP, NOTEBOOK_CONTAINER, PLURAL, VERSION
 from nbdcontract import LABEL_COMPONENT as COMPONENT_LABEL
 from nbdcontract import LABEL_NOTEBOOK as NOTEBOOK_LABEL
 
@@ -42,6 +44,20 @@ POD_WAIT = 60.0  # seconds between log lines while the sync waits for a Ready po
 STOP_FLUSH = 10.0  # how long a stop lets the sync settle
 TIMES_TIMEOUT = 60.0  # bound on setting the local file times in a pod
 TIMES_ATTEMPTS = 3
+# How often the daemon tells the controller's idle stop that the notebook is in use (the Notebook's
+# nbd.dev/activity annotation) while a connection through the forward is open or the sync moves
+# files; NBD_ACTIVITY_INTERVAL (seconds) overrides it.
+ACTIVITY_INTERVAL = 60.0
+
+
+def activity_interval() -> float:
+    raw = os.environ.get("NBD_ACTIVITY_INTERVAL", "")
+    try:
+        value = float(raw) if raw else ACTIVITY_INTERVAL
+    except ValueError:
+        log.warning("NBD_ACTIVITY_INTERVAL=%r is not a number; using %g s", raw, ACTIVITY_INTERVAL)
+        return ACTIVITY_INTERVAL
+    return min(max(value, 0.5), 3600.0)
 
 
 def context_files_dir(sync_dir: str) -> str:
@@ -88,6 +104,8 @@ class SessionRuntime:
         # The pod (name, uid) the sync last connected to, and the uid whose file times were set.
         self._sync_pod = ("", "")
         self._times_for = ""
+        self._activity: asyncio.Task[None] | None = None
+        self._activity_interval = activity_interval()
 
     # --- forward ---------------------------------------------------------------------------------
 
@@ -113,6 +131,7 @@ class SessionRuntime:
         await forward.start()
         self.forward = forward
         forward.on_change(self._forward_changed)
+        self._report_activity()
         await self._update_runtime(forward=forward.record(), changes={"forward": forward.status()})
         return forward.local_port
 
@@ -123,6 +142,7 @@ class SessionRuntime:
         forward = Forward.from_record(self.kube, record, pods=self.pods)
         await forward.start()
         self.forward = forward
+        self._report_activity()
         self._restored = True
         forward.on_change(self._forward_changed)
         changes: dict[str, Any] = {"forward": forward.status()}
@@ -153,6 +173,52 @@ class SessionRuntime:
         forward, self.forward = self.forward, None
         if forward is not None:
             await forward.stop()
+
+    # --- activity, for the controller's idle stop ------------------------------------------------
+
+    def _report_activity(self) -> None:
+        if self._activity is None or self._activity.done():
+            self._activity = asyncio.get_running_loop().create_task(
+                self._activity_loop(), name=f"activity-{self.key.name}"
+            )
+
+    def _sync_moved(self) -> int:
+        if self.sync is None:
+            return 0
+        status = self.sync.status()
+        return status.files_to_local + status.files_to_remote
+
+    async def _activity_loop(self) -> None:
+        """Every interval: when a person's connection went through the forward, or the sync moved
+        files, stamp the Notebook's activity annotation (what Jupyter cannot see of its use)."""
+        moved = self._sync_moved()
+        while True:
+            await asyncio.sleep(self._activity_interval)
+            now_moved = self._sync_moved()
+            used = self.forward is not None and self.forward.take_activity()
+            if not used and now_moved == moved:
+                continue
+            moved = now_moved
+            try:
+                await self.mark_active()
+            except NbdError as e:
+                log.debug("could not record the activity of %s: %s", self.key, e)
+
+    async def mark_active(self) -> None:
+        """Stamps the Notebook's nbd.dev/activity annotation with the time now."""
+        stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        await self.kube.run(  # type: ignore[call-arg]
+            self.kube.custom.patch_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            self.key.namespace,
+            PLURAL,
+            self.key.name,
+            {"metadata": {"annotations": {ANNOTATION_ACTIVITY: stamp}}},
+            field_manager=FIELD_MANAGER,
+            _content_type="application/merge-patch+json",
+            nbd_resource=NOTEBOOK,
+        )
 
     async def _ensure_pods(self) -> None:
         if self.pods is None:
@@ -465,6 +531,10 @@ class SessionRuntime:
     # --- life ------------------------------------------------------------------------------------
 
     async def stop(self, *, flush: bool = True) -> None:
+        activity, self._activity = self._activity, None
+        if activity is not None:
+            activity.cancel()
+            await asyncio.gather(activity, return_exceptions=True)
         await self.stop_sync(flush=flush)
         await self.stop_forward()
         pods, self.pods = self.pods, None

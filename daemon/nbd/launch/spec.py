@@ -36,6 +36,8 @@ from nbdcontract import (
     MANAGED_BY_DAEMON,
     PORT_MAX,
     PORT_MIN,
+    duration_seconds,
+    human_duration,
     label_key_problem,
     label_value_problem,
     priority_class_problem,
@@ -74,8 +76,10 @@ _SPEC_KEYS = {
     "tolerations",
     "nodeSelector",
     "priorityClassName",
+    "idle",
     "sync",
 }
+_IDLE_KEYS = {"stopAfter"}
 # Spec fields only the daemon reads (how the local directory syncs): never sent to the cluster.
 LOCAL_ONLY_FIELDS = frozenset({"sync"})
 _SYNC_KEYS = {"maxFileSize"}
@@ -175,6 +179,8 @@ def _validate_spec(spec: dict[str, Any], source: str) -> dict[str, Any]:
     if "resources" in spec and spec["resources"] is not None:
         out["resources"] = _resources(spec["resources"], source)
     out.update(_placement(spec, source))
+    if "idle" in spec and spec["idle"] is not None:
+        out["idle"] = _idle(spec["idle"], source)
     if "sync" in spec and spec["sync"] is not None:
         out["sync"] = _sync(spec["sync"], source)
     return out
@@ -214,6 +220,30 @@ def sync_max_file_size(spec: dict[str, Any]) -> int:
     """The sync's size limit in bytes for a validated spec (0: no limit)."""
     size = (spec.get("sync") or {}).get("maxFileSize")
     return DEFAULT_SYNC_MAX_FILE_SIZE if size is None else int(size)
+
+
+def _idle(value: Any, source: str) -> dict[str, Any]:
+    """idle: {stopAfter: 2h}: suspend the notebook after that long idle ("0": never)."""
+    if not isinstance(value, dict):
+        raise NotebookFileError(f"{source}: idle must be a mapping, e.g. idle: {{stopAfter: 2h}}")
+    unknown = sorted(set(value) - _IDLE_KEYS)
+    if unknown:
+        raise NotebookFileError(
+            f"{source}: unknown idle field(s) {', '.join(map(str, unknown))}; allowed: {', '.join(sorted(_IDLE_KEYS))}"
+        )
+    out: dict[str, Any] = {}
+    if value.get("stopAfter") is not None:
+        out["stopAfter"] = idle_stop_after(value["stopAfter"], f"{source}: idle.stopAfter")
+    return out
+
+
+def idle_stop_after(value: Any, what: str) -> str:
+    """A checked idle duration in the form the CRD takes ("2h", "1h30m", "0")."""
+    try:
+        seconds = duration_seconds(value)
+    except ValueError as e:
+        raise NotebookFileError(f"{what}: {e}") from None
+    return human_duration(seconds) if seconds % 60 == 0 or seconds < 3600 else f"{seconds}s"
 
 
 def _placement(spec: dict[str, Any], source: str) -> dict[str, Any]:
@@ -318,6 +348,11 @@ def merge_spec(file_spec: dict[str, Any], overrides: NotebookSpec) -> dict[str, 
         spec["port"] = _port(overrides.port, "port")
     if overrides.command:
         spec["command"] = list(overrides.command)
+    if overrides.idle_stop_after:
+        spec["idle"] = {
+            **(spec.get("idle") or {}),
+            "stopAfter": idle_stop_after(overrides.idle_stop_after, "--idle-stop"),
+        }
     resources = dict(spec.get("resources") or {})
     if overrides.cpu:
         resources["cpu"] = overrides.cpu
@@ -356,6 +391,7 @@ def session_spec(spec: dict[str, Any]) -> NotebookSpec:
         command=tuple(spec.get("command") or ()),
         workdir=str(spec.get("workdir") or DEFAULT_WORKDIR),
         port=int(spec.get("port") or DEFAULT_PORT),
+        idle_stop_after=str((spec.get("idle") or {}).get("stopAfter") or ""),
     )
 
 

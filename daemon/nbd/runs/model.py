@@ -13,12 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from nbd.errors import InvalidArgument
-from nbd.launch.spec import (
-    LOCAL_DIRECTORY_ANNOTATION,
-    LOCAL_ONLY_FIELDS,
-    WRITTEN_BY_ANNOTATION,
-    notebook_name_for,
-)
+from nbd.launch.spec import LOCAL_DIRECTORY_ANNOTATION, WRITTEN_BY_ANNOTATION, notebook_name_for
 from nbd.runstate import Rank, RunInfo, RunPhase
 from nbdcontract import (
     API_VERSION,
@@ -92,6 +87,11 @@ def validate_run(name: str, command: list[str], nodes: int) -> None:
         )
 
 
+# Fields of notebook.yaml that only a notebook has: its server's command and port, its idle stop, its
+# workspace volume and its sync (a run's /content is its image's, its outputs are on their own claim).
+NOTEBOOK_ONLY = ("command", "port", "idle", "workspace", "sync")
+
+
 def run_manifest(
     name: str,
     namespace: str,
@@ -117,7 +117,7 @@ def run_manifest(
         annotations[WRITTEN_BY_ANNOTATION] = written_by
     if annotations:
         metadata["annotations"] = annotations
-    body = {k: v for k, v in spec.items() if k not in ("command", "port") and k not in LOCAL_ONLY_FIELDS}
+    body = {k: v for k, v in spec.items() if k not in NOTEBOOK_ONLY}
     body["command"] = list(command)
     body["nodes"] = nodes
     if ttl_seconds_after_finished is not None:

@@ -402,7 +402,7 @@ class NotebookStatus(_message.Message):
     def __init__(self, state: _Optional[_Union[NotebookState, str]] = ..., message: _Optional[str] = ..., changed_by: _Optional[str] = ..., generation: _Optional[int] = ..., observed: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Session(_message.Message):
-    __slots__ = ("name", "namespace", "context", "kubeconfig", "directory", "phase", "message", "url", "spec", "context_md5", "image", "pod", "forward", "sync", "created", "updated", "ref", "notebook", "idle_stop_at", "idle_stop_after")
+    __slots__ = ("name", "namespace", "context", "kubeconfig", "directory", "phase", "message", "url", "spec", "context_md5", "image", "pod", "forward", "sync", "created", "updated", "ref", "notebook", "idle_stop_at", "idle_stop_after", "idle_message")
     NAME_FIELD_NUMBER: _ClassVar[int]
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
@@ -423,6 +423,7 @@ class Session(_message.Message):
     NOTEBOOK_FIELD_NUMBER: _ClassVar[int]
     IDLE_STOP_AT_FIELD_NUMBER: _ClassVar[int]
     IDLE_STOP_AFTER_FIELD_NUMBER: _ClassVar[int]
+    IDLE_MESSAGE_FIELD_NUMBER: _ClassVar[int]
     name: str
     namespace: str
     context: str
@@ -443,7 +444,8 @@ class Session(_message.Message):
     notebook: NotebookStatus
     idle_stop_at: _timestamp_pb2.Timestamp
     idle_stop_after: str
-    def __init__(self, name: _Optional[str] = ..., namespace: _Optional[str] = ..., context: _Optional[str] = ..., kubeconfig: _Optional[str] = ..., directory: _Optional[str] = ..., phase: _Optional[_Union[Phase, str]] = ..., message: _Optional[str] = ..., url: _Optional[str] = ..., spec: _Optional[_Union[NotebookSpec, _Mapping]] = ..., context_md5: _Optional[str] = ..., image: _Optional[str] = ..., pod: _Optional[str] = ..., forward: _Optional[_Union[ForwardStatus, _Mapping]] = ..., sync: _Optional[_Union[SyncStatus, _Mapping]] = ..., created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ref: _Optional[str] = ..., notebook: _Optional[_Union[NotebookStatus, _Mapping]] = ..., idle_stop_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., idle_stop_after: _Optional[str] = ...) -> None: ...
+    idle_message: str
+    def __init__(self, name: _Optional[str] = ..., namespace: _Optional[str] = ..., context: _Optional[str] = ..., kubeconfig: _Optional[str] = ..., directory: _Optional[str] = ..., phase: _Optional[_Union[Phase, str]] = ..., message: _Optional[str] = ..., url: _Optional[str] = ..., spec: _Optional[_Union[NotebookSpec, _Mapping]] = ..., context_md5: _Optional[str] = ..., image: _Optional[str] = ..., pod: _Optional[str] = ..., forward: _Optional[_Union[ForwardStatus, _Mapping]] = ..., sync: _Optional[_Union[SyncStatus, _Mapping]] = ..., created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ref: _Optional[str] = ..., notebook: _Optional[_Union[NotebookStatus, _Mapping]] = ..., idle_stop_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., idle_stop_after: _Optional[str] = ..., idle_message: _Optional[str] = ...) -> None: ...
 
 class StopRequest(_message.Message):
     __slots__ = ("session", "delete", "delete_workspace")
