@@ -261,6 +261,11 @@ def _print_sync(status: Any) -> None:
         )
     for p in status.problems:
         print(f"problem:  {p.path}: {p.message}")
+    if status.not_synced:
+        print("not synced (too large):")
+        for n in status.not_synced:
+            where = "in the pod" if n.side == "remote" else "local"
+            print(f"  {where:<10}  {n.path}: {n.reason or f'{n.size} bytes'}")
     if status.resolved_conflicts:
         print(
             f"resolved: {len(status.resolved_conflicts)} conflict(s) resolved lately"

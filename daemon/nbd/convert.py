@@ -17,7 +17,7 @@ from nbd import events as ev
 from nbd import runstate as rs
 from nbd.errors import InvalidArgument
 from nbd.session import NotebookSpec, Session
-from nbd.status import Conflict, ForwardStatus, NotebookStatus, Problem, SyncStatus
+from nbd.status import Conflict, ForwardStatus, NotebookStatus, NotSynced, Problem, SyncStatus
 from nbdapi.v1 import notebooks_pb2 as pb
 from nbdapi.v1 import runs_pb2 as rpb
 
@@ -99,6 +99,10 @@ def problem_to_proto(p: Problem) -> pb.Problem:
     return pb.Problem(path=p.path, message=p.message, time=timestamp(p.time))
 
 
+def not_synced_to_proto(n: NotSynced) -> pb.NotSynced:
+    return pb.NotSynced(path=n.path, size=n.size, reason=n.reason, side=n.side)
+
+
 def sync_to_proto(s: SyncStatus) -> pb.SyncStatus:
     return pb.SyncStatus(
         state=s.state.value,  # type: ignore[arg-type]
@@ -113,6 +117,7 @@ def sync_to_proto(s: SyncStatus) -> pb.SyncStatus:
         conflicts=[conflict_to_proto(c) for c in s.conflicts],
         resolved_conflicts=[conflict_to_proto(c) for c in s.resolved_conflicts],
         problems=[problem_to_proto(p) for p in s.problems],
+        not_synced=[not_synced_to_proto(n) for n in s.not_synced],
         local_root=s.local_root,
         remote_root=s.remote_root,
     )

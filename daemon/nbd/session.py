@@ -35,6 +35,7 @@ from nbd.status import (
 )
 
 __all__ = [
+    "DEFAULT_SYNC_MAX_FILE_SIZE",
     "Conflict",
     "ForwardRecord",
     "ForwardState",
@@ -144,6 +145,10 @@ class ForwardRecord:
             raise InvalidArgument(f"invalid forward record: {e}", reason="InvalidRecord") from e
 
 
+# The sync's size limit when notebook.yaml sets no `sync.maxFileSize`: 100 MiB.
+DEFAULT_SYNC_MAX_FILE_SIZE = 100 << 20
+
+
 @dataclasses.dataclass(frozen=True)
 class SyncRecord:
     """What a session's sync persists: what it syncs, the container its ancestor is bound to, a pause.
@@ -156,6 +161,8 @@ class SyncRecord:
         container_id: The containerID of the notebook container instance the ancestor was agreed
             with, with `pod_uid` ("" before the first connect, and in files written before it
             was recorded: such a binding matches no instance).
+        max_file_size: Files above this many bytes stay on their side (0: no limit), from
+            notebook.yaml's `sync.maxFileSize`.
     """
 
     directory: str
@@ -163,6 +170,7 @@ class SyncRecord:
     pod_uid: str = ""
     paused: bool = False
     container_id: str = ""
+    max_file_size: int = DEFAULT_SYNC_MAX_FILE_SIZE
 
     def __post_init__(self) -> None:
         for what, path in (("directory", self.directory), ("remote_root", self.remote_root)):

@@ -28,12 +28,14 @@ __all__ = [
     "ForwardState",
     "ForwardStatus",
     "NotebookState",
+    "NotSynced",
     "NotebookStatus",
     "Phase",
     "Problem",
     "SyncState",
     "SyncStatus",
     "from_epoch",
+    "size_text",
     "utcnow",
 ]
 
@@ -178,6 +180,29 @@ class Problem:
     time: datetime | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class NotSynced:
+    """A file the sync leaves on its side by rule (larger than the size limit): neither a conflict
+    nor a deletion. `side` is "remote" (the pod) or "local"; `reason` is for a person."""
+
+    path: str
+    size: int = 0
+    reason: str = ""
+    side: str = "remote"
+
+
+def size_text(n: int) -> str:
+    """A size for a person, in binary units: "512 bytes", "100 MiB", "1.2 GiB"."""
+    if n < 1024:
+        return f"{n} bytes"
+    value = float(n)
+    for unit in ("KiB", "MiB", "GiB", "TiB", "PiB"):
+        value /= 1024
+        if value < 1024 or unit == "PiB":
+            break
+    return f"{value:.1f}".removesuffix(".0") + f" {unit}"
+
+
 @dataclass(frozen=True)
 class SyncStatus:
     """A sync session's state and counters now (what `nbctl sync status` shows).
@@ -192,6 +217,7 @@ class SyncStatus:
             deleted or renamed the copy, nor edited the file since.
         resolved_conflicts: The last resolved conflicts, oldest first (bounded by the engine).
         problems: Paths that are not synced now, sorted by path.
+        not_synced: Files left on one side by rule (above the size limit), sorted by path.
         local_root, remote_root: The two directories kept equal.
     """
 
@@ -207,5 +233,6 @@ class SyncStatus:
     conflicts: tuple[Conflict, ...] = ()
     resolved_conflicts: tuple[Conflict, ...] = ()
     problems: tuple[Problem, ...] = ()
+    not_synced: tuple[NotSynced, ...] = ()
     local_root: str = ""
     remote_root: str = ""

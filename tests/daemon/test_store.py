@@ -24,6 +24,7 @@ from nbd.session import (
     SyncState,
     SyncStatus,
 )
+from nbd.status import NotSynced
 from nbd.store import SessionStore, key_filename, session_from_json, session_to_json
 
 T = datetime(2026, 3, 4, 5, 6, 7, 890000, tzinfo=UTC)
@@ -68,6 +69,7 @@ def full_session() -> Session:
             last_cycle=T,
             conflicts=(Conflict("a.txt", "a.conflict-remote.txt", "both changed", T),),
             problems=(Problem("b.bin", "permission denied", T),),
+            not_synced=(NotSynced("ckpt.pt", 1 << 31, "too large (2 GiB > 100 MiB)", "remote"),),
             local_root="/home/u/project",
             remote_root="/content",
         ),
@@ -77,7 +79,9 @@ def full_session() -> Session:
             forward=ForwardRecord(
                 "/home/u/.kube/config", "prod", "team", {"nbd.dev/notebook": "nb"}, 8888, 8890, None
             ),
-            sync=SyncRecord("/home/u/project", "/content", pod_uid="uid-1", paused=True),
+            sync=SyncRecord(
+                "/home/u/project", "/content", pod_uid="uid-1", paused=True, max_file_size=5 << 20
+            ),
             launch=LaunchRecord(no_sync=True),
         ),
     )

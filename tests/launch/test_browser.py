@@ -5,7 +5,8 @@ cluster: JupyterLab with its file browser at the printed URL, `hello.ipynb` run 
 its outputs (the greeting from `hello.py`, the result of a package the Dockerfile installed), a file
 written by a new cell showing up in the local directory, the saved notebook's outputs in the local
 copy, a local edit of `hello.py` picked up by a reload in the kernel, and the same URL working again
-after the pod is deleted. A screenshot per step is kept under the test's temporary folder
+after the pod is deleted, with the local edits in the new pod and no conflict copy in its file
+browser. A screenshot per step is kept under the test's temporary folder
 (`NBD_SCREENSHOTS=DIR` copies them there too).
 """
 
@@ -249,6 +250,9 @@ def test_a_person_opens_the_url_and_works_in_jupyterlab(
         timeout=120,
         what="the notebook's pod to be replaced",
     )
+    # The new pod starts from the image; the sync starts from the packaged files as ancestor, so
+    # the local edits (hello.py, the saved hello.ipynb) reach it instead of becoming conflict copies.
+    wait_until(pod_has_edit, timeout=120, what="the local edit of hello.py to reach the new pod")
     wait_until(
         lambda: (kit.session(ns, "proj") or {}).get("sync", {}).get("state") == "SYNC_STATE_WATCHING",
         timeout=120,
@@ -256,9 +260,21 @@ def test_a_person_opens_the_url_and_works_in_jupyterlab(
     )
     _open_lab(page, url)
     assert (kit.session(ns, "proj") or {}).get("url") == url
+
+    def listing_settled() -> bool:
+        page.locator('.jp-FileBrowser-toolbar [data-command="filebrowser:refresh"]').first.click()
+        names = page.locator(".jp-DirListing-itemName").all_inner_texts()
+        return "from_browser.txt" in names and "hello.ipynb" in names
+
+    wait_until(listing_settled, timeout=60, what="the new pod's file browser to list the synced files")
+    names = page.locator(".jp-DirListing-itemName").all_inner_texts()
+    assert not [n for n in names if "conflict-" in n], names
+    assert not [p.name for p in project.rglob("*") if "conflict-" in p.name]
+    assert not (kit.session(ns, "proj") or {}).get("sync", {}).get("conflicts")
+    screens.take("files-after-pod-deleted")
     _open_notebook(page)
     _add_cell_and_run(page, "print(open('from_browser.txt').read(), 6 * 7)")
     _wait_output(page, "written in JupyterLab 42")
     screens.take("after-pod-deleted")
-    assert screens.count == 7
+    assert screens.count == 8
     assert all(p.stat().st_size > 10_000 for p in (tmp_path / "screens").iterdir()), "screenshots show a page"

@@ -80,6 +80,16 @@ def test_env_name_the_crd_refuses_is_caught_before_packaging(kit: LaunchKit, ns:
     assert kit.notebook(ns, "dotted") is None, "no Notebook is created for a spec the CRD refuses"
 
 
+def test_bad_sync_max_file_size_is_caught_before_packaging(kit: LaunchKit, ns: str, tmp_path: Path) -> None:
+    project = make_project(tmp_path, "badlimit")
+    (project / "notebook.yaml").write_text("sync:\n  maxFileSize: 100MB\n")
+    result = kit.launch(project, ns)
+    line = _one_line_failure(result)
+    assert "sync.maxFileSize" in line and "100Mi" in line and "'100MB'" in line, line
+    assert not {"PHASE_PACKAGING", "PHASE_UPLOADING"} & set(result.phases()), result.phases()
+    assert kit.notebook(ns, "badlimit") is None
+
+
 def test_special_files_are_skipped_and_links_leaving_the_directory_refused(
     kit: LaunchKit, ns: str, tmp_path: Path
 ) -> None:

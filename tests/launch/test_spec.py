@@ -13,6 +13,7 @@ from nbd.launch.spec import (
     notebook_manifest,
     notebook_name_for,
     parse_notebook_file,
+    sync_max_file_size,
     validate_name,
 )
 from nbd.session import NotebookSpec
@@ -83,6 +84,60 @@ def test_explicit_bad_names_are_refused(bad: str) -> None:
 )
 def test_notebook_file_parses(text: str, spec: dict[str, Any]) -> None:
     assert parse_notebook_file(text, "notebook.yaml") == spec
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [
+        ("image: busybox\n", 100 << 20),
+        ("sync: {}\n", 100 << 20),
+        ("sync: {maxFileSize: 100Mi}\n", 100 << 20),
+        ("sync: {maxFileSize: 1.5Gi}\n", 3 << 29),
+        ("sync: {maxFileSize: 2G}\n", 2_000_000_000),
+        ("sync: {maxFileSize: 500k}\n", 500_000),
+        ("sync: {maxFileSize: 4096}\n", 4096),
+        ("sync: {maxFileSize: '4096'}\n", 4096),
+        ("sync: {maxFileSize: 0}\n", 0),
+    ],
+)
+def test_sync_max_file_size(text: str, size: int) -> None:
+    spec = parse_notebook_file(text, "notebook.yaml")
+    assert sync_max_file_size(spec) == size
+    # A setting of the local sync only: never part of the Notebook sent to the cluster.
+    assert "sync" not in notebook_manifest("n", "ns", spec)["spec"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "sync: {maxFileSize: 100MB}\n",
+        "sync: {maxFileSize: -1}\n",
+        "sync: {maxFileSize: lots}\n",
+        "sync: {maxFileSize: 1.5}\n",
+        "sync: {maxFileSize: true}\n",
+        "sync: {maxFileSize: [1]}\n",
+    ],
+)
+def test_bad_sync_max_file_size_is_one_line_naming_the_field_and_an_example(text: str) -> None:
+    with pytest.raises(NotebookFileError) as err:
+        parse_notebook_file(text, "notebook.yaml")
+    message = str(err.value)
+    assert message.startswith(
+        "notebook.yaml: sync.maxFileSize must be a size in bytes or a quantity like 100Mi"
+    )
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("sync: 100Mi\n", "sync must be a mapping, for example sync: {maxFileSize: 100Mi}"),
+        ("sync: {maxSize: 1}\n", r"unknown sync field\(s\) maxSize; allowed: maxFileSize"),
+    ],
+)
+def test_bad_sync_section(text: str, message: str) -> None:
+    with pytest.raises(NotebookFileError, match=message):
+        parse_notebook_file(text, "notebook.yaml")
 
 
 @pytest.mark.parametrize(

@@ -31,12 +31,13 @@ def notebook_factory(
     """`notebook_factory(name="nb", files=3, build=False, launch=True)`: a launched Notebook.
 
     `build=False` runs a prebuilt Jupyter image (nothing uploaded or built); True builds the
-    project's Dockerfile in the cluster.
+    project's Dockerfile in the cluster (`sessions_support.DOCKERFILE`, or the Dockerfile text
+    given as `build`).
     """
     made: list[Notebook] = []
     env = {"KUBECONFIG": local_stack.kubeconfig}
 
-    def make(name: str = "nb", files: int = 3, build: bool = False, launch: bool = True) -> Notebook:
+    def make(name: str = "nb", files: int = 3, build: bool | str = False, launch: bool = True) -> Notebook:
         directory = tmp_path / name
         make_project(directory, files, dockerfile=build)
         nb = Notebook(

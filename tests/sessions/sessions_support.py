@@ -199,10 +199,11 @@ class Notebook:
         return {str(p.relative_to(self.directory)) for p in self.directory.rglob("*") if p.is_file()}
 
 
-def make_project(directory: Path, files: int = 3, dockerfile: bool = False) -> None:
+def make_project(directory: Path, files: int = 3, dockerfile: bool | str = False) -> None:
+    """A small project; `dockerfile` True writes `DOCKERFILE`, a string writes that Dockerfile."""
     directory.mkdir(parents=True, exist_ok=True)
     if dockerfile:
-        (directory / "Dockerfile").write_text(DOCKERFILE)
+        (directory / "Dockerfile").write_text(DOCKERFILE if dockerfile is True else dockerfile)
     (directory / "main.py").write_text("print('hello')\n")
     for i in range(files):
         (directory / "data" / f"f{i:02d}.txt").parent.mkdir(exist_ok=True)

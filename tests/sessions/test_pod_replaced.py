@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import socket
 
-from sessions_support import jupyter_api, read, wait_for, write
+from sessions_support import DOCKERFILE, jupyter_api, read, wait_for, write
 
 
 def _replace_pod(nb):
@@ -53,28 +53,76 @@ def test_pod_replaced_with_a_prebuilt_image(notebook_factory):
     wait_for(lambda: read(nb.directory / "from_new_pod.txt") == "new pod\n", "a new pod's edit locally")
 
 
+def _conflict_copies(nb) -> tuple[list[str], list[str]]:
+    local = sorted(p for p in nb.local_files() if ".conflict-" in p)
+    pod = sorted(p for p in nb.pod_files() if ".conflict-" in p)
+    return local, pod
+
+
 def test_pod_replaced_with_a_built_image_keeps_local_edits(notebook_factory):
-    """The new pod's /content holds the image's (older) files: they must not revert local edits
-    made since the build, nor delete files created since."""
+    """The new pod's /content holds the image's (older) files. The sync starts from the build
+    context's files as its ancestor where the pod holds them, so a local edit since the build is
+    pushed (no conflict copy), a local deletion deletes the image's copy, and nothing created
+    locally since is lost."""
     nb = notebook_factory(build=True)
     assert nb.pod_read("main.py") == "print('hello')\n"
+    assert _conflict_copies(nb) == ([], [])
     write(nb.directory / "main.py", "print('edited after the build')\n")
     write(nb.directory / "made_after_build.txt", "local\n")
+    (nb.directory / "data" / "f00.txt").unlink()
     nb.flush()
     assert nb.pod_read("main.py") == "print('edited after the build')\n"
+    assert nb.pod_read("data/f00.txt") is None
 
     new = _replace_pod(nb)
     wait_for(lambda: jupyter_api(nb.port)["version"], "the Jupyter API of the new pod")
+    wait_for(
+        lambda: nb.pod_read("main.py") == "print('edited after the build')\n", "the local edit in the new pod"
+    )
     nb.wait_sync("watching")
     nb.flush()
     assert nb.pod()["uid"] == new["uid"]
     assert read(nb.directory / "main.py") == "print('edited after the build')\n"
     assert read(nb.directory / "made_after_build.txt") == "local\n"
-    assert nb.pod_read("main.py") == "print('edited after the build')\n"
     assert nb.pod_read("made_after_build.txt") == "local\n"
+    assert nb.pod_read("data/f00.txt") is None, "deleted locally since the build: deleted in the new pod"
+    assert read(nb.directory / "data" / "f00.txt") is None
     assert nb.local_files() == nb.pod_files()
-    # The image's older main.py differs from the local one: at most it is kept aside as a
-    # conflict copy (nothing is lost either way), never over the local version.
-    copies = [p for p in nb.local_files() if ".conflict-" in p]
-    assert all(p.startswith("main.conflict-") for p in copies), copies
-    assert all(read(nb.directory / p) == "print('hello')\n" for p in copies)
+    assert _conflict_copies(nb) == ([], [])
+    assert not nb.sync().get("conflicts")
+
+
+BUILD_CHANGES_CONTENT = (
+    DOCKERFILE
+    + """RUN echo "# added by the build" >> /content/main.py
+RUN echo "made by the build" > /content/built.txt
+"""
+)
+
+
+def test_a_file_the_build_changed_in_content_is_kept_as_a_conflict_copy(notebook_factory):
+    """A context file the Dockerfile changed in /content has no ancestor (the pod's version is
+    not the packaged one): the local file keeps its name and content, the image's version is
+    kept aside, as before; a file the build created is pulled; the other files have their seed."""
+    nb = notebook_factory(build=BUILD_CHANGES_CONTENT)
+    built = "print('hello')\n# added by the build\n"
+    local, pod = _conflict_copies(nb)
+    assert len(local) == 1 and local[0].startswith("main.conflict-remote-") and local == pod, (local, pod)
+    assert read(nb.directory / local[0]) == built
+    assert read(nb.directory / "main.py") == "print('hello')\n"
+    assert nb.pod_read("main.py") == "print('hello')\n"
+    assert read(nb.directory / "built.txt") == "made by the build\n"
+    (nb.directory / local[0]).unlink()  # the user resolves it
+    write(nb.directory / "data" / "f01.txt", "edited\n")
+    wait_for(lambda: nb.pod_read(local[0]) is None, "the resolved copy gone in the pod")
+
+    _replace_pod(nb)
+    wait_for(lambda: nb.pod_read("data/f01.txt") == "edited\n", "the local edit in the new pod")
+    nb.wait_sync("watching")
+    nb.flush()
+    assert read(nb.directory / "main.py") == "print('hello')\n", "the local file is never overwritten"
+    assert nb.pod_read("main.py") == "print('hello')\n"
+    local, pod = _conflict_copies(nb)
+    assert len(local) == 1 and local[0].startswith("main.conflict-remote-") and local == pod, (local, pod)
+    assert read(nb.directory / local[0]) == built
+    assert nb.local_files() == nb.pod_files()

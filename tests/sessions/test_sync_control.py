@@ -117,3 +117,53 @@ def test_deleting_the_conflict_copy_resolves_the_conflict(notebook_factory):
     assert "resolved: 1 conflict(s) resolved lately" in text
     # The session's own status counts only the open conflicts.
     assert not re.search(r"^conflicts:", nb.nbctl("status", nb.name).stdout, re.M)
+
+
+def test_a_pod_file_above_sync_max_file_size_is_listed_not_synced(notebook_factory, jupyter_image):
+    nb = notebook_factory(launch=False)
+    write(nb.directory / "notebook.yaml", "sync:\n  maxFileSize: 1Mi\n")
+    write(nb.directory / "ckpt" / "model.pt", "small local version\n")
+    nb.launch("--image", jupyter_image)
+    nb.wait_sync("watching")
+    nb.flush()
+    assert nb.pod_read("ckpt/model.pt") == "small local version\n"
+
+    nb.pod_sh(
+        "head -c 1572864 /dev/zero > /content/ckpt/.model.tmp && mv /content/ckpt/.model.tmp /content/ckpt/model.pt"
+    )
+    status = wait_for(lambda: (s := nb.sync()) and s.get("not_synced") and s, "the large file to be listed")
+    nb.flush()
+    assert status["not_synced"] == [
+        {
+            "path": "ckpt/model.pt",
+            "size": "1572864",
+            "reason": "too large (1.5 MiB > 1 MiB)",
+            "side": "remote",
+        }
+    ]
+    text = nb.nbctl("sync", nb.name).stdout
+    lines = text.splitlines()
+    i = lines.index("not synced (too large):")
+    assert lines[i + 1] == "  in the pod  ckpt/model.pt: too large (1.5 MiB > 1 MiB)", text
+    assert "conflict:" not in text and "problem:" not in text
+    # Neither side's version moved: the small one stays local, the large one in the pod.
+    assert read(nb.directory / "ckpt" / "model.pt") == "small local version\n"
+    assert nb.pod_sh("wc -c < /content/ckpt/model.pt").strip() == "1572864"
+
+
+def test_a_relaunch_with_a_higher_sync_max_file_size_brings_the_file(notebook_factory, jupyter_image):
+    nb = notebook_factory(launch=False)
+    write(nb.directory / "notebook.yaml", "sync: {maxFileSize: 1Mi}\n")
+    nb.launch("--image", jupyter_image)
+    nb.wait_sync("watching")
+    nb.pod_sh("head -c 1572864 /dev/zero > /content/.big.tmp && mv /content/.big.tmp /content/big.bin")
+    wait_for(lambda: nb.sync().get("not_synced"), "the large file to be listed")
+    assert not (nb.directory / "big.bin").exists()
+
+    write(nb.directory / "notebook.yaml", "sync: {maxFileSize: 2Mi}\n")
+    nb.launch("--image", jupyter_image)
+    wait_for(
+        lambda: (nb.directory / "big.bin").is_file() and (nb.directory / "big.bin").stat().st_size == 1572864,
+        "the file under the new limit locally",
+    )
+    assert not nb.flush().get("not_synced")

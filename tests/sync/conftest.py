@@ -17,6 +17,7 @@ from polling import until  # noqa: F401  (the sync tests import it from here)
 
 from nbd.sync import SyncEvent, SyncOptions, SyncSession, local_process_factory
 from nbd.sync.remote import TransportFactory
+from nbd.sync.snapshot import Snapshot
 
 
 @dataclass
@@ -34,9 +35,19 @@ class Pair:
 
     @contextlib.asynccontextmanager
     async def session(
-        self, factory: TransportFactory = local_process_factory, **kw: Any
+        self,
+        factory: TransportFactory = local_process_factory,
+        context_files: Snapshot | None = None,
+        **kw: Any,
     ) -> AsyncIterator[SyncSession]:
-        s = SyncSession(str(self.local), factory, str(self.state), self.options(**kw), self.events.append)
+        s = SyncSession(
+            str(self.local),
+            factory,
+            str(self.state),
+            self.options(**kw),
+            self.events.append,
+            context_files=context_files,
+        )
         await s.start()
         try:
             yield s

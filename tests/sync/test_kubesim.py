@@ -236,7 +236,7 @@ def test_streams_dropped_mid_transfer_leave_no_partial_file(sync_kubesim: Any, p
     async def go() -> None:
         async with (
             pod.factory() as factory,
-            pair.session(factory, remote_root="/content", agent_cache_dir="/tmp") as s,
+            pair.session(factory, remote_root="/content", agent_cache_dir="/tmp", max_file_size=1 << 30) as s,
         ):
             # Drop every exec stream as soon as the transfer is under way.
             await until(

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ import pytest
 from nbd.sync import ChangeApplied, ConflictFound, ProblemFound, StateChanged, SyncState
 from nbd.sync.agent.paths import TEMP_PREFIX
 from nbd.sync.remote import local_process_factory
+from nbd.sync.snapshot import Snapshot
 
 from .conftest import Pair, run, tree, until
 
@@ -246,12 +248,58 @@ def test_large_file_and_size_limit(pair: Pair) -> None:
         async with pair.session(max_file_size=2 << 20) as s:
             st = await s.flush(60)
             assert not (pair.remote / "huge.bin").exists()
-            assert any(p.path == "huge.bin" and "size limit" in p.message for p in st.problems)
-            assert any(p.path == "big.bin" for p in st.problems)  # also above this session's limit
+            assert [(n.path, n.side, n.size) for n in st.not_synced] == [
+                ("big.bin", "local", 64 << 20),  # also above this session's limit
+                ("huge.bin", "local", 3 << 20),
+            ]
+            assert st.not_synced[1].reason == "too large (3 MiB > 2 MiB)"
+            assert not st.problems
         async with pair.session(max_file_size=1 << 30) as s:
             st = await s.flush(60)
             assert (pair.remote / "big.bin").read_bytes() == data
             assert st.bytes_to_remote >= len(data)
+
+    run(go())
+
+
+def test_a_pod_file_above_the_limit_stays_in_the_pod_until_it_shrinks(pair: Pair) -> None:
+    """A checkpoint written in the pod above the limit is never copied, never deleted, and an
+    older small local version is not pushed over it; under the limit again, it syncs."""
+    limit = 2 << 20
+    (pair.local / "ckpt").mkdir()
+    (pair.local / "ckpt" / "model.pt").write_bytes(b"small v1")
+    (pair.local / "notes.txt").write_bytes(b"notes")
+
+    async def go() -> None:
+        async with pair.session(max_file_size=limit) as s:
+            await s.flush(30)
+            assert both(pair, "ckpt/model.pt", b"small v1")
+            big = os.urandom(limit + (512 << 10))
+            (pair.remote / "ckpt" / "model.pt").write_bytes(big)
+            (pair.remote / "ckpt" / "other.pt").write_bytes(big)
+            await until(lambda: len(s.status().not_synced) == 2, what="both large files listed")
+            st = await s.flush(30)
+            assert [(n.path, n.side, n.size) for n in st.not_synced] == [
+                ("ckpt/model.pt", "remote", len(big)),
+                ("ckpt/other.pt", "remote", len(big)),
+            ]
+            assert st.not_synced[0].reason == "too large (2.5 MiB > 2 MiB)"
+            assert not st.conflicts and not st.problems
+            assert (pair.local / "ckpt" / "model.pt").read_bytes() == b"small v1"
+            assert not (pair.local / "ckpt" / "other.pt").exists()
+            assert (pair.remote / "ckpt" / "model.pt").read_bytes() == big
+            # A local edit of the small version is not pushed over the pod's large one either.
+            (pair.local / "ckpt" / "model.pt").write_bytes(b"small v2")
+            (pair.local / "notes.txt").write_bytes(b"notes v2")
+            await until(lambda: (pair.remote / "notes.txt").read_bytes() == b"notes v2", what="notes")
+            await s.flush(30)
+            assert (pair.remote / "ckpt" / "model.pt").read_bytes() == big
+            # Under the limit again, it syncs as any file.
+            (pair.remote / "ckpt" / "other.pt").write_bytes(b"shrunk")
+            await until(lambda: both(pair, "ckpt/other.pt", b"shrunk"), what="shrunk file synced")
+            st = await s.flush(30)
+            assert [n.path for n in st.not_synced] == ["ckpt/model.pt"]
+        assert (pair.remote / "ckpt" / "model.pt").read_bytes() == big
 
     run(go())
 
@@ -359,7 +407,8 @@ KILLED_DAEMON = textwrap.dedent("""
     from nbd.sync import SyncSession, SyncOptions, local_process_factory
     async def main():
         s = SyncSession(sys.argv[1], local_process_factory, sys.argv[3],
-                        SyncOptions(remote_root=sys.argv[2], agent_cache_dir=sys.argv[4]))
+                        SyncOptions(remote_root=sys.argv[2], agent_cache_dir=sys.argv[4],
+                                    max_file_size=1 << 30))
         await s.start()
         await asyncio.sleep(3600)
     asyncio.run(main())
@@ -401,7 +450,7 @@ def test_kill_9_mid_transfer_leaves_no_partial_file_and_restart_converges(pair: 
                 assert (r / name).read_bytes() in (data, data[: 128 << 20])
 
     async def go() -> None:
-        async with pair.session() as s:
+        async with pair.session(max_file_size=1 << 30) as s:
             await s.flush(60)
         for r in (pair.local, pair.remote):
             assert not [n for n in os.listdir(r) if n.startswith(TEMP_PREFIX)]
@@ -454,5 +503,96 @@ def test_ignore_rules_apply_to_both_sides(pair: Pair) -> None:
             assert not (pair.local / "__pycache__").exists()
             # Files the other side ignores are left alone, never deleted.
             assert (pair.remote / "pod.log").exists() and (pair.remote / "build" / "out.o").exists()
+
+    run(go())
+
+
+def _context_of(tmp: Path, directory: Path) -> tuple[Snapshot, str]:
+    """Package `directory` as a launch does and return the recorded entries of its archive."""
+    from nbd.context import build_context_sync
+    from nbd.sync import context_files
+
+    (directory / "Dockerfile").write_text("FROM scratch\n")
+    built = build_context_sync(directory, tmp / "spool", tmp / "cache")
+    assert context_files.record(str(tmp / "records"), str(directory), built.md5_hex, built.path)
+    entries = context_files.load(str(tmp / "records"), str(directory), built.md5_hex)
+    assert entries is not None
+    return entries, built.md5_hex
+
+
+def test_a_sync_without_ancestor_starts_from_the_build_context(pair: Pair, tmp_path: Path) -> None:
+    """The pod holds the packaged files (its image), the local side was edited since: edits and
+    deletions travel to the pod without conflict copies; a file the build changed stays a
+    conflict; a file the build made is pulled."""
+    (pair.local / "d").mkdir()
+    for name, text in [("hello.ipynb", b"v1"), ("d/a.txt", b"a"), ("d/b.txt", b"b"), ("built.py", b"src")]:
+        (pair.local / name).write_bytes(text)
+    (pair.local / "run.sh").write_bytes(b"#!/bin/sh\n")
+    os.chmod(pair.local / "run.sh", 0o755)
+    context, _ = _context_of(tmp_path, pair.local)
+    assert context["run.sh"].executable and context["d"].is_dir and "Dockerfile" in context
+    shutil.copytree(pair.local, pair.remote, dirs_exist_ok=True)  # the image's /content
+    (pair.remote / "built.py").write_bytes(b"changed by the build")
+    (pair.remote / "made.txt").write_bytes(b"made by the build")
+    # Edits since the packaging.
+    (pair.local / "hello.ipynb").write_bytes(b"v2")
+    (pair.local / "d" / "a.txt").unlink()
+    (pair.local / "new.txt").write_bytes(b"new")
+
+    async def go() -> None:
+        async with pair.session(context_files=context) as s:
+            st = await s.flush(30)
+            assert [c.path for c in st.conflicts] == ["built.py"]
+            assert st.conflicts[0].copy_path.startswith("built.conflict-remote-")
+        assert (pair.remote / "hello.ipynb").read_bytes() == b"v2"
+        assert not (pair.remote / "d" / "a.txt").exists() and not (pair.local / "d" / "a.txt").exists()
+        assert (pair.local / "built.py").read_bytes() == b"src" == (pair.remote / "built.py").read_bytes()
+        assert (pair.local / "made.txt").read_bytes() == b"made by the build"
+        assert (pair.remote / "new.txt").read_bytes() == b"new"
+        assert tree(pair.local) == tree(pair.remote)
+        assert [p for p in os.listdir(pair.local) if ".conflict-" in p] == [st.conflicts[0].copy_path]
+
+    run(go())
+
+
+def test_the_seed_is_ignored_when_an_ancestor_exists_or_the_pod_differs(pair: Pair, tmp_path: Path) -> None:
+    """Without a context record the sync behaves as it always did: every difference is kept on
+    both sides. With a persisted ancestor, the record is not used at all."""
+    (pair.local / "a.txt").write_bytes(b"v1")
+    context, _ = _context_of(tmp_path, pair.local)
+    shutil.copytree(pair.local, pair.remote, dirs_exist_ok=True)
+    (pair.local / "a.txt").write_bytes(b"v2")
+
+    async def go() -> None:
+        async with pair.session(context_files=None) as s:
+            st = await s.flush(30)
+            assert [c.path for c in st.conflicts] == ["a.txt"]
+        (pair.remote / "a.txt").write_bytes(b"v1")  # back to the packaged version in the pod
+        async with pair.session(context_files=context) as s:  # an ancestor exists: no seed
+            st = await s.flush(30)
+        assert (pair.local / "a.txt").read_bytes() == b"v1", "the pod's change since the ancestor won"
+
+    run(go())
+
+
+def test_a_seeded_sync_leaves_what_the_local_rules_ignore_since_the_build(pair: Pair, tmp_path: Path) -> None:
+    """An ignore rule added locally since the build keeps the image's files under it in the pod,
+    even those deleted locally: ignored paths are out of the reconcile, seeded or not."""
+    (pair.local / "data").mkdir()
+    (pair.local / "data" / "set.csv").write_bytes(b"1,2")
+    (pair.local / "a.txt").write_bytes(b"a")
+    context, _ = _context_of(tmp_path, pair.local)
+    shutil.copytree(pair.local, pair.remote, dirs_exist_ok=True)
+    (pair.local / ".nbdignore").write_text("data/\n")
+    shutil.rmtree(pair.local / "data")
+    (pair.local / "a.txt").unlink()
+
+    async def go() -> None:
+        async with pair.session(context_files=context) as s:
+            st = await s.flush(30)
+        assert (pair.remote / "data" / "set.csv").read_bytes() == b"1,2"
+        assert not (pair.remote / "a.txt").exists(), "a deletion outside the ignored folder travels"
+        assert (pair.remote / ".nbdignore").read_text() == "data/\n"
+        assert not st.conflicts
 
     run(go())

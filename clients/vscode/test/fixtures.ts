@@ -19,6 +19,7 @@ export function syncStatus(fields: Partial<SyncStatus> = {}): SyncStatus {
     conflicts: [],
     resolvedConflicts: [],
     problems: [],
+    notSynced: [],
     localRoot: "",
     remoteRoot: "",
     ...fields,

@@ -96,6 +96,24 @@ for (const row of CASES) {
   });
 }
 
+test("sessionStatus tooltip lists the files left unsynced for their size, without a warning", () => {
+  const view = sessionStatus(
+    session({
+      sync: syncStatus({
+        notSynced: [
+          { path: "ckpt/model.pt", size: 1288490189, reason: "too large (1.2 GiB > 100 MiB)", side: "remote" },
+          { path: "data.bin", size: 209715200, reason: "too large (200 MiB > 100 MiB)", side: "local" },
+        ],
+      }),
+    }),
+  );
+  assert.equal(view.severity, "normal");
+  assert.deepEqual(view.tooltip.split("\n").slice(-2), [
+    "Not synced (in the pod): ckpt/model.pt: too large (1.2 GiB > 100 MiB)",
+    "Not synced (local): data.bin: too large (200 MiB > 100 MiB)",
+  ]);
+});
+
 test("sessionStatus tooltip: message, redacted URL, forward, sync, conflicts and problems", () => {
   const view = sessionStatus(
     session({

@@ -11,6 +11,7 @@ failed. Everything it learns from the cluster goes through the pure readings of
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 import uuid
@@ -38,6 +39,8 @@ if TYPE_CHECKING:
     from nbd.context import BuiltContext
     from nbd.kube.transport import Transport
     from nbd.upload import Resolve
+
+log = logging.getLogger(__name__)
 
 # How long the controller may take to answer before a launch says it is not running
 # (NBD_CONTROLLER_TIMEOUT seconds in the daemon's environment; tests shorten it).
@@ -71,6 +74,24 @@ def discard_archive(cache_dir: str, directory: str, path: str, forget: Callable[
         os.unlink(path)
     except OSError:
         pass
+
+
+async def record_context_files(store: str, directory: str, md5_hex: str, archive: str) -> None:
+    """Records what the packaged context holds, for seeding a later sync's ancestor
+    (`nbd.sync.context_files`). A failure costs only that seed, never the launch: it ends in a
+    log line (the archive may be discarded meanwhile, e.g. after the store refused its MD5)."""
+    from nbd.sync.context_files import record
+
+    started = time.monotonic()
+    try:
+        written = await asyncio.to_thread(record, store, directory, md5_hex, archive)
+    except Exception as e:
+        log.warning("could not record the files of context %s of %s: %r", md5_hex, directory, e)
+        return
+    if written:
+        log.info(
+            "recorded the files of context %s of %s in %.2fs", md5_hex, directory, time.monotonic() - started
+        )
 
 
 async def package(directory: str, spool_dir: str, cache_dir: str, emit: Emit) -> BuiltContext:

@@ -41,7 +41,7 @@ from nbd.capabilities import LaunchRequest
 from nbd.errors import FailedPrecondition, InvalidArgument, NbdError, NotFound
 from nbd.events import Failure, LaunchEvent, LaunchPayload, Notice, NoticeLevel, PhaseChanged, Ready
 from nbd.kube import KubeClient, KubeTarget, load_target
-from nbd.launch.building import BuildError, Delivery, new_request_id, package
+from nbd.launch.building import BuildError, Delivery, new_request_id, package, record_context_files
 from nbd.launch.decisions import (
     Attach,
     Existing,
@@ -60,6 +60,7 @@ from nbd.launch.jupyter import CUSTOM as CUSTOM_UI
 from nbd.launch.jupyter import detect_ui, notebook_url
 from nbd.launch.live import LiveSessions
 from nbd.launch.notebooks import REASON_WORKSPACE_KEPT, NotebookClient
+from nbd.launch.runtime import context_files_dir
 from nbd.launch.spec import (
     DEFAULT_PORT,
     DEFAULT_WORKDIR,
@@ -68,6 +69,7 @@ from nbd.launch.spec import (
     notebook_name_for,
     parse_notebook_file,
     session_spec,
+    sync_max_file_size,
     validate_name,
 )
 from nbd.launch.starting import START_TIMEOUT, StartError, wait_until_ready
@@ -92,6 +94,9 @@ class _Resolved:
     # Set once this launch wrote to the cluster (the Notebook applied): from then on a cancelled
     # launch may have changed what runs (see `decisions.cancelled`).
     applied: bool = False
+    # The recording of the packaged context's files (the seed of a sync's ancestor), which runs
+    # beside the upload and the build; the sync waits for it before it starts.
+    recording: asyncio.Task[None] | None = None
 
     @property
     def key(self) -> SessionKey:
@@ -261,6 +266,9 @@ class Launcher:
         if plan.package:
             built = await package(directory, self.spool_dir, self.cache_dir, emit)
             md5, built_path, md5_b64 = built.md5_hex, built.path, built.md5_b64
+            resolved.recording = asyncio.get_running_loop().create_task(
+                record_context_files(context_files_dir(self.live.sync_dir), directory, md5, built_path)
+            )
             await registry.update(key, context_md5=md5)
             request_id = new_request_id()
             spec["build"] = {"upload": {"md5": md5, "requestID": request_id}}
@@ -326,9 +334,13 @@ class Launcher:
         session = await registry.update(
             key, phase=Phase.READY, url=url, pod=started.pod, message="", runtime=record, notebook=following
         )
+        if resolved.recording is not None:
+            await resolved.recording
         if plan.sync:
             workdir = str(resolved.spec.get("workdir") or DEFAULT_WORKDIR)
-            await runtime.start_sync(resolved.directory, workdir)
+            await runtime.start_sync(
+                resolved.directory, workdir, max_file_size=sync_max_file_size(resolved.spec)
+            )
         elif runtime.sync is not None:
             await runtime.stop_sync(flush=True)
         # Followed once its forward and sync run, so a change seen from now on stops them whole.

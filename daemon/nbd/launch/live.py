@@ -306,7 +306,9 @@ class LiveSessions:
         if action.forward is not None:
             await runtime.restore_forward(action.forward)
         if action.sync is not None:
-            await runtime.start_sync(action.sync.directory, action.sync.remote_root)
+            await runtime.start_sync(
+                action.sync.directory, action.sync.remote_root, max_file_size=action.sync.max_file_size
+            )
         log.info("resumed session %s", session.key)
 
     async def close(self, app: App) -> None:

@@ -28,7 +28,7 @@ from nbd.forward import Forward
 from nbd.kube import NOTEBOOK, KubeClient, PodCache
 from nbd.launch.spec import FIELD_MANAGER
 from nbd.registry import SessionRegistry
-from nbd.session import ForwardRecord, RuntimeRecord, SessionKey, SyncRecord
+from nbd.session import DEFAULT_SYNC_MAX_FILE_SIZE, ForwardRecord, RuntimeRecord, SessionKey, SyncRecord
 from nbd.status import ForwardStatus, SyncState
 from nbdcontract import ANNOTATION_ACTIVITY, COMPONENT_NOTEBOOK, GROUP, NOTEBOOK_CONTAINER, PLURAL, VERSION
 from nbdcontract import LABEL_COMPONENT as COMPONENT_LABEL
@@ -36,6 +36,7 @@ from nbdcontract import LABEL_NOTEBOOK as NOTEBOOK_LABEL
 
 if TYPE_CHECKING:
     from nbd.sync import SyncEvent, SyncSession
+    from nbd.sync.snapshot import Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,11 @@ def activity_interval() -> float:
         log.warning("NBD_ACTIVITY_INTERVAL=%r is not a number; using %g s", raw, ACTIVITY_INTERVAL)
         return ACTIVITY_INTERVAL
     return min(max(value, 0.5), 3600.0)
+
+
+def context_files_dir(sync_dir: str) -> str:
+    """Where the records of packaged build contexts live (see `nbd.sync.context_files`)."""
+    return os.path.join(sync_dir, "context-files")
 
 
 def notebook_selector(name: str) -> dict[str, str]:
@@ -86,6 +92,7 @@ class SessionRuntime:
         # The sync's (directory, remote root), and the container instance (pod uid, containerID of
         # the notebook container) its ancestor was agreed with.
         self._sync_config = ("", "")
+        self._max_file_size = DEFAULT_SYNC_MAX_FILE_SIZE
         self._pod_uid = ""
         self._container_id = ""
         self._paused = False
@@ -224,7 +231,9 @@ class SessionRuntime:
         digest = hashlib.sha256(str(self.key).encode()).hexdigest()[:16]
         return os.path.join(self.state_dir, f"{self.key.name}-{digest}.json")
 
-    async def start_sync(self, directory: str, remote_root: str) -> None:
+    async def start_sync(
+        self, directory: str, remote_root: str, *, max_file_size: int = DEFAULT_SYNC_MAX_FILE_SIZE
+    ) -> None:
         """Starts the two-way sync of `directory` with the pod's `remote_root` (resumes its ancestor).
 
         The ancestor is only valid against the container instance it was agreed with: a replaced
@@ -237,12 +246,21 @@ class SessionRuntime:
         where nothing is deleted and every difference is kept on both sides (a conflict, local
         version wins the name). With /content on the pod's volume, a restarted container still
         holds what was synced, so that restart only re-reconciles equal files.
+
+        A sync without an ancestor is seeded from the record of the build context the session
+        launched (`nbd.sync.context_files`), where the pod holds exactly the context's version:
+        local edits and deletions made since the packaging then travel to the new pod instead of
+        becoming conflict copies.
         """
         if self.sync is not None:
-            return
+            if max_file_size == self._max_file_size:
+                return
+            # A relaunch changed sync.maxFileSize: the sync restarts with it, from its ancestor.
+            await self.stop_sync(flush=True)
         await self._ensure_pods()
         os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
         self._sync_config = (directory, remote_root)
+        self._max_file_size = max_file_size
         session = self.registry.find(self.key)
         recorded = session.runtime.sync if session is not None else None
         same = (
@@ -263,22 +281,31 @@ class SessionRuntime:
             pod_uid=self._pod_uid,
             paused=self._paused,
             container_id=self._container_id,
+            max_file_size=self._max_file_size,
         )
 
     async def _open_sync(self) -> None:
         from nbd.sync import SyncOptions, SyncSession
+        from nbd.sync.context_files import load as load_context_files
         from nbd.sync.exec_transport import exec_transport_factory
 
         directory, remote_root = self._sync_config
         factory = exec_transport_factory(
             self.kube.target, self.key.namespace, self._current_pod, NOTEBOOK_CONTAINER
         )
+        context_files: Snapshot | None = None
+        current = self.registry.find(self.key)
+        if current is not None and not os.path.exists(self._ancestor_path()):
+            context_files = await asyncio.to_thread(
+                load_context_files, context_files_dir(self.state_dir), directory, current.context_md5
+            )
         session = SyncSession(
             directory,
             factory,
             self._ancestor_path(),
-            SyncOptions(remote_root=remote_root),
+            SyncOptions(remote_root=remote_root, max_file_size=self._max_file_size),
             on_event=self._sync_event,
+            context_files=context_files,
         )
         self.sync = session
         await session.start()

@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from nbd.errors import InvalidArgument
-from nbd.session import NotebookSpec
+from nbd.session import DEFAULT_SYNC_MAX_FILE_SIZE, NotebookSpec
 from nbdcontract import ANNOTATION_LOCAL_DIRECTORY as LOCAL_DIRECTORY_ANNOTATION
 
 # Re-exported: the launch modules take the spec's defaults and the directory annotation from here.
@@ -58,12 +58,14 @@ __all__ = [
     "DEFAULT_WORKDIR",
     "FIELD_MANAGER",
     "LOCAL_DIRECTORY_ANNOTATION",
+    "LOCAL_ONLY_FIELDS",
     "WRITTEN_BY_ANNOTATION",
     "NotebookFileError",
     "merge_spec",
     "notebook_manifest",
     "notebook_name_for",
     "parse_notebook_file",
+    "sync_max_file_size",
     "validate_name",
 ]
 
@@ -80,10 +82,19 @@ _SPEC_KEYS = {
     "workspace",
     "volumes",
     "idle",
+    "sync",
 }
 _RESOURCE_KEYS = {"gpu", "cpu", "memory", "shm"}
 _WORKSPACE_KEYS = {"size", "storageClass"}
 _IDLE_KEYS = {"stopAfter"}
+# Spec fields only the daemon reads (how the local directory syncs): never sent to the cluster.
+LOCAL_ONLY_FIELDS = frozenset({"sync"})
+_SYNC_KEYS = {"maxFileSize"}
+_BYTES = re.compile(r"([0-9]+(?:\.[0-9]+)?)(k|M|G|T|Ki|Mi|Gi|Ti)?")
+_BYTE_SUFFIX = {
+    "": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
+    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40,
+}  # fmt: skip
 _GPU_KEYS = {"count", "type"}
 
 
@@ -186,6 +197,8 @@ def _validate_spec(spec: dict[str, Any], source: str) -> dict[str, Any]:
         ]
     if "idle" in spec and spec["idle"] is not None:
         out["idle"] = _idle(spec["idle"], source)
+    if "sync" in spec and spec["sync"] is not None:
+        out["sync"] = _sync(spec["sync"], source)
     return out
 
 
@@ -220,6 +233,42 @@ def _shm(value: Any, what: str) -> str:
     if problem is not None:
         raise NotebookFileError(f"{problem} (0 leaves the runtime's 64Mi)")
     return str(value)
+
+
+def _sync(value: Any, source: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise NotebookFileError(f"{source}: sync must be a mapping, for example sync: {{maxFileSize: 100Mi}}")
+    unknown = sorted(set(value) - _SYNC_KEYS)
+    if unknown:
+        raise NotebookFileError(
+            f"{source}: unknown sync field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(_SYNC_KEYS))}"
+        )
+    out: dict[str, Any] = {}
+    if value.get("maxFileSize") is not None:
+        out["maxFileSize"] = _byte_size(value["maxFileSize"], f"{source}: sync.maxFileSize")
+    return out
+
+
+def _byte_size(value: Any, what: str) -> int:
+    """Bytes from a number or a Kubernetes quantity ("100Mi", "2G"); whole bytes, at least 0."""
+    size: float | None = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        size = value
+    elif isinstance(value, str):
+        match = _BYTES.fullmatch(value.strip())
+        if match is not None:
+            size = float(match.group(1)) * _BYTE_SUFFIX[match.group(2) or ""]
+    if size is None or size < 0 or size != int(size):
+        raise NotebookFileError(
+            f"{what} must be a size in bytes or a quantity like 100Mi or 2Gi (0: no limit), got {value!r}"
+        )
+    return int(size)
+
+
+def sync_max_file_size(spec: dict[str, Any]) -> int:
+    """The sync's size limit in bytes for a validated spec (0: no limit)."""
+    size = (spec.get("sync") or {}).get("maxFileSize")
+    return DEFAULT_SYNC_MAX_FILE_SIZE if size is None else int(size)
 
 
 def _idle(value: Any, source: str) -> dict[str, Any]:
@@ -440,7 +489,7 @@ def notebook_manifest(
         annotations[WRITTEN_BY_ANNOTATION] = written_by
     if annotations:
         metadata["annotations"] = annotations
-    full = dict(spec)
+    full = {k: v for k, v in spec.items() if k not in LOCAL_ONLY_FIELDS}
     full["suspend"] = False
     return {"apiVersion": API_VERSION, "kind": KIND, "metadata": metadata, "spec": full}
 

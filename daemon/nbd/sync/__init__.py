@@ -2,7 +2,8 @@
 
 Layers, each importing only those below it (the import-linter contracts of pyproject.toml keep them):
 `session` (the asyncio loop) → `sides` (what is known of each side) / `state` (the persisted
-ancestor) → `transition` (applying plans: stage, then transition) → `exec_transport` / `remote` /
+ancestor) / `context_files` (the packaged context's files, a seed for a missing ancestor) →
+`transition` (applying plans: stage, then transition) → `exec_transport` / `remote` /
 `local` (the two endpoints) → `endpoint` → `shipping` (the agent's zipapp and its bootstrap) →
 `agent` (a stdlib-only package: file-system work, also run in the pod; the daemon imports its
 paths, frames, ignore rules and `Tree`); `reconcile` → `snapshot` (the pure core: no I/O, no

@@ -45,6 +45,8 @@ class ScanResult:
     absent: list[str] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     rules: dict[str, str] = field(default_factory=dict)
+    # Files left out for being above the size limit: path -> size in bytes.
+    large: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,7 @@ def scan_from_wire(res: dict[str, Any], now: float) -> ScanResult:
     at = from_epoch(now)
     out.problems = [Problem(str(p), str(m), at) for p, m in res.get("problems", [])]
     out.rules = {str(k): str(v) for k, v in res.get("rules", {}).items()}
+    out.large = {intern(str(p)): int(size) for p, size in res.get("large", [])}
     return out
 
 

@@ -30,8 +30,8 @@ import posixpath
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from nbd.status import Conflict
-from nbd.sync.snapshot import DIR, Entry, PathIndex, Snapshot, depth_of, parent_of
+from nbd.status import Conflict, NotSynced, size_text
+from nbd.sync.snapshot import DIR, Entry, PathIndex, Snapshot, depth_of, parent_of, without
 
 __all__ = [
     "Change",
@@ -41,6 +41,8 @@ __all__ = [
     "reconcile",
     "settle",
     "conflict_name",
+    "leave_large",
+    "seed_ancestor",
 ]
 
 
@@ -229,6 +231,55 @@ class _Reconciler:
             f"the remote {what[r.kind]} was kept as {copy}"
         )
         self.plan.conflicts.append(Conflict(path, copy, message))
+
+
+def leave_large(
+    ancestor: Snapshot,
+    local: Snapshot,
+    remote: Snapshot,
+    local_large: Mapping[str, int],
+    remote_large: Mapping[str, int],
+    limit: int,
+) -> tuple[Snapshot, Snapshot, Snapshot, list[NotSynced]]:
+    """The three trees without the files a side holds above the size limit, and those files.
+
+    A scan leaves such a file out of its snapshot (it is never read), so the other side must not
+    read its absence as a deletion: its path leaves all three trees, like an ignored path. Nothing
+    at that path is then copied, deleted or moved on either side, and the ancestor's entry stays
+    as it is (a later cycle that sees the file under the limit again reconciles it as usual).
+    """
+    listed = [
+        NotSynced(path, size, f"too large ({size_text(size)} > {size_text(limit)})", side)
+        for side, large in (("local", local_large), ("remote", remote_large))
+        for path, size in large.items()
+    ]
+    listed.sort(key=lambda n: (n.path, n.side))
+    roots = set(local_large) | set(remote_large)
+    if roots:
+        ancestor, local, remote = without(ancestor, roots), without(local, roots), without(remote, roots)
+    return ancestor, local, remote, listed
+
+
+def seed_ancestor(context: Mapping[str, Entry], remote: Mapping[str, Entry]) -> Snapshot:
+    """An ancestor for a sync that has none, from the files of the build context its image holds.
+
+    `context` is what the local directory held when it was packaged (path → entry, as a scan
+    sees it); `remote` is the pod's scan now. A context entry becomes the ancestor of a path only
+    where the pod holds exactly that entry: the local directory had that content (so it is an
+    ancestor of the local version) and the pod still has it (so "unchanged in the pod" is true).
+    Then a local edit since the packaging is pushed, a local deletion deletes the pod's copy, and
+    a path the image's build changed (pod ≠ context) or created (only in the pod) has no ancestor
+    and is reconciled as it would be without one: nothing is deleted, differences are kept on
+    both sides. A directory is seeded only when each of its parents is, so a seeded subtree never
+    hangs below a path without an ancestor.
+    """
+    out: Snapshot = {}
+    for path in sorted(context, key=depth_of):
+        entry = context[path]
+        parent = parent_of(path)
+        if remote.get(path) == entry and (not parent or parent in out):
+            out[path] = entry
+    return out
 
 
 def _files(snapshot: Snapshot) -> int:

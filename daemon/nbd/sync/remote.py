@@ -334,6 +334,7 @@ class RemoteEndpoint:
                 result.problems.append(Problem(path[:200], f"refused a path from the pod: {why}", utcnow()))
         result.absent = [p for p in result.absent if path_problem(p) is None]
         result.rules = {k: v for k, v in result.rules.items() if path_problem(k) is None}
+        result.large = {k: v for k, v in result.large.items() if path_problem(k) is None}
         return result
 
     async def read(self, path: str, digest: str) -> AsyncIterator[bytes]:

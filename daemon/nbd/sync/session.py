@@ -19,15 +19,16 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
 from nbd.aio import cancel_and_wait, wait_event
 from nbd.errors import DeadlineExceeded, FailedPrecondition, NbdError
-from nbd.status import Conflict, Problem, SyncState, SyncStatus, from_epoch, utcnow
+from nbd.session import DEFAULT_SYNC_MAX_FILE_SIZE
+from nbd.status import Conflict, NotSynced, Problem, SyncState, SyncStatus, from_epoch, utcnow
 from nbd.sync.agent.ignore import rules_from_files
 from nbd.sync.local import LocalEndpoint
-from nbd.sync.reconcile import Change, DeleteGuard, Plan, reconcile, settle
+from nbd.sync.reconcile import Change, DeleteGuard, Plan, leave_large, reconcile, seed_ancestor, settle
 from nbd.sync.remote import AgentLost, RemoteEndpoint, TransportFactory
 from nbd.sync.sides import Side
 from nbd.sync.snapshot import (
@@ -60,10 +61,15 @@ MAX_RESOLVED_CONFLICTS = 50
 
 @dataclass(frozen=True)
 class SyncOptions:
-    """Tuning of one session; the defaults suit a notebook directory."""
+    """Tuning of one session; the defaults suit a notebook directory.
+
+    `max_file_size` (bytes, 0: no limit) applies to both sides: a file above it stays where it
+    is and is listed in `SyncStatus.not_synced`. One limit for both directions, so a file never
+    travels one way and is then stuck on the other side's limit.
+    """
 
     remote_root: str = "/content"
-    max_file_size: int = 1 << 30
+    max_file_size: int = DEFAULT_SYNC_MAX_FILE_SIZE
     debounce: float = 0.01
     max_debounce: float = 0.25
     delete_guard: DeleteGuard = DeleteGuard()
@@ -128,6 +134,8 @@ class SyncSession:
         state_path: Where the ancestor is persisted (JSON, replaced atomically).
         options: Tuning; see `SyncOptions`.
         on_event: Called on the event loop with each `SyncEvent`; must not block.
+        context_files: The entries of the build context the pod's image was built from (see
+            `nbd.sync.reconcile.seed_ancestor`); used only when there is no persisted ancestor.
     """
 
     def __init__(
@@ -137,8 +145,10 @@ class SyncSession:
         state_path: str,
         options: SyncOptions | None = None,
         on_event: Callable[[SyncEvent], None] | None = None,
+        context_files: Mapping[str, Entry] | None = None,
     ) -> None:
         self.options = options or SyncOptions()
+        self._context_files = context_files
         self.local_root = os.path.abspath(local_root)
         self.state_path = state_path
         self.on_event = on_event or (lambda event: None)
@@ -171,6 +181,8 @@ class SyncSession:
         self._store = AncestorStore(state_path)
         self._unsettled: set[str] = set()
         self._ancestor_files = 0
+        self._seeding = False
+        self._not_synced: tuple[NotSynced, ...] = ()
 
     # -- public API
 
@@ -187,6 +199,7 @@ class SyncSession:
                 self._store.resolved[-MAX_RESOLVED_CONFLICTS:],
             )
         self._ancestor_files = sum(1 for e in self.ancestor.values() if not e.is_dir)
+        self._seeding = not self.ancestor and bool(self._context_files)
         self._status = replace(
             self._status,
             conflicts=tuple(conflicts),
@@ -261,7 +274,9 @@ class SyncSession:
 
     def status(self) -> SyncStatus:
         problems = tuple(sorted(self._problems.values(), key=lambda p: p.path))
-        return replace(self._status, problems=problems, files=self._ancestor_files)
+        return replace(
+            self._status, problems=problems, not_synced=self._not_synced, files=self._ancestor_files
+        )
 
     # -- internals
 
@@ -351,9 +366,13 @@ class SyncSession:
     def _filtered(
         self, A: Snapshot, L: Snapshot, R: Snapshot
     ) -> tuple[Snapshot, Snapshot, Snapshot, set[str]]:
-        """The three trees without what must not be synced: paths either side ignores, paths a
-        scan could not read (too large, unreadable), symbolic links leading outside the root.
-        Sets `self._scan_problems`."""
+        """The three trees without what must not be synced: paths either side ignores, files
+        above the size limit, paths a scan could not read, symbolic links leading outside the
+        root. Sets `self._scan_problems` and `self._not_synced`."""
+        A, L, R, listed = leave_large(
+            A, L, R, self.local.large, self.remote.large, self.options.max_file_size
+        )
+        self._not_synced = tuple(listed)
         excluded: set[str] = set(self.local.problems) | set(self.remote.problems)
         problems: dict[str, Problem] = {}
         for side in (self.local, self.remote):
@@ -436,6 +455,8 @@ class SyncSession:
     async def _reconcile_and_apply(
         self, roots: list[str] | None, now: float
     ) -> tuple[Plan, int, dict[str, Problem]]:
+        if self._seeding and roots is None and not self.ancestor and self._context_files:
+            await self._seed()
         A, L, R, excluded = self._views(roots)
         guard = None if self._force else self.options.delete_guard
         plan = reconcile(
@@ -513,6 +534,24 @@ class SyncSession:
             )
         await self._persist(delta, conflicts, resolved)
         return plan, landed, problems
+
+    async def _seed(self) -> None:
+        """Give a sync without an ancestor the build context's entries the pod still holds, and
+        persist them at once (so a crash after the first cycle keeps them)."""
+        assert self._context_files is not None
+        self._seeding = False
+        seeded = seed_ancestor(self._context_files, self.remote.snapshot)
+        if not seeded:
+            return
+        self.ancestor = seeded
+        self._ancestor_files = sum(1 for e in seeded.values() if not e.is_dir)
+        log.info("sync of %s starts from %d entries of its build context", self.local_root, len(seeded))
+        await asyncio.to_thread(
+            self._store.save,
+            dict(self.ancestor),
+            list(self._status.conflicts),
+            self._status.resolved_conflicts,
+        )
 
     def _resolved_conflicts(self) -> list[Conflict]:
         """The open conflicts the user resolved locally: the copy is gone (deleted or renamed), or

@@ -23,6 +23,8 @@ class Side:
         self.endpoint = endpoint
         self.snapshot: Snapshot = {}
         self.problems: dict[str, Problem] = {}
+        # Files above the size limit, left out of the snapshot: path -> size.
+        self.large: dict[str, int] = {}
         self.rules: dict[str, str] = {}
         self.pending: set[str] | None = set()  # None: rescan everything
         self.scanned = False
@@ -47,6 +49,7 @@ class Side:
             res = await self.endpoint.scan(None)
             self.snapshot = res.entries
             self.problems = {p.path: p for p in res.problems}
+            self.large = dict(res.large)
             self.rules = res.rules
             self.scanned = True
             self.last_scanned = res.entries
@@ -78,4 +81,7 @@ class Side:
                 del self.problems[path]
         for p in res.problems:
             self.problems[p.path] = p
+        for path in [p for p in self.large if any(is_under(p, r) for r in roots)]:
+            del self.large[path]
+        self.large.update(res.large)
         self.rules = res.rules

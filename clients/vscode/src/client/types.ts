@@ -101,6 +101,16 @@ export interface Problem {
   time: Timestamp | null;
 }
 
+/** A file the sync leaves on its side by rule (larger than sync.maxFileSize). */
+export interface NotSynced {
+  path: string;
+  size: number;
+  /** For a person: "too large (1.2 GiB > 100 MiB)". */
+  reason: string;
+  /** "remote" (the pod) or "local". */
+  side: string;
+}
+
 export interface SyncStatus {
   state: SyncState;
   message: string;
@@ -115,6 +125,8 @@ export interface SyncStatus {
   /** The last conflicts the user resolved, oldest first (not counted as open). */
   resolvedConflicts: Conflict[];
   problems: Problem[];
+  /** Files left on one side for being larger than sync.maxFileSize: neither conflicts nor problems. */
+  notSynced: NotSynced[];
   localRoot: string;
   remoteRoot: string;
 }

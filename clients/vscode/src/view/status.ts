@@ -117,6 +117,10 @@ export function sessionStatus(session: Session): StatusView {
   for (const problem of sync?.problems ?? []) {
     lines.push(`Problem: ${problem.path}: ${problem.message}`);
   }
+  for (const file of sync?.notSynced ?? []) {
+    const where = file.side === "remote" ? "in the pod" : "local";
+    lines.push(`Not synced (${where}): ${file.path}: ${file.reason}`);
+  }
   let command: string | undefined;
   if (session.url !== "" && session.phase === "PHASE_READY") {
     command = "nbd.openInBrowser";

@@ -85,6 +85,8 @@ class Tree:
         self.rules = IgnoreRules()
         self.writes: Dict[int, Incoming] = {}
         self.checked_parents: Optional[Set[str]] = None
+        # [path, size] of the files the last scan left out for being above `max_file_size`.
+        self.large: List[List[Any]] = []
         umask = os.umask(0o022)
         os.umask(umask)
         self.umask = umask
@@ -138,13 +140,8 @@ class Tree:
                 return None
         if stat.S_ISREG(mode):
             if self.max_file_size and st.st_size > self.max_file_size:
-                problems.append(
-                    [
-                        rel,
-                        "file of %d bytes is above the sync size limit of %d bytes; not synced"
-                        % (st.st_size, self.max_file_size),
-                    ]
-                )
+                # Not a problem: a file left on its side by rule, reported with its size.
+                self.large.append([rel, st.st_size])
                 return None
             key = _stat_key(st)
             cached = self.cache.get(rel)
@@ -164,13 +161,15 @@ class Tree:
     def scan(self, paths: Optional[List[str]] = None) -> Dict[str, Any]:
         """Scan the whole tree, or only the subtrees at `paths` (absent ones are reported absent).
 
-        Returns {"entries": [...], "absent": [...], "problems": [[path, message]], "rules": {path:
-        text}}. Ignored paths are pruned with the rules known so far (rule files are read as the
-        walk meets them, like git).
+        Returns {"entries": [...], "absent": [...], "problems": [[path, message]], "large": [[path,
+        size]], "rules": {path: text}}; a file above `max_file_size` is in "large" only. Ignored
+        paths are pruned with the rules known so far (rule files are read as the walk meets them,
+        like git).
         """
         entries: List[WireEntry] = []
         problems: List[List[str]] = []
         absent: List[str] = []
+        self.large = []
         if paths is None:
             self.rules = IgnoreRules()
             self._walk("", entries, problems)
@@ -200,7 +199,13 @@ class Tree:
                 entries.append(we)
                 if is_dir:
                     self._walk(rel, entries, problems)
-        return {"entries": entries, "absent": absent, "problems": problems, "rules": dict(self.rules.sources)}
+        return {
+            "entries": entries,
+            "absent": absent,
+            "problems": problems,
+            "large": self.large,
+            "rules": dict(self.rules.sources),
+        }
 
     def _walk(self, top: str, entries: List[WireEntry], problems: List[List[str]]) -> None:
         stack = [top]
