@@ -52,7 +52,7 @@ test("LaunchEvent's oneof members are the ones the renderer knows", () => {
 
 test("request messages have the fields the client sends", () => {
   assert.deepEqual(fields("SyncRequest"), ["action", "force", "session"]);
-  assert.deepEqual(fields("StopRequest"), ["delete", "session"]);
+  assert.deepEqual(fields("StopRequest"), ["delete", "deleteWorkspace", "session"]);
   assert.deepEqual(fields("EventsRequest"), ["initial", "sessions"]);
   assert.deepEqual(fields("LogsRequest"), ["container", "follow", "session", "source", "tailLines"]);
   assert.deepEqual(

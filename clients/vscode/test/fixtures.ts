@@ -46,6 +46,9 @@ export function session(fields: Partial<Session> = {}): Session {
     updated: null,
     ref: "hello",
     notebook: null,
+    idleStopAt: null,
+    idleStopAfter: "",
+    idleMessage: "",
     ...fields,
   };
 }

@@ -114,6 +114,20 @@ test("sessionStatus tooltip lists the files left unsynced for their size, withou
   ]);
 });
 
+test("sessionStatus tooltip says when the notebook stops for idleness, and nothing when it never does", () => {
+  const idle = sessionStatus(
+    session({ idleStopAfter: "2h", idleMessage: "Idle since 13:02 UTC; stops at 15:02 UTC unless it is used." }),
+  );
+  assert.ok(
+    idle.tooltip.split("\n").includes("Auto-stop after 2h idle (Idle since 13:02 UTC; stops at 15:02 UTC unless it is used.)"),
+    idle.tooltip,
+  );
+  assert.equal(idle.severity, "normal");
+  for (const off of ["", "0"]) {
+    assert.ok(!sessionStatus(session({ idleStopAfter: off })).tooltip.includes("Auto-stop"));
+  }
+});
+
 test("sessionStatus tooltip: message, redacted URL, forward, sync, conflicts and problems", () => {
   const view = sessionStatus(
     session({

@@ -168,8 +168,15 @@ export class NbdClient {
     return this.stream<LaunchEvent>(this.notebooks, "Launch", request, options);
   }
 
-  async stop(session: string, del = false, options: CallOptions = {}): Promise<Session | null> {
-    const response = await this.unary<{ session: Session | null }>(this.notebooks, "Stop", { session, delete: del }, options);
+  /** Stop (suspend) a session; `del` deletes its Notebook, and `deleteWorkspace` its workspace claim
+   *  with it (without it, the daemon refuses to delete a notebook that has one). */
+  async stop(session: string, del = false, options: CallOptions = {}, deleteWorkspace = false): Promise<Session | null> {
+    const response = await this.unary<{ session: Session | null }>(
+      this.notebooks,
+      "Stop",
+      { session, delete: del, deleteWorkspace },
+      options,
+    );
     return response.session;
   }
 

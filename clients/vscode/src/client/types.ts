@@ -76,6 +76,10 @@ export interface NotebookSpec {
   command: string[];
   workdir: string;
   port?: number;
+  idleStopAfter?: string;
+  workspaceSize?: string;
+  workspaceStorageClass?: string;
+  shm?: string;
 }
 
 export interface ForwardStatus {
@@ -159,6 +163,11 @@ export interface Session {
   updated: Timestamp | null;
   ref: string;
   notebook: NotebookStatus | null;
+  /** When the controller suspends the notebook if it stays idle (null: no auto-stop, or busy). */
+  idleStopAt: Timestamp | null;
+  /** The idle stop in effect ("2h"; "" when off). */
+  idleStopAfter: string;
+  idleMessage: string;
 }
 
 export interface LaunchRequest {

@@ -110,6 +110,10 @@ export function sessionStatus(session: Session): StatusView {
     const detail = notebook.message !== "" && notebook.message !== session.message ? ` (${notebook.message})` : "";
     lines.push(`Notebook: ${notebookWord(notebookState)}${detail}`);
   }
+  if (session.idleStopAfter !== "" && session.idleStopAfter !== "0") {
+    const detail = session.idleMessage !== "" ? ` (${session.idleMessage})` : "";
+    lines.push(`Auto-stop after ${session.idleStopAfter} idle${detail}`);
+  }
   for (const conflict of sync?.conflicts ?? []) {
     const kept = conflict.copyPath !== "" ? `; other version kept as ${conflict.copyPath}` : "";
     lines.push(`Conflict: ${conflict.path}${kept}`);
