@@ -37,7 +37,7 @@ from kubesim.errors import ApiError, now_rfc3339
 from kubesim.faults import Faults
 from kubesim.patch import json_patch
 from kubesim.resources import ResourceInfo
-from kubesim.serviceproxy import POD_PROXY_PATH, PROXY_PATH, ServiceProxy
+from kubesim.serviceproxy import POD_PROXY_PATH, PROXY_PATH, PROXY_VERBS, ServiceProxy
 from kubesim.store import Store
 
 __all__ = ["ApiServer", "SubresourceHandler", "VERSION_INFO", "json_response", "status_response"]
@@ -97,17 +97,6 @@ class _Target:
     namespace: str | None
     name: str | None
     subresource: str | None
-
-
-# The verb a proxy subresource request is authorized with, by HTTP method.
-_PROXY_VERBS = {
-    "GET": "get",
-    "HEAD": "get",
-    "POST": "create",
-    "PUT": "update",
-    "PATCH": "patch",
-    "DELETE": "delete",
-}
 
 
 class ApiServer:
@@ -280,7 +269,7 @@ class ApiServer:
         to_pod = POD_PROXY_PATH.match(rest)
         if to_pod is not None:
             namespace, segment, path = to_pod.group(1), to_pod.group(2), to_pod.group(3) or ""
-            verb = _PROXY_VERBS.get(request.method, "")
+            verb = PROXY_VERBS.get(request.method, "")
             if not verb:
                 raise ApiError(
                     405, "MethodNotAllowed", "the server does not allow this method on the requested resource"
@@ -290,7 +279,7 @@ class ApiServer:
             return await self.service_proxy.handle(request, namespace, segment, path, backend)
         if proxied is not None:
             namespace, segment, path = proxied.group(1), proxied.group(2), proxied.group(3) or ""
-            verb = _PROXY_VERBS.get(request.method, "")
+            verb = PROXY_VERBS.get(request.method, "")
             if not verb:
                 raise ApiError(
                     405, "MethodNotAllowed", "the server does not allow this method on the requested resource"

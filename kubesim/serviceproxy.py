@@ -41,7 +41,7 @@ from kubesim.errors import ApiError
 from kubesim.kubelet.dns import endpoints
 from kubesim.store import Store
 
-__all__ = ["ServiceProxy", "PROXY_PATH"]
+__all__ = ["ServiceProxy", "PROXY_PATH", "POD_PROXY_PATH", "PROXY_VERBS"]
 
 log = logging.getLogger("kubesim.serviceproxy")
 
@@ -49,7 +49,8 @@ PROXY_PATH = re.compile(r"^namespaces/([^/]+)/services/([^/]+)/proxy(/.*)?$")
 POD_PROXY_PATH = re.compile(r"^namespaces/([^/]+)/pods/([^/]+)/proxy(/.*)?$")
 SERVICES = ("", "v1", "services")
 PODS = ("", "v1", "pods")
-_VERBS = {
+# The verb a proxy subresource request is authorized with, by HTTP method.
+PROXY_VERBS = {
     "GET": "get",
     "HEAD": "get",
     "POST": "create",
