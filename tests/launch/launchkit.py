@@ -20,6 +20,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -158,10 +159,17 @@ def wait_until(check: Callable[[], Any], timeout: float = 30.0, what: str = "the
     return polling.wait_for(check, timeout, what)
 
 
-def make_project(root: Path, name: str = "proj", *, source: Path = HELLO) -> Path:
-    """A copy of examples/hello (or `source`) under `root/name`, with old mtimes."""
+def make_project(root: Path, name: str = "proj", *, source: Path = HELLO, unique: bool = False) -> Path:
+    """A copy of examples/hello (or `source`) under `root/name`, with old mtimes.
+
+    The store is content-addressed and shared by every namespace of the cluster: a test that must
+    see its content uploaded passes `unique`, which adds a file of its own (so its MD5 is new), as
+    does one whose upload must not serve another test's first launch.
+    """
     target = root / name
     shutil.copytree(source, target)
+    if unique:
+        (target / "test-id.txt").write_text(uuid.uuid4().hex + "\n")
     age(target)
     return target
 

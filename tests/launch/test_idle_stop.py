@@ -62,7 +62,7 @@ def _idle_stopped(kit: LaunchKit, ns: str, name: str) -> dict[str, Any] | None:
 def test_an_unused_notebook_stops_one_in_use_does_not_and_a_relaunch_resumes_it(
     kit: LaunchKit, ns: str, tmp_path: Path
 ) -> None:
-    project = make_project(tmp_path)
+    project = make_project(tmp_path, unique=True)
     first = kit.launch(project, ns, "--idle-stop", f"{STOP_AFTER}s")
     assert first.rc == 0, first.stderr
     name = first.ready["session"]["name"]
@@ -141,7 +141,7 @@ def test_an_unused_notebook_stops_one_in_use_does_not_and_a_relaunch_resumes_it(
 
 
 def test_a_busy_kernel_is_never_stopped_even_with_no_client(kit: LaunchKit, ns: str, tmp_path: Path) -> None:
-    project = make_project(tmp_path)
+    project = make_project(tmp_path, unique=True)
     launched = kit.launch(project, ns, "--idle-stop", f"{STOP_AFTER}s", "--no-sync")
     assert launched.rc == 0, launched.stderr
     name = launched.ready["session"]["name"]
@@ -170,7 +170,7 @@ def test_a_busy_kernel_is_never_stopped_even_with_no_client(kit: LaunchKit, ns: 
 def test_a_bad_idle_stop_is_one_line_before_anything_is_packaged(
     kit: LaunchKit, ns: str, tmp_path: Path, local_stack: LocalStack
 ) -> None:
-    project = make_project(tmp_path)
+    project = make_project(tmp_path, unique=True)
     proc = kit.nbctl("launch", str(project), "-n", ns, "--idle-stop", "soon")
     assert proc.returncode != 0
     lines = [line for line in proc.stderr.splitlines() if line.strip()]

@@ -23,7 +23,7 @@ UPLOADING, BUILDING, READY = "PHASE_UPLOADING", "PHASE_BUILDING", "PHASE_READY"
 def test_launch_answers_through_the_url_then_relaunch_is_cached(
     kit: LaunchKit, ns: str, tmp_path: Path
 ) -> None:
-    project = make_project(tmp_path)
+    project = make_project(tmp_path, unique=True)
     first = kit.launch(project, ns)
     assert first.rc == 0, first.stderr
     assert UPLOADING in first.phases() and BUILDING in first.phases()
